@@ -1,0 +1,44 @@
+# forkvm build: the VMM (one binary with the probe guest embedded), guests, tests.
+CC      ?= gcc
+SAN     ?= 0
+BUILD   ?= build
+ifeq ($(SAN),1)
+BUILD   := build-san
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+endif
+
+CFLAGS  := -std=gnu17 -Wall -Wextra -Wshadow -Wno-unused-parameter -O2 -g -D_GNU_SOURCE \
+           -Isrc -Iguests -MMD -MP $(SANFLAGS) $(EXTRA_CFLAGS)
+LDFLAGS := $(SANFLAGS)
+LDLIBS  := -ljansson -lpthread
+
+# Every folder of the VMM library; a later subsystem adds its folder here.
+VMM_DIRS := core x86 mem devices ctl loader image snapshot fork uffd
+VMM_SRC  := $(foreach d,$(VMM_DIRS),$(wildcard src/$(d)/*.c))
+CLI_SRC  := $(wildcard src/cli/*.c)
+VMM_OBJ  := $(VMM_SRC:%.c=$(BUILD)/%.o)
+CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
+LIB      := $(BUILD)/libforkvm.a
+
+all: $(BUILD)/forkvm
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(LIB): $(VMM_OBJ) $(BUILD)/probe_blob.o
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/forkvm: $(CLI_OBJ) $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(LIB) $(LDLIBS)
+
+include mk/probe.mk
+-include mk/extra-*.mk
+include mk/tests.mk
+
+clean:
+	rm -rf build build-san
+
+.PHONY: all clean
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

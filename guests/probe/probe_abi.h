@@ -1,0 +1,125 @@
+/* The probe guest's ABI, shared by the guest and the VMM: ports, mailbox, pattern and hash. */
+#ifndef FORKVM_PROBE_ABI_H
+#define FORKVM_PROBE_ABI_H
+
+#include <stdint.h>
+
+#define PROBE_MAGIC 0x45424f5250564b46ULL /* "FKVPROBE" */
+#define PROBE_ABI_VERSION 1
+
+/* Doorbells: every message costs one exit, whatever its size. */
+#define PROBE_PORT_WAIT 0xf00 /* idle: the VMM resumes the vCPU only when a command is posted */
+#define PROBE_PORT_DONE 0xf01 /* a result is in the mailbox; the vCPU continues at once */
+#define PROBE_PORT_LOG 0xf02  /* mailbox log[] holds log_len bytes of text for the console */
+
+enum probe_cmd {
+	PROBE_CMD_NONE = 0,
+	PROBE_CMD_PING = 1,	/* result[0] = PROBE_MAGIC ^ arg[0] */
+	PROBE_CMD_FILL = 2,	/* arg: gpa, len, seed; words = probe_fill_word(seed, gpa) */
+	PROBE_CMD_CHECKSUM = 3, /* arg: gpa, len; result[0] = probe_range_hash() */
+	PROBE_CMD_DIRTY = 4,	/* arg: gpa, pages, stride, seed; pages == 0 stops; result[0] = counter */
+	PROBE_CMD_COUNTER = 5,	/* result[0] = counter, result[1] = dirty iterations */
+};
+
+enum probe_status {
+	PROBE_OK = 0,
+	PROBE_EINVAL = 1, /* unknown command */
+	PROBE_ERANGE = 2, /* range outside the work area or not page aligned */
+};
+
+#define PROBE_MAX_REGIONS 2
+#define PROBE_LOG_MAX 1024
+
+/*
+ * One 4 KiB page per vCPU at LAYOUT_PROBE_MAILBOX + id * 4096. The host writes the command,
+ * then bumps cmd_seq; the guest writes results, then sets done_seq = cmd_seq and rings DONE.
+ * x86 keeps stores in order, so a compiler barrier on each side is enough.
+ */
+struct probe_mailbox {
+	uint64_t magic;	       /* guest writes PROBE_MAGIC once it runs */
+	uint32_t abi_version;
+	uint32_t vcpu_id;
+	uint64_t cmd_seq;
+	uint64_t done_seq;
+	uint32_t cmd;
+	uint32_t status;
+	uint64_t arg[6];
+	uint64_t result[4];
+	uint64_t counter;      /* pages of work done (fill, checksum, dirty) + commands handled */
+	uint64_t dirty_iters;  /* dirty iterations since the last dirty start */
+	uint32_t dirty_active;
+	uint32_t nregions;     /* RAM regions, written by the VMM before the vCPU starts */
+	struct {
+		uint64_t start, end;
+	} work[PROBE_MAX_REGIONS]; /* ranges commands may touch */
+	uint32_t log_len;
+	char log[PROBE_LOG_MAX];
+};
+
+_Static_assert(sizeof(struct probe_mailbox) <= 4096, "mailbox must fit a page");
+
+/* A command range: page aligned, non-empty, inside one work region. Both sides check it. */
+static inline int probe_range_ok(const volatile struct probe_mailbox *mb, uint64_t gpa,
+				 uint64_t len)
+{
+	if (len == 0 || ((gpa | len) & 4095) || gpa + len < gpa)
+		return 0;
+	for (uint32_t i = 0; i < mb->nregions && i < PROBE_MAX_REGIONS; i++)
+		if (gpa >= mb->work[i].start && gpa + len <= mb->work[i].end)
+			return 1;
+	return 0;
+}
+
+/* The bytes a dirty(gpa, pages, stride) run touches, or 0 if the arguments are invalid. */
+static inline uint64_t probe_dirty_span(uint64_t pages, uint64_t stride)
+{
+	if (pages == 0 || stride == 0 || pages > (1ULL << 40) / stride)
+		return 0;
+	return ((pages - 1) * stride + 1) * 4096;
+}
+
+/* Deterministic fill: each 8-byte word depends on the seed and its guest-physical address. */
+static inline uint64_t probe_fill_word(uint64_t seed, uint64_t gpa)
+{
+	return (gpa ^ seed) * 0x9e3779b97f4a7c15ULL + seed;
+}
+
+static inline uint64_t probe_mix64(uint64_t x)
+{
+	x ^= x >> 33;
+	x *= 0xff51afd7ed558ccdULL;
+	x ^= x >> 33;
+	x *= 0xc4ceb9fe1a85ec53ULL;
+	x ^= x >> 33;
+	return x;
+}
+
+/* Hash of one 4 KiB page; four independent lanes keep the multiplier pipeline busy. */
+static inline uint64_t probe_page_hash(const uint64_t *w)
+{
+	uint64_t a = 1, b = 2, c = 3, d = 4;
+
+	for (int i = 0; i < 512; i += 4) {
+		a = (a ^ w[i]) * 0x100000001b3ULL;
+		b = (b ^ w[i + 1]) * 0x100000001b3ULL;
+		c = (c ^ w[i + 2]) * 0x100000001b3ULL;
+		d = (d ^ w[i + 3]) * 0x100000001b3ULL;
+	}
+	return probe_mix64(a ^ probe_mix64(b ^ probe_mix64(c ^ probe_mix64(d))));
+}
+
+/* Hash of consecutive pages: chains page hashes so order matters. */
+static inline uint64_t probe_hash_chain(uint64_t h, uint64_t page_hash)
+{
+	return probe_mix64(h ^ page_hash) + 0x9e3779b97f4a7c15ULL;
+}
+
+#define PROBE_HASH_INIT 0x6a09e667f3bcc908ULL
+
+/* The dirty workload's page: word 0 is the stamp (counter before the write), word 1 the seed. */
+static inline uint64_t probe_dirty_word(uint64_t seed, uint64_t stamp, uint64_t idx)
+{
+	return probe_mix64(seed + stamp * 512 + idx);
+}
+
+#endif

@@ -1,0 +1,75 @@
+/* pause, resume, status, stop and ctl: one control request each. */
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli/commands.h"
+#include "cli/cli_vm.h"
+#include "ctl/ctl_socket.h"
+
+static int simple_request(const struct cli_command *self, int argc, char **argv, const char *cmd)
+{
+	json_t *req;
+	int ret;
+
+	if (argc < 2)
+		return cli_usage_error(self, "missing VM");
+	if (argc > 2 || argv[1][0] == '-')
+		return cli_usage_error(self, "unexpected argument '%s'", argc > 2 ? argv[2] : argv[1]);
+	req = json_pack("{s:s}", "cmd", cmd);
+	ret = cli_vm_call_print(argv[1], req, 30000, strcmp(cmd, "status") ? JSON_COMPACT : JSON_INDENT(2));
+	json_decref(req);
+	return ret;
+}
+
+static int run_pause(int argc, char **argv) { return simple_request(&cli_cmd_pause, argc, argv, "pause"); }
+static int run_resume(int argc, char **argv) { return simple_request(&cli_cmd_resume, argc, argv, "resume"); }
+static int run_status(int argc, char **argv) { return simple_request(&cli_cmd_status, argc, argv, "status"); }
+
+/* stop returns once the VMM has exited (its socket stops answering), so callers can rely on it. */
+static int run_stop(int argc, char **argv)
+{
+	char path[512];
+	int ret = simple_request(&cli_cmd_stop, argc, argv, "stop");
+
+	if (ret != CLI_EXIT_OK || cli_vm_socket(argv[1], path, sizeof(path)) < 0)
+		return ret;
+	for (int i = 0; i < 1000; i++) {
+		int fd = ctl_connect(path, 0);
+		if (fd < 0)
+			return CLI_EXIT_OK;
+		close(fd);
+		usleep(10000);
+	}
+	fprintf(stderr, "forkvm stop: VM %s still answers after 10 s\n", argv[1]);
+	return CLI_EXIT_FAIL;
+}
+
+static int run_ctl(int argc, char **argv)
+{
+	json_error_t jerr;
+	json_t *req;
+	int ret;
+
+	if (argc != 3)
+		return cli_usage_error(&cli_cmd_ctl, "expected VM and one JSON request");
+	req = json_loads(argv[2], 0, &jerr);
+	if (!req)
+		return cli_usage_error(&cli_cmd_ctl, "request is not JSON: %s", jerr.text);
+	ret = cli_vm_call_print(argv[1], req, 600000, JSON_COMPACT);
+	json_decref(req);
+	return ret;
+}
+
+const struct cli_command cli_cmd_pause = { "pause", "park every vCPU of a VM",
+	"forkvm pause VM\n  VM is a name (socket in the run directory) or a socket path.\n", run_pause };
+const struct cli_command cli_cmd_resume = { "resume", "run a paused VM again",
+	"forkvm resume VM\n", run_resume };
+const struct cli_command cli_cmd_status = { "status", "show a VM's state as JSON",
+	"forkvm status VM\n", run_status };
+const struct cli_command cli_cmd_stop = { "stop", "end a VM and wait for its VMM to exit",
+	"forkvm stop VM\n", run_stop };
+const struct cli_command cli_cmd_ctl = { "ctl", "send one raw JSON request to a VM",
+	"forkvm ctl VM '{\"cmd\":\"status\"}'\n", run_ctl };

@@ -1,0 +1,15 @@
+/* Every subcommand the forkvm CLI knows; main.c's table lists them. */
+#ifndef FORKVM_CLI_COMMANDS_H
+#define FORKVM_CLI_COMMANDS_H
+
+#include "cli/cli.h"
+
+extern const struct cli_command cli_cmd_run;
+extern const struct cli_command cli_cmd_probe;
+extern const struct cli_command cli_cmd_pause;
+extern const struct cli_command cli_cmd_resume;
+extern const struct cli_command cli_cmd_status;
+extern const struct cli_command cli_cmd_stop;
+extern const struct cli_command cli_cmd_ctl;
+
+#endif

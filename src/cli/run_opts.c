@@ -1,0 +1,108 @@
+/* Parsing and checking `forkvm run` options. */
+#include "cli/run_opts.h"
+
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/cli_vm.h"
+#include "core/log.h"
+
+enum { OPT_MEM = 256, OPT_VCPUS, OPT_BACKING, OPT_NO_HUGEPAGE, OPT_NAME, OPT_SOCKET,
+       OPT_CONSOLE, OPT_CPU_FEATURES, OPT_DETACH, OPT_READY_FD };
+
+static const struct option options[] = {
+	{ "mem", required_argument, NULL, OPT_MEM },
+	{ "vcpus", required_argument, NULL, OPT_VCPUS },
+	{ "backing", required_argument, NULL, OPT_BACKING },
+	{ "no-hugepage", no_argument, NULL, OPT_NO_HUGEPAGE },
+	{ "name", required_argument, NULL, OPT_NAME },
+	{ "socket", required_argument, NULL, OPT_SOCKET },
+	{ "console", required_argument, NULL, OPT_CONSOLE },
+	{ "cpu-features", required_argument, NULL, OPT_CPU_FEATURES },
+	{ "detach", no_argument, NULL, OPT_DETACH },
+	{ "ready-fd", required_argument, NULL, OPT_READY_FD },
+	{ "verbose", no_argument, NULL, 'v' },
+	{ NULL, 0, NULL, 0 },
+};
+
+static int parse_one(const struct cli_command *self, int opt, struct run_opts *o)
+{
+	unsigned long long v;
+	char err[128];
+
+	switch (opt) {
+	case OPT_MEM:
+		if (cli_parse_size(optarg, &v) || v < (8ULL << 20) || v % 4096)
+			return cli_usage_error(self, "--mem '%s': need a size of at least 8M, a multiple of 4K", optarg);
+		o->vm.mem_size = v;
+		return 0;
+	case OPT_VCPUS:
+		if (cli_parse_u64(optarg, &v) || v < 1 || v > 16)
+			return cli_usage_error(self, "--vcpus '%s': need 1 to 16", optarg);
+		o->vm.nvcpus = (int)v;
+		return 0;
+	case OPT_BACKING:
+		if (guest_mem_backing_parse(optarg, &o->vm.mem.backing) ||
+		    (o->vm.mem.backing != GUEST_MEM_ANON && o->vm.mem.backing != GUEST_MEM_MEMFD))
+			return cli_usage_error(self, "--backing '%s': need anon or memfd", optarg);
+		return 0;
+	case OPT_NO_HUGEPAGE: o->vm.mem.no_hugepage = true; return 0;
+	case OPT_NAME:
+		if (!*optarg || strlen(optarg) >= sizeof(o->name) || strchr(optarg, '/'))
+			return cli_usage_error(self, "--name '%s': need 1-63 characters, no '/'", optarg);
+		snprintf(o->name, sizeof(o->name), "%s", optarg);
+		return 0;
+	case OPT_SOCKET:
+		if (strlen(optarg) >= 108)
+			return cli_usage_error(self, "--socket: path longer than 107 bytes");
+		snprintf(o->socket, sizeof(o->socket), "%s", optarg);
+		return 0;
+	case OPT_CONSOLE: o->vm.console_path = optarg; return 0;
+	case OPT_CPU_FEATURES:
+		if (cpuid_policy_parse(&o->vm.cpuid_policy, optarg, err, sizeof(err)))
+			return cli_usage_error(self, "--cpu-features: %s", err);
+		return 0;
+	case OPT_DETACH: o->detach = true; return 0;
+	case OPT_READY_FD:
+		if (cli_parse_u64(optarg, &v) || v > 1024 || fcntl((int)v, F_GETFD) < 0)
+			return cli_usage_error(self, "--ready-fd '%s': not an open file descriptor", optarg);
+		o->ready_fd = (int)v;
+		return 0;
+	case 'v': log_set_level(LOG_DEBUG); return 0;
+	default: return cli_usage_error(self, "unknown option");
+	}
+}
+
+int run_opts_parse(const struct cli_command *self, int argc, char **argv, struct run_opts *o)
+{
+	int opt, ret;
+
+	memset(o, 0, sizeof(*o));
+	o->vm.mem_size = 256ULL << 20;
+	o->vm.nvcpus = 1;
+	o->vm.mem.backing = GUEST_MEM_ANON;
+	o->ready_fd = -1;
+	optind = 1;
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, "v", options, NULL)) != -1) {
+		if (opt == '?')
+			return cli_usage_error(self, "unknown or incomplete option '%s'", argv[optind - 1]);
+		ret = parse_one(self, opt, o);
+		if (ret)
+			return ret;
+	}
+	if (optind < argc)
+		return cli_usage_error(self, "unexpected argument '%s'", argv[optind]);
+	if (!o->name[0])
+		snprintf(o->name, sizeof(o->name), "vm-%d", (int)getpid());
+	if (!o->socket[0]) {
+		if (cli_ensure_run_dir() < 0)
+			return CLI_EXIT_FAIL;
+		if (cli_vm_socket(o->name, o->socket, sizeof(o->socket)) < 0 || strlen(o->socket) >= 108)
+			return cli_usage_error(self, "socket path for '%s' is too long", o->name);
+	}
+	return 0;
+}

@@ -1,0 +1,21 @@
+/* Options of `forkvm run`, parsed into a vm_config plus process settings. */
+#ifndef FORKVM_CLI_RUN_OPTS_H
+#define FORKVM_CLI_RUN_OPTS_H
+
+#include <stdbool.h>
+
+#include "cli/cli.h"
+#include "core/vm.h"
+
+struct run_opts {
+	struct vm_config vm;
+	char name[64];
+	char socket[512];
+	bool detach;
+	int ready_fd;
+};
+
+/* Returns 0, or a CLI exit code after printing the usage error. */
+int run_opts_parse(const struct cli_command *self, int argc, char **argv, struct run_opts *o);
+
+#endif

@@ -1,0 +1,28 @@
+/* /dev/kvm: open it, check the API version and every capability forkvm relies on. */
+#ifndef FORKVM_KVM_H
+#define FORKVM_KVM_H
+
+#include <linux/kvm.h>
+#include <stddef.h>
+
+struct kvm {
+	int fd;
+	int vcpu_mmap_size;
+	struct kvm_cpuid2 *supported_cpuid; /* from KVM_GET_SUPPORTED_CPUID */
+};
+
+/* One row per capability forkvm needs; exported for the unit test and `forkvm status`. */
+struct kvm_cap_req {
+	int cap;
+	const char *name;
+	const char *why;
+};
+extern const struct kvm_cap_req kvm_required_caps[];
+extern const size_t kvm_required_caps_count;
+
+int kvm_open(struct kvm *kvm, const char *path);
+void kvm_close(struct kvm *kvm);
+/* Returns the first missing capability in *missing, or 0 when all are present. */
+int kvm_check_caps(int kvm_fd, const struct kvm_cap_req **missing);
+
+#endif

@@ -1,0 +1,166 @@
+/* VM assembly in explicit order: KVM → VM fd → irqchip/PIT → RAM → vCPUs → devices. */
+#include "core/vm.h"
+
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "devices/probe_dev.h"
+#include "devices/serial.h"
+#include "x86/layout.h"
+
+static int vm_setup_arch(struct vm *vm)
+{
+	struct kvm_pit_config pit = { .flags = 0 };
+	uint64_t identity = LAYOUT_KVM_IDENTITY_MAP;
+
+	if (ioctl(vm->fd, KVM_SET_TSS_ADDR, (unsigned long)LAYOUT_KVM_TSS) < 0)
+		return log_errno(-errno, "KVM_SET_TSS_ADDR 0x%llx", LAYOUT_KVM_TSS);
+	if (ioctl(vm->fd, KVM_SET_IDENTITY_MAP_ADDR, &identity) < 0)
+		return log_errno(-errno, "KVM_SET_IDENTITY_MAP_ADDR 0x%llx", LAYOUT_KVM_IDENTITY_MAP);
+	if (ioctl(vm->fd, KVM_CREATE_IRQCHIP, 0) < 0)
+		return log_errno(-errno, "KVM_CREATE_IRQCHIP");
+	if (ioctl(vm->fd, KVM_CREATE_PIT2, &pit) < 0)
+		return log_errno(-errno, "KVM_CREATE_PIT2");
+	return 0;
+}
+
+static int vm_open_console(struct vm *vm)
+{
+	if (!vm->cfg.console_path || strcmp(vm->cfg.console_path, "-") == 0) {
+		vm->console_fd = dup(STDOUT_FILENO);
+		if (vm->console_fd < 0)
+			return log_errno(-errno, "dup stdout for the console");
+		return 0;
+	}
+	vm->console_fd = open(vm->cfg.console_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+	if (vm->console_fd < 0)
+		return log_errno(-errno, "open console log %s", vm->cfg.console_path);
+	return 0;
+}
+
+static int vm_create_devices(struct vm *vm)
+{
+	int err = serial_create(vm, LAYOUT_SERIAL_PORT, LAYOUT_SERIAL_IRQ, vm->console_fd,
+				&vm->serial);
+	if (err)
+		return err;
+	return probe_dev_create(vm, &vm->probe);
+}
+
+int vm_create(struct vm *vm, const struct vm_config *cfg)
+{
+	struct guest_mem_opts mem_opts = cfg->mem;
+	int err;
+
+	*vm = (struct vm){ .cfg = *cfg, .fd = -1, .console_fd = -1, .end_eventfd = -1 };
+	vm->kvm.fd = -1;
+	vm->mem.fd = -1;
+	vm->pio.name = "pio";
+	vm->mmio.name = "mmio";
+	pthread_mutex_init(&vm->lock, NULL);
+	pthread_cond_init(&vm->cond, NULL);
+	if (cfg->nvcpus < 1 || cfg->nvcpus > LAYOUT_MAX_VCPUS) {
+		log_err("%d vCPUs requested; forkvm supports 1 to %d", cfg->nvcpus, LAYOUT_MAX_VCPUS);
+		return -EINVAL;
+	}
+	err = vcpu_signal_init();
+	if (err)
+		goto err;
+	err = kvm_open(&vm->kvm, cfg->kvm_path);
+	if (err)
+		goto err;
+	vm->end_eventfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (vm->end_eventfd < 0) {
+		err = log_errno(-errno, "eventfd for VM end");
+		goto err;
+	}
+	vm->fd = ioctl(vm->kvm.fd, KVM_CREATE_VM, 0);
+	if (vm->fd < 0) {
+		err = log_errno(-errno, "KVM_CREATE_VM");
+		goto err;
+	}
+	err = vm_setup_arch(vm);
+	if (err)
+		goto err;
+	mem_opts.size = cfg->mem_size;
+	err = guest_mem_create(&vm->mem, &mem_opts);
+	if (err)
+		goto err;
+	err = guest_mem_register(&vm->mem, vm->fd, false);
+	if (err)
+		goto err;
+	vm->vcpus = calloc((size_t)cfg->nvcpus, sizeof(*vm->vcpus));
+	if (!vm->vcpus) {
+		err = log_errno(-ENOMEM, "allocating %d vCPUs", cfg->nvcpus);
+		goto err;
+	}
+	for (int i = 0; i < cfg->nvcpus; i++) {
+		err = vcpu_create(vm, i, &vm->vcpus[i]);
+		if (err)
+			goto err;
+		vm->nvcpus = i + 1;
+		err = vcpu_set_cpuid(&vm->vcpus[i]);
+		if (err)
+			goto err;
+	}
+	err = vm_open_console(vm);
+	if (err)
+		goto err;
+	err = vm_create_devices(vm);
+	if (err)
+		goto err;
+	return 0;
+err:
+	vm_destroy(vm);
+	return err;
+}
+
+int vm_start(struct vm *vm)
+{
+	int err = 0;
+
+	pthread_mutex_lock(&vm->lock);
+	vm->started = true;
+	vm->start_ns = monotonic_ns();
+	for (int i = 0; i < vm->nvcpus; i++) {
+		err = vcpu_start_thread(&vm->vcpus[i]);
+		if (err) {
+			vm_request_end_locked(vm, VM_END_ERROR, "starting vcpu %d: %s", i,
+					      strerror(-err));
+			break;
+		}
+		vm->live_threads++;
+	}
+	pthread_mutex_unlock(&vm->lock);
+	return err;
+}
+
+void vm_destroy(struct vm *vm)
+{
+	if (vm->started) {
+		vm_request_end(vm, VM_END_STOPPED, "VM destroyed");
+		vm_join(vm);
+	}
+	probe_dev_destroy(vm->probe);
+	serial_destroy(vm->serial);
+	vm->probe = NULL;
+	vm->serial = NULL;
+	for (int i = 0; i < vm->nvcpus; i++)
+		vcpu_destroy(&vm->vcpus[i]);
+	free(vm->vcpus);
+	vm->vcpus = NULL;
+	vm->nvcpus = 0;
+	guest_mem_destroy(&vm->mem);
+	if (vm->fd >= 0)
+		close(vm->fd);
+	if (vm->end_eventfd >= 0)
+		close(vm->end_eventfd);
+	if (vm->console_fd >= 0)
+		close(vm->console_fd);
+	vm->fd = vm->end_eventfd = vm->console_fd = -1;
+	kvm_close(&vm->kvm);
+}

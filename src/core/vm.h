@@ -1,0 +1,86 @@
+/* One microVM per process: KVM VM, guest RAM, vCPU threads, buses and devices. */
+#ifndef FORKVM_VM_H
+#define FORKVM_VM_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/bus.h"
+#include "core/kvm.h"
+#include "core/vcpu.h"
+#include "mem/guest_mem.h"
+#include "x86/cpuid.h"
+
+struct serial;
+struct probe_dev;
+
+struct vm_config {
+	uint64_t mem_size;
+	int nvcpus;
+	struct guest_mem_opts mem;	/* backing and its options; size copied from mem_size */
+	struct cpuid_policy cpuid_policy;
+	const char *console_path;	/* serial output file; NULL = stdout */
+	const char *kvm_path;		/* default /dev/kvm */
+};
+
+enum vm_end_reason {
+	VM_END_NONE,
+	VM_END_STOPPED,		/* stop requested by the user */
+	VM_END_GUEST_RESET,	/* triple fault or reset request */
+	VM_END_GUEST_POWEROFF,	/* the guest asked to power off */
+	VM_END_ERROR,		/* the VMM hit an error it cannot continue from */
+};
+
+struct vm {
+	struct vm_config cfg;
+	struct kvm kvm;
+	int fd;
+	struct guest_mem mem;
+	int nvcpus;
+	struct vcpu *vcpus;
+	struct io_bus pio, mmio;
+	struct serial *serial;
+	struct probe_dev *probe;
+	int console_fd;
+
+	/* Run control, all under lock; cond is broadcast on every change. */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool started;
+	bool pause_requested;
+	bool stop_requested;
+	int parked;		/* vCPUs parked for a pause */
+	int live_threads;	/* vCPU threads not yet exited */
+	enum vm_end_reason end_reason;
+	char end_detail[256];
+	int end_eventfd;	/* readable once the VM has ended; the control loop polls it */
+
+	uint64_t pause_count;
+	uint64_t last_pause_ns;	/* request → all vCPUs parked */
+	uint64_t start_ns;	/* CLOCK_MONOTONIC when vCPUs started */
+};
+
+int vm_create(struct vm *vm, const struct vm_config *cfg);
+void vm_destroy(struct vm *vm);
+
+/* Load the probe guest and give every vCPU its CPL3 long-mode entry state. */
+int vm_boot_probe(struct vm *vm);
+
+int vm_start(struct vm *vm);
+/* Park every vCPU; on return no vCPU runs guest code or touches guest memory. */
+int vm_pause(struct vm *vm);
+int vm_resume(struct vm *vm);
+bool vm_is_paused(struct vm *vm);
+/* Ask the VM to end (vCPU threads exit); idempotent, first reason wins. */
+void vm_request_end(struct vm *vm, enum vm_end_reason reason, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+void vm_request_end_locked(struct vm *vm, enum vm_end_reason reason, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* Join all vCPU threads after an end request. */
+void vm_join(struct vm *vm);
+
+const char *vm_end_reason_name(enum vm_end_reason reason);
+uint64_t monotonic_ns(void);
+
+#endif

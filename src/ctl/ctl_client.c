@@ -1,0 +1,82 @@
+/* Control client: send one JSON request line, read one reply line. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ctl/ctl.h"
+#include "ctl/ctl_socket.h"
+
+static int read_line(int fd, char **out, size_t *outlen)
+{
+	size_t cap = 4096, len = 0;
+	char *buf = malloc(cap);
+
+	if (!buf)
+		return -ENOMEM;
+	for (;;) {
+		ssize_t n;
+		if (len == cap) {
+			char *grown = cap < (64u << 20) ? realloc(buf, cap * 2) : NULL;
+			if (!grown) {
+				free(buf);
+				return -E2BIG;
+			}
+			buf = grown;
+			cap *= 2;
+		}
+		n = read(fd, buf + len, cap - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			int err = n < 0 ? -errno : -ECONNRESET;
+			free(buf);
+			return err;
+		}
+		char *nl = memchr(buf + len, '\n', (size_t)n);
+		len += (size_t)n;
+		if (nl) {
+			*out = buf;
+			*outlen = (size_t)(nl - buf);
+			return 0;
+		}
+	}
+}
+
+int ctl_call(const char *path, json_t *request, json_t **reply, int timeout_ms, char *err,
+	     size_t errlen)
+{
+	json_error_t jerr;
+	char *text = NULL, *line = NULL;
+	size_t linelen = 0;
+	int fd, ret;
+
+	*reply = NULL;
+	fd = ctl_connect(path, timeout_ms);
+	if (fd < 0) {
+		snprintf(err, errlen, "cannot reach VM at %s: %s", path, strerror(-fd));
+		return fd;
+	}
+	text = json_dumps(request, JSON_COMPACT);
+	ret = text ? 0 : -ENOMEM;
+	if (!ret && (ctl_write_all(fd, text, strlen(text)) < 0 || ctl_write_all(fd, "\n", 1) < 0))
+		ret = -errno;
+	if (!ret)
+		ret = read_line(fd, &line, &linelen);
+	if (ret) {
+		snprintf(err, errlen, "talking to VM at %s: %s", path,
+			 ret == -EAGAIN ? "timed out" : strerror(-ret));
+		goto out;
+	}
+	*reply = json_loadb(line, linelen, 0, &jerr);
+	if (!*reply) {
+		snprintf(err, errlen, "VM at %s sent invalid JSON: %s", path, jerr.text);
+		ret = -EPROTO;
+	}
+out:
+	free(text);
+	free(line);
+	close(fd);
+	return ret;
+}

@@ -1,0 +1,137 @@
+/* The control commands: the table that drives dispatch, and their handlers. */
+#include <errno.h>
+#include <inttypes.h>
+#include <string.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "core/vm.h"
+#include "ctl/ctl.h"
+#include "ctl/ctl_server.h"
+#include "devices/probe_dev.h"
+#include "x86/layout.h"
+
+static json_t *cmd_status(struct ctl_server *srv, struct ctl_request *req)
+{
+	struct vm *vm = ctl_vm(srv);
+	json_t *reply = ctl_reply_ok(), *vcpus = json_array();
+	bool paused = vm_is_paused(vm);
+
+	for (int i = 0; i < vm->nvcpus; i++) {
+		struct vcpu *v = &vm->vcpus[i];
+		struct probe_mailbox *mb = guest_mem_ptr(&vm->mem, LAYOUT_PROBE_MAILBOX + i * 4096ULL,
+							 sizeof(*mb));
+		json_t *o = json_pack("{s:i,s:I,s:I}", "id", i, "exits_io", (json_int_t)v->stats.exits_io,
+				      "exits_mmio", (json_int_t)v->stats.exits_mmio);
+		if (mb && mb->magic == PROBE_MAGIC) {
+			json_object_set_new(o, "probe_counter", json_integer((json_int_t)mb->counter));
+			json_object_set_new(o, "probe_dirty_active", json_boolean(mb->dirty_active));
+		}
+		json_array_append_new(vcpus, o);
+	}
+	json_object_set_new(reply, "state", json_string(paused ? "paused" : "running"));
+	json_object_set_new(reply, "pid", json_integer(getpid()));
+	json_object_set_new(reply, "mem_bytes", json_integer((json_int_t)vm->mem.size));
+	json_object_set_new(reply, "backing", json_string(guest_mem_backing_name(vm->mem.backing)));
+	json_object_set_new(reply, "uptime_ms",
+			    json_integer((json_int_t)((monotonic_ns() - vm->start_ns) / 1000000)));
+	json_object_set_new(reply, "pause_count", json_integer((json_int_t)vm->pause_count));
+	json_object_set_new(reply, "last_pause_us", json_real((double)vm->last_pause_ns / 1e3));
+	json_object_set_new(reply, "vcpus", vcpus);
+	return reply;
+}
+
+static json_t *cmd_pause(struct ctl_server *srv, struct ctl_request *req)
+{
+	struct vm *vm = ctl_vm(srv);
+	int err = vm_pause(vm);
+
+	if (err == -EALREADY)
+		return ctl_reply_error("VM is already paused");
+	if (err)
+		return ctl_reply_error("pause failed: %s", strerror(-err));
+	json_t *reply = ctl_reply_ok();
+	json_object_set_new(reply, "pause_us", json_real((double)vm->last_pause_ns / 1e3));
+	return reply;
+}
+
+static json_t *cmd_resume(struct ctl_server *srv, struct ctl_request *req)
+{
+	if (vm_resume(ctl_vm(srv)) == -EALREADY)
+		return ctl_reply_error("VM is not paused");
+	return ctl_reply_ok();
+}
+
+static json_t *cmd_stop(struct ctl_server *srv, struct ctl_request *req)
+{
+	vm_request_end(ctl_vm(srv), VM_END_STOPPED, "stop requested");
+	return ctl_reply_ok();
+}
+
+static json_t *cmd_memhash(struct ctl_server *srv, struct ctl_request *req)
+{
+	struct vm *vm = ctl_vm(srv);
+	uint64_t gpa = ctl_req_u64(req, "gpa", 0), len = ctl_req_u64(req, "len", 0);
+	const uint8_t *host = guest_mem_ptr(&vm->mem, gpa, len);
+	char hex[32];
+
+	if (!host || len == 0 || (gpa | len) % 4096)
+		return ctl_reply_error("range 0x%" PRIx64 "+0x%" PRIx64
+				       " is not page aligned inside one RAM region", gpa, len);
+	snprintf(hex, sizeof(hex), "0x%016" PRIx64, probe_hash_memory(host, len));
+	json_t *reply = ctl_reply_ok();
+	json_object_set_new(reply, "checksum", json_string(hex));
+	return reply;
+}
+
+static json_t *cmd_probe(struct ctl_server *srv, struct ctl_request *req, uint32_t cmd)
+{
+	struct probe_request preq = { .cmd = cmd };
+
+	switch (cmd) {
+	case PROBE_CMD_PING:
+		preq.arg[0] = ctl_req_u64(req, "nonce", 0x1234);
+		break;
+	case PROBE_CMD_FILL:
+		preq.arg[2] = ctl_req_u64(req, "seed", 0);
+		/* fall through */
+	case PROBE_CMD_CHECKSUM:
+		preq.arg[0] = ctl_req_u64(req, "gpa", 0);
+		preq.arg[1] = ctl_req_u64(req, "len", 0);
+		break;
+	case PROBE_CMD_DIRTY:
+		preq.arg[0] = ctl_req_u64(req, "gpa", LAYOUT_PROBE_WORK);
+		preq.arg[1] = ctl_req_u64(req, "pages", 0);
+		preq.arg[2] = ctl_req_u64(req, "stride", 1);
+		preq.arg[3] = ctl_req_u64(req, "seed", 1);
+		break;
+	}
+	return ctl_probe_submit(srv, req, (int)ctl_req_u64(req, "vcpu", 0), &preq);
+}
+
+static json_t *cmd_ping(struct ctl_server *s, struct ctl_request *r) { return cmd_probe(s, r, PROBE_CMD_PING); }
+static json_t *cmd_fill(struct ctl_server *s, struct ctl_request *r) { return cmd_probe(s, r, PROBE_CMD_FILL); }
+static json_t *cmd_checksum(struct ctl_server *s, struct ctl_request *r) { return cmd_probe(s, r, PROBE_CMD_CHECKSUM); }
+static json_t *cmd_dirty(struct ctl_server *s, struct ctl_request *r) { return cmd_probe(s, r, PROBE_CMD_DIRTY); }
+static json_t *cmd_counter(struct ctl_server *s, struct ctl_request *r) { return cmd_probe(s, r, PROBE_CMD_COUNTER); }
+
+#define VCPU_FIELD { "vcpu", CTL_U64, false }
+
+const struct ctl_command ctl_commands[] = {
+	{ "status", "VM state, memory, vCPUs and exit counts", cmd_status, { { 0 } } },
+	{ "pause", "park every vCPU", cmd_pause, { { 0 } } },
+	{ "resume", "run the vCPUs again", cmd_resume, { { 0 } } },
+	{ "stop", "end the VM", cmd_stop, { { 0 } } },
+	{ "memhash", "host-side hash of guest RAM (racy unless paused)", cmd_memhash,
+	  { { "gpa", CTL_U64, true }, { "len", CTL_U64, true } } },
+	{ "ping", "probe guest round trip", cmd_ping, { VCPU_FIELD, { "nonce", CTL_U64, false } } },
+	{ "fill", "probe guest writes a seeded pattern", cmd_fill,
+	  { VCPU_FIELD, { "gpa", CTL_U64, true }, { "len", CTL_U64, true }, { "seed", CTL_U64, false } } },
+	{ "checksum", "probe guest hashes a range", cmd_checksum,
+	  { VCPU_FIELD, { "gpa", CTL_U64, true }, { "len", CTL_U64, true } } },
+	{ "dirty", "probe guest keeps rewriting pages (pages=0 stops)", cmd_dirty,
+	  { VCPU_FIELD, { "gpa", CTL_U64, false }, { "pages", CTL_U64, true },
+	    { "stride", CTL_U64, false }, { "seed", CTL_U64, false } } },
+	{ "counter", "probe guest's work counter", cmd_counter, { VCPU_FIELD } },
+	{ NULL, NULL, NULL, { { 0 } } },
+};

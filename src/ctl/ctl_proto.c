@@ -1,0 +1,139 @@
+/* Request parsing and validation against the command table; reply constructors. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "ctl/ctl.h"
+
+const struct ctl_command *ctl_command_find(const char *name)
+{
+	for (const struct ctl_command *c = ctl_commands; c->name; c++)
+		if (strcmp(c->name, name) == 0)
+			return c;
+	return NULL;
+}
+
+static const struct ctl_field *field_find(const struct ctl_command *cmd, const char *name)
+{
+	for (int i = 0; i < CTL_MAX_FIELDS && cmd->fields[i].name; i++)
+		if (strcmp(cmd->fields[i].name, name) == 0)
+			return &cmd->fields[i];
+	return NULL;
+}
+
+static int field_check(const struct ctl_field *f, json_t *v, char *err, size_t errlen)
+{
+	switch (f->type) {
+	case CTL_U64:
+		if (!json_is_integer(v) || json_integer_value(v) < 0) {
+			snprintf(err, errlen, "field '%s' must be a non-negative integer", f->name);
+			return -EINVAL;
+		}
+		return 0;
+	case CTL_STR:
+		if (!json_is_string(v)) {
+			snprintf(err, errlen, "field '%s' must be a string", f->name);
+			return -EINVAL;
+		}
+		return 0;
+	default:
+		if (!json_is_boolean(v)) {
+			snprintf(err, errlen, "field '%s' must be true or false", f->name);
+			return -EINVAL;
+		}
+		return 0;
+	}
+}
+
+int ctl_request_parse(const char *line, size_t len, struct ctl_request *req, char *err,
+		      size_t errlen)
+{
+	json_error_t jerr;
+	const char *key;
+	json_t *v, *cmd;
+
+	memset(req, 0, sizeof(*req));
+	req->root = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!req->root) {
+		snprintf(err, errlen, "invalid JSON: %s", jerr.text);
+		return -EINVAL;
+	}
+	if (!json_is_object(req->root)) {
+		snprintf(err, errlen, "request must be a JSON object");
+		goto bad;
+	}
+	cmd = json_object_get(req->root, "cmd");
+	if (!json_is_string(cmd)) {
+		snprintf(err, errlen, "missing string field 'cmd'");
+		goto bad;
+	}
+	req->cmd = ctl_command_find(json_string_value(cmd));
+	if (!req->cmd) {
+		snprintf(err, errlen, "unknown command '%s'", json_string_value(cmd));
+		goto bad;
+	}
+	json_object_foreach(req->root, key, v) {
+		const struct ctl_field *f;
+		if (strcmp(key, "cmd") == 0 || strcmp(key, "id") == 0)
+			continue;
+		f = field_find(req->cmd, key);
+		if (!f) {
+			snprintf(err, errlen, "command '%s' has no field '%s'", req->cmd->name, key);
+			goto bad;
+		}
+		if (field_check(f, v, err, errlen))
+			goto bad;
+	}
+	for (int i = 0; i < CTL_MAX_FIELDS && req->cmd->fields[i].name; i++) {
+		if (req->cmd->fields[i].required && !json_object_get(req->root, req->cmd->fields[i].name)) {
+			snprintf(err, errlen, "command '%s' needs field '%s'", req->cmd->name,
+				 req->cmd->fields[i].name);
+			goto bad;
+		}
+	}
+	return 0;
+bad:
+	ctl_request_release(req);
+	return -EINVAL;
+}
+
+void ctl_request_release(struct ctl_request *req)
+{
+	json_decref(req->root);
+	req->root = NULL;
+}
+
+uint64_t ctl_req_u64(const struct ctl_request *req, const char *name, uint64_t dflt)
+{
+	json_t *v = json_object_get(req->root, name);
+	return v ? (uint64_t)json_integer_value(v) : dflt;
+}
+
+const char *ctl_req_str(const struct ctl_request *req, const char *name, const char *dflt)
+{
+	json_t *v = json_object_get(req->root, name);
+	return v ? json_string_value(v) : dflt;
+}
+
+bool ctl_req_bool(const struct ctl_request *req, const char *name, bool dflt)
+{
+	json_t *v = json_object_get(req->root, name);
+	return v ? json_is_true(v) : dflt;
+}
+
+json_t *ctl_reply_ok(void)
+{
+	return json_pack("{s:b}", "ok", 1);
+}
+
+json_t *ctl_reply_error(const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	return json_pack("{s:b,s:s}", "ok", 0, "error", msg);
+}

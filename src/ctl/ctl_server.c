@@ -1,0 +1,140 @@
+/* Control server state: completions from other threads and in-flight probe requests. */
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "core/vm.h"
+#include "ctl/ctl_server.h"
+#include "ctl/ctl_socket.h"
+
+struct vm *ctl_vm(struct ctl_server *srv)
+{
+	return srv->vm;
+}
+
+void ctl_complete(struct ctl_server *srv, uint64_t client, json_t *reply)
+{
+	struct completion *c = calloc(1, sizeof(*c));
+	uint64_t one = 1;
+
+	if (!c) {
+		json_decref(reply);
+		return;
+	}
+	c->client = client;
+	c->reply = reply;
+	pthread_mutex_lock(&srv->lock);
+	*srv->done_tail = c;
+	srv->done_tail = &c->next;
+	pthread_mutex_unlock(&srv->lock);
+	if (write(srv->done_fd, &one, sizeof(one)) != sizeof(one))
+		log_warn("control: waking the loop: %s", strerror(errno));
+}
+
+static void probe_done(void *ctx, int vcpu_id, const struct probe_result *res)
+{
+	struct pending *p = ctx;
+	struct ctl_server *srv = p->srv;
+	json_t *reply;
+	char hex[32];
+
+	pthread_mutex_lock(&srv->lock);
+	p->prev->next = p->next;
+	p->next->prev = p->prev;
+	pthread_mutex_unlock(&srv->lock);
+	if (res->status != PROBE_OK) {
+		reply = ctl_reply_error("probe %s on vcpu %d: %s", probe_cmd_name(p->cmd), vcpu_id,
+					probe_status_name(res->status));
+	} else if (p->cmd == PROBE_CMD_PING && res->result[0] != (PROBE_MAGIC ^ p->nonce)) {
+		reply = ctl_reply_error("probe ping on vcpu %d: wrong answer 0x%" PRIx64, vcpu_id,
+					res->result[0]);
+	} else {
+		reply = ctl_reply_ok();
+		json_object_set_new(reply, "vcpu", json_integer(vcpu_id));
+		json_object_set_new(reply, "counter", json_integer((json_int_t)res->result[1]));
+		json_object_set_new(reply, "dirty_iters", json_integer((json_int_t)res->result[2]));
+		json_object_set_new(reply, "latency_us", json_real((double)res->latency_ns / 1e3));
+		if (p->cmd == PROBE_CMD_CHECKSUM) {
+			snprintf(hex, sizeof(hex), "0x%016" PRIx64, res->result[0]);
+			json_object_set_new(reply, "checksum", json_string(hex));
+		}
+	}
+	ctl_complete(srv, p->client, reply);
+	free(p);
+}
+
+json_t *ctl_probe_submit(struct ctl_server *srv, struct ctl_request *req, int vcpu,
+			 const struct probe_request *preq)
+{
+	struct pending *p = calloc(1, sizeof(*p));
+	int err;
+
+	if (!p)
+		return ctl_reply_error("out of memory");
+	*p = (struct pending){ .srv = srv, .client = req->client, .cmd = preq->cmd,
+			       .nonce = preq->arg[0] };
+	pthread_mutex_lock(&srv->lock);
+	p->next = srv->pending.next;
+	p->prev = &srv->pending;
+	p->next->prev = p;
+	srv->pending.next = p;
+	pthread_mutex_unlock(&srv->lock);
+	err = probe_post(srv->vm->probe, vcpu, preq, probe_done, p);
+	if (!err)
+		return NULL;
+	pthread_mutex_lock(&srv->lock);
+	p->prev->next = p->next;
+	p->next->prev = p->prev;
+	pthread_mutex_unlock(&srv->lock);
+	free(p);
+	switch (err) {
+	case -EBUSY: return ctl_reply_error("vcpu %d is busy with another probe command", vcpu);
+	case -ERANGE: return ctl_reply_error("range is not page aligned inside the probe work area");
+	case -ENODEV: return ctl_reply_error("no probe guest on vcpu %d", vcpu);
+	default: return ctl_reply_error("probe request rejected: %s", strerror(-err));
+	}
+}
+
+void ctl_client_send(struct ctl_client *c, json_t *reply)
+{
+	char *text = json_dumps(reply, JSON_COMPACT);
+
+	if (text) {
+		size_t n = strlen(text);
+		text[n] = '\n'; /* replace the NUL: one write for the whole line */
+		if (ctl_write_all(c->fd, text, n + 1) < 0)
+			log_debug("control: client %" PRIu64 " went away", c->id);
+		free(text);
+	}
+}
+
+
+struct completion *ctl_take_completions(struct ctl_server *srv)
+{
+	pthread_mutex_lock(&srv->lock);
+	struct completion *list = srv->done_head;
+	srv->done_head = NULL;
+	srv->done_tail = &srv->done_head;
+	pthread_mutex_unlock(&srv->lock);
+	return list;
+}
+
+void ctl_drop_pending(struct ctl_server *srv)
+{
+	/* Only after the vCPU threads are joined: no probe_done can run concurrently. */
+	while (srv->pending.next != &srv->pending) {
+		struct pending *p = srv->pending.next;
+		p->prev->next = p->next;
+		p->next->prev = p->prev;
+		free(p);
+	}
+}

@@ -1,0 +1,81 @@
+/* Pure mailbox encoding and validation for probe commands. */
+#include <errno.h>
+
+#include "devices/probe_dev.h"
+
+#define barrier() __asm__ volatile("" ::: "memory")
+
+int probe_request_check(const struct probe_mailbox *mb, const struct probe_request *req)
+{
+	switch (req->cmd) {
+	case PROBE_CMD_PING:
+	case PROBE_CMD_COUNTER:
+		return 0;
+	case PROBE_CMD_FILL:
+	case PROBE_CMD_CHECKSUM:
+		return probe_range_ok(mb, req->arg[0], req->arg[1]) ? 0 : -ERANGE;
+	case PROBE_CMD_DIRTY: {
+		uint64_t span = probe_dirty_span(req->arg[1], req->arg[2]);
+		if (req->arg[1] == 0)
+			return 0; /* stop */
+		return span && probe_range_ok(mb, req->arg[0], span) ? 0 : -ERANGE;
+	}
+	default:
+		return -EINVAL;
+	}
+}
+
+uint64_t probe_request_encode(struct probe_mailbox *mb, const struct probe_request *req)
+{
+	/* Continue from the sequence in guest RAM so a restored guest keeps counting. */
+	uint64_t seq = mb->cmd_seq + 1;
+
+	mb->cmd = req->cmd;
+	for (int i = 0; i < 6; i++)
+		mb->arg[i] = req->arg[i];
+	barrier();
+	*(volatile uint64_t *)&mb->cmd_seq = seq;
+	return seq;
+}
+
+int probe_result_decode(const struct probe_mailbox *mb, uint64_t seq, struct probe_result *res)
+{
+	if (*(const volatile uint64_t *)&mb->done_seq != seq)
+		return -EAGAIN;
+	barrier();
+	res->status = mb->status;
+	for (int i = 0; i < 4; i++)
+		res->result[i] = mb->result[i];
+	return 0;
+}
+
+const char *probe_cmd_name(uint32_t cmd)
+{
+	switch (cmd) {
+	case PROBE_CMD_PING: return "ping";
+	case PROBE_CMD_FILL: return "fill";
+	case PROBE_CMD_CHECKSUM: return "checksum";
+	case PROBE_CMD_DIRTY: return "dirty";
+	case PROBE_CMD_COUNTER: return "counter";
+	default: return "unknown";
+	}
+}
+
+const char *probe_status_name(uint32_t status)
+{
+	switch (status) {
+	case PROBE_OK: return "ok";
+	case PROBE_EINVAL: return "unknown command";
+	case PROBE_ERANGE: return "range outside the work area";
+	default: return "unknown status";
+	}
+}
+
+uint64_t probe_hash_memory(const uint8_t *host, uint64_t len)
+{
+	uint64_t h = PROBE_HASH_INIT;
+
+	for (uint64_t off = 0; off + 4096 <= len; off += 4096)
+		h = probe_hash_chain(h, probe_page_hash((const uint64_t *)(host + off)));
+	return h;
+}
