@@ -37,8 +37,17 @@ include mk/probe.mk
 -include mk/extra-*.mk
 include mk/tests.mk
 
+# README's first command: dependencies, build, demo.
+setup:
+	scripts/install-deps.sh
+	$(MAKE) all
+	scripts/demo.sh
+
+bench: all
+	bench/run.sh
+
 clean:
 	rm -rf build build-san
 
-.PHONY: all clean
+.PHONY: all clean setup bench
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -105,6 +105,9 @@ static void handle(mailbox_t *mb, struct dirty_state *d)
 		break;
 	case PROBE_CMD_COUNTER:
 		break;
+	case PROBE_CMD_CRASH:
+		__asm__ volatile("ud2");
+		break;
 	default:
 		mb->status = PROBE_EINVAL;
 		break;

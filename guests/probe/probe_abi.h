@@ -19,6 +19,7 @@ enum probe_cmd {
 	PROBE_CMD_CHECKSUM = 3, /* arg: gpa, len; result[0] = probe_range_hash() */
 	PROBE_CMD_DIRTY = 4,	/* arg: gpa, pages, stride, seed; pages == 0 stops; result[0] = counter */
 	PROBE_CMD_COUNTER = 5,	/* result[0] = counter, result[1] = dirty iterations */
+	PROBE_CMD_CRASH = 6,	/* execute ud2: with no IDT the VM sees a triple fault (tests) */
 };
 
 enum probe_status {

@@ -8,7 +8,7 @@
 
 static const char usage[] =
 	"forkvm probe OP VM [options]\n"
-	"  OP: ping | fill | checksum | dirty | counter | memhash\n"
+	"  OP: ping | fill | checksum | dirty | counter | memhash | crash\n"
 	"  --vcpu N      which vCPU's probe runs it (default 0)\n"
 	"  --gpa ADDR    guest-physical start (page aligned; work area starts at 4M)\n"
 	"  --len SIZE    bytes (fill, checksum, memhash), e.g. 64M\n"
@@ -29,6 +29,7 @@ static const struct probe_op ops[] = {
 	{ "dirty", { "pages", NULL } },
 	{ "counter", { NULL } },
 	{ "memhash", { "gpa", "len", NULL } },
+	{ "crash", { NULL } },
 };
 
 static const struct option options[] = {

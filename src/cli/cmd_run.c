@@ -1,4 +1,5 @@
 /* forkvm run: create one VM in this process, serve its control socket until it ends. */
+#include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
@@ -24,11 +25,31 @@ static const char usage[] =
 	"  --console FILE       guest serial output (default stdout)\n"
 	"  --cpu-features LIST  hide CPU features, e.g. -cx16,-xsave\n"
 	"  --detach             run in the background once the socket is ready;\n"
-	"                       prints \"PID SOCKET\"\n"
+	"                       prints \"PID SOCKET\"; messages go to --log\n"
+	"                       (default SOCKET.log), console to SOCKET.console\n"
+	"  --log FILE           VMM messages (default stderr)\n"
 	"  --ready-fd N         write one byte to fd N once the socket accepts requests\n"
+	"  --kvm-device PATH    KVM device (default /dev/kvm)\n"
 	"  -v, --verbose        debug logging\n"
 	"Without a kernel the VM runs the built-in probe guest.\n"
 	"Exit status: 0 stopped or powered off, 1 error, 3 guest reset or crash.\n";
+
+static int run_redirect_stdio(const char *log_path)
+{
+	int in = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	int out = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+
+	if (in < 0 || out < 0) {
+		fprintf(stderr, "forkvm run: opening %s: %s\n", in < 0 ? "/dev/null" : log_path,
+			strerror(errno));
+		return -1;
+	}
+	if (dup2(in, STDIN_FILENO) < 0 || dup2(out, STDOUT_FILENO) < 0 || dup2(out, STDERR_FILENO) < 0)
+		return -1;
+	close(in);
+	close(out);
+	return 0;
+}
 
 /* Fork; the parent returns once the child's socket is ready (or it failed). */
 static int run_detach(struct run_opts *o)
@@ -50,7 +71,7 @@ static int run_detach(struct run_opts *o)
 		close(pipefd[0]);
 		setsid();
 		o->ready_fd = pipefd[1];
-		return 0;
+		return run_redirect_stdio(o->log_path);
 	}
 	close(pipefd[1]);
 	ssize_t n = read(pipefd[0], &byte, 1);
@@ -86,6 +107,8 @@ static int run(int argc, char **argv)
 	if (ret)
 		return ret;
 	if (o.detach && run_detach(&o) < 0)
+		return CLI_EXIT_FAIL;
+	if (!o.detach && o.log_path && run_redirect_stdio(o.log_path) < 0)
 		return CLI_EXIT_FAIL;
 	log_set_prefix(o.name);
 	/* Termination signals go to the control loop's signalfd, never to a vCPU thread. */

@@ -1,5 +1,8 @@
 /* pause, resume, status, stop and ctl: one control request each. */
-#include <getopt.h>
+#include <errno.h>
+#include <stdbool.h>
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -7,7 +10,6 @@
 
 #include "cli/commands.h"
 #include "cli/cli_vm.h"
-#include "ctl/ctl_socket.h"
 
 static int simple_request(const struct cli_command *self, int argc, char **argv, const char *cmd)
 {
@@ -28,22 +30,49 @@ static int run_pause(int argc, char **argv) { return simple_request(&cli_cmd_pau
 static int run_resume(int argc, char **argv) { return simple_request(&cli_cmd_resume, argc, argv, "resume"); }
 static int run_status(int argc, char **argv) { return simple_request(&cli_cmd_status, argc, argv, "status"); }
 
-/* stop returns once the VMM has exited (its socket stops answering), so callers can rely on it. */
+static bool process_gone(pid_t pid)
+{
+	char path[64], state = 0;
+	FILE *f;
+
+	if (kill(pid, 0) < 0 && errno == ESRCH)
+		return true;
+	/* A zombie has finished exiting; only its parent's wait is missing. */
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	f = fopen(path, "r");
+	if (!f)
+		return true;
+	if (fscanf(f, "%*d (%*[^)]) %c", &state) != 1)
+		state = 0;
+	fclose(f);
+	return state == 'Z' || state == 'X';
+}
+
+/* stop returns once the VMM process has exited, so callers can rely on it being gone. */
 static int run_stop(int argc, char **argv)
 {
-	char path[512];
-	int ret = simple_request(&cli_cmd_stop, argc, argv, "stop");
+	json_t *req, *status;
+	pid_t pid;
+	int ret;
 
-	if (ret != CLI_EXIT_OK || cli_vm_socket(argv[1], path, sizeof(path)) < 0)
+	if (argc != 2 || argv[1][0] == '-')
+		return simple_request(&cli_cmd_stop, argc, argv, "stop");
+	req = json_pack("{s:s}", "cmd", "status");
+	status = cli_vm_call(argv[1], req, 10000);
+	json_decref(req);
+	if (!status)
+		return CLI_EXIT_FAIL;
+	pid = (pid_t)json_integer_value(json_object_get(status, "pid"));
+	json_decref(status);
+	ret = simple_request(&cli_cmd_stop, argc, argv, "stop");
+	if (ret != CLI_EXIT_OK)
 		return ret;
-	for (int i = 0; i < 1000; i++) {
-		int fd = ctl_connect(path, 0);
-		if (fd < 0)
+	for (int i = 0; i < 3000; i++) {
+		if (process_gone(pid))
 			return CLI_EXIT_OK;
-		close(fd);
 		usleep(10000);
 	}
-	fprintf(stderr, "forkvm stop: VM %s still answers after 10 s\n", argv[1]);
+	fprintf(stderr, "forkvm stop: VMM pid %d of %s still runs after 30 s\n", (int)pid, argv[1]);
 	return CLI_EXIT_FAIL;
 }
 

@@ -11,7 +11,7 @@
 #include "core/log.h"
 
 enum { OPT_MEM = 256, OPT_VCPUS, OPT_BACKING, OPT_NO_HUGEPAGE, OPT_NAME, OPT_SOCKET,
-       OPT_CONSOLE, OPT_CPU_FEATURES, OPT_DETACH, OPT_READY_FD };
+       OPT_CONSOLE, OPT_CPU_FEATURES, OPT_DETACH, OPT_READY_FD, OPT_KVM, OPT_LOG };
 
 static const struct option options[] = {
 	{ "mem", required_argument, NULL, OPT_MEM },
@@ -24,6 +24,8 @@ static const struct option options[] = {
 	{ "cpu-features", required_argument, NULL, OPT_CPU_FEATURES },
 	{ "detach", no_argument, NULL, OPT_DETACH },
 	{ "ready-fd", required_argument, NULL, OPT_READY_FD },
+	{ "kvm-device", required_argument, NULL, OPT_KVM },
+	{ "log", required_argument, NULL, OPT_LOG },
 	{ "verbose", no_argument, NULL, 'v' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -71,6 +73,8 @@ static int parse_one(const struct cli_command *self, int opt, struct run_opts *o
 			return cli_usage_error(self, "--ready-fd '%s': not an open file descriptor", optarg);
 		o->ready_fd = (int)v;
 		return 0;
+	case OPT_KVM: o->vm.kvm_path = optarg; return 0;
+	case OPT_LOG: o->log_path = optarg; return 0;
 	case 'v': log_set_level(LOG_DEBUG); return 0;
 	default: return cli_usage_error(self, "unknown option");
 	}
@@ -103,6 +107,15 @@ int run_opts_parse(const struct cli_command *self, int argc, char **argv, struct
 			return CLI_EXIT_FAIL;
 		if (cli_vm_socket(o->name, o->socket, sizeof(o->socket)) < 0 || strlen(o->socket) >= 108)
 			return cli_usage_error(self, "socket path for '%s' is too long", o->name);
+	}
+	if (o->detach) {
+		/* A detached VMM must not hold the caller's terminal or pipes open. */
+		snprintf(o->default_log, sizeof(o->default_log), "%s.log", o->socket);
+		snprintf(o->default_console, sizeof(o->default_console), "%s.console", o->socket);
+		if (!o->log_path)
+			o->log_path = o->default_log;
+		if (!o->vm.console_path || strcmp(o->vm.console_path, "-") == 0)
+			o->vm.console_path = o->default_console;
 	}
 	return 0;
 }

@@ -12,6 +12,9 @@ struct run_opts {
 	char name[64];
 	char socket[512];
 	bool detach;
+	const char *log_path;	/* VMM messages when detached (default RUN_DIR/NAME.log) */
+	char default_console[600];
+	char default_log[600];
 	int ready_fd;
 };
 

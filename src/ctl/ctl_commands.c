@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "core/vm.h"
+#include "core/base64.h"
 #include "ctl/ctl.h"
 #include "ctl/ctl_server.h"
 #include "devices/probe_dev.h"
@@ -84,6 +85,27 @@ static json_t *cmd_memhash(struct ctl_server *srv, struct ctl_request *req)
 	return reply;
 }
 
+/* Raw guest RAM for tests and debugging: base64 of at most 64 KiB. */
+static json_t *cmd_peek(struct ctl_server *srv, struct ctl_request *req)
+{
+	struct vm *vm = ctl_vm(srv);
+	uint64_t gpa = ctl_req_u64(req, "gpa", 0), len = ctl_req_u64(req, "len", 0);
+	const uint8_t *host = guest_mem_ptr(&vm->mem, gpa, len);
+	json_t *reply;
+	char *b64;
+
+	if (!host || len == 0 || len > 65536)
+		return ctl_reply_error("range 0x%" PRIx64 "+0x%" PRIx64
+				       " is not 1..65536 bytes inside one RAM region", gpa, len);
+	b64 = base64_encode(host, len);
+	if (!b64)
+		return ctl_reply_error("out of memory");
+	reply = ctl_reply_ok();
+	json_object_set_new(reply, "data", json_string(b64));
+	free(b64);
+	return reply;
+}
+
 static json_t *cmd_probe(struct ctl_server *srv, struct ctl_request *req, uint32_t cmd)
 {
 	struct probe_request preq = { .cmd = cmd };
@@ -114,6 +136,7 @@ static json_t *cmd_fill(struct ctl_server *s, struct ctl_request *r) { return cm
 static json_t *cmd_checksum(struct ctl_server *s, struct ctl_request *r) { return cmd_probe(s, r, PROBE_CMD_CHECKSUM); }
 static json_t *cmd_dirty(struct ctl_server *s, struct ctl_request *r) { return cmd_probe(s, r, PROBE_CMD_DIRTY); }
 static json_t *cmd_counter(struct ctl_server *s, struct ctl_request *r) { return cmd_probe(s, r, PROBE_CMD_COUNTER); }
+static json_t *cmd_crash(struct ctl_server *s, struct ctl_request *r) { return cmd_probe(s, r, PROBE_CMD_CRASH); }
 
 #define VCPU_FIELD { "vcpu", CTL_U64, false }
 
@@ -133,5 +156,8 @@ const struct ctl_command ctl_commands[] = {
 	  { VCPU_FIELD, { "gpa", CTL_U64, false }, { "pages", CTL_U64, true },
 	    { "stride", CTL_U64, false }, { "seed", CTL_U64, false } } },
 	{ "counter", "probe guest's work counter", cmd_counter, { VCPU_FIELD } },
+	{ "crash", "probe guest faults on purpose (tests the crash path)", cmd_crash, { VCPU_FIELD } },
+	{ "peek", "read up to 64 KiB of guest RAM (base64)", cmd_peek,
+	  { { "gpa", CTL_U64, true }, { "len", CTL_U64, true } } },
 	{ NULL, NULL, NULL, { { 0 } } },
 };

@@ -10,6 +10,7 @@ int probe_request_check(const struct probe_mailbox *mb, const struct probe_reque
 	switch (req->cmd) {
 	case PROBE_CMD_PING:
 	case PROBE_CMD_COUNTER:
+	case PROBE_CMD_CRASH:
 		return 0;
 	case PROBE_CMD_FILL:
 	case PROBE_CMD_CHECKSUM:
@@ -57,6 +58,7 @@ const char *probe_cmd_name(uint32_t cmd)
 	case PROBE_CMD_CHECKSUM: return "checksum";
 	case PROBE_CMD_DIRTY: return "dirty";
 	case PROBE_CMD_COUNTER: return "counter";
+	case PROBE_CMD_CRASH: return "crash";
 	default: return "unknown";
 	}
 }

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Demo: boot the probe guest, command it, pause/resume it, and print what each step cost.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+FORKVM=${FORKVM:-build/forkvm}
+dir=$(mktemp -d)
+sock="$dir/demo.sock"
+trap '"$FORKVM" stop "$sock" >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
+
+ms() { date +%s%N; }
+elapsed() { echo "$(( ($(date +%s%N) - $1) / 1000 )) us"; }
+
+echo "== forkvm demo: probe guest on KVM ($(nproc) cores)"
+t=$(ms)
+"$FORKVM" run --detach --socket "$sock" --mem 512M --vcpus 2 >/dev/null
+"$FORKVM" probe ping "$sock" >/dev/null
+echo "boot -> first ping:        $(elapsed "$t")"
+t=$(ms)
+"$FORKVM" probe ping "$sock" >/dev/null
+echo "one ping (CLI round trip): $(elapsed "$t")"
+t=$(ms)
+"$FORKVM" probe fill "$sock" --gpa 4M --len 256M --seed 7 >/dev/null
+echo "guest fills 256 MiB:       $(elapsed "$t")"
+guest=$("$FORKVM" probe checksum "$sock" --gpa 4M --len 256M | sed 's/.*"checksum":"\([^"]*\)".*/\1/')
+host=$("$FORKVM" probe memhash "$sock" --gpa 4M --len 256M | sed 's/.*"checksum":"\([^"]*\)".*/\1/')
+echo "guest checksum $guest, host hash $host: $([ "$guest" = "$host" ] && echo match || echo MISMATCH)"
+"$FORKVM" probe dirty "$sock" --pages 1024 --vcpu 1 >/dev/null
+sleep 0.2
+pause_us=$("$FORKVM" pause "$sock" | sed 's/.*"pause_us":\([0-9.]*\).*/\1/')
+echo "pause (guest dirtying):    ${pause_us} us until every vCPU parked"
+"$FORKVM" resume "$sock" >/dev/null
+"$FORKVM" status "$sock" | grep -E '"(state|mem_bytes|pause_count)"'
+"$FORKVM" stop "$sock"
+echo "stopped; benchmarks: make bench"

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Install every Debian package forkvm builds, tests and benchmarks with (idempotent, root).
+set -euo pipefail
+
+PACKAGES=(
+	build-essential clang pkg-config
+	libjansson-dev libcmocka-dev libmicrohttpd-dev libcurl4-openssl-dev libsqlite3-dev
+	liburing-dev libseccomp-dev libxxhash-dev libzstd-dev liblz4-dev zlib1g-dev libssl-dev
+	python3 python3-pytest
+	busybox-static cpio lz4 gnuplot-nox
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+	exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+	echo "install-deps: need root to install: ${missing[*]}" >&2
+	exit 1
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,11 @@
+/* Standard base64 (RFC 4648) for binary data in JSON replies. */
+#ifndef FORKVM_BASE64_H
+#define FORKVM_BASE64_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Returns a malloc'd NUL-terminated string, or NULL on allocation failure. */
+char *base64_encode(const uint8_t *data, size_t len);
+
+#endif

@@ -1,0 +1,131 @@
+"""Test helpers: start a forkvm VMM, talk to its control socket, check it cleans up."""
+import base64
+import json
+import os
+import socket
+import subprocess
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILD = os.path.join(ROOT, os.environ.get("FORKVM_BUILD", "build"))
+FORKVM = os.path.join(BUILD, "forkvm")
+WORK = 4 << 20  # first guest-physical byte the probe commands may touch
+MAILBOX = 0x30000  # probe mailbox of vCPU 0; vCPU i at + i * 4096
+
+
+def call(sock_path, request, timeout=60):
+    """Send one JSON request line, return the parsed reply."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(sock_path)
+        s.sendall((json.dumps(request) + "\n").encode())
+        return json.loads(read_line(s))
+
+
+def read_line(s):
+    buf = b""
+    while not buf.endswith(b"\n"):
+        chunk = s.recv(1 << 20)
+        if not chunk:
+            raise ConnectionError("control socket closed before a full reply")
+        buf += chunk
+    return buf
+
+
+class VM:
+    """One forkvm VMM process running the probe guest."""
+
+    def __init__(self, mem="64M", vcpus=1, backing="anon", extra=(), console=None):
+        self.dir = tempfile.mkdtemp(prefix="forkvm-test-")
+        self.sock = os.path.join(self.dir, "vm.sock")
+        self.console = console or os.path.join(self.dir, "console.log")
+        self.stderr_path = os.path.join(self.dir, "vmm.stderr")
+        r, w = os.pipe()
+        args = [FORKVM, "run", "--mem", str(mem), "--vcpus", str(vcpus), "--backing", backing,
+                "--socket", self.sock, "--console", self.console, "--ready-fd", str(w), *extra]
+        with open(self.stderr_path, "wb") as err:
+            self.proc = subprocess.Popen(args, pass_fds=(w,), stderr=err, stdin=subprocess.DEVNULL)
+        os.close(w)
+        self.ready_s = None
+        t0 = time.monotonic()
+        with os.fdopen(r, "rb") as rf:
+            byte = rf.read(1)
+        if byte != b"R":
+            self.proc.wait(timeout=30)
+            raise RuntimeError(f"VMM did not start (exit {self.proc.returncode}): {self.stderr()}")
+        self.ready_s = time.monotonic() - t0
+
+    def stderr(self):
+        with open(self.stderr_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def call(self, request, timeout=60):
+        return call(self.sock, request, timeout)
+
+    def ok(self, request, timeout=60):
+        reply = self.call(request, timeout)
+        assert reply.get("ok") is True, f"{request} -> {reply}"
+        return reply
+
+    def peek(self, gpa, length):
+        return base64.b64decode(self.ok({"cmd": "peek", "gpa": gpa, "len": length})["data"])
+
+    def mailbox(self, vcpu=0):
+        """Decode the fields of a probe mailbox the tests look at."""
+        raw = self.peek(MAILBOX + vcpu * 4096, 256)
+        u64 = lambda off: int.from_bytes(raw[off:off + 8], "little")
+        return {"magic": u64(0), "cmd_seq": u64(16), "done_seq": u64(24),
+                "counter": u64(0x78), "dirty_iters": u64(0x80),
+                "dirty_active": int.from_bytes(raw[0x88:0x8c], "little")}
+
+    def fd_count(self):
+        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+
+    def stop(self, timeout=30):
+        if self.proc.poll() is None:
+            try:
+                self.call({"cmd": "stop"}, timeout=10)
+            except (OSError, ConnectionError):
+                pass
+            self.proc.wait(timeout=timeout)
+        return self.proc.returncode
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+
+
+def fill_word(seed, gpa):
+    return (((gpa ^ seed) * 0x9E3779B97F4A7C15) + seed) & (2**64 - 1)
+
+
+def mix64(x):
+    m = 2**64 - 1
+    x ^= x >> 33
+    x = (x * 0xFF51AFD7ED558CCD) & m
+    x ^= x >> 33
+    x = (x * 0xC4CEB9FE1A85EC53) & m
+    x ^= x >> 33
+    return x
+
+
+def page_hash(words):
+    """Independent Python version of probe_page_hash() (guests/probe/probe_abi.h)."""
+    m = 2**64 - 1
+    lanes = [1, 2, 3, 4]
+    for i in range(0, 512, 4):
+        for k in range(4):
+            lanes[k] = ((lanes[k] ^ words[i + k]) * 0x100000001B3) & m
+    a, b, c, d = lanes
+    return mix64(a ^ mix64(b ^ mix64(c ^ mix64(d))))
+
+
+def range_hash_of_fill(gpa, length, seed):
+    m = 2**64 - 1
+    h = 0x6A09E667F3BCC908
+    for page in range(gpa, gpa + length, 4096):
+        words = [fill_word(seed, page + 8 * i) for i in range(512)]
+        h = (mix64(h ^ page_hash(words)) + 0x9E3779B97F4A7C15) & m
+    return h
