@@ -1,0 +1,44 @@
+/* Shared limits, configuration and error-message plumbing of the guest agent. */
+#ifndef FORKVM_AGENT_H
+#define FORKVM_AGENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <string.h>
+
+#define AGENT_VERSION "0.1.0"
+#define AGENT_DEFAULT_VSOCK_PORT 52
+
+/* Frames above this are refused; the stream cannot resync, so the connection closes. */
+#define AGENT_MAX_FRAME (16u << 20)
+/* Per-stream capture bound for exec; a request may only lower it. */
+#define AGENT_MAX_OUTPUT (1u << 20)
+/* read_file bound: base64 of this still fits comfortably in one reply frame. */
+#define AGENT_MAX_READ (8u << 20)
+#define AGENT_DEFAULT_READ (1u << 20)
+/* RNDADDENTROPY buffers are small; more gives nothing. */
+#define AGENT_MAX_ENTROPY 4096u
+#define AGENT_MAX_ARGV 4096u
+#define AGENT_MAX_ENV 4096u
+#define AGENT_DEFAULT_MAX_CONNS 64
+
+/* A connection process exits with this to ask the listener to stop (--no-reboot shutdown). */
+#define AGENT_EXIT_SHUTDOWN 3
+
+struct agent_config {
+	const char *unix_path;	/* NULL: listen on vsock */
+	unsigned int vsock_port;
+	bool no_reboot;		/* shutdown only stops the agent (test mode) */
+	unsigned int max_conns;
+};
+
+/* A reply-sized error message; functions fill it and return -errno. */
+struct agent_err {
+	char msg[512];
+};
+
+/* Format e->msg and return err (a negative errno), so callers can `return agent_fail(...)`. */
+int agent_fail(struct agent_err *e, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+#endif

@@ -1,0 +1,141 @@
+/* One client connection: read frames, validate, dispatch, reply; runs in its own process. */
+#include "conn.h"
+#include "frame.h"
+#include "io.h"
+#include "log.h"
+#include "ops.h"
+#include "reply.h"
+#include "request.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+static int dispatch(const struct op_ctx *ctx, const struct agent_request *req, json_t *reply,
+		    struct agent_err *e)
+{
+	switch (req->op) {
+	case OP_PING:
+		return op_ping(ctx, reply, e);
+	case OP_EXEC:
+		return op_exec(ctx, &req->exec, reply, e);
+	case OP_WRITE_FILE:
+		return op_write_file(&req->write_file, reply, e);
+	case OP_READ_FILE:
+		return op_read_file(&req->read_file, reply, e);
+	case OP_SET_CLOCK:
+		return op_set_clock(req->set_clock_ns, reply, e);
+	case OP_RESEED_ENTROPY:
+		return op_reseed_entropy(&req->reseed, reply, e);
+	case OP_SHUTDOWN:
+		return op_shutdown_check(ctx, req->shutdown_reboot, reply, e);
+	}
+	return agent_fail(e, -EINVAL, "unhandled op");
+}
+
+/*
+ * Handle one complete frame. Returns 0 to keep reading, AGENT_EXIT_SHUTDOWN to stop the
+ * agent, or -errno when the connection is unusable.
+ */
+static int handle_frame(const struct op_ctx *ctx, const uint8_t *payload, size_t len)
+{
+	struct agent_request req;
+	struct agent_err e = { "" };
+	json_t *reply = NULL;
+	int ret;
+
+	ret = agent_request_parse(payload, len, &req, &e);
+	if (ret == 0) {
+		log_debug("request %s", agent_op_name(req.op));
+		reply = reply_ok(req.id);
+		ret = reply ? dispatch(ctx, &req, reply, &e)
+			    : agent_fail(&e, -ENOMEM, "allocate reply: %s", strerror(ENOMEM));
+	}
+	if (ret < 0) {
+		json_decref(reply);
+		reply = reply_error(req.id, e.msg);
+	}
+	ret = io_send_json(ctx->conn_fd, reply ? reply : json_null());
+	if (ret == -EMSGSIZE) {
+		/* Cannot happen within the documented limits, but the client must hear back. */
+		json_decref(reply);
+		reply = reply_error(req.id, "reply exceeds the frame size limit");
+		ret = io_send_json(ctx->conn_fd, reply);
+	}
+	if (ret == 0 && req.op == OP_SHUTDOWN && json_is_true(json_object_get(reply, "ok")))
+		ret = op_shutdown_finish(ctx, req.shutdown_reboot);
+	json_decref(reply);
+	agent_request_free(&req);
+	return ret;
+}
+
+static void send_error(int fd, const char *msg)
+{
+	io_send_reply(fd, reply_error(NULL, msg));
+}
+
+int conn_serve(int fd, const struct agent_config *cfg, uint64_t agent_start_ms)
+{
+	const struct op_ctx ctx = { .conn_fd = fd, .cfg = cfg, .agent_start_ms = agent_start_ms };
+	struct frame_decoder dec;
+	static uint8_t rbuf[64 * 1024];
+	size_t rpos = 0, rlen = 0, used;
+	char msg[160];
+	int ret = 0;
+
+	frame_decoder_init(&dec, AGENT_MAX_FRAME);
+	for (;;) {
+		if (rpos == rlen) {
+			ssize_t n = read(fd, rbuf, sizeof(rbuf));
+
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0) {
+				ret = -errno;
+				if (ret != -ECONNRESET)
+					log_errno(ret, "read from client fd %d", fd);
+				goto out;
+			}
+			if (n == 0) {
+				if (frame_decoder_partial(&dec)) {
+					/* The peer may only have shut down its write side: tell it. */
+					snprintf(msg, sizeof(msg),
+						 "frame cut off: stream ended after %zu of %zu bytes",
+						 dec.hdr_have + dec.have,
+						 dec.hdr_have < FRAME_HEADER ? (size_t)FRAME_HEADER
+									     : FRAME_HEADER + dec.need);
+					send_error(fd, msg);
+				}
+				goto out;
+			}
+			rpos = 0;
+			rlen = (size_t)n;
+		}
+		ret = frame_decoder_feed(&dec, rbuf + rpos, rlen - rpos, &used);
+		rpos += used;
+		if (ret == -EMSGSIZE) {
+			snprintf(msg, sizeof(msg), "frame of %zu bytes exceeds the limit of %u bytes",
+				 dec.need, AGENT_MAX_FRAME);
+			send_error(fd, msg);
+			goto out;
+		}
+		if (ret < 0) {
+			snprintf(msg, sizeof(msg), "receive frame: %s", strerror(-ret));
+			send_error(fd, msg);
+			goto out;
+		}
+		if (ret == FRAME_READY) {
+			size_t len;
+			uint8_t *payload = frame_decoder_take(&dec, &len);
+
+			ret = handle_frame(&ctx, payload, len);
+			free(payload);
+			if (ret != 0)
+				goto out;
+		}
+	}
+out:
+	frame_decoder_free(&dec);
+	return ret == AGENT_EXIT_SHUTDOWN ? AGENT_EXIT_SHUTDOWN : 0;
+}

@@ -1,0 +1,67 @@
+/* Socket write helpers and the monotonic clock the ops measure with. */
+#include "io.h"
+#include "agent.h"
+#include "frame.h"
+#include "log.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+int io_write_all(int fd, const void *buf, size_t len)
+{
+	const uint8_t *p = buf;
+
+	while (len) {
+		ssize_t n = write(fd, p, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+int io_send_json(int fd, const json_t *msg)
+{
+	uint8_t *frame = NULL;
+	size_t len;
+	int ret;
+
+	ret = frame_encode_json(msg, AGENT_MAX_FRAME, &frame, &len);
+	if (ret < 0) {
+		log_errno(ret, "encode reply frame");
+		goto out;
+	}
+	ret = io_write_all(fd, frame, len);
+	/* A client that hung up is routine, not worth a console line. */
+	if (ret < 0 && ret != -EPIPE && ret != -ECONNRESET)
+		log_errno(ret, "send reply on fd %d", fd);
+out:
+	free(frame);
+	return ret;
+}
+
+int io_send_reply(int fd, json_t *msg)
+{
+	int ret;
+
+	if (!msg)
+		return log_errno(-ENOMEM, "build reply");
+	ret = io_send_json(fd, msg);
+	json_decref(msg);
+	return ret;
+}
+
+uint64_t io_now_ms(void)
+{
+	struct timespec ts;
+
+	/* CLOCK_MONOTONIC cannot fail with a valid clock id; set_clock must not skew it. */
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}

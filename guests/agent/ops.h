@@ -1,0 +1,31 @@
+/* The request handlers: each fills an ok reply or returns -errno with a message. */
+#ifndef FORKVM_AGENT_OPS_H
+#define FORKVM_AGENT_OPS_H
+
+#include "agent.h"
+#include "request.h"
+
+#include <jansson.h>
+#include <stdint.h>
+
+struct op_ctx {
+	int conn_fd;		/* the client, watched for hang-up during exec */
+	const struct agent_config *cfg;
+	uint64_t agent_start_ms;
+};
+
+int op_ping(const struct op_ctx *ctx, json_t *reply, struct agent_err *e);
+int op_exec(const struct op_ctx *ctx, const struct exec_request *x, json_t *reply,
+	    struct agent_err *e);
+int op_write_file(const struct write_file_request *w, json_t *reply, struct agent_err *e);
+int op_read_file(const struct read_file_request *r, json_t *reply, struct agent_err *e);
+int op_set_clock(int64_t time_ns, json_t *reply, struct agent_err *e);
+int op_reseed_entropy(const struct reseed_request *r, json_t *reply, struct agent_err *e);
+
+/* Check that shutdown can work before the ok reply goes out (reboot(2) never returns). */
+int op_shutdown_check(const struct op_ctx *ctx, bool restart, json_t *reply,
+		      struct agent_err *e);
+/* After the reply: power off / reboot, or in --no-reboot mode return AGENT_EXIT_SHUTDOWN. */
+int op_shutdown_finish(const struct op_ctx *ctx, bool restart);
+
+#endif

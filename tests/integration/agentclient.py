@@ -1,0 +1,191 @@
+"""Tiny client for the forkvm guest agent's frame protocol (see docs/AGENT.md).
+
+Frames are a 4-byte big-endian length followed by that many bytes of UTF-8 JSON.
+The same client works over a Unix socket (agent run on the host with --unix, for
+tests) and over AF_VSOCK (the agent inside a guest).
+"""
+import base64
+import json
+import os
+import socket
+import struct
+import subprocess
+import time
+
+MAX_FRAME = 16 << 20
+DEFAULT_TIMEOUT = 30.0
+
+
+class AgentError(Exception):
+    """The agent replied {"ok": false, ...}; .reply holds the whole reply."""
+
+    def __init__(self, reply):
+        super().__init__(reply.get("error", "agent error"))
+        self.reply = reply
+
+
+def encode_frame(payload):
+    """Frame bytes (or a JSON-able object) as the agent expects them."""
+    if not isinstance(payload, (bytes, bytearray)):
+        payload = json.dumps(payload).encode()
+    return struct.pack(">I", len(payload)) + payload
+
+
+def recv_exact(sock, n):
+    """Read exactly n bytes; None on a clean EOF before the first byte."""
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            if not buf:
+                return None
+            raise ConnectionError(f"stream ended after {len(buf)} of {n} bytes")
+        buf += chunk
+    return bytes(buf)
+
+
+class AgentClient:
+    def __init__(self, sock, timeout=DEFAULT_TIMEOUT):
+        self.sock = sock
+        self.sock.settimeout(timeout)
+        self._next_id = 1
+
+    @classmethod
+    def unix(cls, path, timeout=DEFAULT_TIMEOUT):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(path)
+        except OSError:
+            sock.close()
+            raise
+        return cls(sock, timeout)
+
+    @classmethod
+    def vsock(cls, cid, port=52, timeout=DEFAULT_TIMEOUT):
+        sock = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
+        try:
+            sock.connect((cid, port))
+        except OSError:
+            sock.close()
+            raise
+        return cls(sock, timeout)
+
+    def close(self):
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def send_raw(self, data):
+        self.sock.sendall(data)
+
+    def send(self, obj):
+        self.sock.sendall(encode_frame(obj))
+
+    def recv(self):
+        """The next reply as a dict, or None when the agent closed the connection."""
+        hdr = recv_exact(self.sock, 4)
+        if hdr is None:
+            return None
+        (length,) = struct.unpack(">I", hdr)
+        if length > MAX_FRAME:
+            raise ConnectionError(f"agent sent a {length}-byte frame")
+        payload = recv_exact(self.sock, length)
+        if payload is None:
+            raise ConnectionError("agent closed the connection inside a frame")
+        return json.loads(payload)
+
+    def request(self, op, **fields):
+        """Send one request and return its reply (ok or not), checking the echoed id."""
+        req_id = self._next_id
+        self._next_id += 1
+        self.send(dict(fields, op=op, id=req_id))
+        reply = self.recv()
+        if reply is None:
+            raise ConnectionError(f"agent closed the connection instead of answering {op}")
+        if reply.get("id") != req_id:
+            raise AssertionError(f"reply id {reply.get('id')!r} != request id {req_id}")
+        return reply
+
+    def call(self, op, **fields):
+        """Like request, but raise AgentError unless the reply is ok."""
+        reply = self.request(op, **fields)
+        if not reply.get("ok"):
+            raise AgentError(reply)
+        return reply
+
+    # Convenience wrappers used by the tests and by guest tests over vsock.
+    def ping(self):
+        return self.call("ping")
+
+    def exec(self, argv, **fields):
+        return self.call("exec", argv=list(argv), **fields)
+
+    def write_file(self, path, data, mode=0o644, atomic=True):
+        return self.call("write_file", path=path, content=b64(data), mode=mode, atomic=atomic)
+
+    def read_file(self, path, max_bytes=None):
+        fields = {"path": path}
+        if max_bytes is not None:
+            fields["max_bytes"] = max_bytes
+        reply = self.call("read_file", **fields)
+        return base64.b64decode(reply["content"]), reply
+
+
+def b64(data):
+    return base64.b64encode(data).decode()
+
+
+def output_bytes(reply, stream):
+    """The exact bytes of an exec reply's "stdout"/"stderr", whatever its encoding."""
+    if reply[f"{stream}_encoding"] == "base64":
+        return base64.b64decode(reply[stream])
+    return reply[stream].encode()
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def agent_binary(build_dir=None):
+    """$FORKVM_BUILD/forkvm-agent (default build/), relative paths taken from the repo root."""
+    build_dir = build_dir or os.environ.get("FORKVM_BUILD", "build")
+    return os.path.join(ROOT, build_dir, "forkvm-agent")
+
+
+def start_agent(sock_path, build_dir=None, extra_args=(), ready_timeout=10.0, **popen_kw):
+    """Start the agent on a Unix socket in test mode (--no-reboot) and wait until it answers.
+
+    popen_kw go to subprocess.Popen, except prefix: argv words to run the agent under
+    (e.g. setpriv to drop privileges).
+    """
+    binary = agent_binary(build_dir)
+    argv = list(popen_kw.pop("prefix", ())) + [binary, "--unix", sock_path, "--no-reboot"]
+    proc = subprocess.Popen(argv + list(extra_args), **popen_kw)
+    deadline = time.monotonic() + ready_timeout
+    while True:
+        try:
+            with AgentClient.unix(sock_path, timeout=5) as c:
+                c.ping()
+            return proc
+        except (OSError, ConnectionError):
+            if proc.poll() is not None:
+                raise RuntimeError(f"agent exited with {proc.returncode} before answering")
+            if time.monotonic() > deadline:
+                proc.kill()
+                proc.wait()
+                raise RuntimeError("agent did not answer ping in time")
+            time.sleep(0.02)
+
+
+def stop_agent(proc, timeout=10.0):
+    """SIGTERM the agent and wait; returns its exit status."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
