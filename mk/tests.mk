@@ -6,8 +6,16 @@ $(BUILD)/tests/%: tests/unit/%.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS) -lcmocka
 
+# Test tools: small programs the integration tests call.
+TOOL_SRC := $(wildcard tests/tools/*.c)
+TOOL_BIN := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tools/%)
+
+$(BUILD)/tools/%: tests/tools/%.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS)
+
 # Extra test binaries (other folders' fragments append to EXTRA_TEST_BINS).
-tests: $(BUILD)/forkvm $(UNIT_BIN) $(EXTRA_TEST_BINS) $(EXTRA_BINS)
+tests: $(BUILD)/forkvm $(UNIT_BIN) $(TOOL_BIN) $(EXTRA_TEST_BINS) $(EXTRA_BINS)
 
 # The one test command: README, .ci/run and developers all call this.
 test:

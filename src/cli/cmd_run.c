@@ -13,12 +13,17 @@
 #include "core/log.h"
 #include "core/vm.h"
 #include "ctl/ctl.h"
+#include "snapshot/snapshot.h"
 
 static const char usage[] =
 	"forkvm run [options]\n"
 	"  --mem SIZE           guest RAM, e.g. 256M, 1G (default 256M)\n"
 	"  --vcpus N            vCPUs, 1-16 (default 1)\n"
-	"  --backing KIND       anon (default, THP) | memfd (shared)\n"
+	"  --backing KIND       anon (default, THP) | memfd (shared) | hugetlb (2 MiB pages)\n"
+	"                       | file (with --restore: the memory file mapped private)\n"
+	"  --restore DIR        restore the snapshot in DIR instead of booting\n"
+	"                       (default backing file; --backend is a synonym of --backing)\n"
+	"  --paused             start with every vCPU parked; `forkvm resume` runs them\n"
 	"  --no-hugepage        anon backing without MADV_HUGEPAGE\n"
 	"  --name NAME          VM name; socket RUN_DIR/NAME.sock (default vm-PID)\n"
 	"  --socket PATH        control socket path (overrides --name)\n"
@@ -84,6 +89,42 @@ static int run_detach(struct run_opts *o)
 	exit(CLI_EXIT_OK);
 }
 
+static int run_boot(struct vm *vm, struct run_opts *o)
+{
+	int err = vm_create(vm, &o->vm);
+
+	if (err)
+		return err;
+	err = vm_boot_probe(vm);
+	if (err)
+		vm_destroy(vm);
+	return err;
+}
+
+/* Everything is read and checked before the VM exists; the vCPUs start only after all of it. */
+static int run_restore(struct vm *vm, struct run_opts *o)
+{
+	struct snapshot snap;
+	struct snap_machine m;
+	char err[512];
+	int ret = snap_open(o->restore, &snap, err, sizeof(err));
+
+	if (ret) {
+		log_err("cannot restore %s: %s", o->restore, err);
+		return ret;
+	}
+	ret = snap_decode(&snap, &m, err, sizeof(err));
+	if (ret) {
+		log_err("cannot restore %s: %s", o->restore, err);
+		snap_close(&snap);
+		return ret;
+	}
+	ret = vm_restore(vm, &o->vm, &snap, &m, o->vm.mem.backing);
+	snap_machine_free(&m);
+	snap_close(&snap);
+	return ret;
+}
+
 static int exit_code(enum vm_end_reason reason)
 {
 	switch (reason) {
@@ -117,9 +158,9 @@ static int run(int argc, char **argv)
 	sigaddset(&sigs, SIGINT);
 	sigaddset(&sigs, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-	if (vm_create(&vm, &o.vm) < 0)
+	if (o.restore ? run_restore(&vm, &o) < 0 : run_boot(&vm, &o) < 0)
 		return CLI_EXIT_FAIL;
-	if (vm_boot_probe(&vm) < 0 || vm_start(&vm) < 0) {
+	if (vm_start(&vm) < 0) {
 		vm_destroy(&vm);
 		return CLI_EXIT_FAIL;
 	}

@@ -11,5 +11,8 @@ extern const struct cli_command cli_cmd_resume;
 extern const struct cli_command cli_cmd_status;
 extern const struct cli_command cli_cmd_stop;
 extern const struct cli_command cli_cmd_ctl;
+extern const struct cli_command cli_cmd_snapshot;
+extern const struct cli_command cli_cmd_restore;
+extern const struct cli_command cli_cmd_image;
 
 #endif

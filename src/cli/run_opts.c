@@ -11,12 +11,15 @@
 #include "core/log.h"
 
 enum { OPT_MEM = 256, OPT_VCPUS, OPT_BACKING, OPT_NO_HUGEPAGE, OPT_NAME, OPT_SOCKET,
-       OPT_CONSOLE, OPT_CPU_FEATURES, OPT_DETACH, OPT_READY_FD, OPT_KVM, OPT_LOG };
+       OPT_CONSOLE, OPT_CPU_FEATURES, OPT_DETACH, OPT_READY_FD, OPT_KVM, OPT_LOG, OPT_RESTORE, OPT_PAUSED };
 
 static const struct option options[] = {
 	{ "mem", required_argument, NULL, OPT_MEM },
 	{ "vcpus", required_argument, NULL, OPT_VCPUS },
 	{ "backing", required_argument, NULL, OPT_BACKING },
+	{ "backend", required_argument, NULL, OPT_BACKING },
+	{ "restore", required_argument, NULL, OPT_RESTORE },
+	{ "paused", no_argument, NULL, OPT_PAUSED },
 	{ "no-hugepage", no_argument, NULL, OPT_NO_HUGEPAGE },
 	{ "name", required_argument, NULL, OPT_NAME },
 	{ "socket", required_argument, NULL, OPT_SOCKET },
@@ -40,17 +43,23 @@ static int parse_one(const struct cli_command *self, int opt, struct run_opts *o
 		if (cli_parse_size(optarg, &v) || v < (8ULL << 20) || v % 4096)
 			return cli_usage_error(self, "--mem '%s': need a size of at least 8M, a multiple of 4K", optarg);
 		o->vm.mem_size = v;
+		o->size_set = true;
 		return 0;
 	case OPT_VCPUS:
 		if (cli_parse_u64(optarg, &v) || v < 1 || v > 16)
 			return cli_usage_error(self, "--vcpus '%s': need 1 to 16", optarg);
 		o->vm.nvcpus = (int)v;
+		o->size_set = true;
 		return 0;
 	case OPT_BACKING:
 		if (guest_mem_backing_parse(optarg, &o->vm.mem.backing) ||
-		    (o->vm.mem.backing != GUEST_MEM_ANON && o->vm.mem.backing != GUEST_MEM_MEMFD))
-			return cli_usage_error(self, "--backing '%s': need anon or memfd", optarg);
+		    o->vm.mem.backing == GUEST_MEM_UFFD)
+			return cli_usage_error(self, "--backing '%s': need anon, memfd, hugetlb or file",
+					       optarg);
+		o->backing_set = true;
 		return 0;
+	case OPT_RESTORE: o->restore = optarg; return 0;
+	case OPT_PAUSED: o->vm.start_paused = true; return 0;
 	case OPT_NO_HUGEPAGE: o->vm.mem.no_hugepage = true; return 0;
 	case OPT_NAME:
 		if (!*optarg || strlen(optarg) >= sizeof(o->name) || strchr(optarg, '/'))
@@ -100,6 +109,12 @@ int run_opts_parse(const struct cli_command *self, int argc, char **argv, struct
 	}
 	if (optind < argc)
 		return cli_usage_error(self, "unexpected argument '%s'", argv[optind]);
+	if (o->restore && o->size_set)
+		return cli_usage_error(self, "--mem and --vcpus come from the snapshot with --restore");
+	if (o->restore && !o->backing_set)
+		o->vm.mem.backing = GUEST_MEM_FILE_PRIVATE;
+	if (!o->restore && o->vm.mem.backing == GUEST_MEM_FILE_PRIVATE)
+		return cli_usage_error(self, "--backing file needs --restore DIR");
 	if (!o->name[0])
 		snprintf(o->name, sizeof(o->name), "vm-%d", (int)getpid());
 	if (!o->socket[0]) {

@@ -12,6 +12,8 @@ struct run_opts {
 	char name[64];
 	char socket[512];
 	bool detach;
+	const char *restore;	/* snapshot directory to restore instead of booting */
+	bool backing_set, size_set;
 	const char *log_path;	/* VMM messages when detached (default RUN_DIR/NAME.log) */
 	char default_console[600];
 	char default_log[600];

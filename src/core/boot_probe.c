@@ -69,6 +69,14 @@ static int vcpu_boot_probe(struct vcpu *vcpu, uint64_t cr3)
 	return 0;
 }
 
+void vm_attach_probe(struct vm *vm)
+{
+	vm->probe_guest = true;
+	for (int i = 0; i < vm->nvcpus; i++)
+		probe_dev_attach(vm->probe, i,
+				 guest_mem_ptr(&vm->mem, probe_mailbox_gpa(i), LAYOUT_PAGE_SIZE));
+}
+
 int vm_boot_probe(struct vm *vm)
 {
 	size_t image_size = (size_t)(probe_image_end - probe_image_start);
@@ -85,13 +93,11 @@ int vm_boot_probe(struct vm *vm)
 	cr3 = pagetable_build_identity(low, guest_mem_end(&vm->mem), true);
 	if (!cr3)
 		return log_errno(-E2BIG, "guest RAM too large for the boot page tables");
+	for (int i = 0; i < vm->nvcpus; i++)
+		probe_mailbox_init(vm, (struct probe_mailbox *)(low + probe_mailbox_gpa(i)));
+	vm_attach_probe(vm);
 	for (int i = 0; i < vm->nvcpus; i++) {
-		struct probe_mailbox *mb = (struct probe_mailbox *)(low + probe_mailbox_gpa(i));
-		int err;
-
-		probe_mailbox_init(vm, mb);
-		probe_dev_attach(vm->probe, i, mb);
-		err = vcpu_boot_probe(&vm->vcpus[i], cr3);
+		int err = vcpu_boot_probe(&vm->vcpus[i], cr3);
 		if (err)
 			return err;
 	}

@@ -108,6 +108,8 @@ void kvm_close(struct kvm *kvm)
 	if (kvm->fd >= 0)
 		close(kvm->fd);
 	free(kvm->supported_cpuid);
+	free(kvm->msr_list);
 	kvm->supported_cpuid = NULL;
+	kvm->msr_list = NULL;
 	kvm->fd = -1;
 }

@@ -4,11 +4,14 @@
 
 #include <linux/kvm.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct kvm {
 	int fd;
 	int vcpu_mmap_size;
 	struct kvm_cpuid2 *supported_cpuid; /* from KVM_GET_SUPPORTED_CPUID */
+	uint32_t *msr_list;	/* restorable MSRs, found once (kvm_msr_list) */
+	uint32_t nmsrs;
 };
 
 /* One row per capability forkvm needs; exported for the unit test and `forkvm status`. */

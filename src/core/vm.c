@@ -126,6 +126,7 @@ int vm_start(struct vm *vm)
 	pthread_mutex_lock(&vm->lock);
 	vm->started = true;
 	vm->start_ns = monotonic_ns();
+	vm->pause_requested = vm->cfg.start_paused;
 	for (int i = 0; i < vm->nvcpus; i++) {
 		err = vcpu_start_thread(&vm->vcpus[i]);
 		if (err) {

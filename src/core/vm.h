@@ -22,6 +22,7 @@ struct vm_config {
 	struct cpuid_policy cpuid_policy;
 	const char *console_path;	/* serial output file; NULL = stdout */
 	const char *kvm_path;		/* default /dev/kvm */
+	bool start_paused;		/* vCPU threads park at once; `resume` runs them */
 };
 
 enum vm_end_reason {
@@ -42,6 +43,7 @@ struct vm {
 	struct io_bus pio, mmio;
 	struct serial *serial;
 	struct probe_dev *probe;
+	bool probe_guest;	/* the probe guest runs (its mailboxes are attached) */
 	int console_fd;
 
 	/* Run control, all under lock; cond is broadcast on every change. */
@@ -66,6 +68,8 @@ void vm_destroy(struct vm *vm);
 
 /* Load the probe guest and give every vCPU its CPL3 long-mode entry state. */
 int vm_boot_probe(struct vm *vm);
+/* Point the probe device at the mailboxes already in guest RAM (after a restore). */
+void vm_attach_probe(struct vm *vm);
 
 int vm_start(struct vm *vm);
 /* Park every vCPU; on return no vCPU runs guest code or touches guest memory. */

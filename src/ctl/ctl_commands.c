@@ -138,6 +138,8 @@ static json_t *cmd_dirty(struct ctl_server *s, struct ctl_request *r) { return c
 static json_t *cmd_counter(struct ctl_server *s, struct ctl_request *r) { return cmd_probe(s, r, PROBE_CMD_COUNTER); }
 static json_t *cmd_crash(struct ctl_server *s, struct ctl_request *r) { return cmd_probe(s, r, PROBE_CMD_CRASH); }
 
+json_t *ctl_cmd_snapshot(struct ctl_server *srv, struct ctl_request *req);
+
 #define VCPU_FIELD { "vcpu", CTL_U64, false }
 
 const struct ctl_command ctl_commands[] = {
@@ -145,6 +147,8 @@ const struct ctl_command ctl_commands[] = {
 	{ "pause", "park every vCPU", cmd_pause, { { 0 } } },
 	{ "resume", "run the vCPUs again", cmd_resume, { { 0 } } },
 	{ "stop", "end the VM", cmd_stop, { { 0 } } },
+	{ "snapshot", "pause, write a snapshot directory, resume", ctl_cmd_snapshot,
+	  { { "dir", CTL_STR, true }, { "force", CTL_BOOL, false }, { "source", CTL_STR, false } } },
 	{ "memhash", "host-side hash of guest RAM (racy unless paused)", cmd_memhash,
 	  { { "gpa", CTL_U64, true }, { "len", CTL_U64, true } } },
 	{ "ping", "probe guest round trip", cmd_ping, { VCPU_FIELD, { "nonce", CTL_U64, false } } },

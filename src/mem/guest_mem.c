@@ -77,12 +77,21 @@ int guest_mem_create(struct guest_mem *mem, const struct guest_mem_opts *opts)
 	case GUEST_MEM_MEMFD:
 		err = guest_mem_create_memfd(mem, opts);
 		break;
+	case GUEST_MEM_FILE_PRIVATE:
+		err = guest_mem_create_file(mem, opts);
+		break;
+	case GUEST_MEM_HUGETLB:
+		err = guest_mem_create_hugetlb(mem, opts);
+		break;
 	default:
 		err = -EOPNOTSUPP;
 		log_err("guest RAM backing '%s' cannot be created here",
 			guest_mem_backing_name(opts->backing));
 		break;
 	}
+	/* memfd and hugetlb restores start from the snapshot's content. */
+	if (!err && opts->path && opts->backing != GUEST_MEM_FILE_PRIVATE)
+		err = guest_mem_populate(mem, opts->path, opts->file_offset);
 	if (err)
 		guest_mem_destroy(mem);
 	return err;
@@ -131,7 +140,7 @@ void *guest_mem_ptr(const struct guest_mem *mem, uint64_t gpa, uint64_t len)
 {
 	for (int i = 0; i < mem->nregions; i++) {
 		const struct guest_mem_region *r = &mem->regions[i];
-		if (gpa >= r->gpa && gpa - r->gpa <= r->size && len <= r->size - (gpa - r->gpa))
+		if (gpa >= r->gpa && gpa - r->gpa < r->size && len <= r->size - (gpa - r->gpa))
 			return mem->host + r->offset + (gpa - r->gpa);
 	}
 	return NULL;

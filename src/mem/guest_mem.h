@@ -27,7 +27,7 @@ struct guest_mem_opts {
 	enum guest_mem_backing backing;
 	uint64_t size;		/* bytes of guest RAM, a multiple of 4 KiB */
 	bool no_hugepage;	/* anon: skip MADV_HUGEPAGE */
-	const char *path;	/* file-private: the file to map */
+	const char *path;	/* file-private: the file to map; memfd/hugetlb: content to copy in */
 	uint64_t file_offset;	/* file-private: where guest RAM starts in the file */
 	const char *name;	/* memfd name, for /proc/PID/maps */
 };
@@ -52,6 +52,9 @@ int guest_mem_layout(uint64_t size, struct guest_mem_region *regions, int *nregi
 
 int guest_mem_create(struct guest_mem *mem, const struct guest_mem_opts *opts);
 void guest_mem_destroy(struct guest_mem *mem);
+
+/* Copy a sparse memory file into RAM through the mapping (works for hugetlb, unlike write()). */
+int guest_mem_populate(struct guest_mem *mem, const char *path, uint64_t file_offset);
 
 /* Register every region as a KVM memslot (slot = region index). */
 int guest_mem_register(struct guest_mem *mem, int vm_fd, bool dirty_log);

@@ -23,6 +23,7 @@ static const struct cpuid_feature features[] = {
 	{ "rdseed", 7, 0, CPUID_EBX, 18 }, { "smap", 7, 0, CPUID_EBX, 20 },
 	{ "umip", 7, 0, CPUID_ECX, 2 },	   { "pku", 7, 0, CPUID_ECX, 3 },
 	{ "la57", 7, 0, CPUID_ECX, 16 },   { "rdpid", 7, 0, CPUID_ECX, 22 },
+	{ "avx512-vnni", 7, 0, CPUID_ECX, 11 }, { "amx-tile", 7, 0, CPUID_EDX, 24 },
 	{ "pdpe1gb", 0x80000001, 0, CPUID_EDX, 26 }, { "rdtscp", 0x80000001, 0, CPUID_EDX, 27 },
 };
 
@@ -31,6 +32,15 @@ const struct cpuid_feature *cpuid_feature_find(const char *name)
 	for (size_t i = 0; i < sizeof(features) / sizeof(features[0]); i++)
 		if (strcmp(features[i].name, name) == 0)
 			return &features[i];
+	return NULL;
+}
+
+const char *cpuid_feature_name(uint32_t leaf, uint32_t subleaf, enum cpuid_reg reg, int bit)
+{
+	for (size_t i = 0; i < sizeof(features) / sizeof(features[0]); i++)
+		if (features[i].leaf == leaf && features[i].subleaf == subleaf &&
+		    features[i].reg == reg && features[i].bit == bit)
+			return features[i].name;
 	return NULL;
 }
 
@@ -70,6 +80,8 @@ void cpuid_policy_format(const struct cpuid_policy *policy, char *buf, size_t le
 {
 	size_t off = 0;
 
+	if (len == 0)
+		return;
 	buf[0] = '\0';
 	for (int i = 0; i < policy->nhidden && off < len; i++)
 		off += (size_t)snprintf(buf + off, len - off, "%s-%s", i ? "," : "",

@@ -24,9 +24,11 @@ struct cpuid_policy {
 };
 
 const struct cpuid_feature *cpuid_feature_find(const char *name);
+/* Name of a known feature bit, or NULL. */
+const char *cpuid_feature_name(uint32_t leaf, uint32_t subleaf, enum cpuid_reg reg, int bit);
 /* Parse "-cx16,-xsave" (a leading '-' is optional); error names the unknown feature. */
 int cpuid_policy_parse(struct cpuid_policy *policy, const char *spec, char *err, size_t errlen);
-/* "cx16,xsave" for logs and snapshots. */
+/* "-cx16,-xsave" (parses back) for logs and snapshots. */
 void cpuid_policy_format(const struct cpuid_policy *policy, char *buf, size_t len);
 
 /*

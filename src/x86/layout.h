@@ -6,7 +6,7 @@
 
 /* Boot structures built by the VMM in low memory. */
 #define LAYOUT_GDT 0x500ULL		/* 8 descriptors */
-#define LAYOUT_TSS 0x600ULL		/* 64-bit TSS, 104 bytes */
+#define LAYOUT_TSS 0x600ULL		/* 64-bit TSS + I/O bitmap, up to 0x2669 */
 #define LAYOUT_PVH_START_INFO 0x6000ULL /* hvm_start_info + e820 table for PVH entry */
 #define LAYOUT_ZERO_PAGE 0x7000ULL	/* Linux boot_params */
 #define LAYOUT_BOOT_STACK 0x8ff0ULL	/* Linux boot stack top */

@@ -129,3 +129,58 @@ def range_hash_of_fill(gpa, length, seed):
         words = [fill_word(seed, page + 8 * i) for i in range(512)]
         h = (mix64(h ^ page_hash(words)) + 0x9E3779B97F4A7C15) & m
     return h
+
+
+def forkvm_cmd(*args, env=None, timeout=600):
+    """Run the forkvm CLI; returns CompletedProcess with text output."""
+    import subprocess as sp
+    return sp.run([FORKVM, *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def region_hashes(vm, mem_bytes):
+    """Host-side hash of every RAM region (below 3 GiB, and from 4 GiB)."""
+    low = min(mem_bytes, 3 << 30)
+    out = [vm.ok({"cmd": "memhash", "gpa": 0, "len": low})["checksum"]]
+    if mem_bytes > low:
+        out.append(vm.ok({"cmd": "memhash", "gpa": 4 << 30, "len": mem_bytes - low})["checksum"])
+    return out
+
+
+class Child(VM):
+    """A VMM started by `forkvm restore` / `run --restore`: attach by socket, stop via socket."""
+
+    def __init__(self, sock, pid):  # pylint: disable=super-init-not-called
+        self.sock = sock
+        self.pid = pid
+        self.proc = None
+        self.stderr_path = sock + ".log"
+
+    def fd_count(self):
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
+
+    def alive(self):
+        try:
+            state = open(f"/proc/{self.pid}/stat").read().split(")")[-1].split()[0]
+            return state != "Z"
+        except FileNotFoundError:
+            return False
+
+    def stop(self, timeout=30):
+        r = forkvm_cmd("stop", self.sock)
+        return r.returncode
+
+    def kill(self):
+        if self.alive():
+            os.kill(self.pid, 9)
+
+
+def restore_children(snapdir, backend, count, run_dir, name="c", extra=()):
+    env = dict(os.environ, FORKVM_RUN_DIR=run_dir)
+    r = forkvm_cmd("restore", snapdir, "--backend", backend, "--count", str(count), "--name", name,
+                   *extra, env=env)
+    children = []
+    if r.returncode == 0:
+        for line in r.stdout.splitlines():
+            _, pid, sock = line.split()
+            children.append(Child(sock, int(pid)))
+    return r, children

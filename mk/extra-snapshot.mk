@@ -1,0 +1,2 @@
+# Snapshots: XXH64 checksums in the vmstate container.
+LDLIBS += -lxxhash

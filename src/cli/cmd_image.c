@@ -1,0 +1,181 @@
+/* "forkvm image": build the guest kernel + initramfs, extract a vmlinux, inspect kernels. */
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "image/image.h"
+#include "loader/kernel.h"
+
+struct image_sub {
+	const char *name;
+	const char *usage;
+	int (*run)(const struct image_sub *sub, int argc, char **argv);
+};
+
+static int sub_usage(const struct image_sub *sub, const char *msg)
+{
+	fprintf(stderr, "forkvm image %s: %s\nusage: %s", sub->name, msg, sub->usage);
+	return CLI_EXIT_USAGE;
+}
+
+static int sub_help(const struct image_sub *sub, int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++)
+		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+			printf("usage: %s", sub->usage);
+			return 1;
+		}
+	return 0;
+}
+
+static int run_build(const struct image_sub *sub, int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "cache", required_argument, NULL, 'c' },
+		{ "agent", required_argument, NULL, 'a' },
+		{ "out", required_argument, NULL, 'o' },
+		{ "module", required_argument, NULL, 'm' },
+		{ 0 },
+	};
+	struct image_build_opts opts = { 0 };
+	const char *extra[64];
+	int c;
+
+	optind = 0;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "+", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'c': opts.cache_dir = optarg; break;
+		case 'a': opts.agent_path = optarg; break;
+		case 'o': opts.out_dir = optarg; break;
+		case 'm':
+			if (opts.nextra == 64)
+				return sub_usage(sub, "too many --module options");
+			extra[opts.nextra++] = optarg;
+			break;
+		default:
+			return sub_usage(sub, "unknown option or missing argument");
+		}
+	}
+	if (optind != argc)
+		return sub_usage(sub, "unexpected argument");
+	opts.extra_modules = extra;
+	return image_build(&opts) ? CLI_EXIT_FAIL : CLI_EXIT_OK;
+}
+
+static int run_extract(const struct image_sub *sub, int argc, char **argv)
+{
+	if (argc != 3 || argv[1][0] == '-' || argv[2][0] == '-')
+		return sub_usage(sub, "expects BZIMAGE and OUT");
+	if (image_extract_vmlinux(argv[1], argv[2]))
+		return CLI_EXIT_FAIL;
+	printf("wrote %s\n", argv[2]);
+	return CLI_EXIT_OK;
+}
+
+static void print_bzimage(const struct kernel_info *k)
+{
+	const struct setup_header *h = &k->hdr;
+
+	printf("boot_protocol: %u.%02u\n", h->version >> 8, h->version & 0xff);
+	printf("setup_sects: %u\n", h->setup_sects);
+	printf("kernel_64: %s\n", h->xloadflags & SETUP_XLF_KERNEL_64 ? "yes" : "no");
+	printf("relocatable: %s\n", h->relocatable_kernel ? "yes" : "no");
+	printf("kernel_alignment: 0x%x\n", h->kernel_alignment);
+	printf("pref_address: 0x%llx\n", (unsigned long long)h->pref_address);
+	printf("init_size: 0x%x\n", h->init_size);
+	printf("cmdline_size: %u\n", h->cmdline_size);
+	printf("initrd_addr_max: 0x%x\n", h->initrd_addr_max);
+	printf("payload: %s\n", payload_format_name(k->payload));
+	printf("payload_offset: 0x%x\npayload_length: %u\n", h->payload_offset, h->payload_length);
+	printf("entry64: 0x%llx\n", (unsigned long long)(k->load_addr + SETUP_ENTRY64_OFFSET));
+}
+
+static void print_vmlinux(const struct kernel_info *k)
+{
+	printf("entry: 0x%llx\n", (unsigned long long)k->elf_entry);
+	if (k->has_pvh)
+		printf("pvh_entry: 0x%x\n", k->pvh_entry);
+	else
+		printf("pvh_entry: none\n");
+	printf("segments: %d\n", k->nsegments);
+	for (int i = 0; i < k->nsegments; i++)
+		printf("segment: paddr=0x%llx filesz=0x%llx memsz=0x%llx\n",
+		       (unsigned long long)k->segments[i].paddr,
+		       (unsigned long long)k->segments[i].filesz,
+		       (unsigned long long)k->segments[i].memsz);
+}
+
+static int run_inspect(const struct image_sub *sub, int argc, char **argv)
+{
+	static struct kernel_info info;
+
+	if (argc != 2 || argv[1][0] == '-')
+		return sub_usage(sub, "expects one FILE");
+	if (kernel_probe(argv[1], &info))
+		return CLI_EXIT_FAIL;
+	printf("file: %s\nformat: %s\nsize: %llu\n", argv[1], kernel_format_name(info.format),
+	       (unsigned long long)info.file_size);
+	if (info.format == KERNEL_BZIMAGE)
+		print_bzimage(&info);
+	else
+		print_vmlinux(&info);
+	printf("load_addr: 0x%llx\nmem_size: 0x%llx\n", (unsigned long long)info.load_addr,
+	       (unsigned long long)info.mem_size);
+	return CLI_EXIT_OK;
+}
+
+static const struct image_sub subs[] = {
+	{ "build",
+	  "forkvm image build [--cache DIR] [--agent PATH] [--out DIR] [--module NAME]...\n"
+	  "  Download Debian's cloud kernel and busybox-static (cached in DIR, default\n"
+	  "  $FORKVM_CACHE or ~/.cache/forkvm) and write vmlinux, bzImage, initramfs.cpio.gz\n"
+	  "  and manifest.json to --out (default DIR/image). --agent defaults to forkvm-agent\n"
+	  "  beside this binary; --module adds kernel modules to load at boot.\n",
+	  run_build },
+	{ "extract",
+	  "forkvm image extract BZIMAGE OUT\n"
+	  "  Decode the bzImage's compressed payload (lz4 or gzip) and write the vmlinux ELF.\n",
+	  run_extract },
+	{ "inspect",
+	  "forkvm image inspect FILE\n"
+	  "  Tell whether FILE is a vmlinux or bzImage and print its boot parameters.\n",
+	  run_inspect },
+};
+
+#define IMAGE_USAGE                                                                \
+	"forkvm image build|extract|inspect ...\n"                                 \
+	"  build [--cache DIR] [--agent PATH] [--out DIR] [--module NAME]...\n"    \
+	"  extract BZIMAGE OUT\n"                                                  \
+	"  inspect FILE\n"                                                         \
+	"Run \"forkvm image SUBCOMMAND --help\" for details.\n"
+
+
+int cmd_image(int argc, char **argv)
+{
+	if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+		printf("usage: %s", IMAGE_USAGE);
+		return CLI_EXIT_OK;
+	}
+	if (argc < 2) {
+		fprintf(stderr, "forkvm image: missing subcommand\nusage: %s", IMAGE_USAGE);
+		return CLI_EXIT_USAGE;
+	}
+	for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
+		if (strcmp(argv[1], subs[i].name))
+			continue;
+		if (sub_help(&subs[i], argc - 1, argv + 1))
+			return CLI_EXIT_OK;
+		return subs[i].run(&subs[i], argc - 1, argv + 1);
+	}
+	fprintf(stderr, "forkvm image: unknown subcommand \"%s\"\nusage: %s", argv[1], IMAGE_USAGE);
+	return CLI_EXIT_USAGE;
+}
+
+const struct cli_command cli_cmd_image = {
+	.name = "image",
+	.summary = "build the Linux guest image; extract or inspect kernels",
+	.usage = IMAGE_USAGE,
+	.run = cmd_image,
+};

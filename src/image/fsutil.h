@@ -1,0 +1,21 @@
+/* File helpers for image building: whole-file reads, atomic writes, directories, commands. */
+#ifndef FORKVM_IMAGE_FSUTIL_H
+#define FORKVM_IMAGE_FSUTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* Read a whole file into a malloc'd buffer (NUL-terminated for text use). */
+int file_read_all(const char *path, uint8_t **buf, size_t *len);
+/* Write via "<path>.tmp.<pid>" + fsync + rename + directory fsync. */
+int file_write_atomic(const char *path, const void *buf, size_t len, mode_t mode);
+int file_copy_atomic(const char *src, const char *dst, mode_t mode);
+int mkdir_p(const char *path, mode_t mode);
+/* Run argv (PATH lookup) in cwd (NULL: ours), stdout captured into *out when out != NULL;
+ * stderr passes through. Returns 0, -errno, or -ECHILD when the command exits non-zero. */
+int run_cmd(char *const argv[], const char *cwd, char **out);
+/* Remove a directory tree (no symlink following). */
+int remove_tree(const char *path);
+
+#endif

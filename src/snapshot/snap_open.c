@@ -1,0 +1,192 @@
+/* Opening a snapshot directory for restore: verified vmstate, sane config, matching memory. */
+#include "snapshot/snap_format.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "snapshot/snap_config.h"
+
+#define SNAP_VMSTATE_MAX (256ULL << 20)
+#define SNAP_MAX_VCPUS 16
+
+static int fail(char *err, size_t errlen, int ret, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static int fail(char *err, size_t errlen, int ret, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (errlen) {
+		va_start(ap, fmt);
+		vsnprintf(err, errlen, fmt, ap);
+		va_end(ap);
+	}
+	return ret;
+}
+
+/* The whole vmstate in one buffer: a regular file, at most 256 MiB, read to the end. */
+static int read_vmstate(const char *path, uint8_t **data, size_t *len, char *err, size_t errlen)
+{
+	struct stat st;
+	uint8_t *buf = NULL;
+	size_t got = 0;
+	ssize_t n;
+	int fd, ret = 0;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return fail(err, errlen, -errno, "open %s: %s", path, strerror(errno));
+	if (fstat(fd, &st) < 0) {
+		ret = fail(err, errlen, -errno, "stat %s: %s", path, strerror(errno));
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size > SNAP_VMSTATE_MAX) {
+		ret = fail(err, errlen, -EINVAL, "%s: %s", path,
+			   S_ISREG(st.st_mode) ? "larger than 256 MiB" : "not a regular file");
+		goto out;
+	}
+	/* One spare byte tells a file that grew since fstat from one that did not. */
+	buf = malloc((size_t)st.st_size + 1);
+	if (!buf) {
+		ret = fail(err, errlen, -ENOMEM, "%s: out of memory", path);
+		goto out;
+	}
+	while (got <= (size_t)st.st_size) {
+		n = read(fd, buf + got, (size_t)st.st_size + 1 - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			ret = fail(err, errlen, -errno, "read %s: %s", path, strerror(errno));
+			goto out;
+		}
+		if (n == 0)
+			break;
+		got += (size_t)n;
+	}
+	if (got != (size_t)st.st_size)
+		ret = fail(err, errlen, -EINVAL, "%s: changed size while being read", path);
+out:
+	close(fd);
+	if (ret) {
+		free(buf);
+		return ret;
+	}
+	*data = buf;
+	*len = got;
+	return 0;
+}
+
+/* Regions must tile the memory file in order: [0, r0.size), [r0.size, r0.size + r1.size). */
+static int check_config(const struct snap_config *c, char *err, size_t errlen)
+{
+	uint64_t off = 0, gpa_end = 0;
+
+	if (c->mem_size == 0 || c->mem_size % 4096)
+		return fail(err, errlen, -EINVAL, "config: RAM size %llu is not a positive multiple "
+			    "of 4096", (unsigned long long)c->mem_size);
+	if (c->nvcpus < 1 || c->nvcpus > SNAP_MAX_VCPUS)
+		return fail(err, errlen, -EINVAL, "config: %u vCPUs (1 to %d supported)", c->nvcpus,
+			    SNAP_MAX_VCPUS);
+	if (c->guest_kind != SNAP_GUEST_PROBE && c->guest_kind != SNAP_GUEST_LINUX)
+		return fail(err, errlen, -EINVAL, "config: unknown guest kind %u", c->guest_kind);
+	if (!memchr(c->cpu_features, '\0', sizeof(c->cpu_features)))
+		return fail(err, errlen, -EINVAL, "config: CPU feature list is not terminated");
+	if (c->nregions < 1 || c->nregions > SNAP_CONFIG_MAX_REGIONS)
+		return fail(err, errlen, -EINVAL, "config: %u memory regions (1 to %d supported)",
+			    c->nregions, SNAP_CONFIG_MAX_REGIONS);
+	for (uint32_t i = 0; i < c->nregions; i++) {
+		const typeof(c->regions[0]) *r = &c->regions[i];
+
+		if (r->size == 0 || r->size % 4096 || r->gpa % 4096 || r->offset != off ||
+		    r->size > c->mem_size - off || r->gpa < gpa_end || r->gpa + r->size < r->gpa)
+			return fail(err, errlen, -EINVAL, "config: memory region %u (gpa 0x%llx, "
+				    "%llu bytes at offset %llu) does not fit %llu bytes of RAM", i,
+				    (unsigned long long)r->gpa, (unsigned long long)r->size,
+				    (unsigned long long)r->offset, (unsigned long long)c->mem_size);
+		off += r->size;
+		gpa_end = r->gpa + r->size;
+	}
+	if (off != c->mem_size)
+		return fail(err, errlen, -EINVAL, "config: memory regions cover %llu of %llu bytes",
+			    (unsigned long long)off, (unsigned long long)c->mem_size);
+	return 0;
+}
+
+static int check_memory(struct snapshot *snap, const struct snap_config *c, char *err,
+			size_t errlen)
+{
+	struct stat st;
+
+	snprintf(snap->memory_path, sizeof(snap->memory_path), "%s/%s", snap->dir,
+		 SNAP_FILE_MEMORY);
+	if (stat(snap->memory_path, &st) < 0)
+		return fail(err, errlen, -errno, "memory file %s: %s", snap->memory_path,
+			    strerror(errno));
+	if (!S_ISREG(st.st_mode))
+		return fail(err, errlen, -EINVAL, "memory file %s is not a regular file",
+			    snap->memory_path);
+	if ((uint64_t)st.st_size != c->mem_size)
+		return fail(err, errlen, -EINVAL, "memory file is %llu bytes, the snapshot says %llu",
+			    (unsigned long long)st.st_size, (unsigned long long)c->mem_size);
+	snap->memory_size = (uint64_t)st.st_size;
+	return 0;
+}
+
+int snap_open(const char *dir, struct snapshot *snap, char *err, size_t errlen)
+{
+	char path[PATH_MAX + 16], msg[512];
+	const struct snap_section *s;
+	struct snap_config c;
+	struct stat st;
+	uint8_t *data = NULL;
+	size_t len = 0;
+	int ret;
+
+	memset(snap, 0, sizeof(*snap));
+	if (strlen(dir) >= sizeof(snap->dir))
+		return fail(err, errlen, -ENAMETOOLONG, "snapshot path too long: %s", dir);
+	snprintf(snap->dir, sizeof(snap->dir), "%s", dir);
+	if (stat(dir, &st) < 0)
+		return fail(err, errlen, -errno, "snapshot %s: %s", dir, strerror(errno));
+	if (!S_ISDIR(st.st_mode))
+		return fail(err, errlen, -ENOTDIR, "snapshot %s is not a directory", dir);
+	snprintf(path, sizeof(path), "%s/%s", dir, SNAP_FILE_VMSTATE);
+	ret = read_vmstate(path, &data, &len, msg, sizeof(msg));
+	if (!ret)
+		ret = snap_state_parse(data, len, &snap->state, msg, sizeof(msg));
+	if (ret)
+		goto err;
+	s = snap_state_find(&snap->state, SNAP_SEC_CONFIG, 0);
+	if (!s || s->len != sizeof(c)) {
+		ret = -EINVAL;
+		if (s)
+			snprintf(msg, sizeof(msg), "vmstate: config section is %llu bytes, expected %zu",
+				 (unsigned long long)s->len, sizeof(c));
+		else
+			snprintf(msg, sizeof(msg), "vmstate: no config section");
+		goto err;
+	}
+	memcpy(&c, s->data, sizeof(c));
+	ret = check_config(&c, msg, sizeof(msg));
+	if (!ret)
+		ret = check_memory(snap, &c, msg, sizeof(msg));
+	if (ret)
+		goto err;
+	return 0;
+err:
+	/* One message: the snapshot, then what is wrong with it. */
+	fail(err, errlen, ret, "snapshot %s: %s", dir, msg);
+	snap_close(snap);
+	return ret;
+}
+
+void snap_close(struct snapshot *snap)
+{
+	snap_state_free(&snap->state);
+	memset(snap, 0, sizeof(*snap));
+}

@@ -1,0 +1,167 @@
+/* Rebuild a VM from a decoded snapshot: host check, RAM on the chosen backing, then state. */
+#include <cpuid.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "core/vm.h"
+#include "devices/serial.h"
+#include "snapshot/snapshot.h"
+
+/* Feature registers a snapshot may only use if this host offers them. */
+static const struct {
+	uint32_t leaf, subleaf;
+	enum cpuid_reg reg;
+	uint32_t dynamic; /* bits KVM or forkvm set per vCPU, not host features */
+} checked[] = {
+	{ 1, 0, CPUID_ECX, (1u << 27) | (1u << 31) }, /* OSXSAVE, hypervisor */
+	{ 1, 0, CPUID_EDX, 1u << 28 },		       /* HTT */
+	{ 7, 0, CPUID_EBX, 0 },
+	{ 7, 0, CPUID_ECX, 1u << 4 },		       /* OSPKE */
+	{ 7, 0, CPUID_EDX, 0 },
+	{ 0x80000001, 0, CPUID_ECX, 0 },
+	{ 0x80000001, 0, CPUID_EDX, 0 },
+};
+
+/* What the CPU under this VMM executes natively (PVM runs guest CPL3 code on it directly). */
+static uint32_t native_cpuid_reg(uint32_t leaf, uint32_t subleaf, enum cpuid_reg r)
+{
+	uint32_t regs[4] = { 0 }, max = __get_cpuid_max(leaf & 0x80000000u, NULL);
+
+	if (leaf > max)
+		return 0;
+	__cpuid_count(leaf, subleaf, regs[0], regs[1], regs[2], regs[3]);
+	return regs[r];
+}
+
+static uint32_t reg_of(const struct kvm_cpuid_entry2 *e, enum cpuid_reg r)
+{
+	return r == CPUID_EAX ? e->eax : r == CPUID_EBX ? e->ebx : r == CPUID_ECX ? e->ecx : e->edx;
+}
+
+int snap_check_host(const struct snap_machine *m, const struct kvm_cpuid2 *supported, char *err,
+		    size_t errlen)
+{
+	static const char *const reg_names[] = { "EAX", "EBX", "ECX", "EDX" };
+	struct kvm_cpuid2 *saved = m->vcpus[0].cpuid;
+
+	for (size_t i = 0; i < sizeof(checked) / sizeof(checked[0]); i++) {
+		struct kvm_cpuid_entry2 *want = cpuid_find(saved, checked[i].leaf, checked[i].subleaf);
+		struct kvm_cpuid_entry2 *have =
+			cpuid_find((struct kvm_cpuid2 *)supported, checked[i].leaf, checked[i].subleaf);
+		uint32_t missing;
+
+		if (!want)
+			continue;
+		/*
+		 * KVM_GET_SUPPORTED_CPUID alone is too narrow on some hosts (PVM reports a minimal
+		 * set yet runs guests with the CPU's features), so a feature counts as available
+		 * when KVM offers it or the host CPU has it.
+		 */
+		missing = reg_of(want, checked[i].reg) & ~checked[i].dynamic &
+			  ~(have ? reg_of(have, checked[i].reg) : 0) &
+			  ~native_cpuid_reg(checked[i].leaf, checked[i].subleaf, checked[i].reg);
+		if (!missing)
+			continue;
+		int bit = __builtin_ctz(missing);
+		const char *name = cpuid_feature_name(checked[i].leaf, checked[i].subleaf,
+						      checked[i].reg, bit);
+		snprintf(err, errlen,
+			 "snapshot needs CPU feature %s (CPUID leaf 0x%x %s bit %d) that this host's KVM "
+			 "does not offer", name ? name : "?", checked[i].leaf,
+			 reg_names[checked[i].reg], bit);
+		return -ENOTSUP;
+	}
+	return 0;
+}
+
+static int restore_devices(struct vm *vm, const struct snap_machine *m)
+{
+	if (m->has_serial) {
+		struct serial_regs regs;
+		memcpy(&regs, m->serial, sizeof(regs));
+		serial_set_regs(vm->serial, &regs);
+	}
+	if (m->config.guest_kind == SNAP_GUEST_PROBE)
+		vm_attach_probe(vm);
+	return 0;
+}
+
+/* Before any RAM is allocated or copied: can this host's KVM run the snapshot's CPU? */
+static int restore_check_host(const struct vm_config *cfg, const struct snap_machine *m,
+			      const char *dir)
+{
+	struct kvm kvm;
+	char err[256];
+	int ret = kvm_open(&kvm, cfg->kvm_path);
+
+	if (ret)
+		return ret;
+	ret = snap_check_host(m, kvm.supported_cpuid, err, sizeof(err));
+	if (ret)
+		log_err("snapshot %s: %s", dir, err);
+	kvm_close(&kvm);
+	return ret;
+}
+
+static int restore_vcpu(struct vm *vm, struct vcpu *vcpu, const struct vcpu_state *saved,
+			const char *dir)
+{
+	struct vcpu_state st = *saved;
+	uint32_t host_xsave = kvm_xsave_size(&vm->kvm);
+	int ret;
+
+	/* KVM reads an XSAVE buffer of this host's size; a smaller saved area is zero-extended. */
+	if (st.xsave_size > host_xsave)
+		return log_errno(-ENOTSUP, "snapshot %s: XSAVE area of %u bytes, this host has %u", dir,
+				 st.xsave_size, host_xsave);
+	st.xsave = calloc(1, host_xsave);
+	if (!st.xsave)
+		return -ENOMEM;
+	memcpy(st.xsave, saved->xsave, saved->xsave_size);
+	ret = vcpu_restore_state(vcpu, &st);
+	free(st.xsave);
+	return ret;
+}
+
+int vm_restore(struct vm *vm, const struct vm_config *base, const struct snapshot *snap,
+	       const struct snap_machine *m, enum guest_mem_backing backing)
+{
+	struct vm_config cfg = *base;
+	char err[256];
+	int ret;
+
+	cfg.mem_size = m->config.mem_size;
+	cfg.nvcpus = m->nvcpus;
+	cfg.mem.backing = backing;
+	cfg.mem.path = snap->memory_path;
+	cfg.mem.file_offset = 0;
+	if (cpuid_policy_parse(&cfg.cpuid_policy, m->config.cpu_features, err, sizeof(err)))
+		return log_errno(-EINVAL, "snapshot %s: CPU feature policy: %s", snap->dir, err);
+	ret = restore_check_host(&cfg, m, snap->dir);
+	if (ret)
+		return ret;
+	ret = vm_create(vm, &cfg);
+	if (ret)
+		return ret;
+	for (int i = 0; i < vm->mem.nregions; i++) {
+		if (vm->mem.regions[i].gpa != m->config.regions[i].gpa ||
+		    vm->mem.regions[i].size != m->config.regions[i].size) {
+			ret = log_errno(-EINVAL, "snapshot %s: RAM layout differs from this forkvm's",
+					snap->dir);
+			goto err;
+		}
+	}
+	/* VM-level state, then devices, then each vCPU in the safe order. */
+	ret = vm_restore_arch_state(vm, &m->arch);
+	if (!ret)
+		ret = restore_devices(vm, m);
+	for (int i = 0; !ret && i < vm->nvcpus; i++)
+		ret = restore_vcpu(vm, &vm->vcpus[i], &m->vcpus[i], snap->dir);
+	if (!ret)
+		return 0;
+err:
+	vm_destroy(vm);
+	return ret;
+}

@@ -1,0 +1,60 @@
+/* Snapshot a running VM to a directory, and rebuild a VM from one. */
+#ifndef FORKVM_SNAPSHOT_H
+#define FORKVM_SNAPSHOT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/vcpu_state.h"
+#include "core/vm_state.h"
+#include "mem/guest_mem.h"
+#include "snapshot/snap_config.h"
+#include "snapshot/snap_format.h"
+
+struct vm;
+struct vm_config;
+
+struct snap_save_opts {
+	const char *dir;
+	bool force;		/* replace an existing snapshot at dir */
+	const char *source;	/* free text for meta.json: VM name or socket */
+	const char *parent;	/* parent snapshot (diff layers), or NULL */
+	const char *strategy;	/* free text for meta.json, e.g. "full" */
+};
+
+struct snap_save_stats {
+	uint64_t pause_ns;	/* pause request → every vCPU parked */
+	uint64_t paused_ns;	/* source paused → resumed (0 if it was paused already) */
+	uint64_t capture_ns;	/* reading vCPU/VM/device state */
+	uint64_t write_ns;	/* vmstate + memory + meta, fsync'd and renamed */
+	uint64_t vmstate_bytes;
+	uint64_t memory_bytes_written;
+};
+
+/* Pause (unless paused), capture, write atomically, resume (if it was running). */
+int snap_save(struct vm *vm, const struct snap_save_opts *opts, struct snap_save_stats *stats);
+
+/* Capture the whole VM state into a vmstate image; the VM must be paused. */
+int snap_capture(struct vm *vm, struct snap_buf *buf);
+
+/* Everything decoded from a vmstate, validated before any VM is created. */
+struct snap_machine {
+	struct snap_config config;
+	struct vm_arch_state arch;
+	int nvcpus;
+	struct vcpu_state vcpus[16];
+	bool has_serial;
+	uint8_t serial[64];
+};
+
+int snap_decode(const struct snapshot *snap, struct snap_machine *m, char *err, size_t errlen);
+void snap_machine_free(struct snap_machine *m);
+/* Fail if this host's KVM cannot give the snapshot's CPUID features (names the first one). */
+int snap_check_host(const struct snap_machine *m, const struct kvm_cpuid2 *supported, char *err,
+		    size_t errlen);
+
+/* Create the VM from a decoded snapshot on the chosen backing; vCPUs restored, not started. */
+int vm_restore(struct vm *vm, const struct vm_config *base, const struct snapshot *snap,
+	       const struct snap_machine *m, enum guest_mem_backing backing);
+
+#endif

@@ -1,0 +1,217 @@
+"""forkvm image: end-to-end build from Debian packages, extract and inspect (stdlib only)."""
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+BUILD = os.environ.get("FORKVM_BUILD", "build")
+FORKVM = os.path.abspath(os.path.join(BUILD, "forkvm"))
+# Outside the work tree so CI runs on the same machine reuse the ~28 MB of downloads.
+CACHE = os.environ.get("FORKVM_CACHE") or os.path.expanduser("~/.cache/forkvm")
+NEEDS_APT = pytest.mark.skipif(
+    shutil.which("apt-get") is None or os.environ.get("FORKVM_SKIP_NETWORK") == "1",
+    reason="needs apt-get and Debian's package mirror",
+)
+
+
+def forkvm(*args, timeout=600):
+    return subprocess.run([FORKVM, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def parse_newc(data):
+    """Return [(name, mode, body)] of a newc archive up to TRAILER!!!."""
+    out, pos = [], 0
+    while True:
+        assert data[pos:pos + 6] == b"070701", f"bad cpio magic at {pos}"
+        fields = [int(data[pos + 6 + 8 * i:pos + 14 + 8 * i], 16) for i in range(13)]
+        mode, size, namesz = fields[1], fields[6], fields[11]
+        name = data[pos + 110:pos + 110 + namesz - 1].decode()
+        pos = (pos + 110 + namesz + 3) & ~3
+        body = data[pos:pos + size]
+        pos = (pos + size + 3) & ~3
+        if name == "TRAILER!!!":
+            return out
+        out.append((name, mode, body))
+
+
+def inspect(path):
+    r = forkvm("image", "inspect", str(path))
+    assert r.returncode == 0, r.stderr
+    return dict(line.split(": ", 1) for line in r.stdout.splitlines())
+
+
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory):
+    """The real agent when built, else a static stand-in (the initramfs has no libc)."""
+    real = os.path.join(BUILD, "forkvm-agent")
+    if os.path.exists(real):
+        return os.path.abspath(real)
+    src = tmp_path_factory.mktemp("agent") / "agent.c"
+    src.write_text('#include <stdio.h>\nint main(void) { puts("stand-in agent"); return 0; }\n')
+    exe = src.with_suffix("")
+    subprocess.run(["gcc", "-static", "-O2", "-o", str(exe), str(src)], check=True)
+    return str(exe)
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory, agent):
+    out = tmp_path_factory.mktemp("image")
+    start = time.monotonic()
+    r = forkvm("image", "build", "--cache", CACHE, "--agent", agent, "--out", str(out))
+    elapsed = time.monotonic() - start
+    assert r.returncode == 0, r.stderr
+    print(f"forkvm image build took {elapsed:.1f} s (cache {CACHE})")
+    assert elapsed < 300, "image build must fit the CI budget"
+    return out
+
+
+@NEEDS_APT
+def test_build_outputs_and_manifest(image, agent):
+    manifest = json.loads((image / "manifest.json").read_text())
+    assert manifest["kernel_version"].endswith("-cloud-amd64")
+    assert set(manifest["packages"]) >= {"linux-image-cloud-amd64", "busybox-static"}
+    for name in ("vmlinux", "bzImage", "initramfs.cpio.gz"):
+        assert manifest["files"][name]["size"] == (image / name).stat().st_size
+    mods = manifest["modules"]
+    for dep, user in [("virtio_ring", "virtio"), ("virtio", "virtio_mmio"),
+                      ("vsock", "vmw_vsock_virtio_transport_common"),
+                      ("vmw_vsock_virtio_transport_common", "vmw_vsock_virtio_transport")]:
+        assert mods.index(dep) < mods.index(user)
+    assert not [p for p in os.listdir(image) if ".tmp." in p], "temp files left behind"
+
+
+@NEEDS_APT
+def test_initramfs_contents(image, agent):
+    manifest = json.loads((image / "manifest.json").read_text())
+    entries = parse_newc(gzip.decompress((image / "initramfs.cpio.gz").read_bytes()))
+    names = [e[0] for e in entries]
+    assert names == sorted(names)
+    files = {name: (mode, body) for name, mode, body in entries}
+    assert files["init"][0] & 0o111
+    init = files["init"][1].decode()
+    assert "exec /sbin/forkvm-agent --vsock-port 52" in init
+    assert files["bin/busybox"][1][:4] == b"\x7fELF"
+    assert files["bin/sh"][1] == b"busybox"
+    assert files["sbin/forkvm-agent"][1] == open(agent, "rb").read()
+    assert files["dev/console"][0] & 0o170000 == 0o020000
+    insmods = [line.split()[1] for line in init.splitlines() if line.startswith("insmod ")]
+    assert insmods == [f"/lib/modules/{m}.ko" for m in manifest["modules"]]
+    for m in manifest["modules"]:
+        assert files[f"lib/modules/{m}.ko"][1][:4] == b"\x7fELF"
+
+
+@NEEDS_APT
+def test_rebuild_is_reproducible(image, agent, tmp_path):
+    r = forkvm("image", "build", "--cache", CACHE, "--agent", agent, "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    for name in ("vmlinux", "initramfs.cpio.gz"):
+        assert (tmp_path / name).read_bytes() == (image / name).read_bytes()
+
+
+@NEEDS_APT
+def test_extract_and_inspect(image, tmp_path):
+    info = inspect(image / "bzImage")
+    assert info["format"] == "bzImage"
+    assert info["payload"] == "lz4"
+    assert info["kernel_64"] == "yes"
+    out = tmp_path / "vmlinux"
+    r = forkvm("image", "extract", str(image / "bzImage"), str(out))
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes() == (image / "vmlinux").read_bytes()
+    info = inspect(out)
+    assert info["format"] == "vmlinux"
+    assert int(info["pvh_entry"], 16) >= 0x100000
+
+
+def test_inspect_rejects_garbage(tmp_path):
+    garbage = tmp_path / "garbage"
+    garbage.write_bytes(b"\x13\x37garbage" * 1000)
+    r = forkvm("image", "inspect", str(garbage))
+    assert r.returncode == 1
+    assert str(garbage) in r.stderr and "neither an ELF vmlinux nor a bzImage" in r.stderr
+    r = forkvm("image", "inspect", str(tmp_path / "missing"))
+    assert r.returncode == 1 and "No such file" in r.stderr
+
+
+def test_inspect_rejects_truncated(tmp_path):
+    elf = tmp_path / "elf"
+    elf.write_bytes(b"\x7fELF\x02\x01\x01" + b"\0" * 40)
+    r = forkvm("image", "inspect", str(elf))
+    assert r.returncode == 1 and "truncated" in r.stderr
+    bz = tmp_path / "bz"
+    bz.write_bytes(b"\0" * 0x1fe + b"\x55\xaa" + b"\0" * 4)
+    r = forkvm("image", "inspect", str(bz))
+    assert r.returncode == 1 and "not a usable bzImage" in r.stderr
+
+
+def test_extract_rejects_non_bzimage(tmp_path):
+    elf = tmp_path / "x"
+    elf.write_bytes(b"garbage" * 100)
+    r = forkvm("image", "extract", str(elf), str(tmp_path / "out"))
+    assert r.returncode == 1 and not (tmp_path / "out").exists()
+
+
+def test_usage_errors():
+    for args in (["image"], ["image", "bogus"], ["image", "extract", "one"],
+                 ["image", "build", "--nope"], ["image", "inspect"]):
+        r = forkvm(*args)
+        assert r.returncode == 2, args
+        assert "usage:" in r.stderr
+    for sub in ("build", "extract", "inspect"):
+        r = forkvm("image", sub, "--help")
+        assert r.returncode == 0 and f"forkvm image {sub}" in r.stdout
+
+
+def test_build_without_agent_fails_clearly(tmp_path):
+    r = forkvm("image", "build", "--cache", str(tmp_path), "--agent", str(tmp_path / "nope"))
+    assert r.returncode == 1
+    assert "agent" in r.stderr and "not found" in r.stderr
+
+
+PROBE_AGENT = r"""
+#include <stdio.h>
+#include <sys/reboot.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    char line[256];
+    FILE *f = fopen("/proc/modules", "r");
+    printf("AGENT argv1=%s vsock=%s\n", argc > 1 ? argv[1] : "",
+           access("/dev/vsock", F_OK) == 0 ? "present" : "missing");
+    while (f && fgets(line, sizeof(line), f))
+        printf("AGENT module %s", line);
+    fflush(stdout);
+    reboot(RB_POWER_OFF);
+    return 0;
+}
+"""
+
+
+@NEEDS_APT
+@pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None,
+                    reason="needs qemu-system-x86_64 to boot the image (TCG, no KVM)")
+def test_image_boots_in_qemu(image, tmp_path):
+    """The vmlinux boots via PVH, /init loads the modules and execs the agent."""
+    src = tmp_path / "probe.c"
+    src.write_text(PROBE_AGENT)
+    subprocess.run(["gcc", "-static", "-O2", "-o", str(tmp_path / "probe"), str(src)], check=True)
+    out = tmp_path / "img"
+    r = forkvm("image", "build", "--cache", CACHE, "--agent", str(tmp_path / "probe"),
+               "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    serial = tmp_path / "serial.log"
+    # Serial to a file: "-serial stdio" stalls when stdin is not a terminal.
+    subprocess.run(
+        ["qemu-system-x86_64", "-M", "microvm,acpi=on", "-m", "256", "-nodefaults",
+         "-no-user-config", "-display", "none", "-serial", f"file:{serial}", "-no-reboot",
+         "-kernel", str(out / "vmlinux"), "-initrd", str(out / "initramfs.cpio.gz"),
+         "-append", "console=ttyS0 panic=-1 quiet"],
+        stdin=subprocess.DEVNULL, capture_output=True, timeout=120, check=True)
+    log = serial.read_text(errors="replace")
+    assert "AGENT argv1=--vsock-port vsock=present" in log, log[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    loaded = {line.split()[2] for line in log.splitlines() if line.startswith("AGENT module")}
+    assert set(manifest["modules"]) <= loaded

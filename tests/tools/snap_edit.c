@@ -1,0 +1,73 @@
+/* Test tool: rewrite a snapshot's vmstate with valid checksums but changed content. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "snapshot/snap_format.h"
+#include "x86/cpuid.h"
+
+static int usage(void)
+{
+	fprintf(stderr, "usage: snap_edit DIR cpuid-set LEAF REG(eax|ebx|ecx|edx) BIT\n"
+			"       snap_edit DIR drop SECTION_TYPE INSTANCE\n");
+	return 2;
+}
+
+static void edit_cpuid(struct snap_section *s, uint32_t leaf, int reg, int bit, uint8_t *copy)
+{
+	struct kvm_cpuid2 *c = (struct kvm_cpuid2 *)copy;
+	struct kvm_cpuid_entry2 *e = cpuid_find(c, leaf, 0);
+
+	if (e) {
+		uint32_t *r = reg == 0 ? &e->eax : reg == 1 ? &e->ebx : reg == 2 ? &e->ecx : &e->edx;
+		*r |= 1u << bit;
+	}
+	s->data = copy;
+}
+
+int main(int argc, char **argv)
+{
+	struct snapshot snap;
+	struct snap_buf out;
+	char err[512], path[4200];
+	int fd;
+
+	if (argc < 5)
+		return usage();
+	if (snap_open(argv[1], &snap, err, sizeof(err))) {
+		fprintf(stderr, "snap_edit: %s\n", err);
+		return 1;
+	}
+	snap_buf_init(&out);
+	for (int i = 0; i < snap.state.nsections; i++) {
+		struct snap_section s = snap.state.sections[i];
+		uint8_t *copy = malloc(s.len + 1);
+		memcpy(copy, s.data, s.len);
+		if (strcmp(argv[2], "cpuid-set") == 0 && argc == 6 && s.type == SNAP_SEC_CPUID) {
+			const char *regs = "eaxebxecxedx";
+			int reg = (int)((strstr(regs, argv[4]) - regs) / 3);
+			edit_cpuid(&s, (uint32_t)strtoul(argv[3], NULL, 0), reg, atoi(argv[5]), copy);
+		} else if (strcmp(argv[2], "drop") == 0 && s.type == strtoul(argv[3], NULL, 0) &&
+			   s.instance == strtoul(argv[4], NULL, 0)) {
+			free(copy);
+			continue;
+		}
+		snap_buf_add(&out, s.type, s.instance, copy, s.len);
+		free(copy);
+	}
+	if (snap_buf_finish(&out))
+		return 1;
+	snprintf(path, sizeof(path), "%s/vmstate", argv[1]);
+	fd = open(path, O_WRONLY | O_TRUNC);
+	if (fd < 0 || write(fd, out.data, out.len) != (ssize_t)out.len) {
+		perror(path);
+		return 1;
+	}
+	close(fd);
+	snap_buf_free(&out);
+	snap_close(&snap);
+	return 0;
+}

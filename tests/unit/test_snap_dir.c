@@ -1,0 +1,497 @@
+/* Snapshot directories: atomic writer, stale cleanup, sparse memory file, snap_open checks. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "snapshot/snap_config.h"
+#include "snapshot/snap_format.h"
+
+#define MEM_SIZE (64ULL << 10)
+
+static char base[1024], snapdir[PATH_MAX];
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	return remove(path);
+}
+
+static int setup(void **state)
+{
+	const char *tmp = getenv("TMPDIR");
+
+	snprintf(base, sizeof(base), "%s/forkvm-snaptest-XXXXXX", tmp ? tmp : "/tmp");
+	if (!mkdtemp(base))
+		return -1;
+	snprintf(snapdir, sizeof(snapdir), "%s/snap", base);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	return nftw(base, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static void write_file(const char *dir, const char *name, const void *data, size_t len)
+{
+	char path[PATH_MAX * 2];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	assert_int_equal(fwrite(data, 1, len, f), len);
+	assert_int_equal(fclose(f), 0);
+}
+
+/* The file's content, NUL-terminated, or NULL if it cannot be read. */
+static char *read_file(const char *dir, const char *name, size_t *len)
+{
+	char path[PATH_MAX * 2], *buf = NULL;
+	size_t cap = 0, n = 0, got;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	f = fopen(path, "r");
+	if (!f)
+		return NULL;
+	do {
+		cap = cap ? cap * 2 : 4096;
+		buf = realloc(buf, cap + 1);
+		got = fread(buf + n, 1, cap - n, f);
+		n += got;
+	} while (n == cap);
+	fclose(f);
+	buf[n] = '\0';
+	if (len)
+		*len = n;
+	return buf;
+}
+
+/* Names in base other than ".", ".." and keep. */
+static int count_other_entries(const char *keep)
+{
+	DIR *d = opendir(base);
+	struct dirent *de;
+	int n = 0;
+
+	assert_non_null(d);
+	while ((de = readdir(d))) {
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..") &&
+		    (!keep || strcmp(de->d_name, keep)))
+			n++;
+	}
+	closedir(d);
+	return n;
+}
+
+static struct snap_config good_config(void)
+{
+	struct snap_config c = {
+		.mem_size = MEM_SIZE,
+		.nvcpus = 2,
+		.guest_kind = SNAP_GUEST_PROBE,
+		.nregions = 1,
+		.regions = { { .gpa = 0, .size = MEM_SIZE, .offset = 0 } },
+		.cpu_features = "-xsave",
+	};
+	return c;
+}
+
+/* A whole snapshot at snapdir: vmstate with the given config, memory of mem_len bytes. */
+static void make_snapshot(const struct snap_config *c, size_t config_len, uint64_t mem_len,
+			  bool force)
+{
+	struct snap_writer w;
+	struct snap_mem_stats ms;
+	struct snap_buf b;
+	uint8_t *mem = calloc(1, mem_len + 1);
+
+	mem[0] = 0xaa;
+	snap_buf_init(&b);
+	if (c)
+		snap_buf_add(&b, SNAP_SEC_CONFIG, 0, c, config_len);
+	assert_int_equal(snap_buf_finish(&b), 0);
+	assert_int_equal(snap_writer_begin(&w, snapdir, force), 0);
+	assert_int_equal(snap_writer_put(&w, SNAP_FILE_VMSTATE, b.data, b.len), 0);
+	assert_int_equal(snap_writer_put_memory(&w, mem, mem_len, &ms), 0);
+	assert_int_equal(snap_writer_put(&w, SNAP_FILE_META, "{}\n", 3), 0);
+	assert_int_equal(snap_writer_commit(&w), 0);
+	snap_writer_abort(&w); /* no-op after commit */
+	snap_buf_free(&b);
+	free(mem);
+}
+
+static void test_commit_creates_dir(void **state)
+{
+	struct snap_writer w;
+	char *text;
+
+	assert_int_equal(snap_writer_begin(&w, snapdir, false), 0);
+	assert_int_equal(count_other_entries(NULL), 1); /* the temp dir only */
+	assert_int_equal(access(snapdir, F_OK), -1);
+	assert_int_equal(snap_writer_put(&w, "meta.json", "{\"a\":1}", 7), 0);
+	assert_int_equal(snap_writer_put(&w, "vmstate", "", 0), 0);
+	assert_int_equal(snap_writer_commit(&w), 0);
+	text = read_file(snapdir, "meta.json", NULL);
+	assert_non_null(text);
+	assert_string_equal(text, "{\"a\":1}");
+	free(text);
+	assert_int_equal(count_other_entries("snap"), 0);
+	snap_writer_abort(&w);
+	assert_int_equal(access(snapdir, F_OK), 0);
+}
+
+static void test_trailing_slash_and_bad_names(void **state)
+{
+	char dir[PATH_MAX + 8];
+	struct snap_writer w;
+
+	snprintf(dir, sizeof(dir), "%s//", snapdir);
+	assert_int_equal(snap_writer_begin(&w, dir, false), 0);
+	assert_int_equal(snap_writer_put(&w, "../escape", "x", 1), -EINVAL);
+	assert_int_equal(snap_writer_put(&w, "..", "x", 1), -EINVAL);
+	assert_int_equal(snap_writer_commit(&w), 0);
+	assert_int_equal(access(snapdir, F_OK), 0);
+	assert_int_equal(count_other_entries("snap"), 0);
+}
+
+static void test_existing_without_force(void **state)
+{
+	struct snap_writer w;
+	char *text;
+
+	make_snapshot(NULL, 0, 4096, false);
+	write_file(snapdir, "meta.json", "old", 3);
+	assert_int_equal(snap_writer_begin(&w, snapdir, false), -EEXIST);
+	snap_writer_abort(&w);
+	text = read_file(snapdir, "meta.json", NULL);
+	assert_string_equal(text, "old");
+	free(text);
+	assert_int_equal(count_other_entries("snap"), 0);
+}
+
+static void test_force_replaces(void **state)
+{
+	struct snap_config c = good_config();
+	char *text;
+
+	make_snapshot(NULL, 0, 4096, false);
+	write_file(snapdir, "old-only", "x", 1);
+	make_snapshot(&c, sizeof(c), MEM_SIZE, true);
+	assert_int_equal(access(snapdir, F_OK), 0);
+	text = read_file(snapdir, "old-only", NULL);
+	assert_null(text);
+	text = read_file(snapdir, "meta.json", NULL);
+	assert_string_equal(text, "{}\n");
+	free(text);
+	assert_int_equal(count_other_entries("snap"), 0);
+}
+
+/* Force replaces a snapshot, never an arbitrary directory or file. */
+static void test_force_refuses_non_snapshot(void **state)
+{
+	struct snap_writer w;
+	char *text;
+
+	assert_int_equal(mkdir(snapdir, 0700), 0);
+	write_file(snapdir, "precious", "data", 4);
+	assert_int_equal(snap_writer_begin(&w, snapdir, true), -EEXIST);
+	text = read_file(snapdir, "precious", NULL);
+	assert_string_equal(text, "data");
+	free(text);
+	snprintf(snapdir, sizeof(snapdir), "%s/file", base);
+	write_file(base, "file", "f", 1);
+	assert_int_equal(snap_writer_begin(&w, snapdir, true), -ENOTDIR);
+	snprintf(snapdir, sizeof(snapdir), "%s/snap", base);
+	assert_int_equal(count_other_entries(NULL), 2);
+}
+
+static void test_abort_leaves_nothing(void **state)
+{
+	struct snap_writer w;
+	uint8_t mem[8192] = { 1 };
+	struct snap_mem_stats ms;
+
+	memset(&w, 0, sizeof(w));
+	snap_writer_abort(&w); /* a writer never begun */
+	assert_int_equal(snap_writer_begin(&w, snapdir, false), 0);
+	assert_int_equal(snap_writer_put(&w, "vmstate", "abc", 3), 0);
+	assert_int_equal(snap_writer_put_memory(&w, mem, sizeof(mem), &ms), 0);
+	snap_writer_abort(&w);
+	snap_writer_abort(&w);
+	assert_int_equal(count_other_entries(NULL), 0);
+	assert_int_equal(snap_writer_commit(&w), -EINVAL);
+}
+
+/* A write that fails (file size limit here, like ENOSPC) names the error; abort cleans up. */
+static void test_write_error_then_abort(void **state)
+{
+	struct rlimit old, small = { 16384, 0 };
+	struct snap_writer w;
+	struct snap_mem_stats ms;
+	uint8_t *mem = malloc(1 << 20);
+
+	memset(mem, 0x5a, 1 << 20);
+	assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+	small.rlim_max = old.rlim_max;
+	signal(SIGXFSZ, SIG_IGN);
+	assert_int_equal(snap_writer_begin(&w, snapdir, false), 0);
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &small), 0);
+	assert_int_equal(snap_writer_put(&w, "vmstate", mem, 1 << 20), -EFBIG);
+	assert_int_equal(snap_writer_put_memory(&w, mem, 1 << 20, &ms), -EFBIG);
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+	snap_writer_abort(&w);
+	assert_int_equal(count_other_entries(NULL), 0);
+	free(mem);
+}
+
+static pid_t dead_pid(void)
+{
+	pid_t pid = fork();
+	int status;
+
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(0);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	return pid;
+}
+
+/* A child SIGKILLed in the middle of writing a snapshot leaves only its temp dir. */
+static void killed_writer(void)
+{
+	pid_t pid = fork();
+	int status;
+
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct snap_writer w;
+		static uint8_t mem[65536] = { 1 };
+		struct snap_mem_stats ms;
+
+		if (snap_writer_begin(&w, snapdir, false) == 0 &&
+		    snap_writer_put(&w, SNAP_FILE_VMSTATE, "x", 1) == 0 &&
+		    snap_writer_put_memory(&w, mem, sizeof(mem), &ms) == 0)
+			kill(getpid(), SIGKILL);
+		_exit(1);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+	assert_int_equal(access(snapdir, F_OK), -1);
+}
+
+static void test_stale_tmp_removed(void **state)
+{
+	char stale[PATH_MAX + 32], live[PATH_MAX + 32], other[PATH_MAX + 32];
+	struct snap_writer w;
+	pid_t pid = dead_pid();
+
+	killed_writer();
+	snprintf(stale, sizeof(stale), "%s.tmp-%d", snapdir, (int)pid);
+	snprintf(live, sizeof(live), "%s.tmp-%d", snapdir, (int)getppid());
+	snprintf(other, sizeof(other), "%s/othersnap.tmp-%d", base, (int)pid);
+	assert_int_equal(mkdir(stale, 0700), 0);
+	write_file(stale, "memory", "half-written", 12);
+	assert_int_equal(mkdir(live, 0700), 0);
+	assert_int_equal(mkdir(other, 0700), 0);
+	assert_int_equal(count_other_entries(NULL), 4);
+	assert_int_equal(snap_writer_begin(&w, snapdir, false), 0);
+	assert_int_equal(access(stale, F_OK), -1);
+	assert_int_equal(access(live, F_OK), 0);  /* its process is still running */
+	assert_int_equal(access(other, F_OK), 0); /* another snapshot's business */
+	snap_writer_abort(&w);
+	assert_int_equal(count_other_entries(NULL), 2);
+}
+
+/* Killed between the two renames of a replace: the old snapshot is put back. */
+static void test_stale_old_restored(void **state)
+{
+	char old[PATH_MAX + 32];
+	struct snap_writer w;
+	char *text;
+
+	snprintf(old, sizeof(old), "%s.old-%d", snapdir, (int)dead_pid());
+	assert_int_equal(mkdir(old, 0700), 0);
+	write_file(old, "vmstate", "v", 1);
+	assert_int_equal(snap_writer_begin(&w, snapdir, false), -EEXIST);
+	text = read_file(snapdir, "vmstate", NULL);
+	assert_string_equal(text, "v");
+	free(text);
+	assert_int_equal(count_other_entries("snap"), 0);
+}
+
+static void check_sparse(uint64_t size, const uint64_t *pages, int npages)
+{
+	struct snap_writer w;
+	struct snap_mem_stats ms;
+	uint8_t *mem = calloc(1, size), *back;
+	char path[PATH_MAX + 16];
+	struct stat st;
+	size_t len;
+
+	for (int i = 0; i < npages; i++)
+		memset(mem + pages[i], 0x11 + i, size - pages[i] < 4096 ? size - pages[i] : 4096);
+	mem[size - 1] = 0x77; /* a non-zero last byte */
+	assert_int_equal(snap_writer_begin(&w, snapdir, false), 0);
+	assert_int_equal(snap_writer_put_memory(&w, mem, size, &ms), 0);
+	assert_int_equal(snap_writer_commit(&w), 0);
+	assert_int_equal(ms.bytes_total, size);
+	assert_true(ms.bytes_written <= (uint64_t)npages * 4096 + 4096);
+	assert_true(ms.bytes_written >= (uint64_t)npages * 4096 - 4096);
+	back = (uint8_t *)read_file(snapdir, "memory", &len);
+	assert_non_null(back);
+	assert_int_equal(len, size);
+	assert_memory_equal(back, mem, size);
+	snprintf(path, sizeof(path), "%s/memory", snapdir);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_size, size);
+	/* Mostly holes: allocated blocks are a small fraction of the size. */
+	assert_true((uint64_t)st.st_blocks * 512 < size / 8);
+	free(back);
+	free(mem);
+}
+
+static void test_memory_sparse(void **state)
+{
+	const uint64_t pages[] = { 0, 4096, 1 << 20, (1 << 20) + 4096, (8 << 20) - 4096 };
+
+	check_sparse(8 << 20, pages, 5);
+	assert_int_equal(nftw(snapdir, rm_one, 16, FTW_DEPTH | FTW_PHYS), 0);
+	/* Not a page multiple: the partial last page is written too. */
+	check_sparse((8 << 20) + 100, pages, 4);
+}
+
+static void test_open_good(void **state)
+{
+	struct snap_config c = good_config();
+	struct snapshot snap;
+	char err[512] = "";
+
+	make_snapshot(&c, sizeof(c), MEM_SIZE, false);
+	assert_int_equal(snap_open(snapdir, &snap, err, sizeof(err)), 0);
+	assert_int_equal(snap.memory_size, MEM_SIZE);
+	assert_non_null(strstr(snap.memory_path, "/snap/memory"));
+	assert_non_null(snap_state_find(&snap.state, SNAP_SEC_CONFIG, 0));
+	snap_close(&snap);
+}
+
+static void expect_open_error(int want_ret, const char *want)
+{
+	struct snapshot snap;
+	char err[512] = "";
+
+	assert_int_equal(snap_open(snapdir, &snap, err, sizeof(err)), want_ret);
+	if (!strstr(err, want))
+		fail_msg("error '%s' does not contain '%s'", err, want);
+	assert_non_null(strstr(err, snapdir));
+	assert_null(snap.state.data);
+}
+
+static void test_open_errors(void **state)
+{
+	struct snap_config c = good_config();
+	char path[PATH_MAX + 16];
+
+	expect_open_error(-ENOENT, "No such file or directory");
+	assert_int_equal(mkdir(snapdir, 0700), 0);
+	expect_open_error(-ENOENT, "/snap/vmstate");
+	assert_int_equal(rmdir(snapdir), 0);
+
+	make_snapshot(&c, sizeof(c), 4096, false);
+	expect_open_error(-EINVAL, "memory file is 4096 bytes, the snapshot says 65536");
+	snprintf(path, sizeof(path), "%s/memory", snapdir);
+	assert_int_equal(unlink(path), 0);
+	expect_open_error(-ENOENT, "/snap/memory");
+
+	snprintf(path, sizeof(path), "%s/vmstate", snapdir);
+	write_file(snapdir, "vmstate", "FKVMSNAP\1\0\0\0\20\0\0\0", 16);
+	expect_open_error(-EINVAL, "vmstate: missing end section");
+}
+
+static void expect_bad_config(const struct snap_config *c, size_t len, const char *want)
+{
+	assert_int_equal(nftw(base, rm_one, 16, FTW_DEPTH | FTW_PHYS), 0);
+	assert_int_equal(mkdir(base, 0700), 0);
+	make_snapshot(c, len, MEM_SIZE, false);
+	expect_open_error(-EINVAL, want);
+}
+
+static void test_open_bad_config(void **state)
+{
+	struct snapshot snap;
+	struct snap_config c;
+	char err[512];
+
+	expect_bad_config(NULL, 0, "no config section");
+	c = good_config();
+	expect_bad_config(&c, sizeof(c) - 8, "config section is");
+	c.nvcpus = 0;
+	expect_bad_config(&c, sizeof(c), "config: 0 vCPUs");
+	c = good_config();
+	c.nvcpus = 17;
+	expect_bad_config(&c, sizeof(c), "config: 17 vCPUs");
+	c = good_config();
+	c.mem_size = MEM_SIZE + 1;
+	expect_bad_config(&c, sizeof(c), "not a positive multiple of 4096");
+	c = good_config();
+	c.regions[0].size = MEM_SIZE / 2;
+	expect_bad_config(&c, sizeof(c), "memory regions cover 32768 of 65536 bytes");
+	c.nregions = 2;
+	c.regions[1] = (typeof(c.regions[1])){ .gpa = 0, .size = MEM_SIZE / 2, .offset = MEM_SIZE / 2 };
+	expect_bad_config(&c, sizeof(c), "memory region 1"); /* overlaps region 0 */
+	c.regions[1].gpa = 1ULL << 32;
+	c.regions[1].offset = 0;
+	expect_bad_config(&c, sizeof(c), "memory region 1");
+	c.nregions = 3;
+	expect_bad_config(&c, sizeof(c), "3 memory regions");
+	c = good_config();
+	c.guest_kind = 9;
+	expect_bad_config(&c, sizeof(c), "unknown guest kind 9");
+	c = good_config();
+	memset(c.cpu_features, 'a', sizeof(c.cpu_features));
+	expect_bad_config(&c, sizeof(c), "not terminated");
+	/* The good two-region layout around the hole opens. */
+	c = good_config();
+	c.nregions = 2;
+	c.regions[0].size = MEM_SIZE / 2;
+	c.regions[1] = (typeof(c.regions[1])){ 1ULL << 32, MEM_SIZE / 2, MEM_SIZE / 2 };
+	assert_int_equal(nftw(base, rm_one, 16, FTW_DEPTH | FTW_PHYS), 0);
+	assert_int_equal(mkdir(base, 0700), 0);
+	make_snapshot(&c, sizeof(c), MEM_SIZE, false);
+	assert_int_equal(snap_open(snapdir, &snap, err, sizeof(err)), 0);
+	snap_close(&snap);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_commit_creates_dir, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_trailing_slash_and_bad_names, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_existing_without_force, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_force_replaces, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_force_refuses_non_snapshot, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_abort_leaves_nothing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_write_error_then_abort, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_stale_tmp_removed, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_stale_old_restored, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_memory_sparse, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_open_good, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_open_errors, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_open_bad_config, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
