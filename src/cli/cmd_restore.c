@@ -18,13 +18,35 @@ static const char usage[] =
 	"  --name PREFIX    children are PREFIX-0..N-1 (default: the snapshot's directory name)\n"
 	"  --paused         children start with their vCPUs parked\n"
 	"  --timeout MS     for all children to be ready (default 120000)\n"
+	"  --backend uffd   guest RAM served by a page server (docs/UFFD.md); with it:\n"
+	"  --pageserver PATH, --pageserver-timeout MS, --record, --no-prefetch, --no-uffd,\n"
+	"  --ignore-bad-hotpages, --record-settle MS, --record-max MS\n"
+	"                   are passed to each child (see forkvm run --help)\n"
 	"Prints one line per child: NAME PID SOCKET. If any child fails, none is left running.\n";
 
 static const struct option options[] = {
 	{ "backend", required_argument, NULL, 'b' }, { "count", required_argument, NULL, 'n' },
 	{ "name", required_argument, NULL, 'p' },    { "paused", no_argument, NULL, 'P' },
-	{ "timeout", required_argument, NULL, 't' }, { NULL, 0, NULL, 0 },
+	{ "timeout", required_argument, NULL, 't' },
+	/* uffd options, forwarded to every child's `forkvm run` (which checks them) */
+	{ "pageserver", required_argument, NULL, 1 }, { "pageserver-timeout", required_argument, NULL, 1 },
+	{ "record", no_argument, NULL, 0 },	     { "no-prefetch", no_argument, NULL, 0 },
+	{ "no-uffd", no_argument, NULL, 0 },	     { "ignore-bad-hotpages", no_argument, NULL, 0 },
+	{ "record-settle", required_argument, NULL, 1 }, { "record-max", required_argument, NULL, 1 },
+	{ NULL, 0, NULL, 0 },
 };
+
+static const char *uffd_flag(const char *name)
+{
+	static const char *const flags[] = { "--pageserver", "--pageserver-timeout", "--record",
+					     "--no-prefetch", "--no-uffd", "--ignore-bad-hotpages",
+					     "--record-settle", "--record-max" };
+
+	for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++)
+		if (!strcmp(flags[i] + 2, name))
+			return flags[i];
+	return name;
+}
 
 static int run(int argc, char **argv)
 {
@@ -37,13 +59,23 @@ static int run(int argc, char **argv)
 
 	optind = 1;
 	opterr = 0;
-	while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
+	int idx;
+	while ((opt = getopt_long(argc, argv, "", options, &idx)) != -1) {
 		switch (opt) {
+		case 0:
+		case 1:
+			if (o.nextra > 12)
+				return cli_usage_error(&cli_cmd_restore, "too many uffd options");
+			/* getopt_long's names lack the dashes: the "--name" forms are in a table. */
+			o.extra[o.nextra++] = uffd_flag(options[idx].name);
+			if (opt == 1)
+				o.extra[o.nextra++] = optarg;
+			break;
 		case 'b':
 			if (strcmp(optarg, "file") && strcmp(optarg, "memfd") && strcmp(optarg, "hugetlb") &&
-			    strcmp(optarg, "anon"))
+			    strcmp(optarg, "anon") && strcmp(optarg, "uffd"))
 				return cli_usage_error(&cli_cmd_restore, "--backend '%s' is not one of "
-						       "file, memfd, hugetlb, anon", optarg);
+						       "file, memfd, hugetlb, anon, uffd", optarg);
 			o.backend = optarg;
 			break;
 		case 'n':

@@ -14,6 +14,7 @@
 #include "core/vm.h"
 #include "ctl/ctl.h"
 #include "snapshot/snapshot.h"
+#include "uffd/uffd_restore.h"
 
 static const char usage[] =
 	"forkvm run [options]\n"
@@ -35,6 +36,8 @@ static const char usage[] =
 	"  --log FILE           VMM messages (default stderr)\n"
 	"  --ready-fd N         write one byte to fd N once the socket accepts requests\n"
 	"  --kvm-device PATH    KVM device (default /dev/kvm)\n"
+	UFFD_RESTORE_USAGE
+	RUN_LINUX_USAGE
 	"  -v, --verbose        debug logging\n"
 	"Without a kernel the VM runs the built-in probe guest.\n"
 	"Exit status: 0 stopped or powered off, 1 error, 3 guest reset or crash.\n";
@@ -91,11 +94,14 @@ static int run_detach(struct run_opts *o)
 
 static int run_boot(struct vm *vm, struct run_opts *o)
 {
-	int err = vm_create(vm, &o->vm);
+	static struct linux_boot lb; /* large; one per process */
+	int err = o->kernel ? run_linux_prepare(o, &lb) : 0;
 
+	if (!err)
+		err = vm_create(vm, &o->vm);
 	if (err)
 		return err;
-	err = vm_boot_probe(vm);
+	err = o->kernel ? vm_boot_linux(vm, &lb) : vm_boot_probe(vm);
 	if (err)
 		vm_destroy(vm);
 	return err;
@@ -120,6 +126,10 @@ static int run_restore(struct vm *vm, struct run_opts *o)
 		return ret;
 	}
 	ret = vm_restore(vm, &o->vm, &snap, &m, o->vm.mem.backing);
+	/* uffd: the page server must ack (hot set in) before any vCPU may run. */
+	if (!ret && o->vm.mem.backing == GUEST_MEM_UFFD &&
+	    (ret = uffd_restore_attach(vm, &o->uffd, o->restore, o->name)) < 0)
+		vm_destroy(vm);
 	snap_machine_free(&m);
 	snap_close(&snap);
 	return ret;
@@ -160,11 +170,13 @@ static int run(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	if (o.restore ? run_restore(&vm, &o) < 0 : run_boot(&vm, &o) < 0)
 		return CLI_EXIT_FAIL;
-	if (vm_start(&vm) < 0) {
+	if (vm_start(&vm) < 0 || uffd_restore_watch(&vm) < 0) {
+		uffd_restore_detach();
 		vm_destroy(&vm);
 		return CLI_EXIT_FAIL;
 	}
 	ctl_serve(&vm, o.socket, o.ready_fd);
+	uffd_restore_detach();
 	ret = exit_code(vm.end_reason);
 	if (vm.end_reason != VM_END_STOPPED)
 		log_info("VM ended: %s (%s)", vm_end_reason_name(vm.end_reason), vm.end_detail);

@@ -14,5 +14,6 @@ extern const struct cli_command cli_cmd_ctl;
 extern const struct cli_command cli_cmd_snapshot;
 extern const struct cli_command cli_cmd_restore;
 extern const struct cli_command cli_cmd_image;
+extern const struct cli_command cli_cmd_pageserver;
 
 #endif

@@ -30,6 +30,8 @@ static const struct option options[] = {
 	{ "kvm-device", required_argument, NULL, OPT_KVM },
 	{ "log", required_argument, NULL, OPT_LOG },
 	{ "verbose", no_argument, NULL, 'v' },
+	UFFD_RESTORE_OPTIONS,
+	RUN_LINUX_OPTIONS,
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -52,10 +54,9 @@ static int parse_one(const struct cli_command *self, int opt, struct run_opts *o
 		o->size_set = true;
 		return 0;
 	case OPT_BACKING:
-		if (guest_mem_backing_parse(optarg, &o->vm.mem.backing) ||
-		    o->vm.mem.backing == GUEST_MEM_UFFD)
-			return cli_usage_error(self, "--backing '%s': need anon, memfd, hugetlb or file",
-					       optarg);
+		if (guest_mem_backing_parse(optarg, &o->vm.mem.backing))
+			return cli_usage_error(self, "--backing '%s': need anon, memfd, hugetlb, file "
+					       "or uffd", optarg);
 		o->backing_set = true;
 		return 0;
 	case OPT_RESTORE: o->restore = optarg; return 0;
@@ -75,6 +76,7 @@ static int parse_one(const struct cli_command *self, int opt, struct run_opts *o
 	case OPT_CPU_FEATURES:
 		if (cpuid_policy_parse(&o->vm.cpuid_policy, optarg, err, sizeof(err)))
 			return cli_usage_error(self, "--cpu-features: %s", err);
+		o->cpu_features_set = true;
 		return 0;
 	case OPT_DETACH: o->detach = true; return 0;
 	case OPT_READY_FD:
@@ -85,7 +87,12 @@ static int parse_one(const struct cli_command *self, int opt, struct run_opts *o
 	case OPT_KVM: o->vm.kvm_path = optarg; return 0;
 	case OPT_LOG: o->log_path = optarg; return 0;
 	case 'v': log_set_level(LOG_DEBUG); return 0;
-	default: return cli_usage_error(self, "unknown option");
+	default:
+		if (opt >= RUN_LINUX_OPT_BASE)
+			return run_linux_opt(self, opt, optarg, o);
+		if (opt >= UFFD_OPT_PAGESERVER && uffd_restore_opt(&o->uffd, opt, optarg, err, sizeof(err)))
+			return cli_usage_error(self, "%s", err);
+		return opt >= UFFD_OPT_PAGESERVER ? 0 : cli_usage_error(self, "unknown option");
 	}
 }
 
@@ -98,6 +105,7 @@ int run_opts_parse(const struct cli_command *self, int argc, char **argv, struct
 	o->vm.nvcpus = 1;
 	o->vm.mem.backing = GUEST_MEM_ANON;
 	o->ready_fd = -1;
+	uffd_restore_defaults(&o->uffd, cli_run_dir());
 	optind = 1;
 	opterr = 0;
 	while ((opt = getopt_long(argc, argv, "v", options, NULL)) != -1) {
@@ -115,6 +123,9 @@ int run_opts_parse(const struct cli_command *self, int argc, char **argv, struct
 		o->vm.mem.backing = GUEST_MEM_FILE_PRIVATE;
 	if (!o->restore && o->vm.mem.backing == GUEST_MEM_FILE_PRIVATE)
 		return cli_usage_error(self, "--backing file needs --restore DIR");
+	if (!o->restore && o->vm.mem.backing == GUEST_MEM_UFFD)
+		return cli_usage_error(self, "--backing uffd needs --restore DIR");
+	uffd_restore_breakers(&o->uffd, &o->vm.mem.backing);
 	if (!o->name[0])
 		snprintf(o->name, sizeof(o->name), "vm-%d", (int)getpid());
 	if (!o->socket[0]) {
@@ -123,6 +134,9 @@ int run_opts_parse(const struct cli_command *self, int argc, char **argv, struct
 		if (cli_vm_socket(o->name, o->socket, sizeof(o->socket)) < 0 || strlen(o->socket) >= 108)
 			return cli_usage_error(self, "socket path for '%s' is too long", o->name);
 	}
+	ret = run_linux_finish(self, o);
+	if (ret)
+		return ret;
 	if (o->detach) {
 		/* A detached VMM must not hold the caller's terminal or pipes open. */
 		snprintf(o->default_log, sizeof(o->default_log), "%s.log", o->socket);

@@ -5,7 +5,9 @@
 #include <stdbool.h>
 
 #include "cli/cli.h"
+#include "core/boot_linux.h"
 #include "core/vm.h"
+#include "uffd/uffd_restore.h"
 
 struct run_opts {
 	struct vm_config vm;
@@ -18,7 +20,44 @@ struct run_opts {
 	char default_console[600];
 	char default_log[600];
 	int ready_fd;
+	struct uffd_restore_opts uffd;	/* --backing uffd: page server, prefetch, breakers */
+	/* Linux guests (run_linux.c): kernel, initrd, command line, vsock. */
+	const char *kernel, *initrd, *cmdline;
+	bool linux_image, cpu_features_set, no_vsock;
+	int protocol; /* enum boot_protocol */
+	char image_kernel[600], image_initrd[600], default_vsock[600];
 };
+
+/* Linux options (ids from RUN_LINUX_OPT_BASE): 0 or a CLI exit code. */
+#define RUN_LINUX_OPT_BASE 2000
+enum { RUN_OPT_KERNEL = RUN_LINUX_OPT_BASE, RUN_OPT_INITRD, RUN_OPT_CMDLINE, RUN_OPT_LINUX,
+       RUN_OPT_PROTOCOL, RUN_OPT_VSOCK, RUN_OPT_VSOCK_CID, RUN_OPT_NO_VSOCK };
+#define RUN_LINUX_OPTIONS                                                          \
+	{ "kernel", required_argument, NULL, RUN_OPT_KERNEL },                     \
+	{ "initrd", required_argument, NULL, RUN_OPT_INITRD },                     \
+	{ "cmdline", required_argument, NULL, RUN_OPT_CMDLINE },                   \
+	{ "linux", no_argument, NULL, RUN_OPT_LINUX },                             \
+	{ "protocol", required_argument, NULL, RUN_OPT_PROTOCOL },                 \
+	{ "vsock", required_argument, NULL, RUN_OPT_VSOCK },                       \
+	{ "vsock-cid", required_argument, NULL, RUN_OPT_VSOCK_CID },               \
+	{ "no-vsock", no_argument, NULL, RUN_OPT_NO_VSOCK }
+#define RUN_LINUX_USAGE                                                                     \
+	"  --kernel FILE        boot a Linux vmlinux or bzImage instead of the probe guest\n"  \
+	"  --initrd FILE        initramfs for --kernel\n"                                       \
+	"  --cmdline STR        kernel command line (default \"" LINUX_DEFAULT_CMDLINE "\");\n" \
+	"                       virtio_mmio.device= entries are appended\n"                    \
+	"  --linux              boot the image of `forkvm image build` (CACHE/image/vmlinux +\n" \
+	"                       initramfs.cpio.gz; CACHE = $FORKVM_CACHE or ~/.cache/forkvm)\n" \
+	"  --protocol P         auto (PVH if the kernel has the note) | pvh | linux64\n"       \
+	"  --vsock PATH         virtio-vsock host socket (Linux default SOCKET.vsock;\n"       \
+	"                       the probe guest gets a vsock device only with --vsock)\n"     \
+	"  --vsock-cid N        guest CID (default 3)\n"                                        \
+	"  --no-vsock           no vsock device\n"
+int run_linux_opt(const struct cli_command *self, int opt, const char *arg, struct run_opts *o);
+/* After parsing: fill the image defaults and the vsock path, check combinations. */
+int run_linux_finish(const struct cli_command *self, struct run_opts *o);
+/* Before the VM exists: CPUID default for this host, kernel/initrd/cmdline checks. */
+int run_linux_prepare(struct run_opts *o, struct linux_boot *lb);
 
 /* Returns 0, or a CLI exit code after printing the usage error. */
 int run_opts_parse(const struct cli_command *self, int argc, char **argv, struct run_opts *o);

@@ -8,8 +8,10 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "devices/i8042.h"
 #include "devices/probe_dev.h"
 #include "devices/serial.h"
+#include "devices/vsock.h"
 #include "x86/layout.h"
 
 static int vm_setup_arch(struct vm *vm)
@@ -46,6 +48,10 @@ static int vm_create_devices(struct vm *vm)
 {
 	int err = serial_create(vm, LAYOUT_SERIAL_PORT, LAYOUT_SERIAL_IRQ, vm->console_fd,
 				&vm->serial);
+	if (!err)
+		err = i8042_create(vm);
+	if (!err && vm->cfg.vsock_path)
+		err = vsock_create(vm, 0, vm->cfg.vsock_path, vm->cfg.vsock_cid, &vm->vsock);
 	if (err)
 		return err;
 	return probe_dev_create(vm, &vm->probe);
@@ -70,8 +76,9 @@ int vm_create(struct vm *vm, const struct vm_config *cfg)
 	err = vcpu_signal_init();
 	if (err)
 		goto err;
-	err = kvm_open(&vm->kvm, cfg->kvm_path);
-	if (err)
+	if (cfg->inherit_kvm)
+		vm->kvm = *cfg->inherit_kvm; /* /dev/kvm fds are not tied to a process; VM fds are */
+	else if ((err = kvm_open(&vm->kvm, cfg->kvm_path)))
 		goto err;
 	vm->end_eventfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (vm->end_eventfd < 0) {
@@ -87,8 +94,9 @@ int vm_create(struct vm *vm, const struct vm_config *cfg)
 	if (err)
 		goto err;
 	mem_opts.size = cfg->mem_size;
-	err = guest_mem_create(&vm->mem, &mem_opts);
-	if (err)
+	if (cfg->inherit_mem)
+		vm->mem = *cfg->inherit_mem;
+	else if ((err = guest_mem_create(&vm->mem, &mem_opts)))
 		goto err;
 	err = guest_mem_register(&vm->mem, vm->fd, false);
 	if (err)
@@ -146,6 +154,8 @@ void vm_destroy(struct vm *vm)
 		vm_request_end(vm, VM_END_STOPPED, "VM destroyed");
 		vm_join(vm);
 	}
+	vsock_destroy(vm->vsock);
+	vm->vsock = NULL;
 	probe_dev_destroy(vm->probe);
 	serial_destroy(vm->serial);
 	vm->probe = NULL;

@@ -14,6 +14,8 @@
 
 struct serial;
 struct probe_dev;
+struct virtio_mmio;
+struct vsock;
 
 struct vm_config {
 	uint64_t mem_size;
@@ -23,6 +25,11 @@ struct vm_config {
 	const char *console_path;	/* serial output file; NULL = stdout */
 	const char *kvm_path;		/* default /dev/kvm */
 	bool start_paused;		/* vCPU threads park at once; `resume` runs them */
+	const char *vsock_path;		/* host side of virtio-vsock (Unix socket); NULL = none */
+	uint32_t vsock_cid;		/* guest CID (default 3) */
+	/* cow branch children: guest RAM and the /dev/kvm handle inherited across fork(). */
+	const struct guest_mem *inherit_mem;
+	const struct kvm *inherit_kvm;
 };
 
 enum vm_end_reason {
@@ -43,6 +50,9 @@ struct vm {
 	struct io_bus pio, mmio;
 	struct serial *serial;
 	struct probe_dev *probe;
+	struct virtio_mmio *virtio[8];	/* slot i at LAYOUT_VIRTIO_MMIO_BASE + i * 4 KiB */
+	int nvirtio;
+	struct vsock *vsock;
 	bool probe_guest;	/* the probe guest runs (its mailboxes are attached) */
 	int console_fd;
 

@@ -139,6 +139,7 @@ static json_t *cmd_counter(struct ctl_server *s, struct ctl_request *r) { return
 static json_t *cmd_crash(struct ctl_server *s, struct ctl_request *r) { return cmd_probe(s, r, PROBE_CMD_CRASH); }
 
 json_t *ctl_cmd_snapshot(struct ctl_server *srv, struct ctl_request *req);
+json_t *ctl_cmd_branch(struct ctl_server *srv, struct ctl_request *req);
 
 #define VCPU_FIELD { "vcpu", CTL_U64, false }
 
@@ -149,6 +150,10 @@ const struct ctl_command ctl_commands[] = {
 	{ "stop", "end the VM", cmd_stop, { { 0 } } },
 	{ "snapshot", "pause, write a snapshot directory, resume", ctl_cmd_snapshot,
 	  { { "dir", CTL_STR, true }, { "force", CTL_BOOL, false }, { "source", CTL_STR, false } } },
+	{ "branch", "make children of this VM (strategy full, diff, live or cow)", ctl_cmd_branch,
+	  { { "strategy", CTL_STR, true }, { "count", CTL_U64, false }, { "prefix", CTL_STR, true },
+	    { "run_dir", CTL_STR, true }, { "dir", CTL_STR, false }, { "paused", CTL_BOOL, false },
+	    { "record_hashes", CTL_BOOL, false }, { "timeout_ms", CTL_U64, false } } },
 	{ "memhash", "host-side hash of guest RAM (racy unless paused)", cmd_memhash,
 	  { { "gpa", CTL_U64, true }, { "len", CTL_U64, true } } },
 	{ "ping", "probe guest round trip", cmd_ping, { VCPU_FIELD, { "nonce", CTL_U64, false } } },

@@ -6,6 +6,7 @@
 
 #include "core/log.h"
 #include "core/vm.h"
+#include "mem/dirty_log.h"
 #include "x86/layout.h"
 
 struct probe_slot {
@@ -139,6 +140,9 @@ int probe_post(struct probe_dev *dev, int vcpu_id, const struct probe_request *r
 	slot->ctx = ctx;
 	slot->posted_ns = monotonic_ns();
 	slot->seq = probe_request_encode(slot->mb, req);
+	/* A host write KVM's dirty log cannot see: diff snapshots must still carry it. */
+	guest_mem_mark_dirty(&dev->vm->mem, LAYOUT_PROBE_MAILBOX + (uint64_t)vcpu_id * LAYOUT_PAGE_SIZE,
+			     LAYOUT_PAGE_SIZE);
 out:
 	pthread_mutex_unlock(&dev->lock);
 	if (!err)

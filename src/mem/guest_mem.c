@@ -2,6 +2,7 @@
 #include "mem/guest_mem.h"
 
 #include <fcntl.h>
+#include <stdlib.h>
 #include <linux/kvm.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -83,6 +84,9 @@ int guest_mem_create(struct guest_mem *mem, const struct guest_mem_opts *opts)
 	case GUEST_MEM_HUGETLB:
 		err = guest_mem_create_hugetlb(mem, opts);
 		break;
+	case GUEST_MEM_UFFD:
+		err = guest_mem_create_uffd(mem, opts);
+		break;
 	default:
 		err = -EOPNOTSUPP;
 		log_err("guest RAM backing '%s' cannot be created here",
@@ -90,7 +94,8 @@ int guest_mem_create(struct guest_mem *mem, const struct guest_mem_opts *opts)
 		break;
 	}
 	/* memfd and hugetlb restores start from the snapshot's content. */
-	if (!err && opts->path && opts->backing != GUEST_MEM_FILE_PRIVATE)
+	if (!err && opts->path && opts->backing != GUEST_MEM_FILE_PRIVATE &&
+	    opts->backing != GUEST_MEM_UFFD)
 		err = guest_mem_populate(mem, opts->path, opts->file_offset);
 	if (err)
 		guest_mem_destroy(mem);
@@ -99,10 +104,17 @@ int guest_mem_create(struct guest_mem *mem, const struct guest_mem_opts *opts)
 
 void guest_mem_destroy(struct guest_mem *mem)
 {
+	/* uffd: close first, so munmap never waits for a page server to read the UNMAP event. */
+	if (mem->backing == GUEST_MEM_UFFD && mem->fd >= 0) {
+		close(mem->fd);
+		mem->fd = -1;
+	}
 	if (mem->host && mem->host != MAP_FAILED)
 		munmap(mem->host, mem->map_size);
 	if (mem->fd >= 0)
 		close(mem->fd);
+	free(mem->host_dirty);
+	mem->host_dirty = NULL;
 	mem->host = NULL;
 	mem->fd = -1;
 }

@@ -37,9 +37,10 @@ struct guest_mem {
 	uint64_t size;		/* guest RAM as reported to the guest */
 	uint64_t map_size;	/* bytes mapped (hugetlb rounds up to 2 MiB) */
 	uint8_t *host;		/* host address of guest RAM offset 0 */
-	int fd;			/* memfd or file; -1 for anonymous */
+	int fd;			/* memfd, file, or the userfaultfd (uffd); -1 for anonymous */
 	uint64_t page_size;	/* backing page size: 4 KiB or 2 MiB */
 	bool dirty_log;		/* memslots registered with KVM_MEM_LOG_DIRTY_PAGES */
+	uint64_t *host_dirty;	/* pages the VMM wrote, while dirty logging is on (dirty_log.c) */
 	int nregions;
 	struct guest_mem_region regions[GUEST_MEM_MAX_REGIONS];
 };

@@ -8,5 +8,6 @@ int guest_mem_create_anon(struct guest_mem *mem, const struct guest_mem_opts *op
 int guest_mem_create_memfd(struct guest_mem *mem, const struct guest_mem_opts *opts);
 int guest_mem_create_file(struct guest_mem *mem, const struct guest_mem_opts *opts);
 int guest_mem_create_hugetlb(struct guest_mem *mem, const struct guest_mem_opts *opts);
+int guest_mem_create_uffd(struct guest_mem *mem, const struct guest_mem_opts *opts);
 
 #endif

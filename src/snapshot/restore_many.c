@@ -26,7 +26,7 @@ static int spawn_child(const struct restore_many_opts *o, struct restored_child 
 		       struct child_proc *p)
 {
 	char ready_arg[16], log_path[600];
-	char *argv[16];
+	char *argv[32];
 	int pipefd[2], n = 0, err;
 	posix_spawn_file_actions_t fa;
 	posix_spawnattr_t attr;
@@ -53,6 +53,8 @@ static int spawn_child(const struct restore_many_opts *o, struct restored_child 
 	argv[n++] = log_path;
 	if (o->paused)
 		argv[n++] = "--paused";
+	for (int i = 0; i < o->nextra && i < 16; i++)
+		argv[n++] = (char *)o->extra[i];
 	argv[n] = NULL;
 	posix_spawn_file_actions_init(&fa);
 	posix_spawnattr_init(&attr);

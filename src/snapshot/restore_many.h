@@ -20,6 +20,8 @@ struct restore_many_opts {
 	const char *run_dir;	/* sockets, logs and consoles go here */
 	bool paused;
 	int timeout_ms;		/* for every child to become ready */
+	const char *extra[16];	/* more `forkvm run` arguments (uffd: --pageserver PATH, ...) */
+	int nextra;
 };
 
 /*

@@ -7,6 +7,7 @@
 #include "core/log.h"
 #include "core/vm.h"
 #include "devices/serial.h"
+#include "snapshot/snap_layer.h"
 #include "snapshot/snapshot.h"
 
 /* Feature registers a snapshot may only use if this host offers them. */
@@ -125,6 +126,24 @@ static int restore_vcpu(struct vm *vm, struct vcpu *vcpu, const struct vcpu_stat
 	return ret;
 }
 
+int vm_restore_machine(struct vm *vm, const struct snap_machine *m, const char *what)
+{
+	int ret = 0;
+
+	for (int i = 0; i < vm->mem.nregions; i++) {
+		if (vm->mem.regions[i].gpa != m->config.regions[i].gpa ||
+		    vm->mem.regions[i].size != m->config.regions[i].size)
+			return log_errno(-EINVAL, "%s: RAM layout differs from this forkvm's", what);
+	}
+	/* VM-level state, then devices, then each vCPU in the safe order. */
+	ret = vm_restore_arch_state(vm, &m->arch);
+	if (!ret)
+		ret = restore_devices(vm, m);
+	for (int i = 0; !ret && i < vm->nvcpus; i++)
+		ret = restore_vcpu(vm, &vm->vcpus[i], &m->vcpus[i], what);
+	return ret;
+}
+
 int vm_restore(struct vm *vm, const struct vm_config *base, const struct snapshot *snap,
 	       const struct snap_machine *m, enum guest_mem_backing backing)
 {
@@ -145,23 +164,13 @@ int vm_restore(struct vm *vm, const struct vm_config *base, const struct snapsho
 	ret = vm_create(vm, &cfg);
 	if (ret)
 		return ret;
-	for (int i = 0; i < vm->mem.nregions; i++) {
-		if (vm->mem.regions[i].gpa != m->config.regions[i].gpa ||
-		    vm->mem.regions[i].size != m->config.regions[i].size) {
-			ret = log_errno(-EINVAL, "snapshot %s: RAM layout differs from this forkvm's",
-					snap->dir);
-			goto err;
-		}
-	}
-	/* VM-level state, then devices, then each vCPU in the safe order. */
-	ret = vm_restore_arch_state(vm, &m->arch);
+	/* A diff layer: RAM now holds the chain's base; its layers go on top, oldest first. */
+	ret = snap_layers_apply(&vm->mem, snap->dir, err, sizeof(err));
+	if (ret)
+		log_err("snapshot %s: %s", snap->dir, err);
 	if (!ret)
-		ret = restore_devices(vm, m);
-	for (int i = 0; !ret && i < vm->nvcpus; i++)
-		ret = restore_vcpu(vm, &vm->vcpus[i], &m->vcpus[i], snap->dir);
-	if (!ret)
-		return 0;
-err:
-	vm_destroy(vm);
+		ret = vm_restore_machine(vm, m, snap->dir);
+	if (ret)
+		vm_destroy(vm);
 	return ret;
 }

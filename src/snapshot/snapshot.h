@@ -53,6 +53,9 @@ void snap_machine_free(struct snap_machine *m);
 int snap_check_host(const struct snap_machine *m, const struct kvm_cpuid2 *supported, char *err,
 		    size_t errlen);
 
+/* Apply a decoded machine to a created VM: arch state, devices, vCPUs (not started). */
+int vm_restore_machine(struct vm *vm, const struct snap_machine *m, const char *what);
+
 /* Create the VM from a decoded snapshot on the chosen backing; vCPUs restored, not started. */
 int vm_restore(struct vm *vm, const struct vm_config *base, const struct snapshot *snap,
 	       const struct snap_machine *m, enum guest_mem_backing backing);

@@ -18,6 +18,8 @@
 #define LAYOUT_PD_BASE 0x40000ULL	/* page directories, one per GiB */
 #define LAYOUT_PD_MAX 64ULL		/* so guest RAM + hole <= 64 GiB */
 #define LAYOUT_EBDA 0x9fc00ULL		/* end of usable low memory */
+#define LAYOUT_ACPI 0xe0000ULL		/* RSDP + ACPI tables (BIOS area, not RAM in e820) */
+#define LAYOUT_ACPI_SIZE 0x10000ULL
 #define LAYOUT_HIGH_MEM 0x100000ULL	/* 1 MiB */
 
 /* Probe guest image, per-vCPU stacks and the area its commands work on. */
@@ -35,6 +37,7 @@
 #define LAYOUT_VIRTIO_MMIO_BASE 0xd0000000ULL /* virtio-mmio slot i at base + i * size */
 #define LAYOUT_VIRTIO_MMIO_SIZE 0x1000ULL
 #define LAYOUT_VIRTIO_MMIO_IRQ 5	/* slot i uses GSI base + i */
+#define LAYOUT_VIRTIO_MMIO_SLOTS 8
 #define LAYOUT_IOAPIC 0xfec00000ULL
 #define LAYOUT_LAPIC 0xfee00000ULL
 #define LAYOUT_KVM_IDENTITY_MAP 0xfffbc000ULL

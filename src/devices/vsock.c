@@ -1,0 +1,232 @@
+/* virtio-vsock device: the Unix listener, the device thread's epoll loop, snapshot hooks. */
+#include "devices/vsock_impl.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "core/vm.h"
+
+static void vsock_config_read(void *opaque, uint64_t off, void *data, int len)
+{
+	struct vsock *v = opaque;
+	uint64_t cid = v->cid; /* config space: le64 guest_cid */
+
+	memset(data, 0, (size_t)len);
+	if (off < sizeof(cid))
+		memcpy(data, (uint8_t *)&cid + off, off + (uint64_t)len > 8 ? 8 - off : (size_t)len);
+}
+
+static void vsock_reset(void *opaque)
+{
+	struct vsock *v = opaque;
+
+	/* The driver went away: every connection is gone with it. */
+	vsock_conn_close_all(v);
+	v->nrst = 0;
+	v->rx_starved = false;
+	v->reset_event_pending = false;
+}
+
+static const struct virtio_dev_ops vsock_ops = {
+	.config_read = vsock_config_read,
+	.reset = vsock_reset,
+};
+
+static int epoll_add(struct vsock *v, int fd, uint64_t tag)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = tag };
+
+	if (epoll_ctl(v->epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0)
+		return log_errno(-errno, "vsock: epoll_ctl add fd %d", fd);
+	return 0;
+}
+
+static void vsock_handle(struct vsock *v, const struct epoll_event *ev)
+{
+	uint32_t kind = (uint32_t)(ev->data.u64 >> 32), id = (uint32_t)ev->data.u64;
+
+	switch (kind) {
+	case VTAG_LISTEN:
+		vsock_accept(v);
+		break;
+	case VTAG_NOTIFY:
+		virtio_mmio_ack_notify(v->mmio, (int)id);
+		if (id == VSOCK_QUEUE_RX)
+			v->rx_starved = false; /* the driver posted receive buffers */
+		break;
+	case VTAG_CONN:
+		if (id < VSOCK_MAX_CONNS && v->conns[id])
+			vsock_conn_event(v, v->conns[id], ev->events);
+		break;
+	}
+}
+
+static void *vsock_thread(void *arg)
+{
+	struct vsock *v = arg;
+	struct epoll_event evs[32];
+
+	for (;;) {
+		int n = epoll_wait(v->epoll_fd, evs, 32, -1);
+		bool used = false;
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			log_err("vsock: epoll_wait: %s", strerror(errno));
+			return NULL;
+		}
+		for (int i = 0; i < n; i++)
+			if (evs[i].data.u64 >> 32 == VTAG_STOP)
+				return NULL;
+		pthread_mutex_lock(&v->mmio->lock);
+		for (int i = 0; i < n; i++)
+			vsock_handle(v, &evs[i]);
+		if (virtio_mmio_driver_ok(v->mmio)) {
+			vsock_process_tx(v, &used);
+			vsock_deliver_rx(v, &used);
+			vsock_deliver_events(v, &used);
+		}
+		for (int i = 0; i < VSOCK_MAX_CONNS; i++)
+			if (v->conns[i])
+				vsock_conn_update_epoll(v, v->conns[i]);
+		if (used)
+			virtio_mmio_signal(v->mmio, VIRTIO_INT_USED);
+		pthread_mutex_unlock(&v->mmio->lock);
+	}
+}
+
+static int vsock_listen(struct vsock *v, const char *path)
+{
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	struct stat st;
+
+	if (strlen(path) >= sizeof(addr.sun_path))
+		return log_errno(-ENAMETOOLONG, "vsock socket path %s", path);
+	snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path);
+	snprintf(v->path, sizeof(v->path), "%s", path);
+	/* A socket left by a VMM that died is replaced; anything else is not ours to remove. */
+	if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+		unlink(path);
+	v->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (v->listen_fd < 0)
+		return log_errno(-errno, "vsock: socket for %s", path);
+	if (bind(v->listen_fd, (struct sockaddr *)&addr, sizeof(addr)) < 0)
+		return log_errno(-errno, "vsock: bind %s", path);
+	if (listen(v->listen_fd, 64) < 0)
+		return log_errno(-errno, "vsock: listen on %s", path);
+	return 0;
+}
+
+int vsock_create(struct vm *vm, int slot, const char *path, uint32_t cid, struct vsock **out)
+{
+	struct vsock *v = calloc(1, sizeof(*v));
+	int err;
+
+	if (!v)
+		return log_errno(-ENOMEM, "allocating the vsock device");
+	v->vm = vm;
+	v->cid = cid ? cid : VSOCK_DEFAULT_CID;
+	v->next_port = VSOCK_FIRST_HOST_PORT;
+	v->listen_fd = v->epoll_fd = v->stop_fd = -1;
+	err = virtio_mmio_create(vm, slot, VIRTIO_ID_VSOCK, 0, 3, 256, &vsock_ops, v, &v->mmio);
+	if (err)
+		goto err;
+	err = vsock_listen(v, path);
+	if (err)
+		goto err;
+	v->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+	v->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (v->epoll_fd < 0 || v->stop_fd < 0) {
+		err = log_errno(-errno, "vsock: epoll/eventfd");
+		goto err;
+	}
+	err = epoll_add(v, v->stop_fd, VTAG(VTAG_STOP, 0));
+	if (!err)
+		err = epoll_add(v, v->listen_fd, VTAG(VTAG_LISTEN, 0));
+	for (int q = 0; q < 3 && !err; q++)
+		err = epoll_add(v, v->mmio->notify_fd[q], VTAG(VTAG_NOTIFY, q));
+	if (err)
+		goto err;
+	err = -pthread_create(&v->thread, NULL, vsock_thread, v);
+	if (err) {
+		err = log_errno(err, "vsock: starting the device thread");
+		goto err;
+	}
+	v->thread_started = true;
+	log_info("vsock: guest CID %u, host socket %s (virtio-mmio slot %d, gsi %u)", v->cid, path,
+		 slot, v->mmio->gsi);
+	*out = v;
+	return 0;
+err:
+	vsock_destroy(v);
+	return err;
+}
+
+void vsock_destroy(struct vsock *v)
+{
+	uint64_t one = 1;
+
+	if (!v)
+		return;
+	if (v->thread_started) {
+		if (write(v->stop_fd, &one, sizeof(one)) < 0)
+			log_warn("vsock: stop eventfd: %s", strerror(errno));
+		pthread_join(v->thread, NULL);
+	}
+	if (v->mmio) {
+		pthread_mutex_lock(&v->mmio->lock);
+		vsock_conn_close_all(v);
+		pthread_mutex_unlock(&v->mmio->lock);
+	}
+	if (v->listen_fd >= 0) {
+		close(v->listen_fd);
+		unlink(v->path);
+	}
+	if (v->epoll_fd >= 0)
+		close(v->epoll_fd);
+	if (v->stop_fd >= 0)
+		close(v->stop_fd);
+	virtio_mmio_destroy(v->mmio);
+	free(v);
+}
+
+void vsock_save(struct vsock *v, struct vsock_state *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->cid = v->cid;
+	virtio_mmio_save(v->mmio, &out->mmio);
+}
+
+int vsock_restore(struct vsock *v, const struct vsock_state *in)
+{
+	uint64_t one = 1;
+	int err = virtio_mmio_restore(v->mmio, &in->mmio);
+
+	if (err)
+		return err;
+	pthread_mutex_lock(&v->mmio->lock);
+	v->cid = (uint32_t)in->cid;
+	vsock_conn_close_all(v);
+	/* The guest's connections refer to host sockets that did not survive: tell it. */
+	v->reset_event_pending = virtio_mmio_driver_ok(v->mmio);
+	pthread_mutex_unlock(&v->mmio->lock);
+	/* Let the device thread deliver the event (it runs the queues after any wakeup). */
+	if (write(v->mmio->notify_fd[VSOCK_QUEUE_EVENT], &one, sizeof(one)) < 0)
+		return log_errno(-errno, "vsock: waking the device thread");
+	return 0;
+}
+
+void vsock_get_stats(struct vsock *v, struct vsock_stats *out)
+{
+	pthread_mutex_lock(&v->mmio->lock);
+	*out = v->stats;
+	pthread_mutex_unlock(&v->mmio->lock);
+}

@@ -1,0 +1,33 @@
+/* virtio-vsock device; host side is a Unix socket speaking "CONNECT <port>\n" (Firecracker style). */
+#ifndef FORKVM_VSOCK_H
+#define FORKVM_VSOCK_H
+
+#include <stdint.h>
+
+#include "devices/virtio_mmio.h"
+
+struct vm;
+struct vsock;
+
+/* Snapshot image: the transport registers and the CID; connections are not saved. */
+struct vsock_state {
+	uint64_t cid;
+	struct virtio_mmio_regs mmio;
+};
+
+/* Listen on path (a stale socket there is replaced), put the device in virtio slot `slot`. */
+int vsock_create(struct vm *vm, int slot, const char *path, uint32_t cid, struct vsock **out);
+/* Stop the device thread, close every connection, remove the socket file. */
+void vsock_destroy(struct vsock *v);
+
+void vsock_save(struct vsock *v, struct vsock_state *out);
+/* Restore the transport; open connections are gone, so the guest gets a transport reset
+ * event (its sockets see ECONNRESET, as with Firecracker). */
+int vsock_restore(struct vsock *v, const struct vsock_state *in);
+
+struct vsock_stats {
+	uint64_t conns_accepted, conns_refused, pkts_rx, pkts_tx, bytes_to_guest, bytes_to_host;
+};
+void vsock_get_stats(struct vsock *v, struct vsock_stats *out);
+
+#endif

@@ -1,0 +1,81 @@
+/* virtio-vsock internals shared by the device, connection and queue files. */
+#ifndef FORKVM_VSOCK_IMPL_H
+#define FORKVM_VSOCK_IMPL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "devices/virtio_mmio.h"
+#include "devices/vsock.h"
+#include "devices/vsock_proto.h"
+
+#define VSOCK_MAX_CONNS 64
+#define VSOCK_BUF_ALLOC (256u << 10) /* bytes we buffer per connection toward the host */
+#define VSOCK_MAX_ORPHAN_RST 32
+#define VSOCK_FIRST_HOST_PORT (1u << 30)
+
+enum vsock_conn_state {
+	VC_LINE,      /* waiting for "CONNECT <port>\n" from the host client */
+	VC_REQUESTED, /* REQUEST queued or sent to the guest, waiting for RESPONSE */
+	VC_OPEN,
+	VC_CLOSING,   /* fd closed; waiting for the guest's RST so the ports can be reused */
+};
+
+struct vsock_conn {
+	int fd;
+	int id; /* index in vsock.conns, also the epoll tag */
+	enum vsock_conn_state state;
+	uint32_t local_port, peer_port;
+	char line[40];
+	int line_len;
+	/* Toward the guest: its buffer space and what it has consumed, what we sent. */
+	uint32_t peer_buf_alloc, peer_fwd_cnt, tx_cnt;
+	/* Toward the host: a ring of guest bytes not yet written to fd. */
+	uint8_t *buf;
+	uint32_t head, len;
+	uint32_t fwd_cnt, fwd_sent;
+	bool send_request, send_credit, send_rst, send_shutdown, shut_wr_pending, eof;
+	bool hup; /* removed from epoll (a hung-up fd reports EPOLLHUP forever) */
+	uint32_t epoll_mask;
+};
+
+struct vsock {
+	struct vm *vm;
+	struct virtio_mmio *mmio; /* its lock guards everything below */
+	char path[108];
+	uint32_t cid;
+	int listen_fd, epoll_fd, stop_fd;
+	pthread_t thread;
+	bool thread_started;
+	struct vsock_conn *conns[VSOCK_MAX_CONNS];
+	uint32_t next_port;
+	int rr; /* round-robin start for fairness */
+	bool rx_starved, reset_event_pending;
+	int nrst;
+	struct { uint32_t local_port, peer_port; } rst[VSOCK_MAX_ORPHAN_RST];
+	struct vsock_stats stats;
+};
+
+/* epoll tags: kind in the high half, connection id in the low half. */
+enum { VTAG_STOP = 1, VTAG_LISTEN, VTAG_NOTIFY, VTAG_CONN };
+#define VTAG(kind, id) (((uint64_t)(kind) << 32) | (uint32_t)(id))
+
+/* vsock_conn.c */
+void vsock_accept(struct vsock *v);
+void vsock_conn_event(struct vsock *v, struct vsock_conn *c, uint32_t events);
+void vsock_conn_free(struct vsock *v, struct vsock_conn *c);
+void vsock_conn_close_all(struct vsock *v);
+void vsock_conn_flush(struct vsock *v, struct vsock_conn *c);
+void vsock_conn_update_epoll(struct vsock *v, struct vsock_conn *c);
+struct vsock_conn *vsock_conn_find(struct vsock *v, uint32_t local_port, uint32_t peer_port);
+/* Whether conn c can take more host bytes toward the guest now. */
+uint32_t vsock_conn_credit(const struct vsock_conn *c);
+
+/* vsock_queues.c */
+void vsock_process_tx(struct vsock *v, bool *used);
+void vsock_deliver_rx(struct vsock *v, bool *used);
+void vsock_deliver_events(struct vsock *v, bool *used);
+void vsock_queue_rst(struct vsock *v, uint32_t local_port, uint32_t peer_port);
+
+#endif

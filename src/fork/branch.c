@@ -1,0 +1,147 @@
+/* The branch engine's entry point: strategy dispatch, the full strategy, image hashes. */
+#include "fork/branch.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "core/vm.h"
+#include "devices/probe_dev.h"
+#include "fork/cow.h"
+#include "snapshot/restore_many.h"
+#include "snapshot/snapshot.h"
+
+static const char *const names[] = { "full", "diff", "live", "cow" };
+
+const char *branch_strategy_name(enum branch_strategy s)
+{
+	return (unsigned)s < 4 ? names[s] : "unknown";
+}
+
+int branch_strategy_parse(const char *name, enum branch_strategy *out)
+{
+	for (int i = 0; i < 4; i++)
+		if (strcmp(name, names[i]) == 0) {
+			*out = (enum branch_strategy)i;
+			return 0;
+		}
+	return -EINVAL;
+}
+
+void branch_hash_image(struct vm *vm, struct branch_result *res)
+{
+	res->nregions = vm->mem.nregions;
+	for (int i = 0; i < vm->mem.nregions; i++)
+		res->image_hash[i] = probe_hash_memory(vm->mem.host + vm->mem.regions[i].offset,
+						       vm->mem.regions[i].size);
+}
+
+/* Children restored from a snapshot directory (full, diff and live all end this way). */
+int branch_restore_children(const char *snapshot, const struct branch_opts *o,
+			    struct branch_result *res, char *err, size_t errlen)
+{
+	struct restore_many_opts ro = { .dir = snapshot, .backend = "file", .count = o->count,
+					.prefix = o->prefix, .run_dir = o->run_dir,
+					.paused = o->paused, .timeout_ms = o->timeout_ms };
+	struct restored_child *kids = calloc((size_t)o->count, sizeof(*kids));
+	int ret;
+
+	if (!kids)
+		return -ENOMEM;
+	ret = restore_many(&ro, kids, err, errlen);
+	for (int i = 0; !ret && i < o->count; i++) {
+		memcpy(res->children[i].name, kids[i].name, sizeof(kids[i].name));
+		memcpy(res->children[i].socket, kids[i].socket, sizeof(kids[i].socket));
+		res->children[i].pid = kids[i].pid;
+		res->count++;
+	}
+	free(kids);
+	return ret;
+}
+
+static int branch_full(struct vm *vm, const struct branch_opts *o, struct branch_result *res,
+		       char *err, size_t errlen)
+{
+	struct snap_save_opts so = { .dir = o->dir, .force = true, .strategy = "full",
+				     .source = o->prefix };
+	struct snap_save_stats st;
+	bool was_paused = vm_is_paused(vm);
+	uint64_t t0 = monotonic_ns();
+	int ret;
+
+	if (!o->dir) {
+		snprintf(err, errlen, "the full strategy needs a snapshot directory");
+		return -EINVAL;
+	}
+	if (!was_paused && (ret = vm_pause(vm))) {
+		snprintf(err, errlen, "pausing the source: %s", strerror(-ret));
+		return ret;
+	}
+	res->pause_ns = was_paused ? 0 : vm->last_pause_ns;
+	if (o->record_hashes)
+		branch_hash_image(vm, res);
+	ret = snap_save(vm, &so, &st); /* already paused: snap_save leaves it so */
+	if (!was_paused)
+		vm_resume(vm);
+	res->paused_ns = was_paused ? 0 : monotonic_ns() - t0;
+	if (ret) {
+		snprintf(err, errlen, "writing the snapshot to %s: %s", o->dir, strerror(-ret));
+		return ret;
+	}
+	res->bytes_written = st.memory_bytes_written;
+	snprintf(res->snapshot, sizeof(res->snapshot), "%s", o->dir);
+	return branch_restore_children(o->dir, o, res, err, errlen);
+}
+
+/* mkdir -p for the snapshot directory of full/diff branches. */
+static int make_dirs(const char *dir)
+{
+	char path[4096];
+
+	snprintf(path, sizeof(path), "%s", dir);
+	for (char *p = path + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(path, 0700) < 0 && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	return mkdir(path, 0700) < 0 && errno != EEXIST ? -errno : 0;
+}
+
+int branch(struct vm *vm, const struct branch_opts *o, struct branch_result *res, char *err,
+	   size_t errlen)
+{
+	uint64_t t0 = monotonic_ns();
+	int ret;
+
+	memset(res, 0, sizeof(*res));
+	if (o->count < 1 || o->count > BRANCH_MAX_CHILDREN) {
+		snprintf(err, errlen, "count must be 1-%d", BRANCH_MAX_CHILDREN);
+		return -EINVAL;
+	}
+	res->children = calloc((size_t)o->count, sizeof(*res->children));
+	if (!res->children)
+		return -ENOMEM;
+	if (o->dir && o->strategy == BRANCH_DIFF && (ret = make_dirs(o->dir))) {
+		snprintf(err, errlen, "creating %s: %s", o->dir, strerror(-ret));
+		return ret;
+	}
+	switch (o->strategy) {
+	case BRANCH_FULL: ret = branch_full(vm, o, res, err, errlen); break;
+	case BRANCH_DIFF: ret = branch_diff(vm, o, res, err, errlen); break;
+	case BRANCH_LIVE: ret = branch_live(vm, o, res, err, errlen); break;
+	default: ret = branch_cow(vm, o, res, err, errlen); break;
+	}
+	res->total_ns = monotonic_ns() - t0;
+	return ret;
+}
+
+void branch_result_free(struct branch_result *res)
+{
+	free(res->children);
+	res->children = NULL;
+}

@@ -1,0 +1,69 @@
+/* BRANCH: make N children of a running VM with one of four strategies (a library call). */
+#ifndef FORKVM_BRANCH_H
+#define FORKVM_BRANCH_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct vm;
+
+enum branch_strategy { BRANCH_FULL, BRANCH_DIFF, BRANCH_LIVE, BRANCH_COW };
+
+#define BRANCH_MAX_CHILDREN 1000
+
+struct branch_opts {
+	enum branch_strategy strategy;
+	int count;
+	const char *prefix;	/* children PREFIX-0..; the cow template PREFIX.template */
+	const char *run_dir;	/* sockets, logs, consoles */
+	const char *dir;	/* full/diff/live: where snapshots/layers go */
+	bool paused;		/* children start with vCPUs parked */
+	bool record_hashes;	/* test mode: hash the image while the source is paused */
+	int timeout_ms;
+};
+
+struct branch_child {
+	char name[64];
+	char socket[512];
+	pid_t pid;
+};
+
+struct branch_result {
+	uint64_t pause_ns;	/* source paused → every vCPU parked */
+	uint64_t paused_ns;	/* source paused → resumed: the pause window */
+	uint64_t capture_ns;	/* reading vCPU/VM/device state while paused */
+	uint64_t fork_ns;	/* cow: fork() of the template while paused */
+	uint64_t arm_ns;	/* live: arming write-protect */
+	uint64_t complete_ns;	/* live: until the frozen image is complete */
+	uint64_t total_ns;	/* request → every child ready */
+	uint64_t bytes_written; /* full/diff: memory bytes written */
+	char snapshot[4096];	/* full/diff/live: the snapshot or layer the children use */
+	char template_socket[512]; /* cow: the template's control socket */
+	int nregions;
+	uint64_t image_hash[2];	/* record_hashes: chained page hash of each RAM region */
+	int count;
+	struct branch_child *children; /* count entries, malloc'd */
+};
+
+const char *branch_strategy_name(enum branch_strategy s);
+int branch_strategy_parse(const char *name, enum branch_strategy *out);
+
+/* Branch the VM; on error err names the failing step or child and nothing is left running. */
+int branch(struct vm *vm, const struct branch_opts *opts, struct branch_result *res, char *err,
+	   size_t errlen);
+void branch_result_free(struct branch_result *res);
+
+/* Strategy implementations (branch.c, diff.c, live.c, cow_branch.c). */
+int branch_diff(struct vm *vm, const struct branch_opts *o, struct branch_result *res, char *err,
+		size_t errlen);
+int branch_live(struct vm *vm, const struct branch_opts *o, struct branch_result *res, char *err,
+		size_t errlen);
+/* Restore the children from a snapshot directory (file backend). */
+int branch_restore_children(const char *snapshot, const struct branch_opts *o,
+			    struct branch_result *res, char *err, size_t errlen);
+
+/* The image hashes of every RAM region (the VM must be paused for them to mean anything). */
+void branch_hash_image(struct vm *vm, struct branch_result *res);
+
+#endif

@@ -1,0 +1,43 @@
+/* cow strategy: a forked template process holds the frozen image and forks the children. */
+#ifndef FORKVM_COW_H
+#define FORKVM_COW_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "core/vm.h"
+#include "fork/branch.h"
+#include "snapshot/snapshot.h"
+
+struct cow_template {
+	struct vm *vm;		/* the source's VM as inherited: only mem and kvm are used */
+	struct snap_machine machine; /* vCPU/VM/device state captured while the source was paused */
+	char prefix[48];
+	char run_dir[440];
+	char socket[600];	/* PREFIX.template.sock */
+	int listen_fd;
+	int next_index;		/* children are PREFIX-<index> */
+	int live;		/* children not yet reaped */
+	bool source_alive;
+	int timeout_ms;
+};
+
+/* In the template process: fork `count` children, wait until all are ready. On failure every
+ * child of this call is killed and err names the failing one. */
+int cow_spawn(struct cow_template *t, int count, bool paused, struct branch_child *out,
+	      char *err, size_t errlen);
+
+/* In a freshly forked child: become a VM on the inherited RAM and serve it. Never returns. */
+__attribute__((noreturn)) void cow_child_main(struct cow_template *t, const char *name,
+					      const char *socket, bool paused, int ready_fd);
+
+/* In the template process: set up, spawn the first children, report, serve. Never returns. */
+__attribute__((noreturn)) void cow_template_main(struct vm *vm, struct snap_buf *state,
+						 const struct branch_opts *o, int report_fd,
+						 pid_t source);
+
+/* Source side: pause, capture, fork the template, resume, wait for its report. */
+int branch_cow(struct vm *vm, const struct branch_opts *o, struct branch_result *res, char *err,
+	       size_t errlen);
+
+#endif

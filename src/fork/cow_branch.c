@@ -1,0 +1,124 @@
+/* Source side of the cow strategy: pause, capture, fork the template, resume, read its report. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "fork/cow.h"
+
+/* Double fork: the template is orphaned at once, so it outlives the source and is not its zombie. */
+static pid_t fork_template(struct vm *vm, struct snap_buf *state, const struct branch_opts *o,
+			   int report_fd)
+{
+	pid_t source = getpid(), mid = fork();
+
+	if (mid == 0) {
+		pid_t tpl = fork();
+		if (tpl == 0)
+			cow_template_main(vm, state, o, report_fd, source);
+		_exit(tpl < 0 ? 1 : 0);
+	}
+	return mid;
+}
+
+static int read_report(int fd, int timeout_ms, struct branch_result *res, char *err, size_t errlen)
+{
+	char buf[1 << 16];
+	size_t len = 0;
+	uint64_t deadline = monotonic_ns() + (uint64_t)timeout_ms * 1000000ULL;
+
+	for (;;) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		int64_t left = ((int64_t)deadline - (int64_t)monotonic_ns()) / 1000000;
+		ssize_t n;
+		if (left <= 0 || poll(&p, 1, (int)left) <= 0) {
+			snprintf(err, errlen, "the cow template did not report within %d ms", timeout_ms);
+			return -ETIMEDOUT;
+		}
+		n = read(fd, buf + len, sizeof(buf) - 1 - len);
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+	}
+	buf[len] = '\0';
+	for (char *save = NULL, *line = strtok_r(buf, "\n", &save); line;
+	     line = strtok_r(NULL, "\n", &save)) {
+		if (strncmp(line, "child ", 6) == 0 && res->count < BRANCH_MAX_CHILDREN) {
+			struct branch_child *c = &res->children[res->count];
+			int pid;
+			if (sscanf(line + 6, "%63s %d %511s", c->name, &pid, c->socket) == 3) {
+				c->pid = pid;
+				res->count++;
+			}
+		} else if (strncmp(line, "ok ", 3) == 0) {
+			snprintf(res->template_socket, sizeof(res->template_socket), "%s", line + 3);
+			return 0;
+		} else if (strncmp(line, "error ", 6) == 0) {
+			snprintf(err, errlen, "%s", line + 6);
+			return -ECHILD;
+		}
+	}
+	snprintf(err, errlen, "the cow template exited without a report (%zu bytes: %.200s)", len, buf);
+	return -ECHILD;
+}
+
+int branch_cow(struct vm *vm, const struct branch_opts *o, struct branch_result *res, char *err,
+	       size_t errlen)
+{
+	struct snap_buf state;
+	bool was_paused = vm_is_paused(vm);
+	uint64_t t0 = monotonic_ns();
+	int pipefd[2], ret;
+	pid_t mid;
+
+	if (vm->mem.backing != GUEST_MEM_ANON) {
+		snprintf(err, errlen, "cow needs anonymous private guest RAM (this VM uses %s)",
+			 guest_mem_backing_name(vm->mem.backing));
+		return -EINVAL;
+	}
+	if (pipe2(pipefd, O_CLOEXEC) < 0)
+		return -errno;
+	snap_buf_init(&state);
+	if (!was_paused && (ret = vm_pause(vm))) {
+		snprintf(err, errlen, "pausing the source: %s", strerror(-ret));
+		goto out;
+	}
+	res->pause_ns = was_paused ? 0 : vm->last_pause_ns;
+	uint64_t t1 = monotonic_ns();
+	ret = snap_capture(vm, &state);
+	if (!ret)
+		ret = snap_buf_finish(&state);
+	res->capture_ns = monotonic_ns() - t1;
+	if (!ret && o->record_hashes)
+		branch_hash_image(vm, res);
+	t1 = monotonic_ns();
+	mid = ret ? -1 : fork_template(vm, &state, o, pipefd[1]);
+	res->fork_ns = monotonic_ns() - t1;
+	if (!was_paused)
+		vm_resume(vm);
+	res->paused_ns = was_paused ? 0 : monotonic_ns() - t0;
+	if (ret) {
+		snprintf(err, errlen, "capturing the source state: %s", strerror(-ret));
+		goto out;
+	}
+	if (mid < 0) {
+		ret = -errno;
+		snprintf(err, errlen, "fork of the template: %s", strerror(errno));
+		goto out;
+	}
+	waitpid(mid, NULL, 0);
+	close(pipefd[1]);
+	pipefd[1] = -1;
+	ret = read_report(pipefd[0], o->timeout_ms, res, err, errlen);
+out:
+	snap_buf_free(&state);
+	close(pipefd[0]);
+	if (pipefd[1] >= 0)
+		close(pipefd[1]);
+	return ret;
+}

@@ -1,0 +1,76 @@
+/* A cow child: a new KVM VM on RAM inherited copy-on-write from the template. */
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "ctl/ctl.h"
+#include "fork/cow.h"
+#include "fork/fd_hygiene.h"
+
+static int redirect(int fd, const char *path, int flags)
+{
+	int f = open(path, flags | O_CLOEXEC, 0644);
+
+	if (f < 0)
+		return -errno;
+	if (dup2(f, fd) < 0) {
+		close(f);
+		return -errno;
+	}
+	close(f);
+	return 0;
+}
+
+void cow_child_main(struct cow_template *t, const char *name, const char *socket, bool paused,
+		    int ready_fd)
+{
+	struct vm_config cfg = { 0 };
+	char path[700], err[256];
+	struct vm vm;
+	int keep[2] = { t->vm->kvm.fd, ready_fd };
+	int code = 1;
+
+	setsid();
+	/* ps/pgrep tell children from their source by name (argv is the source's). */
+	prctl(PR_SET_NAME, "forkvm-child");
+	fds_close_except(keep, 2);
+	snprintf(path, sizeof(path), "%s.log", socket);
+	redirect(STDERR_FILENO, path, O_WRONLY | O_CREAT | O_TRUNC);
+	snprintf(path, sizeof(path), "%s.console", socket);
+	redirect(STDOUT_FILENO, path, O_WRONLY | O_CREAT | O_TRUNC);
+	redirect(STDIN_FILENO, "/dev/null", O_RDONLY);
+	log_set_prefix(name);
+	cfg.mem_size = t->machine.config.mem_size;
+	cfg.nvcpus = t->machine.nvcpus;
+	cfg.mem.backing = GUEST_MEM_ANON;
+	cfg.start_paused = paused;
+	cfg.inherit_mem = &t->vm->mem;
+	cfg.inherit_kvm = &t->vm->kvm;
+	if (cpuid_policy_parse(&cfg.cpuid_policy, t->machine.config.cpu_features, err, sizeof(err))) {
+		log_err("CPU feature policy of the branch: %s", err);
+		_exit(1);
+	}
+	if (vm_create(&vm, &cfg) < 0)
+		_exit(1);
+	if (vm_restore_machine(&vm, &t->machine, name) < 0 || vm_start(&vm) < 0) {
+		vm_destroy(&vm);
+		_exit(1);
+	}
+	ctl_serve(&vm, socket, ready_fd);
+	switch (vm.end_reason) {
+	case VM_END_STOPPED:
+	case VM_END_GUEST_POWEROFF:
+		code = 0;
+		break;
+	case VM_END_GUEST_RESET:
+		code = 3;
+		break;
+	default:
+		break;
+	}
+	vm_destroy(&vm);
+	_exit(code);
+}

@@ -1,0 +1,205 @@
+/* The cow template process: frozen image holder, child factory, and its control socket. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <jansson.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "ctl/ctl_socket.h"
+#include "fork/cow.h"
+#include "fork/fd_hygiene.h"
+
+static void report(int fd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void report(int fd, const char *fmt, ...)
+{
+	char line[1024];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	if (n > (int)sizeof(line) - 1)
+		n = (int)sizeof(line) - 1;
+	/* The report goes to a pipe and replies to a socket: plain write() serves both. */
+	for (int off = 0; fd >= 0 && off < n;) {
+		ssize_t w = write(fd, line + off, (size_t)(n - off));
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			break;
+		off += (int)w;
+	}
+}
+
+static json_t *children_json(const struct branch_child *c, int n)
+{
+	json_t *list = json_array();
+
+	for (int i = 0; i < n; i++)
+		json_array_append_new(list, json_pack("{s:s,s:i,s:s}", "name", c[i].name, "pid",
+						      (int)c[i].pid, "socket", c[i].socket));
+	return list;
+}
+
+/* One request per connection: status, spawn {count, paused}, stop. */
+static bool template_request(struct cow_template *t, int fd)
+{
+	struct branch_child *kids = NULL;
+	char buf[4096], err[512];
+	json_t *req, *reply;
+	const char *cmd;
+	bool stop = false;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+
+	if (n <= 0)
+		return false;
+	buf[n] = '\0';
+	req = json_loads(buf, JSON_DISABLE_EOF_CHECK, NULL);
+	cmd = req ? json_string_value(json_object_get(req, "cmd")) : NULL;
+	if (!cmd) {
+		reply = json_pack("{s:b,s:s}", "ok", 0, "error", "request must be {\"cmd\": ...}");
+	} else if (strcmp(cmd, "status") == 0) {
+		reply = json_pack("{s:b,s:i,s:i,s:b,s:I}", "ok", 1, "pid", (int)getpid(), "live",
+				  t->live, "source_alive", t->source_alive, "mem_bytes",
+				  (json_int_t)t->vm->mem.size);
+	} else if (strcmp(cmd, "spawn") == 0) {
+		json_t *jc = json_object_get(req, "count");
+		int count = json_is_integer(jc) ? (int)json_integer_value(jc) : 1;
+		kids = calloc(BRANCH_MAX_CHILDREN, sizeof(*kids));
+		if (!kids || (jc && !json_is_integer(jc)) ||
+		    cow_spawn(t, count, json_is_true(json_object_get(req, "paused")), kids, err,
+			      sizeof(err)) < 0)
+			reply = json_pack("{s:b,s:s}", "ok", 0, "error", kids ? err : "bad count");
+		else
+			reply = json_pack("{s:b,s:o}", "ok", 1, "children", children_json(kids, count));
+	} else if (strcmp(cmd, "stop") == 0) {
+		reply = json_pack("{s:b}", "ok", 1);
+		stop = true;
+	} else {
+		reply = json_pack("{s:b,s:s}", "ok", 0, "error", "unknown template command");
+	}
+	char *text = json_dumps(reply, JSON_COMPACT);
+	if (text) {
+		report(fd, "%s\n", text);
+		free(text);
+	}
+	json_decref(reply);
+	json_decref(req);
+	free(kids);
+	return stop;
+}
+
+static void reap(struct cow_template *t)
+{
+	while (waitpid(-1, NULL, WNOHANG) > 0)
+		t->live--;
+}
+
+/* Serve until asked to stop, or until the source is gone and no child is left. */
+static void template_serve(struct cow_template *t, int sig_fd, int source_fd)
+{
+	for (;;) {
+		struct pollfd p[3] = { { .fd = t->listen_fd, .events = POLLIN },
+				       { .fd = sig_fd, .events = POLLIN },
+				       { .fd = t->source_alive ? source_fd : -1, .events = POLLIN } };
+		if (!t->source_alive && t->live <= 0)
+			return;
+		if (poll(p, 3, -1) < 0)
+			continue;
+		if (p[1].revents) {
+			struct signalfd_siginfo si;
+			if (read(sig_fd, &si, sizeof(si)) == sizeof(si) && si.ssi_signo != SIGCHLD)
+				return;
+			reap(t);
+		}
+		if (p[2].revents)
+			t->source_alive = false;
+		if (p[0].revents) {
+			int fd = accept4(t->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+			if (fd >= 0) {
+				bool stop = template_request(t, fd);
+				close(fd);
+				if (stop)
+					return;
+			}
+		}
+	}
+}
+
+static int decode_state(struct cow_template *t, struct snap_buf *state)
+{
+	struct snapshot snap = { .dir = "(cow branch)" };
+	char err[256];
+	int ret = snap_state_parse(state->data, state->len, &snap.state, err, sizeof(err));
+
+	state->data = NULL; /* the parser owns it now */
+	if (!ret)
+		ret = snap_decode(&snap, &t->machine, err, sizeof(err));
+	if (ret)
+		log_err("decoding the captured state: %s", err);
+	snap_state_free(&snap.state);
+	return ret;
+}
+
+void cow_template_main(struct vm *vm, struct snap_buf *state, const struct branch_opts *o,
+		       int report_fd, pid_t source)
+{
+	struct cow_template t = { .vm = vm, .source_alive = true, .timeout_ms = o->timeout_ms };
+	struct branch_child *kids = calloc((size_t)o->count, sizeof(*kids));
+	int keep[2] = { vm->kvm.fd, report_fd }, sig_fd, source_fd;
+	char path[700], err[512];
+	sigset_t sigs;
+
+	setsid();
+	prctl(PR_SET_NAME, "forkvm-template");
+	fds_close_except(keep, 2);
+	vm_forget_kvm(vm);
+	snprintf(t.prefix, sizeof(t.prefix), "%s", o->prefix);
+	snprintf(t.run_dir, sizeof(t.run_dir), "%s", o->run_dir);
+	snprintf(t.socket, sizeof(t.socket), "%s/%s.template.sock", o->run_dir, o->prefix);
+	snprintf(path, sizeof(path), "%s.log", t.socket);
+	int logfd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (logfd >= 0) {
+		dup2(logfd, STDERR_FILENO);
+		close(logfd);
+	}
+	log_set_prefix("template");
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGCHLD);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGHUP);
+	sigprocmask(SIG_BLOCK, &sigs, NULL);
+	sig_fd = signalfd(-1, &sigs, SFD_CLOEXEC);
+	source_fd = (int)syscall(SYS_pidfd_open, source, 0);
+	t.listen_fd = ctl_listen(t.socket);
+	if (!kids || sig_fd < 0 || t.listen_fd < 0 || decode_state(&t, state) < 0) {
+		report(report_fd, "error template setup failed (see %s.log)\n", t.socket);
+		_exit(1);
+	}
+	if (cow_spawn(&t, o->count, o->paused, kids, err, sizeof(err)) < 0) {
+		report(report_fd, "error %s\n", err);
+		unlink(t.socket);
+		_exit(1);
+	}
+	for (int i = 0; i < o->count; i++)
+		report(report_fd, "child %s %d %s\n", kids[i].name, (int)kids[i].pid, kids[i].socket);
+	report(report_fd, "ok %s\n", t.socket);
+	close(report_fd);
+	free(kids);
+	template_serve(&t, sig_fd, source_fd);
+	unlink(t.socket);
+	_exit(0);
+}

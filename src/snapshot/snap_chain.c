@@ -1,0 +1,189 @@
+/* Resolving a layer chain (verified parent by parent), applying it, and compacting it. */
+#include <endian.h>
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "core/log.h"
+#include "mem/guest_mem.h"
+#include "snapshot/snap_layer.h"
+#include "snapshot/snapshot.h"
+
+#define PAGE 4096ULL
+
+static int read_file(const char *path, uint8_t **data, size_t *len, size_t max)
+{
+	struct stat st;
+	FILE *f = fopen(path, "rb");
+	int ret = 0;
+
+	if (!f)
+		return -errno;
+	if (fstat(fileno(f), &st) < 0 || (size_t)st.st_size > max) {
+		fclose(f);
+		return -EFBIG;
+	}
+	*len = (size_t)st.st_size;
+	*data = malloc(*len + 1);
+	if (!*data || fread(*data, 1, *len, f) != *len)
+		ret = *data ? -EIO : -ENOMEM;
+	fclose(f);
+	return ret;
+}
+
+static bool is_layer(const char *dir)
+{
+	char path[PATH_MAX + 16];
+
+	snprintf(path, sizeof(path), "%s/%s", dir, SNAP_FILE_PAGES);
+	return access(path, F_OK) == 0;
+}
+
+/* Follow parent links from `dir` to the base; chain[0] = dir ... chain[n-1] = oldest layer. */
+static int chain_resolve(const char *dir, char chain[][PATH_MAX], int *n, char *err, size_t errlen)
+{
+	char cur[PATH_MAX];
+
+	snprintf(cur, sizeof(cur), "%s", dir);
+	for (*n = 0; is_layer(cur); (*n)++) {
+		char path[PATH_MAX + 16], parent[PATH_MAX], want[32], got[32];
+		uint8_t *data = NULL;
+		size_t len;
+		if (*n == SNAP_MAX_CHAIN) {
+			snprintf(err, errlen, "layer chain longer than %d (compact it)", SNAP_MAX_CHAIN);
+			return -ELOOP;
+		}
+		snprintf(chain[*n], PATH_MAX, "%s", cur);
+		snprintf(path, sizeof(path), "%s/%s", cur, SNAP_FILE_PARENT);
+		if (read_file(path, &data, &len, PATH_MAX + 64) ||
+		    (data[len] = '\0', sscanf((char *)data, "%4095s %31s", parent, want) != 2)) {
+			free(data);
+			snprintf(err, errlen, "layer %s: unreadable parent link", cur);
+			return -EINVAL;
+		}
+		free(data);
+		snprintf(path, sizeof(path), "%s/%s", parent, SNAP_FILE_VMSTATE);
+		if (read_file(path, &data, &len, 256 << 20)) {
+			snprintf(err, errlen, "layer %s: parent %s is missing", cur, parent);
+			return -ENOENT;
+		}
+		snprintf(got, sizeof(got), "%016llx", (unsigned long long)XXH64(data, len, 0));
+		free(data);
+		if (strcmp(got, want)) {
+			snprintf(err, errlen, "layer %s: parent %s changed since the layer was written",
+				 cur, parent);
+			return -EINVAL;
+		}
+		snprintf(cur, sizeof(cur), "%s", parent);
+	}
+	return 0;
+}
+
+static int layer_apply(struct guest_mem *mem, const char *dir, char *err, size_t errlen)
+{
+	char path[PATH_MAX + 16];
+	uint8_t *b = NULL;
+	size_t len;
+	uint64_t n, stored, last = 0;
+	int ret = 0;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, SNAP_FILE_PAGES);
+	if (read_file(path, &b, &len, mem->map_size + (mem->map_size / PAGE) * 8 + 64)) {
+		snprintf(err, errlen, "layer %s: cannot read its pages", dir);
+		return -EIO;
+	}
+	memcpy(&n, b + 16, 8);
+	n = le64toh(n);
+	if (len < 32 || memcmp(b, SNAP_PAGES_MAGIC, 8) || le32toh(*(uint32_t *)(b + 12)) != PAGE ||
+	    n > mem->map_size / PAGE || len != 24 + n * 8 + n * PAGE + 8) {
+		snprintf(err, errlen, "layer %s: pages file is malformed or truncated", dir);
+		ret = -EINVAL;
+		goto out;
+	}
+	memcpy(&stored, b + len - 8, 8);
+	if (le64toh(stored) != XXH64(b, len - 8, 0)) {
+		snprintf(err, errlen, "layer %s: pages checksum mismatch", dir);
+		ret = -EINVAL;
+		goto out;
+	}
+	for (uint64_t k = 0; k < n; k++) {
+		uint64_t idx = le64toh(((uint64_t *)(b + 24))[k]);
+		if (idx >= mem->size / PAGE || (k && idx <= last)) {
+			snprintf(err, errlen, "layer %s: page index %llu out of order or range", dir,
+				 (unsigned long long)idx);
+			ret = -EINVAL;
+			goto out;
+		}
+		last = idx;
+		memcpy(mem->host + idx * PAGE, b + 24 + n * 8 + k * PAGE, PAGE);
+	}
+out:
+	free(b);
+	return ret;
+}
+
+int snap_layers_apply(struct guest_mem *mem, const char *dir, char *err, size_t errlen)
+{
+	static char chain[SNAP_MAX_CHAIN][PATH_MAX];
+	int n, ret = chain_resolve(dir, chain, &n, err, errlen);
+
+	for (int i = n - 1; !ret && i >= 0; i--)
+		ret = layer_apply(mem, chain[i], err, errlen);
+	return ret;
+}
+
+int snap_compact(const char *tip, const char *out, char *err, size_t errlen)
+{
+	struct snapshot snap;
+	struct snap_machine m;
+	struct guest_mem mem;
+	struct guest_mem_opts mo = { .backing = GUEST_MEM_FILE_PRIVATE };
+	struct snap_writer w;
+	struct snap_mem_stats ms;
+	char *meta = NULL;
+	int ret = snap_open(tip, &snap, err, errlen);
+
+	if (ret)
+		return ret;
+	ret = snap_decode(&snap, &m, err, errlen);
+	if (ret)
+		goto close;
+	mo.size = m.config.mem_size;
+	mo.path = snap.memory_path;
+	snap_machine_free(&m);
+	ret = guest_mem_create(&mem, &mo);
+	if (ret) {
+		snprintf(err, errlen, "mapping %s: %s", snap.memory_path, strerror(-ret));
+		goto close;
+	}
+	ret = snap_layers_apply(&mem, tip, err, errlen);
+	if (!ret && (ret = snap_writer_begin(&w, out, false)))
+		snprintf(err, errlen, "creating %s: %s", out, strerror(-ret));
+	else if (!ret) {
+		json_t *j = json_pack("{s:i,s:n,s:s,s:I,s:s}", "format_version", SNAP_VERSION, "parent",
+				      "compacted_from", tip, "mem_bytes", (json_int_t)mem.size,
+				      "strategy", "compact");
+		meta = j ? json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
+		json_decref(j);
+		if (!meta)
+			ret = -ENOMEM;
+		if (ret || (ret = snap_writer_put(&w, SNAP_FILE_VMSTATE, snap.state.data, snap.state.len)) ||
+		    (ret = snap_writer_put_memory(&w, mem.host, mem.size, &ms)) ||
+		    (ret = snap_writer_put(&w, SNAP_FILE_META, meta, strlen(meta))) ||
+		    (ret = snap_writer_commit(&w))) {
+			snprintf(err, errlen, "writing %s: %s", out, strerror(-ret));
+			snap_writer_abort(&w);
+		}
+	}
+	free(meta);
+	guest_mem_destroy(&mem);
+close:
+	snap_close(&snap);
+	return ret;
+}

@@ -1,0 +1,181 @@
+/* FKAL access logs (fault order, checksummed) and atomic small-file reads/writes. */
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "core/log.h"
+#include "uffd/hotlist.h"
+
+#define ALOG_HEADER 16
+
+static int fail(char *err, size_t errlen, int ret, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return ret;
+}
+
+static void put64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint64_t get64(const uint8_t *p)
+{
+	uint64_t v = 0;
+
+	for (int i = 7; i >= 0; i--)
+		v = (v << 8) | p[i];
+	return v;
+}
+
+int alog_encode(const uint64_t *pages, size_t n, uint8_t **out, size_t *len)
+{
+	size_t size = ALOG_HEADER + n * 8 + 8;
+	uint8_t *buf = malloc(size);
+
+	if (!buf)
+		return -ENOMEM;
+	memcpy(buf, "FKAL", 4);
+	buf[4] = 1, buf[5] = buf[6] = buf[7] = 0;
+	put64(buf + 8, n);
+	for (size_t i = 0; i < n; i++)
+		put64(buf + ALOG_HEADER + i * 8, pages[i]);
+	put64(buf + size - 8, XXH64(buf, size - 8, 0));
+	*out = buf;
+	*len = size;
+	return 0;
+}
+
+int alog_decode(const uint8_t *buf, size_t len, uint64_t total_pages, uint64_t **pages,
+		size_t *n, char *err, size_t errlen)
+{
+	uint64_t count, *out;
+
+	*pages = NULL;
+	*n = 0;
+	if (len < 4 || memcmp(buf, "FKAL", 4) != 0)
+		return fail(err, errlen, -EINVAL, "bad magic (not a forkvm access log)");
+	if (len < ALOG_HEADER + 8)
+		return fail(err, errlen, -EINVAL, "truncated: %zu bytes, the header alone needs %d",
+			    len, ALOG_HEADER + 8);
+	if ((uint32_t)get64(buf + 4) != 1)
+		return fail(err, errlen, -EINVAL, "format version %u is not supported (1 is)",
+			    (unsigned)(uint32_t)get64(buf + 4));
+	count = get64(buf + 8);
+	if (count > (len - ALOG_HEADER - 8) / 8 || len != ALOG_HEADER + count * 8 + 8)
+		return fail(err, errlen, -EINVAL, "size %zu does not match %llu entries (%s)", len,
+			    (unsigned long long)count,
+			    count > (len - ALOG_HEADER - 8) / 8 ? "truncated" : "trailing bytes");
+	if (XXH64(buf, len - 8, 0) != get64(buf + len - 8))
+		return fail(err, errlen, -EINVAL, "checksum mismatch");
+	if (count && !(out = malloc(count * 8)))
+		return -ENOMEM;
+	for (uint64_t i = 0; i < count; i++) {
+		out[i] = get64(buf + ALOG_HEADER + i * 8);
+		if (out[i] >= total_pages) {
+			free(out);
+			return fail(err, errlen, -EINVAL, "entry %llu (page %llu) is outside guest RAM "
+				    "(%llu pages)", (unsigned long long)i, (unsigned long long)out[i],
+				    (unsigned long long)total_pages);
+		}
+	}
+	*pages = count ? out : NULL;
+	*n = (size_t)count;
+	return 0;
+}
+
+int hot_read_file(const char *path, uint8_t **buf, size_t *len, char *err, size_t errlen)
+{
+	struct stat st;
+	uint8_t *data = NULL;
+	size_t got = 0;
+	int ret, fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return fail(err, errlen, -errno, "open: %s", strerror(errno));
+	if (fstat(fd, &st) < 0) {
+		ret = fail(err, errlen, -errno, "stat: %s", strerror(errno));
+		goto err;
+	}
+	if (!S_ISREG(st.st_mode) || st.st_size > (1LL << 30)) {
+		ret = fail(err, errlen, -EINVAL, "not a regular file of at most 1 GiB");
+		goto err;
+	}
+	data = malloc((size_t)st.st_size + 1);
+	if (!data) {
+		ret = -ENOMEM;
+		goto err;
+	}
+	while (got < (size_t)st.st_size) {
+		ssize_t n = read(fd, data + got, (size_t)st.st_size - got);
+		if (n <= 0) {
+			ret = fail(err, errlen, n < 0 ? -errno : -EIO, "read: %s",
+				   n < 0 ? strerror(errno) : "file shrank while reading");
+			goto err;
+		}
+		got += (size_t)n;
+	}
+	close(fd);
+	*buf = data;
+	*len = got;
+	return 0;
+err:
+	free(data);
+	close(fd);
+	return ret;
+}
+
+int hot_write_file(const char *path, const uint8_t *buf, size_t len)
+{
+	char tmp[PATH_MAX], dir[PATH_MAX];
+	size_t done = 0;
+	int ret = 0, fd, dfd;
+
+	snprintf(tmp, sizeof(tmp), "%s.tmp-%d", path, (int)getpid());
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return log_errno(-errno, "create %s", tmp);
+	while (done < len) {
+		ssize_t n = write(fd, buf + done, len - done);
+		if (n < 0) {
+			ret = log_errno(-errno, "write %s", tmp);
+			goto err;
+		}
+		done += (size_t)n;
+	}
+	if (fsync(fd) < 0) {
+		ret = log_errno(-errno, "fsync %s", tmp);
+		goto err;
+	}
+	close(fd);
+	fd = -1;
+	if (rename(tmp, path) < 0) {
+		ret = log_errno(-errno, "rename %s to %s", tmp, path);
+		goto err;
+	}
+	snprintf(dir, sizeof(dir), "%s", path);
+	dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0 || fsync(dfd) < 0)
+		ret = log_errno(-errno, "fsync directory of %s", path);
+	if (dfd >= 0)
+		close(dfd);
+	return ret;
+err:
+	if (fd >= 0)
+		close(fd);
+	unlink(tmp);
+	return ret;
+}

@@ -1,0 +1,223 @@
+/* Prefetch (hot set before the ack, then the access log or sequential), recording, settling. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "uffd/ps_server.h"
+
+#define STEP_PAGES 256 /* per step: ~1 MiB, so a demand fault waits for at most one step */
+
+/* Read and decode one list; -ENOENT = absent. A damaged list fails unless the user allowed it. */
+static int load_one(struct ps_vm *vm, const char *name, bool hpl, char *err, size_t errlen)
+{
+	char path[PATH_MAX + 32], why[256];
+	uint8_t *buf = NULL;
+	size_t len, n = 0;
+	struct hot_page *pages = NULL;
+	int ret;
+
+	snprintf(path, sizeof(path), "%s/%s", vm->reg.snapshot, name);
+	ret = hot_read_file(path, &buf, &len, why, sizeof(why));
+	if (ret == -ENOENT)
+		return -ENOENT;
+	if (!ret && hpl) {
+		ret = hpl_decode(buf, len, &vm->snap->layout, &pages, &n, why, sizeof(why));
+		if (!ret && n && !(vm->hot = malloc(n * sizeof(*vm->hot))))
+			ret = -ENOMEM;
+		for (size_t i = 0; !ret && i < n; i++)
+			vm->hot[i] = hot_page_file_index(&vm->snap->layout, &pages[i]);
+		vm->nhot = ret ? 0 : n;
+		free(pages);
+	} else if (!ret) {
+		ret = alog_decode(buf, len, vm->npages, &vm->order, &vm->norder, why, sizeof(why));
+	}
+	free(buf);
+	if (!ret)
+		return 0;
+	if (!vm->reg.allow_bad_hotpages) {
+		snprintf(err, errlen, "%s: %s (restore with --ignore-bad-hotpages to continue "
+			 "without prefetch)", path, why);
+		return ret;
+	}
+	snprintf(vm->prefetch_note, sizeof(vm->prefetch_note), "%.40s ignored: %.140s", name, why);
+	log_warn("vm %s: %s", vm->reg.name, vm->prefetch_note);
+	return 1;
+}
+
+int ps_prefetch_load(struct ps_vm *vm, char *err, size_t errlen)
+{
+	int ret = load_one(vm, HOTLIST_FILE, true, err, errlen);
+
+	if (ret < 0 && ret != -ENOENT)
+		return ret;
+	if (ret == 1) /* damaged list, allowed: no prefetch at all */
+		return 0;
+	ret = load_one(vm, ACCESS_LOG_FILE, false, err, errlen);
+	if (ret < 0 && ret != -ENOENT)
+		return ret;
+	/* Without an order to replay, fetch the rest front to back. */
+	vm->sequential = ret == -ENOENT;
+	return 0;
+}
+
+static bool is_hole(const struct ps_vm *vm, uint64_t p)
+{
+	return !ps_bit(vm->snap->data, p) || ps_bit(vm->discarded, p);
+}
+
+/* Fill pages list[*pos..] as runs of consecutive pages of one kind; at most STEP_PAGES. */
+static int fill_list(struct ps_server *s, struct ps_vm *vm, const uint64_t *list, size_t n,
+		     size_t *pos)
+{
+	uint64_t budget = STEP_PAGES;
+
+	while (*pos < n && budget && !vm->gone) {
+		uint64_t start = list[(*pos)++], len = 1;
+		if (ps_bit(vm->present, start))
+			continue;
+		while (*pos < n && len < budget && list[*pos] == start + len &&
+		       !ps_bit(vm->present, start + len) && is_hole(vm, start + len) == is_hole(vm, start)) {
+			len++;
+			(*pos)++;
+		}
+		int ret = ps_vm_fill(s, vm, start, len, false);
+		if (ret)
+			return ret;
+		vm->pages_prefetched += len;
+		budget -= len;
+	}
+	return 0;
+}
+
+static int fill_sequential(struct ps_server *s, struct ps_vm *vm)
+{
+	uint64_t budget = STEP_PAGES;
+
+	while (vm->seq_pos < vm->npages && budget && !vm->gone) {
+		uint64_t start = vm->seq_pos++, len = 1;
+		/* Holes are left to fault: zero pages cost nothing to map later, memory now. */
+		if (ps_bit(vm->present, start) || is_hole(vm, start))
+			continue;
+		while (vm->seq_pos < vm->npages && len < budget && !ps_bit(vm->present, vm->seq_pos) &&
+		       !is_hole(vm, vm->seq_pos)) {
+			len++;
+			vm->seq_pos++;
+		}
+		int ret = ps_vm_fill(s, vm, start, len, false);
+		if (ret)
+			return ret;
+		vm->pages_prefetched += len;
+		budget -= len;
+	}
+	return 0;
+}
+
+bool ps_prefetch_step(struct ps_server *s, struct ps_vm *vm)
+{
+	int ret = 0;
+
+	if (vm->gone || vm->phase == PS_IDLE)
+		return false;
+	if (vm->phase == PS_HOT) {
+		ret = fill_list(s, vm, vm->hot, vm->nhot, &vm->hot_pos);
+		if (!ret && vm->hot_pos == vm->nhot) {
+			vm->phase = vm->norder || vm->sequential ? PS_BACKGROUND : PS_IDLE;
+			ps_send_ack(vm);
+		}
+	} else if (vm->norder) {
+		ret = fill_list(s, vm, vm->order, vm->norder, &vm->order_pos);
+		if (!ret && vm->order_pos == vm->norder)
+			vm->phase = PS_IDLE;
+	} else {
+		ret = fill_sequential(s, vm);
+		if (!ret && vm->seq_pos >= vm->npages)
+			vm->phase = PS_IDLE;
+	}
+	if (ret && !vm->gone) {
+		char why[96];
+		snprintf(why, sizeof(why), "prefetch failed: %s (the VM is gone?)", strerror(-ret));
+		ps_vm_drop(s, vm, why);
+	}
+	return !vm->gone && vm->phase != PS_IDLE;
+}
+
+void ps_record_page(struct ps_vm *vm, uint64_t page)
+{
+	if (vm->nrec == vm->caprec) {
+		size_t cap = vm->caprec ? vm->caprec * 2 : 4096;
+		uint64_t *rec = realloc(vm->rec, cap * sizeof(*rec));
+		if (!rec) {
+			ps_record_finish(vm, "out of memory while recording");
+			return;
+		}
+		vm->rec = rec;
+		vm->caprec = cap;
+	}
+	vm->rec[vm->nrec++] = page;
+}
+
+void ps_record_finish(struct ps_vm *vm, const char *reason)
+{
+	struct hot_page *pages = calloc(vm->nrec + 1, sizeof(*pages));
+	char path[PATH_MAX + 32];
+	uint8_t *buf = NULL;
+	size_t len, n = 0;
+	int ret = -ENOMEM;
+
+	vm->recording = false;
+	if (!pages)
+		goto out;
+	for (size_t i = 0; i < vm->nrec; i++)
+		if (hot_page_from_file_index(&vm->snap->layout, vm->rec[i], &pages[n]) == 0)
+			n++;
+	n = hot_pages_normalize(pages, n);
+	ret = hpl_encode(pages, n, &buf, &len);
+	snprintf(path, sizeof(path), "%s/%s", vm->reg.snapshot, HOTLIST_FILE);
+	if (!ret)
+		ret = hot_write_file(path, buf, len);
+	free(buf);
+	buf = NULL;
+	if (!ret)
+		ret = alog_encode(vm->rec, vm->nrec, &buf, &len);
+	snprintf(path, sizeof(path), "%s/%s", vm->reg.snapshot, ACCESS_LOG_FILE);
+	if (!ret)
+		ret = hot_write_file(path, buf, len);
+out:
+	free(buf);
+	free(pages);
+	if (ret)
+		snprintf(vm->record_result, sizeof(vm->record_result), "failed: %s (%s)",
+			 strerror(-ret), reason);
+	else
+		snprintf(vm->record_result, sizeof(vm->record_result),
+			 "saved %zu hot pages, %zu in the access log (%s)", n, vm->nrec, reason);
+	log_info("vm %d (%s): recording %s", vm->id, vm->reg.name, vm->record_result);
+}
+
+void ps_settle_tick(struct ps_server *s, struct ps_vm *vm, uint64_t now)
+{
+	uint64_t interval = (uint64_t)vm->reg.settle_ms * 100000; /* settle window / 10, in ns */
+
+	if (vm->recording && now - vm->t_register >= (uint64_t)vm->reg.record_max_ms * 1000000)
+		ps_record_finish(vm, "maximum recording time reached");
+	if (now < vm->next_sample)
+		return;
+	vm->next_sample = now + interval;
+	if (vm->nsamples == 11)
+		memmove(vm->samples, vm->samples + 1, 10 * sizeof(vm->samples[0]));
+	else
+		vm->nsamples++;
+	vm->samples[vm->nsamples - 1] = vm->demand_faults;
+	/* Converged: over the last window at most max(2, 1 % of all faults so far) new ones. */
+	if (vm->nsamples == 11 && vm->demand_faults && !vm->t_settle) {
+		uint64_t recent = vm->samples[10] - vm->samples[0];
+		uint64_t limit = vm->demand_faults / 100 > 2 ? vm->demand_faults / 100 : 2;
+		if (recent <= limit) {
+			vm->t_settle = now;
+			if (vm->recording)
+				ps_record_finish(vm, "fault rate settled");
+		}
+	}
+}

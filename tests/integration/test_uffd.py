@@ -1,0 +1,373 @@
+"""uffd restores through the page server: correctness, sharing, prefetch, bad lists, failures."""
+import ctypes
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+
+import pytest
+
+from forkvm_vm import FORKVM, VM, WORK, Child, call, forkvm_cmd, region_hashes, restore_children
+
+pytestmark = pytest.mark.kvm
+MEM = 64 << 20
+FILL = 8 << 20  # the template's working set: filled before the snapshot, checksummed after
+
+
+class PageServer:
+    """A `forkvm pageserver` process on its own socket."""
+
+    def __init__(self, path, fault_around=None):
+        self.path = path
+        self.log = path + ".log"
+        args = [FORKVM, "pageserver", "--socket", path]
+        if fault_around:
+            args += ["--fault-around", str(fault_around)]
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                self.status()
+                return
+            except OSError:
+                assert self.proc.poll() is None, self.log_text()
+                time.sleep(0.05)
+        raise RuntimeError("page server did not come up: " + self.log_text())
+
+    def status(self):
+        return call(self.path, {"cmd": "status"}, timeout=30)
+
+    def vm(self, name):
+        for v in self.status()["vms"]:
+            if v["name"] == name:
+                return v
+        raise KeyError(name)
+
+    def log_text(self):
+        with open(self.log, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=30)
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def template():
+    """A 64 MiB probe snapshot whose work area starts with FILL bytes of a seeded pattern."""
+    d = tempfile.mkdtemp(prefix="forkvm-uffd-")
+    src = VM(mem="64M")
+    try:
+        src.ok({"cmd": "fill", "gpa": WORK, "len": FILL, "seed": 11}, timeout=120)
+        expect = src.ok({"cmd": "checksum", "gpa": WORK, "len": FILL})["checksum"]
+        hashes = region_hashes(src, MEM)
+        src.ok({"cmd": "snapshot", "dir": os.path.join(d, "snap")}, timeout=300)
+    finally:
+        src.stop()
+    yield {"dir": d, "snap": os.path.join(d, "snap"), "checksum": expect, "hashes": hashes}
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def env(template):
+    """A fresh run dir and page server per test; everything stopped afterwards."""
+    d = tempfile.mkdtemp(prefix="forkvm-uffd-run-")
+    ps = PageServer(os.path.join(d, "ps.sock"))
+    state = {"dir": d, "ps": ps, "vms": [], "snap": template["snap"]}
+    yield state
+    for vm in state["vms"]:
+        vm.kill()
+    ps.kill()
+    for name in ("hotpages", "access.log"):
+        try:
+            os.unlink(os.path.join(template["snap"], name))
+        except FileNotFoundError:
+            pass
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def restore(env, name, *extra, server=None, expect_ok=True, env_extra=None):
+    run = os.path.join(env["dir"], "run")
+    os.makedirs(run, exist_ok=True)
+    ps = server or env["ps"]
+    e = dict(os.environ, FORKVM_RUN_DIR=run, **(env_extra or {}))
+    r = forkvm_cmd("restore", env["snap"], "--backend", "uffd", "--count", "1", "--name", name,
+                   "--pageserver", ps.path, *extra, env=e, timeout=120)
+    if not expect_ok:
+        return r, None
+    assert r.returncode == 0, r.stderr
+    _, pid, sock = r.stdout.split()
+    child = Child(sock, int(pid))
+    env["vms"].append(child)
+    return r, child
+
+
+def checksum(vm):
+    return vm.ok({"cmd": "checksum", "gpa": WORK, "len": FILL}, timeout=300)["checksum"]
+
+
+def test_every_page_equals_the_snapshot(env, template):
+    _, vm = restore(env, "all", "--no-prefetch")
+    assert region_hashes(vm, MEM) == template["hashes"]
+    assert checksum(vm) == template["checksum"]
+    st = env["ps"].vm("all-0")
+    assert st["demand_faults"] > 0 and st["pages_prefetched"] == 0
+    assert st["bytes_copied"] > 0 and st["first_fault_us"] is not None
+
+
+def test_eight_vms_from_one_template(env, template):
+    e = dict(os.environ, FORKVM_RUN_DIR=os.path.join(env["dir"], "run"))
+    os.makedirs(e["FORKVM_RUN_DIR"], exist_ok=True)
+    r, children = restore_children(env["snap"], "uffd", 8, e["FORKVM_RUN_DIR"], name="e",
+                                   extra=("--pageserver", env["ps"].path))
+    env["vms"].extend(children)
+    assert r.returncode == 0, r.stderr
+    assert len(children) == 8
+    for k, c in enumerate(children):
+        assert checksum(c) == template["checksum"], f"child {k}"
+        c.ok({"cmd": "fill", "gpa": WORK, "len": 1 << 20, "seed": 100 + k})
+    sums = {c.ok({"cmd": "checksum", "gpa": WORK, "len": 1 << 20})["checksum"] for c in children}
+    assert len(sums) == 8, "children share memory"
+    names = {v["name"] for v in env["ps"].status()["vms"] if v["state"] != "gone"}
+    assert {f"e-{k}" for k in range(8)} <= names
+
+
+def test_two_vms_fault_the_same_pages_concurrently(env, template):
+    _, a = restore(env, "ca", "--no-prefetch")
+    _, b = restore(env, "cb", "--no-prefetch")
+    out = {}
+    threads = [threading.Thread(target=lambda v=v: out.__setitem__(v.sock, checksum(v)))
+               for v in (a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert out == {a.sock: template["checksum"], b.sock: template["checksum"]}
+    assert env["ps"].vm("ca-0")["demand_faults"] > 0
+    assert env["ps"].vm("cb-0")["demand_faults"] > 0
+
+
+def wait_for(pred, timeout=60, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def record_template(env):
+    _, rec = restore(env, "rec", "--record", "--record-settle", "300")
+    assert checksum(rec) == TEMPLATE_SUM[0]
+    hot = os.path.join(env["snap"], "hotpages")
+    wait_for(lambda: os.path.exists(hot) and os.path.exists(os.path.join(env["snap"], "access.log")),
+             what="the recorder to settle and save")
+    st = env["ps"].vm("rec-0")
+    assert "saved" in st.get("record_result", ""), st
+    assert st["settle_us"] is not None
+    rec.stop()
+    return hot
+
+
+TEMPLATE_SUM = [None]
+
+
+def read_uvarint(buf, pos):
+    x = shift = 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        x |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return x, pos
+
+
+def test_record_then_prefetch_cuts_demand_faults(env, template):
+    TEMPLATE_SUM[0] = template["checksum"]
+    hot = record_template(env)
+    data = open(hot, "rb").read()
+    assert data[:4] == b"HPL1"
+    count, pos = read_uvarint(data, 4)
+    entries = []
+    for _ in range(count):
+        region, pos = read_uvarint(data, pos)
+        page, pos = read_uvarint(data, pos)
+        entries.append((region, page))
+    assert pos == len(data) and entries == sorted(set(entries))
+    # the working set (FILL bytes from 4 MiB) is in the list
+    assert all((0, (WORK >> 12) + i) in set(entries) for i in range(0, FILL >> 12, 97))
+
+    _, cold = restore(env, "cold", "--no-prefetch")
+    assert checksum(cold) == template["checksum"]
+    _, warm = restore(env, "warm")
+    assert checksum(warm) == template["checksum"]
+    c, w = env["ps"].vm("cold-0"), env["ps"].vm("warm-0")
+    assert w["hot_pages"] == count and w["pages_prefetched"] >= count
+    assert w["access_log_pages"] > 0
+    assert c["demand_faults"] >= 50
+    assert w["demand_faults"] * 10 <= c["demand_faults"], (c, w)
+
+
+def corrupt_cases(good):
+    n = len(good)
+    return {
+        "bad magic": (b"HPL2" + good[4:], "bad magic"),
+        "truncated": (good[: n - 1], "truncated"),
+        "trailing bytes": (good + b"\x00", "trailing bytes"),
+        "out of range": (b"HPL1\x01\x00" + bytes([0xff, 0xff, 0x7f]), "outside guest RAM"),
+    }
+
+
+def test_bad_hot_page_lists_and_access_log(env, template):
+    TEMPLATE_SUM[0] = template["checksum"]
+    hot = record_template(env)
+    good = open(hot, "rb").read()
+    for case, (data, message) in corrupt_cases(good).items():
+        with open(hot, "wb") as f:
+            f.write(data)
+        r, _ = restore(env, "bad", expect_ok=False)
+        assert r.returncode != 0, case
+        log = r.stderr
+        assert "refused the restore" in log and message in log, (case, log)
+        # the user may choose to go on without prefetch
+        _, vm = restore(env, "lenient", "--ignore-bad-hotpages")
+        assert checksum(vm) == template["checksum"]
+        st = env["ps"].vm("lenient-0")
+        assert st["hot_pages"] == 0 and message in st["prefetch_note"], (case, st)
+        vm.stop()
+    with open(hot, "wb") as f:
+        f.write(good)
+    alog = os.path.join(env["snap"], "access.log")
+    data = bytearray(open(alog, "rb").read())
+    data[20] ^= 1
+    open(alog, "wb").write(data)
+    r, _ = restore(env, "badlog", expect_ok=False)
+    log = r.stderr
+    assert r.returncode != 0 and "access.log: checksum mismatch" in log, log
+
+
+def test_handshake_timeout_and_missing_server(env):
+    fake_path = os.path.join(env["dir"], "fake.sock")
+    fake = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    fake.bind(fake_path)
+    fake.listen(8)  # accepts (in the kernel) and never answers
+    try:
+        run = os.path.join(env["dir"], "run")
+        os.makedirs(run, exist_ok=True)
+        t0 = time.monotonic()
+        r = forkvm_cmd("run", "--restore", env["snap"], "--backing", "uffd", "--pageserver",
+                       fake_path, "--pageserver-timeout", "1000", "--socket",
+                       os.path.join(run, "t.sock"), timeout=60)
+        assert r.returncode == 1, r.stderr
+        assert "did not acknowledge the restore within 1000 ms" in r.stderr
+        assert time.monotonic() - t0 < 20
+        assert not os.path.exists(os.path.join(run, "t.sock"))
+    finally:
+        fake.close()
+    r = forkvm_cmd("run", "--restore", env["snap"], "--backing", "uffd", "--pageserver",
+                   os.path.join(env["dir"], "nobody.sock"), "--pageserver-timeout", "300",
+                   "--socket", os.path.join(env["dir"], "n.sock"), timeout=60)
+    assert r.returncode == 1 and "no page server answered" in r.stderr, r.stderr
+
+
+def make_uffd():
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.syscall(323, os.O_CLOEXEC | os.O_NONBLOCK)  # userfaultfd (x86-64)
+    assert fd >= 0, os.strerror(ctypes.get_errno())
+    return fd
+
+
+def test_server_refuses_a_wrong_layout(env, template):
+    regions = [{"gpa": 0, "size": MEM, "offset": 0}]
+    req = {"cmd": "register", "version": 1, "snapshot": os.path.realpath(env["snap"]),
+           "name": "liar", "pid": os.getpid(), "base": 1 << 30, "size": MEM // 2,
+           "file_offset": 0, "page_size": 4096, "regions": regions, "record": False,
+           "prefetch": False, "allow_bad_hotpages": False, "settle_ms": 1000,
+           "record_max_ms": 60000}
+    uffd = make_uffd()
+    try:
+        for change, message in (({}, "RAM size 33554432 differs"),
+                                ({"size": MEM, "regions": [{"gpa": 0, "size": MEM, "offset": 4096}]},
+                                 "region 0"),
+                                ({"size": MEM, "page_size": 2 << 20}, "page size"),
+                                ({"size": MEM, "bogus": 1}, "unknown field 'bogus'")):
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(30)
+                s.connect(env["ps"].path)
+                line = (json.dumps(dict(req, **change)) + "\n").encode()
+                s.sendmsg([line], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, bytes(ctypes.c_int(uffd)))])
+                reply = json.loads(s.makefile().readline())
+            assert reply["ok"] is False and message in reply["error"], (change, reply)
+        # without a userfaultfd attached
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(env["ps"].path)
+            s.sendall((json.dumps(dict(req, size=MEM)) + "\n").encode())
+            reply = json.loads(s.makefile().readline())
+        assert reply["ok"] is False and "userfaultfd" in reply["error"]
+    finally:
+        os.close(uffd)
+    assert env["ps"].proc.poll() is None
+
+
+def test_server_killed_mid_restore(env, template):
+    _, vm = restore(env, "victim", "--no-prefetch")
+    result = {}
+
+    def work():
+        try:
+            result["reply"] = vm.call({"cmd": "checksum", "gpa": WORK, "len": FILL}, timeout=120)
+        except (OSError, ConnectionError, ValueError) as e:
+            result["error"] = str(e)
+    t = threading.Thread(target=work)
+    t.start()
+    wait_for(lambda: env["ps"].vm("victim-0")["demand_faults"] > 5, what="faults to start")
+    env["ps"].kill()
+    t.join(120)
+    # the VM never computed over zeroes: either an error, or the right answer
+    reply = result.get("reply")
+    if reply and reply.get("ok"):
+        assert reply["checksum"] == template["checksum"]
+    wait_for(lambda: not vm.alive(), timeout=60, what="the VMM to stop")
+    log = open(vm.stderr_path).read()
+    assert "page server" in log and "closed the connection" in log, log
+    # a new server serves new VMs normally
+    ps2 = PageServer(os.path.join(env["dir"], "ps2.sock"))
+    try:
+        for k in range(2):
+            _, other = restore(env, f"after{k}", "--no-prefetch", server=ps2)
+            assert checksum(other) == template["checksum"]
+    finally:
+        for v in env["vms"]:
+            v.kill()
+        ps2.kill()
+
+
+def test_breakers(env, template):
+    # FORKVM_UFFD=0: the file backing, no page server needed at all
+    for how in ({"env_extra": {"FORKVM_UFFD": "0"}}, {"extra": ("--no-uffd",)}):
+        dead = type("Dead", (), {"path": os.path.join(env["dir"], "none.sock")})
+        _, vm = restore(env, "brk", *how.get("extra", ()), server=dead,
+                        env_extra=how.get("env_extra"))
+        assert vm.ok({"cmd": "status"})["backing"] == "file"
+        assert checksum(vm) == template["checksum"]
+        vm.stop()
+    # FORKVM_PREFETCH=0: uffd, but neither prefetch nor recording
+    _, vm = restore(env, "nopf", "--record", env_extra={"FORKVM_PREFETCH": "0"})
+    assert vm.ok({"cmd": "status"})["backing"] == "uffd"
+    assert checksum(vm) == template["checksum"]
+    st = env["ps"].vm("nopf-0")
+    assert st["pages_prefetched"] == 0 and not st["recording"] and not st["sequential"]
+    assert st["demand_faults"] > 0
