@@ -168,6 +168,8 @@ static int run(int argc, char **argv)
 	sigaddset(&sigs, SIGINT);
 	sigaddset(&sigs, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	/* A peer that went away is an error return, never a reason for the VMM to die. */
+	signal(SIGPIPE, SIG_IGN);
 	if (o.restore ? run_restore(&vm, &o) < 0 : run_boot(&vm, &o) < 0)
 		return CLI_EXIT_FAIL;
 	if (vm_start(&vm) < 0 || uffd_restore_watch(&vm) < 0) {

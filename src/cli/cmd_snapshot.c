@@ -9,6 +9,7 @@
 
 #include "cli/cli_vm.h"
 #include "cli/commands.h"
+#include "snapshot/snap_layer.h"
 #include "snapshot/snapshot.h"
 
 static const char usage[] =
@@ -16,7 +17,9 @@ static const char usage[] =
 	"    pause VM, write DIR atomically (vmstate, sparse memory, meta.json), resume\n"
 	"forkvm snapshot verify DIR [--sections]\n"
 	"    read and check DIR as a restore would (magic, version, checksums, sizes);\n"
-	"    --sections lists every vmstate section with its length and XXH64\n";
+	"    --sections lists every vmstate section with its length and XXH64\n"
+	"forkvm snapshot compact TIP OUT\n"
+	"    merge a diff chain (TIP and its parents) into one full snapshot OUT\n";
 
 /* DIR for the VMM: absolute, since the VMM's working directory is not ours. */
 static int absolute_dir(const char *dir, char *out, size_t len)
@@ -102,6 +105,17 @@ static int run(int argc, char **argv)
 		return snapshot_create(argc, argv);
 	if (strcmp(argv[1], "verify") == 0)
 		return snapshot_verify(argc, argv);
+	if (strcmp(argv[1], "compact") == 0) {
+		char err[1024];
+		if (argc != 4)
+			return cli_usage_error(&cli_cmd_snapshot, "compact needs TIP and OUT");
+		if (snap_compact(argv[2], argv[3], err, sizeof(err)) < 0) {
+			fprintf(stderr, "forkvm snapshot compact: %s\n", err);
+			return CLI_EXIT_FAIL;
+		}
+		printf("{\"ok\":true,\"dir\":\"%s\"}\n", argv[3]);
+		return CLI_EXIT_OK;
+	}
 	return cli_usage_error(&cli_cmd_snapshot, "unknown subcommand '%s'", argv[1]);
 }
 

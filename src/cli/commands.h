@@ -14,6 +14,8 @@ extern const struct cli_command cli_cmd_ctl;
 extern const struct cli_command cli_cmd_snapshot;
 extern const struct cli_command cli_cmd_restore;
 extern const struct cli_command cli_cmd_image;
+extern const struct cli_command cli_cmd_branch;
+extern const struct cli_command cli_cmd_template;
 extern const struct cli_command cli_cmd_pageserver;
 
 #endif

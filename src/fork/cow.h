@@ -18,6 +18,11 @@ struct cow_template {
 	int listen_fd;
 	int next_index;		/* children are PREFIX-<index> */
 	int live;		/* children not yet reaped */
+	struct {
+		pid_t pid;
+		char socket[512];
+	} *kids;		/* every child made, so a killed one's socket can be removed */
+	int nkids, capkids;
 	bool source_alive;
 	int timeout_ms;
 };

@@ -121,6 +121,18 @@ int cow_spawn(struct cow_template *t, int count, bool paused, struct branch_chil
 		c->pid = pid;
 		fds[spawned] = pipefd[0];
 		t->live++;
+		if (t->nkids == t->capkids) {
+			int cap = t->capkids ? t->capkids * 2 : 64;
+			void *grown = realloc(t->kids, (size_t)cap * sizeof(*t->kids));
+			if (grown) {
+				t->kids = grown;
+				t->capkids = cap;
+			}
+		}
+		if (t->nkids < t->capkids) {
+			t->kids[t->nkids].pid = pid;
+			memcpy(t->kids[t->nkids++].socket, c->socket, sizeof(c->socket));
+		}
 	}
 	if (!ret)
 		ret = wait_ready(t, out, fds, spawned, err, errlen);

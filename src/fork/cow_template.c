@@ -101,10 +101,18 @@ static bool template_request(struct cow_template *t, int fd)
 	return stop;
 }
 
+/* A child killed by a signal could not remove its socket: its template does. */
 static void reap(struct cow_template *t)
 {
-	while (waitpid(-1, NULL, WNOHANG) > 0)
+	int status;
+	pid_t pid;
+
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
 		t->live--;
+		for (int i = 0; WIFSIGNALED(status) && i < t->nkids; i++)
+			if (t->kids[i].pid == pid)
+				unlink(t->kids[i].socket);
+	}
 }
 
 /* Serve until asked to stop, or until the source is gone and no child is left. */

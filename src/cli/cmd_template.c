@@ -1,0 +1,49 @@
+/* forkvm template spawn|status|stop T: more children from a cow template, without the source. */
+#include <getopt.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli_vm.h"
+#include "cli/commands.h"
+
+static const char usage[] =
+	"forkvm template spawn TEMPLATE [--count N] [--paused]\n"
+	"forkvm template status TEMPLATE\n"
+	"forkvm template stop TEMPLATE\n"
+	"  TEMPLATE is PREFIX.template (the name `forkvm branch --strategy cow` printed) or its\n"
+	"  socket path. The template exits when stopped, or once its source and every child\n"
+	"  it made are gone. Stopping it leaves its children running.\n";
+
+static int run(int argc, char **argv)
+{
+	unsigned long long count = 1;
+	bool paused = false;
+	json_t *req;
+	int ret;
+
+	if (argc < 3)
+		return cli_usage_error(&cli_cmd_template, "need a subcommand and TEMPLATE");
+	if (strcmp(argv[1], "spawn") && strcmp(argv[1], "status") && strcmp(argv[1], "stop"))
+		return cli_usage_error(&cli_cmd_template, "unknown subcommand '%s'", argv[1]);
+	for (int i = 3; i < argc; i++) {
+		if (strcmp(argv[1], "spawn") == 0 && strcmp(argv[i], "--paused") == 0)
+			paused = true;
+		else if (strcmp(argv[1], "spawn") == 0 && strcmp(argv[i], "--count") == 0 && i + 1 < argc &&
+			 !cli_parse_u64(argv[i + 1], &count) && count >= 1 && count <= 1000)
+			i++;
+		else
+			return cli_usage_error(&cli_cmd_template, "unexpected argument '%s'", argv[i]);
+	}
+	req = json_pack("{s:s}", "cmd", argv[1]);
+	if (strcmp(argv[1], "spawn") == 0) {
+		json_object_set_new(req, "count", json_integer((json_int_t)count));
+		json_object_set_new(req, "paused", json_boolean(paused));
+	}
+	ret = cli_vm_call_print(argv[2], req, 300000, JSON_COMPACT);
+	json_decref(req);
+	return ret;
+}
+
+const struct cli_command cli_cmd_template = { "template", "spawn more cow children, or stop a template",
+					      usage, run };
