@@ -38,6 +38,31 @@ void branch_hash_image(struct vm *vm, struct branch_result *res)
 						       vm->mem.regions[i].size);
 }
 
+int branch_pause_source(struct vm *vm, const struct branch_opts *o, struct branch_result *res,
+			struct branch_pause *bp, char *err, size_t errlen)
+{
+	int ret;
+
+	bp->t0 = monotonic_ns();
+	bp->was_paused = vm_is_paused(vm);
+	if (!bp->was_paused && (ret = vm_pause(vm))) {
+		snprintf(err, errlen, "pausing the source: %s", strerror(-ret));
+		return ret;
+	}
+	res->pause_ns = bp->was_paused ? 0 : vm->last_pause_ns;
+	if (o->record_hashes)
+		branch_hash_image(vm, res);
+	return 0;
+}
+
+void branch_resume_source(struct vm *vm, struct branch_result *res, const struct branch_pause *bp)
+{
+	if (bp->was_paused)
+		return;
+	vm_resume(vm);
+	res->paused_ns = monotonic_ns() - bp->t0;
+}
+
 /* Children restored from a snapshot directory (full, diff and live all end this way). */
 int branch_restore_children(const char *snapshot, const struct branch_opts *o,
 			    struct branch_result *res, char *err, size_t errlen)
@@ -67,25 +92,17 @@ static int branch_full(struct vm *vm, const struct branch_opts *o, struct branch
 	struct snap_save_opts so = { .dir = o->dir, .force = true, .strategy = "full",
 				     .source = o->prefix };
 	struct snap_save_stats st;
-	bool was_paused = vm_is_paused(vm);
-	uint64_t t0 = monotonic_ns();
+	struct branch_pause bp;
 	int ret;
 
 	if (!o->dir) {
 		snprintf(err, errlen, "the full strategy needs a snapshot directory");
 		return -EINVAL;
 	}
-	if (!was_paused && (ret = vm_pause(vm))) {
-		snprintf(err, errlen, "pausing the source: %s", strerror(-ret));
+	if ((ret = branch_pause_source(vm, o, res, &bp, err, errlen)))
 		return ret;
-	}
-	res->pause_ns = was_paused ? 0 : vm->last_pause_ns;
-	if (o->record_hashes)
-		branch_hash_image(vm, res);
 	ret = snap_save(vm, &so, &st); /* already paused: snap_save leaves it so */
-	if (!was_paused)
-		vm_resume(vm);
-	res->paused_ns = was_paused ? 0 : monotonic_ns() - t0;
+	branch_resume_source(vm, res, &bp);
 	if (ret) {
 		snprintf(err, errlen, "writing the snapshot to %s: %s", o->dir, strerror(-ret));
 		return ret;

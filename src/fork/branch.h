@@ -63,6 +63,16 @@ int branch_live(struct vm *vm, const struct branch_opts *o, struct branch_result
 int branch_restore_children(const char *snapshot, const struct branch_opts *o,
 			    struct branch_result *res, char *err, size_t errlen);
 
+/* The source's pause around a branch: pause unless the user had paused it, hash in test mode. */
+struct branch_pause {
+	bool was_paused;
+	uint64_t t0;
+};
+int branch_pause_source(struct vm *vm, const struct branch_opts *o, struct branch_result *res,
+			struct branch_pause *bp, char *err, size_t errlen);
+/* Resume (unless the user had paused it) and record the pause window. */
+void branch_resume_source(struct vm *vm, struct branch_result *res, const struct branch_pause *bp);
+
 /* The image hashes of every RAM region (the VM must be paused for them to mean anything). */
 void branch_hash_image(struct vm *vm, struct branch_result *res);
 

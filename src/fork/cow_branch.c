@@ -71,8 +71,7 @@ int branch_cow(struct vm *vm, const struct branch_opts *o, struct branch_result 
 	       size_t errlen)
 {
 	struct snap_buf state;
-	bool was_paused = vm_is_paused(vm);
-	uint64_t t0 = monotonic_ns();
+	struct branch_pause bp;
 	int pipefd[2], ret;
 	pid_t mid;
 
@@ -84,24 +83,17 @@ int branch_cow(struct vm *vm, const struct branch_opts *o, struct branch_result 
 	if (pipe2(pipefd, O_CLOEXEC) < 0)
 		return -errno;
 	snap_buf_init(&state);
-	if (!was_paused && (ret = vm_pause(vm))) {
-		snprintf(err, errlen, "pausing the source: %s", strerror(-ret));
+	if ((ret = branch_pause_source(vm, o, res, &bp, err, errlen)))
 		goto out;
-	}
-	res->pause_ns = was_paused ? 0 : vm->last_pause_ns;
 	uint64_t t1 = monotonic_ns();
 	ret = snap_capture(vm, &state);
 	if (!ret)
 		ret = snap_buf_finish(&state);
 	res->capture_ns = monotonic_ns() - t1;
-	if (!ret && o->record_hashes)
-		branch_hash_image(vm, res);
 	t1 = monotonic_ns();
 	mid = ret ? -1 : fork_template(vm, &state, o, pipefd[1]);
 	res->fork_ns = monotonic_ns() - t1;
-	if (!was_paused)
-		vm_resume(vm);
-	res->paused_ns = was_paused ? 0 : monotonic_ns() - t0;
+	branch_resume_source(vm, res, &bp);
 	if (ret) {
 		snprintf(err, errlen, "capturing the source state: %s", strerror(-ret));
 		goto out;

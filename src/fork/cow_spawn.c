@@ -11,23 +11,7 @@
 
 #include "core/log.h"
 #include "fork/cow.h"
-
-static void child_reason(const char *socket, char *buf, size_t len)
-{
-	char path[700], cur[512], line[512] = "exited without a message";
-	FILE *f;
-
-	snprintf(path, sizeof(path), "%s.log", socket);
-	f = fopen(path, "r");
-	if (f) {
-		while (fgets(cur, sizeof(cur), f))
-			if (cur[0] != '\n')
-				snprintf(line, sizeof(line), "%s", cur);
-		fclose(f);
-	}
-	line[strcspn(line, "\n")] = '\0';
-	snprintf(buf, len, "%s", line);
-}
+#include "snapshot/restore_many.h"
 
 static void kill_children(struct cow_template *t, struct branch_child *c, int *fds, int n)
 {
@@ -71,7 +55,7 @@ static int wait_ready(struct cow_template *t, struct branch_child *c, int *fds, 
 				if (waitpid(c[i].pid, NULL, 0) == c[i].pid)
 					t->live--;
 				c[i].pid = 0;
-				child_reason(c[i].socket, reason, sizeof(reason));
+				vmm_child_reason(c[i].socket, reason, sizeof(reason));
 				snprintf(err, errlen, "child %s: %s", c[i].name, reason);
 				return -ECHILD;
 			}

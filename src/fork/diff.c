@@ -71,8 +71,9 @@ int branch_diff(struct vm *vm, const struct branch_opts *o, struct branch_result
 {
 	struct snap_buf state;
 	uint8_t *blob = NULL;
-	uint64_t blob_len = 0, npages = 0, t0 = monotonic_ns();
-	bool was_paused = vm_is_paused(vm), layer = diff.enabled;
+	uint64_t blob_len = 0, npages = 0;
+	bool layer = diff.enabled;
+	struct branch_pause bp;
 	char dir[PATH_MAX], *meta = NULL;
 	int ret;
 
@@ -83,13 +84,8 @@ int branch_diff(struct vm *vm, const struct branch_opts *o, struct branch_result
 	if (!diff.bitmap && !(diff.bitmap = calloc((vm->mem.map_size / 4096 + 63) / 64, 8)))
 		return -ENOMEM;
 	snap_buf_init(&state);
-	if (!was_paused && (ret = vm_pause(vm))) {
-		snprintf(err, errlen, "pausing the source: %s", strerror(-ret));
+	if ((ret = branch_pause_source(vm, o, res, &bp, err, errlen)))
 		return ret;
-	}
-	res->pause_ns = was_paused ? 0 : vm->last_pause_ns;
-	if (o->record_hashes)
-		branch_hash_image(vm, res);
 	if (!layer) {
 		ret = diff_base(vm, o, res, err, errlen);
 	} else {
@@ -105,9 +101,7 @@ int branch_diff(struct vm *vm, const struct branch_opts *o, struct branch_result
 		if (ret)
 			snprintf(err, errlen, "collecting the dirty pages: %s", strerror(-ret));
 	}
-	if (!was_paused)
-		vm_resume(vm);
-	res->paused_ns = was_paused ? 0 : monotonic_ns() - t0;
+	branch_resume_source(vm, res, &bp);
 	if (!ret && layer) {
 		snprintf(dir, sizeof(dir), "%s/layer-%d", o->dir, ++diff.layers);
 		meta = layer_meta(vm, diff.tip, npages);

@@ -145,8 +145,9 @@ int branch_live(struct vm *vm, const struct branch_opts *o, struct branch_result
 	struct live_copy lc = { .vm = vm, .uffd = -1, .image_fd = -1 };
 	struct snap_buf state;
 	struct snap_writer w;
-	bool was_paused = vm_is_paused(vm), writer = false;
-	uint64_t t0 = monotonic_ns(), t1;
+	struct branch_pause bp;
+	bool writer = false;
+	uint64_t t1;
 	pthread_t thread;
 	int ret;
 
@@ -175,13 +176,8 @@ int branch_live(struct vm *vm, const struct branch_opts *o, struct branch_result
 		snprintf(err, errlen, "creating the image in %s: %s", w.tmp, strerror(errno));
 		goto out;
 	}
-	if (!was_paused && (ret = vm_pause(vm))) {
-		snprintf(err, errlen, "pausing the source: %s", strerror(-ret));
+	if ((ret = branch_pause_source(vm, o, res, &bp, err, errlen)))
 		goto out;
-	}
-	res->pause_ns = was_paused ? 0 : vm->last_pause_ns;
-	if (o->record_hashes)
-		branch_hash_image(vm, res);
 	ret = snap_capture(vm, &state);
 	if (!ret)
 		ret = snap_buf_finish(&state);
@@ -189,9 +185,7 @@ int branch_live(struct vm *vm, const struct branch_opts *o, struct branch_result
 	if (!ret)
 		ret = arm(&lc);
 	res->arm_ns = monotonic_ns() - t1;
-	if (!was_paused)
-		vm_resume(vm);
-	res->paused_ns = was_paused ? 0 : monotonic_ns() - t0;
+	branch_resume_source(vm, res, &bp);
 	if (ret) {
 		snprintf(err, errlen, "arming write-protect: %s", strerror(-ret));
 		goto out;
@@ -200,7 +194,7 @@ int branch_live(struct vm *vm, const struct branch_opts *o, struct branch_result
 		pthread_join(thread, NULL);
 		ret = lc.err;
 	}
-	res->complete_ns = monotonic_ns() - t0;
+	res->complete_ns = monotonic_ns() - bp.t0;
 	res->bytes_written = lc.bytes;
 	if (!ret && fsync(lc.image_fd) < 0)
 		ret = -errno;

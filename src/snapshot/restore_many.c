@@ -76,13 +76,12 @@ static int spawn_child(const struct restore_many_opts *o, struct restored_child 
 	return 0;
 }
 
-/* The last line the child logged: the reason it failed. */
-static void child_reason(const struct restored_child *c, char *buf, size_t len)
+void vmm_child_reason(const char *socket, char *buf, size_t len)
 {
 	char path[600], line[512] = "exited without a message";
 	FILE *f;
 
-	snprintf(path, sizeof(path), "%s.log", c->socket);
+	snprintf(path, sizeof(path), "%s.log", socket);
 	f = fopen(path, "r");
 	if (f) {
 		char cur[512];
@@ -143,7 +142,7 @@ static int wait_ready(const struct restore_many_opts *o, struct restored_child *
 			if (read(procs[i].ready_fd, &byte, 1) != 1) {
 				waitpid(children[i].pid, NULL, 0);
 				children[i].pid = 0;
-				child_reason(&children[i], reason, sizeof(reason));
+				vmm_child_reason(children[i].socket, reason, sizeof(reason));
 				snprintf(err, errlen, "child %d (%s): %s", i, children[i].name, reason);
 				ret = -ECHILD;
 				goto out;

@@ -32,4 +32,7 @@ struct restore_many_opts {
 int restore_many(const struct restore_many_opts *o, struct restored_child *children, char *err,
 		 size_t errlen);
 
+/* The last line a VMM child logged to SOCKET.log: why it failed. */
+void vmm_child_reason(const char *socket, char *buf, size_t len);
+
 #endif
