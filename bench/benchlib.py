@@ -35,3 +35,35 @@ def report(name, rows, unit):
     with open(os.path.join(OUT, f"{name}.json"), "w") as f:
         json.dump({"unit": unit, "results": result}, f, indent=2)
     return result
+
+
+def chart(name, title, xlabel, ylabel, series, logy=True, xtics=None):
+    """series: {label: [(x, y), ...]} -> bench/out/NAME.png via gnuplot (if installed)."""
+    import shutil
+    import subprocess
+    os.makedirs(OUT, exist_ok=True)
+    if not shutil.which("gnuplot"):
+        return None
+    data = os.path.join(OUT, f"{name}.dat")
+    with open(data, "w") as f:
+        for label, points in series.items():
+            f.write(f'"{label}"\n')
+            for x, y in points:
+                f.write(f"{x} {y}\n")
+            f.write("\n\n")
+    png = os.path.join(OUT, f"{name}.png")
+    plots = ", ".join(f'"{data}" index {i} using 1:2 with linespoints lw 2 pt 7 title columnheader(1)'
+                      for i in range(len(series)))
+    script = [
+        'set terminal pngcairo size 900,560 font "sans,11"', f'set output "{png}"',
+        f'set title "{title}"', f'set xlabel "{xlabel}"', f'set ylabel "{ylabel}"',
+        "set grid", "set key top left", "set logscale x 2",
+    ]
+    if logy:
+        script.append("set logscale y 10")
+    if xtics:
+        script.append("set xtics (" + ", ".join(f'"{l}" {v}' for l, v in xtics) + ")")
+    script.append(f"plot {plots}")
+    subprocess.run(["gnuplot"], input="\n".join(script), text=True, check=True)
+    print(f"  chart: {png}")
+    return png

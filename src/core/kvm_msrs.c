@@ -1,5 +1,6 @@
 /* Which MSRs a snapshot carries: KVM's index list, filtered to what reads back, safely ordered. */
 #include <stdlib.h>
+#include <string.h>
 #include <sys/ioctl.h>
 
 #include "core/kvm.h"
@@ -38,14 +39,32 @@ static int msr_cmp(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-static bool msr_readable(struct vcpu *vcpu, uint32_t index)
+/*
+ * KVM_GET_MSRS stops at the first MSR it cannot read and returns how many it read: read the
+ * whole list at once and skip only the failures, one ioctl per unreadable MSR, not per MSR.
+ */
+static int msr_filter_readable(struct vcpu *vcpu, const uint32_t *in, uint32_t n, uint32_t *out)
 {
-	struct {
-		struct kvm_msrs hdr;
-		struct kvm_msr_entry e;
-	} one = { .hdr.nmsrs = 1, .e.index = index };
+	struct kvm_msrs *batch = calloc(1, sizeof(*batch) + n * sizeof(batch->entries[0]));
+	uint32_t kept = 0, i = 0;
 
-	return ioctl(vcpu->fd, KVM_GET_MSRS, &one) == 1;
+	if (!batch)
+		return -ENOMEM;
+	while (i < n) {
+		batch->nmsrs = n - i;
+		for (uint32_t k = 0; k < n - i; k++)
+			batch->entries[k].index = in[i + k];
+		int got = ioctl(vcpu->fd, KVM_GET_MSRS, batch);
+		if (got < 0) {
+			free(batch);
+			return log_errno(-errno, "KVM_GET_MSRS on vcpu %d", vcpu->id);
+		}
+		memcpy(out + kept, in + i, (size_t)got * sizeof(uint32_t));
+		kept += (uint32_t)got;
+		i += (uint32_t)got + 1; /* in[i + got] is the one KVM could not read */
+	}
+	free(batch);
+	return (int)kept;
 }
 
 int kvm_msr_list(struct kvm *kvm, struct vcpu *vcpu, uint32_t **list, uint32_t *n)
@@ -71,9 +90,11 @@ int kvm_msr_list(struct kvm *kvm, struct vcpu *vcpu, uint32_t **list, uint32_t *
 		goto err;
 	}
 	/* KVM lists MSRs this CPU or configuration cannot read; a snapshot carries only real ones. */
-	for (uint32_t i = 0; i < all->nmsrs; i++)
-		if (msr_readable(vcpu, all->indices[i]))
-			kvm->msr_list[kept++] = all->indices[i];
+	err = msr_filter_readable(vcpu, all->indices, all->nmsrs, kvm->msr_list);
+	if (err < 0)
+		goto err;
+	kept = (uint32_t)err;
+	err = 0;
 	qsort(kvm->msr_list, kept, sizeof(uint32_t), msr_cmp);
 	kvm->nmsrs = kept;
 	free(all);

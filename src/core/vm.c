@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/vcpu_state.h"
 #include "devices/i8042.h"
 #include "devices/probe_dev.h"
 #include "devices/serial.h"
@@ -129,7 +130,12 @@ err:
 
 int vm_start(struct vm *vm)
 {
+	uint32_t *msrs, nmsrs;
 	int err = 0;
+
+	/* Learn the restorable MSRs now, not inside the first snapshot's or branch's pause. */
+	if (vm->nvcpus > 0 && kvm_msr_list(&vm->kvm, &vm->vcpus[0], &msrs, &nmsrs) < 0)
+		log_warn("could not list MSRs; the first snapshot will try again");
 
 	pthread_mutex_lock(&vm->lock);
 	vm->started = true;
