@@ -20,7 +20,7 @@ struct ctl_field {
 	bool required;
 };
 
-#define CTL_MAX_FIELDS 8
+#define CTL_MAX_FIELDS 12
 
 /* A handler returns a reply object, or NULL after it arranged an asynchronous reply. */
 typedef json_t *(*ctl_handler_fn)(struct ctl_server *srv, struct ctl_request *req);

@@ -121,6 +121,11 @@ static json_t *cmd_probe(struct ctl_server *srv, struct ctl_request *req, uint32
 		preq.arg[0] = ctl_req_u64(req, "gpa", 0);
 		preq.arg[1] = ctl_req_u64(req, "len", 0);
 		break;
+	case PROBE_CMD_VSOCK_LISTEN:
+		preq.arg[0] = ctl_req_u64(req, "port", 0);
+		preq.arg[1] = ctl_req_u64(req, "area", 16ULL << 20);
+		preq.arg[2] = ctl_req_u64(req, "mmio", 0);
+		break;
 	case PROBE_CMD_DIRTY:
 		preq.arg[0] = ctl_req_u64(req, "gpa", LAYOUT_PROBE_WORK);
 		preq.arg[1] = ctl_req_u64(req, "pages", 0);
@@ -137,6 +142,8 @@ static json_t *cmd_checksum(struct ctl_server *s, struct ctl_request *r) { retur
 static json_t *cmd_dirty(struct ctl_server *s, struct ctl_request *r) { return cmd_probe(s, r, PROBE_CMD_DIRTY); }
 static json_t *cmd_counter(struct ctl_server *s, struct ctl_request *r) { return cmd_probe(s, r, PROBE_CMD_COUNTER); }
 static json_t *cmd_crash(struct ctl_server *s, struct ctl_request *r) { return cmd_probe(s, r, PROBE_CMD_CRASH); }
+static json_t *cmd_vsock_listen(struct ctl_server *s, struct ctl_request *r) { return cmd_probe(s, r, PROBE_CMD_VSOCK_LISTEN); }
+static json_t *cmd_vsock_stats(struct ctl_server *s, struct ctl_request *r) { return cmd_probe(s, r, PROBE_CMD_VSOCK_STATS); }
 
 json_t *ctl_cmd_snapshot(struct ctl_server *srv, struct ctl_request *req);
 json_t *ctl_cmd_branch(struct ctl_server *srv, struct ctl_request *req);
@@ -153,7 +160,8 @@ const struct ctl_command ctl_commands[] = {
 	{ "branch", "make children of this VM (strategy full, diff, live or cow)", ctl_cmd_branch,
 	  { { "strategy", CTL_STR, true }, { "count", CTL_U64, false }, { "prefix", CTL_STR, true },
 	    { "run_dir", CTL_STR, true }, { "dir", CTL_STR, false }, { "paused", CTL_BOOL, false },
-	    { "record_hashes", CTL_BOOL, false }, { "timeout_ms", CTL_U64, false } } },
+	    { "record_hashes", CTL_BOOL, false }, { "timeout_ms", CTL_U64, false },
+	    { "no_agent_sync", CTL_BOOL, false } } },
 	{ "memhash", "host-side hash of guest RAM (racy unless paused)", cmd_memhash,
 	  { { "gpa", CTL_U64, true }, { "len", CTL_U64, true } } },
 	{ "ping", "probe guest round trip", cmd_ping, { VCPU_FIELD, { "nonce", CTL_U64, false } } },
@@ -166,6 +174,10 @@ const struct ctl_command ctl_commands[] = {
 	    { "stride", CTL_U64, false }, { "seed", CTL_U64, false } } },
 	{ "counter", "probe guest's work counter", cmd_counter, { VCPU_FIELD } },
 	{ "crash", "probe guest faults on purpose (tests the crash path)", cmd_crash, { VCPU_FIELD } },
+	{ "vsock_listen", "probe guest drives virtio-vsock and echoes connections to port",
+	  cmd_vsock_listen, { VCPU_FIELD, { "port", CTL_U64, true }, { "area", CTL_U64, false },
+			      { "mmio", CTL_U64, false } } },
+	{ "vsock_stats", "probe guest's vsock counters", cmd_vsock_stats, { VCPU_FIELD } },
 	{ "peek", "read up to 64 KiB of guest RAM (base64)", cmd_peek,
 	  { { "gpa", CTL_U64, true }, { "len", CTL_U64, true } } },
 	{ NULL, NULL, NULL, { { 0 } } },

@@ -2,6 +2,7 @@
 #include "fork/branch.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +10,7 @@
 
 #include "core/vm.h"
 #include "devices/probe_dev.h"
+#include "fork/agent_notify.h"
 #include "fork/cow.h"
 #include "snapshot/restore_many.h"
 #include "snapshot/snapshot.h"
@@ -112,6 +114,29 @@ static int branch_full(struct vm *vm, const struct branch_opts *o, struct branch
 	return branch_restore_children(o->dir, o, res, err, errlen);
 }
 
+/*
+ * Siblings start with one RNG state and the source's clock: each Linux child's agent reseeds
+ * and sets the clock. A child that cannot be fixed up would share secrets with its siblings,
+ * so the whole branch fails and its children are killed.
+ */
+static int branch_sync_agents(const struct branch_opts *o, struct branch_result *res, char *err,
+			      size_t errlen)
+{
+	for (int i = 0; i < res->count; i++) {
+		char path[600], why[512];
+		snprintf(path, sizeof(path), "%s.vsock", res->children[i].socket);
+		if (agent_notify_branch(path, AGENT_VSOCK_PORT, o->timeout_ms, why, sizeof(why)) == 0)
+			continue;
+		snprintf(err, errlen, "child %s: reseeding entropy and setting the clock: %s",
+			 res->children[i].name, why);
+		for (int k = 0; k < res->count; k++)
+			if (res->children[k].pid > 0)
+				kill(res->children[k].pid, SIGKILL);
+		return -EIO;
+	}
+	return 0;
+}
+
 /* mkdir -p for the snapshot directory of full/diff branches. */
 static int make_dirs(const char *dir)
 {
@@ -153,6 +178,8 @@ int branch(struct vm *vm, const struct branch_opts *o, struct branch_result *res
 	case BRANCH_LIVE: ret = branch_live(vm, o, res, err, errlen); break;
 	default: ret = branch_cow(vm, o, res, err, errlen); break;
 	}
+	if (!ret && !vm->probe_guest && !o->no_agent_sync)
+		ret = branch_sync_agents(o, res, err, errlen);
 	res->total_ns = monotonic_ns() - t0;
 	return ret;
 }

@@ -21,6 +21,7 @@ struct branch_opts {
 	bool paused;		/* children start with vCPUs parked */
 	bool record_hashes;	/* test mode: hash the image while the source is paused */
 	int timeout_ms;
+	bool no_agent_sync;	/* Linux guests: skip reseeding/clock-setting the children */
 };
 
 struct branch_child {
