@@ -140,9 +140,14 @@ static int wait_ready(const struct restore_many_opts *o, struct restored_child *
 			if (procs[i].ready_fd < 0 || !(pfds[i].revents & (POLLIN | POLLHUP | POLLERR)))
 				continue;
 			if (read(procs[i].ready_fd, &byte, 1) != 1) {
-				waitpid(children[i].pid, NULL, 0);
+				int status = 0;
+				waitpid(children[i].pid, &status, 0);
 				children[i].pid = 0;
 				vmm_child_reason(children[i].socket, reason, sizeof(reason));
+				/* A child killed outright (the OOM killer) leaves no log line of its own. */
+				if (WIFSIGNALED(status))
+					snprintf(reason, sizeof(reason), "killed by signal %d (%s)",
+						 WTERMSIG(status), strsignal(WTERMSIG(status)));
 				snprintf(err, errlen, "child %d (%s): %s", i, children[i].name, reason);
 				ret = -ECHILD;
 				goto out;
