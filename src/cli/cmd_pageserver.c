@@ -32,22 +32,31 @@ static int print_status(const char *path)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	const char req[] = "{\"cmd\":\"status\"}\n";
-	char buf[1 << 16];
-	size_t len = 0;
+	size_t cap = 1 << 16, len = 0;
+	char *buf = malloc(cap);
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
 	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	if (!buf || fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
 	    send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL) != (ssize_t)sizeof(req) - 1) {
 		fprintf(stderr, "forkvm pageserver: %s: %s\n", path, strerror(errno));
 		if (fd >= 0)
 			close(fd);
+		free(buf);
 		return CLI_EXIT_FAIL;
 	}
-	while (len < sizeof(buf) - 1 && !memchr(buf, '\n', len)) {
+	/* The status of many VMs can be large: grow up to 64 MiB. */
+	while (!memchr(buf, '\n', len) && cap <= (64u << 20)) {
+		if (len == cap) {
+			char *bigger = realloc(buf, cap * 2);
+			if (!bigger)
+				break;
+			buf = bigger;
+			cap *= 2;
+		}
 		if (poll(&(struct pollfd){ .fd = fd, .events = POLLIN }, 1, 10000) != 1)
 			break;
-		ssize_t n = recv(fd, buf + len, sizeof(buf) - 1 - len, 0);
+		ssize_t n = recv(fd, buf + len, cap - len, 0);
 		if (n <= 0)
 			break;
 		len += (size_t)n;
@@ -55,9 +64,11 @@ static int print_status(const char *path)
 	close(fd);
 	if (!memchr(buf, '\n', len)) {
 		fprintf(stderr, "forkvm pageserver: %s: no complete status reply\n", path);
+		free(buf);
 		return CLI_EXIT_FAIL;
 	}
 	fwrite(buf, 1, len, stdout);
+	free(buf);
 	return CLI_EXIT_OK;
 }
 

@@ -12,8 +12,7 @@
 /*
  * mem->fd holds the userfaultfd. The VMM keeps it open for the VM's whole life: if the page
  * server's copy were the last one, its death would unregister the range and every missing
- * page would then read as zeroes. guest_mem_destroy closes it before munmap, so the unmap
- * never waits for a server to read the UNMAP event.
+ * page would then read as zeroes. guest_mem_destroy releases it before munmap.
  */
 int guest_mem_create_uffd(struct guest_mem *mem, const struct guest_mem_opts *opts)
 {
@@ -53,4 +52,19 @@ int guest_mem_create_uffd(struct guest_mem *mem, const struct guest_mem_opts *op
 		return log_errno(-EOPNOTSUPP, "userfaultfd on guest RAM lacks COPY/ZEROPAGE/WAKE "
 				 "(ioctls 0x%llx)", (unsigned long long)reg.ioctls);
 	return 0;
+}
+
+/*
+ * With EVENT_UNMAP armed, munmap waits until every holder of the uffd read the event; a
+ * server that died, hangs, or never accepted the fd in flight would block it forever.
+ * Unregistering first means the unmap sends no event at all.
+ */
+void guest_mem_uffd_release(struct guest_mem *mem)
+{
+	struct uffdio_range range = { (uint64_t)(uintptr_t)mem->host, mem->map_size };
+
+	if (mem->host && ioctl(mem->fd, UFFDIO_UNREGISTER, &range) < 0)
+		log_warn("UFFDIO_UNREGISTER guest RAM: %s", strerror(errno));
+	close(mem->fd);
+	mem->fd = -1;
 }

@@ -104,11 +104,9 @@ int guest_mem_create(struct guest_mem *mem, const struct guest_mem_opts *opts)
 
 void guest_mem_destroy(struct guest_mem *mem)
 {
-	/* uffd: close first, so munmap never waits for a page server to read the UNMAP event. */
-	if (mem->backing == GUEST_MEM_UFFD && mem->fd >= 0) {
-		close(mem->fd);
-		mem->fd = -1;
-	}
+	/* uffd: unregister first, so munmap never waits for a page server to read UNMAP. */
+	if (mem->backing == GUEST_MEM_UFFD && mem->fd >= 0)
+		guest_mem_uffd_release(mem);
 	if (mem->host && mem->host != MAP_FAILED)
 		munmap(mem->host, mem->map_size);
 	if (mem->fd >= 0)

@@ -9,5 +9,7 @@ int guest_mem_create_memfd(struct guest_mem *mem, const struct guest_mem_opts *o
 int guest_mem_create_file(struct guest_mem *mem, const struct guest_mem_opts *opts);
 int guest_mem_create_hugetlb(struct guest_mem *mem, const struct guest_mem_opts *opts);
 int guest_mem_create_uffd(struct guest_mem *mem, const struct guest_mem_opts *opts);
+/* Unregister and close the userfaultfd (before munmap). */
+void guest_mem_uffd_release(struct guest_mem *mem);
 
 #endif

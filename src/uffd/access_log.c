@@ -62,7 +62,7 @@ int alog_encode(const uint64_t *pages, size_t n, uint8_t **out, size_t *len)
 int alog_decode(const uint8_t *buf, size_t len, uint64_t total_pages, uint64_t **pages,
 		size_t *n, char *err, size_t errlen)
 {
-	uint64_t count, *out;
+	uint64_t count, *out = NULL;
 
 	*pages = NULL;
 	*n = 0;
@@ -86,10 +86,11 @@ int alog_decode(const uint8_t *buf, size_t len, uint64_t total_pages, uint64_t *
 	for (uint64_t i = 0; i < count; i++) {
 		out[i] = get64(buf + ALOG_HEADER + i * 8);
 		if (out[i] >= total_pages) {
+			int ret = fail(err, errlen, -EINVAL, "entry %llu (page %llu) is outside guest "
+				       "RAM (%llu pages)", (unsigned long long)i,
+				       (unsigned long long)out[i], (unsigned long long)total_pages);
 			free(out);
-			return fail(err, errlen, -EINVAL, "entry %llu (page %llu) is outside guest RAM "
-				    "(%llu pages)", (unsigned long long)i, (unsigned long long)out[i],
-				    (unsigned long long)total_pages);
+			return ret;
 		}
 	}
 	*pages = count ? out : NULL;

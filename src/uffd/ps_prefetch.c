@@ -2,6 +2,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "core/log.h"
@@ -46,6 +48,27 @@ static int load_one(struct ps_vm *vm, const char *name, bool hpl, char *err, siz
 	return 1;
 }
 
+/*
+ * Cold page cache: ask for every data run of a list at once (readahead, asynchronous), so the
+ * disk works on all of it while the copies proceed instead of one 4 KiB fault at a time.
+ */
+static void willneed(struct ps_vm *vm, const uint64_t *list, size_t n)
+{
+	const uint8_t *map = vm->snap->map;
+
+	for (size_t i = 0; i < n;) {
+		uint64_t start = list[i], len = 1;
+		while (i + len < n && list[i + len] == start + len)
+			len++;
+		i += len;
+		if (ps_bit(vm->snap->data, start) &&
+		    madvise((void *)(map + start * 4096), len * 4096, MADV_WILLNEED) < 0) {
+			log_debug("vm %d: MADV_WILLNEED on the memory file: %s", vm->id, strerror(errno));
+			return;
+		}
+	}
+}
+
 int ps_prefetch_load(struct ps_vm *vm, char *err, size_t errlen)
 {
 	int ret = load_one(vm, HOTLIST_FILE, true, err, errlen);
@@ -59,6 +82,8 @@ int ps_prefetch_load(struct ps_vm *vm, char *err, size_t errlen)
 		return ret;
 	/* Without an order to replay, fetch the rest front to back. */
 	vm->sequential = ret == -ENOENT;
+	/* The hot set is needed before the ack; the log's pages mostly repeat it. */
+	willneed(vm, vm->hot, vm->nhot);
 	return 0;
 }
 
@@ -140,6 +165,9 @@ bool ps_prefetch_step(struct ps_server *s, struct ps_vm *vm)
 		snprintf(why, sizeof(why), "prefetch failed: %s (the VM is gone?)", strerror(-ret));
 		ps_vm_drop(s, vm, why);
 	}
+	/* An EAGAIN retry may have read faults off the uffd: epoll will not report them again. */
+	if (!vm->gone && vm->qlen)
+		ps_vm_uffd_ready(s, vm);
 	return !vm->gone && vm->phase != PS_IDLE;
 }
 
@@ -220,4 +248,32 @@ void ps_settle_tick(struct ps_server *s, struct ps_vm *vm, uint64_t now)
 				ps_record_finish(vm, "fault rate settled");
 		}
 	}
+}
+
+/*
+ * Graceful stop (SIGTERM): put every missing page in, then tell the VMM it no longer needs
+ * a server, so a server restart or upgrade does not stop the VMs it serves.
+ */
+void ps_vm_drain(struct ps_server *s, struct ps_vm *vm)
+{
+	static const char msg[] = "{\"event\":\"populated\"}\n";
+	uint64_t p = 0;
+
+	while (p < vm->npages && !vm->gone) {
+		uint64_t n = 0;
+		bool hole = is_hole(vm, p);
+		while (p + n < vm->npages && n < STEP_PAGES && !ps_bit(vm->present, p + n) &&
+		       is_hole(vm, p + n) == hole)
+			n++;
+		if (n && ps_vm_fill(s, vm, p, n, false) < 0) {
+			if (!vm->gone)
+				ps_vm_drop(s, vm, "draining failed (the VM is gone?)");
+			return;
+		}
+		p += n ? n : 1;
+	}
+	if (!vm->gone && vm->conn &&
+	    send(vm->conn->fd, msg, sizeof(msg) - 1, MSG_NOSIGNAL) != (ssize_t)sizeof(msg) - 1)
+		log_warn("vm %d (%s): telling the VMM its RAM is complete: %s", vm->id, vm->reg.name,
+			 strerror(errno));
 }

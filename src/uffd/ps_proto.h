@@ -12,7 +12,7 @@
 
 #define PS_PROTO_VERSION 1
 #define PS_MAX_REGIONS 2
-#define PS_LINE_MAX 65536
+#define PS_LINE_MAX 16384 /* per connection; a register line is < 1 KiB */
 #define PS_DEFAULT_SETTLE_MS 1000
 #define PS_DEFAULT_RECORD_MAX_MS 60000
 

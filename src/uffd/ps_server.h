@@ -100,6 +100,10 @@ struct ps_server {
 uint64_t ps_now_ns(void);
 int ps_serve(const char *path, uint32_t fault_around);
 
+/* ps_conn.c */
+void ps_accept_all(struct ps_server *s);
+void ps_conn_readable(struct ps_server *s, struct ps_conn *c);
+
 /* ps_snap.c */
 int ps_snap_get(struct ps_server *s, const char *dir, struct ps_snap **out, char *err,
 		size_t errlen);
@@ -107,7 +111,7 @@ void ps_snap_put(struct ps_server *s, struct ps_snap *snap);
 static inline bool ps_bit(const uint8_t *bits, uint64_t i) { return bits[i / 8] & (1u << (i % 8)); }
 static inline void ps_set_bit(uint8_t *bits, uint64_t i) { bits[i / 8] |= (uint8_t)(1u << (i % 8)); }
 
-/* ps_vm.c */
+/* ps_register.c, ps_vm.c */
 int ps_vm_register(struct ps_server *s, struct ps_conn *c, json_t *req, int uffd, char *err,
 		   size_t errlen);
 void ps_vm_drop(struct ps_server *s, struct ps_vm *vm, const char *why);
@@ -121,6 +125,8 @@ int ps_prefetch_load(struct ps_vm *vm, char *err, size_t errlen);
 /* One bounded chunk of prefetch work for vm; true while more remains. */
 bool ps_prefetch_step(struct ps_server *s, struct ps_vm *vm);
 void ps_record_page(struct ps_vm *vm, uint64_t page);
+/* Graceful stop: fill every missing page, then send {"event":"populated"} to the VMM. */
+void ps_vm_drain(struct ps_server *s, struct ps_vm *vm);
 /* Settle detector tick; finishes a recording when it converged. */
 void ps_settle_tick(struct ps_server *s, struct ps_vm *vm, uint64_t now);
 void ps_record_finish(struct ps_vm *vm, const char *reason);

@@ -1,4 +1,4 @@
-/* One VM on the page server: registration, fault service (COPY/ZEROPAGE), events, drop. */
+/* Page-server fault service: read uffd events, COPY/ZEROPAGE runs, races, REMOVE/UNMAP. */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,135 +11,6 @@
 #include "uffd/ps_server.h"
 
 #define PS_MAX_EAGAIN 64
-
-/* Is fd really a userfaultfd? A wrong fd type must be an error, not a mystery later. */
-static bool is_uffd(int fd)
-{
-	char link[64], target[64];
-	ssize_t n;
-
-	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
-	n = readlink(link, target, sizeof(target) - 1);
-	if (n < 0)
-		return false;
-	target[n] = 0;
-	return strcmp(target, "anon_inode:[userfaultfd]") == 0;
-}
-
-int ps_vm_register(struct ps_server *s, struct ps_conn *c, json_t *req, int uffd, char *err,
-		   size_t errlen)
-{
-	struct ps_vm *vm = calloc(1, sizeof(*vm));
-	char why[512];
-	int ret;
-
-	if (!vm)
-		return -ENOMEM;
-	vm->kind = PS_UFFD;
-	vm->uffd = -1;
-	ret = ps_register_from_json(req, &vm->reg, err, errlen);
-	if (ret)
-		goto err;
-	ret = -EINVAL;
-	if (uffd < 0 || !is_uffd(uffd)) {
-		snprintf(err, errlen, "the register message must carry a userfaultfd (SCM_RIGHTS)");
-		goto err;
-	}
-	ret = ps_snap_get(s, vm->reg.snapshot, &vm->snap, why, sizeof(why));
-	if (ret) {
-		snprintf(err, errlen, "%s", why);
-		goto err;
-	}
-	ret = ps_layout_check(&vm->reg, &vm->snap->cfg, vm->snap->size, why, sizeof(why));
-	if (ret) {
-		snprintf(err, errlen, "layout refused: %s", why);
-		goto err;
-	}
-	vm->npages = vm->reg.size / 4096;
-	vm->present = calloc(1, vm->npages / 8 + 1);
-	vm->discarded = calloc(1, vm->npages / 8 + 1);
-	if (!vm->present || !vm->discarded) {
-		ret = -ENOMEM;
-		goto err;
-	}
-	vm->recording = vm->reg.record;
-	if (vm->reg.prefetch && !vm->reg.record) {
-		ret = ps_prefetch_load(vm, err, errlen);
-		if (ret)
-			goto err;
-	}
-	if (fcntl(uffd, F_SETFL, O_NONBLOCK) < 0) {
-		ret = -errno;
-		snprintf(err, errlen, "fcntl O_NONBLOCK on the uffd: %s", strerror(errno));
-		goto err;
-	}
-	vm->uffd = uffd;
-	if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, uffd,
-		      &(struct epoll_event){ .events = EPOLLIN, .data.ptr = vm }) < 0) {
-		ret = -errno;
-		vm->uffd = -1;
-		snprintf(err, errlen, "epoll_ctl add uffd: %s", strerror(errno));
-		goto err;
-	}
-	vm->id = ++s->next_id;
-	vm->t_register = ps_now_ns();
-	vm->conn = c;
-	c->vm = vm;
-	vm->next = s->vms;
-	s->vms = vm;
-	vm->phase = vm->nhot ? PS_HOT : (vm->norder || vm->sequential) ? PS_BACKGROUND : PS_IDLE;
-	log_info("vm %d (%s, pid %d): registered %s, %llu MiB%s%s", vm->id, vm->reg.name,
-		 vm->reg.pid, vm->reg.snapshot, (unsigned long long)(vm->reg.size >> 20),
-		 vm->recording ? ", recording" : "", vm->nhot ? ", prefetching the hot set" : "");
-	/* The hot set goes in before the ack; otherwise the VMM may start its vCPUs now. */
-	if (vm->phase != PS_HOT)
-		ps_send_ack(vm);
-	return 0;
-err:
-	ps_snap_put(s, vm->snap);
-	free(vm->present);
-	free(vm->discarded);
-	free(vm->hot);
-	free(vm->order);
-	free(vm);
-	return ret;
-}
-
-void ps_vm_drop(struct ps_server *s, struct ps_vm *vm, const char *why)
-{
-	if (vm->gone)
-		return;
-	if (vm->recording)
-		ps_record_finish(vm, why);
-	log_info("vm %d (%s): dropped: %s", vm->id, vm->reg.name, why);
-	snprintf(vm->why, sizeof(vm->why), "%s", why);
-	vm->gone = true;
-	s->ngone++;
-	if (vm->uffd >= 0) {
-		epoll_ctl(s->epfd, EPOLL_CTL_DEL, vm->uffd, NULL);
-		close(vm->uffd);
-		vm->uffd = -1;
-	}
-	if (vm->conn)
-		vm->conn->vm = NULL;
-	vm->conn = NULL;
-	ps_snap_put(s, vm->snap);
-	vm->snap = NULL;
-	free(vm->present);
-	free(vm->discarded);
-	free(vm->hot);
-	free(vm->order);
-	free(vm->rec);
-	vm->present = vm->discarded = NULL;
-	vm->hot = vm->order = vm->rec = NULL;
-	/* vm->q stays: the caller may be iterating over it; freed with the VM (ps_vm_free). */
-}
-
-void ps_vm_free(struct ps_vm *vm)
-{
-	free(vm->q);
-	free(vm);
-}
 
 /* Read every pending event into the VM's queue; -errno when the uffd is unusable. */
 static int read_events(struct ps_vm *vm)
@@ -182,6 +53,14 @@ static void handle_noncoop(struct ps_server *s, struct ps_vm *vm, struct uffd_ms
 			vm->present[p / 8] &= (uint8_t)~(1u << (p % 8));
 		}
 	}
+}
+
+/* Wake threads waiting on a page someone else installed; failing here only costs a retry. */
+static void wake(struct ps_vm *vm, uint64_t addr)
+{
+	if (ioctl(vm->uffd, UFFDIO_WAKE, &(struct uffdio_range){ addr, 4096 }) < 0)
+		log_debug("vm %d: UFFDIO_WAKE 0x%llx: %s", vm->id, (unsigned long long)addr,
+			  strerror(errno));
 }
 
 static void mark_present(struct ps_vm *vm, uint64_t page, uint64_t n)
@@ -228,7 +107,7 @@ int ps_vm_fill(struct ps_server *s, struct ps_vm *vm, uint64_t page, uint64_t n,
 			vm->eexist++;
 			mark_present(vm, page, 1);
 			if (demand)
-				ioctl(vm->uffd, UFFDIO_WAKE, &(struct uffdio_range){ dst, 4096 });
+				wake(vm, dst);
 			if (n <= 1)
 				return 0;
 			page++, n--, dst += 4096, len -= 4096;
@@ -285,7 +164,7 @@ void ps_vm_uffd_ready(struct ps_server *s, struct ps_vm *vm)
 		uint64_t page = (addr - vm->reg.base) / 4096;
 		if (ps_bit(vm->present, page)) {
 			/* Prefetch got there first; make sure the faulting thread runs again. */
-			ioctl(vm->uffd, UFFDIO_WAKE, &(struct uffdio_range){ addr, 4096 });
+			wake(vm, addr);
 			continue;
 		}
 		if (!vm->demand_faults++)

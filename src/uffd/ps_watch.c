@@ -15,10 +15,9 @@
 static void serve_one(struct ps_client *c, uint64_t addr, uint8_t *page)
 {
 	uint64_t base = (uint64_t)(uintptr_t)c->mem->host, off = (addr & ~4095ULL) - base;
-	ssize_t n = pread(c->mem_fd, page, 4096, (off_t)off);
 	struct uffdio_copy cp = { .dst = base + off, .src = (uint64_t)(uintptr_t)page, .len = 4096 };
 
-	if (off >= c->mem->size || n != 4096) {
+	if (off >= c->mem->size || pread(c->mem_fd, page, 4096, (off_t)off) != 4096) {
 		log_err("fallback fault handler: cannot read page at offset %llu of the memory file",
 			(unsigned long long)off);
 		return;
@@ -42,8 +41,9 @@ static void fallback_serve(struct ps_client *c)
 	if (!page)
 		return;
 	/* Faults the dead server had read: wake them so they fault again and come to us. */
-	ioctl(c->uffd, UFFDIO_WAKE, &(struct uffdio_range){ (uint64_t)(uintptr_t)c->mem->host,
-							    c->mem->map_size });
+	if (ioctl(c->uffd, UFFDIO_WAKE, &(struct uffdio_range){ (uint64_t)(uintptr_t)c->mem->host,
+								c->mem->map_size }) < 0)
+		log_err("fallback fault handler: UFFDIO_WAKE guest RAM: %s", strerror(errno));
 	while (poll(p, 2, -1) >= 0 && !(p[1].revents & POLLIN)) {
 		ssize_t n = read(c->uffd, msgs, sizeof(msgs));
 		for (ssize_t i = 0; n > 0 && i < n / (ssize_t)sizeof(msgs[0]); i++)
@@ -65,9 +65,19 @@ static void *watch_main(void *arg)
 			continue;
 		if (p[1].revents & POLLIN)
 			return NULL;
-		ssize_t n = recv(c->sock, buf, sizeof(buf), MSG_DONTWAIT);
-		if (n > 0 || (n < 0 && errno == EAGAIN))
-			continue; /* the server sends nothing after the ack today; ignore extras */
+		ssize_t n = recv(c->sock, buf, sizeof(buf) - 1, MSG_DONTWAIT);
+		if (n > 0) {
+			buf[n] = 0;
+			/* A draining server filled every page: from now on the VM needs nobody. */
+			if (strstr(buf, "\"event\":\"populated\"")) {
+				log_info("page server %s populated all guest RAM before stopping; the VM "
+					 "runs on without it", c->path);
+				return NULL;
+			}
+			continue;
+		}
+		if (n < 0 && errno == EAGAIN)
+			continue;
 		break;
 	}
 	snprintf(msg, sizeof(msg), "page server %s closed the connection (crashed or killed): "

@@ -80,6 +80,13 @@ def template():
     shutil.rmtree(d, ignore_errors=True)
 
 
+def vmm_logs(run):
+    if not os.path.isdir(run):
+        return []
+    return [open(os.path.join(run, n), errors="replace").read()
+            for n in os.listdir(run) if n.endswith(".log")]
+
+
 @pytest.fixture
 def env(template):
     """A fresh run dir and page server per test; everything stopped afterwards."""
@@ -89,13 +96,15 @@ def env(template):
     yield state
     for vm in state["vms"]:
         vm.kill()
-    ps.kill()
+    ps.stop()  # graceful: under FORKVM_SAN=1 this runs LeakSanitizer on the server
+    logs = [ps.log_text()] + vmm_logs(os.path.join(d, "run"))
     for name in ("hotpages", "access.log"):
         try:
             os.unlink(os.path.join(template["snap"], name))
         except FileNotFoundError:
             pass
     shutil.rmtree(d, ignore_errors=True)
+    assert not any("Sanitizer" in text for text in logs), "\n".join(logs)
 
 
 def restore(env, name, *extra, server=None, expect_ok=True, env_extra=None):
@@ -125,6 +134,9 @@ def test_every_page_equals_the_snapshot(env, template):
     st = env["ps"].vm("all-0")
     assert st["demand_faults"] > 0 and st["pages_prefetched"] == 0
     assert st["bytes_copied"] > 0 and st["first_fault_us"] is not None
+    r = forkvm_cmd("pageserver", "--status", "--socket", env["ps"].path)
+    assert r.returncode == 0, r.stderr
+    assert [v["name"] for v in json.loads(r.stdout)["vms"]] == ["all-0"]
 
 
 def test_eight_vms_from_one_template(env, template):
@@ -169,7 +181,8 @@ def wait_for(pred, timeout=60, what="condition"):
 
 
 def record_template(env):
-    _, rec = restore(env, "rec", "--record", "--record-settle", "300")
+    # a window long enough that a slow CI machine never settles before the workload starts
+    _, rec = restore(env, "rec", "--record", "--record-settle", "1500")
     assert checksum(rec) == TEMPLATE_SUM[0]
     hot = os.path.join(env["snap"], "hotpages")
     wait_for(lambda: os.path.exists(hot) and os.path.exists(os.path.join(env["snap"], "access.log")),
@@ -275,6 +288,16 @@ def test_handshake_timeout_and_missing_server(env):
         assert "did not acknowledge the restore within 1000 ms" in r.stderr
         assert time.monotonic() - t0 < 20
         assert not os.path.exists(os.path.join(run, "t.sock"))
+        # SIGTERM cancels the wait at once instead of sitting out the 30 s deadline
+        t0 = time.monotonic()
+        p = subprocess.Popen([FORKVM, "run", "--restore", env["snap"], "--backing", "uffd",
+                              "--pageserver", fake_path, "--socket", os.path.join(run, "c.sock")],
+                             stderr=subprocess.PIPE, text=True)
+        time.sleep(0.5)
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=20)
+        assert p.returncode != 0 and "Operation canceled" in err, err
+        assert time.monotonic() - t0 < 10
     finally:
         fake.close()
     r = forkvm_cmd("run", "--restore", env["snap"], "--backing", "uffd", "--pageserver",
@@ -371,3 +394,63 @@ def test_breakers(env, template):
     st = env["ps"].vm("nopf-0")
     assert st["pages_prefetched"] == 0 and not st["recording"] and not st["sequential"]
     assert st["demand_faults"] > 0
+
+
+def test_graceful_server_stop_keeps_vms_running(env, template):
+    _, vm = restore(env, "drained", "--no-prefetch")
+    assert vm.ok({"cmd": "status"})["backing"] == "uffd"
+    assert env["ps"].vm("drained-0")["demand_faults"] < (FILL >> 12)  # most RAM still missing
+    env["ps"].stop()  # SIGTERM: populate every VM's RAM, tell the VMMs, exit
+    assert env["ps"].proc.returncode == 0, env["ps"].log_text()
+    assert "populated all guest RAM" in open(vm.stderr_path).read()
+    assert vm.alive()
+    assert region_hashes(vm, MEM) == template["hashes"]
+    assert checksum(vm) == template["checksum"]
+
+
+class _Range(ctypes.Structure):
+    _fields_ = [("start", ctypes.c_uint64), ("len", ctypes.c_uint64)]
+
+
+def test_remove_event_reads_zeroes_not_snapshot_data(env, template):
+    """This process plays the VMM: its own uffd RAM, served by the server, then discarded."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_int, ctypes.c_long]
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    base = libc.mmap(None, MEM, 3, 0x22 | 0x4000, -1, 0)  # RW, private|anon|noreserve
+    assert base and base != ctypes.c_void_p(-1).value
+    uffd = make_uffd()
+    api = (ctypes.c_uint64 * 3)(0xAA, (1 << 3) | (1 << 6), 0)  # EVENT_REMOVE | EVENT_UNMAP
+    assert libc.ioctl(uffd, 0xC018AA3F, api) == 0, os.strerror(ctypes.get_errno())
+    reg = (ctypes.c_uint64 * 4)(base, MEM, 1, 0)  # range, MODE_MISSING
+    assert libc.ioctl(uffd, 0xC020AA00, reg) == 0, os.strerror(ctypes.get_errno())
+    req = {"cmd": "register", "version": 1, "snapshot": os.path.realpath(env["snap"]),
+           "name": "pyvmm", "pid": os.getpid(), "base": base, "size": MEM, "file_offset": 0,
+           "page_size": 4096, "regions": [{"gpa": 0, "size": MEM, "offset": 0}],
+           "record": False, "prefetch": False, "allow_bad_hotpages": False,
+           "settle_ms": 1000, "record_max_ms": 60000}
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.settimeout(30)
+        s.connect(env["ps"].path)
+        s.sendmsg([(json.dumps(req) + "\n").encode()],
+                  [(socket.SOL_SOCKET, socket.SCM_RIGHTS, bytes(ctypes.c_int(uffd)))])
+        assert json.loads(s.makefile().readline())["ok"] is True
+        with open(os.path.join(env["snap"], "memory"), "rb") as f:
+            f.seek(WORK)
+            want = f.read(4096)
+        assert want != bytes(4096)
+        assert ctypes.string_at(base + WORK, 4096) == want  # served on demand
+        assert ctypes.string_at(base + WORK + (40 << 20), 4096) == bytes(4096)  # a hole
+        assert libc.madvise(base + WORK, 4096, 4) == 0  # MADV_DONTNEED → REMOVE event
+        assert ctypes.string_at(base + WORK, 4096) == bytes(4096)  # discarded stays discarded
+        st = env["ps"].vm("pyvmm")
+        assert st["events_remove"] == 1 and st["demand_faults"] >= 3 and st["zero_faults"] >= 1
+    finally:
+        libc.ioctl(uffd, 0x8010AA01, ctypes.byref(_Range(base, MEM)))  # UFFDIO_UNREGISTER
+        os.close(uffd)
+        s.close()
+        libc.munmap(base, MEM)

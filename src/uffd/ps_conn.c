@@ -1,0 +1,156 @@
+/* Page-server connections: accept, read lines (+ SCM_RIGHTS fds), register and status. */
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "uffd/ps_server.h"
+
+#define CONN_IDLE_NS (30ULL * 1000000000) /* an unregistered connection must finish by then */
+#define MAX_CONNS 4096
+
+static void conn_reply(struct ps_conn *c, json_t *o)
+{
+	char *line = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	size_t len, off = 0;
+
+	json_decref(o);
+	if (!line) {
+		c->dead = true;
+		return;
+	}
+	len = strlen(line);
+	line[len++] = '\n';
+	while (off < len) {
+		ssize_t n = send(c->fd, line + off, len - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n < 0 && errno == EAGAIN &&
+		    poll(&(struct pollfd){ .fd = c->fd, .events = POLLOUT }, 1, 1000) == 1)
+			continue;
+		if (n < 0) {
+			c->dead = true;
+			break;
+		}
+		off += (size_t)n;
+	}
+	free(line);
+}
+
+static json_t *status(struct ps_server *s)
+{
+	json_t *vms = json_array();
+
+	for (struct ps_vm *vm = s->vms; vm; vm = vm->next)
+		json_array_append_new(vms, ps_vm_status(vm));
+	return json_pack("{s:b,s:i,s:I,s:i,s:o}", "ok", 1, "pid", (int)getpid(),
+			 "uptime_ms", (json_int_t)((ps_now_ns() - s->t_start) / 1000000),
+			 "fault_around", (int)s->fault_around, "vms", vms);
+}
+
+static void handle_line(struct ps_server *s, struct ps_conn *c, char *line, int *fd)
+{
+	json_error_t jerr;
+	json_t *req = json_loads(line, JSON_REJECT_DUPLICATES, &jerr);
+	const char *cmd = json_string_value(json_object_get(req, "cmd"));
+	char err[768];
+
+	if (!req || !cmd) {
+		conn_reply(c, json_pack("{s:b,s:s}", "ok", 0, "error",
+					req ? "request needs a string 'cmd'" : "invalid JSON"));
+	} else if (!strcmp(cmd, "status")) {
+		conn_reply(c, status(s));
+	} else if (!strcmp(cmd, "register") && c->vm) {
+		conn_reply(c, json_pack("{s:b,s:s}", "ok", 0, "error", "this connection already "
+					"registered a VM"));
+	} else if (!strcmp(cmd, "register")) {
+		if (ps_vm_register(s, c, req, *fd, err, sizeof(err)) == 0) {
+			*fd = -1; /* the VM owns it now */
+		} else {
+			log_warn("register from %s refused: %s",
+				 json_string_value(json_object_get(req, "name")) ?: "?", err);
+			conn_reply(c, json_pack("{s:b,s:s}", "ok", 0, "error", err));
+		}
+	} else {
+		conn_reply(c, json_pack("{s:b,s:s+}", "ok", 0, "error", "unknown command ", cmd));
+	}
+	json_decref(req);
+}
+
+void ps_conn_readable(struct ps_server *s, struct ps_conn *c)
+{
+	char cbuf[CMSG_SPACE(4 * sizeof(int))];
+	struct iovec iov = { c->buf + c->len, sizeof(c->buf) - c->len - 1 };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+			     .msg_controllen = sizeof(cbuf) };
+	ssize_t n = recvmsg(c->fd, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+	int fd = -1;
+
+	for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
+		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+			continue;
+		int *fds = (int *)CMSG_DATA(cm), nfds = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+		for (int i = 0; i < nfds; i++) {
+			if (fd < 0)
+				fd = fds[i];
+			else
+				close(fds[i]); /* only one fd per message is meaningful */
+		}
+	}
+	if (n <= 0) {
+		if (fd >= 0)
+			close(fd);
+		if (n < 0 && errno == EAGAIN)
+			return;
+		c->dead = true;
+		return;
+	}
+	c->len += (size_t)n;
+	c->buf[c->len] = 0;
+	char *nl;
+	while (!c->dead && (nl = memchr(c->buf, '\n', c->len))) {
+		*nl = 0;
+		handle_line(s, c, c->buf, &fd);
+		c->len -= (size_t)(nl + 1 - c->buf);
+		memmove(c->buf, nl + 1, c->len);
+	}
+	if (fd >= 0)
+		close(fd);
+	if (c->len >= sizeof(c->buf) - 1) {
+		conn_reply(c, json_pack("{s:b,s:s}", "ok", 0, "error", "request line over 16 KiB"));
+		c->dead = true;
+	}
+}
+
+void ps_accept_all(struct ps_server *s)
+{
+	for (;;) {
+		int fd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+		if (fd < 0) {
+			if (errno != EAGAIN && errno != EINTR)
+				log_warn("accept on %s: %s", s->path, strerror(errno));
+			return;
+		}
+		struct ps_conn *c = s->nconns < MAX_CONNS ? calloc(1, sizeof(*c)) : NULL;
+		if (!c) {
+			log_warn("refusing a connection: %d open", s->nconns);
+			close(fd);
+			continue;
+		}
+		c->kind = PS_CONN;
+		c->fd = fd;
+		c->deadline = ps_now_ns() + CONN_IDLE_NS;
+		if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd,
+			      &(struct epoll_event){ .events = EPOLLIN, .data.ptr = c }) < 0) {
+			log_warn("epoll_ctl add connection: %s", strerror(errno));
+			close(fd);
+			free(c);
+			continue;
+		}
+		c->next = s->conns;
+		s->conns = c;
+		s->nconns++;
+	}
+}
