@@ -8,7 +8,6 @@ PACKAGES=(
 	liburing-dev libseccomp-dev libxxhash-dev libzstd-dev liblz4-dev zlib1g-dev libssl-dev
 	python3 python3-pytest
 	busybox-static cpio lz4 gnuplot-nox
-	qemu-system-x86 # boots the built guest image under TCG in one test
 )
 
 missing=()
