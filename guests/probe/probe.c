@@ -1,9 +1,9 @@
 /* The probe guest: runs at CPL3, serves mailbox commands, and can keep dirtying memory. */
 #include "probe_abi.h"
+#include "vsock_drv.h"
 
 #define barrier() __asm__ volatile("" ::: "memory")
 
-typedef volatile struct probe_mailbox mailbox_t;
 
 static inline void outl(uint16_t port, uint32_t value)
 {
@@ -105,6 +105,20 @@ static void handle(mailbox_t *mb, struct dirty_state *d)
 		break;
 	case PROBE_CMD_COUNTER:
 		break;
+	case PROBE_CMD_VSOCK_LISTEN:
+		if (mb->vsock_area || !probe_range_ok(mb, a1, PROBE_VSOCK_AREA) || (a1 & 4095))
+			mb->status = mb->vsock_area ? PROBE_EINVAL : PROBE_ERANGE;
+		else
+		{
+			uint64_t cid = 0;
+			mb->status = vsock_start(mb, a0, a1, a2, &cid);
+			mb->result[0] = cid;
+		}
+		break;
+	case PROBE_CMD_VSOCK_STATS:
+		mb->result[0] = mb->vsock_accepted;
+		mb->result[3] = mb->vsock_echoed;
+		break;
 	case PROBE_CMD_CRASH:
 		__asm__ volatile("ud2");
 		break;
@@ -134,6 +148,8 @@ void probe_main(uint64_t vcpu_id, mailbox_t *mb)
 			barrier();
 			mb->done_seq = seq;
 			outl(PROBE_PORT_DONE, 0);
+		} else if (mb->vsock_area && vsock_poll(mb)) {
+			continue; /* did work: look again before idling */
 		} else if (mb->dirty_active) {
 			dirty_step(mb, &dirty);
 		} else {

@@ -5,7 +5,7 @@
 #include <stdint.h>
 
 #define PROBE_MAGIC 0x45424f5250564b46ULL /* "FKVPROBE" */
-#define PROBE_ABI_VERSION 1
+#define PROBE_ABI_VERSION 2 /* 2: vsock commands and the vsock_* mailbox fields */
 
 /* Doorbells: every message costs one exit, whatever its size. */
 #define PROBE_PORT_WAIT 0xf00 /* idle: the VMM resumes the vCPU only when a command is posted */
@@ -20,13 +20,23 @@ enum probe_cmd {
 	PROBE_CMD_DIRTY = 4,	/* arg: gpa, pages, stride, seed; pages == 0 stops; result[0] = counter */
 	PROBE_CMD_COUNTER = 5,	/* result[0] = counter, result[1] = dirty iterations */
 	PROBE_CMD_CRASH = 6,	/* execute ud2: with no IDT the VM sees a triple fault (tests) */
+	/* arg: port, area gpa (PROBE_VSOCK_AREA bytes of work area), mmio base (0: default).
+	 * Drives virtio-mmio + vsock by polling (no interrupts) and echoes every connection
+	 * to port; result[0] = guest CID. */
+	PROBE_CMD_VSOCK_LISTEN = 7,
+	PROBE_CMD_VSOCK_STATS = 8, /* result[0] = connections accepted, result[3] = bytes echoed */
 };
 
 enum probe_status {
 	PROBE_OK = 0,
 	PROBE_EINVAL = 1, /* unknown command */
 	PROBE_ERANGE = 2, /* range outside the work area or not page aligned */
+	PROBE_ENODEV = 3, /* no virtio-vsock device answers at the MMIO base */
+	PROBE_EIO = 4,	  /* the device refused feature negotiation or queue setup */
 };
+
+#define PROBE_VSOCK_AREA (4ULL << 20)
+#define PROBE_VSOCK_MMIO_DEFAULT 0xd0000000ULL
 
 #define PROBE_MAX_REGIONS 2
 #define PROBE_LOG_MAX 1024
@@ -55,6 +65,10 @@ struct probe_mailbox {
 	} work[PROBE_MAX_REGIONS]; /* ranges commands may touch */
 	uint32_t log_len;
 	char log[PROBE_LOG_MAX];
+	/* ABI 2, appended: the vsock echo driver (guest-owned once started). */
+	uint64_t vsock_area;	/* gpa of the driver's state, queues and buffers; 0 = off */
+	uint64_t vsock_accepted;
+	uint64_t vsock_echoed;
 };
 
 _Static_assert(sizeof(struct probe_mailbox) <= 4096, "mailbox must fit a page");

@@ -125,6 +125,12 @@ static int run_restore(struct vm *vm, struct run_opts *o)
 		snap_close(&snap);
 		return ret;
 	}
+	/* A snapshot with a vsock device keeps it, at the usual place next to the socket. */
+	if (m.has_vsock && !o->no_vsock && !o->vm.vsock_path) {
+		snprintf(o->default_vsock, sizeof(o->default_vsock), "%s.vsock", o->socket);
+		o->vm.vsock_path = o->default_vsock;
+		o->vm.vsock_cid = (uint32_t)m.vsock.cid;
+	}
 	ret = vm_restore(vm, &o->vm, &snap, &m, o->vm.mem.backing);
 	/* uffd: the page server must ack (hot set in) before any vCPU may run. */
 	if (!ret && o->vm.mem.backing == GUEST_MEM_UFFD &&

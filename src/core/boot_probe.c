@@ -90,7 +90,9 @@ int vm_boot_probe(struct vm *vm)
 		return log_errno(-EINVAL, "probe image of %zu bytes does not fit its slot", image_size);
 	memcpy(low + LAYOUT_PROBE_IMAGE, probe_image_start, image_size);
 	gdt_build(low);
-	cr3 = pagetable_build_identity(low, guest_mem_end(&vm->mem), true);
+	/* With virtio devices the probe's driver also needs the MMIO window below 4 GiB mapped. */
+	cr3 = pagetable_build_identity(low, vm->nvirtio && guest_mem_end(&vm->mem) < (4ULL << 30)
+					    ? (4ULL << 30) : guest_mem_end(&vm->mem), true);
 	if (!cr3)
 		return log_errno(-E2BIG, "guest RAM too large for the boot page tables");
 	for (int i = 0; i < vm->nvcpus; i++)

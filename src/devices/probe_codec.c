@@ -15,6 +15,11 @@ int probe_request_check(const struct probe_mailbox *mb, const struct probe_reque
 	case PROBE_CMD_FILL:
 	case PROBE_CMD_CHECKSUM:
 		return probe_range_ok(mb, req->arg[0], req->arg[1]) ? 0 : -ERANGE;
+	case PROBE_CMD_VSOCK_STATS:
+		return 0;
+	case PROBE_CMD_VSOCK_LISTEN:
+		return (req->arg[1] & 4095) == 0 && probe_range_ok(mb, req->arg[1], PROBE_VSOCK_AREA)
+			       ? 0 : -ERANGE;
 	case PROBE_CMD_DIRTY: {
 		uint64_t span = probe_dirty_span(req->arg[1], req->arg[2]);
 		if (req->arg[1] == 0)
@@ -59,6 +64,8 @@ const char *probe_cmd_name(uint32_t cmd)
 	case PROBE_CMD_DIRTY: return "dirty";
 	case PROBE_CMD_COUNTER: return "counter";
 	case PROBE_CMD_CRASH: return "crash";
+	case PROBE_CMD_VSOCK_LISTEN: return "vsock_listen";
+	case PROBE_CMD_VSOCK_STATS: return "vsock_stats";
 	default: return "unknown";
 	}
 }
@@ -69,6 +76,8 @@ const char *probe_status_name(uint32_t status)
 	case PROBE_OK: return "ok";
 	case PROBE_EINVAL: return "unknown command";
 	case PROBE_ERANGE: return "range outside the work area";
+	case PROBE_ENODEV: return "no virtio-vsock device";
+	case PROBE_EIO: return "virtio negotiation failed";
 	default: return "unknown status";
 	}
 }

@@ -9,10 +9,10 @@
 struct vm;
 struct vsock;
 
-/* Snapshot image: the transport registers and the CID; connections are not saved. */
+/* Snapshot image of the device (the transport's registers are SNAP_SEC_VIRTIO_MMIO);
+ * connections are not saved. */
 struct vsock_state {
 	uint64_t cid;
-	struct virtio_mmio_regs mmio;
 };
 
 /* Listen on path (a stale socket there is replaced), put the device in virtio slot `slot`. */
@@ -21,8 +21,8 @@ int vsock_create(struct vm *vm, int slot, const char *path, uint32_t cid, struct
 void vsock_destroy(struct vsock *v);
 
 void vsock_save(struct vsock *v, struct vsock_state *out);
-/* Restore the transport; open connections are gone, so the guest gets a transport reset
- * event (its sockets see ECONNRESET, as with Firecracker). */
+/* After virtio_mmio_restore: open connections are gone, so a guest whose driver is live gets
+ * a transport reset event (its sockets see ECONNRESET, as with Firecracker). */
 int vsock_restore(struct vsock *v, const struct vsock_state *in);
 
 struct vsock_stats {

@@ -49,6 +49,13 @@ void cow_child_main(struct cow_template *t, const char *name, const char *socket
 	cfg.start_paused = paused;
 	cfg.inherit_mem = &t->vm->mem;
 	cfg.inherit_kvm = &t->vm->kvm;
+	/* A Linux source's vsock device comes along, at SOCKET.vsock: the agent is reached there. */
+	char vsock_path[620];
+	if (t->machine.has_vsock) {
+		snprintf(vsock_path, sizeof(vsock_path), "%s.vsock", socket);
+		cfg.vsock_path = vsock_path;
+		cfg.vsock_cid = (uint32_t)t->machine.vsock.cid;
+	}
 	if (cpuid_policy_parse(&cfg.cpuid_policy, t->machine.config.cpu_features, err, sizeof(err))) {
 		log_err("CPU feature policy of the branch: %s", err);
 		_exit(1);

@@ -5,6 +5,7 @@
 #include "core/log.h"
 #include "core/vm.h"
 #include "devices/serial.h"
+#include "devices/vsock.h"
 #include "snapshot/snapshot.h"
 #include "x86/layout.h"
 
@@ -74,5 +75,14 @@ int snap_capture(struct vm *vm, struct snap_buf *buf)
 	snap_buf_add(buf, SNAP_SEC_CLOCK, 0, &arch.clock, sizeof(arch.clock));
 	serial_get_regs(vm->serial, &serial);
 	snap_buf_add(buf, SNAP_SEC_SERIAL, LAYOUT_SERIAL_PORT, &serial, sizeof(serial));
+	if (vm->vsock) {
+		struct virtio_mmio_regs regs;
+		struct vsock_state vs;
+
+		virtio_mmio_save(vm->virtio[0], &regs);
+		vsock_save(vm->vsock, &vs);
+		snap_buf_add(buf, SNAP_SEC_VIRTIO_MMIO, 0, &regs, sizeof(regs));
+		snap_buf_add(buf, SNAP_SEC_VSOCK, 0, &vs, sizeof(vs));
+	}
 	return 0;
 }

@@ -94,7 +94,7 @@ bad:
 
 int snap_decode(const struct snapshot *snap, struct snap_machine *m, char *err, size_t errlen)
 {
-	const struct snap_section *serial;
+	const struct snap_section *serial, *vsock_sec[2];
 
 	memset(m, 0, sizeof(*m));
 	COPY_FIXED(SNAP_SEC_CONFIG, 0, m->config);
@@ -118,6 +118,14 @@ int snap_decode(const struct snapshot *snap, struct snap_machine *m, char *err, 
 	if (serial && serial->len <= sizeof(m->serial)) {
 		memcpy(m->serial, serial->data, serial->len);
 		m->has_serial = true;
+	}
+	vsock_sec[0] = snap_state_find(&snap->state, SNAP_SEC_VIRTIO_MMIO, 0);
+	vsock_sec[1] = snap_state_find(&snap->state, SNAP_SEC_VSOCK, 0);
+	if (vsock_sec[0] && vsock_sec[1] && vsock_sec[0]->len == sizeof(m->vsock_mmio) &&
+	    vsock_sec[1]->len == sizeof(m->vsock)) {
+		memcpy(&m->vsock_mmio, vsock_sec[0]->data, sizeof(m->vsock_mmio));
+		memcpy(&m->vsock, vsock_sec[1]->data, sizeof(m->vsock));
+		m->has_vsock = true;
 	}
 	return 0;
 bad:

@@ -86,6 +86,11 @@ static int restore_devices(struct vm *vm, const struct snap_machine *m)
 	}
 	if (m->config.guest_kind == SNAP_GUEST_PROBE)
 		vm_attach_probe(vm);
+	if (m->has_vsock && !vm->vsock)
+		log_warn("snapshot has a vsock device; restore with --vsock PATH to keep it");
+	if (m->has_vsock && vm->vsock &&
+	    (virtio_mmio_restore(vm->virtio[0], &m->vsock_mmio) || vsock_restore(vm->vsock, &m->vsock)))
+		return -EINVAL;
 	return 0;
 }
 

@@ -7,6 +7,7 @@
 
 #include "core/vcpu_state.h"
 #include "core/vm_state.h"
+#include "devices/vsock.h"
 #include "mem/guest_mem.h"
 #include "snapshot/snap_config.h"
 #include "snapshot/snap_format.h"
@@ -45,6 +46,9 @@ struct snap_machine {
 	struct vcpu_state vcpus[16];
 	bool has_serial;
 	uint8_t serial[64];
+	bool has_vsock; /* virtio-mmio slot 0 + vsock device (connections are not saved) */
+	struct virtio_mmio_regs vsock_mmio;
+	struct vsock_state vsock;
 };
 
 int snap_decode(const struct snapshot *snap, struct snap_machine *m, char *err, size_t errlen);

@@ -18,6 +18,7 @@
 /* The CLI is not part of libforkvm.a: compile the two units under test into this binary. */
 #include "cli/cli_util.c"
 #include "cli/run_opts.c"
+#include "cli/run_linux.c"
 
 #define ARGC(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
