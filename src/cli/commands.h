@@ -16,6 +16,7 @@ extern const struct cli_command cli_cmd_restore;
 extern const struct cli_command cli_cmd_image;
 extern const struct cli_command cli_cmd_branch;
 extern const struct cli_command cli_cmd_template;
+extern const struct cli_command cli_cmd_exec;
 extern const struct cli_command cli_cmd_pageserver;
 
 #endif

@@ -1,4 +1,4 @@
-/* The host side of the agent's frame protocol, just enough to fix up a branched child. */
+/* The host side of the guest agent's protocol: vsock CONNECT, frames, and the branch fix-up. */
 #include "fork/agent_notify.h"
 
 #include <arpa/inet.h>
@@ -27,8 +27,7 @@ static int read_full(int fd, void *buf, size_t len)
 	return 0;
 }
 
-/* One length-prefixed JSON request, one reply; the reply must say ok. */
-static int agent_call(int fd, json_t *req, char *err, size_t errlen)
+int agent_request(int fd, json_t *req, json_t **out, char *err, size_t errlen)
 {
 	char *text = json_dumps(req, JSON_COMPACT), *body = NULL;
 	uint32_t len, be;
@@ -59,13 +58,16 @@ static int agent_call(int fd, json_t *req, char *err, size_t errlen)
 		snprintf(err, errlen, "agent %s: %s", json_string_value(json_object_get(req, "op")),
 			 strerror(-ret));
 	}
-	json_decref(reply);
+	if (out && !ret)
+		*out = reply;
+	else
+		json_decref(reply);
 	free(body);
 	free(text);
 	return ret;
 }
 
-static int vsock_connect(const char *path, int port, int timeout_ms, char *err, size_t errlen)
+int agent_connect(const char *path, int port, int timeout_ms, char *err, size_t errlen)
 {
 	char line[64];
 	size_t n = 0;
@@ -103,19 +105,19 @@ int agent_notify_branch(const char *vsock_socket, int port, int timeout_ms, char
 		snprintf(err, errlen, "getrandom: %s", strerror(errno));
 		return -errno;
 	}
-	fd = vsock_connect(vsock_socket, port, timeout_ms, err, errlen);
+	fd = agent_connect(vsock_socket, port, timeout_ms, err, errlen);
 	if (fd < 0)
 		return fd;
 	b64 = base64_encode(seed, sizeof(seed));
 	req = json_pack("{s:s,s:s}", "op", "reseed_entropy", "data", b64 ? b64 : "");
-	ret = agent_call(fd, req, err, errlen);
+	ret = agent_request(fd, req, NULL, err, errlen);
 	json_decref(req);
 	free(b64);
 	if (!ret) {
 		clock_gettime(CLOCK_REALTIME, &now);
 		req = json_pack("{s:s,s:I}", "op", "set_clock", "time_ns",
 				(json_int_t)now.tv_sec * 1000000000LL + now.tv_nsec);
-		ret = agent_call(fd, req, err, errlen);
+		ret = agent_request(fd, req, NULL, err, errlen);
 		json_decref(req);
 	}
 	close(fd);

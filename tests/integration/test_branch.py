@@ -225,57 +225,23 @@ def test_strategy_preconditions_are_clear_errors(env):
 def test_agent_sync_reseeds_and_sets_clock_over_vsock(env):
     """The engine's fix-up for Linux children, against the real agent behind a vsock-style
     socket (this host cannot boot Linux guests: the agent runs on the host)."""
-    import socket as s_
-    import threading
     from agentclient import start_agent, stop_agent
-    from forkvm_vm import ROOT, BUILD
+    from forkvm_vm import BUILD
+    from vsock_proxy import VsockProxy
     agent_sock = os.path.join(env["dir"], "agent.sock")
     agent = start_agent(agent_sock)
-    vsock_path = os.path.join(env["dir"], "child.sock.vsock")
-    srv = s_.socket(s_.AF_UNIX, s_.SOCK_STREAM)
-    srv.bind(vsock_path)
-    srv.listen(1)
-    seen = {}
-
-    def proxy():
-        conn, _ = srv.accept()
-        line = b""
-        while not line.endswith(b"\n"):
-            line += conn.recv(1)
-        seen["connect"] = line
-        if line != b"CONNECT 52\n":
-            conn.close()
-            return
-        up = s_.socket(s_.AF_UNIX, s_.SOCK_STREAM)
-        up.connect(agent_sock)
-        conn.sendall(b"OK 1024\n")
-        conn.settimeout(10)
-        for _ in range(2):  # two requests, two replies, relayed verbatim
-            for src, dst in ((conn, up), (up, conn)):
-                head = b""
-                while len(head) < 4:
-                    head += src.recv(4 - len(head))
-                body = b""
-                while len(body) < int.from_bytes(head, "big"):
-                    body += src.recv(int.from_bytes(head, "big") - len(body))
-                seen.setdefault("frames", []).append(body)
-                dst.sendall(head + body)
-        conn.close()
-        up.close()
-
-    t = threading.Thread(target=proxy)
-    t.start()
+    proxy = VsockProxy(os.path.join(env["dir"], "child.sock.vsock"), agent_sock)
     tool = os.path.join(BUILD, "tools", "agent_notify")
-    r = subprocess.run([tool, vsock_path, "52"], capture_output=True, text=True, timeout=30)
-    t.join(10)
-    srv.close()
-    stop_agent(agent)
-    assert r.returncode == 0, r.stderr
-    assert seen["connect"] == b"CONNECT 52\n"
-    ops = [json.loads(f).get("op") for f in seen["frames"][0::2]]
-    assert ops == ["reseed_entropy", "set_clock"]
-    assert all(json.loads(f)["ok"] for f in seen["frames"][1::2])
-    # Nobody listening: a clear error, not a hang.
-    r = subprocess.run([tool, os.path.join(env["dir"], "nobody.vsock"), "52"],
-                       capture_output=True, text=True, timeout=30)
-    assert r.returncode == 1 and "connecting to" in r.stderr
+    try:
+        r = subprocess.run([tool, proxy.path, "52"], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        assert proxy.connects == [b"CONNECT 52\n"]
+        # The agent refuses a port nobody listens on: a clear error, not a hang.
+        r = subprocess.run([tool, proxy.path, "53"], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 1 and "no agent listening on vsock port 53" in r.stderr
+        r = subprocess.run([tool, os.path.join(env["dir"], "nobody.vsock"), "52"],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 1 and "connecting to" in r.stderr
+    finally:
+        proxy.close()
+        stop_agent(agent)

@@ -1,0 +1,134 @@
+/* forkvm exec VM -- cmd args...: run a command in a Linux guest through its agent. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/cli_vm.h"
+#include "cli/commands.h"
+#include "core/base64.h"
+#include "fork/agent_notify.h"
+
+static const char usage[] =
+	"forkvm exec VM [options] -- COMMAND [ARGS...]\n"
+	"  --vsock PATH    the VM's vsock socket (default: its control socket + .vsock)\n"
+	"  --port N        the agent's vsock port (default 52)\n"
+	"  --timeout MS    kill the command's process group after MS (exit status 124)\n"
+	"  --cwd DIR       working directory in the guest\n"
+	"  --env K=V       add to the environment (repeatable)\n"
+	"  --stdin         send this process's stdin to the command\n"
+	"Prints the command's stdout and stderr and exits with its exit status\n"
+	"(128+N when killed by signal N).\n";
+
+static const struct option options[] = {
+	{ "vsock", required_argument, NULL, 'v' }, { "port", required_argument, NULL, 'p' },
+	{ "timeout", required_argument, NULL, 't' }, { "cwd", required_argument, NULL, 'c' },
+	{ "env", required_argument, NULL, 'e' },   { "stdin", no_argument, NULL, 'i' },
+	{ NULL, 0, NULL, 0 },
+};
+
+static json_t *read_stdin_b64(void)
+{
+	size_t cap = 1 << 16, len = 0;
+	uint8_t *buf = malloc(cap);
+	ssize_t n;
+
+	while (buf && (n = read(STDIN_FILENO, buf + len, cap - len)) > 0) {
+		len += (size_t)n;
+		if (len == cap && cap < (64u << 20))
+			buf = realloc(buf, cap *= 2);
+	}
+	char *b64 = buf ? base64_encode(buf, len) : NULL;
+	json_t *v = b64 ? json_string(b64) : NULL;
+	free(buf);
+	free(b64);
+	return v;
+}
+
+static void print_stream(json_t *reply, const char *name, FILE *out)
+{
+	uint8_t *data;
+	size_t len;
+	char key[32];
+
+	if (base64_decode(json_string_value(json_object_get(reply, name)) ?: "", &data, &len) == 0) {
+		fwrite(data, 1, len, out);
+		free(data);
+	}
+	snprintf(key, sizeof(key), "%s_truncated", name);
+	if (json_is_true(json_object_get(reply, key)))
+		fprintf(stderr, "forkvm exec: %s was truncated by the agent's output bound\n", name);
+}
+
+static int run(int argc, char **argv)
+{
+	char sock[512], vsock[600] = "", err[512];
+	unsigned long long port = 52, timeout = 0;
+	json_t *req = json_pack("{s:s,s:s,s:[]}", "op", "exec", "output_encoding", "base64", "argv");
+	json_t *env = json_array(), *reply = NULL;
+	int opt, fd, ret = CLI_EXIT_FAIL;
+
+	/* VM first, then options, then `--` and the command (getopt stops at `--`). */
+	if (argc < 2 || argv[1][0] == '-' || cli_vm_socket(argv[1], sock, sizeof(sock)) < 0)
+		goto usage;
+	optind = 1;
+	opterr = 0;
+	while ((opt = getopt_long(argc - 1, argv + 1, "+", options, NULL)) != -1) {
+		switch (opt) {
+		case 'v': snprintf(vsock, sizeof(vsock), "%s", optarg); break;
+		case 'p':
+			if (cli_parse_u64(optarg, &port) || port > 0xffffffffULL)
+				goto usage;
+			break;
+		case 't':
+			if (cli_parse_u64(optarg, &timeout) || timeout > 0xffffffffULL)
+				goto usage;
+			json_object_set_new(req, "timeout_ms", json_integer((json_int_t)timeout));
+			break;
+		case 'c': json_object_set_new(req, "cwd", json_string(optarg)); break;
+		case 'e': json_array_append_new(env, json_string(optarg)); break;
+		case 'i':
+			json_object_set_new(req, "stdin", read_stdin_b64());
+			json_object_set_new(req, "stdin_base64", json_true());
+			break;
+		default: goto usage;
+		}
+	}
+	if (!vsock[0])
+		snprintf(vsock, sizeof(vsock), "%s.vsock", sock);
+	for (int i = optind + 1; i < argc; i++)
+		json_array_append_new(json_object_get(req, "argv"), json_string(argv[i]));
+	if (json_array_size(json_object_get(req, "argv")) == 0)
+		goto usage;
+	json_object_set(req, "env", env);
+	fd = agent_connect(vsock, (int)port, 10000, err, sizeof(err));
+	if (fd < 0 || agent_request(fd, req, &reply, err, sizeof(err)) < 0) {
+		fprintf(stderr, "forkvm exec: %s\n", err);
+		if (fd >= 0)
+			close(fd);
+		goto out;
+	}
+	close(fd);
+	print_stream(reply, "stdout", stdout);
+	print_stream(reply, "stderr", stderr);
+	if (json_is_true(json_object_get(reply, "timed_out"))) {
+		fprintf(stderr, "forkvm exec: timed out after %llu ms\n", timeout);
+		ret = 124;
+	} else if (json_is_integer(json_object_get(reply, "exit_code"))) {
+		ret = (int)json_integer_value(json_object_get(reply, "exit_code"));
+	} else {
+		ret = 128 + (int)json_integer_value(json_object_get(reply, "signal"));
+	}
+	goto out;
+usage:
+	ret = cli_usage_error(&cli_cmd_exec, "need VM, then -- and a command");
+out:
+	json_decref(reply);
+	json_decref(env);
+	json_decref(req);
+	return ret;
+}
+
+const struct cli_command cli_cmd_exec = { "exec", "run a command in a Linux guest (agent)", usage,
+					  run };
