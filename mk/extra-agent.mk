@@ -1,8 +1,8 @@
 # Guest agent: the static forkvm-agent binary, its cmocka tests and the libFuzzer harness.
 AGENT_DIR       := guests/agent
-AGENT_SRC       := $(wildcard $(AGENT_DIR)/*.c)
+AGENT_SRC       := $(wildcard $(AGENT_DIR)/*.c) src/core/base64.c
 # The pure part (framing, validation, encoding): unit tested and fuzzed without sockets.
-AGENT_PURE_SRC  := $(addprefix $(AGENT_DIR)/,base64.c frame.c log.c reply.c request.c request_exec.c)
+AGENT_PURE_SRC  := $(addprefix $(AGENT_DIR)/,frame.c log.c reply.c request.c request_exec.c) src/core/base64.c
 AGENT_OBJ       := $(AGENT_SRC:%.c=$(BUILD)/%.o)
 AGENT_PURE_OBJ  := $(AGENT_PURE_SRC:%.c=$(BUILD)/%.o)
 AGENT_TEST_SRC  := $(wildcard $(AGENT_DIR)/tests/test_agent_*.c)

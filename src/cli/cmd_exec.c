@@ -39,7 +39,10 @@ static json_t *read_stdin_b64(void)
 		if (len == cap && cap < (64u << 20))
 			buf = realloc(buf, cap *= 2);
 	}
-	char *b64 = buf ? base64_encode(buf, len) : NULL;
+	char *b64 = buf ? malloc(base64_encoded_size(len)) : NULL;
+
+	if (b64)
+		base64_encode(buf, len, b64);
 	json_t *v = b64 ? json_string(b64) : NULL;
 	free(buf);
 	free(b64);
@@ -52,7 +55,9 @@ static void print_stream(json_t *reply, const char *name, FILE *out)
 	size_t len;
 	char key[32];
 
-	if (base64_decode(json_string_value(json_object_get(reply, name)) ?: "", &data, &len) == 0) {
+	const char *text = json_string_value(json_object_get(reply, name)) ?: "";
+
+	if (base64_decode(text, strlen(text), &data, &len) == 0) {
 		fwrite(data, 1, len, out);
 		free(data);
 	}

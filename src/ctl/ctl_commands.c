@@ -97,7 +97,9 @@ static json_t *cmd_peek(struct ctl_server *srv, struct ctl_request *req)
 	if (!host || len == 0 || len > 65536)
 		return ctl_reply_error("range 0x%" PRIx64 "+0x%" PRIx64
 				       " is not 1..65536 bytes inside one RAM region", gpa, len);
-	b64 = base64_encode(host, len);
+	b64 = malloc(base64_encoded_size(len));
+	if (b64)
+		base64_encode(host, len, b64);
 	if (!b64)
 		return ctl_reply_error("out of memory");
 	reply = ctl_reply_ok();

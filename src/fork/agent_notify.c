@@ -108,7 +108,9 @@ int agent_notify_branch(const char *vsock_socket, int port, int timeout_ms, char
 	fd = agent_connect(vsock_socket, port, timeout_ms, err, errlen);
 	if (fd < 0)
 		return fd;
-	b64 = base64_encode(seed, sizeof(seed));
+	b64 = malloc(base64_encoded_size(sizeof(seed)));
+	if (b64)
+		base64_encode(seed, sizeof(seed), b64);
 	req = json_pack("{s:s,s:s}", "op", "reseed_entropy", "data", b64 ? b64 : "");
 	ret = agent_request(fd, req, NULL, err, errlen);
 	json_decref(req);

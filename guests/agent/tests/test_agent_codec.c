@@ -4,7 +4,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include "base64.h"
+#include "core/base64.h"
 #include "reply.h"
 
 #include <errno.h>
