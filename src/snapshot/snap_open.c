@@ -10,24 +10,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/errmsg.h"
 #include "snapshot/snap_config.h"
 
 #define SNAP_VMSTATE_MAX (256ULL << 20)
 #define SNAP_MAX_VCPUS 16
-
-static int fail(char *err, size_t errlen, int ret, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-static int fail(char *err, size_t errlen, int ret, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (errlen) {
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return ret;
-}
 
 /* The whole vmstate in one buffer: a regular file, at most 256 MiB, read to the end. */
 static int read_vmstate(const char *path, uint8_t **data, size_t *len, char *err, size_t errlen)
@@ -40,20 +27,20 @@ static int read_vmstate(const char *path, uint8_t **data, size_t *len, char *err
 
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
-		return fail(err, errlen, -errno, "open %s: %s", path, strerror(errno));
+		return errmsg(err, errlen, -errno, "open %s: %s", path, strerror(errno));
 	if (fstat(fd, &st) < 0) {
-		ret = fail(err, errlen, -errno, "stat %s: %s", path, strerror(errno));
+		ret = errmsg(err, errlen, -errno, "stat %s: %s", path, strerror(errno));
 		goto out;
 	}
 	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size > SNAP_VMSTATE_MAX) {
-		ret = fail(err, errlen, -EINVAL, "%s: %s", path,
+		ret = errmsg(err, errlen, -EINVAL, "%s: %s", path,
 			   S_ISREG(st.st_mode) ? "larger than 256 MiB" : "not a regular file");
 		goto out;
 	}
 	/* One spare byte tells a file that grew since fstat from one that did not. */
 	buf = malloc((size_t)st.st_size + 1);
 	if (!buf) {
-		ret = fail(err, errlen, -ENOMEM, "%s: out of memory", path);
+		ret = errmsg(err, errlen, -ENOMEM, "%s: out of memory", path);
 		goto out;
 	}
 	while (got <= (size_t)st.st_size) {
@@ -61,7 +48,7 @@ static int read_vmstate(const char *path, uint8_t **data, size_t *len, char *err
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
-			ret = fail(err, errlen, -errno, "read %s: %s", path, strerror(errno));
+			ret = errmsg(err, errlen, -errno, "read %s: %s", path, strerror(errno));
 			goto out;
 		}
 		if (n == 0)
@@ -69,7 +56,7 @@ static int read_vmstate(const char *path, uint8_t **data, size_t *len, char *err
 		got += (size_t)n;
 	}
 	if (got != (size_t)st.st_size)
-		ret = fail(err, errlen, -EINVAL, "%s: changed size while being read", path);
+		ret = errmsg(err, errlen, -EINVAL, "%s: changed size while being read", path);
 out:
 	close(fd);
 	if (ret) {
@@ -87,24 +74,24 @@ static int check_config(const struct snap_config *c, char *err, size_t errlen)
 	uint64_t off = 0, gpa_end = 0;
 
 	if (c->mem_size == 0 || c->mem_size % 4096)
-		return fail(err, errlen, -EINVAL, "config: RAM size %llu is not a positive multiple "
+		return errmsg(err, errlen, -EINVAL, "config: RAM size %llu is not a positive multiple "
 			    "of 4096", (unsigned long long)c->mem_size);
 	if (c->nvcpus < 1 || c->nvcpus > SNAP_MAX_VCPUS)
-		return fail(err, errlen, -EINVAL, "config: %u vCPUs (1 to %d supported)", c->nvcpus,
+		return errmsg(err, errlen, -EINVAL, "config: %u vCPUs (1 to %d supported)", c->nvcpus,
 			    SNAP_MAX_VCPUS);
 	if (c->guest_kind != SNAP_GUEST_PROBE && c->guest_kind != SNAP_GUEST_LINUX)
-		return fail(err, errlen, -EINVAL, "config: unknown guest kind %u", c->guest_kind);
+		return errmsg(err, errlen, -EINVAL, "config: unknown guest kind %u", c->guest_kind);
 	if (!memchr(c->cpu_features, '\0', sizeof(c->cpu_features)))
-		return fail(err, errlen, -EINVAL, "config: CPU feature list is not terminated");
+		return errmsg(err, errlen, -EINVAL, "config: CPU feature list is not terminated");
 	if (c->nregions < 1 || c->nregions > SNAP_CONFIG_MAX_REGIONS)
-		return fail(err, errlen, -EINVAL, "config: %u memory regions (1 to %d supported)",
+		return errmsg(err, errlen, -EINVAL, "config: %u memory regions (1 to %d supported)",
 			    c->nregions, SNAP_CONFIG_MAX_REGIONS);
 	for (uint32_t i = 0; i < c->nregions; i++) {
 		const typeof(c->regions[0]) *r = &c->regions[i];
 
 		if (r->size == 0 || r->size % 4096 || r->gpa % 4096 || r->offset != off ||
 		    r->size > c->mem_size - off || r->gpa < gpa_end || r->gpa + r->size < r->gpa)
-			return fail(err, errlen, -EINVAL, "config: memory region %u (gpa 0x%llx, "
+			return errmsg(err, errlen, -EINVAL, "config: memory region %u (gpa 0x%llx, "
 				    "%llu bytes at offset %llu) does not fit %llu bytes of RAM", i,
 				    (unsigned long long)r->gpa, (unsigned long long)r->size,
 				    (unsigned long long)r->offset, (unsigned long long)c->mem_size);
@@ -112,7 +99,7 @@ static int check_config(const struct snap_config *c, char *err, size_t errlen)
 		gpa_end = r->gpa + r->size;
 	}
 	if (off != c->mem_size)
-		return fail(err, errlen, -EINVAL, "config: memory regions cover %llu of %llu bytes",
+		return errmsg(err, errlen, -EINVAL, "config: memory regions cover %llu of %llu bytes",
 			    (unsigned long long)off, (unsigned long long)c->mem_size);
 	return 0;
 }
@@ -125,13 +112,13 @@ static int check_memory(struct snapshot *snap, const struct snap_config *c, char
 	snprintf(snap->memory_path, sizeof(snap->memory_path), "%s/%s", snap->dir,
 		 SNAP_FILE_MEMORY);
 	if (stat(snap->memory_path, &st) < 0)
-		return fail(err, errlen, -errno, "memory file %s: %s", snap->memory_path,
+		return errmsg(err, errlen, -errno, "memory file %s: %s", snap->memory_path,
 			    strerror(errno));
 	if (!S_ISREG(st.st_mode))
-		return fail(err, errlen, -EINVAL, "memory file %s is not a regular file",
+		return errmsg(err, errlen, -EINVAL, "memory file %s is not a regular file",
 			    snap->memory_path);
 	if ((uint64_t)st.st_size != c->mem_size)
-		return fail(err, errlen, -EINVAL, "memory file is %llu bytes, the snapshot says %llu",
+		return errmsg(err, errlen, -EINVAL, "memory file is %llu bytes, the snapshot says %llu",
 			    (unsigned long long)st.st_size, (unsigned long long)c->mem_size);
 	snap->memory_size = (uint64_t)st.st_size;
 	return 0;
@@ -149,12 +136,12 @@ int snap_open(const char *dir, struct snapshot *snap, char *err, size_t errlen)
 
 	memset(snap, 0, sizeof(*snap));
 	if (strlen(dir) >= sizeof(snap->dir))
-		return fail(err, errlen, -ENAMETOOLONG, "snapshot path too long: %s", dir);
+		return errmsg(err, errlen, -ENAMETOOLONG, "snapshot path too long: %s", dir);
 	snprintf(snap->dir, sizeof(snap->dir), "%s", dir);
 	if (stat(dir, &st) < 0)
-		return fail(err, errlen, -errno, "snapshot %s: %s", dir, strerror(errno));
+		return errmsg(err, errlen, -errno, "snapshot %s: %s", dir, strerror(errno));
 	if (!S_ISDIR(st.st_mode))
-		return fail(err, errlen, -ENOTDIR, "snapshot %s is not a directory", dir);
+		return errmsg(err, errlen, -ENOTDIR, "snapshot %s is not a directory", dir);
 	snprintf(path, sizeof(path), "%s/%s", dir, SNAP_FILE_VMSTATE);
 	ret = read_vmstate(path, &data, &len, msg, sizeof(msg));
 	if (!ret)
@@ -180,7 +167,7 @@ int snap_open(const char *dir, struct snapshot *snap, char *err, size_t errlen)
 	return 0;
 err:
 	/* One message: the snapshot, then what is wrong with it. */
-	fail(err, errlen, ret, "snapshot %s: %s", dir, msg);
+	errmsg(err, errlen, ret, "snapshot %s: %s", dir, msg);
 	snap_close(snap);
 	return ret;
 }

@@ -11,20 +11,11 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "core/errmsg.h"
 #include "core/log.h"
 #include "uffd/hotlist.h"
 
 #define ALOG_HEADER 16
-
-static int fail(char *err, size_t errlen, int ret, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return ret;
-}
 
 static void put64(uint8_t *p, uint64_t v)
 {
@@ -67,26 +58,26 @@ int alog_decode(const uint8_t *buf, size_t len, uint64_t total_pages, uint64_t *
 	*pages = NULL;
 	*n = 0;
 	if (len < 4 || memcmp(buf, "FKAL", 4) != 0)
-		return fail(err, errlen, -EINVAL, "bad magic (not a forkvm access log)");
+		return errmsg(err, errlen, -EINVAL, "bad magic (not a forkvm access log)");
 	if (len < ALOG_HEADER + 8)
-		return fail(err, errlen, -EINVAL, "truncated: %zu bytes, the header alone needs %d",
+		return errmsg(err, errlen, -EINVAL, "truncated: %zu bytes, the header alone needs %d",
 			    len, ALOG_HEADER + 8);
 	if ((uint32_t)get64(buf + 4) != 1)
-		return fail(err, errlen, -EINVAL, "format version %u is not supported (1 is)",
+		return errmsg(err, errlen, -EINVAL, "format version %u is not supported (1 is)",
 			    (unsigned)(uint32_t)get64(buf + 4));
 	count = get64(buf + 8);
 	if (count > (len - ALOG_HEADER - 8) / 8 || len != ALOG_HEADER + count * 8 + 8)
-		return fail(err, errlen, -EINVAL, "size %zu does not match %llu entries (%s)", len,
+		return errmsg(err, errlen, -EINVAL, "size %zu does not match %llu entries (%s)", len,
 			    (unsigned long long)count,
 			    count > (len - ALOG_HEADER - 8) / 8 ? "truncated" : "trailing bytes");
 	if (XXH64(buf, len - 8, 0) != get64(buf + len - 8))
-		return fail(err, errlen, -EINVAL, "checksum mismatch");
+		return errmsg(err, errlen, -EINVAL, "checksum mismatch");
 	if (count && !(out = malloc(count * 8)))
 		return -ENOMEM;
 	for (uint64_t i = 0; i < count; i++) {
 		out[i] = get64(buf + ALOG_HEADER + i * 8);
 		if (out[i] >= total_pages) {
-			int ret = fail(err, errlen, -EINVAL, "entry %llu (page %llu) is outside guest "
+			int ret = errmsg(err, errlen, -EINVAL, "entry %llu (page %llu) is outside guest "
 				       "RAM (%llu pages)", (unsigned long long)i,
 				       (unsigned long long)out[i], (unsigned long long)total_pages);
 			free(out);
@@ -106,13 +97,13 @@ int hot_read_file(const char *path, uint8_t **buf, size_t *len, char *err, size_
 	int ret, fd = open(path, O_RDONLY | O_CLOEXEC);
 
 	if (fd < 0)
-		return fail(err, errlen, -errno, "open: %s", strerror(errno));
+		return errmsg(err, errlen, -errno, "open: %s", strerror(errno));
 	if (fstat(fd, &st) < 0) {
-		ret = fail(err, errlen, -errno, "stat: %s", strerror(errno));
+		ret = errmsg(err, errlen, -errno, "stat: %s", strerror(errno));
 		goto err;
 	}
 	if (!S_ISREG(st.st_mode) || st.st_size > (1LL << 30)) {
-		ret = fail(err, errlen, -EINVAL, "not a regular file of at most 1 GiB");
+		ret = errmsg(err, errlen, -EINVAL, "not a regular file of at most 1 GiB");
 		goto err;
 	}
 	data = malloc((size_t)st.st_size + 1);
@@ -123,7 +114,7 @@ int hot_read_file(const char *path, uint8_t **buf, size_t *len, char *err, size_
 	while (got < (size_t)st.st_size) {
 		ssize_t n = read(fd, data + got, (size_t)st.st_size - got);
 		if (n <= 0) {
-			ret = fail(err, errlen, n < 0 ? -errno : -EIO, "read: %s",
+			ret = errmsg(err, errlen, n < 0 ? -errno : -EIO, "read: %s",
 				   n < 0 ? strerror(errno) : "file shrank while reading");
 			goto err;
 		}

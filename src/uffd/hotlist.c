@@ -8,15 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return -EINVAL;
-}
+#include "core/errmsg.h"
 
 static int cmp_page(const void *a, const void *b)
 {
@@ -106,13 +98,13 @@ int hpl_decode(const uint8_t *buf, size_t len, const struct hot_layout *layout,
 	*pages = NULL;
 	*n = 0;
 	if (len < 4 || memcmp(buf, "HPL1", 4) != 0)
-		return fail(err, errlen, "bad magic (not an HPL1 hot-page list)");
+		return errmsg(err, errlen, -EINVAL, "bad magic (not an HPL1 hot-page list)");
 	ret = get_uvarint(buf, len, &pos, &count);
 	if (ret)
-		return fail(err, errlen, "count: %s", varint_problem(ret));
+		return errmsg(err, errlen, -EINVAL, "count: %s", varint_problem(ret));
 	/* Every entry takes at least two bytes: bound the count before allocating. */
 	if (count > (len - pos) / 2)
-		return fail(err, errlen, "truncated: count %llu needs at least %llu bytes, %zu left",
+		return errmsg(err, errlen, -EINVAL, "truncated: count %llu needs at least %llu bytes, %zu left",
 			    (unsigned long long)count, (unsigned long long)count * 2, len - pos);
 	if (count && !(out = calloc(count, sizeof(*out))))
 		return -ENOMEM;
@@ -121,26 +113,26 @@ int hpl_decode(const uint8_t *buf, size_t len, const struct hot_layout *layout,
 		if (!ret)
 			ret = get_uvarint(buf, len, &pos, &page);
 		if (ret) {
-			ret = fail(err, errlen, "entry %llu: %s", (unsigned long long)i,
+			ret = errmsg(err, errlen, -EINVAL, "entry %llu: %s", (unsigned long long)i,
 				   varint_problem(ret));
 			goto err;
 		}
 		if (region >= (uint64_t)layout->nregions || page >= layout->size[region] / 4096) {
-			ret = fail(err, errlen, "entry %llu (region %llu, page %llu) is outside guest RAM",
+			ret = errmsg(err, errlen, -EINVAL, "entry %llu (region %llu, page %llu) is outside guest RAM",
 				   (unsigned long long)i, (unsigned long long)region,
 				   (unsigned long long)page);
 			goto err;
 		}
 		out[i] = (struct hot_page){ .region = (uint32_t)region, .page = page };
 		if (i && cmp_page(&out[i - 1], &out[i]) >= 0) {
-			ret = fail(err, errlen, "entry %llu is not after entry %llu (the list must be "
+			ret = errmsg(err, errlen, -EINVAL, "entry %llu is not after entry %llu (the list must be "
 				   "sorted and de-duplicated)", (unsigned long long)i,
 				   (unsigned long long)i - 1);
 			goto err;
 		}
 	}
 	if (pos != len) {
-		ret = fail(err, errlen, "%zu trailing bytes after %llu entries", len - pos,
+		ret = errmsg(err, errlen, -EINVAL, "%zu trailing bytes after %llu entries", len - pos,
 			   (unsigned long long)count);
 		goto err;
 	}

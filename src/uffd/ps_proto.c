@@ -6,15 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return -EINVAL;
-}
+#include "core/errmsg.h"
 
 json_t *ps_register_to_json(const struct ps_register *r)
 {
@@ -39,7 +31,7 @@ static int get_u64(json_t *obj, const char *key, uint64_t *out, char *err, size_
 	json_t *v = json_object_get(obj, key);
 
 	if (!json_is_integer(v) || json_integer_value(v) < 0)
-		return fail(err, errlen, "field '%s' must be a non-negative integer", key);
+		return errmsg(err, errlen, -EINVAL, "field '%s' must be a non-negative integer", key);
 	*out = (uint64_t)json_integer_value(v);
 	return 0;
 }
@@ -49,7 +41,7 @@ static int get_bool(json_t *obj, const char *key, bool *out, char *err, size_t e
 	json_t *v = json_object_get(obj, key);
 
 	if (!json_is_boolean(v))
-		return fail(err, errlen, "field '%s' must be true or false", key);
+		return errmsg(err, errlen, -EINVAL, "field '%s' must be true or false", key);
 	*out = json_is_true(v);
 	return 0;
 }
@@ -59,7 +51,7 @@ static int get_str(json_t *obj, const char *key, char *out, size_t len, char *er
 	json_t *v = json_object_get(obj, key);
 
 	if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) >= len)
-		return fail(err, errlen, "field '%s' must be a string of 1 to %zu bytes", key, len - 1);
+		return errmsg(err, errlen, -EINVAL, "field '%s' must be a string of 1 to %zu bytes", key, len - 1);
 	memcpy(out, json_string_value(v), json_string_length(v) + 1);
 	return 0;
 }
@@ -79,12 +71,12 @@ int ps_register_from_json(json_t *obj, struct ps_register *r, char *err, size_t 
 		while (i < sizeof(known) / sizeof(known[0]) && strcmp(known[i], key))
 			i++;
 		if (i == sizeof(known) / sizeof(known[0]))
-			return fail(err, errlen, "unknown field '%s'", key);
+			return errmsg(err, errlen, -EINVAL, "unknown field '%s'", key);
 	}
 	if (get_u64(obj, "version", &version, err, errlen))
 		return -EINVAL;
 	if (version != PS_PROTO_VERSION)
-		return fail(err, errlen, "protocol version %llu is not supported (this server speaks %d)",
+		return errmsg(err, errlen, -EINVAL, "protocol version %llu is not supported (this server speaks %d)",
 			    (unsigned long long)version, PS_PROTO_VERSION);
 	if (get_str(obj, "snapshot", r->snapshot, sizeof(r->snapshot), err, errlen) ||
 	    get_str(obj, "name", r->name, sizeof(r->name), err, errlen) ||
@@ -99,9 +91,9 @@ int ps_register_from_json(json_t *obj, struct ps_register *r, char *err, size_t 
 	    get_u64(obj, "record_max_ms", &rmax, err, errlen))
 		return -EINVAL;
 	if (r->snapshot[0] != '/')
-		return fail(err, errlen, "snapshot '%s' is not an absolute path", r->snapshot);
+		return errmsg(err, errlen, -EINVAL, "snapshot '%s' is not an absolute path", r->snapshot);
 	if (pid > INT_MAX || settle < 100 || settle > 600000 || rmax < 100 || rmax > 3600000)
-		return fail(err, errlen, "pid, settle_ms (100-600000) or record_max_ms (100-3600000) "
+		return errmsg(err, errlen, -EINVAL, "pid, settle_ms (100-600000) or record_max_ms (100-3600000) "
 			    "out of range");
 	r->pid = (int)pid;
 	r->settle_ms = (uint32_t)settle;
@@ -109,7 +101,7 @@ int ps_register_from_json(json_t *obj, struct ps_register *r, char *err, size_t 
 	regions = json_object_get(obj, "regions");
 	if (!json_is_array(regions) || json_array_size(regions) < 1 ||
 	    json_array_size(regions) > PS_MAX_REGIONS)
-		return fail(err, errlen, "field 'regions' must be an array of 1 to %d regions",
+		return errmsg(err, errlen, -EINVAL, "field 'regions' must be an array of 1 to %d regions",
 			    PS_MAX_REGIONS);
 	r->nregions = (int)json_array_size(regions);
 	for (int i = 0; i < r->nregions; i++) {
@@ -118,7 +110,7 @@ int ps_register_from_json(json_t *obj, struct ps_register *r, char *err, size_t 
 		    get_u64(reg, "gpa", &r->regions[i].gpa, err, errlen) ||
 		    get_u64(reg, "size", &r->regions[i].size, err, errlen) ||
 		    get_u64(reg, "offset", &r->regions[i].offset, err, errlen))
-			return fail(err, errlen, "region %d must be {gpa, size, offset}", i);
+			return errmsg(err, errlen, -EINVAL, "region %d must be {gpa, size, offset}", i);
 	}
 	return 0;
 }
@@ -127,28 +119,28 @@ int ps_layout_check(const struct ps_register *r, const struct snap_config *cfg,
 		    uint64_t memory_file_size, char *err, size_t errlen)
 {
 	if (r->page_size != 4096)
-		return fail(err, errlen, "page size %llu is not supported (4096 is)",
+		return errmsg(err, errlen, -EINVAL, "page size %llu is not supported (4096 is)",
 			    (unsigned long long)r->page_size);
 	if (r->base == 0 || r->base % 4096)
-		return fail(err, errlen, "host base 0x%llx is not a page-aligned address",
+		return errmsg(err, errlen, -EINVAL, "host base 0x%llx is not a page-aligned address",
 			    (unsigned long long)r->base);
 	if (r->file_offset != 0)
-		return fail(err, errlen, "file offset %llu: guest RAM starts at offset 0 of the "
+		return errmsg(err, errlen, -EINVAL, "file offset %llu: guest RAM starts at offset 0 of the "
 			    "memory file", (unsigned long long)r->file_offset);
 	if (r->size != cfg->mem_size)
-		return fail(err, errlen, "RAM size %llu differs from the snapshot's %llu",
+		return errmsg(err, errlen, -EINVAL, "RAM size %llu differs from the snapshot's %llu",
 			    (unsigned long long)r->size, (unsigned long long)cfg->mem_size);
 	if (r->size != memory_file_size)
-		return fail(err, errlen, "RAM size %llu differs from the memory file's %llu bytes",
+		return errmsg(err, errlen, -EINVAL, "RAM size %llu differs from the memory file's %llu bytes",
 			    (unsigned long long)r->size, (unsigned long long)memory_file_size);
 	if ((uint32_t)r->nregions != cfg->nregions)
-		return fail(err, errlen, "%d regions, the snapshot has %u", r->nregions,
+		return errmsg(err, errlen, -EINVAL, "%d regions, the snapshot has %u", r->nregions,
 			    cfg->nregions);
 	for (int i = 0; i < r->nregions; i++) {
 		const struct ps_region *g = &r->regions[i];
 		if (g->gpa != cfg->regions[i].gpa || g->size != cfg->regions[i].size ||
 		    g->offset != cfg->regions[i].offset)
-			return fail(err, errlen, "region %d (gpa 0x%llx, %llu bytes at offset %llu) "
+			return errmsg(err, errlen, -EINVAL, "region %d (gpa 0x%llx, %llu bytes at offset %llu) "
 				    "differs from the snapshot's (gpa 0x%llx, %llu bytes at offset %llu)",
 				    i, (unsigned long long)g->gpa, (unsigned long long)g->size,
 				    (unsigned long long)g->offset,
