@@ -34,7 +34,7 @@ $(AGENT_FUZZ): $(AGENT_DIR)/tests/fuzz_frame.c $(AGENT_PURE_SRC) $(wildcard $(AG
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) -std=gnu17 -Wall -Wextra -Wshadow -Wno-unused-parameter -g -O1 -D_GNU_SOURCE \
 		-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-		-I$(AGENT_DIR) -o $@ $< $(AGENT_PURE_SRC) -ljansson
+		-I$(AGENT_DIR) -Isrc -o $@ $< $(AGENT_PURE_SRC) -ljansson
 
 agent: $(AGENT_BIN)
 fuzz-agent: $(AGENT_FUZZ)
