@@ -29,6 +29,21 @@ sleep 0.2
 pause_us=$("$FORKVM" pause "$sock" | sed 's/.*"pause_us":\([0-9.]*\).*/\1/')
 echo "pause (guest dirtying):    ${pause_us} us until every vCPU parked"
 "$FORKVM" resume "$sock" >/dev/null
+"$FORKVM" probe dirty "$sock" --pages 0 --vcpu 1 >/dev/null
+guest=$("$FORKVM" probe checksum "$sock" --gpa 4M --len 256M | sed 's/.*"checksum":"\([^"]*\)".*/\1/')
+export FORKVM_RUN_DIR="$dir"
+out=$("$FORKVM" branch "$sock" --strategy cow --count 3 --name demo)
+echo "branch (cow) into 3 children: source paused $(echo "$out" | sed 's/.*"paused_us":\([0-9.]*\).*/\1/') us," \
+	"all ready in $(echo "$out" | sed 's/.*"total_ms":\([0-9.]*\).*/\1/') ms"
+for k in 0 1 2; do
+	h=$("$FORKVM" probe checksum "demo-$k" --gpa 4M --len 256M | sed 's/.*"checksum":"\([^"]*\)".*/\1/')
+	echo "  child demo-$k: checksum $h ($([ "$h" = "$guest" ] && echo 'the source'"'"'s warm state' || echo MISMATCH))"
+done
+"$FORKVM" probe fill demo-0 --gpa 4M --len 64M --seed 99 >/dev/null
+echo "  demo-0 writes 64 MiB: demo-0 $("$FORKVM" probe checksum demo-0 --gpa 4M --len 256M | sed 's/.*"checksum":"\([^"]*\)".*/\1/')," \
+	"demo-1 $("$FORKVM" probe checksum demo-1 --gpa 4M --len 256M | sed 's/.*"checksum":"\([^"]*\)".*/\1/') (isolated)"
+for k in 0 1 2; do "$FORKVM" stop "demo-$k" >/dev/null; done
+"$FORKVM" template stop demo.template >/dev/null
 "$FORKVM" status "$sock" | grep -E '"(state|mem_bytes|pause_count)"'
 "$FORKVM" stop "$sock"
 echo "stopped; benchmarks: make bench"

@@ -60,8 +60,17 @@ int ctl_call(const char *path, json_t *request, json_t **reply, int timeout_ms, 
 	}
 	text = json_dumps(request, JSON_COMPACT);
 	ret = text ? 0 : -ENOMEM;
-	if (!ret && (ctl_write_all(fd, text, strlen(text)) < 0 || ctl_write_all(fd, "\n", 1) < 0))
-		ret = -errno;
+	if (!ret) {
+		/* One write for the whole line: a one-shot server may answer and close at once. */
+		size_t n = strlen(text);
+		char *grown = realloc(text, n + 2);
+		if (grown) {
+			text = grown;
+			memcpy(text + n, "\n", 2);
+		}
+		if (!grown || ctl_write_all(fd, text, n + 1) < 0)
+			ret = grown ? -errno : -ENOMEM;
+	}
 	if (!ret)
 		ret = read_line(fd, &line, &linelen);
 	if (ret) {
