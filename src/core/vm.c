@@ -9,6 +9,7 @@
 
 #include "core/log.h"
 #include "core/vcpu_state.h"
+#include "devices/acpi_pm.h"
 #include "devices/i8042.h"
 #include "devices/probe_dev.h"
 #include "devices/serial.h"
@@ -51,6 +52,8 @@ static int vm_create_devices(struct vm *vm)
 				&vm->serial);
 	if (!err)
 		err = i8042_create(vm);
+	if (!err)
+		err = acpi_pm_create(vm);
 	if (!err && vm->cfg.vsock_path)
 		err = vsock_create(vm, 0, vm->cfg.vsock_path, vm->cfg.vsock_cid, &vm->vsock);
 	if (err)

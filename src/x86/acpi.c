@@ -1,5 +1,6 @@
 /* ACPI table builder: what Linux needs to find CPUs, the IOAPIC and virtio-mmio devices. */
 #include "x86/acpi.h"
+#include "devices/acpi_pm.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -70,6 +71,13 @@ int acpi_dsdt_body(const struct acpi_config *cfg, uint8_t **out, size_t *len)
 		aml_pkg_end(&a, dev);
 	}
 	aml_pkg_end(&a, scope);
+	/* Name(\_S5_, Package(2) { 5, 5 }): the soft-off sleep type for the sleep control reg. */
+	aml_name_decl(&a, "\\_S5_");
+	size_t pkg = aml_pkg_begin(&a, (const uint8_t[]){ 0x12 }, 1);
+	aml_byte(&a, 2);
+	aml_integer(&a, ACPI_PM_S5_TYPE);
+	aml_integer(&a, ACPI_PM_S5_TYPE);
+	aml_pkg_end(&a, pkg);
 	if (a.err) {
 		aml_free(&a);
 		return -ENOMEM;
@@ -115,6 +123,11 @@ static void build_fadt(uint8_t *t, uint64_t dsdt)
 	put32(t + 112, ACPI_FADT_HW_REDUCED);
 	t[131] = 3;		     /* FADT minor version (6.3) */
 	put64(t + 140, dsdt);	     /* X_DSDT */
+	/* Sleep control and status registers (GAS: system I/O, 8 bits, byte access). */
+	t[244] = 1, t[245] = 8, t[247] = 1;
+	put64(t + 248, ACPI_PM_SLEEP_CONTROL_PORT);
+	t[256] = 1, t[257] = 8, t[259] = 1;
+	put64(t + 260, ACPI_PM_SLEEP_STATUS_PORT);
 	memcpy(t + 268, "FORKVM  ", 8); /* hypervisor vendor identity */
 	table_finish(t, ACPI_FADT_SIZE);
 }

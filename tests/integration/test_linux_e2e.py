@@ -80,6 +80,7 @@ def test_file_round_trip(linux_vm):
 
 def test_shutdown_ends_vm(linux_vm):
     vm, agent = linux_vm
-    agent.call("shutdown", mode="reboot")
-    # reboot=t on the default command line: a triple fault, reported as a guest reset (3).
-    assert vm.proc.wait(timeout=60) == 3
+    agent.call("shutdown", mode="poweroff")
+    # ACPI S5 through the FADT's sleep control register: a clean power-off, status 0.
+    assert vm.proc.wait(timeout=60) == 0
+    assert "guest powered off (ACPI S5)" in vm.stderr()

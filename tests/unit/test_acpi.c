@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "devices/acpi_pm.h"
 #include "x86/acpi.h"
 #include "x86/aml.h"
 
@@ -66,6 +67,7 @@ static void test_dsdt_bytes(void **state)
 		0x86, 0x09, 0x00, 0x01, 0x00, 0x00, 0x00, 0xd0, 0x00, 0x10, 0x00, 0x00,
 		0x89, 0x06, 0x00, 0x03, 0x01, 0x05, 0x00, 0x00, 0x00,
 		0x79, 0x00,
+		0x08, '\\', '_', 'S', '5', '_', 0x12, 0x06, 0x02, 0x0a, 0x05, 0x0a, 0x05, /* \\_S5 */
 	};
 	uint8_t *body;
 	size_t len;
@@ -106,6 +108,12 @@ static void test_tables(void **state)
 	assert_true(u32(fadt + 112) & ACPI_FADT_HW_REDUCED);
 	assert_int_equal(u64(fadt + 140), l.dsdt);
 	assert_int_equal(u32(fadt + 40), l.dsdt);
+	/* Sleep control/status registers: system I/O, 8 bits, byte access, at the PM ports. */
+	assert_int_equal(fadt[244], 1);
+	assert_int_equal(fadt[245], 8);
+	assert_int_equal(fadt[247], 1);
+	assert_int_equal(u64(fadt + 248), ACPI_PM_SLEEP_CONTROL_PORT);
+	assert_int_equal(u64(fadt + 260), ACPI_PM_SLEEP_STATUS_PORT);
 	assert_memory_equal(madt, "APIC", 4);
 	assert_int_equal(acpi_checksum(madt, u32(madt + 4)), 0);
 	assert_int_equal(u32(madt + 4), 44 + 3 * 8 + 12);

@@ -8,6 +8,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "devices/acpi_pm.h"
 #include "devices/i8042.h"
 #include "virtio_testvm.h"
 
@@ -34,8 +35,33 @@ static void test_reset_command(void **state)
 	guest_mem_destroy(&vm.mem);
 }
 
+/* ACPI sleep registers: only S5 with SLP_EN powers off; status reads WAK_STS. */
+static void test_acpi_poweroff(void **state)
+{
+	struct vm vm;
+	uint8_t v;
+
+	assert_int_equal(tvm_init(&vm), 0);
+	vm.end_eventfd = eventfd(0, EFD_CLOEXEC);
+	assert_int_equal(acpi_pm_create(&vm), 0);
+	assert_int_equal(bus_dispatch(&vm.pio, NULL, ACPI_PM_SLEEP_STATUS_PORT, &v, 1, false), 0);
+	assert_int_equal(v, ACPI_PM_WAK_STS);
+	v = ACPI_PM_S5_TYPE << 2; /* S5 without SLP_EN: nothing happens */
+	assert_int_equal(bus_dispatch(&vm.pio, NULL, ACPI_PM_SLEEP_CONTROL_PORT, &v, 1, true), 0);
+	v = (3 << 2) | ACPI_PM_SLP_EN; /* S3 is not offered */
+	assert_int_equal(bus_dispatch(&vm.pio, NULL, ACPI_PM_SLEEP_CONTROL_PORT, &v, 1, true), 0);
+	assert_int_equal(vm.end_reason, VM_END_NONE);
+	v = (ACPI_PM_S5_TYPE << 2) | ACPI_PM_SLP_EN;
+	assert_int_equal(bus_dispatch(&vm.pio, NULL, ACPI_PM_SLEEP_CONTROL_PORT, &v, 1, true),
+			 -ESHUTDOWN);
+	assert_int_equal(vm.end_reason, VM_END_GUEST_POWEROFF);
+	close(vm.end_eventfd);
+	guest_mem_destroy(&vm.mem);
+}
+
 int main(void)
 {
-	const struct CMUnitTest tests[] = { cmocka_unit_test(test_reset_command) };
+	const struct CMUnitTest tests[] = { cmocka_unit_test(test_reset_command),
+					    cmocka_unit_test(test_acpi_poweroff) };
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
