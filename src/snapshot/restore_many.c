@@ -64,7 +64,14 @@ static int spawn_child(const struct restore_many_opts *o, struct restored_child 
 	char console[620];
 	snprintf(console, sizeof(console), "%s.console", c->socket);
 	posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, console, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-	err = posix_spawn(&c->pid, "/proc/self/exe", &fa, &attr, argv, environ);
+	/* The resolved path, not /proc/self/exe, so ps shows the children as "forkvm". */
+	char self[4096];
+	ssize_t n_self = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	if (n_self > 0)
+		self[n_self] = '\0';
+	else
+		snprintf(self, sizeof(self), "/proc/self/exe");
+	err = posix_spawn(&c->pid, self, &fa, &attr, argv, environ);
 	posix_spawn_file_actions_destroy(&fa);
 	posix_spawnattr_destroy(&attr);
 	close(pipefd[1]);
