@@ -17,7 +17,7 @@
 
 #define PAGE 4096ULL
 
-static int read_file(const char *path, uint8_t **data, size_t *len, size_t max)
+int snap_read_file(const char *path, uint8_t **data, size_t *len, size_t max)
 {
 	struct stat st;
 	FILE *f = fopen(path, "rb");
@@ -61,7 +61,7 @@ static int chain_resolve(const char *dir, char chain[][PATH_MAX], int *n, char *
 		}
 		snprintf(chain[*n], PATH_MAX, "%s", cur);
 		snprintf(path, sizeof(path), "%s/%s", cur, SNAP_FILE_PARENT);
-		if (read_file(path, &data, &len, PATH_MAX + 64) ||
+		if (snap_read_file(path, &data, &len, PATH_MAX + 64) ||
 		    (data[len] = '\0', sscanf((char *)data, "%4095s %31s", parent, want) != 2)) {
 			free(data);
 			snprintf(err, errlen, "layer %s: unreadable parent link", cur);
@@ -69,7 +69,7 @@ static int chain_resolve(const char *dir, char chain[][PATH_MAX], int *n, char *
 		}
 		free(data);
 		snprintf(path, sizeof(path), "%s/%s", parent, SNAP_FILE_VMSTATE);
-		if (read_file(path, &data, &len, 256 << 20)) {
+		if (snap_read_file(path, &data, &len, 256 << 20)) {
 			snprintf(err, errlen, "layer %s: parent %s is missing", cur, parent);
 			return -ENOENT;
 		}
@@ -94,7 +94,7 @@ static int layer_apply(struct guest_mem *mem, const char *dir, char *err, size_t
 	int ret = 0;
 
 	snprintf(path, sizeof(path), "%s/%s", dir, SNAP_FILE_PAGES);
-	if (read_file(path, &b, &len, mem->map_size + (mem->map_size / PAGE) * 8 + 64)) {
+	if (snap_read_file(path, &b, &len, mem->map_size + (mem->map_size / PAGE) * 8 + 64)) {
 		snprintf(err, errlen, "layer %s: cannot read its pages", dir);
 		return -EIO;
 	}

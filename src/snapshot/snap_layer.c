@@ -61,22 +61,16 @@ int snap_layer_write(const char *dir, const char *parent, const uint8_t *vmstate
 		     const char *meta_json)
 {
 	struct snap_writer w;
-	char link[PATH_MAX + 16], target[PATH_MAX], line[PATH_MAX + 32], *vs = NULL;
+	char link[PATH_MAX + 16], target[PATH_MAX], line[PATH_MAX + 32];
+	uint8_t *vs = NULL;
 	size_t vslen = 0;
 	int ret;
-	FILE *f;
 
 	/* The parent's identity: a chain must not silently resolve to a different parent. */
 	snprintf(target, sizeof(target), "%s/%s", parent, SNAP_FILE_VMSTATE);
-	f = fopen(target, "r");
-	if (!f)
-		return log_errno(-errno, "reading parent vmstate %s", target);
-	vs = malloc(64 << 20);
-	if (vs)
-		vslen = fread(vs, 1, 64 << 20, f);
-	fclose(f);
-	if (!vs)
-		return -ENOMEM;
+	ret = snap_read_file(target, &vs, &vslen, 256 << 20);
+	if (ret)
+		return log_errno(ret, "reading parent vmstate %s", target);
 	snprintf(line, sizeof(line), "%s %016llx\n", parent, (unsigned long long)XXH64(vs, vslen, 0));
 	free(vs);
 	if (realpath(parent, target) == NULL)

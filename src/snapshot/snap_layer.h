@@ -21,6 +21,9 @@ struct guest_mem;
  * `memory`: a symlink to the chain base's memory file, so the layer opens like any snapshot.
  */
 
+/* Read a whole file of at most max bytes into a malloc'd buffer (one spare byte for a NUL). */
+int snap_read_file(const char *path, uint8_t **data, size_t *len, size_t max);
+
 /* Copy the pages set in `bitmap` out of guest RAM (call while paused); returns a malloc'd blob. */
 int snap_layer_collect(const uint8_t *ram, uint64_t ram_size, const uint64_t *bitmap,
 		       uint8_t **blob, uint64_t *blob_len, uint64_t *npages);
