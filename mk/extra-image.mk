@@ -1,2 +1,3 @@
-# Kernel loader + guest image tooling: LZ4 (bzImage payloads) and zlib (gzip payloads, initramfs).
-LDLIBS += -llz4 -lz -lcrypto
+# Kernel loader + guest image tooling: LZ4, zstd and xz (bzImage payloads, compressed kernel
+# modules) and zlib (gzip payloads, initramfs).
+LDLIBS += -llz4 -lzstd -llzma -lz -lcrypto

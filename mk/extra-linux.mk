@@ -1,6 +1,11 @@
-# Linux guests end to end: boot the image, talk to the agent over vsock. Needs a host whose
-# KVM runs guest kernels natively (VT-x/AMD-V); elsewhere the test skips with the reason.
+# Linux guests end to end (tests/linux). `make test-linux` runs the suite directly on a host
+# whose KVM runs guest kernels natively (VT-x/AMD-V); `make test-nested` runs it inside the
+# nested rig (an L1 Linux under QEMU's TCG with kvm-amd) on both L1 host kernels, which works
+# on any host, this PVM one included. `make test` runs the nested rig too (tests/run).
 test-linux: tests
-	/usr/bin/python3 -m pytest -v -s -p no:cacheprovider tests/integration/test_linux_e2e.py
+	/usr/bin/python3 -m pytest -v -s -p no:cacheprovider tests/linux
 
-.PHONY: test-linux
+test-nested: tests $(BUILD)/forkvm-agent
+	for k in 6.1 6.12; do FORKVM_BUILD=$(BUILD) tests/nested/rig.sh --kernel $$k || exit 1; done
+
+.PHONY: test-linux test-nested

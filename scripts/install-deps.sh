@@ -5,9 +5,10 @@ set -euo pipefail
 PACKAGES=(
 	build-essential clang pkg-config
 	libjansson-dev libcmocka-dev libmicrohttpd-dev libcurl4-openssl-dev libsqlite3-dev
-	liburing-dev libseccomp-dev libxxhash-dev libzstd-dev liblz4-dev zlib1g-dev libssl-dev
-	python3 python3-pytest
-	busybox-static cpio lz4 gnuplot-nox
+	liburing-dev libseccomp-dev libxxhash-dev libzstd-dev liblzma-dev liblz4-dev zlib1g-dev libssl-dev
+	python3 python3-pytest python3-pytest-timeout
+	busybox-static cpio lz4 xz-utils gnuplot-nox
+	qemu-system-x86 # the nested Linux rig (tests/nested)
 )
 
 missing=()

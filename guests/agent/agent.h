@@ -6,7 +6,7 @@
 #include <stddef.h>
 #include <string.h>
 
-#define AGENT_VERSION "0.1.0"
+#define AGENT_VERSION "0.2.0"
 #define AGENT_DEFAULT_VSOCK_PORT 52
 
 /* Frames above this are refused; the stream cannot resync, so the connection closes. */

@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <linux/capability.h>
 #include <linux/random.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/ioctl.h>
 #include <sys/reboot.h>
@@ -48,10 +49,17 @@ int op_set_clock(int64_t time_ns, json_t *reply, struct agent_err *e)
 	return 0;
 }
 
+/* Older uapi headers lack it (Linux 4.17+); the kernel decides whether it exists. */
+#ifndef RNDRESEEDCRNG
+#define RNDRESEEDCRNG _IO('R', 0x07)
+#endif
+
 int op_reseed_entropy(const struct reseed_request *r, json_t *reply, struct agent_err *e)
 {
 	static const char dev[] = "/dev/urandom";
 	struct rand_pool_info *info;
+	char why[160];
+	bool reseeded;
 	int fd = -1, ret;
 
 	info = calloc(1, sizeof(*info) + r->len + sizeof(info->buf[0]));
@@ -70,9 +78,22 @@ int op_reseed_entropy(const struct reseed_request *r, json_t *reply, struct agen
 		ret = agent_fail(e, -errno, "ioctl RNDADDENTROPY on %s: %s", dev, strerror(errno));
 		goto out;
 	}
+	/*
+	 * RNDADDENTROPY mixes the bytes into the input pool, but the CRNG that serves
+	 * getrandom() and /dev/urandom keeps its key until its next scheduled reseed (up to a
+	 * minute): clones would go on drawing the same numbers. Reseed it now. A kernel that
+	 * refuses (before 4.17, or a CRNG not yet initialised) is reported, not hidden.
+	 */
+	reseeded = ioctl(fd, RNDRESEEDCRNG) == 0;
+	if (!reseeded)
+		snprintf(why, sizeof(why), "ioctl RNDRESEEDCRNG on %s: %s", dev, strerror(errno));
 	ret = reply_set(reply, "bytes", json_integer((json_int_t)r->len));
 	if (ret == 0)
 		ret = reply_set(reply, "entropy_bits", json_integer(r->entropy_bits));
+	if (ret == 0)
+		ret = reply_set(reply, "crng_reseeded", json_boolean(reseeded));
+	if (ret == 0 && !reseeded)
+		ret = reply_set(reply, "crng_reseed_error", json_string(why));
 	if (ret < 0)
 		agent_fail(e, ret, "build reseed_entropy reply: %s", strerror(-ret));
 out:

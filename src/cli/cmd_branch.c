@@ -22,14 +22,18 @@ static const char usage[] =
 	"  --dir DIR        full/diff/live: where the snapshot or layers go\n"
 	"  --paused         children start with their vCPUs parked\n"
 	"  --record-hashes  test mode: hash the image while the source is paused\n"
-	"  --timeout MS     for every child to be ready (default 120000)\n"
+	"  --timeout MS     for every child to be ready (default 120000); Linux children\n"
+	"                   then get as long again for the agent fix-up\n"
+	"  --no-agent-sync  Linux guests: skip the fix-up (new entropy and the host's clock\n"
+	"                   through the guest agent; docs/BRANCH.md)\n"
 	"Prints the result as JSON: children (name, pid, socket) and the timings.\n";
 
 static const struct option options[] = {
 	{ "strategy", required_argument, NULL, 's' }, { "count", required_argument, NULL, 'n' },
 	{ "name", required_argument, NULL, 'p' },     { "dir", required_argument, NULL, 'd' },
 	{ "paused", no_argument, NULL, 'P' },	      { "record-hashes", no_argument, NULL, 'H' },
-	{ "timeout", required_argument, NULL, 't' },  { NULL, 0, NULL, 0 },
+	{ "timeout", required_argument, NULL, 't' },  { "no-agent-sync", no_argument, NULL, 'A' },
+	{ NULL, 0, NULL, 0 },
 };
 
 static int run(int argc, char **argv)
@@ -37,7 +41,7 @@ static int run(int argc, char **argv)
 	const char *strategy = "cow", *prefix = NULL, *dir = NULL, *run_dir;
 	unsigned long long count = 1, timeout = 120000;
 	char absdir[PATH_MAX], defprefix[64];
-	bool paused = false, hashes = false;
+	bool paused = false, hashes = false, no_agent_sync = false;
 	json_t *req;
 	int opt, ret;
 
@@ -54,6 +58,7 @@ static int run(int argc, char **argv)
 		case 'd': dir = optarg; break;
 		case 'P': paused = true; break;
 		case 'H': hashes = true; break;
+		case 'A': no_agent_sync = true; break;
 		case 't':
 			if (cli_parse_u64(optarg, &timeout) || timeout < 1 || timeout > 3600000)
 				return cli_usage_error(&cli_cmd_branch, "--timeout '%s' out of range", optarg);
@@ -94,7 +99,10 @@ static int run(int argc, char **argv)
 			paused, "record_hashes", hashes, "timeout_ms", (json_int_t)timeout);
 	if (dir)
 		json_object_set_new(req, "dir", json_string(absdir));
-	ret = cli_vm_call_print(argv[optind], req, (int)timeout + 60000, JSON_COMPACT);
+	if (no_agent_sync)
+		json_object_set_new(req, "no_agent_sync", json_true());
+	/* Readiness, then (Linux) as long again for the fix-up, then slack. */
+	ret = cli_vm_call_print(argv[optind], req, 2 * (int)timeout + 60000, JSON_COMPACT);
 	json_decref(req);
 	return ret;
 }

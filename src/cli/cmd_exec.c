@@ -8,7 +8,7 @@
 #include "cli/cli_vm.h"
 #include "cli/commands.h"
 #include "core/base64.h"
-#include "fork/agent_notify.h"
+#include "agent/agent_client.h"
 
 static const char usage[] =
 	"forkvm exec VM [options] -- COMMAND [ARGS...]\n"
@@ -107,8 +107,9 @@ static int run(int argc, char **argv)
 	if (json_array_size(json_object_get(req, "argv")) == 0)
 		goto usage;
 	json_object_set(req, "env", env);
-	fd = agent_connect(vsock, (int)port, 10000, err, sizeof(err));
-	if (fd < 0 || agent_request(fd, req, &reply, err, sizeof(err)) < 0) {
+	/* 10 s to reach the agent; the command itself may run as long as it needs. */
+	fd = agent_connect(vsock, (int)port, agent_deadline_after_ms(10000), -1, err, sizeof(err));
+	if (fd < 0 || agent_request(fd, req, &reply, 0, -1, err, sizeof(err)) < 0) {
 		fprintf(stderr, "forkvm exec: %s\n", err);
 		if (fd >= 0)
 			close(fd);

@@ -36,6 +36,7 @@ static int run_build(const struct image_sub *sub, int argc, char **argv)
 		{ "agent", required_argument, NULL, 'a' },
 		{ "out", required_argument, NULL, 'o' },
 		{ "module", required_argument, NULL, 'm' },
+		{ "kernel-package", required_argument, NULL, 'k' },
 		{ 0 },
 	};
 	struct image_build_opts opts = { 0 };
@@ -49,6 +50,11 @@ static int run_build(const struct image_sub *sub, int argc, char **argv)
 		case 'c': opts.cache_dir = optarg; break;
 		case 'a': opts.agent_path = optarg; break;
 		case 'o': opts.out_dir = optarg; break;
+		case 'k':
+			if (!image_kernel_package_valid(optarg))
+				return sub_usage(sub, "--kernel-package needs a linux-image-* package name");
+			opts.kernel_package = optarg;
+			break;
 		case 'm':
 			if (opts.nextra == 64)
 				return sub_usage(sub, "too many --module options");
@@ -129,14 +135,20 @@ static int run_inspect(const struct image_sub *sub, int argc, char **argv)
 static const struct image_sub subs[] = {
 	{ "build",
 	  "forkvm image build [--cache DIR] [--agent PATH] [--out DIR] [--module NAME]...\n"
+	  "                   [--kernel-package NAME]\n"
 	  "  Download Debian's cloud kernel and busybox-static (cached in DIR, default\n"
 	  "  $FORKVM_CACHE or ~/.cache/forkvm) and write vmlinux, bzImage, initramfs.cpio.gz\n"
 	  "  and manifest.json to --out (default DIR/image). --agent defaults to forkvm-agent\n"
-	  "  beside this binary; --module adds kernel modules to load at boot.\n",
+	  "  beside this binary; --module adds kernel modules to load at boot.\n"
+	  "  --kernel-package picks the kernel: a metapackage or a linux-image-<version>\n"
+	  "  package. Default " IMAGE_KERNEL_PACKAGE " (6.12, has the VM generation\n"
+	  "  ID driver clones reseed their random numbers with); " IMAGE_KERNEL_PACKAGE_61 "\n"
+	  "  gives 6.1. Each build rewrites the outputs for the kernel it was given.\n",
 	  run_build },
 	{ "extract",
 	  "forkvm image extract BZIMAGE OUT\n"
-	  "  Decode the bzImage's compressed payload (lz4 or gzip) and write the vmlinux ELF.\n",
+	  "  Decode the bzImage's compressed payload (lz4, gzip, zstd or xz) and write the\n"
+	  "  vmlinux ELF.\n",
 	  run_extract },
 	{ "inspect",
 	  "forkvm image inspect FILE\n"
@@ -147,6 +159,7 @@ static const struct image_sub subs[] = {
 #define IMAGE_USAGE                                                                \
 	"forkvm image build|extract|inspect ...\n"                                 \
 	"  build [--cache DIR] [--agent PATH] [--out DIR] [--module NAME]...\n"    \
+	"        [--kernel-package NAME]\n"                                        \
 	"  extract BZIMAGE OUT\n"                                                  \
 	"  inspect FILE\n"                                                         \
 	"Run \"forkvm image SUBCOMMAND --help\" for details.\n"

@@ -17,17 +17,22 @@ static const char usage[] =
 	"  --count N        children to start in parallel (default 1, max 1000)\n"
 	"  --name PREFIX    children are PREFIX-0..N-1 (default: the snapshot's directory name)\n"
 	"  --paused         children start with their vCPUs parked\n"
-	"  --timeout MS     for all children to be ready (default 120000)\n"
+	"  --timeout MS     for all children to be ready (default 120000); a Linux snapshot's\n"
+	"                   clones then get as long again for the agent fix-up\n"
+	"  --no-agent-sync  Linux snapshots: skip the fix-up that gives every clone new\n"
+	"                   entropy and the host's clock through its guest agent\n"
+	"                   (needed for --paused; docs/SNAPSHOT.md)\n"
 	"  --backend uffd   guest RAM served by a page server (docs/UFFD.md); with it:\n"
 	"  --pageserver PATH, --pageserver-timeout MS, --record, --no-prefetch, --no-uffd,\n"
 	"  --ignore-bad-hotpages, --record-settle MS, --record-max MS\n"
 	"                   are passed to each child (see forkvm run --help)\n"
-	"Prints one line per child: NAME PID SOCKET. If any child fails, none is left running.\n";
+	"Prints one line per child: NAME PID SOCKET. If any child fails, none is left running;\n"
+	"the error names it and quotes the end of its log, which is kept.\n";
 
 static const struct option options[] = {
 	{ "backend", required_argument, NULL, 'b' }, { "count", required_argument, NULL, 'n' },
 	{ "name", required_argument, NULL, 'p' },    { "paused", no_argument, NULL, 'P' },
-	{ "timeout", required_argument, NULL, 't' },
+	{ "timeout", required_argument, NULL, 't' }, { "no-agent-sync", no_argument, NULL, 'A' },
 	/* uffd options, forwarded to every child's `forkvm run` (which checks them) */
 	{ "pageserver", required_argument, NULL, 1 }, { "pageserver-timeout", required_argument, NULL, 1 },
 	{ "record", no_argument, NULL, 0 },	     { "no-prefetch", no_argument, NULL, 0 },
@@ -53,7 +58,7 @@ static int run(int argc, char **argv)
 	struct restore_many_opts o = { .backend = "file", .count = 1, .timeout_ms = 120000 };
 	struct restored_child *children;
 	unsigned long long v;
-	char dircopy[4096], err[1024];
+	char dircopy[4096], err[4096];
 	uint64_t t0;
 	int opt;
 
@@ -90,6 +95,7 @@ static int run(int argc, char **argv)
 			o.prefix = optarg;
 			break;
 		case 'P': o.paused = true; break;
+		case 'A': o.no_agent_sync = true; break;
 		case 't':
 			if (cli_parse_u64(optarg, &v) || v < 1 || v > 3600000)
 				return cli_usage_error(&cli_cmd_restore, "--timeout '%s' out of range", optarg);

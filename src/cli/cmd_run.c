@@ -3,14 +3,19 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/signalfd.h>
 #include <unistd.h>
 
+#include "agent/agent_client.h"
+#include "agent/agent_sync.h"
 #include "cli/cli_vm.h"
 #include "cli/commands.h"
 #include "cli/run_opts.h"
 #include "core/log.h"
+#include "core/log_tail.h"
 #include "core/vm.h"
 #include "ctl/ctl.h"
 #include "snapshot/snapshot.h"
@@ -35,6 +40,10 @@ static const char usage[] =
 	"                       (default SOCKET.log), console to SOCKET.console\n"
 	"  --log FILE           VMM messages (default stderr)\n"
 	"  --ready-fd N         write one byte to fd N once the socket accepts requests\n"
+	"  --no-agent-sync      --restore of a Linux snapshot: skip the fix-up that gives the\n"
+	"                       clone new entropy and the host's clock through its guest agent\n"
+	"                       (needed with --paused or without vsock; docs/SNAPSHOT.md)\n"
+	"  --agent-timeout MS   for that fix-up, retries included (default 30000)\n"
 	"  --kvm-device PATH    KVM device (default /dev/kvm)\n"
 	UFFD_RESTORE_USAGE
 	RUN_LINUX_USAGE
@@ -85,7 +94,14 @@ static int run_detach(struct run_opts *o)
 	ssize_t n = read(pipefd[0], &byte, 1);
 	close(pipefd[0]);
 	if (n != 1) {
-		fprintf(stderr, "forkvm run: the VM failed to start (see messages above)\n");
+		char tail[4096] = "";
+		int lines = log_tail_append(o->log_path, LOG_TAIL_LINES, tail, sizeof(tail));
+		if (lines > 0)
+			fprintf(stderr, "forkvm run: the VM failed to start; its log %s ends:%s\n",
+				o->log_path, tail);
+		else
+			fprintf(stderr, "forkvm run: the VM failed to start (its log %s: %s)\n",
+				o->log_path, lines == 0 ? "empty" : strerror(-lines));
 		exit(CLI_EXIT_FAIL);
 	}
 	printf("%d %s\n", (int)pid, o->socket);
@@ -105,6 +121,74 @@ static int run_boot(struct vm *vm, struct run_opts *o)
 	if (err)
 		vm_destroy(vm);
 	return err;
+}
+
+/*
+ * A restored Linux clone gets its own entropy and the host's clock from its guest agent
+ * (agent/agent_sync.h) before the socket is announced ready. Decide before the VM exists
+ * whether it can: the guest must run (not --paused) and have its vsock device.
+ */
+static int run_agent_sync_check(struct run_opts *o, const struct snap_machine *m)
+{
+	if (m->config.guest_kind != SNAP_GUEST_LINUX || o->no_agent_sync)
+		return 0;
+	if (o->vm.start_paused) {
+		log_err("cannot restore %s --paused: a Linux clone needs the agent fix-up (new "
+			"entropy, the host's clock), which needs it running; add --no-agent-sync to "
+			"start it paused anyway", o->restore);
+		return -EINVAL;
+	}
+	if (!m->has_vsock || !o->vm.vsock_path) {
+		log_err("cannot restore %s: the Linux clone's agent is reached over vsock, and %s; "
+			"add --no-agent-sync to restore it without the fix-up (new entropy, the "
+			"host's clock)", o->restore,
+			m->has_vsock ? "--no-vsock leaves it without" : "the snapshot has no vsock device");
+		return -EINVAL;
+	}
+	o->agent_sync = true;
+	return 0;
+}
+
+/* The fix-up itself, once the vCPUs run; a stop signal cancels it (and still ends the VM). */
+static int run_agent_sync(struct run_opts *o)
+{
+	struct agent_sync_stats st;
+	char err[2048];
+	sigset_t sigs;
+	int sig_fd, ret;
+
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGHUP);
+	/* Polled, never read: the signal stays pending for the control loop. */
+	sig_fd = signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (sig_fd < 0)
+		return log_errno(-errno, "signalfd for the agent fix-up of %s", o->name);
+	ret = agent_sync(o->vm.vsock_path, AGENT_VSOCK_PORT,
+			 agent_deadline_after_ms(o->agent_timeout_ms), sig_fd, &st, err, sizeof(err));
+	close(sig_fd);
+	if (ret) {
+		log_err("restored Linux clone %s: %s (--no-agent-sync skips the fix-up)", o->name, err);
+		return ret;
+	}
+	log_info("agent fix-up: fresh entropy (CRNG reseeded: %s), clock stepped by %+.3f s, "
+		 "%d attempt%s in %.0f ms", st.crng_reseeded ? "yes" : "not reported",
+		 (double)st.clock_step_ns / 1e9, st.attempts, st.attempts == 1 ? "" : "s",
+		 (double)st.elapsed_ns / 1e6);
+	return 0;
+}
+
+/*
+ * uffd: the page server gets the registered RAM before anything touches it (layers, device
+ * and vCPU state), and must ack (hot set in) before any vCPU may run.
+ */
+static int attach_pageserver(struct vm *vm, void *arg)
+{
+	struct run_opts *o = arg;
+	int ret = uffd_restore_attach(vm, &o->uffd, o->restore, o->name);
+
+	return ret < 0 ? ret : 0;
 }
 
 /* Everything is read and checked before the VM exists; the vCPUs start only after all of it. */
@@ -131,11 +215,13 @@ static int run_restore(struct vm *vm, struct run_opts *o)
 		o->vm.vsock_path = o->default_vsock;
 		o->vm.vsock_cid = (uint32_t)m.vsock.cid;
 	}
-	ret = vm_restore(vm, &o->vm, &snap, &m, o->vm.mem.backing);
-	/* uffd: the page server must ack (hot set in) before any vCPU may run. */
-	if (!ret && o->vm.mem.backing == GUEST_MEM_UFFD &&
-	    (ret = uffd_restore_attach(vm, &o->uffd, o->restore, o->name)) < 0)
-		vm_destroy(vm);
+	ret = run_agent_sync_check(o, &m);
+	if (!ret) {
+		struct restore_hooks hooks = { .mem_ready = attach_pageserver, .arg = o };
+		bool lazy = o->vm.mem.backing == GUEST_MEM_UFFD;
+
+		ret = vm_restore(vm, &o->vm, &snap, &m, o->vm.mem.backing, lazy ? &hooks : NULL);
+	}
 	snap_machine_free(&m);
 	snap_close(&snap);
 	return ret;
@@ -178,7 +264,8 @@ static int run(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	if (o.restore ? run_restore(&vm, &o) < 0 : run_boot(&vm, &o) < 0)
 		return CLI_EXIT_FAIL;
-	if (vm_start(&vm) < 0 || uffd_restore_watch(&vm) < 0) {
+	if (vm_start(&vm) < 0 || uffd_restore_watch(&vm) < 0 ||
+	    (o.agent_sync && run_agent_sync(&o) < 0)) {
 		uffd_restore_detach();
 		vm_destroy(&vm);
 		return CLI_EXIT_FAIL;

@@ -8,17 +8,19 @@
 #include "cli/commands.h"
 
 static const char usage[] =
-	"forkvm template spawn TEMPLATE [--count N] [--paused]\n"
+	"forkvm template spawn TEMPLATE [--count N] [--paused] [--no-agent-sync]\n"
 	"forkvm template status TEMPLATE\n"
 	"forkvm template stop TEMPLATE\n"
 	"  TEMPLATE is PREFIX.template (the name `forkvm branch --strategy cow` printed) or its\n"
 	"  socket path. The template exits when stopped, or once its source and every child\n"
-	"  it made are gone. Stopping it leaves its children running.\n";
+	"  it made are gone. Stopping it leaves its children running.\n"
+	"  Children of a Linux guest get the agent fix-up (new entropy, the host's clock)\n"
+	"  before they are reported; --no-agent-sync skips it (docs/BRANCH.md).\n";
 
 static int run(int argc, char **argv)
 {
 	unsigned long long count = 1;
-	bool paused = false;
+	bool paused = false, no_agent_sync = false;
 	json_t *req;
 	int ret;
 
@@ -29,6 +31,8 @@ static int run(int argc, char **argv)
 	for (int i = 3; i < argc; i++) {
 		if (strcmp(argv[1], "spawn") == 0 && strcmp(argv[i], "--paused") == 0)
 			paused = true;
+		else if (strcmp(argv[1], "spawn") == 0 && strcmp(argv[i], "--no-agent-sync") == 0)
+			no_agent_sync = true;
 		else if (strcmp(argv[1], "spawn") == 0 && strcmp(argv[i], "--count") == 0 && i + 1 < argc &&
 			 !cli_parse_u64(argv[i + 1], &count) && count >= 1 && count <= 1000)
 			i++;
@@ -39,6 +43,7 @@ static int run(int argc, char **argv)
 	if (strcmp(argv[1], "spawn") == 0) {
 		json_object_set_new(req, "count", json_integer((json_int_t)count));
 		json_object_set_new(req, "paused", json_boolean(paused));
+		json_object_set_new(req, "no_agent_sync", json_boolean(no_agent_sync));
 	}
 	ret = cli_vm_call_print(argv[2], req, 300000, JSON_COMPACT);
 	json_decref(req);

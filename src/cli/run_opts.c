@@ -11,7 +11,8 @@
 #include "core/log.h"
 
 enum { OPT_MEM = 256, OPT_VCPUS, OPT_BACKING, OPT_NO_HUGEPAGE, OPT_NAME, OPT_SOCKET,
-       OPT_CONSOLE, OPT_CPU_FEATURES, OPT_DETACH, OPT_READY_FD, OPT_KVM, OPT_LOG, OPT_RESTORE, OPT_PAUSED };
+       OPT_CONSOLE, OPT_CPU_FEATURES, OPT_DETACH, OPT_READY_FD, OPT_KVM, OPT_LOG, OPT_RESTORE, OPT_PAUSED,
+       OPT_NO_AGENT_SYNC, OPT_AGENT_TIMEOUT };
 
 static const struct option options[] = {
 	{ "mem", required_argument, NULL, OPT_MEM },
@@ -29,6 +30,8 @@ static const struct option options[] = {
 	{ "ready-fd", required_argument, NULL, OPT_READY_FD },
 	{ "kvm-device", required_argument, NULL, OPT_KVM },
 	{ "log", required_argument, NULL, OPT_LOG },
+	{ "no-agent-sync", no_argument, NULL, OPT_NO_AGENT_SYNC },
+	{ "agent-timeout", required_argument, NULL, OPT_AGENT_TIMEOUT },
 	{ "verbose", no_argument, NULL, 'v' },
 	UFFD_RESTORE_OPTIONS,
 	RUN_LINUX_OPTIONS,
@@ -86,6 +89,12 @@ static int parse_one(const struct cli_command *self, int opt, struct run_opts *o
 		return 0;
 	case OPT_KVM: o->vm.kvm_path = optarg; return 0;
 	case OPT_LOG: o->log_path = optarg; return 0;
+	case OPT_NO_AGENT_SYNC: o->no_agent_sync = true; return 0;
+	case OPT_AGENT_TIMEOUT:
+		if (cli_parse_u64(optarg, &v) || v < 1 || v > 3600000)
+			return cli_usage_error(self, "--agent-timeout '%s': need 1 to 3600000 ms", optarg);
+		o->agent_timeout_ms = (int)v;
+		return 0;
 	case 'v': log_set_level(LOG_DEBUG); return 0;
 	default:
 		if (opt >= RUN_LINUX_OPT_BASE)
@@ -105,6 +114,7 @@ int run_opts_parse(const struct cli_command *self, int argc, char **argv, struct
 	o->vm.nvcpus = 1;
 	o->vm.mem.backing = GUEST_MEM_ANON;
 	o->ready_fd = -1;
+	o->agent_timeout_ms = RUN_AGENT_TIMEOUT_MS;
 	uffd_restore_defaults(&o->uffd, cli_run_dir());
 	optind = 1;
 	opterr = 0;

@@ -9,6 +9,9 @@
 #include "core/vm.h"
 #include "uffd/uffd_restore.h"
 
+/* --restore of a Linux snapshot: how long the agent fix-up may take, retries included. */
+#define RUN_AGENT_TIMEOUT_MS 30000
+
 struct run_opts {
 	struct vm_config vm;
 	char name[64];
@@ -20,6 +23,10 @@ struct run_opts {
 	char default_console[600];
 	char default_log[600];
 	int ready_fd;
+	/* --restore of a Linux snapshot: the agent fix-up (agent/agent_sync.h) before ready. */
+	bool no_agent_sync;
+	int agent_timeout_ms;
+	bool agent_sync;	/* decided from the snapshot by run_restore */
 	struct uffd_restore_opts uffd;	/* --backing uffd: page server, prefetch, breakers */
 	/* Linux guests (run_linux.c): kernel, initrd, command line, vsock. */
 	const char *kernel, *initrd, *cmdline;

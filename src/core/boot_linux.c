@@ -7,6 +7,7 @@
 
 #include "core/log.h"
 #include "core/vm.h"
+#include "devices/vmgenid.h"
 #include "loader/boot_regs.h"
 #include "loader/load_util.h"
 #include "x86/acpi.h"
@@ -68,7 +69,8 @@ static void log_e820(struct vm *vm)
 static int build_acpi(struct vm *vm, uint64_t *rsdp)
 {
 	struct acpi_config cfg = { .ncpus = vm->nvcpus, .lapic_addr = LAYOUT_LAPIC,
-				   .ioapic_addr = LAYOUT_IOAPIC, .nvirtio = vm->nvirtio };
+				   .ioapic_addr = LAYOUT_IOAPIC, .nvirtio = vm->nvirtio,
+				   .vmgenid_addr = LAYOUT_VMGENID, .ged_gsi = LAYOUT_GED_GSI };
 	uint8_t *buf = guest_mem_ptr(&vm->mem, LAYOUT_ACPI, LAYOUT_ACPI_SIZE);
 	struct acpi_layout lay;
 	int err;
@@ -157,6 +159,8 @@ int vm_boot_linux(struct vm *vm, struct linux_boot *lb)
 	if (!pagetable_build_identity(low, map_end > FOUR_GIB ? map_end : FOUR_GIB, false))
 		return log_errno(-E2BIG, "guest RAM too large for the boot page tables");
 	err = build_acpi(vm, &rsdp);
+	if (!err)
+		err = vmgenid_boot(vm);
 	if (err)
 		return err;
 	point_at_rsdp(vm, &boot, rsdp);

@@ -13,6 +13,7 @@
 #include "devices/i8042.h"
 #include "devices/probe_dev.h"
 #include "devices/serial.h"
+#include "devices/vmgenid.h"
 #include "devices/vsock.h"
 #include "x86/layout.h"
 
@@ -134,8 +135,10 @@ err:
 int vm_start(struct vm *vm)
 {
 	uint32_t *msrs, nmsrs;
-	int err = 0;
+	int err = vmgenid_start(vm); /* before any vCPU runs: a clone never runs on the old ID */
 
+	if (err)
+		return err;
 	/* Learn the restorable MSRs now, not inside the first snapshot's or branch's pause. */
 	if (vm->nvcpus > 0 && kvm_msr_list(&vm->kvm, &vm->vcpus[0], &msrs, &nmsrs) < 0)
 		log_warn("could not list MSRs; the first snapshot will try again");

@@ -9,6 +9,7 @@
 #include "core/bus.h"
 #include "core/kvm.h"
 #include "core/vcpu.h"
+#include "devices/vmgenid.h"
 #include "mem/guest_mem.h"
 #include "x86/cpuid.h"
 
@@ -54,6 +55,7 @@ struct vm {
 	int nvirtio;
 	struct vsock *vsock;
 	bool probe_guest;	/* the probe guest runs (its mailboxes are attached) */
+	struct vmgenid vmgenid;	/* Linux guests: the generation ID (devices/vmgenid.c) */
 	int console_fd;
 
 	/* Run control, all under lock; cond is broadcast on every change. */
@@ -81,6 +83,7 @@ int vm_boot_probe(struct vm *vm);
 /* Point the probe device at the mailboxes already in guest RAM (after a restore). */
 void vm_attach_probe(struct vm *vm);
 
+/* Start the vCPU threads; a restored Linux guest first gets a new generation ID + notify. */
 int vm_start(struct vm *vm);
 /* Park every vCPU; on return no vCPU runs guest code or touches guest memory. */
 int vm_pause(struct vm *vm);

@@ -8,7 +8,7 @@
 #include "ctl/ctl.h"
 #include "fork/branch.h"
 
-static json_t *branch_reply(const struct branch_result *r)
+static json_t *branch_reply(const struct branch_result *r, enum branch_strategy strategy)
 {
 	json_t *reply = ctl_reply_ok(), *kids = json_array(), *hashes = json_array();
 
@@ -28,6 +28,12 @@ static json_t *branch_reply(const struct branch_result *r)
 	json_object_set_new(reply, "fork_us", json_real((double)r->fork_ns / 1e3));
 	json_object_set_new(reply, "arm_us", json_real((double)r->arm_ns / 1e3));
 	json_object_set_new(reply, "complete_ms", json_real((double)r->complete_ns / 1e6));
+	json_object_set_new(reply, "populate_ms", json_real((double)r->populate_ns / 1e6));
+	json_object_set_new(reply, "populated_bytes", json_integer((json_int_t)r->populated_bytes));
+	if (strategy == BRANCH_LIVE) {
+		json_object_set_new(reply, "wp_unpopulated", json_boolean(r->wp_unpopulated));
+		json_object_set_new(reply, "wp_faults", json_integer((json_int_t)r->wp_faults));
+	}
 	json_object_set_new(reply, "total_ms", json_real((double)r->total_ns / 1e6));
 	json_object_set_new(reply, "bytes_written", json_integer((json_int_t)r->bytes_written));
 	if (r->snapshot[0])
@@ -54,7 +60,7 @@ json_t *ctl_cmd_branch(struct ctl_server *srv, struct ctl_request *req)
 		.no_agent_sync = ctl_req_bool(req, "no_agent_sync", false),
 	};
 	struct branch_result res;
-	char err[1024] = "";
+	char err[4096] = "";
 	json_t *reply;
 
 	if (branch_strategy_parse(ctl_req_str(req, "strategy", ""), &o.strategy))
@@ -70,7 +76,7 @@ json_t *ctl_cmd_branch(struct ctl_server *srv, struct ctl_request *req)
 	if (branch(ctl_vm(srv), &o, &res, err, sizeof(err)) < 0)
 		reply = ctl_reply_error("branch (%s) failed: %s", branch_strategy_name(o.strategy), err);
 	else
-		reply = branch_reply(&res);
+		reply = branch_reply(&res, o.strategy);
 	branch_result_free(&res);
 	return reply;
 }

@@ -10,6 +10,7 @@
 #include "ctl/ctl.h"
 #include "ctl/ctl_server.h"
 #include "devices/probe_dev.h"
+#include "devices/vmgenid.h"
 #include "x86/layout.h"
 
 static json_t *cmd_status(struct ctl_server *srv, struct ctl_request *req)
@@ -39,6 +40,12 @@ static json_t *cmd_status(struct ctl_server *srv, struct ctl_request *req)
 	json_object_set_new(reply, "pause_count", json_integer((json_int_t)vm->pause_count));
 	json_object_set_new(reply, "last_pause_us", json_real((double)vm->last_pause_ns / 1e3));
 	json_object_set_new(reply, "vcpus", vcpus);
+	if (vm->vmgenid.present) {
+		char hex[VMGENID_HEX_LEN + 1];
+
+		vmgenid_hex(vm->vmgenid.id, hex);
+		json_object_set_new(reply, "vmgenid", json_string(hex));
+	}
 	return reply;
 }
 

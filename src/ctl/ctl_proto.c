@@ -129,7 +129,7 @@ json_t *ctl_reply_ok(void)
 
 json_t *ctl_reply_error(const char *fmt, ...)
 {
-	char msg[512];
+	char msg[4096]; /* room for a failed child's quoted log lines */
 	va_list ap;
 
 	va_start(ap, fmt);

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "mem/dirty_log.h"
 #include "mem/guest_mem.h"
 
 #define AVAIL_FLAGS 0
@@ -42,6 +43,11 @@ static uint16_t avail_idx(const struct virtq *q)
 	return __atomic_load_n(&q->avail[AVAIL_IDX], __ATOMIC_ACQUIRE);
 }
 
+uint16_t virtq_avail_idx(const struct virtq *q)
+{
+	return q->s.ready ? avail_idx(q) : 0;
+}
+
 bool virtq_has_avail(const struct virtq *q)
 {
 	return q->s.ready && avail_idx(q) != q->s.last_avail;
@@ -72,6 +78,7 @@ int virtq_pop(struct virtq *q, struct virtq_chain *c)
 	q->s.last_avail++;
 	memset(c, 0, sizeof(*c));
 	c->head = head;
+	c->mem = q->mem;
 	if (head >= q->s.num)
 		return -EINVAL;
 	for (i = head;; i = q->desc[i].next) {
@@ -95,6 +102,7 @@ int virtq_pop(struct virtq *q, struct virtq_chain *c)
 			c->rd_len += d.len;
 		}
 		iov->len = d.len;
+		iov->gpa = d.addr;
 		iov->base = d.len ? guest_mem_ptr(q->mem, d.addr, d.len) : NULL;
 		if (d.len && !iov->base)
 			return -EINVAL;
@@ -114,10 +122,15 @@ void virtq_push(struct virtq *q, uint16_t head, uint32_t len)
 	uint16_t *used_idx = (uint16_t *)(q->used + 2);
 	struct virtq_used_elem e = { .id = head, .len = len };
 
-	memcpy(q->used + 4 + 8 * (size_t)(q->s.used_idx & (q->s.num - 1)), &e, sizeof(e));
+	size_t slot = 4 + 8 * (size_t)(q->s.used_idx & (q->s.num - 1));
+
+	memcpy(q->used + slot, &e, sizeof(e));
 	q->s.used_idx++;
 	/* The element must be visible before the index that publishes it. */
 	__atomic_store_n(used_idx, q->s.used_idx, __ATOMIC_RELEASE);
+	/* KVM's dirty log cannot see the VMM's writes: diff snapshots need them marked. */
+	guest_mem_mark_dirty(q->mem, q->s.used_gpa, 4);
+	guest_mem_mark_dirty(q->mem, q->s.used_gpa + slot, sizeof(e));
 }
 
 size_t virtq_chain_read(const struct virtq_chain *c, size_t off, void *dst, size_t len)
@@ -150,6 +163,7 @@ size_t virtq_chain_write(struct virtq_chain *c, size_t off, const void *src, siz
 		}
 		size_t n = l - off < len - done ? l - off : len - done;
 		memcpy(c->wr[i].base + off, (const uint8_t *)src + done, n);
+		guest_mem_mark_dirty(c->mem, c->wr[i].gpa + off, n);
 		done += n;
 		off = 0;
 	}

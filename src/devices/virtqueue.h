@@ -43,11 +43,13 @@ struct virtq {
 
 struct virtq_iov {
 	uint8_t *base;
+	uint64_t gpa; /* where base is in the guest, to mark the VMM's writes dirty */
 	uint32_t len;
 };
 
 /* One descriptor chain: device-readable buffers first, then device-writable ones. */
 struct virtq_chain {
+	const struct guest_mem *mem;
 	uint16_t head;
 	int nrd, nwr;
 	struct virtq_iov rd[VIRTQ_MAX_IOV], wr[VIRTQ_MAX_IOV];
@@ -65,6 +67,8 @@ void virtq_unpop(struct virtq *q);
 /* Return a chain to the driver with `len` bytes written into its writable buffers. */
 void virtq_push(struct virtq *q, uint16_t head, uint32_t len);
 bool virtq_has_avail(const struct virtq *q);
+/* The driver's published avail index (0 while the queue is not ready). */
+uint16_t virtq_avail_idx(const struct virtq *q);
 /* The driver wants an interrupt for used buffers (no VIRTQ_AVAIL_F_NO_INTERRUPT). */
 bool virtq_wants_interrupt(const struct virtq *q);
 

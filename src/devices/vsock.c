@@ -32,6 +32,7 @@ static void vsock_reset(void *opaque)
 	v->nrst = 0;
 	v->rx_starved = false;
 	v->reset_event_pending = false;
+	v->reset_settling = false;
 }
 
 static const struct virtio_dev_ops vsock_ops = {
@@ -74,7 +75,8 @@ static void *vsock_thread(void *arg)
 	struct epoll_event evs[32];
 
 	for (;;) {
-		int n = epoll_wait(v->epoll_fd, evs, 32, -1);
+		/* While a transport reset settles, look again every few ms for the guest's answer. */
+		int n = epoll_wait(v->epoll_fd, evs, 32, v->reset_settling ? 5 : -1);
 		bool used = false;
 
 		if (n < 0 && errno == EINTR)

@@ -52,6 +52,15 @@ struct vsock {
 	uint32_t next_port;
 	int rr; /* round-robin start for fairness */
 	bool rx_starved, reset_event_pending;
+	/*
+	 * After a transport reset the guest resets every connected socket when its event work
+	 * runs, which may be after its rx work accepted a new host connection: that connection
+	 * would die silently. So host CONNECTs wait until the guest has handled the event (it
+	 * re-posts the event buffer: the event queue's avail index moves) or a bound passes.
+	 */
+	bool reset_settling;
+	uint16_t reset_avail_idx;
+	uint64_t reset_deadline_ns;
 	int nrst;
 	struct { uint32_t local_port, peer_port; } rst[VSOCK_MAX_ORPHAN_RST];
 	struct vsock_stats stats;
@@ -72,10 +81,15 @@ struct vsock_conn *vsock_conn_find(struct vsock *v, uint32_t local_port, uint32_
 /* Whether conn c can take more host bytes toward the guest now. */
 uint32_t vsock_conn_credit(const struct vsock_conn *c);
 
+/* How long host CONNECTs may wait for the guest to handle a transport reset. */
+#define VSOCK_RESET_SETTLE_NS (2000ULL * 1000 * 1000)
+
 /* vsock_queues.c */
 void vsock_process_tx(struct vsock *v, bool *used);
 void vsock_deliver_rx(struct vsock *v, bool *used);
 void vsock_deliver_events(struct vsock *v, bool *used);
+/* Whether host CONNECTs must still wait for the guest to handle a reset (updates the state). */
+bool vsock_reset_settling(struct vsock *v);
 void vsock_queue_rst(struct vsock *v, uint32_t local_port, uint32_t peer_port);
 
 #endif

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/vm.h" /* monotonic_ns */
 
 #define HDR_LEN sizeof(struct vsock_hdr)
 #define MAX_PAYLOAD (64u << 10)
@@ -103,7 +104,7 @@ static bool send_data(struct vsock *v, struct vsock_conn *c, bool *used)
  * round so concurrent connections share the receive buffers. */
 void vsock_deliver_rx(struct vsock *v, bool *used)
 {
-	bool progress = true;
+	bool progress = true, settling = vsock_reset_settling(v);
 
 	if (!v->mmio->vq[VSOCK_QUEUE_RX].s.ready)
 		return;
@@ -120,6 +121,8 @@ void vsock_deliver_rx(struct vsock *v, bool *used)
 			if (!c || c->state == VC_LINE)
 				continue;
 			if (c->send_request) {
+				if (settling)
+					continue; /* after the guest has handled the reset */
 				if (!send_ctrl(v, c, VSOCK_OP_REQUEST, 0, c->local_port, c->peer_port, used))
 					return;
 				c->send_request = false;
@@ -158,5 +161,23 @@ void vsock_deliver_events(struct vsock *v, bool *used)
 	virtq_chain_write(&ch, 0, &id, sizeof(id));
 	virtq_push(q, ch.head, sizeof(id));
 	v->reset_event_pending = false;
+	v->reset_settling = true;
+	v->reset_avail_idx = virtq_avail_idx(q);
+	v->reset_deadline_ns = monotonic_ns() + VSOCK_RESET_SETTLE_NS;
 	*used = true;
+}
+
+bool vsock_reset_settling(struct vsock *v)
+{
+	if (!v->reset_settling)
+		return false;
+	if (virtq_avail_idx(&v->mmio->vq[VSOCK_QUEUE_EVENT]) != v->reset_avail_idx) {
+		v->reset_settling = false; /* the guest handled the event and re-posted its buffer */
+	} else if (monotonic_ns() >= v->reset_deadline_ns) {
+		v->reset_settling = false;
+		log_warn("vsock: the guest did not re-post its event buffer within %llu ms of the "
+			 "transport reset; letting host connections through",
+			 VSOCK_RESET_SETTLE_NS / 1000000ULL);
+	}
+	return v->reset_settling;
 }

@@ -10,7 +10,6 @@
 
 #include "core/vm.h"
 #include "devices/probe_dev.h"
-#include "fork/agent_notify.h"
 #include "fork/cow.h"
 #include "snapshot/restore_many.h"
 #include "snapshot/snapshot.h"
@@ -71,7 +70,8 @@ int branch_restore_children(const char *snapshot, const struct branch_opts *o,
 {
 	struct restore_many_opts ro = { .dir = snapshot, .backend = "file", .count = o->count,
 					.prefix = o->prefix, .run_dir = o->run_dir,
-					.paused = o->paused, .timeout_ms = o->timeout_ms };
+					.paused = o->paused, .timeout_ms = o->timeout_ms,
+					.no_agent_sync = o->no_agent_sync };
 	struct restored_child *kids = calloc((size_t)o->count, sizeof(*kids));
 	int ret;
 
@@ -115,24 +115,26 @@ static int branch_full(struct vm *vm, const struct branch_opts *o, struct branch
 }
 
 /*
- * Siblings start with one RNG state and the source's clock: each Linux child's agent reseeds
- * and sets the clock. A child that cannot be fixed up would share secrets with its siblings,
- * so the whole branch fails and its children are killed.
+ * Siblings start with one RNG state and the source's clock: each Linux child gets the agent
+ * fix-up (agent/agent_sync.h) from whoever made it, before the branch reports it ready:
+ * restore_many for full/diff/live, the cow template for cow. Refuse what cannot get it.
  */
-static int branch_sync_agents(const struct branch_opts *o, struct branch_result *res, char *err,
-			      size_t errlen)
+static int branch_check_agent_sync(const struct vm *vm, const struct branch_opts *o, char *err,
+				   size_t errlen)
 {
-	for (int i = 0; i < res->count; i++) {
-		char path[600], why[512];
-		snprintf(path, sizeof(path), "%s.vsock", res->children[i].socket);
-		if (agent_notify_branch(path, AGENT_VSOCK_PORT, o->timeout_ms, why, sizeof(why)) == 0)
-			continue;
-		snprintf(err, errlen, "child %s: reseeding entropy and setting the clock: %s",
-			 res->children[i].name, why);
-		for (int k = 0; k < res->count; k++)
-			if (res->children[k].pid > 0)
-				kill(res->children[k].pid, SIGKILL);
-		return -EIO;
+	if (vm->probe_guest || o->no_agent_sync)
+		return 0;
+	if (o->paused) {
+		snprintf(err, errlen, "paused children of a Linux guest cannot get the agent fix-up "
+			 "(new entropy, the host's clock), which needs them running; pass "
+			 "no_agent_sync (--no-agent-sync) to branch them paused anyway");
+		return -EINVAL;
+	}
+	if (!vm->vsock) {
+		snprintf(err, errlen, "this Linux guest has no vsock device: its children's agents "
+			 "cannot be reached for the fix-up (new entropy, the host's clock); pass "
+			 "no_agent_sync (--no-agent-sync) to branch without it");
+		return -EINVAL;
 	}
 	return 0;
 }
@@ -165,6 +167,8 @@ int branch(struct vm *vm, const struct branch_opts *o, struct branch_result *res
 		snprintf(err, errlen, "count must be 1-%d", BRANCH_MAX_CHILDREN);
 		return -EINVAL;
 	}
+	if ((ret = branch_check_agent_sync(vm, o, err, errlen)))
+		return ret;
 	res->children = calloc((size_t)o->count, sizeof(*res->children));
 	if (!res->children)
 		return -ENOMEM;
@@ -178,8 +182,6 @@ int branch(struct vm *vm, const struct branch_opts *o, struct branch_result *res
 	case BRANCH_LIVE: ret = branch_live(vm, o, res, err, errlen); break;
 	default: ret = branch_cow(vm, o, res, err, errlen); break;
 	}
-	if (!ret && !vm->probe_guest && !o->no_agent_sync)
-		ret = branch_sync_agents(o, res, err, errlen);
 	res->total_ns = monotonic_ns() - t0;
 	return ret;
 }

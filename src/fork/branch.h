@@ -37,6 +37,10 @@ struct branch_result {
 	uint64_t fork_ns;	/* cow: fork() of the template while paused */
 	uint64_t arm_ns;	/* live: arming write-protect */
 	uint64_t complete_ns;	/* live: until the frozen image is complete */
+	uint64_t populate_ns;	/* live, kernels < 6.4: populating guest RAM before the pause */
+	uint64_t populated_bytes; /* live, kernels < 6.4: bytes that populating newly allocated */
+	bool wp_unpopulated;	/* live: the kernel write-protected unpopulated pages itself */
+	uint64_t wp_faults;	/* live: source writes that waited for their page to be copied */
 	uint64_t total_ns;	/* request → every child ready */
 	uint64_t bytes_written; /* full/diff: memory bytes written */
 	char snapshot[4096];	/* full/diff/live: the snapshot or layer the children use */

@@ -27,10 +27,12 @@ struct cow_template {
 	int timeout_ms;
 };
 
-/* In the template process: fork `count` children, wait until all are ready. On failure every
- * child of this call is killed and err names the failing one. */
-int cow_spawn(struct cow_template *t, int count, bool paused, struct branch_child *out,
-	      char *err, size_t errlen);
+/* In the template process: fork `count` children, wait until all are ready, then give each
+ * child of a Linux guest the agent fix-up (agent/agent_sync.h) unless no_agent_sync. On
+ * failure every child of this call is killed, err names the failing one and quotes its log,
+ * which stays (as do the logs of every child that failed). */
+int cow_spawn(struct cow_template *t, int count, bool paused, bool no_agent_sync,
+	      struct branch_child *out, char *err, size_t errlen);
 
 /* In a freshly forked child: become a VM on the inherited RAM and serve it. Never returns. */
 __attribute__((noreturn)) void cow_child_main(struct cow_template *t, const char *name,

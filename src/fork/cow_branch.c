@@ -46,6 +46,16 @@ static int read_report(int fd, int timeout_ms, struct branch_result *res, char *
 		len += (size_t)n;
 	}
 	buf[len] = '\0';
+	/* An error is the template's last word and may span lines (a child's quoted log). */
+	char *error = strncmp(buf, "error ", 6) == 0 ? buf : strstr(buf, "\nerror ");
+	if (error) {
+		error += *error == '\n' ? 7 : 6;
+		len = strlen(error);
+		while (len > 0 && error[len - 1] == '\n')
+			error[--len] = '\0';
+		snprintf(err, errlen, "%s", error);
+		return -ECHILD;
+	}
 	for (char *save = NULL, *line = strtok_r(buf, "\n", &save); line;
 	     line = strtok_r(NULL, "\n", &save)) {
 		if (strncmp(line, "child ", 6) == 0 && res->count < BRANCH_MAX_CHILDREN) {
@@ -106,7 +116,10 @@ int branch_cow(struct vm *vm, const struct branch_opts *o, struct branch_result 
 	waitpid(mid, NULL, 0);
 	close(pipefd[1]);
 	pipefd[1] = -1;
-	ret = read_report(pipefd[0], o->timeout_ms, res, err, errlen);
+	/* The template's own deadlines: children ready, then (Linux) their agent fix-up. */
+	ret = read_report(pipefd[0], vm->probe_guest || o->no_agent_sync ? o->timeout_ms
+									  : 2 * o->timeout_ms + 5000,
+			  res, err, errlen);
 out:
 	snap_buf_free(&state);
 	close(pipefd[0]);

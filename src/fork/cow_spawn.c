@@ -9,22 +9,42 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "agent/agent_client.h"
+#include "agent/agent_sync.h"
 #include "core/log.h"
 #include "fork/cow.h"
 #include "snapshot/restore_many.h"
 
-static void kill_children(struct cow_template *t, struct branch_child *c, int *fds, int n)
+/*
+ * Kill and reap the children of this call; remove their sockets, and the logs of those that
+ * did not fail. One that exited by itself failed on its own: its log stays too.
+ */
+static void kill_children(struct cow_template *t, struct branch_child *c, int *fds, bool *keep,
+			  int n)
 {
 	for (int i = 0; i < n; i++) {
 		char path[700];
 		if (c[i].pid > 0) {
-			kill(c[i].pid, SIGKILL);
-			if (waitpid(c[i].pid, NULL, 0) == c[i].pid)
+			pid_t got = waitpid(c[i].pid, NULL, WNOHANG);
+			if (got == c[i].pid) {
+				keep[i] = true;
+			} else {
+				kill(c[i].pid, SIGKILL);
+				got = waitpid(c[i].pid, NULL, 0);
+			}
+			if (got == c[i].pid)
 				t->live--;
+			c[i].pid = 0;
 		}
 		if (fds[i] >= 0)
 			close(fds[i]);
+		fds[i] = -1;
 		unlink(c[i].socket);
+		/* Killed, the VMM could not remove its vsock socket either. */
+		snprintf(path, sizeof(path), "%s.vsock", c[i].socket);
+		unlink(path);
+		if (keep[i])
+			continue;
 		snprintf(path, sizeof(path), "%s.log", c[i].socket);
 		unlink(path);
 		snprintf(path, sizeof(path), "%s.console", c[i].socket);
@@ -32,8 +52,8 @@ static void kill_children(struct cow_template *t, struct branch_child *c, int *f
 	}
 }
 
-static int wait_ready(struct cow_template *t, struct branch_child *c, int *fds, int n, char *err,
-		      size_t errlen)
+static int wait_ready(struct cow_template *t, struct branch_child *c, int *fds, bool *keep, int n,
+		      int *failed, char *err, size_t errlen)
 {
 	uint64_t deadline = monotonic_ns() + (uint64_t)t->timeout_ms * 1000000ULL;
 	struct pollfd pfds[BRANCH_MAX_CHILDREN];
@@ -41,39 +61,102 @@ static int wait_ready(struct cow_template *t, struct branch_child *c, int *fds, 
 
 	while (remaining > 0) {
 		int64_t left = ((int64_t)deadline - (int64_t)monotonic_ns()) / 1000000;
+		int r = 0;
 		for (int i = 0; i < n; i++)
 			pfds[i] = (struct pollfd){ .fd = fds[i], .events = POLLIN };
-		if (left <= 0 || poll(pfds, (nfds_t)n, (int)left) == 0) {
-			snprintf(err, errlen, "children not ready within %d ms", t->timeout_ms);
+		if (left > 0)
+			r = poll(pfds, (nfds_t)n, (int)left);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			int e = errno;
+			snprintf(err, errlen, "waiting for the children: poll: %s", strerror(e));
+			return -e;
+		}
+		if (r == 0) {
+			/* Every child not ready by now failed to become ready: all keep their logs. */
+			for (int i = 0; i < n; i++) {
+				if (fds[i] < 0)
+					continue;
+				keep[i] = true;
+				if (*failed < 0) {
+					*failed = i;
+					snprintf(err, errlen, "child %s: not ready within %d ms (%d of %d "
+						 "children not ready)", c[i].name, t->timeout_ms, remaining, n);
+				}
+			}
 			return -ETIMEDOUT;
 		}
 		for (int i = 0; i < n; i++) {
 			char byte, reason[512];
+			int status = 0;
 			if (fds[i] < 0 || !pfds[i].revents)
 				continue;
-			if (read(fds[i], &byte, 1) != 1) {
-				if (waitpid(c[i].pid, NULL, 0) == c[i].pid)
-					t->live--;
-				c[i].pid = 0;
-				vmm_child_reason(c[i].socket, reason, sizeof(reason));
-				snprintf(err, errlen, "child %s: %s", c[i].name, reason);
-				return -ECHILD;
+			if (read(fds[i], &byte, 1) == 1) {
+				close(fds[i]);
+				fds[i] = -1;
+				remaining--;
+				continue;
 			}
-			close(fds[i]);
-			fds[i] = -1;
-			remaining--;
+			if (waitpid(c[i].pid, &status, 0) == c[i].pid)
+				t->live--;
+			c[i].pid = 0;
+			keep[i] = true;
+			*failed = i;
+			vmm_child_reason(c[i].socket, reason, sizeof(reason));
+			if (WIFSIGNALED(status))
+				snprintf(reason, sizeof(reason), "killed by signal %d (%s)",
+					 WTERMSIG(status), strsignal(WTERMSIG(status)));
+			snprintf(err, errlen, "child %s: %s", c[i].name, reason);
+			return -ECHILD;
 		}
 	}
 	return 0;
 }
 
-int cow_spawn(struct cow_template *t, int count, bool paused, struct branch_child *out,
-	      char *err, size_t errlen)
+/* Each Linux child's own entropy and the host's clock, within one deadline for all of them. */
+static int sync_agents(struct cow_template *t, struct branch_child *c, bool *keep, int n,
+		       int *failed, char *err, size_t errlen)
 {
-	int fds[BRANCH_MAX_CHILDREN], spawned = 0, ret = 0;
+	uint64_t deadline = agent_deadline_after_ms(t->timeout_ms);
+
+	for (int i = 0; i < n; i++) {
+		char path[620], why[1536];
+		int ret;
+
+		snprintf(path, sizeof(path), "%s.vsock", c[i].socket);
+		ret = agent_sync(path, AGENT_VSOCK_PORT, deadline, -1, NULL, why, sizeof(why));
+		if (ret) {
+			keep[i] = true;
+			*failed = i;
+			snprintf(err, errlen, "child %s: %s", c[i].name, why);
+			return ret;
+		}
+	}
+	return 0;
+}
+
+int cow_spawn(struct cow_template *t, int count, bool paused, bool no_agent_sync,
+	      struct branch_child *out, char *err, size_t errlen)
+{
+	int fds[BRANCH_MAX_CHILDREN], spawned = 0, ret = 0, failed = -1;
+	bool keep[BRANCH_MAX_CHILDREN] = { false };
+	bool agent = t->machine.config.guest_kind == SNAP_GUEST_LINUX && !no_agent_sync;
 
 	if (count < 1 || count > BRANCH_MAX_CHILDREN) {
 		snprintf(err, errlen, "count %d out of range 1-%d", count, BRANCH_MAX_CHILDREN);
+		return -EINVAL;
+	}
+	if (agent && paused) {
+		snprintf(err, errlen, "paused children of a Linux guest cannot get the agent fix-up "
+			 "(new entropy, the host's clock), which needs them running; pass "
+			 "no_agent_sync (--no-agent-sync) to spawn them paused anyway");
+		return -EINVAL;
+	}
+	if (agent && !t->machine.has_vsock) {
+		snprintf(err, errlen, "this Linux guest has no vsock device: its children's agents "
+			 "cannot be reached for the fix-up (new entropy, the host's clock); pass "
+			 "no_agent_sync (--no-agent-sync) to spawn without it");
 		return -EINVAL;
 	}
 	memset(out, 0, (size_t)count * sizeof(*out));
@@ -119,8 +202,13 @@ int cow_spawn(struct cow_template *t, int count, bool paused, struct branch_chil
 		}
 	}
 	if (!ret)
-		ret = wait_ready(t, out, fds, spawned, err, errlen);
-	if (ret)
-		kill_children(t, out, fds, spawned);
+		ret = wait_ready(t, out, fds, keep, spawned, &failed, err, errlen);
+	if (!ret && agent)
+		ret = sync_agents(t, out, keep, spawned, &failed, err, errlen);
+	if (ret) {
+		kill_children(t, out, fds, keep, spawned);
+		if (failed >= 0)
+			vmm_child_log_tail(out[failed].socket, err, errlen);
+	}
 	return ret;
 }

@@ -23,7 +23,7 @@
 static void report(int fd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void report(int fd, const char *fmt, ...)
 {
-	char line[1024];
+	char line[4096];
 	va_list ap;
 	int n;
 
@@ -53,11 +53,11 @@ static json_t *children_json(const struct branch_child *c, int n)
 	return list;
 }
 
-/* One request per connection: status, spawn {count, paused}, stop. */
+/* One request per connection: status, spawn {count, paused, no_agent_sync}, stop. */
 static bool template_request(struct cow_template *t, int fd)
 {
 	struct branch_child *kids = NULL;
-	char buf[4096], err[512];
+	char buf[4096], err[3072];
 	json_t *req, *reply;
 	const char *cmd;
 	bool stop = false;
@@ -79,7 +79,8 @@ static bool template_request(struct cow_template *t, int fd)
 		int count = json_is_integer(jc) ? (int)json_integer_value(jc) : 1;
 		kids = calloc(BRANCH_MAX_CHILDREN, sizeof(*kids));
 		if (!kids || (jc && !json_is_integer(jc)) ||
-		    cow_spawn(t, count, json_is_true(json_object_get(req, "paused")), kids, err,
+		    cow_spawn(t, count, json_is_true(json_object_get(req, "paused")),
+			      json_is_true(json_object_get(req, "no_agent_sync")), kids, err,
 			      sizeof(err)) < 0)
 			reply = json_pack("{s:b,s:s}", "ok", 0, "error", kids ? err : "bad count");
 		else
@@ -167,7 +168,7 @@ void cow_template_main(struct vm *vm, struct snap_buf *state, const struct branc
 	struct cow_template t = { .vm = vm, .source_alive = true, .timeout_ms = o->timeout_ms };
 	struct branch_child *kids = calloc((size_t)o->count, sizeof(*kids));
 	int keep[2] = { vm->kvm.fd, report_fd }, sig_fd, source_fd;
-	char path[700], err[512];
+	char path[700], err[3072];
 	sigset_t sigs;
 
 	setsid();
@@ -197,7 +198,7 @@ void cow_template_main(struct vm *vm, struct snap_buf *state, const struct branc
 		report(report_fd, "error template setup failed (see %s.log)\n", t.socket);
 		_exit(1);
 	}
-	if (cow_spawn(&t, o->count, o->paused, kids, err, sizeof(err)) < 0) {
+	if (cow_spawn(&t, o->count, o->paused, o->no_agent_sync, kids, err, sizeof(err)) < 0) {
 		report(report_fd, "error %s\n", err);
 		unlink(t.socket);
 		_exit(1);

@@ -1,4 +1,5 @@
 /* "forkvm image build": Debian kernel + busybox + agent -> vmlinux, initramfs, manifest. */
+#include <ctype.h>
 #include <errno.h>
 #include <jansson.h>
 #include <libgen.h>
@@ -17,7 +18,8 @@
 #include "image/sha256.h"
 #include "loader/kernel.h"
 
-/* virtio-mmio transport + virtio vsock; dependencies are added by the resolver. */
+/* virtio-mmio transport + virtio vsock; dependencies are added by the resolver. On 6.12
+ * virtio_ring and virtio are built in (modules.builtin) and skipped. */
 static const char *const default_modules[] = {
 	"virtio_ring", "virtio", "virtio_mmio", "vsock",
 	"vmw_vsock_virtio_transport_common", "vmw_vsock_virtio_transport",
@@ -28,6 +30,7 @@ struct build {
 	char cache[PATH_MAX], out[PATH_MAX], agent[PATH_MAX];
 	char kver[128], moddir[PATH_MAX + 160], bzimage[PATH_MAX + 160], busybox[PATH_MAX + 16];
 	struct pkg meta, kernel, busybox_pkg;
+	bool has_meta;	/* meta is a metapackage naming kernel; else meta == kernel */
 	struct moddep deps;
 	const struct moddep_module **order;
 	int norder;
@@ -69,23 +72,51 @@ static int setup_paths(struct build *b, const struct image_build_opts *opts)
 	return ret ?: elf_check_static(b->agent, "agent");
 }
 
-static int fetch_packages(struct build *b)
+int image_kernel_package_valid(const char *name)
 {
-	int ret = pkg_fetch(b->cache, IMAGE_KERNEL_META, &b->meta);
+	size_t n = strlen(name);
 
-	if (ret)
-		return ret;
-	if (strncmp(b->meta.depends, "linux-image-", 12)) {
-		log_err("%s %s: expected a linux-image-* dependency, found \"%s\"", b->meta.name,
-			b->meta.version, b->meta.depends);
+	/* Debian policy: lower-case letters, digits, '+', '-', '.'; we want a kernel's. */
+	if (n <= 12 || n >= sizeof(((struct pkg *)0)->name) || strncmp(name, "linux-image-", 12))
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if (!islower((unsigned char)name[i]) && !isdigit((unsigned char)name[i]) &&
+		    !strchr("+-.", name[i]))
+			return 0;
+	return 1;
+}
+
+/* A metapackage (linux-image-cloud-amd64, linux-image-6.12-cloud-amd64) depends first on
+ * linux-image-<kver>, which holds boot/vmlinuz-<kver>; a kernel package may be named directly. */
+static int fetch_packages(struct build *b, const struct image_build_opts *opts)
+{
+	const char *name = opts->kernel_package ? opts->kernel_package : IMAGE_KERNEL_PACKAGE;
+	int ret;
+
+	if (!image_kernel_package_valid(name)) {
+		log_err("kernel package \"%s\": not a linux-image-* Debian package name", name);
 		return -EINVAL;
 	}
-	snprintf(b->kver, sizeof(b->kver), "%s", b->meta.depends + 12);
-	ret = pkg_fetch(b->cache, b->meta.depends, &b->kernel);
-	if (!ret)
-		ret = pkg_fetch(b->cache, IMAGE_BUSYBOX_PKG, &b->busybox_pkg);
+	ret = pkg_fetch(b->cache, name, &b->meta);
+	if (ret)
+		return ret;
+	b->has_meta = !strncmp(b->meta.depends, "linux-image-", 12);
+	if (b->has_meta)
+		ret = pkg_fetch(b->cache, b->meta.depends, &b->kernel);
+	else
+		b->kernel = b->meta;
+	if (ret)
+		return ret;
+	snprintf(b->kver, sizeof(b->kver), "%s", b->kernel.name + 12);
 	snprintf(b->moddir, sizeof(b->moddir), "%s/lib/modules/%s", b->kernel.root, b->kver);
 	snprintf(b->bzimage, sizeof(b->bzimage), "%s/boot/vmlinuz-%s", b->kernel.root, b->kver);
+	if (access(b->bzimage, R_OK) < 0) {
+		ret = -errno;
+		log_err("%s %s: no boot/vmlinuz-%s in the package (%s); is it a kernel image package?",
+			b->kernel.name, b->kernel.version, b->kver, strerror(-ret));
+		return ret;
+	}
+	ret = pkg_fetch(b->cache, IMAGE_BUSYBOX_PKG, &b->busybox_pkg);
 	snprintf(b->busybox, sizeof(b->busybox), "%s/bin/busybox", b->busybox_pkg.root);
 	return ret;
 }
@@ -145,7 +176,7 @@ static int add_file_sum(json_t *files, const char *name, const char *path)
 static int write_manifest(struct build *b, const struct kernel_info *vmlinux)
 {
 	static const char *const outputs[] = { "vmlinux", "bzImage", "initramfs.cpio.gz" };
-	json_t *root, *mods = json_array(), *files = json_object();
+	json_t *root, *mods = json_array(), *files = json_object(), *pkgs = json_object();
 	char path[PATH_MAX + 32], pvh[32], *text = NULL;
 	int ret = 0;
 
@@ -156,11 +187,19 @@ static int write_manifest(struct build *b, const struct kernel_info *vmlinux)
 		ret = add_file_sum(files, outputs[i], path);
 	}
 	ret = ret ?: add_file_sum(files, "forkvm-agent", b->agent);
+	if (!mods || !files || !pkgs)
+		ret = ret ?: -ENOMEM;
+	if (pkgs && b->has_meta)
+		json_object_set_new(pkgs, b->meta.name, json_string(b->meta.version));
+	if (pkgs) {
+		json_object_set_new(pkgs, b->kernel.name, json_string(b->kernel.version));
+		json_object_set_new(pkgs, b->busybox_pkg.name, json_string(b->busybox_pkg.version));
+	}
 	snprintf(pvh, sizeof(pvh), "0x%x", vmlinux->pvh_entry);
-	root = json_pack("{s:i, s:s, s:{s:s, s:s, s:s}, s:o, s:s, s:s, s:i, s:o}",
-			 "format", 1, "kernel_version", b->kver, "packages", b->meta.name,
-			 b->meta.version, b->kernel.name, b->kernel.version, b->busybox_pkg.name,
-			 b->busybox_pkg.version, "modules", mods, "pvh_entry", pvh, "agent", b->agent,
+	/* json_pack's "o" takes the references, also when it fails. */
+	root = json_pack("{s:i, s:s, s:s, s:o, s:o, s:s, s:s, s:i, s:o}",
+			 "format", 1, "kernel_package", b->meta.name, "kernel_version", b->kver,
+			 "packages", pkgs, "modules", mods, "pvh_entry", pvh, "agent", b->agent,
 			 "agent_vsock_port", IMAGE_AGENT_VSOCK_PORT, "files", files);
 	text = root ? json_dumps(root, JSON_INDENT(2)) : NULL;
 	if (!ret && !text)
@@ -204,12 +243,12 @@ int image_build(const struct image_build_opts *opts)
 	int ret = b ? 0 : -ENOMEM;
 
 	ret = ret ?: setup_paths(b, opts);
-	ret = ret ?: fetch_packages(b);
+	ret = ret ?: fetch_packages(b, opts);
 	ret = ret ?: resolve_modules(b, opts);
 	ret = ret ?: assemble(b);
 	if (!ret) {
-		printf("kernel %s (%s %s), busybox %s\nmodules:", b->kver, b->kernel.name,
-		       b->kernel.version, b->busybox_pkg.version);
+		printf("kernel %s (%s %s, from %s), busybox %s\nmodules:", b->kver, b->kernel.name,
+		       b->kernel.version, b->meta.name, b->busybox_pkg.version);
 		for (int i = 0; i < b->norder; i++)
 			printf(" %s", b->order[i]->name);
 		printf("\nwrote %s/{vmlinux,bzImage,initramfs.cpio.gz,manifest.json}\n", b->out);

@@ -6,17 +6,23 @@
 #include <stdint.h>
 
 #define IMAGE_AGENT_VSOCK_PORT 52
-#define IMAGE_KERNEL_META "linux-image-cloud-amd64"
+/* Debian 12's 6.12 cloud kernel: CONFIG_VMGENID=y, so clones reseed their CRNG through the
+ * VM generation ID device. "linux-image-cloud-amd64" is the 6.1 kernel (no VMGENID). */
+#define IMAGE_KERNEL_PACKAGE "linux-image-6.12-cloud-amd64"
+#define IMAGE_KERNEL_PACKAGE_61 "linux-image-cloud-amd64"
 #define IMAGE_BUSYBOX_PKG "busybox-static"
 
 struct image_build_opts {
 	const char *cache_dir;	/* NULL: $FORKVM_CACHE, else ~/.cache/forkvm */
 	const char *agent_path;	/* NULL: forkvm-agent beside the running forkvm binary */
 	const char *out_dir;	/* NULL: <cache>/image */
+	const char *kernel_package; /* NULL: IMAGE_KERNEL_PACKAGE; a metapackage or linux-image-<kver> */
 	const char *const *extra_modules; /* loaded after the default virtio-mmio + vsock set */
 	int nextra;
 };
 
+/* Whether name can be a --kernel-package: a Debian package name starting "linux-image-". */
+int image_kernel_package_valid(const char *name);
 /* Download (cached), unpack and assemble vmlinux, bzImage, initramfs.cpio.gz, manifest.json. */
 int image_build(const struct image_build_opts *opts);
 /* Decode a bzImage's compressed payload (the inner vmlinux ELF) into a malloc'd buffer. */

@@ -104,6 +104,19 @@ static int add_host_file(struct cpio_archive *ar, const char *dst, const char *s
 	return ret;
 }
 
+/* Modules go in as plain .ko: busybox insmod cannot decompress. */
+static int add_module(struct cpio_archive *ar, const char *dst, const char *src)
+{
+	uint8_t *buf = NULL;
+	size_t len;
+	int ret = module_read(src, &buf, &len);
+
+	if (!ret)
+		ret = cpio_add_file(ar, dst, 0644, buf, len);
+	free(buf);
+	return ret;
+}
+
 static int add_content(struct cpio_archive *ar, const struct initramfs_spec *spec)
 {
 	const char *names[256];
@@ -127,7 +140,7 @@ static int add_content(struct cpio_archive *ar, const struct initramfs_spec *spe
 		snprintf(dst, sizeof(dst), "lib/modules/%s.ko", spec->modules[i]->name);
 		snprintf(src, sizeof(src), "%s/%s", spec->moddir, spec->modules[i]->path);
 		names[i] = spec->modules[i]->name;
-		ret = add_host_file(ar, dst, src, 0644);
+		ret = add_module(ar, dst, src);
 	}
 	ret = ret ?: image_init_script(names, spec->nmodules, &init);
 	ret = ret ?: cpio_add_file(ar, "init", 0755, init, strlen(init));

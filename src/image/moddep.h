@@ -4,6 +4,10 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+
+/* Largest kernel module we decompress (the biggest Debian modules are a few tens of MiB). */
+#define MODULE_MAX_SIZE ((size_t)256 << 20)
 
 struct moddep_module {
 	char *name;  /* normalised: '-' becomes '_' */
@@ -36,7 +40,15 @@ int moddep_resolve(const struct moddep *g, const char *const *roots, int nroots,
 		   const struct moddep_module ***order, int *count);
 void moddep_free(struct moddep *g);
 
-/* The "depends=" list of a .ko's .modinfo section (uncompressed modules only). */
+/* Read a kernel module into a malloc'd buffer, decompressing by file name: .ko as is,
+ * .ko.xz (liblzma), .ko.zst (libzstd), .ko.gz (zlib); the result must be an ELF object.
+ * Errors are logged with the path. */
+int module_read(const char *path, uint8_t **buf, size_t *len);
+/* The file of module rel ("kernel/.../x.ko", as modules.order and modules.builtin name it,
+ * whatever the package compressed it to) under moddir: rel itself or rel plus ".xz", ".zst"
+ * or ".gz". Writes that relative path to found; -ENOENT (logged) when there is none. */
+int module_locate(const char *moddir, const char *rel, char *found, size_t size);
+/* The "depends=" list of a module's .modinfo section (compressed modules are decompressed). */
 int modinfo_depends(const char *ko_path, char ***deps, int *ndeps);
 /* Without modules.dep (Debian ships none; depmod makes it at install time): find modules
  * through moddir/modules.order and read their dependencies from .modinfo, from roots on. */

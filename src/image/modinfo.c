@@ -65,7 +65,7 @@ static int find_modinfo(const char *path, const uint8_t *buf, size_t len, size_t
 	log_err("%s: kernel module has no .modinfo section", path);
 	return -ENOENT;
 bad:
-	log_err("%s: not an uncompressed 64-bit ELF kernel module", path);
+	log_err("%s: not a 64-bit ELF kernel module", path);
 	return -EINVAL;
 }
 
@@ -75,11 +75,7 @@ int modinfo_depends(const char *ko_path, char ***deps, int *ndeps)
 	size_t len, off, size;
 	int ret;
 
-	if (!strstr(ko_path, ".ko") || strstr(ko_path, ".ko")[3]) {
-		log_err("%s: compressed kernel modules are not supported", ko_path);
-		return -ENOTSUP;
-	}
-	ret = file_read_all(ko_path, &buf, &len);
+	ret = module_read(ko_path, &buf, &len);
 	if (ret)
 		return ret;
 	ret = find_modinfo(ko_path, buf, len, &off, &size);
@@ -116,7 +112,7 @@ static const char *order_lookup(char **paths, int n, const char *name)
 
 int moddep_scan(struct moddep *g, const char *moddir, const char *const *roots, int nroots)
 {
-	char path[PATH_MAX], **paths = NULL, **queue = NULL;
+	char path[PATH_MAX * 2], file[PATH_MAX], **paths = NULL, **queue = NULL;
 	int npaths = 0, nqueue = 0, ret;
 	uint8_t *text = NULL;
 	size_t len;
@@ -154,10 +150,14 @@ int moddep_scan(struct moddep *g, const char *moddir, const char *const *roots, 
 		rel = order_lookup(paths, npaths, name);
 		if (!rel)
 			continue; /* moddep_resolve reports it with its dependant */
-		snprintf(path, sizeof(path), "%s/%s", moddir, rel);
+		/* modules.order names "x.ko"; the package may hold "x.ko.xz" (Debian 6.12). */
+		ret = module_locate(moddir, rel, file, sizeof(file));
+		if (ret)
+			break;
+		snprintf(path, sizeof(path), "%s/%s", moddir, file);
 		ret = modinfo_depends(path, &deps, &ndeps);
 		if (!ret)
-			ret = moddep_add(g, rel, (const char *const *)deps, ndeps);
+			ret = moddep_add(g, file, (const char *const *)deps, ndeps);
 		for (int i = 0; !ret && i < ndeps && nqueue < 4096; i++)
 			queue[nqueue++] = strdup(deps[i]);
 		moddep_free_names(deps, ndeps);

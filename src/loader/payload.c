@@ -1,11 +1,13 @@
-/* Recognise a bzImage payload's compression and decode the LZ4 legacy and gzip kinds. */
+/* Recognise a bzImage payload's compression and decode the LZ4 legacy, gzip, zstd and xz kinds. */
 #include "loader/payload.h"
 
 #include <errno.h>
 #include <lz4.h>
+#include <lzma.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
+#include <zstd.h>
 
 #include "core/log.h"
 
@@ -170,6 +172,223 @@ out:
 	return ret;
 }
 
+/* Output buffer for the bounded decoders: its capacity never exceeds limit + 1, so a stream
+ * that fills limit + 1 bytes is known to be too large. */
+struct bounded_out {
+	uint8_t *buf;
+	size_t cap, used, limit;
+};
+
+/* Start with hint + 1 bytes (an exact hint then needs no second allocation), else 1 MiB. */
+static int bounded_init(struct bounded_out *o, size_t limit, size_t hint)
+{
+	size_t cap = hint && hint < limit ? hint + 1 : (1u << 20);
+
+	o->limit = limit;
+	o->used = 0;
+	o->cap = cap < limit + 1 ? cap : limit + 1;
+	o->buf = malloc(o->cap);
+	return o->buf ? 0 : -ENOMEM;
+}
+
+/* Double the buffer (up to limit + 1); -EFBIG once the output has gone past limit. */
+static int bounded_grow(struct bounded_out *o, const char *what)
+{
+	size_t cap;
+	uint8_t *p;
+
+	if (o->used > o->limit) {
+		log_err("%s: decoded data exceeds the limit of %zu bytes", what, o->limit);
+		return -EFBIG;
+	}
+	cap = o->cap > (o->limit + 1) / 2 ? o->limit + 1 : o->cap * 2;
+	p = realloc(o->buf, cap);
+	if (!p)
+		return log_errno(-ENOMEM, "%s: output buffer of %zu bytes", what, cap);
+	o->buf = p;
+	o->cap = cap;
+	return 0;
+}
+
+int zstd_decode(const uint8_t *src, size_t len, size_t max_out, uint8_t **out, size_t *out_len,
+		size_t *consumed)
+{
+	struct bounded_out o = { 0 };
+	ZSTD_inBuffer in = { src, len, 0 };
+	unsigned long long content = len >= 4 ? ZSTD_getFrameContentSize(src, len) : 0;
+	ZSTD_DCtx *dctx = ZSTD_createDCtx();
+	size_t zret;
+	int ret = -ENOMEM;
+
+	if (!dctx) {
+		log_err("zstd: cannot create a decompression context");
+		goto out;
+	}
+	zret = ZSTD_DCtx_setParameter(dctx, ZSTD_d_windowLogMax, PAYLOAD_ZSTD_WINDOW_LOG_MAX);
+	if (ZSTD_isError(zret)) {
+		log_err("zstd: set window limit: %s", ZSTD_getErrorName(zret));
+		ret = -EINVAL;
+		goto out;
+	}
+	if (content == ZSTD_CONTENTSIZE_ERROR || content == ZSTD_CONTENTSIZE_UNKNOWN)
+		content = 0;
+	if (content > max_out) {
+		log_err("zstd: frame declares %llu bytes, more than the limit of %zu", content, max_out);
+		ret = -EFBIG;
+		goto out;
+	}
+	ret = bounded_init(&o, max_out, (size_t)content);
+	if (ret) {
+		ret = log_errno(ret, "zstd: output buffer");
+		goto out;
+	}
+	for (;;) {
+		ZSTD_outBuffer ob = { o.buf, o.cap, o.used };
+
+		zret = ZSTD_decompressStream(dctx, &ob, &in);
+		o.used = ob.pos;
+		if (ZSTD_isError(zret)) {
+			log_err("zstd: %s (input offset %zu of %zu)", ZSTD_getErrorName(zret), in.pos, len);
+			ret = -EINVAL;
+			goto out;
+		}
+		if (zret == 0)
+			break; /* the frame is complete */
+		if (o.used > o.limit) {
+			ret = bounded_grow(&o, "zstd");
+			goto out;
+		}
+		if (ob.pos < ob.size) {
+			/* Room left yet the frame is not done: all input was used. */
+			log_err("zstd: truncated frame (%zu bytes, %zu decoded)", len, o.used);
+			ret = -EINVAL;
+			goto out;
+		}
+		ret = bounded_grow(&o, "zstd");
+		if (ret)
+			goto out;
+	}
+	if (o.used > o.limit) {
+		ret = bounded_grow(&o, "zstd"); /* logs, -EFBIG */
+		goto out;
+	}
+	*out = o.buf;
+	*out_len = o.used;
+	*consumed = in.pos;
+	o.buf = NULL;
+	ret = 0;
+out:
+	ZSTD_freeDCtx(dctx);
+	free(o.buf);
+	return ret;
+}
+
+static const char *lzma_error(lzma_ret r)
+{
+	switch (r) {
+	case LZMA_MEM_ERROR: return "out of memory";
+	case LZMA_MEMLIMIT_ERROR: return "needs more memory than the limit";
+	case LZMA_FORMAT_ERROR: return "not an xz stream";
+	case LZMA_OPTIONS_ERROR: return "unsupported compression options";
+	case LZMA_DATA_ERROR: return "corrupt data";
+	case LZMA_BUF_ERROR: return "truncated stream";
+	case LZMA_UNSUPPORTED_CHECK: return "unsupported integrity check";
+	default: return "decoder error";
+	}
+}
+
+int xz_decode(const uint8_t *src, size_t len, size_t max_out, uint8_t **out, size_t *out_len,
+	      size_t *consumed)
+{
+	struct bounded_out o = { 0 };
+	lzma_stream xz = LZMA_STREAM_INIT;
+	lzma_ret r;
+	int ret;
+
+	/* One stream (no LZMA_CONCATENATED): what follows it is the caller's. */
+	r = lzma_stream_decoder(&xz, PAYLOAD_XZ_MEMLIMIT, 0);
+	if (r != LZMA_OK) {
+		log_err("xz: cannot create a decoder: %s", lzma_error(r));
+		return r == LZMA_MEM_ERROR ? -ENOMEM : -EINVAL;
+	}
+	ret = bounded_init(&o, max_out, 0);
+	if (ret) {
+		ret = log_errno(ret, "xz: output buffer");
+		goto out;
+	}
+	xz.next_in = src;
+	xz.avail_in = len;
+	for (;;) {
+		xz.next_out = o.buf + o.used;
+		xz.avail_out = o.cap - o.used;
+		r = lzma_code(&xz, LZMA_FINISH);
+		o.used = o.cap - xz.avail_out;
+		if (r == LZMA_STREAM_END)
+			break;
+		if (r != LZMA_OK) {
+			log_err("xz: %s (input offset %llu of %zu)", lzma_error(r),
+				(unsigned long long)xz.total_in, len);
+			ret = r == LZMA_MEM_ERROR ? -ENOMEM : -EINVAL;
+			goto out;
+		}
+		if (xz.avail_out == 0) {
+			ret = bounded_grow(&o, "xz");
+			if (ret)
+				goto out;
+		}
+	}
+	if (o.used > o.limit) {
+		ret = bounded_grow(&o, "xz"); /* logs, -EFBIG */
+		goto out;
+	}
+	*out = o.buf;
+	*out_len = o.used;
+	*consumed = (size_t)xz.total_in;
+	o.buf = NULL;
+	ret = 0;
+out:
+	lzma_end(&xz);
+	free(o.buf);
+	return ret;
+}
+
+/* One zstd frame or xz stream, then (as the kernel's size_append writes it) the uncompressed
+ * size as le32, which must agree with what was decoded. */
+static int sized_decode(enum payload_format format, const uint8_t *src, size_t len,
+			uint8_t **out, size_t *out_len)
+{
+	const char *name = payload_format_name(format);
+	size_t used = 0, consumed = 0, rest;
+	uint8_t *buf = NULL;
+	int ret;
+
+	if (format == PAYLOAD_ZSTD)
+		ret = zstd_decode(src, len, PAYLOAD_MAX_OUT, &buf, &used, &consumed);
+	else
+		ret = xz_decode(src, len, PAYLOAD_MAX_OUT, &buf, &used, &consumed);
+	if (ret)
+		goto out;
+	ret = -EINVAL;
+	rest = len - consumed;
+	if (rest != 0 && rest != 4) {
+		log_err("%s: %zu stray bytes after the compressed data (expected the 4-byte size)",
+			name, rest);
+		goto out;
+	}
+	if (rest == 4 && le32(src + consumed) != (uint32_t)used) {
+		log_err("%s: trailing size %u does not match decoded %zu bytes", name,
+			le32(src + consumed), used);
+		goto out;
+	}
+	*out = buf;
+	*out_len = used;
+	buf = NULL;
+	ret = 0;
+out:
+	free(buf);
+	return ret;
+}
+
 int payload_decode(const uint8_t *src, size_t len, uint8_t **out, size_t *out_len)
 {
 	enum payload_format format = payload_detect(src, len);
@@ -179,9 +398,12 @@ int payload_decode(const uint8_t *src, size_t len, uint8_t **out, size_t *out_le
 		return lz4_legacy_decode(src, len, out, out_len);
 	case PAYLOAD_GZIP:
 		return gzip_decode(src, len, out, out_len);
+	case PAYLOAD_ZSTD:
+	case PAYLOAD_XZ:
+		return sized_decode(format, src, len, out, out_len);
 	default:
-		log_err("payload compressed with %s is not supported (forkvm decodes lz4 and gzip)",
-			payload_format_name(format));
+		log_err("payload compressed with %s is not supported "
+			"(forkvm decodes lz4, gzip, zstd and xz)", payload_format_name(format));
 		return -ENOTSUP;
 	}
 }

@@ -1,13 +1,11 @@
 /* Anonymous guest RAM registered with userfaultfd (missing mode): a page server fills it lazily. */
-#include <fcntl.h>
-#include <linux/userfaultfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "core/log.h"
 #include "mem/guest_mem_backend.h"
+#include "mem/uffd_api.h"
 
 /*
  * mem->fd holds the userfaultfd. The VMM keeps it open for the VM's whole life: if the page
@@ -16,13 +14,10 @@
  */
 int guest_mem_create_uffd(struct guest_mem *mem, const struct guest_mem_opts *opts)
 {
-	struct uffdio_api api = {
-		.api = UFFD_API,
-		.features = UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP,
-	};
 	struct uffdio_register reg = { .mode = UFFDIO_REGISTER_MODE_MISSING };
 	const uint64_t need = (1ULL << _UFFDIO_COPY) | (1ULL << _UFFDIO_ZEROPAGE) |
 			      (1ULL << _UFFDIO_WAKE);
+	int fd;
 
 	mem->map_size = opts->size;
 	mem->page_size = 4096;
@@ -36,13 +31,13 @@ int guest_mem_create_uffd(struct guest_mem *mem, const struct guest_mem_opts *op
 	/* The server copies 4 KiB pages; THP would only be split again. */
 	if (madvise(mem->host, mem->map_size, MADV_NOHUGEPAGE) < 0)
 		log_warn("madvise(MADV_NOHUGEPAGE) on uffd guest RAM: %s", strerror(errno));
-	/* Not UFFD_USER_MODE_ONLY: KVM's faults on guest RAM are kernel-mode faults. */
-	mem->fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
-	if (mem->fd < 0)
-		return log_errno(-errno, "userfaultfd for guest RAM (root or "
-				 "vm.unprivileged_userfaultfd=1 needed)");
-	if (ioctl(mem->fd, UFFDIO_API, &api) < 0)
-		return log_errno(-errno, "UFFDIO_API (features REMOVE|UNMAP) on the guest RAM uffd");
+	/* REMOVE and UNMAP (Linux 4.11) are all the page server needs: it only copies, zero-maps
+	 * and wakes (UFFDIO_COPY/ZEROPAGE/WAKE, Linux 4.3). */
+	fd = uffd_open(UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP, 0, NULL,
+		       "guest RAM (uffd backing)", NULL, 0);
+	if (fd < 0)
+		return fd;
+	mem->fd = fd;
 	reg.range.start = (uint64_t)(uintptr_t)mem->host;
 	reg.range.len = mem->map_size;
 	if (ioctl(mem->fd, UFFDIO_REGISTER, &reg) < 0)

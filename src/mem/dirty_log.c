@@ -33,11 +33,11 @@ int dirty_log_enable(struct guest_mem *mem, int vm_fd)
 	return guest_mem_register(mem, vm_fd, true);
 }
 
-void guest_mem_mark_dirty(struct guest_mem *mem, uint64_t gpa, uint64_t len)
+void guest_mem_mark_dirty(const struct guest_mem *mem, uint64_t gpa, uint64_t len)
 {
-	int64_t off = guest_mem_offset(mem, gpa);
+	int64_t off;
 
-	if (!mem->host_dirty || off < 0 || len == 0)
+	if (!mem || !mem->host_dirty || len == 0 || (off = guest_mem_offset(mem, gpa)) < 0)
 		return;
 	for (uint64_t p = (uint64_t)off / PAGE; p <= ((uint64_t)off + len - 1) / PAGE; p++)
 		__atomic_fetch_or(&mem->host_dirty[p / 64], 1ULL << (p % 64), __ATOMIC_RELAXED);

@@ -15,6 +15,6 @@ int dirty_log_enable(struct guest_mem *mem, int vm_fd);
  */
 int dirty_log_collect(struct guest_mem *mem, int vm_fd, uint64_t *bitmap);
 /* Record that the VMM itself wrote [gpa, gpa+len) (KVM does not see host writes). */
-void guest_mem_mark_dirty(struct guest_mem *mem, uint64_t gpa, uint64_t len);
+void guest_mem_mark_dirty(const struct guest_mem *mem, uint64_t gpa, uint64_t len);
 
 #endif

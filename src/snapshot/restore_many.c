@@ -1,4 +1,4 @@
-/* Parallel restore: one VMM process per child, readiness over one pipe each. */
+/* Parallel restore: one VMM process per child, readiness over one pipe each, then the fix-up. */
 #include "snapshot/restore_many.h"
 
 #include <errno.h>
@@ -9,33 +9,40 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "agent/agent_client.h"
+#include "agent/agent_sync.h"
+#include "core/errmsg.h"
+#include "core/log_tail.h"
 #include "core/vm.h"
+#include "snapshot/snap_config.h"
+#include "snapshot/snap_format.h"
 
 extern char **environ;
 
 struct child_proc {
-	int ready_fd; /* read end; -1 once ready or failed */
-	bool ready;
+	int ready_fd;	/* read end; -1 once ready or failed */
+	bool keep_log;	/* it failed: its log and console stay for the user */
 };
 
 static int spawn_child(const struct restore_many_opts *o, struct restored_child *c, int k,
 		       struct child_proc *p)
 {
-	char ready_arg[16], log_path[600];
-	char *argv[32];
+	char ready_arg[16], log_path[600], console[620], self[4096];
+	char *argv[40];
 	int pipefd[2], n = 0, err;
 	posix_spawn_file_actions_t fa;
 	posix_spawnattr_t attr;
+	ssize_t n_self;
 
 	snprintf(c->name, sizeof(c->name), "%s-%d", o->prefix, k);
 	snprintf(c->socket, sizeof(c->socket), "%s/%s.sock", o->run_dir, c->name);
 	snprintf(log_path, sizeof(log_path), "%s.log", c->socket);
-	if (pipe2(pipefd, O_CLOEXEC) < 0)
-		return -errno;
+	snprintf(console, sizeof(console), "%s.console", c->socket);
 	snprintf(ready_arg, sizeof(ready_arg), "%d", 3);
 	argv[n++] = "forkvm";
 	argv[n++] = "run";
@@ -51,31 +58,43 @@ static int spawn_child(const struct restore_many_opts *o, struct restored_child 
 	argv[n++] = ready_arg;
 	argv[n++] = "--log";
 	argv[n++] = log_path;
+	/* The fix-up of Linux clones is done here, after all are ready (restore_many). */
+	argv[n++] = "--no-agent-sync";
 	if (o->paused)
 		argv[n++] = "--paused";
 	for (int i = 0; i < o->nextra && i < 16; i++)
 		argv[n++] = (char *)o->extra[i];
 	argv[n] = NULL;
-	posix_spawn_file_actions_init(&fa);
-	posix_spawnattr_init(&attr);
-	/* fd 3 in the child is the ready pipe; the console goes to a file next to the socket. */
-	posix_spawn_file_actions_adddup2(&fa, pipefd[1], 3);
-	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID);
-	char console[620];
-	snprintf(console, sizeof(console), "%s.console", c->socket);
-	posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, console, O_WRONLY | O_CREAT | O_TRUNC, 0644);
 	/* The resolved path, not /proc/self/exe, so ps shows the children as "forkvm". */
-	char self[4096];
-	ssize_t n_self = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	n_self = readlink("/proc/self/exe", self, sizeof(self) - 1);
 	if (n_self > 0)
 		self[n_self] = '\0';
 	else
 		snprintf(self, sizeof(self), "/proc/self/exe");
-	err = posix_spawn(&c->pid, self, &fa, &attr, argv, environ);
-	posix_spawn_file_actions_destroy(&fa);
+	if (pipe2(pipefd, O_CLOEXEC) < 0)
+		return -errno;
+	err = posix_spawn_file_actions_init(&fa);
+	if (err)
+		goto out_pipe;
+	err = posix_spawnattr_init(&attr);
+	if (err)
+		goto out_fa;
+	/* fd 3 in the child is the ready pipe; the console goes to a file next to the socket. */
+	err = posix_spawn_file_actions_adddup2(&fa, pipefd[1], 3);
+	if (!err)
+		err = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID);
+	if (!err)
+		err = posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, console,
+						       O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	if (!err)
+		err = posix_spawn(&c->pid, self, &fa, &attr, argv, environ);
 	posix_spawnattr_destroy(&attr);
+out_fa:
+	posix_spawn_file_actions_destroy(&fa);
+out_pipe:
 	close(pipefd[1]);
 	if (err) {
+		c->pid = 0;
 		close(pipefd[0]);
 		return -err;
 	}
@@ -98,20 +117,76 @@ void vmm_child_reason(const char *socket, char *buf, size_t len)
 		fclose(f);
 	}
 	line[strcspn(line, "\n")] = '\0';
+	/* ASCII only: the reason may end up in a JSON reply, which needs valid UTF-8. */
+	for (char *p = line; *p; p++)
+		if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
+			*p = *p == '\t' ? ' ' : '?';
 	snprintf(buf, len, "%s", line);
 }
 
+/* "; its log PATH ends:" and the lines, for one file next to the socket. */
+static void append_tail(const char *socket, const char *suffix, const char *what, bool always,
+			char *buf, size_t len)
+{
+	char path[620];
+	size_t used = strlen(buf);
+	struct stat st;
+	int n;
+
+	snprintf(path, sizeof(path), "%s%s", socket, suffix);
+	if (stat(path, &st) < 0) {
+		if (always)
+			snprintf(buf + used, len - used, "; no %s at %s (%s)", what, path,
+				 strerror(errno));
+		return;
+	}
+	if (st.st_size == 0) {
+		if (always)
+			snprintf(buf + used, len - used, "; its %s %s is empty", what, path);
+		return;
+	}
+	snprintf(buf + used, len - used, "; its %s %s ends:", what, path);
+	n = log_tail_append(path, LOG_TAIL_LINES, buf, len);
+	if (n < 0)
+		snprintf(buf + used, len - used, "; its %s %s cannot be read: %s", what, path,
+			 strerror(-n));
+}
+
+void vmm_child_log_tail(const char *socket, char *buf, size_t len)
+{
+	if (!len)
+		return;
+	append_tail(socket, ".log", "log", true, buf, len);
+	/* cow children write the guest console apart from the log; restored ones into it. */
+	append_tail(socket, ".console", "console", false, buf, len);
+}
+
+/*
+ * Kill and reap every child; remove the sockets, and the logs of those that did not fail.
+ * A child that exited by itself failed on its own: its log stays too.
+ */
 static void kill_all(struct restored_child *children, struct child_proc *procs, int n)
 {
 	for (int i = 0; i < n; i++) {
 		char path[620];
 		if (children[i].pid > 0) {
-			kill(children[i].pid, SIGKILL);
-			waitpid(children[i].pid, NULL, 0);
+			if (waitpid(children[i].pid, NULL, WNOHANG) == children[i].pid) {
+				procs[i].keep_log = true;
+			} else {
+				kill(children[i].pid, SIGKILL);
+				waitpid(children[i].pid, NULL, 0);
+			}
+			children[i].pid = 0;
 		}
 		if (procs[i].ready_fd >= 0)
 			close(procs[i].ready_fd);
+		procs[i].ready_fd = -1;
 		unlink(children[i].socket);
+		/* Killed, the VMM could not remove its vsock socket either. */
+		snprintf(path, sizeof(path), "%s.vsock", children[i].socket);
+		unlink(path);
+		if (procs[i].keep_log)
+			continue;
 		snprintf(path, sizeof(path), "%s.log", children[i].socket);
 		unlink(path);
 		snprintf(path, sizeof(path), "%s.console", children[i].socket);
@@ -119,49 +194,70 @@ static void kill_all(struct restored_child *children, struct child_proc *procs, 
 	}
 }
 
+/* Until every child wrote its ready byte; on failure *failed is the child the error names. */
 static int wait_ready(const struct restore_many_opts *o, struct restored_child *children,
-		      struct child_proc *procs, char *err, size_t errlen)
+		      struct child_proc *procs, int *failed, char *err, size_t errlen)
 {
 	uint64_t deadline = monotonic_ns() + (uint64_t)o->timeout_ms * 1000000ULL;
 	struct pollfd *pfds = calloc((size_t)o->count, sizeof(*pfds));
 	int remaining = o->count, ret = 0;
 
 	if (!pfds)
-		return -ENOMEM;
+		return errmsg(err, errlen, -ENOMEM, "waiting for %d children: %s", o->count,
+			      strerror(ENOMEM));
 	while (remaining > 0) {
 		int64_t left_ms = ((int64_t)deadline - (int64_t)monotonic_ns()) / 1000000;
+		int r = 0;
 		for (int i = 0; i < o->count; i++)
 			pfds[i] = (struct pollfd){ .fd = procs[i].ready_fd, .events = POLLIN };
-		if (left_ms <= 0 || poll(pfds, (nfds_t)o->count, (int)left_ms) == 0) {
-			for (int i = 0; i < o->count; i++)
-				if (procs[i].ready_fd >= 0) {
-					snprintf(err, errlen, "child %d (%s): not ready within %d ms", i,
-						 children[i].name, o->timeout_ms);
-					break;
+		if (left_ms > 0)
+			r = poll(pfds, (nfds_t)o->count, (int)left_ms);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			ret = errmsg(err, errlen, -errno, "waiting for the children: poll: %s",
+				     strerror(errno));
+			break;
+		}
+		if (r == 0) {
+			/* Every child not ready by now failed to become ready: all keep their logs. */
+			for (int i = 0; i < o->count; i++) {
+				if (procs[i].ready_fd < 0)
+					continue;
+				procs[i].keep_log = true;
+				if (*failed < 0) {
+					*failed = i;
+					snprintf(err, errlen, "child %d (%s): not ready within %d ms (%d of %d "
+						 "children not ready)", i, children[i].name, o->timeout_ms,
+						 remaining, o->count);
 				}
+			}
 			ret = -ETIMEDOUT;
 			break;
 		}
 		for (int i = 0; i < o->count; i++) {
 			char byte, reason[512];
+			int status = 0;
 			if (procs[i].ready_fd < 0 || !(pfds[i].revents & (POLLIN | POLLHUP | POLLERR)))
 				continue;
-			if (read(procs[i].ready_fd, &byte, 1) != 1) {
-				int status = 0;
-				waitpid(children[i].pid, &status, 0);
-				children[i].pid = 0;
-				vmm_child_reason(children[i].socket, reason, sizeof(reason));
-				/* A child killed outright (the OOM killer) leaves no log line of its own. */
-				if (WIFSIGNALED(status))
-					snprintf(reason, sizeof(reason), "killed by signal %d (%s)",
-						 WTERMSIG(status), strsignal(WTERMSIG(status)));
-				snprintf(err, errlen, "child %d (%s): %s", i, children[i].name, reason);
-				ret = -ECHILD;
-				goto out;
+			if (read(procs[i].ready_fd, &byte, 1) == 1) {
+				close(procs[i].ready_fd);
+				procs[i].ready_fd = -1;
+				remaining--;
+				continue;
 			}
-			close(procs[i].ready_fd);
-			procs[i].ready_fd = -1;
-			remaining--;
+			if (waitpid(children[i].pid, &status, 0) == children[i].pid)
+				children[i].pid = 0;
+			procs[i].keep_log = true;
+			vmm_child_reason(children[i].socket, reason, sizeof(reason));
+			/* A child killed outright (the OOM killer) leaves no log line of its own. */
+			if (WIFSIGNALED(status))
+				snprintf(reason, sizeof(reason), "killed by signal %d (%s)",
+					 WTERMSIG(status), strsignal(WTERMSIG(status)));
+			snprintf(err, errlen, "child %d (%s): %s", i, children[i].name, reason);
+			*failed = i;
+			ret = -ECHILD;
+			goto out;
 		}
 	}
 out:
@@ -169,17 +265,84 @@ out:
 	return ret;
 }
 
+/* The snapshot's guest kind and whether it has a vsock device (the agent's way in). */
+static int peek_guest(const char *dir, bool *is_linux, bool *has_vsock, char *err, size_t errlen)
+{
+	const struct snap_section *s;
+	struct snap_config c;
+	struct snapshot snap;
+	int ret = snap_open(dir, &snap, err, errlen);
+
+	if (ret)
+		return ret;
+	s = snap_state_find(&snap.state, SNAP_SEC_CONFIG, 0);
+	if (!s || s->len != sizeof(c)) {
+		ret = errmsg(err, errlen, -EINVAL, "snapshot %s: no config section", dir);
+	} else {
+		memcpy(&c, s->data, sizeof(c));
+		*is_linux = c.guest_kind == SNAP_GUEST_LINUX;
+		*has_vsock = snap_state_find(&snap.state, SNAP_SEC_VSOCK, 0) != NULL;
+	}
+	snap_close(&snap);
+	return ret;
+}
+
+/* Each Linux clone's own entropy and the host's clock, within one deadline for all of them. */
+static int sync_agents(const struct restore_many_opts *o, struct restored_child *children,
+		       struct child_proc *procs, int *failed, char *err, size_t errlen)
+{
+	uint64_t deadline = agent_deadline_after_ms(o->timeout_ms);
+
+	for (int i = 0; i < o->count; i++) {
+		char path[620], why[1536];
+		int ret;
+
+		snprintf(path, sizeof(path), "%s.vsock", children[i].socket);
+		ret = agent_sync(path, AGENT_VSOCK_PORT, deadline, -1, NULL, why, sizeof(why));
+		if (ret) {
+			procs[i].keep_log = true;
+			*failed = i;
+			return errmsg(err, errlen, ret, "child %d (%s): %s", i, children[i].name, why);
+		}
+	}
+	return 0;
+}
+
 int restore_many(const struct restore_many_opts *o, struct restored_child *children, char *err,
 		 size_t errlen)
 {
 	struct child_proc *procs = calloc((size_t)o->count, sizeof(*procs));
-	int ret = 0, spawned = 0;
+	bool is_linux = false, has_vsock = false, agent = false;
+	char peek_err[512] = "";
+	int ret, spawned = 0, failed = -1;
 
 	if (!procs)
-		return -ENOMEM;
+		return errmsg(err, errlen, -ENOMEM, "%d children: %s", o->count, strerror(ENOMEM));
 	memset(children, 0, (size_t)o->count * sizeof(*children));
 	for (int i = 0; i < o->count; i++)
 		procs[i].ready_fd = -1;
+	/*
+	 * A snapshot that cannot be opened here fails in every child too, which names the
+	 * problem per child; only if the children come up anyway is this error the answer.
+	 */
+	ret = peek_guest(o->dir, &is_linux, &has_vsock, peek_err, sizeof(peek_err));
+	agent = !ret && is_linux && !o->no_agent_sync;
+	if (agent && o->paused) {
+		ret = errmsg(err, errlen, -EINVAL,
+			     "%s is a Linux guest: paused clones cannot get the agent fix-up (new "
+			     "entropy, the host's clock), which needs the guest running; resume-time "
+			     "fix-up is not done, so pass --no-agent-sync to start them paused anyway",
+			     o->dir);
+		goto out;
+	}
+	if (agent && !has_vsock) {
+		ret = errmsg(err, errlen, -EINVAL,
+			     "%s is a Linux guest without a vsock device: its agent cannot be reached "
+			     "to give each clone new entropy and the host's clock (--no-agent-sync "
+			     "restores it without)", o->dir);
+		goto out;
+	}
+	ret = 0;
 	for (; spawned < o->count; spawned++) {
 		ret = spawn_child(o, &children[spawned], spawned, &procs[spawned]);
 		if (ret) {
@@ -189,9 +352,17 @@ int restore_many(const struct restore_many_opts *o, struct restored_child *child
 		}
 	}
 	if (!ret)
-		ret = wait_ready(o, children, procs, err, errlen);
-	if (ret)
+		ret = wait_ready(o, children, procs, &failed, err, errlen);
+	if (!ret && peek_err[0])
+		ret = errmsg(err, errlen, -EINVAL, "%s", peek_err);
+	if (!ret && agent)
+		ret = sync_agents(o, children, procs, &failed, err, errlen);
+	if (ret) {
 		kill_all(children, procs, spawned);
+		if (failed >= 0)
+			vmm_child_log_tail(children[failed].socket, err, errlen);
+	}
+out:
 	free(procs);
 	return ret;
 }

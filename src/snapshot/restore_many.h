@@ -19,20 +19,32 @@ struct restore_many_opts {
 	const char *prefix;	/* children are PREFIX-0 .. PREFIX-(count-1) */
 	const char *run_dir;	/* sockets, logs and consoles go here */
 	bool paused;
-	int timeout_ms;		/* for every child to become ready */
+	int timeout_ms;		/* for every child to become ready; then again for the fix-up */
+	bool no_agent_sync;	/* Linux snapshots: skip the agent fix-up of the clones */
 	const char *extra[16];	/* more `forkvm run` arguments (uffd: --pageserver PATH, ...) */
 	int nextra;
 };
 
 /*
  * Spawn `count` `forkvm run --restore` processes at once (each in its own session, so they
- * outlive the caller) and wait until every control socket is ready. If child k fails, every
- * child is killed and reaped, their sockets and logs removed, and err names k and the cause.
+ * outlive the caller) and wait until every control socket is ready. For a Linux snapshot
+ * (its config's guest kind) each clone then gets the agent fix-up (agent_sync: new entropy,
+ * the host's clock) within one more timeout_ms for all, unless no_agent_sync; a Linux
+ * snapshot with `paused` or without a vsock device is refused unless no_agent_sync.
+ *
+ * All or nothing: if child k fails to start, to become ready or to be fixed up, every child
+ * is killed and reaped and their sockets removed, and err names k and the cause and quotes
+ * the last lines of k's log. A child that failed keeps its log (SOCKET.log) and console.
  */
 int restore_many(const struct restore_many_opts *o, struct restored_child *children, char *err,
 		 size_t errlen);
 
 /* The last line a VMM child logged to SOCKET.log: why it failed. */
 void vmm_child_reason(const char *socket, char *buf, size_t len);
+/*
+ * Append to buf (NUL-terminated) "; its log SOCKET.log ends:" and its last lines, then the
+ * same for SOCKET.console if that is not empty; or say that the log is missing or empty.
+ */
+void vmm_child_log_tail(const char *socket, char *buf, size_t len);
 
 #endif

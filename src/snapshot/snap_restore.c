@@ -7,6 +7,7 @@
 #include "core/log.h"
 #include "core/vm.h"
 #include "devices/serial.h"
+#include "devices/vmgenid.h"
 #include "snapshot/snap_layer.h"
 #include "snapshot/snapshot.h"
 
@@ -86,6 +87,8 @@ static int restore_devices(struct vm *vm, const struct snap_machine *m)
 	}
 	if (m->config.guest_kind == SNAP_GUEST_PROBE)
 		vm_attach_probe(vm);
+	else
+		vmgenid_mark_restored(vm); /* every restore and branch child: a new identity */
 	if (m->has_vsock && !vm->vsock)
 		log_warn("snapshot has a vsock device; restore with --vsock PATH to keep it");
 	if (m->has_vsock && vm->vsock &&
@@ -150,7 +153,8 @@ int vm_restore_machine(struct vm *vm, const struct snap_machine *m, const char *
 }
 
 int vm_restore(struct vm *vm, const struct vm_config *base, const struct snapshot *snap,
-	       const struct snap_machine *m, enum guest_mem_backing backing)
+	       const struct snap_machine *m, enum guest_mem_backing backing,
+	       const struct restore_hooks *hooks)
 {
 	struct vm_config cfg = *base;
 	char err[256];
@@ -169,6 +173,10 @@ int vm_restore(struct vm *vm, const struct vm_config *base, const struct snapsho
 	ret = vm_create(vm, &cfg);
 	if (ret)
 		return ret;
+	if (hooks && hooks->mem_ready && (ret = hooks->mem_ready(vm, hooks->arg))) {
+		vm_destroy(vm);
+		return ret;
+	}
 	/* A diff layer: RAM now holds the chain's base; its layers go on top, oldest first. */
 	ret = snap_layers_apply(&vm->mem, snap->dir, err, sizeof(err));
 	if (ret)

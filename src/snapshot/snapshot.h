@@ -60,8 +60,20 @@ int snap_check_host(const struct snap_machine *m, const struct kvm_cpuid2 *suppo
 /* Apply a decoded machine to a created VM: arch state, devices, vCPUs (not started). */
 int vm_restore_machine(struct vm *vm, const struct snap_machine *m, const char *what);
 
+/*
+ * Called once guest RAM exists and before anything reads or writes it (diff layers, device and
+ * vCPU state: KVM itself reads guest memory when kvmclock MSRs are set). A lazily populated
+ * backing (uffd) attaches its page server here; otherwise the first such access would wait
+ * for a server that is not there yet.
+ */
+struct restore_hooks {
+	int (*mem_ready)(struct vm *vm, void *arg);
+	void *arg;
+};
+
 /* Create the VM from a decoded snapshot on the chosen backing; vCPUs restored, not started. */
 int vm_restore(struct vm *vm, const struct vm_config *base, const struct snapshot *snap,
-	       const struct snap_machine *m, enum guest_mem_backing backing);
+	       const struct snap_machine *m, enum guest_mem_backing backing,
+	       const struct restore_hooks *hooks);
 
 #endif

@@ -1,4 +1,5 @@
-/* ACPI table builder: what Linux needs to find CPUs, the IOAPIC and virtio-mmio devices. */
+/* ACPI table builder: what Linux needs to find CPUs, the IOAPIC, virtio-mmio devices and the
+ * VM generation ID. */
 #include "x86/acpi.h"
 #include "devices/acpi_pm.h"
 
@@ -48,39 +49,91 @@ static void table_finish(uint8_t *t, uint32_t len)
 	t[9] = (uint8_t)(0x100 - acpi_checksum(t, len));
 }
 
+/* Device(Vnnn) { _HID "LNRO0005", _UID n, _CRS { mmio, irq } }: one virtio-mmio slot. */
+static void dsdt_virtio(struct aml *a, int i, const struct acpi_virtio *v)
+{
+	char name[5];
+	size_t dev;
+
+	snprintf(name, sizeof(name), "V%03d", i % 1000);
+	dev = aml_device_begin(a, name);
+	aml_name_decl(a, "_HID");
+	aml_string(a, "LNRO0005"); /* the ACPI id Linux's virtio_mmio driver matches */
+	aml_name_decl(a, "_UID");
+	aml_integer(a, (uint64_t)i);
+	aml_name_decl(a, "_CRS");
+	aml_crs_mmio_irq(a, v->base, v->size, v->irq);
+	aml_pkg_end(a, dev);
+}
+
+/* Device(VGEN) { _HID, _CID, _DDN, Name(ADDR, Package { low 32 bits, high 32 bits }) }:
+ * Linux's vmgenid driver evaluates ADDR and maps the 16 bytes found there. */
+static void dsdt_vmgenid(struct aml *a, uint64_t addr)
+{
+	const uint64_t halves[2] = { addr & 0xffffffffu, addr >> 32 };
+	size_t dev = aml_device_begin(a, "VGEN");
+
+	aml_name_decl(a, "_HID");
+	aml_string(a, ACPI_VMGENID_HID);
+	aml_name_decl(a, "_CID");
+	aml_string(a, ACPI_VMGENID_CID);
+	aml_name_decl(a, "_DDN");
+	aml_string(a, ACPI_VMGENID_CID);
+	aml_name_decl(a, "ADDR");
+	aml_package_ints(a, halves, 2);
+	aml_pkg_end(a, dev);
+}
+
+/*
+ * Device(GED) { _HID "ACPI0013", _UID 0, _CRS { Interrupt { gsi } },
+ *               Method(_EVT, 1) { If (LEqual(Arg0, gsi)) { Notify(\_SB.VGEN, 0x80) } } }
+ * Linux's evged driver runs _EVT with the GSI as Arg0 when the interrupt fires.
+ */
+static void dsdt_ged(struct aml *a, uint32_t gsi)
+{
+	size_t dev = aml_device_begin(a, "GED"), method, cond;
+
+	aml_name_decl(a, "_HID");
+	aml_string(a, ACPI_GED_HID);
+	aml_name_decl(a, "_UID");
+	aml_integer(a, 0);
+	aml_name_decl(a, "_CRS");
+	aml_crs_irq(a, gsi);
+	method = aml_method_begin(a, "_EVT", 1, false);
+	cond = aml_if_begin(a);
+	aml_lequal(a);
+	aml_arg(a, 0);
+	aml_integer(a, gsi);
+	aml_notify(a, "\\_SB.VGEN", ACPI_VMGENID_NOTIFY);
+	aml_pkg_end(a, cond);
+	aml_pkg_end(a, method);
+	aml_pkg_end(a, dev);
+}
+
 int acpi_dsdt_body(const struct acpi_config *cfg, uint8_t **out, size_t *len)
 {
+	static const uint64_t s5[2] = { ACPI_PM_S5_TYPE, ACPI_PM_S5_TYPE };
 	struct aml a;
 	size_t scope;
 
 	aml_init(&a);
-	/* Scope(\_SB) { Device(Vnnn) { _HID "LNRO0005", _UID n, _CRS { mmio, irq } } ... } */
+	/* Scope(\_SB) { Device(Vnnn) ... [Device(VGEN), Device(GED_)] } */
 	scope = aml_scope_begin(&a, "\\_SB_");
-	for (int i = 0; i < cfg->nvirtio; i++) {
-		char name[5];
-		size_t dev;
-
-		snprintf(name, sizeof(name), "V%03d", i % 1000);
-		dev = aml_device_begin(&a, name);
-		aml_name_decl(&a, "_HID");
-		aml_string(&a, "LNRO0005"); /* the ACPI id Linux's virtio_mmio driver matches */
-		aml_name_decl(&a, "_UID");
-		aml_integer(&a, (uint64_t)i);
-		aml_name_decl(&a, "_CRS");
-		aml_crs_mmio_irq(&a, cfg->virtio[i].base, cfg->virtio[i].size, cfg->virtio[i].irq);
-		aml_pkg_end(&a, dev);
+	for (int i = 0; i < cfg->nvirtio; i++)
+		dsdt_virtio(&a, i, &cfg->virtio[i]);
+	if (cfg->vmgenid_addr) {
+		dsdt_vmgenid(&a, cfg->vmgenid_addr);
+		dsdt_ged(&a, cfg->ged_gsi);
 	}
 	aml_pkg_end(&a, scope);
 	/* Name(\_S5_, Package(2) { 5, 5 }): the soft-off sleep type for the sleep control reg. */
 	aml_name_decl(&a, "\\_S5_");
-	size_t pkg = aml_pkg_begin(&a, (const uint8_t[]){ 0x12 }, 1);
-	aml_byte(&a, 2);
-	aml_integer(&a, ACPI_PM_S5_TYPE);
-	aml_integer(&a, ACPI_PM_S5_TYPE);
-	aml_pkg_end(&a, pkg);
+	aml_package_ints(&a, s5, 2);
 	if (a.err) {
+		int err = a.err;
+
 		aml_free(&a);
-		return -ENOMEM;
+		return err;
 	}
 	*out = a.data;
 	*len = a.len;

@@ -1,4 +1,5 @@
-/* ACPI tables for Linux guests: RSDP, XSDT, FADT (hardware-reduced), MADT, DSDT. */
+/* ACPI tables for Linux guests: RSDP, XSDT, FADT (hardware-reduced), MADT, DSDT (virtio-mmio
+ * devices, the VM generation ID device and its Generic Event Device, \_S5). */
 #ifndef FORKVM_X86_ACPI_H
 #define FORKVM_X86_ACPI_H
 
@@ -11,6 +12,13 @@
 #define ACPI_HDR_SIZE 36
 #define ACPI_FADT_SIZE 276 /* revision 6 */
 #define ACPI_FADT_HW_REDUCED (1u << 20)
+/* VM generation ID device: "VMGENCTR" is in Linux's vmgenid driver table as is; the _CID is
+ * Microsoft's spec'd id (QEMU, Firecracker and Windows use it; ACPICA upper-cases it to
+ * "VM_GEN_COUNTER", the driver's second id). Its notify comes through a Generic Event Device. */
+#define ACPI_VMGENID_HID "VMGENCTR"
+#define ACPI_VMGENID_CID "VM_Gen_Counter"
+#define ACPI_GED_HID "ACPI0013"
+#define ACPI_VMGENID_NOTIFY 0x80 /* device-specific notify: the driver re-reads the ID */
 
 struct acpi_virtio {
 	uint32_t base, size, irq;
@@ -21,6 +29,8 @@ struct acpi_config {
 	uint32_t lapic_addr, ioapic_addr;
 	int nvirtio;
 	struct acpi_virtio virtio[ACPI_MAX_VIRTIO];
+	uint64_t vmgenid_addr;	/* guest-physical 16-byte generation ID; 0 = no VGEN/GED devices */
+	uint32_t ged_gsi;	/* the Generic Event Device's interrupt, edge, active high */
 };
 
 /* Where each table landed (guest-physical), for logs and tests. */

@@ -19,7 +19,9 @@
 #define LAYOUT_PD_MAX 64ULL		/* so guest RAM + hole <= 64 GiB */
 #define LAYOUT_EBDA 0x9fc00ULL		/* end of usable low memory */
 #define LAYOUT_ACPI 0xe0000ULL		/* RSDP + ACPI tables (BIOS area, not RAM in e820) */
-#define LAYOUT_ACPI_SIZE 0x10000ULL
+#define LAYOUT_ACPI_SIZE 0xf000ULL	/* tables end where the generation-ID page starts */
+#define LAYOUT_VMGENID 0xef000ULL	/* VM generation ID: 16 bytes alone on the last page */
+#define LAYOUT_VMGENID_SIZE 16ULL	/* of the 64 KiB ACPI area (docs/LINUX.md) */
 #define LAYOUT_HIGH_MEM 0x100000ULL	/* 1 MiB */
 
 /* Probe guest image, per-vCPU stacks and the area its commands work on. */
@@ -45,5 +47,8 @@
 
 #define LAYOUT_SERIAL_PORT 0x3f8
 #define LAYOUT_SERIAL_IRQ 4
+/* Generic Event Device: its edge tells the guest a new generation ID is in place. The last
+ * IOAPIC pin (of 24): above the legacy 0-15 the PICs share, clear of growing virtio slots. */
+#define LAYOUT_GED_GSI 23
 
 #endif

@@ -392,8 +392,10 @@ def test_set_clock(client):
 def test_reseed_entropy(client):
     r = client.call("reseed_entropy", data=b64(os.urandom(64)))
     assert r["bytes"] == 64 and r["entropy_bits"] == 512
+    # As root, RNDRESEEDCRNG works: the CRNG took a new key now, not at its next reseed.
+    assert r["crng_reseeded"] is True and "crng_reseed_error" not in r, r
     r = client.call("reseed_entropy", data=b64(b"\x01" * 8), entropy_bits=0)
-    assert r["entropy_bits"] == 0
+    assert r["entropy_bits"] == 0 and r["crng_reseeded"] is True
     for bad, want in (({"data": "###"}, "base64"), ({"data": ""}, "empty"),
                       ({"data": b64(b"\x00" * 5000)}, "limit"),
                       ({"data": b64(b"ab"), "entropy_bits": 17}, "entropy_bits"), ({}, "data")):

@@ -4,16 +4,49 @@ import subprocess
 import os
 import shutil
 import signal
+import socket
 import tempfile
 import time
 
 import pytest
 
-from forkvm_vm import VM, WORK, Child, call, forkvm_cmd
+from forkvm_vm import VM, WORK, Child, call, forkvm_cmd, read_line
 
 pytestmark = pytest.mark.kvm
 MEM = 64 << 20
-STRATEGIES = ["full", "diff", "live", "cow"]
+# live-populate: live with the kernel's unpopulated write-protect (Linux 6.4+) hidden by the
+# test knob, so the source's RAM is populated before the pause, as on Linux 5.19-6.3.
+STRATEGIES = ["full", "diff", "live", "live-populate", "cow"]
+UFFD_FEATURE_WP_UNPOPULATED = 1 << 13
+MASK_ENV = "FORKVM_UFFD_FEATURES_MASK"
+
+
+def kernel_at_least(major, minor):
+    rel = os.uname().release.split("-")[0].split(".")
+    return (int(rel[0]), int(rel[1])) >= (major, minor)
+
+
+def use(strategy, monkeypatch):
+    """The real strategy of a test parameter; live-populate hides WP_UNPOPULATED from the
+    source VMMs started after this (they inherit the environment)."""
+    if strategy == "live-populate":
+        monkeypatch.setenv(MASK_ENV, hex(((1 << 64) - 1) & ~UFFD_FEATURE_WP_UNPOPULATED))
+        return "live"
+    monkeypatch.delenv(MASK_ENV, raising=False)
+    return strategy
+
+
+def check_live_mode(reply, populate):
+    """The probe's choice: the kernel's unpopulated write-protect where it has it (6.4+) and
+    the knob does not hide it, else guest RAM populated before the pause."""
+    if populate:
+        assert reply["wp_unpopulated"] is False, reply
+    elif kernel_at_least(6, 4):
+        assert reply["wp_unpopulated"] is True, reply
+    if reply["wp_unpopulated"]:
+        assert reply["populate_ms"] == 0 and reply["populated_bytes"] == 0, reply
+    else:
+        assert reply["populate_ms"] > 0, reply
 
 
 @pytest.fixture
@@ -53,7 +86,8 @@ def whole(vm):
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
-def test_children_hold_the_branch_instant_image_and_stay_isolated(env, strategy):
+def test_children_hold_the_branch_instant_image_and_stay_isolated(env, strategy, monkeypatch):
+    param, strategy = strategy, use(strategy, monkeypatch)
     src = source(strategy)
     try:
         src.ok({"cmd": "fill", "gpa": WORK, "len": 32 << 20, "seed": 7})
@@ -62,6 +96,8 @@ def test_children_hold_the_branch_instant_image_and_stay_isolated(env, strategy)
         reply, kids = branch(src, env, strategy, count=3)
         image = reply["image_hashes"][0]
         assert reply["paused_us"] > 0
+        if strategy == "live":
+            check_live_mode(reply, param == "live-populate")
         for k in kids:
             assert whole(k) == image, f"{strategy}: child differs from the branch instant"
         # The source keeps writing after the branch: no child sees it.
@@ -87,7 +123,8 @@ def test_children_hold_the_branch_instant_image_and_stay_isolated(env, strategy)
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
-def test_twenty_consecutive_branches_and_grandchildren(env, strategy):
+def test_twenty_consecutive_branches_and_grandchildren(env, strategy, monkeypatch):
+    strategy = use(strategy, monkeypatch)
     src = source(strategy)
     try:
         src.ok({"cmd": "dirty", "pages": 256, "seed": 3})
@@ -108,6 +145,108 @@ def test_twenty_consecutive_branches_and_grandchildren(env, strategy):
         child.stop()
     finally:
         src.stop()
+
+
+def post(sock_path, request):
+    """Send a request without waiting for its reply; finish() reads it."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(300)
+    s.connect(sock_path)
+    s.sendall((json.dumps(request) + "\n").encode())
+    return s
+
+
+def finish(s):
+    try:
+        return json.loads(read_line(s))
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("strategy", ["live", "live-populate"])
+def test_live_pages_first_written_after_the_branch_are_copied_before_the_write(
+        env, strategy, monkeypatch):
+    """The source's guest writes pages it never touched before the branch, after the branch
+    and while the image is being copied: each write must wait until the page's branch-instant
+    content (zeroes) is in the image. With WP_UNPOPULATED the kernel protects the missing pages
+    itself; without it (live-populate) they were populated before the pause."""
+    use(strategy, monkeypatch)
+    mem = 256 << 20
+    touched, fresh = (WORK, 64 << 20), (WORK + (64 << 20), 128 << 20)
+    untouched = (fresh[0] + fresh[1], 1 << 20)  # nobody ever writes it
+    src = source("live", mem="256M")
+    try:
+        src.ok({"cmd": "fill", "gpa": touched[0], "len": touched[1], "seed": 21}, timeout=120)
+        # The guest's first touch of a page costs a KVM mapping fault (~10 ms per MiB here), so
+        # this fill runs on through the branch and the copy. The copier starts with the 64 MiB
+        # already filled: the fill's next pages are first written after the branch, before the
+        # copier reaches them, and must trap.
+        pending = post(src.sock, {"cmd": "fill", "gpa": fresh[0], "len": fresh[1], "seed": 22})
+        time.sleep(0.05)
+        reply, kids = branch(src, env, "live", count=2, prefix=strategy)
+        check_live_mode(reply, strategy == "live-populate")
+        assert finish(pending)["ok"], "the fill in flight during the branch failed"
+        image = reply["image_hashes"][0]
+        for k in kids:
+            assert k.ok({"cmd": "memhash", "gpa": 0, "len": mem})["checksum"] == image, \
+                f"{strategy}: child differs from the branch instant"
+        # The scenario happened: the fill was cut by the branch (its end is zero in the
+        # children, filled in the source) and source writes waited for the copier.
+        zero = kids[0].ok({"cmd": "memhash", "gpa": untouched[0], "len": untouched[1]})["checksum"]
+        tail = (fresh[0] + fresh[1] - (1 << 20), 1 << 20)
+        kid_tail = kids[0].ok({"cmd": "memhash", "gpa": tail[0], "len": tail[1]})["checksum"]
+        src_tail = src.ok({"cmd": "memhash", "gpa": tail[0], "len": tail[1]})["checksum"]
+        assert kid_tail == zero and src_tail != zero, "the fill finished before the branch"
+        head = (fresh[0], 1 << 20)
+        assert kids[0].ok({"cmd": "memhash", "gpa": head[0], "len": head[1]})["checksum"] == \
+            src.ok({"cmd": "memhash", "gpa": head[0], "len": head[1]})["checksum"], \
+            "the fill had not started at the branch"
+        assert reply["wp_faults"] >= 16, reply
+        if strategy == "live-populate":
+            # Populating allocated the fresh pages the guest had not reached yet (~128 MiB).
+            assert reply["populated_bytes"] >= 64 << 20, reply
+        for k in kids:
+            assert k.stop() == 0
+    finally:
+        src.stop()
+
+
+def test_uffd_feature_mask_names_the_missing_feature(env, monkeypatch):
+    """Kernels without the features a userfaultfd user needs: a clear error naming the feature
+    and the Linux version that has it, and nothing half done."""
+    monkeypatch.setenv(MASK_ENV, "0")
+    src = source("live", mem="32M")
+    try:
+        snap = os.path.join(env["dir"], "masked")
+        r = src.call({"cmd": "branch", "strategy": "live", "count": 1, "prefix": "m",
+                      "run_dir": env["run"], "dir": snap})
+        assert not r["ok"], r
+        assert "UFFD_FEATURE_WP_HUGETLBFS_SHMEM (Linux 5.19+)" in r["error"], r["error"]
+        assert "FORKVM_UFFD_FEATURES_MASK hides" in r["error"], r["error"]
+        assert not os.path.exists(snap) and os.listdir(env["run"]) == []
+        src.ok({"cmd": "ping"})
+    finally:
+        src.stop()
+    # The uffd backing (lazy restores) names its features the same way.
+    monkeypatch.delenv(MASK_ENV)
+    src = source("live", mem="32M")
+    try:
+        reply, kids = branch(src, env, "live", count=1, prefix="snap")
+        kids[0].stop()
+    finally:
+        src.stop()
+    r = forkvm_cmd("run", "--restore", reply["snapshot"], "--backing", "uffd", "--pageserver",
+                   os.path.join(env["dir"], "nobody.sock"), "--pageserver-timeout", "300",
+                   "--socket", os.path.join(env["run"], "u.sock"), timeout=60,
+                   env=dict(os.environ, FORKVM_UFFD_FEATURES_MASK="0x40"))
+    assert r.returncode == 1, r.stderr
+    assert "UFFD_FEATURE_EVENT_REMOVE (Linux 4.11+)" in r.stderr, r.stderr
+    assert "UFFD_FEATURE_EVENT_UNMAP" not in r.stderr, r.stderr
+    r = forkvm_cmd("run", "--restore", reply["snapshot"], "--backing", "uffd", "--pageserver",
+                   os.path.join(env["dir"], "nobody.sock"), "--pageserver-timeout", "300",
+                   "--socket", os.path.join(env["run"], "v.sock"), timeout=60,
+                   env=dict(os.environ, FORKVM_UFFD_FEATURES_MASK="lots"))
+    assert r.returncode == 1 and "FORKVM_UFFD_FEATURES_MASK='lots'" in r.stderr, r.stderr
 
 
 def test_diff_layers_restore_and_compact(env):
@@ -236,9 +375,13 @@ def test_agent_sync_reseeds_and_sets_clock_over_vsock(env):
         r = subprocess.run([tool, proxy.path, "52"], capture_output=True, text=True, timeout=30)
         assert r.returncode == 0, r.stderr
         assert proxy.connects == [b"CONNECT 52\n"]
-        # The agent refuses a port nobody listens on: a clear error, not a hang.
-        r = subprocess.run([tool, proxy.path, "53"], capture_output=True, text=True, timeout=30)
+        assert "attempts 1 " in r.stdout and "crng_reseeded 1" in r.stdout, r.stdout
+        # A port nobody listens on may yet get a listener (a restored guest settling): it is
+        # retried, then a clear error at the deadline, not a hang.
+        r = subprocess.run([tool, proxy.path, "53", "500"], capture_output=True, text=True,
+                           timeout=30)
         assert r.returncode == 1 and "no agent listening on vsock port 53" in r.stderr
+        assert "gave up at the deadline" in r.stderr, r.stderr
         r = subprocess.run([tool, os.path.join(env["dir"], "nobody.vsock"), "52"],
                            capture_output=True, text=True, timeout=30)
         assert r.returncode == 1 and "connecting to" in r.stderr

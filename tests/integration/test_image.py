@@ -14,6 +14,10 @@ BUILD = os.environ.get("FORKVM_BUILD", "build")
 FORKVM = os.path.abspath(os.path.join(BUILD, "forkvm"))
 # Outside the work tree so CI runs on the same machine reuse the ~28 MB of downloads.
 CACHE = os.environ.get("FORKVM_CACHE") or os.path.expanduser("~/.cache/forkvm")
+DEFAULT_KERNEL = "linux-image-6.12-cloud-amd64"  # 6.12: CONFIG_VMGENID=y
+KERNEL_61 = "linux-image-cloud-amd64"
+VSOCK_MODULES = ["virtio_mmio", "vsock", "vmw_vsock_virtio_transport_common",
+                 "vmw_vsock_virtio_transport"]
 NEEDS_APT = pytest.mark.skipif(
     shutil.which("apt-get") is None or os.environ.get("FORKVM_SKIP_NETWORK") == "1",
     reason="needs apt-get and Debian's package mirror",
@@ -67,19 +71,60 @@ def image(tmp_path_factory, agent):
     return out
 
 
-@NEEDS_APT
-def test_build_outputs_and_manifest(image, agent):
+@pytest.fixture(scope="module")
+def image61(tmp_path_factory, agent):
+    """The same build with Debian's 6.1 cloud kernel (lz4 bzImage, plain .ko modules)."""
+    out = tmp_path_factory.mktemp("image61")
+    r = forkvm("image", "build", "--cache", CACHE, "--agent", agent, "--out", str(out),
+               "--kernel-package", KERNEL_61)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def check_manifest(image, kernel_package, version_prefix, builtin_virtio):
     manifest = json.loads((image / "manifest.json").read_text())
-    assert manifest["kernel_version"].endswith("-cloud-amd64")
-    assert set(manifest["packages"]) >= {"linux-image-cloud-amd64", "busybox-static"}
+    kver = manifest["kernel_version"]
+    assert manifest["kernel_package"] == kernel_package
+    assert kver.startswith(version_prefix) and kver.endswith("-cloud-amd64")
+    assert set(manifest["packages"]) == {kernel_package, f"linux-image-{kver}", "busybox-static"}
     for name in ("vmlinux", "bzImage", "initramfs.cpio.gz"):
         assert manifest["files"][name]["size"] == (image / name).stat().st_size
     mods = manifest["modules"]
+    # 6.12 builds virtio_ring and virtio in (modules.builtin); 6.1 has them as modules.
+    expect = VSOCK_MODULES if builtin_virtio else ["virtio_ring", "virtio"] + VSOCK_MODULES
+    assert sorted(mods) == sorted(expect)
     for dep, user in [("virtio_ring", "virtio"), ("virtio", "virtio_mmio"),
                       ("vsock", "vmw_vsock_virtio_transport_common"),
                       ("vmw_vsock_virtio_transport_common", "vmw_vsock_virtio_transport")]:
-        assert mods.index(dep) < mods.index(user)
+        if dep in mods:
+            assert mods.index(dep) < mods.index(user)
+    banner = f"Linux version {kver} ".encode()
+    assert banner in (image / "vmlinux").read_bytes()
     assert not [p for p in os.listdir(image) if ".tmp." in p], "temp files left behind"
+    return manifest
+
+
+@NEEDS_APT
+def test_build_outputs_and_manifest(image, agent):
+    check_manifest(image, DEFAULT_KERNEL, "6.12.", builtin_virtio=True)
+
+
+@NEEDS_APT
+def test_build_with_61_kernel(image61):
+    check_manifest(image61, KERNEL_61, "6.1.", builtin_virtio=False)
+    assert inspect(image61 / "bzImage")["payload"] == "lz4"
+
+
+@NEEDS_APT
+def test_switching_kernel_rewrites_outputs(image, image61, agent, tmp_path):
+    """After a successful build the output directory holds only the kernel built last."""
+    out = tmp_path / "out"
+    shutil.copytree(image61, out)
+    r = forkvm("image", "build", "--cache", CACHE, "--agent", agent, "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    check_manifest(out, DEFAULT_KERNEL, "6.12.", builtin_virtio=True)
+    for name in ("vmlinux", "bzImage", "initramfs.cpio.gz", "manifest.json"):
+        assert (out / name).read_bytes() == (image / name).read_bytes(), name
 
 
 @NEEDS_APT
@@ -98,8 +143,12 @@ def test_initramfs_contents(image, agent):
     assert files["dev/console"][0] & 0o170000 == 0o020000
     insmods = [line.split()[1] for line in init.splitlines() if line.startswith("insmod ")]
     assert insmods == [f"/lib/modules/{m}.ko" for m in manifest["modules"]]
+    # 6.12 ships .ko.xz; the initramfs gets them decompressed (busybox insmod needs plain .ko).
+    assert sorted(n for n in names if n.startswith("lib/modules/") and n != "lib/modules") == \
+        sorted(f"lib/modules/{m}.ko" for m in manifest["modules"])
     for m in manifest["modules"]:
         assert files[f"lib/modules/{m}.ko"][1][:4] == b"\x7fELF"
+        assert b"vermagic=" + manifest["kernel_version"].encode() in files[f"lib/modules/{m}.ko"][1]
 
 
 @NEEDS_APT
@@ -114,7 +163,7 @@ def test_rebuild_is_reproducible(image, agent, tmp_path):
 def test_extract_and_inspect(image, tmp_path):
     info = inspect(image / "bzImage")
     assert info["format"] == "bzImage"
-    assert info["payload"] == "lz4"
+    assert info["payload"] == "zstd"  # Debian 6.12: CONFIG_KERNEL_ZSTD=y
     assert info["kernel_64"] == "yes"
     out = tmp_path / "vmlinux"
     r = forkvm("image", "extract", str(image / "bzImage"), str(out))
@@ -123,6 +172,30 @@ def test_extract_and_inspect(image, tmp_path):
     info = inspect(out)
     assert info["format"] == "vmlinux"
     assert int(info["pvh_entry"], 16) >= 0x100000
+
+
+@NEEDS_APT
+@pytest.mark.parametrize("damage", ["corrupt", "size"])
+def test_extract_rejects_damaged_zstd_payload(image, tmp_path, damage):
+    info = inspect(image / "bzImage")
+    data = bytearray((image / "bzImage").read_bytes())
+    setup_sects = int(info["setup_sects"]) or 4
+    start = (setup_sects + 1) * 512 + int(info["payload_offset"], 16)
+    end = start + int(info["payload_length"])
+    assert data[start:start + 4] == b"\x28\xb5\x2f\xfd"
+    if damage == "corrupt":
+        mid = (start + end) // 2
+        data[mid:mid + 64] = bytes(b ^ 0x5A for b in data[mid:mid + 64])
+    else:  # the kernel's appended uncompressed size
+        data[end - 4:end] = (1234).to_bytes(4, "little")
+    bad = tmp_path / "bzImage"
+    bad.write_bytes(bytes(data))
+    out = tmp_path / "vmlinux"
+    r = forkvm("image", "extract", str(bad), str(out))
+    assert r.returncode == 1 and not out.exists()
+    assert "zstd: " in r.stderr and f"{bad}: cannot decode its zstd payload" in r.stderr
+    if damage == "size":
+        assert "trailing size 1234 does not match" in r.stderr
 
 
 def test_inspect_rejects_garbage(tmp_path):
@@ -155,13 +228,17 @@ def test_extract_rejects_non_bzimage(tmp_path):
 
 def test_usage_errors():
     for args in (["image"], ["image", "bogus"], ["image", "extract", "one"],
-                 ["image", "build", "--nope"], ["image", "inspect"]):
+                 ["image", "build", "--nope"], ["image", "inspect"],
+                 ["image", "build", "--kernel-package", "busybox-static"],
+                 ["image", "build", "--kernel-package"]):
         r = forkvm(*args)
         assert r.returncode == 2, args
         assert "usage:" in r.stderr
     for sub in ("build", "extract", "inspect"):
         r = forkvm("image", sub, "--help")
         assert r.returncode == 0 and f"forkvm image {sub}" in r.stdout
+    r = forkvm("image", "build", "--help")
+    assert "--kernel-package" in r.stdout and DEFAULT_KERNEL in r.stdout and KERNEL_61 in r.stdout
 
 
 def test_build_without_agent_fails_clearly(tmp_path):

@@ -217,11 +217,29 @@ def corrupt(good, tmp, how):
         tool = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
             os.path.abspath(__file__)))), os.environ.get("FORKVM_BUILD", "build"), "tools",
             "snap_edit")
-        # AMX-TILE (leaf 7 EDX bit 24): this (AMD) host neither has nor offers it.
-        assert subprocess.run([tool, bad, "cpuid-set", "7", "edx", "24"]).returncode == 0
+        # A leaf-7 feature this host's CPU lacks (so its KVM cannot offer it either).
+        leaf, reg, bit = absent_cpu_feature()
+        assert subprocess.run([tool, bad, "cpuid-set", leaf, reg, bit]).returncode == 0
         return bad
     open(vmstate, "wb").write(data)
     return bad
+
+
+# (cpuinfo flag, CPUID leaf, register, bit): rare features; hosts differ in which they have.
+RARE_FEATURES = [("avx512_4vnniw", "7", "edx", "2"), ("avx512_4fmaps", "7", "edx", "3"),
+                 ("amx_tile", "7", "edx", "24"), ("avx512_fp16", "7", "edx", "23"),
+                 ("pconfig", "7", "edx", "18")]
+
+
+def absent_cpu_feature():
+    flags = set()
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[1].split())
+    for name, leaf, reg, bit in RARE_FEATURES:
+        if name not in flags:
+            return leaf, reg, bit
+    pytest.skip("this CPU has every feature of RARE_FEATURES")
 
 
 @pytest.mark.parametrize("how,needle", [
@@ -340,4 +358,14 @@ def test_failing_child_is_named_and_none_left(good_snapshot, tmp, hugepages):
     time.sleep(0.2)
     leftover = subprocess.run(["pgrep", "-f", f"--socket {run}/"], capture_output=True, text=True)
     assert leftover.stdout.strip() == "", "half-started children left running"
-    assert os.listdir(run) == []
+    # The named child keeps its log, quoted at the end of the error; so does any other child
+    # that failed on its own. Healthy siblings, killed for it, leave nothing.
+    named = r.stderr.split("child ")[1].split(" ")[0]
+    log = os.path.join(run, f"c-{named}.sock.log")
+    assert f"its log {log} ends:" in r.stderr and "\n    | " in r.stderr, r.stderr
+    left = sorted(os.listdir(run))
+    assert f"c-{named}.sock.log" in left
+    assert all(n.endswith((".sock.log", ".sock.console")) for n in left), left
+    for n in left:
+        if n.endswith(".log"):
+            assert "nr_hugepages" in open(os.path.join(run, n)).read()

@@ -306,6 +306,45 @@ def test_handshake_timeout_and_missing_server(env):
     assert r.returncode == 1 and "no page server answered" in r.stderr, r.stderr
 
 
+def test_children_that_cannot_become_ready_keep_their_logs(env):
+    """A restore whose children never become ready (a page server that never acknowledges)
+    or exit (no page server at all): the error names the child and quotes the end of its
+    log, which is kept; nothing is left running."""
+    run = os.path.join(env["dir"], "run")
+    os.makedirs(run, exist_ok=True)
+    e = dict(os.environ, FORKVM_RUN_DIR=run)
+    fake_path = os.path.join(env["dir"], "mute.sock")
+    fake = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    fake.bind(fake_path)
+    fake.listen(8)  # accepts (in the kernel) and never answers
+    try:
+        t0 = time.monotonic()
+        r = forkvm_cmd("restore", env["snap"], "--backend", "uffd", "--count", "2", "--name",
+                       "mute", "--pageserver", fake_path, "--pageserver-timeout", "30000",
+                       "--timeout", "1500", env=e, timeout=60)
+        assert r.returncode == 1 and time.monotonic() - t0 < 15, r.stderr
+        assert "child 0 (mute-0): not ready within 1500 ms (2 of 2 children not ready)" in r.stderr
+        log = os.path.join(run, "mute-0.sock.log")
+        assert f"its log {log}" in r.stderr, r.stderr
+        # Neither became ready: both keep their logs; no socket is left.
+        assert os.path.exists(log) and os.path.exists(os.path.join(run, "mute-1.sock.log"))
+        assert not [n for n in os.listdir(run) if n.endswith((".sock", ".vsock"))]
+    finally:
+        fake.close()
+    r = forkvm_cmd("restore", env["snap"], "--backend", "uffd", "--count", "1", "--name", "gone",
+                   "--pageserver", os.path.join(env["dir"], "nobody.sock"),
+                   "--pageserver-timeout", "300", env=e, timeout=60)
+    assert r.returncode == 1, r.stderr
+    log = os.path.join(run, "gone-0.sock.log")
+    assert f"child 0 (gone-0): " in r.stderr and f"its log {log} ends:" in r.stderr, r.stderr
+    quoted = [l[len("    | "):] for l in r.stderr.splitlines() if l.startswith("    | ")]
+    assert quoted and "no page server answered" in quoted[-1], r.stderr
+    assert quoted[-1] in open(log).read()
+    time.sleep(0.2)
+    leftover = subprocess.run(["pgrep", "-f", f"--socket {run}/"], capture_output=True, text=True)
+    assert leftover.stdout.strip() == "", "children left running"
+
+
 def make_uffd():
     libc = ctypes.CDLL(None, use_errno=True)
     fd = libc.syscall(323, os.O_CLOEXEC | os.O_NONBLOCK)  # userfaultfd (x86-64)

@@ -1,4 +1,5 @@
-/* ACPI tables: checksums, pointers, MADT entries, and the DSDT's AML byte for byte. */
+/* ACPI tables: checksums, pointers, MADT entries, the DSDT's AML byte for byte (virtio-mmio,
+ * generation ID and Generic Event Devices), and where the generation ID lives. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,8 +10,11 @@
 #include <string.h>
 
 #include "devices/acpi_pm.h"
+#include "loader/kernel.h"
+#include "mem/guest_mem.h"
 #include "x86/acpi.h"
 #include "x86/aml.h"
+#include "x86/layout.h"
 
 static uint32_t u32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
 static uint64_t u64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
@@ -78,6 +82,179 @@ static void test_dsdt_bytes(void **state)
 	free(body);
 }
 
+/* NameStrings: one segment, root + one, root + two (DualNamePath), three (MultiNamePath). */
+static void test_names(void **state)
+{
+	struct aml a;
+	static const uint8_t want[] = {
+		'V', '0', '0', '0',
+		'\\', '_', 'S', 'B', '_',
+		'\\', 0x2e, '_', 'S', 'B', '_', 'V', 'G', 'E', 'N',
+		0x2f, 0x03, 'A', '_', '_', '_', 'B', 'C', '_', '_', 'D', 'E', 'F', 'G',
+		'G', 'E', 'D', '_',
+	};
+
+	aml_init(&a);
+	aml_name(&a, "V000");
+	aml_name(&a, "\\_SB_");
+	aml_name(&a, "\\_SB.VGEN");
+	aml_name(&a, "A.BC.DEFGH"); /* a segment longer than 4 is cut */
+	aml_name(&a, "GED");
+	assert_int_equal(a.err, 0);
+	assert_int_equal(a.len, sizeof(want));
+	assert_memory_equal(a.data, want, sizeof(want));
+	aml_free(&a);
+	/* More than 8 segments is refused (sticky error). */
+	aml_init(&a);
+	aml_name(&a, "A.B.C.D.E.F.G.H.I");
+	assert_int_equal(a.err, -EINVAL);
+	aml_free(&a);
+}
+
+/* Method(_EVT, 1, NotSerialized) { If (LEqual(Arg0, 23)) { Notify(\_SB.VGEN, 0x80) } },
+ * a Package of two integers, and the Interrupt-only resource template. */
+static void test_method_package_irq(void **state)
+{
+	static const uint8_t want[] = {
+		0x14, 0x19, '_', 'E', 'V', 'T', 0x01,			/* Method, PkgLength 25 */
+		0xa0, 0x12,						/* If, PkgLength 18 */
+		0x93, 0x68, 0x0a, 0x17,					/* LEqual(Arg0, 23) */
+		0x86, '\\', 0x2e, '_', 'S', 'B', '_', 'V', 'G', 'E', 'N', 0x0a, 0x80, /* Notify */
+		0x12, 0x08, 0x02, 0x0c, 0x00, 0xf0, 0x0e, 0x00, 0x00,	/* Package { 0xef000, 0 } */
+		0x11, 0x0e, 0x0a, 0x0b,					/* Buffer(11) */
+		0x89, 0x06, 0x00, 0x03, 0x01, 0x17, 0x00, 0x00, 0x00, 0x79, 0x00,
+	};
+	const uint64_t halves[2] = { 0xef000, 0 };
+	struct aml a;
+	size_t method, cond;
+
+	aml_init(&a);
+	method = aml_method_begin(&a, "_EVT", 1, false);
+	cond = aml_if_begin(&a);
+	aml_lequal(&a);
+	aml_arg(&a, 0);
+	aml_integer(&a, 23);
+	aml_notify(&a, "\\_SB.VGEN", 0x80);
+	aml_pkg_end(&a, cond);
+	aml_pkg_end(&a, method);
+	aml_package_ints(&a, halves, 2);
+	aml_crs_irq(&a, 23);
+	assert_int_equal(a.err, 0);
+	assert_int_equal(a.len, sizeof(want));
+	assert_memory_equal(a.data, want, sizeof(want));
+	aml_free(&a);
+	/* Serialized methods set bit 3 of MethodFlags; Arg7 and 8 arguments do not exist. */
+	aml_init(&a);
+	method = aml_method_begin(&a, "M", 2, true);
+	aml_pkg_end(&a, method);
+	assert_int_equal(a.data[a.len - 1], 0x0a);
+	aml_arg(&a, 7);
+	assert_int_equal(a.err, -EINVAL);
+	aml_free(&a);
+	aml_init(&a);
+	aml_method_begin(&a, "M", 8, false);
+	assert_int_equal(a.err, -EINVAL);
+	aml_free(&a);
+}
+
+/*
+ * The generation ID device and its Generic Event Device, hand-assembled (what iasl -oa makes of
+ *   Scope(\_SB) { Device(VGEN) { Name(_HID, "VMGENCTR") Name(_CID, "VM_Gen_Counter")
+ *                  Name(_DDN, "VM_Gen_Counter") Name(ADDR, Package() { 0xef000, 0 }) }
+ *                Device(GED) { Name(_HID, "ACPI0013") Name(_UID, 0)
+ *                  Name(_CRS, ResourceTemplate() { Interrupt(ResourceConsumer, Edge, ActiveHigh,
+ *                                                            Exclusive) { 23 } })
+ *                  Method(_EVT, 1) { If (LEqual(Arg0, 23)) { Notify(\_SB.VGEN, 0x80) } } } }
+ * modulo iasl's rule that an _HID suffix be hex, which Linux does not apply).
+ */
+static void test_dsdt_vmgenid_bytes(void **state)
+{
+	struct acpi_config cfg = { .ncpus = 1, .vmgenid_addr = 0xef000, .ged_gsi = 23 };
+	static const uint8_t want[] = {
+		0x10, 0x41, 0x0a, '\\', '_', 'S', 'B', '_',		/* Scope, PkgLength 161 */
+		0x5b, 0x82, 0x4d, 0x04, 'V', 'G', 'E', 'N',		/* Device, PkgLength 77 */
+		0x08, '_', 'H', 'I', 'D', 0x0d, 'V', 'M', 'G', 'E', 'N', 'C', 'T', 'R', 0,
+		0x08, '_', 'C', 'I', 'D', 0x0d, 'V', 'M', '_', 'G', 'e', 'n', '_',
+		'C', 'o', 'u', 'n', 't', 'e', 'r', 0,
+		0x08, '_', 'D', 'D', 'N', 0x0d, 'V', 'M', '_', 'G', 'e', 'n', '_',
+		'C', 'o', 'u', 'n', 't', 'e', 'r', 0,
+		0x08, 'A', 'D', 'D', 'R', 0x12, 0x08, 0x02, 0x0c, 0x00, 0xf0, 0x0e, 0x00, 0x00,
+		0x5b, 0x82, 0x49, 0x04, 'G', 'E', 'D', '_',		/* Device, PkgLength 73 */
+		0x08, '_', 'H', 'I', 'D', 0x0d, 'A', 'C', 'P', 'I', '0', '0', '1', '3', 0,
+		0x08, '_', 'U', 'I', 'D', 0x00,
+		0x08, '_', 'C', 'R', 'S', 0x11, 0x0e, 0x0a, 0x0b,
+		0x89, 0x06, 0x00, 0x03, 0x01, 0x17, 0x00, 0x00, 0x00, 0x79, 0x00,
+		0x14, 0x19, '_', 'E', 'V', 'T', 0x01,
+		0xa0, 0x12, 0x93, 0x68, 0x0a, 0x17,
+		0x86, '\\', 0x2e, '_', 'S', 'B', '_', 'V', 'G', 'E', 'N', 0x0a, 0x80,
+		0x08, '\\', '_', 'S', '5', '_', 0x12, 0x06, 0x02, 0x0a, 0x05, 0x0a, 0x05, /* \\_S5 */
+	};
+	uint8_t *body;
+	size_t len;
+
+	assert_int_equal(acpi_dsdt_body(&cfg, &body, &len), 0);
+	assert_int_equal(len, sizeof(want));
+	assert_memory_equal(body, want, sizeof(want));
+	free(body);
+}
+
+/* acpi_build writes only its own area: the generation-ID page after it stays as it was. */
+static void test_tables_spare_vmgenid(void **state)
+{
+	struct acpi_config cfg = { .ncpus = 2, .lapic_addr = 0xfee00000, .ioapic_addr = 0xfec00000,
+				   .nvirtio = 1, .virtio = { { 0xd0000000, 0x1000, 5 } },
+				   .vmgenid_addr = LAYOUT_VMGENID, .ged_gsi = LAYOUT_GED_GSI };
+	static uint8_t area[0x10000];
+	const size_t page = LAYOUT_VMGENID - LAYOUT_ACPI;
+	struct acpi_layout l;
+
+	memset(area, 0xa5, sizeof(area));
+	assert_int_equal(acpi_build(area, LAYOUT_ACPI_SIZE, LAYOUT_ACPI, &cfg, &l), 0);
+	assert_true(l.total <= LAYOUT_ACPI_SIZE);
+	for (size_t i = page; i < page + LAYOUT_PAGE_SIZE; i++)
+		assert_int_equal(area[i], 0xa5);
+	assert_non_null(memmem(area + (l.dsdt - LAYOUT_ACPI), l.total, "VMGENCTR", 8));
+}
+
+static bool overlaps(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
+{
+	return a < b + blen && b < a + alen;
+}
+
+/*
+ * The generation ID sits alone on a page of low RAM that no e820 map lists as usable (so the
+ * kernel never allocates it), after the ACPI tables, below 1 MiB; its GSI is an IOAPIC-only
+ * pin that no other device uses.
+ */
+static void test_vmgenid_layout(void **state)
+{
+	static const uint64_t sizes[] = { 1ULL << 20, 2ULL << 20, 512ULL << 20, 3ULL << 30,
+					  5ULL << 30 };
+
+	assert_int_equal(LAYOUT_VMGENID % LAYOUT_PAGE_SIZE, 0);
+	assert_true(LAYOUT_VMGENID_SIZE <= LAYOUT_PAGE_SIZE);
+	assert_true(LAYOUT_ACPI + LAYOUT_ACPI_SIZE <= LAYOUT_VMGENID);
+	assert_true(LAYOUT_VMGENID + LAYOUT_PAGE_SIZE <= LAYOUT_ACPI + 0x10000);
+	assert_true(LAYOUT_VMGENID + LAYOUT_PAGE_SIZE <= LAYOUT_HIGH_MEM);
+	for (size_t s = 0; s < sizeof(sizes) / sizeof(sizes[0]); s++) {
+		struct guest_mem_region r[GUEST_MEM_MAX_REGIONS];
+		struct e820_entry e[8];
+		int nr, n;
+
+		assert_int_equal(guest_mem_layout(sizes[s], r, &nr), 0);
+		assert_int_equal(e820_build(r, nr, e, 8, &n), 0);
+		assert_true(r[0].gpa == 0 && r[0].size >= LAYOUT_VMGENID + LAYOUT_PAGE_SIZE);
+		for (int i = 0; i < n; i++)
+			if (e[i].type == E820_RAM)
+				assert_false(overlaps(e[i].addr, e[i].size, LAYOUT_VMGENID,
+						      LAYOUT_PAGE_SIZE));
+	}
+	assert_true(LAYOUT_GED_GSI >= 16 && LAYOUT_GED_GSI < 24);
+	assert_int_not_equal(LAYOUT_GED_GSI, LAYOUT_SERIAL_IRQ);
+	assert_true(LAYOUT_GED_GSI < LAYOUT_VIRTIO_MMIO_IRQ ||
+		    LAYOUT_GED_GSI >= LAYOUT_VIRTIO_MMIO_IRQ + LAYOUT_VIRTIO_MMIO_SLOTS);
+}
+
 static void test_tables(void **state)
 {
 	struct acpi_config cfg = { .ncpus = 3, .lapic_addr = 0xfee00000, .ioapic_addr = 0xfec00000,
@@ -143,6 +320,11 @@ int main(void)
 		cmocka_unit_test(test_pkglen),
 		cmocka_unit_test(test_integers),
 		cmocka_unit_test(test_dsdt_bytes),
+		cmocka_unit_test(test_names),
+		cmocka_unit_test(test_method_package_irq),
+		cmocka_unit_test(test_dsdt_vmgenid_bytes),
+		cmocka_unit_test(test_tables_spare_vmgenid),
+		cmocka_unit_test(test_vmgenid_layout),
 		cmocka_unit_test(test_tables),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

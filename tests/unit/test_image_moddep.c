@@ -139,7 +139,9 @@ static void test_modinfo(void **state)
 	assert_string_equal(deps[0], "virtio");
 	assert_string_equal(deps[1], "virtio_ring");
 	moddep_free_names(deps, n);
-	assert_int_equal(modinfo_depends("/tmp/x.ko.xz", &deps, &n), -ENOTSUP);
+	/* Compressed modules are read through module_read (test_image_modfile.c). */
+	assert_int_equal(modinfo_depends("/nonexistent/x.ko.xz", &deps, &n), -ENOENT);
+	assert_int_equal(modinfo_depends("/tmp/x.bin", &deps, &n), -EINVAL);
 	unlink(path);
 	free(path);
 }
@@ -153,7 +155,32 @@ static void test_apt_show(void **state)
 	assert_string_equal(p.version, "6.1.192-2");
 	assert_string_equal(p.depends, "linux-image-6.1.0-56-cloud-amd64");
 	memset(&p, 0, sizeof(p));
+	/* The 6.12 metapackage (the default) and the kernel package it names. */
+	assert_int_equal(pkg_parse_show("Package: linux-image-6.12-cloud-amd64\n"
+					"Version: 6.12.117-1~deb12u1\n"
+					"Depends: linux-image-6.12.117+deb12-cloud-amd64 (= 6.12.117-1~deb12u1)\n",
+					&p), 0);
+	assert_string_equal(p.depends, "linux-image-6.12.117+deb12-cloud-amd64");
+	memset(&p, 0, sizeof(p));
+	assert_int_equal(pkg_parse_show("Package: linux-image-6.12.117+deb12-cloud-amd64\n"
+					"Version: 6.12.117-1~deb12u1\n"
+					"Depends: kmod, initramfs-tools (>= 0.120+deb8u2) | linux-initramfs-tool\n",
+					&p), 0);
+	assert_string_equal(p.depends, "kmod");
+	memset(&p, 0, sizeof(p));
 	assert_int_equal(pkg_parse_show("Package: x\nPre-Depends: a\n", &p), -ENOENT);
+}
+
+static void test_kernel_package_names(void **state)
+{
+	assert_true(image_kernel_package_valid(IMAGE_KERNEL_PACKAGE));
+	assert_true(image_kernel_package_valid(IMAGE_KERNEL_PACKAGE_61));
+	assert_true(image_kernel_package_valid("linux-image-6.12.117+deb12-cloud-amd64"));
+	assert_false(image_kernel_package_valid("linux-image-"));
+	assert_false(image_kernel_package_valid("busybox-static"));
+	assert_false(image_kernel_package_valid("linux-image-Cloud"));
+	assert_false(image_kernel_package_valid("linux-image-x y"));
+	assert_false(image_kernel_package_valid("linux-image-x/../y"));
 }
 
 static void test_init_script(void **state)
@@ -186,6 +213,7 @@ int main(void)
 		cmocka_unit_test(test_resolve_order), cmocka_unit_test(test_builtin_skipped),
 		cmocka_unit_test(test_missing_and_cycle), cmocka_unit_test(test_names),
 		cmocka_unit_test(test_modinfo), cmocka_unit_test(test_apt_show),
+		cmocka_unit_test(test_kernel_package_names),
 		cmocka_unit_test(test_init_script), cmocka_unit_test(test_sha256),
 	};
 

@@ -1,0 +1,49 @@
+/*
+ * Host side of the guest agent (guests/agent, docs/AGENT.md): reach it through a VM's vsock
+ * socket ("CONNECT <port>\n" → "OK <p>\n", docs/VSOCK.md) and exchange length-prefixed JSON
+ * frames. Below snapshot/ and fork/: both spawn clones that need the fix-up (agent_sync.h).
+ */
+#ifndef FORKVM_AGENT_CLIENT_H
+#define FORKVM_AGENT_CLIENT_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define AGENT_VSOCK_PORT 52
+/* The agent's own frame limit (AGENT_MAX_FRAME); a larger reply length is a protocol error. */
+#define AGENT_CLIENT_MAX_FRAME (16u << 20)
+
+/*
+ * Every call below takes an absolute deadline on CLOCK_MONOTONIC in ns (0: none) and an fd
+ * that, once readable, cancels the wait (a signalfd; -1: none). Errors, each with err set:
+ *   -ETIMEDOUT     the deadline passed
+ *   -ECANCELED     cancel_fd became readable
+ *   -ECONNREFUSED  (agent_vsock_connect) the guest refused the port or has no vsock driver
+ *                  yet: the socket was closed without an answer line
+ *   -ECONNRESET    the connection was reset or closed before the whole reply arrived
+ *   -EPIPE         the connection was closed while the request was being written
+ *   -EPROTO        a malformed answer line, frame or JSON reply
+ *   -EREMOTEIO     (agent_request) the agent answered ok:false; err quotes its message
+ *   other -errno   from socket(), connect() (e.g. -ENOENT: no socket at the path), malloc
+ */
+
+/* Connect to the VM's vsock Unix socket only (non-blocking, close-on-exec); returns the fd. */
+int agent_vsock_open(const char *vsock_socket, char *err, size_t errlen);
+/* Send "CONNECT <port>\n" on an opened socket and read the answer line; 0 once "OK <p>". */
+int agent_vsock_connect(int fd, const char *vsock_socket, int port, uint64_t deadline_ns,
+			int cancel_fd, char *err, size_t errlen);
+/* Both of the above; returns the connected fd. */
+int agent_connect(const char *vsock_socket, int port, uint64_t deadline_ns, int cancel_fd,
+		  char *err, size_t errlen);
+/*
+ * Send one request frame and read one reply frame. Returns 0 only when the reply says ok;
+ * then *reply (if reply is not NULL) holds it for the caller to json_decref.
+ */
+int agent_request(int fd, json_t *req, json_t **reply, uint64_t deadline_ns, int cancel_fd,
+		  char *err, size_t errlen);
+
+/* CLOCK_MONOTONIC now + ms, in ns (for the deadlines above). */
+uint64_t agent_deadline_after_ms(int64_t ms);
+
+#endif

@@ -1,0 +1,37 @@
+"""The Linux end-to-end suite: real Linux guests under forkvm, every restore backend and branch
+strategy. Runs inside the nested rig (tests/nested/rig.sh) and directly on hosts whose KVM runs
+guest kernels natively (`make test-linux`)."""
+import os
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "integration"))
+sys.path.insert(0, HERE)
+
+from linux_image import host_cannot_run_linux, image_paths  # noqa: E402
+from linuxlib import Env  # noqa: E402
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "kvm: needs /dev/kvm")
+    config.addinivalue_line("markers", "slow: takes more than a few seconds")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def linux_host():
+    reason = host_cannot_run_linux()
+    if reason:
+        pytest.skip(f"{reason}; run this suite in the nested rig: tests/nested/rig.sh")
+    paths = image_paths()
+    if isinstance(paths, str):
+        pytest.fail(paths)
+    return paths
+
+
+@pytest.fixture
+def env(request):
+    e = Env(request.node.name)
+    yield e
+    e.cleanup()

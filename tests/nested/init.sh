@@ -1,0 +1,47 @@
+#!/bin/busybox sh
+# /init of the nested rig's L1 Linux: load kvm-amd, run the Linux suite, print one result line,
+# power off. Written into the L1 initramfs by tests/nested/rig.sh.
+/bin/busybox --install -s /bin
+export PATH=/bin:/usr/bin HOME=/root TMPDIR=/tmp
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+mount -t tmpfs -o size=75% tmpfs /tmp
+mkdir -p /dev/pts /dev/shm /run/forkvm /dev/hugepages
+mount -t devpts devpts /dev/pts
+mount -t tmpfs tmpfs /dev/shm
+mount -t hugetlbfs hugetlbfs /dev/hugepages 2>/dev/null
+mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null
+ip link set lo up 2>/dev/null
+echo "nested: L1 $(uname -r) up after $(cut -d' ' -f1 /proc/uptime) s"
+rc=2
+for m in $(cat /lib/modules/order); do
+	insmod /lib/modules/$m.ko 2>/tmp/insmod.err || {
+		echo "nested: insmod $m failed: $(cat /tmp/insmod.err)"
+	}
+done
+if [ ! -c /dev/kvm ]; then
+	echo "nested: no /dev/kvm after loading $(cat /lib/modules/order | tr '\n' ' ')"
+	grep -o -w -E 'svm|vmx' /proc/cpuinfo | sort -u
+else
+	cd /forkvm
+	export FORKVM_BUILD=build FORKVM_CACHE=/root/.cache/forkvm FORKVM_NESTED=1
+	export FORKVM_L1_KERNEL="$(cat /forkvm/l1-kernel)" PYTHONDONTWRITEBYTECODE=1
+	set --
+	paths=tests/linux
+	while IFS= read -r a; do
+		[ -n "$a" ] || continue
+		set -- "$@" "$a"
+		case "$a" in tests/*) paths= ;; esac
+	done </forkvm/pytest-args
+	if [ -f /forkvm/run-cmd ]; then
+		sh /forkvm/run-cmd
+	else
+		python3 -m pytest -v -rfEs --color=no -p no:cacheprovider -p pytest_timeout \
+			--timeout "${FORKVM_TEST_TIMEOUT:-600}" --timeout-method signal $paths "$@"
+	fi
+	rc=$?
+fi
+echo "FORKVM-NESTED-RESULT rc=$rc"
+sync
+poweroff -f

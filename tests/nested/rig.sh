@@ -1,0 +1,181 @@
+#!/usr/bin/env bash
+# The nested Linux rig: boot an L1 Linux under QEMU's TCG (which emulates AMD SVM), give it
+# /dev/kvm through Debian's kvm-amd module, and run the Linux end-to-end suite (tests/linux)
+# inside it against this tree's forkvm build. Results come back over the serial console.
+#
+#   tests/nested/rig.sh [--kernel 6.1|6.12] [--mem MiB] [--timeout S] [--keep] [-- PYTEST-ARGS]
+#   tests/nested/rig.sh [...] --run 'SHELL COMMAND'   (debugging: a command instead of pytest)
+#
+# Exit status: pytest's inside L1 (0 all passed), 2 for a rig failure (named on stderr).
+# Timings inside the rig are emulated: correctness only (docs/TESTING.md).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+BUILD=${FORKVM_BUILD:-build}
+CACHE=${FORKVM_CACHE:-$HOME/.cache/forkvm}
+NESTED_CACHE=$CACHE/nested
+L1_KERNEL=6.1
+L1_MEM=${FORKVM_NESTED_MEM:-4096}
+TIMEOUT=${FORKVM_NESTED_TIMEOUT:-1500}
+KEEP=0
+RUN_CMD=
+PYTEST_ARGS=()
+
+die() { echo "nested rig: $*" >&2; exit 2; }
+
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--kernel) L1_KERNEL=$2; shift 2 ;;
+	--mem) L1_MEM=$2; shift 2 ;;
+	--timeout) TIMEOUT=$2; shift 2 ;;
+	--keep) KEEP=1; shift ;;
+	--run) RUN_CMD=$2; shift 2 ;;
+	--) shift; PYTEST_ARGS=("$@"); break ;;
+	*) die "unknown argument '$1' (usage: rig.sh [--kernel 6.1|6.12] [--mem MiB] [--timeout S] [--keep] [-- PYTEST-ARGS])" ;;
+	esac
+done
+
+case "$L1_KERNEL" in
+6.1) META=linux-image-cloud-amd64 ;;
+6.12) META=linux-image-6.12-cloud-amd64 ;;
+*) die "--kernel must be 6.1 or 6.12, not '$L1_KERNEL'" ;;
+esac
+
+for tool in qemu-system-x86_64 cpio apt-get dpkg-deb /usr/bin/python3 /bin/busybox xz; do
+	command -v "$tool" >/dev/null || die "missing $tool (scripts/install-deps.sh installs it)"
+done
+[ -x "$ROOT/$BUILD/forkvm" ] || die "no $BUILD/forkvm: run 'make tests' first"
+[ -x "$ROOT/$BUILD/forkvm-agent" ] || die "no $BUILD/forkvm-agent: run 'make $BUILD/forkvm-agent' first"
+/usr/bin/python3 -c 'import pytest, pytest_timeout' 2>/dev/null ||
+	die "no pytest/pytest-timeout for /usr/bin/python3 (apt-get install python3-pytest python3-pytest-timeout)"
+
+# --- the L1 kernel: Debian's cloud kernel package, cached per version ------------------------
+kernel_pkg() {
+	local dep
+	dep=$(apt-cache depends "$META" 2>/dev/null | awk '/Depends: linux-image-/ {print $2; exit}')
+	if [ -z "$dep" ]; then
+		apt-get update -qq >/dev/null 2>&1 || true
+		dep=$(apt-cache depends "$META" 2>/dev/null | awk '/Depends: linux-image-/ {print $2; exit}')
+	fi
+	[ -n "$dep" ] || die "cannot resolve the kernel package behind $META (apt-cache depends $META)"
+	echo "$dep"
+}
+
+fetch_kernel() {
+	local pkg=$1 ver dir tmp
+	ver=$(apt-cache policy "$pkg" | awk '/Candidate:/ {print $2}')
+	[ -n "$ver" ] && [ "$ver" != "(none)" ] || die "$pkg has no candidate version (apt-get update?)"
+	dir=$NESTED_CACHE/${pkg}_${ver//:/_}
+	if [ ! -f "$dir/.complete" ]; then
+		tmp=$(mktemp -d "$NESTED_CACHE/.fetch.XXXXXX")
+		(cd "$tmp" && apt-get download -q -o APT::Sandbox::User=root "$pkg=$ver" >/dev/null) ||
+			die "apt-get download $pkg=$ver failed"
+		dpkg-deb -x "$tmp"/*.deb "$tmp/root" || die "unpacking $pkg failed"
+		touch "$tmp/root/.complete"
+		rm -rf "$dir"
+		mv "$tmp/root" "$dir"
+		rm -rf "$tmp"
+	fi
+	echo "$dir"
+}
+
+mkdir -p "$NESTED_CACHE"
+KPKG=$(kernel_pkg)
+KDIR=$(fetch_kernel "$KPKG")
+KVER=$(ls "$KDIR/lib/modules" | head -1)
+BZIMAGE=$KDIR/boot/vmlinuz-$KVER
+[ -f "$BZIMAGE" ] || die "$KPKG has no boot/vmlinuz-$KVER"
+
+# --- the L2 guest image: built now, so it carries this tree's agent -------------------------
+build_l2_image() {
+	"$ROOT/$BUILD/forkvm" image build --cache "$CACHE" --agent "$ROOT/$BUILD/forkvm-agent" \
+		--out "$1" >"$WORK/image-build.log" 2>&1 ||
+		die "forkvm image build failed: $(tail -n 5 "$WORK/image-build.log")"
+}
+
+# --- assemble the L1 initramfs ----------------------------------------------------------------
+WORK=$(mktemp -d /tmp/forkvm-nested.XXXXXX)
+cleanup() { [ "$KEEP" = 1 ] && echo "nested rig: kept $WORK" >&2 || rm -rf "$WORK"; }
+trap cleanup EXIT
+STAGE=$WORK/root
+mkdir -p "$STAGE"/{bin,dev,proc,sys,tmp,run,root,etc,lib/modules,forkvm/build,usr/bin}
+
+cp /bin/busybox "$STAGE/bin/busybox"
+# Modules: kvm-amd and what it depends on, decompressed (busybox insmod reads plain .ko).
+add_module() {
+	local name=$1 f deps
+	f=$(find "$KDIR/lib/modules/$KVER" -name "$name.ko" -o -name "$name.ko.xz" -o -name "$name.ko.zst" | head -1)
+	[ -n "$f" ] || die "$KPKG has no module $name"
+	case "$f" in
+	*.xz) xz -dc "$f" >"$STAGE/lib/modules/$name.ko" ;;
+	*.zst) zstd -qdc "$f" >"$STAGE/lib/modules/$name.ko" ;;
+	*) cp "$f" "$STAGE/lib/modules/$name.ko" ;;
+	esac
+	deps=$(strings "$STAGE/lib/modules/$name.ko" | sed -n 's/^depends=//p' | head -1)
+	for d in ${deps//,/ }; do
+		[ -f "$STAGE/lib/modules/$d.ko" ] || add_module "$d"
+		grep -qx "$d" "$WORK/modorder" 2>/dev/null || echo "$d" >>"$WORK/modorder"
+	done
+}
+: >"$WORK/modorder"
+for m in irqbypass kvm kvm-amd; do
+	add_module "$m"
+	grep -qx "$m" "$WORK/modorder" || echo "$m" >>"$WORK/modorder"
+done
+cp "$WORK/modorder" "$STAGE/lib/modules/order"
+
+# forkvm: the binary, the agent, the test suite, the L2 image.
+cp "$ROOT/$BUILD/forkvm" "$ROOT/$BUILD/forkvm-agent" "$STAGE/forkvm/build/"
+mkdir -p "$STAGE/forkvm/tests"
+cp -r "$ROOT/tests/linux" "$ROOT/tests/integration" "$ROOT/tests/conftest.py" "$STAGE/forkvm/tests/"
+find "$STAGE/forkvm/tests" -name __pycache__ -prune -exec rm -rf {} +
+mkdir -p "$STAGE/root/.cache/forkvm"
+build_l2_image "$STAGE/root/.cache/forkvm/image"
+
+# Python 3 and pytest from this host, enough to run the suite.
+PYLIB=/usr/lib/python3.11
+cp /usr/bin/python3.11 "$STAGE/usr/bin/python3"
+mkdir -p "$STAGE$PYLIB" "$STAGE/usr/lib/python3/dist-packages"
+(cd "$PYLIB" && tar --exclude=./test --exclude=./idlelib --exclude=./tkinter --exclude=./turtledemo \
+	--exclude=./lib2to3 --exclude=./ensurepip --exclude=./pydoc_data --exclude='./config-*' \
+	--exclude=./site-packages -cf - .) | tar -xf - -C "$STAGE$PYLIB"
+for p in pytest _pytest pluggy iniconfig packaging attr py py.py pytest_timeout.py; do
+	[ -e "/usr/lib/python3/dist-packages/$p" ] &&
+		cp -r "/usr/lib/python3/dist-packages/$p" "$STAGE/usr/lib/python3/dist-packages/"
+done
+
+# Shared libraries of every ELF file we ship, at their host paths.
+find "$STAGE" -type f \( -perm -u+x -o -name '*.so*' \) | while read -r f; do
+	[ "$(head -c 4 "$f" | od -An -c | tr -d ' ')" = '177ELF' ] || continue
+	ldd "$f" 2>/dev/null | awk '/=> \// {print $3} /^\t\/lib64/ {print $1}' || true
+done | sort -u | while read -r lib; do
+	mkdir -p "$STAGE$(dirname "$lib")"
+	cp -L "$lib" "$STAGE$lib"
+done
+[ -e "$STAGE/lib64/ld-linux-x86-64.so.2" ] || { mkdir -p "$STAGE/lib64"; cp -L /lib64/ld-linux-x86-64.so.2 "$STAGE/lib64/"; }
+
+cp "$ROOT/tests/nested/init.sh" "$STAGE/init"
+chmod 755 "$STAGE/init"
+printf '%s\n' "${PYTEST_ARGS[@]}" >"$STAGE/forkvm/pytest-args"
+echo "$L1_KERNEL" >"$STAGE/forkvm/l1-kernel"
+[ -z "$RUN_CMD" ] || printf '%s\n' "$RUN_CMD" >"$STAGE/forkvm/run-cmd"
+
+(cd "$STAGE" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --quiet) >"$WORK/l1.cpio" ||
+	die "writing the L1 initramfs failed"
+
+# --- boot L1 and run the suite ----------------------------------------------------------------
+CONSOLE=$WORK/console.log
+echo "nested rig: L1 $KPKG ($KVER), $(du -m "$WORK/l1.cpio" | cut -f1) MiB initramfs, ${L1_MEM} MiB, timeout ${TIMEOUT} s" >&2
+set +e
+timeout --foreground -k 10 "$TIMEOUT" qemu-system-x86_64 -accel tcg,thread=multi -cpu max \
+	-smp 2 -m "$L1_MEM" -nographic -no-reboot -nodefaults -serial stdio \
+	-kernel "$BZIMAGE" -initrd "$WORK/l1.cpio" \
+	-append "console=ttyS0 panic=-1 quiet loglevel=3 rdinit=/init" </dev/null | tee "$CONSOLE"
+qrc=${PIPESTATUS[0]}
+set -e
+result=$(sed -n 's/.*FORKVM-NESTED-RESULT rc=\([0-9]*\).*/\1/p' "$CONSOLE" | tail -1)
+if [ -z "$result" ]; then
+	[ "$qrc" = 124 ] && die "L1 ($KVER) did not finish within $TIMEOUT s (last console lines above)"
+	die "L1 ($KVER) ended (qemu status $qrc) without a result line; last console lines:
+$(tail -n 20 "$CONSOLE")"
+fi
+exit "$result"
