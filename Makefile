@@ -10,10 +10,10 @@ endif
 CFLAGS  := -std=gnu17 -Wall -Wextra -Wshadow -Wno-unused-parameter -O2 -g -D_GNU_SOURCE \
            -Isrc -Iguests -MMD -MP $(SANFLAGS) $(EXTRA_CFLAGS)
 LDFLAGS := $(SANFLAGS)
-LDLIBS  := -ljansson -lpthread
+LDLIBS  := -ljansson -lpthread -lseccomp
 
 # Every folder of the VMM library; a later subsystem adds its folder here.
-VMM_DIRS := core x86 mem devices agent ctl loader image snapshot fork uffd
+VMM_DIRS := core x86 mem devices agent ctl loader image snapshot fork uffd jail
 VMM_SRC  := $(foreach d,$(VMM_DIRS),$(wildcard src/$(d)/*.c))
 CLI_SRC  := $(wildcard src/cli/*.c)
 VMM_OBJ  := $(VMM_SRC:%.c=$(BUILD)/%.o)

@@ -3,7 +3,7 @@
 set -euo pipefail
 
 PACKAGES=(
-	build-essential clang pkg-config
+	build-essential clang libclang-rt-14-dev pkg-config
 	libjansson-dev libcmocka-dev libmicrohttpd-dev libcurl4-openssl-dev libsqlite3-dev
 	liburing-dev libseccomp-dev libxxhash-dev libzstd-dev liblzma-dev liblz4-dev zlib1g-dev libssl-dev
 	python3 python3-pytest python3-pytest-timeout

@@ -64,7 +64,16 @@ struct agent_request {
 };
 
 /*
- * Parse and validate one payload. Returns 0 or -errno with e->msg set. Even on
+ * Most JSON values (arrays, objects, members, elements) one request may hold. The parsed
+ * tree costs far more than its text (a 2-byte "0," is a ~100-byte node), so a 16 MiB frame
+ * of tiny values would take hundreds of MiB; the largest legitimate request (exec with
+ * AGENT_MAX_ARGV arguments and AGENT_MAX_ENV variables) has about 12,300.
+ */
+#define AGENT_MAX_JSON_VALUES 65536u
+
+/*
+ * Parse and validate one payload. A payload with more than AGENT_MAX_JSON_VALUES values is
+ * refused (-E2BIG) before any of it is parsed. Returns 0 or -errno with e->msg set. Even on
  * failure req->id is set when the payload was a JSON object carrying one, so the error
  * reply can echo it; always call agent_request_free afterwards.
  */

@@ -11,6 +11,8 @@
 #include "cli/cli_vm.h"
 #include "cli/commands.h"
 #include "core/log.h"
+#include "jail/jail.h"
+#include "jail/seccomp.h"
 #include "uffd/ps_server.h"
 
 static const char usage[] =
@@ -18,6 +20,7 @@ static const char usage[] =
 	"  --socket PATH      listen here (default RUN_DIR/pageserver.sock)\n"
 	"  --fault-around N   pages copied per demand fault where the file has data (default 16)\n"
 	"  --status           print the running server's status (JSON) and exit\n"
+	"  --jail / --no-jail confine the server (docs/SECURITY.md; also FORKVM_JAIL=1|0)\n"
 	"  -v, --verbose      debug logging\n"
 	"Serves every `forkvm run --restore DIR --backing uffd` that connects; runs in the\n"
 	"foreground until SIGTERM/SIGINT. See docs/UFFD.md.\n";
@@ -25,6 +28,7 @@ static const char usage[] =
 static const struct option options[] = {
 	{ "socket", required_argument, NULL, 's' }, { "fault-around", required_argument, NULL, 'f' },
 	{ "status", no_argument, NULL, 'S' },	     { "verbose", no_argument, NULL, 'v' },
+	{ "jail", no_argument, NULL, 'J' },	     { "no-jail", no_argument, NULL, 'N' },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -78,7 +82,7 @@ static int run(int argc, char **argv)
 	unsigned long long v;
 	uint32_t fault_around = 16;
 	bool status = false;
-	int opt;
+	int opt, jail = -1;
 
 	optind = 1;
 	opterr = 0;
@@ -96,6 +100,8 @@ static int run(int argc, char **argv)
 			fault_around = (uint32_t)v;
 			break;
 		case 'S': status = true; break;
+		case 'J': jail = 1; break;
+		case 'N': jail = 0; break;
 		case 'v': log_set_level(LOG_DEBUG); break;
 		default:
 			return cli_usage_error(&cli_cmd_pageserver, "unknown option '%s'",
@@ -112,6 +118,9 @@ static int run(int argc, char **argv)
 	if (status)
 		return print_status(path);
 	log_set_prefix("pageserver");
+	jail_pageserver_set(jail); /* entered by ps_serve once its socket is bound */
+	if (jail_seccomp_init(false) < 0) /* FORKVM_SECCOMP: filter loaded once listening */
+		return CLI_EXIT_FAIL;
 	return ps_serve(path, fault_around) ? CLI_EXIT_FAIL : CLI_EXIT_OK;
 }
 

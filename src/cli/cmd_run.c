@@ -7,17 +7,22 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "agent/agent_client.h"
 #include "agent/agent_sync.h"
 #include "cli/cli_vm.h"
 #include "cli/commands.h"
+#include "cli/run_jail.h"
 #include "cli/run_opts.h"
 #include "core/log.h"
+#include "core/stopfd.h"
 #include "core/log_tail.h"
 #include "core/vm.h"
 #include "ctl/ctl.h"
+#include "jail/cgroup.h"
+#include "jail/seccomp.h"
 #include "snapshot/snapshot.h"
 #include "uffd/uffd_restore.h"
 
@@ -47,6 +52,8 @@ static const char usage[] =
 	"  --kvm-device PATH    KVM device (default /dev/kvm)\n"
 	UFFD_RESTORE_USAGE
 	RUN_LINUX_USAGE
+	CGROUP_USAGE
+	JAIL_USAGE
 	"  -v, --verbose        debug logging\n"
 	"Without a kernel the VM runs the built-in probe guest.\n"
 	"Exit status: 0 stopped or powered off, 1 error, 3 guest reset or crash.\n";
@@ -94,7 +101,12 @@ static int run_detach(struct run_opts *o)
 	ssize_t n = read(pipefd[0], &byte, 1);
 	close(pipefd[0]);
 	if (n != 1) {
-		char tail[4096] = "";
+		char tail[4096] = "", how[64];
+		int status;
+		if (waitpid(pid, &status, 0) == pid && WIFSIGNALED(status)) {
+			jail_describe_wait(status, how, sizeof(how));
+			fprintf(stderr, "forkvm run: the VMM was %s\n", how);
+		}
 		int lines = log_tail_append(o->log_path, LOG_TAIL_LINES, tail, sizeof(tail));
 		if (lines > 0)
 			fprintf(stderr, "forkvm run: the VM failed to start; its log %s ends:%s\n",
@@ -154,17 +166,10 @@ static int run_agent_sync(struct run_opts *o)
 {
 	struct agent_sync_stats st;
 	char err[2048];
-	sigset_t sigs;
-	int sig_fd, ret;
+	int sig_fd = stop_signal_fd(), ret;
 
-	sigemptyset(&sigs);
-	sigaddset(&sigs, SIGTERM);
-	sigaddset(&sigs, SIGINT);
-	sigaddset(&sigs, SIGHUP);
-	/* Polled, never read: the signal stays pending for the control loop. */
-	sig_fd = signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
 	if (sig_fd < 0)
-		return log_errno(-errno, "signalfd for the agent fix-up of %s", o->name);
+		return log_errno(sig_fd, "signalfd for the agent fix-up of %s", o->name);
 	ret = agent_sync(o->vm.vsock_path, AGENT_VSOCK_PORT,
 			 agent_deadline_after_ms(o->agent_timeout_ms), sig_fd, &st, err, sizeof(err));
 	close(sig_fd);
@@ -186,8 +191,12 @@ static int run_agent_sync(struct run_opts *o)
 static int attach_pageserver(struct vm *vm, void *arg)
 {
 	struct run_opts *o = arg;
-	int ret = uffd_restore_attach(vm, &o->uffd, o->restore, o->name);
+	int ret = o->vm.mem.backing != GUEST_MEM_UFFD ? 0 :
+		  uffd_restore_attach(vm, &o->uffd, o->restore, o->name);
 
+	/* Restores: jailed with the snapshot open (and the page server reached) as root. */
+	if (ret >= 0 && o->jail_late)
+		ret = jail_enter(&o->jail, o->name);
 	return ret < 0 ? ret : 0;
 }
 
@@ -216,11 +225,14 @@ static int run_restore(struct vm *vm, struct run_opts *o)
 		o->vm.vsock_cid = (uint32_t)m.vsock.cid;
 	}
 	ret = run_agent_sync_check(o, &m);
+	if (!ret) /* memory.max from the snapshot's RAM, before any jail (docs/SECURITY.md) */
+		ret = jail_cgroup_set_guest_ram(m.config.mem_size);
 	if (!ret) {
 		struct restore_hooks hooks = { .mem_ready = attach_pageserver, .arg = o };
 		bool lazy = o->vm.mem.backing == GUEST_MEM_UFFD;
 
-		ret = vm_restore(vm, &o->vm, &snap, &m, o->vm.mem.backing, lazy ? &hooks : NULL);
+		ret = vm_restore(vm, &o->vm, &snap, &m, o->vm.mem.backing,
+				 lazy || o->jail_late ? &hooks : NULL);
 	}
 	snap_machine_free(&m);
 	snap_close(&snap);
@@ -254,6 +266,10 @@ static int run(int argc, char **argv)
 	if (!o.detach && o.log_path && run_redirect_stdio(o.log_path) < 0)
 		return CLI_EXIT_FAIL;
 	log_set_prefix(o.name);
+	/* Own cgroup before guest RAM exists; filters per thread as each starts (docs/SECURITY.md). */
+	if (jail_seccomp_init(o.cg.no_seccomp) < 0 ||
+	    jail_cgroup_enter(o.name, o.restore ? 0 : o.vm.mem_size, &o.cg) < 0)
+		return CLI_EXIT_FAIL;
 	/* Termination signals go to the control loop's signalfd, never to a vCPU thread. */
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGTERM);
@@ -262,12 +278,18 @@ static int run(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	/* A peer that went away is an error return, never a reason for the VMM to die. */
 	signal(SIGPIPE, SIG_IGN);
-	if (o.restore ? run_restore(&vm, &o) < 0 : run_boot(&vm, &o) < 0)
+	/* The jail, before the VM exists and so before any guest code runs (docs/SECURITY.md). */
+	if (run_jail_prepare(&o) < 0 || (!o.jail_late && jail_enter(&o.jail, o.name) < 0))
 		return CLI_EXIT_FAIL;
+	if (o.restore ? run_restore(&vm, &o) < 0 : run_boot(&vm, &o) < 0) {
+		jail_cgroup_leave();
+		return CLI_EXIT_FAIL;
+	}
 	if (vm_start(&vm) < 0 || uffd_restore_watch(&vm) < 0 ||
 	    (o.agent_sync && run_agent_sync(&o) < 0)) {
 		uffd_restore_detach();
 		vm_destroy(&vm);
+		jail_cgroup_leave();
 		return CLI_EXIT_FAIL;
 	}
 	ctl_serve(&vm, o.socket, o.ready_fd);
@@ -276,6 +298,7 @@ static int run(int argc, char **argv)
 	if (vm.end_reason != VM_END_STOPPED)
 		log_info("VM ended: %s (%s)", vm_end_reason_name(vm.end_reason), vm.end_detail);
 	vm_destroy(&vm);
+	jail_cgroup_leave();
 	return ret;
 }
 

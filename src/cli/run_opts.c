@@ -34,7 +34,9 @@ static const struct option options[] = {
 	{ "agent-timeout", required_argument, NULL, OPT_AGENT_TIMEOUT },
 	{ "verbose", no_argument, NULL, 'v' },
 	UFFD_RESTORE_OPTIONS,
+	CGROUP_OPTIONS,
 	RUN_LINUX_OPTIONS,
+	JAIL_OPTIONS,
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -97,6 +99,11 @@ static int parse_one(const struct cli_command *self, int opt, struct run_opts *o
 		return 0;
 	case 'v': log_set_level(LOG_DEBUG); return 0;
 	default:
+		if (opt >= CGROUP_OPT_BASE)
+			return cgroup_opt(&o->cg, opt, optarg, err, sizeof(err)) ? cli_usage_error(self, "%s", err) : 0;
+		if (opt >= JAIL_OPT_BASE)
+			return jail_opt(&o->jail, opt, optarg, err, sizeof(err)) ?
+				       cli_usage_error(self, "%s", err) : 0;
 		if (opt >= RUN_LINUX_OPT_BASE)
 			return run_linux_opt(self, opt, optarg, o);
 		if (opt >= UFFD_OPT_PAGESERVER && uffd_restore_opt(&o->uffd, opt, optarg, err, sizeof(err)))
@@ -116,6 +123,7 @@ int run_opts_parse(const struct cli_command *self, int argc, char **argv, struct
 	o->ready_fd = -1;
 	o->agent_timeout_ms = RUN_AGENT_TIMEOUT_MS;
 	uffd_restore_defaults(&o->uffd, cli_run_dir());
+	jail_opts_init(&o->jail);
 	optind = 1;
 	opterr = 0;
 	while ((opt = getopt_long(argc, argv, "v", options, NULL)) != -1) {

@@ -7,6 +7,8 @@
 #include "cli/cli.h"
 #include "core/boot_linux.h"
 #include "core/vm.h"
+#include "jail/jail.h"
+#include "jail/cgroup.h"
 #include "uffd/uffd_restore.h"
 
 /* --restore of a Linux snapshot: how long the agent fix-up may take, retries included. */
@@ -27,12 +29,17 @@ struct run_opts {
 	bool no_agent_sync;
 	int agent_timeout_ms;
 	bool agent_sync;	/* decided from the snapshot by run_restore */
+	struct cgroup_opts cg;	/* cgroup limits, --no-seccomp (jail/cgroup.h) */
 	struct uffd_restore_opts uffd;	/* --backing uffd: page server, prefetch, breakers */
 	/* Linux guests (run_linux.c): kernel, initrd, command line, vsock. */
 	const char *kernel, *initrd, *cmdline;
 	bool linux_image, cpu_features_set, no_vsock;
 	int protocol; /* enum boot_protocol */
 	char image_kernel[600], image_initrd[600], default_vsock[600];
+	/* The jail (cli/run_jail.c): options, paths moved into its directory. */
+	struct jail_opts jail;
+	bool jail_late;	/* uffd: entered after the page-server attach */
+	char jail_vsock[512], jail_console[512];
 };
 
 /* Linux options (ids from RUN_LINUX_OPT_BASE): 0 or a CLI exit code. */

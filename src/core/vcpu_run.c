@@ -6,6 +6,7 @@
 #include "core/log.h"
 #include "core/vcpu.h"
 #include "core/vm.h"
+#include "jail/seccomp.h"
 
 /* Let KVM finish an IO/MMIO instruction without running guest code (KVM API: immediate_exit). */
 static int vcpu_complete_io(struct vcpu *vcpu)
@@ -155,9 +156,12 @@ static void *vcpu_thread(void *arg)
 {
 	struct vcpu *vcpu = arg;
 	struct vm *vm = vcpu->vm;
+	int jailed = jail_seccomp_apply(JAIL_ROLE_VCPU);
 
+	if (jailed < 0)
+		vm_request_end(vm, VM_END_ERROR, "vcpu %d: seccomp filter not loaded", vcpu->id);
 	pthread_mutex_lock(&vm->lock);
-	while (vcpu_gate(vcpu)) {
+	while (jailed == 0 && vcpu_gate(vcpu)) {
 		pthread_mutex_unlock(&vm->lock);
 		int r = ioctl(vcpu->fd, KVM_RUN, 0);
 		int err = r < 0 ? -errno : 0;

@@ -18,6 +18,7 @@ struct ctl_field {
 	const char *name;
 	enum ctl_field_type type;
 	bool required;
+	uint64_t max; /* CTL_U64: largest accepted value; 0 = INT64_MAX (what JSON carries) */
 };
 
 #define CTL_MAX_FIELDS 12

@@ -2,11 +2,16 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/vm.h"
+#include "core/unix_sock.h"
 #include "ctl/ctl.h"
+#include "ctl/ctl_server.h"
+#include "ctl/ctl_socket.h"
 #include "fork/branch.h"
+#include "jail/jail.h"
 
 static json_t *branch_reply(const struct branch_result *r, enum branch_strategy strategy)
 {
@@ -47,36 +52,85 @@ static json_t *branch_reply(const struct branch_result *r, enum branch_strategy 
 	return reply;
 }
 
+/* A branch request, copied out of the request (which the loop frees) for the worker. */
+struct branch_job {
+	struct ctl_server *srv;
+	uint64_t client;
+	struct branch_opts o; /* its strings point into the strdup'ed copies below */
+	char *prefix, *run_dir, *dir;
+};
+
+static void job_free(struct branch_job *j)
+{
+	free(j->prefix);
+	free(j->run_dir);
+	free(j->dir);
+	free(j);
+}
+
+static void *branch_worker(void *arg)
+{
+	struct branch_job *j = arg;
+	struct branch_result res;
+	char err[4096] = "";
+	json_t *reply;
+
+	if (branch(ctl_vm(j->srv), &j->o, &res, err, sizeof(err)) < 0)
+		reply = ctl_reply_error("branch (%s) failed: %s", branch_strategy_name(j->o.strategy),
+					err);
+	else
+		reply = branch_reply(&res, j->o.strategy);
+	branch_result_free(&res);
+	ctl_worker_done(j->srv, j->client, reply);
+	job_free(j);
+	return NULL;
+}
+
 json_t *ctl_cmd_branch(struct ctl_server *srv, struct ctl_request *req)
 {
 	struct branch_opts o = {
 		.count = (int)ctl_req_u64(req, "count", 1),
 		.prefix = ctl_req_str(req, "prefix", NULL),
-		.run_dir = ctl_req_str(req, "run_dir", NULL),
+		.run_dir = jail_run_dir(ctl_req_str(req, "run_dir", NULL)), /* jailed: its own dir */
 		.dir = ctl_req_str(req, "dir", NULL),
 		.paused = ctl_req_bool(req, "paused", false),
 		.record_hashes = ctl_req_bool(req, "record_hashes", false),
 		.timeout_ms = (int)ctl_req_u64(req, "timeout_ms", 120000),
 		.no_agent_sync = ctl_req_bool(req, "no_agent_sync", false),
 	};
-	struct branch_result res;
+	struct branch_job *job;
+	int ret;
 	char err[4096] = "";
-	json_t *reply;
 
 	if (branch_strategy_parse(ctl_req_str(req, "strategy", ""), &o.strategy))
 		return ctl_reply_error("strategy must be full, diff, live or cow");
-	if (!o.prefix || !*o.prefix || strchr(o.prefix, '/') || strlen(o.prefix) > 40)
-		return ctl_reply_error("prefix must be 1-40 characters without '/'");
-	if (!o.run_dir || o.run_dir[0] != '/')
-		return ctl_reply_error("run_dir must be an absolute path");
-	if (o.dir && o.dir[0] != '/')
-		return ctl_reply_error("dir must be an absolute path");
+	/* Confinement (docs/CONTROL.md, Security): names stay names, paths stay in the roots. */
+	if (name_check("prefix", o.prefix, 40, err, sizeof(err)) ||
+	    ctl_path_check("run_dir", o.run_dir, true, err, sizeof(err)) ||
+	    (o.dir && ctl_path_check("dir", o.dir, false, err, sizeof(err))))
+		return ctl_reply_error("branch: %s", err);
 	if (ctl_req_u64(req, "count", 1) > BRANCH_MAX_CHILDREN || o.count < 1)
 		return ctl_reply_error("count must be 1-%d", BRANCH_MAX_CHILDREN);
-	if (branch(ctl_vm(srv), &o, &res, err, sizeof(err)) < 0)
-		reply = ctl_reply_error("branch (%s) failed: %s", branch_strategy_name(o.strategy), err);
-	else
-		reply = branch_reply(&res, o.strategy);
-	branch_result_free(&res);
-	return reply;
+	job = calloc(1, sizeof(*job));
+	if (!job)
+		return ctl_reply_error("branch: out of memory");
+	*job = (struct branch_job){ .srv = srv, .client = req->client, .o = o,
+				    .prefix = strdup(o.prefix), .run_dir = strdup(o.run_dir),
+				    .dir = o.dir ? strdup(o.dir) : NULL };
+	if (!job->prefix || !job->run_dir || (o.dir && !job->dir)) {
+		job_free(job);
+		return ctl_reply_error("branch: out of memory");
+	}
+	job->o.prefix = job->prefix;
+	job->o.run_dir = job->run_dir;
+	job->o.dir = job->dir;
+	/* A branch pauses, copies and waits for children: the loop keeps answering meanwhile. */
+	ret = ctl_worker_start(srv, "branch", branch_worker, job);
+	if (ret) {
+		job_free(job);
+		if (ret == -EBUSY)
+			return ctl_reply_error("branch: busy, a %s is in progress", srv->busy);
+		return ctl_reply_error("branch: starting the worker thread: %s", strerror(-ret));
+	}
+	return NULL; /* branch_worker answers */
 }

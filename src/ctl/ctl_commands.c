@@ -11,6 +11,7 @@
 #include "ctl/ctl_server.h"
 #include "devices/probe_dev.h"
 #include "devices/vmgenid.h"
+#include "fork/branch.h"
 #include "x86/layout.h"
 
 static json_t *cmd_status(struct ctl_server *srv, struct ctl_request *req)
@@ -131,6 +132,17 @@ static json_t *cmd_probe(struct ctl_server *srv, struct ctl_request *req, uint32
 		preq.arg[1] = ctl_req_u64(req, "len", 0);
 		break;
 	case PROBE_CMD_VSOCK_LISTEN:
+		/* The probe drives whatever answers at mmio: without our vsock device there (no
+		 * --vsock, or another address) it would fault and take the guest down. */
+		if (!srv->vm->vsock || !srv->vm->virtio[0])
+			return ctl_reply_error("vsock_listen: this VM has no vsock device (start it with "
+					       "--vsock PATH)");
+		if (ctl_req_u64(req, "mmio", 0) != 0 &&
+		    ctl_req_u64(req, "mmio", 0) != LAYOUT_VIRTIO_MMIO_BASE)
+			return ctl_reply_error("vsock_listen: field 'mmio' must be 0 or 0x%llx (the vsock "
+					       "device's MMIO window), not 0x%" PRIx64,
+					       (unsigned long long)LAYOUT_VIRTIO_MMIO_BASE,
+					       ctl_req_u64(req, "mmio", 0));
 		preq.arg[0] = ctl_req_u64(req, "port", 0);
 		preq.arg[1] = ctl_req_u64(req, "area", 16ULL << 20);
 		preq.arg[2] = ctl_req_u64(req, "mmio", 0);
@@ -156,8 +168,14 @@ static json_t *cmd_vsock_stats(struct ctl_server *s, struct ctl_request *r) { re
 
 json_t *ctl_cmd_snapshot(struct ctl_server *srv, struct ctl_request *req);
 json_t *ctl_cmd_branch(struct ctl_server *srv, struct ctl_request *req);
+json_t *ctl_cmd_seccomp_probe(struct ctl_server *srv, struct ctl_request *req); /* jail/jail_ctl.c */
 
-#define VCPU_FIELD { "vcpu", CTL_U64, false }
+/* Range limits of integer fields whose handlers store them in narrower types. */
+#define CTL_VCPU_MAX (LAYOUT_MAX_VCPUS - 1)
+#define CTL_TIMEOUT_MS_MAX INT32_MAX
+#define CTL_PORT_MAX UINT32_MAX
+
+#define VCPU_FIELD { "vcpu", CTL_U64, false, CTL_VCPU_MAX }
 
 const struct ctl_command ctl_commands[] = {
 	{ "status", "VM state, memory, vCPUs and exit counts", cmd_status, { { 0 } } },
@@ -165,29 +183,31 @@ const struct ctl_command ctl_commands[] = {
 	{ "resume", "run the vCPUs again", cmd_resume, { { 0 } } },
 	{ "stop", "end the VM", cmd_stop, { { 0 } } },
 	{ "snapshot", "pause, write a snapshot directory, resume", ctl_cmd_snapshot,
-	  { { "dir", CTL_STR, true }, { "force", CTL_BOOL, false }, { "source", CTL_STR, false } } },
+	  { { "dir", CTL_STR, true, 0 }, { "force", CTL_BOOL, false, 0 }, { "source", CTL_STR, false, 0 } } },
 	{ "branch", "make children of this VM (strategy full, diff, live or cow)", ctl_cmd_branch,
-	  { { "strategy", CTL_STR, true }, { "count", CTL_U64, false }, { "prefix", CTL_STR, true },
-	    { "run_dir", CTL_STR, true }, { "dir", CTL_STR, false }, { "paused", CTL_BOOL, false },
-	    { "record_hashes", CTL_BOOL, false }, { "timeout_ms", CTL_U64, false },
-	    { "no_agent_sync", CTL_BOOL, false } } },
+	  { { "strategy", CTL_STR, true, 0 }, { "count", CTL_U64, false, BRANCH_MAX_CHILDREN }, { "prefix", CTL_STR, true, 0 },
+	    { "run_dir", CTL_STR, true, 0 }, { "dir", CTL_STR, false, 0 }, { "paused", CTL_BOOL, false, 0 },
+	    { "record_hashes", CTL_BOOL, false, 0 }, { "timeout_ms", CTL_U64, false, CTL_TIMEOUT_MS_MAX },
+	    { "no_agent_sync", CTL_BOOL, false, 0 } } },
 	{ "memhash", "host-side hash of guest RAM (racy unless paused)", cmd_memhash,
-	  { { "gpa", CTL_U64, true }, { "len", CTL_U64, true } } },
-	{ "ping", "probe guest round trip", cmd_ping, { VCPU_FIELD, { "nonce", CTL_U64, false } } },
+	  { { "gpa", CTL_U64, true, 0 }, { "len", CTL_U64, true, 0 } } },
+	{ "ping", "probe guest round trip", cmd_ping, { VCPU_FIELD, { "nonce", CTL_U64, false, 0 } } },
 	{ "fill", "probe guest writes a seeded pattern", cmd_fill,
-	  { VCPU_FIELD, { "gpa", CTL_U64, true }, { "len", CTL_U64, true }, { "seed", CTL_U64, false } } },
+	  { VCPU_FIELD, { "gpa", CTL_U64, true, 0 }, { "len", CTL_U64, true, 0 }, { "seed", CTL_U64, false, 0 } } },
 	{ "checksum", "probe guest hashes a range", cmd_checksum,
-	  { VCPU_FIELD, { "gpa", CTL_U64, true }, { "len", CTL_U64, true } } },
+	  { VCPU_FIELD, { "gpa", CTL_U64, true, 0 }, { "len", CTL_U64, true, 0 } } },
 	{ "dirty", "probe guest keeps rewriting pages (pages=0 stops)", cmd_dirty,
-	  { VCPU_FIELD, { "gpa", CTL_U64, false }, { "pages", CTL_U64, true },
-	    { "stride", CTL_U64, false }, { "seed", CTL_U64, false } } },
+	  { VCPU_FIELD, { "gpa", CTL_U64, false, 0 }, { "pages", CTL_U64, true, 0 },
+	    { "stride", CTL_U64, false, 0 }, { "seed", CTL_U64, false, 0 } } },
 	{ "counter", "probe guest's work counter", cmd_counter, { VCPU_FIELD } },
 	{ "crash", "probe guest faults on purpose (tests the crash path)", cmd_crash, { VCPU_FIELD } },
 	{ "vsock_listen", "probe guest drives virtio-vsock and echoes connections to port",
-	  cmd_vsock_listen, { VCPU_FIELD, { "port", CTL_U64, true }, { "area", CTL_U64, false },
-			      { "mmio", CTL_U64, false } } },
+	  cmd_vsock_listen, { VCPU_FIELD, { "port", CTL_U64, true, CTL_PORT_MAX }, { "area", CTL_U64, false, 0 },
+			      { "mmio", CTL_U64, false, 0 } } },
 	{ "vsock_stats", "probe guest's vsock counters", cmd_vsock_stats, { VCPU_FIELD } },
+	{ "seccomp_probe", "test hook (FORKVM_TEST_SECCOMP_PROBE=1): a forbidden syscall", ctl_cmd_seccomp_probe,
+	  { { 0 } } },
 	{ "peek", "read up to 64 KiB of guest RAM (base64)", cmd_peek,
-	  { { "gpa", CTL_U64, true }, { "len", CTL_U64, true } } },
+	  { { "gpa", CTL_U64, true, 0 }, { "len", CTL_U64, true, 0 } } },
 	{ NULL, NULL, NULL, { { 0 } } },
 };

@@ -1,5 +1,6 @@
 /* Request parsing and validation against the command table; reply constructors. */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -25,12 +26,18 @@ static const struct ctl_field *field_find(const struct ctl_command *cmd, const c
 static int field_check(const struct ctl_field *f, json_t *v, char *err, size_t errlen)
 {
 	switch (f->type) {
-	case CTL_U64:
-		if (!json_is_integer(v) || json_integer_value(v) < 0) {
-			snprintf(err, errlen, "field '%s' must be a non-negative integer", f->name);
+	case CTL_U64: {
+		uint64_t max = f->max ? f->max : (uint64_t)INT64_MAX;
+
+		/* Checked here, once, so no handler can truncate a value into its own type. */
+		if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+		    (uint64_t)json_integer_value(v) > max) {
+			snprintf(err, errlen, "field '%s' must be a non-negative integer in 0..%" PRIu64,
+				 f->name, max);
 			return -EINVAL;
 		}
 		return 0;
+	}
 	case CTL_STR:
 		if (!json_is_string(v)) {
 			snprintf(err, errlen, "field '%s' must be a string", f->name);

@@ -21,12 +21,16 @@ struct vm *ctl_vm(struct ctl_server *srv)
 	return srv->vm;
 }
 
-void ctl_complete(struct ctl_server *srv, uint64_t client, json_t *reply)
+/* Queue c (or a new completion when NULL) for the loop and wake it. */
+static void complete(struct ctl_server *srv, struct completion *c, uint64_t client, json_t *reply)
 {
-	struct completion *c = calloc(1, sizeof(*c));
 	uint64_t one = 1;
 
+	if (!c)
+		c = calloc(1, sizeof(*c));
 	if (!c) {
+		/* The client stays waiting until it goes or the VM ends. */
+		log_err("control: no memory to queue the reply to client %" PRIu64, client);
 		json_decref(reply);
 		return;
 	}
@@ -38,6 +42,51 @@ void ctl_complete(struct ctl_server *srv, uint64_t client, json_t *reply)
 	pthread_mutex_unlock(&srv->lock);
 	if (write(srv->done_fd, &one, sizeof(one)) != sizeof(one))
 		log_warn("control: waking the loop: %s", strerror(errno));
+}
+
+void ctl_complete(struct ctl_server *srv, uint64_t client, json_t *reply)
+{
+	complete(srv, NULL, client, reply);
+}
+
+void ctl_worker_done(struct ctl_server *srv, uint64_t client, json_t *reply)
+{
+	struct completion *c = srv->worker_reply;
+
+	srv->worker_reply = NULL; /* the loop frees it with the others */
+	complete(srv, c, client, reply);
+}
+
+int ctl_worker_start(struct ctl_server *srv, const char *what, void *(*fn)(void *), void *arg)
+{
+	int err;
+
+	if (srv->busy || srv->worker_started)
+		return -EBUSY;
+	srv->worker_reply = calloc(1, sizeof(*srv->worker_reply));
+	if (!srv->worker_reply)
+		return log_errno(-ENOMEM, "allocating the %s worker's reply", what);
+	srv->worker_reply->worker = true;
+	err = pthread_create(&srv->worker, NULL, fn, arg);
+	if (err) {
+		free(srv->worker_reply);
+		srv->worker_reply = NULL;
+		return log_errno(-err, "starting the %s worker thread", what);
+	}
+	srv->worker_started = true;
+	srv->busy = what;
+	return 0;
+}
+
+void ctl_worker_join(struct ctl_server *srv)
+{
+	if (!srv->worker_started)
+		return;
+	pthread_join(srv->worker, NULL);
+	free(srv->worker_reply); /* NULL unless the worker ended without answering */
+	srv->worker_reply = NULL;
+	srv->worker_started = false;
+	srv->busy = NULL;
 }
 
 static void probe_done(void *ctx, int vcpu_id, const struct probe_result *res)
@@ -106,20 +155,6 @@ json_t *ctl_probe_submit(struct ctl_server *srv, struct ctl_request *req, int vc
 	default: return ctl_reply_error("probe request rejected: %s", strerror(-err));
 	}
 }
-
-void ctl_client_send(struct ctl_client *c, json_t *reply)
-{
-	char *text = json_dumps(reply, JSON_COMPACT);
-
-	if (text) {
-		size_t n = strlen(text);
-		text[n] = '\n'; /* replace the NUL: one write for the whole line */
-		if (ctl_write_all(c->fd, text, n + 1) < 0)
-			log_debug("control: client %" PRIu64 " went away", c->id);
-		free(text);
-	}
-}
-
 
 struct completion *ctl_take_completions(struct ctl_server *srv)
 {

@@ -8,11 +8,24 @@
 #include <pthread.h>
 
 #define MAX_CLIENTS 64
+/* Replies a client has not read yet, at most; past this it is disconnected. */
+#define CTL_MAX_UNSENT (4u << 20)
+/* A client with no request in flight is closed after this long without progress. */
+#define CTL_IDLE_MS_DEFAULT 60000
+#define CTL_IDLE_ENV "FORKVM_CTL_IDLE_MS"
 
 struct ctl_client {
 	uint64_t id; /* 0 = free slot */
 	int fd;
 	bool waiting; /* a reply is pending; further lines wait in buf */
+	bool closing; /* reads no more requests; closed once out is sent */
+	bool held;    /* its next request waits for the worker to finish (still in buf) */
+	bool eof;     /* the peer shut down its side: answer what is buffered, then close */
+	json_t *wait_id; /* the waiting request's "id", echoed in its reply (owned) */
+	uint32_t events;    /* the epoll interest now registered */
+	uint64_t active_ns; /* last request read or reply byte sent */
+	char *out;	    /* unsent replies: out[out_off..out_len) */
+	size_t out_off, out_len, out_cap;
 	size_t len;
 	char buf[CTL_MAX_LINE];
 };
@@ -21,6 +34,7 @@ struct completion {
 	struct completion *next;
 	uint64_t client;
 	json_t *reply;
+	bool worker; /* the worker thread's last word: the loop joins it */
 };
 
 struct pending {
@@ -35,13 +49,26 @@ struct ctl_server {
 	struct vm *vm;
 	int epfd, listen_fd, done_fd, sig_fd;
 	uint64_t next_id;
+	uint64_t idle_ns; /* 0 = no idle timeout */
 	struct ctl_client clients[MAX_CLIENTS];
 	pthread_mutex_t lock; /* completions and pending */
 	struct completion *done_head, **done_tail;
 	struct pending pending; /* list head */
+	/* One long operation (snapshot) at a time runs on a worker thread, off the loop. */
+	pthread_t worker;
+	bool worker_started;
+	struct completion *worker_reply; /* allocated up front: its reply cannot be lost */
+	const char *busy; /* its command name while it runs (loop thread only) */
 };
 
-void ctl_client_send(struct ctl_client *c, json_t *reply);
+/* Run fn(arg) on the worker thread for `what`; -EBUSY while another one runs. fn ends by
+ * calling ctl_worker_done exactly once. */
+int ctl_worker_start(struct ctl_server *srv, const char *what, void *(*fn)(void *), void *arg);
+/* The worker's reply to client (takes ownership); the loop then joins the worker. */
+void ctl_worker_done(struct ctl_server *srv, uint64_t client, json_t *reply);
+/* Wait for a running worker (the loop is ending); its reply stays queued. */
+void ctl_worker_join(struct ctl_server *srv);
+
 /* Take every queued completion (caller frees the list). */
 struct completion *ctl_take_completions(struct ctl_server *srv);
 /* Fail every in-flight probe request: the VM ended before the guest answered. */

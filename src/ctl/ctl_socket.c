@@ -3,12 +3,15 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/unix_sock.h"
 
 static int ctl_addr(const char *path, struct sockaddr_un *addr)
 {
@@ -42,38 +45,75 @@ int ctl_connect(const char *path, int timeout_ms)
 	return fd;
 }
 
+/* Directories this process (or the VMM it was forked from) listened in: request roots. */
+static pthread_mutex_t roots_lock = PTHREAD_MUTEX_INITIALIZER;
+static char *listen_dirs[CTL_MAX_ROOTS];
+
+static int remember_dir(const char *path)
+{
+	char *copy = strdup(path), *slash;
+
+	if (!copy)
+		return log_errno(-ENOMEM, "control socket %s: recording its directory", path);
+	slash = strrchr(copy, '/');
+	if (!slash || slash == copy || copy[0] != '/') {
+		free(copy); /* relative or in "/": not a root worth granting */
+		return 0;
+	}
+	*slash = '\0';
+	pthread_mutex_lock(&roots_lock);
+	for (int i = 0; i < CTL_MAX_ROOTS; i++) {
+		if (listen_dirs[i] && strcmp(listen_dirs[i], copy) == 0)
+			break;
+		if (!listen_dirs[i]) {
+			listen_dirs[i] = copy;
+			copy = NULL;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&roots_lock);
+	free(copy);
+	return 0;
+}
+
 int ctl_listen(const char *path)
 {
-	struct sockaddr_un addr;
-	int fd, err = ctl_addr(path, &addr);
+	int fd = unix_listen(path, 64, SOCK_NONBLOCK, "control socket");
+	int err;
 
-	if (err)
-		return log_errno(err, "control socket path %s (max %zu bytes)", path,
-				 sizeof(addr.sun_path) - 1);
-	fd = ctl_connect(path, 0);
-	if (fd >= 0) {
-		close(fd);
-		return log_errno(-EADDRINUSE, "control socket %s: a running VM already answers there",
-				 path);
-	}
-	if (unlink(path) < 0 && errno != ENOENT)
-		return log_errno(-errno, "removing stale control socket %s", path);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
-		return log_errno(-errno, "socket for %s", path);
-	if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
-		err = log_errno(-errno, "bind control socket %s", path);
-		goto err;
-	}
-	if (listen(fd, 64) < 0) {
-		err = log_errno(-errno, "listen on control socket %s", path);
+		return fd;
+	err = remember_dir(path);
+	if (err) {
+		close(fd);
 		unlink(path);
-		goto err;
+		return err;
 	}
 	return fd;
-err:
-	close(fd);
-	return err;
+}
+
+int ctl_accept(int listen_fd)
+{
+	return unix_accept(listen_fd, SOCK_NONBLOCK | SOCK_CLOEXEC, "control socket");
+}
+
+int ctl_path_check(const char *field, const char *path, bool allow_root, char *err,
+		   size_t errlen)
+{
+	const char *roots[CTL_MAX_ROOTS + 2] = { 0 };
+	const char *run = getenv("FORKVM_RUN_DIR");
+	int n = 0;
+
+	pthread_mutex_lock(&roots_lock);
+	for (int i = 0; i < CTL_MAX_ROOTS && listen_dirs[i]; i++)
+		roots[n++] = listen_dirs[i];
+	pthread_mutex_unlock(&roots_lock);
+	/* The CLI's run directory (cli_run_dir): where `forkvm branch` puts children. */
+	if (run && *run)
+		roots[n++] = run;
+	else if (geteuid() == 0)
+		roots[n++] = "/run/forkvm";
+	return path_confine(field, path, roots, allow_root, err, errlen);
 }
 
 ssize_t ctl_write_all(int fd, const void *buf, size_t len)

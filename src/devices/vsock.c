@@ -11,7 +11,9 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/unix_sock.h"
 #include "core/vm.h"
+#include "jail/seccomp.h"
 
 static void vsock_config_read(void *opaque, uint64_t off, void *data, int len)
 {
@@ -74,6 +76,10 @@ static void *vsock_thread(void *arg)
 	struct vsock *v = arg;
 	struct epoll_event evs[32];
 
+	if (jail_seccomp_apply(JAIL_ROLE_DEVICE) < 0) {
+		vm_request_end(v->vm, VM_END_ERROR, "vsock: seccomp filter of its thread not loaded");
+		return NULL;
+	}
 	for (;;) {
 		/* While a transport reset settles, look again every few ms for the guest's answer. */
 		int n = epoll_wait(v->epoll_fd, evs, 32, v->reset_settling ? 5 : -1);
@@ -118,24 +124,12 @@ static void *vsock_thread(void *arg)
 
 static int vsock_listen(struct vsock *v, const char *path)
 {
-	struct sockaddr_un addr = { .sun_family = AF_UNIX };
-	struct stat st;
-
-	if (strlen(path) >= sizeof(addr.sun_path))
+	/* unix_listen: 0600 in a private directory; only a dead socket file is replaced. */
+	if (strlen(path) >= sizeof(v->path))
 		return log_errno(-ENAMETOOLONG, "vsock socket path %s", path);
-	snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path);
 	snprintf(v->path, sizeof(v->path), "%s", path);
-	/* A socket left by a VMM that died is replaced; anything else is not ours to remove. */
-	if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
-		unlink(path);
-	v->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (v->listen_fd < 0)
-		return log_errno(-errno, "vsock: socket for %s", path);
-	if (bind(v->listen_fd, (struct sockaddr *)&addr, sizeof(addr)) < 0)
-		return log_errno(-errno, "vsock: bind %s", path);
-	if (listen(v->listen_fd, 64) < 0)
-		return log_errno(-errno, "vsock: listen on %s", path);
-	return 0;
+	v->listen_fd = unix_listen(path, 64, SOCK_NONBLOCK, "vsock socket");
+	return v->listen_fd < 0 ? v->listen_fd : 0;
 }
 
 int vsock_create(struct vm *vm, int slot, const char *path, uint32_t cid, struct vsock **out)

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/unix_sock.h"
 
 uint32_t vsock_conn_credit(const struct vsock_conn *c)
 {
@@ -54,14 +55,15 @@ void vsock_conn_close_all(struct vsock *v)
 void vsock_accept(struct vsock *v)
 {
 	for (;;) {
-		int fd = accept4(v->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		/* Only our uid or root: the socket reaches into the guest. */
+		int fd = unix_accept(v->listen_fd, SOCK_NONBLOCK | SOCK_CLOEXEC, "vsock socket");
 		struct epoll_event ev = { .events = EPOLLIN };
 		struct vsock_conn *c;
 		int id = 0;
 
 		if (fd < 0) {
-			if (errno != EAGAIN && errno != EINTR)
-				log_warn("vsock: accept on %s: %s", v->path, strerror(errno));
+			if (fd != -EAGAIN && fd != -EINTR)
+				log_warn("vsock: accept on %s: %s", v->path, strerror(-fd));
 			return;
 		}
 		while (id < VSOCK_MAX_CONNS && v->conns[id])

@@ -50,6 +50,18 @@ static bool send_ctrl(struct vsock *v, struct vsock_conn *c, uint16_t op, uint32
 	return true;
 }
 
+/* Logged once per process (one VM each): a guest posting such buffers would flood the log. */
+static void rx_too_small(uint64_t len)
+{
+	static bool warned;
+
+	if (warned)
+		return;
+	warned = true;
+	log_warn("vsock: the guest posted a %llu-byte receive buffer, too small for a %zu-byte "
+		 "header and data; returning such buffers unused", (unsigned long long)len, HDR_LEN);
+}
+
 /* Host client bytes straight from the socket into one guest receive buffer. */
 static bool send_data(struct vsock *v, struct vsock_conn *c, bool *used)
 {
@@ -63,9 +75,21 @@ static bool send_data(struct vsock *v, struct vsock_conn *c, bool *used)
 
 	if (room == 0 || c->eof)
 		return false;
-	if (virtq_pop(q, &ch) <= 0) {
-		v->rx_starved = true;
-		return false;
+	/*
+	 * A buffer with no room past the header can never carry data. Left in the ring it would
+	 * be popped and put back forever while the socket stays readable (a busy loop), so each
+	 * one is handed back empty, as send_ctrl does; the ring is finite, so this ends.
+	 */
+	for (;;) {
+		if (virtq_pop(q, &ch) <= 0) {
+			v->rx_starved = true;
+			return false;
+		}
+		if (ch.wr_len > HDR_LEN)
+			break;
+		rx_too_small((uint64_t)ch.wr_len);
+		virtq_push(q, ch.head, 0);
+		*used = true;
 	}
 	room = room < MAX_PAYLOAD ? room : MAX_PAYLOAD;
 	for (int i = 0; i < ch.nwr && room; i++) {

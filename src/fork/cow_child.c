@@ -9,6 +9,7 @@
 #include "ctl/ctl.h"
 #include "fork/cow.h"
 #include "fork/fd_hygiene.h"
+#include "jail/cgroup.h"
 
 static int redirect(int fd, const char *path, int flags)
 {
@@ -60,7 +61,7 @@ void cow_child_main(struct cow_template *t, const char *name, const char *socket
 		log_err("CPU feature policy of the branch: %s", err);
 		_exit(1);
 	}
-	if (vm_create(&vm, &cfg) < 0)
+	if (jail_cgroup_enter(name, cfg.mem_size, NULL) < 0 || vm_create(&vm, &cfg) < 0)
 		_exit(1);
 	if (vm_restore_machine(&vm, &t->machine, name) < 0 || vm_start(&vm) < 0) {
 		vm_destroy(&vm);
@@ -79,5 +80,6 @@ void cow_child_main(struct cow_template *t, const char *name, const char *socket
 		break;
 	}
 	vm_destroy(&vm);
+	jail_cgroup_leave();
 	_exit(code);
 }

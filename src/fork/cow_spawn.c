@@ -13,6 +13,7 @@
 #include "agent/agent_sync.h"
 #include "core/log.h"
 #include "fork/cow.h"
+#include "jail/seccomp.h"
 #include "snapshot/restore_many.h"
 
 /*
@@ -105,8 +106,7 @@ static int wait_ready(struct cow_template *t, struct branch_child *c, int *fds, 
 			*failed = i;
 			vmm_child_reason(c[i].socket, reason, sizeof(reason));
 			if (WIFSIGNALED(status))
-				snprintf(reason, sizeof(reason), "killed by signal %d (%s)",
-					 WTERMSIG(status), strsignal(WTERMSIG(status)));
+				jail_describe_wait(status, reason, sizeof(reason)); /* SIGSYS: seccomp */
 			snprintf(err, errlen, "child %s: %s", c[i].name, reason);
 			return -ECHILD;
 		}

@@ -19,6 +19,8 @@
 #include "ctl/ctl_socket.h"
 #include "fork/cow.h"
 #include "fork/fd_hygiene.h"
+#include "jail/cgroup.h"
+#include "jail/seccomp.h"
 
 static void report(int fd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void report(int fd, const char *fmt, ...)
@@ -111,8 +113,12 @@ static void reap(struct cow_template *t)
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
 		t->live--;
 		for (int i = 0; WIFSIGNALED(status) && i < t->nkids; i++)
-			if (t->kids[i].pid == pid)
+			if (t->kids[i].pid == pid) {
+				char how[64];
+				jail_describe_wait(status, how, sizeof(how));
+				log_warn("child %s (pid %d) %s", t->kids[i].socket, (int)pid, how);
 				unlink(t->kids[i].socket);
+			}
 	}
 }
 
@@ -185,6 +191,12 @@ void cow_template_main(struct vm *vm, struct snap_buf *state, const struct branc
 		close(logfd);
 	}
 	log_set_prefix("template");
+	/* Out of the source's cgroup (which goes when the source does), into one of its own. */
+	snprintf(path, sizeof(path), "%s-template", o->prefix);
+	if (jail_cgroup_enter(path, 0, NULL) < 0) {
+		report(report_fd, "error template setup failed: its cgroup (see %s.log)\n", t.socket);
+		_exit(1);
+	}
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGCHLD);
 	sigaddset(&sigs, SIGTERM);
@@ -210,5 +222,6 @@ void cow_template_main(struct vm *vm, struct snap_buf *state, const struct branc
 	free(kids);
 	template_serve(&t, sig_fd, source_fd);
 	unlink(t.socket);
+	jail_cgroup_leave();
 	_exit(0);
 }

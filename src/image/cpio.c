@@ -19,6 +19,11 @@ static int add(struct cpio_archive *ar, const char *path, uint32_t mode, const v
 		path++;
 	if (!*path)
 		return -EINVAL;
+	/* The newc end marker: an unpacker stops there and loses every entry after it. */
+	if (!strcmp(path, "TRAILER!!!")) {
+		log_err("cpio: the name TRAILER!!! is reserved for the archive's end marker");
+		return -EINVAL;
+	}
 	for (size_t i = 0; i < ar->count; i++)
 		if (!strcmp(ar->entries[i].path, path)) {
 			log_err("cpio: %s added twice", path);
@@ -138,7 +143,8 @@ int cpio_write(struct cpio_archive *ar, uint8_t **out, size_t *out_len)
 	uint8_t *buf;
 	int ret;
 
-	qsort(ar->entries, ar->count, sizeof(ar->entries[0]), by_path);
+	if (ar->count)
+		qsort(ar->entries, ar->count, sizeof(ar->entries[0]), by_path);
 	ret = check_parents(ar);
 	if (ret)
 		return ret;

@@ -77,8 +77,11 @@ int lz4_legacy_decode(const uint8_t *src, size_t len, uint8_t **out, size_t *out
 		log_err("lz4: missing legacy frame magic");
 		goto out;
 	}
-	/* The kernel appends the uncompressed size; use it as a capacity hint when sane. */
-	if (len >= 8 && le32(src + len - 4) < (1u << 30))
+	/*
+	 * The kernel appends the uncompressed size; use it as a capacity hint when sane: an LZ4
+	 * block expands at most 255-fold, so a hint beyond that is a lie not worth allocating for.
+	 */
+	if (len >= 8 && le32(src + len - 4) < (1u << 30) && le32(src + len - 4) / 255 <= len)
 		cap = le32(src + len - 4) + (size_t)LZ4_LEGACY_BLOCK;
 	while (len - pos >= 4) {
 		uint32_t csize = le32(src + pos);
@@ -118,6 +121,11 @@ int lz4_legacy_decode(const uint8_t *src, size_t len, uint8_t **out, size_t *out
 		used += (size_t)n;
 		pos += 4 + csize;
 		nblocks++;
+		if (used > PAYLOAD_MAX_OUT) {
+			log_err("lz4: decoded data exceeds the limit of %zu bytes", PAYLOAD_MAX_OUT);
+			ret = -EFBIG;
+			goto out;
+		}
 	}
 	if (pos != len || nblocks == 0) {
 		log_err("lz4: %zu stray bytes at the end of the stream", len - pos);
@@ -155,6 +163,11 @@ int gzip_decode(const uint8_t *src, size_t len, uint8_t **out, size_t *out_len)
 		zs.avail_out = (uInt)(cap - used > UINT32_MAX ? UINT32_MAX : cap - used);
 		zret = inflate(&zs, Z_NO_FLUSH);
 		used = zs.total_out;
+		if (used > PAYLOAD_MAX_OUT) {
+			log_err("gzip: decoded data exceeds the limit of %zu bytes", PAYLOAD_MAX_OUT);
+			ret = -EFBIG;
+			goto out;
+		}
 		if (zret != Z_OK && zret != Z_STREAM_END) {
 			log_err("gzip: %s", zret == Z_BUF_ERROR ? "truncated stream"
 								: (zs.msg ? zs.msg : "corrupt stream"));
@@ -207,6 +220,18 @@ static int bounded_grow(struct bounded_out *o, const char *what)
 		return log_errno(-ENOMEM, "%s: output buffer of %zu bytes", what, cap);
 	o->buf = p;
 	o->cap = cap;
+	return 0;
+}
+
+/* Hand the decoded bytes to the caller (-EFBIG, logged, if they went past the limit). */
+static int bounded_finish(struct bounded_out *o, const char *what, uint8_t **out,
+			  size_t *out_len)
+{
+	if (o->used > o->limit)
+		return bounded_grow(o, what);
+	*out = o->buf;
+	*out_len = o->used;
+	o->buf = NULL;
 	return 0;
 }
 
@@ -268,15 +293,9 @@ int zstd_decode(const uint8_t *src, size_t len, size_t max_out, uint8_t **out, s
 		if (ret)
 			goto out;
 	}
-	if (o.used > o.limit) {
-		ret = bounded_grow(&o, "zstd"); /* logs, -EFBIG */
-		goto out;
-	}
-	*out = o.buf;
-	*out_len = o.used;
-	*consumed = in.pos;
-	o.buf = NULL;
-	ret = 0;
+	ret = bounded_finish(&o, "zstd", out, out_len);
+	if (!ret)
+		*consumed = in.pos;
 out:
 	ZSTD_freeDCtx(dctx);
 	free(o.buf);
@@ -337,15 +356,9 @@ int xz_decode(const uint8_t *src, size_t len, size_t max_out, uint8_t **out, siz
 				goto out;
 		}
 	}
-	if (o.used > o.limit) {
-		ret = bounded_grow(&o, "xz"); /* logs, -EFBIG */
-		goto out;
-	}
-	*out = o.buf;
-	*out_len = o.used;
-	*consumed = (size_t)xz.total_in;
-	o.buf = NULL;
-	ret = 0;
+	ret = bounded_finish(&o, "xz", out, out_len);
+	if (!ret)
+		*consumed = (size_t)xz.total_in;
 out:
 	lzma_end(&xz);
 	free(o.buf);

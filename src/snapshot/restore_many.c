@@ -19,6 +19,7 @@
 #include "core/errmsg.h"
 #include "core/log_tail.h"
 #include "core/vm.h"
+#include "jail/seccomp.h"
 #include "snapshot/snap_config.h"
 #include "snapshot/snap_format.h"
 
@@ -252,8 +253,7 @@ static int wait_ready(const struct restore_many_opts *o, struct restored_child *
 			vmm_child_reason(children[i].socket, reason, sizeof(reason));
 			/* A child killed outright (the OOM killer) leaves no log line of its own. */
 			if (WIFSIGNALED(status))
-				snprintf(reason, sizeof(reason), "killed by signal %d (%s)",
-					 WTERMSIG(status), strsignal(WTERMSIG(status)));
+				jail_describe_wait(status, reason, sizeof(reason)); /* SIGSYS: seccomp */
 			snprintf(err, errlen, "child %d (%s): %s", i, children[i].name, reason);
 			*failed = i;
 			ret = -ECHILD;

@@ -5,8 +5,15 @@
 #include <string.h>
 
 #include "core/vm.h"
+#include "devices/serial.h"
+#include "devices/vsock_proto.h"
 #include "snapshot/snapshot.h"
+#include "x86/cpuid.h"
 #include "x86/layout.h"
+
+#define VSOCK_QUEUES 3		/* rx, tx, event */
+#define VSOCK_QUEUE_MAX 256	/* as vsock_create sets up its transport */
+#define TSC_KHZ_MAX 100000000ULL	/* 100 GHz: anything above is not a real clock */
 
 static const struct snap_section *need(const struct snapshot *snap, uint32_t type, uint32_t inst,
 				       uint64_t len, char *err, size_t errlen)
@@ -74,6 +81,11 @@ static int decode_vcpu(const struct snapshot *snap, uint32_t id, uint32_t xsave_
 	COPY_FIXED(SNAP_SEC_DEBUGREGS, id, v->debugregs);
 	COPY_FIXED(SNAP_SEC_LAPIC, id, v->lapic);
 	COPY_FIXED(SNAP_SEC_TSC_KHZ, id, v->tsc_khz);
+	if (v->tsc_khz == 0 || v->tsc_khz > TSC_KHZ_MAX) {
+		snprintf(err, errlen, "vmstate: section 'tsc_khz' instance %u: %llu kHz is not a TSC "
+			 "frequency (1 to %llu)", id, (unsigned long long)v->tsc_khz, TSC_KHZ_MAX);
+		goto bad;
+	}
 	COPY_FIXED(SNAP_SEC_VCPU_EVENTS, id, v->events);
 	xs = need(snap, SNAP_SEC_XSAVE, id, xsave_size, err, errlen);
 	if (!xs)
@@ -92,19 +104,120 @@ bad:
 	return -EINVAL;
 }
 
+/* Is every section one this forkvm restores, at an instance the configuration allows? */
+static int check_sections(const struct snapshot *snap, uint32_t nvcpus, char *err, size_t errlen)
+{
+	for (int i = 0; i < snap->state.nsections; i++) {
+		const struct snap_section *s = &snap->state.sections[i];
+		bool ok;
+
+		switch (s->type) {
+		case SNAP_SEC_CPUID:
+		case SNAP_SEC_MP_STATE:
+		case SNAP_SEC_REGS:
+		case SNAP_SEC_SREGS:
+		case SNAP_SEC_XSAVE:
+		case SNAP_SEC_XCRS:
+		case SNAP_SEC_DEBUGREGS:
+		case SNAP_SEC_LAPIC:
+		case SNAP_SEC_MSRS:
+		case SNAP_SEC_VCPU_EVENTS:
+		case SNAP_SEC_TSC_KHZ:
+			ok = s->instance < nvcpus;
+			break;
+		case SNAP_SEC_SERIAL:
+			ok = s->instance == LAYOUT_SERIAL_PORT;
+			break;
+		case SNAP_SEC_CONFIG:
+		case SNAP_SEC_PIC_MASTER:
+		case SNAP_SEC_PIC_SLAVE:
+		case SNAP_SEC_IOAPIC:
+		case SNAP_SEC_PIT2:
+		case SNAP_SEC_CLOCK:
+		case SNAP_SEC_VIRTIO_MMIO:
+		case SNAP_SEC_VSOCK:
+			ok = s->instance == 0;
+			break;
+		default: /* unknown types, and 'probe', which no forkvm writes or restores */
+			snprintf(err, errlen, "vmstate: section type %u ('%s') instance %u is not one this "
+				 "forkvm restores", s->type, snap_section_name(s->type), s->instance);
+			return -EINVAL;
+		}
+		if (!ok) {
+			snprintf(err, errlen, "vmstate: unexpected section '%s' instance %u (%u vCPUs, "
+				 "serial port 0x%x, one vsock device)", snap_section_name(s->type),
+				 s->instance, nvcpus, LAYOUT_SERIAL_PORT);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+/* [gpa, gpa + len) inside one RAM region of the configuration. */
+static bool in_ram(const struct snap_config *c, uint64_t gpa, uint64_t len)
+{
+	for (uint32_t i = 0; i < c->nregions && i < SNAP_CONFIG_MAX_REGIONS; i++) {
+		uint64_t start = c->regions[i].gpa, size = c->regions[i].size;
+
+		if (gpa >= start && gpa - start <= size && len <= size - (gpa - start))
+			return true;
+	}
+	return false;
+}
+
+/* What virtq_activate will demand of each ready queue when the device is restored. */
+static int check_vsock(const struct snap_machine *m, char *err, size_t errlen)
+{
+	if (m->vsock.cid < 3 || m->vsock.cid >= UINT32_MAX) {
+		snprintf(err, errlen, "vmstate: section 'vsock': guest CID %llu is not valid (3 to %u)",
+			 (unsigned long long)m->vsock.cid, UINT32_MAX - 1);
+		return -EINVAL;
+	}
+	for (int q = 0; q < VIRTIO_MMIO_MAX_QUEUES; q++) {
+		const struct virtq_state *v = &m->vsock_mmio.q[q];
+		uint64_t n = v->num;
+
+		if (!v->ready)
+			continue;
+		if (q >= VSOCK_QUEUES || n == 0 || n > VSOCK_QUEUE_MAX || (n & (n - 1)) ||
+		    (v->desc_gpa & 15) || (v->avail_gpa & 1) || (v->used_gpa & 3) ||
+		    !in_ram(&m->config, v->desc_gpa, 16 * n) ||
+		    !in_ram(&m->config, v->avail_gpa, 6 + 2 * n) ||
+		    !in_ram(&m->config, v->used_gpa, 6 + 8 * n)) {
+			snprintf(err, errlen, "vmstate: section 'virtio_mmio': vsock queue %d (%llu "
+				 "entries, rings at 0x%llx 0x%llx 0x%llx) cannot be restored", q,
+				 (unsigned long long)n, (unsigned long long)v->desc_gpa,
+				 (unsigned long long)v->avail_gpa, (unsigned long long)v->used_gpa);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
 int snap_decode(const struct snapshot *snap, struct snap_machine *m, char *err, size_t errlen)
 {
 	const struct snap_section *serial, *vsock_sec[2];
+	struct cpuid_policy policy;
+	char why[256];
 
 	memset(m, 0, sizeof(*m));
 	COPY_FIXED(SNAP_SEC_CONFIG, 0, m->config);
 	if (m->config.nvcpus < 1 || m->config.nvcpus > LAYOUT_MAX_VCPUS ||
 	    m->config.xsave_size < sizeof(struct kvm_xsave) || m->config.xsave_size > (1u << 20) ||
 	    (m->config.guest_kind != SNAP_GUEST_PROBE && m->config.guest_kind != SNAP_GUEST_LINUX)) {
-		snprintf(err, errlen, "vmstate: configuration is invalid (vcpus %u, xsave %u bytes)",
-			 m->config.nvcpus, m->config.xsave_size);
+		snprintf(err, errlen, "vmstate: configuration is invalid (vcpus %u, xsave %u bytes, "
+			 "guest kind %u)", m->config.nvcpus, m->config.xsave_size, m->config.guest_kind);
 		goto bad;
 	}
+	if (!memchr(m->config.cpu_features, '\0', sizeof(m->config.cpu_features)) ||
+	    cpuid_policy_parse(&policy, m->config.cpu_features, why, sizeof(why))) {
+		snprintf(err, errlen, "vmstate: configuration: CPU feature policy: %s",
+			 memchr(m->config.cpu_features, '\0', sizeof(m->config.cpu_features)) ?
+			 why : "not terminated");
+		goto bad;
+	}
+	if (check_sections(snap, m->config.nvcpus, err, errlen))
+		goto bad;
 	m->nvcpus = (int)m->config.nvcpus;
 	for (uint32_t i = 0; i < m->config.nvcpus; i++)
 		if (decode_vcpu(snap, i, m->config.xsave_size, &m->vcpus[i], err, errlen))
@@ -115,16 +228,24 @@ int snap_decode(const struct snapshot *snap, struct snap_machine *m, char *err, 
 	COPY_FIXED(SNAP_SEC_PIT2, 0, m->arch.pit);
 	COPY_FIXED(SNAP_SEC_CLOCK, 0, m->arch.clock);
 	serial = snap_state_find(&snap->state, SNAP_SEC_SERIAL, LAYOUT_SERIAL_PORT);
-	if (serial && serial->len <= sizeof(m->serial)) {
+	if (serial) {
+		if (serial->len != sizeof(struct serial_regs)) {
+			snprintf(err, errlen, "vmstate: section 'serial' instance %u has %llu bytes, "
+				 "expected %zu", LAYOUT_SERIAL_PORT, (unsigned long long)serial->len,
+				 sizeof(struct serial_regs));
+			goto bad;
+		}
 		memcpy(m->serial, serial->data, serial->len);
 		m->has_serial = true;
 	}
+	/* A vsock device is both sections or neither: half of one is a damaged snapshot. */
 	vsock_sec[0] = snap_state_find(&snap->state, SNAP_SEC_VIRTIO_MMIO, 0);
 	vsock_sec[1] = snap_state_find(&snap->state, SNAP_SEC_VSOCK, 0);
-	if (vsock_sec[0] && vsock_sec[1] && vsock_sec[0]->len == sizeof(m->vsock_mmio) &&
-	    vsock_sec[1]->len == sizeof(m->vsock)) {
-		memcpy(&m->vsock_mmio, vsock_sec[0]->data, sizeof(m->vsock_mmio));
-		memcpy(&m->vsock, vsock_sec[1]->data, sizeof(m->vsock));
+	if (vsock_sec[0] || vsock_sec[1]) {
+		COPY_FIXED(SNAP_SEC_VIRTIO_MMIO, 0, m->vsock_mmio);
+		COPY_FIXED(SNAP_SEC_VSOCK, 0, m->vsock);
+		if (check_vsock(m, err, errlen))
+			goto bad;
 		m->has_vsock = true;
 	}
 	return 0;

@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,7 +76,60 @@ static int split_path(const char *path, char *parent, size_t len, const char **b
 	return 0;
 }
 
-/* A PID in "BASE.tmp-PID" / "BASE.old-PID" whose process is gone (or is us: a leftover). */
+/* Read a small /proc file into buf (NUL-terminated); returns bytes read or -errno. */
+static ssize_t read_proc(const char *path, char *buf, size_t len)
+{
+	ssize_t n;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return -errno;
+	n = read(fd, buf, len - 1);
+	if (n < 0)
+		n = -errno;
+	else
+		buf[n] = '\0';
+	close(fd);
+	return n;
+}
+
+/* Our own comm ("forkvm" for the VMM, the test binary's name in unit tests). */
+static void own_comm(char *buf, size_t len)
+{
+	if (read_proc("/proc/self/comm", buf, len) <= 0)
+		snprintf(buf, len, "forkvm\n");
+}
+
+/*
+ * Whether a snapshot writer PID still runs: the process exists, is not a zombie (a killed
+ * writer whose parent never reaped it is dead for us), and is a forkvm (comm "forkvm", or
+ * the same program as us), so a PID reused by an unrelated process does not keep a stale
+ * DIR.tmp-PID forever. Without /proc, falls back to kill(PID, 0).
+ */
+static bool writer_alive(pid_t pid)
+{
+	char path[64], stat[512], comm[64], mine[64];
+	const char *state;
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	n = read_proc(path, stat, sizeof(stat));
+	if (n == -ENOENT || n == -ESRCH)
+		return false;
+	if (n < 0)
+		return !(kill(pid, 0) < 0 && errno == ESRCH);
+	/* "PID (comm) S ...": comm may hold spaces or parentheses, the state follows the last ')'. */
+	state = strrchr(stat, ')');
+	if (state && state[1] == ' ' && (state[2] == 'Z' || state[2] == 'X'))
+		return false;
+	snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
+	if (read_proc(path, comm, sizeof(comm)) <= 0)
+		return true; /* exists, but unreadable: assume it is a writer */
+	own_comm(mine, sizeof(mine));
+	return strcmp(comm, "forkvm\n") == 0 || strcmp(comm, mine) == 0;
+}
+
+/* A PID in "BASE.tmp-PID" / "BASE.old-PID" whose writer is gone (or is us: a leftover). */
 static bool stale_entry(const char *name, const char *base, const char **kind)
 {
 	size_t n = strlen(base);
@@ -95,7 +149,7 @@ static bool stale_entry(const char *name, const char *base, const char **kind)
 	/* pid > 0 always: kill(0) or kill(-1) would address whole process groups. */
 	if (*end || errno || pid <= 0 || pid > INT32_MAX)
 		return false;
-	return pid == getpid() || (kill((pid_t)pid, 0) < 0 && errno == ESRCH);
+	return pid == getpid() || !writer_alive((pid_t)pid);
 }
 
 /* Remove what a killed snapshot left next to DIR; a failure here is only a warning. */
@@ -130,35 +184,138 @@ static void clean_stale(const char *parent, const char *base)
 	closedir(d);
 }
 
-/* Force replaces only a snapshot (or an empty directory), never an arbitrary path. */
-static int check_replaceable(const char *dir)
+#define META_MAX (1 << 20)
+
+/* Open DIR/name for the replace check: a regular file, no symlink, never blocking (a FIFO
+ * planted there must not hang the VMM). Returns the fd or -1 with the reason in why. */
+static int open_regular(const char *dir, const char *name, struct stat *st, char *why,
+			size_t len)
 {
 	char path[PATH_MAX + 16];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0) {
+		snprintf(why, len, "no %s (%s)", name, strerror(errno));
+		return -1;
+	}
+	if (fstat(fd, st) < 0 || !S_ISREG(st->st_mode)) {
+		snprintf(why, len, "%s is not a regular file", name);
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* DIR/meta.json parses as ours: a JSON object with format_version = SNAP_VERSION. */
+static int check_meta(const char *dir, char *why, size_t len)
+{
+	json_t *meta = NULL, *fv;
+	json_error_t jerr;
+	char *text = NULL;
 	struct stat st;
+	ssize_t n = -1;
+	int fd, ret = -EEXIST;
+
+	fd = open_regular(dir, SNAP_FILE_META, &st, why, len);
+	if (fd < 0)
+		return -EEXIST;
+	if (st.st_size > META_MAX) {
+		snprintf(why, len, "%s is larger than %d bytes", SNAP_FILE_META, META_MAX);
+		goto out;
+	}
+	text = malloc((size_t)st.st_size + 1);
+	if (text)
+		n = pread(fd, text, (size_t)st.st_size, 0);
+	if (n < 0) {
+		snprintf(why, len, "reading %s: %s", SNAP_FILE_META, text ? strerror(errno) :
+			 "out of memory");
+		goto out;
+	}
+	meta = json_loadb(text, (size_t)n, JSON_REJECT_DUPLICATES, &jerr);
+	if (!meta) {
+		snprintf(why, len, "%s is not valid JSON (%s)", SNAP_FILE_META, jerr.text);
+		goto out;
+	}
+	fv = json_object_get(meta, "format_version");
+	if (!json_is_object(meta) || !json_is_integer(fv) || json_integer_value(fv) != SNAP_VERSION)
+		snprintf(why, len, "%s has no \"format_version\": %d", SNAP_FILE_META, SNAP_VERSION);
+	else
+		ret = 0;
+out:
+	json_decref(meta);
+	free(text);
+	close(fd);
+	return ret;
+}
+
+/* DIR/vmstate starts with our magic. */
+static int check_vmstate(const char *dir, char *why, size_t len)
+{
+	char magic[sizeof(SNAP_MAGIC) - 1];
+	struct stat st;
+	ssize_t n;
+	int fd, ret = -EEXIST;
+
+	fd = open_regular(dir, SNAP_FILE_VMSTATE, &st, why, len);
+	if (fd < 0)
+		return -EEXIST;
+	n = pread(fd, magic, sizeof(magic), 0);
+	if (n < 0)
+		snprintf(why, len, "reading %s: %s", SNAP_FILE_VMSTATE, strerror(errno));
+	else if ((size_t)n != sizeof(magic) || memcmp(magic, SNAP_MAGIC, sizeof(magic)) != 0)
+		snprintf(why, len, "%s does not start with %s", SNAP_FILE_VMSTATE, SNAP_MAGIC);
+	else
+		ret = 0;
+	close(fd);
+	return ret;
+}
+
+/*
+ * Force replaces only a complete forkvm snapshot (meta.json with our format_version and a
+ * vmstate with our magic) or an empty directory, never an arbitrary path: -ENOTDIR for a
+ * non-directory, -EEXIST for anything else, with the reason in why.
+ */
+int snap_dir_replaceable(const char *dir, char *why, size_t len)
+{
+	struct stat st;
+	struct dirent *de;
 	DIR *d;
 	int n = 0;
 
-	if (lstat(dir, &st) < 0)
-		return log_errno(-errno, "stat %s", dir);
+	if (lstat(dir, &st) < 0) {
+		snprintf(why, len, "stat: %s", strerror(errno));
+		return -errno;
+	}
 	if (!S_ISDIR(st.st_mode)) {
-		log_err("refusing to replace %s: not a directory", dir);
+		snprintf(why, len, "not a directory");
 		return -ENOTDIR;
 	}
-	snprintf(path, sizeof(path), "%s/%s", dir, SNAP_FILE_VMSTATE);
-	if (access(path, F_OK) == 0)
-		return 0;
 	d = opendir(dir);
-	if (!d)
-		return log_errno(-errno, "open %s", dir);
-	while (n <= 2 && readdir(d))
-		n++;
-	closedir(d);
-	if (n > 2) {
-		log_err("refusing to replace %s: not a snapshot directory (it has no %s)", dir,
-			SNAP_FILE_VMSTATE);
-		return -EEXIST;
+	if (!d) {
+		snprintf(why, len, "open: %s", strerror(errno));
+		return -errno;
 	}
+	while (n == 0 && (de = readdir(d)))
+		if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+			n++;
+	closedir(d);
+	if (n == 0)
+		return 0; /* empty: nothing to lose */
+	if (check_meta(dir, why, len) || check_vmstate(dir, why, len))
+		return -EEXIST;
 	return 0;
+}
+
+static int check_replaceable(const char *dir)
+{
+	char why[256] = "";
+	int ret = snap_dir_replaceable(dir, why, sizeof(why));
+
+	if (ret)
+		log_err("refusing to replace %s: not a complete forkvm snapshot: %s", dir, why);
+	return ret;
 }
 
 int snap_writer_begin(struct snap_writer *w, const char *dir, bool force)

@@ -14,6 +14,9 @@
 #define SNAP_FILE_MEMORY "memory"
 #define SNAP_FILE_META "meta.json"
 
+/* The largest vmstate read: sections are at most 64 MiB, and there are few. */
+#define SNAP_VMSTATE_MAX (256ULL << 20)
+
 /*
  * vmstate = header, sections, end section. Every section carries an XXH64 of its payload;
  * the end section carries an XXH64 of every byte before it. All integers little-endian.
@@ -105,6 +108,10 @@ struct snap_mem_stats {
 
 /* Fails with -EEXIST if DIR exists and !force; removes stale DIR.tmp-PID of dead processes. */
 int snap_writer_begin(struct snap_writer *w, const char *dir, bool force);
+/* Whether force may replace DIR: 0 for a complete forkvm snapshot (meta.json with our
+ * format_version, vmstate with our magic) or an empty dir; else -ENOTDIR/-EEXIST/-errno
+ * and the reason in why. */
+int snap_dir_replaceable(const char *dir, char *why, size_t len);
 /* Write a whole small file into the temp dir and fsync it. */
 int snap_writer_put(struct snap_writer *w, const char *name, const void *data, size_t len);
 /* Write guest RAM as a sparse file: all-zero 4 KiB pages stay holes. fsyncs. */

@@ -61,16 +61,16 @@ int snap_layer_write(const char *dir, const char *parent, const uint8_t *vmstate
 		     const char *meta_json)
 {
 	struct snap_writer w;
-	char link[PATH_MAX + 16], target[PATH_MAX], line[PATH_MAX + 32];
+	char link[PATH_MAX + 16], target[PATH_MAX], line[PATH_MAX + 32], why[PATH_MAX + 96];
 	uint8_t *vs = NULL;
 	size_t vslen = 0;
 	int ret;
 
 	/* The parent's identity: a chain must not silently resolve to a different parent. */
 	snprintf(target, sizeof(target), "%s/%s", parent, SNAP_FILE_VMSTATE);
-	ret = snap_read_file(target, &vs, &vslen, 256 << 20);
+	ret = snap_read_file(target, &vs, &vslen, SNAP_VMSTATE_MAX, why, sizeof(why));
 	if (ret)
-		return log_errno(ret, "reading parent vmstate %s", target);
+		return log_errno(ret, "reading the parent's vmstate: %s", why);
 	snprintf(line, sizeof(line), "%s %016llx\n", parent, (unsigned long long)XXH64(vs, vslen, 0));
 	free(vs);
 	if (realpath(parent, target) == NULL)

@@ -21,8 +21,23 @@ struct guest_mem;
  * `memory`: a symlink to the chain base's memory file, so the layer opens like any snapshot.
  */
 
-/* Read a whole file of at most max bytes into a malloc'd buffer (one spare byte for a NUL). */
-int snap_read_file(const char *path, uint8_t **data, size_t *len, size_t max);
+struct stat;
+
+/*
+ * Open a file that must be a regular file, without blocking on a FIFO or device in its place:
+ * O_NONBLOCK for the open, fstat, S_ISREG required, then O_NONBLOCK cleared. flags adds open
+ * flags (O_NOFOLLOW where a symbolic link is not expected). Returns the fd with *st filled,
+ * or -errno with one message in err naming the step and the path.
+ */
+int snap_open_regular(const char *path, int flags, struct stat *st, char *err, size_t errlen);
+
+/*
+ * Read a whole snapshot file (regular, not a symbolic link, at most max bytes: larger is
+ * refused before reading, -EFBIG) into a malloc'd buffer with a NUL after the last byte.
+ * Every snapshot file read whole goes through here. -errno with one message in err.
+ */
+int snap_read_file(const char *path, uint8_t **data, size_t *len, uint64_t max, char *err,
+		   size_t errlen);
 
 /* Copy the pages set in `bitmap` out of guest RAM (call while paused); returns a malloc'd blob. */
 int snap_layer_collect(const uint8_t *ram, uint64_t ram_size, const uint64_t *bitmap,
@@ -35,6 +50,14 @@ int snap_layer_write(const char *dir, const char *parent, const uint8_t *vmstate
 /* Apply every layer of the chain ending at `dir` (oldest first) onto RAM already holding the
  * base. A plain snapshot (no `pages`) is a no-op. Errors name the layer and the problem. */
 int snap_layers_apply(struct guest_mem *mem, const char *dir, char *err, size_t errlen);
+
+/*
+ * What can be checked of the chain ending at `dir` without reading its pages: every parent
+ * link resolves to an unchanged parent, every pages file is a regular file whose header and
+ * size agree, with no more pages than mem_size holds. snap_open runs it, so `snapshot verify`
+ * refuses these layers as restore does; page checksums and order are checked when applied.
+ */
+int snap_layers_check(const char *dir, uint64_t mem_size, char *err, size_t errlen);
 
 /* Merge the chain ending at `tip` into a full snapshot at `out`. */
 int snap_compact(const char *tip, const char *out, char *err, size_t errlen);

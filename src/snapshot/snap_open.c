@@ -2,71 +2,17 @@
 #include "snapshot/snap_format.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include "core/errmsg.h"
 #include "snapshot/snap_config.h"
+#include "snapshot/snap_layer.h"
 
-#define SNAP_VMSTATE_MAX (256ULL << 20)
 #define SNAP_MAX_VCPUS 16
-
-/* The whole vmstate in one buffer: a regular file, at most 256 MiB, read to the end. */
-static int read_vmstate(const char *path, uint8_t **data, size_t *len, char *err, size_t errlen)
-{
-	struct stat st;
-	uint8_t *buf = NULL;
-	size_t got = 0;
-	ssize_t n;
-	int fd, ret = 0;
-
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return errmsg(err, errlen, -errno, "open %s: %s", path, strerror(errno));
-	if (fstat(fd, &st) < 0) {
-		ret = errmsg(err, errlen, -errno, "stat %s: %s", path, strerror(errno));
-		goto out;
-	}
-	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size > SNAP_VMSTATE_MAX) {
-		ret = errmsg(err, errlen, -EINVAL, "%s: %s", path,
-			   S_ISREG(st.st_mode) ? "larger than 256 MiB" : "not a regular file");
-		goto out;
-	}
-	/* One spare byte tells a file that grew since fstat from one that did not. */
-	buf = malloc((size_t)st.st_size + 1);
-	if (!buf) {
-		ret = errmsg(err, errlen, -ENOMEM, "%s: out of memory", path);
-		goto out;
-	}
-	while (got <= (size_t)st.st_size) {
-		n = read(fd, buf + got, (size_t)st.st_size + 1 - got);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			ret = errmsg(err, errlen, -errno, "read %s: %s", path, strerror(errno));
-			goto out;
-		}
-		if (n == 0)
-			break;
-		got += (size_t)n;
-	}
-	if (got != (size_t)st.st_size)
-		ret = errmsg(err, errlen, -EINVAL, "%s: changed size while being read", path);
-out:
-	close(fd);
-	if (ret) {
-		free(buf);
-		return ret;
-	}
-	*data = buf;
-	*len = got;
-	return 0;
-}
 
 /* Regions must tile the memory file in order: [0, r0.size), [r0.size, r0.size + r1.size). */
 static int check_config(const struct snap_config *c, char *err, size_t errlen)
@@ -143,7 +89,7 @@ int snap_open(const char *dir, struct snapshot *snap, char *err, size_t errlen)
 	if (!S_ISDIR(st.st_mode))
 		return errmsg(err, errlen, -ENOTDIR, "snapshot %s is not a directory", dir);
 	snprintf(path, sizeof(path), "%s/%s", dir, SNAP_FILE_VMSTATE);
-	ret = read_vmstate(path, &data, &len, msg, sizeof(msg));
+	ret = snap_read_file(path, &data, &len, SNAP_VMSTATE_MAX, msg, sizeof(msg));
 	if (!ret)
 		ret = snap_state_parse(data, len, &snap->state, msg, sizeof(msg));
 	if (ret)
@@ -162,6 +108,8 @@ int snap_open(const char *dir, struct snapshot *snap, char *err, size_t errlen)
 	ret = check_config(&c, msg, sizeof(msg));
 	if (!ret)
 		ret = check_memory(snap, &c, msg, sizeof(msg));
+	if (!ret)
+		ret = snap_layers_check(dir, c.mem_size, msg, sizeof(msg));
 	if (ret)
 		goto err;
 	return 0;

@@ -13,6 +13,7 @@
 
 #include "core/errmsg.h"
 #include "core/log.h"
+#include "snapshot/snap_layer.h"
 #include "uffd/hotlist.h"
 
 #define ALOG_HEADER 16
@@ -89,45 +90,10 @@ int alog_decode(const uint8_t *buf, size_t len, uint64_t total_pages, uint64_t *
 	return 0;
 }
 
-int hot_read_file(const char *path, uint8_t **buf, size_t *len, char *err, size_t errlen)
+int hot_read_file(const char *path, uint64_t max, uint8_t **buf, size_t *len, char *err,
+		  size_t errlen)
 {
-	struct stat st;
-	uint8_t *data = NULL;
-	size_t got = 0;
-	int ret, fd = open(path, O_RDONLY | O_CLOEXEC);
-
-	if (fd < 0)
-		return errmsg(err, errlen, -errno, "open: %s", strerror(errno));
-	if (fstat(fd, &st) < 0) {
-		ret = errmsg(err, errlen, -errno, "stat: %s", strerror(errno));
-		goto err;
-	}
-	if (!S_ISREG(st.st_mode) || st.st_size > (1LL << 30)) {
-		ret = errmsg(err, errlen, -EINVAL, "not a regular file of at most 1 GiB");
-		goto err;
-	}
-	data = malloc((size_t)st.st_size + 1);
-	if (!data) {
-		ret = -ENOMEM;
-		goto err;
-	}
-	while (got < (size_t)st.st_size) {
-		ssize_t n = read(fd, data + got, (size_t)st.st_size - got);
-		if (n <= 0) {
-			ret = errmsg(err, errlen, n < 0 ? -errno : -EIO, "read: %s",
-				   n < 0 ? strerror(errno) : "file shrank while reading");
-			goto err;
-		}
-		got += (size_t)n;
-	}
-	close(fd);
-	*buf = data;
-	*len = got;
-	return 0;
-err:
-	free(data);
-	close(fd);
-	return ret;
+	return snap_read_file(path, buf, len, max, err, errlen);
 }
 
 int hot_write_file(const char *path, const uint8_t *buf, size_t len)

@@ -44,8 +44,21 @@ int alog_decode(const uint8_t *buf, size_t len, uint64_t total_pages, uint64_t *
 uint64_t hot_page_file_index(const struct hot_layout *layout, const struct hot_page *p);
 int hot_page_from_file_index(const struct hot_layout *layout, uint64_t index, struct hot_page *p);
 
-/* Read a whole small file (≤ 1 GiB); -ENOENT when it does not exist. */
-int hot_read_file(const char *path, uint8_t **buf, size_t *len, char *err, size_t errlen);
+/*
+ * The largest files a list over total_pages pages can be: an HPL1 list holds each page at
+ * most once (magic, count, then per page a 1-byte region and a page number of at most 10
+ * bytes); an FKAL log at most one entry per page (the recorder stops there).
+ */
+#define HPL_MAX_BYTES(total_pages) (4ULL + 10 + (uint64_t)(total_pages) * 11)
+#define ALOG_MAX_BYTES(total_pages) (16ULL + (uint64_t)(total_pages) * 8 + 8)
+
+/*
+ * Read a whole list file of at most max bytes (larger is refused before reading, -EFBIG);
+ * it must be a regular file, not a FIFO or a symbolic link. -ENOENT when it does not exist;
+ * the message in err names the file.
+ */
+int hot_read_file(const char *path, uint64_t max, uint8_t **buf, size_t *len, char *err,
+		  size_t errlen);
 /* Write atomically: PATH.tmp-PID, fsync, rename over PATH, fsync the directory. */
 int hot_write_file(const char *path, const uint8_t *buf, size_t len);
 

@@ -9,11 +9,14 @@
 #include <string.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/stopfd.h"
+#include "snapshot/snap_layer.h"
 #include "uffd/ps_proto.h"
 
 static int64_t ms_left(const struct timespec *deadline)
@@ -162,7 +165,8 @@ int ps_client_register(struct ps_client *c, const struct ps_client_opts *o,
 		       const struct guest_mem *mem, const char *snapdir, const char *memory_path)
 {
 	struct timespec deadline;
-	sigset_t sigs;
+	struct stat st;
+	char why[PATH_MAX + 96];
 	int ret, sig_fd;
 
 	*c = (struct ps_client){ .sock = -1, .stop_efd = -1, .uffd = mem->fd, .mem_fd = -1,
@@ -173,20 +177,18 @@ int ps_client_register(struct ps_client *c, const struct ps_client_opts *o,
 	deadline.tv_nsec += (o->timeout_ms % 1000) * 1000000L;
 	if (deadline.tv_nsec >= 1000000000L)
 		deadline.tv_sec++, deadline.tv_nsec -= 1000000000L;
-	sigemptyset(&sigs);
-	sigaddset(&sigs, SIGTERM);
-	sigaddset(&sigs, SIGINT);
-	sigaddset(&sigs, SIGHUP);
-	/* Reading it would consume the signal; polling only tells us to give up. */
-	sig_fd = signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
+	/* Polled, never read: it only tells us to give up. */
+	sig_fd = stop_signal_fd();
 	if (sig_fd < 0)
-		return log_errno(-errno, "signalfd for the page-server handshake");
-	/* The fallback handler needs the memory file should the server die later. */
-	c->mem_fd = open(memory_path, O_RDONLY | O_CLOEXEC);
-	if (c->mem_fd < 0) {
-		ret = log_errno(-errno, "open memory file %s", memory_path);
+		return log_errno(sig_fd, "signalfd for the page-server handshake");
+	/* The fallback handler needs the memory file should the server die later. Opened without
+	 * blocking on a FIFO in its place; a symbolic link is fine (diff layers). */
+	ret = snap_open_regular(memory_path, 0, &st, why, sizeof(why));
+	if (ret < 0) {
+		log_err("page-server fallback: %s", why);
 		goto err;
 	}
+	c->mem_fd = ret;
 	ret = connect_retry(c, sig_fd, &deadline);
 	if (!ret)
 		ret = send_register(c, o, mem, snapdir);

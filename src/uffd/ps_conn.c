@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/unix_sock.h"
 #include "uffd/ps_server.h"
 
 #define CONN_IDLE_NS (30ULL * 1000000000) /* an unregistered connection must finish by then */
@@ -127,10 +128,11 @@ void ps_conn_readable(struct ps_server *s, struct ps_conn *c)
 void ps_accept_all(struct ps_server *s)
 {
 	for (;;) {
-		int fd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+		/* Only our uid or root: a connection can read any VM's RAM. */
+		int fd = unix_accept(s->listen_fd, SOCK_CLOEXEC | SOCK_NONBLOCK, "page-server socket");
 		if (fd < 0) {
-			if (errno != EAGAIN && errno != EINTR)
-				log_warn("accept on %s: %s", s->path, strerror(errno));
+			if (fd != -EAGAIN && fd != -EINTR)
+				log_warn("accept on %s: %s", s->path, strerror(-fd));
 			return;
 		}
 		struct ps_conn *c = s->nconns < MAX_CONNS ? calloc(1, sizeof(*c)) : NULL;

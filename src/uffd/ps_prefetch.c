@@ -1,52 +1,19 @@
 /* Prefetch (hot set before the ack, then the access log or sequential), recording, settling. */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/log.h"
+#include "snapshot/snap_layer.h"
 #include "uffd/ps_server.h"
 
 #define STEP_PAGES 256 /* per step: ~1 MiB, so a demand fault waits for at most one step */
-
-/* Read and decode one list; -ENOENT = absent. A damaged list fails unless the user allowed it. */
-static int load_one(struct ps_vm *vm, const char *name, bool hpl, char *err, size_t errlen)
-{
-	char path[PATH_MAX + 32], why[256];
-	uint8_t *buf = NULL;
-	size_t len, n = 0;
-	struct hot_page *pages = NULL;
-	int ret;
-
-	snprintf(path, sizeof(path), "%s/%s", vm->reg.snapshot, name);
-	ret = hot_read_file(path, &buf, &len, why, sizeof(why));
-	if (ret == -ENOENT)
-		return -ENOENT;
-	if (!ret && hpl) {
-		ret = hpl_decode(buf, len, &vm->snap->layout, &pages, &n, why, sizeof(why));
-		if (!ret && n && !(vm->hot = malloc(n * sizeof(*vm->hot))))
-			ret = -ENOMEM;
-		for (size_t i = 0; !ret && i < n; i++)
-			vm->hot[i] = hot_page_file_index(&vm->snap->layout, &pages[i]);
-		vm->nhot = ret ? 0 : n;
-		free(pages);
-	} else if (!ret) {
-		ret = alog_decode(buf, len, vm->npages, &vm->order, &vm->norder, why, sizeof(why));
-	}
-	free(buf);
-	if (!ret)
-		return 0;
-	if (!vm->reg.allow_bad_hotpages) {
-		snprintf(err, errlen, "%s: %s (restore with --ignore-bad-hotpages to continue "
-			 "without prefetch)", path, why);
-		return ret;
-	}
-	snprintf(vm->prefetch_note, sizeof(vm->prefetch_note), "%.40s ignored: %.140s", name, why);
-	log_warn("vm %s: %s", vm->reg.name, vm->prefetch_note);
-	return 1;
-}
 
 /*
  * Cold page cache: ask for every data run of a list at once (readahead, asynchronous), so the
@@ -69,22 +36,187 @@ static void willneed(struct ps_vm *vm, const uint64_t *list, size_t n)
 	}
 }
 
-int ps_prefetch_load(struct ps_vm *vm, char *err, size_t errlen)
-{
-	int ret = load_one(vm, HOTLIST_FILE, true, err, errlen);
+#define LOAD_STEP (1u << 20) /* list bytes read per step: other VMs' faults wait at most this */
 
-	if (ret < 0 && ret != -ENOENT)
+static const char *const list_names[2] = { HOTLIST_FILE, ACCESS_LOG_FILE };
+
+/*
+ * A list that cannot be used: refuse the restore (-errno, message in err) unless the user
+ * allowed damaged lists; then note it and return 1. why names the file when named.
+ */
+static int list_failed(struct ps_vm *vm, int which, int ret, const char *why, bool named,
+		       char *err, size_t errlen)
+{
+	if (!vm->reg.allow_bad_hotpages) {
+		if (named)
+			snprintf(err, errlen, "%s (restore with --ignore-bad-hotpages to continue "
+				 "without prefetch)", why);
+		else
+			snprintf(err, errlen, "%s/%s: %s (restore with --ignore-bad-hotpages to "
+				 "continue without prefetch)", vm->reg.snapshot, list_names[which], why);
 		return ret;
-	if (ret == 1) /* damaged list, allowed: no prefetch at all */
-		return 0;
-	ret = load_one(vm, ACCESS_LOG_FILE, false, err, errlen);
-	if (ret < 0 && ret != -ENOENT)
-		return ret;
-	/* Without an order to replay, fetch the rest front to back. */
-	vm->sequential = ret == -ENOENT;
+	}
+	snprintf(vm->prefetch_note, sizeof(vm->prefetch_note), "%.40s ignored: %.140s",
+		 list_names[which], why);
+	log_warn("vm %s: %s", vm->reg.name, vm->prefetch_note);
+	return 1;
+}
+
+/* Open list `which` and check its size, reading nothing: 0 (now loading), -ENOENT (absent),
+ * 1 (damaged, allowed) or -errno (refused, message in err). */
+static int list_open(struct ps_vm *vm, int which, char *err, size_t errlen)
+{
+	uint64_t max = which == 0 ? HPL_MAX_BYTES(vm->npages) : ALOG_MAX_BYTES(vm->npages);
+	char path[PATH_MAX + 32], why[PATH_MAX + 128];
+	struct stat st;
+	uint8_t *buf;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/%s", vm->reg.snapshot, list_names[which]);
+	fd = snap_open_regular(path, O_NOFOLLOW, &st, why, sizeof(why));
+	if (fd == -ENOENT)
+		return -ENOENT;
+	if (fd < 0)
+		return list_failed(vm, which, fd, why, true, err, errlen);
+	/* Bounded by the snapshot before a byte is read: a sparse file costs nothing to make. */
+	if ((uint64_t)st.st_size > max) {
+		close(fd);
+		snprintf(why, sizeof(why), "%s is %llu bytes, above the limit of %llu for %llu pages",
+			 path, (unsigned long long)st.st_size, (unsigned long long)max,
+			 (unsigned long long)vm->npages);
+		return list_failed(vm, which, -EFBIG, why, true, err, errlen);
+	}
+	buf = malloc((size_t)st.st_size + 1);
+	if (!buf) {
+		close(fd);
+		snprintf(why, sizeof(why), "%s: out of memory for %llu bytes", path,
+			 (unsigned long long)st.st_size);
+		return list_failed(vm, which, -ENOMEM, why, true, err, errlen);
+	}
+	vm->load.fd = fd;
+	vm->load.which = which;
+	vm->load.buf = buf;
+	vm->load.len = (size_t)st.st_size;
+	vm->load.got = 0;
+	return 0;
+}
+
+void ps_prefetch_unload(struct ps_vm *vm)
+{
+	if (vm->load.fd >= 0)
+		close(vm->load.fd);
+	free(vm->load.buf);
+	vm->load.fd = -1;
+	vm->load.buf = NULL;
+}
+
+/* Decode the list just read into vm->hot or vm->order. */
+static int list_decode(struct ps_vm *vm, char *why, size_t whylen)
+{
+	struct hot_page *pages = NULL;
+	size_t n = 0;
+	int ret;
+
+	if (vm->load.which == 1)
+		return alog_decode(vm->load.buf, vm->load.len, vm->npages, &vm->order, &vm->norder,
+				   why, whylen);
+	ret = hpl_decode(vm->load.buf, vm->load.len, &vm->snap->layout, &pages, &n, why, whylen);
+	if (!ret && n && !(vm->hot = malloc(n * sizeof(*vm->hot))))
+		ret = -ENOMEM;
+	for (size_t i = 0; !ret && i < n; i++)
+		vm->hot[i] = hot_page_file_index(&vm->snap->layout, &pages[i]);
+	vm->nhot = ret ? 0 : n;
+	free(pages);
+	return ret;
+}
+
+/* Open the lists from `which` on until one is to be read, or set the phase when none is. */
+static int load_next(struct ps_vm *vm, int which, char *err, size_t errlen)
+{
+	int ret;
+
+	for (; which < 2; which++) {
+		ret = list_open(vm, which, err, errlen);
+		if (ret == 0) {
+			vm->phase = PS_LOAD;
+			return 0;
+		}
+		if (ret == -ENOENT && which == 1)
+			vm->sequential = true; /* no order to replay: the rest front to back */
+		else if (ret == 1 && which == 0)
+			break; /* damaged hot list, allowed: no prefetch at all */
+		else if (ret < 0 && ret != -ENOENT)
+			return ret;
+	}
+	vm->phase = vm->nhot ? PS_HOT : (vm->norder || vm->sequential) ? PS_BACKGROUND : PS_IDLE;
 	/* The hot set is needed before the ack; the log's pages mostly repeat it. */
 	willneed(vm, vm->hot, vm->nhot);
 	return 0;
+}
+
+int ps_prefetch_load(struct ps_vm *vm, char *err, size_t errlen)
+{
+	vm->sequential = false;
+	return load_next(vm, 0, err, errlen);
+}
+
+/* One bounded read of the list being loaded; at its end, decode it and go on. */
+static void load_step(struct ps_server *s, struct ps_vm *vm)
+{
+	char why[PATH_MAX + 128], err[PATH_MAX + 400];
+	size_t budget = LOAD_STEP;
+	int which = vm->load.which, ret = 0;
+	bool named = false;
+	ssize_t n = 1;
+
+	/* One spare byte in buf tells a file that grew from one that did not. */
+	while (budget && n > 0 && vm->load.got <= vm->load.len) {
+		size_t want = vm->load.len + 1 - vm->load.got;
+		n = read(vm->load.fd, vm->load.buf + vm->load.got, want < budget ? want : budget);
+		if (n < 0 && (errno == EINTR || errno == EAGAIN))
+			return;
+		if (n > 0) {
+			vm->load.got += (size_t)n;
+			budget -= (size_t)n;
+		}
+	}
+	if (n < 0) {
+		ret = -errno;
+		named = true;
+		snprintf(why, sizeof(why), "read %s/%s: %s", vm->reg.snapshot, list_names[which],
+			 strerror(errno));
+	} else if (n > 0 && vm->load.got <= vm->load.len) {
+		return; /* budget spent: more next step */
+	} else if (vm->load.got != vm->load.len) {
+		ret = -EIO;
+		snprintf(why, sizeof(why), "changed size while being read (%zu bytes, then %s%zu)",
+			 vm->load.len, vm->load.got > vm->load.len ? "more than " : "", vm->load.got);
+	} else {
+		ret = list_decode(vm, why, sizeof(why));
+	}
+	ps_prefetch_unload(vm);
+	if (ret) {
+		ret = list_failed(vm, which, ret, why, named, err, sizeof(err));
+		if (ret < 0) {
+			log_warn("register from %s refused: %s", vm->reg.name, err);
+			ps_send_refusal(vm, err);
+			ps_vm_drop(s, vm, "refused: its hot-page list or access log is damaged");
+			return;
+		}
+		/* Allowed: a damaged hot list means no prefetch at all, a damaged log no replay. */
+		which = 2;
+	} else {
+		which++;
+	}
+	ret = load_next(vm, which, err, sizeof(err));
+	if (ret < 0) {
+		log_warn("register from %s refused: %s", vm->reg.name, err);
+		ps_send_refusal(vm, err);
+		ps_vm_drop(s, vm, "refused: its access log is damaged");
+		return;
+	}
+	if (vm->phase != PS_HOT && vm->phase != PS_LOAD)
+		ps_send_ack(vm);
 }
 
 static bool is_hole(const struct ps_vm *vm, uint64_t p)
@@ -145,7 +277,9 @@ bool ps_prefetch_step(struct ps_server *s, struct ps_vm *vm)
 
 	if (vm->gone || vm->phase == PS_IDLE)
 		return false;
-	if (vm->phase == PS_HOT) {
+	if (vm->phase == PS_LOAD) {
+		load_step(s, vm);
+	} else if (vm->phase == PS_HOT) {
 		ret = fill_list(s, vm, vm->hot, vm->nhot, &vm->hot_pos);
 		if (!ret && vm->hot_pos == vm->nhot) {
 			vm->phase = vm->norder || vm->sequential ? PS_BACKGROUND : PS_IDLE;
@@ -173,6 +307,11 @@ bool ps_prefetch_step(struct ps_server *s, struct ps_vm *vm)
 
 void ps_record_page(struct ps_vm *vm, uint64_t page)
 {
+	/* A log longer than the RAM has pages would be refused on load (ALOG_MAX_BYTES). */
+	if (vm->nrec == vm->npages) {
+		ps_record_finish(vm, "the access log holds one entry per page of RAM");
+		return;
+	}
 	if (vm->nrec == vm->caprec) {
 		size_t cap = vm->caprec ? vm->caprec * 2 : 4096;
 		uint64_t *rec = realloc(vm->rec, cap * sizeof(*rec));

@@ -34,6 +34,8 @@ int ps_vm_register(struct ps_server *s, struct ps_conn *c, json_t *req, int uffd
 		return -ENOMEM;
 	vm->kind = PS_UFFD;
 	vm->uffd = -1;
+	vm->load.fd = -1;
+	vm->phase = PS_IDLE;
 	ret = ps_register_from_json(req, &vm->reg, err, errlen);
 	if (ret)
 		goto err;
@@ -84,15 +86,18 @@ int ps_vm_register(struct ps_server *s, struct ps_conn *c, json_t *req, int uffd
 	c->vm = vm;
 	vm->next = s->vms;
 	s->vms = vm;
-	vm->phase = vm->nhot ? PS_HOT : (vm->norder || vm->sequential) ? PS_BACKGROUND : PS_IDLE;
 	log_info("vm %d (%s, pid %d): registered %s, %llu MiB%s%s", vm->id, vm->reg.name,
 		 vm->reg.pid, vm->reg.snapshot, (unsigned long long)(vm->reg.size >> 20),
-		 vm->recording ? ", recording" : "", vm->nhot ? ", prefetching the hot set" : "");
-	/* The hot set goes in before the ack; otherwise the VMM may start its vCPUs now. */
-	if (vm->phase != PS_HOT)
+		 vm->recording ? ", recording" : "",
+		 vm->phase == PS_LOAD ? ", reading its prefetch lists" :
+		 vm->nhot ? ", prefetching the hot set" : "");
+	/* The hot set goes in before the ack (and the lists are read before it); otherwise the
+	 * VMM may start its vCPUs now. */
+	if (vm->phase != PS_HOT && vm->phase != PS_LOAD)
 		ps_send_ack(vm);
 	return 0;
 err:
+	ps_prefetch_unload(vm);
 	ps_snap_put(s, vm->snap);
 	free(vm->present);
 	free(vm->discarded);
@@ -121,6 +126,7 @@ void ps_vm_drop(struct ps_server *s, struct ps_vm *vm, const char *why)
 	if (vm->conn)
 		vm->conn->vm = NULL;
 	vm->conn = NULL;
+	ps_prefetch_unload(vm);
 	ps_snap_put(s, vm->snap);
 	vm->snap = NULL;
 	free(vm->present);

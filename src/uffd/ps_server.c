@@ -15,6 +15,9 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "jail/jail.h"
+#include "jail/seccomp.h"
+#include "core/unix_sock.h"
 
 #define MAX_GONE 256
 
@@ -57,31 +60,11 @@ static void reap(struct ps_server *s, uint64_t now)
 
 static int listen_on(struct ps_server *s)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int fd;
+	/* unix_listen: 0600 in a private directory; only a dead socket file is replaced. */
+	int fd = unix_listen(s->path, 512, SOCK_NONBLOCK, "page-server socket");
 
-	if (strlen(s->path) >= sizeof(sa.sun_path))
-		return log_errno(-ENAMETOOLONG, "page-server socket %s", s->path);
-	strcpy(sa.sun_path, s->path);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
-		return log_errno(-errno, "socket for %s", s->path);
-	/* A socket file nobody answers on is a leftover of a dead server: replace it. */
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
-		close(fd);
-		return log_errno(-EADDRINUSE, "a page server already listens on %s", s->path);
-	}
-	close(fd);
-	unlink(s->path);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd < 0)
-		return log_errno(-errno, "socket for %s", s->path);
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || chmod(s->path, 0600) < 0 ||
-	    listen(fd, 512) < 0) {
-		int e = -errno;
-		close(fd);
-		return log_errno(e, "listen on %s", s->path);
-	}
+		return fd;
 	s->listen_fd = fd;
 	return 0;
 }
@@ -138,6 +121,12 @@ int ps_serve(const char *path, uint32_t fault_around)
 		ret = log_errno(-errno, "epoll_ctl add the page-server socket %s", path);
 		goto out;
 	}
+	ret = jail_pageserver_enter(); /* socket bound as root; nothing served yet */
+	if (ret)
+		goto out;
+	ret = jail_seccomp_apply(JAIL_ROLE_PAGESERVER);
+	if (ret)
+		goto out;
 	log_info("page server listening on %s (fault-around %u pages)", path, s.fault_around);
 	while (!quit) {
 		bool busy = false;

@@ -27,7 +27,8 @@ struct ps_snap {
 	struct snap_config cfg;
 };
 
-enum ps_phase { PS_HOT, PS_BACKGROUND, PS_IDLE };
+/* PS_LOAD: reading the hot-page list / access log a bounded chunk per step, before PS_HOT. */
+enum ps_phase { PS_HOT, PS_BACKGROUND, PS_IDLE, PS_LOAD };
 
 struct ps_vm {
 	enum ps_kind kind;	/* PS_UFFD: first, so an epoll pointer tells what it is */
@@ -59,6 +60,12 @@ struct ps_vm {
 	bool sequential;
 	uint64_t seq_pos;
 	char prefetch_note[200];	/* e.g. why the hot list was ignored */
+	struct {
+		int fd;		/* the list being read (-1: none) */
+		int which;	/* 0: hotpages, 1: access.log */
+		uint8_t *buf;
+		size_t len, got; /* its size (bounded by the snapshot) and bytes read so far */
+	} load;
 
 	/* recorder: served pages in fault order, until settled */
 	bool recording;
@@ -121,7 +128,14 @@ void ps_vm_uffd_ready(struct ps_server *s, struct ps_vm *vm);
 int ps_vm_fill(struct ps_server *s, struct ps_vm *vm, uint64_t page, uint64_t n, bool demand);
 
 /* ps_prefetch.c */
+/*
+ * At registration: open the lists and check their sizes (a FIFO, a link, or a file larger
+ * than the snapshot allows is refused here, at once) and set the phase. Their bytes are read
+ * later, in bounded steps of the event loop (PS_LOAD), so other VMs are served meanwhile.
+ */
 int ps_prefetch_load(struct ps_vm *vm, char *err, size_t errlen);
+/* Close and free a list being loaded (a VM dropped or refused mid-load). */
+void ps_prefetch_unload(struct ps_vm *vm);
 /* One bounded chunk of prefetch work for vm; true while more remains. */
 bool ps_prefetch_step(struct ps_server *s, struct ps_vm *vm);
 void ps_record_page(struct ps_vm *vm, uint64_t page);
@@ -132,5 +146,7 @@ void ps_settle_tick(struct ps_server *s, struct ps_vm *vm, uint64_t now);
 void ps_record_finish(struct ps_vm *vm, const char *reason);
 json_t *ps_vm_status(const struct ps_vm *vm);
 void ps_send_ack(struct ps_vm *vm);
+/* The registration fails after all (a list turned out damaged): {"ok":false,"error":...}. */
+void ps_send_refusal(struct ps_vm *vm, const char *error);
 
 #endif

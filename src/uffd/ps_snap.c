@@ -9,6 +9,7 @@
 
 #include "core/log.h"
 #include "snapshot/snap_format.h"
+#include "snapshot/snap_layer.h"
 #include "uffd/ps_server.h"
 
 /* Mark every page that lies in a data extent of the sparse file (SEEK_DATA / SEEK_HOLE). */
@@ -53,10 +54,10 @@ static int snap_load(struct ps_snap *sn, const char *dir, char *err, size_t errl
 		sn->layout.size[i] = cfg.regions[i].size;
 		sn->layout.offset[i] = cfg.regions[i].offset;
 	}
-	fd = open(snap.memory_path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0 || fstat(fd, &st) < 0) {
-		ret = -errno;
-		snprintf(err, errlen, "open %s: %s", snap.memory_path, strerror(errno));
+	/* `memory` may be a symbolic link (diff layers point at their base's) but not a FIFO. */
+	fd = snap_open_regular(snap.memory_path, 0, &st, err, errlen);
+	if (fd < 0) {
+		ret = fd;
 		goto err;
 	}
 	sn->dev = st.st_dev;

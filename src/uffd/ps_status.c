@@ -16,7 +16,8 @@ static const char *phase_name(const struct ps_vm *vm)
 {
 	if (vm->gone)
 		return "gone";
-	return vm->phase == PS_HOT ? "hot" : vm->phase == PS_BACKGROUND ? "background" : "idle";
+	return vm->phase == PS_HOT ? "hot" : vm->phase == PS_BACKGROUND ? "background" :
+	       vm->phase == PS_LOAD ? "loading" : "idle";
 }
 
 json_t *ps_vm_status(const struct ps_vm *vm)
@@ -49,10 +50,32 @@ json_t *ps_vm_status(const struct ps_vm *vm)
 	return o;
 }
 
+/* One reply line to the VMM waiting for its ack; a VMM that stopped reading is dropped. */
+static void send_line(struct ps_vm *vm, json_t *o, const char *what)
+{
+	char *line = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	size_t len;
+
+	json_decref(o);
+	if (!line) {
+		log_err("vm %d: building the %s: out of memory", vm->id, what);
+		vm->conn->dead = true;
+		return;
+	}
+	/* Small reply on an idle socket. */
+	len = strlen(line);
+	line[len] = '\n';
+	if (send(vm->conn->fd, line, len + 1, MSG_NOSIGNAL | MSG_DONTWAIT) != (ssize_t)(len + 1)) {
+		log_warn("vm %d (%s): sending the %s failed: %s", vm->id, vm->reg.name, what,
+			 strerror(errno));
+		vm->conn->dead = true;
+	}
+	free(line);
+}
+
 void ps_send_ack(struct ps_vm *vm)
 {
 	json_t *o;
-	char *line;
 
 	if (vm->t_acked || !vm->conn)
 		return;
@@ -63,20 +86,13 @@ void ps_send_ack(struct ps_vm *vm)
 		      "prefetch_us", (json_int_t)((vm->t_acked - vm->t_register) / 1000));
 	if (o && vm->prefetch_note[0])
 		json_object_set_new(o, "note", json_string(vm->prefetch_note));
-	line = o ? json_dumps(o, JSON_COMPACT) : NULL;
-	json_decref(o);
-	if (!line) {
-		log_err("vm %d: building the ack: out of memory", vm->id);
-		vm->conn->dead = true;
+	send_line(vm, o, "ack");
+}
+
+void ps_send_refusal(struct ps_vm *vm, const char *error)
+{
+	if (vm->t_acked || !vm->conn)
 		return;
-	}
-	/* Small reply on an idle socket; a VMM that stopped reading is dropped with its socket. */
-	size_t len = strlen(line);
-	line[len] = '\n';
-	if (send(vm->conn->fd, line, len + 1, MSG_NOSIGNAL | MSG_DONTWAIT) != (ssize_t)(len + 1)) {
-		log_warn("vm %d (%s): sending the ack failed: %s", vm->id, vm->reg.name,
-			 strerror(errno));
-		vm->conn->dead = true;
-	}
-	free(line);
+	vm->t_acked = ps_now_ns(); /* answered: no ack may follow */
+	send_line(vm, json_pack("{s:b,s:s}", "ok", 0, "error", error), "refusal");
 }

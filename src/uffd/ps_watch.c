@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "jail/seccomp.h"
 #include "uffd/ps_client.h"
 
 /* One fault from the memory file: never a zero page where the snapshot had data. */
@@ -60,6 +61,10 @@ static void *watch_main(void *arg)
 			       { .fd = c->stop_efd, .events = POLLIN } };
 	char buf[256], msg[300];
 
+	if (jail_seccomp_apply(JAIL_ROLE_DEVICE) < 0) {
+		c->lost(c->ctx, "the page-server watcher could not load its seccomp filter");
+		return NULL;
+	}
 	for (;;) {
 		if (poll(p, 2, -1) < 0)
 			continue;

@@ -9,6 +9,7 @@ import pytest
 
 from forkvm_vm import FORKVM
 from linuxlib import guest_time
+from pageserver import PageServer
 
 BACKENDS = ["file", "memfd", "hugetlb", "anon", "uffd", "uffd-hot"]
 COUNT = 3
@@ -22,24 +23,6 @@ def hugepages():
     yield path
     with open(path, "w") as f:
         f.write(str(old))
-
-
-class PageServer:
-    def __init__(self, env):
-        self.path = env.path("ps.sock")
-        self.log = open(env.path("ps.log"), "wb")
-        self.proc = subprocess.Popen([FORKVM, "pageserver", "--socket", self.path],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while not os.path.exists(self.path):
-            assert self.proc.poll() is None, open(env.path("ps.log")).read()
-            assert time.monotonic() < deadline, "page server did not listen"
-            time.sleep(0.1)
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(timeout=60)
-        self.log.close()
 
 
 def prepared_source(env, mem="256M"):
@@ -77,7 +60,7 @@ def test_restore_backend(env, backend, hugepages):
         with open(hugepages, "w") as f:
             f.write(str(COUNT * 130))
     if backend.startswith("uffd"):
-        ps = PageServer(env)
+        ps = PageServer(env.path("ps.sock"))
         extra = ["--pageserver", ps.path]
         if backend == "uffd-hot":
             # Record the hot set with one restore, then restore with prefetch.

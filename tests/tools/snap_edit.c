@@ -12,7 +12,9 @@
 static int usage(void)
 {
 	fprintf(stderr, "usage: snap_edit DIR cpuid-set LEAF REG(eax|ebx|ecx|edx) BIT\n"
-			"       snap_edit DIR drop SECTION_TYPE INSTANCE\n");
+			"       snap_edit DIR drop SECTION_TYPE INSTANCE\n"
+		"       snap_edit DIR add SECTION_TYPE INSTANCE LENGTH   (zero bytes)\n"
+		"       snap_edit DIR set-u64 SECTION_TYPE INSTANCE VALUE (first 8 bytes)\n");
 	return 2;
 }
 
@@ -54,9 +56,23 @@ int main(int argc, char **argv)
 			   s.instance == strtoul(argv[4], NULL, 0)) {
 			free(copy);
 			continue;
+		} else if (strcmp(argv[2], "set-u64") == 0 && argc == 6 && s.len >= 8 &&
+			   s.type == strtoul(argv[3], NULL, 0) && s.instance == strtoul(argv[4], NULL, 0)) {
+			uint64_t v = strtoull(argv[5], NULL, 0);
+			memcpy(copy, &v, sizeof(v));
+			s.data = copy;
 		}
 		snap_buf_add(&out, s.type, s.instance, copy, s.len);
 		free(copy);
+	}
+	if (strcmp(argv[2], "add") == 0 && argc == 6) {
+		size_t n = strtoul(argv[5], NULL, 0);
+		uint8_t *zero = calloc(1, n + 1);
+		if (!zero)
+			return 1;
+		snap_buf_add(&out, (uint32_t)strtoul(argv[3], NULL, 0),
+			     (uint32_t)strtoul(argv[4], NULL, 0), zero, n);
+		free(zero);
 	}
 	if (snap_buf_finish(&out))
 		return 1;

@@ -30,10 +30,10 @@ static int parse_obj(json_t *obj, struct ctl_request *req, char *err, size_t err
 	return ret;
 }
 
-static json_t *valid_value(enum ctl_field_type t)
+static json_t *valid_value(const struct ctl_field *f)
 {
-	switch (t) {
-	case CTL_U64: return json_integer(4096);
+	switch (f->type) {
+	case CTL_U64: return json_integer(f->max && f->max < 4096 ? (json_int_t)f->max : 4096);
 	case CTL_STR: return json_string("x");
 	default: return json_true();
 	}
@@ -65,7 +65,7 @@ static json_t *request_for(const struct ctl_command *c, bool all, const char *sk
 	for (int i = 0; i < nfields(c); i++) {
 		const struct ctl_field *f = &c->fields[i];
 		if ((f->required || all) && !(skip && strcmp(skip, f->name) == 0))
-			json_object_set_new(o, f->name, valid_value(f->type));
+			json_object_set_new(o, f->name, valid_value(f));
 	}
 	return o;
 }
@@ -232,6 +232,51 @@ static void test_accepts_zero_and_int64_max(void **state)
 	ctl_request_release(&req);
 }
 
+/* Every integer field has its range checked at parse time: max is accepted, max+1 is an
+ * error naming the field and the range (no handler can truncate it into a narrower type). */
+static void test_integer_fields_are_range_checked(void **state)
+{
+	int checked = 0;
+
+	for (const struct ctl_command *c = ctl_commands; c->name; c++) {
+		for (int i = 0; i < nfields(c); i++) {
+			const struct ctl_field *f = &c->fields[i];
+			struct ctl_request req;
+			char err[256], want[96];
+			json_t *o;
+			if (f->type != CTL_U64 || !f->max)
+				continue;
+			assert_true(f->max < (uint64_t)INT64_MAX);
+			o = request_for(c, true, NULL);
+			json_object_set_new(o, f->name, json_integer((json_int_t)f->max));
+			if (parse_obj(o, &req, err, sizeof(err)))
+				fail_msg("%s.%s = max %llu rejected: %s", c->name, f->name,
+					 (unsigned long long)f->max, err);
+			assert_int_equal(ctl_req_u64(&req, f->name, 0), f->max);
+			ctl_request_release(&req);
+			o = request_for(c, true, NULL);
+			json_object_set_new(o, f->name, json_integer((json_int_t)f->max + 1));
+			assert_int_equal(parse_obj(o, &req, err, sizeof(err)), -EINVAL);
+			assert_null(req.root);
+			snprintf(want, sizeof(want), "field '%s' must be a non-negative integer in 0..%llu",
+				 f->name, (unsigned long long)f->max);
+			assert_string_equal(err, want);
+			checked++;
+		}
+	}
+	/* The fields that were found truncated: vcpu (int), timeout_ms (int), port (u32). */
+	assert_true(checked >= 3);
+	assert_parse_fails("{\"cmd\":\"ping\",\"vcpu\":4294967296}", "field 'vcpu'");
+	assert_parse_fails("{\"cmd\":\"counter\",\"vcpu\":16}", "0..15");
+	assert_parse_fails("{\"cmd\":\"branch\",\"strategy\":\"cow\",\"prefix\":\"c\",\"run_dir\":\"/r\","
+			   "\"timeout_ms\":4294967295}", "field 'timeout_ms' must be a non-negative integer in 0..2147483647");
+	assert_parse_fails("{\"cmd\":\"branch\",\"strategy\":\"cow\",\"prefix\":\"c\",\"run_dir\":\"/r\","
+			   "\"count\":4294967297}", "field 'count' must be a non-negative integer in 0..1000");
+	assert_parse_fails("{\"cmd\":\"vsock_listen\",\"port\":4294967296}", "field 'port'");
+	/* Too big for JSON's int64 at all: jansson refuses it. */
+	assert_parse_fails("{\"cmd\":\"ping\",\"nonce\":18446744073709551616}", "invalid JSON");
+}
+
 static void test_rejects_missing_required_fields_naming_them(void **state)
 {
 	int checked = 0;
@@ -350,6 +395,7 @@ int main(void)
 		cmocka_unit_test(test_rejects_wrong_field_types_naming_the_field),
 		cmocka_unit_test(test_rejects_negative_and_fractional_integers),
 		cmocka_unit_test(test_accepts_zero_and_int64_max),
+		cmocka_unit_test(test_integer_fields_are_range_checked),
 		cmocka_unit_test(test_rejects_missing_required_fields_naming_them),
 		cmocka_unit_test(test_rejects_duplicate_keys),
 		cmocka_unit_test(test_parse_uses_only_len_bytes),

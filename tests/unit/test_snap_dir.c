@@ -111,6 +111,8 @@ static struct snap_config good_config(void)
 	return c;
 }
 
+#define META_V1 "{\"format_version\": 1}\n"
+
 /* A whole snapshot at snapdir: vmstate with the given config, memory of mem_len bytes. */
 static void make_snapshot(const struct snap_config *c, size_t config_len, uint64_t mem_len,
 			  bool force)
@@ -128,7 +130,7 @@ static void make_snapshot(const struct snap_config *c, size_t config_len, uint64
 	assert_int_equal(snap_writer_begin(&w, snapdir, force), 0);
 	assert_int_equal(snap_writer_put(&w, SNAP_FILE_VMSTATE, b.data, b.len), 0);
 	assert_int_equal(snap_writer_put_memory(&w, mem, mem_len, &ms), 0);
-	assert_int_equal(snap_writer_put(&w, SNAP_FILE_META, "{}\n", 3), 0);
+	assert_int_equal(snap_writer_put(&w, SNAP_FILE_META, META_V1, strlen(META_V1)), 0);
 	assert_int_equal(snap_writer_commit(&w), 0);
 	snap_writer_abort(&w); /* no-op after commit */
 	snap_buf_free(&b);
@@ -196,7 +198,7 @@ static void test_force_replaces(void **state)
 	text = read_file(snapdir, "old-only", NULL);
 	assert_null(text);
 	text = read_file(snapdir, "meta.json", NULL);
-	assert_string_equal(text, "{}\n");
+	assert_string_equal(text, META_V1);
 	free(text);
 	assert_int_equal(count_other_entries("snap"), 0);
 }
@@ -209,6 +211,14 @@ static void test_force_refuses_non_snapshot(void **state)
 
 	assert_int_equal(mkdir(snapdir, 0700), 0);
 	write_file(snapdir, "precious", "data", 4);
+	assert_int_equal(snap_writer_begin(&w, snapdir, true), -EEXIST);
+	/* A file named vmstate does not make a snapshot: meta.json and the magic must be ours. */
+	write_file(snapdir, "vmstate", "not ours", 8);
+	assert_int_equal(snap_writer_begin(&w, snapdir, true), -EEXIST);
+	write_file(snapdir, "meta.json", META_V1, strlen(META_V1));
+	assert_int_equal(snap_writer_begin(&w, snapdir, true), -EEXIST);
+	write_file(snapdir, "vmstate", "FKVMSNAP", 8);
+	write_file(snapdir, "meta.json", "{\"format_version\": 2}", 21);
 	assert_int_equal(snap_writer_begin(&w, snapdir, true), -EEXIST);
 	text = read_file(snapdir, "precious", NULL);
 	assert_string_equal(text, "data");
@@ -294,27 +304,77 @@ static void killed_writer(void)
 	assert_int_equal(access(snapdir, F_OK), -1);
 }
 
+/* A child that stays alive (same program as us, so a writer) until killed. */
+static pid_t live_pid(void)
+{
+	pid_t pid = fork();
+
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		pause();
+		_exit(0);
+	}
+	return pid;
+}
+
+/* A child that exited and is not reaped: a zombie, dead for the stale check. */
+static pid_t zombie_pid(void)
+{
+	char path[64], stat[256] = "";
+	pid_t pid = fork();
+
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(0);
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	for (int i = 0; i < 2000; i++) {
+		FILE *f = fopen(path, "r");
+		char *rp;
+		assert_non_null(f);
+		assert_non_null(fgets(stat, sizeof(stat), f));
+		fclose(f);
+		rp = strrchr(stat, ')');
+		if (rp && rp[2] == 'Z')
+			return pid;
+		usleep(1000);
+	}
+	fail_msg("child %d never became a zombie: %s", (int)pid, stat);
+	return -1;
+}
+
 static void test_stale_tmp_removed(void **state)
 {
 	char stale[PATH_MAX + 32], live[PATH_MAX + 32], other[PATH_MAX + 32];
+	char zombie[PATH_MAX + 32], foreign[PATH_MAX + 32];
 	struct snap_writer w;
-	pid_t pid = dead_pid();
+	pid_t pid = dead_pid(), lpid = live_pid(), zpid = zombie_pid();
+	int status;
 
 	killed_writer();
 	snprintf(stale, sizeof(stale), "%s.tmp-%d", snapdir, (int)pid);
-	snprintf(live, sizeof(live), "%s.tmp-%d", snapdir, (int)getppid());
+	snprintf(live, sizeof(live), "%s.tmp-%d", snapdir, (int)lpid);
 	snprintf(other, sizeof(other), "%s/othersnap.tmp-%d", base, (int)pid);
+	snprintf(zombie, sizeof(zombie), "%s.tmp-%d", snapdir, (int)zpid);
+	/* A live process that is not a forkvm (a PID reused by another program): stale. */
+	snprintf(foreign, sizeof(foreign), "%s.tmp-%d", snapdir, (int)getppid());
 	assert_int_equal(mkdir(stale, 0700), 0);
 	write_file(stale, "memory", "half-written", 12);
 	assert_int_equal(mkdir(live, 0700), 0);
 	assert_int_equal(mkdir(other, 0700), 0);
-	assert_int_equal(count_other_entries(NULL), 4);
+	assert_int_equal(mkdir(zombie, 0700), 0);
+	assert_int_equal(mkdir(foreign, 0700), 0);
+	assert_int_equal(count_other_entries(NULL), 6);
 	assert_int_equal(snap_writer_begin(&w, snapdir, false), 0);
 	assert_int_equal(access(stale, F_OK), -1);
-	assert_int_equal(access(live, F_OK), 0);  /* its process is still running */
-	assert_int_equal(access(other, F_OK), 0); /* another snapshot's business */
+	assert_int_equal(access(zombie, F_OK), -1);  /* exited, only not reaped */
+	assert_int_equal(access(foreign, F_OK), -1); /* not a snapshot writer */
+	assert_int_equal(access(live, F_OK), 0);     /* its process is still running */
+	assert_int_equal(access(other, F_OK), 0);    /* another snapshot's business */
 	snap_writer_abort(&w);
 	assert_int_equal(count_other_entries(NULL), 2);
+	kill(lpid, SIGKILL);
+	assert_int_equal(waitpid(lpid, &status, 0), lpid);
+	assert_int_equal(waitpid(zpid, &status, 0), zpid);
 }
 
 /* Killed between the two renames of a replace: the old snapshot is put back. */

@@ -7,6 +7,8 @@
 #include "request.h"
 
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Parse text; returns the result and leaves req/e for inspection (caller frees req). */
@@ -186,6 +188,50 @@ static void test_system_ops(void **state)
 	expect_error("{\"op\":\"shutdown\",\"mode\":\"halt\"}", "'mode'");
 }
 
+/* Text of "{"op":"ping","x":[ITEM,ITEM,...]}" with n items. */
+static char *many(const char *item, size_t n)
+{
+	size_t il = strlen(item), len = 32 + n * (il + 1);
+	char *t = malloc(len), *p = t;
+
+	assert_non_null(t);
+	p += sprintf(p, "{\"op\":\"ping\",\"x\":[");
+	for (size_t i = 0; i < n; i++) {
+		memcpy(p, item, il);
+		p += il;
+		*p++ = i + 1 < n ? ',' : ']';
+	}
+	strcpy(p, "}");
+	return t;
+}
+
+/* A tree of tiny values would cost ~50x its text: refused before parsing. */
+static void test_value_count_bounded(void **state)
+{
+	const char *items[] = { "0", "[]", "{}", "\"\"" };
+	struct agent_request req;
+	struct agent_err e;
+	char *t;
+
+	for (size_t k = 0; k < sizeof(items) / sizeof(items[0]); k++) {
+		t = many(items[k], AGENT_MAX_JSON_VALUES);
+		assert_int_equal(parse(t, &req, &e), -E2BIG);
+		assert_non_null(strstr(e.msg, "more than 65536 JSON values"));
+		agent_request_free(&req);
+		free(t);
+		/* Well under the cap (an empty container counts twice: its bracket and its comma). */
+		t = many(items[k], AGENT_MAX_JSON_VALUES / 2 - 8);
+		assert_int_equal(parse(t, &req, &e), 0);
+		agent_request_free(&req);
+		free(t);
+	}
+	/* Structural characters inside strings (and escaped quotes) do not count. */
+	t = many("\"[,{:\\\"\"", 1000);
+	assert_int_equal(parse(t, &req, &e), 0);
+	agent_request_free(&req);
+	free(t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -194,6 +240,7 @@ int main(void)
 		cmocka_unit_test(test_exec_errors),
 		cmocka_unit_test(test_file_ops),
 		cmocka_unit_test(test_system_ops),
+		cmocka_unit_test(test_value_count_bounded),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,59 @@
+/*
+ * cgroup v2 per VM: each VMM moves itself into ROOT/forkvm/NAME-PID before guest RAM exists,
+ * with memory.max, cpu.max and pids.max set from its options; leaves and removes it at exit.
+ * Where cgroup v2 is missing or read-only the VMM logs once and runs without (docs/SECURITY.md).
+ */
+#ifndef FORKVM_JAIL_CGROUP_H
+#define FORKVM_JAIL_CGROUP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Memory the VMM needs besides guest RAM (page tables, vmstate buffers, threads' stacks). */
+#define JAIL_MEM_OVERHEAD (256ULL << 20)
+
+struct cgroup_opts {
+	bool no_seccomp;	/* --no-seccomp: development only */
+	bool no_cgroup;		/* --no-cgroup */
+	uint64_t mem_limit;	/* --mem-limit: memory.max; 0 = guest RAM + JAIL_MEM_OVERHEAD */
+	char cpu_max[48];	/* --cpu-max: "QUOTA PERIOD" for cpu.max; "" = unlimited */
+	uint64_t cpu_weight;	/* --cpu-weight 1-10000; 0 = default */
+	uint64_t pids_max;	/* --pids-max; 0 = unlimited */
+};
+
+/* `forkvm run` options, ids from CGROUP_OPT_BASE. */
+#define CGROUP_OPT_BASE 3100
+enum { CGROUP_OPT_NO_SECCOMP = CGROUP_OPT_BASE, CGROUP_OPT_NO_CGROUP, CGROUP_OPT_MEM_LIMIT,
+       CGROUP_OPT_CPU_MAX, CGROUP_OPT_CPU_WEIGHT, CGROUP_OPT_PIDS_MAX };
+#define CGROUP_OPTIONS                                                           \
+	{ "no-seccomp", no_argument, NULL, CGROUP_OPT_NO_SECCOMP },              \
+	{ "no-cgroup", no_argument, NULL, CGROUP_OPT_NO_CGROUP },                \
+	{ "mem-limit", required_argument, NULL, CGROUP_OPT_MEM_LIMIT },          \
+	{ "cpu-max", required_argument, NULL, CGROUP_OPT_CPU_MAX },              \
+	{ "cpu-weight", required_argument, NULL, CGROUP_OPT_CPU_WEIGHT },        \
+	{ "pids-max", required_argument, NULL, CGROUP_OPT_PIDS_MAX }
+#define CGROUP_USAGE                                                                          \
+	"  --mem-limit SIZE     cgroup memory.max (default guest RAM + 256M)\n"                \
+	"  --cpu-max Q[/P]      cgroup cpu.max: Q us of CPU per P us (default P 100000)\n"   \
+	"  --cpu-weight N       cgroup cpu.weight, 1-10000\n"                                   \
+	"  --pids-max N         cgroup pids.max\n"                                              \
+	"  --no-cgroup          stay in the caller's cgroup\n"                                  \
+	"  --no-seccomp         no syscall filters (development only; FORKVM_SECCOMP=0|log)\n"
+/* 0, or -EINVAL with ERR filled. */
+int cgroup_opt(struct cgroup_opts *o, int opt, const char *arg, char *err, size_t errlen);
+
+/*
+ * Reap empty cgroups of dead VMMs, then create ROOT/forkvm/NAME-PID, move this process in
+ * and set the limits (guest_ram 0: memory.max waits for jail_cgroup_set_guest_ram).
+ * 0 also where cgroups are unavailable (logged once); a negative errno if a step failed.
+ */
+int jail_cgroup_enter(const char *name, uint64_t guest_ram, const struct cgroup_opts *o);
+/* memory.max = guest RAM + overhead, unless --mem-limit set it. */
+int jail_cgroup_set_guest_ram(uint64_t guest_ram);
+/* Move back to the cgroup this process came from and remove ours (the exit path). */
+void jail_cgroup_leave(void);
+/* Our cgroup directory, "" when none. */
+const char *jail_cgroup_path(void);
+
+#endif

@@ -1,0 +1,260 @@
+/* seccomp-bpf allow-lists per thread role, built with libseccomp and loaded per thread. */
+#include <errno.h>
+#include <linux/kvm.h>
+#include <linux/userfaultfd.h>
+#include <pthread.h>
+#include <seccomp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "jail/seccomp.h"
+
+#define END NULL
+
+/* Every thread: memory, futexes, signals, time, exit. */
+static const char *const sys_base[] = {
+	"brk", "mmap", "munmap", "mprotect", "madvise", "mremap", "futex", "set_robust_list",
+	"rseq", "rt_sigreturn", "rt_sigprocmask", "rt_sigaction", "sigaltstack",
+	"clock_gettime", "clock_getres", "gettimeofday", "time", "nanosleep", "clock_nanosleep",
+	"sched_yield", "getpid", "gettid", "tgkill", "tkill", "exit", "exit_group",
+	"restart_syscall", "read", "write", "readv", "writev", "close", "getrandom", "sysinfo",
+#if defined(__SANITIZE_ADDRESS__)
+	/* ASan/LSan builds (FORKVM_SAN=1) only: the leak check at exit stops the world from a
+	 * cloned tracer (inheriting the filter) that lists /proc/self/task and ptrace-attaches
+	 * every thread; reports read /proc/self/maps. Never in a release build. */
+	"ptrace", "getdents", "getdents64", "prctl", "openat", "fstat", "newfstatat", "readlink",
+	"lseek", "wait4", "clone", "sched_getaffinity", "kill", "open", "stat", "lstat", "access",
+	"pipe", "dup2", "getppid",
+#endif
+	END
+};
+
+/* A vCPU thread: KVM_RUN and the exit handlers (serial, virtio-mmio setup, eventfds). */
+static const char *const sys_vcpu[] = {
+	"ioctl", "eventfd2", "fcntl", "dup", "epoll_ctl", "ppoll", "poll", "pread64",
+	"pwrite64", "fstat", "newfstatat", END
+};
+
+/* The vsock device thread and the page-server watcher: sockets, epoll, eventfds. */
+static const char *const sys_device[] = {
+	"ioctl", "epoll_wait", "epoll_pwait", "epoll_ctl", "poll", "ppoll", "accept", "accept4",
+	"socket", "connect", "sendmsg", "recvmsg", "sendto", "recvfrom", "shutdown",
+	"getsockopt", "setsockopt", "getsockname", "getpeername", "fcntl", "eventfd2", "pread64",
+	"fstat", "newfstatat", "unlink", "openat", "lseek", END
+};
+
+/*
+ * The control thread builds VMs too: a cow template and its children are forked from it and
+ * run under its filter, and branch children are spawned (execve) from it, so this list is
+ * everything `forkvm run` does from the dynamic loader on (docs/SECURITY.md).
+ */
+static const char *const sys_control[] = {
+	"ioctl", "pread64", "pwrite64", "preadv", "pwritev", "lseek", "openat", "open", "stat",
+	"fstat", "lstat", "newfstatat", "statx", "access", "faccessat", "faccessat2",
+	"readlink", "readlinkat", "getdents64", "mkdir", "mkdirat", "rmdir", "unlink",
+	"unlinkat", "rename", "renameat", "renameat2", "link", "linkat", "symlink", "symlinkat",
+	"ftruncate", "truncate", "fallocate", "fsync", "fdatasync", "sync_file_range",
+	"fcntl", "flock", "dup", "dup2", "dup3", "pipe", "pipe2", "mlock", "munlock", "mincore",
+	"memfd_create", "userfaultfd", "eventfd2", "epoll_create1", "epoll_ctl", "epoll_wait",
+	"epoll_pwait", "epoll_pwait2", "poll", "ppoll", "select", "pselect6", "signalfd4",
+	"socket", "socketpair", "bind", "listen", "accept", "accept4", "connect", "sendto",
+	"recvfrom", "sendmsg", "recvmsg", "shutdown", "getsockopt", "setsockopt", "getsockname",
+	"getpeername", "clone", "clone3", "fork", "vfork", "execve", "execveat", "wait4",
+	"waitid", "kill", "rt_sigtimedwait", "rt_sigqueueinfo", "set_tid_address", "getppid",
+	"getuid", "geteuid", "getgid", "getegid", "getresuid", "getresgid", "setsid",
+	"setpgid", "getpgid", "getpgrp", "prctl", "arch_prctl", "prlimit64", "getrlimit",
+	"sched_getaffinity", "sched_setaffinity", "uname", "sysinfo", "pidfd_open",
+	"pidfd_send_signal", "close_range", "umask", "chmod", "fchmod", "fchmodat", "fchown",
+	"utimensat", "getcwd", "chdir", "fchdir", "statfs", "fstatfs", "timerfd_create",
+	"timerfd_settime", "timerfd_gettime", "sendfile", "copy_file_range", "splice",
+	"membarrier", "process_vm_readv", "getrusage", "times", "seccomp", END
+};
+
+/* The page server: its socket, received uffds, snapshot files, access logs. */
+static const char *const sys_pageserver[] = {
+	"ioctl", "pread64", "pwrite64", "lseek", "openat", "fstat", "newfstatat", "statx", "access",
+	"faccessat", "faccessat2",
+	"readlink", "mkdir", "unlink", "unlinkat", "rename", "renameat", "renameat2",
+	"ftruncate", "fallocate", "fsync", "fdatasync", "fcntl", "dup", "eventfd2",
+	"epoll_create1", "epoll_ctl", "epoll_wait", "epoll_pwait", "poll", "ppoll", "signalfd4",
+	"accept", "accept4", "socket", "connect", "sendto", "recvfrom", "sendmsg", "recvmsg",
+	"shutdown", "getsockopt", "setsockopt", "getsockname", "getpeername", "kill",
+	"pidfd_open", "pidfd_send_signal", "process_vm_readv", "getuid", "geteuid", "getppid",
+	"prlimit64", "mincore", "sysinfo", END
+};
+
+/* ioctl requests, by role: exactly those the code issues (grep ioctl( in src/). */
+static const unsigned long ioc_vcpu[] = {
+	KVM_RUN, KVM_GET_REGS, KVM_GET_SREGS, KVM_IRQ_LINE, KVM_IOEVENTFD, KVM_IRQFD, 0
+};
+static const unsigned long ioc_device[] = {
+	KVM_IRQ_LINE, KVM_IRQFD, KVM_IOEVENTFD, UFFDIO_COPY, UFFDIO_WAKE, UFFDIO_ZEROPAGE, 0
+};
+static const unsigned long ioc_control[] = {
+	KVM_GET_API_VERSION, KVM_CHECK_EXTENSION, KVM_CREATE_VM, KVM_GET_VCPU_MMAP_SIZE,
+	KVM_GET_SUPPORTED_CPUID, KVM_GET_MSR_INDEX_LIST, KVM_SET_TSS_ADDR,
+	KVM_SET_IDENTITY_MAP_ADDR, KVM_CREATE_IRQCHIP, KVM_GET_IRQCHIP, KVM_SET_IRQCHIP,
+	KVM_CREATE_PIT2, KVM_GET_PIT2, KVM_SET_PIT2, KVM_SET_USER_MEMORY_REGION,
+	KVM_ENABLE_CAP, KVM_GET_DIRTY_LOG, KVM_CLEAR_DIRTY_LOG, KVM_GET_CLOCK, KVM_SET_CLOCK,
+	KVM_IRQ_LINE, KVM_IRQFD, KVM_IOEVENTFD, KVM_CREATE_VCPU, KVM_RUN, KVM_GET_REGS,
+	KVM_SET_REGS, KVM_GET_SREGS, KVM_SET_SREGS, KVM_GET_FPU, KVM_SET_FPU, KVM_GET_MSRS,
+	KVM_SET_MSRS, KVM_GET_CPUID2, KVM_SET_CPUID2, KVM_GET_TSC_KHZ, KVM_GET_LAPIC,
+	KVM_SET_LAPIC, KVM_GET_XSAVE, KVM_SET_XSAVE, KVM_GET_XSAVE2, KVM_GET_XCRS,
+	KVM_SET_XCRS, KVM_GET_VCPU_EVENTS, KVM_SET_VCPU_EVENTS, KVM_GET_DEBUGREGS,
+	KVM_SET_DEBUGREGS, KVM_GET_MP_STATE, KVM_SET_MP_STATE, UFFDIO_API, UFFDIO_REGISTER,
+	UFFDIO_UNREGISTER, UFFDIO_COPY, UFFDIO_ZEROPAGE, UFFDIO_WAKE, UFFDIO_WRITEPROTECT,
+	TCGETS, FIONBIO, FIOCLEX, 0
+};
+static const unsigned long ioc_pageserver[] = {
+	UFFDIO_API, UFFDIO_REGISTER, UFFDIO_UNREGISTER, UFFDIO_COPY, UFFDIO_ZEROPAGE,
+	UFFDIO_WAKE, UFFDIO_WRITEPROTECT, TCGETS, FIONBIO, 0
+};
+
+struct role_def {
+	const char *name;
+	const char *const *sys;
+	const unsigned long *ioc;
+};
+
+static const struct role_def roles[] = {
+	[JAIL_ROLE_VCPU] = { "vcpu", sys_vcpu, ioc_vcpu },
+	[JAIL_ROLE_DEVICE] = { "device", sys_device, ioc_device },
+	[JAIL_ROLE_CONTROL] = { "control", sys_control, ioc_control },
+	[JAIL_ROLE_PAGESERVER] = { "pageserver", sys_pageserver, ioc_pageserver },
+};
+
+static enum jail_seccomp_mode mode = JAIL_SECCOMP_KILL;
+static bool probe_enabled;
+/* Roles loaded on the control thread; inherited by fork(), so a cow child skips reloading. */
+static __thread unsigned loaded_roles;
+
+const char *jail_role_name(enum jail_role role)
+{
+	return roles[role].name;
+}
+
+enum jail_seccomp_mode jail_seccomp_mode(void)
+{
+	return mode;
+}
+
+bool jail_seccomp_probe_enabled(void)
+{
+	return probe_enabled;
+}
+
+int jail_seccomp_probe(void)
+{
+	log_warn("seccomp probe: calling mount(2), which no role allows (test hook)");
+	return (int)syscall(SYS_mount, NULL, NULL, NULL, 0UL, NULL);
+}
+
+int jail_seccomp_init(bool disable)
+{
+	const char *v = getenv("FORKVM_SECCOMP");
+	const char *probe = getenv("FORKVM_TEST_SECCOMP_PROBE");
+
+	probe_enabled = probe && strcmp(probe, "1") == 0;
+	if (!v || !*v || !strcmp(v, "1") || !strcmp(v, "kill"))
+		mode = JAIL_SECCOMP_KILL;
+	else if (!strcmp(v, "log"))
+		mode = JAIL_SECCOMP_LOG;
+	else if (!strcmp(v, "0") || !strcmp(v, "off"))
+		mode = JAIL_SECCOMP_OFF;
+	else {
+		log_err("FORKVM_SECCOMP=%s: expected 1 (kill), log or 0 (off)", v);
+		return -EINVAL;
+	}
+	if (disable)
+		mode = JAIL_SECCOMP_OFF;
+	if (mode == JAIL_SECCOMP_OFF)
+		log_warn("*** seccomp DISABLED (%s): no syscall filter confines this VMM; "
+			 "development only ***", disable ? "--no-seccomp" : "FORKVM_SECCOMP=0");
+	else if (mode == JAIL_SECCOMP_LOG)
+		log_warn("seccomp in LOG mode (FORKVM_SECCOMP=log): violations are logged by the "
+			 "kernel, not enforced; debugging only");
+	return 0;
+}
+
+static int add_list(scmp_filter_ctx ctx, const char *const *list, const char **bad)
+{
+	for (; *list; list++) {
+		int nr = seccomp_syscall_resolve_name(*list);
+		int err;
+		if (nr == __NR_SCMP_ERROR)
+			continue; /* not on this architecture (open, fork... exist on x86-64) */
+		if (!strcmp(*list, "ioctl"))
+			continue; /* argument-filtered below */
+		err = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 0);
+		if (err) {
+			*bad = *list;
+			return err;
+		}
+	}
+	return 0;
+}
+
+static int build(scmp_filter_ctx ctx, const struct role_def *r, const char **what)
+{
+	int err = add_list(ctx, sys_base, what);
+
+	if (!err)
+		err = add_list(ctx, r->sys, what);
+	for (const unsigned long *ioc = r->ioc; !err && *ioc; ioc++) {
+		err = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1,
+				       SCMP_A1_32(SCMP_CMP_EQ, (uint32_t)*ioc));
+		if (err)
+			*what = "ioctl";
+	}
+	return err;
+}
+
+int jail_seccomp_apply(enum jail_role role)
+{
+	const struct role_def *r = &roles[role];
+	uint32_t def = mode == JAIL_SECCOMP_LOG ? SCMP_ACT_LOG : SCMP_ACT_KILL_PROCESS;
+	const char *what = "the rule set";
+	scmp_filter_ctx ctx;
+	int err;
+
+	if (mode == JAIL_SECCOMP_OFF || (loaded_roles & (1u << role)))
+		return 0;
+	ctx = seccomp_init(def);
+	if (!ctx)
+		return log_errno(-ENOMEM, "seccomp_init for the %s filter", r->name);
+	err = build(ctx, r, &what);
+	if (err) {
+		(void)log_errno(err, "seccomp filter %s: adding %s", r->name, what);
+		goto out;
+	}
+	/* Per thread: no TSYNC; the thread must have no_new_privs (set by seccomp_load). */
+	err = seccomp_load(ctx);
+	if (err) {
+		(void)log_errno(err, "loading the seccomp filter %s on thread %d", r->name, gettid());
+		goto out;
+	}
+	loaded_roles |= 1u << role;
+	log_debug("seccomp filter %s loaded on thread %d", r->name, gettid());
+out:
+	seccomp_release(ctx);
+	return err;
+}
+
+void jail_describe_wait(int status, char *buf, size_t len)
+{
+	if (WIFSIGNALED(status) && WTERMSIG(status) == SIGSYS)
+		snprintf(buf, len, "killed by SIGSYS (seccomp violation)");
+	else if (WIFSIGNALED(status))
+		snprintf(buf, len, "killed by signal %d (%s)", WTERMSIG(status),
+			 strsignal(WTERMSIG(status)));
+	else
+		snprintf(buf, len, "exit status %d", WEXITSTATUS(status));
+}

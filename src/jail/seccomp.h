@@ -1,0 +1,47 @@
+/*
+ * seccomp-bpf confinement: one allow-list per thread role, loaded per thread (no TSYNC).
+ * docs/SECURITY.md lists the roles; docs/ARCHITECTURE.md says which thread loads which.
+ */
+#ifndef FORKVM_JAIL_SECCOMP_H
+#define FORKVM_JAIL_SECCOMP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+enum jail_role {
+	JAIL_ROLE_VCPU,		/* a vCPU thread: KVM_RUN and its exit handlers */
+	JAIL_ROLE_DEVICE,	/* a device thread (vsock) or the page-server watcher */
+	JAIL_ROLE_CONTROL,	/* the control thread: builds VMs, forks, spawns, serves */
+	JAIL_ROLE_PAGESERVER,	/* the page server's one thread */
+};
+
+enum jail_seccomp_mode {
+	JAIL_SECCOMP_KILL,	/* default: a violation kills the process (SIGSYS) */
+	JAIL_SECCOMP_LOG,	/* FORKVM_SECCOMP=log: violations allowed and logged by the kernel */
+	JAIL_SECCOMP_OFF,	/* FORKVM_SECCOMP=0 or --no-seccomp: development only */
+};
+
+/*
+ * The process-wide mode, read once from FORKVM_SECCOMP (1|kill, log, 0|off); disable forces
+ * off (--no-seccomp). Off warns loudly. Returns -EINVAL for a value it does not know.
+ */
+int jail_seccomp_init(bool disable);
+enum jail_seccomp_mode jail_seccomp_mode(void);
+
+/*
+ * Load ROLE's filter on the calling thread (and threads it creates later). A thread that
+ * already holds ROLE's filter (a cow child's control thread inherits its template's) loads
+ * nothing. Returns 0 or a negative errno, logged with the role.
+ */
+int jail_seccomp_apply(enum jail_role role);
+const char *jail_role_name(enum jail_role role);
+
+/* "killed by SIGSYS (seccomp violation)" / "killed by signal N (name)" / "exit status N". */
+void jail_describe_wait(int status, char *buf, size_t len);
+
+/* Test hook: true when FORKVM_TEST_SECCOMP_PROBE=1 was set at VMM start. */
+bool jail_seccomp_probe_enabled(void);
+/* Makes a syscall outside every allow-list (mount with no arguments). Returns its result. */
+int jail_seccomp_probe(void);
+
+#endif

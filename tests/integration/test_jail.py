@@ -1,0 +1,216 @@
+"""The per-VMM jail (docs/SECURITY.md): namespaces, minimal root, uid, no capabilities, every path."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from forkvm_vm import FORKVM, WORK, call, forkvm_cmd
+
+pytestmark = pytest.mark.kvm
+BASE = 300000000  # --jail-uid-base of these tests: uid = BASE + pid
+FILL = 4 << 20
+
+
+def status(pid):
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            out[k] = v.strip()
+    return out
+
+
+def ns(pid, kind):
+    return os.readlink(f"/proc/{pid}/ns/{kind}")
+
+
+def assert_confined(pid, uid=None):
+    st = status(pid)
+    for cap in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+        assert int(st[cap], 16) == 0, (cap, st[cap])
+    assert st["NoNewPrivs"] == "1"
+    uids = {int(x) for x in st["Uid"].split()}
+    gids = {int(x) for x in st["Gid"].split()}
+    assert len(uids) == 1 and len(gids) == 1 and uids == gids, (st["Uid"], st["Gid"])
+    got = uids.pop()
+    assert got != 0
+    if uid is not None:
+        assert got == uid
+    me = os.getpid()
+    for kind in ("mnt", "net", "ipc", "uts"):
+        assert ns(pid, kind) != ns(me, kind), kind
+    return got
+
+
+@pytest.fixture
+def rundir():
+    d = tempfile.mkdtemp(prefix="forkvm-jail-")
+    pids = []
+    yield d, pids
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def env_of(run_dir, **extra):
+    return dict(os.environ, FORKVM_RUN_DIR=run_dir, **extra)
+
+
+def start(rundir, name, *extra, jail=("--jail", "--jail-uid-base", str(BASE))):
+    d, pids = rundir
+    mem = () if "--restore" in extra else ("--mem", "64M")
+    r = forkvm_cmd("run", "--name", name, *mem, "--detach", *jail, *extra, env=env_of(d))
+    assert r.returncode == 0, r.stderr
+    pid, sock = r.stdout.split()
+    pids.append(int(pid))
+    return int(pid), sock
+
+
+def ok(sock, req):
+    reply = call(sock, req)
+    assert reply.get("ok") is True, (req, reply)
+    return reply
+
+
+def checksum(sock):
+    return ok(sock, {"cmd": "checksum", "gpa": WORK, "len": FILL})["checksum"]
+
+
+def log_of(rundir, name):
+    with open(os.path.join(rundir[0], name + ".sock.log")) as f:
+        return f.read()
+
+
+def test_run_is_confined(rundir):
+    pid, sock = start(rundir, "j")
+    assert_confined(pid, BASE + pid)
+    assert ok(sock, {"cmd": "ping"})
+    # The root holds only what the VMM needs: /dev (3 nodes), /proc, /usr and the loader
+    # links, and the parents of its own directory and of the forkvm binary.
+    root = f"/proc/{pid}/root"
+    want = {"dev", "proc", "usr", rundir[0].split("/")[1], FORKVM.split("/")[1]}
+    want |= {n for n in ("lib", "lib64") if os.path.lexists("/" + n)}
+    assert set(os.listdir(root)) == want
+    assert sorted(os.listdir(root + "/dev")) == ["kvm", "null", "urandom"]
+    assert os.stat(root + "/dev/kvm").st_uid == BASE + pid
+    jail_dir = os.path.join(rundir[0], "j.jail")
+    assert sorted(os.listdir(root + jail_dir)) == sorted(os.listdir(jail_dir))
+    assert os.listdir(root + rundir[0]) == ["j.jail"]  # not the rest of the run directory
+    assert os.readlink(sock) == "j.jail/j.sock"
+    assert "jail: j confined" in log_of(rundir, "j")
+    assert forkvm_cmd("stop", sock).returncode == 0
+
+
+def test_explicit_uid_and_env(rundir):
+    pid, sock = start(rundir, "u", jail=("--jail", "--jail-uid", "312345678"))
+    assert_confined(pid, 312345678)
+    d, pids = rundir
+    r = forkvm_cmd("run", "--name", "e", "--mem", "64M", "--detach", "--jail-uid-base", str(BASE),
+                   env=env_of(d, FORKVM_JAIL="1"))
+    assert r.returncode == 0, r.stderr
+    pids.append(int(r.stdout.split()[0]))
+    assert_confined(pids[-1], BASE + pids[-1])
+
+
+def test_no_jail_warns(rundir):
+    for jail, env in ((("--no-jail",), {}), ((), {"FORKVM_JAIL": "0"})):
+        d, pids = rundir
+        name = f"n{len(pids)}"
+        r = forkvm_cmd("run", "--name", name, "--mem", "64M", "--detach", *jail,
+                       env=env_of(d, **env))
+        assert r.returncode == 0, r.stderr
+        pid = int(r.stdout.split()[0])
+        pids.append(pid)
+        assert "JAIL DISABLED" in log_of(rundir, name)
+        assert status(pid)["Uid"].split()[0] == "0"
+        assert ns(pid, "mnt") == ns(os.getpid(), "mnt")
+
+
+def test_snapshot_and_restores(rundir):
+    d, pids = rundir
+    pid, sock = start(rundir, "src")
+    ok(sock, {"cmd": "fill", "gpa": WORK, "len": FILL, "seed": 7})
+    want = checksum(sock)
+    # A jailed VMM writes only its own directory: elsewhere fails loudly.
+    outside = tempfile.mkdtemp(prefix="forkvm-jail-out-")
+    try:
+        bad = call(sock, {"cmd": "snapshot", "dir": outside + "/snap"})
+        assert bad.get("ok") is not True and not os.path.exists(outside + "/snap"), bad
+    finally:
+        shutil.rmtree(outside, ignore_errors=True)
+    snap = os.path.join(d, "src.jail", "snap")
+    ok(sock, {"cmd": "snapshot", "dir": snap})
+    assert forkvm_cmd("stop", sock).returncode == 0
+
+    ps_sock = os.path.join(d, "ps.sock")
+    with open(ps_sock + ".log", "ab") as log:
+        ps = subprocess.Popen([FORKVM, "pageserver", "--jail", "--socket", ps_sock],
+                              stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                              env=env_of(d, FORKVM_JAIL_UID_BASE=str(BASE)))
+    pids.append(ps.pid)
+    try:
+        deadline = time.monotonic() + 20
+        while not os.path.exists(ps_sock):
+            assert ps.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        st = status(ps.pid)
+        assert int(st["Uid"].split()[0]) == BASE + ps.pid and st["NoNewPrivs"] == "1"
+        assert int(st["CapBnd"], 16) == 0x6  # CAP_DAC_OVERRIDE + CAP_DAC_READ_SEARCH only
+        assert ns(ps.pid, "net") != ns(os.getpid(), "net")
+        for backing in ("file", "memfd", "uffd"):
+            extra = ("--pageserver", ps_sock) if backing == "uffd" else ()
+            cpid, csock = start(rundir, "r-" + backing, "--restore", snap, "--backing", backing,
+                                *extra)
+            assert_confined(cpid, BASE + cpid)
+            assert checksum(csock) == want, backing
+            assert forkvm_cmd("stop", csock).returncode == 0
+    finally:
+        ps.send_signal(signal.SIGTERM)
+        ps.wait(timeout=30)
+    assert ps.returncode == 0 and not os.path.exists(ps_sock)  # cleaned up from inside
+
+
+def test_branch_children_are_jailed(rundir):
+    d, _ = rundir
+    pid, sock = start(rundir, "b")
+    uid = assert_confined(pid)
+    ok(sock, {"cmd": "fill", "gpa": WORK, "len": FILL, "seed": 3})
+    want = checksum(sock)
+    kids = []
+    for strategy in ("cow", "full"):
+        args = ["branch", "b", "--strategy", strategy, "--count", "2", "--name", "b" + strategy]
+        if strategy == "full":
+            args += ["--dir", os.path.join(d, "b.jail", "full")]
+        r = forkvm_cmd(*args, env=env_of(d))
+        assert r.returncode == 0, r.stderr
+        for child in json.loads(r.stdout)["children"]:
+            # Inside the source's jail: same uid and mount namespace, its own directory.
+            assert assert_confined(child["pid"], uid) == uid
+            assert ns(child["pid"], "mnt") == ns(pid, "mnt")
+            assert os.path.dirname(child["socket"]) == os.path.join(d, "b.jail")
+            assert checksum(child["socket"]) == want, strategy
+            kids.append(child)
+    for child in kids:
+        assert forkvm_cmd("stop", child["socket"]).returncode == 0
+    assert forkvm_cmd("stop", sock).returncode == 0
+
+
+def test_jail_bind_is_a_snapshot_target(rundir):
+    target = tempfile.mkdtemp(prefix="forkvm-jail-bind-")
+    try:
+        os.chmod(target, 0o777)  # the jail's uid must be able to write it: the caller's job
+        pid, sock = start(rundir, "jb", "--jail-bind", target)
+        assert_confined(pid, BASE + pid)
+        ok(sock, {"cmd": "snapshot", "dir": target + "/snap"})
+        assert sorted(os.listdir(target + "/snap")) == ["memory", "meta.json", "vmstate"]
+        assert forkvm_cmd("stop", sock).returncode == 0
+    finally:
+        shutil.rmtree(target, ignore_errors=True)
