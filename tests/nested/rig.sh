@@ -172,20 +172,43 @@ echo "nested rig: L1 $KPKG ($KVER), $(du -m "$WORK/l1.cpio" | cut -f1) MiB initr
 # L1 under multi-threaded TCG occasionally dies while the kernel patches its own code at boot
 # (an int3 oops in early SMP bring-up). Nothing of forkvm has run then: boot again, at most
 # twice. Once /init has said it is up, whatever happens counts.
+# A stalled L1 (no console output for STALL_S seconds; each test has 600 s inside) is killed,
+# so a hang costs minutes, not the whole timeout.
+STALL_S=${FORKVM_NESTED_STALL:-720}
 for attempt in 1 2 3; do
-	set +e
-	timeout --foreground -k 10 "$TIMEOUT" qemu-system-x86_64 -accel tcg,thread=$TCG_THREAD -cpu max \
+	: >"$CONSOLE"
+	timeout -k 10 "$TIMEOUT" qemu-system-x86_64 -accel tcg,thread=$TCG_THREAD -cpu max \
 		-smp 2 -m "$L1_MEM" -nographic -no-reboot -nodefaults -serial stdio \
 		-kernel "$BZIMAGE" -initrd "$WORK/l1.cpio" \
-		-append "console=ttyS0 panic=-1 quiet loglevel=3 rdinit=/init" </dev/null | tee "$CONSOLE"
-	qrc=${PIPESTATUS[0]}
+		-append "console=ttyS0 panic=-1 quiet loglevel=3 rdinit=/init" </dev/null >"$CONSOLE" 2>&1 &
+	qpid=$!
+	tail -n +1 -f --pid="$qpid" "$CONSOLE" &
+	tpid=$!
+	stalled=0
+	while kill -0 "$qpid" 2>/dev/null; do
+		sleep 10
+		age=$(($(date +%s) - $(stat -c %Y "$CONSOLE")))
+		if [ "$age" -gt "$STALL_S" ]; then
+			stalled=1
+			echo "nested rig: L1 ($KVER) printed nothing for $age s: stalled, killing it" >&2
+			kill "$qpid" 2>/dev/null
+			break
+		fi
+	done
+	set +e
+	wait "$qpid"
+	qrc=$?
+	wait "$tpid" 2>/dev/null
 	set -e
+	[ "$stalled" = 0 ] || break
 	grep -q "nested: L1 .* up after" "$CONSOLE" && break
 	[ "$qrc" = 124 ] && break
 	echo "nested rig: L1 ($KVER) died before its /init ran (attempt $attempt); booting it again" >&2
 done
 result=$(sed -n 's/.*FORKVM-NESTED-RESULT rc=\([0-9]*\).*/\1/p' "$CONSOLE" | tail -1)
 if [ -z "$result" ]; then
+	[ "$stalled" = 1 ] && die "L1 ($KVER) stalled (no output for $STALL_S s); last console lines:
+$(tail -n 20 "$CONSOLE")"
 	[ "$qrc" = 124 ] && die "L1 ($KVER) did not finish within $TIMEOUT s (last console lines above)"
 	die "L1 ($KVER) ended (qemu status $qrc) without a result line; last console lines:
 $(tail -n 20 "$CONSOLE")"
