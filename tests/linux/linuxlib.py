@@ -145,8 +145,10 @@ class Env:
     def path(self, *parts):
         return os.path.join(self.dir, *parts)
 
-    def boot(self, name="src", mem="256M", vcpus=2, backing="anon", extra=()):
-        """Boot the cached image; return the Guest once its agent answers."""
+    def boot(self, name="src", mem="256M", vcpus=None, backing="anon", extra=()):
+        """Boot the cached image; return the Guest once its agent answers. vCPUs: 2, or
+        $FORKVM_LINUX_VCPUS (the rig's one-CPU L1 runs 1-vCPU guests)."""
+        vcpus = vcpus or int(os.environ.get("FORKVM_LINUX_VCPUS", "2"))
         sock = os.path.join(self.run_dir, f"{name}.sock")
         console = self.path(f"{name}.console")
         errlog = self.path(f"{name}.stderr")

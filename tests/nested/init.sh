@@ -27,6 +27,8 @@ else
 	cd /forkvm
 	export FORKVM_BUILD=build FORKVM_CACHE=/root/.cache/forkvm FORKVM_NESTED=1
 	export FORKVM_L1_KERNEL="$(cat /forkvm/l1-kernel)" PYTHONDONTWRITEBYTECODE=1
+	# L2 guests get no more vCPUs than L1 has CPUs (two vCPUs on one CPU crawl).
+	[ "$(cat /forkvm/l1-cpus)" -ge 2 ] || export FORKVM_LINUX_VCPUS=1
 	set --
 	paths=tests/linux
 	while IFS= read -r a; do
