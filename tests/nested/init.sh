@@ -25,6 +25,12 @@ if [ ! -c /dev/kvm ]; then
 	grep -o -w -E 'svm|vmx' /proc/cpuinfo | sort -u
 else
 	cd /forkvm
+	# Keep kvm.ko's LAPIC static keys from being live-patched while tests run (see the
+	# script: multi-threaded TCG can run a stale int3 after text_poke_bp and oops L1).
+	python3 /forkvm/pin_apic_keys.py >/tmp/pin.out 2>&1 &
+	pin=$!
+	for i in $(seq 50); do grep -q . /tmp/pin.out && break; sleep 0.1; done
+	grep -q '^pinned$' /tmp/pin.out || echo "nested: warning: $(cat /tmp/pin.out)"
 	export FORKVM_BUILD=build FORKVM_CACHE=/root/.cache/forkvm FORKVM_NESTED=1
 	export FORKVM_L1_KERNEL="$(cat /forkvm/l1-kernel)" PYTHONDONTWRITEBYTECODE=1
 	# L2 guests get no more vCPUs than L1 has CPUs (two vCPUs on one CPU crawl).
@@ -43,6 +49,7 @@ else
 			--timeout "${FORKVM_TEST_TIMEOUT:-600}" --timeout-method signal $paths "$@"
 	fi
 	rc=$?
+	kill $pin 2>/dev/null
 fi
 echo "FORKVM-NESTED-RESULT rc=$rc"
 sync

@@ -159,6 +159,7 @@ done
 [ -e "$STAGE/lib64/ld-linux-x86-64.so.2" ] || { mkdir -p "$STAGE/lib64"; cp -L /lib64/ld-linux-x86-64.so.2 "$STAGE/lib64/"; }
 
 cp "$ROOT/tests/nested/init.sh" "$STAGE/init"
+cp "$ROOT/tests/nested/pin_apic_keys.py" "$STAGE/forkvm/"
 chmod 755 "$STAGE/init"
 printf '%s\n' "${PYTEST_ARGS[@]}" >"$STAGE/forkvm/pytest-args"
 echo "$L1_KERNEL" >"$STAGE/forkvm/l1-kernel"
