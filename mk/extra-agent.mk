@@ -1,8 +1,11 @@
 # Guest agent: the static forkvm-agent binary, its cmocka tests and the libFuzzer harness.
 AGENT_DIR       := guests/agent
-AGENT_SRC       := $(wildcard $(AGENT_DIR)/*.c) src/core/base64.c
-# The pure part (framing, validation, encoding): unit tested and fuzzed without sockets.
-AGENT_PURE_SRC  := $(addprefix $(AGENT_DIR)/,frame.c log.c reply.c request.c request_exec.c) src/core/base64.c
+AGENT_CORE_SRC  := $(addprefix src/core/,base64.c errmsg.c tartree.c ustar.c)
+AGENT_SRC       := $(wildcard $(AGENT_DIR)/*.c) $(AGENT_CORE_SRC)
+# The pure part (framing, validation, encoding): unit tested and fuzzed without sockets
+# (tartree does file I/O, but only where a test points it).
+AGENT_PURE_SRC  := $(addprefix $(AGENT_DIR)/,frame.c log.c reply.c request.c request_exec.c \
+                     request_eval.c eval_proto.c) $(AGENT_CORE_SRC)
 AGENT_OBJ       := $(AGENT_SRC:%.c=$(BUILD)/%.o)
 AGENT_PURE_OBJ  := $(AGENT_PURE_SRC:%.c=$(BUILD)/%.o)
 AGENT_TEST_SRC  := $(wildcard $(AGENT_DIR)/tests/test_agent_*.c)
@@ -20,6 +23,18 @@ else
 AGENT_LINK := -static
 AGENT_LIBS := -l:libjansson.a
 endif
+
+# The eval driver (a Python program) goes into the agent as a C array: eval_ctx.c includes
+# the generated eval_driver.inc, the file's bytes as "0x..," plus a terminating 0x00.
+AGENT_DRIVER_INC := $(BUILD)/$(AGENT_DIR)/eval_driver.inc
+
+$(AGENT_DRIVER_INC): $(AGENT_DIR)/eval_driver.py
+	@mkdir -p $(dir $@)
+	{ od -An -v -tx1 $< | sed -e 's/ \([0-9a-f][0-9a-f]\)/0x\1,/g'; echo 0x00; } >$@.tmp
+	mv $@.tmp $@
+
+$(BUILD)/$(AGENT_DIR)/eval_ctx.o: $(AGENT_DRIVER_INC)
+$(BUILD)/$(AGENT_DIR)/eval_ctx.o: CFLAGS += -I$(BUILD)/$(AGENT_DIR)
 
 $(AGENT_BIN): $(AGENT_OBJ)
 	$(CC) $(AGENT_LINK) -o $@ $^ $(AGENT_LIBS)

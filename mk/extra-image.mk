@@ -1,3 +1,3 @@
 # Kernel loader + guest image tooling: LZ4, zstd and xz (bzImage payloads, compressed kernel
-# modules) and zlib (gzip payloads, initramfs).
-LDLIBS += -llz4 -lzstd -llzma -lz -lcrypto
+# modules), zlib (gzip payloads, initramfs) and libarchive (rootfs from a tar stream).
+LDLIBS += -llz4 -lzstd -llzma -lz -lcrypto -larchive

@@ -6,6 +6,7 @@ PACKAGES=(
 	build-essential clang libclang-rt-14-dev pkg-config
 	libjansson-dev libcmocka-dev libmicrohttpd-dev libcurl4-openssl-dev libsqlite3-dev
 	liburing-dev libseccomp-dev libxxhash-dev libzstd-dev liblzma-dev liblz4-dev zlib1g-dev libssl-dev
+	libarchive-dev e2fsprogs # rootfs images: tar streams, mkfs.ext4 -d, debugfs
 	python3 python3-pytest python3-pytest-timeout
 	busybox-static cpio lz4 xz-utils gnuplot-nox
 	qemu-system-x86 # the nested Linux rig (tests/nested)

@@ -21,6 +21,16 @@
 #define AGENT_MAX_ARGV 4096u
 #define AGENT_MAX_ENV 4096u
 #define AGENT_DEFAULT_MAX_CONNS 64
+/* eval: live interpreter contexts at once, and the longest context name. */
+#define AGENT_MAX_EVAL_CONTEXTS 16
+#define AGENT_MAX_CONTEXT_NAME 40
+/* eval: after a timeout's SIGINT, how long the code may take to stop before SIGKILL. */
+#define AGENT_EVAL_GRACE_MS 2000
+/* eval: how long a new (or busy, abandoned) interpreter may take to answer its socket. */
+#define AGENT_EVAL_START_MS 30000
+/* put_tree/get_tree: archive bytes (base64 of this fits one frame) and members. */
+#define AGENT_MAX_TREE (11u << 20)
+#define AGENT_MAX_TREE_ENTRIES 16384u
 
 /* A connection process exits with this to ask the listener to stop (--no-reboot shutdown). */
 #define AGENT_EXIT_SHUTDOWN 3
@@ -30,6 +40,8 @@ struct agent_config {
 	unsigned int vsock_port;
 	bool no_reboot;		/* shutdown only stops the agent (test mode) */
 	unsigned int max_conns;
+	const char *run_dir;	/* eval sockets; NULL: /tmp/forkvm-agent.<pid> */
+	const char *python;	/* eval interpreter, looked up in PATH (default "python3") */
 };
 
 /* A reply-sized error message; functions fill it and return -errno. */

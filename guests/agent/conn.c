@@ -30,6 +30,14 @@ static int dispatch(const struct op_ctx *ctx, const struct agent_request *req, j
 		return op_reseed_entropy(&req->reseed, reply, e);
 	case OP_SHUTDOWN:
 		return op_shutdown_check(ctx, req->shutdown_reboot, reply, e);
+	case OP_EVAL:
+		return op_eval(ctx, &req->eval, reply, e);
+	case OP_EVAL_CLOSE:
+		return op_eval_close(&req->eval, reply, e);
+	case OP_PUT_TREE:
+		return op_put_tree(&req->put_tree, reply, e);
+	case OP_GET_TREE:
+		return op_get_tree(&req->get_tree, reply, e);
 	}
 	return agent_fail(e, -EINVAL, "unhandled op");
 }

@@ -1,5 +1,6 @@
 /* forkvm-agent: runs commands and file/clock/entropy requests for the host inside a guest. */
 #include "agent.h"
+#include "eval_ctx.h"
 #include "listen.h"
 #include "log.h"
 #include "server.h"
@@ -14,11 +15,13 @@
 
 static const char usage_text[] =
 	"usage: forkvm-agent [--vsock-port N | --unix PATH] [--no-reboot] [--max-conns N]\n"
-	"                    [--verbose]\n"
+	"                    [--run-dir DIR] [--python PROGRAM] [--verbose]\n"
 	"  --vsock-port N   listen on AF_VSOCK port N (default 52)\n"
 	"  --unix PATH      listen on a Unix stream socket instead (tests)\n"
 	"  --no-reboot      shutdown only stops the agent, never the machine\n"
 	"  --max-conns N    concurrent connections (default 64)\n"
+	"  --run-dir DIR    eval interpreter sockets (default /tmp/forkvm-agent.PID)\n"
+	"  --python PROGRAM eval interpreter, looked up in PATH (default python3)\n"
 	"  --verbose        log every request\n";
 
 static int parse_uint(const char *text, unsigned int min, unsigned int max, unsigned int *out)
@@ -42,6 +45,8 @@ static int parse_args(int argc, char **argv, struct agent_config *cfg)
 		{ "unix", required_argument, NULL, 'u' },
 		{ "no-reboot", no_argument, NULL, 'n' },
 		{ "max-conns", required_argument, NULL, 'm' },
+		{ "run-dir", required_argument, NULL, 'r' },
+		{ "python", required_argument, NULL, 'y' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -70,6 +75,12 @@ static int parse_args(int argc, char **argv, struct agent_config *cfg)
 				fprintf(stderr, "forkvm-agent: bad --max-conns '%s'\n", optarg);
 				return -EINVAL;
 			}
+			break;
+		case 'r':
+			cfg->run_dir = optarg;
+			break;
+		case 'y':
+			cfg->python = optarg;
 			break;
 		case 'v':
 			agent_log_set_verbose(true);
@@ -139,8 +150,12 @@ int main(int argc, char **argv)
 	else
 		log_info("version %s listening on vsock port %u%s", AGENT_VERSION, cfg.vsock_port,
 			 cfg.no_reboot ? " (no-reboot)" : "");
+	/* Without it only eval is unavailable (its replies say why); everything else works. */
+	if (eval_setup(&cfg) < 0)
+		log_warn("eval is unavailable");
 	ret = server_run(listen_fd, &cfg);
 	close(listen_fd);
+	eval_teardown();
 	if (cfg.unix_path && unlink(cfg.unix_path) < 0 && errno != ENOENT)
 		log_errno(-errno, "remove socket %s", cfg.unix_path);
 	return ret < 0 ? 1 : 0;

@@ -21,6 +21,13 @@ int op_write_file(const struct write_file_request *w, json_t *reply, struct agen
 int op_read_file(const struct read_file_request *r, json_t *reply, struct agent_err *e);
 int op_set_clock(int64_t time_ns, json_t *reply, struct agent_err *e);
 int op_reseed_entropy(const struct reseed_request *r, json_t *reply, struct agent_err *e);
+/* eval: code in the context's warm interpreter (eval_ctx.h); eval_close ends one. */
+int op_eval(const struct op_ctx *ctx, const struct eval_request *x, json_t *reply,
+	    struct agent_err *e);
+int op_eval_close(const struct eval_request *x, json_t *reply, struct agent_err *e);
+/* put_tree / get_tree: directories as ustar archives (core/tartree.h). */
+int op_put_tree(const struct put_tree_request *t, json_t *reply, struct agent_err *e);
+int op_get_tree(const struct get_tree_request *t, json_t *reply, struct agent_err *e);
 
 /* Check that shutdown can work before the ok reply goes out (reboot(2) never returns). */
 int op_shutdown_check(const struct op_ctx *ctx, bool restart, json_t *reply,

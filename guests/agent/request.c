@@ -14,6 +14,10 @@ static const char *const op_names[] = {
 	[OP_SET_CLOCK] = "set_clock",
 	[OP_RESEED_ENTROPY] = "reseed_entropy",
 	[OP_SHUTDOWN] = "shutdown",
+	[OP_EVAL] = "eval",
+	[OP_EVAL_CLOSE] = "eval_close",
+	[OP_PUT_TREE] = "put_tree",
+	[OP_GET_TREE] = "get_tree",
 };
 
 const char *agent_op_name(enum agent_op op)
@@ -185,6 +189,13 @@ static int parse_body(struct agent_request *req, struct agent_err *e)
 		return parse_reseed(req->root, &req->reseed, e);
 	case OP_SHUTDOWN:
 		return parse_shutdown(req->root, &req->shutdown_reboot, e);
+	case OP_EVAL:
+	case OP_EVAL_CLOSE:
+		return req_parse_eval(req->root, req->op == OP_EVAL, &req->eval, e);
+	case OP_PUT_TREE:
+		return req_parse_put_tree(req->root, &req->put_tree, e);
+	case OP_GET_TREE:
+		return req_parse_get_tree(req->root, &req->get_tree, e);
 	}
 	return agent_fail(e, -EINVAL, "unknown op");
 }
@@ -276,6 +287,9 @@ void agent_request_free(struct agent_request *req)
 		break;
 	case OP_RESEED_ENTROPY:
 		free(req->reseed.data);
+		break;
+	case OP_PUT_TREE:
+		free(req->put_tree.data);
 		break;
 	default:
 		break;

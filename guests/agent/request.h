@@ -16,6 +16,10 @@ enum agent_op {
 	OP_SET_CLOCK,
 	OP_RESEED_ENTROPY,
 	OP_SHUTDOWN,
+	OP_EVAL,
+	OP_EVAL_CLOSE,
+	OP_PUT_TREE,
+	OP_GET_TREE,
 };
 
 struct exec_request {
@@ -49,6 +53,27 @@ struct reseed_request {
 	int entropy_bits;
 };
 
+/* eval and eval_close (which uses only context). */
+struct eval_request {
+	const char *code;	/* borrowed, code_len bytes of UTF-8 */
+	size_t code_len;
+	const char *context;	/* checked with eval_context_name_ok; default "default" */
+	uint64_t timeout_ms;	/* 0: none */
+	size_t max_output;	/* captured stdout / stderr bytes, each */
+	bool force_base64;	/* output_encoding "base64" */
+};
+
+struct put_tree_request {
+	const char *path;	/* target directory, created with its parents */
+	uint8_t *data;		/* owned: the ustar archive */
+	size_t len;
+};
+
+struct get_tree_request {
+	const char *path;	/* a directory or a regular file */
+	size_t max_bytes;	/* archive bound, at most AGENT_MAX_TREE */
+};
+
 struct agent_request {
 	enum agent_op op;
 	json_t *root;		/* owns every borrowed string */
@@ -60,6 +85,9 @@ struct agent_request {
 		int64_t set_clock_ns;
 		struct reseed_request reseed;
 		bool shutdown_reboot;
+		struct eval_request eval;
+		struct put_tree_request put_tree;
+		struct get_tree_request get_tree;
 	};
 };
 
@@ -94,5 +122,13 @@ int req_base64(json_t *obj, const char *key, bool required, size_t max, uint8_t 
 
 int req_parse_exec(json_t *root, struct exec_request *x, struct agent_err *e);
 void req_free_exec(struct exec_request *x);
+
+/* eval (with_code) and eval_close (without): lang, code, context, limits. */
+int req_parse_eval(json_t *root, bool with_code, struct eval_request *x, struct agent_err *e);
+/* A context name: 1..AGENT_MAX_CONTEXT_NAME of [A-Za-z0-9_.-], not starting with '.'. */
+bool eval_context_name_ok(const char *name);
+
+int req_parse_put_tree(json_t *root, struct put_tree_request *t, struct agent_err *e);
+int req_parse_get_tree(json_t *root, struct get_tree_request *t, struct agent_err *e);
 
 #endif

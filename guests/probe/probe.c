@@ -1,4 +1,5 @@
 /* The probe guest: runs at CPL3, serves mailbox commands, and can keep dirtying memory. */
+#include "blk_drv.h"
 #include "probe_abi.h"
 #include "vsock_drv.h"
 
@@ -118,6 +119,16 @@ static void handle(mailbox_t *mb, struct dirty_state *d)
 	case PROBE_CMD_VSOCK_STATS:
 		mb->result[0] = mb->vsock_accepted;
 		mb->result[3] = mb->vsock_echoed;
+		break;
+	case PROBE_CMD_BLK_IO:
+		if (!probe_blk_args_ok(mb, a2, mb->arg[3], mb->arg[4]))
+			mb->status = PROBE_ERANGE;
+		else {
+			uint64_t status = 0, used = 0;
+			mb->status = blk_io(a0, a1, a2, mb->arg[3], mb->arg[4], mb->arg[5], &status, &used);
+			mb->result[0] = status;
+			mb->result[3] = used;
+		}
 		break;
 	case PROBE_CMD_CRASH:
 		__asm__ volatile("ud2");

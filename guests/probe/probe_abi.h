@@ -5,7 +5,7 @@
 #include <stdint.h>
 
 #define PROBE_MAGIC 0x45424f5250564b46ULL /* "FKVPROBE" */
-#define PROBE_ABI_VERSION 2 /* 2: vsock commands and the vsock_* mailbox fields */
+#define PROBE_ABI_VERSION 3 /* 2: vsock commands and the vsock_* mailbox fields; 3: blk_io */
 
 /* Doorbells: every message costs one exit, whatever its size. */
 #define PROBE_PORT_WAIT 0xf00 /* idle: the VMM resumes the vCPU only when a command is posted */
@@ -25,18 +25,25 @@ enum probe_cmd {
 	 * to port; result[0] = guest CID. */
 	PROBE_CMD_VSOCK_LISTEN = 7,
 	PROBE_CMD_VSOCK_STATS = 8, /* result[0] = connections accepted, result[3] = bytes echoed */
+	/* arg: request type, sector, buffer gpa, len, area gpa (PROBE_BLK_AREA bytes), mmio base.
+	 * Sets the virtio-blk device at mmio up, runs one request, polls for it (no interrupts);
+	 * result[0] = the device's status byte, result[3] = the used length. */
+	PROBE_CMD_BLK_IO = 9,
 };
 
 enum probe_status {
 	PROBE_OK = 0,
 	PROBE_EINVAL = 1, /* unknown command */
 	PROBE_ERANGE = 2, /* range outside the work area or not page aligned */
-	PROBE_ENODEV = 3, /* no virtio-vsock device answers at the MMIO base */
+	PROBE_ENODEV = 3, /* no virtio-vsock (virtio-blk) device answers at the MMIO base */
 	PROBE_EIO = 4,	  /* the device refused feature negotiation or queue setup */
 };
 
 #define PROBE_VSOCK_AREA (4ULL << 20)
 #define PROBE_VSOCK_MMIO_DEFAULT 0xd0000000ULL
+#define PROBE_BLK_AREA 16384ULL	/* rings, request header and status of blk_io */
+#define PROBE_BLK_MAX_LEN (1ULL << 20)
+#define PROBE_VIRTIO_ID_BLOCK 2
 
 #define PROBE_MAX_REGIONS 2
 #define PROBE_LOG_MAX 1024
@@ -83,6 +90,15 @@ static inline int probe_range_ok(const volatile struct probe_mailbox *mb, uint64
 		if (gpa >= mb->work[i].start && gpa + len <= mb->work[i].end)
 			return 1;
 	return 0;
+}
+
+/* blk_io: the driver area and the buffer (page aligned, when len > 0) inside the work area. */
+static inline int probe_blk_args_ok(const volatile struct probe_mailbox *mb, uint64_t buf,
+				    uint64_t len, uint64_t area)
+{
+	if (len > PROBE_BLK_MAX_LEN || !probe_range_ok(mb, area, PROBE_BLK_AREA))
+		return 0;
+	return len == 0 || probe_range_ok(mb, buf, (len + 4095) & ~4095ULL);
 }
 
 /* The bytes a dirty(gpa, pages, stride) run touches, or 0 if the arguments are invalid. */

@@ -7,6 +7,7 @@
 #define FORKVM_AGENT_CLIENT_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -45,5 +46,38 @@ int agent_request(int fd, json_t *req, json_t **reply, uint64_t deadline_ns, int
 
 /* CLOCK_MONOTONIC now + ms, in ns (for the deadlines above). */
 uint64_t agent_deadline_after_ms(int64_t ms);
+
+/* ---- Typed requests (agent_calls.c), each one agent_request on a connected fd. ---- */
+
+/* The agent's bounds for one put_tree/get_tree archive (docs/AGENT.md). */
+#define AGENT_TREE_MAX_BYTES (11u << 20)
+#define AGENT_TREE_MAX_ENTRIES 16384u
+
+struct agent_eval_args {
+	const char *lang;	/* NULL: "python" */
+	const char *code;
+	size_t code_len;
+	const char *context;	/* NULL: "default" */
+	uint64_t timeout_ms;	/* 0: none */
+};
+
+/*
+ * Run code in the guest's warm interpreter (op "eval"; output as base64, so the bytes are
+ * exact). The wait is unbounded without a timeout, else bounded by the timeout plus the
+ * agent's grace and interpreter start times. *reply holds e.g. "stdout" (base64), "result",
+ * "error" ({"name","value","traceback"} or null), "timed_out", "state_lost".
+ */
+int agent_eval(int fd, const struct agent_eval_args *a, json_t **reply, int cancel_fd,
+	       char *err, size_t errlen);
+/* End a context's interpreter (op "eval_close"); *closed: one was running. */
+int agent_eval_close(int fd, const char *context, bool *closed, uint64_t deadline_ns,
+		     char *err, size_t errlen);
+
+/* Fetch path (a directory or a file) as a ustar archive: *tar malloc'd, *is_dir. */
+int agent_get_tree(int fd, const char *path, uint8_t **tar, size_t *len, bool *is_dir,
+		   uint64_t deadline_ns, char *err, size_t errlen);
+/* Extract a ustar archive into the guest directory path (created with its parents). */
+int agent_put_tree(int fd, const char *path, const uint8_t *tar, size_t len,
+		   uint64_t deadline_ns, char *err, size_t errlen);
 
 #endif

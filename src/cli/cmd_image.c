@@ -1,10 +1,13 @@
 /* "forkvm image": build the guest kernel + initramfs, extract a vmlinux, inspect kernels. */
 #include <getopt.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "cli/cli.h"
 #include "image/image.h"
+#include "image/rootfs.h"
 #include "loader/kernel.h"
 
 struct image_sub {
@@ -29,6 +32,94 @@ static int sub_help(const struct image_sub *sub, int argc, char **argv)
 	return 0;
 }
 
+/* --size/--free: a number of MiB, or a size with a unit that is a whole number of MiB. */
+static int parse_mib(const char *text, uint64_t *mib)
+{
+	unsigned long long v;
+
+	if (!cli_parse_u64(text, &v)) {
+		*mib = v;
+		return 0;
+	}
+	if (cli_parse_size(text, &v) || v % (1ULL << 20))
+		return -1;
+	*mib = v >> 20;
+	return 0;
+}
+
+struct build_args {
+	struct image_build_opts kernel;
+	struct rootfs_build_opts rootfs;
+	const char *extra[64];
+	const char *packages[ROOTFS_MAX_PACKAGES];
+	bool size_set, free_set;
+	int nsources;
+};
+
+static int build_opt(const struct image_sub *sub, int c, struct build_args *a)
+{
+	switch (c) {
+	case 'c': a->kernel.cache_dir = a->rootfs.cache_dir = optarg; return 0;
+	case 'a': a->kernel.agent_path = a->rootfs.agent_path = optarg; return 0;
+	case 'o': a->kernel.out_dir = a->rootfs.out_dir = optarg; return 0;
+	case 'k':
+		if (!image_kernel_package_valid(optarg))
+			return sub_usage(sub, "--kernel-package needs a linux-image-* package name");
+		a->kernel.kernel_package = optarg;
+		return 0;
+	case 'm':
+		if (a->kernel.nextra == 64)
+			return sub_usage(sub, "too many --module options");
+		a->extra[a->kernel.nextra++] = optarg;
+		return 0;
+	case 'r': a->rootfs.source = ROOTFS_DEBIAN; a->nsources++; return 0;
+	case 'd': a->rootfs.source = ROOTFS_DIR; a->rootfs.src = optarg; a->nsources++; return 0;
+	case 't': a->rootfs.source = ROOTFS_TAR; a->rootfs.src = optarg; a->nsources++; return 0;
+	case 'p':
+		if (rootfs_parse_package_list(optarg, a->packages, &a->rootfs.npackages,
+					      ROOTFS_MAX_PACKAGES))
+			return sub_usage(sub, "--packages needs Debian package names, comma-separated");
+		return 0;
+	case 's':
+		if (parse_mib(optarg, &a->rootfs.size_mib) || a->rootfs.size_mib < 8 ||
+		    a->rootfs.size_mib > (16ULL << 20))
+			return sub_usage(sub, "--size needs MiB (8 to 16777216), e.g. 1024 or 1G");
+		a->size_set = true;
+		return 0;
+	case 'f':
+		if (parse_mib(optarg, &a->rootfs.free_mib) || a->rootfs.free_mib > (16ULL << 20))
+			return sub_usage(sub, "--free needs MiB (0 to 16777216), e.g. 256 or 1G");
+		a->free_set = true;
+		return 0;
+	default:
+		return sub_usage(sub, "unknown option or missing argument");
+	}
+}
+
+/* Which options go with which build: the kernel's or a root filesystem's. */
+static int build_check(const struct image_sub *sub, struct build_args *a)
+{
+	bool rootfs = a->nsources > 0;
+
+	if (a->nsources > 1)
+		return sub_usage(sub, "--rootfs, --rootfs-dir and --rootfs-tar exclude each other");
+	if (!rootfs && (a->rootfs.npackages || a->size_set || a->free_set))
+		return sub_usage(sub, "--packages, --size and --free need --rootfs, --rootfs-dir or "
+				      "--rootfs-tar");
+	if (rootfs && (a->kernel.nextra || a->kernel.kernel_package))
+		return sub_usage(sub, "--module and --kernel-package are for the kernel build, not "
+				      "a rootfs");
+	if (a->rootfs.npackages && a->rootfs.source != ROOTFS_DEBIAN)
+		return sub_usage(sub, "--packages needs --rootfs (Debian packages)");
+	if (a->size_set && a->free_set)
+		return sub_usage(sub, "--size and --free exclude each other");
+	if (!a->free_set)
+		a->rootfs.free_mib = ROOTFS_FREE_MIB_DEFAULT;
+	a->rootfs.packages = a->packages;
+	a->kernel.extra_modules = a->extra;
+	return 0;
+}
+
 static int run_build(const struct image_sub *sub, int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -37,37 +128,33 @@ static int run_build(const struct image_sub *sub, int argc, char **argv)
 		{ "out", required_argument, NULL, 'o' },
 		{ "module", required_argument, NULL, 'm' },
 		{ "kernel-package", required_argument, NULL, 'k' },
+		{ "rootfs", no_argument, NULL, 'r' },
+		{ "rootfs-dir", required_argument, NULL, 'd' },
+		{ "rootfs-tar", required_argument, NULL, 't' },
+		{ "packages", required_argument, NULL, 'p' },
+		{ "size", required_argument, NULL, 's' },
+		{ "free", required_argument, NULL, 'f' },
 		{ 0 },
 	};
-	struct image_build_opts opts = { 0 };
-	const char *extra[64];
-	int c;
+	static struct build_args a; /* large: the --packages list */
+	int c, ret;
 
+	memset(&a, 0, sizeof(a));
 	optind = 0;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "+", longopts, NULL)) != -1) {
-		switch (c) {
-		case 'c': opts.cache_dir = optarg; break;
-		case 'a': opts.agent_path = optarg; break;
-		case 'o': opts.out_dir = optarg; break;
-		case 'k':
-			if (!image_kernel_package_valid(optarg))
-				return sub_usage(sub, "--kernel-package needs a linux-image-* package name");
-			opts.kernel_package = optarg;
-			break;
-		case 'm':
-			if (opts.nextra == 64)
-				return sub_usage(sub, "too many --module options");
-			extra[opts.nextra++] = optarg;
-			break;
-		default:
-			return sub_usage(sub, "unknown option or missing argument");
-		}
+		ret = build_opt(sub, c, &a);
+		if (ret)
+			return ret;
 	}
 	if (optind != argc)
 		return sub_usage(sub, "unexpected argument");
-	opts.extra_modules = extra;
-	return image_build(&opts) ? CLI_EXIT_FAIL : CLI_EXIT_OK;
+	ret = build_check(sub, &a);
+	if (ret)
+		return ret;
+	if (a.nsources)
+		return rootfs_build(&a.rootfs) ? CLI_EXIT_FAIL : CLI_EXIT_OK;
+	return image_build(&a.kernel) ? CLI_EXIT_FAIL : CLI_EXIT_OK;
 }
 
 static int run_extract(const struct image_sub *sub, int argc, char **argv)
@@ -143,7 +230,18 @@ static const struct image_sub subs[] = {
 	  "  --kernel-package picks the kernel: a metapackage or a linux-image-<version>\n"
 	  "  package. Default " IMAGE_KERNEL_PACKAGE " (6.12, has the VM generation\n"
 	  "  ID driver clones reseed their random numbers with); " IMAGE_KERNEL_PACKAGE_61 "\n"
-	  "  gives 6.1. Each build rewrites the outputs for the kernel it was given.\n",
+	  "  gives 6.1. Each build rewrites the outputs for the kernel it was given.\n"
+	  "forkvm image build --rootfs [--packages A,B,...] [--size MIB | --free MIB]\n"
+	  "                   [--cache DIR] [--agent PATH] [--out DIR]\n"
+	  "forkvm image build --rootfs-dir DIR | --rootfs-tar FILE|- [--size MIB | --free MIB] ...\n"
+	  "  Build an ext4 root filesystem image for Linux guests: rootfs.ext4 and\n"
+	  "  manifest.json in --out (default DIR/rootfs). --rootfs: Debian 12's python3,\n"
+	  "  python3-pip, bash, coreutils, ca-certificates and what they depend on, plus\n"
+	  "  --packages; rebuilt only when a package version, the agent or an option\n"
+	  "  changed. --rootfs-dir / --rootfs-tar: a tree of your own (e.g.\n"
+	  "  \"docker export C | forkvm image build --rootfs-tar -\"). The agent goes to\n"
+	  "  /" ROOTFS_AGENT_PATH ". --size: image size in MiB; otherwise the files\n"
+	  "  * 1.3 plus --free MiB (default 256). Boot it with forkvm run --rootfs IMAGE.\n",
 	  run_build },
 	{ "extract",
 	  "forkvm image extract BZIMAGE OUT\n"
@@ -160,6 +258,8 @@ static const struct image_sub subs[] = {
 	"forkvm image build|extract|inspect ...\n"                                 \
 	"  build [--cache DIR] [--agent PATH] [--out DIR] [--module NAME]...\n"    \
 	"        [--kernel-package NAME]\n"                                        \
+	"  build --rootfs [--packages A,B] | --rootfs-dir DIR | --rootfs-tar FILE\n" \
+	"        [--size MIB | --free MIB] [--cache DIR] [--agent PATH] [--out DIR]\n" \
 	"  extract BZIMAGE OUT\n"                                                  \
 	"  inspect FILE\n"                                                         \
 	"Run \"forkvm image SUBCOMMAND --help\" for details.\n"

@@ -50,6 +50,9 @@ static const char usage[] =
 	"                       (needed with --paused or without vsock; docs/SNAPSHOT.md)\n"
 	"  --agent-timeout MS   for that fix-up, retries included (default 30000)\n"
 	"  --kvm-device PATH    KVM device (default /dev/kvm)\n"
+	"  --disk PATH[,ro]     virtio-blk disk on base image PATH (never written; up to 4):\n"
+	"                       writes go to a private copy-on-write overlay SOCKET.diskN.ovl,\n"
+	"                       removed when the VM ends; ,ro: a read-only disk (docs/DISK.md)\n"
 	UFFD_RESTORE_USAGE
 	RUN_LINUX_USAGE
 	CGROUP_USAGE
@@ -205,7 +208,7 @@ static int run_restore(struct vm *vm, struct run_opts *o)
 {
 	struct snapshot snap;
 	struct snap_machine m;
-	char err[512];
+	char err[2048];
 	int ret = snap_open(o->restore, &snap, err, sizeof(err));
 
 	if (ret) {
@@ -278,6 +281,8 @@ static int run(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	/* A peer that went away is an error return, never a reason for the VMM to die. */
 	signal(SIGPIPE, SIG_IGN);
+	/* A disk overlay hitting a file size limit is an I/O error for the guest, not our end. */
+	signal(SIGXFSZ, SIG_IGN);
 	/* The jail, before the VM exists and so before any guest code runs (docs/SECURITY.md). */
 	if (run_jail_prepare(&o) < 0 || (!o.jail_late && jail_enter(&o.jail, o.name) < 0))
 		return CLI_EXIT_FAIL;

@@ -76,7 +76,7 @@ static int snapshot_verify(int argc, char **argv)
 	struct snapshot snap;
 	struct snap_machine m;
 	bool sections = argc == 4 && strcmp(argv[3], "--sections") == 0;
-	char err[512];
+	char err[2048];
 
 	if (argc != 3 && !sections)
 		return cli_usage_error(&cli_cmd_snapshot, "verify needs DIR");
@@ -86,10 +86,10 @@ static int snapshot_verify(int argc, char **argv)
 		return CLI_EXIT_FAIL;
 	}
 	printf("{\"ok\":true,\"dir\":\"%s\",\"format_version\":%u,\"sections\":%d,"
-	       "\"mem_bytes\":%llu,\"vcpus\":%d,\"guest\":\"%s\"}\n",
+	       "\"mem_bytes\":%llu,\"vcpus\":%d,\"guest\":\"%s\",\"disks\":%d}\n",
 	       argv[2], snap.state.version, snap.state.nsections,
 	       (unsigned long long)m.config.mem_size, m.nvcpus,
-	       m.config.guest_kind == SNAP_GUEST_PROBE ? "probe" : "linux");
+	       m.config.guest_kind == SNAP_GUEST_PROBE ? "probe" : "linux", m.ndisks);
 	if (sections)
 		print_sections(&snap);
 	snap_machine_free(&m);

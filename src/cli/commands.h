@@ -17,6 +17,8 @@ extern const struct cli_command cli_cmd_image;
 extern const struct cli_command cli_cmd_branch;
 extern const struct cli_command cli_cmd_template;
 extern const struct cli_command cli_cmd_exec;
+extern const struct cli_command cli_cmd_eval;
+extern const struct cli_command cli_cmd_cp;
 extern const struct cli_command cli_cmd_pageserver;
 
 #endif

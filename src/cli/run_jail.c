@@ -4,9 +4,26 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/log.h"
+#include "disk/disk.h"
+
+/* A disk's base, read-only, and its cached identity (read inside, never rewritten there). */
+static int jail_add_disk(struct jail_opts *j, const char *base)
+{
+	char real[PATH_MAX], id[PATH_MAX + 16];
+
+	if (jail_add(j, base, false) < 0)
+		return -ENOSPC;
+	if (!realpath(base, real) ||
+	    snprintf(id, sizeof(id), "%s%s", real, DISK_ID_SUFFIX) >= (int)sizeof(id) ||
+	    access(id, R_OK) < 0)
+		return 0;
+	return jail_add(j, id, false);
+}
 
 int run_jail_prepare(struct run_opts *o)
 {
@@ -49,7 +66,11 @@ int run_jail_prepare(struct run_opts *o)
 		   (ret = jail_add_owned_file(j, o->vm.console_path))) {
 		return ret;
 	}
-	/* Read inside: the snapshot, the kernel and initrd; /dev/kvm. */
+	/* Read inside: disk bases (their tops go next to the socket, inside), the snapshot, the
+	 * kernel and initrd; /dev/kvm. */
+	for (int i = 0; i < o->vm.ndisks; i++)
+		if (jail_add_disk(j, o->vm.disks[i].base) < 0)
+			return log_errno(-ENOSPC, "jail: too many paths for %s", o->name);
 	if (jail_add(j, o->restore, false) < 0 || jail_add(j, o->kernel, false) < 0 ||
 	    jail_add(j, o->initrd, false) < 0 ||
 	    jail_add(j, o->vm.kvm_path ? o->vm.kvm_path : "/dev/kvm", true) < 0)

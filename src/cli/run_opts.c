@@ -12,7 +12,7 @@
 
 enum { OPT_MEM = 256, OPT_VCPUS, OPT_BACKING, OPT_NO_HUGEPAGE, OPT_NAME, OPT_SOCKET,
        OPT_CONSOLE, OPT_CPU_FEATURES, OPT_DETACH, OPT_READY_FD, OPT_KVM, OPT_LOG, OPT_RESTORE, OPT_PAUSED,
-       OPT_NO_AGENT_SYNC, OPT_AGENT_TIMEOUT };
+       OPT_NO_AGENT_SYNC, OPT_AGENT_TIMEOUT, OPT_DISK };
 
 static const struct option options[] = {
 	{ "mem", required_argument, NULL, OPT_MEM },
@@ -32,6 +32,7 @@ static const struct option options[] = {
 	{ "log", required_argument, NULL, OPT_LOG },
 	{ "no-agent-sync", no_argument, NULL, OPT_NO_AGENT_SYNC },
 	{ "agent-timeout", required_argument, NULL, OPT_AGENT_TIMEOUT },
+	{ "disk", required_argument, NULL, OPT_DISK },
 	{ "verbose", no_argument, NULL, 'v' },
 	UFFD_RESTORE_OPTIONS,
 	CGROUP_OPTIONS,
@@ -39,6 +40,29 @@ static const struct option options[] = {
 	JAIL_OPTIONS,
 	{ NULL, 0, NULL, 0 },
 };
+
+/* --disk PATH[,ro]: a base image; the VM writes to a private top next to its socket. */
+static int parse_disk(const struct cli_command *self, const char *arg, struct run_opts *o)
+{
+	char *comma, *base = o->disk_base[o->vm.ndisks];
+	bool ro = false;
+
+	if (o->vm.ndisks == VM_MAX_DISKS)
+		return cli_usage_error(self, "--disk: at most %d disks", VM_MAX_DISKS);
+	if (!*arg || strlen(arg) >= sizeof(o->disk_base[0]))
+		return cli_usage_error(self, "--disk '%s': need an image path", arg);
+	snprintf(base, sizeof(o->disk_base[0]), "%s", arg);
+	comma = strrchr(base, ',');
+	if (comma && strcmp(comma, ",ro") == 0) {
+		*comma = '\0';
+		ro = true;
+	} else if (comma && strchr(comma, '/') == NULL) {
+		return cli_usage_error(self, "--disk '%s': the only option is ',ro'", arg);
+	}
+	o->vm.disks[o->vm.ndisks++] = (struct vm_disk_config){ .base = base, .read_only = ro,
+							       .slot = -1 };
+	return 0;
+}
 
 static int parse_one(const struct cli_command *self, int opt, struct run_opts *o)
 {
@@ -97,6 +121,7 @@ static int parse_one(const struct cli_command *self, int opt, struct run_opts *o
 			return cli_usage_error(self, "--agent-timeout '%s': need 1 to 3600000 ms", optarg);
 		o->agent_timeout_ms = (int)v;
 		return 0;
+	case OPT_DISK: return parse_disk(self, optarg, o);
 	case 'v': log_set_level(LOG_DEBUG); return 0;
 	default:
 		if (opt >= CGROUP_OPT_BASE)
@@ -137,6 +162,8 @@ int run_opts_parse(const struct cli_command *self, int argc, char **argv, struct
 		return cli_usage_error(self, "unexpected argument '%s'", argv[optind]);
 	if (o->restore && o->size_set)
 		return cli_usage_error(self, "--mem and --vcpus come from the snapshot with --restore");
+	if (o->restore && o->vm.ndisks)
+		return cli_usage_error(self, "--disk comes from the snapshot with --restore");
 	if (o->restore && !o->backing_set)
 		o->vm.mem.backing = GUEST_MEM_FILE_PRIVATE;
 	if (!o->restore && o->vm.mem.backing == GUEST_MEM_FILE_PRIVATE)
@@ -152,6 +179,8 @@ int run_opts_parse(const struct cli_command *self, int argc, char **argv, struct
 		if (cli_vm_socket(o->name, o->socket, sizeof(o->socket)) < 0 || strlen(o->socket) >= 108)
 			return cli_usage_error(self, "socket path for '%s' is too long", o->name);
 	}
+	/* Writable disk tops (and the layers later snapshots seal) live next to the socket. */
+	o->vm.disk_top_prefix = o->socket;
 	ret = run_linux_finish(self, o);
 	if (ret)
 		return ret;

@@ -36,16 +36,22 @@ struct run_opts {
 	bool linux_image, cpu_features_set, no_vsock;
 	int protocol; /* enum boot_protocol */
 	char image_kernel[600], image_initrd[600], default_vsock[600];
+	/* --rootfs IMAGE (or the cached rootfs with --linux): disk 0, root=/dev/vda */
+	const char *rootfs;
+	bool no_rootfs;
+	char image_rootfs[600], rootfs_cmdline[LINUX_CMDLINE_MAX];
 	/* The jail (cli/run_jail.c): options, paths moved into its directory. */
 	struct jail_opts jail;
 	bool jail_late;	/* uffd: entered after the page-server attach */
 	char jail_vsock[512], jail_console[512];
+	char disk_base[VM_MAX_DISKS][4096]; /* --disk PATH[,ro] */
 };
 
 /* Linux options (ids from RUN_LINUX_OPT_BASE): 0 or a CLI exit code. */
 #define RUN_LINUX_OPT_BASE 2000
 enum { RUN_OPT_KERNEL = RUN_LINUX_OPT_BASE, RUN_OPT_INITRD, RUN_OPT_CMDLINE, RUN_OPT_LINUX,
-       RUN_OPT_PROTOCOL, RUN_OPT_VSOCK, RUN_OPT_VSOCK_CID, RUN_OPT_NO_VSOCK };
+       RUN_OPT_PROTOCOL, RUN_OPT_VSOCK, RUN_OPT_VSOCK_CID, RUN_OPT_NO_VSOCK, RUN_OPT_ROOTFS,
+       RUN_OPT_NO_ROOTFS };
 #define RUN_LINUX_OPTIONS                                                          \
 	{ "kernel", required_argument, NULL, RUN_OPT_KERNEL },                     \
 	{ "initrd", required_argument, NULL, RUN_OPT_INITRD },                     \
@@ -54,7 +60,9 @@ enum { RUN_OPT_KERNEL = RUN_LINUX_OPT_BASE, RUN_OPT_INITRD, RUN_OPT_CMDLINE, RUN
 	{ "protocol", required_argument, NULL, RUN_OPT_PROTOCOL },                 \
 	{ "vsock", required_argument, NULL, RUN_OPT_VSOCK },                       \
 	{ "vsock-cid", required_argument, NULL, RUN_OPT_VSOCK_CID },               \
-	{ "no-vsock", no_argument, NULL, RUN_OPT_NO_VSOCK }
+	{ "no-vsock", no_argument, NULL, RUN_OPT_NO_VSOCK },                       \
+	{ "rootfs", required_argument, NULL, RUN_OPT_ROOTFS },                     \
+	{ "no-rootfs", no_argument, NULL, RUN_OPT_NO_ROOTFS }
 #define RUN_LINUX_USAGE                                                                     \
 	"  --kernel FILE        boot a Linux vmlinux or bzImage instead of the probe guest\n"  \
 	"  --initrd FILE        initramfs for --kernel\n"                                       \
@@ -66,7 +74,13 @@ enum { RUN_OPT_KERNEL = RUN_LINUX_OPT_BASE, RUN_OPT_INITRD, RUN_OPT_CMDLINE, RUN
 	"  --vsock PATH         virtio-vsock host socket (Linux default SOCKET.vsock;\n"       \
 	"                       the probe guest gets a vsock device only with --vsock)\n"     \
 	"  --vsock-cid N        guest CID (default 3)\n"                                        \
-	"  --no-vsock           no vsock device\n"
+	"  --no-vsock           no vsock device\n"                                             \
+	"  --rootfs IMAGE       root filesystem image (forkvm image build --rootfs) as the\n"  \
+	"                       first virtio-blk disk, writes to a private overlay; adds\n"    \
+	"                       forkvm.root=/dev/vda to the command line; implies --linux\n"   \
+	"                       without --kernel. --linux alone uses CACHE/rootfs/rootfs.ext4\n" \
+	"                       when it exists\n"                                               \
+	"  --no-rootfs          --linux without the cached rootfs (initramfs only)\n"
 int run_linux_opt(const struct cli_command *self, int opt, const char *arg, struct run_opts *o);
 /* After parsing: fill the image defaults and the vsock path, check combinations. */
 int run_linux_finish(const struct cli_command *self, struct run_opts *o);

@@ -2,6 +2,7 @@
 #include "core/vm.h"
 
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
@@ -13,8 +14,10 @@
 #include "devices/i8042.h"
 #include "devices/probe_dev.h"
 #include "devices/serial.h"
+#include "devices/virtio_blk.h"
 #include "devices/vmgenid.h"
 #include "devices/vsock.h"
+#include "disk/disk.h"
 #include "x86/layout.h"
 
 static int vm_setup_arch(struct vm *vm)
@@ -47,6 +50,44 @@ static int vm_open_console(struct vm *vm)
 	return 0;
 }
 
+static int first_free_slot(const struct vm *vm)
+{
+	for (int i = 0; i < LAYOUT_VIRTIO_MMIO_SLOTS; i++)
+		if (!vm->virtio[i])
+			return i;
+	return -1;
+}
+
+/* Disk i: open its chain with a new private top next to the control socket, then the device. */
+static int vm_create_disk(struct vm *vm, const struct vm_disk_config *c)
+{
+	char top[PATH_MAX + 8], prefix[PATH_MAX];
+	const char *name = strrchr(c->base, '/');
+	int slot = c->slot >= 0 ? c->slot : first_free_slot(vm), err;
+	struct disk_open_opts o = { .base = c->base, .layers = c->layers, .nlayers = c->nlayers,
+				    .expect_ids = c->layer_ids, .expect_base = c->base_id };
+	struct disk *d;
+
+	if (slot < 0 || slot >= LAYOUT_VIRTIO_MMIO_SLOTS)
+		return log_errno(-ENOSPC, "disk %s: no free virtio-mmio slot", c->base);
+	if (!c->read_only && !vm->cfg.disk_top_prefix)
+		return log_errno(-EINVAL, "disk %s: no directory for its writable top", c->base);
+	snprintf(prefix, sizeof(prefix), "%s.disk%d", vm->cfg.disk_top_prefix ? vm->cfg.disk_top_prefix : "",
+		 slot);
+	if (!c->read_only) {
+		snprintf(top, sizeof(top), "%s.ovl", prefix);
+		o.create_top = top;
+	}
+	err = disk_open(&o, &d, NULL, 0);
+	if (err)
+		return err;
+	err = virtio_blk_create(vm, slot, d, c->serial ? c->serial : name ? name + 1 : c->base,
+				c->read_only ? NULL : prefix, &vm->blk[vm->nblk]);
+	if (!err)
+		vm->nblk++;
+	return err;
+}
+
 static int vm_create_devices(struct vm *vm)
 {
 	int err = serial_create(vm, LAYOUT_SERIAL_PORT, LAYOUT_SERIAL_IRQ, vm->console_fd,
@@ -57,6 +98,10 @@ static int vm_create_devices(struct vm *vm)
 		err = acpi_pm_create(vm);
 	if (!err && vm->cfg.vsock_path)
 		err = vsock_create(vm, 0, vm->cfg.vsock_path, vm->cfg.vsock_cid, &vm->vsock);
+	if (!err && vm->cfg.ndisks > VM_MAX_DISKS)
+		err = log_errno(-EINVAL, "%d disks (at most %d)", vm->cfg.ndisks, VM_MAX_DISKS);
+	for (int i = 0; !err && i < vm->cfg.ndisks; i++)
+		err = vm_create_disk(vm, &vm->cfg.disks[i]);
 	if (err)
 		return err;
 	return probe_dev_create(vm, &vm->probe);
@@ -168,6 +213,9 @@ void vm_destroy(struct vm *vm)
 	}
 	vsock_destroy(vm->vsock);
 	vm->vsock = NULL;
+	for (int i = 0; i < vm->nblk; i++)
+		virtio_blk_destroy(vm->blk[i]);
+	vm->nblk = 0;
 	probe_dev_destroy(vm->probe);
 	serial_destroy(vm->serial);
 	vm->probe = NULL;

@@ -17,6 +17,23 @@ struct serial;
 struct probe_dev;
 struct virtio_mmio;
 struct vsock;
+struct virtio_blk;
+struct disk_base_id;
+
+#define VM_MAX_DISKS 4
+
+/* A virtio-blk disk (docs/DISK.md): a base image, a sealed chain, a private writable top. */
+struct vm_disk_config {
+	const char *base;		/* raw image, never written */
+	bool read_only;			/* no writable top: the guest sees a read-only disk */
+	int slot;			/* virtio-mmio slot; -1: the first free one */
+	const char *serial;		/* GET_ID answer; NULL: the base's file name */
+	/* A restored chain: sealed layers oldest first, the ids and base they must carry. */
+	int nlayers;
+	const char *const *layers;
+	const uint8_t (*layer_ids)[16];
+	const struct disk_base_id *base_id;
+};
 
 struct vm_config {
 	uint64_t mem_size;
@@ -28,6 +45,9 @@ struct vm_config {
 	bool start_paused;		/* vCPU threads park at once; `resume` runs them */
 	const char *vsock_path;		/* host side of virtio-vsock (Unix socket); NULL = none */
 	uint32_t vsock_cid;		/* guest CID (default 3) */
+	struct vm_disk_config disks[VM_MAX_DISKS];
+	int ndisks;
+	const char *disk_top_prefix;	/* writable tops: PREFIX.disk<slot>.ovl (the socket path) */
 	/* cow branch children: guest RAM and the /dev/kvm handle inherited across fork(). */
 	const struct guest_mem *inherit_mem;
 	const struct kvm *inherit_kvm;
@@ -54,6 +74,8 @@ struct vm {
 	struct virtio_mmio *virtio[8];	/* slot i at LAYOUT_VIRTIO_MMIO_BASE + i * 4 KiB */
 	int nvirtio;
 	struct vsock *vsock;
+	struct virtio_blk *blk[VM_MAX_DISKS];
+	int nblk;
 	bool probe_guest;	/* the probe guest runs (its mailboxes are attached) */
 	struct vmgenid vmgenid;	/* Linux guests: the generation ID (devices/vmgenid.c) */
 	int console_fd;

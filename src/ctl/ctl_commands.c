@@ -10,9 +10,35 @@
 #include "ctl/ctl.h"
 #include "ctl/ctl_server.h"
 #include "devices/probe_dev.h"
+#include "devices/virtio_blk.h"
+#include "disk/disk.h"
 #include "devices/vmgenid.h"
 #include "fork/branch.h"
 #include "x86/layout.h"
+
+/* Each disk: where the guest finds it, its base, its private top and chain, its counters. */
+static json_t *disks_json(struct vm *vm)
+{
+	json_t *list = json_array();
+
+	for (int i = 0; i < vm->nblk; i++) {
+		struct virtio_blk *b = vm->blk[i];
+		const struct disk *d = b->disk;
+
+		pthread_mutex_lock(&b->mmio->lock);
+		json_array_append_new(list, json_pack(
+			"{s:i,s:I,s:s,s:I,s:s?,s:i,s:b,s:I,s:I,s:I,s:I,s:I,s:I}", "slot", b->mmio->slot,
+			"mmio", (json_int_t)b->mmio->base, "base", d->base_path, "bytes",
+			(json_int_t)d->size, "top", d->has_top ? d->layers[d->nlayers - 1]->path : NULL,
+			"sealed_layers", disk_nsealed(d), "read_only", !d->has_top, "reads",
+			(json_int_t)b->stats.reads, "writes", (json_int_t)b->stats.writes, "flushes",
+			(json_int_t)b->stats.flushes, "bytes_read", (json_int_t)b->stats.bytes_read,
+			"bytes_written", (json_int_t)b->stats.bytes_written, "errors",
+			(json_int_t)b->stats.errors));
+		pthread_mutex_unlock(&b->mmio->lock);
+	}
+	return list;
+}
 
 static json_t *cmd_status(struct ctl_server *srv, struct ctl_request *req)
 {
@@ -41,6 +67,8 @@ static json_t *cmd_status(struct ctl_server *srv, struct ctl_request *req)
 	json_object_set_new(reply, "pause_count", json_integer((json_int_t)vm->pause_count));
 	json_object_set_new(reply, "last_pause_us", json_real((double)vm->last_pause_ns / 1e3));
 	json_object_set_new(reply, "vcpus", vcpus);
+	if (vm->nblk)
+		json_object_set_new(reply, "disks", disks_json(vm));
 	if (vm->vmgenid.present) {
 		char hex[VMGENID_HEX_LEN + 1];
 
@@ -147,6 +175,23 @@ static json_t *cmd_probe(struct ctl_server *srv, struct ctl_request *req, uint32
 		preq.arg[1] = ctl_req_u64(req, "area", 16ULL << 20);
 		preq.arg[2] = ctl_req_u64(req, "mmio", 0);
 		break;
+	case PROBE_CMD_BLK_IO: {
+		/* The probe drives whatever answers at mmio: only a disk's window is safe. */
+		uint64_t mmio = ctl_req_u64(req, "mmio", srv->vm->nblk ? srv->vm->blk[0]->mmio->base : 0);
+		bool found = false;
+		for (int i = 0; i < srv->vm->nblk; i++)
+			found |= srv->vm->blk[i]->mmio->base == mmio;
+		if (!found)
+			return ctl_reply_error("blk_io: this VM has no virtio-blk device at 0x%" PRIx64
+					       " (start it with --disk PATH)", mmio);
+		preq.arg[0] = ctl_req_u64(req, "type", 0);
+		preq.arg[1] = ctl_req_u64(req, "sector", 0);
+		preq.arg[2] = ctl_req_u64(req, "buf", 0);
+		preq.arg[3] = ctl_req_u64(req, "len", 0);
+		preq.arg[4] = ctl_req_u64(req, "area", 12ULL << 20);
+		preq.arg[5] = mmio;
+		break;
+	}
 	case PROBE_CMD_DIRTY:
 		preq.arg[0] = ctl_req_u64(req, "gpa", LAYOUT_PROBE_WORK);
 		preq.arg[1] = ctl_req_u64(req, "pages", 0);
@@ -165,6 +210,7 @@ static json_t *cmd_counter(struct ctl_server *s, struct ctl_request *r) { return
 static json_t *cmd_crash(struct ctl_server *s, struct ctl_request *r) { return cmd_probe(s, r, PROBE_CMD_CRASH); }
 static json_t *cmd_vsock_listen(struct ctl_server *s, struct ctl_request *r) { return cmd_probe(s, r, PROBE_CMD_VSOCK_LISTEN); }
 static json_t *cmd_vsock_stats(struct ctl_server *s, struct ctl_request *r) { return cmd_probe(s, r, PROBE_CMD_VSOCK_STATS); }
+static json_t *cmd_blk_io(struct ctl_server *s, struct ctl_request *r) { return cmd_probe(s, r, PROBE_CMD_BLK_IO); }
 
 json_t *ctl_cmd_snapshot(struct ctl_server *srv, struct ctl_request *req);
 json_t *ctl_cmd_branch(struct ctl_server *srv, struct ctl_request *req);
@@ -205,6 +251,10 @@ const struct ctl_command ctl_commands[] = {
 	  cmd_vsock_listen, { VCPU_FIELD, { "port", CTL_U64, true, CTL_PORT_MAX }, { "area", CTL_U64, false, 0 },
 			      { "mmio", CTL_U64, false, 0 } } },
 	{ "vsock_stats", "probe guest's vsock counters", cmd_vsock_stats, { VCPU_FIELD } },
+	{ "blk_io", "probe guest runs one virtio-blk request (type, sector, len bytes at buf)",
+	  cmd_blk_io, { VCPU_FIELD, { "type", CTL_U64, true, UINT32_MAX }, { "sector", CTL_U64, false, 0 },
+			{ "buf", CTL_U64, false, 0 }, { "len", CTL_U64, false, 0 },
+			{ "area", CTL_U64, false, 0 }, { "mmio", CTL_U64, false, 0 } } },
 	{ "seccomp_probe", "test hook (FORKVM_TEST_SECCOMP_PROBE=1): a forbidden syscall", ctl_cmd_seccomp_probe,
 	  { { 0 } } },
 	{ "peek", "read up to 64 KiB of guest RAM (base64)", cmd_peek,

@@ -134,6 +134,37 @@ json_t *ctl_reply_ok(void)
 	return json_pack("{s:b}", "ok", 1);
 }
 
+/* Length of the valid UTF-8 sequence at s (1-4), or 0 (overlong, surrogate, cut or bad). */
+static size_t utf8_seq_len(const unsigned char *s)
+{
+	size_t n = s[0] < 0x80 ? 1 : s[0] >= 0xc2 && s[0] <= 0xdf ? 2 :
+		   s[0] >= 0xe0 && s[0] <= 0xef ? 3 : s[0] >= 0xf0 && s[0] <= 0xf4 ? 4 : 0;
+
+	for (size_t i = 1; i < n; i++)
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+	if ((n == 3 && ((s[0] == 0xe0 && s[1] < 0xa0) || (s[0] == 0xed && s[1] > 0x9f))) ||
+	    (n == 4 && ((s[0] == 0xf0 && s[1] < 0x90) || (s[0] == 0xf4 && s[1] > 0x8f))))
+		return 0;
+	return n;
+}
+
+/* JSON strings must be valid UTF-8: an error quoting a client's bytes (jansson's "near '...'",
+ * cut at its buffer's end mid-character) gets '?' for every byte that is not. */
+static void utf8_sanitize(char *msg)
+{
+	unsigned char *s = (unsigned char *)msg;
+
+	while (*s) {
+		size_t n = utf8_seq_len(s);
+
+		if (n == 0)
+			*s++ = '?';
+		else
+			s += n;
+	}
+}
+
 json_t *ctl_reply_error(const char *fmt, ...)
 {
 	char msg[4096]; /* room for a failed child's quoted log lines */
@@ -142,5 +173,6 @@ json_t *ctl_reply_error(const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	utf8_sanitize(msg);
 	return json_pack("{s:b,s:s}", "ok", 0, "error", msg);
 }

@@ -116,6 +116,10 @@ static void probe_done(void *ctx, int vcpu_id, const struct probe_result *res)
 			snprintf(hex, sizeof(hex), "0x%016" PRIx64, res->result[0]);
 			json_object_set_new(reply, "checksum", json_string(hex));
 		}
+		if (p->cmd == PROBE_CMD_BLK_IO) {
+			json_object_set_new(reply, "status", json_integer((json_int_t)res->result[0]));
+			json_object_set_new(reply, "used", json_integer((json_int_t)res->result[3]));
+		}
 		if (p->cmd == PROBE_CMD_VSOCK_LISTEN || p->cmd == PROBE_CMD_VSOCK_STATS)
 			json_object_set_new(reply, "result", json_pack("[I,I]", (json_int_t)res->result[0],
 								       (json_int_t)res->result[3]));

@@ -20,6 +20,8 @@ int probe_request_check(const struct probe_mailbox *mb, const struct probe_reque
 	case PROBE_CMD_VSOCK_LISTEN:
 		return (req->arg[1] & 4095) == 0 && probe_range_ok(mb, req->arg[1], PROBE_VSOCK_AREA)
 			       ? 0 : -ERANGE;
+	case PROBE_CMD_BLK_IO:
+		return probe_blk_args_ok(mb, req->arg[2], req->arg[3], req->arg[4]) ? 0 : -ERANGE;
 	case PROBE_CMD_DIRTY: {
 		uint64_t span = probe_dirty_span(req->arg[1], req->arg[2]);
 		if (req->arg[1] == 0)
@@ -66,6 +68,7 @@ const char *probe_cmd_name(uint32_t cmd)
 	case PROBE_CMD_CRASH: return "crash";
 	case PROBE_CMD_VSOCK_LISTEN: return "vsock_listen";
 	case PROBE_CMD_VSOCK_STATS: return "vsock_stats";
+	case PROBE_CMD_BLK_IO: return "blk_io";
 	default: return "unknown";
 	}
 }
@@ -76,7 +79,7 @@ const char *probe_status_name(uint32_t status)
 	case PROBE_OK: return "ok";
 	case PROBE_EINVAL: return "unknown command";
 	case PROBE_ERANGE: return "range outside the work area";
-	case PROBE_ENODEV: return "no virtio-vsock device";
+	case PROBE_ENODEV: return "no such virtio device at that address";
 	case PROBE_EIO: return "virtio negotiation failed";
 	default: return "unknown status";
 	}

@@ -56,6 +56,10 @@ int virtio_mmio_create(struct vm *vm, int slot, uint32_t device_id, uint64_t fea
 		free(m);
 		return log_errno(-EINVAL, "virtio-mmio slot %d with %d queues", slot, nqueues);
 	}
+	if (vm->virtio[slot]) {
+		free(m);
+		return log_errno(-EBUSY, "virtio-mmio slot %d is taken", slot);
+	}
 	*m = (struct virtio_mmio){ .vm = vm, .slot = slot, .device_id = device_id,
 				   .base = LAYOUT_VIRTIO_MMIO_BASE + (uint64_t)slot * LAYOUT_VIRTIO_MMIO_SIZE,
 				   .gsi = LAYOUT_VIRTIO_MMIO_IRQ + (uint32_t)slot,

@@ -15,6 +15,7 @@ struct cow_template {
 	char prefix[48];
 	char run_dir[440];
 	char socket[600];	/* PREFIX.template.sock */
+	char disk_dir[600];	/* PREFIX.template.disks: the source's sealed disk layers, linked */
 	int listen_fd;
 	int next_index;		/* children are PREFIX-<index> */
 	int live;		/* children not yet reaped */

@@ -61,8 +61,14 @@ void cow_child_main(struct cow_template *t, const char *name, const char *socket
 		log_err("CPU feature policy of the branch: %s", err);
 		_exit(1);
 	}
+	/* Disks: the chain sealed at the branch instant (linked by the template), a new top. */
+	struct snap_disk_paths *disks = NULL;
+	cfg.disk_top_prefix = socket;
+	if (snap_disks_config(&t->machine, t->disk_dir, &cfg, &disks) < 0)
+		_exit(1);
 	if (jail_cgroup_enter(name, cfg.mem_size, NULL) < 0 || vm_create(&vm, &cfg) < 0)
 		_exit(1);
+	snap_disk_paths_free(disks);
 	if (vm_restore_machine(&vm, &t->machine, name) < 0 || vm_start(&vm) < 0) {
 		vm_destroy(&vm);
 		_exit(1);

@@ -44,6 +44,7 @@ static void kill_children(struct cow_template *t, struct branch_child *c, int *f
 		/* Killed, the VMM could not remove its vsock socket either. */
 		snprintf(path, sizeof(path), "%s.vsock", c[i].socket);
 		unlink(path);
+		snap_disks_remove_leftovers(c[i].socket);
 		if (keep[i])
 			continue;
 		snprintf(path, sizeof(path), "%s.log", c[i].socket);

@@ -1,4 +1,5 @@
 /* The cow template process: frozen image holder, child factory, and its control socket. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -10,6 +11,7 @@
 #include <string.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <sys/prctl.h>
@@ -118,6 +120,7 @@ static void reap(struct cow_template *t)
 				jail_describe_wait(status, how, sizeof(how));
 				log_warn("child %s (pid %d) %s", t->kids[i].socket, (int)pid, how);
 				unlink(t->kids[i].socket);
+				snap_disks_remove_leftovers(t->kids[i].socket);
 			}
 	}
 }
@@ -168,6 +171,47 @@ static int decode_state(struct cow_template *t, struct snap_buf *state)
 	return ret;
 }
 
+/* Remove the template's disk directory (links to sealed layers; children keep them open). */
+static void remove_disk_dir(const char *path)
+{
+	struct dirent *de;
+	DIR *d = opendir(path);
+
+	if (!d)
+		return;
+	while ((de = readdir(d)) != NULL)
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+			unlinkat(dirfd(d), de->d_name, 0);
+	closedir(d);
+	rmdir(path);
+}
+
+/*
+ * The source's sealed disk layers, linked into a directory of the template's own while their
+ * fds are still open (before the fd hygiene): children open their chains there, each with a
+ * new private top, and it outlives the source.
+ */
+static int export_disks(struct vm *vm, const struct branch_opts *o, char *dir, size_t len)
+{
+	int fd, ret;
+
+	dir[0] = '\0';
+	if (vm->nblk == 0)
+		return 0;
+	snprintf(dir, len, "%s/%s.template.disks", o->run_dir, o->prefix);
+	remove_disk_dir(dir); /* a stale one of an earlier template with this prefix */
+	if (mkdir(dir, 0700) < 0)
+		return log_errno(-errno, "creating %s", dir);
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return log_errno(-errno, "opening %s", dir);
+	ret = snap_disks_export(vm, fd, dir);
+	if (!ret && fsync(fd) < 0)
+		ret = log_errno(-errno, "fsync %s", dir);
+	close(fd);
+	return ret;
+}
+
 void cow_template_main(struct vm *vm, struct snap_buf *state, const struct branch_opts *o,
 		       int report_fd, pid_t source)
 {
@@ -179,6 +223,12 @@ void cow_template_main(struct vm *vm, struct snap_buf *state, const struct branc
 
 	setsid();
 	prctl(PR_SET_NAME, "forkvm-template");
+	if (export_disks(vm, o, t.disk_dir, sizeof(t.disk_dir)) < 0) {
+		report(report_fd, "error template setup failed: linking the source's disk layers into "
+		       "%s/%s.template.disks\n", o->run_dir, o->prefix);
+		remove_disk_dir(t.disk_dir);
+		_exit(1);
+	}
 	fds_close_except(keep, 2);
 	vm_forget_kvm(vm);
 	snprintf(t.prefix, sizeof(t.prefix), "%s", o->prefix);
@@ -208,11 +258,13 @@ void cow_template_main(struct vm *vm, struct snap_buf *state, const struct branc
 	t.listen_fd = ctl_listen(t.socket);
 	if (!kids || sig_fd < 0 || t.listen_fd < 0 || decode_state(&t, state) < 0) {
 		report(report_fd, "error template setup failed (see %s.log)\n", t.socket);
+		remove_disk_dir(t.disk_dir);
 		_exit(1);
 	}
 	if (cow_spawn(&t, o->count, o->paused, o->no_agent_sync, kids, err, sizeof(err)) < 0) {
 		report(report_fd, "error %s\n", err);
 		unlink(t.socket);
+		remove_disk_dir(t.disk_dir);
 		_exit(1);
 	}
 	for (int i = 0; i < o->count; i++)
@@ -222,6 +274,7 @@ void cow_template_main(struct vm *vm, struct snap_buf *state, const struct branc
 	free(kids);
 	template_serve(&t, sig_fd, source_fd);
 	unlink(t.socket);
+	remove_disk_dir(t.disk_dir);
 	jail_cgroup_leave();
 	_exit(0);
 }

@@ -105,7 +105,8 @@ int branch_diff(struct vm *vm, const struct branch_opts *o, struct branch_result
 	if (!ret && layer) {
 		snprintf(dir, sizeof(dir), "%s/layer-%d", o->dir, ++diff.layers);
 		meta = layer_meta(vm, diff.tip, npages);
-		ret = meta ? snap_layer_write(dir, diff.tip, state.data, state.len, blob, blob_len, meta)
+		ret = meta ? snap_layer_write(dir, diff.tip, state.data, state.len, blob, blob_len, meta,
+						 vm)
 			   : -ENOMEM;
 		if (ret)
 			snprintf(err, errlen, "writing layer %s: %s", dir, strerror(-ret));

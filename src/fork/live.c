@@ -262,6 +262,8 @@ int branch_live(struct vm *vm, const struct branch_opts *o, struct branch_result
 		ret = -errno;
 	if (!ret)
 		ret = snap_writer_put(&w, SNAP_FILE_VMSTATE, state.data, state.len);
+	if (!ret) /* the disk layers sealed at the branch instant */
+		ret = snap_disks_put(vm, &w);
 	if (!ret) {
 		char *meta = live_meta(vm, o, lc.bytes);
 		ret = meta ? snap_writer_put(&w, SNAP_FILE_META, meta, strlen(meta)) : -ENOMEM;

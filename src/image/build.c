@@ -19,10 +19,12 @@
 #include "loader/kernel.h"
 
 /* virtio-mmio transport + virtio vsock; dependencies are added by the resolver. On 6.12
- * virtio_ring and virtio are built in (modules.builtin) and skipped. */
+ * virtio_ring and virtio are built in (modules.builtin) and skipped. virtio_blk and ext4 let
+ * /init mount a root disk (forkvm.root=); Debian builds ext4 (and crc32c, jbd2) in. */
 static const char *const default_modules[] = {
 	"virtio_ring", "virtio", "virtio_mmio", "vsock",
 	"vmw_vsock_virtio_transport_common", "vmw_vsock_virtio_transport",
+	"virtio_blk", "ext4",
 };
 #define NDEFAULT (int)(sizeof(default_modules) / sizeof(default_modules[0]))
 
@@ -36,7 +38,7 @@ struct build {
 	int norder;
 };
 
-static int default_agent(char *buf, size_t size)
+int image_default_agent(char *buf, size_t size)
 {
 	char exe[PATH_MAX];
 	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
@@ -63,7 +65,7 @@ static int setup_paths(struct build *b, const struct image_build_opts *opts)
 	if (!ret && opts->agent_path)
 		snprintf(b->agent, sizeof(b->agent), "%s", opts->agent_path);
 	else if (!ret)
-		ret = default_agent(b->agent, sizeof(b->agent));
+		ret = image_default_agent(b->agent, sizeof(b->agent));
 	if (!ret && access(b->agent, F_OK) < 0) {
 		log_err("agent %s: not found; build the guest agent first or pass --agent PATH",
 			b->agent);

@@ -29,6 +29,8 @@ int image_build(const struct image_build_opts *opts);
 int image_bzimage_payload(const char *bzimage, uint8_t **out, size_t *len);
 /* image_bzimage_payload + validate as vmlinux + atomic write to out_path. */
 int image_extract_vmlinux(const char *bzimage, const char *out_path);
+/* forkvm-agent beside the running forkvm binary. */
+int image_default_agent(char *buf, size_t size);
 /* $FORKVM_CACHE or $HOME/.cache/forkvm. */
 int image_default_cache(char *buf, size_t size);
 /* The /init shell script for the given module load order (names, no ".ko"). */

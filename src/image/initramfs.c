@@ -14,16 +14,61 @@
 #include "image/cpio.h"
 #include "image/fsutil.h"
 #include "image/image.h"
+#include "image/rootfs.h"
 
 static const char *const dirs[] = { "bin", "dev", "lib", "lib/modules", "proc", "sbin", "sys", "tmp" };
 /* Applets /init needs plus a few for debugging from the agent. */
-static const char *const applets[] = { "sh", "mount", "mkdir", "cat", "ls", "echo", "sleep", "poweroff" };
+static const char *const applets[] = { "sh", "mount", "mkdir", "cat", "ls", "echo", "sleep", "poweroff",
+				       "switch_root", "umount" };
+
+/* Root on a virtio-blk disk (forkvm run --rootfs): with forkvm.root=/dev/vdX (or root=/dev/vdX)
+ * on the command line, mount it and switch_root into it, the agent (from the disk) as pid 1 as
+ * before; /proc, /sys, /dev and the /tmp tmpfs move along. Without it, nothing changes. Any
+ * failure is reported and the guest stays in the initramfs, so the agent is still reachable. */
+static const char root_section[] =
+	"# root on a disk: forkvm.root=/dev/vda (or root=/dev/vda) on the command line\n"
+	"root=\n"
+	"rootwait=30\n"
+	"set -f\n"
+	"for arg in $(cat /proc/cmdline); do\n"
+	"\tcase \"$arg\" in\n"
+	"\tforkvm.root=*) root=\"${arg#forkvm.root=}\" ;;\n"
+	"\troot=/dev/*) [ -n \"$root\" ] || root=\"${arg#root=}\" ;;\n"
+	"\tforkvm.rootwait=*) rootwait=\"${arg#forkvm.rootwait=}\" ;;\n"
+	"\tesac\n"
+	"done\n"
+	"set +f\n"
+	"case \"$rootwait\" in ''|*[!0-9]*) rootwait=30 ;; esac\n"
+	"if [ -n \"$root\" ]; then\n"
+	"\tn=0\n"
+	"\twhile [ ! -b \"$root\" ] && [ \"$n\" -lt $((rootwait * 10)) ]; do sleep 0.1; n=$((n + 1)); done\n"
+	"\tif [ ! -b \"$root\" ]; then\n"
+	"\t\techo \"forkvm-init: $root did not appear within ${rootwait}s (is a virtio-blk disk attached?); staying in the initramfs\"\n"
+	"\telif ! mkdir -p /newroot || ! mount -t ext4 -o rw \"$root\" /newroot; then\n"
+	"\t\techo \"forkvm-init: cannot mount $root (ext4, read-write); staying in the initramfs\"\n"
+	"\telif [ ! -x /newroot/" ROOTFS_AGENT_PATH " ]; then\n"
+	"\t\techo \"forkvm-init: $root has no /" ROOTFS_AGENT_PATH "; staying in the initramfs\"\n"
+	"\t\tumount /newroot\n"
+	"\telse\n"
+	"\t\tfor d in proc sys dev tmp run; do mkdir -p /newroot/$d; done\n"
+	"\t\tif [ -s /newroot/etc/hostname ]; then read -r h < /newroot/etc/hostname && echo \"$h\" > /proc/sys/kernel/hostname; fi\n"
+	"\t\tfor d in proc sys dev tmp; do mount --move /$d /newroot/$d; done\n"
+	"\t\tmkdir -p /newroot/dev/pts /newroot/dev/shm\n"
+	"\t\tmount -t devpts -o gid=5,mode=0620,ptmxmode=0666 devpts /newroot/dev/pts\n"
+	"\t\tmount -t tmpfs -o mode=1777 tmpfs /newroot/dev/shm\n"
+	"\t\tmount -t tmpfs -o mode=0755 tmpfs /newroot/run\n"
+	"\t\texport PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root\n"
+	"\t\techo \"forkvm-init: root is $root; starting /" ROOTFS_AGENT_PATH "\"\n"
+	"\t\texec switch_root /newroot /" ROOTFS_AGENT_PATH " --vsock-port %d\n"
+	"\tfi\n"
+	"fi\n";
 
 int image_init_script(const char *const *modules, int nmodules, char **out)
 {
 	size_t cap = 1024, len;
 	char *s;
 
+	cap += sizeof(root_section) + 16;
 	for (int i = 0; i < nmodules; i++)
 		cap += 2 * strlen(modules[i]) + 96;
 	s = malloc(cap);
@@ -42,6 +87,7 @@ int image_init_script(const char *const *modules, int nmodules, char **out)
 		len += (size_t)snprintf(s + len, cap - len,
 			"insmod /lib/modules/%s.ko || echo \"forkvm-init: insmod %s failed\"\n",
 			modules[i], modules[i]);
+	len += (size_t)snprintf(s + len, cap - len, root_section, IMAGE_AGENT_VSOCK_PORT);
 	snprintf(s + len, cap - len,
 		 "exec /sbin/forkvm-agent --vsock-port %d\n"
 		 "echo \"forkvm-init: cannot exec /sbin/forkvm-agent\"\n",

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "image/cmdrun.h"
 #include "image/fsutil.h"
 
 /* Copy the first token of a "Key: value" field, stopping at space, comma or '|'. */
@@ -114,15 +115,18 @@ static int download(const char *cache, struct pkg *pkg)
 	return ret;
 }
 
-static int unpack(struct pkg *pkg)
+int pkg_unpack(struct pkg *pkg)
 {
-	char tmp[PATH_MAX + 16];
+	char tmp[PATH_MAX + 16], what[300];
 	char *argv[] = { "dpkg", "-x", pkg->deb, tmp, NULL };
+	struct cmd_spec spec = { .argv = argv, .quiet = true };
+	struct cmd_result res;
 	int ret;
 
 	snprintf(tmp, sizeof(tmp), "%s.tmp.%d", pkg->root, (int)getpid());
+	snprintf(what, sizeof(what), "unpacking %s %s", pkg->name, pkg->version);
 	remove_tree(tmp);
-	ret = run_cmd(argv, NULL, NULL);
+	ret = cmd_run(&spec, what, NULL, &res);
 	if (!ret && rename(tmp, pkg->root) < 0)
 		ret = log_errno(-errno, "rename %s to %s", tmp, pkg->root);
 	if (ret)
@@ -158,5 +162,5 @@ int pkg_fetch(const char *cache, const char *name, struct pkg *pkg)
 	if (stat(pkg->root, &st) == 0)
 		return 0; /* unpacked by an earlier run: the rename made it complete */
 	log_info("unpacking %s", pkg->deb);
-	return unpack(pkg);
+	return pkg_unpack(pkg);
 }

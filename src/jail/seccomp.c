@@ -43,12 +43,14 @@ static const char *const sys_vcpu[] = {
 	"pwrite64", "fstat", "newfstatat", END
 };
 
-/* The vsock device thread and the page-server watcher: sockets, epoll, eventfds. */
+/* The vsock and virtio-blk device threads and the page-server watcher: sockets, epoll,
+ * eventfds; disk I/O on files the control thread opened (preadv/pwritev, fdatasync). */
 static const char *const sys_device[] = {
 	"ioctl", "epoll_wait", "epoll_pwait", "epoll_ctl", "poll", "ppoll", "accept", "accept4",
 	"socket", "connect", "sendmsg", "recvmsg", "sendto", "recvfrom", "shutdown",
 	"getsockopt", "setsockopt", "getsockname", "getpeername", "fcntl", "eventfd2", "pread64",
-	"fstat", "newfstatat", "unlink", "openat", "lseek", END
+	"pwrite64", "preadv", "pwritev", "fdatasync", "fstat", "newfstatat", "unlink", "openat",
+	"lseek", END
 };
 
 /*

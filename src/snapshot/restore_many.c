@@ -21,6 +21,7 @@
 #include "core/vm.h"
 #include "jail/seccomp.h"
 #include "snapshot/snap_config.h"
+#include "snapshot/snap_disk.h"
 #include "snapshot/snap_format.h"
 
 extern char **environ;
@@ -186,6 +187,7 @@ static void kill_all(struct restored_child *children, struct child_proc *procs, 
 		/* Killed, the VMM could not remove its vsock socket either. */
 		snprintf(path, sizeof(path), "%s.vsock", children[i].socket);
 		unlink(path);
+		snap_disks_remove_leftovers(children[i].socket);
 		if (procs[i].keep_log)
 			continue;
 		snprintf(path, sizeof(path), "%s.log", children[i].socket);

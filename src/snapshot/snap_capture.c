@@ -84,5 +84,5 @@ int snap_capture(struct vm *vm, struct snap_buf *buf)
 		snap_buf_add(buf, SNAP_SEC_VIRTIO_MMIO, 0, &regs, sizeof(regs));
 		snap_buf_add(buf, SNAP_SEC_VSOCK, 0, &vs, sizeof(vs));
 	}
-	return 0;
+	return snap_disks_capture(vm, buf);
 }

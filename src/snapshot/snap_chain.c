@@ -307,6 +307,7 @@ int snap_compact(const char *tip, const char *out, char *err, size_t errlen)
 		if (!meta)
 			ret = -ENOMEM;
 		if (ret || (ret = snap_writer_put(&w, SNAP_FILE_VMSTATE, snap.state.data, snap.state.len)) ||
+		    (ret = snap_disks_copy(tip, &snap.state, &w, err, errlen)) ||
 		    (ret = snap_writer_put_memory(&w, mem.host, mem.size, &ms)) ||
 		    (ret = snap_writer_put(&w, SNAP_FILE_META, meta, strlen(meta))) ||
 		    (ret = snap_writer_commit(&w))) {

@@ -134,9 +134,16 @@ static int check_sections(const struct snapshot *snap, uint32_t nvcpus, char *er
 		case SNAP_SEC_IOAPIC:
 		case SNAP_SEC_PIT2:
 		case SNAP_SEC_CLOCK:
-		case SNAP_SEC_VIRTIO_MMIO:
 		case SNAP_SEC_VSOCK:
 			ok = s->instance == 0;
+			break;
+		case SNAP_SEC_VIRTIO_MMIO: /* slot 0: vsock (paired below) or a disk; others: disks */
+			ok = s->instance < LAYOUT_VIRTIO_MMIO_SLOTS &&
+			     (s->instance == 0 || snap_state_find(&snap->state, SNAP_SEC_BLK, s->instance));
+			break;
+		case SNAP_SEC_BLK:
+			ok = s->instance < LAYOUT_VIRTIO_MMIO_SLOTS &&
+			     !(s->instance == 0 && snap_state_find(&snap->state, SNAP_SEC_VSOCK, 0));
 			break;
 		default: /* unknown types, and 'probe', which no forkvm writes or restores */
 			snprintf(err, errlen, "vmstate: section type %u ('%s') instance %u is not one this "
@@ -145,8 +152,9 @@ static int check_sections(const struct snapshot *snap, uint32_t nvcpus, char *er
 		}
 		if (!ok) {
 			snprintf(err, errlen, "vmstate: unexpected section '%s' instance %u (%u vCPUs, "
-				 "serial port 0x%x, one vsock device)", snap_section_name(s->type),
-				 s->instance, nvcpus, LAYOUT_SERIAL_PORT);
+				 "serial port 0x%x, one vsock device in slot 0, disks in slots 0-%d, "
+				 "each virtio_mmio section with its device's)", snap_section_name(s->type),
+				 s->instance, nvcpus, LAYOUT_SERIAL_PORT, LAYOUT_VIRTIO_MMIO_SLOTS - 1);
 			return -EINVAL;
 		}
 	}
@@ -166,6 +174,29 @@ static bool in_ram(const struct snap_config *c, uint64_t gpa, uint64_t len)
 }
 
 /* What virtq_activate will demand of each ready queue when the device is restored. */
+int snap_check_queues(const struct snap_config *c, const struct virtio_mmio_regs *r, int nqueues,
+		      uint16_t qmax, const char *what, char *err, size_t errlen)
+{
+	for (int q = 0; q < VIRTIO_MMIO_MAX_QUEUES; q++) {
+		const struct virtq_state *v = &r->q[q];
+		uint64_t n = v->num;
+
+		if (!v->ready)
+			continue;
+		if (q >= nqueues || n == 0 || n > qmax || (n & (n - 1)) ||
+		    (v->desc_gpa & 15) || (v->avail_gpa & 1) || (v->used_gpa & 3) ||
+		    !in_ram(c, v->desc_gpa, 16 * n) || !in_ram(c, v->avail_gpa, 6 + 2 * n) ||
+		    !in_ram(c, v->used_gpa, 6 + 8 * n)) {
+			snprintf(err, errlen, "vmstate: section 'virtio_mmio': %s queue %d (%llu "
+				 "entries, rings at 0x%llx 0x%llx 0x%llx) cannot be restored", what, q,
+				 (unsigned long long)n, (unsigned long long)v->desc_gpa,
+				 (unsigned long long)v->avail_gpa, (unsigned long long)v->used_gpa);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
 static int check_vsock(const struct snap_machine *m, char *err, size_t errlen)
 {
 	if (m->vsock.cid < 3 || m->vsock.cid >= UINT32_MAX) {
@@ -173,25 +204,8 @@ static int check_vsock(const struct snap_machine *m, char *err, size_t errlen)
 			 (unsigned long long)m->vsock.cid, UINT32_MAX - 1);
 		return -EINVAL;
 	}
-	for (int q = 0; q < VIRTIO_MMIO_MAX_QUEUES; q++) {
-		const struct virtq_state *v = &m->vsock_mmio.q[q];
-		uint64_t n = v->num;
-
-		if (!v->ready)
-			continue;
-		if (q >= VSOCK_QUEUES || n == 0 || n > VSOCK_QUEUE_MAX || (n & (n - 1)) ||
-		    (v->desc_gpa & 15) || (v->avail_gpa & 1) || (v->used_gpa & 3) ||
-		    !in_ram(&m->config, v->desc_gpa, 16 * n) ||
-		    !in_ram(&m->config, v->avail_gpa, 6 + 2 * n) ||
-		    !in_ram(&m->config, v->used_gpa, 6 + 8 * n)) {
-			snprintf(err, errlen, "vmstate: section 'virtio_mmio': vsock queue %d (%llu "
-				 "entries, rings at 0x%llx 0x%llx 0x%llx) cannot be restored", q,
-				 (unsigned long long)n, (unsigned long long)v->desc_gpa,
-				 (unsigned long long)v->avail_gpa, (unsigned long long)v->used_gpa);
-			return -EINVAL;
-		}
-	}
-	return 0;
+	return snap_check_queues(&m->config, &m->vsock_mmio, VSOCK_QUEUES, VSOCK_QUEUE_MAX, "vsock",
+				 err, errlen);
 }
 
 int snap_decode(const struct snapshot *snap, struct snap_machine *m, char *err, size_t errlen)
@@ -238,9 +252,12 @@ int snap_decode(const struct snapshot *snap, struct snap_machine *m, char *err, 
 		memcpy(m->serial, serial->data, serial->len);
 		m->has_serial = true;
 	}
-	/* A vsock device is both sections or neither: half of one is a damaged snapshot. */
+	/* A vsock device is both sections or neither: half of one is a damaged snapshot. (A
+	 * virtio_mmio section in slot 0 belongs to a disk there if there is one.) */
 	vsock_sec[0] = snap_state_find(&snap->state, SNAP_SEC_VIRTIO_MMIO, 0);
 	vsock_sec[1] = snap_state_find(&snap->state, SNAP_SEC_VSOCK, 0);
+	if (snap_state_find(&snap->state, SNAP_SEC_BLK, 0) && !vsock_sec[1])
+		vsock_sec[0] = NULL;
 	if (vsock_sec[0] || vsock_sec[1]) {
 		COPY_FIXED(SNAP_SEC_VIRTIO_MMIO, 0, m->vsock_mmio);
 		COPY_FIXED(SNAP_SEC_VSOCK, 0, m->vsock);
@@ -248,6 +265,8 @@ int snap_decode(const struct snapshot *snap, struct snap_machine *m, char *err, 
 			goto bad;
 		m->has_vsock = true;
 	}
+	if (snap_disks_decode(&snap->state, m, err, errlen))
+		goto bad;
 	return 0;
 bad:
 	snap_machine_free(m);

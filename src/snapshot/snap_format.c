@@ -36,6 +36,7 @@ static const char *const section_names[] = {
 	[SNAP_SEC_VIRTIO_MMIO] = "virtio_mmio",
 	[SNAP_SEC_VSOCK] = "vsock",
 	[SNAP_SEC_PROBE] = "probe",
+	[SNAP_SEC_BLK] = "blk",
 };
 
 const char *snap_section_name(uint32_t type)

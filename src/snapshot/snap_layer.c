@@ -14,6 +14,7 @@
 
 #include "core/log.h"
 #include "mem/guest_mem.h"
+#include "snapshot/snap_disk.h"
 
 #define PAGE 4096ULL
 #define HDR 24ULL
@@ -58,7 +59,7 @@ int snap_layer_collect(const uint8_t *ram, uint64_t ram_size, const uint64_t *bi
 
 int snap_layer_write(const char *dir, const char *parent, const uint8_t *vmstate,
 		     uint64_t vmstate_len, const uint8_t *blob, uint64_t blob_len,
-		     const char *meta_json)
+		     const char *meta_json, struct vm *vm)
 {
 	struct snap_writer w;
 	char link[PATH_MAX + 16], target[PATH_MAX], line[PATH_MAX + 32], why[PATH_MAX + 96];
@@ -85,7 +86,8 @@ int snap_layer_write(const char *dir, const char *parent, const uint8_t *vmstate
 	if ((ret = snap_writer_put(&w, SNAP_FILE_VMSTATE, vmstate, vmstate_len)) ||
 	    (ret = snap_writer_put(&w, SNAP_FILE_PAGES, blob, blob_len)) ||
 	    (ret = snap_writer_put(&w, SNAP_FILE_PARENT, line, strlen(line))) ||
-	    (ret = snap_writer_put(&w, SNAP_FILE_META, meta_json, strlen(meta_json))))
+	    (ret = snap_writer_put(&w, SNAP_FILE_META, meta_json, strlen(meta_json))) ||
+	    (vm && (ret = snap_disks_put(vm, &w))))
 		goto err;
 	if (symlinkat(target, w.tmp_fd, SNAP_FILE_MEMORY) < 0) {
 		ret = log_errno(-errno, "linking %s/memory to %s", w.tmp, target);

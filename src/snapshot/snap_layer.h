@@ -7,6 +7,7 @@
 #include "snapshot/snap_format.h"
 
 struct guest_mem;
+struct vm;
 
 #define SNAP_FILE_PAGES "pages"
 #define SNAP_FILE_PARENT "parent"
@@ -42,10 +43,11 @@ int snap_read_file(const char *path, uint8_t **data, size_t *len, uint64_t max, 
 /* Copy the pages set in `bitmap` out of guest RAM (call while paused); returns a malloc'd blob. */
 int snap_layer_collect(const uint8_t *ram, uint64_t ram_size, const uint64_t *bitmap,
 		       uint8_t **blob, uint64_t *blob_len, uint64_t *npages);
-/* Write a layer directory atomically: vmstate, pages blob, parent link, memory symlink, meta. */
+/* Write a layer directory atomically: vmstate, pages blob, parent link, memory symlink, meta,
+ * and the disk layers vm's last capture recorded (vm NULL: none). */
 int snap_layer_write(const char *dir, const char *parent, const uint8_t *vmstate,
 		     uint64_t vmstate_len, const uint8_t *blob, uint64_t blob_len,
-		     const char *meta_json);
+		     const char *meta_json, struct vm *vm);
 
 /* Apply every layer of the chain ending at `dir` (oldest first) onto RAM already holding the
  * base. A plain snapshot (no `pages`) is a no-op. Errors name the layer and the problem. */

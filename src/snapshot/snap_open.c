@@ -10,6 +10,7 @@
 
 #include "core/errmsg.h"
 #include "snapshot/snap_config.h"
+#include "snapshot/snap_disk.h"
 #include "snapshot/snap_layer.h"
 
 #define SNAP_MAX_VCPUS 16
@@ -72,7 +73,7 @@ static int check_memory(struct snapshot *snap, const struct snap_config *c, char
 
 int snap_open(const char *dir, struct snapshot *snap, char *err, size_t errlen)
 {
-	char path[PATH_MAX + 16], msg[512];
+	char path[PATH_MAX + 16], msg[1536];
 	const struct snap_section *s;
 	struct snap_config c;
 	struct stat st;
@@ -110,6 +111,8 @@ int snap_open(const char *dir, struct snapshot *snap, char *err, size_t errlen)
 		ret = check_memory(snap, &c, msg, sizeof(msg));
 	if (!ret)
 		ret = snap_layers_check(dir, c.mem_size, msg, sizeof(msg));
+	if (!ret) /* every disk's chain opens as restore opens it: verify refuses what it would */
+		ret = snap_disks_check(dir, &snap->state, msg, sizeof(msg));
 	if (ret)
 		goto err;
 	return 0;

@@ -94,7 +94,7 @@ static int restore_devices(struct vm *vm, const struct snap_machine *m)
 	if (m->has_vsock && vm->vsock &&
 	    (virtio_mmio_restore(vm->virtio[0], &m->vsock_mmio) || vsock_restore(vm->vsock, &m->vsock)))
 		return -EINVAL;
-	return 0;
+	return snap_disks_restore(vm, m);
 }
 
 /* Before any RAM is allocated or copied: can this host's KVM run the snapshot's CPU? */
@@ -157,6 +157,7 @@ int vm_restore(struct vm *vm, const struct vm_config *base, const struct snapsho
 	       const struct restore_hooks *hooks)
 {
 	struct vm_config cfg = *base;
+	struct snap_disk_paths *disks;
 	char err[256];
 	int ret;
 
@@ -170,7 +171,12 @@ int vm_restore(struct vm *vm, const struct vm_config *base, const struct snapsho
 	ret = restore_check_host(&cfg, m, snap->dir);
 	if (ret)
 		return ret;
+	/* Disks: the snapshot's sealed chain, a new private top for this VM. */
+	ret = snap_disks_config(m, snap->dir, &cfg, &disks);
+	if (ret)
+		return ret;
 	ret = vm_create(vm, &cfg);
+	snap_disk_paths_free(disks);
 	if (ret)
 		return ret;
 	if (hooks && hooks->mem_ready && (ret = hooks->mem_ready(vm, hooks->arg))) {

@@ -46,6 +46,8 @@ static int snap_write(struct vm *vm, const struct snap_save_opts *o, struct snap
 	if (err)
 		return err;
 	err = snap_writer_put(&w, SNAP_FILE_VMSTATE, buf->data, buf->len);
+	if (!err) /* the sealed disk layers the capture recorded: linked (or copied) */
+		err = snap_disks_put(vm, &w);
 	if (!err)
 		err = snap_writer_put_memory(&w, vm->mem.host, vm->mem.size, &ms);
 	if (!err) {

@@ -10,6 +10,7 @@
 #include "devices/vsock.h"
 #include "mem/guest_mem.h"
 #include "snapshot/snap_config.h"
+#include "snapshot/snap_disk.h"
 #include "snapshot/snap_format.h"
 
 struct vm;
@@ -49,10 +50,15 @@ struct snap_machine {
 	bool has_vsock; /* virtio-mmio slot 0 + vsock device (connections are not saved) */
 	struct virtio_mmio_regs vsock_mmio;
 	struct vsock_state vsock;
+	int ndisks;	/* virtio-blk disks: transport, chain, base (snap_disk.h) */
+	struct snap_disk disks[SNAP_MAX_DISKS];
 };
 
 int snap_decode(const struct snapshot *snap, struct snap_machine *m, char *err, size_t errlen);
 void snap_machine_free(struct snap_machine *m);
+/* Each ready queue of a saved transport as virtq_activate will demand it (what: "vsock"). */
+int snap_check_queues(const struct snap_config *c, const struct virtio_mmio_regs *r, int nqueues,
+		      uint16_t qmax, const char *what, char *err, size_t errlen);
 /* Fail if this host's KVM cannot give the snapshot's CPUID features (names the first one). */
 int snap_check_host(const struct snap_machine *m, const struct kvm_cpuid2 *supported, char *err,
 		    size_t errlen);

@@ -41,6 +41,7 @@ static uint64_t natural_size(uint32_t type)
 	case SNAP_SEC_SERIAL: return sizeof(M->serial);
 	case SNAP_SEC_VIRTIO_MMIO: return sizeof(M->vsock_mmio);
 	case SNAP_SEC_VSOCK: return sizeof(M->vsock);
+	case SNAP_SEC_BLK: return sizeof(M->disks[0].st);
 	default: return 8;
 	}
 }

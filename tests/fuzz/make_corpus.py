@@ -150,6 +150,61 @@ def virtq():
     w("num-over-max", image(9, [], [0], 1, max_log2=8))
 
 
+# ---- virtio-blk requests (fuzz_blk.c) ----
+
+def blk():
+    """Guest RAM images: 8-entry queue, descriptors at 0, avail at 0x100, used at 0x200."""
+    w = out("blk")
+    NEXT, WRITE = 1, 2
+
+    def image(chains):
+        ram = bytearray(16 * 1024)
+        descs, heads = [], []
+        for chain in chains:
+            heads.append(len(descs))
+            for i, (addr, ln, flags) in enumerate(chain):
+                nxt = len(descs) + 1 if i + 1 < len(chain) else 0
+                descs.append(struct.pack("<QIHH", addr, ln, flags | (NEXT if i + 1 < len(chain) else 0),
+                                         nxt))
+        d = b"".join(descs)
+        ram[0:len(d)] = d
+        a = struct.pack("<HH", 0, len(heads)) + b"".join(struct.pack("<H", h) for h in heads)
+        ram[0x100:0x100 + len(a)] = a
+        return ram
+
+    def hdr(ram, gpa, kind, sector):
+        ram[gpa:gpa + 16] = struct.pack("<IIQ", kind, 0, sector)
+
+    ram = image([[(0x1000, 16, 0), (0x1100, 512, 0), (0x1400, 1, WRITE)],
+                 [(0x1010, 16, 0), (0x1800, 1024, WRITE), (0x1401, 1, WRITE)]])
+    hdr(ram, 0x1000, 1, 3)
+    hdr(ram, 0x1010, 0, 2)
+    ram[0x1100:0x1300] = b"\xab" * 512
+    w("write-then-read", bytes(ram).rstrip(b"\0"))
+    ram = image([[(0x1000, 16, 0), (0x1100, 64, WRITE), (0x1400, 1, WRITE)],
+                 [(0x1010, 16, 0), (0x1401, 1, WRITE)], [(0x1020, 16, 0), (0x1402, 1, WRITE)]])
+    hdr(ram, 0x1000, 8, 0)
+    hdr(ram, 0x1010, 4, 0)
+    hdr(ram, 0x1020, 11, 0)
+    w("get-id-flush-unsupported", bytes(ram).rstrip(b"\0"))
+    ram = image([[(0x1000, 16, 0), (0x1100, 512, WRITE), (0x1400, 1, WRITE)]])
+    hdr(ram, 0x1000, 0, 127)  # the last sector, then one past the end
+    w("last-sector", bytes(ram).rstrip(b"\0"))
+    hdr(ram, 0x1000, 0, 128)
+    w("past-the-end", bytes(ram).rstrip(b"\0"))
+    hdr(ram, 0x1000, 1, (1 << 64) - 1)
+    w("sector-overflow", bytes(ram).rstrip(b"\0"))
+    ram = image([[(0x1000, 16 + 100, 0), (0x1400, 1, WRITE)]])  # header and odd data together
+    hdr(ram, 0x1000, 1, 5)
+    w("any-layout-partial", bytes(ram).rstrip(b"\0"))
+    ram = image([[(0x1000, 16, 0), (0x1100, 512, 0)], [(0x1000, 8, 0), (0x1400, 1, WRITE)]])
+    hdr(ram, 0x1000, 1, 0)
+    w("no-status-short-header", bytes(ram).rstrip(b"\0"))
+    ram = image([[(0x1000, 16, 0), (0x1F00, 0x200, WRITE), (0x10000, 1, WRITE)]])
+    hdr(ram, 0x1000, 0, 1)
+    w("cross-region", bytes(ram).rstrip(b"\0"))
+
+
 # ---- kernels: bzImage and ELF vmlinux (fuzz_kernel.c) ----
 
 def compressors():
@@ -297,10 +352,55 @@ def agent_frame():
     seed("set_clock", 0, b'{"op":"set_clock","time_ns":1700000000000000000}')
     seed("reseed", 2, b'{"op":"reseed_entropy","data":"AAECAw==","entropy_bits":8}')
     seed("shutdown", 0, b'{"op":"shutdown","mode":"reboot","id":"x"}')
+    seed("eval", 2, b'{"op":"eval","lang":"python","code":"x = 41","timeout_ms":500,"context":"c1",'
+         b'"max_output":100,"output_encoding":"auto"}')
+    seed("eval_close", 0, b'{"op":"eval_close","context":"c1"}')
+    seed("put_tree", 1, b'{"op":"put_tree","path":"/tmp/d","data":"AAEC"}')
+    seed("get_tree", 0, b'{"op":"get_tree","path":"/etc","max_bytes":1024}')
     seed("malformed", 0, b'{"op":"ping",')
     seed("unknown", 0, b'{"op":"fly","id":[1,{"a":null}]}')
     w("oversized", b"\x00\xff\xff\xff\xff")
     w("pipelined", b'\x05\x00\x00\x00\x02{}\x00\x00\x00\x10{"op":"ping"}xx')
+
+
+# ---- ustar archives (fuzz_ustar.c; put_tree / get_tree / forkvm cp) ----
+
+def ustar():
+    import io
+    import tarfile
+    w = out("ustar")
+
+    def archive(fmt, members):
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=fmt) as t:
+            for name, kind, payload in members:
+                info = tarfile.TarInfo(name)
+                info.mtime = 1700000000
+                if kind == "dir":
+                    info.type = tarfile.DIRTYPE
+                    t.addfile(info)
+                elif kind == "link":
+                    info.type, info.linkname = tarfile.SYMTYPE, payload
+                    t.addfile(info)
+                elif kind == "hard":
+                    info.type, info.linkname = tarfile.LNKTYPE, payload
+                    t.addfile(info)
+                else:
+                    info.size, info.mode = len(payload), 0o640
+                    t.addfile(info, io.BytesIO(payload))
+        return buf.getvalue()
+    tree = [("d", "dir", None), ("d/f", "file", b"hello\n"), ("d/ln", "link", "f"),
+            ("./e/", "dir", None)]
+    long_tree = [("p" * 120 + "/" + "q" * 90, "file", b"x"), ("L" * 300, "file", b"long"),
+                 ("sym", "link", "t" * 150)]
+    w("ustar", archive(tarfile.USTAR_FORMAT, tree))
+    w("pax", archive(tarfile.PAX_FORMAT, tree + long_tree))
+    w("gnu", archive(tarfile.GNU_FORMAT, tree + long_tree))
+    w("dotdot", archive(tarfile.PAX_FORMAT, [("../x", "file", b"x")]))
+    w("absolute", archive(tarfile.USTAR_FORMAT, [("/etc/x", "file", b"x")]))
+    w("hardlink", archive(tarfile.USTAR_FORMAT, [("h", "hard", "/etc/passwd")]))
+    w("truncated", archive(tarfile.USTAR_FORMAT, [("f", "file", b"z" * 2000)])[:1500])
+    w("empty", b"")
 
 
 # ---- page-server register message (fuzz_ps_register.c) ----
@@ -369,9 +469,9 @@ def harness_written(name):
 
 
 GENERATORS = {
-    "hotlist": hotlist, "ctl_request": ctl_request, "virtq": virtq, "kernel": kernel,
+    "hotlist": hotlist, "ctl_request": ctl_request, "virtq": virtq, "blk": blk, "kernel": kernel,
     "payload": payload, "cpio": cpio, "agent_frame": agent_frame, "ps_register": ps_register,
-    "agent_reply": agent_reply,
+    "agent_reply": agent_reply, "ustar": ustar,
     "vmstate": harness_written("vmstate"), "layer": harness_written("layer"),
 }
 

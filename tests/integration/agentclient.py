@@ -134,6 +134,31 @@ class AgentClient:
         reply = self.call("read_file", **fields)
         return base64.b64decode(reply["content"]), reply
 
+    def eval(self, code, lang="python", context=None, timeout_ms=None, **fields):
+        """Run code in the guest's warm interpreter (op "eval"). Raises AgentError when the
+        agent refuses (busy context, bad lang, no python3); an exception in the code is not
+        an AgentError but the reply's "error" ({"name", "value", "traceback"})."""
+        if context is not None:
+            fields["context"] = context
+        if timeout_ms is not None:
+            fields["timeout_ms"] = timeout_ms
+        return self.call("eval", code=code, lang=lang, **fields)
+
+    def eval_close(self, context="default"):
+        return self.call("eval_close", context=context)
+
+    def put_tree(self, path, tar):
+        """Extract the ustar archive (bytes) into the guest directory path."""
+        return self.call("put_tree", path=path, data=b64(tar))
+
+    def get_tree(self, path, max_bytes=None):
+        """(archive bytes, reply) of a guest directory or file; reply["type"] says which."""
+        fields = {"path": path}
+        if max_bytes is not None:
+            fields["max_bytes"] = max_bytes
+        reply = self.call("get_tree", **fields)
+        return base64.b64decode(reply["data"]), reply
+
 
 def b64(data):
     return base64.b64encode(data).decode()

@@ -4,7 +4,7 @@ Each harness (build-fuzz/fuzz_NAME, made by `make fuzz-build`, mk/extra-fuzz.mk)
 FORKVM_FUZZ_SECONDS (default 30) from its committed seed corpus, tests/fuzz/corpus/NAME/, and
 fails on any crash, sanitizer report, leak, timeout or OOM, printing the reproducer. The
 inputs under tests/fuzz/crashes/*/ are replayed as regressions. Budget (docs/TESTING.md,
-"Fuzzing"): 11 harnesses x 30 s = 5.5 min plus the fuzz build; the ASan pass of tests/run
+"Fuzzing"): 12 harnesses x 30 s = 6 min plus the fuzz build; the ASan pass of tests/run
 (FORKVM_BUILD=build-san) replays the corpora only, as the harnesses carry their own sanitizers.
 """
 import glob
@@ -35,11 +35,13 @@ HARNESSES = {
     "ctl_request": 4096,   # CTL_MAX_LINE is 64 KiB; real requests are < 1 KiB
     "agent_frame": 4096,
     "virtq": 16400,        # 16-byte queue header + 16 KiB of guest RAM
+    "blk": 16384,          # 16 KiB of guest RAM (the queue is fixed)
     "kernel": 16384,       # setup header + small ELF/bzImage bodies
     "payload": 4096,       # bounds decompression bombs: dispatch output stays < 256 MiB
     "cpio": 8192,
     "ps_register": 4096,   # PS_LINE_MAX is 16 KiB; a register line is < 1 KiB
     "agent_reply": 4096,
+    "ustar": 16384,        # a few members with pax/GNU long names; archives are 512-byte blocks
 }
 
 SAN_ENV = {

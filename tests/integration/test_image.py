@@ -18,6 +18,8 @@ DEFAULT_KERNEL = "linux-image-6.12-cloud-amd64"  # 6.12: CONFIG_VMGENID=y
 KERNEL_61 = "linux-image-cloud-amd64"
 VSOCK_MODULES = ["virtio_mmio", "vsock", "vmw_vsock_virtio_transport_common",
                  "vmw_vsock_virtio_transport"]
+# The root disk (forkvm.root=): virtio_blk; Debian builds ext4 and crc32c in, so they are skipped.
+DISK_MODULES = ["virtio_blk"]
 NEEDS_APT = pytest.mark.skipif(
     shutil.which("apt-get") is None or os.environ.get("FORKVM_SKIP_NETWORK") == "1",
     reason="needs apt-get and Debian's package mirror",
@@ -91,11 +93,14 @@ def check_manifest(image, kernel_package, version_prefix, builtin_virtio):
         assert manifest["files"][name]["size"] == (image / name).stat().st_size
     mods = manifest["modules"]
     # 6.12 builds virtio_ring and virtio in (modules.builtin); 6.1 has them as modules.
-    expect = VSOCK_MODULES if builtin_virtio else ["virtio_ring", "virtio"] + VSOCK_MODULES
+    expect = VSOCK_MODULES + DISK_MODULES
+    if not builtin_virtio:
+        expect = ["virtio_ring", "virtio"] + expect
     assert sorted(mods) == sorted(expect)
     for dep, user in [("virtio_ring", "virtio"), ("virtio", "virtio_mmio"),
                       ("vsock", "vmw_vsock_virtio_transport_common"),
-                      ("vmw_vsock_virtio_transport_common", "vmw_vsock_virtio_transport")]:
+                      ("vmw_vsock_virtio_transport_common", "vmw_vsock_virtio_transport"),
+                      ("virtio_ring", "virtio_blk"), ("virtio", "virtio_blk")]:
         if dep in mods:
             assert mods.index(dep) < mods.index(user)
     banner = f"Linux version {kver} ".encode()
@@ -139,6 +144,9 @@ def test_initramfs_contents(image, agent):
     assert "exec /sbin/forkvm-agent --vsock-port 52" in init
     assert files["bin/busybox"][1][:4] == b"\x7fELF"
     assert files["bin/sh"][1] == b"busybox"
+    assert files["bin/switch_root"][1] == b"busybox"  # root on a disk (forkvm.root=)
+    assert "exec switch_root /newroot /usr/sbin/forkvm-agent --vsock-port 52" in init
+    assert init.index("forkvm.root=*)") < init.index("exec /sbin/forkvm-agent")
     assert files["sbin/forkvm-agent"][1] == open(agent, "rb").read()
     assert files["dev/console"][0] & 0o170000 == 0o020000
     insmods = [line.split()[1] for line in init.splitlines() if line.startswith("insmod ")]

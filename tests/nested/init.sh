@@ -2,7 +2,7 @@
 # /init of the nested rig's L1 Linux: load kvm-amd, run the Linux suite, print one result line,
 # power off. Written into the L1 initramfs by tests/nested/rig.sh.
 /bin/busybox --install -s /bin
-export PATH=/bin:/usr/bin HOME=/root TMPDIR=/tmp
+export PATH=/usr/sbin:/bin:/usr/bin HOME=/root TMPDIR=/tmp
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null

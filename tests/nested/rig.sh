@@ -16,6 +16,8 @@ NESTED_CACHE=$CACHE/nested
 L1_KERNEL=6.1
 L1_MEM=${FORKVM_NESTED_MEM:-4096}
 TIMEOUT=${FORKVM_NESTED_TIMEOUT:-2400}
+# Extra Debian packages in the L2 root filesystem: tests call busybox applets (dmesg, od, dd).
+ROOTFS_PACKAGES=${FORKVM_NESTED_ROOTFS_PACKAGES:-busybox-static}
 KEEP=0
 RUN_CMD=
 PYTEST_ARGS=()
@@ -135,6 +137,17 @@ cp -r "$ROOT/tests/linux" "$ROOT/tests/integration" "$ROOT/tests/conftest.py" "$
 find "$STAGE/forkvm/tests" -name __pycache__ -prune -exec rm -rf {} +
 mkdir -p "$STAGE/root/.cache/forkvm"
 build_l2_image "$STAGE/root/.cache/forkvm/image"
+# The L2 root filesystem (python3 from Debian's packages): `forkvm run --linux` boots from the
+# cached one, so the suite runs the product's path. Little free space: the initramfs carries
+# every byte of it (cpio keeps no holes); each VM's writes go to its own overlay anyway.
+"$ROOT/$BUILD/forkvm" image build --rootfs --packages "$ROOTFS_PACKAGES" --free 48 \
+	--cache "$CACHE" --agent "$ROOT/$BUILD/forkvm-agent" \
+	--out "$STAGE/root/.cache/forkvm/rootfs" >"$WORK/rootfs-build.log" 2>&1 ||
+	die "forkvm image build --rootfs failed: $(tail -n 5 "$WORK/rootfs-build.log")"
+# e2fsprogs for tests that make ext4 disks in L1 (busybox's mke2fs has no -d).
+mkdir -p "$STAGE/usr/sbin"
+for t in mke2fs e2fsck debugfs; do cp -L "/sbin/$t" "$STAGE/usr/sbin/$t"; done
+ln -s mke2fs "$STAGE/usr/sbin/mkfs.ext4"
 
 # Python 3 and pytest from this host, enough to run the suite.
 PYLIB=/usr/lib/python3.11

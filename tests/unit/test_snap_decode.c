@@ -29,6 +29,17 @@ struct variant {
 	uint64_t serial_len;			/* 0: the right one */
 	const char *cpu_features;		/* NULL: "" */
 	bool no_vsock;				/* neither vsock section */
+	/* Disks: ndisks of them in slots disk_slot, disk_slot + 1, ... (blk + virtio_mmio). */
+	int ndisks;
+	uint32_t disk_slot;			/* 0: slot 1 */
+	bool disk_slot_zero;			/* the first disk in slot 0 */
+	uint64_t blk_len;			/* 0: the right one */
+	bool no_disk_mmio, no_blk;		/* half a disk */
+	uint32_t claim_slot;			/* st.slot (0: the instance) */
+	uint32_t nlayers;
+	const char *base_path;			/* NULL: "/images/base.img" */
+	uint64_t disk_size;			/* 0: the base's, rounded to 512 */
+	uint16_t disk_qnum;			/* 0: 128 */
 };
 
 static void add(struct snap_buf *b, const struct variant *v, uint32_t type, uint32_t inst,
@@ -37,6 +48,31 @@ static void add(struct snap_buf *b, const struct variant *v, uint32_t type, uint
 	if (v->drop_type == type && v->drop_inst == inst)
 		return;
 	snap_buf_add(b, type, inst, data, len);
+}
+
+static void add_disks(struct snap_buf *b, const struct variant *v, const uint8_t *zero)
+{
+	uint32_t slot0 = v->disk_slot_zero ? 0 : v->disk_slot ? v->disk_slot : 1;
+
+	for (int i = 0; i < v->ndisks; i++) {
+		uint32_t slot = slot0 + (uint32_t)i;
+		struct snap_disk_state st = { .slot = v->claim_slot ? v->claim_slot : slot,
+					      .base_size = 10000, .size = v->disk_size ? v->disk_size : 10240,
+					      .nlayers = v->nlayers, .cluster_size = DISK_CLUSTER_SIZE };
+		struct virtio_mmio_regs mm = { 0 };
+
+		snprintf(st.base_path, sizeof(st.base_path), "%s",
+			 v->base_path ? v->base_path : "/images/base.img");
+		snprintf(st.serial, sizeof(st.serial), "base.img");
+		mm.q[0] = (struct virtq_state){ .num = v->disk_qnum ? v->disk_qnum : 128, .ready = 1,
+						.desc_gpa = 0x40000, .avail_gpa = 0x50000,
+						.used_gpa = 0x60000 };
+		if (!v->no_disk_mmio)
+			snap_buf_add(b, SNAP_SEC_VIRTIO_MMIO, slot, &mm, sizeof(mm));
+		if (!v->no_blk)
+			snap_buf_add(b, SNAP_SEC_BLK, slot, v->blk_len ? (const void *)zero : &st,
+				     v->blk_len ? v->blk_len : sizeof(st));
+	}
 }
 
 /* A complete two-vCPU linux snapshot with a vsock device, changed as v says. */
@@ -89,13 +125,15 @@ static int decode(const struct variant *v, char *err, size_t errlen)
 		else
 			add(&b, v, SNAP_SEC_VSOCK, 0, &vs, sizeof(vs));
 	}
+	add_disks(&b, v, zero);
 	if (v->extra_type)
 		snap_buf_add(&b, v->extra_type, v->extra_inst, zero, 8);
 	assert_int_equal(snap_buf_finish(&b), 0);
 	memset(&snap, 0, sizeof(snap));
 	snprintf(snap.dir, sizeof(snap.dir), "(test)");
 	ret = snap_state_parse(b.data, b.len, &snap.state, err, errlen);
-	assert_int_equal(ret, 0);
+	if (ret)
+		fail_msg("parse: %s", err);
 	ret = snap_decode(&snap, &m, err, errlen);
 	if (!ret)
 		snap_machine_free(&m);
@@ -161,6 +199,35 @@ static void test_bad_values(void **state)
 	       "section 'msrs' instance 1 is missing");
 }
 
+static void test_disks(void **state)
+{
+	char err[512] = "";
+
+	assert_int_equal(decode(&(struct variant){ .ndisks = 1 }, err, sizeof(err)), 0);
+	if (decode(&(struct variant){ .ndisks = 4, .nlayers = 64 }, err, sizeof(err)))
+		fail_msg("%s", err);
+	/* Slot 0 is a disk's only without a vsock device. */
+	assert_int_equal(decode(&(struct variant){ .ndisks = 1, .disk_slot_zero = true,
+						   .no_vsock = true }, err, sizeof(err)), 0);
+	expect(&(struct variant){ .ndisks = 1, .disk_slot_zero = true, .no_disk_mmio = true },
+	       "unexpected section 'blk' instance 0");
+	expect(&(struct variant){ .ndisks = 5 }, "more than 4 disks");
+	expect(&(struct variant){ .ndisks = 1, .disk_slot = 8 }, "unexpected section 'virtio_mmio' instance 8");
+	/* Half a disk, or a wrong length: refused, not restored without it. */
+	expect(&(struct variant){ .ndisks = 1, .no_disk_mmio = true }, "has no transport section");
+	expect(&(struct variant){ .ndisks = 1, .no_blk = true },
+	       "unexpected section 'virtio_mmio' instance 1");
+	expect(&(struct variant){ .ndisks = 1, .blk_len = 8 }, "section 'blk' instance 1 has 8 bytes");
+	expect(&(struct variant){ .ndisks = 1, .blk_len = sizeof(struct snap_disk_state) + 8 },
+	       "section 'blk' instance 1 has");
+	/* Its fields. */
+	expect(&(struct variant){ .ndisks = 1, .claim_slot = 2 }, "claims slot 2");
+	expect(&(struct variant){ .ndisks = 1, .nlayers = 65 }, "65 layers");
+	expect(&(struct variant){ .ndisks = 1, .base_path = "images/base.img" }, "absolute");
+	expect(&(struct variant){ .ndisks = 1, .disk_size = 20480 }, "does not fit a base");
+	expect(&(struct variant){ .ndisks = 1, .disk_qnum = 512 }, "disk 1 queue 0");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -168,6 +235,7 @@ int main(void)
 		cmocka_unit_test(test_vsock_half_or_wrong_length),
 		cmocka_unit_test(test_unknown_and_extra_sections),
 		cmocka_unit_test(test_bad_values),
+		cmocka_unit_test(test_disks),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
