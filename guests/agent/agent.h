@@ -31,6 +31,22 @@
 /* put_tree/get_tree: archive bytes (base64 of this fits one frame) and members. */
 #define AGENT_MAX_TREE (11u << 20)
 #define AGENT_MAX_TREE_ENTRIES 16384u
+/* eval: the interpreter's result frame (result 1 MiB and two 256 KiB texts, JSON-escaped). */
+#define AGENT_EVAL_META_MAX (10u << 20)
+
+/*
+ * Memory (mem.h): the budget all connections' large requests share (--mem-budget MiB), how
+ * long a request waits for it (--mem-wait ms), the frame size below which a request needs
+ * no reservation, what one parsed JSON value may cost, and what RLIMIT_AS allows a
+ * connection process beyond the budget (binary, stack, small frames, exec/eval output).
+ */
+#define AGENT_DEFAULT_MEM_BUDGET (128u << 20)
+#define AGENT_MIN_MEM_BUDGET_MIB 16u
+#define AGENT_MAX_MEM_BUDGET_MIB 65536u
+#define AGENT_DEFAULT_MEM_WAIT_MS 30000u
+#define AGENT_FREE_FRAME 4096u
+#define AGENT_VALUE_COST 160u
+#define AGENT_CONN_SLACK (64u << 20)
 
 /* A connection process exits with this to ask the listener to stop (--no-reboot shutdown). */
 #define AGENT_EXIT_SHUTDOWN 3
@@ -42,6 +58,8 @@ struct agent_config {
 	unsigned int max_conns;
 	const char *run_dir;	/* eval sockets; NULL: /tmp/forkvm-agent.<pid> */
 	const char *python;	/* eval interpreter, looked up in PATH (default "python3") */
+	size_t mem_budget;	/* bytes all connections' reservations may hold together */
+	unsigned int mem_wait_ms; /* how long a request waits for the budget */
 };
 
 /* A reply-sized error message; functions fill it and return -errno. */

@@ -3,6 +3,7 @@
 #include "frame.h"
 #include "io.h"
 #include "log.h"
+#include "mem.h"
 #include "ops.h"
 #include "reply.h"
 #include "request.h"
@@ -43,10 +44,11 @@ static int dispatch(const struct op_ctx *ctx, const struct agent_request *req, j
 }
 
 /*
- * Handle one complete frame. Returns 0 to keep reading, AGENT_EXIT_SHUTDOWN to stop the
- * agent, or -errno when the connection is unusable.
+ * Handle one complete frame (payload is freed here, once parsed: the request keeps no
+ * pointer into it). Returns 0 to keep reading, AGENT_EXIT_SHUTDOWN to stop the agent, or
+ * -errno when the connection is unusable.
  */
-static int handle_frame(const struct op_ctx *ctx, const uint8_t *payload, size_t len)
+static int handle_frame(const struct op_ctx *ctx, uint8_t *payload, size_t len)
 {
 	struct agent_request req;
 	struct agent_err e = { "" };
@@ -54,6 +56,10 @@ static int handle_frame(const struct op_ctx *ctx, const uint8_t *payload, size_t
 	int ret;
 
 	ret = agent_request_parse(payload, len, &req, &e);
+	free(payload);
+	/* The frame's share is held since its header; ops that read a lot add theirs. */
+	if (ret == 0)
+		ret = mem_reserve(mem_frame_cost(len) + mem_op_cost(&req), ctx->conn_fd, &e);
 	if (ret == 0) {
 		log_debug("request %s", agent_op_name(req.op));
 		reply = reply_ok(req.id);
@@ -83,12 +89,32 @@ static void send_error(int fd, const char *msg)
 	io_send_reply(fd, reply_error(NULL, msg));
 }
 
+/*
+ * The header of a frame is in: reserve what its payload will cost before buffering it. A
+ * frame the budget cannot take gets an error reply and is read and dropped, so the
+ * connection stays usable. Returns 0, or -ECONNRESET when the client hung up meanwhile.
+ */
+static int admit_frame(const struct op_ctx *ctx, struct frame_decoder *dec)
+{
+	struct agent_err e = { "" };
+	char msg[sizeof(e.msg) + 64];
+	int ret;
+
+	ret = mem_reserve(mem_frame_cost(dec->need), ctx->conn_fd, &e);
+	if (ret == 0 || ret == -ECONNRESET)
+		return ret;
+	snprintf(msg, sizeof(msg), "frame of %zu bytes refused: %s", dec->need, e.msg);
+	send_error(ctx->conn_fd, msg);
+	return frame_decoder_skip(dec);
+}
+
 int conn_serve(int fd, const struct agent_config *cfg, uint64_t agent_start_ms)
 {
 	const struct op_ctx ctx = { .conn_fd = fd, .cfg = cfg, .agent_start_ms = agent_start_ms };
 	struct frame_decoder dec;
 	static uint8_t rbuf[64 * 1024];
-	size_t rpos = 0, rlen = 0, used;
+	size_t rpos = 0, rlen = 0, used, avail;
+	bool admitted = false;	/* the current frame's header went through admit_frame */
 	char msg[160];
 	int ret = 0;
 
@@ -120,7 +146,11 @@ int conn_serve(int fd, const struct agent_config *cfg, uint64_t agent_start_ms)
 			rpos = 0;
 			rlen = (size_t)n;
 		}
-		ret = frame_decoder_feed(&dec, rbuf + rpos, rlen - rpos, &used);
+		/* The header alone first, so the payload is admitted before it is buffered. */
+		avail = rlen - rpos;
+		if (!frame_decoder_header_done(&dec) && avail > FRAME_HEADER - dec.hdr_have)
+			avail = FRAME_HEADER - dec.hdr_have;
+		ret = frame_decoder_feed(&dec, rbuf + rpos, avail, &used);
 		rpos += used;
 		if (ret == -EMSGSIZE) {
 			snprintf(msg, sizeof(msg), "frame of %zu bytes exceeds the limit of %u bytes",
@@ -133,12 +163,21 @@ int conn_serve(int fd, const struct agent_config *cfg, uint64_t agent_start_ms)
 			send_error(fd, msg);
 			goto out;
 		}
+		if (ret == FRAME_MORE && !admitted && frame_decoder_header_done(&dec)) {
+			admitted = true;
+			ret = admit_frame(&ctx, &dec);
+			if (ret < 0)
+				goto out;
+		}
+		if (ret == FRAME_SKIPPED)
+			admitted = false;
 		if (ret == FRAME_READY) {
 			size_t len;
 			uint8_t *payload = frame_decoder_take(&dec, &len);
 
+			admitted = false;
 			ret = handle_frame(&ctx, payload, len);
-			free(payload);
+			mem_release();
 			if (ret != 0)
 				goto out;
 		}

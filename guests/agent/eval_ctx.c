@@ -2,6 +2,7 @@
 #include "eval_ctx.h"
 #include "io.h"
 #include "log.h"
+#include "mem.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -287,6 +288,10 @@ static __attribute__((noreturn)) void driver_child(int listen_fd, int status_fd)
 	if (sigprocmask(SIG_SETMASK, &none, NULL) < 0 || signal(SIGINT, SIG_IGN) == SIG_ERR ||
 	    signal(SIGPIPE, SIG_DFL) == SIG_ERR)
 		child_fail(status_fd);
+	/* The interpreter outlives this connection: the agent's limit, not the connection's. */
+	errno = -mem_child_restore();
+	if (errno)
+		child_fail(status_fd);
 	devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
 	if (devnull < 0 || dup2(devnull, 0) < 0 || dup2(devnull, 1) < 0 || dup2(lfd, 3) < 0 ||
 	    dup2(life, 4) < 0)
@@ -439,7 +444,7 @@ static void stream_reset(struct eval_stream *st)
 {
 	close_fd(&st->fd);
 	frame_decoder_free(&st->dec);
-	frame_decoder_init(&st->dec, AGENT_MAX_FRAME);
+	frame_decoder_init(&st->dec, AGENT_EVAL_META_MAX);
 	st->pos = st->len = 0;
 }
 
@@ -449,10 +454,10 @@ static int read_hello(struct eval_session *s, int conn_fd, struct agent_err *e)
 	size_t len;
 	int ret;
 
-	ret = eval_recv(&s->st, io_now_ms() + AGENT_EVAL_START_MS, conn_fd, &payload, &len);
+	ret = eval_recv(&s->st, io_now_ms() + s->start_ms, conn_fd, &payload, &len);
 	if (ret == -ETIMEDOUT)
 		return agent_fail(e, ret, "the interpreter of context '%s' did not answer within %u ms",
-				  s->context, AGENT_EVAL_START_MS);
+				  s->context, s->start_ms);
 	if (ret == -EPIPE)
 		return agent_fail(e, -ECONNRESET, "client hung up while the interpreter started");
 	if (ret == -ECONNRESET)
@@ -483,13 +488,15 @@ static int reap_if_ours(pid_t pid)
 	}
 }
 
-int eval_session_open(const char *context, int conn_fd, struct eval_session *s,
-		      struct agent_err *e)
+int eval_session_open(const char *context, int conn_fd, uint32_t start_ms,
+		      struct eval_session *s, struct agent_err *e)
 {
 	int ret;
 
-	*s = (struct eval_session){ .context = context, .lock_fd = -1, .st.fd = -1 };
-	frame_decoder_init(&s->st.dec, AGENT_MAX_FRAME);
+	*s = (struct eval_session){ .context = context, .lock_fd = -1, .st.fd = -1,
+				    .start_ms = start_ms > AGENT_EVAL_START_MS ? start_ms :
+						AGENT_EVAL_START_MS };
+	frame_decoder_init(&s->st.dec, AGENT_EVAL_META_MAX);
 	if (!ev.ready)
 		return agent_fail(e, -ENOTSUP, "eval is unavailable: %s", ev.why);
 	ret = ensure_dir(e);
@@ -566,8 +573,9 @@ int eval_context_close(const char *context, bool *closed, struct agent_err *e)
 	int ret;
 
 	*closed = false;
-	s = (struct eval_session){ .context = context, .lock_fd = -1, .st.fd = -1 };
-	frame_decoder_init(&s.st.dec, AGENT_MAX_FRAME);
+	s = (struct eval_session){ .context = context, .lock_fd = -1, .st.fd = -1,
+				 .start_ms = AGENT_EVAL_START_MS };
+	frame_decoder_init(&s.st.dec, AGENT_EVAL_META_MAX);
 	if (!ev.ready)
 		return agent_fail(e, -ENOTSUP, "eval is unavailable: %s", ev.why);
 	ret = ensure_dir(e);

@@ -32,6 +32,7 @@ struct eval_session {
 	struct eval_hello hello;
 	bool started;		/* a new interpreter was started for this request */
 	bool state_lost;	/* the context's previous interpreter had died */
+	uint32_t start_ms;	/* bound on the interpreter's hello (starting python3 included) */
 };
 
 /*
@@ -49,8 +50,8 @@ void eval_teardown(void);
  * one when there is none (or the last one died), and read its hello. conn_fd (the client)
  * is watched for hang-up while waiting. Call eval_session_close afterwards in every case.
  */
-int eval_session_open(const char *context, int conn_fd, struct eval_session *s,
-		      struct agent_err *e);
+int eval_session_open(const char *context, int conn_fd, uint32_t start_ms,
+		      struct eval_session *s, struct agent_err *e);
 void eval_session_close(struct eval_session *s);
 
 /*

@@ -1,6 +1,7 @@
 /* Encoding eval requests for the driver and validating what it answers. */
 #include "eval_proto.h"
 #include "frame.h"
+#include "request.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -19,13 +20,23 @@ int evalp_request(const char *code, size_t code_len, size_t max_output, uint8_t 
 	return ret;
 }
 
+/* A hello or meta has a dozen values; code that writes to the driver's private socket
+ * could send more, and their parsed tree would cost ~100 bytes each. */
+#define EVALP_MAX_VALUES 64
+
 static json_t *load_object(const uint8_t *payload, size_t len, const char *what,
 			   struct agent_err *e)
 {
 	json_error_t jerr;
-	json_t *root = json_loadb((const char *)payload, len,
-				 JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
+	json_t *root;
 
+	if (agent_json_values(payload, len, EVALP_MAX_VALUES) > EVALP_MAX_VALUES) {
+		agent_fail(e, -EPROTO, "eval driver sent a %s of more than %d JSON values", what,
+			   EVALP_MAX_VALUES);
+		return NULL;
+	}
+	root = json_loadb((const char *)payload, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL,
+			  &jerr);
 	if (!root) {
 		agent_fail(e, -EPROTO, "eval driver sent a malformed %s: %s", what, jerr.text);
 		return NULL;

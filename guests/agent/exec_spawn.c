@@ -1,5 +1,6 @@
 /* Fork/exec for the exec op: new process group, pipes on 0/1/2, env, cwd. */
 #include "exec.h"
+#include "mem.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -56,6 +57,10 @@ static __attribute__((noreturn)) void child_run(const struct exec_request *x, in
 	/* The agent ignores SIGPIPE and blocks signals; commands expect the defaults. */
 	sigemptyset(&all);
 	if (sigprocmask(SIG_SETMASK, &all, NULL) < 0 || signal(SIGPIPE, SIG_DFL) == SIG_ERR)
+		child_fail(status_fd, 2);
+	/* Commands get the agent's own RLIMIT_AS, not the connection process's bound. */
+	errno = -mem_child_restore();
+	if (errno)
 		child_fail(status_fd, 2);
 	if (dup2(in_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0)
 		child_fail(status_fd, 2);

@@ -39,6 +39,22 @@ bool frame_decoder_partial(const struct frame_decoder *d)
 	return d->hdr_have > 0 || d->ready;
 }
 
+bool frame_decoder_header_done(const struct frame_decoder *d)
+{
+	return d->hdr_have == FRAME_HEADER && !d->ready;
+}
+
+int frame_decoder_skip(struct frame_decoder *d)
+{
+	if (!frame_decoder_header_done(d) || d->skip)
+		return -EINVAL;
+	free(d->buf);
+	d->buf = NULL;
+	d->cap = 0;
+	d->skip = true;
+	return 0;
+}
+
 /* Make room for want payload bytes (want <= d->need + 1 for the NUL). */
 static int reserve(struct frame_decoder *d, size_t want)
 {
@@ -73,6 +89,17 @@ int frame_decoder_feed(struct frame_decoder *d, const uint8_t *data, size_t len,
 	d->need = frame_get_len(d->hdr);
 	if (d->need > d->max) {
 		ret = -EMSGSIZE;
+		goto out;
+	}
+	if (d->skip) {
+		size_t chunk = d->need - d->have < len - pos ? d->need - d->have : len - pos;
+
+		d->have += chunk;
+		pos += chunk;
+		if (d->have == d->need) {
+			frame_decoder_init(d, d->max);
+			ret = FRAME_SKIPPED;
+		}
 		goto out;
 	}
 	if (len - pos > 0 || d->have == d->need) {

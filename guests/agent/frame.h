@@ -9,7 +9,7 @@
 
 #define FRAME_HEADER 4
 
-enum { FRAME_MORE = 0, FRAME_READY = 1 };
+enum { FRAME_MORE = 0, FRAME_READY = 1, FRAME_SKIPPED = 2 };
 
 /* Incremental decoder: bytes arrive in any split, frames come out whole. */
 struct frame_decoder {
@@ -20,6 +20,7 @@ struct frame_decoder {
 	uint8_t *buf;		/* payload so far, grown as bytes arrive */
 	size_t have, cap;
 	bool ready;
+	bool skip;		/* the payload is being read and dropped (frame_decoder_skip) */
 };
 
 void frame_decoder_init(struct frame_decoder *d, size_t max);
@@ -28,10 +29,19 @@ void frame_decoder_free(struct frame_decoder *d);
 /*
  * Consume up to len bytes; *used says how many. Returns FRAME_MORE (all consumed, no
  * frame yet), FRAME_READY (take it with frame_decoder_take before feeding again),
+ * FRAME_SKIPPED (the last byte of a skipped frame was consumed; the decoder is reset),
  * -EMSGSIZE (announced length above max; d->need holds it; the stream is lost),
- * -ENOMEM.
+ * -ENOMEM. A caller that wants to decide about a frame before its payload is buffered
+ * feeds the header bytes alone first (frame_decoder_header_done, frame_decoder_skip).
  */
 int frame_decoder_feed(struct frame_decoder *d, const uint8_t *data, size_t len, size_t *used);
+
+/* Drop the frame whose header was read: its payload is consumed but not kept, so the
+ * stream stays in sync. -EINVAL when no header is complete or the frame is ready. */
+int frame_decoder_skip(struct frame_decoder *d);
+
+/* True once the header of the current frame is complete and its payload not yet whole. */
+bool frame_decoder_header_done(const struct frame_decoder *d);
 
 /* Hand over the ready payload (malloc'd, NUL-terminated past *len) and reset. */
 uint8_t *frame_decoder_take(struct frame_decoder *d, size_t *len);

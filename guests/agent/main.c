@@ -15,13 +15,16 @@
 
 static const char usage_text[] =
 	"usage: forkvm-agent [--vsock-port N | --unix PATH] [--no-reboot] [--max-conns N]\n"
-	"                    [--run-dir DIR] [--python PROGRAM] [--verbose]\n"
+	"                    [--run-dir DIR] [--python PROGRAM] [--mem-budget MIB]\n"
+	"                    [--mem-wait MS] [--verbose]\n"
 	"  --vsock-port N   listen on AF_VSOCK port N (default 52)\n"
 	"  --unix PATH      listen on a Unix stream socket instead (tests)\n"
 	"  --no-reboot      shutdown only stops the agent, never the machine\n"
 	"  --max-conns N    concurrent connections (default 64)\n"
 	"  --run-dir DIR    eval interpreter sockets (default /tmp/forkvm-agent.PID)\n"
 	"  --python PROGRAM eval interpreter, looked up in PATH (default python3)\n"
+	"  --mem-budget MIB memory all connections' large requests share (default 128)\n"
+	"  --mem-wait MS    how long a request waits for that memory (default 30000)\n"
 	"  --verbose        log every request\n";
 
 static int parse_uint(const char *text, unsigned int min, unsigned int max, unsigned int *out)
@@ -47,12 +50,15 @@ static int parse_args(int argc, char **argv, struct agent_config *cfg)
 		{ "max-conns", required_argument, NULL, 'm' },
 		{ "run-dir", required_argument, NULL, 'r' },
 		{ "python", required_argument, NULL, 'y' },
+		{ "mem-budget", required_argument, NULL, 'b' },
+		{ "mem-wait", required_argument, NULL, 'w' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
 	bool port_given = false;
+	unsigned int n;
 	int c;
 
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -81,6 +87,21 @@ static int parse_args(int argc, char **argv, struct agent_config *cfg)
 			break;
 		case 'y':
 			cfg->python = optarg;
+			break;
+		case 'b':
+			if (parse_uint(optarg, AGENT_MIN_MEM_BUDGET_MIB, AGENT_MAX_MEM_BUDGET_MIB, &n) < 0) {
+				fprintf(stderr, "forkvm-agent: bad --mem-budget '%s' (MiB, %u to %u)\n",
+					optarg, AGENT_MIN_MEM_BUDGET_MIB, AGENT_MAX_MEM_BUDGET_MIB);
+				return -EINVAL;
+			}
+			cfg->mem_budget = (size_t)n << 20;
+			break;
+		case 'w':
+			if (parse_uint(optarg, 0, 600000, &cfg->mem_wait_ms) < 0) {
+				fprintf(stderr, "forkvm-agent: bad --mem-wait '%s' (ms, 0 to 600000)\n",
+					optarg);
+				return -EINVAL;
+			}
 			break;
 		case 'v':
 			agent_log_set_verbose(true);
@@ -124,6 +145,8 @@ int main(int argc, char **argv)
 	struct agent_config cfg = {
 		.vsock_port = AGENT_DEFAULT_VSOCK_PORT,
 		.max_conns = AGENT_DEFAULT_MAX_CONNS,
+		.mem_budget = AGENT_DEFAULT_MEM_BUDGET,
+		.mem_wait_ms = AGENT_DEFAULT_MEM_WAIT_MS,
 	};
 	int listen_fd = -1, ret;
 

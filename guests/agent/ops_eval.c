@@ -66,6 +66,9 @@ static int await_reply(const struct op_ctx *ctx, const struct eval_request *x,
 
 	ret = send_request(s, x, e);
 	while (ret == 0 && got < 3) {
+		/* The driver sends at most this much; more is a protocol breach (code writing to
+		 * its private socket), refused before it is buffered. */
+		s->st.dec.max = got == 0 ? AGENT_EVAL_META_MAX : x->max_output;
 		ret = eval_recv(&s->st, deadline, watch, &frames[got], &lens[got]);
 		if (ret == 0) {
 			got++;
@@ -198,7 +201,10 @@ int op_eval(const struct op_ctx *ctx, const struct eval_request *x, json_t *repl
 	struct eval_session s;
 	int ret;
 
-	ret = eval_session_open(x->context, ctx->conn_fd, &s, e);
+	/* A cold python3 start can take long on a loaded or emulated host: the request's own
+	 * timeout, when longer, bounds it too. */
+	ret = eval_session_open(x->context, ctx->conn_fd,
+				x->timeout_ms > UINT32_MAX ? UINT32_MAX : (uint32_t)x->timeout_ms, &s, e);
 	if (ret == 0)
 		ret = await_reply(ctx, x, &s, &o, e);
 	if (ret == 0 && o.hung_up)

@@ -200,12 +200,7 @@ static int parse_body(struct agent_request *req, struct agent_err *e)
 	return agent_fail(e, -EINVAL, "unknown op");
 }
 
-/*
- * Count the JSON values the payload would parse into, from its structural characters outside
- * strings: one per '[' or '{', one more per ',' or ':'. Stops past max; escapes inside
- * strings are skipped so a quoted "[" or \" does not count.
- */
-static size_t count_json_values(const uint8_t *p, size_t len, size_t max)
+size_t agent_json_values(const uint8_t *p, size_t len, size_t max)
 {
 	size_t n = 1;
 	bool in_str = false;
@@ -251,7 +246,7 @@ int agent_request_parse(const uint8_t *payload, size_t len, struct agent_request
 		return agent_fail(e, -EBADMSG, "malformed JSON: raw NUL byte at offset %zu",
 				  (size_t)(nul - payload));
 	/* Bound the parsed tree before building it: its memory, not the frame's, is the risk. */
-	if (count_json_values(payload, len, AGENT_MAX_JSON_VALUES) > AGENT_MAX_JSON_VALUES)
+	if (agent_json_values(payload, len, AGENT_MAX_JSON_VALUES) > AGENT_MAX_JSON_VALUES)
 		return agent_fail(e, -E2BIG, "request holds more than %u JSON values",
 				  AGENT_MAX_JSON_VALUES);
 	/* Duplicate keys would make "which argv ran" ambiguous; refuse them. */

@@ -100,6 +100,13 @@ struct agent_request {
 #define AGENT_MAX_JSON_VALUES 65536u
 
 /*
+ * Count the JSON values a payload would parse into, from its structural characters outside
+ * strings: one per '[' or '{', one more per ',' or ':'. Stops counting past max; escapes
+ * inside strings are skipped so a quoted "[" or \" does not count.
+ */
+size_t agent_json_values(const uint8_t *p, size_t len, size_t max);
+
+/*
  * Parse and validate one payload. A payload with more than AGENT_MAX_JSON_VALUES values is
  * refused (-E2BIG) before any of it is parsed. Returns 0 or -errno with e->msg set. Even on
  * failure req->id is set when the payload was a JSON object carrying one, so the error

@@ -3,6 +3,7 @@
 #include "conn.h"
 #include "io.h"
 #include "log.h"
+#include "mem.h"
 #include "reply.h"
 
 #include <errno.h>
@@ -31,6 +32,7 @@ static void forget_conn(struct server *s, pid_t pid, int status)
 			continue;
 		s->conns[i] = 0;
 		s->active--;
+		mem_slot_clear(i); /* a process killed while holding memory gives it back here */
 		if (WIFEXITED(status) && WEXITSTATUS(status) == AGENT_EXIT_SHUTDOWN)
 			s->stopping = true;
 		else if (WIFEXITED(status) && WEXITSTATUS(status) != 0)
@@ -70,11 +72,12 @@ static int handle_signals(struct server *s)
 	return 0;
 }
 
-static __attribute__((noreturn)) void run_conn(struct server *s, int fd)
+static __attribute__((noreturn)) void run_conn(struct server *s, int fd, unsigned int slot)
 {
 	sigset_t none;
 	int status;
 
+	mem_conn_enter(slot);
 	close(s->listen_fd);
 	close(s->sig_fd);
 	sigemptyset(&none);
@@ -116,7 +119,7 @@ static int accept_one(struct server *s)
 		log_errno(-errno, "fork connection process");
 		io_send_reply(fd, reply_error(NULL, "agent cannot fork a connection process"));
 	} else if (pid == 0) {
-		run_conn(s, fd);
+		run_conn(s, fd, slot);
 	} else {
 		s->conns[slot] = pid;
 		s->active++;
@@ -152,6 +155,9 @@ int server_run(int listen_fd, const struct agent_config *cfg)
 	s.conns = calloc(cfg->max_conns, sizeof(*s.conns));
 	if (!s.conns)
 		return log_errno(-ENOMEM, "allocate connection table");
+	/* Without the shared table connections run unbudgeted; say so, but serve. */
+	if (mem_setup(cfg) < 0)
+		log_warn("no memory budget: connections are bounded only by the request limits");
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGCHLD);
 	sigaddset(&mask, SIGTERM);

@@ -26,6 +26,8 @@ static const char usage[] =
 	"  --pageserver PATH, --pageserver-timeout MS, --record, --no-prefetch, --no-uffd,\n"
 	"  --ignore-bad-hotpages, --record-settle MS, --record-max MS\n"
 	"                   are passed to each child (see forkvm run --help)\n"
+	"  --mem-limit SIZE, --cpu-max Q[/P], --cpu-weight N, --pids-max N, --no-cgroup\n"
+	"                   each child's cgroup limits, passed on likewise\n"
 	"Prints one line per child: NAME PID SOCKET. If any child fails, none is left running;\n"
 	"the error names it and quotes the end of its log, which is kept.\n";
 
@@ -38,6 +40,10 @@ static const struct option options[] = {
 	{ "record", no_argument, NULL, 0 },	     { "no-prefetch", no_argument, NULL, 0 },
 	{ "no-uffd", no_argument, NULL, 0 },	     { "ignore-bad-hotpages", no_argument, NULL, 0 },
 	{ "record-settle", required_argument, NULL, 1 }, { "record-max", required_argument, NULL, 1 },
+	/* cgroup options, likewise */
+	{ "mem-limit", required_argument, NULL, 1 },  { "cpu-max", required_argument, NULL, 1 },
+	{ "cpu-weight", required_argument, NULL, 1 }, { "pids-max", required_argument, NULL, 1 },
+	{ "no-cgroup", no_argument, NULL, 0 },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -45,7 +51,8 @@ static const char *uffd_flag(const char *name)
 {
 	static const char *const flags[] = { "--pageserver", "--pageserver-timeout", "--record",
 					     "--no-prefetch", "--no-uffd", "--ignore-bad-hotpages",
-					     "--record-settle", "--record-max" };
+					     "--record-settle", "--record-max", "--mem-limit",
+					     "--cpu-max", "--cpu-weight", "--pids-max", "--no-cgroup" };
 
 	for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++)
 		if (!strcmp(flags[i] + 2, name))
@@ -69,8 +76,8 @@ static int run(int argc, char **argv)
 		switch (opt) {
 		case 0:
 		case 1:
-			if (o.nextra > 12)
-				return cli_usage_error(&cli_cmd_restore, "too many uffd options");
+			if (o.nextra > RESTORE_MAX_EXTRA - 2)
+				return cli_usage_error(&cli_cmd_restore, "too many options for the children");
 			/* getopt_long's names lack the dashes: the "--name" forms are in a table. */
 			o.extra[o.nextra++] = uffd_flag(options[idx].name);
 			if (opt == 1)

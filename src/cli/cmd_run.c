@@ -271,7 +271,7 @@ static int run(int argc, char **argv)
 	log_set_prefix(o.name);
 	/* Own cgroup before guest RAM exists; filters per thread as each starts (docs/SECURITY.md). */
 	if (jail_seccomp_init(o.cg.no_seccomp) < 0 ||
-	    jail_cgroup_enter(o.name, o.restore ? 0 : o.vm.mem_size, &o.cg) < 0)
+	    jail_cgroup_enter(o.name, o.restore ? JAIL_CGROUP_RAM_LATER : o.vm.mem_size, &o.cg) < 0)
 		return CLI_EXIT_FAIL;
 	/* Termination signals go to the control loop's signalfd, never to a vCPU thread. */
 	sigemptyset(&sigs);

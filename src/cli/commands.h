@@ -20,5 +20,6 @@ extern const struct cli_command cli_cmd_exec;
 extern const struct cli_command cli_cmd_eval;
 extern const struct cli_command cli_cmd_cp;
 extern const struct cli_command cli_cmd_pageserver;
+extern const struct cli_command cli_cmd_doctor;
 
 #endif

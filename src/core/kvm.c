@@ -27,6 +27,15 @@ const struct kvm_cap_req kvm_required_caps[] = {
 };
 const size_t kvm_required_caps_count = sizeof(kvm_required_caps) / sizeof(kvm_required_caps[0]);
 
+/* Asked for where they are used (mem/dirty_log.c, core/kvm_msrs.c, core/vcpu_state.c). */
+const struct kvm_cap_req kvm_optional_caps[] = {
+	{ KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, "KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2",
+	  "dirty log: diff snapshots and diff branches" },
+	{ KVM_CAP_XSAVE2, "KVM_CAP_XSAVE2", "XSAVE state beyond 4 KiB (AMX) in snapshots" },
+	{ KVM_CAP_GET_TSC_KHZ, "KVM_CAP_GET_TSC_KHZ", "the TSC frequency recorded in snapshots" },
+};
+const size_t kvm_optional_caps_count = sizeof(kvm_optional_caps) / sizeof(kvm_optional_caps[0]);
+
 int kvm_check_caps(int kvm_fd, const struct kvm_cap_req **missing)
 {
 	*missing = NULL;

@@ -14,7 +14,7 @@ struct kvm {
 	uint32_t nmsrs;
 };
 
-/* One row per capability forkvm needs; exported for the unit test and `forkvm status`. */
+/* One row per capability forkvm needs; exported for the unit test and `forkvm doctor`. */
 struct kvm_cap_req {
 	int cap;
 	const char *name;
@@ -22,6 +22,9 @@ struct kvm_cap_req {
 };
 extern const struct kvm_cap_req kvm_required_caps[];
 extern const size_t kvm_required_caps_count;
+/* Capabilities forkvm uses where the host has them; why says what is lost without one. */
+extern const struct kvm_cap_req kvm_optional_caps[];
+extern const size_t kvm_optional_caps_count;
 
 int kvm_open(struct kvm *kvm, const char *path);
 void kvm_close(struct kvm *kvm);

@@ -379,16 +379,21 @@ static bool inside_root(const char *path, const char *root, bool allow_root)
 	return inside(path, real, allow_root);
 }
 
+const char *path_snapshot_roots(void)
+{
+	const char *env = getenv("FORKVM_SNAPSHOT_ROOTS");
+
+	return env && *env ? env : DEFAULT_ROOTS;
+}
+
 int path_confine(const char *field, const char *path, const char *const *extra_roots,
 		 bool allow_root, char *err, size_t errlen)
 {
-	const char *env = getenv("FORKVM_SNAPSHOT_ROOTS");
+	const char *env = path_snapshot_roots();
 	char norm[PATH_MAX], full[PATH_MAX], roots[4096], shown[4096] = "";
 	size_t n = 0;
 	int ret;
 
-	if (!env || !*env)
-		env = DEFAULT_ROOTS;
 	if (!path || path[0] != '/') {
 		snprintf(err, errlen, "field '%s' must be an absolute path", field);
 		return -EINVAL;

@@ -37,6 +37,9 @@ bool unix_peer_trusted(int fd, unsigned *uid);
 int path_confine(const char *field, const char *path, const char *const *extra_roots,
 		 bool allow_root, char *err, size_t errlen);
 
+/* The roots path_confine allows: $FORKVM_SNAPSHOT_ROOTS, or "/tmp:/var/tmp:/dev/shm". */
+const char *path_snapshot_roots(void);
+
 /* A file name field (a VM name, a prefix): 1-maxlen bytes, no '/', no leading '.'. */
 int name_check(const char *field, const char *name, size_t maxlen, char *err, size_t errlen);
 

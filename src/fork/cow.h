@@ -7,6 +7,7 @@
 
 #include "core/vm.h"
 #include "fork/branch.h"
+#include "jail/cgroup.h"
 #include "snapshot/snapshot.h"
 
 struct cow_template {
@@ -26,6 +27,8 @@ struct cow_template {
 	int nkids, capkids;
 	bool source_alive;
 	int timeout_ms;
+	struct cgroup_opts cg;	/* the source's cgroup options: each child enters with them */
+	bool have_cg;
 };
 
 /* In the template process: fork `count` children, wait until all are ready, then give each

@@ -66,7 +66,8 @@ void cow_child_main(struct cow_template *t, const char *name, const char *socket
 	cfg.disk_top_prefix = socket;
 	if (snap_disks_config(&t->machine, t->disk_dir, &cfg, &disks) < 0)
 		_exit(1);
-	if (jail_cgroup_enter(name, cfg.mem_size, NULL) < 0 || vm_create(&vm, &cfg) < 0)
+	if (jail_cgroup_enter(name, cfg.mem_size, t->have_cg ? &t->cg : NULL) < 0 ||
+	    vm_create(&vm, &cfg) < 0)
 		_exit(1);
 	snap_disk_paths_free(disks);
 	if (vm_restore_machine(&vm, &t->machine, name) < 0 || vm_start(&vm) < 0) {

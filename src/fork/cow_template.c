@@ -13,11 +13,13 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <sys/prctl.h>
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/unix_sock.h"
 #include "ctl/ctl_socket.h"
 #include "fork/cow.h"
 #include "fork/fd_hygiene.h"
@@ -56,6 +58,10 @@ static json_t *children_json(const struct branch_child *c, int n)
 						      (int)c[i].pid, "socket", c[i].socket));
 	return list;
 }
+
+/* A client that connects and then says nothing may hold the (single-threaded) template
+ * this long, no longer. */
+#define TEMPLATE_RECV_TIMEOUT_S 10
 
 /* One request per connection: status, spawn {count, paused, no_agent_sync}, stop. */
 static bool template_request(struct cow_template *t, int fd)
@@ -145,8 +151,13 @@ static void template_serve(struct cow_template *t, int sig_fd, int source_fd)
 		if (p[2].revents)
 			t->source_alive = false;
 		if (p[0].revents) {
-			int fd = accept4(t->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+			/* Only our euid and root: others are closed unheard (logged once per uid). */
+			int fd = unix_accept(t->listen_fd, SOCK_CLOEXEC, "template socket");
+			struct timeval tv = { .tv_sec = TEMPLATE_RECV_TIMEOUT_S };
+
 			if (fd >= 0) {
+				if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0)
+					log_warn("template socket: SO_RCVTIMEO: %s", strerror(errno));
 				bool stop = template_request(t, fd);
 				close(fd);
 				if (stop)
@@ -241,9 +252,16 @@ void cow_template_main(struct vm *vm, struct snap_buf *state, const struct branc
 		close(logfd);
 	}
 	log_set_prefix("template");
-	/* Out of the source's cgroup (which goes when the source does), into one of its own. */
+	/* Out of the source's cgroup (which goes when the source does), into one of its own,
+	 * without the source's limits (a pids.max could stop it forking children); the
+	 * children get them. */
+	const struct cgroup_opts *src_cg = jail_cgroup_opts();
+	if (src_cg) {
+		t.cg = *src_cg;
+		t.have_cg = true;
+	}
 	snprintf(path, sizeof(path), "%s-template", o->prefix);
-	if (jail_cgroup_enter(path, 0, NULL) < 0) {
+	if (jail_cgroup_enter(path, 0, &(struct cgroup_opts){ .no_cgroup = t.cg.no_cgroup }) < 0) {
 		report(report_fd, "error template setup failed: its cgroup (see %s.log)\n", t.socket);
 		_exit(1);
 	}

@@ -117,8 +117,8 @@ static int open_uffd(struct live_copy *lc, bool *unpopulated, char *err, size_t 
 {
 	uint64_t enabled = 0;
 
-	lc->uffd = uffd_open(UFFD_FEATURE_WP_HUGETLBFS_SHMEM, UFFD_FEATURE_WP_UNPOPULATED,
-			     &enabled, "live branch write-protect of memfd guest RAM", err, errlen);
+	lc->uffd = uffd_open(UFFD_NEED_LIVE, UFFD_WANT_LIVE, &enabled,
+			     "live branch write-protect of memfd guest RAM", err, errlen);
 	if (lc->uffd < 0)
 		return lc->uffd;
 	*unpopulated = enabled & UFFD_FEATURE_WP_UNPOPULATED;

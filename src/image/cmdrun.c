@@ -131,10 +131,36 @@ static int wait_child(pid_t pid, struct cmd_result *r)
 	return 0;
 }
 
-/* posix_spawnp; e2fsprogs and ldconfig live in /usr/sbin, which a user's PATH may lack. */
+/* Tried after PATH: e2fsprogs and ldconfig live in /usr/sbin, which a user's PATH may lack. */
+static const char *const sbin[] = { "/usr/sbin/", "/sbin/" };
+
+int cmd_find(const char *name, char *path, size_t len)
+{
+	const char *env = getenv("PATH");
+	char dirs[4096];
+	int n;
+
+	if (!*name || strchr(name, '/'))
+		return -EINVAL;
+	n = snprintf(dirs, sizeof(dirs), "%s", env && *env ? env : "/usr/bin:/bin");
+	if (n < 0 || (size_t)n >= sizeof(dirs))
+		return -ENAMETOOLONG;
+	for (char *save = NULL, *d = strtok_r(dirs, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
+		n = snprintf(path, len, "%s/%s", d, name);
+		if (n > 0 && (size_t)n < len && access(path, X_OK) == 0)
+			return 0;
+	}
+	for (size_t i = 0; i < sizeof(sbin) / sizeof(sbin[0]); i++) {
+		n = snprintf(path, len, "%s%s", sbin[i], name);
+		if (n > 0 && (size_t)n < len && access(path, X_OK) == 0)
+			return 0;
+	}
+	return -ENOENT;
+}
+
+/* posix_spawnp, then the sbin directories. */
 static int spawn(pid_t *pid, char *const *argv, const posix_spawn_file_actions_t *fa, char **env)
 {
-	static const char *const sbin[] = { "/usr/sbin/", "/sbin/" };
 	char path[256];
 	int ret = -posix_spawnp(pid, argv[0], fa, NULL, argv, env);
 

@@ -25,6 +25,8 @@ struct cmd_result {
  * command exited 0, -ECHILD when it ran and failed (r says how, and the failure is logged as
  * "WHAT: CMD ARGS failed (exit status N): TAIL"), or -errno when it could not run. */
 int cmd_run(const struct cmd_spec *s, const char *what, char **out, struct cmd_result *r);
+/* Where cmd_run finds the program name: PATH, then /usr/sbin and /sbin. 0, -ENOENT or -errno. */
+int cmd_find(const char *name, char *path, size_t len);
 /* Keep the last size-1 bytes of text in tail; trailing newlines removed. Exposed for tests. */
 void cmd_tail_of(const char *text, size_t len, char *tail, size_t size);
 

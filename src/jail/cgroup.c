@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -188,59 +189,215 @@ static void reap_stale(const char *base)
 	closedir(d);
 }
 
-/* Enable CONTROLLER for the children of DIR if DIR has it; false when unavailable. */
-static bool enable_controller(const char *dir, const char *controller)
-{
-	char path[700], buf[512] = "", plus[32];
-	int fd;
-	ssize_t n;
+/* The controllers a VM's limits need, in the order of enum cg_ctl. */
+enum cg_ctl { CG_MEMORY, CG_CPU, CG_PIDS, CG_NCTL };
+static const char *const cg_ctl_name[CG_NCTL] = { "memory", "cpu", "pids" };
 
+static bool cg_avail[CG_NCTL];	/* listed in our cgroup's cgroup.controllers */
+static int cg_enable_err[CG_NCTL]; /* 0, -ENOENT: ROOT does not offer it, else enabling failed */
+static char cg_enable_at[CG_NCTL][300]; /* the cgroup.subtree_control that refused it */
+static char cg_offered[256];	/* ROOT's cgroup.controllers, for the message */
+static char cg_missing[512];	/* "memory.max=..., pids.max=..." that could not be applied */
+static bool cg_ctl_missing[CG_NCTL];
+static struct cgroup_opts cg_opts;	/* what this VMM entered with: cow templates copy it */
+static bool cg_have_opts;
+
+const struct cgroup_opts *jail_cgroup_opts(void)
+{
+	return cg_have_opts ? &cg_opts : NULL;
+}
+
+/* DIR/cgroup.controllers into buf (space-separated names, no newline); -errno. */
+static int read_controllers(const char *dir, char *buf, size_t len)
+{
+	char path[700];
+	ssize_t n;
+	int fd;
+
+	buf[0] = '\0';
 	snprintf(path, sizeof(path), "%s/cgroup.controllers", dir);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
-		return false;
-	n = read(fd, buf, sizeof(buf) - 1);
+		return -errno;
+	n = read(fd, buf, len - 1);
 	close(fd);
-	buf[n > 0 ? n : 0] = '\0';
-	for (char *save = NULL, *tok = strtok_r(buf, " \n", &save); tok;
-	     tok = strtok_r(NULL, " \n", &save)) {
-		if (strcmp(tok, controller))
-			continue;
-		snprintf(plus, sizeof(plus), "+%s", controller);
-		return cg_write(dir, "cgroup.subtree_control", plus) == 0;
-	}
+	if (n < 0)
+		return -errno;
+	buf[n] = '\0';
+	buf[strcspn(buf, "\n")] = '\0';
+	return 0;
+}
+
+static bool has_word(const char *list, const char *word)
+{
+	size_t len = strlen(word);
+
+	for (const char *p = list; (p = strstr(p, word)); p += len)
+		if ((p == list || p[-1] == ' ') && (p[len] == ' ' || p[len] == '\0'))
+			return true;
 	return false;
 }
 
-static int set_limit(const char *controller, const char *file, const char *value)
+/* Enable CONTROLLER for the children of DIR: 0, -ENOENT when DIR does not have it, or the
+ * -errno of the write to DIR/cgroup.subtree_control. */
+static int enable_controller(const char *dir, const char *controller)
 {
-	int err = cg_write(cg_dir, file, value);
+	char buf[512], plus[32];
+	int err = read_controllers(dir, buf, sizeof(buf));
 
-	if (err == -ENOENT)
-		log_warn("cgroup %s: the %s controller is not available here; %s=%s not applied",
-			 cg_dir, controller, file, value);
-	else if (err)
+	if (err)
+		return err;
+	if (!has_word(buf, controller))
+		return -ENOENT;
+	snprintf(plus, sizeof(plus), "+%s", controller);
+	return cg_write(dir, "cgroup.subtree_control", plus);
+}
+
+/* Enable every controller in ROOT and ROOT/forkvm, noting for each why it is missing. */
+static void enable_controllers(const char *base)
+{
+	/* Only quoted in the "not applied" line: unreadable leaves it empty. */
+	(void)read_controllers(cg_root, cg_offered, sizeof(cg_offered));
+	for (int i = 0; i < CG_NCTL; i++) {
+		const char *at = cg_root;
+		int err = enable_controller(cg_root, cg_ctl_name[i]);
+
+		if (!err) {
+			at = base;
+			err = enable_controller(base, cg_ctl_name[i]);
+		}
+		cg_enable_err[i] = err;
+		snprintf(cg_enable_at[i], sizeof(cg_enable_at[i]), "%s", at);
+	}
+}
+
+/* Append to the NUL-terminated text in buf (cut at its size), with sep unless it is empty. */
+static void append(char *buf, size_t size, const char *sep, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static void append(char *buf, size_t size, const char *sep, const char *fmt, ...)
+{
+	size_t used = strlen(buf);
+	va_list ap;
+
+	if (used && used + 1 < size)
+		used += (size_t)snprintf(buf + used, size - used, "%s", sep);
+	if (used + 1 >= size)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(buf + used, size - used, fmt, ap);
+	va_end(ap);
+}
+
+/* Write FILE=VALUE if the controller is here, else add it to the "not applied" list. */
+static int set_limit(enum cg_ctl ctl, const char *file, const char *value)
+{
+	int err = cg_avail[ctl] ? cg_write(cg_dir, file, value) : -ENOENT;
+
+	if (err == -ENOENT) { /* the controller is missing, or the kernel lacks this file */
+		append(cg_missing, sizeof(cg_missing), ", ", "%s=%s", file, value);
+		cg_ctl_missing[ctl] = true;
+		return 0;
+	}
+	if (err)
 		return log_errno(err, "cgroup %s: writing %s=%s", cg_dir, file, value);
 	return 0;
+}
+
+/* The one line that says which limits this VM runs without, and why; then forget them. */
+static void report_missing(void)
+{
+	char absent[64] = "", why[2048] = "";
+
+	if (!cg_missing[0])
+		return;
+	for (int i = 0; i < CG_NCTL; i++) {
+		if (!cg_ctl_missing[i])
+			continue;
+		if (cg_enable_err[i] == -ENOENT)
+			append(absent, sizeof(absent), ", ", "%s", cg_ctl_name[i]);
+		else if (cg_enable_err[i])
+			append(why, sizeof(why), "; ", "enabling %s in %s/cgroup.subtree_control failed: %s",
+			       cg_ctl_name[i], cg_enable_at[i], strerror(-cg_enable_err[i]));
+		else
+			append(why, sizeof(why), "; ", "%s is enabled but the file is missing (kernel "
+			       "configuration)", cg_ctl_name[i]);
+	}
+	if (absent[0])
+		append(why, sizeof(why), "; ", "%s: not offered by %s, whose cgroup.controllers is "
+		       "\"%s\"%s", absent, cg_root, cg_offered,
+		       strstr(cg_root, "/unified") ? "; a cgroup v1/v2 hybrid host binds them to v1"
+						  : "");
+	log_warn("cgroup %s: limits not applied: %s (%s)", cg_dir, cg_missing, why);
+	cg_missing[0] = '\0';
+	memset(cg_ctl_missing, 0, sizeof(cg_ctl_missing));
 }
 
 int jail_cgroup_set_guest_ram(uint64_t guest_ram)
 {
 	char v[32];
+	int err;
 
-	if (!cg_dir[0] || cg_mem_explicit || !guest_ram)
+	/* Without the controller, jail_cgroup_enter's line already named memory.max. */
+	if (!cg_dir[0] || cg_mem_explicit || !guest_ram || guest_ram == JAIL_CGROUP_RAM_LATER ||
+	    !cg_avail[CG_MEMORY])
 		return 0;
 	snprintf(v, sizeof(v), "%" PRIu64, (uint64_t)(guest_ram + JAIL_MEM_OVERHEAD));
-	return set_limit("memory", "memory.max", v);
+	err = set_limit(CG_MEMORY, "memory.max", v);
+	if (!err)
+		report_missing();
+	return err;
+}
+
+/* memory.max, cpu.max, cpu.weight, pids.max from the options; the missing ones in one line. */
+static int apply_limits(uint64_t guest_ram, const struct cgroup_opts *o)
+{
+	char avail[512], v[32];
+	int err;
+
+	cg_missing[0] = '\0';
+	memset(cg_ctl_missing, 0, sizeof(cg_ctl_missing));
+	err = read_controllers(cg_dir, avail, sizeof(avail));
+	if (err)
+		return log_errno(err, "cgroup %s: reading cgroup.controllers", cg_dir);
+	for (int i = 0; i < CG_NCTL; i++)
+		cg_avail[i] = has_word(avail, cg_ctl_name[i]);
+	cg_mem_explicit = o && o->mem_limit;
+	if (cg_mem_explicit) {
+		snprintf(v, sizeof(v), "%" PRIu64, o->mem_limit);
+		err = set_limit(CG_MEMORY, "memory.max", v);
+	} else if (guest_ram == JAIL_CGROUP_RAM_LATER) {
+		/* A restore learns its RAM later: say now if the limit cannot be set then. */
+		if (!cg_avail[CG_MEMORY])
+			err = set_limit(CG_MEMORY, "memory.max", "guest RAM + 256M");
+	} else if (guest_ram) {
+		snprintf(v, sizeof(v), "%" PRIu64, (uint64_t)(guest_ram + JAIL_MEM_OVERHEAD));
+		err = set_limit(CG_MEMORY, "memory.max", v);
+	}
+	if (!err && o && o->cpu_max[0])
+		err = set_limit(CG_CPU, "cpu.max", o->cpu_max);
+	if (!err && o && o->cpu_weight) {
+		snprintf(v, sizeof(v), "%" PRIu64, o->cpu_weight);
+		err = set_limit(CG_CPU, "cpu.weight", v);
+	}
+	if (!err && o && o->pids_max) {
+		snprintf(v, sizeof(v), "%" PRIu64, o->pids_max);
+		err = set_limit(CG_PIDS, "pids.max", v);
+	}
+	if (!err)
+		report_missing();
+	return err;
 }
 
 int jail_cgroup_enter(const char *name, uint64_t guest_ram, const struct cgroup_opts *o)
 {
-	static const char *const controllers[] = { "memory", "cpu", "pids" };
-	char base[300], pid[24], v[32];
+	char base[300], pid[24];
 	int err;
 
 	cg_dir[0] = '\0';
+	if (o) {
+		cg_opts = *o;
+		cg_have_opts = true;
+	}
 	if (o && o->no_cgroup)
 		return 0;
 	if (find_root() < 0) {
@@ -255,9 +412,7 @@ int jail_cgroup_enter(const char *name, uint64_t guest_ram, const struct cgroup_
 	if (mkdir(base, 0755) < 0 && errno != EEXIST)
 		return log_errno(-errno, "creating the cgroup %s", base);
 	reap_stale(base);
-	for (size_t i = 0; i < sizeof(controllers) / sizeof(controllers[0]); i++)
-		if (enable_controller(cg_root, controllers[i]))
-			enable_controller(base, controllers[i]);
+	enable_controllers(base);
 	snprintf(cg_dir, sizeof(cg_dir), "%s/%s-%d", base, name, (int)getpid());
 	if (mkdir(cg_dir, 0755) < 0 && errno != EEXIST) {
 		err = log_errno(-errno, "creating the cgroup %s", cg_dir);
@@ -270,23 +425,7 @@ int jail_cgroup_enter(const char *name, uint64_t guest_ram, const struct cgroup_
 		rmdir(cg_dir);
 		goto fail;
 	}
-	cg_mem_explicit = o && o->mem_limit;
-	if (cg_mem_explicit) {
-		snprintf(v, sizeof(v), "%" PRIu64, o->mem_limit);
-		err = set_limit("memory", "memory.max", v);
-	} else {
-		err = jail_cgroup_set_guest_ram(guest_ram);
-	}
-	if (!err && o && o->cpu_max[0])
-		err = set_limit("cpu", "cpu.max", o->cpu_max);
-	if (!err && o && o->cpu_weight) {
-		snprintf(v, sizeof(v), "%" PRIu64, o->cpu_weight);
-		err = set_limit("cpu", "cpu.weight", v);
-	}
-	if (!err && o && o->pids_max) {
-		snprintf(v, sizeof(v), "%" PRIu64, o->pids_max);
-		err = set_limit("pids", "pids.max", v);
-	}
+	err = apply_limits(guest_ram, o);
 	if (err) {
 		jail_cgroup_leave();
 		return err;

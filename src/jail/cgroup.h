@@ -43,12 +43,21 @@ enum { CGROUP_OPT_NO_SECCOMP = CGROUP_OPT_BASE, CGROUP_OPT_NO_CGROUP, CGROUP_OPT
 /* 0, or -EINVAL with ERR filled. */
 int cgroup_opt(struct cgroup_opts *o, int opt, const char *arg, char *err, size_t errlen);
 
+/* jail_cgroup_enter's guest_ram for a restore: memory.max waits for jail_cgroup_set_guest_ram. */
+#define JAIL_CGROUP_RAM_LATER UINT64_MAX
+
 /*
  * Reap empty cgroups of dead VMMs, then create ROOT/forkvm/NAME-PID, move this process in
- * and set the limits (guest_ram 0: memory.max waits for jail_cgroup_set_guest_ram).
- * 0 also where cgroups are unavailable (logged once); a negative errno if a step failed.
+ * and set the limits: memory.max from o->mem_limit, else guest_ram + JAIL_MEM_OVERHEAD
+ * (guest_ram 0: none; JAIL_CGROUP_RAM_LATER: set by jail_cgroup_set_guest_ram), cpu.max,
+ * cpu.weight and pids.max from o (NULL: none). Limits whose controller is not available
+ * are named in one warning with the reason. 0 also where cgroups are unavailable (logged
+ * once); a negative errno if a step failed. o is remembered (jail_cgroup_opts).
  */
 int jail_cgroup_enter(const char *name, uint64_t guest_ram, const struct cgroup_opts *o);
+/* The options this process entered its cgroup with (inherited across fork: a cow template
+ * passes its source's on to its children); NULL when it entered with none. */
+const struct cgroup_opts *jail_cgroup_opts(void);
 /* memory.max = guest RAM + overhead, unless --mem-limit set it. */
 int jail_cgroup_set_guest_ram(uint64_t guest_ram);
 /* Move back to the cgroup this process came from and remove ours (the exit path). */

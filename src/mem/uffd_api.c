@@ -1,6 +1,7 @@
 /* userfaultfd feature probing and the API handshake, shared by every user of userfaultfd. */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/ioctl.h>
@@ -50,18 +51,20 @@ const char *uffd_feature_since(uint64_t bit)
 }
 
 /* Not UFFD_USER_MODE_ONLY: KVM's accesses to guest RAM are kernel-mode faults. */
-static int uffd_create(const char *what)
+static int uffd_create(const char *what, bool quiet)
 {
 	int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
 
-	if (fd < 0)
-		return log_errno(-errno, "userfaultfd for %s (root or vm.unprivileged_userfaultfd=1 "
-				 "needed)", what);
-	return fd;
+	if (fd >= 0)
+		return fd;
+	if (quiet)
+		return -errno;
+	return log_errno(-errno, "userfaultfd for %s (root or vm.unprivileged_userfaultfd=1 "
+			 "needed)", what);
 }
 
 /* FORKVM_UFFD_FEATURES_MASK, or all ones when unset. */
-static int features_mask(uint64_t *mask)
+static int features_mask(uint64_t *mask, bool quiet)
 {
 	const char *v = getenv(UFFD_FEATURES_MASK_ENV);
 	char *end;
@@ -71,24 +74,28 @@ static int features_mask(uint64_t *mask)
 		return 0;
 	errno = 0;
 	*mask = strtoull(v, &end, 0);
-	if (errno || *end)
-		return log_errno(-EINVAL, "%s='%s' is not a feature mask (e.g. 0x1fff)",
-				 UFFD_FEATURES_MASK_ENV, v);
-	return 0;
+	if (!errno && !*end)
+		return 0;
+	if (quiet)
+		return -EINVAL;
+	return log_errno(-EINVAL, "%s='%s' is not a feature mask (e.g. 0x1fff)",
+			 UFFD_FEATURES_MASK_ENV, v);
 }
 
-int uffd_probe_features(uint64_t *offered, uint64_t *hidden)
+static int probe_features(uint64_t *offered, uint64_t *hidden, bool quiet)
 {
 	struct uffdio_api api = { .api = UFFD_API, .features = 0 };
 	uint64_t mask;
 	int fd, ret;
 
-	if ((ret = features_mask(&mask)))
+	if ((ret = features_mask(&mask, quiet)))
 		return ret;
-	if ((fd = uffd_create("probing features")) < 0)
+	if ((fd = uffd_create("probing features", quiet)) < 0)
 		return fd;
-	ret = ioctl(fd, UFFDIO_API, &api) < 0 ? log_errno(-errno, "UFFDIO_API probing the "
-							  "kernel's userfaultfd features") : 0;
+	ret = 0;
+	if (ioctl(fd, UFFDIO_API, &api) < 0)
+		ret = quiet ? -errno : log_errno(-errno, "UFFDIO_API probing the kernel's "
+						 "userfaultfd features");
 	close(fd);
 	if (ret)
 		return ret;
@@ -96,6 +103,16 @@ int uffd_probe_features(uint64_t *offered, uint64_t *hidden)
 	if (hidden)
 		*hidden = api.features & ~mask;
 	return 0;
+}
+
+int uffd_probe_features(uint64_t *offered, uint64_t *hidden)
+{
+	return probe_features(offered, hidden, false);
+}
+
+int uffd_probe_features_quiet(uint64_t *offered, uint64_t *hidden)
+{
+	return probe_features(offered, hidden, true);
 }
 
 /* "UFFD_FEATURE_A (Linux 5.19+), UFFD_FEATURE_B (Linux 6.4+)" for every bit of set. */
@@ -140,7 +157,7 @@ int uffd_open(uint64_t need, uint64_t want, uint64_t *enabled, const char *what,
 		goto out;
 	}
 	api.features = need | (want & offered);
-	if ((fd = uffd_create(what)) < 0) {
+	if ((fd = uffd_create(what, false)) < 0) {
 		ret = fd;
 		snprintf(msg, sizeof(msg), "userfaultfd for %s: %s", what, strerror(-ret));
 		goto out;

@@ -20,6 +20,11 @@
 #define UFFD_FEATURE_MOVE (1 << 16) /* Linux 6.8 */
 #endif
 
+/* What each user of userfaultfd asks for; `forkvm doctor` checks the same sets. */
+#define UFFD_NEED_BACKING (UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP) /* uffd backing */
+#define UFFD_NEED_LIVE UFFD_FEATURE_WP_HUGETLBFS_SHMEM	/* live branches */
+#define UFFD_WANT_LIVE UFFD_FEATURE_WP_UNPOPULATED	/* live branches, else RAM populated */
+
 /* Test knob: a hex (or decimal) mask; the probe reports only the kernel's features whose bits
  * are set in it, so FORKVM_UFFD_FEATURES_MASK=0x1fff behaves like Linux 6.1-6.3. */
 #define UFFD_FEATURES_MASK_ENV "FORKVM_UFFD_FEATURES_MASK"
@@ -31,6 +36,8 @@
  * 0 or -errno (logged).
  */
 int uffd_probe_features(uint64_t *offered, uint64_t *hidden);
+/* The same, logging nothing (`forkvm doctor` reports the error itself). */
+int uffd_probe_features_quiet(uint64_t *offered, uint64_t *hidden);
 
 /*
  * A userfaultfd (O_CLOEXEC | O_NONBLOCK, kernel faults included) whose API handshake enables

@@ -35,7 +35,7 @@ static int spawn_child(const struct restore_many_opts *o, struct restored_child 
 		       struct child_proc *p)
 {
 	char ready_arg[16], log_path[600], console[620], self[4096];
-	char *argv[40];
+	char *argv[20 + RESTORE_MAX_EXTRA];
 	int pipefd[2], n = 0, err;
 	posix_spawn_file_actions_t fa;
 	posix_spawnattr_t attr;
@@ -64,7 +64,7 @@ static int spawn_child(const struct restore_many_opts *o, struct restored_child 
 	argv[n++] = "--no-agent-sync";
 	if (o->paused)
 		argv[n++] = "--paused";
-	for (int i = 0; i < o->nextra && i < 16; i++)
+	for (int i = 0; i < o->nextra && i < RESTORE_MAX_EXTRA; i++)
 		argv[n++] = (char *)o->extra[i];
 	argv[n] = NULL;
 	/* The resolved path, not /proc/self/exe, so ps shows the children as "forkvm". */

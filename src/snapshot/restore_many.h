@@ -12,6 +12,9 @@ struct restored_child {
 	pid_t pid;
 };
 
+/* `forkvm run` arguments a restore may pass on to each child (uffd and cgroup options). */
+#define RESTORE_MAX_EXTRA 24
+
 struct restore_many_opts {
 	const char *dir;	/* snapshot directory */
 	const char *backend;	/* file | memfd | hugetlb | anon */
@@ -21,7 +24,7 @@ struct restore_many_opts {
 	bool paused;
 	int timeout_ms;		/* for every child to become ready; then again for the fix-up */
 	bool no_agent_sync;	/* Linux snapshots: skip the agent fix-up of the clones */
-	const char *extra[16];	/* more `forkvm run` arguments (uffd: --pageserver PATH, ...) */
+	const char *extra[RESTORE_MAX_EXTRA]; /* more `forkvm run` arguments (uffd, cgroup) */
 	int nextra;
 };
 

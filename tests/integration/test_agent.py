@@ -3,6 +3,7 @@
 The agent binary is $FORKVM_BUILD/forkvm-agent (default build/); `make tests` builds it.
 """
 import base64
+import json
 import os
 import shutil
 import socket
@@ -373,6 +374,213 @@ def test_connection_limit(sockdir):
         assert stop_agent(proc) == 0
 
 
+# ---------------------------------------------------------------- memory bound
+
+
+def agent_children(pid):
+    """Pids of the agent's connection processes (and whatever else it forked)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except FileNotFoundError:
+        return []
+
+
+def status_kib(pid, *keys):
+    """{key: KiB} from /proc/PID/status (missing keys when the process is gone)."""
+    out = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                if k in keys:
+                    out[k] = int(v.split()[0])
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return out
+
+
+def frame_cost(n):
+    """The agent's reservation for a frame of n payload bytes (guests/agent/mem.c)."""
+    if n <= 4096:
+        return 0
+    return 3 * n + min(n // 2 + 1, 65536) * 160 + (64 << 10)
+
+
+def new_connection(agent_proc, path):
+    """(client, pid of its connection process) once the agent answered a ping on it."""
+    before = set(agent_children(agent_proc.pid))
+    c = AgentClient.unix(path, timeout=120)
+    assert c.ping()["ok"]
+    pids = [p for p in agent_children(agent_proc.pid) if p not in before]
+    assert len(pids) == 1, pids
+    return c, pids[0]
+
+
+def b64_frame(head, size):
+    """head + a base64 string + '"}', padded with JSON whitespace to exactly size bytes."""
+    n = (size - len(head) - 2) // 4 * 4
+    return head + b"QUFB" * (n // 4) + b'"' + b" " * (size - len(head) - n - 2) + b"}"
+
+
+def crafted_frames(sockdir):
+    """Worst cases at the 16 MiB frame limit, each one JSON object the agent accepts."""
+    limit = 16 * MIB
+
+    def pad(head, tail):
+        return head + b"x" * (limit - len(head) - len(tail)) + tail
+
+    many = 65000  # just under the value limit; strings sized to fill the frame
+    size = (limit - 200) // many - 3
+    return {
+        # One 16 MiB base64 string, decoded to 12 MiB and written out.
+        "base64": b64_frame(b'{"op":"write_file","path":"' +
+                            os.path.join(sockdir, "mem-b64").encode() + b'","content":"', limit),
+        # Deeply nested arrays (jansson's depth limit) plus a string to fill the frame.
+        "nested": pad(b'{"op":"ping","n":' + b"[" * 2000 + b"]" * 2000 + b',"pad":"', b'"}'),
+        # As many values as allowed, each a string: every one a jansson node and a copy.
+        "values": pad(b'{"op":"ping","x":[' + b",".join([b'"' + b"v" * size + b'"'] * many) +
+                      b'],"pad":"', b'"}'),
+        # Empty arrays: the costliest node per byte of text.
+        "arrays": pad(b'{"op":"ping","a":[' + b",".join([b"[]"] * 32000) + b'],"pad":"', b'"}'),
+        # exec stdin as a plain string: the frame, jansson's copy and the stdin buffer.
+        "stdin": pad(b'{"op":"exec","argv":["true"],"stdin":"', b'"}'),
+    }
+
+
+def sanitized_agent():
+    """True for the SAN=1 build: ASan's shadow memory and quarantine make RSS meaningless,
+    and the agent sets no RLIMIT_AS under it."""
+    if not os.path.exists(AGENT):
+        return False
+    with open(AGENT, "rb") as f:
+        return b"__asan_init" in f.read()
+
+
+@pytest.mark.skipif(sanitized_agent(), reason="ASan build: RSS and RLIMIT_AS do not apply")
+def test_memory_bound_holds_under_crafted_frames_on_many_connections(sockdir):
+    """docs/AGENT.md "Memory": with --mem-budget B, the connection processes together never
+    hold more than B plus a small fixed allowance each, whatever several clients send at
+    once; each one stays under its RLIMIT_AS (B + 64 MiB); every request still succeeds
+    (they take turns), and the agent serves normally afterwards."""
+    budget = 64 * MIB
+    allowance = 2 * MIB  # per connection process: binary, stack, buffers, small frames
+    path = os.path.join(sockdir, "mem.sock")
+    log_path = os.path.join(sockdir, "mem.log")
+    frames = crafted_frames(sockdir)
+    assert all(len(f) == 16 * MIB for f in frames.values()), {k: len(f) for k, f in frames.items()}
+    with open(log_path, "wb") as log:
+        proc = start_agent(path, extra_args=["--mem-budget", str(budget >> 20)], stderr=log)
+    conns = {}
+    try:
+        for name in frames:
+            conns[name] = new_connection(proc, path)
+        pids = [pid for _, pid in conns.values()]
+        for pid in pids:
+            limits = open(f"/proc/{pid}/limits").read()
+            line = [ln for ln in limits.splitlines() if ln.startswith("Max address space")][0]
+            assert line.split()[3] == str(budget + 64 * MIB), line
+        replies, peak = {}, [0]
+        done = threading.Event()
+
+        def sample():
+            while not done.is_set():
+                total = sum(status_kib(p, "VmRSS").get("VmRSS", 0) for p in pids)
+                peak[0] = max(peak[0], total << 10)
+                time.sleep(0.002)
+
+        def send(name):
+            c, _ = conns[name]
+            c.send_raw(encode_frame(frames[name]))
+            replies[name] = c.recv()
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        senders = [threading.Thread(target=send, args=(n,)) for n in frames]
+        for t in senders:
+            t.start()
+        for t in senders:
+            t.join(300)
+        done.set()
+        sampler.join()
+        for name, r in replies.items():
+            assert r and r["ok"] is True, (name, r)
+        assert sorted(replies) == sorted(frames)
+        hwm = {name: status_kib(pid, "VmHWM", "VmPeak") for name, (_, pid) in conns.items()}
+        for name, h in hwm.items():
+            assert h["VmHWM"] << 10 <= frame_cost(16 * MIB) + allowance, (name, hwm)
+            assert h["VmPeak"] << 10 <= budget + 64 * MIB, (name, hwm)
+        # Unbudgeted, five 16 MiB frames at once would have held ~5 x 48 MiB.
+        assert peak[0] <= budget + len(pids) * allowance, (peak[0] >> 20, hwm)
+        # Big requests do not leave their memory behind once answered.
+        for _, pid in conns.values():
+            assert wait_until(lambda: status_kib(pid, "VmRSS")["VmRSS"] << 10 <= allowance), \
+                status_kib(pid, "VmRSS")
+        # The same connections and a fresh one serve normally.
+        for c, _ in conns.values():
+            assert c.ping()["ok"]
+        with AgentClient.unix(path) as c:
+            assert c.exec(["echo", "fine"])["stdout"] == "fine\n"
+            # Commands get the agent's own limit, not the connection process's.
+            limits = c.exec(["cat", "/proc/self/limits"])["stdout"]
+            line = [ln for ln in limits.splitlines() if ln.startswith("Max address space")][0]
+            assert line.split()[3] == "unlimited", line
+    finally:
+        for c, _ in conns.values():
+            c.close()
+        assert stop_agent(proc) == 0
+    text = open(log_path, errors="replace").read()
+    assert "connection process" not in text, text
+
+
+def test_memory_budget_refuses_with_a_clear_error_and_keeps_the_connection(sockdir):
+    path = os.path.join(sockdir, "budget.sock")
+    proc = start_agent(path, extra_args=["--mem-budget", "16", "--mem-wait", "300"],
+                       stderr=subprocess.DEVNULL)
+    try:
+        with AgentClient.unix(path, timeout=60) as c:
+            # Larger than the whole budget: refused at once, the payload read and dropped.
+            big = pad_frame({"op": "ping", "pad": ""}, 16 * MIB)
+            c.send_raw(encode_frame(big))
+            r = c.recv()
+            assert r["ok"] is False and "refused" in r["error"], r
+            assert "more than the agent's whole budget of 16.0 MiB" in r["error"], r
+            assert c.ping()["ok"]  # in sync: the same connection goes on
+            # An op whose output needs more than the budget.
+            r = c.request("read_file", path="/proc/self/status", max_bytes=8 * MIB)
+            assert r["ok"] is False and "whole budget" in r["error"], r
+            got, _ = c.read_file("/proc/self/status", max_bytes=MIB)
+            assert b"Name:" in got
+        # A stalled client holds the budget with half a frame; another one waits, then gets
+        # "busy" and stays usable; small requests never wait.
+        one = pad_frame({"op": "ping", "pad": ""}, MIB)
+        holder = AgentClient.unix(path, timeout=60)
+        assert holder.ping()["ok"]  # its connection process is up and reading
+        holder.send_raw(encode_frame(one)[:100])
+        time.sleep(0.5)  # for it to read the header and reserve
+        with AgentClient.unix(path, timeout=60) as c:
+            c.send_raw(encode_frame(one))
+            r = c.recv()
+            assert r["ok"] is False and "budget busy" in r["error"], r
+            assert c.ping()["ok"]
+            holder.send_raw(encode_frame(one)[100:])
+            assert holder.recv()["ok"] is True
+            holder.close()
+            c.send_raw(encode_frame(one))
+            assert c.recv()["ok"] is True
+    finally:
+        assert stop_agent(proc) == 0
+
+
+def pad_frame(obj, size):
+    """obj's JSON with its "pad" field grown so the payload is exactly size bytes."""
+    base = json.dumps(obj).encode()
+    obj = dict(obj, pad="x" * (size - len(base)))
+    payload = json.dumps(obj).encode()
+    assert len(payload) == size
+    return payload
+
+
 # ---------------------------------------------------------------- clock, entropy, shutdown
 
 
@@ -443,7 +651,8 @@ def test_command_line():
     assert subprocess.run([AGENT, "--version"], capture_output=True).stdout.startswith(
         b"forkvm-agent ")
     for bad in (["--vsock-port", "x"], ["--vsock-port", "0"], ["--unix", "/x", "--vsock-port", "5"],
-                ["--max-conns", "0"], ["--bogus"], ["extra"]):
+                ["--max-conns", "0"], ["--mem-budget", "8"], ["--mem-budget", "x"],
+                ["--mem-wait", "-1"], ["--bogus"], ["extra"]):
         r = subprocess.run([AGENT] + bad, capture_output=True)
         assert r.returncode == 2, bad
         assert b"usage" in r.stderr

@@ -6,10 +6,12 @@ The agent finds python3 in PATH; the tests put this interpreter's directory firs
 $FORKVM_EVAL_PYTHON_DIR (a directory holding the python3 to test the driver with).
 """
 import io
+import json
 import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tarfile
@@ -317,6 +319,39 @@ def test_fd_writes_and_subprocesses_do_not_corrupt_the_protocol(client):
     time.sleep(0.5)
     assert client.eval("1", context=ctx)["result"] == "1"
     client.eval_close(ctx)
+
+
+BREACH = """
+import os, socket, struct
+for fd in range(200, 1024):
+    try:
+        s = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        continue
+    try:
+        if s.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 0:
+            os.write(fd, {payload!r})
+            break
+    finally:
+        s.close()
+"""
+
+
+def test_code_writing_to_the_protocol_socket_cannot_make_the_agent_buffer_much(client):
+    """Frames from the interpreter are bounded before they are buffered or parsed (the
+    driver's own never come near): an 11 MiB header or a 100-value result frame written by
+    the code to its private socket ends the context with an error, not agent memory."""
+    big_header = struct.pack(">I", 11 << 20)
+    many = json.dumps({"result": None, "x": [0] * 100}).encode()
+    for payload, want in ((big_header, "Message too long"),
+                          (struct.pack(">I", len(many)) + many, "more than 64 JSON values")):
+        ctx = fresh_context("breach")
+        client.eval("x = 1", context=ctx)
+        r = client.request("eval", code=BREACH.format(payload=payload), context=ctx)
+        assert r["ok"] is False and want in r["error"], r
+        r = client.eval("'x' in dir()", context=ctx)
+        assert r["started"] is True and r["result"] == "False", r  # a fresh interpreter
+        client.eval_close(ctx)
 
 
 def test_closing_std_fds_does_not_break_the_protocol(client):

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from forkvm_vm import FORKVM, VM, Child, call
+from forkvm_vm import FORKVM, VM, Child, call, restore_children
 
 SIGSYS_MSG = "killed by SIGSYS (seccomp violation)"
 
@@ -196,6 +196,30 @@ def cgroot():
     return root
 
 
+def not_applied(stderr):
+    """The one "limits not applied" line of a VMM's log (exactly one, or none: "")."""
+    lines = [ln for ln in stderr.splitlines() if "limits not applied" in ln]
+    assert len(lines) <= 1, lines
+    return lines[0] if lines else ""
+
+
+def controllers(path):
+    with open(os.path.join(path, "cgroup.controllers")) as f:
+        return f.read().split()
+
+
+def missing_controller(cgroot, ctl):
+    """None when ctl is usable under cgroot, else why not (for a skip message)."""
+    offered = controllers(cgroot)
+    if ctl in offered:
+        return None
+    why = (f"the {ctl} controller is not available in the cgroup v2 hierarchy {cgroot} "
+           f"(its cgroup.controllers: {' '.join(offered) or 'none'})")
+    if cgroot.endswith("/unified"):
+        why += f"; this cgroup v1/v2 hybrid host binds {ctl} to cgroup v1"
+    return why
+
+
 def test_each_vm_has_its_own_cgroup_removed_at_stop(cgroot):
     vm = VM(extra=("--pids-max", "64", "--cpu-max", "50000/100000", "--mem-limit", "300M"))
     pid = vm.proc.pid
@@ -210,8 +234,13 @@ def test_each_vm_has_its_own_cgroup_removed_at_stop(cgroot):
     for ctl, (f, want) in expect.items():
         if ctl in avail:
             assert open(os.path.join(path, f)).read().strip() == want, f
-        else:  # a hybrid host (controllers bound to cgroup v1): said, not silently dropped
-            assert f"the {ctl} controller is not available here; {f}=" in vm.stderr()
+        else:  # a hybrid host (controllers bound to cgroup v1): said once, not dropped
+            line = not_applied(vm.stderr())
+            assert f"{f}={want}" in line and ctl in line.split("(", 1)[1], line
+    if not set(expect) <= set(avail):
+        assert "not offered by " + cgroot in not_applied(vm.stderr())
+    else:
+        assert "limits not applied" not in vm.stderr()
     vm.ok({"cmd": "ping"})
     assert vm.stop() == 0
     assert not os.path.exists(path)
@@ -224,7 +253,7 @@ def test_default_memory_max_is_guest_ram_plus_overhead(cgroot):
         if "memory" in open(os.path.join(path, "cgroup.controllers")).read().split():
             assert int(open(os.path.join(path, "memory.max")).read()) == (64 + 256) << 20
         else:
-            assert f"memory.max={(64 + 256) << 20} not applied" in vm.stderr()
+            assert f"memory.max={(64 + 256) << 20}" in not_applied(vm.stderr())
     finally:
         assert vm.stop() == 0
 
@@ -256,3 +285,109 @@ def test_bad_cgroup_options_are_usage_errors():
                 ("--cpu-weight", "20000")):
         r = subprocess.run([FORKVM, "run", *opt], capture_output=True, text=True, timeout=30)
         assert r.returncode == 2, (opt, r.stderr)
+
+
+def test_pids_max_stops_the_vmm_creating_threads(cgroot, tmp_path):
+    """pids.max is enforced on the VMM: at its current thread count, a snapshot (which starts
+    a worker thread) fails with a clear error and the VM runs on; a VMM that may not start a
+    single thread fails to start, cleanly."""
+    why = missing_controller(cgroot, "pids")
+    if why:
+        pytest.skip(why)
+    vm = VM(vcpus=2, extra=("--pids-max", "64"))
+    path = None
+    try:
+        path = cgroot + cgroup_of(vm.proc.pid)
+
+        def read(name):
+            with open(os.path.join(path, name)) as f:
+                return f.read().strip()
+
+        assert read("pids.max") == "64"
+        current = int(read("pids.current"))
+        assert current >= 3, current  # main, two vCPUs (and KVM's workers)
+        with open(os.path.join(path, "pids.max"), "w") as f:
+            f.write(str(current))
+        r = vm.call({"cmd": "snapshot", "dir": str(tmp_path / "s1")})
+        assert r["ok"] is False, r
+        assert "starting the worker thread" in r["error"], r
+        assert "Resource temporarily unavailable" in r["error"], r
+        events = dict(ln.split() for ln in read("pids.events").splitlines())
+        assert int(events["max"]) >= 1, events
+        vm.ok({"cmd": "ping"})
+        with open(os.path.join(path, "pids.max"), "w") as f:
+            f.write("64")
+        assert vm.ok({"cmd": "snapshot", "dir": str(tmp_path / "s2")}, timeout=120)["ok"]
+        vm.ok({"cmd": "ping"})
+    finally:
+        assert vm.stop() == 0
+    assert path and not os.path.exists(path)
+    r = subprocess.run([FORKVM, "run", "--mem", "16M", "--pids-max", "1", "--socket",
+                        str(tmp_path / "one.sock")], capture_output=True, text=True, timeout=60)
+    # Its first thread (a vCPU's, or KVM's worker) is refused: an error, not a hang or a crash.
+    assert r.returncode > 0 and ": error: " in r.stderr, (r.returncode, r.stderr)
+
+
+def test_cow_children_inherit_the_sources_limits(cgroot, tmp_path):
+    """Each cow child enters its own cgroup with the source's options (the template gets none
+    of them: a pids.max there could stop it forking); where a controller is missing, the
+    child's log names the inherited limit it could not apply."""
+    run = str(tmp_path / "run")
+    os.mkdir(run, 0o700)
+    src = VM(extra=("--pids-max", "48", "--cpu-weight", "300", "--mem-limit", "200M"))
+    pids = []
+    try:
+        reply = src.ok({"cmd": "branch", "strategy": "cow", "count": 1, "prefix": "inh",
+                        "run_dir": run, "paused": True}, timeout=120)
+        kid = Child(reply["children"][0]["socket"], reply["children"][0]["pid"])
+        tpid = call(reply["template"], {"cmd": "status"})["pid"]
+        pids = [kid.pid, tpid]
+        kpath = cgroot + cgroup_of(kid.pid)
+        tpath = cgroot + cgroup_of(tpid)
+        assert kpath.endswith(f"-{kid.pid}") and tpath.endswith(f"-template-{tpid}")
+        want = {"memory": ("memory.max", str(200 << 20)), "pids": ("pids.max", "48"),
+                "cpu": ("cpu.weight", "300")}
+        avail = controllers(kpath)
+        log = open(kid.stderr_path, errors="replace").read()
+        for ctl, (f, value) in want.items():
+            if ctl in avail:
+                assert open(os.path.join(kpath, f)).read().strip() == value, f
+                assert open(os.path.join(tpath, f)).read().strip() in ("max", "100"), f
+            else:
+                assert f"{f}={value}" in not_applied(log), log
+        kid.ok({"cmd": "resume"})
+        kid.ok({"cmd": "ping"})
+        assert kid.stop() == 0
+        assert wait_for(lambda: not os.path.exists(kpath))
+    finally:
+        for p in pids:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        src.stop()
+
+
+def test_forkvm_restore_passes_cgroup_options_to_its_children(cgroot, tmp_path):
+    src = VM()
+    try:
+        src.ok({"cmd": "snapshot", "dir": str(tmp_path / "snap")}, timeout=120)
+    finally:
+        assert src.stop() == 0
+    run = str(tmp_path / "run")
+    os.mkdir(run, 0o700)
+    r, kids = restore_children(str(tmp_path / "snap"), "file", 1, run, name="cgr",
+                               extra=("--pids-max", "40", "--mem-limit", "100M"))
+    assert r.returncode == 0, r.stderr
+    kid = kids[0]
+    try:
+        path = cgroot + cgroup_of(kid.pid)
+        avail = controllers(path)
+        log = open(kid.stderr_path, errors="replace").read()
+        for ctl, f, value in (("pids", "pids.max", "40"), ("memory", "memory.max", str(100 << 20))):
+            if ctl in avail:
+                assert open(os.path.join(path, f)).read().strip() == value, f
+            else:
+                assert f"{f}={value}" in not_applied(log), log
+    finally:
+        assert kid.stop() == 0

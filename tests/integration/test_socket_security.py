@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from forkvm_vm import FORKVM, VM, call
+from forkvm_vm import FORKVM, VM, Child, call
 
 pytestmark = pytest.mark.kvm
 NOBODY = 65534
@@ -282,3 +282,47 @@ def test_socket_in_a_readable_directory_is_staged():
         assert not os.listdir(pub)
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become user nobody")
+def test_cow_template_socket_refuses_other_users_and_keeps_serving(world):
+    """The cow template's socket: 0600 like the others, and its accept checks the peer
+    (SO_PEERCRED) as the control socket does, even when an admin opened the mode up."""
+    run = os.path.join(world["base"], "tpl")
+    os.mkdir(run, 0o700)
+    reply = world["vm"].ok({"cmd": "branch", "strategy": "cow", "count": 1, "prefix": "t",
+                            "run_dir": run, "paused": True}, timeout=300)
+    tpl = reply["template"]
+    kids = [Child(c["socket"], c["pid"]) for c in reply["children"]]
+    try:
+        assert tpl == os.path.join(run, "t.template.sock")
+        assert stat.S_ISSOCK(os.lstat(tpl).st_mode) and mode(tpl) == 0o600, oct(mode(tpl))
+        assert mode(run) == 0o700
+        tpid = call(tpl, {"cmd": "status"})["pid"]
+        os.chmod(world["base"], 0o711)
+        os.chmod(run, 0o711)
+        os.chmod(tpl, 0o666)
+        try:
+            # Refused unheard, a "stop" included; twice, the log says it once.
+            assert as_nobody(tpl, b'{"cmd":"stop"}\n') == b""
+            assert as_nobody(tpl, b'{"cmd":"status"}\n') == b""
+        finally:
+            os.chmod(tpl, 0o600)
+            os.chmod(run, 0o700)
+            os.chmod(world["base"], 0o700)
+        # The template still serves its own uid: status, and a new child.
+        status = call(tpl, {"cmd": "status"})
+        assert status["ok"] and status["pid"] == tpid and status["live"] == 1, status
+        more = call(tpl, {"cmd": "spawn", "count": 1, "paused": True})
+        assert more["ok"], more
+        kids += [Child(c["socket"], c["pid"]) for c in more["children"]]
+        with open(tpl + ".log", errors="replace") as f:
+            log = f.read()
+        assert log.count("template socket: refused a connection from uid 65534") == 1, log
+    finally:
+        for k in kids:
+            k.stop()
+        try:
+            call(tpl, {"cmd": "stop"}, timeout=10)
+        except OSError:
+            pass

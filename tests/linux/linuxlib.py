@@ -202,7 +202,8 @@ class Env:
         for g in self.guests:
             g.kill()
         # Cow templates exit once their source and children are gone; page servers by test.
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if os.environ.get("FORKVM_LINUX_KEEP") != "1":  # debugging: keep logs and consoles
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def host_time():

@@ -146,3 +146,27 @@ def test_missing_base_and_damaged_layers_are_clear_errors(env):
     assert r.returncode != 0 and layers[0] in r.stderr, r.stderr
     r, kids = env.restore(snap, name="bad", check=False)
     assert r.returncode != 0 and layers[0] in r.stderr and not kids, r.stderr
+
+
+def test_a_full_host_disk_is_an_io_error_in_the_guest_not_a_crash(env):
+    """The VM's top overlay sits next to its socket: on a 24 MiB tmpfs, the guest's 64 MiB
+    write fails with an I/O error, the VMM logs ENOSPC once and the VM keeps serving."""
+    small = env.path("small")
+    os.makedirs(small)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", small], check=True)
+    try:
+        env.run_dir = small
+        src = source(env, name="full")
+        code, out, err = src.run(["sh", "-c", "dd if=/dev/zero of=/root/big bs=1M count=64 "
+                                  "conv=fsync 2>&1; echo rc=$?"], check=False)
+        text = out.decode()
+        assert "rc=0" not in text, f"64 MiB fitted on a 24 MiB host disk: {text}"
+        assert src.sh("echo alive").strip() == "alive"
+        log = open(env.path("full.stderr")).read()  # the VMM's log (Env.boot)
+        full = [line for line in log.splitlines() if "No space left on device" in line]
+        assert len(full) == 1, log[-2000:]  # once, however often the guest retries
+        src.kill()
+    finally:
+        for g in env.guests:
+            g.kill()
+        subprocess.run(["umount", "-l", small], check=False)

@@ -61,11 +61,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	frame_decoder_init(&d, FUZZ_MAX_FRAME);
 	while (pos < size) {
 		size_t chunk = size - pos < step ? size - pos : step, used, len;
-		int ret = frame_decoder_feed(&d, data + pos, chunk, &used);
+		int ret;
 
+		/* As the client connection does (step bit 1): the header alone first; an odd step
+		 * skips the frame (a refused one: its payload is dropped, the stream stays in
+		 * sync). Otherwise header and payload arrive together, as from an interpreter. */
+		if ((step & 3) && !frame_decoder_header_done(&d) && chunk > FRAME_HEADER - d.hdr_have)
+			chunk = FRAME_HEADER - d.hdr_have;
+		ret = frame_decoder_feed(&d, data + pos, chunk, &used);
 		pos += used;
 		if (ret < 0)
 			break; /* oversized: the agent replies and closes */
+		if (ret == FRAME_MORE && (step & 1) && frame_decoder_header_done(&d) && !d.skip &&
+		    d.have == 0 && frame_decoder_skip(&d) < 0)
+			abort();
 		if (ret == FRAME_READY) {
 			uint8_t *payload = frame_decoder_take(&d, &len);
 

@@ -174,6 +174,42 @@ static void test_encode_json(void **state)
 	json_decref(msg);
 }
 
+/* A frame skipped once its header is in is consumed without being kept; the next frame
+ * decodes normally, whatever the split. */
+static void test_skip_frame(void **state)
+{
+	struct frame_decoder d;
+	uint8_t buf[128];
+	size_t n1 = make_frame(buf, "{\"op\":\"big\",\"pad\":\"xxxxxxxxxx\"}");
+	size_t n2 = make_frame(buf + n1, "{\"op\":\"ping\"}"), used, len;
+	uint8_t *payload;
+
+	for (size_t split = FRAME_HEADER; split < n1; split++) {
+		size_t pos = 0;
+
+		frame_decoder_init(&d, 1024);
+		assert_int_equal(frame_decoder_skip(&d), -EINVAL); /* no header yet */
+		assert_int_equal(frame_decoder_feed(&d, buf, FRAME_HEADER, &used), FRAME_MORE);
+		assert_true(frame_decoder_header_done(&d));
+		assert_int_equal(frame_decoder_skip(&d), 0);
+		assert_int_equal(frame_decoder_skip(&d), -EINVAL); /* once */
+		pos = FRAME_HEADER;
+		assert_int_equal(frame_decoder_feed(&d, buf + pos, split - pos, &used), FRAME_MORE);
+		pos += used;
+		assert_true(frame_decoder_partial(&d));
+		assert_int_equal(frame_decoder_feed(&d, buf + pos, n1 + n2 - pos, &used),
+				 FRAME_SKIPPED);
+		assert_int_equal(pos + used, n1); /* stops at the end of the skipped frame */
+		assert_false(frame_decoder_partial(&d));
+		pos += used;
+		assert_int_equal(frame_decoder_feed(&d, buf + pos, n2, &used), FRAME_READY);
+		payload = frame_decoder_take(&d, &len);
+		assert_string_equal((char *)payload, "{\"op\":\"ping\"}");
+		free(payload);
+		frame_decoder_free(&d);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -185,6 +221,7 @@ int main(void)
 		cmocka_unit_test(test_decode_oversized),
 		cmocka_unit_test(test_decode_large_chunks),
 		cmocka_unit_test(test_encode_json),
+		cmocka_unit_test(test_skip_frame),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,123 @@
+"""cgroup v2 per VM with a Linux guest (docs/SECURITY.md, "cgroup v2 per VM"): the VMM's own
+cgroup carries memory.max, cpu.max, cpu.weight and pids.max as asked, pids.max is enforced on
+the VMM's threads, cow children enter cgroups of their own with the source's limits, and every
+cgroup is removed when its VMM ends. Needs a cgroup2 hierarchy at /sys/fs/cgroup offering the
+memory, cpu and pids controllers: the nested rig's L1 mounts one there, and the VMM enables the
+controllers for its children (ROOT and ROOT/forkvm cgroup.subtree_control)."""
+import os
+import subprocess
+
+import pytest
+
+from forkvm_vm import FORKVM, VM, call
+from linuxlib import pid_alive, wait_for
+
+ROOT = "/sys/fs/cgroup"
+NEEDED = ("memory", "cpu", "pids")
+LIMITS = ("--mem-limit", "600M", "--cpu-max", "200000/100000", "--cpu-weight", "200",
+          "--pids-max", "64")
+WANT = {"memory.max": str(600 << 20), "cpu.max": "200000 100000", "cpu.weight": "200",
+        "pids.max": "64"}
+
+
+def read(path, name):
+    with open(os.path.join(path, name)) as f:
+        return f.read().strip()
+
+
+def write(path, name, value):
+    with open(os.path.join(path, name), "w") as f:
+        f.write(value)
+
+
+def cgroup_dir(pid):
+    """The cgroup2 directory of pid, from /proc/PID/cgroup's "0::" line."""
+    with open(f"/proc/{pid}/cgroup") as f:
+        for line in f:
+            if line.startswith("0::"):
+                return ROOT + line[3:].strip()
+    raise AssertionError(f"pid {pid} has no cgroup v2 line")
+
+
+@pytest.fixture(scope="module")
+def cgroot():
+    r = subprocess.run(["stat", "-fc", "%T", ROOT], capture_output=True, text=True)
+    if r.stdout.strip() != "cgroup2fs" or not os.access(ROOT, os.W_OK):
+        pytest.skip(f"{ROOT} is not a writable cgroup2 mount ({r.stdout.strip() or r.stderr})")
+    offered = read(ROOT, "cgroup.controllers").split()
+    missing = [c for c in NEEDED if c not in offered]
+    if missing:
+        pytest.skip(f"{ROOT} does not offer {', '.join(missing)} (cgroup.controllers: "
+                    f"{' '.join(offered) or 'none'})")
+    return ROOT
+
+
+def test_limits_enforced_inherited_and_removed(env, cgroot):
+    g = env.boot("cg", extra=LIMITS)
+    path = cgroup_dir(g.pid)
+    assert path.startswith(f"{ROOT}/forkvm/") and path.endswith(f"-{g.pid}"), path
+    assert str(g.pid) in read(path, "cgroup.procs").split()
+    for name, value in WANT.items():
+        assert read(path, name) == value, name
+    with open(env.path("cg.stderr"), errors="replace") as f:
+        assert "limits not applied" not in f.read()
+    # Guest RAM is charged here (the VMM moved in before it existed), under the limit.
+    assert 16 << 20 < int(read(path, "memory.current")) <= 600 << 20
+
+    # pids.max at the VMM's current thread count: the snapshot worker cannot start, the
+    # request says why, and the VM runs on.
+    current = int(read(path, "pids.current"))
+    write(path, "pids.max", str(current))
+    try:
+        r = g.control({"cmd": "snapshot", "dir": env.path("refused.snap")})
+        assert r["ok"] is False, r
+        assert "starting the worker thread: Resource temporarily unavailable" in r["error"], r
+        events = dict(line.split() for line in read(path, "pids.events").splitlines())
+        assert int(events["max"]) >= 1, events
+        assert g.sh("echo alive").strip() == "alive"
+    finally:
+        write(path, "pids.max", "64")
+
+    # A cow child: a cgroup of its own with the source's limits; the template has none of
+    # them (a pids.max there could stop it forking children).
+    reply, kids = env.branch(g, "cow", count=1)
+    kid = kids[0]
+    tpid = call(reply["template"], {"cmd": "status"})["pid"]
+    kpath, tpath = cgroup_dir(kid.pid), cgroup_dir(tpid)
+    assert kpath.endswith(f"-{kid.pid}") and tpath.endswith(f"-template-{tpid}"), (kpath, tpath)
+    for name, value in WANT.items():
+        assert read(kpath, name) == value, name
+    assert read(tpath, "pids.max") == "max" and read(tpath, "memory.max") == "max"
+    assert kid.sh("echo child").strip() == "child"
+
+    # Every cgroup goes with its VMM: the child's, the source's, then the template's (it
+    # exits once its source and children are gone).
+    kid.ok({"cmd": "stop"})
+    assert wait_for(lambda: not pid_alive(kid.pid), 60)
+    assert wait_for(lambda: not os.path.exists(kpath), 30), kpath
+    g.ok({"cmd": "stop"})
+    assert g.proc.wait(timeout=120) == 0
+    assert not os.path.exists(path), path
+    assert wait_for(lambda: not os.path.exists(tpath), 60), tpath
+
+
+def test_default_memory_max_and_a_vmm_without_threads(cgroot, tmp_path):
+    """Without options: memory.max is guest RAM + 256 MiB, the rest unlimited. With pids.max
+    1 the VMM cannot start a single thread: it fails with an error, no hang, no crash, and
+    leaves no cgroup behind. (Probe guests: these need no Linux boot.)"""
+    vm = VM(mem="64M")
+    path = None
+    try:
+        path = cgroup_dir(vm.proc.pid)
+        assert read(path, "memory.max") == str((64 + 256) << 20)
+        assert read(path, "pids.max") == "max"
+        assert read(path, "cpu.max").split()[0] == "max"
+        assert "limits not applied" not in vm.stderr()
+    finally:
+        assert vm.stop() == 0
+    assert path and not os.path.exists(path)
+    before = set(os.listdir(f"{ROOT}/forkvm"))
+    r = subprocess.run([FORKVM, "run", "--mem", "16M", "--pids-max", "1", "--socket",
+                        str(tmp_path / "one.sock")], capture_output=True, text=True, timeout=120)
+    assert r.returncode > 0 and ": error: " in r.stderr, (r.returncode, r.stderr)
+    assert set(os.listdir(f"{ROOT}/forkvm")) <= before
