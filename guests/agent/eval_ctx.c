@@ -1,5 +1,6 @@
 /* Eval contexts: run directory, per-context lock, starting the driver, connecting, killing. */
 #include "eval_ctx.h"
+#include "exec.h"
 #include "io.h"
 #include "log.h"
 #include "mem.h"
@@ -21,13 +22,6 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-
-#ifndef SYS_close_range
-#define SYS_close_range 436
-#endif
-#ifndef CLOSE_RANGE_CLOEXEC
-#define CLOSE_RANGE_CLOEXEC (1U << 2)
-#endif
 
 /* The run directory leaves room for "/py-<name>.sock" in a sockaddr_un (108 bytes). */
 #define EVAL_DIR_MAX (108 - (int)sizeof("/py-.sock") - AGENT_MAX_CONTEXT_NAME)
@@ -296,7 +290,7 @@ static __attribute__((noreturn)) void driver_child(int listen_fd, int status_fd)
 	if (devnull < 0 || dup2(devnull, 0) < 0 || dup2(devnull, 1) < 0 || dup2(lfd, 3) < 0 ||
 	    dup2(life, 4) < 0)
 		child_fail(status_fd);
-	(void)syscall(SYS_close_range, 5u, ~0u, CLOSE_RANGE_CLOEXEC);
+	exec_cloexec_from(5);
 	execvp(argv[0], (char *const *)argv);
 	child_fail(status_fd);
 }

@@ -28,6 +28,13 @@ struct exec_result {
 	struct exec_capture out, err;
 };
 
+/*
+ * In a child about to exec: mark every fd from first up close-on-exec, so fds the agent
+ * inherited stay out of what it runs. Best effort: kernels before 5.11 lack
+ * CLOSE_RANGE_CLOEXEC. Async-signal-safe (one syscall).
+ */
+void exec_cloexec_from(unsigned int first);
+
 /* Fork and exec x in a new process group; -errno with e->msg when it never started. */
 int exec_spawn(const struct exec_request *x, struct exec_proc *p, struct agent_err *e);
 

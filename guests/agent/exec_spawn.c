@@ -28,6 +28,11 @@ struct spawn_failure {
 	int err;
 };
 
+void exec_cloexec_from(unsigned int first)
+{
+	(void)syscall(SYS_close_range, first, ~0u, CLOSE_RANGE_CLOEXEC);
+}
+
 static void close_fd(int *fd)
 {
 	if (*fd >= 0)
@@ -66,7 +71,7 @@ static __attribute__((noreturn)) void child_run(const struct exec_request *x, in
 		child_fail(status_fd, 2);
 	/* Fds the agent itself inherited (from init or a test harness) stay out of commands.
 	 * Best effort: kernels before 5.11 lack CLOSE_RANGE_CLOEXEC. */
-	(void)syscall(SYS_close_range, 3u, ~0u, CLOSE_RANGE_CLOEXEC);
+	exec_cloexec_from(3);
 	if (x->cwd && chdir(x->cwd) < 0)
 		child_fail(status_fd, 0);
 	if (x->clear_env && clearenv() != 0)

@@ -3,28 +3,12 @@
 #include "agent.h"
 #include "frame.h"
 #include "log.h"
+#include "core/fdio.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
-
-int io_write_all(int fd, const void *buf, size_t len)
-{
-	const uint8_t *p = buf;
-
-	while (len) {
-		ssize_t n = write(fd, p, len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
 
 int io_send_json(int fd, const json_t *msg)
 {
@@ -37,7 +21,7 @@ int io_send_json(int fd, const json_t *msg)
 		log_errno(ret, "encode reply frame");
 		goto out;
 	}
-	ret = io_write_all(fd, frame, len);
+	ret = fd_write_all(fd, frame, len);
 	/* A client that hung up is routine, not worth a console line. */
 	if (ret < 0 && ret != -EPIPE && ret != -ECONNRESET)
 		log_errno(ret, "send reply on fd %d", fd);

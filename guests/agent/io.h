@@ -6,9 +6,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Write all len bytes, retrying EINTR and short writes. Returns 0 or -errno. */
-int io_write_all(int fd, const void *buf, size_t len);
-
 /* Encode msg as one frame and send it. Returns 0 or -errno. */
 int io_send_json(int fd, const json_t *msg);
 

@@ -4,6 +4,7 @@
 #include "log.h"
 #include "ops.h"
 #include "reply.h"
+#include "core/fdio.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -33,7 +34,7 @@ static int send_request(struct eval_session *s, const struct eval_request *x,
 	ret = evalp_request(x->code, x->code_len, x->max_output, &frame, &len);
 	if (ret < 0)
 		return agent_fail(e, ret, "encode the eval request: %s", strerror(-ret));
-	ret = io_write_all(s->st.fd, frame, len);
+	ret = fd_write_all(s->st.fd, frame, len);
 	free(frame);
 	/* A dead interpreter shows as EPIPE here or as EOF on the reply: both mean "died". */
 	if (ret == -EPIPE || ret == -ECONNRESET)

@@ -2,6 +2,7 @@
 #include "ops.h"
 #include "io.h"
 #include "reply.h"
+#include "core/fdio.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -44,7 +45,7 @@ static int fill_and_close(int fd, const char *name, const struct write_file_requ
 {
 	int ret;
 
-	ret = io_write_all(fd, w->data, w->len);
+	ret = fd_write_all(fd, w->data, w->len);
 	if (ret < 0)
 		agent_fail(e, ret, "write %s: %s", name, strerror(-ret));
 	else if (fchmod(fd, w->mode) < 0)

@@ -74,6 +74,30 @@ int req_uint(json_t *obj, const char *key, uint64_t dflt, uint64_t max, uint64_t
 	return 0;
 }
 
+int req_limits(json_t *root, uint64_t *timeout_ms, size_t *max_output, bool *force_base64,
+	       struct agent_err *e)
+{
+	const char *enc;
+	uint64_t n;
+	int ret;
+
+	ret = req_uint(root, "timeout_ms", 0, UINT32_MAX, timeout_ms, e);
+	if (ret < 0)
+		return ret;
+	/* Asking for more than the agent's bound is not an error: it is clamped. */
+	ret = req_uint(root, "max_output", AGENT_MAX_OUTPUT, UINT64_MAX >> 1, &n, e);
+	if (ret < 0)
+		return ret;
+	*max_output = n > AGENT_MAX_OUTPUT ? AGENT_MAX_OUTPUT : (size_t)n;
+	ret = req_string(root, "output_encoding", false, &enc, e);
+	if (ret < 0)
+		return ret;
+	if (enc && strcmp(enc, "auto") && strcmp(enc, "base64"))
+		return agent_fail(e, -EINVAL, "field 'output_encoding' must be \"auto\" or \"base64\"");
+	*force_base64 = enc && !strcmp(enc, "base64");
+	return 0;
+}
+
 int req_base64(json_t *obj, const char *key, bool required, size_t max, uint8_t **out,
 	       size_t *out_len, struct agent_err *e)
 {

@@ -126,6 +126,12 @@ int req_uint(json_t *obj, const char *key, uint64_t dflt, uint64_t max, uint64_t
 	     struct agent_err *e);
 int req_base64(json_t *obj, const char *key, bool required, size_t max, uint8_t **out,
 	       size_t *out_len, struct agent_err *e);
+/*
+ * The output limits exec and eval share: timeout_ms (0: none), max_output (clamped to
+ * AGENT_MAX_OUTPUT, not refused) and output_encoding ("auto" or "base64").
+ */
+int req_limits(json_t *root, uint64_t *timeout_ms, size_t *max_output, bool *force_base64,
+	       struct agent_err *e);
 
 int req_parse_exec(json_t *root, struct exec_request *x, struct agent_err *e);
 void req_free_exec(struct exec_request *x);

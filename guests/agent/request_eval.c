@@ -42,29 +42,6 @@ static int parse_context(json_t *root, struct eval_request *x, struct agent_err 
 	return 0;
 }
 
-static int parse_eval_limits(json_t *root, struct eval_request *x, struct agent_err *e)
-{
-	const char *enc;
-	uint64_t n;
-	int ret;
-
-	ret = req_uint(root, "timeout_ms", 0, UINT32_MAX, &x->timeout_ms, e);
-	if (ret < 0)
-		return ret;
-	/* As for exec: asking for more than the agent's bound is clamped, not refused. */
-	ret = req_uint(root, "max_output", AGENT_MAX_OUTPUT, UINT64_MAX >> 1, &n, e);
-	if (ret < 0)
-		return ret;
-	x->max_output = n > AGENT_MAX_OUTPUT ? AGENT_MAX_OUTPUT : (size_t)n;
-	ret = req_string(root, "output_encoding", false, &enc, e);
-	if (ret < 0)
-		return ret;
-	if (enc && strcmp(enc, "auto") && strcmp(enc, "base64"))
-		return agent_fail(e, -EINVAL, "field 'output_encoding' must be \"auto\" or \"base64\"");
-	x->force_base64 = enc && !strcmp(enc, "base64");
-	return 0;
-}
-
 int req_parse_eval(json_t *root, bool with_code, struct eval_request *x, struct agent_err *e)
 {
 	int ret;
@@ -78,7 +55,7 @@ int req_parse_eval(json_t *root, bool with_code, struct eval_request *x, struct 
 	if (ret < 0)
 		return ret;
 	x->code_len = json_string_length(json_object_get(root, "code"));
-	return parse_eval_limits(root, x, e);
+	return req_limits(root, &x->timeout_ms, &x->max_output, &x->force_base64, e);
 }
 
 static int tree_path(json_t *root, const char **path, struct agent_err *e)

@@ -134,29 +134,6 @@ static int parse_stdin(json_t *root, struct exec_request *x, struct agent_err *e
 	return 0;
 }
 
-static int parse_limits(json_t *root, struct exec_request *x, struct agent_err *e)
-{
-	const char *enc;
-	uint64_t n;
-	int ret;
-
-	ret = req_uint(root, "timeout_ms", 0, UINT32_MAX, &x->timeout_ms, e);
-	if (ret < 0)
-		return ret;
-	/* Asking for more than the agent's bound is not an error: it is clamped. */
-	ret = req_uint(root, "max_output", AGENT_MAX_OUTPUT, UINT64_MAX >> 1, &n, e);
-	if (ret < 0)
-		return ret;
-	x->max_output = n > AGENT_MAX_OUTPUT ? AGENT_MAX_OUTPUT : (size_t)n;
-	ret = req_string(root, "output_encoding", false, &enc, e);
-	if (ret < 0)
-		return ret;
-	if (enc && strcmp(enc, "auto") && strcmp(enc, "base64"))
-		return agent_fail(e, -EINVAL, "field 'output_encoding' must be \"auto\" or \"base64\"");
-	x->force_base64 = enc && !strcmp(enc, "base64");
-	return 0;
-}
-
 int req_parse_exec(json_t *root, struct exec_request *x, struct agent_err *e)
 {
 	int ret;
@@ -173,7 +150,7 @@ int req_parse_exec(json_t *root, struct exec_request *x, struct agent_err *e)
 	if (ret == 0)
 		ret = parse_stdin(root, x, e);
 	if (ret == 0)
-		ret = parse_limits(root, x, e);
+		ret = req_limits(root, &x->timeout_ms, &x->max_output, &x->force_base64, e);
 	return ret;
 }
 

@@ -103,20 +103,6 @@ static int parse(int argc, char **argv, struct cp_opts *o)
 	return 0;
 }
 
-/* The last component of path (trailing slashes ignored). */
-static const char *leaf_name(const char *path, char *buf, size_t cap)
-{
-	size_t end = strlen(path), start;
-
-	while (end > 1 && path[end - 1] == '/')
-		end--;
-	start = end;
-	while (start > 0 && path[start - 1] != '/')
-		start--;
-	snprintf(buf, cap, "%.*s", (int)(end - start), path + start);
-	return buf;
-}
-
 /* mkdir -p for a local directory. */
 static int make_local_dirs(const char *path)
 {
@@ -282,7 +268,7 @@ static void split_guest_path(const char *path, char *dir, size_t cap, char *leaf
 
 	while (end > 1 && path[end - 1] == '/')
 		end--;
-	leaf_name(path, leaf, leaf_cap);
+	tartree_base_name(path, leaf, leaf_cap);
 	while (end > 0 && path[end - 1] != '/')
 		end--;
 	while (end > 1 && path[end - 1] == '/')
@@ -303,7 +289,7 @@ static int put_file(int fd, const struct cp_opts *o)
 	/* PATH/ names a directory: the file keeps its own name there. */
 	if (o->remote[rlen - 1] == '/') {
 		snprintf(dir, sizeof(dir), "%s", o->remote);
-		leaf_name(o->local, leaf, sizeof(leaf));
+		tartree_base_name(o->local, leaf, sizeof(leaf));
 	} else {
 		split_guest_path(o->remote, dir, sizeof(dir), leaf, sizeof(leaf));
 	}
@@ -316,7 +302,8 @@ static int put_file(int fd, const struct cp_opts *o)
 	if (ret == -EREMOTEIO && strstr(err, "a directory is in the way")) {
 		free(tar);
 		tar = NULL;
-		ret = archive_file(o->local, leaf_name(o->local, leaf, sizeof(leaf)), &tar, &len);
+		tartree_base_name(o->local, leaf, sizeof(leaf));
+		ret = archive_file(o->local, leaf, &tar, &len);
 		if (ret < 0)
 			return ret;
 		ret = agent_put_tree(fd, o->remote, tar, len, agent_deadline_after_ms(CP_DEADLINE_MS),

@@ -1,6 +1,7 @@
 /* Safe, bounded extraction of ustar archives into a directory, and archiving of a tree. */
 #include "core/tartree.h"
 #include "core/errmsg.h"
+#include "core/fdio.h"
 #include "core/ustar.h"
 
 #include <dirent.h>
@@ -15,21 +16,6 @@
 
 /* Permission bits applied to extracted members: never set-user-ID or set-group-ID. */
 #define SAFE_MODE_BITS 01777
-
-static int write_all(int fd, const uint8_t *p, size_t len)
-{
-	while (len) {
-		ssize_t n = write(fd, p, len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
 
 /* ------------------------------------------------------------------------- extraction */
 
@@ -116,7 +102,7 @@ static int put_file(int parent, const char *leaf, const struct ustar_entry *e, c
 	fd = openat(parent, leaf, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return errmsg(err, errlen, -errno, "create %s: %s", e->path, strerror(errno));
-	ret = write_all(fd, e->data, e->size);
+	ret = fd_write_all(fd, e->data, e->size);
 	if (ret < 0)
 		errmsg(err, errlen, ret, "write %s: %s", e->path, strerror(-ret));
 	else if (fchmod(fd, e->mode & SAFE_MODE_BITS) < 0)
@@ -433,8 +419,7 @@ static int add_tree(struct archiver *a, int dirfd, int depth)
 	return ret;
 }
 
-/* The last component of path, ignoring trailing slashes, into out. */
-static void base_name(const char *path, char *out, size_t cap)
+void tartree_base_name(const char *path, char *out, size_t cap)
 {
 	size_t end = strlen(path), start;
 
@@ -470,7 +455,7 @@ int tartree_archive(const char *path, const struct tartree_limits *lim, uint8_t 
 		ret = add_tree(&a, fd, 0);
 	} else if (S_ISREG(sb.st_mode)) {
 		*kind = TARTREE_FILE;
-		base_name(path, a.rel, sizeof(a.rel));
+		tartree_base_name(path, a.rel, sizeof(a.rel));
 		ret = count_entry(&a);
 		if (ret == 0)
 			ret = add_file_fd(&a, fd);

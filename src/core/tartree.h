@@ -49,4 +49,7 @@ int tartree_archive(const char *path, const struct tartree_limits *lim, uint8_t 
 		    size_t *out_len, enum tartree_kind *kind, struct tartree_stats *st, char *err,
 		    size_t errlen);
 
+/* The last component of path, trailing slashes ignored, into out (cap bytes, truncated). */
+void tartree_base_name(const char *path, char *out, size_t cap);
+
 #endif

@@ -36,7 +36,7 @@ static int hash_fd(int fd, uint64_t size, uint8_t out[SHA256_LEN], const char *p
 
 	for (uint64_t off = 0; !ret && off < size;) {
 		size_t n = size - off < HASH_CHUNK ? (size_t)(size - off) : HASH_CHUNK;
-		ret = disk_pread_full(fd, buf, n, off);
+		ret = fd_pread_full(fd, buf, n, off);
 		if (!ret)
 			ret = sha256_update(&c, buf, n);
 		off += n;
@@ -105,7 +105,7 @@ static void write_sidecar(const char *path, const struct stat *st, const uint8_t
 	fd = text ? open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644) : -1;
 	if (fd < 0)
 		ret = text ? -errno : -ENOMEM;
-	else if ((ret = disk_pwrite_full(fd, text, strlen(text), 0)) == 0 && fsync(fd) < 0)
+	else if ((ret = fd_pwrite_full(fd, text, strlen(text), 0)) == 0 && fsync(fd) < 0)
 		ret = -errno;
 	if (fd >= 0)
 		close(fd);

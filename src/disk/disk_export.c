@@ -42,10 +42,10 @@ static int copy_range(int in, int out, uint8_t *buf, uint64_t off, uint64_t end)
 {
 	while (off < end) {
 		size_t n = end - off < COPY_CHUNK ? (size_t)(end - off) : COPY_CHUNK;
-		int ret = disk_pread_full(in, buf, n, off);
+		int ret = fd_pread_full(in, buf, n, off);
 
 		if (!ret && !all_zero(buf, n))
-			ret = disk_pwrite_full(out, buf, n, off);
+			ret = fd_pwrite_full(out, buf, n, off);
 		if (ret)
 			return ret;
 		off += n;

@@ -4,6 +4,7 @@
 
 #include <stdarg.h>
 
+#include "core/fdio.h"	/* fd_pread_full, fd_pwrite_full */
 #include "disk/disk.h"
 
 #define DISK_OVL_MAGIC "FKVMOVL1"
@@ -70,9 +71,5 @@ int disk_layer_create(struct disk *d, const char *path, int depth, const struct 
 int disk_layer_flush(struct disk *d, struct disk_layer *l);
 int disk_layer_seal(struct disk *d, struct disk_layer *l);
 void disk_layer_free(struct disk_layer *l, bool remove_owned);
-
-/* Whole-buffer positioned I/O: 0, or -errno (-EIO for an early end of file). */
-int disk_pread_full(int fd, void *buf, size_t len, uint64_t off);
-int disk_pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
 
 #endif

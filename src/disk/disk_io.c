@@ -211,7 +211,7 @@ static int copy_up(struct disk *d, struct disk_layer *top, uint64_t pos, const s
 		memcpy(d->bounce + at, part[i].iov_base, part[i].iov_len);
 		at += part[i].iov_len;
 	}
-	ret = disk_pwrite_full(top->fd, d->bounce, (size_t)clen, d->data_off + cstart);
+	ret = fd_pwrite_full(top->fd, d->bounce, (size_t)clen, d->data_off + cstart);
 	if (ret)
 		return io_fail(d, ret, "copying up cluster %llu into overlay %s",
 			       (unsigned long long)(cstart / CS), top->path);

@@ -117,7 +117,7 @@ static int load_bitmap(struct disk *d, struct disk_layer *l, const struct disk_o
 	if (file_size < d->data_off)
 		return disk_fail(e, -EINVAL, "overlay %s: truncated bitmap (%llu bytes, need %llu)",
 				 l->path, (unsigned long long)file_size, (unsigned long long)d->data_off);
-	ret = disk_pread_full(l->fd, l->bitmap, d->bitmap_len, DISK_OVL_BITMAP_OFF);
+	ret = fd_pread_full(l->fd, l->bitmap, d->bitmap_len, DISK_OVL_BITMAP_OFF);
 	if (ret)
 		return disk_fail(e, ret, "reading the bitmap of overlay %s: %s", l->path, strerror(-ret));
 	if ((h->flags & DISK_OVL_SEALED) && XXH64(l->bitmap, d->bitmap_len, 0) != h->bitmap_xxh64)
@@ -160,7 +160,7 @@ int disk_layer_load(struct disk *d, const char *path, bool writable, int depth,
 				(long long)st.st_size);
 		goto fail;
 	}
-	ret = disk_pread_full(l->fd, &h, sizeof(h), 0);
+	ret = fd_pread_full(l->fd, &h, sizeof(h), 0);
 	if (ret) {
 		disk_fail(e, ret, "reading the header of overlay %s: %s", path, strerror(-ret));
 		goto fail;
@@ -232,7 +232,7 @@ static int write_new_header(struct disk *d, struct disk_layer *l, const struct d
 	int ret;
 
 	disk_header_fill(d, l, l->depth, 0, 0, &h);
-	ret = disk_pwrite_full(l->fd, &h, sizeof(h), 0);
+	ret = fd_pwrite_full(l->fd, &h, sizeof(h), 0);
 	if (ret)
 		return disk_fail(e, ret, "writing the header of overlay %s: %s", l->path, strerror(-ret));
 	if (ftruncate(l->fd, (off_t)d->data_off) < 0 || fsync(l->fd) < 0)
@@ -289,7 +289,7 @@ int disk_layer_flush(struct disk *d, struct disk_layer *l)
 		for (uint64_t i = 0; i < nchunks; i++) {
 			if (!l->dirty[i])
 				continue;
-			ret = disk_pwrite_full(l->fd, l->bitmap + i * DISK_BITMAP_CHUNK, DISK_BITMAP_CHUNK,
+			ret = fd_pwrite_full(l->fd, l->bitmap + i * DISK_BITMAP_CHUNK, DISK_BITMAP_CHUNK,
 					       DISK_OVL_BITMAP_OFF + i * DISK_BITMAP_CHUNK);
 			if (ret)
 				return log_errno(ret, "writing the bitmap of overlay %s", l->path);
@@ -311,7 +311,7 @@ int disk_layer_seal(struct disk *d, struct disk_layer *l)
 		return ret;
 	disk_header_fill(d, l, l->depth, DISK_OVL_SEALED, XXH64(l->bitmap, d->bitmap_len, 0),
 			 &h);
-	ret = disk_pwrite_full(l->fd, &h, sizeof(h), 0);
+	ret = fd_pwrite_full(l->fd, &h, sizeof(h), 0);
 	if (ret)
 		return log_errno(ret, "sealing overlay %s: writing its header", l->path);
 	if (fsync(l->fd) < 0)

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "image/fsutil.h"
 
 extern char **environ;
 
@@ -51,37 +52,6 @@ static char **merged_env(char *const *add)
 	for (size_t j = 0; j < nadd; j++)
 		env[k++] = add[j];
 	return env;
-}
-
-static int read_stdout(int fd, char **out)
-{
-	size_t cap = 4096, len = 0;
-	char *buf = malloc(cap);
-
-	if (!buf)
-		return -ENOMEM;
-	for (;;) {
-		ssize_t n = read(fd, buf + len, cap - len - 1);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		len += (size_t)n;
-		if (cap - len < 2048) {
-			char *p = realloc(buf, cap * 2);
-
-			if (!p) {
-				free(buf);
-				return -ENOMEM;
-			}
-			buf = p;
-			cap *= 2;
-		}
-	}
-	buf[len] = 0;
-	*out = buf;
-	return 0;
 }
 
 /* Tail of the memfd's content into r->tail; replay it to our stderr when asked. */
@@ -212,7 +182,7 @@ int cmd_run(const struct cmd_spec *s, const char *what, char **out, struct cmd_r
 		goto out;
 	}
 	if (out)
-		ret = read_stdout(pipefd[0], out);
+		ret = fd_read_string(pipefd[0], out);
 	err = wait_child(pid, r);
 	if (err && !ret)
 		ret = log_errno(err, "%s: wait for %s", what, s->argv[0]);

@@ -154,8 +154,7 @@ int mkdir_p(const char *path, mode_t mode)
 	return 0;
 }
 
-/* Drain the child's stdout into a growing string. */
-static int slurp(int fd, char **out)
+int fd_read_string(int fd, char **out)
 {
 	size_t cap = 4096, len = 0;
 	char *buf = malloc(cap), *p;
@@ -207,7 +206,7 @@ int run_cmd(char *const argv[], const char *cwd, char **out)
 		goto out;
 	}
 	if (out)
-		ret = slurp(pipefd[0], out);
+		ret = fd_read_string(pipefd[0], out);
 	while (waitpid(pid, &status, 0) < 0) {
 		if (errno != EINTR) {
 			ret = log_errno(-errno, "wait for %s", argv[0]);

@@ -12,6 +12,9 @@ int file_read_all(const char *path, uint8_t **buf, size_t *len);
 int file_write_atomic(const char *path, const void *buf, size_t len, mode_t mode);
 int file_copy_atomic(const char *src, const char *dst, mode_t mode);
 int mkdir_p(const char *path, mode_t mode);
+/* Read fd until EOF (or a read error, which ends the data) into a malloc'd NUL-terminated
+ * string: a child's stdout. Returns 0 or -ENOMEM. */
+int fd_read_string(int fd, char **out);
 /* Run argv (PATH lookup) in cwd (NULL: ours), stdout captured into *out when out != NULL;
  * stderr passes through. Returns 0, -errno, or -ECHILD when the command exits non-zero. */
 int run_cmd(char *const argv[], const char *cwd, char **out);

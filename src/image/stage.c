@@ -12,6 +12,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "core/fdio.h"
 #include "core/log.h"
 #include "image/fsutil.h"
 
@@ -162,21 +163,6 @@ int stage_stat(const struct stage *st, const char *rel, struct stat *sb)
 	return ret;
 }
 
-/* Write all of buf to fd. */
-static int write_all(int fd, const void *buf, size_t len)
-{
-	for (size_t done = 0; done < len;) {
-		ssize_t n = write(fd, (const char *)buf + done, len - done);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		done += (size_t)n;
-	}
-	return 0;
-}
-
 int stage_write(const struct stage *st, const char *rel, const void *data, size_t len,
 		mode_t mode, int64_t epoch)
 {
@@ -192,7 +178,7 @@ int stage_write(const struct stage *st, const char *rel, const void *data, size_
 	fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0)
 		ret = -errno;
-	ret = ret ?: write_all(fd, data, len);
+	ret = ret ?: fd_write_all(fd, data, len);
 	if (!ret && (fchmod(fd, mode) < 0 || futimens(fd, ts) < 0))
 		ret = -errno;
 	if (fd >= 0 && close(fd) < 0 && !ret)

@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/fdio.h"
 #include "core/log.h"
 
 #define SNAP_PAGE 4096ULL
@@ -42,25 +43,6 @@ static int open_in_tmp(struct snap_writer *w, const char *name, int *fd)
 	return 0;
 }
 
-static int pwrite_all(int fd, const uint8_t *buf, uint64_t len, uint64_t off)
-{
-	ssize_t n;
-
-	while (len) {
-		n = pwrite(fd, buf, len, (off_t)off);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			return -EIO;
-		buf += n;
-		off += (uint64_t)n;
-		len -= (uint64_t)n;
-	}
-	return 0;
-}
-
 /* fsync and close; a file is only done when both succeed (close can report NFS errors). */
 static int finish_file(struct snap_writer *w, const char *name, int fd, int ret)
 {
@@ -78,7 +60,7 @@ int snap_writer_put(struct snap_writer *w, const char *name, const void *data, s
 	ret = open_in_tmp(w, name, &fd);
 	if (ret)
 		return ret;
-	ret = pwrite_all(fd, data, len, 0);
+	ret = fd_pwrite_full(fd, data, len, 0);
 	if (ret)
 		log_err("write %s/%s (%zu bytes): %s", w->tmp, name, len, strerror(-ret));
 	return finish_file(w, name, fd, ret);
@@ -123,7 +105,7 @@ static int write_runs(int fd, const uint8_t *mem, uint64_t size, uint64_t *writt
 			off += page_len(off, size);
 		if (off == start)
 			continue;
-		ret = pwrite_all(fd, mem + start, off - start, start);
+		ret = fd_pwrite_full(fd, mem + start, off - start, start);
 		if (ret) {
 			*failed_at = start;
 			return ret;

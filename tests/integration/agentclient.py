@@ -214,3 +214,20 @@ def stop_agent(proc, timeout=10.0):
     except subprocess.TimeoutExpired:
         proc.kill()
         return proc.wait()
+
+
+# Lines in an agent's log that mean a connection process ended abnormally (a crash, a
+# sanitizer finding).
+AGENT_LOG_BAD = ("Sanitizer", "runtime error", "connection process")
+
+
+def finish_agent(proc, log, log_path, bad=AGENT_LOG_BAD):
+    """Stop an agent started with stderr=log, close log, and check that it exited 0 and that
+    its log (log_path) holds none of bad."""
+    status = stop_agent(proc)
+    log.close()
+    with open(log_path, errors="replace") as f:
+        text = f.read()
+    assert status == 0, text
+    for word in bad:
+        assert word not in text, text

@@ -1,5 +1,6 @@
 """Test helpers: start a forkvm VMM, talk to its control socket, check it cleans up."""
 import base64
+import hashlib
 import json
 import os
 import socket
@@ -144,6 +145,15 @@ def region_hashes(vm, mem_bytes):
     if mem_bytes > low:
         out.append(vm.ok({"cmd": "memhash", "gpa": 4 << 30, "len": mem_bytes - low})["checksum"])
     return out
+
+
+def file_sha256(path):
+    """SHA-256 of a host file's bytes, as hex (read in 1 MiB blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 class Child(VM):

@@ -21,6 +21,7 @@ from agentclient import (
     agent_binary,
     b64,
     encode_frame,
+    finish_agent,
     output_bytes,
     start_agent,
     stop_agent,
@@ -46,16 +47,12 @@ def sockdir():
 def agent(sockdir):
     """One shared agent; yields its socket path and checks it exits cleanly at the end."""
     path = os.path.join(sockdir, "agent.sock")
-    log = open(os.path.join(sockdir, "agent.log"), "wb")
+    log_path = os.path.join(sockdir, "agent.log")
+    log = open(log_path, "wb")
     proc = start_agent(path, stderr=log)
     yield path
-    status = stop_agent(proc)
-    log.close()
-    text = open(os.path.join(sockdir, "agent.log"), errors="replace").read()
-    assert status == 0, text
-    # Connection processes report abnormal ends (crashes, sanitizer findings) here.
-    for bad in ("Sanitizer", "runtime error", "connection process"):
-        assert bad not in text, text
+    # Connection processes report abnormal ends (crashes, sanitizer findings) in the log.
+    finish_agent(proc, log, log_path)
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """virtio-blk with copy-on-write disks on real KVM, driven by the probe guest's blk_io command:
 requests, snapshots and restores on every backend, branch children, damaged chains."""
 import base64
-import hashlib
 import os
 import random
 import shutil
@@ -10,7 +9,7 @@ import tempfile
 
 import pytest
 
-from forkvm_vm import VM, Child, call, forkvm_cmd
+from forkvm_vm import VM, Child, call, file_sha256, forkvm_cmd
 from pageserver import PageServer
 
 pytestmark = pytest.mark.kvm
@@ -22,14 +21,6 @@ T_IN, T_OUT, T_FLUSH, T_GET_ID = 0, 1, 4, 8
 S_OK, S_IOERR, S_UNSUPP = 0, 1, 2
 
 
-def sha(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 @pytest.fixture
 def env():
     d = tempfile.mkdtemp(prefix="forkvm-disk-")
@@ -38,7 +29,7 @@ def env():
     base = os.path.join(d, "base.img")
     with open(base, "wb") as f:
         f.write(random.Random(5).randbytes(BASE_BYTES))
-    state = {"dir": d, "run": run, "base": base, "sha": sha(base), "vms": [], "pids": []}
+    state = {"dir": d, "run": run, "base": base, "sha": file_sha256(base), "vms": [], "pids": []}
     yield state
     for vm in state["vms"]:
         vm.kill()
@@ -48,7 +39,7 @@ def env():
         except ProcessLookupError:
             pass
     # The base is never written, whatever happened.
-    assert sha(base) == state["sha"]
+    assert file_sha256(base) == state["sha"]
     shutil.rmtree(d, ignore_errors=True)
 
 

@@ -1,5 +1,4 @@
 """Snapshot and restore on real KVM: round trips, idempotence, backends, strictness, atomicity."""
-import hashlib
 import json
 import os
 import shutil
@@ -10,7 +9,8 @@ import time
 
 import pytest
 
-from forkvm_vm import VM, WORK, Child, forkvm_cmd, region_hashes, restore_children
+from forkvm_vm import (VM, WORK, Child, file_sha256, forkvm_cmd, region_hashes,
+                       restore_children)
 
 pytestmark = pytest.mark.kvm
 MEM = 64 << 20
@@ -34,16 +34,8 @@ def snapshot(vm, path, force=False):
     return vm.ok(req, timeout=600)
 
 
-def file_digest(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def snap_digests(path):
-    return {name: file_digest(os.path.join(path, name)) for name in ("vmstate", "memory", "meta.json")}
+    return {name: file_sha256(os.path.join(path, name)) for name in ("vmstate", "memory", "meta.json")}
 
 
 def restore_one(snapdir, tmp, backing="file", paused=False, name="r"):
@@ -110,7 +102,7 @@ def test_state_idempotent_snapshot_restore_snapshot(tmp):
     for name in ("regs", "sregs", "xsave", "xcrs", "cpuid", "mp_state", "vcpu_events",
                  "debugregs", "pic_master", "pic_slave", "ioapic", "serial", "config"):
         assert not any(k[0] == name for k in differ), name
-    assert file_digest(os.path.join(tmp, "a", "memory")) == file_digest(os.path.join(tmp, "b", "memory"))
+    assert file_sha256(os.path.join(tmp, "a", "memory")) == file_sha256(os.path.join(tmp, "b", "memory"))
 
 
 @pytest.mark.parametrize("backend", ["file", "memfd", "hugetlb"])

@@ -1,7 +1,6 @@
 """virtio-blk disks in Linux guests (docs/DISK.md): /dev/vdX of the right size, raw I/O and
 ext4 through the private copy-on-write top, snapshots whose restores see the disk as it was and
 never each other's writes, branch children likewise; the base image is never written."""
-import hashlib
 import os
 import random
 import shutil
@@ -9,16 +8,10 @@ import subprocess
 
 import pytest
 
+from forkvm_vm import file_sha256
+
 BASE_BYTES = 64 << 20
 STRATEGIES = ["full", "diff", "live", "cow"]
-
-
-def sha(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def raw_base(env):
@@ -95,7 +88,7 @@ def base_hex(base, sector, count=8):
 
 def test_vda_is_the_base_and_writes_stay_private(env):
     base = raw_base(env)
-    digest = sha(base)
+    digest = file_sha256(base)
     g = boot(env, base)
     blk = "/sys/block/" + g.dev[5:]
     assert g.sh(f"cat {blk}/size").strip() == str(BASE_BYTES // 512)
@@ -110,7 +103,7 @@ def test_vda_is_the_base_and_writes_stay_private(env):
     g.ok({"cmd": "stop"})
     g.proc.wait(timeout=60)
     assert not os.path.exists(top)
-    assert sha(base) == digest
+    assert file_sha256(base) == digest
 
 
 def test_read_only_disk(env):
@@ -124,7 +117,7 @@ def test_read_only_disk(env):
 
 def test_ext4_snapshot_restores_are_isolated(env):
     base = ext4_base(env)
-    digest = sha(base)
+    digest = file_sha256(base)
     g = boot(env, base)
     g.sh(f"mkdir -p /mnt && mount -t ext4 {g.dev} /mnt")
     assert g.sh("cat /mnt/etc/hello").strip() == "hello from the base"
@@ -148,13 +141,13 @@ def test_ext4_snapshot_restores_are_isolated(env):
         assert k.sh("cat /mnt/mine").strip() == want
     tops = {k.control({"cmd": "status"})["disks"][0]["top"] for k in kids}
     assert len(tops) == 2
-    assert sha(base) == digest
+    assert file_sha256(base) == digest
 
 
 @pytest.mark.parametrize("backend", ["file", "memfd", "anon"])
 def test_raw_restores_on_every_backend(env, backend):
     base = raw_base(env)
-    digest = sha(base)
+    digest = file_sha256(base)
     g = boot(env, base)
     write_marker(g, 4096, "at the snapshot")
     snap = env.snapshot(g)
@@ -165,13 +158,13 @@ def test_raw_restores_on_every_backend(env, backend):
     assert read_marker(kids[0], 8192) == "child 0"
     assert sector_hex(kids[1], 8192) == base_hex(base, 8192)
     assert read_marker(g, 4096) == "source, later"
-    assert sha(base) == digest
+    assert file_sha256(base) == digest
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_branch_children_see_the_disk_at_the_branch(env, strategy):
     base = raw_base(env)
-    digest = sha(base)
+    digest = file_sha256(base)
     g = boot(env, base, backing="memfd" if strategy == "live" else "anon")
     write_marker(g, 100 * 8, "before the branch")
     _, kids = env.branch(g, strategy, count=2)
@@ -182,4 +175,4 @@ def test_branch_children_see_the_disk_at_the_branch(env, strategy):
     assert sector_hex(kids[1], 200 * 8) == base_hex(base, 200 * 8)
     assert sector_hex(g, 200 * 8) == base_hex(base, 200 * 8)
     assert read_marker(g, 100 * 8) == "source after"
-    assert sha(base) == digest
+    assert file_sha256(base) == digest

@@ -4,13 +4,13 @@ every VM writing to its own copy-on-write overlay. Python runs in the source and
 children of every branch strategy; a child's disk writes reach no sibling and not the source;
 a restore sees the disk as it was at the snapshot; 20 children writing at once never change
 the shared base image."""
-import hashlib
 import json
 import os
 import subprocess
 
 import pytest
 
+from forkvm_vm import file_sha256
 from linuxlib import FORKVM, LinuxError
 
 STRATEGIES = ["full", "diff", "live", "cow"]
@@ -24,14 +24,6 @@ def rootfs_image():
         # The rig always builds one; a direct run on a hardware host needs the build first.
         raise LinuxError(f"no {path}: run `forkvm image build --rootfs` first")
     return path
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def on_rootfs(g):
@@ -59,7 +51,7 @@ def test_boots_from_the_rootfs_with_python():
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_children_run_python_and_keep_their_disk_writes(env, strategy):
     base = rootfs_image()
-    before = sha256(base)
+    before = file_sha256(base)
     src = source(env, strategy)
     src.sh("mkdir -p /data && echo from-source > /data/before && sync")
     _, kids = env.branch(src, strategy, 2)
@@ -73,7 +65,7 @@ def test_children_run_python_and_keep_their_disk_writes(env, strategy):
     for k in kids:
         assert k.sh("cat /data/later 2>/dev/null || echo none").strip() == "none", k.name
     assert kids[0].sh("cat /data/x").strip() == "child0"
-    assert sha256(base) == before
+    assert file_sha256(base) == before
 
 
 def test_restore_sees_the_disk_at_the_snapshot(env):
@@ -95,7 +87,7 @@ def test_restore_sees_the_disk_at_the_snapshot(env):
 
 def test_twenty_children_write_at_once_and_the_base_never_changes(env):
     base = rootfs_image()
-    before = sha256(base)
+    before = file_sha256(base)
     src = source(env, "cow")
     _, kids = env.branch(src, "cow", 20, prefix="w")
     assert len(kids) == 20
@@ -120,7 +112,7 @@ def test_twenty_children_write_at_once_and_the_base_never_changes(env):
         sums.add(got)
     assert len(sums) == 20, "children's random files collide"
     assert src.sh("cat /root/blob 2>/dev/null | wc -c").strip() == "0"
-    assert sha256(base) == before
+    assert file_sha256(base) == before
 
 
 def test_missing_base_and_damaged_layers_are_clear_errors(env):
