@@ -11,6 +11,10 @@ import pytest
 from forkvm_vm import file_sha256
 
 BASE_BYTES = 64 << 20
+# The root filesystem image has no util-linux mount; busybox (initramfs guests, the rig's
+# rootfs) has both applets.
+MOUNT = "$(command -v mount || echo busybox mount)"
+UMOUNT = "$(command -v umount || echo busybox umount)"
 STRATEGIES = ["full", "diff", "live", "cow"]
 
 
@@ -119,7 +123,7 @@ def test_ext4_snapshot_restores_are_isolated(env):
     base = ext4_base(env)
     digest = file_sha256(base)
     g = boot(env, base)
-    g.sh(f"mkdir -p /mnt && mount -t ext4 {g.dev} /mnt")
+    g.sh(f"mkdir -p /mnt && {MOUNT} -t ext4 {g.dev} /mnt")
     assert g.sh("cat /mnt/etc/hello").strip() == "hello from the base"
     g.sh("echo before-snapshot > /mnt/state && sync")
     snap = env.snapshot(g)
@@ -137,7 +141,7 @@ def test_ext4_snapshot_restores_are_isolated(env):
     assert g.sh("cat /mnt/state").strip() == "after-snapshot"
     # Each restore remounted from what its own disk holds: the data is really on the disk.
     for k, want in zip(kids, ("zero", "one")):
-        k.sh(f"umount /mnt && mount -t ext4 {g.dev} /mnt")
+        k.sh(f"{UMOUNT} /mnt && {MOUNT} -t ext4 {g.dev} /mnt")
         assert k.sh("cat /mnt/mine").strip() == want
     tops = {k.control({"cmd": "status"})["disks"][0]["top"] for k in kids}
     assert len(tops) == 2
