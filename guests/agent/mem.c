@@ -70,9 +70,12 @@ int mem_setup(const struct agent_config *cfg)
 	void *map;
 	int err;
 
+#ifndef MEM_NO_RLIMIT /* ASan's allocator has no mallopt (it always fails there) */
 	if (!mallopt(M_MMAP_THRESHOLD, MEM_MMAP_THRESHOLD) ||
 	    !mallopt(M_TRIM_THRESHOLD, MEM_TRIM_THRESHOLD))
-		log_warn("mallopt failed: freed memory may stay in connection processes");
+		log_warn("mallopt failed: freed memory may stay in the agent's per-connection "
+			 "processes");
+#endif
 	if (getrlimit(RLIMIT_AS, &orig_as) < 0)
 		log_errno(-errno, "getrlimit RLIMIT_AS");
 	else

@@ -57,8 +57,8 @@ int stage_list_dir(int dfd, char ***names, size_t *count)
 	if (!ret && errno)
 		ret = -errno;
 	closedir(d);
-	if (!ret)
-		qsort(v, n, sizeof(*v), cmp_names);
+	if (!ret && n)
+		qsort(v, n, sizeof(*v), cmp_names); /* v is NULL for an empty directory */
 	*names = v;
 	*count = n;
 	return ret;

@@ -1,12 +1,20 @@
 """A Linux guest boots to its agent; commands, exit codes, files, power-off."""
 import os
 
+import pytest
+
 from linux_image import image_paths
 
 
-def test_boot_exec_files_poweroff(env):
-    g = env.boot("basic")
-    print(f"start -> agent answering: {g.boot_s:.1f} s")
+@pytest.mark.parametrize("root", ["rootfs", "initramfs"])
+def test_boot_exec_files_poweroff(env, root):
+    """Both ways a guest runs: / on the cached root filesystem image (the default once one is
+    built), and the initramfs alone (--no-rootfs)."""
+    g = env.boot("basic", extra=("--no-rootfs",) if root == "initramfs" else ())
+    print(f"{root}: start -> agent answering: {g.boot_s:.1f} s")
+    fstype = g.sh("cat /proc/mounts").split("\n")
+    root_fs = [line.split()[2] for line in fstype if len(line.split()) > 2 and line.split()[1] == "/"]
+    assert root_fs and root_fs[-1] == ("ext4" if root == "rootfs" else "rootfs"), root_fs
     kver = g.sh("uname -r").strip()
     manifest = open(os.path.join(os.path.dirname(image_paths()[0]), "manifest.json")).read()
     assert kver and kver in manifest
