@@ -8,13 +8,14 @@
  * The disk (created once in a temporary directory, removed at exit): a 64 KiB base of a fixed
  * pattern and a private top, so reads, writes, copy-up and flushes all run. */
 #include "fuzz_util.h"
+#include "fuzz_mem.h"
 #include "devices/virtio_blk.h"
 #include "disk/disk.h"
 #include "mem/guest_mem.h"
 
 #include <unistd.h>
 
-#define REGION (8 * 1024)
+#define REGION FZ_MEM_REGION
 #define QN 8
 #define BASE_BYTES (64 * 1024)
 
@@ -65,16 +66,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t got;
 	int ret;
 
-	mem.backing = GUEST_MEM_ANON;
-	mem.size = mem.map_size = sizeof(ram);
-	mem.host = ram;
-	mem.fd = -1;
-	mem.page_size = 4096;
-	mem.dirty_log = true;
-	mem.host_dirty = dirty;
-	mem.nregions = 2;
-	mem.regions[0] = (struct guest_mem_region){ .gpa = 0, .size = REGION, .offset = 0 };
-	mem.regions[1] = (struct guest_mem_region){ .gpa = 0x10000, .size = REGION, .offset = REGION };
+	fz_guest_mem(&mem, ram, dirty);
 	memset(ram, 0, sizeof(ram));
 	img = fz_bytes(&f, sizeof(ram), &got);
 	memcpy(ram, img, got);

@@ -8,12 +8,13 @@
  * Input: u8 queue size (log2, low 4 bits) + max (high 4 bits), u32 desc/avail/used GPAs,
  * u16 last_avail, u16 used_idx, then up to 16 KiB copied over guest RAM. */
 #include "fuzz_util.h"
+#include "fuzz_mem.h"
 #include "devices/virtqueue.h"
 #include "mem/guest_mem.h"
 
 #include <errno.h>
 
-#define REGION (8 * 1024)
+#define REGION FZ_MEM_REGION
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -30,16 +31,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	const uint8_t *img;
 	int ret, unpopped = 0;
 
-	mem.backing = GUEST_MEM_ANON;
-	mem.size = mem.map_size = sizeof(ram);
-	mem.host = ram;
-	mem.fd = -1;
-	mem.page_size = 4096;
-	mem.dirty_log = true;
-	mem.host_dirty = dirty;
-	mem.nregions = 2;
-	mem.regions[0] = (struct guest_mem_region){ .gpa = 0, .size = REGION, .offset = 0 };
-	mem.regions[1] = (struct guest_mem_region){ .gpa = 0x10000, .size = REGION, .offset = REGION };
+	fz_guest_mem(&mem, ram, dirty);
 
 	virtq_reset(&q);
 	sel = (unsigned)fz_uint(&f, 1);
