@@ -145,7 +145,7 @@ def test_a_full_host_disk_is_an_io_error_in_the_guest_not_a_crash(env):
     write fails with an I/O error, the VMM logs ENOSPC once and the VM keeps serving."""
     small = env.path("small")
     os.makedirs(small)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", small], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m,mode=0700", "tmpfs", small], check=True)
     try:
         env.run_dir = small
         src = source(env, name="full")
