@@ -48,11 +48,16 @@ def pytest_sessionstart(session):
     _reporter = session.config.pluginmanager.getplugin("terminalreporter")
 
 
+_failures = {}
+
+
 def pytest_runtest_logreport(report):
     if report.when == "call" or (report.when == "setup" and not report.passed):
         _outcomes[report.nodeid] = "failed" if report.failed else report.outcome
     elif report.when == "teardown" and report.failed:
         _outcomes[report.nodeid] = "failed"
+    if report.failed:
+        _failures.setdefault(report.nodeid, []).append(report.longreprtext)
 
 
 @pytest.hookimpl(trylast=True)
@@ -61,5 +66,13 @@ def pytest_runtest_logfinish(nodeid, location):
     pytest's own: tests/run counts them and runs again, in a fresh L1, only the tests that
     did not pass (an L1 that crashes mid-run still leaves the outcomes before it)."""
     outcome = _outcomes.pop(nodeid, None)
+    failures = _failures.pop(nodeid, [])
     if os.environ.get("FORKVM_NESTED") == "1" and _reporter is not None and outcome:
+        # A failure's details at once, not only in pytest's end summary: an L1 that crashes
+        # later in the run never prints that summary.
+        for text in failures:
+            lines = text.splitlines()
+            _reporter.write_line(f"--- {nodeid} failed (last {min(len(lines), 80)} lines):")
+            for line in lines[-80:]:
+                _reporter.write_line(line)
         _reporter.write_line(f"FORKVM-OUTCOME {outcome} {nodeid}")

@@ -184,16 +184,20 @@ echo "$L1_SMP" >"$STAGE/forkvm/l1-cpus"
 
 # --- boot L1 and run the suite ----------------------------------------------------------------
 CONSOLE=$WORK/console.log
-echo "nested rig: L1 $KPKG ($KVER), $(du -m "$WORK/l1.cpio" | cut -f1) MiB initramfs, ${L1_MEM} MiB, TCG thread=$TCG_THREAD, $L1_SMP CPU(s), timeout ${TIMEOUT} s" >&2
+echo "nested rig: L1 $KPKG ($KVER), $(du -m "$WORK/l1.cpio" | cut -f1) MiB initramfs, ${L1_MEM} MiB, TCG thread=$TCG_THREAD, -cpu ${FORKVM_NESTED_CPU:-max,-vgif,-v-vmsave-vmload}, $L1_SMP CPU(s), timeout ${TIMEOUT} s" >&2
 # L1 under multi-threaded TCG occasionally dies while the kernel patches its own code at boot
 # (an int3 oops in early SMP bring-up). Nothing of forkvm has run then: boot again, at most
 # twice. Once /init has said it is up, whatever happens counts.
 # A stalled L1 (no console output for STALL_S seconds; each test has 600 s inside) is killed,
 # so a hang costs minutes, not the whole timeout.
 STALL_S=${FORKVM_NESTED_STALL:-720}
+# L1's CPU model. Virtual GIF and virtual VMLOAD/VMSAVE are off: L2 (a plain Linux guest) needs
+# neither, and L1 kernels have overflowed their stacks running with an L2 GS base after a
+# #VMEXIT (docs/TESTING.md, "Reruns"); these are the newest parts of TCG's SVM emulation.
+L1_CPU=${FORKVM_NESTED_CPU:-max,-vgif,-v-vmsave-vmload}
 for attempt in 1 2 3; do
 	: >"$CONSOLE"
-	timeout -k 10 "$TIMEOUT" qemu-system-x86_64 -accel tcg,thread=$TCG_THREAD -cpu max \
+	timeout -k 10 "$TIMEOUT" qemu-system-x86_64 -accel tcg,thread=$TCG_THREAD -cpu "$L1_CPU" \
 		-smp "$L1_SMP" -m "$L1_MEM" -nographic -no-reboot -nodefaults -serial stdio \
 		-kernel "$BZIMAGE" -initrd "$WORK/l1.cpio" \
 		-append "console=ttyS0 panic=-1 quiet loglevel=3 rdinit=/init" </dev/null >"$CONSOLE" 2>&1 &
