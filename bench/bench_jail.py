@@ -12,7 +12,7 @@ import tempfile
 import time
 
 from benchlib import chart, report
-from forkvm_vm import FORKVM, call, forkvm_cmd
+from forkvm_vm import call, forkvm_cmd
 
 UID_BASE = "310000000"  # --jail-uid-base of this bench: uid = UID_BASE + pid
 MODES = {"jail": ("--jail", "--jail-uid-base", UID_BASE), "no jail": ("--no-jail",)}
@@ -79,7 +79,7 @@ def bench_restore(run_dir, runs):
                            env=env_of(run_dir, mode))
             if r.returncode != 0:
                 raise RuntimeError(f"restore ({mode}): {r.stderr.strip()[-800:]}")
-            name, cpid, csock = r.stdout.split()
+            _, cpid, csock = r.stdout.split()
             ping(csock)
             out[mode].append((time.monotonic() - t0) * 1e3)
             kill([int(cpid)])
@@ -127,7 +127,6 @@ def main():
         rs = bench_restore(run_dir, a.runs)
         fo = bench_fanout(run_dir, counts, a.fanout_runs)
     finally:
-        os.system(f"pkill -KILL -f '{FORKVM}.*{run_dir}' 2>/dev/null")
         shutil.rmtree(run_dir, ignore_errors=True)
     rows = [(f"start -> first ping, {m}", st[m]) for m in MODES]
     rows += [(f"restore -> first ping, {m}", rs[m]) for m in MODES]

@@ -1,5 +1,5 @@
-"""Debugging aid (not a test): restore and branch a 2-vCPU Linux guest over and over, and when
-a clone's agent does not answer, print where each of its VMM threads is (kernel wait channel,
+"""Debugging aid (not a test): restore a 2-vCPU Linux guest into three clones over and over,
+and when a clone's agent does not answer, print where each of its VMM threads is (kernel wait channel,
 state) and the tails of its logs. Run in the rig:
     tests/nested/rig.sh --run 'python3 tests/linux/stress_clones.py 8'"""
 import os
@@ -8,7 +8,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from linuxlib import Env, LinuxError, Guest  # noqa: E402
+from linuxlib import Env, LinuxError  # noqa: E402
 
 
 def threads(pid):
