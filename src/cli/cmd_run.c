@@ -165,10 +165,10 @@ static int run_agent_sync_check(struct run_opts *o, const struct snap_machine *m
 }
 
 /* The fix-up itself, once the vCPUs run; a stop signal cancels it (and still ends the VM). */
-static int run_agent_sync(struct run_opts *o)
+static int run_agent_sync(struct vm *vm, struct run_opts *o)
 {
 	struct agent_sync_stats st;
-	char err[2048];
+	char err[2048], vcpus[1024];
 	int sig_fd = stop_signal_fd(), ret;
 
 	if (sig_fd < 0)
@@ -178,6 +178,12 @@ static int run_agent_sync(struct run_opts *o)
 	close(sig_fd);
 	if (ret) {
 		log_err("restored Linux clone %s: %s (--no-agent-sync skips the fix-up)", o->name, err);
+		/* Canceled by a stop signal: nothing is wrong with the guest. Else say what its vCPUs
+		 * were doing, which tells a stuck guest from a VMM thread that never ran it. */
+		if (ret != -ECANCELED) {
+			vm_describe_vcpus(vm, vcpus, sizeof(vcpus));
+			log_err("restored Linux clone %s: its vCPUs then: %s", o->name, vcpus);
+		}
 		return ret;
 	}
 	log_info("agent fix-up: fresh entropy (CRNG reseeded: %s), clock stepped by %+.3f s, "
@@ -291,7 +297,7 @@ static int run(int argc, char **argv)
 		return CLI_EXIT_FAIL;
 	}
 	if (vm_start(&vm) < 0 || uffd_restore_watch(&vm) < 0 ||
-	    (o.agent_sync && run_agent_sync(&o) < 0)) {
+	    (o.agent_sync && run_agent_sync(&vm, &o) < 0)) {
 		uffd_restore_detach();
 		vm_destroy(&vm);
 		jail_cgroup_leave();

@@ -111,6 +111,9 @@ int vm_start(struct vm *vm);
 int vm_pause(struct vm *vm);
 int vm_resume(struct vm *vm);
 bool vm_is_paused(struct vm *vm);
+/* One line per vCPU into buf (pauses and resumes the VM): exits, mp_state, RIP, IF, pending
+ * events; or which vCPU threads did not park. For the error of a guest that stopped answering. */
+void vm_describe_vcpus(struct vm *vm, char *buf, size_t len);
 /* Ask the VM to end (vCPU threads exit); idempotent, first reason wins. */
 void vm_request_end(struct vm *vm, enum vm_end_reason reason, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));

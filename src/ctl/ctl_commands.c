@@ -92,6 +92,18 @@ static json_t *cmd_pause(struct ctl_server *srv, struct ctl_request *req)
 	return reply;
 }
 
+/* What each vCPU is doing (vm_describe_vcpus): a VM that stopped answering, looked at. */
+static json_t *cmd_vcpus(struct ctl_server *srv, struct ctl_request *req)
+{
+	char text[1024];
+	json_t *reply;
+
+	vm_describe_vcpus(ctl_vm(srv), text, sizeof(text));
+	reply = ctl_reply_ok();
+	json_object_set_new(reply, "vcpus", json_string(text));
+	return reply;
+}
+
 static json_t *cmd_resume(struct ctl_server *srv, struct ctl_request *req)
 {
 	if (vm_resume(ctl_vm(srv)) == -EALREADY)
@@ -228,6 +240,8 @@ const struct ctl_command ctl_commands[] = {
 	{ "pause", "park every vCPU", cmd_pause, { { 0 } } },
 	{ "resume", "run the vCPUs again", cmd_resume, { { 0 } } },
 	{ "stop", "end the VM", cmd_stop, { { 0 } } },
+	{ "vcpus", "what each vCPU is doing: exits, mp_state, RIP, pending events (pauses briefly)",
+	  cmd_vcpus, { { 0 } } },
 	{ "snapshot", "pause, write a snapshot directory, resume", ctl_cmd_snapshot,
 	  { { "dir", CTL_STR, true, 0 }, { "force", CTL_BOOL, false, 0 }, { "source", CTL_STR, false, 0 } } },
 	{ "branch", "make children of this VM (strategy full, diff, live or cow)", ctl_cmd_branch,

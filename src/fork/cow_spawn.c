@@ -131,6 +131,7 @@ static int sync_agents(struct cow_template *t, struct branch_child *c, bool *kee
 			keep[i] = true;
 			*failed = i;
 			snprintf(err, errlen, "child %s: %s", c[i].name, why);
+			vmm_child_vcpus(c[i].socket, err, errlen);
 			return ret;
 		}
 	}

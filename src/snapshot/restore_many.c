@@ -19,6 +19,7 @@
 #include "core/errmsg.h"
 #include "core/log_tail.h"
 #include "core/vm.h"
+#include "ctl/ctl.h"
 #include "jail/seccomp.h"
 #include "snapshot/snap_config.h"
 #include "snapshot/snap_disk.h"
@@ -289,6 +290,24 @@ static int peek_guest(const char *dir, bool *is_linux, bool *has_vsock, char *er
 	return ret;
 }
 
+void vmm_child_vcpus(const char *socket, char *err, size_t errlen)
+{
+	json_t *req = json_pack("{s:s}", "cmd", "vcpus"), *reply = NULL;
+	char why[256] = "its reply had no vcpus";
+	size_t at = strlen(err);
+
+	/* The child pauses to look: up to 10 s if a vCPU thread does not park. */
+	if (req && ctl_call(socket, req, &reply, 15000, why, sizeof(why)) == 0 &&
+	    json_is_string(json_object_get(reply, "vcpus")))
+		snprintf(err + at, errlen - at, "; its vCPUs then: %s",
+			 json_string_value(json_object_get(reply, "vcpus")));
+	else
+		snprintf(err + at, errlen - at, "; its vCPUs could not be read (%s)",
+			 req ? why : "out of memory");
+	json_decref(req);
+	json_decref(reply);
+}
+
 /* Each Linux clone's own entropy and the host's clock, within one deadline for all of them. */
 static int sync_agents(const struct restore_many_opts *o, struct restored_child *children,
 		       struct child_proc *procs, int *failed, char *err, size_t errlen)
@@ -304,7 +323,9 @@ static int sync_agents(const struct restore_many_opts *o, struct restored_child 
 		if (ret) {
 			procs[i].keep_log = true;
 			*failed = i;
-			return errmsg(err, errlen, ret, "child %d (%s): %s", i, children[i].name, why);
+			errmsg(err, errlen, ret, "child %d (%s): %s", i, children[i].name, why);
+			vmm_child_vcpus(children[i].socket, err, errlen);
+			return ret;
 		}
 	}
 	return 0;

@@ -49,5 +49,8 @@ void vmm_child_reason(const char *socket, char *buf, size_t len);
  * same for SOCKET.console if that is not empty; or say that the log is missing or empty.
  */
 void vmm_child_log_tail(const char *socket, char *buf, size_t len);
+/* Append to err what the running child at socket says its vCPUs are doing (control `vcpus`:
+ * exits, mp_state, RIP, pending events), for a child whose agent did not answer. */
+void vmm_child_vcpus(const char *socket, char *err, size_t errlen);
 
 #endif

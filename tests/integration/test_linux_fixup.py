@@ -7,6 +7,7 @@ the clone, the attempts and the last error, quotes the clone's log (which is kep
 clone is left running. The success path needs the agent: tests/agent_sync's stand-ins here,
 tests/linux on a host (or the nested rig) where Linux boots."""
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -58,6 +59,12 @@ def assert_fixup_failed(stderr, name):
     assert attempts >= 3, stderr  # retried with backoff, not given up at the first refusal
 
 
+def assert_vcpus_reported(text):
+    """The clone's vCPUs as the fix-up gave up (vm_describe_vcpus): each one's KVM state."""
+    assert re.search(r"its vCPUs then: vcpu 0 \(\d+ exits to forkvm\): [a-z-]+, rip 0x[0-9a-f]+, "
+                     r"IF [01], pending: NMI \d+", text), text
+
+
 def no_clone_sockets(run):
     return not [n for n in os.listdir(run) if n.endswith((".sock", ".vsock"))]
 
@@ -70,6 +77,7 @@ def test_restore_fixes_up_every_clone_or_none(linux, run):
     assert r.returncode == 1, r.stderr
     assert time.monotonic() - t0 < 30
     assert_fixup_failed(r.stderr, "child 0 (r-0)")
+    assert_vcpus_reported(r.stderr)
     log = os.path.join(run, "r-0.sock.log")
     assert f"its log {log} ends:" in r.stderr and "\n    | " in r.stderr, r.stderr
     # The clone that failed keeps its log; its sibling, killed for it, leaves nothing.
@@ -103,6 +111,7 @@ def test_run_restore_fixes_up_its_clone(linux, run):
                    "--agent-timeout", "800", timeout=60)
     assert r.returncode == 1, r.stderr
     assert_fixup_failed(r.stderr, "restored Linux clone one")
+    assert_vcpus_reported(r.stderr)
     assert not os.path.exists(sock) and not os.path.exists(sock + ".vsock")
     # Detached, the parent reports once the fix-up failed, quoting the VMM's log.
     sock = os.path.join(run, "two.sock")
@@ -129,6 +138,7 @@ def test_branch_fixes_up_every_child_or_none(linux, run, strategy):
     err = r["error"]
     # full children come from restore_many, cow children from the template
     assert_fixup_failed(err, "child 0 (bfull-0)" if strategy == "full" else "child bcow-0")
+    assert_vcpus_reported(err)
     log = os.path.join(run, f"b{strategy}-0.sock.log")
     assert f"its log {log} ends:" in err and os.path.exists(log), err
     time.sleep(0.3)  # the cow template exits after reporting

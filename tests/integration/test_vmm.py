@@ -1,5 +1,6 @@
 """VMM foundation on real KVM: boot the probe guest, command it, pause/resume, clean shutdown."""
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -81,6 +82,29 @@ def test_pause_twice_and_resume_unpaused_are_errors(vm):
     assert vm.ok({"cmd": "status"})["state"] == "paused"
     vm.ok({"cmd": "resume"})
     assert "not paused" in vm.call({"cmd": "resume"})["error"]
+
+
+def test_vcpus_says_what_each_vcpu_does_and_leaves_the_run_state():
+    vm = VM(mem="64M", vcpus=2)
+    try:
+        vm.ok({"cmd": "dirty", "vcpu": 1, "gpa": WORK, "pages": 4})
+        text = vm.ok({"cmd": "vcpus"})["vcpus"]
+        parts = text.split("; ")
+        assert [p.split(" (")[0] for p in parts] == ["vcpu 0", "vcpu 1"], text
+        for p in parts:
+            assert re.search(r"\(\d+ exits to forkvm\): \S+, rip 0x[0-9a-f]+, IF [01], "
+                             r"pending: NMI \d+", p), text
+        assert vm.ok({"cmd": "status"})["state"] == "running"
+        before = vm.mailbox(1)["dirty_iters"]
+        deadline = time.monotonic() + 5
+        while vm.mailbox(1)["dirty_iters"] == before:
+            assert time.monotonic() < deadline, "vcpu 1 did not run on after the look"
+        vm.ok({"cmd": "pause"})
+        assert "vcpu 1 (" in vm.ok({"cmd": "vcpus"})["vcpus"]
+        assert vm.ok({"cmd": "status"})["state"] == "paused"
+        vm.ok({"cmd": "resume"})
+    finally:
+        assert vm.stop() == 0
 
 
 def test_probe_command_waits_for_resume(vm):

@@ -24,6 +24,13 @@ def test_boot_exec_files_poweroff(env, root):
     g.write_file("/tmp/blob", data)
     assert g.read_file("/tmp/blob") == data
     assert g.sh("wc -c < /tmp/blob").strip() == "200000"
+    # The vCPU report (control `vcpus`, also logged when a clone's fix-up fails) reads real
+    # KVM state: an idle Linux guest's vCPUs sit in its kernel (RIP in the top 2 GiB), and the
+    # VM runs on afterwards.
+    vcpus = g.ok({"cmd": "vcpus"})["vcpus"].split("; ")
+    assert vcpus and all(" rip 0x" in v for v in vcpus), vcpus
+    assert any("rip 0xffffffff" in v for v in vcpus), vcpus
+    assert g.sh("echo still-here").strip() == "still-here"
     with g.agent() as a:
         a.call("shutdown", mode="poweroff")
     assert g.proc.wait(timeout=120) == 0

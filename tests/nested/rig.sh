@@ -3,7 +3,8 @@
 # /dev/kvm through Debian's kvm-amd module, and run the Linux end-to-end suite (tests/linux)
 # inside it against this tree's forkvm build. Results come back over the serial console.
 #
-#   tests/nested/rig.sh [--kernel 6.1|6.12] [--mem MiB] [--timeout S] [--keep] [-- PYTEST-ARGS]
+#   tests/nested/rig.sh [--kernel 6.1|6.12] [--mem MiB] [--timeout S] [--keep] [--group-size N]
+#                       [-- PYTEST-ARGS]
 #   tests/nested/rig.sh [...] --run 'SHELL COMMAND'   (debugging: a command instead of pytest)
 #
 # Exit status: pytest's inside L1 (0 all passed), 2 for a rig failure (named on stderr).
@@ -19,6 +20,7 @@ TIMEOUT=${FORKVM_NESTED_TIMEOUT:-2400}
 # Extra Debian packages in the L2 root filesystem: tests call busybox applets (dmesg, od, dd).
 ROOTFS_PACKAGES=${FORKVM_NESTED_ROOTFS_PACKAGES:-busybox-static}
 KEEP=0
+GROUP_SIZE=${FORKVM_NESTED_GROUP:-0}
 RUN_CMD=
 PYTEST_ARGS=()
 
@@ -30,11 +32,13 @@ while [ $# -gt 0 ]; do
 	--mem) L1_MEM=$2; shift 2 ;;
 	--timeout) TIMEOUT=$2; shift 2 ;;
 	--keep) KEEP=1; shift ;;
+	--group-size) GROUP_SIZE=$2; shift 2 ;;
 	--run) RUN_CMD=$2; shift 2 ;;
 	--) shift; PYTEST_ARGS=("$@"); break ;;
-	*) die "unknown argument '$1' (usage: rig.sh [--kernel 6.1|6.12] [--mem MiB] [--timeout S] [--keep] [-- PYTEST-ARGS])" ;;
+	*) die "unknown argument '$1' (usage: rig.sh [--kernel 6.1|6.12] [--mem MiB] [--timeout S] [--keep] [--group-size N] [-- PYTEST-ARGS])" ;;
 	esac
 done
+case "$GROUP_SIZE" in '' | *[!0-9]*) die "--group-size must be a whole number, not '$GROUP_SIZE'" ;; esac
 
 # L1 CPUs: two. 6.12 patches its own code (static keys and calls) while its other CPU runs it,
 # and multi-threaded TCG sometimes still executes the int3 of a patch site afterwards: an
@@ -174,17 +178,16 @@ done
 cp "$ROOT/tests/nested/init.sh" "$STAGE/init"
 cp "$ROOT/tests/nested/pin_apic_keys.py" "$STAGE/forkvm/"
 chmod 755 "$STAGE/init"
-printf '%s\n' "${PYTEST_ARGS[@]}" >"$STAGE/forkvm/pytest-args"
 echo "$L1_KERNEL" >"$STAGE/forkvm/l1-kernel"
 echo "$L1_SMP" >"$STAGE/forkvm/l1-cpus"
-[ -z "$RUN_CMD" ] || printf '%s\n' "$RUN_CMD" >"$STAGE/forkvm/run-cmd"
 
-(cd "$STAGE" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --quiet) >"$WORK/l1.cpio" ||
+# The base initramfs: everything but what one L1 boot is asked to run, which goes into a small
+# second archive appended to it (the kernel unpacks concatenated cpio archives in order).
+(cd "$STAGE" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --quiet) >"$WORK/base.cpio" ||
 	die "writing the L1 initramfs failed"
 
 # --- boot L1 and run the suite ----------------------------------------------------------------
 CONSOLE=$WORK/console.log
-echo "nested rig: L1 $KPKG ($KVER), $(du -m "$WORK/l1.cpio" | cut -f1) MiB initramfs, ${L1_MEM} MiB, TCG thread=$TCG_THREAD, -cpu ${FORKVM_NESTED_CPU:-max,-vgif,-v-vmsave-vmload}, $L1_SMP CPU(s), timeout ${TIMEOUT} s" >&2
 # L1 under multi-threaded TCG occasionally dies while the kernel patches its own code at boot
 # (an int3 oops in early SMP bring-up). Nothing of forkvm has run then: boot again, at most
 # twice. Once /init has said it is up, whatever happens counts.
@@ -193,44 +196,78 @@ echo "nested rig: L1 $KPKG ($KVER), $(du -m "$WORK/l1.cpio" | cut -f1) MiB initr
 STALL_S=${FORKVM_NESTED_STALL:-720}
 # L1's CPU model. Virtual GIF and virtual VMLOAD/VMSAVE are off: L2 (a plain Linux guest) needs
 # neither, and L1 kernels have overflowed their stacks running with an L2 GS base after a
-# #VMEXIT (docs/TESTING.md, "Reruns"); these are the newest parts of TCG's SVM emulation.
+# #VMEXIT (docs/TESTING.md, "Groups and reruns"); these are the newest parts of TCG's SVM emulation.
 L1_CPU=${FORKVM_NESTED_CPU:-max,-vgif,-v-vmsave-vmload}
-for attempt in 1 2 3; do
-	: >"$CONSOLE"
-	timeout -k 10 "$TIMEOUT" qemu-system-x86_64 -accel tcg,thread=$TCG_THREAD -cpu "$L1_CPU" \
-		-smp "$L1_SMP" -m "$L1_MEM" -nographic -no-reboot -nodefaults -serial stdio \
-		-kernel "$BZIMAGE" -initrd "$WORK/l1.cpio" \
-		-append "console=ttyS0 panic=-1 quiet loglevel=3 rdinit=/init" </dev/null >"$CONSOLE" 2>&1 &
-	qpid=$!
-	tail -n +1 -f --pid="$qpid" "$CONSOLE" &
-	tpid=$!
-	stalled=0
-	while kill -0 "$qpid" 2>/dev/null; do
-		sleep 10
-		age=$(($(date +%s) - $(stat -c %Y "$CONSOLE")))
-		if [ "$age" -gt "$STALL_S" ]; then
-			stalled=1
-			echo "nested rig: L1 ($KVER) printed nothing for $age s: stalled, killing it" >&2
-			kill "$qpid" 2>/dev/null
-			break
-		fi
+
+# One fresh L1 runs pytest with the arguments given (or the --run command). Prints its console;
+# returns pytest's status inside L1, or 2 with the reason on stderr when L1 gave no result.
+boot_l1() {
+	local tag=$1 attempt qpid tpid stalled age qrc result
+	shift
+	rm -rf "$WORK/args"
+	mkdir -p "$WORK/args/forkvm"
+	printf '%s\n' "$@" >"$WORK/args/forkvm/pytest-args"
+	[ -z "$RUN_CMD" ] || printf '%s\n' "$RUN_CMD" >"$WORK/args/forkvm/run-cmd"
+	(cd "$WORK/args" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --quiet) |
+		cat "$WORK/base.cpio" - >"$WORK/l1.cpio" || { echo "nested rig: writing the L1 initramfs failed" >&2; return 2; }
+	echo "nested rig: L1 $KPKG ($KVER)$tag, $(du -m "$WORK/l1.cpio" | cut -f1) MiB initramfs, ${L1_MEM} MiB, TCG thread=$TCG_THREAD, -cpu $L1_CPU, $L1_SMP CPU(s), timeout ${TIMEOUT} s" >&2
+	for attempt in 1 2 3; do
+		: >"$CONSOLE"
+		timeout -k 10 "$TIMEOUT" qemu-system-x86_64 -accel tcg,thread=$TCG_THREAD -cpu "$L1_CPU" \
+			-smp "$L1_SMP" -m "$L1_MEM" -nographic -no-reboot -nodefaults -serial stdio \
+			-kernel "$BZIMAGE" -initrd "$WORK/l1.cpio" \
+			-append "console=ttyS0 panic=-1 quiet loglevel=3 rdinit=/init" </dev/null >"$CONSOLE" 2>&1 &
+		qpid=$!
+		tail -n +1 -f --pid="$qpid" "$CONSOLE" &
+		tpid=$!
+		stalled=0
+		while kill -0 "$qpid" 2>/dev/null; do
+			sleep 10
+			age=$(($(date +%s) - $(stat -c %Y "$CONSOLE")))
+			if [ "$age" -gt "$STALL_S" ]; then
+				stalled=1
+				echo "nested rig: L1 ($KVER) printed nothing for $age s: stalled, killing it" >&2
+				kill "$qpid" 2>/dev/null
+				break
+			fi
+		done
+		qrc=0
+		wait "$qpid" || qrc=$?
+		wait "$tpid" 2>/dev/null || true
+		[ "$stalled" = 0 ] || break
+		grep -q "nested: L1 .* up after" "$CONSOLE" && break
+		[ "$qrc" = 124 ] && break
+		echo "nested rig: L1 ($KVER) died before its /init ran (attempt $attempt); booting it again" >&2
 	done
-	set +e
-	wait "$qpid"
-	qrc=$?
-	wait "$tpid" 2>/dev/null
-	set -e
-	[ "$stalled" = 0 ] || break
-	grep -q "nested: L1 .* up after" "$CONSOLE" && break
-	[ "$qrc" = 124 ] && break
-	echo "nested rig: L1 ($KVER) died before its /init ran (attempt $attempt); booting it again" >&2
-done
-result=$(sed -n 's/.*FORKVM-NESTED-RESULT rc=\([0-9]*\).*/\1/p' "$CONSOLE" | tail -1)
-if [ -z "$result" ]; then
-	[ "$stalled" = 1 ] && die "L1 ($KVER) stalled (no output for $STALL_S s); last console lines:
-$(tail -n 20 "$CONSOLE")"
-	[ "$qrc" = 124 ] && die "L1 ($KVER) did not finish within $TIMEOUT s (last console lines above)"
-	die "L1 ($KVER) ended (qemu status $qrc) without a result line; last console lines:
-$(tail -n 20 "$CONSOLE")"
+	result=$(sed -n 's/.*FORKVM-NESTED-RESULT rc=\([0-9]*\).*/\1/p' "$CONSOLE" | tail -1)
+	[ -z "$result" ] || return "$result"
+	if [ "$stalled" = 1 ]; then
+		echo "nested rig: L1 ($KVER)$tag stalled (no output for $STALL_S s); last console lines:" >&2
+	elif [ "$qrc" = 124 ]; then
+		echo "nested rig: L1 ($KVER)$tag did not finish within $TIMEOUT s; last console lines:" >&2
+	else
+		echo "nested rig: L1 ($KVER)$tag ended (qemu status $qrc) without a result line; last console lines:" >&2
+	fi
+	tail -n 20 "$CONSOLE" >&2
+	return 2
+}
+
+# Groups: with --group-size N, the pytest arguments (test ids) are cut into groups of at most N,
+# each run in a fresh L1 (reusing the initramfs), so an L1 that dies costs the rest of its group,
+# not the rest of the suite. The exit status is the worst group's: 2 if any L1 gave no result.
+if [ -n "$RUN_CMD" ] || [ "$GROUP_SIZE" = 0 ] || [ "${#PYTEST_ARGS[@]}" -le "$GROUP_SIZE" ]; then
+	rc=0
+	boot_l1 "" "${PYTEST_ARGS[@]}" || rc=$?
+	exit "$rc"
 fi
-exit "$result"
+n=${#PYTEST_ARGS[@]}
+ngroups=$(((n + GROUP_SIZE - 1) / GROUP_SIZE))
+per=$(((n + ngroups - 1) / ngroups)) # balanced: 46 in groups of 12 -> 12, 12, 12, 10
+worst=0
+for ((g = 0; g * per < n; g++)); do
+	rc=0
+	boot_l1 " [group $((g + 1)) of $ngroups]" "${PYTEST_ARGS[@]:g*per:per}" || rc=$?
+	echo "nested rig: group $((g + 1)) of $ngroups: status $rc" >&2
+	if [ "$rc" = 2 ] || { [ "$worst" != 2 ] && [ "$rc" -gt "$worst" ]; }; then worst=$rc; fi
+done
+exit "$worst"
