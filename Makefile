@@ -13,7 +13,7 @@ LDFLAGS := $(SANFLAGS)
 LDLIBS  := -ljansson -lpthread -lseccomp
 
 # Every folder of the VMM library; a later subsystem adds its folder here.
-VMM_DIRS := core x86 mem disk devices agent ctl loader image snapshot fork uffd jail doctor
+VMM_DIRS := util core x86 mem disk devices agent ctl loader image snapshot fork uffd jail doctor
 VMM_SRC  := $(foreach d,$(VMM_DIRS),$(wildcard src/$(d)/*.c))
 CLI_SRC  := $(wildcard src/cli/*.c)
 VMM_OBJ  := $(VMM_SRC:%.c=$(BUILD)/%.o)

@@ -1,6 +1,6 @@
 # Guest agent: the static forkvm-agent binary, its cmocka tests and the libFuzzer harness.
 AGENT_DIR       := guests/agent
-AGENT_CORE_SRC  := $(addprefix src/core/,base64.c errmsg.c fdio.c tartree.c ustar.c)
+AGENT_CORE_SRC  := $(addprefix src/util/,base64.c errmsg.c fdio.c tartree.c ustar.c)
 AGENT_SRC       := $(wildcard $(AGENT_DIR)/*.c) $(AGENT_CORE_SRC)
 # The pure part (framing, validation, encoding): unit tested and fuzzed without sockets
 # (tartree does file I/O, but only where a test points it).

@@ -3,7 +3,7 @@
 #include "agent.h"
 #include "frame.h"
 #include "log.h"
-#include "core/fdio.h"
+#include "util/fdio.h"
 
 #include <errno.h>
 #include <stdlib.h>

@@ -25,7 +25,7 @@ int op_reseed_entropy(const struct reseed_request *r, json_t *reply, struct agen
 int op_eval(const struct op_ctx *ctx, const struct eval_request *x, json_t *reply,
 	    struct agent_err *e);
 int op_eval_close(const struct eval_request *x, json_t *reply, struct agent_err *e);
-/* put_tree / get_tree: directories as ustar archives (core/tartree.h). */
+/* put_tree / get_tree: directories as ustar archives (util/tartree.h). */
 int op_put_tree(const struct put_tree_request *t, json_t *reply, struct agent_err *e);
 int op_get_tree(const struct get_tree_request *t, json_t *reply, struct agent_err *e);
 

@@ -4,7 +4,7 @@
 #include "log.h"
 #include "ops.h"
 #include "reply.h"
-#include "core/fdio.h"
+#include "util/fdio.h"
 
 #include <errno.h>
 #include <signal.h>

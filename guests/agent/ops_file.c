@@ -2,7 +2,7 @@
 #include "ops.h"
 #include "io.h"
 #include "reply.h"
-#include "core/fdio.h"
+#include "util/fdio.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,7 +1,7 @@
 /* put_tree and get_tree: whole directories in and out of the guest as ustar archives. */
 #include "ops.h"
 #include "reply.h"
-#include "core/tartree.h"
+#include "util/tartree.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,6 +1,6 @@
 /* Reply envelopes and byte-field encoding (the non-UTF-8 output rule lives here). */
 #include "reply.h"
-#include "core/base64.h"
+#include "util/base64.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -1,6 +1,6 @@
 /* Request envelope (op, id) and the validators of the simple ops. */
 #include "request.h"
-#include "core/base64.h"
+#include "util/base64.h"
 
 #include <errno.h>
 #include <stdlib.h>

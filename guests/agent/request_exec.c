@@ -1,6 +1,6 @@
 /* Validation of the exec request: argv, environment, cwd, stdin, limits. */
 #include "request.h"
-#include "core/base64.h"
+#include "util/base64.h"
 
 #include <errno.h>
 #include <stdio.h>

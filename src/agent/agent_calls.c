@@ -1,7 +1,8 @@
 /* Typed agent requests over a connected fd: eval, eval_close, get_tree, put_tree. */
 #include "agent/agent_client.h"
-#include "core/base64.h"
-#include "core/errmsg.h"
+#include "util/base64.h"
+#include "util/errmsg.h"
+#include "util/clock.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -18,7 +19,7 @@ int agent_eval(int fd, const struct agent_eval_args *a, json_t **reply, int canc
 				a->lang ? a->lang : "python", "code", a->code, a->code_len,
 				"context", a->context ? a->context : "default", "output_encoding",
 				"base64", "timeout_ms", (json_int_t)a->timeout_ms);
-	uint64_t deadline = a->timeout_ms ? agent_deadline_after_ms((int64_t)a->timeout_ms +
+	uint64_t deadline = a->timeout_ms ? deadline_after_ms((int64_t)a->timeout_ms +
 								    EVAL_EXTRA_MS) : 0;
 	int ret;
 

@@ -10,23 +10,11 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
-#include "core/errmsg.h"
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
-
-uint64_t agent_deadline_after_ms(int64_t ms)
-{
-	return now_ns() + (uint64_t)(ms > 0 ? ms : 0) * 1000000ULL;
-}
+#include "util/errmsg.h"
+#include "util/unix_sock.h"
+#include "util/clock.h"
 
 /* Wait until fd has `events`: 0, -ETIMEDOUT, -ECANCELED or -errno of poll. */
 static int wait_io(int fd, short events, uint64_t deadline_ns, int cancel_fd)
@@ -37,7 +25,7 @@ static int wait_io(int fd, short events, uint64_t deadline_ns, int cancel_fd)
 		int timeout_ms = -1, r;
 
 		if (deadline_ns) {
-			uint64_t now = now_ns(), left_ms;
+			uint64_t now = monotonic_ns(), left_ms;
 			if (now >= deadline_ns)
 				return -ETIMEDOUT;
 			left_ms = (deadline_ns - now + 999999) / 1000000;
@@ -113,22 +101,11 @@ static int write_all(int fd, const void *buf, size_t len, uint64_t deadline_ns, 
 
 int agent_vsock_open(const char *path, char *err, size_t errlen)
 {
-	struct sockaddr_un addr = { .sun_family = AF_UNIX };
-	int fd, ret;
-
-	if (strlen(path) >= sizeof(addr.sun_path))
-		return errmsg(err, errlen, -ENAMETOOLONG, "connecting to %s: %s", path,
-			      strerror(ENAMETOOLONG));
-	memcpy(addr.sun_path, path, strlen(path) + 1);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd < 0)
-		return errmsg(err, errlen, -errno, "socket for %s: %s", path, strerror(errno));
 	/* A Unix connect completes at once; a full backlog is EAGAIN, never EINPROGRESS. */
-	if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
-		ret = errmsg(err, errlen, -errno, "connecting to %s: %s", path, strerror(errno));
-		close(fd);
-		return ret;
-	}
+	int fd = unix_connect(path, SOCK_NONBLOCK);
+
+	if (fd < 0)
+		return errmsg(err, errlen, fd, "connecting to %s: %s", path, strerror(-fd));
 	return fd;
 }
 

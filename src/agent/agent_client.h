@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "util/clock.h"
+
 #define AGENT_VSOCK_PORT 52
 /* The agent's own frame limit (AGENT_MAX_FRAME); a larger reply length is a protocol error. */
 #define AGENT_CLIENT_MAX_FRAME (16u << 20)
@@ -43,9 +45,6 @@ int agent_connect(const char *vsock_socket, int port, uint64_t deadline_ns, int 
  */
 int agent_request(int fd, json_t *req, json_t **reply, uint64_t deadline_ns, int cancel_fd,
 		  char *err, size_t errlen);
-
-/* CLOCK_MONOTONIC now + ms, in ns (for the deadlines above). */
-uint64_t agent_deadline_after_ms(int64_t ms);
 
 /* ---- Typed requests (agent_calls.c), each one agent_request on a connected fd. ---- */
 

@@ -11,21 +11,14 @@
 #include <unistd.h>
 
 #include "agent/agent_client.h"
-#include "core/base64.h"
-#include "core/errmsg.h"
-#include "core/log.h"
+#include "util/base64.h"
+#include "util/errmsg.h"
+#include "util/log.h"
+#include "util/clock.h"
 
 #define SEED_BYTES 64
 
 enum { STEP_RESEED = 1u << 0, STEP_CLOCK = 1u << 1, STEPS_ALL = STEP_RESEED | STEP_CLOCK };
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
 
 static int reseed(int fd, uint64_t deadline_ns, int cancel_fd, struct agent_sync_stats *st,
 		  char *err, size_t errlen)
@@ -124,7 +117,7 @@ static int attempt(const char *path, int port, unsigned *done, uint64_t deadline
  */
 static uint64_t attempt_deadline(uint64_t deadline_ns, uint64_t budget_ms)
 {
-	uint64_t until = now_ns() + budget_ms * 1000000ULL;
+	uint64_t until = monotonic_ns() + budget_ms * 1000000ULL;
 
 	return deadline_ns && deadline_ns < until ? deadline_ns : until;
 }
@@ -133,14 +126,13 @@ static uint64_t attempt_deadline(uint64_t deadline_ns, uint64_t budget_ms)
 static int backoff_sleep(int ms, int cancel_fd)
 {
 	struct pollfd p = { .fd = cancel_fd, .events = POLLIN };
-	uint64_t until = now_ns() + (uint64_t)ms * 1000000ULL;
+	uint64_t until = deadline_after_ms(ms);
 
 	for (;;) {
-		uint64_t now = now_ns();
-		int r;
-		if (now >= until)
+		int left = deadline_ms_left(until), r;
+		if (left == 0)
 			return 0;
-		r = poll(&p, cancel_fd >= 0 ? 1 : 0, (int)((until - now + 999999) / 1000000));
+		r = poll(&p, cancel_fd >= 0 ? 1 : 0, left);
 		if (r < 0 && errno != EINTR)
 			return -errno;
 		if (r > 0 && (p.revents & POLLIN))
@@ -153,7 +145,7 @@ int agent_sync(const char *path, int port, uint64_t deadline_ns, int cancel_fd,
 {
 	struct agent_sync_stats local;
 	struct agent_sync_stats *st = stats ? stats : &local;
-	uint64_t t0 = now_ns(), backoff_ms = AGENT_SYNC_BACKOFF_FIRST_MS;
+	uint64_t t0 = monotonic_ns(), backoff_ms = AGENT_SYNC_BACKOFF_FIRST_MS;
 	uint64_t budget_ms = AGENT_SYNC_ATTEMPT_FIRST_MS;
 	char why[512] = "no attempt was made", before[512] = "";
 	const char *how;
@@ -177,7 +169,7 @@ int agent_sync(const char *path, int port, uint64_t deadline_ns, int cancel_fd,
 		/* Kept in case the deadline cuts the next attempt short: the real story. */
 		memcpy(before, why, sizeof(before));
 		/* Another attempt only with AGENT_SYNC_MIN_TRY_MS left after the backoff. */
-		now = now_ns();
+		now = monotonic_ns();
 		left_ms = now < deadline_ns ? (deadline_ns - now) / 1000000 : 0;
 		if (left_ms < AGENT_SYNC_MIN_TRY_MS) {
 			ret = -ETIMEDOUT;
@@ -191,7 +183,7 @@ int agent_sync(const char *path, int port, uint64_t deadline_ns, int cancel_fd,
 		backoff_ms = backoff_ms * 2 > AGENT_SYNC_BACKOFF_MAX_MS ? AGENT_SYNC_BACKOFF_MAX_MS
 									: backoff_ms * 2;
 	}
-	st->elapsed_ns = now_ns() - t0;
+	st->elapsed_ns = monotonic_ns() - t0;
 	if (!ret)
 		return 0;
 	/* An attempt cut short by the deadline: say so, and what made the one before fail. */

@@ -4,7 +4,7 @@
 
 #include "cli/cli.h"
 #include "cli/cli_vm.h"
-#include "ctl/ctl.h"
+#include "util/ctl_call.h"
 
 json_t *cli_vm_call(const char *vm, json_t *request, int timeout_ms)
 {

@@ -11,8 +11,9 @@
 #include "agent/agent_client.h"
 #include "cli/cli_vm.h"
 #include "cli/commands.h"
-#include "core/tartree.h"
-#include "core/ustar.h"
+#include "util/tartree.h"
+#include "util/ustar.h"
+#include "util/clock.h"
 
 /* Each request may take a while for an 11 MiB archive on a slow guest. */
 #define CP_DEADLINE_MS 120000
@@ -200,7 +201,7 @@ static int copy_from_guest(int fd, const struct cp_opts *o)
 	int ret;
 
 	ret = agent_get_tree(fd, o->remote, &tar, &len, &is_dir,
-			     agent_deadline_after_ms(CP_DEADLINE_MS), err, sizeof(err));
+			     deadline_after_ms(CP_DEADLINE_MS), err, sizeof(err));
 	if (ret < 0) {
 		fprintf(stderr, "forkvm cp: %s\n", err);
 		return ret;
@@ -296,7 +297,7 @@ static int put_file(int fd, const struct cp_opts *o)
 	ret = archive_file(o->local, leaf, &tar, &len);
 	if (ret < 0)
 		return ret;
-	ret = agent_put_tree(fd, dir, tar, len, agent_deadline_after_ms(CP_DEADLINE_MS), err,
+	ret = agent_put_tree(fd, dir, tar, len, deadline_after_ms(CP_DEADLINE_MS), err,
 			     sizeof(err));
 	/* PATH is an existing directory: put the file into it, as cp does. */
 	if (ret == -EREMOTEIO && strstr(err, "a directory is in the way")) {
@@ -306,7 +307,7 @@ static int put_file(int fd, const struct cp_opts *o)
 		ret = archive_file(o->local, leaf, &tar, &len);
 		if (ret < 0)
 			return ret;
-		ret = agent_put_tree(fd, o->remote, tar, len, agent_deadline_after_ms(CP_DEADLINE_MS),
+		ret = agent_put_tree(fd, o->remote, tar, len, deadline_after_ms(CP_DEADLINE_MS),
 				     err, sizeof(err));
 	}
 	if (ret < 0)
@@ -333,7 +334,7 @@ static int copy_to_guest(int fd, const struct cp_opts *o)
 		return put_file(fd, o);
 	ret = tartree_archive(o->local, &limits, &tar, &len, &kind, &st, err, sizeof(err));
 	if (ret == 0)
-		ret = agent_put_tree(fd, o->remote, tar, len, agent_deadline_after_ms(CP_DEADLINE_MS),
+		ret = agent_put_tree(fd, o->remote, tar, len, deadline_after_ms(CP_DEADLINE_MS),
 				     err, sizeof(err));
 	if (ret < 0)
 		fprintf(stderr, "forkvm cp: %s\n", err);
@@ -352,7 +353,7 @@ static int run(int argc, char **argv)
 
 	if (parse(argc, argv, &o) < 0)
 		return cli_usage_error(&cli_cmd_cp, "need SRC and DST, exactly one of them VM:PATH");
-	fd = agent_connect(o.vsock, (int)o.port, agent_deadline_after_ms(10000), -1, err,
+	fd = agent_connect(o.vsock, (int)o.port, deadline_after_ms(10000), -1, err,
 			   sizeof(err));
 	if (fd < 0) {
 		fprintf(stderr, "forkvm cp: %s\n", err);

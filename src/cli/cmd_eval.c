@@ -8,7 +8,8 @@
 #include "agent/agent_client.h"
 #include "cli/cli_vm.h"
 #include "cli/commands.h"
-#include "core/base64.h"
+#include "util/base64.h"
+#include "util/clock.h"
 
 /* The agent takes at most a 16 MiB frame; code read from stdin is bounded below that. */
 #define EVAL_MAX_CODE (15u << 20)
@@ -184,10 +185,10 @@ static int run(int argc, char **argv)
 	a.context = o.context;
 	a.timeout_ms = o.timeout;
 	/* 10 s to reach the agent; the code itself may run as long as it needs. */
-	fd = agent_connect(o.vsock, (int)o.port, agent_deadline_after_ms(10000), -1, err,
+	fd = agent_connect(o.vsock, (int)o.port, deadline_after_ms(10000), -1, err,
 			   sizeof(err));
 	if (fd >= 0 && o.close)
-		ret = agent_eval_close(fd, o.context, &closed, agent_deadline_after_ms(60000), err,
+		ret = agent_eval_close(fd, o.context, &closed, deadline_after_ms(60000), err,
 				       sizeof(err));
 	else if (fd >= 0)
 		ret = agent_eval(fd, &a, &reply, -1, err, sizeof(err));

@@ -7,8 +7,9 @@
 
 #include "cli/cli_vm.h"
 #include "cli/commands.h"
-#include "core/base64.h"
+#include "util/base64.h"
 #include "agent/agent_client.h"
+#include "util/clock.h"
 
 static const char usage[] =
 	"forkvm exec VM [options] -- COMMAND [ARGS...]\n"
@@ -108,7 +109,7 @@ static int run(int argc, char **argv)
 		goto usage;
 	json_object_set(req, "env", env);
 	/* 10 s to reach the agent; the command itself may run as long as it needs. */
-	fd = agent_connect(vsock, (int)port, agent_deadline_after_ms(10000), -1, err, sizeof(err));
+	fd = agent_connect(vsock, (int)port, deadline_after_ms(10000), -1, err, sizeof(err));
 	if (fd < 0 || agent_request(fd, req, &reply, 0, -1, err, sizeof(err)) < 0) {
 		fprintf(stderr, "forkvm exec: %s\n", err);
 		if (fd >= 0)

@@ -10,10 +10,11 @@
 
 #include "cli/cli_vm.h"
 #include "cli/commands.h"
-#include "core/log.h"
+#include "util/log.h"
 #include "jail/jail.h"
 #include "jail/seccomp.h"
 #include "uffd/ps_server.h"
+#include "util/unix_sock.h"
 
 static const char usage[] =
 	"forkvm pageserver [options]\n"
@@ -34,16 +35,16 @@ static const struct option options[] = {
 
 static int print_status(const char *path)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	const char req[] = "{\"cmd\":\"status\"}\n";
 	size_t cap = 1 << 16, len = 0;
 	char *buf = malloc(cap);
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int fd = unix_connect(path, 0);
 
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-	if (!buf || fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	if (fd < 0)
+		errno = -fd;
+	if (!buf || fd < 0 ||
 	    send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL) != (ssize_t)sizeof(req) - 1) {
-		fprintf(stderr, "forkvm pageserver: %s: %s\n", path, strerror(errno));
+		fprintf(stderr, "forkvm pageserver: %s: %s\n", path, strerror(buf ? errno : ENOMEM));
 		if (fd >= 0)
 			close(fd);
 		free(buf);

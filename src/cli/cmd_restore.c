@@ -9,6 +9,7 @@
 #include "cli/commands.h"
 #include "core/vm.h"
 #include "snapshot/restore_many.h"
+#include "util/clock.h"
 
 static const char usage[] =
 	"forkvm restore DIR [options]\n"

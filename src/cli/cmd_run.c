@@ -16,15 +16,16 @@
 #include "cli/commands.h"
 #include "cli/run_jail.h"
 #include "cli/run_opts.h"
-#include "core/log.h"
-#include "core/stopfd.h"
-#include "core/log_tail.h"
+#include "util/log.h"
+#include "util/stopfd.h"
+#include "util/log_tail.h"
 #include "core/vm.h"
 #include "ctl/ctl.h"
 #include "jail/cgroup.h"
 #include "jail/seccomp.h"
 #include "snapshot/snapshot.h"
 #include "uffd/uffd_restore.h"
+#include "util/clock.h"
 
 static const char usage[] =
 	"forkvm run [options]\n"
@@ -168,13 +169,13 @@ static int run_agent_sync_check(struct run_opts *o, const struct snap_machine *m
 static int run_agent_sync(struct vm *vm, struct run_opts *o)
 {
 	struct agent_sync_stats st;
-	char err[2048], vcpus[1024];
+	char err[2048], vcpus[4096];
 	int sig_fd = stop_signal_fd(), ret;
 
 	if (sig_fd < 0)
 		return log_errno(sig_fd, "signalfd for the agent fix-up of %s", o->name);
 	ret = agent_sync(o->vm.vsock_path, AGENT_VSOCK_PORT,
-			 agent_deadline_after_ms(o->agent_timeout_ms), sig_fd, &st, err, sizeof(err));
+			 deadline_after_ms(o->agent_timeout_ms), sig_fd, &st, err, sizeof(err));
 	close(sig_fd);
 	if (ret) {
 		log_err("restored Linux clone %s: %s (--no-agent-sync skips the fix-up)", o->name, err);

@@ -8,7 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "core/log.h"
+#include "util/log.h"
 #include "disk/disk.h"
 
 /* A disk's base, read-only, and its cached identity (read inside, never rewritten there). */

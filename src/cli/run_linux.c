@@ -8,7 +8,7 @@
 #include <unistd.h>
 
 #include "cli/run_opts.h"
-#include "core/log.h"
+#include "util/log.h"
 #include "image/rootfs.h"
 #include "x86/cpuid_host.h"
 

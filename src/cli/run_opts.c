@@ -8,7 +8,7 @@
 #include <unistd.h>
 
 #include "cli/cli_vm.h"
-#include "core/log.h"
+#include "util/log.h"
 
 enum { OPT_MEM = 256, OPT_VCPUS, OPT_BACKING, OPT_NO_HUGEPAGE, OPT_NAME, OPT_SOCKET,
        OPT_CONSOLE, OPT_CPU_FEATURES, OPT_DETACH, OPT_READY_FD, OPT_KVM, OPT_LOG, OPT_RESTORE, OPT_PAUSED,

@@ -5,7 +5,7 @@
 #include <stdio.h>
 #include <sys/ioctl.h>
 
-#include "core/log.h"
+#include "util/log.h"
 #include "core/vm.h"
 #include "devices/vmgenid.h"
 #include "loader/boot_regs.h"

@@ -2,7 +2,7 @@
 #include <stdlib.h>
 #include <sys/ioctl.h>
 
-#include "core/log.h"
+#include "util/log.h"
 #include "core/vm.h"
 #include "devices/probe_dev.h"
 #include "x86/boot_cpu.h"

@@ -3,7 +3,7 @@
 
 #include <string.h>
 
-#include "core/log.h"
+#include "util/log.h"
 
 int bus_register(struct io_bus *bus, const struct bus_dev *dev)
 {

@@ -4,7 +4,7 @@
 #include <sys/ioctl.h>
 
 #include "core/kvm.h"
-#include "core/log.h"
+#include "util/log.h"
 #include "core/vcpu.h"
 #include "core/vcpu_state.h"
 #include "x86/boot_cpu.h"

@@ -5,18 +5,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "core/log.h"
+#include "util/log.h"
 #include "core/vm.h"
+#include "util/clock.h"
 
 #define PAUSE_TIMEOUT_S 10
-
-uint64_t monotonic_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
 
 static int vm_wait_locked(struct vm *vm, const struct timespec *deadline)
 {

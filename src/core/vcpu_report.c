@@ -56,10 +56,13 @@ static void describe_parked(struct vcpu *v, char *buf, size_t len, size_t *at)
 		put(buf, len, at, "reading its state: %s", strerror(errno));
 		return;
 	}
-	put(buf, len, at, "%s, rip 0x%llx, IF %d, pending: NMI %u%s, IRQ %s, exception %s",
-	    mp_state_name(mp.mp_state), regs.rip, (int)!!(regs.rflags & 0x200), ev.nmi.pending,
-	    ev.nmi.masked ? " (masked)" : "", ev.interrupt.injected ? "injected" : "none",
-	    ev.exception.injected || ev.exception.pending ? "yes" : "none");
+	/* rcx/rax/rdx: what a vCPU stuck at an MSR access or a port was asked to do. */
+	put(buf, len, at, "%s, rip 0x%llx, IF %d, pending: NMI %u%s, IRQ %s, exception %s, "
+	    "rcx 0x%llx rax 0x%llx rdx 0x%llx", mp_state_name(mp.mp_state), regs.rip,
+	    (int)!!(regs.rflags & 0x200), ev.nmi.pending, ev.nmi.masked ? " (masked)" : "",
+	    ev.interrupt.injected ? "injected" : "none",
+	    ev.exception.injected || ev.exception.pending ? "yes" : "none", regs.rcx, regs.rax,
+	    regs.rdx);
 }
 
 void vm_describe_vcpus(struct vm *vm, char *buf, size_t len)

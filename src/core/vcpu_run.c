@@ -3,7 +3,7 @@
 #include <signal.h>
 #include <sys/ioctl.h>
 
-#include "core/log.h"
+#include "util/log.h"
 #include "core/vcpu.h"
 #include "core/vm.h"
 #include "jail/seccomp.h"

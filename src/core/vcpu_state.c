@@ -5,7 +5,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 
-#include "core/log.h"
+#include "util/log.h"
 #include "core/vcpu.h"
 #include "core/vm.h"
 #include "x86/boot_cpu.h"
@@ -116,6 +116,30 @@ int vcpu_restore_state(struct vcpu *vcpu, const struct vcpu_state *st)
 	return 0;
 err:
 	return err;
+}
+
+int vcpu_get_tsc(struct vcpu *vcpu, uint64_t *tsc)
+{
+	struct {
+		struct kvm_msrs hdr;
+		struct kvm_msr_entry e;
+	} m = { .hdr.nmsrs = 1, .e.index = MSR_IA32_TSC };
+
+	if (ioctl(vcpu->fd, KVM_GET_MSRS, &m) != 1)
+		return log_errno(errno ? -errno : -EIO, "reading the TSC of vcpu %d", vcpu->id);
+	*tsc = m.e.data;
+	return 0;
+}
+
+int vcpu_state_tsc(const struct vcpu_state *st, uint64_t *tsc)
+{
+	for (uint32_t i = 0; st->msrs && i < st->msrs->nmsrs; i++) {
+		if (st->msrs->entries[i].index == MSR_IA32_TSC) {
+			*tsc = st->msrs->entries[i].data;
+			return 0;
+		}
+	}
+	return -ENOENT;
 }
 
 void vcpu_state_free(struct vcpu_state *st)

@@ -8,7 +8,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
-#include "core/log.h"
+#include "util/log.h"
 #include "core/vcpu_state.h"
 #include "devices/acpi_pm.h"
 #include "devices/i8042.h"
@@ -18,6 +18,7 @@
 #include "devices/vmgenid.h"
 #include "devices/vsock.h"
 #include "disk/disk.h"
+#include "util/clock.h"
 #include "x86/layout.h"
 
 static int vm_setup_arch(struct vm *vm)

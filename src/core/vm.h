@@ -11,6 +11,7 @@
 #include "core/vcpu.h"
 #include "devices/vmgenid.h"
 #include "mem/guest_mem.h"
+#include "util/clock.h"
 #include "x86/cpuid.h"
 
 struct serial;
@@ -123,6 +124,5 @@ void vm_request_end_locked(struct vm *vm, enum vm_end_reason reason, const char 
 void vm_join(struct vm *vm);
 
 const char *vm_end_reason_name(enum vm_end_reason reason);
-uint64_t monotonic_ns(void);
 
 #endif

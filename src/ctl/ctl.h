@@ -61,8 +61,5 @@ int ctl_serve(struct vm *vm, const char *path, int ready_fd);
 void ctl_complete(struct ctl_server *srv, uint64_t client, json_t *reply);
 struct vm *ctl_vm(struct ctl_server *srv);
 
-/* Client side, for the CLI and tests: one request, one reply (timeout in ms, -1 = none). */
-int ctl_call(const char *path, json_t *request, json_t **reply, int timeout_ms, char *err,
-	     size_t errlen);
 
 #endif

@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "core/vm.h"
-#include "core/unix_sock.h"
+#include "util/unix_sock.h"
 #include "ctl/ctl.h"
 #include "ctl/ctl_server.h"
 #include "ctl/ctl_socket.h"

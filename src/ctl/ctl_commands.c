@@ -6,7 +6,8 @@
 #include <unistd.h>
 
 #include "core/vm.h"
-#include "core/base64.h"
+#include "core/vm_state.h"
+#include "util/base64.h"
 #include "ctl/ctl.h"
 #include "ctl/ctl_server.h"
 #include "devices/probe_dev.h"
@@ -14,6 +15,8 @@
 #include "disk/disk.h"
 #include "devices/vmgenid.h"
 #include "fork/branch.h"
+#include "util/clock.h"
+#include "util/page.h"
 #include "x86/layout.h"
 
 /* Each disk: where the guest finds it, its base, its private top and chain, its counters. */
@@ -48,7 +51,7 @@ static json_t *cmd_status(struct ctl_server *srv, struct ctl_request *req)
 
 	for (int i = 0; i < vm->nvcpus; i++) {
 		struct vcpu *v = &vm->vcpus[i];
-		struct probe_mailbox *mb = guest_mem_ptr(&vm->mem, LAYOUT_PROBE_MAILBOX + i * 4096ULL,
+		struct probe_mailbox *mb = guest_mem_ptr(&vm->mem, LAYOUT_PROBE_MAILBOX + i * PAGE_4K,
 							 sizeof(*mb));
 		json_t *o = json_pack("{s:i,s:I,s:I}", "id", i, "exits_io", (json_int_t)v->stats.exits_io,
 				      "exits_mmio", (json_int_t)v->stats.exits_mmio);
@@ -95,12 +98,38 @@ static json_t *cmd_pause(struct ctl_server *srv, struct ctl_request *req)
 /* What each vCPU is doing (vm_describe_vcpus): a VM that stopped answering, looked at. */
 static json_t *cmd_vcpus(struct ctl_server *srv, struct ctl_request *req)
 {
-	char text[1024];
+	char text[4096];
 	json_t *reply;
 
 	vm_describe_vcpus(ctl_vm(srv), text, sizeof(text));
 	reply = ctl_reply_ok();
 	json_object_set_new(reply, "vcpus", json_string(text));
+	return reply;
+}
+
+/*
+ * kvmclock and vCPU 0's guest TSC, read back to back while briefly paused: a restored clone must
+ * keep the source's distance between them (core/vm_state.h), and this shows whether it did.
+ */
+static json_t *cmd_clock(struct ctl_server *srv, struct ctl_request *req)
+{
+	struct vm *vm = ctl_vm(srv);
+	uint64_t clock = 0, tsc = 0, spread = 0;
+	int err = vm_pause(vm), khz;
+	json_t *reply;
+
+	if (err && err != -EALREADY)
+		return ctl_reply_error("clock: pausing the VM: %s", strerror(-err));
+	khz = vm_clock_read(vm, &clock, &tsc, &spread);
+	if (!err)
+		vm_resume(vm);
+	if (khz < 0)
+		return ctl_reply_error("clock: reading kvmclock and the TSC: %s", strerror(-khz));
+	reply = ctl_reply_ok();
+	json_object_set_new(reply, "kvmclock_ns", json_integer((json_int_t)clock));
+	json_object_set_new(reply, "tsc", json_integer((json_int_t)tsc));
+	json_object_set_new(reply, "tsc_khz", json_integer(khz));
+	json_object_set_new(reply, "spread_ns", json_integer((json_int_t)spread));
 	return reply;
 }
 
@@ -124,7 +153,7 @@ static json_t *cmd_memhash(struct ctl_server *srv, struct ctl_request *req)
 	const uint8_t *host = guest_mem_ptr(&vm->mem, gpa, len);
 	char hex[32];
 
-	if (!host || len == 0 || (gpa | len) % 4096)
+	if (!host || len == 0 || (gpa | len) % PAGE_4K)
 		return ctl_reply_error("range 0x%" PRIx64 "+0x%" PRIx64
 				       " is not page aligned inside one RAM region", gpa, len);
 	snprintf(hex, sizeof(hex), "0x%016" PRIx64, probe_hash_memory(host, len));
@@ -226,7 +255,8 @@ static json_t *cmd_blk_io(struct ctl_server *s, struct ctl_request *r) { return 
 
 json_t *ctl_cmd_snapshot(struct ctl_server *srv, struct ctl_request *req);
 json_t *ctl_cmd_branch(struct ctl_server *srv, struct ctl_request *req);
-json_t *ctl_cmd_seccomp_probe(struct ctl_server *srv, struct ctl_request *req); /* jail/jail_ctl.c */
+/* ctl_seccomp_probe.c */
+json_t *ctl_cmd_seccomp_probe(struct ctl_server *srv, struct ctl_request *req);
 
 /* Range limits of integer fields whose handlers store them in narrower types. */
 #define CTL_VCPU_MAX (LAYOUT_MAX_VCPUS - 1)
@@ -240,6 +270,8 @@ const struct ctl_command ctl_commands[] = {
 	{ "pause", "park every vCPU", cmd_pause, { { 0 } } },
 	{ "resume", "run the vCPUs again", cmd_resume, { { 0 } } },
 	{ "stop", "end the VM", cmd_stop, { { 0 } } },
+	{ "clock", "kvmclock and vCPU 0's TSC, read back to back (pauses briefly)", cmd_clock,
+	  { { 0 } } },
 	{ "vcpus", "what each vCPU is doing: exits, mp_state, RIP, pending events (pauses briefly)",
 	  cmd_vcpus, { { 0 } } },
 	{ "snapshot", "pause, write a snapshot directory, resume", ctl_cmd_snapshot,

@@ -11,11 +11,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "core/log.h"
+#include "util/log.h"
 #include "core/vm.h"
 #include "ctl/ctl_server.h"
 #include "ctl/ctl_socket.h"
 #include "jail/seccomp.h"
+#include "util/clock.h"
 
 /* epoll tags: small integers for the fixed fds, slot index + TAG_CLIENT for clients. */
 enum { TAG_LISTEN, TAG_DONE, TAG_END, TAG_SIGNAL, TAG_CLIENT };

@@ -11,7 +11,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "core/log.h"
+#include "util/log.h"
 #include "core/vm.h"
 #include "ctl/ctl_server.h"
 #include "ctl/ctl_socket.h"

@@ -10,40 +10,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "core/log.h"
-#include "core/unix_sock.h"
-
-static int ctl_addr(const char *path, struct sockaddr_un *addr)
-{
-	memset(addr, 0, sizeof(*addr));
-	addr->sun_family = AF_UNIX;
-	if (strlen(path) >= sizeof(addr->sun_path))
-		return -ENAMETOOLONG;
-	strcpy(addr->sun_path, path);
-	return 0;
-}
-
-int ctl_connect(const char *path, int timeout_ms)
-{
-	struct sockaddr_un addr;
-	int fd, err = ctl_addr(path, &addr);
-
-	if (err)
-		return err;
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
-		err = -errno;
-		close(fd);
-		return err;
-	}
-	if (timeout_ms > 0) {
-		struct timeval tv = { .tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000 };
-		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	}
-	return fd;
-}
+#include "util/log.h"
+#include "util/unix_sock.h"
 
 /* Directories this process (or the VMM it was forked from) listened in: request roots. */
 static pthread_mutex_t roots_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -114,27 +82,4 @@ int ctl_path_check(const char *field, const char *path, bool allow_root, char *e
 	else if (geteuid() == 0)
 		roots[n++] = "/run/forkvm";
 	return path_confine(field, path, roots, allow_root, err, errlen);
-}
-
-ssize_t ctl_write_all(int fd, const void *buf, size_t len)
-{
-	const char *p = buf;
-	size_t done = 0;
-
-	while (done < len) {
-		ssize_t n = send(fd, p + done, len - done, MSG_NOSIGNAL);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN) {
-				/* Replies are small; wait briefly for a slow reader rather than drop. */
-				struct pollfd pfd = { .fd = fd, .events = POLLOUT };
-				if (poll(&pfd, 1, 1000) > 0)
-					continue;
-			}
-			return -errno;
-		}
-		done += (size_t)n;
-	}
-	return (ssize_t)done;
 }

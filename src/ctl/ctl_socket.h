@@ -1,4 +1,4 @@
-/* Unix socket plumbing for the control channel: listen, connect, full writes. */
+/* Unix socket plumbing for the control server: listen, accept, path confinement. */
 #ifndef FORKVM_CTL_SOCKET_H
 #define FORKVM_CTL_SOCKET_H
 
@@ -11,7 +11,7 @@
 #define CTL_MAX_ROOTS 8
 
 /*
- * Listen at path through unix_listen (core/unix_sock.h): a 0600 socket in a directory only
+ * Listen at path through unix_listen (util/unix_sock.h): a 0600 socket in a directory only
  * we can write; a stale socket file (nobody answering) is replaced, a live one is
  * -EADDRINUSE, a non-socket is left alone. The directory becomes a root for ctl_path_check.
  */
@@ -25,7 +25,5 @@ int ctl_accept(int listen_fd);
  */
 int ctl_path_check(const char *field, const char *path, bool allow_root, char *err,
 		   size_t errlen);
-int ctl_connect(const char *path, int timeout_ms);
-ssize_t ctl_write_all(int fd, const void *buf, size_t len);
 
 #endif

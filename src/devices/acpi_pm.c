@@ -4,7 +4,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "core/log.h"
+#include "util/log.h"
 #include "core/vm.h"
 
 static int acpi_pm_access(void *opaque, struct vcpu *vcpu, uint64_t offset, void *data, int len,

@@ -4,7 +4,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "core/log.h"
+#include "util/log.h"
 #include "core/vm.h"
 
 static int i8042_access(struct vm *vm, struct vcpu *vcpu, void *data, int len, bool is_write,

@@ -4,9 +4,10 @@
 #include <pthread.h>
 #include <stdlib.h>
 
-#include "core/log.h"
+#include "util/log.h"
 #include "core/vm.h"
 #include "mem/dirty_log.h"
+#include "util/clock.h"
 #include "x86/layout.h"
 
 struct probe_slot {

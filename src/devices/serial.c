@@ -7,7 +7,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
-#include "core/log.h"
+#include "util/log.h"
 #include "core/vm.h"
 
 #define UART_IER_THRI 0x02

@@ -4,7 +4,7 @@
 #include <string.h>
 #include <sys/uio.h>
 
-#include "core/log.h"
+#include "util/log.h"
 #include "core/vm.h"
 #include "devices/virtio_blk.h"
 #include "disk/disk.h"

@@ -6,7 +6,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
-#include "core/log.h"
+#include "util/log.h"
 #include "core/vm.h"
 #include "x86/layout.h"
 

@@ -12,7 +12,7 @@
 #include <sys/ioctl.h>
 #include <sys/random.h>
 
-#include "core/log.h"
+#include "util/log.h"
 #include "core/vm.h"
 #include "mem/dirty_log.h"
 #include "x86/layout.h"

@@ -10,8 +10,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "core/log.h"
-#include "core/unix_sock.h"
+#include "util/log.h"
+#include "util/unix_sock.h"
 #include "core/vm.h"
 #include "jail/seccomp.h"
 

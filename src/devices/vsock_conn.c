@@ -8,8 +8,8 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include "core/log.h"
-#include "core/unix_sock.h"
+#include "util/log.h"
+#include "util/unix_sock.h"
 
 uint32_t vsock_conn_credit(const struct vsock_conn *c)
 {

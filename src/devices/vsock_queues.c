@@ -7,8 +7,9 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include "core/log.h"
-#include "core/vm.h" /* monotonic_ns */
+#include "util/log.h"
+#include "core/vm.h"
+#include "util/clock.h"
 
 #define HDR_LEN sizeof(struct vsock_hdr)
 #define MAX_PAYLOAD (64u << 10)

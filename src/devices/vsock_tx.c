@@ -7,7 +7,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include "core/log.h"
+#include "util/log.h"
 
 #define HDR_LEN sizeof(struct vsock_hdr)
 

@@ -8,7 +8,7 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
-#include "core/sha256.h"
+#include "util/sha256.h"
 
 #define DISK_SECTOR 512
 #define DISK_CLUSTER_SIZE 4096	/* one bit of an overlay's bitmap */

@@ -10,7 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "core/log.h"
+#include "util/log.h"
 
 #define HASH_CHUNK (1u << 20)
 #define SIDECAR_MAX 4096

@@ -7,7 +7,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-#include "core/log.h"
+#include "util/log.h"
 
 int disk_fail(const struct disk_err *e, int ret, const char *fmt, ...)
 {

@@ -4,7 +4,7 @@
 
 #include <stdarg.h>
 
-#include "core/fdio.h"	/* fd_pread_full, fd_pwrite_full */
+#include "util/fdio.h"	/* fd_pread_full, fd_pwrite_full */
 #include "disk/disk.h"
 
 #define DISK_OVL_MAGIC "FKVMOVL1"

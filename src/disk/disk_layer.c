@@ -12,7 +12,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-#include "core/log.h"
+#include "util/log.h"
 
 static void id_hex(const uint8_t *id, char out[2 * DISK_ID_LEN + 1])
 {

@@ -9,7 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "core/log.h"
+#include "util/log.h"
 
 static int open_base(struct disk *d, const char *path, bool write_cache, const struct disk_err *e)
 {

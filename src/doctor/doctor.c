@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "doctor/doctor_impl.h"
+#include "util/fileio.h"
 
 /* In the order they print: KVM first, then memory, confinement, disks, images. */
 const struct doctor_check doctor_checks[] = {
@@ -132,38 +133,10 @@ void doctor_run(const struct doctor_check *check, const struct doctor_ctx *ctx,
 
 int doctor_read_file(const char *path, size_t max, char **text)
 {
-	char *buf = malloc(max + 1);
-	size_t len = 0;
-	ssize_t n = 1;
-	int fd = -1, ret = 0;
+	size_t len;
 
-	*text = NULL;
-	if (!buf)
-		return -ENOMEM;
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		ret = -errno;
-		goto out;
-	}
-	while (len < max && n > 0) {
-		n = read(fd, buf + len, max - len);
-		if (n < 0 && errno == EINTR)
-			n = 1;
-		else if (n < 0)
-			ret = -errno;
-		else
-			len += (size_t)n;
-	}
-out:
-	if (fd >= 0)
-		close(fd);
-	if (ret) {
-		free(buf);
-		return ret;
-	}
-	buf[len] = '\0';
-	*text = buf;
-	return 0;
+	/* /proc and /sys files report no true size: the first max bytes, to EOF. */
+	return file_read(path, max, FILE_UPTO_MAX, (uint8_t **)text, &len, NULL, 0);
 }
 
 int doctor_module_present(const char *name, bool *present)

@@ -6,7 +6,7 @@
 #include <string.h>
 #include <sys/statvfs.h>
 
-#include "core/unix_sock.h"
+#include "util/unix_sock.h"
 #include "doctor/doctor_impl.h"
 
 /*

@@ -13,6 +13,8 @@
 #include "fork/cow.h"
 #include "snapshot/restore_many.h"
 #include "snapshot/snapshot.h"
+#include "util/clock.h"
+#include "util/fileio.h"
 
 static const char *const names[] = { "full", "diff", "live", "cow" };
 
@@ -75,8 +77,10 @@ int branch_restore_children(const char *snapshot, const struct branch_opts *o,
 	struct restored_child *kids = calloc((size_t)o->count, sizeof(*kids));
 	int ret;
 
-	if (!kids)
+	if (!kids) {
+		snprintf(err, errlen, "out of memory for %d children", o->count);
 		return -ENOMEM;
+	}
 	ret = restore_many(&ro, kids, err, errlen);
 	for (int i = 0; !ret && i < o->count; i++) {
 		memcpy(res->children[i].name, kids[i].name, sizeof(kids[i].name));
@@ -139,23 +143,6 @@ static int branch_check_agent_sync(const struct vm *vm, const struct branch_opts
 	return 0;
 }
 
-/* mkdir -p for the snapshot directory of full/diff branches. */
-static int make_dirs(const char *dir)
-{
-	char path[4096];
-
-	snprintf(path, sizeof(path), "%s", dir);
-	for (char *p = path + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(path, 0700) < 0 && errno != EEXIST)
-			return -errno;
-		*p = '/';
-	}
-	return mkdir(path, 0700) < 0 && errno != EEXIST ? -errno : 0;
-}
-
 int branch(struct vm *vm, const struct branch_opts *o, struct branch_result *res, char *err,
 	   size_t errlen)
 {
@@ -170,9 +157,11 @@ int branch(struct vm *vm, const struct branch_opts *o, struct branch_result *res
 	if ((ret = branch_check_agent_sync(vm, o, err, errlen)))
 		return ret;
 	res->children = calloc((size_t)o->count, sizeof(*res->children));
-	if (!res->children)
+	if (!res->children) {
+		snprintf(err, errlen, "out of memory for %d children", o->count);
 		return -ENOMEM;
-	if (o->dir && o->strategy == BRANCH_DIFF && (ret = make_dirs(o->dir))) {
+	}
+	if (o->dir && o->strategy == BRANCH_DIFF && (ret = mkdir_p(o->dir, 0700))) {
 		snprintf(err, errlen, "creating %s: %s", o->dir, strerror(-ret));
 		return ret;
 	}

@@ -8,8 +8,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "core/log.h"
+#include "util/log.h"
 #include "fork/cow.h"
+#include "util/clock.h"
 
 /* Double fork: the template is orphaned at once, so it outlives the source and is not its zombie. */
 static pid_t fork_template(struct vm *vm, struct snap_buf *state, const struct branch_opts *o,
@@ -30,13 +31,13 @@ static int read_report(int fd, int timeout_ms, struct branch_result *res, char *
 {
 	char buf[1 << 16];
 	size_t len = 0;
-	uint64_t deadline = monotonic_ns() + (uint64_t)timeout_ms * 1000000ULL;
+	uint64_t deadline = deadline_after_ms(timeout_ms);
 
 	for (;;) {
 		struct pollfd p = { .fd = fd, .events = POLLIN };
-		int64_t left = ((int64_t)deadline - (int64_t)monotonic_ns()) / 1000000;
+		int left = deadline_ms_left(deadline);
 		ssize_t n;
-		if (left <= 0 || poll(&p, 1, (int)left) <= 0) {
+		if (left <= 0 || poll(&p, 1, left) <= 0) {
 			snprintf(err, errlen, "the cow template did not report within %d ms", timeout_ms);
 			return -ETIMEDOUT;
 		}
@@ -90,8 +91,11 @@ int branch_cow(struct vm *vm, const struct branch_opts *o, struct branch_result 
 			 guest_mem_backing_name(vm->mem.backing));
 		return -EINVAL;
 	}
-	if (pipe2(pipefd, O_CLOEXEC) < 0)
-		return -errno;
+	if (pipe2(pipefd, O_CLOEXEC) < 0) {
+		ret = -errno;
+		snprintf(err, errlen, "a pipe for the cow template's report: %s", strerror(-ret));
+		return ret;
+	}
 	snap_buf_init(&state);
 	if ((ret = branch_pause_source(vm, o, res, &bp, err, errlen)))
 		goto out;
@@ -102,6 +106,7 @@ int branch_cow(struct vm *vm, const struct branch_opts *o, struct branch_result 
 	res->capture_ns = monotonic_ns() - t1;
 	t1 = monotonic_ns();
 	mid = ret ? -1 : fork_template(vm, &state, o, pipefd[1]);
+	int fork_errno = errno; /* before the resume can change it */
 	res->fork_ns = monotonic_ns() - t1;
 	branch_resume_source(vm, res, &bp);
 	if (ret) {
@@ -109,8 +114,8 @@ int branch_cow(struct vm *vm, const struct branch_opts *o, struct branch_result 
 		goto out;
 	}
 	if (mid < 0) {
-		ret = -errno;
-		snprintf(err, errlen, "fork of the template: %s", strerror(errno));
+		ret = -fork_errno;
+		snprintf(err, errlen, "fork of the template: %s", strerror(fork_errno));
 		goto out;
 	}
 	waitpid(mid, NULL, 0);

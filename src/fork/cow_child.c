@@ -5,7 +5,7 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
-#include "core/log.h"
+#include "util/log.h"
 #include "ctl/ctl.h"
 #include "fork/cow.h"
 #include "fork/fd_hygiene.h"

@@ -11,10 +11,11 @@
 
 #include "agent/agent_client.h"
 #include "agent/agent_sync.h"
-#include "core/log.h"
+#include "util/log.h"
 #include "fork/cow.h"
 #include "jail/seccomp.h"
 #include "snapshot/restore_many.h"
+#include "util/clock.h"
 
 /*
  * Kill and reap the children of this call; remove their sockets, and the logs of those that
@@ -57,17 +58,17 @@ static void kill_children(struct cow_template *t, struct branch_child *c, int *f
 static int wait_ready(struct cow_template *t, struct branch_child *c, int *fds, bool *keep, int n,
 		      int *failed, char *err, size_t errlen)
 {
-	uint64_t deadline = monotonic_ns() + (uint64_t)t->timeout_ms * 1000000ULL;
+	uint64_t deadline = deadline_after_ms(t->timeout_ms);
 	struct pollfd pfds[BRANCH_MAX_CHILDREN];
 	int remaining = n;
 
 	while (remaining > 0) {
-		int64_t left = ((int64_t)deadline - (int64_t)monotonic_ns()) / 1000000;
+		int left = deadline_ms_left(deadline);
 		int r = 0;
 		for (int i = 0; i < n; i++)
 			pfds[i] = (struct pollfd){ .fd = fds[i], .events = POLLIN };
 		if (left > 0)
-			r = poll(pfds, (nfds_t)n, (int)left);
+			r = poll(pfds, (nfds_t)n, left);
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r < 0) {
@@ -119,7 +120,7 @@ static int wait_ready(struct cow_template *t, struct branch_child *c, int *fds, 
 static int sync_agents(struct cow_template *t, struct branch_child *c, bool *keep, int n,
 		       int *failed, char *err, size_t errlen)
 {
-	uint64_t deadline = agent_deadline_after_ms(t->timeout_ms);
+	uint64_t deadline = deadline_after_ms(t->timeout_ms);
 
 	for (int i = 0; i < n; i++) {
 		char path[620], why[1536];

@@ -18,8 +18,8 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
-#include "core/log.h"
-#include "core/unix_sock.h"
+#include "util/log.h"
+#include "util/unix_sock.h"
 #include "ctl/ctl_socket.h"
 #include "fork/cow.h"
 #include "fork/fd_hygiene.h"

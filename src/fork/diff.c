@@ -13,6 +13,7 @@
 #include "mem/dirty_log.h"
 #include "snapshot/snap_layer.h"
 #include "snapshot/snapshot.h"
+#include "util/page.h"
 
 /* One VM per process, so the chain state of the source lives here. */
 static struct {
@@ -81,8 +82,10 @@ int branch_diff(struct vm *vm, const struct branch_opts *o, struct branch_result
 		snprintf(err, errlen, "the diff strategy needs a directory for its base and layers");
 		return -EINVAL;
 	}
-	if (!diff.bitmap && !(diff.bitmap = calloc((vm->mem.map_size / 4096 + 63) / 64, 8)))
+	if (!diff.bitmap && !(diff.bitmap = calloc((vm->mem.map_size / PAGE_4K + 63) / 64, 8))) {
+		snprintf(err, errlen, "diff branch: out of memory for the dirty-page bitmap");
 		return -ENOMEM;
+	}
 	snap_buf_init(&state);
 	if ((ret = branch_pause_source(vm, o, res, &bp, err, errlen)))
 		return ret;
@@ -112,7 +115,7 @@ int branch_diff(struct vm *vm, const struct branch_opts *o, struct branch_result
 			snprintf(err, errlen, "writing layer %s: %s", dir, strerror(-ret));
 		else
 			snprintf(diff.tip, sizeof(diff.tip), "%s", dir);
-		res->bytes_written = npages * 4096;
+		res->bytes_written = npages * PAGE_4K;
 	}
 	free(meta);
 	free(blob);

@@ -14,17 +14,18 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "core/log.h"
+#include "util/log.h"
 #include "core/vm.h"
 #include "fork/branch.h"
 #include "mem/uffd_api.h"
 #include "snapshot/snapshot.h"
+#include "util/clock.h"
+#include "util/page.h"
 
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23 /* Linux 5.14 */
 #endif
 
-#define PAGE 4096ULL
 #define CHUNK_PAGES 256 /* background copy and unprotect granularity: 1 MiB */
 
 struct live_copy {
@@ -55,14 +56,14 @@ static bool page_zero(const uint8_t *p)
 /* Copy before unprotect: the image gets the page while writes to it are still blocked. */
 static int copy_page(struct live_copy *lc, uint64_t p)
 {
-	const uint8_t *src = lc->vm->mem.host + p * PAGE;
+	const uint8_t *src = lc->vm->mem.host + p * PAGE_4K;
 
 	if (lc->copied[p])
 		return 0;
 	if (!page_zero(src)) {
-		if (pwrite(lc->image_fd, src, PAGE, (off_t)(p * PAGE)) != (ssize_t)PAGE)
+		if (pwrite(lc->image_fd, src, PAGE_4K, (off_t)(p * PAGE_4K)) != (ssize_t)PAGE_4K)
 			return errno ? -errno : -EIO;
-		lc->bytes += PAGE;
+		lc->bytes += PAGE_4K;
 	}
 	lc->copied[p] = 1;
 	return 0;
@@ -78,12 +79,12 @@ static int serve_faults(struct live_copy *lc, int timeout_ms)
 			return errno == EAGAIN ? 0 : -errno;
 		if (msg.event != UFFD_EVENT_PAGEFAULT)
 			continue;
-		uint64_t p = (msg.arg.pagefault.address - (uint64_t)(uintptr_t)lc->vm->mem.host) / PAGE;
+		uint64_t p = (msg.arg.pagefault.address - (uint64_t)(uintptr_t)lc->vm->mem.host) / PAGE_4K;
 		int ret = p < lc->npages ? copy_page(lc, p) : -EFAULT;
 		if (ret)
 			return ret;
 		lc->wp_faults++;
-		ret = wp_range(lc->uffd, lc->vm->mem.host + p * PAGE, PAGE, false);
+		ret = wp_range(lc->uffd, lc->vm->mem.host + p * PAGE_4K, PAGE_4K, false);
 		if (ret && ret != -ENOENT)
 			return ret;
 		timeout_ms = 0;
@@ -102,7 +103,7 @@ static void *copier(void *arg)
 		for (uint64_t p = c; !ret && p < c + n; p++)
 			ret = copy_page(lc, p);
 		if (!ret)
-			ret = wp_range(lc->uffd, lc->vm->mem.host + c * PAGE, n * PAGE, false);
+			ret = wp_range(lc->uffd, lc->vm->mem.host + c * PAGE_4K, n * PAGE_4K, false);
 	}
 	lc->err = ret;
 	return NULL;
@@ -153,7 +154,7 @@ static int populate_ram(struct vm *vm, struct branch_result *res, char *err, siz
 				 "bytes: %s", (unsigned long long)len, strerror(errno));
 			goto out;
 		}
-		for (uint64_t off = 0; off < len; off += PAGE)
+		for (uint64_t off = 0; off < len; off += PAGE_4K)
 			__atomic_fetch_add((uint64_t *)(void *)(host + off), 0, __ATOMIC_RELAXED);
 	}
 	if (fstat(vm->mem.fd, &after) < 0) {
@@ -217,10 +218,13 @@ int branch_live(struct vm *vm, const struct branch_opts *o, struct branch_result
 		snprintf(err, errlen, "the live strategy needs a directory for the frozen image");
 		return -EINVAL;
 	}
-	lc.npages = vm->mem.size / PAGE;
+	lc.npages = vm->mem.size / PAGE_4K;
 	lc.copied = calloc(lc.npages, 1);
-	if (!lc.copied)
+	if (!lc.copied) {
+		snprintf(err, errlen, "live branch: out of memory for a %llu-page copy map",
+			 (unsigned long long)lc.npages);
 		return -ENOMEM;
+	}
 	if ((ret = snap_writer_begin(&w, o->dir, true))) {
 		snprintf(err, errlen, "creating %s: %s", o->dir, strerror(-ret));
 		goto out;
@@ -242,15 +246,15 @@ int branch_live(struct vm *vm, const struct branch_opts *o, struct branch_result
 	ret = snap_capture(vm, &state);
 	if (!ret)
 		ret = snap_buf_finish(&state);
+	if (ret)
+		snprintf(err, errlen, "capturing the source state: %s", strerror(-ret));
 	t1 = monotonic_ns();
-	if (!ret)
-		ret = arm(&lc);
+	if (!ret && (ret = arm(&lc)))
+		snprintf(err, errlen, "arming write-protect: %s", strerror(-ret));
 	res->arm_ns = monotonic_ns() - t1;
 	branch_resume_source(vm, res, &bp);
-	if (ret) {
-		snprintf(err, errlen, "arming write-protect: %s", strerror(-ret));
+	if (ret)
 		goto out;
-	}
 	if ((ret = -pthread_create(&thread, NULL, copier, &lc)) == 0) {
 		pthread_join(thread, NULL);
 		ret = lc.err;

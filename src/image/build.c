@@ -9,7 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "core/log.h"
+#include "util/log.h"
 #include "image/fsutil.h"
 #include "image/image.h"
 #include "image/initramfs.h"
@@ -208,7 +208,7 @@ static int write_manifest(struct build *b, const struct kernel_info *vmlinux)
 		ret = -ENOMEM;
 	snprintf(path, sizeof(path), "%s/manifest.json", b->out);
 	if (!ret)
-		ret = file_write_atomic(path, text, strlen(text), 0644);
+		ret = image_write_file(path, text, strlen(text), 0644);
 	free(text);
 	json_decref(root);
 	return ret;
@@ -221,7 +221,7 @@ static int assemble(struct build *b)
 	char path[PATH_MAX + 32];
 	uint8_t *gz = NULL;
 	size_t gz_len;
-	int ret = info ? mkdir_p(b->out, 0755) : -ENOMEM;
+	int ret = info ? image_mkdir(b->out, 0755) : -ENOMEM;
 
 	snprintf(path, sizeof(path), "%s/bzImage", b->out);
 	ret = ret ?: file_copy_atomic(b->bzimage, path, 0644);
@@ -232,7 +232,7 @@ static int assemble(struct build *b)
 		log_warn("%s: no PVH entry note; boot it with the linux64 protocol", path);
 	ret = ret ?: initramfs_build(&spec, &gz, &gz_len);
 	snprintf(path, sizeof(path), "%s/initramfs.cpio.gz", b->out);
-	ret = ret ?: file_write_atomic(path, gz, gz_len, 0644);
+	ret = ret ?: image_write_file(path, gz, gz_len, 0644);
 	ret = ret ?: write_manifest(b, info);
 	free(gz);
 	free(info);

@@ -12,7 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "core/log.h"
+#include "util/log.h"
 #include "image/fsutil.h"
 
 extern char **environ;

@@ -8,7 +8,7 @@
 #include <sys/stat.h>
 #include <zlib.h>
 
-#include "core/log.h"
+#include "util/log.h"
 
 static int add(struct cpio_archive *ar, const char *path, uint32_t mode, const void *data,
 	       size_t size)

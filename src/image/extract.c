@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/log.h"
+#include "util/log.h"
 #include "image/fsutil.h"
 #include "image/image.h"
 #include "loader/kernel.h"
@@ -62,7 +62,7 @@ int image_extract_vmlinux(const char *bzimage, const char *out_path)
 		ret = -EINVAL;
 		goto out;
 	}
-	ret = file_write_atomic(out_path, elf, len, 0644);
+	ret = image_write_file(out_path, elf, len, 0644);
 out:
 	free(elf);
 	free(info);

@@ -4,7 +4,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
-#include <libgen.h>
 #include <limits.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -14,107 +13,28 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "core/log.h"
+#include "util/log.h"
+#include "util/fileio.h"
 
 extern char **environ;
 
 int file_read_all(const char *path, uint8_t **buf, size_t *len)
 {
-	struct stat st;
-	uint8_t *p = NULL;
-	size_t done = 0;
-	int fd, ret = 0;
+	char err[PATH_MAX + 128];
+	int ret = file_read(path, UINT64_MAX, 0, buf, len, err, sizeof(err));
 
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return log_errno(-errno, "open %s", path);
-	if (fstat(fd, &st) < 0) {
-		ret = log_errno(-errno, "stat %s", path);
-		goto out;
-	}
-	p = malloc((size_t)st.st_size + 1);
-	if (!p) {
-		ret = log_errno(-ENOMEM, "read %s", path);
-		goto out;
-	}
-	while (done < (size_t)st.st_size) {
-		ssize_t n = read(fd, p + done, (size_t)st.st_size - done);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			ret = n < 0 ? log_errno(-errno, "read %s", path) : -EIO;
-			goto out;
-		}
-		done += (size_t)n;
-	}
-	p[done] = 0;
-	*buf = p;
-	*len = done;
-	p = NULL;
-out:
-	free(p);
-	close(fd);
-	return ret;
-}
-
-static int fsync_dir_of(const char *path)
-{
-	char copy[PATH_MAX];
-	int fd, ret = 0;
-
-	snprintf(copy, sizeof(copy), "%s", path);
-	fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return log_errno(-errno, "open directory of %s", path);
-	if (fsync(fd) < 0)
-		ret = log_errno(-errno, "fsync directory of %s", path);
-	close(fd);
-	return ret;
-}
-
-int file_write_atomic(const char *path, const void *buf, size_t len, mode_t mode)
-{
-	char tmp[PATH_MAX];
-	size_t done = 0;
-	int fd, ret = 0;
-
-	if (snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof(tmp))
-		return log_errno(-ENAMETOOLONG, "write %s", path);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-	if (fd < 0)
-		return log_errno(-errno, "create %s", tmp);
-	while (done < len) {
-		ssize_t n = write(fd, (const uint8_t *)buf + done, len - done);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			ret = log_errno(-errno, "write %s", tmp);
-			goto out;
-		}
-		done += (size_t)n;
-	}
-	if (fchmod(fd, mode) < 0 || fsync(fd) < 0) {
-		ret = log_errno(-errno, "fsync %s", tmp);
-		goto out;
-	}
-	if (close(fd) < 0) {
-		fd = -1;
-		ret = log_errno(-errno, "close %s", tmp);
-		goto out;
-	}
-	fd = -1;
-	if (rename(tmp, path) < 0) {
-		ret = log_errno(-errno, "rename %s to %s", tmp, path);
-		goto out;
-	}
-	ret = fsync_dir_of(path);
-out:
-	if (fd >= 0)
-		close(fd);
 	if (ret)
-		unlink(tmp);
+		log_err("%s", err);
+	return ret;
+}
+
+int image_write_file(const char *path, const void *buf, size_t len, mode_t mode)
+{
+	char err[PATH_MAX + 128];
+	int ret = file_write_atomic(path, buf, len, mode, err, sizeof(err));
+
+	if (ret)
+		log_err("%s", err);
 	return ret;
 }
 
@@ -126,32 +46,16 @@ int file_copy_atomic(const char *src, const char *dst, mode_t mode)
 
 	ret = file_read_all(src, &buf, &len);
 	if (!ret)
-		ret = file_write_atomic(dst, buf, len, mode);
+		ret = image_write_file(dst, buf, len, mode);
 	free(buf);
 	return ret;
 }
 
-int mkdir_p(const char *path, mode_t mode)
+int image_mkdir(const char *path, mode_t mode)
 {
-	char buf[PATH_MAX];
-	size_t len = strlen(path);
+	int ret = mkdir_p(path, mode);
 
-	if (len == 0 || len >= sizeof(buf))
-		return log_errno(-ENAMETOOLONG, "mkdir %s", path);
-	memcpy(buf, path, len + 1);
-	for (char *p = buf + 1; ; p++) {
-		if (*p != '/' && *p != 0)
-			continue;
-		char saved = *p;
-
-		*p = 0;
-		if (mkdir(buf, mode) < 0 && errno != EEXIST)
-			return log_errno(-errno, "mkdir %s", buf);
-		*p = saved;
-		if (!saved)
-			break;
-	}
-	return 0;
+	return ret ? log_errno(ret, "mkdir -p %s", path) : 0;
 }
 
 int fd_read_string(int fd, char **out)

@@ -6,12 +6,12 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-/* Read a whole file into a malloc'd buffer (NUL-terminated for text use). */
+/* The util/fileio.h calls, each logging its error (the image builder reports by log):
+ * a whole regular file (NUL-terminated for text use), a crash-safe write, mkdir -p. */
 int file_read_all(const char *path, uint8_t **buf, size_t *len);
-/* Write via "<path>.tmp.<pid>" + fsync + rename + directory fsync. */
-int file_write_atomic(const char *path, const void *buf, size_t len, mode_t mode);
+int image_write_file(const char *path, const void *buf, size_t len, mode_t mode);
 int file_copy_atomic(const char *src, const char *dst, mode_t mode);
-int mkdir_p(const char *path, mode_t mode);
+int image_mkdir(const char *path, mode_t mode);
 /* Read fd until EOF (or a read error, which ends the data) into a malloc'd NUL-terminated
  * string: a child's stdout. Returns 0 or -ENOMEM. */
 int fd_read_string(int fd, char **out);

@@ -10,7 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "core/log.h"
+#include "util/log.h"
 #include "image/cpio.h"
 #include "image/fsutil.h"
 #include "image/image.h"

@@ -7,7 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "core/log.h"
+#include "util/log.h"
 #include "image/fsutil.h"
 #include "image/moddep.h"
 #include "loader/payload.h"

@@ -9,7 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "core/log.h"
+#include "util/log.h"
 #include "image/cmdrun.h"
 #include "image/fsutil.h"
 
@@ -104,7 +104,7 @@ static int download(const char *cache, struct pkg *pkg)
 	snprintf(spec, sizeof(spec), "%s=%s", pkg->name, pkg->version);
 	snprintf(dir, sizeof(dir), "%s/debs/tmp.%d", cache, (int)getpid());
 	remove_tree(dir);
-	ret = mkdir_p(dir, 0755);
+	ret = image_mkdir(dir, 0755);
 	if (ret)
 		return ret;
 	log_info("downloading %s", spec);
@@ -151,7 +151,7 @@ int pkg_fetch(const char *cache, const char *name, struct pkg *pkg)
 	snprintf(pkg->deb, sizeof(pkg->deb), "%s/debs/%s_%s_amd64.deb", cache, name, version);
 	snprintf(pkg->root, sizeof(pkg->root), "%s/pkgs/%s_%s", cache, name, version);
 	snprintf(dir, sizeof(dir), "%s/pkgs", cache);
-	ret = mkdir_p(dir, 0755);
+	ret = image_mkdir(dir, 0755);
 	if (ret)
 		return ret;
 	if (stat(pkg->deb, &st) < 0) {

@@ -8,7 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "core/log.h"
+#include "util/log.h"
 #include "image/cmdrun.h"
 #include "image/fsutil.h"
 #include "image/pkg.h"
@@ -117,7 +117,7 @@ static int download_missing(const char *cache, struct pkg *pkgs, int n)
 		goto out;
 	snprintf(dir, sizeof(dir), "%s/debs/tmp.%d", cache, (int)getpid());
 	remove_tree(dir);
-	ret = mkdir_p(dir, 0755);
+	ret = image_mkdir(dir, 0755);
 	if (ret)
 		goto out;
 	log_info("downloading %d package%s with apt-get", nmissing, nmissing == 1 ? "" : "s");
@@ -146,9 +146,9 @@ int pkg_fetch_all(const char *cache, struct pkg *pkgs, int n)
 	int ret;
 
 	snprintf(dir, sizeof(dir), "%s/pkgs", cache);
-	ret = mkdir_p(dir, 0755);
+	ret = image_mkdir(dir, 0755);
 	snprintf(dir, sizeof(dir), "%s/debs", cache);
-	ret = ret ?: mkdir_p(dir, 0755);
+	ret = ret ?: image_mkdir(dir, 0755);
 	ret = ret ?: download_missing(cache, pkgs, n);
 	for (int i = 0; i < n && !ret; i++)
 		if (stat(pkgs[i].root, &st) < 0)

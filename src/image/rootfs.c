@@ -17,14 +17,15 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "core/log.h"
-#include "core/sha256.h"
+#include "util/log.h"
+#include "util/sha256.h"
 #include "image/fsutil.h"
 #include "image/image.h"
 #include "image/initramfs.h"
 #include "image/pkg.h"
 #include "image/rootfs_fixup.h"
 #include "image/stage.h"
+#include "util/clock.h"
 
 #define ROOTFS_FORMAT 1
 /* Packages every Debian rootfs gets (the Essential ones the others assume are listed too). */
@@ -166,9 +167,9 @@ static int setup(struct job *j)
 	else if (!ret && o->src)
 		snprintf(j->src, sizeof(j->src), "%s", o->src);
 	ret = ret ?: parse_epoch(&j->epoch);
-	ret = ret ?: mkdir_p(j->out, 0755);
+	ret = ret ?: image_mkdir(j->out, 0755);
 	snprintf(tmpdir, sizeof(tmpdir), "%s/tmp", j->cache);
-	ret = ret ?: mkdir_p(tmpdir, 0755);
+	ret = ret ?: image_mkdir(tmpdir, 0755);
 	if (ret)
 		return ret;
 	remove_stale(tmpdir, "rootfs.");
@@ -357,7 +358,7 @@ static int write_manifest(struct job *j)
 	if (!ret && !text)
 		ret = -ENOMEM;
 	/* Also the directory fsync for the image's rename (same directory). */
-	ret = ret ?: file_write_atomic(j->manifest, text, strlen(text), 0644);
+	ret = ret ?: image_write_file(j->manifest, text, strlen(text), 0644);
 	free(text);
 	json_decref(root);
 	return ret;
@@ -387,21 +388,12 @@ static int build_image(struct job *j)
 	return ret;
 }
 
-static double seconds_since(const struct timespec *t0)
-{
-	struct timespec t1;
-
-	clock_gettime(CLOCK_MONOTONIC, &t1);
-	return (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
-}
-
 int rootfs_build(const struct rootfs_build_opts *o)
 {
 	struct job *j = calloc(1, sizeof(*j));
-	struct timespec t0;
+	uint64_t t0 = monotonic_ns();
 	int ret = j ? 0 : -ENOMEM;
 
-	clock_gettime(CLOCK_MONOTONIC, &t0);
 	if (!j)
 		return ret;
 	j->o = o;
@@ -424,7 +416,7 @@ int rootfs_build(const struct rootfs_build_opts *o)
 		       source_name(o->source), o->src ? " " : "",
 		       !o->src ? "" : strcmp(o->src, "-") ? o->src : "stdin",
 		       j->st.entries, j->st.bytes >> 20, j->size_mib, j->image_sha,
-		       seconds_since(&t0), j->image);
+		       (double)(monotonic_ns() - t0) / 1e9, j->image);
 out:
 	if (ret)
 		log_err("rootfs: build failed; %s is unchanged", j->image);

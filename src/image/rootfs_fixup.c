@@ -13,7 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "core/log.h"
+#include "util/log.h"
 #include "image/cmdrun.h"
 #include "image/fsutil.h"
 #include "image/rootfs.h"

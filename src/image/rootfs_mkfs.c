@@ -11,7 +11,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
-#include "core/log.h"
+#include "util/log.h"
 #include "image/cmdrun.h"
 #include "image/fsutil.h"
 #include "image/rootfs.h"
@@ -257,7 +257,7 @@ int rootfs_mkfs(const struct rootfs_mkfs_spec *s)
 	snprintf(conf_env, sizeof(conf_env), "MKE2FS_CONFIG=%s", s->conf);
 	snprintf(time_env, sizeof(time_env), "E2FSPROGS_FAKE_TIME=%lld", (long long)s->epoch);
 	ret = space_check(s->image, s->used_bytes);
-	ret = ret ?: file_write_atomic(s->conf, mke2fs_conf, sizeof(mke2fs_conf) - 1, 0644);
+	ret = ret ?: image_write_file(s->conf, mke2fs_conf, sizeof(mke2fs_conf) - 1, 0644);
 	if (ret)
 		return ret;
 	fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);

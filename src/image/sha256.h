@@ -2,6 +2,6 @@
 #ifndef FORKVM_IMAGE_SHA256_H
 #define FORKVM_IMAGE_SHA256_H
 
-#include "core/sha256.h"
+#include "util/sha256.h"
 
 #endif

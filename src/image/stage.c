@@ -12,8 +12,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "core/fdio.h"
-#include "core/log.h"
+#include "util/fdio.h"
+#include "util/log.h"
 #include "image/fsutil.h"
 
 static const char *const merged_dirs[] = { "bin", "sbin", "lib", "lib32", "lib64", "libx32" };

@@ -10,8 +10,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "core/log.h"
-#include "core/sha256.h"
+#include "util/log.h"
+#include "util/sha256.h"
 #include "image/stage.h"
 
 #define STAGE_MAX_DEPTH 256

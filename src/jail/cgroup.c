@@ -12,7 +12,7 @@
 #include <sys/statfs.h>
 #include <unistd.h>
 
-#include "core/log.h"
+#include "util/log.h"
 #include "jail/cgroup.h"
 
 #ifndef CGROUP2_SUPER_MAGIC

@@ -18,7 +18,9 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "core/log.h"
+#include "util/log.h"
+#include "util/fileio.h"
+#include "util/unix_sock.h"
 
 /* Mount flags of each kind of entry once bound. */
 #define BIND_RO_FLAGS (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
@@ -109,24 +111,6 @@ bool jail_enabled(const struct jail_opts *j)
 	return mode == 1;
 }
 
-/* mkdir -p of the parents of path (not path itself). */
-static int mkdir_parents(const char *path)
-{
-	char buf[PATH_MAX];
-
-	if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
-		return -ENAMETOOLONG;
-	for (char *p = buf + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(buf, 0755) < 0 && errno != EEXIST)
-			return -errno;
-		*p = '/';
-	}
-	return 0;
-}
-
 /* Bind src at root+src; the mount point is created as a directory or an empty file. */
 /*
  * A device the jail's uid cannot open through its host node (/dev/kvm: root:kvm 0660): a node
@@ -152,7 +136,7 @@ static int bind_one(const char *root, const char *src, bool rw, uid_t uid)
 		return log_errno(-errno, "jail: stat %s", src);
 	if (snprintf(dst, sizeof(dst), "%s%s", root, src) >= (int)sizeof(dst))
 		return log_errno(-ENAMETOOLONG, "jail: path %s", src);
-	if ((ret = mkdir_parents(dst)))
+	if ((ret = mkdir_parents(dst, 0755)))
 		return log_errno(ret, "jail: creating the parents of %s", dst);
 	if (S_ISCHR(st.st_mode) && (st.st_mode & 0006) != 0006 && lstat(dst, &dst_st) < 0)
 		return own_node(dst, &st, uid);
@@ -374,15 +358,10 @@ int jail_redirect(struct jail_opts *j, const char *public_path, char *inner, siz
 	snprintf(target, sizeof(target), "%s/%s", dirbase ? dirbase + 1 : j->dir, base);
 	if (lstat(public_path, &st) == 0) {
 		if (S_ISSOCK(st.st_mode)) {
-			int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-			struct sockaddr_un sa = { .sun_family = AF_UNIX };
-			bool live;
-			if (fd < 0)
-				return log_errno(-errno, "jail: socket to probe %s", public_path);
-			snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", public_path);
-			live = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-			close(fd);
-			if (live)
+			int fd = unix_connect(public_path, 0);
+			if (fd >= 0)
+				close(fd);
+			if (fd >= 0 || fd == -EAGAIN)
 				return log_errno(-EADDRINUSE, "jail: %s: a running VM answers there",
 						 public_path);
 		} else if (!S_ISLNK(st.st_mode) && !S_ISREG(st.st_mode)) {

@@ -14,7 +14,7 @@
 #include <termios.h>
 #include <unistd.h>
 
-#include "core/log.h"
+#include "util/log.h"
 #include "jail/seccomp.h"
 
 #define END NULL
@@ -85,7 +85,7 @@ static const char *const sys_pageserver[] = {
 	"ioctl", "pread64", "pwrite64", "lseek", "openat", "fstat", "newfstatat", "statx", "access",
 	"faccessat", "faccessat2",
 	"readlink", "mkdir", "unlink", "unlinkat", "rename", "renameat", "renameat2",
-	"ftruncate", "fallocate", "fsync", "fdatasync", "fcntl", "dup", "eventfd2",
+	"ftruncate", "fallocate", "fsync", "fdatasync", "fchmod", "fcntl", "dup", "eventfd2",
 	"epoll_create1", "epoll_ctl", "epoll_wait", "epoll_pwait", "poll", "ppoll", "signalfd4",
 	"accept", "accept4", "socket", "connect", "sendto", "recvfrom", "sendmsg", "recvmsg",
 	"shutdown", "getsockopt", "setsockopt", "getsockname", "getpeername", "kill",

@@ -5,7 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "core/log.h"
+#include "util/log.h"
 #include "loader/load_util.h"
 #include "mem/guest_mem.h"
 #include "x86/layout.h"

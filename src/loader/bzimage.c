@@ -3,7 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "core/log.h"
+#include "util/log.h"
 #include "loader/kernel.h"
 #include "x86/layout.h"
 

@@ -9,7 +9,7 @@
 #include <zlib.h>
 #include <zstd.h>
 
-#include "core/log.h"
+#include "util/log.h"
 
 static const struct {
 	enum payload_format format;

@@ -1,7 +1,7 @@
 /* Anonymous private guest RAM, transparent hugepages requested unless disabled. */
 #include <sys/mman.h>
 
-#include "core/log.h"
+#include "util/log.h"
 #include "mem/guest_mem_backend.h"
 
 int guest_mem_create_anon(struct guest_mem *mem, const struct guest_mem_opts *opts)

@@ -4,7 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "core/log.h"
+#include "util/log.h"
 #include "mem/guest_mem_backend.h"
 
 int guest_mem_create_file(struct guest_mem *mem, const struct guest_mem_opts *opts)

@@ -2,7 +2,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "core/log.h"
+#include "util/log.h"
 #include "mem/guest_mem_backend.h"
 
 int guest_mem_create_memfd(struct guest_mem *mem, const struct guest_mem_opts *opts)

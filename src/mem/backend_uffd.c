@@ -3,7 +3,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "core/log.h"
+#include "util/log.h"
 #include "mem/guest_mem_backend.h"
 #include "mem/uffd_api.h"
 

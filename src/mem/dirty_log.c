@@ -6,14 +6,14 @@
 #include <string.h>
 #include <sys/ioctl.h>
 
-#include "core/log.h"
+#include "util/log.h"
 #include "mem/guest_mem.h"
+#include "util/page.h"
 
-#define PAGE 4096ULL
 
 static uint64_t bitmap_words(uint64_t bytes)
 {
-	return (bytes / PAGE + 63) / 64;
+	return (bytes / PAGE_4K + 63) / 64;
 }
 
 int dirty_log_enable(struct guest_mem *mem, int vm_fd)
@@ -39,7 +39,7 @@ void guest_mem_mark_dirty(const struct guest_mem *mem, uint64_t gpa, uint64_t le
 
 	if (!mem || !mem->host_dirty || len == 0 || (off = guest_mem_offset(mem, gpa)) < 0)
 		return;
-	for (uint64_t p = (uint64_t)off / PAGE; p <= ((uint64_t)off + len - 1) / PAGE; p++)
+	for (uint64_t p = (uint64_t)off / PAGE_4K; p <= ((uint64_t)off + len - 1) / PAGE_4K; p++)
 		__atomic_fetch_or(&mem->host_dirty[p / 64], 1ULL << (p % 64), __ATOMIC_RELAXED);
 }
 
@@ -50,7 +50,7 @@ int dirty_log_collect(struct guest_mem *mem, int vm_fd, uint64_t *bitmap)
 	memset(bitmap, 0, words * sizeof(uint64_t));
 	for (int i = 0; i < mem->nregions; i++) {
 		const struct guest_mem_region *r = &mem->regions[i];
-		uint64_t npages = r->size / PAGE, first = r->offset / PAGE;
+		uint64_t npages = r->size / PAGE_4K, first = r->offset / PAGE_4K;
 		uint64_t *slot_bits = calloc((npages + 63) / 64, sizeof(uint64_t));
 		struct kvm_dirty_log get = { .slot = (uint32_t)i, .dirty_bitmap = slot_bits };
 		struct kvm_clear_dirty_log clear = { .slot = (uint32_t)i, .first_page = 0,

@@ -3,7 +3,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "core/log.h"
+#include "util/log.h"
 #include "mem/guest_mem.h"
 
 #define COPY_CHUNK (16ULL << 20)

@@ -8,7 +8,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "core/log.h"
+#include "util/log.h"
 #include "mem/uffd_api.h"
 
 static const struct {

@@ -16,14 +16,15 @@
 
 #include "agent/agent_client.h"
 #include "agent/agent_sync.h"
-#include "core/errmsg.h"
-#include "core/log_tail.h"
+#include "util/errmsg.h"
+#include "util/log_tail.h"
 #include "core/vm.h"
-#include "ctl/ctl.h"
+#include "util/ctl_call.h"
 #include "jail/seccomp.h"
 #include "snapshot/snap_config.h"
 #include "snapshot/snap_disk.h"
 #include "snapshot/snap_format.h"
+#include "util/clock.h"
 
 extern char **environ;
 
@@ -202,7 +203,7 @@ static void kill_all(struct restored_child *children, struct child_proc *procs, 
 static int wait_ready(const struct restore_many_opts *o, struct restored_child *children,
 		      struct child_proc *procs, int *failed, char *err, size_t errlen)
 {
-	uint64_t deadline = monotonic_ns() + (uint64_t)o->timeout_ms * 1000000ULL;
+	uint64_t deadline = deadline_after_ms(o->timeout_ms);
 	struct pollfd *pfds = calloc((size_t)o->count, sizeof(*pfds));
 	int remaining = o->count, ret = 0;
 
@@ -210,12 +211,12 @@ static int wait_ready(const struct restore_many_opts *o, struct restored_child *
 		return errmsg(err, errlen, -ENOMEM, "waiting for %d children: %s", o->count,
 			      strerror(ENOMEM));
 	while (remaining > 0) {
-		int64_t left_ms = ((int64_t)deadline - (int64_t)monotonic_ns()) / 1000000;
+		int left_ms = deadline_ms_left(deadline);
 		int r = 0;
 		for (int i = 0; i < o->count; i++)
 			pfds[i] = (struct pollfd){ .fd = procs[i].ready_fd, .events = POLLIN };
 		if (left_ms > 0)
-			r = poll(pfds, (nfds_t)o->count, (int)left_ms);
+			r = poll(pfds, (nfds_t)o->count, left_ms);
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r < 0) {
@@ -312,7 +313,7 @@ void vmm_child_vcpus(const char *socket, char *err, size_t errlen)
 static int sync_agents(const struct restore_many_opts *o, struct restored_child *children,
 		       struct child_proc *procs, int *failed, char *err, size_t errlen)
 {
-	uint64_t deadline = agent_deadline_after_ms(o->timeout_ms);
+	uint64_t deadline = deadline_after_ms(o->timeout_ms);
 
 	for (int i = 0; i < o->count; i++) {
 		char path[620], why[1536];

@@ -11,99 +11,12 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-#include "core/errmsg.h"
-#include "core/log.h"
+#include "util/errmsg.h"
+#include "util/log.h"
 #include "mem/guest_mem.h"
 #include "snapshot/snap_layer.h"
 #include "snapshot/snapshot.h"
-
-#define PAGE 4096ULL
-
-int snap_open_regular(const char *path, int flags, struct stat *st, char *err, size_t errlen)
-{
-	int fd, fl, ret;
-
-	/* O_NONBLOCK: a FIFO (or device) in a file's place must not block the open itself. */
-	fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | flags);
-	if (fd < 0)
-		return errmsg(err, errlen, -errno, "open %s: %s", path,
-			      errno == ELOOP ? "a symbolic link where a file was expected" :
-			      strerror(errno));
-	if (fstat(fd, st) < 0) {
-		ret = errmsg(err, errlen, -errno, "stat %s: %s", path, strerror(errno));
-		goto err;
-	}
-	if (!S_ISREG(st->st_mode)) {
-		ret = errmsg(err, errlen, -EINVAL, "%s is not a regular file", path);
-		goto err;
-	}
-	fl = fcntl(fd, F_GETFL);
-	if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0) {
-		ret = errmsg(err, errlen, -errno, "clearing O_NONBLOCK on %s: %s", path,
-			     strerror(errno));
-		goto err;
-	}
-	return fd;
-err:
-	close(fd);
-	return ret;
-}
-
-int snap_read_file(const char *path, uint8_t **data, size_t *len, uint64_t max, char *err,
-		   size_t errlen)
-{
-	struct stat st;
-	uint8_t *buf = NULL;
-	size_t got = 0, size;
-	ssize_t n;
-	int fd, ret = 0;
-
-	*data = NULL;
-	*len = 0;
-	fd = snap_open_regular(path, O_NOFOLLOW, &st, err, errlen);
-	if (fd < 0)
-		return fd;
-	/* Refused before reading: a sparse file can claim any size and cost nothing to make. */
-	if ((uint64_t)st.st_size > max || (uint64_t)st.st_size >= SIZE_MAX) {
-		ret = errmsg(err, errlen, -EFBIG, "%s is %llu bytes, above the limit of %llu", path,
-			     (unsigned long long)st.st_size, (unsigned long long)max);
-		goto out;
-	}
-	size = (size_t)st.st_size;
-	/* One spare byte: room for a NUL, and it tells a file that grew from one that did not. */
-	buf = malloc(size + 1);
-	if (!buf) {
-		ret = errmsg(err, errlen, -ENOMEM, "%s: out of memory for %zu bytes", path, size);
-		goto out;
-	}
-	while (got <= size) {
-		n = read(fd, buf + got, size + 1 - got);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			ret = errmsg(err, errlen, -errno, "read %s: %s", path, strerror(errno));
-			goto out;
-		}
-		if (n == 0)
-			break;
-		got += (size_t)n;
-	}
-	if (got != size) {
-		ret = errmsg(err, errlen, -EIO, "%s changed size while being read (%zu bytes, then "
-			     "%s%zu)", path, size, got > size ? "more than " : "", got);
-		goto out;
-	}
-	buf[got] = '\0';
-out:
-	close(fd);
-	if (ret) {
-		free(buf);
-		return ret;
-	}
-	*data = buf;
-	*len = got;
-	return 0;
-}
+#include "util/page.h"
 
 /* lstat, not access(2): the page server's seccomp filter allows the stat family only. */
 static bool is_layer(const char *dir)
@@ -133,7 +46,7 @@ static int chain_resolve(const char *dir, char chain[][PATH_MAX], int *n, char *
 		}
 		snprintf(chain[*n], PATH_MAX, "%s", cur);
 		snprintf(path, sizeof(path), "%s/%s", cur, SNAP_FILE_PARENT);
-		ret = snap_read_file(path, &data, &len, PATH_MAX + 64, why, sizeof(why));
+		ret = file_read(path, PATH_MAX + 64, FILE_NOFOLLOW, &data, &len, why, sizeof(why));
 		if (ret) {
 			snprintf(err, errlen, "layer %s: unreadable parent link: %s", cur, why);
 			return ret;
@@ -145,7 +58,7 @@ static int chain_resolve(const char *dir, char chain[][PATH_MAX], int *n, char *
 		}
 		free(data);
 		snprintf(path, sizeof(path), "%s/%s", parent, SNAP_FILE_VMSTATE);
-		ret = snap_read_file(path, &data, &len, SNAP_VMSTATE_MAX, why, sizeof(why));
+		ret = file_read(path, SNAP_VMSTATE_MAX, FILE_NOFOLLOW, &data, &len, why, sizeof(why));
 		if (ret) {
 			snprintf(err, errlen, "layer %s: parent %s: %s", cur, parent, why);
 			return ret;
@@ -171,8 +84,8 @@ static int layer_apply(struct guest_mem *mem, const char *dir, char *err, size_t
 	int ret = 0;
 
 	snprintf(path, sizeof(path), "%s/%s", dir, SNAP_FILE_PAGES);
-	ret = snap_read_file(path, &b, &len, mem->map_size + (mem->map_size / PAGE) * 8 + 64, why,
-			     sizeof(why));
+	ret = file_read(path, mem->map_size + (mem->map_size / PAGE_4K) * 8 + 64, FILE_NOFOLLOW, &b,
+			&len, why, sizeof(why));
 	if (ret) {
 		snprintf(err, errlen, "layer %s: cannot read its pages: %s", dir, why);
 		return ret;
@@ -181,8 +94,8 @@ static int layer_apply(struct guest_mem *mem, const char *dir, char *err, size_t
 		memcpy(&n, b + 16, 8);
 		n = le64toh(n);
 	}
-	if (len < 32 || memcmp(b, SNAP_PAGES_MAGIC, 8) || le32toh(*(uint32_t *)(b + 12)) != PAGE ||
-	    n > mem->map_size / PAGE || len != 24 + n * 8 + n * PAGE + 8) {
+	if (len < 32 || memcmp(b, SNAP_PAGES_MAGIC, 8) || le32toh(*(uint32_t *)(b + 12)) != PAGE_4K ||
+	    n > mem->map_size / PAGE_4K || len != 24 + n * 8 + n * PAGE_4K + 8) {
 		snprintf(err, errlen, "layer %s: pages file is malformed or truncated", dir);
 		ret = -EINVAL;
 		goto out;
@@ -195,14 +108,14 @@ static int layer_apply(struct guest_mem *mem, const char *dir, char *err, size_t
 	}
 	for (uint64_t k = 0; k < n; k++) {
 		uint64_t idx = le64toh(((uint64_t *)(b + 24))[k]);
-		if (idx >= mem->size / PAGE || (k && idx <= last)) {
+		if (idx >= mem->size / PAGE_4K || (k && idx <= last)) {
 			snprintf(err, errlen, "layer %s: page index %llu out of order or range", dir,
 				 (unsigned long long)idx);
 			ret = -EINVAL;
 			goto out;
 		}
 		last = idx;
-		memcpy(mem->host + idx * PAGE, b + 24 + n * 8 + k * PAGE, PAGE);
+		memcpy(mem->host + idx * PAGE_4K, b + 24 + n * 8 + k * PAGE_4K, PAGE_4K);
 	}
 out:
 	free(b);
@@ -220,7 +133,7 @@ static int layer_check(const char *dir, uint64_t mem_size, char *err, size_t err
 	int fd, ret = 0;
 
 	snprintf(path, sizeof(path), "%s/%s", dir, SNAP_FILE_PAGES);
-	fd = snap_open_regular(path, O_NOFOLLOW, &st, why, sizeof(why));
+	fd = file_open_regular(path, O_NOFOLLOW, &st, why, sizeof(why));
 	if (fd < 0) {
 		snprintf(err, errlen, "layer %s: cannot read its pages: %s", dir, why);
 		return fd;
@@ -235,8 +148,8 @@ static int layer_check(const char *dir, uint64_t mem_size, char *err, size_t err
 	memcpy(&n, hdr + 16, 8);
 	n = le64toh(n);
 	if (got < (ssize_t)sizeof(hdr) || memcmp(hdr, SNAP_PAGES_MAGIC, 8) ||
-	    le32toh(*(uint32_t *)(hdr + 12)) != PAGE || n > mem_size / PAGE ||
-	    (uint64_t)st.st_size != 24 + n * 8 + n * PAGE + 8) {
+	    le32toh(*(uint32_t *)(hdr + 12)) != PAGE_4K || n > mem_size / PAGE_4K ||
+	    (uint64_t)st.st_size != 24 + n * 8 + n * PAGE_4K + 8) {
 		snprintf(err, errlen, "layer %s: pages file is malformed or truncated", dir);
 		ret = -EINVAL;
 	}

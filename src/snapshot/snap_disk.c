@@ -7,7 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "core/log.h"
+#include "util/log.h"
 #include "core/vm.h"
 #include "devices/virtio_blk.h"
 #include "snapshot/snapshot.h"

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/errmsg.h"
+#include "util/errmsg.h"
 #include "snapshot/snapshot.h"
 #include "x86/layout.h"
 

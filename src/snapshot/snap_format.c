@@ -8,7 +8,7 @@
 #include <string.h>
 #include <xxhash.h>
 
-#include "core/log.h"
+#include "util/log.h"
 
 #define SNAP_HDR_SIZE 16
 #define SNAP_SEC_HDR_SIZE 24

@@ -12,31 +12,31 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-#include "core/log.h"
+#include "util/log.h"
 #include "mem/guest_mem.h"
 #include "snapshot/snap_disk.h"
+#include "util/page.h"
 
-#define PAGE 4096ULL
 #define HDR 24ULL
 
 int snap_layer_collect(const uint8_t *ram, uint64_t ram_size, const uint64_t *bitmap,
 		       uint8_t **blob, uint64_t *blob_len, uint64_t *npages)
 {
-	uint64_t n = 0, pages = ram_size / PAGE, len;
+	uint64_t n = 0, pages = ram_size / PAGE_4K, len;
 	uint8_t *b, *data;
 	uint64_t *idx, v;
 	uint32_t v32;
 
 	for (uint64_t w = 0; w < (pages + 63) / 64; w++)
 		n += (uint64_t)__builtin_popcountll(bitmap[w]);
-	len = HDR + n * 8 + n * PAGE + 8;
+	len = HDR + n * 8 + n * PAGE_4K + 8;
 	b = malloc(len);
 	if (!b)
 		return -ENOMEM;
 	memcpy(b, SNAP_PAGES_MAGIC, 8);
 	v32 = htole32(1);
 	memcpy(b + 8, &v32, 4);
-	v32 = htole32(PAGE);
+	v32 = htole32(PAGE_4K);
 	memcpy(b + 12, &v32, 4);
 	v = htole64(n);
 	memcpy(b + 16, &v, 8);
@@ -46,7 +46,7 @@ int snap_layer_collect(const uint8_t *ram, uint64_t ram_size, const uint64_t *bi
 		if (!(bitmap[p / 64] & (1ULL << (p % 64))))
 			continue;
 		idx[k] = htole64(p);
-		memcpy(data + k * PAGE, ram + p * PAGE, PAGE);
+		memcpy(data + k * PAGE_4K, ram + p * PAGE_4K, PAGE_4K);
 		k++;
 	}
 	v = htole64(XXH64(b, len - 8, 0));
@@ -69,7 +69,7 @@ int snap_layer_write(const char *dir, const char *parent, const uint8_t *vmstate
 
 	/* The parent's identity: a chain must not silently resolve to a different parent. */
 	snprintf(target, sizeof(target), "%s/%s", parent, SNAP_FILE_VMSTATE);
-	ret = snap_read_file(target, &vs, &vslen, SNAP_VMSTATE_MAX, why, sizeof(why));
+	ret = file_read(target, SNAP_VMSTATE_MAX, FILE_NOFOLLOW, &vs, &vslen, why, sizeof(why));
 	if (ret)
 		return log_errno(ret, "reading the parent's vmstate: %s", why);
 	snprintf(line, sizeof(line), "%s %016llx\n", parent, (unsigned long long)XXH64(vs, vslen, 0));

@@ -5,6 +5,7 @@
 #include <stdint.h>
 
 #include "snapshot/snap_format.h"
+#include "util/fileio.h"
 
 struct guest_mem;
 struct vm;
@@ -24,21 +25,7 @@ struct vm;
 
 struct stat;
 
-/*
- * Open a file that must be a regular file, without blocking on a FIFO or device in its place:
- * O_NONBLOCK for the open, fstat, S_ISREG required, then O_NONBLOCK cleared. flags adds open
- * flags (O_NOFOLLOW where a symbolic link is not expected). Returns the fd with *st filled,
- * or -errno with one message in err naming the step and the path.
- */
-int snap_open_regular(const char *path, int flags, struct stat *st, char *err, size_t errlen);
 
-/*
- * Read a whole snapshot file (regular, not a symbolic link, at most max bytes: larger is
- * refused before reading, -EFBIG) into a malloc'd buffer with a NUL after the last byte.
- * Every snapshot file read whole goes through here. -errno with one message in err.
- */
-int snap_read_file(const char *path, uint8_t **data, size_t *len, uint64_t max, char *err,
-		   size_t errlen);
 
 /* Copy the pages set in `bitmap` out of guest RAM (call while paused); returns a malloc'd blob. */
 int snap_layer_collect(const uint8_t *ram, uint64_t ram_size, const uint64_t *bitmap,

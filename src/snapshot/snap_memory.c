@@ -6,26 +6,18 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
-#include "core/fdio.h"
-#include "core/log.h"
+#include "util/fdio.h"
+#include "util/log.h"
+#include "util/clock.h"
+#include "util/page.h"
 
-#define SNAP_PAGE 4096ULL
 /*
  * One pwrite per run of non-zero pages, at most 64 MiB (well under the kernel's 2 GiB cap).
  * Measured: io_uring batching and sync_file_range kicks were no faster than this.
  */
 #define SNAP_RUN_MAX (64ULL << 20)
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
 
 static int open_in_tmp(struct snap_writer *w, const char *name, int *fd)
 {
@@ -86,7 +78,7 @@ static bool is_zero(const uint8_t *p, size_t len)
 
 static size_t page_len(uint64_t off, uint64_t size)
 {
-	return (size_t)(size - off < SNAP_PAGE ? size - off : SNAP_PAGE);
+	return (size_t)(size - off < PAGE_4K ? size - off : PAGE_4K);
 }
 
 /* Write each run of non-zero pages with one pwrite; the zero pages stay holes. */
@@ -118,7 +110,7 @@ static int write_runs(int fd, const uint8_t *mem, uint64_t size, uint64_t *writt
 int snap_writer_put_memory(struct snap_writer *w, const uint8_t *mem, uint64_t size,
 			   struct snap_mem_stats *stats)
 {
-	uint64_t t0 = now_ns(), written = 0, failed_at = 0;
+	uint64_t t0 = monotonic_ns(), written = 0, failed_at = 0;
 	int fd, ret;
 
 	memset(stats, 0, sizeof(*stats));
@@ -144,6 +136,6 @@ out:
 	ret = finish_file(w, SNAP_FILE_MEMORY, fd, ret);
 	stats->bytes_total = size;
 	stats->bytes_written = written;
-	stats->ns = now_ns() - t0;
+	stats->ns = monotonic_ns() - t0;
 	return ret;
 }

@@ -8,10 +8,11 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "core/errmsg.h"
+#include "util/errmsg.h"
 #include "snapshot/snap_config.h"
 #include "snapshot/snap_disk.h"
 #include "snapshot/snap_layer.h"
+#include "util/page.h"
 
 #define SNAP_MAX_VCPUS 16
 
@@ -20,7 +21,7 @@ static int check_config(const struct snap_config *c, char *err, size_t errlen)
 {
 	uint64_t off = 0, gpa_end = 0;
 
-	if (c->mem_size == 0 || c->mem_size % 4096)
+	if (c->mem_size == 0 || c->mem_size % PAGE_4K)
 		return errmsg(err, errlen, -EINVAL, "config: RAM size %llu is not a positive multiple "
 			    "of 4096", (unsigned long long)c->mem_size);
 	if (c->nvcpus < 1 || c->nvcpus > SNAP_MAX_VCPUS)
@@ -36,7 +37,7 @@ static int check_config(const struct snap_config *c, char *err, size_t errlen)
 	for (uint32_t i = 0; i < c->nregions; i++) {
 		const typeof(c->regions[0]) *r = &c->regions[i];
 
-		if (r->size == 0 || r->size % 4096 || r->gpa % 4096 || r->offset != off ||
+		if (r->size == 0 || r->size % PAGE_4K || r->gpa % PAGE_4K || r->offset != off ||
 		    r->size > c->mem_size - off || r->gpa < gpa_end || r->gpa + r->size < r->gpa)
 			return errmsg(err, errlen, -EINVAL, "config: memory region %u (gpa 0x%llx, "
 				    "%llu bytes at offset %llu) does not fit %llu bytes of RAM", i,
@@ -90,7 +91,7 @@ int snap_open(const char *dir, struct snapshot *snap, char *err, size_t errlen)
 	if (!S_ISDIR(st.st_mode))
 		return errmsg(err, errlen, -ENOTDIR, "snapshot %s is not a directory", dir);
 	snprintf(path, sizeof(path), "%s/%s", dir, SNAP_FILE_VMSTATE);
-	ret = snap_read_file(path, &data, &len, SNAP_VMSTATE_MAX, msg, sizeof(msg));
+	ret = file_read(path, SNAP_VMSTATE_MAX, FILE_NOFOLLOW, &data, &len, msg, sizeof(msg));
 	if (!ret)
 		ret = snap_state_parse(data, len, &snap->state, msg, sizeof(msg));
 	if (ret)

@@ -3,9 +3,10 @@
 #include <stdlib.h>
 #include <time.h>
 
-#include "core/log.h"
+#include "util/log.h"
 #include "core/vm.h"
 #include "snapshot/snapshot.h"
+#include "util/clock.h"
 
 static char *meta_json(struct vm *vm, const struct snap_save_opts *o,
 		       const struct snap_save_stats *st)

@@ -11,8 +11,8 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-#include "core/errmsg.h"
-#include "core/log.h"
+#include "util/errmsg.h"
+#include "util/log.h"
 #include "snapshot/snap_layer.h"
 #include "uffd/hotlist.h"
 
@@ -88,52 +88,4 @@ int alog_decode(const uint8_t *buf, size_t len, uint64_t total_pages, uint64_t *
 	*pages = count ? out : NULL;
 	*n = (size_t)count;
 	return 0;
-}
-
-int hot_read_file(const char *path, uint64_t max, uint8_t **buf, size_t *len, char *err,
-		  size_t errlen)
-{
-	return snap_read_file(path, buf, len, max, err, errlen);
-}
-
-int hot_write_file(const char *path, const uint8_t *buf, size_t len)
-{
-	char tmp[PATH_MAX], dir[PATH_MAX];
-	size_t done = 0;
-	int ret = 0, fd, dfd;
-
-	snprintf(tmp, sizeof(tmp), "%s.tmp-%d", path, (int)getpid());
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return log_errno(-errno, "create %s", tmp);
-	while (done < len) {
-		ssize_t n = write(fd, buf + done, len - done);
-		if (n < 0) {
-			ret = log_errno(-errno, "write %s", tmp);
-			goto err;
-		}
-		done += (size_t)n;
-	}
-	if (fsync(fd) < 0) {
-		ret = log_errno(-errno, "fsync %s", tmp);
-		goto err;
-	}
-	close(fd);
-	fd = -1;
-	if (rename(tmp, path) < 0) {
-		ret = log_errno(-errno, "rename %s to %s", tmp, path);
-		goto err;
-	}
-	snprintf(dir, sizeof(dir), "%s", path);
-	dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd < 0 || fsync(dfd) < 0)
-		ret = log_errno(-errno, "fsync directory of %s", path);
-	if (dfd >= 0)
-		close(dfd);
-	return ret;
-err:
-	if (fd >= 0)
-		close(fd);
-	unlink(tmp);
-	return ret;
 }

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/errmsg.h"
+#include "util/errmsg.h"
 
 static int cmp_page(const void *a, const void *b)
 {

@@ -52,14 +52,5 @@ int hot_page_from_file_index(const struct hot_layout *layout, uint64_t index, st
 #define HPL_MAX_BYTES(total_pages) (4ULL + 10 + (uint64_t)(total_pages) * 11)
 #define ALOG_MAX_BYTES(total_pages) (16ULL + (uint64_t)(total_pages) * 8 + 8)
 
-/*
- * Read a whole list file of at most max bytes (larger is refused before reading, -EFBIG);
- * it must be a regular file, not a FIFO or a symbolic link. -ENOENT when it does not exist;
- * the message in err names the file.
- */
-int hot_read_file(const char *path, uint64_t max, uint8_t **buf, size_t *len, char *err,
-		  size_t errlen);
-/* Write atomically: PATH.tmp-PID, fsync, rename over PATH, fsync the directory. */
-int hot_write_file(const char *path, const uint8_t *buf, size_t len);
 
 #endif

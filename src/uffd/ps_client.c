@@ -11,34 +11,27 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
-#include "core/log.h"
-#include "core/stopfd.h"
+#include "util/log.h"
+#include "util/stopfd.h"
 #include "snapshot/snap_layer.h"
 #include "uffd/ps_proto.h"
-
-static int64_t ms_left(const struct timespec *deadline)
-{
-	struct timespec now;
-
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (deadline->tv_sec - now.tv_sec) * 1000 + (deadline->tv_nsec - now.tv_nsec) / 1000000;
-}
+#include "util/clock.h"
+#include "util/unix_sock.h"
 
 /* Wait for fd (or a cancelling signal) until the deadline: 0, -ETIMEDOUT or -ECANCELED. */
-static int wait_fd(int fd, short events, int sig_fd, const struct timespec *deadline, int cap_ms)
+static int wait_fd(int fd, short events, int sig_fd, uint64_t deadline, int cap_ms)
 {
 	struct pollfd p[2] = { { .fd = sig_fd, .events = POLLIN }, { .fd = fd, .events = events } };
-	int64_t left = ms_left(deadline);
+	int left = deadline_ms_left(deadline);
 	int r;
 
 	if (left <= 0)
 		return -ETIMEDOUT;
 	if (cap_ms && left > cap_ms)
 		left = cap_ms;
-	r = poll(p, fd >= 0 ? 2 : 1, (int)left);
+	r = poll(p, fd >= 0 ? 2 : 1, left);
 	if (r < 0)
 		return errno == EINTR ? 0 : -errno;
 	if (p[0].revents & POLLIN)
@@ -46,22 +39,17 @@ static int wait_fd(int fd, short events, int sig_fd, const struct timespec *dead
 	return 0;
 }
 
-static int connect_retry(struct ps_client *c, int sig_fd, const struct timespec *deadline)
+static int connect_retry(struct ps_client *c, int sig_fd, uint64_t deadline)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	int last = 0;
 
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", c->path);
 	for (;;) {
-		int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		if (fd < 0)
-			return log_errno(-errno, "socket for page server %s", c->path);
-		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+		int fd = unix_connect(c->path, 0);
+		if (fd >= 0) {
 			c->sock = fd;
 			return 0;
 		}
-		last = errno;
-		close(fd);
+		last = -fd;
 		/* No server yet (or its backlog is full): an operator may be starting it now. */
 		if (last != ENOENT && last != ECONNREFUSED && last != EAGAIN)
 			return log_errno(-last, "connect to page server %s", c->path);
@@ -116,7 +104,7 @@ static int send_register(struct ps_client *c, const struct ps_client_opts *o,
 	return ret;
 }
 
-static int read_ack(struct ps_client *c, int sig_fd, const struct timespec *deadline, int timeout_ms)
+static int read_ack(struct ps_client *c, int sig_fd, uint64_t deadline, int timeout_ms)
 {
 	char buf[4096];
 	size_t len = 0;
@@ -164,7 +152,7 @@ static int read_ack(struct ps_client *c, int sig_fd, const struct timespec *dead
 int ps_client_register(struct ps_client *c, const struct ps_client_opts *o,
 		       const struct guest_mem *mem, const char *snapdir, const char *memory_path)
 {
-	struct timespec deadline;
+	uint64_t deadline;
 	struct stat st;
 	char why[PATH_MAX + 96];
 	int ret, sig_fd;
@@ -172,28 +160,24 @@ int ps_client_register(struct ps_client *c, const struct ps_client_opts *o,
 	*c = (struct ps_client){ .sock = -1, .stop_efd = -1, .uffd = mem->fd, .mem_fd = -1,
 				 .mem = mem };
 	snprintf(c->path, sizeof(c->path), "%s", o->path);
-	clock_gettime(CLOCK_MONOTONIC, &deadline);
-	deadline.tv_sec += o->timeout_ms / 1000;
-	deadline.tv_nsec += (o->timeout_ms % 1000) * 1000000L;
-	if (deadline.tv_nsec >= 1000000000L)
-		deadline.tv_sec++, deadline.tv_nsec -= 1000000000L;
+	deadline = deadline_after_ms(o->timeout_ms);
 	/* Polled, never read: it only tells us to give up. */
 	sig_fd = stop_signal_fd();
 	if (sig_fd < 0)
 		return log_errno(sig_fd, "signalfd for the page-server handshake");
 	/* The fallback handler needs the memory file should the server die later. Opened without
 	 * blocking on a FIFO in its place; a symbolic link is fine (diff layers). */
-	ret = snap_open_regular(memory_path, 0, &st, why, sizeof(why));
+	ret = file_open_regular(memory_path, 0, &st, why, sizeof(why));
 	if (ret < 0) {
 		log_err("page-server fallback: %s", why);
 		goto err;
 	}
 	c->mem_fd = ret;
-	ret = connect_retry(c, sig_fd, &deadline);
+	ret = connect_retry(c, sig_fd, deadline);
 	if (!ret)
 		ret = send_register(c, o, mem, snapdir);
 	if (!ret)
-		ret = read_ack(c, sig_fd, &deadline, o->timeout_ms);
+		ret = read_ack(c, sig_fd, deadline, o->timeout_ms);
 	if (ret)
 		goto err;
 	close(sig_fd);

@@ -7,9 +7,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "core/log.h"
-#include "core/unix_sock.h"
+#include "util/log.h"
+#include "util/unix_sock.h"
 #include "uffd/ps_server.h"
+#include "util/clock.h"
 
 #define CONN_IDLE_NS (30ULL * 1000000000) /* an unregistered connection must finish by then */
 #define MAX_CONNS 4096
@@ -47,7 +48,7 @@ static json_t *status(struct ps_server *s)
 	for (struct ps_vm *vm = s->vms; vm; vm = vm->next)
 		json_array_append_new(vms, ps_vm_status(vm));
 	return json_pack("{s:b,s:i,s:I,s:i,s:o}", "ok", 1, "pid", (int)getpid(),
-			 "uptime_ms", (json_int_t)((ps_now_ns() - s->t_start) / 1000000),
+			 "uptime_ms", (json_int_t)((monotonic_ns() - s->t_start) / 1000000),
 			 "fault_around", (int)s->fault_around, "vms", vms);
 }
 
@@ -143,7 +144,7 @@ void ps_accept_all(struct ps_server *s)
 		}
 		c->kind = PS_CONN;
 		c->fd = fd;
-		c->deadline = ps_now_ns() + CONN_IDLE_NS;
+		c->deadline = monotonic_ns() + CONN_IDLE_NS;
 		if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd,
 			      &(struct epoll_event){ .events = EPOLLIN, .data.ptr = c }) < 0) {
 			log_warn("epoll_ctl add connection: %s", strerror(errno));

@@ -9,7 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "core/log.h"
+#include "util/log.h"
 #include "snapshot/snap_layer.h"
 #include "uffd/ps_server.h"
 
@@ -73,7 +73,7 @@ static int list_open(struct ps_vm *vm, int which, char *err, size_t errlen)
 	int fd;
 
 	snprintf(path, sizeof(path), "%s/%s", vm->reg.snapshot, list_names[which]);
-	fd = snap_open_regular(path, O_NOFOLLOW, &st, why, sizeof(why));
+	fd = file_open_regular(path, O_NOFOLLOW, &st, why, sizeof(why));
 	if (fd == -ENOENT)
 		return -ENOENT;
 	if (fd < 0)
@@ -328,7 +328,7 @@ void ps_record_page(struct ps_vm *vm, uint64_t page)
 void ps_record_finish(struct ps_vm *vm, const char *reason)
 {
 	struct hot_page *pages = calloc(vm->nrec + 1, sizeof(*pages));
-	char path[PATH_MAX + 32];
+	char path[PATH_MAX + 32], why[PATH_MAX + 160] = "";
 	uint8_t *buf = NULL;
 	size_t len, n = 0;
 	int ret = -ENOMEM;
@@ -343,20 +343,20 @@ void ps_record_finish(struct ps_vm *vm, const char *reason)
 	ret = hpl_encode(pages, n, &buf, &len);
 	snprintf(path, sizeof(path), "%s/%s", vm->reg.snapshot, HOTLIST_FILE);
 	if (!ret)
-		ret = hot_write_file(path, buf, len);
+		ret = file_write_atomic(path, buf, len, 0600, why, sizeof(why));
 	free(buf);
 	buf = NULL;
 	if (!ret)
 		ret = alog_encode(vm->rec, vm->nrec, &buf, &len);
 	snprintf(path, sizeof(path), "%s/%s", vm->reg.snapshot, ACCESS_LOG_FILE);
 	if (!ret)
-		ret = hot_write_file(path, buf, len);
+		ret = file_write_atomic(path, buf, len, 0600, why, sizeof(why));
 out:
 	free(buf);
 	free(pages);
 	if (ret)
 		snprintf(vm->record_result, sizeof(vm->record_result), "failed: %s (%s)",
-			 strerror(-ret), reason);
+			 why[0] ? why : strerror(-ret), reason);
 	else
 		snprintf(vm->record_result, sizeof(vm->record_result),
 			 "saved %zu hot pages, %zu in the access log (%s)", n, vm->nrec, reason);

@@ -6,7 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "core/errmsg.h"
+#include "util/errmsg.h"
 
 json_t *ps_register_to_json(const struct ps_register *r)
 {

@@ -6,8 +6,9 @@
 #include <sys/epoll.h>
 #include <unistd.h>
 
-#include "core/log.h"
+#include "util/log.h"
 #include "uffd/ps_server.h"
+#include "util/clock.h"
 
 /* Is fd really a userfaultfd? A wrong fd type must be an error, not a mystery later. */
 static bool is_uffd(int fd)
@@ -81,7 +82,7 @@ int ps_vm_register(struct ps_server *s, struct ps_conn *c, json_t *req, int uffd
 		goto err;
 	}
 	vm->id = ++s->next_id;
-	vm->t_register = ps_now_ns();
+	vm->t_register = monotonic_ns();
 	vm->conn = c;
 	c->vm = vm;
 	vm->next = s->vms;

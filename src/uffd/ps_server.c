@@ -11,23 +11,15 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
-#include "core/log.h"
+#include "util/log.h"
 #include "jail/jail.h"
 #include "jail/seccomp.h"
-#include "core/unix_sock.h"
+#include "util/unix_sock.h"
+#include "util/clock.h"
 
 #define MAX_GONE 256
-
-uint64_t ps_now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000 + (uint64_t)ts.tv_nsec;
-}
 
 /* Safe point: free dead connections and all but the newest MAX_GONE dropped VMs. */
 static void reap(struct ps_server *s, uint64_t now)
@@ -98,7 +90,7 @@ int ps_serve(const char *path, uint32_t fault_around)
 	bool quit = false;
 	int ret;
 
-	s.t_start = ps_now_ns();
+	s.t_start = monotonic_ns();
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGTERM);
 	sigaddset(&sigs, SIGINT);
@@ -143,7 +135,7 @@ int ps_serve(const char *path, uint32_t fault_around)
 		if (n <= 0 || busy)
 			for (struct ps_vm *vm = s.vms; vm; vm = vm->next)
 				ps_prefetch_step(&s, vm);
-		uint64_t now = ps_now_ns();
+		uint64_t now = monotonic_ns();
 		if (now - last_tick >= 50000000) {
 			last_tick = now;
 			for (struct ps_vm *vm = s.vms; vm; vm = vm->next)

@@ -10,6 +10,7 @@
 
 #include "uffd/hotlist.h"
 #include "uffd/ps_proto.h"
+#include "util/clock.h"
 
 enum ps_kind { PS_LISTEN, PS_CONN, PS_UFFD, PS_SIGNAL };
 
@@ -104,7 +105,6 @@ struct ps_server {
 	uint64_t t_start;
 };
 
-uint64_t ps_now_ns(void);
 int ps_serve(const char *path, uint32_t fault_around);
 
 /* ps_conn.c */

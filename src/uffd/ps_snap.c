@@ -7,7 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "core/log.h"
+#include "util/log.h"
 #include "snapshot/snap_format.h"
 #include "snapshot/snap_layer.h"
 #include "uffd/ps_server.h"
@@ -55,7 +55,7 @@ static int snap_load(struct ps_snap *sn, const char *dir, char *err, size_t errl
 		sn->layout.offset[i] = cfg.regions[i].offset;
 	}
 	/* `memory` may be a symbolic link (diff layers point at their base's) but not a FIFO. */
-	fd = snap_open_regular(snap.memory_path, 0, &st, err, errlen);
+	fd = file_open_regular(snap.memory_path, 0, &st, err, errlen);
 	if (fd < 0) {
 		ret = fd;
 		goto err;

@@ -4,8 +4,9 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#include "core/log.h"
+#include "util/log.h"
 #include "uffd/ps_server.h"
+#include "util/clock.h"
 
 static json_t *us_since(uint64_t t, uint64_t since)
 {
@@ -79,7 +80,7 @@ void ps_send_ack(struct ps_vm *vm)
 
 	if (vm->t_acked || !vm->conn)
 		return;
-	vm->t_acked = ps_now_ns();
+	vm->t_acked = monotonic_ns();
 	o = json_pack("{s:b,s:i,s:I,s:I,s:I}", "ok", 1, "vm", vm->id,
 		      "hot_pages", (json_int_t)vm->nhot,
 		      "pages_prefetched", (json_int_t)vm->pages_prefetched,
@@ -93,6 +94,6 @@ void ps_send_refusal(struct ps_vm *vm, const char *error)
 {
 	if (vm->t_acked || !vm->conn)
 		return;
-	vm->t_acked = ps_now_ns(); /* answered: no ack may follow */
+	vm->t_acked = monotonic_ns(); /* answered: no ack may follow */
 	send_line(vm, json_pack("{s:b,s:s}", "ok", 0, "error", error), "refusal");
 }

@@ -7,8 +7,9 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
-#include "core/log.h"
+#include "util/log.h"
 #include "uffd/ps_server.h"
+#include "util/clock.h"
 
 #define PS_MAX_EAGAIN 64
 
@@ -168,7 +169,7 @@ void ps_vm_uffd_ready(struct ps_server *s, struct ps_vm *vm)
 			continue;
 		}
 		if (!vm->demand_faults++)
-			vm->t_first_fault = ps_now_ns();
+			vm->t_first_fault = monotonic_ns();
 		if (!ps_bit(vm->snap->data, page))
 			vm->zero_faults++;
 		if (vm->recording)

@@ -8,7 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "core/log.h"
+#include "util/log.h"
 #include "jail/seccomp.h"
 #include "uffd/ps_client.h"
 

@@ -8,7 +8,7 @@
 #include <strings.h>
 #include <unistd.h>
 
-#include "core/log.h"
+#include "util/log.h"
 #include "core/vm.h"
 #include "uffd/ps_client.h"
 #include "uffd/ps_proto.h"

@@ -5,6 +5,7 @@
  * rest is everything the guest side sends, after which it closes. Runs over a socketpair. */
 #include "fuzz_util.h"
 #include "agent/agent_client.h"
+#include "util/clock.h"
 
 #include <errno.h>
 #include <sys/socket.h>
@@ -31,13 +32,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	shutdown(sv[1], SHUT_WR);
 	err[0] = '\0';
 	if (data[0] & 1) {
-		ret = agent_vsock_connect(sv[0], "fuzz.vsock", 52, agent_deadline_after_ms(2000), -1,
+		ret = agent_vsock_connect(sv[0], "fuzz.vsock", 52, deadline_after_ms(2000), -1,
 					  err, sizeof(err));
 	} else {
 		req = json_pack("{s:s,s:i}", "op", "ping", "id", 1);
 		if (!req)
 			abort();
-		ret = agent_request(sv[0], req, &reply, agent_deadline_after_ms(2000), -1, err,
+		ret = agent_request(sv[0], req, &reply, deadline_after_ms(2000), -1, err,
 				    sizeof(err));
 		json_decref(req);
 		if (ret == 0 && !json_is_object(reply))

@@ -4,7 +4,7 @@
  * leading '/', no empty, "." or ".." component) and data inside the input; whatever it
  * accepts, the writer must write again and the reader give back unchanged. */
 #include "fuzz_util.h"
-#include "core/ustar.h"
+#include "util/ustar.h"
 
 #include <errno.h>
 

@@ -4,7 +4,7 @@ Each harness (build-fuzz/fuzz_NAME, made by `make fuzz-build`, mk/extra-fuzz.mk)
 FORKVM_FUZZ_SECONDS (default 30) from its committed seed corpus, tests/fuzz/corpus/NAME/, and
 fails on any crash, sanitizer report, leak, timeout or OOM, printing the reproducer. The
 inputs under tests/fuzz/crashes/*/ are replayed as regressions. Budget (docs/TESTING.md,
-"Fuzzing"): 13 harnesses x 30 s = 6.5 min (CI: 20 s each) plus the fuzz build; the ASan pass of tests/run
+"Fuzzing"): 13 harnesses x 30 s = 6.5 min (CI: 10 s each) plus the fuzz build; the ASan pass of tests/run
 (FORKVM_BUILD=build-san) replays the corpora only, as the harnesses carry their own sanitizers.
 """
 import glob

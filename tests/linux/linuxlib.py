@@ -1,11 +1,9 @@
 """Helpers of the Linux suite: start Linux VMs, reach their agents, run commands, branch and
 restore them, and clean up every process, socket and directory a test made."""
-import json
 import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -74,7 +72,7 @@ class Guest:
                 last = str(e)
             if time.monotonic() > deadline:
                 raise LinuxError(f"{self.name}: agent not reachable within {bound} s ({last}); "
-                                 f"{self.tail()}")
+                                 f"{self.vcpus()}\n{self.tail()}")
             time.sleep(0.2)
 
     def run(self, argv, check=True, timeout_ms=60000, stdin=None, bound=30):
@@ -86,7 +84,8 @@ class Guest:
             try:
                 r = a.exec(argv, **kw)
             except (OSError, AssertionError) as e:
-                raise LinuxError(f"{self.name}: exec {argv}: {e}\n{self.tail()}") from e
+                raise LinuxError(f"{self.name}: exec {argv}: {e}\n{self.vcpus()}\n"
+                                 f"{self.tail()}") from e
         out, err = output_bytes(r, "stdout"), output_bytes(r, "stderr")
         if check and r["exit_code"] != 0:
             raise LinuxError(f"{self.name}: {argv} -> {r['exit_code']}: {out!r} {err!r}")
@@ -109,7 +108,19 @@ class Guest:
     def urandom32(self):
         return self.sh("head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n'")
 
-    def tail(self, n=15):
+    def vcpus(self):
+        """What the VMM says each vCPU is doing (control `vcpus`), for a guest that stopped
+        answering."""
+        try:
+            return f"its vCPUs: {self.control({'cmd': 'vcpus'}, timeout=30).get('vcpus')}"
+        except (OSError, ValueError) as e:
+            return f"its vCPUs could not be read: {e}"
+
+    def tsc_marked_unstable(self):
+        """Whether the guest's clocksource watchdog gave up on its TSC (kernel log)."""
+        return "clocksource 'tsc' as unstable" in self.sh("busybox dmesg")
+
+    def tail(self, n=40):
         """The last lines of this guest's console and VMM log, for failure messages."""
         out = []
         for path in (self.log, self.sock + ".log", self.sock + ".console"):
@@ -204,6 +215,17 @@ class Env:
         # Cow templates exit once their source and children are gone; page servers by test.
         if os.environ.get("FORKVM_LINUX_KEEP") != "1":  # debugging: keep logs and consoles
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def assert_clones_keep_a_stable_tsc(src, clones):
+    """kvmclock and the TSC keep their distance across capture and restore (core/vm_state.h):
+    no clone's watchdog marks its TSC unstable -- unless the source's already had (then the
+    watchdog no longer looks, in the source or its clones)."""
+    if src is not None and src.tsc_marked_unstable():
+        return
+    for c in clones:
+        assert not c.tsc_marked_unstable(), \
+            f"{c.name}: its watchdog marked the TSC unstable after the restore:\n{c.tail()}"
 
 
 def host_time():

@@ -47,7 +47,7 @@ def test_branch_children(env, strategy):
     assert len(kids) == COUNT
     print(f"{strategy}: paused {reply.get('paused_us')} us, total {reply.get('total_ns')} ns")
     check_family(src, kids, marker)
-    assert src.sh(f"cat /tmp/marker").strip() == marker  # the source runs on
+    assert src.sh("cat /tmp/marker").strip() == marker  # the source runs on
 
 
 @pytest.mark.parametrize("strategy", ["full", "diff", "cow"])

@@ -5,6 +5,7 @@
 
 #include "agent/agent_client.h"
 #include "agent/agent_sync.h"
+#include "util/clock.h"
 
 int main(int argc, char **argv)
 {
@@ -24,7 +25,7 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (agent_sync(argv[1], atoi(argv[2]), timeout_ms ? agent_deadline_after_ms(timeout_ms) : 0,
+	if (agent_sync(argv[1], atoi(argv[2]), timeout_ms ? deadline_after_ms(timeout_ms) : 0,
 		       -1, &st, err, sizeof(err)) < 0) {
 		fprintf(stderr, "agent_notify: %s\n", err);
 		return 1;

@@ -89,7 +89,7 @@ static void put_file(const char *dir, const char *rel, struct blob b)
 	snprintf(path, sizeof(path), "%s/%s", dir, rel);
 	slash = strrchr(path, '/');
 	*slash = 0;
-	assert_int_equal(mkdir_p(path, 0755), 0);
+	assert_int_equal(image_mkdir(path, 0755), 0);
 	*slash = '/';
 	f = fopen(path, "wb");
 	assert_non_null(f);

@@ -196,8 +196,8 @@ static void put(const char *rel, const char *text)
 	snprintf(path, sizeof(path), "%s/%s", work, rel);
 	snprintf(dir, sizeof(dir), "%s", path);
 	*strrchr(dir, '/') = 0;
-	assert_int_equal(mkdir_p(dir, 0755), 0);
-	assert_int_equal(file_write_atomic(path, text, strlen(text), 0644), 0);
+	assert_int_equal(image_mkdir(dir, 0755), 0);
+	assert_int_equal(image_write_file(path, text, strlen(text), 0644), 0);
 }
 
 static int exists(const char *fmt, const char *arg)
@@ -397,7 +397,7 @@ static void test_tar_corrupt(void **state)
 	stage_destroy(&st, false);
 	/* Cut in the middle of the member's data. */
 	assert_int_equal(file_read_all(tar, &buf, &len), 0);
-	assert_int_equal(file_write_atomic(tar, buf, 10000, 0644), 0);
+	assert_int_equal(image_write_file(tar, buf, 10000, 0644), 0);
 	free(buf);
 	snprintf(data, sizeof(data), "%s/tstage", work);
 	remove_tree(data);
@@ -405,7 +405,7 @@ static void test_tar_corrupt(void **state)
 	assert_int_equal(stage_add_tar(&st, tar), -EINVAL);
 	stage_destroy(&st, false);
 	/* Not a tar at all. */
-	assert_int_equal(file_write_atomic(tar, "garbage garbage garbage\n", 24, 0644), 0);
+	assert_int_equal(image_write_file(tar, "garbage garbage garbage\n", 24, 0644), 0);
 	assert_int_equal(stage_create(&st, data), 0);
 	assert_int_equal(stage_add_tar(&st, tar), -EINVAL);
 	stage_destroy(&st, false);

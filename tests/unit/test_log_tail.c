@@ -10,7 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "core/log_tail.h"
+#include "util/log_tail.h"
 
 static char path[256];
 

@@ -38,8 +38,8 @@ static int setup(void **state)
 	snprintf(disk, sizeof(disk), "%s/data.img", dir);
 	snprintf(sub, sizeof(sub), "%s/cache/rootfs", dir);
 	snprintf(cached, sizeof(cached), "%s/rootfs.ext4", sub);
-	if (mkdir_p(sub, 0755) || file_write_atomic(image, "x", 1, 0644) ||
-	    file_write_atomic(disk, "y", 1, 0644))
+	if (image_mkdir(sub, 0755) || image_write_file(image, "x", 1, 0644) ||
+	    image_write_file(disk, "y", 1, 0644))
 		return -1;
 	setenv("FORKVM_RUN_DIR", dir, 1);
 	snprintf(sub, sizeof(sub), "%s/cache", dir);
@@ -92,7 +92,7 @@ static void test_cached_rootfs_with_linux(void **state)
 	assert_int_equal(run_opts_parse(&run_command, ARGC(argv), argv, &o), 0);
 	assert_int_equal(o.vm.ndisks, 0);
 	assert_null(o.cmdline);
-	assert_int_equal(file_write_atomic(cached, "z", 1, 0644), 0);
+	assert_int_equal(image_write_file(cached, "z", 1, 0644), 0);
 	assert_int_equal(run_opts_parse(&run_command, ARGC(argv), argv, &o), 0);
 	assert_int_equal(o.vm.ndisks, 1);
 	assert_string_equal(o.vm.disks[0].base, cached);

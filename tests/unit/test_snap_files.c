@@ -65,7 +65,8 @@ static void test_fifo_refused_at_once(void **state)
 	path_of(path, sizeof(path), "vmstate");
 	assert_int_equal(mkfifo(path, 0600), 0);
 	t0 = now();
-	assert_int_equal(snap_read_file(path, &data, &len, 1 << 20, err, sizeof(err)), -EINVAL);
+	assert_int_equal(file_read(path, 1 << 20, FILE_NOFOLLOW, &data, &len, err, sizeof(err)),
+			 -EINVAL);
 	expect_in(err, "not a regular file");
 	expect_in(err, path);
 	assert_null(data);
@@ -74,11 +75,13 @@ static void test_fifo_refused_at_once(void **state)
 	expect_in(err, "not a regular file");
 	path_of(path, sizeof(path), HOTLIST_FILE);
 	assert_int_equal(mkfifo(path, 0600), 0);
-	assert_int_equal(hot_read_file(path, 1 << 20, &data, &len, err, sizeof(err)), -EINVAL);
+	assert_int_equal(file_read(path, 1 << 20, FILE_NOFOLLOW, &data, &len, err, sizeof(err)),
+			 -EINVAL);
 	expect_in(err, "not a regular file");
 	path_of(path, sizeof(path), ACCESS_LOG_FILE);
 	assert_int_equal(mkfifo(path, 0600), 0);
-	assert_int_equal(hot_read_file(path, 1 << 20, &data, &len, err, sizeof(err)), -EINVAL);
+	assert_int_equal(file_read(path, 1 << 20, FILE_NOFOLLOW, &data, &len, err, sizeof(err)),
+			 -EINVAL);
 	assert_true(now() - t0 < 1.0);
 }
 
@@ -97,8 +100,8 @@ static void test_huge_sparse_file_refused_before_reading(void **state)
 	close(fd);
 	t0 = now();
 	/* The bound a 64 MiB VM gets: 16384 pages. */
-	assert_int_equal(hot_read_file(path, HPL_MAX_BYTES(16384), &data, &len, err, sizeof(err)),
-			 -EFBIG);
+	assert_int_equal(file_read(path, HPL_MAX_BYTES(16384), FILE_NOFOLLOW, &data, &len, err,
+				   sizeof(err)), -EFBIG);
 	assert_true(now() - t0 < 0.1);
 	expect_in(err, "1073741824 bytes");
 	expect_in(err, "above the limit of 180238");
@@ -117,25 +120,25 @@ static void test_links_refused_regular_read(void **state)
 	assert_true(fd >= 0);
 	assert_int_equal(write(fd, "hello", 5), 5);
 	close(fd);
-	assert_int_equal(snap_read_file(target, &data, &len, 5, err, sizeof(err)), 0);
+	assert_int_equal(file_read(target, 5, FILE_NOFOLLOW, &data, &len, err, sizeof(err)), 0);
 	assert_int_equal(len, 5);
 	assert_memory_equal(data, "hello\0", 6); /* NUL-terminated */
 	free(data);
 	data = NULL;
-	assert_int_equal(snap_read_file(target, &data, &len, 4, err, sizeof(err)), -EFBIG);
+	assert_int_equal(file_read(target, 4, FILE_NOFOLLOW, &data, &len, err, sizeof(err)), -EFBIG);
 	path_of(path, sizeof(path), "link");
 	assert_int_equal(symlink(target, path), 0);
-	assert_int_equal(snap_read_file(path, &data, &len, 100, err, sizeof(err)), -ELOOP);
+	assert_int_equal(file_read(path, 100, FILE_NOFOLLOW, &data, &len, err, sizeof(err)), -ELOOP);
 	expect_in(err, "symbolic link");
-	/* The memory file may be a link (diff layers): snap_open_regular follows on request. */
+	/* The memory file may be a link (diff layers): file_open_regular follows on request. */
 	struct stat st;
-	fd = snap_open_regular(path, 0, &st, err, sizeof(err));
+	fd = file_open_regular(path, 0, &st, err, sizeof(err));
 	assert_true(fd >= 0);
 	assert_int_equal(st.st_size, 5);
 	assert_int_equal(fcntl(fd, F_GETFL) & O_NONBLOCK, 0);
 	close(fd);
 	path_of(path, sizeof(path), "missing");
-	assert_int_equal(snap_read_file(path, &data, &len, 100, err, sizeof(err)), -ENOENT);
+	assert_int_equal(file_read(path, 100, FILE_NOFOLLOW, &data, &len, err, sizeof(err)), -ENOENT);
 	expect_in(err, "missing");
 }
 

@@ -4,7 +4,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include "core/base64.h"
+#include "util/base64.h"
 #include "reply.h"
 
 #include <errno.h>

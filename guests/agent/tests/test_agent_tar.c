@@ -6,8 +6,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include "core/tartree.h"
-#include "core/ustar.h"
+#include "util/tartree.h"
+#include "util/ustar.h"
 
 #include <errno.h>
 #include <fcntl.h>

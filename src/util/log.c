@@ -1,5 +1,5 @@
 /* Logging to stderr with a per-process prefix (the VM or command name). */
-#include "core/log.h"
+#include "util/log.h"
 
 #include <stdarg.h>
 #include <stdio.h>

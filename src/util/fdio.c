@@ -1,5 +1,5 @@
 /* Plain file-descriptor helpers (libc only: the guest agent links this file too). */
-#include "core/fdio.h"
+#include "util/fdio.h"
 
 #include <errno.h>
 #include <stdint.h>

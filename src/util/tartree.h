@@ -1,5 +1,5 @@
 /*
- * Directory trees to and from in-memory ustar archives (core/ustar.h), for the guest agent's
+ * Directory trees to and from in-memory ustar archives (util/ustar.h), for the guest agent's
  * put_tree/get_tree and `forkvm cp`. Extraction never leaves its target directory: member
  * names are cleaned (no absolute paths, no ".."), and every path component is opened relative
  * to the target with O_NOFOLLOW, so no symlink, whether from the archive or already on disk,

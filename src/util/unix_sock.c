@@ -1,5 +1,5 @@
 /* Unix socket listeners (0600 sockets in private directories), peer checks, path roots. */
-#include "core/unix_sock.h"
+#include "util/unix_sock.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -13,7 +13,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "core/log.h"
+#include "util/log.h"
 
 #define DEFAULT_ROOTS "/tmp:/var/tmp:/dev/shm"
 
@@ -107,12 +107,10 @@ static int check_existing(int dfd, const char *base, const struct sockaddr_un *a
 		log_err("%s: %s exists and is not a socket: not replacing it", what, addr->sun_path);
 		return -EEXIST;
 	}
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return log_errno(-errno, "%s: socket for the liveness test of %s", what,
-				 addr->sun_path);
-	err = connect(fd, (const struct sockaddr *)addr, sizeof(*addr)) < 0 ? errno : 0;
-	close(fd);
+	fd = unix_connect(addr->sun_path, 0);
+	err = fd < 0 ? -fd : 0;
+	if (fd >= 0)
+		close(fd);
 	if (err == ECONNREFUSED)
 		return 1;
 	if (err == ENOENT)
@@ -122,6 +120,26 @@ static int check_existing(int dfd, const char *base, const struct sockaddr_un *a
 		return -EADDRINUSE;
 	}
 	return log_errno(-err, "%s: liveness test of the existing socket %s", what, addr->sun_path);
+}
+
+int unix_connect(const char *path, int sock_flags)
+{
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	size_t len = strlen(path);
+	int fd, err;
+
+	if (len == 0 || len >= sizeof(addr.sun_path))
+		return len ? -ENAMETOOLONG : -EINVAL;
+	memcpy(addr.sun_path, path, len + 1);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | sock_flags, 0);
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (const struct sockaddr *)&addr, sizeof(addr)) < 0) {
+		err = -errno;
+		close(fd);
+		return err;
+	}
+	return fd;
 }
 
 int unix_listen(const char *path, int backlog, int sock_flags, const char *what)

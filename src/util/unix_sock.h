@@ -19,6 +19,14 @@
 int unix_listen(const char *path, int backlog, int sock_flags, const char *what);
 
 /*
+ * A SOCK_STREAM connection to the Unix socket at path (SOCK_CLOEXEC always; sock_flags adds
+ * SOCK_NONBLOCK). A path longer than sun_path holds is -ENAMETOOLONG, never cut short to
+ * another socket's name. Returns the fd or the -errno of socket/connect (ENOENT: nothing there,
+ * ECONNREFUSED: nobody listening, EAGAIN: its backlog is full).
+ */
+int unix_connect(const char *path, int sock_flags);
+
+/*
  * accept4() that only returns peers whose SO_PEERCRED uid is our euid or root; others are
  * closed and logged once per (what, uid); what must be a string literal. Returns the fd or -errno (-EAGAIN when nothing is left).
  */

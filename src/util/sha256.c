@@ -1,5 +1,5 @@
 /* SHA-256 via libcrypto's EVP digests: one-shot hex, streaming, hex conversion. */
-#include "core/sha256.h"
+#include "util/sha256.h"
 
 #include <errno.h>
 #include <openssl/evp.h>

@@ -1,8 +1,8 @@
 /* Safe, bounded extraction of ustar archives into a directory, and archiving of a tree. */
-#include "core/tartree.h"
-#include "core/errmsg.h"
-#include "core/fdio.h"
-#include "core/ustar.h"
+#include "util/tartree.h"
+#include "util/errmsg.h"
+#include "util/fdio.h"
+#include "util/ustar.h"
 
 #include <dirent.h>
 #include <errno.h>

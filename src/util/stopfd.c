@@ -1,5 +1,5 @@
 /* A descriptor that turns readable while a stop signal (TERM, INT, HUP) is pending. */
-#include "core/stopfd.h"
+#include "util/stopfd.h"
 
 #include <errno.h>
 #include <signal.h>

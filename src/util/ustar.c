@@ -1,6 +1,6 @@
 /* ustar reader and writer over memory buffers, with strict bounds on every field. */
-#include "core/ustar.h"
-#include "core/errmsg.h"
+#include "util/ustar.h"
+#include "util/errmsg.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -1,5 +1,5 @@
 /* One formatter for "what is wrong" messages returned through a buffer. */
-#include "core/errmsg.h"
+#include "util/errmsg.h"
 
 #include <stdarg.h>
 #include <stdio.h>

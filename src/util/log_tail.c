@@ -1,5 +1,5 @@
 /* Quoting the end of a log file in an error message. */
-#include "core/log_tail.h"
+#include "util/log_tail.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,6 +1,6 @@
 /*
  * ustar archives in memory: a bounded reader and writer, and the member path rules that keep
- * an extraction inside its target directory. Pure (no I/O); core/tartree.h puts archives on
+ * an extraction inside its target directory. Pure (no I/O); util/tartree.h puts archives on
  * and takes them off a filesystem. Used by the guest agent's put_tree/get_tree and by
  * `forkvm cp`, so both sides read what the other writes, and neither trusts the other.
  *

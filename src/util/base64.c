@@ -1,5 +1,5 @@
 /* Strict base64 codec: rejects bad characters, bad padding and non-canonical tails. */
-#include "core/base64.h"
+#include "util/base64.h"
 
 #include <errno.h>
 #include <stdlib.h>

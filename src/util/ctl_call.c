@@ -1,12 +1,50 @@
-/* Control client: send one JSON request line, read one reply line. */
+/* The control protocol's client side: one JSON request line, one reply line. */
+#include "util/ctl_call.h"
+
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
-#include "ctl/ctl.h"
-#include "ctl/ctl_socket.h"
+#include "util/unix_sock.h"
+
+static int connect_to(const char *path, int timeout_ms)
+{
+	int fd = unix_connect(path, 0);
+
+	if (fd >= 0 && timeout_ms > 0) {
+		struct timeval tv = { .tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000 };
+		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	}
+	return fd;
+}
+
+static ssize_t send_all(int fd, const void *buf, size_t len)
+{
+	const char *p = buf;
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = send(fd, p + done, len - done, MSG_NOSIGNAL);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN) {
+				/* Replies are small; wait briefly for a slow reader rather than drop. */
+				struct pollfd pfd = { .fd = fd, .events = POLLOUT };
+				if (poll(&pfd, 1, 1000) > 0)
+					continue;
+			}
+			return -errno;
+		}
+		done += (size_t)n;
+	}
+	return (ssize_t)done;
+}
 
 static int read_line(int fd, char **out, size_t *outlen)
 {
@@ -53,7 +91,7 @@ int ctl_call(const char *path, json_t *request, json_t **reply, int timeout_ms, 
 	int fd, ret;
 
 	*reply = NULL;
-	fd = ctl_connect(path, timeout_ms);
+	fd = connect_to(path, timeout_ms);
 	if (fd < 0) {
 		snprintf(err, errlen, "cannot reach VM at %s: %s", path, strerror(-fd));
 		return fd;
@@ -68,7 +106,7 @@ int ctl_call(const char *path, json_t *request, json_t **reply, int timeout_ms, 
 			text = grown;
 			memcpy(text + n, "\n", 2);
 		}
-		if (!grown || ctl_write_all(fd, text, n + 1) < 0)
+		if (!grown || send_all(fd, text, n + 1) < 0)
 			ret = grown ? -errno : -ENOMEM;
 	}
 	if (!ret)

@@ -1,0 +1,202 @@
+/* Files, once: regular-file opens, bounded whole-file reads, crash-safe writes, mkdir -p. */
+#include "util/fileio.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "util/errmsg.h"
+
+int file_open_regular(const char *path, int flags, struct stat *st, char *err, size_t errlen)
+{
+	int fd, fl, ret;
+
+	fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | flags);
+	if (fd < 0)
+		return errmsg(err, errlen, -errno, "open %s: %s", path,
+			      errno == ELOOP ? "a symbolic link where a file was expected" :
+			      strerror(errno));
+	if (fstat(fd, st) < 0) {
+		ret = errmsg(err, errlen, -errno, "stat %s: %s", path, strerror(errno));
+		goto err;
+	}
+	if (!S_ISREG(st->st_mode)) {
+		ret = errmsg(err, errlen, -EINVAL, "%s is not a regular file", path);
+		goto err;
+	}
+	fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0) {
+		ret = errmsg(err, errlen, -errno, "clearing O_NONBLOCK on %s: %s", path,
+			     strerror(errno));
+		goto err;
+	}
+	return fd;
+err:
+	close(fd);
+	return ret;
+}
+
+int file_read(const char *path, uint64_t max, unsigned flags, uint8_t **data, size_t *len,
+	      char *err, size_t errlen)
+{
+	bool upto = flags & FILE_UPTO_MAX;
+	struct stat st;
+	uint8_t *buf = NULL;
+	size_t got = 0, size;
+	ssize_t n;
+	int fd, ret = 0;
+
+	*data = NULL;
+	*len = 0;
+	fd = file_open_regular(path, flags & FILE_NOFOLLOW ? O_NOFOLLOW : 0, &st, err, errlen);
+	if (fd < 0)
+		return fd;
+	if (max >= SIZE_MAX)
+		max = SIZE_MAX - 1;
+	if (!upto && (uint64_t)st.st_size > max) {
+		ret = errmsg(err, errlen, -EFBIG, "%s is %llu bytes, above the limit of %llu", path,
+			     (unsigned long long)st.st_size, (unsigned long long)max);
+		goto out;
+	}
+	size = upto ? (size_t)max : (size_t)st.st_size;
+	/* One spare byte: room for a NUL, and it tells a file that grew from one that did not. */
+	buf = malloc(size + 1);
+	if (!buf) {
+		ret = errmsg(err, errlen, -ENOMEM, "%s: out of memory for %zu bytes", path, size);
+		goto out;
+	}
+	while (got < size + (upto ? 0 : 1)) {
+		n = read(fd, buf + got, size + (upto ? 0 : 1) - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			ret = errmsg(err, errlen, -errno, "read %s: %s", path, strerror(errno));
+			goto out;
+		}
+		if (n == 0)
+			break;
+		got += (size_t)n;
+	}
+	if (!upto && got != size) {
+		ret = errmsg(err, errlen, -EIO, "%s changed size while being read (%zu bytes, then "
+			     "%s%zu)", path, size, got > size ? "more than " : "", got);
+		goto out;
+	}
+	buf[got] = '\0';
+out:
+	close(fd);
+	if (ret) {
+		free(buf);
+		return ret;
+	}
+	*data = buf;
+	*len = got;
+	return 0;
+}
+
+static int fsync_dir_of(const char *path, char *err, size_t errlen)
+{
+	char copy[PATH_MAX];
+	int fd, ret = 0;
+
+	snprintf(copy, sizeof(copy), "%s", path);
+	fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return errmsg(err, errlen, -errno, "open the directory of %s: %s", path,
+			      strerror(errno));
+	if (fsync(fd) < 0)
+		ret = errmsg(err, errlen, -errno, "fsync the directory of %s: %s", path,
+			     strerror(errno));
+	close(fd);
+	return ret;
+}
+
+int file_write_atomic(const char *path, const void *buf, size_t len, mode_t mode, char *err,
+		      size_t errlen)
+{
+	char tmp[PATH_MAX];
+	size_t done = 0;
+	int fd, ret = 0;
+
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp-%d", path, (int)getpid()) >= (int)sizeof(tmp))
+		return errmsg(err, errlen, -ENAMETOOLONG, "write %s: %s", path,
+			      strerror(ENAMETOOLONG));
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
+	if (fd < 0)
+		return errmsg(err, errlen, -errno, "create %s: %s", tmp, strerror(errno));
+	while (done < len) {
+		ssize_t n = write(fd, (const uint8_t *)buf + done, len - done);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			ret = errmsg(err, errlen, -errno, "write %s: %s", tmp, strerror(errno));
+			goto out;
+		}
+		done += (size_t)n;
+	}
+	/* fchmod: the mode asked for, whatever the umask took away at create. */
+	if (fchmod(fd, mode) < 0 || fsync(fd) < 0) {
+		ret = errmsg(err, errlen, -errno, "fsync %s: %s", tmp, strerror(errno));
+		goto out;
+	}
+	ret = close(fd);
+	fd = -1;
+	if (ret < 0) {
+		ret = errmsg(err, errlen, -errno, "close %s: %s", tmp, strerror(errno));
+		goto out;
+	}
+	if (rename(tmp, path) < 0) {
+		ret = errmsg(err, errlen, -errno, "rename %s to %s: %s", tmp, path, strerror(errno));
+		goto out;
+	}
+	return fsync_dir_of(path, err, errlen);
+out:
+	if (fd >= 0)
+		close(fd);
+	unlink(tmp);
+	return ret;
+}
+
+/* mkdir each prefix of buf ending at a '/' (and buf itself if whole). */
+static int mkdir_prefixes(char *buf, mode_t mode, bool whole)
+{
+	for (char *p = buf + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(buf, mode) < 0 && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (whole && mkdir(buf, mode) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+static int mkdir_path(const char *path, mode_t mode, bool whole)
+{
+	char buf[PATH_MAX];
+
+	if (!path[0])
+		return -EINVAL;
+	if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
+		return -ENAMETOOLONG;
+	return mkdir_prefixes(buf, mode, whole);
+}
+
+int mkdir_p(const char *path, mode_t mode)
+{
+	return mkdir_path(path, mode, true);
+}
+
+int mkdir_parents(const char *path, mode_t mode)
+{
+	return mkdir_path(path, mode, false);
+}

@@ -1,0 +1,45 @@
+/*
+ * Files, once: opening a regular file without blocking on a FIFO in its place, reading a whole
+ * file within a size bound, writing one crash-safe (temp file, fsync, rename, directory fsync),
+ * and making directories. Errors are -errno with the message in err (NULL: none wanted).
+ */
+#ifndef FORKVM_UTIL_FILEIO_H
+#define FORKVM_UTIL_FILEIO_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+/* file_read flags */
+#define FILE_NOFOLLOW (1u << 0) /* a symbolic link at path is an error (ELOOP) */
+#define FILE_UPTO_MAX (1u << 1) /* /proc, /sys: the first max bytes, whatever st_size says */
+
+/*
+ * open(path, O_RDONLY | flags) that refuses anything but a regular file, opened O_NONBLOCK so a
+ * FIFO or device in the file's place cannot block the open; blocking again once checked.
+ * Returns the fd (st filled in) or -errno.
+ */
+int file_open_regular(const char *path, int flags, struct stat *st, char *err, size_t errlen);
+
+/*
+ * The whole regular file at path into a malloc'd buffer with a NUL after its *len bytes.
+ * A file above max bytes is refused before reading (a sparse file claims any size for free),
+ * and so is one whose size changed while it was read -- unless FILE_UPTO_MAX: then the first
+ * max bytes, read to EOF (pseudo-files report no true size). -EFBIG, -EIO, or the -errno of
+ * the failing call.
+ */
+int file_read(const char *path, uint64_t max, unsigned flags, uint8_t **data, size_t *len,
+	      char *err, size_t errlen);
+
+/* path written as PATH.tmp-PID, fsync'd, renamed over path, its directory fsync'd; on any
+ * failure the temp file is removed and path is untouched. */
+int file_write_atomic(const char *path, const void *buf, size_t len, mode_t mode, char *err,
+		      size_t errlen);
+
+/* mkdir -p: path and every missing parent, with mode (existing ones are left as they are). */
+int mkdir_p(const char *path, mode_t mode);
+/* mkdir -p of the parents of path, not path itself. */
+int mkdir_parents(const char *path, mode_t mode);
+
+#endif

@@ -1,0 +1,216 @@
+/* util/: the one monotonic clock and its deadlines, whole-file reads, crash-safe writes,
+ * mkdir -p. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "util/clock.h"
+#include "util/fileio.h"
+#include "util/unix_sock.h"
+
+static char dir[64];
+
+static int setup(void **state)
+{
+	snprintf(dir, sizeof(dir), "/tmp/forkvm-util-XXXXXX");
+	return mkdtemp(dir) ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+	char cmd[128];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	return system(cmd) == 0 ? 0 : -1;
+}
+
+static int entries(const char *path)
+{
+	DIR *d = opendir(path);
+	struct dirent *e;
+	int n = 0;
+
+	assert_non_null(d);
+	while ((e = readdir(d)))
+		n += e->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
+
+static void test_deadlines(void **state)
+{
+	uint64_t a = monotonic_ns(), d = deadline_after_ms(200);
+
+	assert_true(monotonic_ns() >= a);
+	assert_true(d >= a + 200 * NS_PER_MS);
+	assert_in_range(deadline_ms_left(d), 150, 200);
+	/* Passed deadlines, negative timeouts: nothing left, never a negative poll timeout. */
+	assert_int_equal(deadline_ms_left(a), 0);
+	assert_int_equal(deadline_ms_left(deadline_after_ms(-5)), 0);
+	/* Less than a millisecond left is one millisecond, not a 0 ms busy loop. */
+	assert_int_equal(deadline_ms_left(monotonic_ns() + NS_PER_MS / 2), 1);
+	/* Far deadlines fit poll(2). */
+	assert_int_equal(deadline_ms_left(UINT64_MAX), INT32_MAX);
+}
+
+static void test_read_bounds_and_kinds(void **state)
+{
+	char path[128], link[128], fifo[128], err[256];
+	uint8_t *data;
+	size_t len;
+
+	snprintf(path, sizeof(path), "%s/f", dir);
+	assert_int_equal(file_write_atomic(path, "hello", 5, 0600, err, sizeof(err)), 0);
+	assert_int_equal(file_read(path, 5, 0, &data, &len, err, sizeof(err)), 0);
+	assert_int_equal(len, 5);
+	assert_string_equal((char *)data, "hello"); /* NUL-terminated */
+	free(data);
+	assert_int_equal(file_read(path, 4, 0, &data, &len, err, sizeof(err)), -EFBIG);
+	assert_non_null(strstr(err, "above the limit of 4"));
+	assert_null(data);
+	/* Links: followed unless FILE_NOFOLLOW. */
+	snprintf(link, sizeof(link), "%s/l", dir);
+	assert_int_equal(symlink(path, link), 0);
+	assert_int_equal(file_read(link, 100, 0, &data, &len, err, sizeof(err)), 0);
+	free(data);
+	assert_int_equal(file_read(link, 100, FILE_NOFOLLOW, &data, &len, err, sizeof(err)),
+			 -ELOOP);
+	assert_non_null(strstr(err, "symbolic link"));
+	/* A FIFO in a file's place: refused at once, not waited on. */
+	snprintf(fifo, sizeof(fifo), "%s/p", dir);
+	assert_int_equal(mkfifo(fifo, 0600), 0);
+	assert_int_equal(file_read(fifo, 100, 0, &data, &len, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "not a regular file"));
+	assert_int_equal(file_read(dir, 100, 0, &data, &len, NULL, 0), -EINVAL);
+	snprintf(path, sizeof(path), "%s/missing", dir);
+	assert_int_equal(file_read(path, 100, 0, &data, &len, err, sizeof(err)), -ENOENT);
+	assert_non_null(strstr(err, path));
+}
+
+static void test_read_pseudo_files(void **state)
+{
+	uint8_t *data;
+	size_t len;
+
+	/* st_size 0, yet there is text: read to EOF, cut at max. */
+	assert_int_equal(file_read("/proc/self/status", 1 << 16, FILE_UPTO_MAX, &data, &len, NULL,
+				   0), 0);
+	assert_true(len > 20);
+	assert_non_null(strstr((char *)data, "Name:"));
+	free(data);
+	assert_int_equal(file_read("/proc/self/status", 5, FILE_UPTO_MAX, &data, &len, NULL, 0), 0);
+	assert_int_equal(len, 5);
+	assert_string_equal((char *)data, "Name:");
+	free(data);
+	/* Without FILE_UPTO_MAX the same file "changed size": the size check is for real files. */
+	assert_int_equal(file_read("/proc/self/status", 1 << 16, 0, &data, &len, NULL, 0), -EIO);
+}
+
+static void test_atomic_write(void **state)
+{
+	char path[128], sub[128], err[256];
+	struct stat st;
+	uint8_t *data;
+	size_t len;
+
+	snprintf(path, sizeof(path), "%s/w", dir);
+	assert_int_equal(file_write_atomic(path, "one", 3, 0640, err, sizeof(err)), 0);
+	assert_int_equal(file_write_atomic(path, "two!", 4, 0640, err, sizeof(err)), 0);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0640); /* the mode asked for, whatever the umask */
+	assert_int_equal(file_read(path, 10, 0, &data, &len, err, sizeof(err)), 0);
+	assert_string_equal((char *)data, "two!");
+	free(data);
+	assert_int_equal(entries(dir), 1); /* no temp file left */
+	/* A directory where the file should go: the rename fails, the temp file goes. */
+	snprintf(sub, sizeof(sub), "%s/d", dir);
+	assert_int_equal(mkdir(sub, 0700), 0);
+	assert_int_equal(file_write_atomic(sub, "x", 1, 0600, err, sizeof(err)), -EISDIR);
+	assert_non_null(strstr(err, "rename"));
+	assert_int_equal(entries(dir), 2);
+	/* A missing directory: named in the error. */
+	snprintf(path, sizeof(path), "%s/no/such", dir);
+	assert_int_equal(file_write_atomic(path, "x", 1, 0600, err, sizeof(err)), -ENOENT);
+	assert_non_null(strstr(err, "create"));
+}
+
+static void test_mkdir(void **state)
+{
+	char path[160], file[160];
+	struct stat st;
+
+	snprintf(path, sizeof(path), "%s/a/b/c", dir);
+	assert_int_equal(mkdir_parents(path, 0700), 0);
+	assert_int_equal(stat(path, &st), -1);
+	snprintf(file, sizeof(file), "%s/a/b", dir);
+	assert_int_equal(stat(file, &st), 0);
+	assert_true(S_ISDIR(st.st_mode));
+	assert_int_equal(mkdir_p(path, 0700), 0);
+	assert_int_equal(mkdir_p(path, 0700), 0); /* existing: fine */
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0700);
+	/* A file in the way. */
+	snprintf(file, sizeof(file), "%s/f", dir);
+	assert_int_equal(file_write_atomic(file, "x", 1, 0600, NULL, 0), 0);
+	snprintf(path, sizeof(path), "%s/f/g", dir);
+	assert_int_equal(mkdir_p(path, 0700), -ENOTDIR);
+	assert_int_equal(mkdir_p("", 0700), -EINVAL);
+}
+
+static void test_unix_connect(void **state)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	char path[300];
+	int l, fd;
+
+	/* Too long for sun_path: refused, not cut short to some other socket's name. */
+	memset(path, 'a', sizeof(path) - 1);
+	path[sizeof(path) - 1] = '\0';
+	assert_int_equal(unix_connect(path, 0), -ENAMETOOLONG);
+	assert_int_equal(unix_connect("", 0), -EINVAL);
+	snprintf(path, sizeof(path), "%s/s", dir);
+	assert_int_equal(unix_connect(path, 0), -ENOENT);
+	assert_true(strlen(path) < sizeof(sa.sun_path));
+	/* A socket file nobody listens on any more. */
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	l = socket(AF_UNIX, SOCK_STREAM, 0);
+	assert_int_equal(bind(l, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	close(l);
+	assert_int_equal(unix_connect(path, 0), -ECONNREFUSED);
+	unlink(path);
+	l = socket(AF_UNIX, SOCK_STREAM, 0);
+	assert_int_equal(bind(l, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(l, 4), 0);
+	fd = unix_connect(path, SOCK_NONBLOCK);
+	assert_true(fd >= 0);
+	assert_true(fcntl(fd, F_GETFL) & O_NONBLOCK);
+	assert_true(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+	close(fd);
+	close(l);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_deadlines),
+		cmocka_unit_test_setup_teardown(test_read_bounds_and_kinds, setup, teardown),
+		cmocka_unit_test(test_read_pseudo_files),
+		cmocka_unit_test_setup_teardown(test_atomic_write, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_mkdir, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_unix_connect, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
