@@ -131,17 +131,6 @@ int vcpu_get_tsc(struct vcpu *vcpu, uint64_t *tsc)
 	return 0;
 }
 
-int vcpu_state_tsc(const struct vcpu_state *st, uint64_t *tsc)
-{
-	for (uint32_t i = 0; st->msrs && i < st->msrs->nmsrs; i++) {
-		if (st->msrs->entries[i].index == MSR_IA32_TSC) {
-			*tsc = st->msrs->entries[i].data;
-			return 0;
-		}
-	}
-	return -ENOENT;
-}
-
 void vcpu_state_free(struct vcpu_state *st)
 {
 	free(st->cpuid);

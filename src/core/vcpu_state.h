@@ -33,8 +33,7 @@ int vcpu_save_state(struct vcpu *vcpu, struct vcpu_state *st);
 /* Restore: CPUID → MP state → regs → sregs → xsave → xcrs → debugregs → LAPIC → MSRs → events. */
 int vcpu_restore_state(struct vcpu *vcpu, const struct vcpu_state *st);
 void vcpu_state_free(struct vcpu_state *st);
-/* The guest TSC of this vCPU now (KVM_GET_MSRS of IA32_TSC), and its value in a saved state. */
+/* The guest TSC of this vCPU now (KVM_GET_MSRS of IA32_TSC). */
 int vcpu_get_tsc(struct vcpu *vcpu, uint64_t *tsc);
-int vcpu_state_tsc(const struct vcpu_state *st, uint64_t *tsc);
 
 #endif

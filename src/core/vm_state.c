@@ -41,89 +41,34 @@ static int64_t tsc_delta_ns(uint64_t now, uint64_t then, uint64_t tsc_khz)
 	return (int64_t)(cycles * 1000000 / (__int128)tsc_khz);
 }
 
-/* Tries at bracketing one clock ioctl between two TSC readings less than BRACKET_NS apart. */
+/* Tries at reading the clock between two TSC readings less than BRACKET_NS apart. */
 #define BRACKET_TRIES 5
 #define BRACKET_NS 20000
-
-/*
- * Run the clock ioctl `req` (KVM_GET_CLOCK or KVM_SET_CLOCK on *data) between two readings of
- * vCPU 0's TSC; *tsc is their midpoint and *spread_ns their distance. A reading interrupted by
- * preemption (spread above BRACKET_NS) is tried again; set_from, when not NULL, recomputes
- * data->clock from the first reading before a KVM_SET_CLOCK.
- */
-static int bracket_clock(struct vm *vm, unsigned long req, struct kvm_clock_data *data,
-			 uint64_t tsc_khz, uint64_t *tsc, uint64_t *spread_ns,
-			 void (*set_from)(struct kvm_clock_data *, uint64_t, const void *),
-			 const void *arg)
-{
-	uint64_t a, b;
-	int ret;
-
-	for (int i = 0; i < BRACKET_TRIES; i++) {
-		if ((ret = vcpu_get_tsc(&vm->vcpus[0], &a)))
-			return ret;
-		if (set_from)
-			set_from(data, a, arg);
-		if (ioctl(vm->fd, req, data) < 0)
-			return log_errno(-errno, "%s", req == KVM_SET_CLOCK ? "KVM_SET_CLOCK" :
-							     "KVM_GET_CLOCK");
-		if ((ret = vcpu_get_tsc(&vm->vcpus[0], &b)))
-			return ret;
-		*tsc = a + (b - a) / 2;
-		*spread_ns = (uint64_t)tsc_delta_ns(b, a, tsc_khz);
-		if (*spread_ns <= BRACKET_NS)
-			break;
-	}
-	return 0;
-}
-
-int vm_clock_at_tsc(struct vm *vm, uint64_t saved_tsc, uint64_t tsc_khz, uint64_t *clock)
-{
-	struct kvm_clock_data data = { 0 };
-	uint64_t tsc, spread;
-	int ret;
-
-	if (!tsc_khz || vm->nvcpus < 1)
-		return 0;
-	ret = bracket_clock(vm, KVM_GET_CLOCK, &data, tsc_khz, &tsc, &spread, NULL, NULL);
-	if (!ret)
-		*clock = data.clock - (uint64_t)tsc_delta_ns(tsc, saved_tsc, tsc_khz);
-	return ret;
-}
-
-struct follow {
-	uint64_t clock, saved_tsc, tsc_khz;
-};
-
-static void clock_from_tsc(struct kvm_clock_data *data, uint64_t tsc, const void *arg)
-{
-	const struct follow *f = arg;
-
-	data->clock = f->clock + (uint64_t)tsc_delta_ns(tsc, f->saved_tsc, f->tsc_khz);
-}
-
-int vm_clock_follow_tsc(struct vm *vm, uint64_t clock, uint64_t saved_tsc, uint64_t tsc_khz)
-{
-	struct follow f = { clock, saved_tsc, tsc_khz };
-	struct kvm_clock_data data = { 0 };
-	uint64_t tsc, spread;
-
-	if (!tsc_khz || vm->nvcpus < 1)
-		return 0;
-	return bracket_clock(vm, KVM_SET_CLOCK, &data, tsc_khz, &tsc, &spread, clock_from_tsc, &f);
-}
 
 int vm_clock_read(struct vm *vm, uint64_t *clock, uint64_t *tsc, uint64_t *spread_ns)
 {
 	struct kvm_clock_data data = { 0 };
 	int khz = vm->nvcpus > 0 ? ioctl(vm->vcpus[0].fd, KVM_GET_TSC_KHZ, 0) : -1;
+	uint64_t a, b;
 	int ret;
 
 	if (khz <= 0)
 		return khz < 0 ? log_errno(-errno, "KVM_GET_TSC_KHZ") : -EINVAL;
-	ret = bracket_clock(vm, KVM_GET_CLOCK, &data, (uint64_t)khz, tsc, spread_ns, NULL, NULL);
-	*clock = data.clock;
-	return ret ? ret : khz;
+	/* A reading interrupted by preemption (spread above BRACKET_NS) is taken again. */
+	for (int i = 0; i < BRACKET_TRIES; i++) {
+		if ((ret = vcpu_get_tsc(&vm->vcpus[0], &a)))
+			return ret;
+		if (ioctl(vm->fd, KVM_GET_CLOCK, &data) < 0)
+			return log_errno(-errno, "KVM_GET_CLOCK");
+		if ((ret = vcpu_get_tsc(&vm->vcpus[0], &b)))
+			return ret;
+		*clock = data.clock;
+		*tsc = a + (b - a) / 2;
+		*spread_ns = (uint64_t)tsc_delta_ns(b, a, (uint64_t)khz);
+		if (*spread_ns <= BRACKET_NS)
+			break;
+	}
+	return khz;
 }
 
 int vm_restore_arch_state(struct vm *vm, const struct vm_arch_state *st)

@@ -28,9 +28,7 @@ static void capture_config(struct vm *vm, struct snap_buf *buf, uint32_t xsave_s
 	snap_buf_add(buf, SNAP_SEC_CONFIG, 0, &c, sizeof(c));
 }
 
-/* One vCPU's sections; *tsc and *khz: its saved TSC and rate (*tsc_ok false without one). */
-static int capture_vcpu(struct vcpu *vcpu, struct snap_buf *buf, uint64_t *tsc, uint64_t *khz,
-			bool *tsc_ok)
+static int capture_vcpu(struct vcpu *vcpu, struct snap_buf *buf)
 {
 	struct vcpu_state st;
 	uint32_t id = (uint32_t)vcpu->id;
@@ -38,8 +36,6 @@ static int capture_vcpu(struct vcpu *vcpu, struct snap_buf *buf, uint64_t *tsc, 
 
 	if (err)
 		return err;
-	*tsc_ok = vcpu_state_tsc(&st, tsc) == 0 && st.tsc_khz;
-	*khz = st.tsc_khz;
 	snap_buf_add(buf, SNAP_SEC_MP_STATE, id, &st.mp, sizeof(st.mp));
 	snap_buf_add(buf, SNAP_SEC_CPUID, id, st.cpuid,
 		     sizeof(*st.cpuid) + st.cpuid->nent * sizeof(st.cpuid->entries[0]));
@@ -61,32 +57,17 @@ int snap_capture(struct vm *vm, struct snap_buf *buf)
 {
 	struct vm_arch_state arch;
 	struct serial_regs serial;
-	uint64_t tsc0 = 0, khz0 = 0;
-	bool have_tsc0 = false;
 	int err;
 
 	capture_config(vm, buf, kvm_xsave_size(&vm->kvm));
 	for (int i = 0; i < vm->nvcpus; i++) {
-		uint64_t tsc, khz;
-		bool ok;
-
-		err = capture_vcpu(&vm->vcpus[i], buf, &tsc, &khz, &ok);
+		err = capture_vcpu(&vm->vcpus[i], buf);
 		if (err)
 			return err;
-		if (i == 0)
-			tsc0 = tsc, khz0 = khz, have_tsc0 = ok;
 	}
 	err = vm_save_arch_state(vm, &arch);
 	if (err)
 		return err;
-	/* The clock as of vCPU 0's saved TSC (vm_clock_at_tsc). */
-	if (have_tsc0) {
-		uint64_t clock = arch.clock.clock;
-
-		if ((err = vm_clock_at_tsc(vm, tsc0, khz0, &clock)))
-			return err;
-		arch.clock.clock = clock;
-	}
 	snap_buf_add(buf, SNAP_SEC_PIC_MASTER, 0, &arch.pic_master, sizeof(arch.pic_master));
 	snap_buf_add(buf, SNAP_SEC_PIC_SLAVE, 0, &arch.pic_slave, sizeof(arch.pic_slave));
 	snap_buf_add(buf, SNAP_SEC_IOAPIC, 0, &arch.ioapic, sizeof(arch.ioapic));

@@ -149,10 +149,6 @@ int vm_restore_machine(struct vm *vm, const struct snap_machine *m, const char *
 		ret = restore_devices(vm, m);
 	for (int i = 0; !ret && i < vm->nvcpus; i++)
 		ret = restore_vcpu(vm, &vm->vcpus[i], &m->vcpus[i], what);
-	/* Every TSC is set: the clock again, at the saved distance from vCPU 0's (vm_state.h). */
-	uint64_t tsc0;
-	if (!ret && m->nvcpus > 0 && vcpu_state_tsc(&m->vcpus[0], &tsc0) == 0)
-		ret = vm_clock_follow_tsc(vm, m->arch.clock.clock, tsc0, m->vcpus[0].tsc_khz);
 	return ret;
 }
 

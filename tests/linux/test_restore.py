@@ -8,7 +8,7 @@ import time
 import pytest
 
 from forkvm_vm import FORKVM
-from linuxlib import assert_clones_keep_a_stable_tsc, guest_time
+from linuxlib import guest_time
 from pageserver import PageServer
 
 BACKENDS = ["file", "memfd", "hugetlb", "anon", "uffd", "uffd-hot"]
@@ -97,8 +97,6 @@ def test_clock_after_restoring_an_old_snapshot(env):
     kid = env.restore(snap, 1, "file", name="clk")[0]
     t0, g, t1 = guest_time(kid)
     assert t0 - 1.5 <= g <= t1 + 1, f"restored clone's clock off by {g - t0:+.2f} s"
-    kid.sh("sleep 2")  # a few watchdog rounds (every 0.5 s)
-    assert_clones_keep_a_stable_tsc(src, [kid])
 
 
 def test_exec_right_after_restore_of_a_busy_guest(env):
