@@ -161,6 +161,14 @@ def test_snapshot_and_restores(rundir):
         while not os.path.exists(ps_sock):
             assert ps.poll() is None and time.monotonic() < deadline
             time.sleep(0.05)
+        # The socket is bound as root and appears just before the jail is entered; nothing is
+        # served until then (ps_serve). Wait for the jail, not for the file.
+        def jailed(st):
+            return int(st["Uid"].split()[0]) == BASE + ps.pid and st["NoNewPrivs"] == "1"
+
+        while not jailed(status(ps.pid)):
+            assert ps.poll() is None and time.monotonic() < deadline, status(ps.pid)
+            time.sleep(0.01)
         st = status(ps.pid)
         assert int(st["Uid"].split()[0]) == BASE + ps.pid and st["NoNewPrivs"] == "1"
         assert int(st["CapBnd"], 16) == 0x6  # CAP_DAC_OVERRIDE + CAP_DAC_READ_SEARCH only
