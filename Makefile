@@ -13,12 +13,20 @@ LDFLAGS := $(SANFLAGS)
 LDLIBS  := -ljansson -lpthread -lseccomp
 
 # Every folder of the VMM library; a later subsystem adds its folder here.
-VMM_DIRS := util core x86 mem disk devices agent ctl loader image snapshot fork uffd jail doctor
+VMM_DIRS := util core x86 mem disk devices agent builder ctl loader snapshot fork uffd jail doctor
 VMM_SRC  := $(foreach d,$(VMM_DIRS),$(wildcard src/$(d)/*.c))
+# Building guest images (kernels, initramfs, root filesystems) is a tool, not the VMM: its own
+# library, linked by the CLI and the tests (doctor reads an image's manifest through it).
+IMAGE_SRC := $(wildcard src/image/*.c)
 CLI_SRC  := $(wildcard src/cli/*.c)
 VMM_OBJ  := $(VMM_SRC:%.c=$(BUILD)/%.o)
+IMAGE_OBJ := $(IMAGE_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
-LIB      := $(BUILD)/libforkvm.a
+VMM_LIB  := $(BUILD)/libforkvm.a
+IMAGE_LIB := $(BUILD)/libforkvm-image.a
+LIB      := $(VMM_LIB) $(IMAGE_LIB)
+# What links against both: they call each other (image uses util; doctor uses image).
+LINK_LIBS := -Wl,--start-group $(LIB) -Wl,--end-group
 
 all: $(BUILD)/forkvm
 
@@ -26,12 +34,16 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
-$(LIB): $(VMM_OBJ) $(BUILD)/probe_blob.o
+$(VMM_LIB): $(VMM_OBJ) $(BUILD)/probe_blob.o
+	@rm -f $@
+	ar rcs $@ $^
+
+$(IMAGE_LIB): $(IMAGE_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
 $(BUILD)/forkvm: $(CLI_OBJ) $(LIB)
-	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(LIB) $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(LINK_LIBS) $(LDLIBS)
 
 include mk/probe.mk
 -include mk/extra-*.mk

@@ -11,7 +11,7 @@ FUZZ_CFLAGS   := -std=gnu17 -Wall -Wextra -Wno-unused-parameter -g -O1 -D_GNU_SO
                  -ffunction-sections -fdata-sections -Isrc -Iguests
 FUZZ_SAN      := -fsanitize=address,undefined
 FUZZ_LIB      := $(FUZZ_DIR)/libforkvm-fuzz.a
-FUZZ_LIB_OBJ  := $(VMM_SRC:%.c=$(FUZZ_DIR)/%.o)
+FUZZ_LIB_OBJ  := $(VMM_SRC:%.c=$(FUZZ_DIR)/%.o) $(IMAGE_SRC:%.c=$(FUZZ_DIR)/%.o)
 FUZZ_HARNESS  := $(filter-out tests/fuzz/fuzz_stubs.c,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BINS     := $(FUZZ_HARNESS:tests/fuzz/%.c=$(FUZZ_DIR)/%) $(FUZZ_DIR)/fuzz_agent_frame
 # The agent's pure frame/request code (guests/agent), as mk/extra-agent.mk's own harness uses.

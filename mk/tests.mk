@@ -4,7 +4,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 $(BUILD)/tests/%: tests/unit/%.c $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS) -lcmocka
+	$(CC) $(CFLAGS) -o $@ $< $(LINK_LIBS) $(LDFLAGS) $(LDLIBS) -lcmocka
 
 # Test tools: small programs the integration tests call.
 TOOL_SRC := $(wildcard tests/tools/*.c)
@@ -12,7 +12,7 @@ TOOL_BIN := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tools/%)
 
 $(BUILD)/tools/%: tests/tools/%.c $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS)
+	$(CC) $(CFLAGS) -o $@ $< $(LINK_LIBS) $(LDFLAGS) $(LDLIBS)
 
 # Extra test binaries (other folders' fragments append to EXTRA_TEST_BINS).
 tests: $(BUILD)/forkvm $(UNIT_BIN) $(TOOL_BIN) $(EXTRA_TEST_BINS) $(EXTRA_BINS)

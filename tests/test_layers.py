@@ -40,12 +40,25 @@ def test_a_new_upward_include_fails(tree):
 
 
 def test_a_moved_known_include_must_leave_the_list(tree):
-    p = tree / "src" / "x86" / "acpi.c"
-    p.write_text(p.read_text().replace('#include "devices/acpi_pm.h"\n', ""))
+    """A known upward include that is gone (here: listed, never written) fails until its
+    line is deleted, so the list only shrinks."""
+    known = tree / "tests" / "layers" / "known_upward.txt"
+    known.write_text(known.read_text() + "src/x86/acpi.c -> devices/acpi_pm.h\n")
     r = run_check(str(tree))
     assert r.returncode == 1
     assert "src/x86/acpi.c -> devices/acpi_pm.h: listed in" in r.stdout
     assert "no longer there" in r.stdout
+
+
+def test_a_known_upward_include_passes(tree):
+    p = tree / "src" / "x86" / "acpi.c"
+    p.write_text('#include "devices/acpi_pm.h"\n' + p.read_text())
+    assert run_check(str(tree)).returncode == 1
+    known = tree / "tests" / "layers" / "known_upward.txt"
+    known.write_text(known.read_text() + "src/x86/acpi.c -> devices/acpi_pm.h\n")
+    r = run_check(str(tree))
+    assert r.returncode == 0, r.stdout
+    assert "1 upward includes, all known" in r.stdout
 
 
 def test_a_folder_in_no_layer_fails(tree):

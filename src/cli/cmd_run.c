@@ -19,7 +19,7 @@
 #include "util/log.h"
 #include "util/stopfd.h"
 #include "util/log_tail.h"
-#include "core/vm.h"
+#include "builder/builder.h"
 #include "ctl/ctl.h"
 #include "jail/cgroup.h"
 #include "jail/seccomp.h"

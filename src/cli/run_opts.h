@@ -5,7 +5,7 @@
 #include <stdbool.h>
 
 #include "cli/cli.h"
-#include "core/boot_linux.h"
+#include "builder/boot_linux.h"
 #include "core/vm.h"
 #include "jail/jail.h"
 #include "jail/cgroup.h"

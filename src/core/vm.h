@@ -9,7 +9,6 @@
 #include "core/bus.h"
 #include "core/kvm.h"
 #include "core/vcpu.h"
-#include "devices/vmgenid.h"
 #include "mem/guest_mem.h"
 #include "util/clock.h"
 #include "x86/cpuid.h"
@@ -20,6 +19,16 @@ struct virtio_mmio;
 struct vsock;
 struct virtio_blk;
 struct disk_base_id;
+
+#define VMGENID_SIZE 16
+
+/* The VM generation ID's state (devices/vmgenid.c). Only Linux guests have the device; the
+ * probe guest has no ACPI. */
+struct vmgenid {
+	bool present;			/* the guest's DSDT declares VGEN + GED (docs/LINUX.md) */
+	bool renew;			/* restored or branched: new ID + notify in vm_start */
+	uint8_t id[VMGENID_SIZE];	/* the ID now in guest RAM at LAYOUT_VMGENID */
+};
 
 #define VM_MAX_DISKS 4
 
@@ -98,16 +107,7 @@ struct vm {
 	uint64_t start_ns;	/* CLOCK_MONOTONIC when vCPUs started */
 };
 
-int vm_create(struct vm *vm, const struct vm_config *cfg);
-void vm_destroy(struct vm *vm);
-
-/* Load the probe guest and give every vCPU its CPL3 long-mode entry state. */
-int vm_boot_probe(struct vm *vm);
-/* Point the probe device at the mailboxes already in guest RAM (after a restore). */
-void vm_attach_probe(struct vm *vm);
-
-/* Start the vCPU threads; a restored Linux guest first gets a new generation ID + notify. */
-int vm_start(struct vm *vm);
+/* Creating, booting, starting and destroying a VM: builder/builder.h. */
 /* Park every vCPU; on return no vCPU runs guest code or touches guest memory. */
 int vm_pause(struct vm *vm);
 int vm_resume(struct vm *vm);

@@ -97,6 +97,7 @@ json_t *ctl_cmd_branch(struct ctl_server *srv, struct ctl_request *req)
 		.record_hashes = ctl_req_bool(req, "record_hashes", false),
 		.timeout_ms = (int)ctl_req_u64(req, "timeout_ms", 120000),
 		.no_agent_sync = ctl_req_bool(req, "no_agent_sync", false),
+		.serve = ctl_serve,
 	};
 	struct branch_job *job;
 	int ret;

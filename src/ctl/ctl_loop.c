@@ -5,7 +5,6 @@
 #include <string.h>
 #include <signal.h>
 #include <stdlib.h>
-#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -18,27 +17,10 @@
 #include "jail/seccomp.h"
 #include "util/clock.h"
 
-/* epoll tags: small integers for the fixed fds, slot index + TAG_CLIENT for clients. */
-enum { TAG_LISTEN, TAG_DONE, TAG_END, TAG_SIGNAL, TAG_CLIENT };
-
-static int loop_add(struct ctl_server *srv, int fd, uint64_t tag)
-{
-	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = tag };
-
-	if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
-		return log_errno(-errno, "epoll_ctl add fd %d", fd);
-	return 0;
-}
-
-static uint64_t slot_of(struct ctl_server *srv, struct ctl_client *c)
-{
-	return (uint64_t)(c - srv->clients);
-}
-
 static void client_close(struct ctl_server *srv, struct ctl_client *c)
 {
-	if (epoll_ctl(srv->epfd, EPOLL_CTL_DEL, c->fd, NULL) < 0)
-		log_debug("control: epoll_ctl del client %" PRIu64 ": %s", c->id, strerror(errno));
+	ev_del(&srv->loop, c->ev_id);
+	c->ev_id = -1;
 	close(c->fd);
 	json_decref(c->wait_id);
 	c->wait_id = NULL;
@@ -74,7 +56,6 @@ static void send_now(int fd, json_t *reply)
 static void client_update(struct ctl_server *srv, struct ctl_client *c)
 {
 	uint32_t want = 0;
-	struct epoll_event ev;
 
 	if (!c->closing && !c->eof && c->len < sizeof(c->buf))
 		want |= EPOLLIN;
@@ -82,10 +63,8 @@ static void client_update(struct ctl_server *srv, struct ctl_client *c)
 		want |= EPOLLOUT;
 	if (want == c->events)
 		return;
-	ev = (struct epoll_event){ .events = want, .data.u64 = TAG_CLIENT + slot_of(srv, c) };
-	if (epoll_ctl(srv->epfd, EPOLL_CTL_MOD, c->fd, &ev) < 0) {
-		log_warn("control: epoll_ctl mod client %" PRIu64 ": %s; disconnecting", c->id,
-			 strerror(errno));
+	if (ev_mod(&srv->loop, c->ev_id, want) < 0) {
+		log_warn("control: disconnecting client %" PRIu64, c->id);
 		client_close(srv, c);
 		return;
 	}
@@ -282,8 +261,13 @@ static void client_readable(struct ctl_server *srv, struct ctl_client *c)
 	client_process(srv, c);
 }
 
-static void client_event(struct ctl_server *srv, struct ctl_client *c, uint32_t events)
+static void client_event(void *arg, uint32_t events)
 {
+	struct ctl_client *c = arg;
+	struct ctl_server *srv = c->srv;
+
+	if (!c->id)
+		return;
 	if ((events & EPOLLOUT) && client_flush(srv, c) < 0)
 		return;
 	if (events & (EPOLLHUP | EPOLLERR)) {
@@ -331,11 +315,13 @@ static int sweep_idle(struct ctl_server *srv)
 	return next / 1000000 >= INT32_MAX ? INT32_MAX : (int)(next / 1000000 + 1);
 }
 
-static void accept_client(struct ctl_server *srv)
+static void accept_client(void *arg, uint32_t events)
 {
+	struct ctl_server *srv = arg;
 	int fd = ctl_accept(srv->listen_fd); /* refuses peers of another uid */
 	struct ctl_client *slot = NULL, *oldest = NULL;
 
+	(void)events;
 	if (fd < 0)
 		return;
 	for (int i = 0; i < MAX_CLIENTS && !slot; i++) {
@@ -358,7 +344,9 @@ static void accept_client(struct ctl_server *srv)
 		slot->waiting = slot->closing = slot->held = false;
 		slot->events = EPOLLIN;
 		slot->active_ns = monotonic_ns();
-		if (loop_add(srv, fd, TAG_CLIENT + slot_of(srv, slot)) == 0)
+		slot->srv = srv;
+		slot->ev_id = ev_add(&srv->loop, fd, EPOLLIN, EV_LATER, client_event, slot);
+		if (slot->ev_id >= 0)
 			return;
 		slot->id = 0;
 		slot->fd = -1;
@@ -407,10 +395,26 @@ static void deliver_completions(struct ctl_server *srv)
 	}
 }
 
-static void on_signal(struct ctl_server *srv)
+static void on_done(void *arg, uint32_t events)
 {
+	(void)events;
+	deliver_completions(arg);
+}
+
+static void on_end(void *arg, uint32_t events)
+{
+	struct ctl_server *srv = arg;
+
+	(void)events;
+	srv->running = false;
+}
+
+static void on_signal(void *arg, uint32_t events)
+{
+	struct ctl_server *srv = arg;
 	struct signalfd_siginfo si;
 
+	(void)events;
 	if (read(srv->sig_fd, &si, sizeof(si)) == sizeof(si))
 		vm_request_end(srv->vm, VM_END_STOPPED, "signal %s", strsignal((int)si.ssi_signo));
 }
@@ -437,29 +441,34 @@ static uint64_t idle_timeout_ns(void)
 static int server_open(struct ctl_server *srv, struct vm *vm, const char *path)
 {
 	sigset_t sigs;
+	int err;
 
 	srv->vm = vm;
 	srv->done_tail = &srv->done_head;
 	srv->pending.next = srv->pending.prev = &srv->pending;
 	pthread_mutex_init(&srv->lock, NULL);
 	for (int i = 0; i < MAX_CLIENTS; i++)
-		srv->clients[i].fd = -1;
+		srv->clients[i].fd = srv->clients[i].ev_id = -1;
 	srv->idle_ns = idle_timeout_ns();
+	err = ev_init(&srv->loop, "control");
+	if (err)
+		return err;
 	srv->listen_fd = ctl_listen(path);
 	if (srv->listen_fd < 0)
 		return srv->listen_fd;
-	srv->epfd = epoll_create1(EPOLL_CLOEXEC);
 	srv->done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGTERM);
 	sigaddset(&sigs, SIGINT);
 	sigaddset(&sigs, SIGHUP);
 	srv->sig_fd = signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
-	if (srv->epfd < 0 || srv->done_fd < 0 || srv->sig_fd < 0)
+	if (srv->done_fd < 0 || srv->sig_fd < 0)
 		return log_errno(-errno, "setting up the control loop for %s", path);
-	if (loop_add(srv, srv->listen_fd, TAG_LISTEN) || loop_add(srv, srv->done_fd, TAG_DONE) ||
-	    loop_add(srv, vm->end_eventfd, TAG_END) || loop_add(srv, srv->sig_fd, TAG_SIGNAL))
-		return -EIO;
+	if ((err = ev_add(&srv->loop, srv->listen_fd, EPOLLIN, EV_LATER, accept_client, srv)) < 0 ||
+	    (err = ev_add(&srv->loop, srv->done_fd, EPOLLIN, EV_LATER, on_done, srv)) < 0 ||
+	    (err = ev_add(&srv->loop, vm->end_eventfd, EPOLLIN, EV_LATER, on_end, srv)) < 0 ||
+	    (err = ev_add(&srv->loop, srv->sig_fd, EPOLLIN, EV_LATER, on_signal, srv)) < 0)
+		return log_errno(err, "control socket %s: watching its fds", path);
 	return 0;
 }
 
@@ -487,8 +496,7 @@ static void server_close(struct ctl_server *srv, const char *path)
 		close(srv->listen_fd);
 		unlink(path);
 	}
-	if (srv->epfd >= 0)
-		close(srv->epfd);
+	ev_fini(&srv->loop);
 	if (srv->done_fd >= 0)
 		close(srv->done_fd);
 	if (srv->sig_fd >= 0)
@@ -503,7 +511,7 @@ int ctl_serve(struct vm *vm, const char *path, int ready_fd)
 
 	if (!srv)
 		return log_errno(-ENOMEM, "allocating the control server");
-	srv->listen_fd = srv->epfd = srv->done_fd = srv->sig_fd = -1;
+	srv->listen_fd = srv->done_fd = srv->sig_fd = srv->loop.epfd = -1;
 	err = server_open(srv, vm, path);
 	/* The control thread's filter goes last, once every other thread runs (docs/SECURITY.md). */
 	if (!err && (err = jail_seccomp_apply(JAIL_ROLE_CONTROL)) < 0) {
@@ -520,25 +528,12 @@ int ctl_serve(struct vm *vm, const char *path, int ready_fd)
 			log_warn("writing the ready byte: %s", strerror(errno));
 		close(ready_fd);
 	}
-	for (bool running = true; running;) {
-		struct epoll_event evs[16];
-		int n = epoll_wait(srv->epfd, evs, 16, sweep_idle(srv));
-		if (n < 0 && errno != EINTR) {
-			vm_request_end(vm, VM_END_ERROR, "epoll_wait: %s", strerror(errno));
+	srv->running = true;
+	while (srv->running) {
+		int n = ev_run_once(&srv->loop, sweep_idle(srv));
+		if (n < 0) {
+			vm_request_end(vm, VM_END_ERROR, "control loop: %s", strerror(-n));
 			break;
-		}
-		for (int i = 0; i < n; i++) {
-			uint64_t tag = evs[i].data.u64;
-			if (tag == TAG_LISTEN)
-				accept_client(srv);
-			else if (tag == TAG_DONE)
-				deliver_completions(srv);
-			else if (tag == TAG_END)
-				running = false;
-			else if (tag == TAG_SIGNAL)
-				on_signal(srv);
-			else if (srv->clients[tag - TAG_CLIENT].id)
-				client_event(srv, &srv->clients[tag - TAG_CLIENT], evs[i].events);
 		}
 	}
 out:

@@ -7,6 +7,8 @@
 
 #include <pthread.h>
 
+#include "util/evloop.h"
+
 #define MAX_CLIENTS 64
 /* Replies a client has not read yet, at most; past this it is disconnected. */
 #define CTL_MAX_UNSENT (4u << 20)
@@ -17,12 +19,14 @@
 struct ctl_client {
 	uint64_t id; /* 0 = free slot */
 	int fd;
+	int ev_id; /* its fd in the server's loop */
+	struct ctl_server *srv;
 	bool waiting; /* a reply is pending; further lines wait in buf */
 	bool closing; /* reads no more requests; closed once out is sent */
 	bool held;    /* its next request waits for the worker to finish (still in buf) */
 	bool eof;     /* the peer shut down its side: answer what is buffered, then close */
 	json_t *wait_id; /* the waiting request's "id", echoed in its reply (owned) */
-	uint32_t events;    /* the epoll interest now registered */
+	uint32_t events;    /* the interest now registered (EPOLLIN, EPOLLOUT) */
 	uint64_t active_ns; /* last request read or reply byte sent */
 	char *out;	    /* unsent replies: out[out_off..out_len) */
 	size_t out_off, out_len, out_cap;
@@ -47,7 +51,9 @@ struct pending {
 
 struct ctl_server {
 	struct vm *vm;
-	int epfd, listen_fd, done_fd, sig_fd;
+	struct evloop loop;
+	int listen_fd, done_fd, sig_fd;
+	bool running;
 	uint64_t next_id;
 	uint64_t idle_ns; /* 0 = no idle timeout */
 	struct ctl_client clients[MAX_CLIENTS];

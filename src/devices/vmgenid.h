@@ -5,17 +5,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-struct vm;
+#include "core/vm.h" /* struct vmgenid, VMGENID_SIZE */
 
-#define VMGENID_SIZE 16
 #define VMGENID_HEX_LEN (2 * VMGENID_SIZE)
-
-/* Per-VM state (in struct vm). Only Linux guests have the device; the probe guest has no ACPI. */
-struct vmgenid {
-	bool present;			/* the guest's DSDT declares VGEN + GED (docs/LINUX.md) */
-	bool renew;			/* restored or branched: new ID + notify in vm_start */
-	uint8_t id[VMGENID_SIZE];	/* the ID now in guest RAM at LAYOUT_VMGENID */
-};
 
 /* Draw a new random ID (getrandom; never all zero), store it in dst and in id. */
 int vmgenid_fresh(uint8_t *dst, uint8_t id[VMGENID_SIZE]);

@@ -1,9 +1,8 @@
-/* virtio-vsock device: the Unix listener, the device thread's epoll loop, snapshot hooks. */
+/* virtio-vsock device: the Unix listener, the device thread's event loop, snapshot hooks. */
 #include "devices/vsock_impl.h"
 
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -42,39 +41,27 @@ static const struct virtio_dev_ops vsock_ops = {
 	.reset = vsock_reset,
 };
 
-static int epoll_add(struct vsock *v, int fd, uint64_t tag)
+static void on_stop(void *arg, uint32_t events)
 {
-	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = tag };
+	struct vsock *v = arg;
 
-	if (epoll_ctl(v->epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0)
-		return log_errno(-errno, "vsock: epoll_ctl add fd %d", fd);
-	return 0;
+	(void)events;
+	v->stopping = true;
 }
 
-static void vsock_handle(struct vsock *v, const struct epoll_event *ev)
+static void on_notify(void *arg, uint32_t events)
 {
-	uint32_t kind = (uint32_t)(ev->data.u64 >> 32), id = (uint32_t)ev->data.u64;
+	struct vsock_notify *n = arg;
 
-	switch (kind) {
-	case VTAG_LISTEN:
-		vsock_accept(v);
-		break;
-	case VTAG_NOTIFY:
-		virtio_mmio_ack_notify(v->mmio, (int)id);
-		if (id == VSOCK_QUEUE_RX)
-			v->rx_starved = false; /* the driver posted receive buffers */
-		break;
-	case VTAG_CONN:
-		if (id < VSOCK_MAX_CONNS && v->conns[id])
-			vsock_conn_event(v, v->conns[id], ev->events);
-		break;
-	}
+	(void)events;
+	virtio_mmio_ack_notify(n->v->mmio, n->queue);
+	if (n->queue == VSOCK_QUEUE_RX)
+		n->v->rx_starved = false; /* the driver posted receive buffers */
 }
 
 static void *vsock_thread(void *arg)
 {
 	struct vsock *v = arg;
-	struct epoll_event evs[32];
 
 	if (jail_seccomp_apply(JAIL_ROLE_DEVICE) < 0) {
 		vm_request_end(v->vm, VM_END_ERROR, "vsock: seccomp filter of its thread not loaded");
@@ -82,31 +69,27 @@ static void *vsock_thread(void *arg)
 	}
 	for (;;) {
 		/* While a transport reset settles, look again every few ms for the guest's answer. */
-		int n = epoll_wait(v->epoll_fd, evs, 32, v->reset_settling ? 5 : -1);
+		int n = ev_wait(&v->loop, v->reset_settling ? 5 : -1);
 		bool used = false;
 
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			log_err("vsock: epoll_wait: %s", strerror(errno));
+		if (n < 0)
 			return NULL;
-		}
-		for (int i = 0; i < n; i++)
-			if (evs[i].data.u64 >> 32 == VTAG_STOP)
-				return NULL;
+		ev_dispatch(&v->loop, EV_FIRST); /* the stop request */
+		if (v->stopping)
+			return NULL;
 		pthread_mutex_lock(&v->mmio->lock);
 		/*
 		 * A paused VM's memory must not change (snapshots copy it). The flag is read
 		 * under the transport lock, and capture takes that lock, so a batch that started
-		 * before the pause ends before the device state is saved. Events stay pending.
+		 * before the pause ends before the device state is saved. Events stay pending
+		 * (the loop is level-triggered: the next wait reports them again).
 		 */
 		if (__atomic_load_n(&v->vm->pause_requested, __ATOMIC_ACQUIRE)) {
 			pthread_mutex_unlock(&v->mmio->lock);
 			usleep(1000);
 			continue;
 		}
-		for (int i = 0; i < n; i++)
-			vsock_handle(v, &evs[i]);
+		ev_dispatch(&v->loop, EV_LATER);
 		if (virtio_mmio_driver_ok(v->mmio)) {
 			vsock_process_tx(v, &used);
 			/* A transport reset goes out before any packet that follows it. */
@@ -142,25 +125,32 @@ int vsock_create(struct vm *vm, int slot, const char *path, uint32_t cid, struct
 	v->vm = vm;
 	v->cid = cid ? cid : VSOCK_DEFAULT_CID;
 	v->next_port = VSOCK_FIRST_HOST_PORT;
-	v->listen_fd = v->epoll_fd = v->stop_fd = -1;
+	v->listen_fd = v->stop_fd = -1;
+	err = ev_init(&v->loop, "vsock");
+	if (err) {
+		free(v);
+		return err;
+	}
 	err = virtio_mmio_create(vm, slot, VIRTIO_ID_VSOCK, 0, 3, 256, &vsock_ops, v, &v->mmio);
 	if (err)
 		goto err;
 	err = vsock_listen(v, path);
 	if (err)
 		goto err;
-	v->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
 	v->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (v->epoll_fd < 0 || v->stop_fd < 0) {
-		err = log_errno(-errno, "vsock: epoll/eventfd");
+	if (v->stop_fd < 0) {
+		err = log_errno(-errno, "vsock: the stop eventfd");
 		goto err;
 	}
-	err = epoll_add(v, v->stop_fd, VTAG(VTAG_STOP, 0));
-	if (!err)
-		err = epoll_add(v, v->listen_fd, VTAG(VTAG_LISTEN, 0));
-	for (int q = 0; q < 3 && !err; q++)
-		err = epoll_add(v, v->mmio->notify_fd[q], VTAG(VTAG_NOTIFY, q));
-	if (err)
+	err = ev_add(&v->loop, v->stop_fd, EPOLLIN, EV_FIRST, on_stop, v);
+	if (err >= 0)
+		err = ev_add(&v->loop, v->listen_fd, EPOLLIN, EV_LATER, vsock_accept, v);
+	for (int q = 0; q < 3 && err >= 0; q++) {
+		v->notify[q] = (struct vsock_notify){ v, q };
+		err = ev_add(&v->loop, v->mmio->notify_fd[q], EPOLLIN, EV_LATER, on_notify,
+			     &v->notify[q]);
+	}
+	if (err < 0)
 		goto err;
 	err = -pthread_create(&v->thread, NULL, vsock_thread, v);
 	if (err) {
@@ -197,8 +187,7 @@ void vsock_destroy(struct vsock *v)
 		close(v->listen_fd);
 		unlink(v->path);
 	}
-	if (v->epoll_fd >= 0)
-		close(v->epoll_fd);
+	ev_fini(&v->loop);
 	if (v->stop_fd >= 0)
 		close(v->stop_fd);
 	virtio_mmio_destroy(v->mmio);

@@ -3,7 +3,6 @@
 
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -31,7 +30,8 @@ static void conn_close_fd(struct vsock *v, struct vsock_conn *c)
 {
 	if (c->fd < 0)
 		return;
-	epoll_ctl(v->epoll_fd, EPOLL_CTL_DEL, c->fd, NULL);
+	ev_del(&v->loop, c->ev_id);
+	c->ev_id = -1;
 	close(c->fd);
 	c->fd = -1;
 	c->epoll_mask = 0;
@@ -52,12 +52,16 @@ void vsock_conn_close_all(struct vsock *v)
 			vsock_conn_free(v, v->conns[i]);
 }
 
-void vsock_accept(struct vsock *v)
+static void conn_event(void *arg, uint32_t events);
+
+void vsock_accept(void *vsock, uint32_t events)
 {
+	struct vsock *v = vsock;
+
+	(void)events;
 	for (;;) {
 		/* Only our uid or root: the socket reaches into the guest. */
 		int fd = unix_accept(v->listen_fd, SOCK_NONBLOCK | SOCK_CLOEXEC, "vsock socket");
-		struct epoll_event ev = { .events = EPOLLIN };
 		struct vsock_conn *c;
 		int id = 0;
 
@@ -74,10 +78,11 @@ void vsock_accept(struct vsock *v)
 			close(fd);
 			continue;
 		}
-		*c = (struct vsock_conn){ .fd = fd, .id = id, .state = VC_LINE, .epoll_mask = EPOLLIN };
-		ev.data.u64 = VTAG(VTAG_CONN, id);
-		if (epoll_ctl(v->epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0) {
-			log_warn("vsock: epoll_ctl for a new connection: %s", strerror(errno));
+		*c = (struct vsock_conn){ .fd = fd, .id = id, .dev = v, .state = VC_LINE,
+					  .epoll_mask = EPOLLIN };
+		c->ev_id = ev_add(&v->loop, fd, EPOLLIN, EV_LATER, conn_event, c);
+		if (c->ev_id < 0) {
+			log_warn("vsock: refusing a connection: it cannot be watched");
 			close(fd);
 			free(c);
 			continue;
@@ -160,8 +165,12 @@ void vsock_conn_flush(struct vsock *v, struct vsock_conn *c)
 	}
 }
 
-void vsock_conn_event(struct vsock *v, struct vsock_conn *c, uint32_t events)
+/* A host connection's fd is ready (the device thread, under the transport lock). */
+static void conn_event(void *arg, uint32_t events)
 {
+	struct vsock_conn *c = arg;
+	struct vsock *v = c->dev;
+
 	if (c->state == VC_LINE && (events & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
 		conn_read_line(v, c);
 		return;
@@ -176,8 +185,9 @@ void vsock_conn_event(struct vsock *v, struct vsock_conn *c, uint32_t events)
 		c->send_rst = true;
 		return;
 	}
-	/* Unread bytes may remain: vsock_deliver_rx keeps reading until EOF, without epoll. */
-	epoll_ctl(v->epoll_fd, EPOLL_CTL_DEL, c->fd, NULL);
+	/* Unread bytes may remain: vsock_deliver_rx keeps reading until EOF, unwatched. */
+	ev_del(&v->loop, c->ev_id);
+	c->ev_id = -1;
 	c->epoll_mask = 0;
 	c->hup = true;
 }
@@ -185,7 +195,6 @@ void vsock_conn_event(struct vsock *v, struct vsock_conn *c, uint32_t events)
 void vsock_conn_update_epoll(struct vsock *v, struct vsock_conn *c)
 {
 	uint32_t want = 0;
-	struct epoll_event ev = { .data.u64 = VTAG(VTAG_CONN, c->id) };
 
 	if (c->fd < 0 || c->hup)
 		return;
@@ -197,8 +206,8 @@ void vsock_conn_update_epoll(struct vsock *v, struct vsock_conn *c)
 		want |= EPOLLOUT;
 	if (want == c->epoll_mask)
 		return;
-	ev.events = want;
-	if (epoll_ctl(v->epoll_fd, EPOLL_CTL_MOD, c->fd, &ev) < 0)
-		log_warn("vsock: epoll_ctl mod for port %u: %s", c->local_port, strerror(errno));
-	c->epoll_mask = want;
+	if (ev_mod(&v->loop, c->ev_id, want) < 0)
+		log_warn("vsock: the connection on port %u keeps its old events", c->local_port);
+	else
+		c->epoll_mask = want;
 }

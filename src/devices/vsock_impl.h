@@ -9,6 +9,7 @@
 #include "devices/virtio_mmio.h"
 #include "devices/vsock.h"
 #include "devices/vsock_proto.h"
+#include "util/evloop.h"
 
 #define VSOCK_MAX_CONNS 64
 #define VSOCK_BUF_ALLOC (256u << 10) /* bytes we buffer per connection toward the host */
@@ -24,7 +25,9 @@ enum vsock_conn_state {
 
 struct vsock_conn {
 	int fd;
-	int id; /* index in vsock.conns, also the epoll tag */
+	int id;	   /* index in vsock.conns */
+	int ev_id; /* fd in the device thread's loop (-1: not watched) */
+	struct vsock *dev;
 	enum vsock_conn_state state;
 	uint32_t local_port, peer_port;
 	char line[40];
@@ -36,7 +39,7 @@ struct vsock_conn {
 	uint32_t head, len;
 	uint32_t fwd_cnt, fwd_sent;
 	bool send_request, send_credit, send_rst, send_shutdown, shut_wr_pending, eof;
-	bool hup; /* removed from epoll (a hung-up fd reports EPOLLHUP forever) */
+	bool hup; /* no longer watched (a hung-up fd reports EPOLLHUP forever) */
 	uint32_t epoll_mask;
 };
 
@@ -45,7 +48,15 @@ struct vsock {
 	struct virtio_mmio *mmio; /* its lock guards everything below */
 	char path[108];
 	uint32_t cid;
-	int listen_fd, epoll_fd, stop_fd;
+	int listen_fd, stop_fd;
+	/*
+	 * The device thread's loop. Its thread dispatches under the transport lock, and other
+	 * threads (reset, restore, destroy) drop connections under that lock too: the slots
+	 * change only under it. The stop request is dispatched first, without the lock.
+	 */
+	struct evloop loop;
+	struct vsock_notify { struct vsock *v; int queue; } notify[3];
+	bool stopping;
 	pthread_t thread;
 	bool thread_started;
 	struct vsock_conn *conns[VSOCK_MAX_CONNS];
@@ -66,13 +77,8 @@ struct vsock {
 	struct vsock_stats stats;
 };
 
-/* epoll tags: kind in the high half, connection id in the low half. */
-enum { VTAG_STOP = 1, VTAG_LISTEN, VTAG_NOTIFY, VTAG_CONN };
-#define VTAG(kind, id) (((uint64_t)(kind) << 32) | (uint32_t)(id))
-
 /* vsock_conn.c */
-void vsock_accept(struct vsock *v);
-void vsock_conn_event(struct vsock *v, struct vsock_conn *c, uint32_t events);
+void vsock_accept(void *vsock, uint32_t events);
 void vsock_conn_free(struct vsock *v, struct vsock_conn *c);
 void vsock_conn_close_all(struct vsock *v);
 void vsock_conn_flush(struct vsock *v, struct vsock_conn *c);

@@ -22,6 +22,9 @@ struct branch_opts {
 	bool record_hashes;	/* test mode: hash the image while the source is paused */
 	int timeout_ms;
 	bool no_agent_sync;	/* Linux guests: skip reseeding/clock-setting the children */
+	/* cow: how a child serves its VM until it ends (the control server, ctl_serve). Given
+	 * by the caller, so this layer does not reach up into the service above it. */
+	int (*serve)(struct vm *vm, const char *socket, int ready_fd);
 };
 
 struct branch_child {

@@ -29,6 +29,7 @@ struct cow_template {
 	int timeout_ms;
 	struct cgroup_opts cg;	/* the source's cgroup options: each child enters with them */
 	bool have_cg;
+	int (*serve)(struct vm *vm, const char *socket, int ready_fd); /* branch_opts.serve */
 };
 
 /* In the template process: fork `count` children, wait until all are ready, then give each

@@ -86,6 +86,11 @@ int branch_cow(struct vm *vm, const struct branch_opts *o, struct branch_result 
 	int pipefd[2], ret;
 	pid_t mid;
 
+	if (!o->serve) {
+		snprintf(err, errlen, "cow branch: the caller gave no way for children to serve "
+			 "their VM (branch_opts.serve)");
+		return -EINVAL;
+	}
 	if (vm->mem.backing != GUEST_MEM_ANON) {
 		snprintf(err, errlen, "cow needs anonymous private guest RAM (this VM uses %s)",
 			 guest_mem_backing_name(vm->mem.backing));

@@ -6,7 +6,7 @@
 #include <unistd.h>
 
 #include "util/log.h"
-#include "ctl/ctl.h"
+#include "builder/builder.h"
 #include "fork/cow.h"
 #include "fork/fd_hygiene.h"
 #include "jail/cgroup.h"
@@ -74,7 +74,7 @@ void cow_child_main(struct cow_template *t, const char *name, const char *socket
 		vm_destroy(&vm);
 		_exit(1);
 	}
-	ctl_serve(&vm, socket, ready_fd);
+	t->serve(&vm, socket, ready_fd);
 	switch (vm.end_reason) {
 	case VM_END_STOPPED:
 	case VM_END_GUEST_POWEROFF:

@@ -18,9 +18,9 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
+#include "util/evloop.h"
 #include "util/log.h"
 #include "util/unix_sock.h"
-#include "ctl/ctl_socket.h"
 #include "fork/cow.h"
 #include "fork/fd_hygiene.h"
 #include "jail/cgroup.h"
@@ -131,40 +131,69 @@ static void reap(struct cow_template *t)
 	}
 }
 
+struct serve {
+	struct cow_template *t;
+	struct evloop loop;
+	int sig_fd, source_id;
+	bool stop;
+};
+
+static void on_signal(void *arg, uint32_t events)
+{
+	struct serve *sv = arg;
+	struct signalfd_siginfo si;
+
+	(void)events;
+	if (read(sv->sig_fd, &si, sizeof(si)) == sizeof(si) && si.ssi_signo != SIGCHLD)
+		sv->stop = true;
+	else
+		reap(sv->t);
+}
+
+/* The source's pidfd: readable once the source process has exited. */
+static void on_source_gone(void *arg, uint32_t events)
+{
+	struct serve *sv = arg;
+
+	(void)events;
+	sv->t->source_alive = false;
+	ev_del(&sv->loop, sv->source_id);
+	sv->source_id = -1;
+}
+
+static void on_request(void *arg, uint32_t events)
+{
+	struct serve *sv = arg;
+	/* Only our euid and root: others are closed unheard (logged once per uid). */
+	int fd = unix_accept(sv->t->listen_fd, SOCK_CLOEXEC, "template socket");
+	struct timeval tv = { .tv_sec = TEMPLATE_RECV_TIMEOUT_S };
+
+	(void)events;
+	if (fd < 0)
+		return;
+	if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0)
+		log_warn("template socket: SO_RCVTIMEO: %s", strerror(errno));
+	if (template_request(sv->t, fd))
+		sv->stop = true;
+	close(fd);
+}
+
 /* Serve until asked to stop, or until the source is gone and no child is left. */
 static void template_serve(struct cow_template *t, int sig_fd, int source_fd)
 {
-	for (;;) {
-		struct pollfd p[3] = { { .fd = t->listen_fd, .events = POLLIN },
-				       { .fd = sig_fd, .events = POLLIN },
-				       { .fd = t->source_alive ? source_fd : -1, .events = POLLIN } };
-		if (!t->source_alive && t->live <= 0)
-			return;
-		if (poll(p, 3, -1) < 0)
-			continue;
-		if (p[1].revents) {
-			struct signalfd_siginfo si;
-			if (read(sig_fd, &si, sizeof(si)) == sizeof(si) && si.ssi_signo != SIGCHLD)
-				return;
-			reap(t);
-		}
-		if (p[2].revents)
-			t->source_alive = false;
-		if (p[0].revents) {
-			/* Only our euid and root: others are closed unheard (logged once per uid). */
-			int fd = unix_accept(t->listen_fd, SOCK_CLOEXEC, "template socket");
-			struct timeval tv = { .tv_sec = TEMPLATE_RECV_TIMEOUT_S };
+	struct serve sv = { .t = t, .sig_fd = sig_fd, .source_id = -1 };
+	int ret = ev_init(&sv.loop, "cow template");
 
-			if (fd >= 0) {
-				if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0)
-					log_warn("template socket: SO_RCVTIMEO: %s", strerror(errno));
-				bool stop = template_request(t, fd);
-				close(fd);
-				if (stop)
-					return;
-			}
-		}
-	}
+	if (!ret && (ret = ev_add(&sv.loop, sig_fd, EPOLLIN, EV_LATER, on_signal, &sv)) >= 0)
+		ret = ev_add(&sv.loop, t->listen_fd, EPOLLIN, EV_LATER, on_request, &sv);
+	if (ret >= 0 && t->source_alive)
+		ret = sv.source_id = ev_add(&sv.loop, source_fd, EPOLLIN, EV_LATER, on_source_gone,
+					    &sv);
+	while (ret >= 0 && !sv.stop && (t->source_alive || t->live > 0))
+		ret = ev_run_once(&sv.loop, -1);
+	if (ret < 0)
+		log_err("cow template: serving stopped: %s", strerror(-ret));
+	ev_fini(&sv.loop);
 }
 
 static int decode_state(struct cow_template *t, struct snap_buf *state)
@@ -226,7 +255,8 @@ static int export_disks(struct vm *vm, const struct branch_opts *o, char *dir, s
 void cow_template_main(struct vm *vm, struct snap_buf *state, const struct branch_opts *o,
 		       int report_fd, pid_t source)
 {
-	struct cow_template t = { .vm = vm, .source_alive = true, .timeout_ms = o->timeout_ms };
+	struct cow_template t = { .vm = vm, .source_alive = true, .timeout_ms = o->timeout_ms,
+				  .serve = o->serve };
 	struct branch_child *kids = calloc((size_t)o->count, sizeof(*kids));
 	int keep[2] = { vm->kvm.fd, report_fd }, sig_fd, source_fd;
 	char path[700], err[3072];
@@ -273,7 +303,7 @@ void cow_template_main(struct vm *vm, struct snap_buf *state, const struct branc
 	sigprocmask(SIG_BLOCK, &sigs, NULL);
 	sig_fd = signalfd(-1, &sigs, SFD_CLOEXEC);
 	source_fd = (int)syscall(SYS_pidfd_open, source, 0);
-	t.listen_fd = ctl_listen(t.socket);
+	t.listen_fd = unix_listen(t.socket, 64, SOCK_NONBLOCK, "template socket");
 	if (!kids || sig_fd < 0 || t.listen_fd < 0 || decode_state(&t, state) < 0) {
 		report(report_fd, "error template setup failed (see %s.log)\n", t.socket);
 		remove_disk_dir(t.disk_dir);

@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "util/log.h"
-#include "core/vm.h"
+#include "builder/builder.h"
 #include "devices/serial.h"
 #include "devices/vmgenid.h"
 #include "snapshot/snap_layer.h"

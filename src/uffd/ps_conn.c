@@ -3,7 +3,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -126,6 +125,15 @@ void ps_conn_readable(struct ps_server *s, struct ps_conn *c)
 	}
 }
 
+static void conn_event(void *arg, uint32_t events)
+{
+	struct ps_conn *c = arg;
+
+	(void)events;
+	if (!c->dead)
+		ps_conn_readable(c->srv, c);
+}
+
 void ps_accept_all(struct ps_server *s)
 {
 	for (;;) {
@@ -142,12 +150,11 @@ void ps_accept_all(struct ps_server *s)
 			close(fd);
 			continue;
 		}
-		c->kind = PS_CONN;
+		c->srv = s;
 		c->fd = fd;
 		c->deadline = monotonic_ns() + CONN_IDLE_NS;
-		if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd,
-			      &(struct epoll_event){ .events = EPOLLIN, .data.ptr = c }) < 0) {
-			log_warn("epoll_ctl add connection: %s", strerror(errno));
+		c->ev_id = ev_add(&s->loop, fd, EPOLLIN, EV_LATER, conn_event, c);
+		if (c->ev_id < 0) {
 			close(fd);
 			free(c);
 			continue;

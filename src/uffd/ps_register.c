@@ -3,7 +3,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
 #include <unistd.h>
 
 #include "util/log.h"
@@ -24,6 +23,16 @@ static bool is_uffd(int fd)
 	return strcmp(target, "anon_inode:[userfaultfd]") == 0;
 }
 
+/* Demand faults: the loop runs these before any connection of the same wakeup. */
+static void uffd_event(void *arg, uint32_t events)
+{
+	struct ps_vm *vm = arg;
+
+	(void)events;
+	if (!vm->gone)
+		ps_vm_uffd_ready(vm->srv, vm);
+}
+
 int ps_vm_register(struct ps_server *s, struct ps_conn *c, json_t *req, int uffd, char *err,
 		   size_t errlen)
 {
@@ -33,7 +42,8 @@ int ps_vm_register(struct ps_server *s, struct ps_conn *c, json_t *req, int uffd
 
 	if (!vm)
 		return -ENOMEM;
-	vm->kind = PS_UFFD;
+	vm->srv = s;
+	vm->ev_id = -1;
 	vm->uffd = -1;
 	vm->load.fd = -1;
 	vm->phase = PS_IDLE;
@@ -74,11 +84,11 @@ int ps_vm_register(struct ps_server *s, struct ps_conn *c, json_t *req, int uffd
 		goto err;
 	}
 	vm->uffd = uffd;
-	if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, uffd,
-		      &(struct epoll_event){ .events = EPOLLIN, .data.ptr = vm }) < 0) {
-		ret = -errno;
+	vm->ev_id = ev_add(&s->loop, uffd, EPOLLIN, EV_FIRST, uffd_event, vm);
+	if (vm->ev_id < 0) {
+		ret = vm->ev_id;
 		vm->uffd = -1;
-		snprintf(err, errlen, "epoll_ctl add uffd: %s", strerror(errno));
+		snprintf(err, errlen, "watching the uffd (epoll_ctl add): %s", strerror(-ret));
 		goto err;
 	}
 	vm->id = ++s->next_id;
@@ -119,8 +129,8 @@ void ps_vm_drop(struct ps_server *s, struct ps_vm *vm, const char *why)
 	vm->gone = true;
 	s->ngone++;
 	if (vm->uffd >= 0) {
-		if (epoll_ctl(s->epfd, EPOLL_CTL_DEL, vm->uffd, NULL) < 0)
-			log_warn("vm %d: epoll_ctl del uffd: %s", vm->id, strerror(errno));
+		ev_del(&s->loop, vm->ev_id);
+		vm->ev_id = -1;
 		close(vm->uffd);
 		vm->uffd = -1;
 	}

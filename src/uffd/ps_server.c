@@ -1,4 +1,4 @@
-/* Page-server main loop: one epoll over the socket, connections and every VM's uffd. */
+/* Page-server main loop: one event loop over the socket, connections and every VM's uffd. */
 #include "uffd/ps_server.h"
 
 #include <poll.h>
@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -35,7 +34,8 @@ static void reap(struct ps_server *s, uint64_t now)
 		}
 		if (c->vm)
 			ps_vm_drop(s, c->vm, "the VMM closed its connection");
-		close(c->fd); /* also leaves the epoll set */
+		ev_del(&s->loop, c->ev_id);
+		close(c->fd);
 		*pp = c->next;
 		s->nconns--;
 		free(c);
@@ -61,88 +61,87 @@ static int listen_on(struct ps_server *s)
 	return 0;
 }
 
-static void dispatch(struct ps_server *s, struct epoll_event *ev, int n, bool uffds, bool *quit)
+static void on_listen(void *arg, uint32_t events)
 {
-	for (int i = 0; i < n; i++) {
-		enum ps_kind kind = *(enum ps_kind *)ev[i].data.ptr;
-		/* Demand faults first: every uffd of the batch before any connection. */
-		if ((kind == PS_UFFD) != uffds)
-			continue;
-		if (kind == PS_UFFD && !((struct ps_vm *)ev[i].data.ptr)->gone)
-			ps_vm_uffd_ready(s, ev[i].data.ptr);
-		else if (kind == PS_CONN && !((struct ps_conn *)ev[i].data.ptr)->dead)
-			ps_conn_readable(s, ev[i].data.ptr);
-		else if (kind == PS_LISTEN)
-			ps_accept_all(s);
-		else if (kind == PS_SIGNAL)
-			*quit = true;
-	}
+	(void)events;
+	ps_accept_all(arg);
 }
 
-int ps_serve(const char *path, uint32_t fault_around)
+static void on_signal(void *arg, uint32_t events)
 {
-	struct ps_server s = { .path = path, .listen_kind = PS_LISTEN, .sig_kind = PS_SIGNAL,
-			       .fault_around = fault_around ? fault_around : 1,
-			       .listen_fd = -1, .sig_fd = -1, .epfd = -1 };
-	struct epoll_event ev[64];
+	struct ps_server *s = arg;
+
+	(void)events;
+	s->quit = true;
+}
+
+/* Every 50 ms: the settle detectors sample their VMs' fault counts. */
+static void on_tick(void *arg)
+{
+	struct ps_server *s = arg;
+	uint64_t now = monotonic_ns();
+
+	for (struct ps_vm *vm = s->vms; vm; vm = vm->next)
+		if (!vm->gone)
+			ps_settle_tick(s, vm, now);
+	ev_timer_arm(&s->loop, &s->tick, now + 50000000, on_tick, s);
+}
+
+static int serve_setup(struct ps_server *s, const char *path)
+{
 	sigset_t sigs;
-	uint64_t last_tick = 0;
-	bool quit = false;
 	int ret;
 
-	s.t_start = monotonic_ns();
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGTERM);
 	sigaddset(&sigs, SIGINT);
 	sigaddset(&sigs, SIGHUP);
 	sigprocmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
-	s.epfd = epoll_create1(EPOLL_CLOEXEC);
-	s.sig_fd = signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
-	if (s.epfd < 0 || s.sig_fd < 0) {
-		ret = log_errno(-errno, "epoll/signalfd for the page server");
-		goto out;
-	}
-	ret = listen_on(&s);
+	s->sig_fd = signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (s->sig_fd < 0)
+		return log_errno(-errno, "signalfd for the page server");
+	ret = listen_on(s);
 	if (ret)
-		goto out;
-	if (epoll_ctl(s.epfd, EPOLL_CTL_ADD, s.listen_fd,
-		      &(struct epoll_event){ .events = EPOLLIN, .data.ptr = &s.listen_kind }) < 0 ||
-	    epoll_ctl(s.epfd, EPOLL_CTL_ADD, s.sig_fd,
-		      &(struct epoll_event){ .events = EPOLLIN, .data.ptr = &s.sig_kind }) < 0) {
-		ret = log_errno(-errno, "epoll_ctl add the page-server socket %s", path);
-		goto out;
-	}
+		return ret;
+	if ((ret = ev_add(&s->loop, s->listen_fd, EPOLLIN, EV_LATER, on_listen, s)) < 0 ||
+	    (ret = ev_add(&s->loop, s->sig_fd, EPOLLIN, EV_LATER, on_signal, s)) < 0)
+		return log_errno(ret, "page server: watching its socket %s", path);
+	on_tick(s);
 	ret = jail_pageserver_enter(); /* socket bound as root; nothing served yet */
 	if (ret)
-		goto out;
-	ret = jail_seccomp_apply(JAIL_ROLE_PAGESERVER);
+		return ret;
+	return jail_seccomp_apply(JAIL_ROLE_PAGESERVER);
+}
+
+int ps_serve(const char *path, uint32_t fault_around)
+{
+	struct ps_server s = { .path = path, .fault_around = fault_around ? fault_around : 1,
+			       .listen_fd = -1, .sig_fd = -1 };
+	int ret;
+
+	s.t_start = monotonic_ns();
+	ret = ev_init(&s.loop, "page server");
+	if (ret)
+		return ret;
+	ret = serve_setup(&s, path);
 	if (ret)
 		goto out;
 	log_info("page server listening on %s (fault-around %u pages)", path, s.fault_around);
-	while (!quit) {
+	while (!s.quit) {
 		bool busy = false;
 		for (struct ps_vm *vm = s.vms; vm && !busy; vm = vm->next)
 			busy = !vm->gone && vm->phase != PS_IDLE;
-		int n = epoll_wait(s.epfd, ev, 64, busy ? 0 : 100);
-		if (n < 0 && errno != EINTR) {
-			ret = log_errno(-errno, "epoll_wait");
+		int n = ev_run_once(&s.loop, busy ? 0 : 100);
+		if (n < 0) {
+			ret = n;
 			break;
 		}
-		dispatch(&s, ev, n > 0 ? n : 0, true, &quit);
-		dispatch(&s, ev, n > 0 ? n : 0, false, &quit);
 		/* The pending faults were served above; now one bounded background step per VM. */
-		if (n <= 0 || busy)
+		if (n == 0 || busy)
 			for (struct ps_vm *vm = s.vms; vm; vm = vm->next)
 				ps_prefetch_step(&s, vm);
-		uint64_t now = monotonic_ns();
-		if (now - last_tick >= 50000000) {
-			last_tick = now;
-			for (struct ps_vm *vm = s.vms; vm; vm = vm->next)
-				if (!vm->gone)
-					ps_settle_tick(&s, vm, now);
-		}
-		reap(&s, now);
+		reap(&s, monotonic_ns());
 	}
 	log_info("page server on %s stopping: populating the RAM of every VM first", path);
 	for (struct ps_vm *vm = s.vms; vm; vm = vm->next) {
@@ -160,11 +159,10 @@ int ps_serve(const char *path, uint32_t fault_around)
 	}
 	unlink(path);
 out:
+	ev_fini(&s.loop);
 	if (s.listen_fd >= 0)
 		close(s.listen_fd);
 	if (s.sig_fd >= 0)
 		close(s.sig_fd);
-	if (s.epfd >= 0)
-		close(s.epfd);
 	return ret;
 }

@@ -11,8 +11,7 @@
 #include "uffd/hotlist.h"
 #include "uffd/ps_proto.h"
 #include "util/clock.h"
-
-enum ps_kind { PS_LISTEN, PS_CONN, PS_UFFD, PS_SIGNAL };
+#include "util/evloop.h"
 
 /* A snapshot's memory file, mapped read-only once and shared by every VM restored from it. */
 struct ps_snap {
@@ -32,8 +31,9 @@ struct ps_snap {
 enum ps_phase { PS_HOT, PS_BACKGROUND, PS_IDLE, PS_LOAD };
 
 struct ps_vm {
-	enum ps_kind kind;	/* PS_UFFD: first, so an epoll pointer tells what it is */
 	struct ps_vm *next;
+	struct ps_server *srv;
+	int ev_id;		/* its uffd in the server's loop (EV_FIRST) */
 	int id;
 	struct ps_register reg;
 	int uffd;
@@ -81,9 +81,10 @@ struct ps_vm {
 };
 
 struct ps_conn {
-	enum ps_kind kind;	/* PS_CONN */
 	struct ps_conn *next;
+	struct ps_server *srv;
 	int fd;
+	int ev_id;
 	char buf[PS_LINE_MAX];
 	size_t len;
 	struct ps_vm *vm;	/* the VM this connection registered */
@@ -92,8 +93,10 @@ struct ps_conn {
 };
 
 struct ps_server {
-	int epfd, listen_fd, sig_fd;
-	enum ps_kind listen_kind, sig_kind;
+	struct evloop loop;	/* uffds first, then connections, the socket and signals */
+	struct ev_timer tick;	/* settle detectors, every 50 ms */
+	int listen_fd, sig_fd;
+	bool quit;
 	const char *path;
 	struct ps_conn *conns;
 	struct ps_vm *vms;

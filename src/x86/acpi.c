@@ -1,7 +1,6 @@
 /* ACPI table builder: what Linux needs to find CPUs, the IOAPIC, virtio-mmio devices and the
  * VM generation ID. */
 #include "x86/acpi.h"
-#include "devices/acpi_pm.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -9,6 +8,7 @@
 #include <string.h>
 
 #include "x86/aml.h"
+#include "x86/layout.h"
 
 #define MADT_LAPIC 0
 #define MADT_IOAPIC 1
@@ -112,7 +112,7 @@ static void dsdt_ged(struct aml *a, uint32_t gsi)
 
 int acpi_dsdt_body(const struct acpi_config *cfg, uint8_t **out, size_t *len)
 {
-	static const uint64_t s5[2] = { ACPI_PM_S5_TYPE, ACPI_PM_S5_TYPE };
+	static const uint64_t s5[2] = { LAYOUT_ACPI_S5_TYPE, LAYOUT_ACPI_S5_TYPE };
 	struct aml a;
 	size_t scope;
 
@@ -178,9 +178,9 @@ static void build_fadt(uint8_t *t, uint64_t dsdt)
 	put64(t + 140, dsdt);	     /* X_DSDT */
 	/* Sleep control and status registers (GAS: system I/O, 8 bits, byte access). */
 	t[244] = 1, t[245] = 8, t[247] = 1;
-	put64(t + 248, ACPI_PM_SLEEP_CONTROL_PORT);
+	put64(t + 248, LAYOUT_ACPI_SLEEP_CONTROL_PORT);
 	t[256] = 1, t[257] = 8, t[259] = 1;
-	put64(t + 260, ACPI_PM_SLEEP_STATUS_PORT);
+	put64(t + 260, LAYOUT_ACPI_SLEEP_STATUS_PORT);
 	memcpy(t + 268, "FORKVM  ", 8); /* hypervisor vendor identity */
 	table_finish(t, ACPI_FADT_SIZE);
 }

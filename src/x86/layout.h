@@ -50,5 +50,11 @@
 /* Generic Event Device: its edge tells the guest a new generation ID is in place. The last
  * IOAPIC pin (of 24): above the legacy 0-15 the PICs share, clear of growing virtio slots. */
 #define LAYOUT_GED_GSI 23
+/* ACPI hardware-reduced sleep registers (the FADT's SLEEP_CONTROL_REG and SLEEP_STATUS_REG,
+ * one byte each, port I/O; devices/acpi_pm.c) and the \_S5 (soft off) sleep type the DSDT
+ * announces. */
+#define LAYOUT_ACPI_SLEEP_CONTROL_PORT 0x600
+#define LAYOUT_ACPI_SLEEP_STATUS_PORT 0x601
+#define LAYOUT_ACPI_S5_TYPE 5
 
 #endif

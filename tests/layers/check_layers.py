@@ -12,6 +12,7 @@ LAYERS = [
     ("util", ["util"]),
     ("kvm", ["core", "x86", "mem", "jail"]),
     ("devices", ["devices", "disk", "loader", "agent"]),
+    ("builder", ["builder"]),
     ("tools", ["image"]),
     ("vm-operations", ["snapshot", "fork", "uffd"]),
     ("service", ["ctl", "doctor"]),

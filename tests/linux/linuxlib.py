@@ -39,6 +39,14 @@ def pid_alive(pid):
         return False
 
 
+def find_dev(g, serial):
+    """The guest's name for our disk, by its serial (a root disk may be vda before it)."""
+    out = g.sh("for d in /sys/block/vd*; do [ \"$(cat $d/serial 2>/dev/null)\" = " + serial +
+               " ] && echo ${d##*/}; done; true").split()
+    assert len(out) == 1, f"no single virtio disk with serial {serial}: {out}"
+    return "/dev/" + out[0]
+
+
 class Guest:
     """A running Linux VM (source, restore or child) addressed by its control socket."""
 

@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from forkvm_vm import file_sha256
+from linuxlib import find_dev
 
 BASE_BYTES = 64 << 20
 # The root filesystem image has no util-linux mount; busybox (initramfs guests, the rig's
@@ -44,14 +45,6 @@ def boot(env, base, name="src", backing="anon", extra=()):
     g = env.boot(name, backing=backing, extra=("--disk", base, *extra))
     g.dev = find_dev(g, os.path.basename(base.split(",")[0]))
     return g
-
-
-def find_dev(g, serial):
-    """The guest's name for our disk, by its serial (a root disk may be vda before it)."""
-    out = g.sh("for d in /sys/block/vd*; do [ \"$(cat $d/serial 2>/dev/null)\" = " + serial +
-               " ] && echo ${d##*/}; done; true").split()
-    assert len(out) == 1, f"no single virtio disk with serial {serial}: {out}"
-    return "/dev/" + out[0]
 
 
 def dev_of(g):

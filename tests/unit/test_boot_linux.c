@@ -11,7 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "core/boot_linux.h"
+#include "builder/boot_linux.h"
 #include "x86/cpuid_host.h"
 
 static void test_cmdline_compose(void **state)

@@ -1,5 +1,5 @@
 /* VM assembly in explicit order: KVM → VM fd → irqchip/PIT → RAM → vCPUs → devices. */
-#include "core/vm.h"
+#include "builder/builder.h"
 
 #include <fcntl.h>
 #include <stdio.h>

@@ -1,5 +1,5 @@
 /* Linux boot: kernel + initrd + ACPI into guest RAM, vCPU 0 at the kernel entry, APs in wait-for-SIPI. */
-#include "core/boot_linux.h"
+#include "builder/boot_linux.h"
 
 #include <inttypes.h>
 #include <stdio.h>

@@ -3,7 +3,7 @@
 #include <sys/ioctl.h>
 
 #include "util/log.h"
-#include "core/vm.h"
+#include "builder/builder.h"
 #include "devices/probe_dev.h"
 #include "x86/boot_cpu.h"
 #include "x86/layout.h"
