@@ -183,7 +183,9 @@ void ev_dispatch(struct evloop *l, enum ev_prio prio)
 		if (idx >= l->nslots)
 			continue;
 		s = &l->slots[idx];
-		if (!s->used || s->gen != (uint32_t)(tag >> 32) || s->prio != prio)
+		/* prio first: vsock dispatches EV_FIRST without its lock, while another thread
+		 * may drop an EV_LATER connection (under the lock); such a slot is not looked at. */
+		if (s->prio != prio || !s->used || s->gen != (uint32_t)(tag >> 32))
 			continue;
 		/* The callback may add (and so move l->slots) or delete: s is not used after it. */
 		s->fn(s->arg, l->batch[i].events);
