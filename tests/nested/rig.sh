@@ -192,8 +192,11 @@ CONSOLE=$WORK/console.log
 # (an int3 oops in early SMP bring-up). Nothing of forkvm has run then: boot again, at most
 # twice. Once /init has said it is up, whatever happens counts.
 # A stalled L1 (no console output for STALL_S seconds; each test has 600 s inside) is killed,
-# so a hang costs minutes, not the whole timeout.
+# so a hang costs minutes, not the whole timeout. L1's /init also writes a heartbeat to a
+# second serial port every 20 s: when that stops for HEARTBEAT_S, L1 itself is frozen (not a
+# slow test) and is killed sooner.
 STALL_S=${FORKVM_NESTED_STALL:-720}
+HEARTBEAT_S=${FORKVM_NESTED_HEARTBEAT_STALL:-240}
 # L1's CPU model. Virtual GIF and virtual VMLOAD/VMSAVE are off: L2 (a plain Linux guest) needs
 # neither, and L1 kernels have overflowed their stacks running with an L2 GS base after a
 # #VMEXIT (docs/TESTING.md, "Groups and reruns"); these are the newest parts of TCG's SVM emulation.
@@ -202,7 +205,7 @@ L1_CPU=${FORKVM_NESTED_CPU:-max,-vgif,-v-vmsave-vmload}
 # One fresh L1 runs pytest with the arguments given (or the --run command). Prints its console;
 # returns pytest's status inside L1, or 2 with the reason on stderr when L1 gave no result.
 boot_l1() {
-	local tag=$1 attempt qpid tpid stalled age qrc result
+	local tag=$1 attempt qpid tpid stalled age beat qrc result
 	shift
 	rm -rf "$WORK/args"
 	mkdir -p "$WORK/args/forkvm"
@@ -213,8 +216,10 @@ boot_l1() {
 	echo "nested rig: L1 $KPKG ($KVER)$tag, $(du -m "$WORK/l1.cpio" | cut -f1) MiB initramfs, ${L1_MEM} MiB, TCG thread=$TCG_THREAD, -cpu $L1_CPU, $L1_SMP CPU(s), timeout ${TIMEOUT} s" >&2
 	for attempt in 1 2 3; do
 		: >"$CONSOLE"
+		rm -f "$WORK/heartbeat"
 		timeout -k 10 "$TIMEOUT" qemu-system-x86_64 -accel tcg,thread=$TCG_THREAD -cpu "$L1_CPU" \
 			-smp "$L1_SMP" -m "$L1_MEM" -nographic -no-reboot -nodefaults -serial stdio \
+			-serial "file:$WORK/heartbeat" \
 			-kernel "$BZIMAGE" -initrd "$WORK/l1.cpio" \
 			-append "console=ttyS0 panic=-1 quiet loglevel=3 rdinit=/init" </dev/null >"$CONSOLE" 2>&1 &
 		qpid=$!
@@ -224,9 +229,15 @@ boot_l1() {
 		while kill -0 "$qpid" 2>/dev/null; do
 			sleep 10
 			age=$(($(date +%s) - $(stat -c %Y "$CONSOLE")))
-			if [ "$age" -gt "$STALL_S" ]; then
+			beat=0
+			[ ! -s "$WORK/heartbeat" ] || beat=$(($(date +%s) - $(stat -c %Y "$WORK/heartbeat")))
+			if [ "$age" -gt "$STALL_S" ] || [ "$beat" -gt "$HEARTBEAT_S" ]; then
 				stalled=1
-				echo "nested rig: L1 ($KVER) printed nothing for $age s: stalled, killing it" >&2
+				if [ "$beat" -gt "$HEARTBEAT_S" ]; then
+					echo "nested rig: L1 ($KVER) gave no heartbeat for $beat s (console silent for $age s): frozen, killing it" >&2
+				else
+					echo "nested rig: L1 ($KVER) printed nothing for $age s: stalled, killing it" >&2
+				fi
 				kill "$qpid" 2>/dev/null
 				break
 			fi
@@ -242,7 +253,7 @@ boot_l1() {
 	result=$(sed -n 's/.*FORKVM-NESTED-RESULT rc=\([0-9]*\).*/\1/p' "$CONSOLE" | tail -1)
 	[ -z "$result" ] || return "$result"
 	if [ "$stalled" = 1 ]; then
-		echo "nested rig: L1 ($KVER)$tag stalled (no output for $STALL_S s); last console lines:" >&2
+		echo "nested rig: L1 ($KVER)$tag stalled (no output or no heartbeat, see above); last console lines:" >&2
 	elif [ "$qrc" = 124 ]; then
 		echo "nested rig: L1 ($KVER)$tag did not finish within $TIMEOUT s; last console lines:" >&2
 	else
