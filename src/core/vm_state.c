@@ -1,8 +1,10 @@
 /* Save and restore the in-kernel interrupt controllers, PIT and kvmclock. */
 #include "core/vm_state.h"
 
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <x86intrin.h>
 
 #include "util/log.h"
 #include "core/vcpu_state.h"
@@ -69,6 +71,119 @@ int vm_clock_read(struct vm *vm, uint64_t *clock, uint64_t *tsc, uint64_t *sprea
 			break;
 	}
 	return khz;
+}
+
+/* The cycles of ns nanoseconds at tsc_khz (ns may be negative). */
+static int64_t ns_to_cycles(int64_t ns, uint64_t tsc_khz)
+{
+	return (int64_t)((__int128)ns * (__int128)tsc_khz / 1000000);
+}
+
+int vm_clock_capture(struct vm *vm, uint64_t *clock, uint64_t *tsc)
+{
+	uint64_t c0 = 0;
+
+	for (int i = 0; i < vm->nvcpus; i++) {
+		struct kvm_clock_data data = { 0 };
+		int khz = ioctl(vm->vcpus[i].fd, KVM_GET_TSC_KHZ, 0);
+		uint64_t a = 0, b = 0, spread = UINT64_MAX;
+		int ret;
+
+		if (khz <= 0)
+			return log_errno(khz < 0 ? -errno : -EINVAL, "KVM_GET_TSC_KHZ of vcpu %d", i);
+		/* Each vCPU's TSC around one clock reading; a preempted reading is taken again. */
+		for (int t = 0; t < BRACKET_TRIES && spread > BRACKET_NS; t++) {
+			if ((ret = vcpu_get_tsc(&vm->vcpus[i], &a)))
+				return ret;
+			if (ioctl(vm->fd, KVM_GET_CLOCK, &data) < 0)
+				return log_errno(-errno, "KVM_GET_CLOCK");
+			if ((ret = vcpu_get_tsc(&vm->vcpus[i], &b)))
+				return ret;
+			spread = (uint64_t)tsc_delta_ns(b, a, (uint64_t)khz);
+		}
+		if (i == 0)
+			c0 = data.clock;
+		/* vCPU i's TSC at vCPU 0's clock reading. */
+		tsc[i] = a + (b - a) / 2 - (uint64_t)ns_to_cycles((int64_t)(data.clock - c0),
+								  (uint64_t)khz);
+	}
+	*clock = c0;
+	return 0;
+}
+
+/* The clock and the host's TSC at one instant (this thread's TSC is the one KVM uses). */
+static int clock_at_host_tsc(struct vm *vm, uint64_t khz, uint64_t *clock, uint64_t *host)
+{
+	struct kvm_clock_data data = { 0 };
+	uint64_t h1 = 0, h2 = 0, spread = UINT64_MAX;
+
+	for (int t = 0; t < BRACKET_TRIES && spread > BRACKET_NS; t++) {
+		h1 = __rdtsc();
+		if (ioctl(vm->fd, KVM_GET_CLOCK, &data) < 0)
+			return log_errno(-errno, "KVM_GET_CLOCK");
+		h2 = __rdtsc();
+		spread = (uint64_t)tsc_delta_ns(h2, h1, khz);
+	}
+	*clock = data.clock;
+	*host = h1 + (h2 - h1) / 2;
+	return 0;
+}
+
+/* Set every vCPU's TSC offset from the restored clock (no-op where KVM lacks the attribute). */
+static int tie_by_offset(struct vm *vm, uint64_t clock, const uint64_t *tsc, uint64_t khz)
+{
+	struct kvm_device_attr attr = { .group = KVM_VCPU_TSC_CTRL, .attr = KVM_VCPU_TSC_OFFSET };
+	uint64_t now = 0, host = 0;
+	int ret;
+
+	if (ioctl(vm->vcpus[0].fd, KVM_HAS_DEVICE_ATTR, &attr) < 0)
+		return 0;
+	if ((ret = clock_at_host_tsc(vm, khz, &now, &host)))
+		return ret;
+	for (int i = 0; i < vm->nvcpus; i++) {
+		/* Guest TSC = host TSC + offset (no scaling: the rate was never set). */
+		uint64_t want = tsc[i] + (uint64_t)ns_to_cycles((int64_t)(now - clock), khz);
+		uint64_t offset = want - host;
+
+		attr.addr = (uint64_t)(uintptr_t)&offset;
+		if (ioctl(vm->vcpus[i].fd, KVM_SET_DEVICE_ATTR, &attr) < 0)
+			return log_errno(-errno, "setting the TSC offset of vcpu %d", i);
+	}
+	return 0;
+}
+
+int vm_clock_tie_tsc(struct vm *vm, uint64_t clock, const uint64_t *tsc)
+{
+	struct kvm_clock_data data = { 0 };
+	uint64_t a = 0, b = 0, spread = UINT64_MAX;
+	int khz, ret;
+
+	if (vm->nvcpus < 1)
+		return 0;
+	khz = ioctl(vm->vcpus[0].fd, KVM_GET_TSC_KHZ, 0);
+	if (khz <= 0)
+		return log_errno(khz < 0 ? -errno : -EINVAL, "KVM_GET_TSC_KHZ");
+	ret = tie_by_offset(vm, clock, tsc, (uint64_t)khz);
+	if (ret)
+		return ret;
+	/*
+	 * Then kvmclock follows vCPU 0's TSC: the saved clock plus the time that TSC has run past
+	 * its saved value, set between two readings of it. Where the offsets took, that is the
+	 * clock as it is (to a few microseconds); where KVM cannot offset a guest's TSC (PVM: its
+	 * guests run rdtsc natively, and it accepts an offset and ignores it), this is the step
+	 * that ties the two.
+	 */
+	for (int t = 0; t < BRACKET_TRIES && spread > BRACKET_NS; t++) {
+		if ((ret = vcpu_get_tsc(&vm->vcpus[0], &a)))
+			return ret;
+		data.clock = clock + (uint64_t)tsc_delta_ns(a, tsc[0], (uint64_t)khz);
+		if (ioctl(vm->fd, KVM_SET_CLOCK, &data) < 0)
+			return log_errno(-errno, "KVM_SET_CLOCK");
+		if ((ret = vcpu_get_tsc(&vm->vcpus[0], &b)))
+			return ret;
+		spread = (uint64_t)tsc_delta_ns(b, a, (uint64_t)khz);
+	}
+	return 0;
 }
 
 int vm_restore_arch_state(struct vm *vm, const struct vm_arch_state *st)

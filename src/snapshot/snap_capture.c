@@ -1,5 +1,7 @@
 /* Capture a paused VM into vmstate sections: MP state first and events last per vCPU. */
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "util/log.h"
@@ -7,6 +9,7 @@
 #include "devices/serial.h"
 #include "devices/vsock.h"
 #include "snapshot/snapshot.h"
+#include "x86/boot_cpu.h"
 #include "x86/layout.h"
 
 static void capture_config(struct vm *vm, struct snap_buf *buf, uint32_t xsave_size)
@@ -28,7 +31,8 @@ static void capture_config(struct vm *vm, struct snap_buf *buf, uint32_t xsave_s
 	snap_buf_add(buf, SNAP_SEC_CONFIG, 0, &c, sizeof(c));
 }
 
-static int capture_vcpu(struct vcpu *vcpu, struct snap_buf *buf)
+/* tsc: this vCPU's TSC at the instant the snapshot's kvmclock was read (vm_clock_capture). */
+static int capture_vcpu(struct vcpu *vcpu, struct snap_buf *buf, uint64_t tsc)
 {
 	struct vcpu_state st;
 	uint32_t id = (uint32_t)vcpu->id;
@@ -36,6 +40,9 @@ static int capture_vcpu(struct vcpu *vcpu, struct snap_buf *buf)
 
 	if (err)
 		return err;
+	for (uint32_t i = 0; i < st.msrs->nmsrs; i++)
+		if (st.msrs->entries[i].index == MSR_IA32_TSC)
+			st.msrs->entries[i].data = tsc;
 	snap_buf_add(buf, SNAP_SEC_MP_STATE, id, &st.mp, sizeof(st.mp));
 	snap_buf_add(buf, SNAP_SEC_CPUID, id, st.cpuid,
 		     sizeof(*st.cpuid) + st.cpuid->nent * sizeof(st.cpuid->entries[0]));
@@ -57,17 +64,22 @@ int snap_capture(struct vm *vm, struct snap_buf *buf)
 {
 	struct vm_arch_state arch;
 	struct serial_regs serial;
+	uint64_t clock, *tsc = calloc((size_t)vm->nvcpus, sizeof(*tsc));
 	int err;
 
+	if (!tsc)
+		return log_errno(-ENOMEM, "capturing the TSCs of %d vCPUs", vm->nvcpus);
 	capture_config(vm, buf, kvm_xsave_size(&vm->kvm));
-	for (int i = 0; i < vm->nvcpus; i++) {
-		err = capture_vcpu(&vm->vcpus[i], buf);
-		if (err)
-			return err;
-	}
-	err = vm_save_arch_state(vm, &arch);
+	/* kvmclock and the TSCs at one instant: a clone starts them from one instant too. */
+	err = vm_clock_capture(vm, &clock, tsc);
+	for (int i = 0; !err && i < vm->nvcpus; i++)
+		err = capture_vcpu(&vm->vcpus[i], buf, tsc[i]);
+	free(tsc);
+	if (!err)
+		err = vm_save_arch_state(vm, &arch);
 	if (err)
 		return err;
+	arch.clock.clock = clock;
 	snap_buf_add(buf, SNAP_SEC_PIC_MASTER, 0, &arch.pic_master, sizeof(arch.pic_master));
 	snap_buf_add(buf, SNAP_SEC_PIC_SLAVE, 0, &arch.pic_slave, sizeof(arch.pic_slave));
 	snap_buf_add(buf, SNAP_SEC_IOAPIC, 0, &arch.ioapic, sizeof(arch.ioapic));

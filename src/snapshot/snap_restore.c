@@ -10,6 +10,7 @@
 #include "devices/vmgenid.h"
 #include "snapshot/snap_layer.h"
 #include "snapshot/snapshot.h"
+#include "x86/boot_cpu.h"
 
 /* Feature registers a snapshot may only use if this host offers them. */
 static const struct {
@@ -134,6 +135,26 @@ static int restore_vcpu(struct vm *vm, struct vcpu *vcpu, const struct vcpu_stat
 	return ret;
 }
 
+/* Each vCPU's TSC from the instant of the saved kvmclock (docs/SNAPSHOT.md, "kvmclock and
+ * the TSC"): the MSR writes above went through KVM's TSC-matching heuristic. */
+static int tie_tsc(struct vm *vm, const struct snap_machine *m)
+{
+	uint64_t *tsc = calloc((size_t)vm->nvcpus, sizeof(*tsc));
+	int ret;
+
+	if (!tsc)
+		return log_errno(-ENOMEM, "restoring the TSCs of %d vCPUs", vm->nvcpus);
+	for (int i = 0; i < vm->nvcpus; i++) {
+		const struct kvm_msrs *msrs = m->vcpus[i].msrs;
+		for (uint32_t k = 0; msrs && k < msrs->nmsrs; k++)
+			if (msrs->entries[k].index == MSR_IA32_TSC)
+				tsc[i] = msrs->entries[k].data;
+	}
+	ret = vm_clock_tie_tsc(vm, m->arch.clock.clock, tsc);
+	free(tsc);
+	return ret;
+}
+
 int vm_restore_machine(struct vm *vm, const struct snap_machine *m, const char *what)
 {
 	int ret = 0;
@@ -149,6 +170,8 @@ int vm_restore_machine(struct vm *vm, const struct snap_machine *m, const char *
 		ret = restore_devices(vm, m);
 	for (int i = 0; !ret && i < vm->nvcpus; i++)
 		ret = restore_vcpu(vm, &vm->vcpus[i], &m->vcpus[i], what);
+	if (!ret)
+		ret = tie_tsc(vm, m);
 	return ret;
 }
 

@@ -130,6 +130,30 @@ def test_clock_reads_both_clocks_at_one_instant(tmp):
         src.stop()
 
 
+def test_clones_keep_the_distance_between_kvmclock_and_the_tsc(tmp):
+    """kvmclock and the TSCs are saved at one instant and a restore starts them from one
+    instant (TSC offsets set from the restored clock, docs/SNAPSHOT.md), so a clone has its
+    source's distance between the two; a clone whose clocks moved apart has its TSC marked
+    unstable by Linux's clocksource watchdog."""
+    src = VM(mem="64M", vcpus=2)
+    try:
+        # Stretch the gaps a restore puts between the two (devices, vCPUs, another VM's work).
+        src.ok({"cmd": "fill", "gpa": WORK, "len": 16 << 20, "seed": 1})
+        src.ok({"cmd": "pause"})
+        before = clock_offset_us(src)
+        snapshot(src, os.path.join(tmp, "a"))
+        src.ok({"cmd": "resume"})
+    finally:
+        src.stop()
+    for backing in ("file", "memfd"):
+        child = restore_one(os.path.join(tmp, "a"), tmp, backing=backing, name=f"c{backing}")
+        try:
+            got = clock_offset_us(child)
+            assert abs(got - before) < 100, (backing, got, before)
+        finally:
+            child.stop()
+
+
 @pytest.mark.parametrize("backend", ["file", "memfd", "hugetlb"])
 def test_eight_children_per_backend_diverge_independently(tmp, backend, hugepages):
     src = VM(mem="64M")
