@@ -140,17 +140,21 @@ static int restore_vcpu(struct vm *vm, struct vcpu *vcpu, const struct vcpu_stat
 static int tie_tsc(struct vm *vm, const struct snap_machine *m)
 {
 	uint64_t *tsc = calloc((size_t)vm->nvcpus, sizeof(*tsc));
-	int ret;
+	int ret, found = 0;
 
 	if (!tsc)
 		return log_errno(-ENOMEM, "restoring the TSCs of %d vCPUs", vm->nvcpus);
 	for (int i = 0; i < vm->nvcpus; i++) {
 		const struct kvm_msrs *msrs = m->vcpus[i].msrs;
 		for (uint32_t k = 0; msrs && k < msrs->nmsrs; k++)
-			if (msrs->entries[k].index == MSR_IA32_TSC)
+			if (msrs->entries[k].index == MSR_IA32_TSC) {
 				tsc[i] = msrs->entries[k].data;
+				found++;
+				break;
+			}
 	}
-	ret = vm_clock_tie_tsc(vm, m->arch.clock.clock, tsc);
+	/* A snapshot without every vCPU's TSC keeps what the MSR writes gave. */
+	ret = found == vm->nvcpus ? vm_clock_tie_tsc(vm, m->arch.clock.clock, tsc) : 0;
 	free(tsc);
 	return ret;
 }
