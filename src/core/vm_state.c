@@ -47,22 +47,27 @@ static int64_t tsc_delta_ns(uint64_t now, uint64_t then, uint64_t tsc_khz)
 #define BRACKET_TRIES 5
 #define BRACKET_NS 20000
 
-int vm_clock_read(struct vm *vm, uint64_t *clock, uint64_t *tsc, uint64_t *spread_ns)
+/*
+ * kvmclock and vCPU i's TSC at one instant: the clock read between two readings of that TSC
+ * (*tsc their midpoint, *spread_ns their distance), again when preempted. Returns the TSC
+ * rate in kHz, or -errno.
+ */
+static int clock_at_vcpu_tsc(struct vm *vm, int i, uint64_t *clock, uint64_t *tsc,
+			     uint64_t *spread_ns)
 {
 	struct kvm_clock_data data = { 0 };
-	int khz = vm->nvcpus > 0 ? ioctl(vm->vcpus[0].fd, KVM_GET_TSC_KHZ, 0) : -1;
+	int khz = ioctl(vm->vcpus[i].fd, KVM_GET_TSC_KHZ, 0);
 	uint64_t a, b;
 	int ret;
 
 	if (khz <= 0)
-		return khz < 0 ? log_errno(-errno, "KVM_GET_TSC_KHZ") : -EINVAL;
-	/* A reading interrupted by preemption (spread above BRACKET_NS) is taken again. */
-	for (int i = 0; i < BRACKET_TRIES; i++) {
-		if ((ret = vcpu_get_tsc(&vm->vcpus[0], &a)))
+		return log_errno(khz < 0 ? -errno : -EINVAL, "KVM_GET_TSC_KHZ of vcpu %d", i);
+	for (int t = 0; t < BRACKET_TRIES; t++) {
+		if ((ret = vcpu_get_tsc(&vm->vcpus[i], &a)))
 			return ret;
 		if (ioctl(vm->fd, KVM_GET_CLOCK, &data) < 0)
 			return log_errno(-errno, "KVM_GET_CLOCK");
-		if ((ret = vcpu_get_tsc(&vm->vcpus[0], &b)))
+		if ((ret = vcpu_get_tsc(&vm->vcpus[i], &b)))
 			return ret;
 		*clock = data.clock;
 		*tsc = a + (b - a) / 2;
@@ -71,6 +76,11 @@ int vm_clock_read(struct vm *vm, uint64_t *clock, uint64_t *tsc, uint64_t *sprea
 			break;
 	}
 	return khz;
+}
+
+int vm_clock_read(struct vm *vm, uint64_t *clock, uint64_t *tsc, uint64_t *spread_ns)
+{
+	return vm->nvcpus > 0 ? clock_at_vcpu_tsc(vm, 0, clock, tsc, spread_ns) : -EINVAL;
 }
 
 /* The cycles of ns nanoseconds at tsc_khz (ns may be negative). */
@@ -84,28 +94,15 @@ int vm_clock_capture(struct vm *vm, uint64_t *clock, uint64_t *tsc)
 	uint64_t c0 = 0;
 
 	for (int i = 0; i < vm->nvcpus; i++) {
-		struct kvm_clock_data data = { 0 };
-		int khz = ioctl(vm->vcpus[i].fd, KVM_GET_TSC_KHZ, 0);
-		uint64_t a = 0, b = 0, spread = UINT64_MAX;
-		int ret;
+		uint64_t c, spread;
+		int khz = clock_at_vcpu_tsc(vm, i, &c, &tsc[i], &spread);
 
-		if (khz <= 0)
-			return log_errno(khz < 0 ? -errno : -EINVAL, "KVM_GET_TSC_KHZ of vcpu %d", i);
-		/* Each vCPU's TSC around one clock reading; a preempted reading is taken again. */
-		for (int t = 0; t < BRACKET_TRIES && spread > BRACKET_NS; t++) {
-			if ((ret = vcpu_get_tsc(&vm->vcpus[i], &a)))
-				return ret;
-			if (ioctl(vm->fd, KVM_GET_CLOCK, &data) < 0)
-				return log_errno(-errno, "KVM_GET_CLOCK");
-			if ((ret = vcpu_get_tsc(&vm->vcpus[i], &b)))
-				return ret;
-			spread = (uint64_t)tsc_delta_ns(b, a, (uint64_t)khz);
-		}
+		if (khz < 0)
+			return khz;
 		if (i == 0)
-			c0 = data.clock;
+			c0 = c;
 		/* vCPU i's TSC at vCPU 0's clock reading. */
-		tsc[i] = a + (b - a) / 2 - (uint64_t)ns_to_cycles((int64_t)(data.clock - c0),
-								  (uint64_t)khz);
+		tsc[i] -= (uint64_t)ns_to_cycles((int64_t)(c - c0), (uint64_t)khz);
 	}
 	*clock = c0;
 	return 0;
