@@ -197,7 +197,11 @@ bool vsock_reset_settling(struct vsock *v)
 	if (!v->reset_settling)
 		return false;
 	if (virtq_avail_idx(&v->mmio->vq[VSOCK_QUEUE_EVENT]) != v->reset_avail_idx) {
-		v->reset_settling = false; /* the guest handled the event and re-posted its buffer */
+		/* the guest handled the event and re-posted its buffer */
+		v->reset_settling = false;
+		log_info("vsock: the guest handled the transport reset within %llu ms",
+			 (unsigned long long)((monotonic_ns() + VSOCK_RESET_SETTLE_NS -
+					       v->reset_deadline_ns) / 1000000ULL) + 1);
 	} else if (monotonic_ns() >= v->reset_deadline_ns) {
 		v->reset_settling = false;
 		log_warn("vsock: the guest did not re-post its event buffer within %llu ms of the "

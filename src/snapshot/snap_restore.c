@@ -168,14 +168,22 @@ int vm_restore_machine(struct vm *vm, const struct snap_machine *m, const char *
 		    vm->mem.regions[i].size != m->config.regions[i].size)
 			return log_errno(-EINVAL, "%s: RAM layout differs from this forkvm's", what);
 	}
-	/* VM-level state, then devices, then each vCPU in the safe order. */
+	/*
+	 * VM-level state (interrupt controllers, clock), then each vCPU in the safe order, then
+	 * the devices. Devices come last because restoring one can raise an interrupt at once:
+	 * vsock's transport reset is delivered by its own thread, through an irqfd, as soon as
+	 * vsock_restore wakes it. An interrupt raised before KVM_SET_LAPIC lands in the LAPIC's
+	 * IRR and is then overwritten by the saved LAPIC page: the guest never hears of the
+	 * reset, keeps its old connections, and resets the first new one when a later
+	 * interrupt finally runs its event queue (a clone whose agent "closes the connection").
+	 */
 	ret = vm_restore_arch_state(vm, &m->arch);
-	if (!ret)
-		ret = restore_devices(vm, m);
 	for (int i = 0; !ret && i < vm->nvcpus; i++)
 		ret = restore_vcpu(vm, &vm->vcpus[i], &m->vcpus[i], what);
 	if (!ret)
 		ret = tie_tsc(vm, m);
+	if (!ret)
+		ret = restore_devices(vm, m);
 	return ret;
 }
 

@@ -124,6 +124,11 @@ class Guest:
         except (OSError, ValueError) as e:
             return f"its vCPUs could not be read: {e}"
 
+    def vmm_log(self):
+        """This guest's VMM log (the run's log for a source, SOCKET.log for a clone)."""
+        path = self.log or self.sock + ".log"
+        return open(path, "rb").read().decode(errors="replace") if os.path.exists(path) else ""
+
     def tail(self, n=40):
         """The last lines of this guest's console and VMM log, for failure messages."""
         out = []

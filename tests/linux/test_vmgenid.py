@@ -37,6 +37,10 @@ def check_clones(src, kids):
         gen = k.ok({"cmd": "status"})["vmgenid"]
         wait_reseed(k)
         assert guest_id(k) == gen, k.name
+        # The vsock transport reset reached the guest and was handled (its event buffer
+        # re-posted): the reset's interrupt must not be raised before the vCPUs' LAPIC state
+        # is restored, which would lose it (docs/SNAPSHOT.md, "Restore order").
+        assert "the guest handled the transport reset" in k.vmm_log(), k.tail()
         gens.add(gen)
         uuids.add(k.uuid())
     assert len(gens) == len(kids) + 1, gens
