@@ -10,10 +10,11 @@ endif
 CFLAGS  := -std=gnu17 -Wall -Wextra -Wshadow -Wno-unused-parameter -O2 -g -D_GNU_SOURCE \
            -Isrc -Iguests -MMD -MP $(SANFLAGS) $(EXTRA_CFLAGS)
 LDFLAGS := $(SANFLAGS)
-LDLIBS  := -ljansson -lpthread -lseccomp
+LDLIBS  := -ljansson -lpthread -lseccomp -lmicrohttpd -lsqlite3
 
 # Every folder of the VMM library; a later subsystem adds its folder here.
-VMM_DIRS := util core x86 mem disk devices agent builder ctl loader snapshot fork uffd jail doctor
+VMM_DIRS := util core x86 mem disk devices agent builder ctl loader snapshot fork uffd jail doctor \
+            daemon
 VMM_SRC  := $(foreach d,$(VMM_DIRS),$(wildcard src/$(d)/*.c))
 # Building guest images (kernels, initramfs, root filesystems) is a tool, not the VMM: its own
 # library, linked by the CLI and the tests (doctor reads an image's manifest through it).

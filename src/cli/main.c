@@ -8,7 +8,7 @@ static const struct cli_command *const commands[] = {
 	&cli_cmd_run, &cli_cmd_probe, &cli_cmd_pause, &cli_cmd_resume,
 	&cli_cmd_status, &cli_cmd_stop, &cli_cmd_ctl, &cli_cmd_snapshot, &cli_cmd_restore,
 	&cli_cmd_image, &cli_cmd_branch, &cli_cmd_template, &cli_cmd_exec, &cli_cmd_eval,
-	&cli_cmd_cp, &cli_cmd_pageserver, &cli_cmd_doctor,
+	&cli_cmd_cp, &cli_cmd_pageserver, &cli_cmd_doctor, &cli_cmd_daemon,
 };
 
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))

@@ -12,52 +12,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "util/fileio.h"
 #include "util/log.h"
 
-#define RM_MAX_DEPTH 16
-
-/* Remove name under dirfd, recursively if a directory; never follows symlinks. */
-static int remove_tree_at(int dirfd, const char *name, int depth)
-{
-	struct dirent *de;
-	DIR *d = NULL;
-	int fd, ret = 0;
-
-	if (unlinkat(dirfd, name, 0) == 0 || errno == ENOENT)
-		return 0;
-	if (errno != EISDIR)
-		return -errno;
-	if (depth >= RM_MAX_DEPTH)
-		return -ELOOP;
-	fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	d = fdopendir(fd);
-	if (!d) {
-		ret = -errno;
-		close(fd);
-		goto out;
-	}
-	for (;;) {
-		errno = 0;
-		de = readdir(d);
-		if (!de) {
-			ret = -errno;
-			break;
-		}
-		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-			continue;
-		ret = remove_tree_at(fd, de->d_name, depth + 1);
-		if (ret)
-			break;
-	}
-out:
-	if (d)
-		closedir(d);
-	if (!ret && unlinkat(dirfd, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
-		ret = -errno;
-	return ret;
-}
 
 /* "/a/b/snap" -> parent "/a/b", base "snap"; "snap" -> ".", "snap". */
 static int split_path(const char *path, char *parent, size_t len, const char **base)
@@ -174,7 +131,7 @@ static void clean_stale(const char *parent, const char *base)
 			log_warn("restored snapshot %s/%s from %s", parent, base, de->d_name);
 			continue;
 		}
-		ret = remove_tree_at(dirfd(d), de->d_name, 0);
+		ret = remove_tree_at(dirfd(d), de->d_name);
 		if (ret)
 			log_warn("remove stale %s snapshot %s/%s: %s", kind, parent, de->d_name,
 				 strerror(-ret));
@@ -466,7 +423,7 @@ int snap_writer_commit(struct snap_writer *w)
 	w->tmp[0] = '\0';
 	ret = fsync_path(parent);
 	if (old[0]) {
-		int rm = remove_tree_at(AT_FDCWD, old, 0);
+		int rm = remove_tree_at(AT_FDCWD, old);
 
 		if (rm)
 			log_warn("remove replaced snapshot %s: %s", old, strerror(-rm));
@@ -485,7 +442,7 @@ void snap_writer_abort(struct snap_writer *w)
 	if (w->tmp_fd >= 0)
 		close(w->tmp_fd);
 	w->tmp_fd = -1;
-	ret = remove_tree_at(AT_FDCWD, w->tmp, 0);
+	ret = remove_tree_at(AT_FDCWD, w->tmp);
 	if (ret)
 		log_warn("remove %s: %s", w->tmp, strerror(-ret));
 	w->tmp[0] = '\0';

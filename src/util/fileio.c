@@ -1,6 +1,7 @@
-/* Files, once: regular-file opens, bounded whole-file reads, crash-safe writes, mkdir -p. */
+/* Files, once: regular-file opens, bounded whole-file reads, crash-safe writes, mkdir -p, rm -r. */
 #include "util/fileio.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdbool.h>
@@ -199,4 +200,53 @@ int mkdir_p(const char *path, mode_t mode)
 int mkdir_parents(const char *path, mode_t mode)
 {
 	return mkdir_path(path, mode, false);
+}
+
+#define RM_MAX_DEPTH 16
+
+static int remove_tree_depth(int dirfd, const char *name, int depth)
+{
+	struct dirent *de;
+	DIR *d = NULL;
+	int fd, ret = 0;
+
+	if (unlinkat(dirfd, name, 0) == 0 || errno == ENOENT)
+		return 0;
+	if (errno != EISDIR)
+		return -errno;
+	if (depth >= RM_MAX_DEPTH)
+		return -ELOOP;
+	fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	d = fdopendir(fd);
+	if (!d) {
+		ret = -errno;
+		close(fd);
+		goto out;
+	}
+	for (;;) {
+		errno = 0;
+		de = readdir(d);
+		if (!de) {
+			ret = -errno;
+			break;
+		}
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		ret = remove_tree_depth(fd, de->d_name, depth + 1);
+		if (ret)
+			break;
+	}
+out:
+	if (d)
+		closedir(d);
+	if (!ret && unlinkat(dirfd, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
+		ret = -errno;
+	return ret;
+}
+
+int remove_tree_at(int dirfd, const char *name)
+{
+	return remove_tree_depth(dirfd, name, 0);
 }

@@ -37,6 +37,10 @@ int file_read(const char *path, uint64_t max, unsigned flags, uint8_t **data, si
 int file_write_atomic(const char *path, const void *buf, size_t len, mode_t mode, char *err,
 		      size_t errlen);
 
+/* rm -r of name under dirfd (AT_FDCWD: a path); never follows symlinks; a missing name is
+ * not an error. Returns 0 or -errno (-ELOOP deeper than 16 levels). */
+int remove_tree_at(int dirfd, const char *name);
+
 /* mkdir -p: path and every missing parent, with mode (existing ones are left as they are). */
 int mkdir_p(const char *path, mode_t mode);
 /* mkdir -p of the parents of path, not path itself. */

@@ -15,7 +15,7 @@ LAYERS = [
     ("builder", ["builder"]),
     ("tools", ["image"]),
     ("vm-operations", ["snapshot", "fork", "uffd"]),
-    ("service", ["ctl", "doctor"]),
+    ("service", ["ctl", "doctor", "daemon"]),
     ("cli", ["cli"]),
 ]
 RANK = {folder: i for i, (_, folders) in enumerate(LAYERS) for folder in folders}

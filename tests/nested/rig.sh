@@ -138,7 +138,9 @@ cp "$WORK/modorder" "$STAGE/lib/modules/order"
 cp "$ROOT/$BUILD/forkvm" "$ROOT/$BUILD/forkvm-agent" "$STAGE/forkvm/build/"
 mkdir -p "$STAGE/forkvm/tests"
 cp -r "$ROOT/tests/linux" "$ROOT/tests/integration" "$ROOT/tests/conftest.py" "$STAGE/forkvm/tests/"
-find "$STAGE/forkvm/tests" -name __pycache__ -prune -exec rm -rf {} +
+mkdir -p "$STAGE/forkvm/sdk"
+cp -r "$ROOT/sdk/python" "$STAGE/forkvm/sdk/" # tests/linux/test_daemon.py drives forkvmd with it
+find "$STAGE/forkvm/tests" "$STAGE/forkvm/sdk" -name __pycache__ -prune -exec rm -rf {} +
 mkdir -p "$STAGE/root/.cache/forkvm"
 build_l2_image "$STAGE/root/.cache/forkvm/image"
 # The L2 root filesystem (python3 from Debian's packages): `forkvm run --linux` boots from the

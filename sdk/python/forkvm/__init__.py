@@ -1,0 +1,301 @@
+"""forkvm's Python SDK: sandboxes through forkvmd's REST API (docs/DAEMON.md).
+
+Standard library only. The daemon is reached on its Unix socket (default
+$FORKVM_DAEMON_SOCKET, else /var/lib/forkvm/api.sock) or over TCP with a bearer token
+($FORKVM_DAEMON_URL and $FORKVM_DAEMON_TOKEN, or Client(url=..., token=...)).
+
+    from forkvm import Sandbox
+    with Sandbox.create(guest="linux", mem_mib=512) as sb:
+        sb.commands.run("python3 -c 'import numpy'")
+        kids = sb.fork(count=10)          # each child starts from this very state
+        print(kids[0].commands.run("echo hi").stdout)
+"""
+import http.client
+import json
+import os
+import socket
+import urllib.parse
+
+__all__ = ["Client", "Sandbox", "Snapshot", "ExecResult", "ForkvmError", "BadRequest",
+           "Unauthorized", "NotFound", "Conflict", "TooLarge", "GuestError", "Unavailable"]
+
+DEFAULT_SOCKET = "/var/lib/forkvm/api.sock"
+
+
+class ForkvmError(Exception):
+    """An error answer of the daemon: HTTP status, stable code, message."""
+
+    def __init__(self, status, code, message):
+        super().__init__(f"{code}: {message}" if code else message)
+        self.status, self.code, self.message = status, code, message
+
+
+class BadRequest(ForkvmError):
+    """400: a field the daemon refused (unknown, wrong type, out of range) or bad JSON."""
+
+
+class Unauthorized(ForkvmError):
+    """401: no or a wrong bearer token (TCP)."""
+
+
+class NotFound(ForkvmError):
+    """404: no such sandbox, snapshot or route."""
+
+
+class Conflict(ForkvmError):
+    """409: the object's state does not allow it (not running, no agent, in use)."""
+
+
+class TooLarge(ForkvmError):
+    """413: a body or a file above the daemon's bounds."""
+
+
+class GuestError(ForkvmError):
+    """422: the guest agent refused (e.g. a command that does not exist)."""
+
+
+class Unavailable(ForkvmError):
+    """5xx, or the daemon could not be reached."""
+
+
+_BY_STATUS = {400: BadRequest, 401: Unauthorized, 404: NotFound, 405: NotFound,
+              409: Conflict, 413: TooLarge, 422: GuestError}
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path, timeout):
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        try:
+            s.connect(self._path)
+        except OSError:
+            s.close()
+            raise
+        self.sock = s
+
+
+class Client:
+    """One daemon. Each request opens its own connection, so a Client is safe across threads."""
+
+    def __init__(self, socket_path=None, url=None, token=None, timeout=900):
+        self.url = url or os.environ.get("FORKVM_DAEMON_URL")
+        self.token = token or os.environ.get("FORKVM_DAEMON_TOKEN")
+        self.socket_path = socket_path or os.environ.get("FORKVM_DAEMON_SOCKET") or DEFAULT_SOCKET
+        self.timeout = timeout
+
+    def _connection(self):
+        if self.url:
+            u = urllib.parse.urlsplit(self.url)
+            if u.scheme == "https":
+                return http.client.HTTPSConnection(u.hostname, u.port or 443, timeout=self.timeout)
+            return http.client.HTTPConnection(u.hostname, u.port or 80, timeout=self.timeout)
+        return _UnixHTTPConnection(self.socket_path, self.timeout)
+
+    def request(self, method, path, body=None, raw=None, query=None):
+        """The decoded JSON answer (or bytes for non-JSON answers); raises ForkvmError."""
+        if query:
+            path += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
+        headers = {}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        elif raw is not None:
+            data = bytes(raw)
+            headers["Content-Type"] = "application/octet-stream"
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        conn = self._connection()
+        try:
+            conn.request(method, path, body=data, headers=headers)
+            resp = conn.getresponse()
+            payload = resp.read()
+        except OSError as e:
+            where = self.url or self.socket_path
+            raise Unavailable(None, "unreachable", f"forkvm daemon at {where}: {e}") from e
+        finally:
+            conn.close()
+        ctype = resp.getheader("Content-Type", "")
+        if resp.status >= 400:
+            try:
+                err = json.loads(payload)["error"]
+                code, message = err.get("code"), err.get("message", "")
+            except (ValueError, KeyError, TypeError):
+                code, message = None, payload.decode(errors="replace")[:500]
+            cls = _BY_STATUS.get(resp.status, Unavailable if resp.status >= 500 else ForkvmError)
+            raise cls(resp.status, code, message)
+        if ctype.startswith("application/json"):
+            return json.loads(payload)
+        return payload
+
+    def healthz(self):
+        return self.request("GET", "/v1/healthz")
+
+    def metrics(self):
+        return self.request("GET", "/v1/metrics").decode()
+
+
+def _decode_stream(reply, name):
+    value = reply.get(name) or ""
+    if reply.get(f"{name}_encoding") == "base64":
+        import base64
+        return base64.b64decode(value)
+    return value.encode()
+
+
+class ExecResult:
+    """What a command did: exit_code (None when killed by a signal), stdout/stderr bytes."""
+
+    def __init__(self, reply):
+        self.exit_code = reply.get("exit_code")
+        self.signal = reply.get("signal")
+        self.timed_out = bool(reply.get("timed_out"))
+        self.duration_ms = reply.get("duration_ms")
+        self.stdout = _decode_stream(reply, "stdout")
+        self.stderr = _decode_stream(reply, "stderr")
+
+    @property
+    def text(self):
+        return self.stdout.decode(errors="replace")
+
+    def __repr__(self):
+        return f"ExecResult(exit_code={self.exit_code}, stdout={self.stdout[:80]!r})"
+
+
+class _Commands:
+    def __init__(self, sb):
+        self._sb = sb
+
+    def run(self, cmd, **kw):
+        """E2B's spelling: a shell command line (or an argv list)."""
+        return self._sb.exec(cmd, **kw)
+
+
+class _Files:
+    def __init__(self, sb):
+        self._sb = sb
+
+    def write(self, path, data):
+        if isinstance(data, str):
+            data = data.encode()
+        return self._sb._client.request("PUT", f"/v1/sandboxes/{self._sb.id}/files",
+                                        raw=data, query={"path": path})
+
+    def read(self, path):
+        return self._sb._client.request("GET", f"/v1/sandboxes/{self._sb.id}/files",
+                                        query={"path": path})
+
+
+class Snapshot:
+    def __init__(self, info, client):
+        self._client = client
+        self.info = info
+        self.id = info["id"]
+
+    def delete(self, force=False):
+        self._client.request("DELETE", f"/v1/snapshots/{self.id}",
+                             query={"force": "true" if force else None})
+
+    def __repr__(self):
+        return f"Snapshot({self.id})"
+
+
+class Sandbox:
+    """One VM. Sandbox.create(...) starts one; a `with` block kills it at the end."""
+
+    def __init__(self, info, client):
+        self._client = client
+        self.info = info
+        self.id = info["id"]
+        self.commands = _Commands(self)
+        self.files = _Files(self)
+
+    @classmethod
+    def create(cls, guest=None, mem_mib=None, vcpus=None, snapshot=None, metadata=None,
+               ttl_s=None, paused=None, client=None):
+        client = client or Client()
+        body = {k: v for k, v in dict(guest=guest, mem_mib=mem_mib, vcpus=vcpus,
+                                       metadata=metadata, ttl_s=ttl_s, paused=paused).items()
+                if v is not None}
+        if snapshot is not None:
+            body["snapshot"] = snapshot.id if isinstance(snapshot, Snapshot) else snapshot
+        return cls(client.request("POST", "/v1/sandboxes", body=body), client)
+
+    @classmethod
+    def connect(cls, sandbox_id, client=None):
+        client = client or Client()
+        return cls(client.request("GET", f"/v1/sandboxes/{sandbox_id}"), client)
+
+    @classmethod
+    def list(cls, state=None, parent=None, client=None):
+        client = client or Client()
+        return [cls(i, client) for i in client.request(
+            "GET", "/v1/sandboxes", query={"state": state, "parent": parent})]
+
+    @property
+    def state(self):
+        return self.refresh()["state"]
+
+    def refresh(self):
+        self.info = self._client.request("GET", f"/v1/sandboxes/{self.id}")
+        return self.info
+
+    def exec(self, cmd, timeout_ms=None, env=None, cwd=None, stdin=None):
+        """Run argv (a list) or a shell command line (a str); returns an ExecResult."""
+        argv = ["sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
+        body = {"argv": argv}
+        if timeout_ms is not None:
+            body["timeout_ms"] = timeout_ms
+        if env:
+            body["env"] = dict(env)
+        if cwd:
+            body["cwd"] = cwd
+        if stdin is not None:
+            import base64
+            body["stdin"] = base64.b64encode(stdin if isinstance(stdin, bytes)
+                                             else stdin.encode()).decode()
+            body["stdin_base64"] = True
+        return ExecResult(self._client.request("POST", f"/v1/sandboxes/{self.id}/exec", body=body))
+
+    def branch(self, count=1, strategy="cow", metadata=None, ttl_s=None):
+        """count children, each a copy of this sandbox at this instant."""
+        body = {"count": count, "strategy": strategy}
+        if metadata is not None:
+            body["metadata"] = metadata
+        if ttl_s is not None:
+            body["ttl_s"] = ttl_s
+        r = self._client.request("POST", f"/v1/sandboxes/{self.id}/branch", body=body)
+        return [Sandbox(c, self._client) for c in r["children"]]
+
+    fork = branch
+
+    def pause(self):
+        self.info = self._client.request("POST", f"/v1/sandboxes/{self.id}/pause")
+
+    def resume(self):
+        self.info = self._client.request("POST", f"/v1/sandboxes/{self.id}/resume")
+
+    def snapshot(self):
+        return Snapshot(self._client.request("POST", f"/v1/sandboxes/{self.id}/snapshot"),
+                        self._client)
+
+    def kill(self):
+        """End the VM; a sandbox already gone is not an error."""
+        try:
+            self._client.request("DELETE", f"/v1/sandboxes/{self.id}")
+        except NotFound:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.kill()
+        return False
+
+    def __repr__(self):
+        return f"Sandbox({self.id}, {self.info.get('state')})"

@@ -1,0 +1,96 @@
+/* forkvmd's insides, shared by its files (docs/DAEMON.md). */
+#ifndef FORKVM_DAEMON_IMPL_H
+#define FORKVM_DAEMON_IMPL_H
+
+#include <jansson.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "daemon/daemon.h"
+#include "daemon/store.h"
+
+/*
+ * The one error type of the API: an HTTP status, a stable machine-readable code, and a
+ * message naming the step and the object. Set once where it happens, sent once (api.c).
+ */
+struct api_err {
+	int http;
+	const char *code;	/* bad_request, not_found, conflict, unauthorized, ... */
+	char msg[1024];
+};
+
+int api_fail(struct api_err *e, int http, const char *code, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+/* Latency histogram buckets (seconds) of metrics.c. */
+#define METRIC_BUCKETS 11
+
+/*
+ * A VM's sockets live at STATE_DIR/run/ID.sock.vsock, and a Unix socket path holds at most 107
+ * bytes: the state directory's path is bounded so that every one of them fits.
+ */
+#define DAEMON_STATE_DIR_MAX 64
+
+struct op_metric {
+	const char *name;
+	uint64_t count, errors;
+	uint64_t buckets[METRIC_BUCKETS];
+	double sum_s;
+};
+
+struct daemon {
+	struct daemon_opts o;
+	char run_dir[DAEMON_STATE_DIR_MAX + 16];  /* VMM sockets and logs */
+	char snap_dir[DAEMON_STATE_DIR_MAX + 16]; /* snapshot directories */
+	char exe[PATH_MAX];	 /* the forkvm binary the VMMs run */
+	struct store *store;
+	int audit_fd;
+	int lock_fd;
+	pthread_mutex_t metrics_lock;
+	struct op_metric *ops;	/* one per route (api.c's table) */
+	int nops;
+	uint64_t requests_rejected; /* unauthorized, too large, bad JSON */
+	int stop_fd;		/* eventfd: the reaper's stop */
+	pthread_t reaper;
+	bool reaper_started;
+};
+
+/* ---- sandbox.c: the operations, each returning a new JSON value or NULL with e set ---- */
+json_t *sb_create(struct daemon *d, json_t *body, struct api_err *e);
+json_t *sb_get(struct daemon *d, const char *id, struct api_err *e);
+json_t *sb_list(struct daemon *d, const char *state, const char *parent, struct api_err *e);
+json_t *sb_pause(struct daemon *d, const char *id, bool pause, struct api_err *e);
+json_t *sb_delete(struct daemon *d, const char *id, const char *reason, struct api_err *e);
+json_t *sb_branch(struct daemon *d, const char *id, json_t *body, struct api_err *e);
+json_t *sb_exec(struct daemon *d, const char *id, json_t *body, struct api_err *e);
+json_t *sb_snapshot(struct daemon *d, const char *id, struct api_err *e);
+/* Files: write data to path in the guest; read path (*data malloc'd). */
+json_t *sb_file_write(struct daemon *d, const char *id, const char *path, const void *data,
+		      size_t len, struct api_err *e);
+int sb_file_read(struct daemon *d, const char *id, const char *path, uint8_t **data,
+		 size_t *len, struct api_err *e);
+json_t *snap_list(struct daemon *d, struct api_err *e);
+json_t *snap_get(struct daemon *d, const char *id, struct api_err *e);
+json_t *snap_delete(struct daemon *d, const char *id, bool force, struct api_err *e);
+
+/*
+ * At start: adopt every recorded VM whose process is ours (pid, start time) and whose control
+ * socket answers; mark the others dead and remove what they left. Returns how many were
+ * adopted; *dead counts the others.
+ */
+int sb_reconcile(struct daemon *d, int *dead);
+/* The reaper: ends sandboxes whose TTL passed, marks those whose VMM died. */
+int reaper_start(struct daemon *d);
+void reaper_stop(struct daemon *d);
+
+/* ---- metrics.c ---- */
+void metrics_observe(struct daemon *d, int op, double seconds, bool failed);
+/* Prometheus text exposition of everything: *out malloc'd. */
+int metrics_render(struct daemon *d, char **out, struct api_err *e);
+
+/* ---- api.c ---- */
+void audit(struct daemon *d, const char *caller, const char *op, const char *target, int http);
+
+#endif

@@ -1,0 +1,939 @@
+/* forkvmd's operations on sandboxes and snapshots (daemon_impl.h, docs/DAEMON.md). */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "agent/agent_client.h"
+#include "daemon/daemon_impl.h"
+#include "util/base64.h"
+#include "util/clock.h"
+#include "util/ctl_call.h"
+#include "util/fileio.h"
+#include "util/log.h"
+#include "util/unix_sock.h"
+
+extern char **environ;
+
+#define SPAWN_TIMEOUT_MS 120000	 /* forkvm run --detach: until the control socket answers */
+#define CTL_TIMEOUT_MS 10000
+#define BRANCH_TIMEOUT_MS 600000
+#define STOP_WAIT_MS 10000	 /* a stopped VMM has this long to exit before SIGKILL */
+#define AGENT_CONNECT_MS 30000
+#define MAX_COUNT 100		 /* children per branch request */
+#define SPAWN_OUT_MAX 16384
+
+int api_fail(struct api_err *e, int http, const char *code, const char *fmt, ...)
+{
+	va_list ap;
+
+	e->http = http;
+	e->code = code;
+	va_start(ap, fmt);
+	vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+static double now_unix(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int new_id(char *out, size_t cap)
+{
+	uint8_t r[6];
+
+	if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r))
+		return -errno;
+	snprintf(out, cap, "sb-%02x%02x%02x%02x%02x%02x", r[0], r[1], r[2], r[3], r[4], r[5]);
+	return 0;
+}
+
+/*
+ * /proc/PID/stat field 22 (starttime, clock ticks after boot); 0 when the pid is gone or a
+ * zombie (a VMM killed while nobody has reaped it yet is dead all the same).
+ */
+static uint64_t proc_start_ticks(int pid)
+{
+	char path[64], buf[1024];
+	unsigned long long ticks = 0;
+	int fd, n;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	n = (int)read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	char *p = strrchr(buf, ')'); /* comm may hold spaces and parentheses */
+	if (!p)
+		return 0;
+	/* after ") " come fields 3 (state), 4, ...: skip 19 of them to reach field 22 */
+	if (p[1] != ' ' || p[2] == 'Z' || p[2] == 'X')
+		return 0;
+	p++;
+	for (int field = 2; field < 21 && p; field++)
+		p = strchr(p + 1, ' ');
+	if (!p || sscanf(p, " %llu", &ticks) != 1)
+		return 0;
+	return ticks;
+}
+
+/* Our VMM is still running: the pid exists and started when the one we recorded did. */
+static bool vmm_alive(const struct sandbox_rec *r)
+{
+	return r->pid > 0 && r->start_ticks && proc_start_ticks(r->pid) == r->start_ticks;
+}
+
+/* What a VMM leaves next to its socket; with_log: its log too (kept for a VM that died). */
+static void remove_vm_files(const char *socket, bool with_log)
+{
+	static const char *const suffix[] = { "", ".vsock", ".console", ".log" };
+	char path[STORE_PATH_MAX + 16];
+
+	for (size_t i = 0; i < sizeof(suffix) / sizeof(suffix[0]) - !with_log; i++) {
+		snprintf(path, sizeof(path), "%s%s", socket, suffix[i]);
+		if (unlink(path) < 0 && errno != ENOENT)
+			log_warn("daemon: removing %s: %s", path, strerror(errno));
+	}
+}
+
+static bool socket_answers(const char *path)
+{
+	int fd = unix_connect(path, 0);
+
+	if (fd < 0)
+		return false;
+	close(fd);
+	return true;
+}
+
+/* The roots VMMs may write snapshots and children under: ours first, then the usual ones. */
+static void vmm_env(struct daemon *d, char ***envp, char *buf, size_t cap)
+{
+	size_t n = 0;
+
+	while (environ[n])
+		n++;
+	char **env = calloc(n + 2, sizeof(*env));
+	if (!env) {
+		*envp = environ;
+		return;
+	}
+	size_t k = 0;
+	for (size_t i = 0; i < n; i++)
+		if (strncmp(environ[i], "FORKVM_SNAPSHOT_ROOTS=", 22) != 0)
+			env[k++] = environ[i];
+	snprintf(buf, cap, "FORKVM_SNAPSHOT_ROOTS=%s:%s", d->o.state_dir, path_snapshot_roots());
+	env[k++] = buf;
+	env[k] = NULL;
+	*envp = env;
+}
+
+/*
+ * Run `forkvm run --detach ...` (argv) and read its "PID SOCKET" line. Its output (stdout and
+ * stderr on one pipe) is the error message when it fails.
+ */
+static int spawn_vmm(struct daemon *d, char *const argv[], int *pid, struct api_err *e)
+{
+	posix_spawn_file_actions_t fa;
+	char out[SPAWN_OUT_MAX] = "", envbuf[PATH_MAX * 2];
+	char **env = NULL;
+	size_t len = 0;
+	int p[2], status = 0, ret = -1;
+	pid_t child = -1;
+
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return api_fail(e, 500, "internal", "starting the VMM: pipe: %s", strerror(errno));
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_adddup2(&fa, p[1], STDOUT_FILENO);
+	posix_spawn_file_actions_adddup2(&fa, p[1], STDERR_FILENO);
+	posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+	/* The daemon blocks its stop signals and ignores SIGPIPE; a VMM starts from the defaults. */
+	posix_spawnattr_t attr;
+	sigset_t none, defaults;
+	sigemptyset(&none);
+	sigemptyset(&defaults);
+	sigaddset(&defaults, SIGPIPE);
+	sigaddset(&defaults, SIGTERM);
+	sigaddset(&defaults, SIGINT);
+	sigaddset(&defaults, SIGHUP);
+	posix_spawnattr_init(&attr);
+	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+	posix_spawnattr_setsigmask(&attr, &none);
+	posix_spawnattr_setsigdefault(&attr, &defaults);
+	vmm_env(d, &env, envbuf, sizeof(envbuf));
+	int err = posix_spawn(&child, d->exe, &fa, &attr, argv, env);
+	posix_spawnattr_destroy(&attr);
+	posix_spawn_file_actions_destroy(&fa);
+	if (env != environ)
+		free(env);
+	close(p[1]);
+	if (err) {
+		close(p[0]);
+		return api_fail(e, 500, "internal", "starting the VMM %s: %s", d->exe, strerror(err));
+	}
+	uint64_t deadline = deadline_after_ms(SPAWN_TIMEOUT_MS);
+	for (;;) {
+		struct pollfd pfd = { .fd = p[0], .events = POLLIN };
+		int left = deadline_ms_left(deadline);
+		if (left <= 0 || poll(&pfd, 1, left) <= 0) {
+			kill(child, SIGKILL);
+			api_fail(e, 504, "timeout", "the VMM did not report its socket within %d ms",
+				 SPAWN_TIMEOUT_MS);
+			goto out;
+		}
+		ssize_t n = read(p[0], out + len, sizeof(out) - 1 - len);
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+		if (len == sizeof(out) - 1)
+			break;
+	}
+	out[len] = '\0';
+	while (waitpid(child, &status, 0) < 0 && errno == EINTR)
+		;
+	child = -1;
+	while (len > 0 && (out[len - 1] == '\n' || out[len - 1] == ' '))
+		out[--len] = '\0';
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		api_fail(e, 500, "vm_start_failed", "the VM did not start: %s",
+			 len ? out : "(no output)");
+		goto out;
+	}
+	const char *last = strrchr(out, '\n');
+	if (sscanf(last ? last + 1 : out, "%d ", pid) != 1 || *pid <= 0) {
+		api_fail(e, 500, "vm_start_failed", "the VMM reported no pid: %s", out);
+		goto out;
+	}
+	ret = 0;
+out:
+	if (child > 0)
+		waitpid(child, NULL, 0);
+	close(p[0]);
+	return ret;
+}
+
+static int ctl(const char *socket, json_t *req, json_t **reply, int timeout_ms,
+	       struct api_err *e, const char *what)
+{
+	char err[512];
+	json_t *r = NULL;
+	int ret = ctl_call(socket, req, &r, timeout_ms, err, sizeof(err));
+
+	json_decref(req);
+	if (ret)
+		return api_fail(e, 502, "vm_unreachable", "%s: %s", what, err);
+	if (!json_is_true(json_object_get(r, "ok"))) {
+		const char *msg = json_string_value(json_object_get(r, "error"));
+		api_fail(e, 409, "vm_refused", "%s: %s", what, msg ? msg : "refused");
+		json_decref(r);
+		return -1;
+	}
+	if (reply)
+		*reply = r;
+	else
+		json_decref(r);
+	return 0;
+}
+
+static int load(struct daemon *d, const char *id, struct sandbox_rec *r, struct api_err *e)
+{
+	char err[512];
+	int ret = store_get_sandbox(d->store, id, r, err, sizeof(err));
+
+	if (ret == -ENOENT)
+		return api_fail(e, 404, "not_found", "no sandbox %s", id);
+	if (ret)
+		return api_fail(e, 500, "state", "%s", err);
+	return 0;
+}
+
+static int save(struct daemon *d, const struct sandbox_rec *r, struct api_err *e)
+{
+	char err[512];
+
+	if (store_put_sandbox(d->store, r, err, sizeof(err)))
+		return api_fail(e, 500, "state", "recording sandbox %s: %s", r->id, err);
+	return 0;
+}
+
+/* A live sandbox, or 409 naming its state. */
+static int load_live(struct daemon *d, const char *id, struct sandbox_rec *r, struct api_err *e)
+{
+	if (load(d, id, r, e))
+		return -1;
+	if (strcmp(r->state, "dead") == 0 || !vmm_alive(r))
+		return api_fail(e, 409, "not_running", "sandbox %s is not running (%s)", id,
+				r->end_reason[0] ? r->end_reason : r->state);
+	return 0;
+}
+
+/* Field checks: every body is an object of known fields with the right types. */
+static int check_fields(json_t *body, const char *const *known, struct api_err *e)
+{
+	const char *key;
+	json_t *v;
+
+	if (!json_is_object(body))
+		return api_fail(e, 400, "bad_request", "the request body must be a JSON object");
+	json_object_foreach(body, key, v) {
+		bool ok = false;
+		for (int i = 0; known[i] && !ok; i++)
+			ok = strcmp(known[i], key) == 0;
+		if (!ok)
+			return api_fail(e, 400, "unknown_field", "unknown field '%s'", key);
+	}
+	return 0;
+}
+
+static int get_uint(json_t *body, const char *key, uint64_t def, uint64_t min, uint64_t max,
+		    uint64_t *out, struct api_err *e)
+{
+	json_t *v = json_object_get(body, key);
+
+	if (!v || json_is_null(v)) {
+		*out = def;
+		return 0;
+	}
+	if (!json_is_integer(v) || json_integer_value(v) < (json_int_t)min ||
+	    (uint64_t)json_integer_value(v) > max)
+		return api_fail(e, 400, "bad_request", "field '%s' must be an integer from %llu to %llu",
+				key, (unsigned long long)min, (unsigned long long)max);
+	*out = (uint64_t)json_integer_value(v);
+	return 0;
+}
+
+static int get_str(json_t *body, const char *key, const char **out, struct api_err *e)
+{
+	json_t *v = json_object_get(body, key);
+
+	*out = NULL;
+	if (!v || json_is_null(v))
+		return 0;
+	if (!json_is_string(v) || !json_string_length(v))
+		return api_fail(e, 400, "bad_request", "field '%s' must be a non-empty string", key);
+	*out = json_string_value(v);
+	return 0;
+}
+
+json_t *sb_create(struct daemon *d, json_t *body, struct api_err *e)
+{
+	static const char *const known[] = { "guest", "mem_mib", "vcpus", "snapshot", "metadata",
+					     "ttl_s", "paused", NULL };
+	struct sandbox_rec r = { 0 };
+	struct snapshot_rec snap;
+	const char *guest, *snapshot;
+	uint64_t mem, vcpus, ttl;
+	char memarg[32], vcpuarg[16], err[512];
+	json_t *meta;
+
+	if (check_fields(body, known, e) || get_str(body, "guest", &guest, e) ||
+	    get_str(body, "snapshot", &snapshot, e) ||
+	    get_uint(body, "mem_mib", 256, 16, 1 << 20, &mem, e) ||
+	    get_uint(body, "vcpus", 1, 1, 16, &vcpus, e) ||
+	    get_uint(body, "ttl_s", 0, 0, 30 * 86400, &ttl, e))
+		return NULL;
+	json_t *paused = json_object_get(body, "paused");
+	if (paused && !json_is_boolean(paused)) {
+		api_fail(e, 400, "bad_request", "field 'paused' must be true or false");
+		return NULL;
+	}
+	meta = json_object_get(body, "metadata");
+	if (meta && !json_is_object(meta)) {
+		api_fail(e, 400, "bad_request", "field 'metadata' must be an object");
+		return NULL;
+	}
+	char *metatext = (meta ? json_dumps(meta, JSON_COMPACT | JSON_SORT_KEYS) : strdup("{}"));
+	if (!metatext || strlen(metatext) >= sizeof(r.metadata)) {
+		free(metatext);
+		api_fail(e, 400, "bad_request", "field 'metadata' is larger than %zu bytes",
+			 sizeof(r.metadata) - 1);
+		return NULL;
+	}
+	snprintf(r.metadata, sizeof(r.metadata), "%s", metatext);
+	free(metatext);
+	if (guest && strcmp(guest, "probe") != 0 && strcmp(guest, "linux") != 0) {
+		api_fail(e, 400, "bad_request", "field 'guest' must be \"probe\" or \"linux\"");
+		return NULL;
+	}
+	if (snapshot) {
+		int ret = store_get_snapshot(d->store, snapshot, &snap, err, sizeof(err));
+		if (ret) {
+			api_fail(e, ret == -ENOENT ? 404 : 500, ret == -ENOENT ? "not_found" : "state",
+				 "%s", err);
+			return NULL;
+		}
+		if (guest) {
+			api_fail(e, 400, "bad_request", "give either 'guest' or 'snapshot', not both");
+			return NULL;
+		}
+		snprintf(r.snapshot, sizeof(r.snapshot), "%s", snapshot);
+		snprintf(r.guest, sizeof(r.guest), "%s", snap.guest);
+	} else {
+		snprintf(r.guest, sizeof(r.guest), "%s", guest ? guest : "probe");
+	}
+	if (new_id(r.id, sizeof(r.id))) {
+		api_fail(e, 500, "internal", "a sandbox id: getrandom: %s", strerror(errno));
+		return NULL;
+	}
+	snprintf(r.socket, sizeof(r.socket), "%s/%s.sock", d->run_dir, r.id);
+	snprintf(memarg, sizeof(memarg), "%lluM", (unsigned long long)mem);
+	snprintf(vcpuarg, sizeof(vcpuarg), "%llu", (unsigned long long)vcpus);
+	const char *argv[24];
+	int n = 0;
+	argv[n++] = d->exe;
+	argv[n++] = "run";
+	argv[n++] = "--detach";
+	argv[n++] = "--socket";
+	argv[n++] = r.socket;
+	if (snapshot) {
+		argv[n++] = "--restore";
+		argv[n++] = snap.dir;
+	} else {
+		argv[n++] = "--mem";
+		argv[n++] = memarg;
+		argv[n++] = "--vcpus";
+		argv[n++] = vcpuarg;
+		if (strcmp(r.guest, "linux") == 0)
+			argv[n++] = "--linux";
+	}
+	if (json_is_true(paused)) {
+		argv[n++] = "--paused";
+		if (snapshot && strcmp(r.guest, "linux") == 0)
+			argv[n++] = "--no-agent-sync";
+	}
+	argv[n] = NULL;
+	if (spawn_vmm(d, (char *const *)argv, &r.pid, e))
+		return NULL;
+	r.start_ticks = proc_start_ticks(r.pid);
+	snprintf(r.state, sizeof(r.state), "%s", json_is_true(paused) ? "paused" : "running");
+	r.mem_mib = mem;
+	r.vcpus = (int)vcpus;
+	r.created_at = now_unix();
+	r.expires_at = ttl ? r.created_at + (double)ttl : 0;
+	if (snapshot) { /* the snapshot's own size and vCPUs, as the VMM reports them */
+		json_t *st = NULL;
+		if (!ctl(r.socket, json_pack("{s:s}", "cmd", "status"), &st, CTL_TIMEOUT_MS, e,
+			 "status of the restored VM")) {
+			r.mem_mib = (uint64_t)json_integer_value(json_object_get(st, "mem_bytes")) >> 20;
+			r.vcpus = (int)json_array_size(json_object_get(st, "vcpus"));
+			json_decref(st);
+		}
+	}
+	if (save(d, &r, e)) {
+		kill(r.pid, SIGKILL);
+		return NULL;
+	}
+	return sandbox_rec_json(&r);
+}
+
+json_t *sb_get(struct daemon *d, const char *id, struct api_err *e)
+{
+	struct sandbox_rec r;
+
+	if (load(d, id, &r, e))
+		return NULL;
+	/* A VMM that ended on its own (guest power-off, crash) shows as dead at once. */
+	if (strcmp(r.state, "dead") != 0 && !vmm_alive(&r)) {
+		snprintf(r.state, sizeof(r.state), "dead");
+		snprintf(r.end_reason, sizeof(r.end_reason), "the VMM exited");
+		store_set_state(d->store, r.id, r.state, r.end_reason, NULL, 0);
+	}
+	return sandbox_rec_json(&r);
+}
+
+json_t *sb_list(struct daemon *d, const char *state, const char *parent, struct api_err *e)
+{
+	struct sandbox_rec *recs = NULL;
+	char err[512];
+	size_t n = 0;
+
+	if (store_list_sandboxes(d->store, state, parent, &recs, &n, err, sizeof(err))) {
+		api_fail(e, 500, "state", "%s", err);
+		return NULL;
+	}
+	json_t *arr = json_array();
+	for (size_t i = 0; arr && i < n; i++)
+		json_array_append_new(arr, sandbox_rec_json(&recs[i]));
+	free(recs);
+	return arr;
+}
+
+json_t *sb_pause(struct daemon *d, const char *id, bool pause, struct api_err *e)
+{
+	struct sandbox_rec r;
+	char err[512];
+
+	if (load_live(d, id, &r, e) ||
+	    ctl(r.socket, json_pack("{s:s}", "cmd", pause ? "pause" : "resume"), NULL,
+		CTL_TIMEOUT_MS, e, pause ? "pausing" : "resuming"))
+		return NULL;
+	snprintf(r.state, sizeof(r.state), "%s", pause ? "paused" : "running");
+	if (store_set_state(d->store, r.id, r.state, NULL, err, sizeof(err))) {
+		api_fail(e, 500, "state", "%s", err);
+		return NULL;
+	}
+	return sandbox_rec_json(&r);
+}
+
+/* Wait for pid to exit (it is not our child: poll a pidfd), up to ms. */
+static bool wait_gone(const struct sandbox_rec *r, int ms)
+{
+	int fd = (int)syscall(SYS_pidfd_open, r->pid, 0);
+
+	if (fd < 0)
+		return !vmm_alive(r);
+	if (!vmm_alive(r)) { /* the pid was reused before we opened it */
+		close(fd);
+		return true;
+	}
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	int n = poll(&p, 1, ms);
+	close(fd);
+	return n > 0;
+}
+
+json_t *sb_delete(struct daemon *d, const char *id, const char *reason, struct api_err *e)
+{
+	struct sandbox_rec r;
+	char err[512];
+
+	if (load(d, id, &r, e))
+		return NULL;
+	if (vmm_alive(&r)) {
+		struct api_err ignored;
+		/* Stop asks the VMM to end cleanly (its overlay and sockets go with it). */
+		ctl(r.socket, json_pack("{s:s}", "cmd", "stop"), NULL, CTL_TIMEOUT_MS, &ignored,
+		    "stopping");
+		if (!wait_gone(&r, STOP_WAIT_MS) && vmm_alive(&r)) {
+			log_warn("daemon: sandbox %s (pid %d) did not stop within %d ms: SIGKILL", r.id,
+				 r.pid, STOP_WAIT_MS);
+			kill(r.pid, SIGKILL);
+			wait_gone(&r, STOP_WAIT_MS);
+		}
+	}
+	remove_vm_files(r.socket, true);
+	if (store_delete_sandbox(d->store, r.id, err, sizeof(err))) {
+		api_fail(e, 500, "state", "%s", err);
+		return NULL;
+	}
+	log_info("daemon: sandbox %s ended (%s)", r.id, reason);
+	return json_pack("{s:s, s:b}", "id", r.id, "deleted", 1);
+}
+
+json_t *sb_branch(struct daemon *d, const char *id, json_t *body, struct api_err *e)
+{
+	static const char *const known[] = { "count", "strategy", "metadata", "ttl_s", NULL };
+	struct sandbox_rec src;
+	const char *strategy;
+	uint64_t count, ttl;
+	char prefix[STORE_ID_MAX];
+	json_t *reply = NULL, *meta;
+
+	if (check_fields(body, known, e) || get_str(body, "strategy", &strategy, e) ||
+	    get_uint(body, "count", 1, 1, MAX_COUNT, &count, e) ||
+	    get_uint(body, "ttl_s", 0, 0, 30 * 86400, &ttl, e) || load_live(d, id, &src, e))
+		return NULL;
+	meta = json_object_get(body, "metadata");
+	if (meta && !json_is_object(meta)) {
+		api_fail(e, 400, "bad_request", "field 'metadata' must be an object");
+		return NULL;
+	}
+	if (new_id(prefix, sizeof(prefix))) {
+		api_fail(e, 500, "internal", "an id for the children: %s", strerror(errno));
+		return NULL;
+	}
+	json_t *req = json_pack("{s:s, s:s, s:I, s:s, s:s, s:I}", "cmd", "branch", "strategy",
+				strategy ? strategy : "cow", "count", (json_int_t)count, "prefix",
+				prefix, "run_dir", d->run_dir, "timeout_ms",
+				(json_int_t)BRANCH_TIMEOUT_MS / 2);
+	if (ctl(src.socket, req, &reply, BRANCH_TIMEOUT_MS, e, "branching"))
+		return NULL;
+	json_t *kids = json_object_get(reply, "children"), *out = json_array(), *c;
+	size_t i;
+	double now = now_unix();
+	char *metatext = (meta ? json_dumps(meta, JSON_COMPACT | JSON_SORT_KEYS) : strdup("{}"));
+	json_array_foreach(kids, i, c) {
+		struct sandbox_rec k = src;
+		snprintf(k.id, sizeof(k.id), "%s", json_string_value(json_object_get(c, "name")) ?: "");
+		snprintf(k.socket, sizeof(k.socket), "%s",
+			 json_string_value(json_object_get(c, "socket")) ?: "");
+		k.pid = (int)json_integer_value(json_object_get(c, "pid"));
+		k.start_ticks = proc_start_ticks(k.pid);
+		snprintf(k.state, sizeof(k.state), "running");
+		snprintf(k.parent, sizeof(k.parent), "%s", src.id);
+		snprintf(k.metadata, sizeof(k.metadata), "%s", metatext ? metatext : "{}");
+		k.end_reason[0] = '\0';
+		k.created_at = now;
+		k.expires_at = ttl ? now + (double)ttl : 0;
+		if (save(d, &k, e)) {
+			kill(k.pid, SIGKILL);
+			continue;
+		}
+		json_array_append_new(out, sandbox_rec_json(&k));
+	}
+	free(metatext);
+	json_t *res = json_pack("{s:o, s:O?, s:O?}", "children", out, "pause_us",
+				json_object_get(reply, "pause_us"), "strategy",
+				json_object_get(reply, "strategy"));
+	json_decref(reply);
+	return res;
+}
+
+/* A connected agent fd for a live Linux sandbox. */
+static int agent_fd(struct daemon *d, const char *id, struct sandbox_rec *r, struct api_err *e)
+{
+	char path[STORE_PATH_MAX + 8], err[512];
+
+	if (load_live(d, id, r, e))
+		return -1;
+	if (strcmp(r->guest, "linux") != 0)
+		return api_fail(e, 409, "no_agent", "sandbox %s runs the %s guest, which has no agent",
+				id, r->guest);
+	snprintf(path, sizeof(path), "%s.vsock", r->socket);
+	int fd = agent_connect(path, AGENT_VSOCK_PORT, deadline_after_ms(AGENT_CONNECT_MS), -1, err,
+			       sizeof(err));
+	if (fd < 0)
+		return api_fail(e, 502, "agent_unreachable", "the agent of %s: %s", id, err);
+	return fd;
+}
+
+static json_t *agent_call(struct daemon *d, const char *id, json_t *req, uint64_t deadline,
+			  struct api_err *e)
+{
+	struct sandbox_rec r;
+	char err[1024];
+	json_t *reply = NULL;
+	int fd = agent_fd(d, id, &r, e);
+
+	if (fd < 0) {
+		json_decref(req);
+		return NULL;
+	}
+	int ret = agent_request(fd, req, &reply, deadline, -1, err, sizeof(err));
+	close(fd);
+	json_decref(req);
+	if (ret == -EREMOTEIO) {
+		api_fail(e, 422, "guest_error", "%s", err);
+		return NULL;
+	}
+	if (ret) {
+		api_fail(e, 502, "agent_failed", "the agent of %s: %s", id, err);
+		return NULL;
+	}
+	json_object_del(reply, "ok");
+	json_object_del(reply, "id");
+	return reply;
+}
+
+json_t *sb_exec(struct daemon *d, const char *id, json_t *body, struct api_err *e)
+{
+	static const char *const known[] = { "argv", "env", "clear_env", "cwd", "stdin",
+					     "stdin_base64", "timeout_ms", "max_output",
+					     "output_encoding", NULL };
+	uint64_t timeout_ms;
+
+	if (check_fields(body, known, e) ||
+	    get_uint(body, "timeout_ms", 0, 0, UINT32_MAX, &timeout_ms, e))
+		return NULL;
+	if (!json_is_array(json_object_get(body, "argv")) ||
+	    !json_array_size(json_object_get(body, "argv"))) {
+		api_fail(e, 400, "bad_request", "field 'argv' must be a non-empty array of strings");
+		return NULL;
+	}
+	/* The agent checks each field's type and says which one is wrong. */
+	json_t *req = json_deep_copy(body);
+	json_object_set_new(req, "op", json_string("exec"));
+	uint64_t deadline = timeout_ms ? deadline_after_ms((int64_t)timeout_ms + 30000) : 0;
+	return agent_call(d, id, req, deadline, e);
+}
+
+json_t *sb_file_write(struct daemon *d, const char *id, const char *path, const void *data,
+		      size_t len, struct api_err *e)
+{
+	char *b64 = malloc(base64_encoded_size(len));
+
+	if (!b64) {
+		api_fail(e, 500, "internal", "encoding %zu bytes: out of memory", len);
+		return NULL;
+	}
+	base64_encode(data, len, b64);
+	json_t *req = json_pack("{s:s, s:s, s:s}", "op", "write_file", "path", path, "content", b64);
+	free(b64);
+	return agent_call(d, id, req, deadline_after_ms(120000), e);
+}
+
+int sb_file_read(struct daemon *d, const char *id, const char *path, uint8_t **data,
+		 size_t *len, struct api_err *e)
+{
+	json_t *req = json_pack("{s:s, s:s, s:i}", "op", "read_file", "path", path, "max_bytes",
+				8 << 20);
+	json_t *reply = agent_call(d, id, req, deadline_after_ms(120000), e);
+
+	if (!reply)
+		return -1;
+	const char *b64 = json_string_value(json_object_get(reply, "content"));
+	int ret = 0;
+	if (json_is_true(json_object_get(reply, "truncated")))
+		ret = api_fail(e, 413, "too_large", "%s in %s is larger than 8 MiB", path, id);
+	else if (!b64 || base64_decode(b64, strlen(b64), data, len))
+		ret = api_fail(e, 502, "agent_failed", "reading %s in %s: a bad reply", path, id);
+	json_decref(reply);
+	return ret;
+}
+
+json_t *sb_snapshot(struct daemon *d, const char *id, struct api_err *e)
+{
+	struct sandbox_rec r;
+	struct snapshot_rec s = { 0 };
+	char err[512];
+
+	if (load_live(d, id, &r, e))
+		return NULL;
+	if (new_id(s.id, sizeof(s.id))) {
+		api_fail(e, 500, "internal", "a snapshot id: %s", strerror(errno));
+		return NULL;
+	}
+	memcpy(s.id, "sn", 2);
+	snprintf(s.dir, sizeof(s.dir), "%s/%s", d->snap_dir, s.id);
+	snprintf(s.sandbox, sizeof(s.sandbox), "%s", r.id);
+	snprintf(s.guest, sizeof(s.guest), "%s", r.guest);
+	if (ctl(r.socket, json_pack("{s:s, s:s}", "cmd", "snapshot", "dir", s.dir), NULL,
+		BRANCH_TIMEOUT_MS, e, "snapshot"))
+		return NULL;
+	s.created_at = now_unix();
+	if (store_put_snapshot(d->store, &s, err, sizeof(err))) {
+		api_fail(e, 500, "state", "recording snapshot %s: %s", s.id, err);
+		return NULL;
+	}
+	return snapshot_rec_json(&s);
+}
+
+json_t *snap_list(struct daemon *d, struct api_err *e)
+{
+	struct snapshot_rec *recs = NULL;
+	char err[512];
+	size_t n = 0;
+
+	if (store_list_snapshots(d->store, &recs, &n, err, sizeof(err))) {
+		api_fail(e, 500, "state", "%s", err);
+		return NULL;
+	}
+	json_t *arr = json_array();
+	for (size_t i = 0; arr && i < n; i++)
+		json_array_append_new(arr, snapshot_rec_json(&recs[i]));
+	free(recs);
+	return arr;
+}
+
+json_t *snap_get(struct daemon *d, const char *id, struct api_err *e)
+{
+	struct snapshot_rec s;
+	char err[512];
+	int ret = store_get_snapshot(d->store, id, &s, err, sizeof(err));
+
+	if (ret) {
+		api_fail(e, ret == -ENOENT ? 404 : 500, ret == -ENOENT ? "not_found" : "state", "%s",
+			 err);
+		return NULL;
+	}
+	return snapshot_rec_json(&s);
+}
+
+static int remove_snapshot_dir(const char *dir, struct api_err *e)
+{
+	int ret = remove_tree_at(AT_FDCWD, dir);
+
+	if (ret)
+		return api_fail(e, 500, "internal", "removing %s: %s", dir, strerror(-ret));
+	return 0;
+}
+
+json_t *snap_delete(struct daemon *d, const char *id, bool force, struct api_err *e)
+{
+	struct snapshot_rec s;
+	char err[512];
+	int users = 0, ret = store_get_snapshot(d->store, id, &s, err, sizeof(err));
+
+	if (ret) {
+		api_fail(e, ret == -ENOENT ? 404 : 500, ret == -ENOENT ? "not_found" : "state", "%s",
+			 err);
+		return NULL;
+	}
+	if (store_snapshot_users(d->store, id, &users, err, sizeof(err))) {
+		api_fail(e, 500, "state", "%s", err);
+		return NULL;
+	}
+	/* Restored sandboxes may map its memory file (file backing): not under them. */
+	if (users && !force) {
+		api_fail(e, 409, "in_use", "snapshot %s has %d live sandbox(es) restored from it; "
+			 "delete them first or pass force=true", id, users);
+		return NULL;
+	}
+	if (remove_snapshot_dir(s.dir, e))
+		return NULL;
+	if (store_delete_snapshot(d->store, id, err, sizeof(err))) {
+		api_fail(e, 500, "state", "%s", err);
+		return NULL;
+	}
+	return json_pack("{s:s, s:b}", "id", id, "deleted", 1);
+}
+
+/*
+ * At start, before any request: files in the run directory that no record owns. A VM that
+ * answers there was started by a daemon that died before recording it (killed mid-branch):
+ * nobody can manage it, so it is stopped. Then the files of whatever no longer answers go,
+ * cow templates' included. Recorded sandboxes keep theirs (a dead one keeps its log).
+ */
+static void sweep_run_dir(struct daemon *d)
+{
+	char base[128], sock[PATH_MAX], err[256];
+	struct sandbox_rec r;
+	struct dirent *de;
+	DIR *dir = opendir(d->run_dir);
+
+	if (!dir) {
+		log_warn("daemon: reading %s: %s", d->run_dir, strerror(errno));
+		return;
+	}
+	while ((de = readdir(dir))) {
+		char *dot = strstr(de->d_name, ".sock");
+		if (de->d_name[0] == '.' || !dot || (size_t)(dot - de->d_name) >= sizeof(base))
+			continue;
+		memcpy(base, de->d_name, (size_t)(dot - de->d_name));
+		base[dot - de->d_name] = '\0';
+		if (!store_get_sandbox(d->store, base, &r, err, sizeof(err)))
+			continue;
+		snprintf(sock, sizeof(sock), "%s/%s.sock", d->run_dir, base);
+		bool is_template = strstr(base, ".template") != NULL;
+		if (!is_template && socket_answers(sock)) {
+			struct api_err e;
+			log_warn("daemon: %s runs but was never recorded (its daemon died while making it): "
+				 "stopping it", sock);
+			ctl(sock, json_pack("{s:s}", "cmd", "stop"), NULL, CTL_TIMEOUT_MS, &e, "stopping");
+			continue; /* its VMM removes its files as it ends */
+		}
+		if (!socket_answers(sock))
+			remove_vm_files(sock, true);
+	}
+	closedir(dir);
+}
+
+int sb_reconcile(struct daemon *d, int *dead)
+{
+	struct sandbox_rec *recs = NULL;
+	char err[512];
+	size_t n = 0;
+	int adopted = 0;
+
+	*dead = 0;
+	if (store_list_sandboxes(d->store, NULL, NULL, &recs, &n, err, sizeof(err))) {
+		log_err("daemon: reconcile: %s", err);
+		return -EIO;
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct sandbox_rec *r = &recs[i];
+		struct api_err e;
+		json_t *st = NULL;
+		if (strcmp(r->state, "dead") == 0)
+			continue;
+		if (vmm_alive(r) &&
+		    !ctl(r->socket, json_pack("{s:s}", "cmd", "status"), &st, 2000, &e, "status")) {
+			const char *state = json_string_value(json_object_get(st, "state"));
+			bool paused = state && strcmp(state, "paused") == 0;
+			json_decref(st);
+			store_set_state(d->store, r->id, paused ? "paused" : "running", NULL, NULL, 0);
+			adopted++;
+			continue;
+		}
+		const char *why = vmm_alive(r) ? "its control socket did not answer at daemon start"
+					       : "the VMM was gone at daemon start";
+		if (vmm_alive(r)) /* ours but unreachable: it cannot be managed, end it */
+			kill(r->pid, SIGKILL);
+		store_set_state(d->store, r->id, "dead", why, NULL, 0);
+		remove_vm_files(r->socket, false);
+		(*dead)++;
+	}
+	free(recs);
+	sweep_run_dir(d);
+	return adopted;
+}
+
+/* Once a second: TTLs that passed end their sandbox; VMMs that died are marked. */
+static void *reaper_main(void *arg)
+{
+	struct daemon *d = arg;
+
+	for (;;) {
+		struct pollfd p = { .fd = d->stop_fd, .events = POLLIN };
+		if (poll(&p, 1, 1000) != 0)
+			return NULL;
+		struct sandbox_rec *recs = NULL;
+		char err[512];
+		size_t n = 0;
+		double now = now_unix();
+		if (store_list_sandboxes(d->store, NULL, NULL, &recs, &n, err, sizeof(err))) {
+			log_warn("daemon: reaper: %s", err);
+			continue;
+		}
+		for (size_t i = 0; i < n; i++) {
+			struct sandbox_rec *r = &recs[i];
+			struct api_err e;
+			if (strcmp(r->state, "dead") == 0)
+				continue;
+			if (r->expires_at > 0 && now >= r->expires_at) {
+				json_t *res = sb_delete(d, r->id, "its TTL ended", &e);
+				if (!res)
+					log_warn("daemon: ending %s at its TTL: %s", r->id, e.msg);
+				json_decref(res);
+				audit(d, "reaper", "ttl", r->id, res ? 200 : e.http);
+			} else if (!vmm_alive(r)) {
+				store_set_state(d->store, r->id, "dead", "the VMM exited", NULL, 0);
+				remove_vm_files(r->socket, false);
+			}
+		}
+		free(recs);
+	}
+}
+
+int reaper_start(struct daemon *d)
+{
+	int err = pthread_create(&d->reaper, NULL, reaper_main, d);
+
+	if (err)
+		return log_errno(-err, "daemon: starting the reaper thread");
+	d->reaper_started = true;
+	return 0;
+}
+
+void reaper_stop(struct daemon *d)
+{
+	uint64_t one = 1;
+
+	if (!d->reaper_started)
+		return;
+	if (write(d->stop_fd, &one, sizeof(one)) < 0)
+		log_warn("daemon: stopping the reaper: %s", strerror(errno));
+	pthread_join(d->reaper, NULL);
+	d->reaper_started = false;
+}

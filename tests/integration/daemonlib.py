@@ -1,0 +1,71 @@
+"""forkvmd for tests: a daemon on a fresh state directory, driven through the Python SDK
+(tests/integration/test_daemon.py, tests/linux/test_service.py)."""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+
+from forkvm_vm import FORKVM, ROOT, call
+
+sys.path.insert(0, os.path.join(ROOT, "sdk", "python"))
+import forkvm as sdk  # noqa: E402
+
+
+class Daemon:
+    """A forkvmd on a fresh state directory (short: VM socket paths must fit sun_path)."""
+
+    def __init__(self, state=None, extra=()):
+        self.state = state or tempfile.mkdtemp(prefix="fvd-", dir="/tmp")
+        self.sock = os.path.join(self.state, "api.sock")
+        self.extra = list(extra)
+        self.proc = None
+        self.log = os.path.join(self.state, "daemon.log")
+
+    def start(self, expect_ok=True):
+        r, w = os.pipe()
+        logf = open(self.log, "ab")
+        self.proc = subprocess.Popen(
+            [FORKVM, "daemon", "--state-dir", self.state, "--ready-fd", str(w), *self.extra],
+            pass_fds=(w,), stdout=logf, stderr=subprocess.STDOUT)
+        os.close(w)
+        logf.close()
+        ready = os.read(r, 1) if expect_ok else b""
+        os.close(r)
+        if expect_ok:
+            assert ready == b"r", f"daemon did not get ready: {open(self.log).read()}"
+        return self
+
+    def client(self, **kw):
+        return sdk.Client(socket_path=self.sock, **kw)
+
+    def req(self, method, path, body=None, raw=None, query=None):
+        return self.client().request(method, path, body=body, raw=raw, query=query)
+
+    def kill9(self):
+        self.proc.kill()
+        self.proc.wait(timeout=30)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            assert self.proc.wait(timeout=30) == 0, open(self.log).read()
+
+    def cleanup(self):
+        """End every VM the daemon knows (through it when it runs), then the daemon."""
+        if self.proc and self.proc.poll() is None:
+            try:
+                for s in self.req("GET", "/v1/sandboxes"):
+                    self.req("DELETE", f"/v1/sandboxes/{s['id']}")
+            except sdk.ForkvmError:
+                pass
+            self.stop()
+        run = os.path.join(self.state, "run")
+        for name in os.listdir(run) if os.path.isdir(run) else []:
+            if name.endswith(".sock"):
+                try:
+                    call(os.path.join(run, name), {"cmd": "stop"}, timeout=5)
+                except OSError:
+                    pass
+        shutil.rmtree(self.state, ignore_errors=True)

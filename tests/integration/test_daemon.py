@@ -1,0 +1,326 @@
+"""forkvmd (docs/DAEMON.md) on this host's KVM with the probe guest: every route's happy path
+and its bad inputs, auth on TCP, 100 concurrent creations, a stalled client, kill -9 of the
+daemon mid-branch and the reconciler, TTLs, snapshots and their users, and the Python SDK's
+scenario. The guest-agent routes (exec, files) against Linux guests: tests/linux/test_service.py."""
+import concurrent.futures
+import json
+import os
+import signal
+import socket
+import time
+
+import pytest
+
+from daemonlib import Daemon, sdk
+from forkvm_vm import call
+
+
+@pytest.fixture
+def daemon():
+    d = Daemon().start()
+    yield d
+    d.cleanup()
+
+
+def raw_http(sock_path, data, timeout=10):
+    """Send bytes on the API socket and return everything the daemon answers."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    s.connect(sock_path)
+    try:
+        s.sendall(data)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the daemon answered (413) and closed before the whole body was sent
+    out = b""
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+    except (socket.timeout, ConnectionResetError):
+        pass
+    s.close()
+    return out
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return open(f"/proc/{pid}/stat").read().split(") ")[1].split()[0] != "Z"
+
+
+def test_sandbox_lifecycle_and_audit(daemon):
+    assert daemon.req("GET", "/v1/healthz") == {"ok": True}
+    sb = daemon.req("POST", "/v1/sandboxes", body={"mem_mib": 64, "vcpus": 2,
+                                                    "metadata": {"team": "a"}})
+    assert sb["state"] == "running" and sb["guest"] == "probe" and sb["vcpus"] == 2
+    assert sb["metadata"] == {"team": "a"} and pid_alive(sb["pid"])
+    # the VM is real: its control socket answers a probe round trip
+    assert call(sb["socket"], {"cmd": "ping", "nonce": 7})["ok"]
+    assert daemon.req("GET", f"/v1/sandboxes/{sb['id']}")["id"] == sb["id"]
+    assert [s["id"] for s in daemon.req("GET", "/v1/sandboxes")] == [sb["id"]]
+    assert daemon.req("POST", f"/v1/sandboxes/{sb['id']}/pause")["state"] == "paused"
+    assert call(sb["socket"], {"cmd": "status"})["state"] == "paused"
+    assert daemon.req("GET", "/v1/sandboxes", query={"state": "paused"})[0]["id"] == sb["id"]
+    assert daemon.req("GET", "/v1/sandboxes", query={"state": "running"}) == []
+    assert daemon.req("POST", f"/v1/sandboxes/{sb['id']}/resume")["state"] == "running"
+    assert daemon.req("DELETE", f"/v1/sandboxes/{sb['id']}") == {"id": sb["id"], "deleted": True}
+    assert not pid_alive(sb["pid"]) and not os.path.exists(sb["socket"])
+    with pytest.raises(sdk.NotFound):
+        daemon.req("GET", f"/v1/sandboxes/{sb['id']}")
+    lines = [json.loads(l) for l in open(os.path.join(daemon.state, "audit.log"))]
+    ops = [(l["op"], l.get("target"), l["result"]) for l in lines]
+    assert ("create", None, 201) in ops and ("delete", sb["id"], 200) in ops
+    assert ("get", sb["id"], 404) in ops and all(l["caller"] == "unix" for l in lines)
+    metrics = daemon.client().metrics()
+    assert 'forkvm_api_requests_total{op="create"} 1' in metrics
+    assert 'forkvm_api_request_seconds_count{op="delete"} 1' in metrics
+    assert 'forkvm_sandboxes{state="running"} 0' in metrics
+
+
+@pytest.mark.parametrize("body, code", [
+    ({"bogus": 1}, "unknown_field"),
+    ({"mem_mib": "64"}, "bad_request"),
+    ({"mem_mib": 1}, "bad_request"),
+    ({"vcpus": 99}, "bad_request"),
+    ({"guest": "windows"}, "bad_request"),
+    ({"metadata": [1]}, "bad_request"),
+    ({"metadata": {"k": "v" * 5000}}, "bad_request"),
+    ({"paused": "yes"}, "bad_request"),
+    ([1, 2], "bad_request"),
+])
+def test_bad_create_bodies_are_400(daemon, body, code):
+    with pytest.raises(sdk.BadRequest) as e:
+        daemon.req("POST", "/v1/sandboxes", body=body)
+    assert e.value.code == code, e.value
+    assert daemon.req("GET", "/v1/sandboxes") == []
+
+
+def test_bad_requests_get_json_errors_and_the_daemon_lives(daemon):
+    out = raw_http(daemon.sock, b"POST /v1/sandboxes HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                                b"Connection: close\r\n\r\n{bad]")
+    assert b" 400 " in out.split(b"\r\n")[0] and b'"bad_json"' in out, out
+    big = b"x" * (2 << 20)
+    out = raw_http(daemon.sock, b"POST /v1/sandboxes HTTP/1.1\r\nHost: x\r\nContent-Length: "
+                   + str(len(big)).encode() + b"\r\nConnection: close\r\n\r\n" + big)
+    assert b" 413 " in out.split(b"\r\n")[0] and b'"too_large"' in out, out[:300]
+    # chunked: no length up front, the bound holds all the same
+    chunk = b"%x\r\n" % (1 << 20) + b"y" * (1 << 20) + b"\r\n"
+    out = raw_http(daemon.sock, b"POST /v1/sandboxes HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: "
+                   b"chunked\r\nConnection: close\r\n\r\n" + chunk * 2 + b"0\r\n\r\n")
+    assert b" 413 " in out.split(b"\r\n")[0], out[:300]
+    for method, path, status, code in [("GET", "/v1/nothing", 404, "route_not_found"),
+                                       ("PUT", "/v1/sandboxes", 405, "method_not_allowed"),
+                                       ("GET", "/v1/sandboxes/NOT..VALID", 404, "route_not_found"),
+                                       ("GET", "/v1/sandboxes/sb-000000000000", 404, "not_found"),
+                                       ("POST", "/v1/sandboxes/sb-000000000000/pause", 404,
+                                        "not_found"),
+                                       ("DELETE", "/v1/snapshots/sn-000000000000", 404,
+                                        "not_found")]:
+        with pytest.raises(sdk.ForkvmError) as e:
+            daemon.req(method, path)
+        assert (e.value.status, e.value.code) == (status, code), (method, path, e.value)
+    sb = daemon.req("POST", "/v1/sandboxes", body={"mem_mib": 32})
+    with pytest.raises(sdk.Conflict) as e:
+        daemon.req("POST", f"/v1/sandboxes/{sb['id']}/exec", body={"argv": ["true"]})
+    assert e.value.code == "no_agent"
+    with pytest.raises(sdk.BadRequest):
+        daemon.req("POST", f"/v1/sandboxes/{sb['id']}/exec", body={"argv": []})
+    with pytest.raises(sdk.BadRequest):
+        daemon.req("POST", f"/v1/sandboxes/{sb['id']}/branch", body={"count": 0})
+    with pytest.raises(sdk.BadRequest) as e:
+        daemon.req("GET", f"/v1/sandboxes/{sb['id']}/files", query={"path": "relative"})
+    assert daemon.req("GET", "/v1/healthz") == {"ok": True}
+
+
+def test_tcp_needs_the_bearer_token(tmp_path):
+    token = "s3cret-token-0123456789"
+    tf = tmp_path / "token"
+    tf.write_text(token + "\n")
+    tf.chmod(0o644)
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    d = Daemon(extra=["--listen", f"127.0.0.1:{port}", "--token-file", str(tf)])
+    try:
+        d.start(expect_ok=False)
+        assert d.proc.wait(timeout=30) == 1
+        assert "readable by others" in open(d.log).read()
+        tf.chmod(0o600)
+        d.start()
+        url = f"http://127.0.0.1:{port}"
+        with pytest.raises(sdk.Unauthorized):
+            sdk.Client(url=url).healthz()
+        with pytest.raises(sdk.Unauthorized):
+            sdk.Client(url=url, token="wrong-token-0123456789").healthz()
+        assert sdk.Client(url=url, token=token).healthz() == {"ok": True}
+        # the Unix socket needs no token: its 0600 mode in a 0700 directory is the gate
+        assert d.req("GET", "/v1/healthz") == {"ok": True}
+        assert os.stat(d.sock).st_mode & 0o777 == 0o600
+        callers = {json.loads(l)["caller"] for l in open(os.path.join(d.state, "audit.log"))}
+        assert callers == {"tcp:127.0.0.1", "unix"}, callers
+    finally:
+        d.cleanup()
+
+
+def test_a_second_daemon_on_one_state_directory_refuses(daemon):
+    other = Daemon(state=daemon.state)
+    other.log = os.path.join(daemon.state, "second.log")
+    other.start(expect_ok=False)
+    assert other.proc.wait(timeout=30) == 1
+    assert "already uses the state directory" in open(other.log).read()
+    assert daemon.req("GET", "/v1/healthz") == {"ok": True}
+
+
+def test_a_stalled_client_does_not_delay_others(daemon):
+    stalled = []
+    for _ in range(5):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(daemon.sock)
+        s.sendall(b"POST /v1/sandboxes HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"me")
+        stalled.append(s)
+    t0 = time.monotonic()
+    for _ in range(20):
+        assert daemon.req("GET", "/v1/healthz") == {"ok": True}
+    assert time.monotonic() - t0 < 5
+    for s in stalled:
+        s.close()
+
+
+def test_a_hundred_concurrent_creations(daemon):
+    n = 100
+    with concurrent.futures.ThreadPoolExecutor(max_workers=32) as ex:
+        made = list(ex.map(lambda i: daemon.req("POST", "/v1/sandboxes",
+                                                body={"mem_mib": 16,
+                                                      "metadata": {"i": i}}), range(n)))
+    assert len({m["id"] for m in made}) == n
+    listed = daemon.req("GET", "/v1/sandboxes")
+    assert sorted(s["metadata"]["i"] for s in listed) == list(range(n))
+    for m in made:
+        assert pid_alive(m["pid"])
+    with concurrent.futures.ThreadPoolExecutor(max_workers=32) as ex:
+        list(ex.map(lambda m: daemon.req("DELETE", f"/v1/sandboxes/{m['id']}"), made))
+    assert daemon.req("GET", "/v1/sandboxes") == []
+    assert not any(pid_alive(m["pid"]) for m in made)
+
+
+def test_kill9_of_the_daemon_mid_branch_loses_nothing(daemon):
+    src = daemon.req("POST", "/v1/sandboxes", body={"mem_mib": 64})
+    kids = daemon.req("POST", f"/v1/sandboxes/{src['id']}/branch",
+                      body={"count": 3, "strategy": "cow"})["children"]
+    answered = [src, *kids]
+    # a branch in flight when the daemon dies
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as ex:
+        f = ex.submit(lambda: daemon.req("POST", f"/v1/sandboxes/{src['id']}/branch",
+                                         body={"count": 4, "strategy": "full"}))
+        time.sleep(0.05)
+        daemon.kill9()
+        try:
+            f.result(timeout=60)
+        except sdk.ForkvmError:
+            pass
+    daemon.start()
+    listed = daemon.req("GET", "/v1/sandboxes")
+    ids = [s["id"] for s in listed]
+    assert len(ids) == len(set(ids))
+    for s in answered:
+        assert ids.count(s["id"]) == 1
+        assert daemon.req("GET", f"/v1/sandboxes/{s['id']}")["state"] == "running"
+        assert call(s["socket"], {"cmd": "ping", "nonce": 1})["ok"]
+    assert "adopted" in open(daemon.log).read()
+    # children the dead daemon never recorded were stopped at restart: no VM runs unmanaged
+    run = os.path.join(daemon.state, "run")
+    deadline = time.monotonic() + 20
+    while True:
+        stray = [n for n in os.listdir(run) if n.endswith(".sock") and ".template" not in n
+                 and n[:-5] not in ids]
+        if not stray or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert not stray, f"VMs nobody manages: {stray}"
+
+
+def test_the_reconciler_marks_vms_that_died_while_the_daemon_was_down(daemon):
+    a = daemon.req("POST", "/v1/sandboxes", body={"mem_mib": 32})
+    b = daemon.req("POST", "/v1/sandboxes", body={"mem_mib": 32, "paused": True})
+    daemon.kill9()
+    os.kill(a["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while pid_alive(a["pid"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    daemon.start()
+    got_a = daemon.req("GET", f"/v1/sandboxes/{a['id']}")
+    assert got_a["state"] == "dead" and "gone" in got_a["end_reason"], got_a
+    assert not os.path.exists(a["socket"])
+    assert daemon.req("GET", f"/v1/sandboxes/{b['id']}")["state"] == "paused"
+    with pytest.raises(sdk.Conflict):
+        daemon.req("POST", f"/v1/sandboxes/{a['id']}/pause")
+    # a dead record is deleted like any other
+    daemon.req("DELETE", f"/v1/sandboxes/{a['id']}")
+
+
+def test_ttl_ends_a_sandbox(daemon):
+    sb = daemon.req("POST", "/v1/sandboxes", body={"mem_mib": 32, "ttl_s": 1})
+    assert sb["expires_at"] > sb["created_at"]
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            daemon.req("GET", f"/v1/sandboxes/{sb['id']}")
+        except sdk.NotFound:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("the sandbox outlived its TTL by 14 s")
+    assert not pid_alive(sb["pid"])
+    assert any(json.loads(l)["op"] == "ttl" for l in open(os.path.join(daemon.state,
+                                                                       "audit.log")))
+
+
+def test_snapshots_restore_and_refuse_deletion_while_used(daemon):
+    src = daemon.req("POST", "/v1/sandboxes", body={"mem_mib": 64})
+    call(src["socket"], {"cmd": "fill", "gpa": 4 << 20, "len": 1 << 20, "seed": 5})
+    want = call(src["socket"], {"cmd": "checksum", "gpa": 4 << 20, "len": 1 << 20})["checksum"]
+    snap = daemon.req("POST", f"/v1/sandboxes/{src['id']}/snapshot")
+    assert os.path.isdir(snap["dir"]) and snap["sandbox"] == src["id"]
+    assert daemon.req("GET", "/v1/snapshots")[0]["id"] == snap["id"]
+    r = daemon.req("POST", "/v1/sandboxes", body={"snapshot": snap["id"]})
+    assert r["snapshot"] == snap["id"] and r["mem_mib"] == 64 and r["vcpus"] == 1
+    got = call(r["socket"], {"cmd": "checksum", "gpa": 4 << 20, "len": 1 << 20})["checksum"]
+    assert got == want
+    with pytest.raises(sdk.Conflict) as e:
+        daemon.req("DELETE", f"/v1/snapshots/{snap['id']}")
+    assert e.value.code == "in_use"
+    with pytest.raises(sdk.BadRequest):
+        daemon.req("POST", "/v1/sandboxes", body={"snapshot": snap["id"], "guest": "probe"})
+    daemon.req("DELETE", f"/v1/sandboxes/{r['id']}")
+    daemon.req("DELETE", f"/v1/snapshots/{snap['id']}")
+    assert not os.path.exists(snap["dir"])
+    with pytest.raises(sdk.NotFound):
+        daemon.req("GET", f"/v1/snapshots/{snap['id']}")
+
+
+def test_python_sdk_scenario(daemon):
+    client = daemon.client()
+    with sdk.Sandbox.create(mem_mib=64, metadata={"user": "u1"}, client=client) as sb:
+        assert sb.state == "running"
+        kids = sb.fork(count=3)
+        assert len(kids) == 3 and all(k.info["parent"] == sb.id for k in kids)
+        assert {k.id for k in sdk.Sandbox.list(parent=sb.id, client=client)} == {k.id for k in kids}
+        sb.pause()
+        assert sb.info["state"] == "paused"
+        sb.resume()
+        snap = sb.snapshot()
+        with sdk.Sandbox.create(snapshot=snap, client=client) as r:
+            assert r.state == "running"
+        snap.delete()
+        with pytest.raises(sdk.Conflict):
+            sb.commands.run("echo hi")  # the probe guest has no agent
+        for k in kids:
+            k.kill()
+    assert sdk.Sandbox.list(client=client) == []
+    with pytest.raises(sdk.Unavailable):
+        sdk.Client(socket_path="/nonexistent/api.sock").healthz()

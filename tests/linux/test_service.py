@@ -1,0 +1,51 @@
+"""forkvmd with Linux guests (docs/DAEMON.md): the routes that reach the guest agent -- exec,
+files -- and a branch whose children each run commands, all through the Python SDK. The
+daemon's other routes: tests/integration/test_daemon.py (probe guest, this host's KVM)."""
+import hashlib
+import os
+
+import pytest
+
+from daemonlib import Daemon, sdk
+
+
+@pytest.fixture
+def daemon():
+    d = Daemon().start()
+    yield d
+    d.cleanup()
+
+
+def test_linux_sandbox_exec_files_and_fork_through_the_sdk(daemon):
+    vcpus = int(os.environ.get("FORKVM_LINUX_VCPUS", "2"))
+    client = daemon.client()
+    sb = sdk.Sandbox.create(guest="linux", mem_mib=256, vcpus=vcpus, client=client)
+    r = sb.commands.run("python3 -c 'import json, sqlite3; print(2 + 2)'")
+    assert (r.exit_code, r.stdout) == (0, b"4\n"), (r.exit_code, r.stdout, r.stderr)
+    r = sb.exec(["sh", "-c", "echo out; echo err >&2; exit 3"])
+    assert (r.exit_code, r.stdout, r.stderr) == (3, b"out\n", b"err\n")
+    assert sb.exec(["cat"], stdin=b"\x00\xffbytes").stdout == b"\x00\xffbytes"
+    r = sb.exec(["sleep", "30"], timeout_ms=500)
+    assert r.timed_out and r.signal == 9
+    with pytest.raises(sdk.GuestError):
+        sb.exec(["/no/such/program"])
+    data = bytes(range(256)) * 1000
+    sb.files.write("/root/blob", data)
+    assert sb.files.read("/root/blob") == data
+    assert sb.exec(["sha256sum", "/root/blob"]).stdout.split()[0].decode() == \
+        hashlib.sha256(data).hexdigest()
+    with pytest.raises(sdk.GuestError):
+        sb.files.read("/no/such/file")
+    sb.files.write("/root/marker", "before the fork\n")
+    kids = sb.fork(count=2)
+    uuids = {sb.exec(["cat", "/proc/sys/kernel/random/uuid"]).stdout}
+    for k in kids:
+        assert k.files.read("/root/marker") == b"before the fork\n"
+        k.files.write("/root/marker", f"child {k.id}\n")
+        uuids.add(k.exec(["cat", "/proc/sys/kernel/random/uuid"]).stdout)
+    assert sb.files.read("/root/marker") == b"before the fork\n"
+    assert len(uuids) == 3, uuids
+    for k in kids:
+        k.kill()
+    sb.kill()
+    assert sdk.Sandbox.list(client=client) == []
