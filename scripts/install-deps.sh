@@ -10,12 +10,17 @@ PACKAGES=(
 	python3 python3-pytest python3-pytest-timeout
 	busybox-static cpio lz4 xz-utils gnuplot-nox
 	qemu-system-x86 # the nested Linux rig (tests/nested)
+	nodejs # the TypeScript SDK (sdk/typescript) and its tests; npm: below
 )
 
 missing=()
 for p in "${PACKAGES[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# npm: Debian's nodejs needs its npm package; NodeSource's nodejs ships npm itself and
+# conflicts with Debian's, so the package is only wanted when the command is missing.
+command -v npm >/dev/null 2>&1 || dpkg-query -W -f='${Status}' npm 2>/dev/null | grep -q "install ok installed" ||
+	missing+=(npm)
 if [ ${#missing[@]} -eq 0 ]; then
 	exit 0
 fi

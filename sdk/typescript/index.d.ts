@@ -1,0 +1,131 @@
+// Types of @forkvm/sdk (index.js): a client for forkvmd (docs/DAEMON.md).
+/// <reference types="node" />
+
+export declare const DEFAULT_SOCKET: string;
+
+export declare class ForkvmError extends Error {
+  /** HTTP status, or null when the daemon could not be reached. */
+  readonly status: number | null;
+  /** Stable machine-readable code, e.g. "not_found", "unknown_field", "in_use". */
+  readonly code: string | null;
+  readonly detail: string;
+}
+export declare class BadRequest extends ForkvmError {}
+export declare class Unauthorized extends ForkvmError {}
+export declare class NotFound extends ForkvmError {}
+export declare class Conflict extends ForkvmError {}
+export declare class TooLarge extends ForkvmError {}
+export declare class GuestError extends ForkvmError {}
+export declare class Unavailable extends ForkvmError {}
+
+export interface ClientOptions {
+  /** The daemon's Unix socket (default $FORKVM_DAEMON_SOCKET or /var/lib/forkvm/api.sock). */
+  socketPath?: string;
+  /** http(s)://host:port of a daemon started with --listen; needs token. */
+  url?: string;
+  token?: string;
+  timeoutMs?: number;
+}
+
+export interface RequestOptions {
+  body?: unknown;
+  raw?: Buffer | Uint8Array | string;
+  query?: Record<string, string | number | boolean | undefined | null>;
+}
+
+export declare class Client {
+  constructor(opts?: ClientOptions);
+  request(method: string, path: string, opts?: RequestOptions): Promise<any>;
+  healthz(): Promise<{ ok: boolean }>;
+  metrics(): Promise<string>;
+}
+
+export type SandboxState = "running" | "paused" | "dead";
+
+export interface SandboxInfo {
+  id: string;
+  state: SandboxState;
+  pid: number;
+  socket: string;
+  parent: string | null;
+  snapshot: string | null;
+  guest: "probe" | "linux";
+  mem_mib: number;
+  vcpus: number;
+  metadata: Record<string, unknown>;
+  created_at: number;
+  expires_at: number | null;
+  end_reason: string | null;
+}
+
+export interface SnapshotInfo {
+  id: string;
+  dir: string;
+  sandbox: string;
+  guest: string;
+  created_at: number;
+}
+
+export declare class ExecResult {
+  /** Exit status, or null when a signal ended the command. */
+  readonly exitCode: number | null;
+  readonly signal: number | null;
+  readonly timedOut: boolean;
+  readonly durationMs: number | null;
+  readonly stdout: Buffer;
+  readonly stderr: Buffer;
+  readonly text: string;
+}
+
+export interface ExecOptions {
+  timeoutMs?: number;
+  env?: Record<string, string>;
+  cwd?: string;
+  stdin?: Buffer | Uint8Array | string;
+}
+
+export interface CreateOptions {
+  guest?: "probe" | "linux";
+  memMib?: number;
+  vcpus?: number;
+  snapshot?: Snapshot | string;
+  metadata?: Record<string, unknown>;
+  ttlS?: number;
+  paused?: boolean;
+  client?: Client;
+}
+
+export interface BranchOptions {
+  count?: number;
+  strategy?: "cow" | "full" | "diff" | "live";
+  metadata?: Record<string, unknown>;
+  ttlS?: number;
+}
+
+export declare class Snapshot {
+  readonly id: string;
+  info: SnapshotInfo;
+  delete(opts?: { force?: boolean }): Promise<void>;
+}
+
+export declare class Sandbox {
+  readonly id: string;
+  info: SandboxInfo;
+  readonly client: Client;
+  readonly commands: { run(cmd: string | string[], opts?: ExecOptions): Promise<ExecResult> };
+  readonly files: {
+    write(path: string, data: Buffer | Uint8Array | string): Promise<{ bytes: number }>;
+    read(path: string): Promise<Buffer>;
+  };
+  static create(opts?: CreateOptions): Promise<Sandbox>;
+  static connect(id: string, opts?: { client?: Client }): Promise<Sandbox>;
+  static list(opts?: { state?: SandboxState; parent?: string; client?: Client }): Promise<Sandbox[]>;
+  refresh(): Promise<SandboxInfo>;
+  exec(cmd: string | string[], opts?: ExecOptions): Promise<ExecResult>;
+  branch(opts?: BranchOptions): Promise<Sandbox[]>;
+  fork(opts?: BranchOptions): Promise<Sandbox[]>;
+  pause(): Promise<void>;
+  resume(): Promise<void>;
+  snapshot(): Promise<Snapshot>;
+  kill(): Promise<void>;
+}

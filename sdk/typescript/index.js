@@ -1,0 +1,210 @@
+// forkvm's TypeScript/JavaScript SDK: sandboxes through forkvmd's REST API (docs/DAEMON.md).
+// Node's http only, over the daemon's Unix socket (default $FORKVM_DAEMON_SOCKET or
+// /var/lib/forkvm/api.sock) or TCP with a bearer token ($FORKVM_DAEMON_URL, $FORKVM_DAEMON_TOKEN).
+// Types: index.d.ts.
+import http from "node:http";
+import https from "node:https";
+
+export const DEFAULT_SOCKET = "/var/lib/forkvm/api.sock";
+
+export class ForkvmError extends Error {
+  constructor(status, code, message) {
+    super(code ? `${code}: ${message}` : message);
+    this.name = new.target.name;
+    this.status = status;
+    this.code = code;
+    this.detail = message;
+  }
+}
+export class BadRequest extends ForkvmError {}
+export class Unauthorized extends ForkvmError {}
+export class NotFound extends ForkvmError {}
+export class Conflict extends ForkvmError {}
+export class TooLarge extends ForkvmError {}
+export class GuestError extends ForkvmError {}
+export class Unavailable extends ForkvmError {}
+
+const BY_STATUS = { 400: BadRequest, 401: Unauthorized, 404: NotFound, 405: NotFound,
+  409: Conflict, 413: TooLarge, 422: GuestError };
+
+export class Client {
+  constructor(opts = {}) {
+    this.url = opts.url ?? process.env.FORKVM_DAEMON_URL;
+    this.token = opts.token ?? process.env.FORKVM_DAEMON_TOKEN;
+    this.socketPath = opts.socketPath ?? process.env.FORKVM_DAEMON_SOCKET ?? DEFAULT_SOCKET;
+    this.timeoutMs = opts.timeoutMs ?? 900000;
+  }
+
+  /** The decoded JSON answer, or a Buffer for non-JSON answers; rejects with a ForkvmError. */
+  request(method, path, { body, raw, query } = {}) {
+    if (query) {
+      const q = new URLSearchParams();
+      for (const [k, v] of Object.entries(query)) if (v !== undefined && v !== null) q.set(k, String(v));
+      const s = q.toString();
+      if (s) path += `?${s}`;
+    }
+    const headers = {};
+    let data = null;
+    if (body !== undefined) {
+      data = Buffer.from(JSON.stringify(body));
+      headers["Content-Type"] = "application/json";
+    } else if (raw !== undefined) {
+      data = Buffer.isBuffer(raw) ? raw : Buffer.from(raw);
+      headers["Content-Type"] = "application/octet-stream";
+    }
+    if (data) headers["Content-Length"] = String(data.length);
+    if (this.token) headers.Authorization = `Bearer ${this.token}`;
+    let opts;
+    let mod = http;
+    if (this.url) {
+      const u = new URL(this.url);
+      mod = u.protocol === "https:" ? https : http;
+      opts = { hostname: u.hostname, port: u.port || (u.protocol === "https:" ? 443 : 80) };
+    } else {
+      opts = { socketPath: this.socketPath };
+    }
+    const where = this.url ?? this.socketPath;
+    return new Promise((resolve, reject) => {
+      const req = mod.request({ ...opts, method, path, headers, timeout: this.timeoutMs }, (res) => {
+        const chunks = [];
+        res.on("data", (c) => chunks.push(c));
+        res.on("end", () => {
+          const payload = Buffer.concat(chunks);
+          const ctype = res.headers["content-type"] ?? "";
+          if (res.statusCode >= 400) {
+            let code = null;
+            let message = payload.toString("utf8").slice(0, 500);
+            try {
+              const err = JSON.parse(payload.toString("utf8")).error;
+              code = err.code ?? null;
+              message = err.message ?? "";
+            } catch { /* not our JSON: keep the text */ }
+            const Cls = BY_STATUS[res.statusCode] ?? (res.statusCode >= 500 ? Unavailable : ForkvmError);
+            reject(new Cls(res.statusCode, code, message));
+          } else if (ctype.startsWith("application/json")) {
+            resolve(JSON.parse(payload.toString("utf8")));
+          } else {
+            resolve(payload);
+          }
+        });
+      });
+      req.on("timeout", () => req.destroy(new Error(`no answer within ${this.timeoutMs} ms`)));
+      req.on("error", (e) => reject(new Unavailable(null, "unreachable", `forkvm daemon at ${where}: ${e.message}`)));
+      if (data) req.write(data);
+      req.end();
+    });
+  }
+
+  healthz() { return this.request("GET", "/v1/healthz"); }
+
+  async metrics() { return (await this.request("GET", "/v1/metrics")).toString("utf8"); }
+}
+
+function stream(reply, name) {
+  const v = reply[name] ?? "";
+  return reply[`${name}_encoding`] === "base64" ? Buffer.from(v, "base64") : Buffer.from(v, "utf8");
+}
+
+export class ExecResult {
+  constructor(reply) {
+    this.exitCode = reply.exit_code ?? null;
+    this.signal = reply.signal ?? null;
+    this.timedOut = Boolean(reply.timed_out);
+    this.durationMs = reply.duration_ms ?? null;
+    this.stdout = stream(reply, "stdout");
+    this.stderr = stream(reply, "stderr");
+  }
+
+  get text() { return this.stdout.toString("utf8"); }
+}
+
+export class Snapshot {
+  constructor(info, client) {
+    this.info = info;
+    this.id = info.id;
+    this.client = client;
+  }
+
+  async delete({ force = false } = {}) {
+    await this.client.request("DELETE", `/v1/snapshots/${this.id}`, { query: { force: force ? "true" : undefined } });
+  }
+}
+
+export class Sandbox {
+  constructor(info, client) {
+    this.info = info;
+    this.id = info.id;
+    this.client = client;
+    this.commands = { run: (cmd, opts) => this.exec(cmd, opts) };
+    this.files = {
+      write: (path, data) => this.client.request("PUT", `/v1/sandboxes/${this.id}/files`, { raw: data, query: { path } }),
+      read: (path) => this.client.request("GET", `/v1/sandboxes/${this.id}/files`, { query: { path } }),
+    };
+  }
+
+  static async create(opts = {}) {
+    const client = opts.client ?? new Client();
+    const body = {};
+    for (const [k, key] of [["guest", "guest"], ["memMib", "mem_mib"], ["vcpus", "vcpus"],
+      ["metadata", "metadata"], ["ttlS", "ttl_s"], ["paused", "paused"]]) {
+      if (opts[k] !== undefined) body[key] = opts[k];
+    }
+    if (opts.snapshot !== undefined) body.snapshot = opts.snapshot instanceof Snapshot ? opts.snapshot.id : opts.snapshot;
+    return new Sandbox(await client.request("POST", "/v1/sandboxes", { body }), client);
+  }
+
+  static async connect(id, { client } = {}) {
+    client = client ?? new Client();
+    return new Sandbox(await client.request("GET", `/v1/sandboxes/${id}`), client);
+  }
+
+  static async list({ state, parent, client } = {}) {
+    client = client ?? new Client();
+    const all = await client.request("GET", "/v1/sandboxes", { query: { state, parent } });
+    return all.map((i) => new Sandbox(i, client));
+  }
+
+  async refresh() {
+    this.info = await this.client.request("GET", `/v1/sandboxes/${this.id}`);
+    return this.info;
+  }
+
+  async exec(cmd, { timeoutMs, env, cwd, stdin } = {}) {
+    const body = { argv: typeof cmd === "string" ? ["sh", "-c", cmd] : [...cmd] };
+    if (timeoutMs !== undefined) body.timeout_ms = timeoutMs;
+    if (env) body.env = env;
+    if (cwd) body.cwd = cwd;
+    if (stdin !== undefined) {
+      body.stdin = Buffer.from(stdin).toString("base64");
+      body.stdin_base64 = true;
+    }
+    return new ExecResult(await this.client.request("POST", `/v1/sandboxes/${this.id}/exec`, { body }));
+  }
+
+  async branch({ count = 1, strategy = "cow", metadata, ttlS } = {}) {
+    const body = { count, strategy };
+    if (metadata !== undefined) body.metadata = metadata;
+    if (ttlS !== undefined) body.ttl_s = ttlS;
+    const r = await this.client.request("POST", `/v1/sandboxes/${this.id}/branch`, { body });
+    return r.children.map((c) => new Sandbox(c, this.client));
+  }
+
+  fork(opts) { return this.branch(opts); }
+
+  async pause() { this.info = await this.client.request("POST", `/v1/sandboxes/${this.id}/pause`); }
+
+  async resume() { this.info = await this.client.request("POST", `/v1/sandboxes/${this.id}/resume`); }
+
+  async snapshot() {
+    return new Snapshot(await this.client.request("POST", `/v1/sandboxes/${this.id}/snapshot`), this.client);
+  }
+
+  /** End the VM; a sandbox already gone is not an error. */
+  async kill() {
+    try {
+      await this.client.request("DELETE", `/v1/sandboxes/${this.id}`);
+    } catch (e) {
+      if (!(e instanceof NotFound)) throw e;
+    }
+  }
+}

@@ -1,0 +1,24 @@
+// Compile-only: code a user writes against index.d.ts, checked with `tsc --noEmit`
+// (tests/integration/test_sdk_typescript.py). A wrong type here fails the check.
+import { Client, Conflict, ExecResult, Sandbox, SandboxInfo, Snapshot } from "../index.js";
+
+export async function scenario(): Promise<number> {
+  const client = new Client({ socketPath: "/tmp/api.sock", timeoutMs: 5000 });
+  const sb: Sandbox = await Sandbox.create({ guest: "linux", memMib: 512, vcpus: 2, client, metadata: { a: 1 } });
+  const r: ExecResult = await sb.commands.run("echo hi", { timeoutMs: 1000, env: { K: "V" } });
+  const code: number | null = r.exitCode;
+  const out: string = r.stdout.toString("utf8") + r.text;
+  await sb.files.write("/root/x", Buffer.from(out));
+  const back: Buffer = await sb.files.read("/root/x");
+  const kids: Sandbox[] = await sb.fork({ count: 3, strategy: "cow" });
+  const info: SandboxInfo = await kids[0].refresh();
+  const snap: Snapshot = await sb.snapshot();
+  await snap.delete({ force: true });
+  try {
+    await sb.pause();
+  } catch (e) {
+    if (e instanceof Conflict && e.code === "not_running") return -1;
+  }
+  await sb.kill();
+  return (code ?? 0) + back.length + info.vcpus;
+}
