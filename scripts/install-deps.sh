@@ -10,6 +10,7 @@ PACKAGES=(
 	python3 python3-pytest python3-pytest-timeout
 	busybox-static cpio lz4 xz-utils gnuplot-nox
 	qemu-system-x86 # the nested Linux rig (tests/nested)
+	openssl # test certificates for the daemon's HTTPS (tests/integration/test_daemon.py)
 	nodejs # the TypeScript SDK (sdk/typescript) and its tests; npm: below
 )
 

@@ -77,6 +77,15 @@ export declare class ExecResult {
   readonly text: string;
 }
 
+export declare class EvalResult {
+  /** repr() of the last expression's value, or null. */
+  readonly result: string | null;
+  readonly error: { name: string; value: string; traceback: string } | null;
+  readonly timedOut: boolean;
+  readonly stdout: Buffer;
+  readonly stderr: Buffer;
+}
+
 export interface ExecOptions {
   timeoutMs?: number;
   env?: Record<string, string>;
@@ -122,6 +131,7 @@ export declare class Sandbox {
   static list(opts?: { state?: SandboxState; parent?: string; client?: Client }): Promise<Sandbox[]>;
   refresh(): Promise<SandboxInfo>;
   exec(cmd: string | string[], opts?: ExecOptions): Promise<ExecResult>;
+  eval(code: string, opts?: { context?: string; timeoutMs?: number }): Promise<EvalResult>;
   branch(opts?: BranchOptions): Promise<Sandbox[]>;
   fork(opts?: BranchOptions): Promise<Sandbox[]>;
   pause(): Promise<void>;

@@ -118,6 +118,16 @@ export class ExecResult {
   get text() { return this.stdout.toString("utf8"); }
 }
 
+export class EvalResult {
+  constructor(reply) {
+    this.result = reply.result ?? null;
+    this.error = reply.error ?? null;
+    this.timedOut = Boolean(reply.timed_out);
+    this.stdout = stream(reply, "stdout");
+    this.stderr = stream(reply, "stderr");
+  }
+}
+
 export class Snapshot {
   constructor(info, client) {
     this.info = info;
@@ -179,6 +189,14 @@ export class Sandbox {
       body.stdin_base64 = true;
     }
     return new ExecResult(await this.client.request("POST", `/v1/sandboxes/${this.id}/exec`, { body }));
+  }
+
+  /** Python code in the guest's warm interpreter; its state stays, and children inherit it. */
+  async eval(code, { context, timeoutMs } = {}) {
+    const body = { code };
+    if (context !== undefined) body.context = context;
+    if (timeoutMs !== undefined) body.timeout_ms = timeoutMs;
+    return new EvalResult(await this.client.request("POST", `/v1/sandboxes/${this.id}/eval`, { body }));
   }
 
   async branch({ count = 1, strategy = "cow", metadata, ttlS } = {}) {

@@ -19,6 +19,8 @@ static const char usage[] =
 	"  --socket PATH      the API's Unix socket (default STATE_DIR/api.sock, mode 0600)\n"
 	"  --listen HOST:PORT also serve the API on TCP; needs --token-file\n"
 	"  --token-file FILE  bearer token TCP clients must send (mode 0600, >= 16 bytes)\n"
+	"  --tls-cert FILE    serve TCP as HTTPS with this PEM certificate (chain)\n"
+	"  --tls-key FILE     ... and this PEM private key (mode 0600)\n"
 	"  --forkvm PATH      the forkvm binary VMs run (default: this one)\n"
 	"  --ready-fd N       write one byte to fd N once the API answers\n"
 	"  -v, --verbose      debug logging\n"
@@ -32,6 +34,7 @@ static int cmd_daemon(int argc, char **argv)
 		{ "state-dir", required_argument, NULL, 's' }, { "socket", required_argument, NULL, 'S' },
 		{ "listen", required_argument, NULL, 'l' },    { "token-file", required_argument, NULL, 't' },
 		{ "forkvm", required_argument, NULL, 'f' },    { "ready-fd", required_argument, NULL, 'r' },
+		{ "tls-cert", required_argument, NULL, 'c' },  { "tls-key", required_argument, NULL, 'k' },
 		{ "verbose", no_argument, NULL, 'v' },	       { 0 },
 	};
 	struct daemon_opts o = { .state_dir = "/var/lib/forkvm", .ready_fd = -1 };
@@ -50,6 +53,8 @@ static int cmd_daemon(int argc, char **argv)
 		case 'l': o.listen = optarg; break;
 		case 't': o.token_file = optarg; break;
 		case 'f': o.forkvm = optarg; break;
+		case 'c': o.tls_cert = optarg; break;
+		case 'k': o.tls_key = optarg; break;
 		case 'r': {
 			unsigned long long fd;
 			if (cli_parse_u64(optarg, &fd) || fd > 1024)

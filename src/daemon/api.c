@@ -123,6 +123,11 @@ static int h_exec(struct req *q)
 	return fail_from(q, sb_exec(q->d, q->id, q->body, &q->e));
 }
 
+static int h_eval(struct req *q)
+{
+	return fail_from(q, sb_eval(q->d, q->id, q->body, &q->e));
+}
+
 static int h_snapshot(struct req *q)
 {
 	q->status = 201;
@@ -190,6 +195,7 @@ static const struct route {
 	{ "POST", "/v1/sandboxes/{id}/resume", "resume", BODY_NONE, h_resume },
 	{ "POST", "/v1/sandboxes/{id}/branch", "branch", BODY_JSON, h_branch },
 	{ "POST", "/v1/sandboxes/{id}/exec", "exec", BODY_JSON, h_exec },
+	{ "POST", "/v1/sandboxes/{id}/eval", "eval", BODY_JSON, h_eval },
 	{ "POST", "/v1/sandboxes/{id}/snapshot", "snapshot", BODY_NONE, h_snapshot },
 	{ "PUT", "/v1/sandboxes/{id}/files", "file_write", BODY_RAW, h_file_put },
 	{ "GET", "/v1/sandboxes/{id}/files", "file_read", BODY_NONE, h_file_get },
@@ -498,22 +504,51 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 	}
 }
 
-static struct MHD_Daemon *serve(struct listener *l, int listen_fd, uint16_t port)
+/* One libmicrohttpd server on listen_fd; HTTPS when cert and key (PEM text) are given. */
+static struct MHD_Daemon *serve(struct listener *l, int listen_fd, const char *cert,
+				const char *key)
 {
 	unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
 			 MHD_USE_ERROR_LOG;
 
-	if (listen_fd >= 0)
-		return MHD_start_daemon(flags, 0, NULL, NULL, on_request, l,
+	if (cert && key)
+		return MHD_start_daemon(flags | MHD_USE_TLS, 0, NULL, NULL, on_request, l,
 					MHD_OPTION_LISTEN_SOCKET, listen_fd,
+					MHD_OPTION_HTTPS_MEM_CERT, cert, MHD_OPTION_HTTPS_MEM_KEY, key,
 					MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONNECTION_TIMEOUT_S,
 					MHD_OPTION_CONNECTION_LIMIT, (unsigned)CONNECTION_LIMIT,
 					MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
 					MHD_OPTION_END);
-	return MHD_start_daemon(flags | MHD_USE_DUAL_STACK, port, NULL, NULL, on_request, l,
-				MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONNECTION_TIMEOUT_S,
-				MHD_OPTION_CONNECTION_LIMIT, (unsigned)CONNECTION_LIMIT,
-				MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_END);
+	return MHD_start_daemon(flags, 0, NULL, NULL, on_request, l, MHD_OPTION_LISTEN_SOCKET,
+				listen_fd, MHD_OPTION_CONNECTION_TIMEOUT,
+				(unsigned)CONNECTION_TIMEOUT_S, MHD_OPTION_CONNECTION_LIMIT,
+				(unsigned)CONNECTION_LIMIT, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
+				NULL, MHD_OPTION_END);
+}
+
+/* A PEM file into a NUL-terminated buffer; a private key must be its owner's alone. */
+static int read_pem(const char *path, bool secret, char **out, char *err, size_t errlen)
+{
+	uint8_t *data = NULL;
+	size_t len = 0;
+	struct stat st;
+	int ret = file_read(path, 1 << 20, 0, &data, &len, err, errlen);
+
+	if (ret)
+		return ret;
+	if (secret && stat(path, &st) == 0 && (st.st_mode & 077)) {
+		free(data);
+		snprintf(err, errlen, "TLS key %s is readable by others (mode %o): chmod 600 it", path,
+			 st.st_mode & 0777);
+		return -EPERM;
+	}
+	if (!memmem(data, len, "-----BEGIN ", 11)) {
+		free(data);
+		snprintf(err, errlen, "%s is not a PEM file", path);
+		return -EINVAL;
+	}
+	*out = (char *)data; /* file_read puts a NUL after the bytes */
+	return 0;
 }
 
 /* "HOST:PORT" → a listening TCP socket (HOST may be [v6]). */
@@ -680,7 +715,7 @@ int daemon_run(const struct daemon_opts *o, char *err, size_t errlen)
 	struct daemon d = { .o = *o, .audit_fd = -1, .lock_fd = -1, .stop_fd = -1 };
 	struct listener unix_l = { .d = &d }, tcp_l = { .d = &d, .tcp = true };
 	struct MHD_Daemon *mu = NULL, *mt = NULL;
-	char sock[PATH_MAX];
+	char sock[PATH_MAX], *cert = NULL, *key = NULL;
 	int ufd = -1, tfd = -1, ret, dead = 0;
 
 	pthread_mutex_init(&d.metrics_lock, NULL);
@@ -693,6 +728,19 @@ int daemon_run(const struct daemon_opts *o, char *err, size_t errlen)
 	}
 	if (o->listen && (ret = read_token(o->token_file, tcp_l.token, sizeof(tcp_l.token), err,
 					   errlen)))
+		goto out;
+	if (!o->tls_cert != !o->tls_key || (o->tls_cert && !o->listen)) {
+		snprintf(err, errlen, "--tls-cert and --tls-key go together, with --listen");
+		ret = -EINVAL;
+		goto out;
+	}
+	if (o->tls_cert && !MHD_is_feature_supported(MHD_FEATURE_TLS)) {
+		snprintf(err, errlen, "this libmicrohttpd was built without TLS");
+		ret = -ENOTSUP;
+		goto out;
+	}
+	if (o->tls_cert && ((ret = read_pem(o->tls_cert, false, &cert, err, errlen)) ||
+			    (ret = read_pem(o->tls_key, true, &key, err, errlen))))
 		goto out;
 	int adopted = sb_reconcile(&d, &dead);
 	if (adopted < 0) {
@@ -715,7 +763,7 @@ int daemon_run(const struct daemon_opts *o, char *err, size_t errlen)
 		snprintf(err, errlen, "listening on %s: %s", sock, strerror(-ret));
 		goto out;
 	}
-	mu = serve(&unix_l, ufd, 0);
+	mu = serve(&unix_l, ufd, NULL, NULL);
 	if (!mu) {
 		ret = -EIO;
 		snprintf(err, errlen, "starting the HTTP server on %s failed", sock);
@@ -727,15 +775,17 @@ int daemon_run(const struct daemon_opts *o, char *err, size_t errlen)
 			ret = tfd;
 			goto out;
 		}
-		mt = serve(&tcp_l, tfd, 0);
+		mt = serve(&tcp_l, tfd, cert, key);
 		if (!mt) {
 			ret = -EIO;
-			snprintf(err, errlen, "starting the HTTP server on %s failed", o->listen);
+			snprintf(err, errlen, "starting the HTTP%s server on %s failed%s", cert ? "S" : "",
+				 o->listen, cert ? " (is the key the certificate's?)" : "");
 			goto out;
 		}
 	}
-	log_info("daemon: API on %s%s%s (forkvm %s)", sock, o->listen ? " and tcp " : "",
-		 o->listen ? o->listen : "", d.exe);
+	log_info("daemon: API on %s%s%s (forkvm %s)", sock,
+		 !o->listen ? "" : cert ? " and https://" : " and http://", o->listen ? o->listen : "",
+		 d.exe);
 	if (o->ready_fd >= 0 && write(o->ready_fd, "r", 1) != 1)
 		log_warn("daemon: ready fd: %s", strerror(errno));
 	for (;;) {
@@ -770,6 +820,11 @@ out:
 	if (d.lock_fd >= 0)
 		close(d.lock_fd);
 	free(d.ops);
+	free(cert);
+	if (key) {
+		explicit_bzero(key, strlen(key));
+		free(key);
+	}
 	pthread_mutex_destroy(&d.metrics_lock);
 	return ret;
 }

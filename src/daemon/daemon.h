@@ -15,6 +15,8 @@ struct daemon_opts {
 	const char *socket;	/* the API's Unix socket (default STATE_DIR/api.sock) */
 	const char *listen;	/* "HOST:PORT" for TCP, or NULL */
 	const char *token_file;	/* bearer token for TCP (required with listen) */
+	const char *tls_cert;	/* PEM certificate (chain) for TCP: HTTPS; with tls_key */
+	const char *tls_key;	/* PEM private key, readable by its owner only */
 	const char *forkvm;	/* the forkvm binary VMMs run (default: this one) */
 	int stop_fd;		/* readable: shut down (a signalfd) */
 	int ready_fd;		/* -1, or written one byte once the API answers */

@@ -65,6 +65,8 @@ json_t *sb_pause(struct daemon *d, const char *id, bool pause, struct api_err *e
 json_t *sb_delete(struct daemon *d, const char *id, const char *reason, struct api_err *e);
 json_t *sb_branch(struct daemon *d, const char *id, json_t *body, struct api_err *e);
 json_t *sb_exec(struct daemon *d, const char *id, json_t *body, struct api_err *e);
+/* Code in the guest's warm interpreter (the agent's eval, docs/AGENT.md). */
+json_t *sb_eval(struct daemon *d, const char *id, json_t *body, struct api_err *e);
 json_t *sb_snapshot(struct daemon *d, const char *id, struct api_err *e);
 /* Files: write data to path in the guest; read path (*data malloc'd). */
 json_t *sb_file_write(struct daemon *d, const char *id, const char *path, const void *data,

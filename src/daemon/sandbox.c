@@ -668,6 +668,26 @@ json_t *sb_exec(struct daemon *d, const char *id, json_t *body, struct api_err *
 	return agent_call(d, id, req, deadline, e);
 }
 
+json_t *sb_eval(struct daemon *d, const char *id, json_t *body, struct api_err *e)
+{
+	static const char *const known[] = { "code", "lang", "context", "timeout_ms", "max_output",
+					     "output_encoding", NULL };
+	uint64_t timeout_ms;
+
+	if (check_fields(body, known, e) ||
+	    get_uint(body, "timeout_ms", 0, 0, UINT32_MAX, &timeout_ms, e))
+		return NULL;
+	if (!json_is_string(json_object_get(body, "code"))) {
+		api_fail(e, 400, "bad_request", "field 'code' must be a string");
+		return NULL;
+	}
+	json_t *req = json_deep_copy(body);
+	json_object_set_new(req, "op", json_string("eval"));
+	/* the interpreter's start (up to 30 s) comes on top of the code's own time */
+	uint64_t deadline = timeout_ms ? deadline_after_ms((int64_t)timeout_ms + 60000) : 0;
+	return agent_call(d, id, req, deadline, e);
+}
+
 json_t *sb_file_write(struct daemon *d, const char *id, const char *path, const void *data,
 		      size_t len, struct api_err *e)
 {

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import time
 
 import pytest
@@ -130,6 +131,8 @@ def test_bad_requests_get_json_errors_and_the_daemon_lives(daemon):
     with pytest.raises(sdk.BadRequest):
         daemon.req("POST", f"/v1/sandboxes/{sb['id']}/exec", body={"argv": []})
     with pytest.raises(sdk.BadRequest):
+        daemon.req("POST", f"/v1/sandboxes/{sb['id']}/eval", body={"code": 1})
+    with pytest.raises(sdk.BadRequest):
         daemon.req("POST", f"/v1/sandboxes/{sb['id']}/branch", body={"count": 0})
     with pytest.raises(sdk.BadRequest) as e:
         daemon.req("GET", f"/v1/sandboxes/{sb['id']}/files", query={"path": "relative"})
@@ -163,6 +166,42 @@ def test_tcp_needs_the_bearer_token(tmp_path):
         assert os.stat(d.sock).st_mode & 0o777 == 0o600
         callers = {json.loads(l)["caller"] for l in open(os.path.join(d.state, "audit.log"))}
         assert callers == {"tcp:127.0.0.1", "unix"}, callers
+    finally:
+        d.cleanup()
+
+
+def test_https_with_a_certificate(tmp_path):
+    token = "tls-token-0123456789abcdef"
+    (tmp_path / "token").write_text(token)
+    (tmp_path / "token").chmod(0o600)
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj",
+                    "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    key.chmod(0o644)
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    d = Daemon(extra=["--listen", f"127.0.0.1:{port}", "--token-file", str(tmp_path / "token"),
+                      "--tls-cert", str(cert), "--tls-key", str(key)])
+    try:
+        d.start(expect_ok=False)
+        assert d.proc.wait(timeout=30) == 1
+        assert "readable by others" in open(d.log).read()
+        key.chmod(0o600)
+        d.start()
+        url = f"https://127.0.0.1:{port}"
+        assert sdk.Client(url=url, token=token, ca_file=str(cert)).healthz() == {"ok": True}
+        with pytest.raises(sdk.Unauthorized):
+            sdk.Client(url=url, token="x" * 20, ca_file=str(cert)).healthz()
+        # no trust in the certificate: the client refuses the connection
+        with pytest.raises(sdk.Unavailable):
+            sdk.Client(url=url, token=token).healthz()
+        # plain HTTP on the TLS port gets nothing useful
+        with pytest.raises(sdk.Unavailable):
+            sdk.Client(url=f"http://127.0.0.1:{port}", token=token, timeout=5).healthz()
     finally:
         d.cleanup()
 
@@ -319,6 +358,8 @@ def test_python_sdk_scenario(daemon):
         snap.delete()
         with pytest.raises(sdk.Conflict):
             sb.commands.run("echo hi")  # the probe guest has no agent
+        with pytest.raises(sdk.Conflict):
+            sb.eval("1 + 1")
         for k in kids:
             k.kill()
     assert sdk.Sandbox.list(client=client) == []

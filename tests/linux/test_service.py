@@ -36,6 +36,10 @@ def test_linux_sandbox_exec_files_and_fork_through_the_sdk(daemon):
         hashlib.sha256(data).hexdigest()
     with pytest.raises(sdk.GuestError):
         sb.files.read("/no/such/file")
+    assert sb.eval("x = 41").error is None
+    assert sb.eval("print(x + 1)").stdout == b"42\n"
+    err = sb.eval("1 / 0").error
+    assert err["name"] == "ZeroDivisionError", err
     sb.files.write("/root/marker", "before the fork\n")
     kids = sb.fork(count=2)
     uuids = {sb.exec(["cat", "/proc/sys/kernel/random/uuid"]).stdout}
@@ -43,7 +47,10 @@ def test_linux_sandbox_exec_files_and_fork_through_the_sdk(daemon):
         assert k.files.read("/root/marker") == b"before the fork\n"
         k.files.write("/root/marker", f"child {k.id}\n")
         uuids.add(k.exec(["cat", "/proc/sys/kernel/random/uuid"]).stdout)
+        assert k.eval("x").result == "41"  # the warm interpreter came along
+        k.eval("x = 0")
     assert sb.files.read("/root/marker") == b"before the fork\n"
+    assert sb.eval("x").result == "41"
     assert len(uuids) == 3, uuids
     for k in kids:
         k.kill()

@@ -16,7 +16,7 @@ import os
 import socket
 import urllib.parse
 
-__all__ = ["Client", "Sandbox", "Snapshot", "ExecResult", "ForkvmError", "BadRequest",
+__all__ = ["Client", "Sandbox", "Snapshot", "ExecResult", "EvalResult", "ForkvmError", "BadRequest",
            "Unauthorized", "NotFound", "Conflict", "TooLarge", "GuestError", "Unavailable"]
 
 DEFAULT_SOCKET = "/var/lib/forkvm/api.sock"
@@ -81,17 +81,21 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
 class Client:
     """One daemon. Each request opens its own connection, so a Client is safe across threads."""
 
-    def __init__(self, socket_path=None, url=None, token=None, timeout=900):
+    def __init__(self, socket_path=None, url=None, token=None, timeout=900, ca_file=None):
         self.url = url or os.environ.get("FORKVM_DAEMON_URL")
         self.token = token or os.environ.get("FORKVM_DAEMON_TOKEN")
         self.socket_path = socket_path or os.environ.get("FORKVM_DAEMON_SOCKET") or DEFAULT_SOCKET
         self.timeout = timeout
+        self.ca_file = ca_file or os.environ.get("FORKVM_DAEMON_CA")  # https: whom to trust
 
     def _connection(self):
         if self.url:
             u = urllib.parse.urlsplit(self.url)
             if u.scheme == "https":
-                return http.client.HTTPSConnection(u.hostname, u.port or 443, timeout=self.timeout)
+                import ssl
+                ctx = ssl.create_default_context(cafile=self.ca_file)
+                return http.client.HTTPSConnection(u.hostname, u.port or 443, timeout=self.timeout,
+                                                   context=ctx)
             return http.client.HTTPConnection(u.hostname, u.port or 80, timeout=self.timeout)
         return _UnixHTTPConnection(self.socket_path, self.timeout)
 
@@ -164,6 +168,21 @@ class ExecResult:
 
     def __repr__(self):
         return f"ExecResult(exit_code={self.exit_code}, stdout={self.stdout[:80]!r})"
+
+
+class EvalResult:
+    """One eval in a warm interpreter: result (repr of the last expression or None), error
+    (None or {name, value, traceback}), stdout/stderr bytes."""
+
+    def __init__(self, reply):
+        self.result = reply.get("result")
+        self.error = reply.get("error")
+        self.timed_out = bool(reply.get("timed_out"))
+        self.stdout = _decode_stream(reply, "stdout")
+        self.stderr = _decode_stream(reply, "stderr")
+
+    def __repr__(self):
+        return f"EvalResult(result={self.result!r}, error={self.error!r})"
 
 
 class _Commands:
@@ -260,6 +279,16 @@ class Sandbox:
                                              else stdin.encode()).decode()
             body["stdin_base64"] = True
         return ExecResult(self._client.request("POST", f"/v1/sandboxes/{self.id}/exec", body=body))
+
+    def eval(self, code, context=None, timeout_ms=None):
+        """Run Python code in the guest's warm interpreter (its state stays for the next eval,
+        and every child of a branch inherits it); returns an EvalResult."""
+        body = {"code": code}
+        if context is not None:
+            body["context"] = context
+        if timeout_ms is not None:
+            body["timeout_ms"] = timeout_ms
+        return EvalResult(self._client.request("POST", f"/v1/sandboxes/{self.id}/eval", body=body))
 
     def branch(self, count=1, strategy="cow", metadata=None, ttl_s=None):
         """count children, each a copy of this sandbox at this instant."""

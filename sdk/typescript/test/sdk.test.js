@@ -56,6 +56,7 @@ test("sandbox lifecycle, fork, snapshot and errors through the SDK", async () =>
     await restored.kill();
     await snap.delete();
     await assert.rejects(sb.commands.run("echo hi"), (e) => e instanceof Conflict && e.code === "no_agent");
+    await assert.rejects(sb.eval("1 + 1"), (e) => e instanceof Conflict && e.code === "no_agent");
     await assert.rejects(Sandbox.create({ memMib: 1, client }), (e) => e instanceof BadRequest);
     await assert.rejects(Sandbox.connect("sb-000000000000", { client }), (e) => e instanceof NotFound && e.status === 404);
     for (const k of kids) await k.kill();

@@ -1,6 +1,6 @@
 // Compile-only: code a user writes against index.d.ts, checked with `tsc --noEmit`
 // (tests/integration/test_sdk_typescript.py). A wrong type here fails the check.
-import { Client, Conflict, ExecResult, Sandbox, SandboxInfo, Snapshot } from "../index.js";
+import { Client, Conflict, EvalResult, ExecResult, Sandbox, SandboxInfo, Snapshot } from "../index.js";
 
 export async function scenario(): Promise<number> {
   const client = new Client({ socketPath: "/tmp/api.sock", timeoutMs: 5000 });
@@ -10,6 +10,8 @@ export async function scenario(): Promise<number> {
   const out: string = r.stdout.toString("utf8") + r.text;
   await sb.files.write("/root/x", Buffer.from(out));
   const back: Buffer = await sb.files.read("/root/x");
+  const ev: EvalResult = await sb.eval("x = 41", { context: "nb", timeoutMs: 1000 });
+  const shown: string | null = ev.error ? ev.error.traceback : ev.result;
   const kids: Sandbox[] = await sb.fork({ count: 3, strategy: "cow" });
   const info: SandboxInfo = await kids[0].refresh();
   const snap: Snapshot = await sb.snapshot();
@@ -20,5 +22,5 @@ export async function scenario(): Promise<number> {
     if (e instanceof Conflict && e.code === "not_running") return -1;
   }
   await sb.kill();
-  return (code ?? 0) + back.length + info.vcpus;
+  return (code ?? 0) + back.length + info.vcpus + (shown ?? "").length;
 }
