@@ -114,6 +114,7 @@ export interface BranchOptions {
 export declare class Snapshot {
   readonly id: string;
   info: SnapshotInfo;
+  verify(): Promise<{ id: string; ok: boolean; report: string }>;
   delete(opts?: { force?: boolean }): Promise<void>;
 }
 

@@ -135,6 +135,9 @@ export class Snapshot {
     this.client = client;
   }
 
+  /** Check it as a restore would; rejects with code "snapshot_invalid" when damaged. */
+  verify() { return this.client.request("POST", `/v1/snapshots/${this.id}/verify`); }
+
   async delete({ force = false } = {}) {
     await this.client.request("DELETE", `/v1/snapshots/${this.id}`, { query: { force: force ? "true" : undefined } });
   }

@@ -171,6 +171,11 @@ static int h_snap_get(struct req *q)
 	return fail_from(q, snap_get(q->d, q->id, &q->e));
 }
 
+static int h_snap_verify(struct req *q)
+{
+	return fail_from(q, snap_verify(q->d, q->id, &q->e));
+}
+
 static int h_snap_delete(struct req *q)
 {
 	const char *force = query(q, "force");
@@ -202,6 +207,7 @@ static const struct route {
 	{ "GET", "/v1/snapshots", "snapshot_list", BODY_NONE, h_snap_list },
 	{ "GET", "/v1/snapshots/{id}", "snapshot_get", BODY_NONE, h_snap_get },
 	{ "DELETE", "/v1/snapshots/{id}", "snapshot_delete", BODY_NONE, h_snap_delete },
+	{ "POST", "/v1/snapshots/{id}/verify", "snapshot_verify", BODY_NONE, h_snap_verify },
 };
 #define NROUTES ((int)(sizeof(routes) / sizeof(routes[0])))
 

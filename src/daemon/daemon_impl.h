@@ -76,6 +76,8 @@ int sb_file_read(struct daemon *d, const char *id, const char *path, uint8_t **d
 json_t *snap_list(struct daemon *d, struct api_err *e);
 json_t *snap_get(struct daemon *d, const char *id, struct api_err *e);
 json_t *snap_delete(struct daemon *d, const char *id, bool force, struct api_err *e);
+/* `forkvm snapshot verify` of its directory: 422 snapshot_invalid with the reason. */
+json_t *snap_verify(struct daemon *d, const char *id, struct api_err *e);
 
 /*
  * At start: adopt every recorded VM whose process is ours (pid, start time) and whose control

@@ -150,27 +150,29 @@ static void vmm_env(struct daemon *d, char ***envp, char *buf, size_t cap)
 }
 
 /*
- * Run `forkvm run --detach ...` (argv) and read its "PID SOCKET" line. Its output (stdout and
- * stderr on one pipe) is the error message when it fails.
+ * Run the forkvm binary with argv (stdout and stderr on one pipe into out, trailing newlines
+ * cut) and wait for it, at most timeout_ms. *status: its wait status. What names the step in
+ * errors ("the VMM", "snapshot verify").
  */
-static int spawn_vmm(struct daemon *d, char *const argv[], int *pid, struct api_err *e)
+static int run_forkvm(struct daemon *d, char *const argv[], const char *what, int timeout_ms,
+		      char *out, size_t cap, int *status, struct api_err *e)
 {
 	posix_spawn_file_actions_t fa;
-	char out[SPAWN_OUT_MAX] = "", envbuf[PATH_MAX * 2];
+	posix_spawnattr_t attr;
+	sigset_t none, defaults;
+	char envbuf[PATH_MAX * 2];
 	char **env = NULL;
 	size_t len = 0;
-	int p[2], status = 0, ret = -1;
+	int p[2], ret = -1;
 	pid_t child = -1;
 
 	if (pipe2(p, O_CLOEXEC) < 0)
-		return api_fail(e, 500, "internal", "starting the VMM: pipe: %s", strerror(errno));
+		return api_fail(e, 500, "internal", "starting %s: pipe: %s", what, strerror(errno));
 	posix_spawn_file_actions_init(&fa);
 	posix_spawn_file_actions_adddup2(&fa, p[1], STDOUT_FILENO);
 	posix_spawn_file_actions_adddup2(&fa, p[1], STDERR_FILENO);
 	posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
 	/* The daemon blocks its stop signals and ignores SIGPIPE; a VMM starts from the defaults. */
-	posix_spawnattr_t attr;
-	sigset_t none, defaults;
 	sigemptyset(&none);
 	sigemptyset(&defaults);
 	sigaddset(&defaults, SIGPIPE);
@@ -190,47 +192,54 @@ static int spawn_vmm(struct daemon *d, char *const argv[], int *pid, struct api_
 	close(p[1]);
 	if (err) {
 		close(p[0]);
-		return api_fail(e, 500, "internal", "starting the VMM %s: %s", d->exe, strerror(err));
+		return api_fail(e, 500, "internal", "starting %s (%s): %s", what, d->exe,
+				strerror(err));
 	}
-	uint64_t deadline = deadline_after_ms(SPAWN_TIMEOUT_MS);
+	uint64_t deadline = deadline_after_ms(timeout_ms);
 	for (;;) {
 		struct pollfd pfd = { .fd = p[0], .events = POLLIN };
 		int left = deadline_ms_left(deadline);
 		if (left <= 0 || poll(&pfd, 1, left) <= 0) {
 			kill(child, SIGKILL);
-			api_fail(e, 504, "timeout", "the VMM did not report its socket within %d ms",
-				 SPAWN_TIMEOUT_MS);
+			api_fail(e, 504, "timeout", "%s did not finish within %d ms", what, timeout_ms);
 			goto out;
 		}
-		ssize_t n = read(p[0], out + len, sizeof(out) - 1 - len);
+		ssize_t n = read(p[0], out + len, cap - 1 - len);
 		if (n <= 0)
 			break;
 		len += (size_t)n;
-		if (len == sizeof(out) - 1)
+		if (len == cap - 1)
 			break;
 	}
 	out[len] = '\0';
-	while (waitpid(child, &status, 0) < 0 && errno == EINTR)
+	while (waitpid(child, status, 0) < 0 && errno == EINTR)
 		;
 	child = -1;
 	while (len > 0 && (out[len - 1] == '\n' || out[len - 1] == ' '))
 		out[--len] = '\0';
-	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-		api_fail(e, 500, "vm_start_failed", "the VM did not start: %s",
-			 len ? out : "(no output)");
-		goto out;
-	}
-	const char *last = strrchr(out, '\n');
-	if (sscanf(last ? last + 1 : out, "%d ", pid) != 1 || *pid <= 0) {
-		api_fail(e, 500, "vm_start_failed", "the VMM reported no pid: %s", out);
-		goto out;
-	}
 	ret = 0;
 out:
 	if (child > 0)
 		waitpid(child, NULL, 0);
 	close(p[0]);
 	return ret;
+}
+
+/* `forkvm run --detach ...` (argv): its "PID SOCKET" line, or its output as the error. */
+static int spawn_vmm(struct daemon *d, char *const argv[], int *pid, struct api_err *e)
+{
+	char out[SPAWN_OUT_MAX];
+	int status = 0;
+
+	if (run_forkvm(d, argv, "the VMM", SPAWN_TIMEOUT_MS, out, sizeof(out), &status, e))
+		return -1;
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		return api_fail(e, 500, "vm_start_failed", "the VM did not start: %s",
+				out[0] ? out : "(no output)");
+	const char *last = strrchr(out, '\n');
+	if (sscanf(last ? last + 1 : out, "%d ", pid) != 1 || *pid <= 0)
+		return api_fail(e, 500, "vm_start_failed", "the VMM reported no pid: %s", out);
+	return 0;
 }
 
 static int ctl(const char *socket, json_t *req, json_t **reply, int timeout_ms,
@@ -787,6 +796,27 @@ static int remove_snapshot_dir(const char *dir, struct api_err *e)
 	if (ret)
 		return api_fail(e, 500, "internal", "removing %s: %s", dir, strerror(-ret));
 	return 0;
+}
+
+json_t *snap_verify(struct daemon *d, const char *id, struct api_err *e)
+{
+	struct snapshot_rec s;
+	char err[512], out[SPAWN_OUT_MAX];
+	int status = 0, ret = store_get_snapshot(d->store, id, &s, err, sizeof(err));
+
+	if (ret) {
+		api_fail(e, ret == -ENOENT ? 404 : 500, ret == -ENOENT ? "not_found" : "state", "%s",
+			 err);
+		return NULL;
+	}
+	char *const argv[] = { d->exe, "snapshot", "verify", s.dir, NULL };
+	if (run_forkvm(d, argv, "snapshot verify", SPAWN_TIMEOUT_MS, out, sizeof(out), &status, e))
+		return NULL;
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		api_fail(e, 422, "snapshot_invalid", "snapshot %s: %s", id, out[0] ? out : "invalid");
+		return NULL;
+	}
+	return json_pack("{s:s, s:b, s:s}", "id", id, "ok", 1, "report", out);
 }
 
 json_t *snap_delete(struct daemon *d, const char *id, bool force, struct api_err *e)

@@ -330,12 +330,24 @@ def test_snapshots_restore_and_refuse_deletion_while_used(daemon):
     assert r["snapshot"] == snap["id"] and r["mem_mib"] == 64 and r["vcpus"] == 1
     got = call(r["socket"], {"cmd": "checksum", "gpa": 4 << 20, "len": 1 << 20})["checksum"]
     assert got == want
+    v = daemon.req("POST", f"/v1/snapshots/{snap['id']}/verify")
+    assert v["ok"] and v["id"] == snap["id"], v
     with pytest.raises(sdk.Conflict) as e:
         daemon.req("DELETE", f"/v1/snapshots/{snap['id']}")
     assert e.value.code == "in_use"
     with pytest.raises(sdk.BadRequest):
         daemon.req("POST", "/v1/sandboxes", body={"snapshot": snap["id"], "guest": "probe"})
     daemon.req("DELETE", f"/v1/sandboxes/{r['id']}")
+    # a damaged snapshot: verify names it and says why
+    vmstate = os.path.join(snap["dir"], "vmstate")
+    with open(vmstate, "r+b") as f:
+        f.seek(100)
+        b = f.read(1)
+        f.seek(100)
+        f.write(bytes([b[0] ^ 0xFF]))
+    with pytest.raises(sdk.GuestError) as e:
+        daemon.req("POST", f"/v1/snapshots/{snap['id']}/verify")
+    assert e.value.code == "snapshot_invalid" and snap["id"] in e.value.message, e.value
     daemon.req("DELETE", f"/v1/snapshots/{snap['id']}")
     assert not os.path.exists(snap["dir"])
     with pytest.raises(sdk.NotFound):
@@ -353,6 +365,7 @@ def test_python_sdk_scenario(daemon):
         assert sb.info["state"] == "paused"
         sb.resume()
         snap = sb.snapshot()
+        assert snap.verify()["ok"]
         with sdk.Sandbox.create(snapshot=snap, client=client) as r:
             assert r.state == "running"
         snap.delete()

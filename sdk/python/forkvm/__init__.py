@@ -51,7 +51,8 @@ class TooLarge(ForkvmError):
 
 
 class GuestError(ForkvmError):
-    """422: the guest agent refused (e.g. a command that does not exist)."""
+    """422: the guest agent refused (e.g. a command that does not exist), or a snapshot is
+    damaged (code snapshot_invalid)."""
 
 
 class Unavailable(ForkvmError):
@@ -214,6 +215,10 @@ class Snapshot:
         self._client = client
         self.info = info
         self.id = info["id"]
+
+    def verify(self):
+        """Check the snapshot as a restore would; raises (code snapshot_invalid) when damaged."""
+        return self._client.request("POST", f"/v1/snapshots/{self.id}/verify")
 
     def delete(self, force=False):
         self._client.request("DELETE", f"/v1/snapshots/{self.id}",

@@ -50,6 +50,7 @@ test("sandbox lifecycle, fork, snapshot and errors through the SDK", async () =>
     await sb.resume();
     assert.equal((await sb.refresh()).state, "running");
     const snap = await sb.snapshot();
+    assert.equal((await snap.verify()).ok, true);
     const restored = await Sandbox.create({ snapshot: snap, client });
     assert.equal(restored.info.snapshot, snap.id);
     await assert.rejects(snap.delete(), (e) => e instanceof Conflict && e.code === "in_use");
