@@ -37,7 +37,7 @@ static int cmd_daemon(int argc, char **argv)
 		{ "tls-cert", required_argument, NULL, 'c' },  { "tls-key", required_argument, NULL, 'k' },
 		{ "verbose", no_argument, NULL, 'v' },	       { 0 },
 	};
-	struct daemon_opts o = { .state_dir = "/var/lib/forkvm", .ready_fd = -1 };
+	struct daemon_opts o = { .state_dir = DAEMON_DEFAULT_STATE_DIR, .ready_fd = -1 };
 	char err[1024];
 	sigset_t set;
 	int c;

@@ -18,7 +18,8 @@
 	"  Check this host for what forkvm needs: /dev/kvm and its flavour (hardware,\n"    \
 	"  nested, PVM), KVM capabilities, userfaultfd features, hugepages and THP, memfd,\n" \
 	"  cgroup v2 controllers, /dev/net/tun, seccomp, free disk space (run dir, snapshot\n" \
-	"  roots, image cache), the Linux guest image and root filesystem, image tools.\n"  \
+	"  roots, image cache), the Linux guest image and root filesystem, image tools,\n"  \
+	"  and whether forkvmd answers ($FORKVM_DAEMON_SOCKET or /var/lib/forkvm/api.sock).\n"  \
 	"  One line per check: ok, warn or fail, what was found and, for warn and fail,\n"  \
 	"  the command that fixes it. --json prints an array of {name, status, found, fix}.\n" \
 	"  --kvm-device checks another KVM device than /dev/kvm (as forkvm run's).\n"         \

@@ -10,6 +10,10 @@
 
 #include <stddef.h>
 
+/* Where the daemon keeps its state and listens unless told otherwise. */
+#define DAEMON_DEFAULT_STATE_DIR "/var/lib/forkvm"
+#define DAEMON_DEFAULT_SOCKET DAEMON_DEFAULT_STATE_DIR "/api.sock"
+
 struct daemon_opts {
 	const char *state_dir;	/* state.db, audit.log, run/, snapshots/, daemon.lock */
 	const char *socket;	/* the API's Unix socket (default STATE_DIR/api.sock) */

@@ -30,6 +30,7 @@ const struct doctor_check doctor_checks[] = {
 	{ "image", doctor_check_image },
 	{ "rootfs", doctor_check_rootfs },
 	{ "image-tools", doctor_check_tools },
+	{ "daemon", doctor_check_daemon },
 };
 const size_t doctor_checks_count = sizeof(doctor_checks) / sizeof(doctor_checks[0]);
 

@@ -1,5 +1,6 @@
 /* `forkvm doctor`, confinement and devices: cgroup v2 and its controllers (the roots
- * src/jail/cgroup.c tries), /dev/net/tun, seccomp in the kernel and libseccomp. */
+ * src/jail/cgroup.c tries), /dev/net/tun, seccomp in the kernel and libseccomp, and whether
+ * forkvmd answers. */
 #include <errno.h>
 #include <fcntl.h>
 #include <seccomp.h>
@@ -8,11 +9,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/time.h>
 #include <unistd.h>
 
+#include "daemon/daemon.h"
 #include "doctor/doctor_impl.h"
+#include "util/unix_sock.h"
 
 #ifndef CGROUP2_SUPER_MAGIC
 #define CGROUP2_SUPER_MAGIC 0x63677270
@@ -210,5 +215,53 @@ DOCTOR_CHECK(doctor_check_seccomp)
 			     "not kill on a filter violation", env);
 		doctor_fix(res, "unset FORKVM_SECCOMP");
 	}
+	return 0;
+}
+
+/* forkvmd answering on its API socket ($FORKVM_DAEMON_SOCKET or the default): optional. */
+DOCTOR_CHECK(doctor_check_daemon)
+{
+	const char *path = getenv("FORKVM_DAEMON_SOCKET");
+	static const char req[] = "GET /v1/healthz HTTP/1.0\r\nHost: forkvmd\r\n\r\n";
+	char reply[512];
+	size_t len = 0;
+	int fd;
+
+	(void)ctx;
+	if (!path || !*path)
+		path = DAEMON_DEFAULT_SOCKET;
+	if (access(path, F_OK) < 0) {
+		doctor_found(res, "no daemon socket at %s (forkvm works without one; `forkvm daemon` "
+			     "starts it)", path);
+		return 0;
+	}
+	fd = unix_connect(path, 0);
+	if (fd < 0) {
+		doctor_raise(res, DOCTOR_WARN);
+		doctor_found(res, "%s: %s: the daemon is not running (a stale socket)", path,
+			     strerror(-fd));
+		doctor_fix(res, "forkvm daemon --state-dir %s (it replaces the stale socket)",
+			   strcmp(path, DAEMON_DEFAULT_SOCKET) == 0 ? DAEMON_DEFAULT_STATE_DIR : "DIR");
+		return 0;
+	}
+	struct timeval tv = { .tv_sec = 3 };
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	if (write(fd, req, sizeof(req) - 1) == (ssize_t)(sizeof(req) - 1)) {
+		ssize_t n;
+		while (len < sizeof(reply) - 1 && (n = read(fd, reply + len, sizeof(reply) - 1 - len)) > 0)
+			len += (size_t)n;
+	}
+	close(fd);
+	reply[len] = '\0';
+	if (len < 7 || memcmp(reply, "HTTP/1.", 7) != 0 || !strstr(reply, " 200 ") ||
+	    !strstr(reply, "\"ok\":true")) {
+		doctor_raise(res, DOCTOR_WARN);
+		doctor_found(res, "%s accepts connections but /v1/healthz did not answer ok (%.60s)",
+			     path, len ? reply : "no reply within 3 s");
+		doctor_fix(res, "look at the daemon's log; restart it (kill it, then forkvm daemon)");
+		return 0;
+	}
+	doctor_found(res, "forkvmd answers on %s", path);
 	return 0;
 }

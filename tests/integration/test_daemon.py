@@ -13,7 +13,7 @@ import time
 import pytest
 
 from daemonlib import Daemon, sdk
-from forkvm_vm import call
+from forkvm_vm import FORKVM, call
 
 
 @pytest.fixture
@@ -378,3 +378,17 @@ def test_python_sdk_scenario(daemon):
     assert sdk.Sandbox.list(client=client) == []
     with pytest.raises(sdk.Unavailable):
         sdk.Client(socket_path="/nonexistent/api.sock").healthz()
+
+
+def test_doctor_reports_the_daemon(daemon):
+    def check():
+        r = subprocess.run([FORKVM, "doctor", "--json"], capture_output=True, text=True,
+                           env=dict(os.environ, FORKVM_DAEMON_SOCKET=daemon.sock), timeout=120)
+        return next(c for c in json.loads(r.stdout) if c["name"] == "daemon")
+    c = check()
+    assert c["status"] == "ok" and daemon.sock in c["found"], c
+    daemon.kill9()  # leaves its socket behind
+    c = check()
+    assert c["status"] == "warn" and "not running" in c["found"] and "forkvm daemon" in c["fix"], c
+    daemon.start()  # replaces the stale socket
+    assert check()["status"] == "ok"

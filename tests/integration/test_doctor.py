@@ -11,7 +11,7 @@ from forkvm_vm import FORKVM
 
 CHECKS = ["kvm", "kvm-caps", "kvm-caps-optional", "userfaultfd", "uffd-wp-unpopulated",
           "hugepages", "thp", "memfd", "cgroup", "tun", "seccomp", "disk-run-dir",
-          "disk-snapshots", "disk-cache", "image", "rootfs", "image-tools"]
+          "disk-snapshots", "disk-cache", "image", "rootfs", "image-tools", "daemon"]
 STATUSES = {"ok", "warn", "fail"}
 PVM = os.path.exists("/sys/module/kvm_pvm")
 KVM_USABLE = os.access("/dev/kvm", os.R_OK | os.W_OK)
@@ -39,7 +39,7 @@ def report(*args, env=None):
 
 def test_json_shape_and_exit_status():
     rc, checks = report()
-    assert list(checks) == CHECKS  # in table order; no daemon placeholder
+    assert list(checks) == CHECKS  # in table order
     for c in checks.values():
         assert set(c) == {"name", "status", "found", "fix"}, c
         assert c["status"] in STATUSES, c
