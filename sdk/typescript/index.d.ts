@@ -129,7 +129,7 @@ export declare class Sandbox {
   };
   static create(opts?: CreateOptions): Promise<Sandbox>;
   static connect(id: string, opts?: { client?: Client }): Promise<Sandbox>;
-  static list(opts?: { state?: SandboxState; parent?: string; client?: Client }): Promise<Sandbox[]>;
+  static list(opts?: { state?: SandboxState; parent?: string; metadata?: Record<string, unknown>; client?: Client }): Promise<Sandbox[]>;
   refresh(): Promise<SandboxInfo>;
   exec(cmd: string | string[], opts?: ExecOptions): Promise<ExecResult>;
   eval(code: string, opts?: { context?: string; timeoutMs?: number }): Promise<EvalResult>;

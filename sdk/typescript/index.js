@@ -171,9 +171,11 @@ export class Sandbox {
     return new Sandbox(await client.request("GET", `/v1/sandboxes/${id}`), client);
   }
 
-  static async list({ state, parent, client } = {}) {
+  static async list({ state, parent, metadata, client } = {}) {
     client = client ?? new Client();
-    const all = await client.request("GET", "/v1/sandboxes", { query: { state, parent } });
+    const query = { state, parent };
+    for (const [k, v] of Object.entries(metadata ?? {})) query[`metadata.${k}`] = typeof v === "string" ? v : JSON.stringify(v);
+    const all = await client.request("GET", "/v1/sandboxes", { query });
     return all.map((i) => new Sandbox(i, client));
   }
 

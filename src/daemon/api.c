@@ -87,9 +87,24 @@ static const char *query(struct req *q, const char *key)
 	return MHD_lookup_connection_value(q->c, MHD_GET_ARGUMENT_KIND, key);
 }
 
+/* ?metadata.KEY=VALUE arguments into {KEY: VALUE}. */
+static enum MHD_Result collect_metadata(void *cls, enum MHD_ValueKind kind, const char *key,
+					const char *value)
+{
+	(void)kind;
+	if (strncmp(key, "metadata.", 9) == 0 && key[9])
+		json_object_set_new(cls, key + 9, json_string(value ? value : ""));
+	return MHD_YES;
+}
+
 static int h_list(struct req *q)
 {
-	return fail_from(q, sb_list(q->d, query(q, "state"), query(q, "parent"), &q->e));
+	json_t *meta = json_object();
+
+	MHD_get_connection_values(q->c, MHD_GET_ARGUMENT_KIND, collect_metadata, meta);
+	int ret = fail_from(q, sb_list(q->d, query(q, "state"), query(q, "parent"), meta, &q->e));
+	json_decref(meta);
+	return ret;
 }
 
 static int h_get(struct req *q)

@@ -60,7 +60,10 @@ struct daemon {
 /* ---- sandbox.c: the operations, each returning a new JSON value or NULL with e set ---- */
 json_t *sb_create(struct daemon *d, json_t *body, struct api_err *e);
 json_t *sb_get(struct daemon *d, const char *id, struct api_err *e);
-json_t *sb_list(struct daemon *d, const char *state, const char *parent, struct api_err *e);
+/* Filtered by state, parent, and metadata: every {KEY: VALUE} of meta must match (a string
+ * value as it is, anything else as its compact JSON). */
+json_t *sb_list(struct daemon *d, const char *state, const char *parent, json_t *meta,
+		struct api_err *e);
 json_t *sb_pause(struct daemon *d, const char *id, bool pause, struct api_err *e);
 json_t *sb_delete(struct daemon *d, const char *id, const char *reason, struct api_err *e);
 json_t *sb_branch(struct daemon *d, const char *id, json_t *body, struct api_err *e);

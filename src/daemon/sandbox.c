@@ -471,7 +471,31 @@ json_t *sb_get(struct daemon *d, const char *id, struct api_err *e)
 	return sandbox_rec_json(&r);
 }
 
-json_t *sb_list(struct daemon *d, const char *state, const char *parent, struct api_err *e)
+static bool meta_matches(const struct sandbox_rec *r, json_t *want)
+{
+	json_t *have, *v, *want_v;
+	const char *key;
+	bool ok = true;
+
+	if (!want || !json_object_size(want))
+		return true;
+	have = json_loads(r->metadata[0] ? r->metadata : "{}", 0, NULL);
+	json_object_foreach(want, key, want_v) {
+		v = json_object_get(have, key);
+		char *text = v && !json_is_string(v) ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY)
+						     : NULL;
+		const char *got = json_is_string(v) ? json_string_value(v) : text;
+		ok = got && strcmp(got, json_string_value(want_v)) == 0;
+		free(text);
+		if (!ok)
+			break;
+	}
+	json_decref(have);
+	return ok;
+}
+
+json_t *sb_list(struct daemon *d, const char *state, const char *parent, json_t *meta,
+		struct api_err *e)
 {
 	struct sandbox_rec *recs = NULL;
 	char err[512];
@@ -483,7 +507,8 @@ json_t *sb_list(struct daemon *d, const char *state, const char *parent, struct 
 	}
 	json_t *arr = json_array();
 	for (size_t i = 0; arr && i < n; i++)
-		json_array_append_new(arr, sandbox_rec_json(&recs[i]));
+		if (meta_matches(&recs[i], meta))
+			json_array_append_new(arr, sandbox_rec_json(&recs[i]));
 	free(recs);
 	return arr;
 }

@@ -67,6 +67,8 @@ def test_sandbox_lifecycle_and_audit(daemon):
     assert call(sb["socket"], {"cmd": "status"})["state"] == "paused"
     assert daemon.req("GET", "/v1/sandboxes", query={"state": "paused"})[0]["id"] == sb["id"]
     assert daemon.req("GET", "/v1/sandboxes", query={"state": "running"}) == []
+    assert len(daemon.req("GET", "/v1/sandboxes", query={"metadata.team": "a"})) == 1
+    assert daemon.req("GET", "/v1/sandboxes", query={"metadata.team": "b"}) == []
     assert daemon.req("POST", f"/v1/sandboxes/{sb['id']}/resume")["state"] == "running"
     assert daemon.req("DELETE", f"/v1/sandboxes/{sb['id']}") == {"id": sb["id"], "deleted": True}
     assert not pid_alive(sb["pid"]) and not os.path.exists(sb["socket"])
@@ -239,6 +241,9 @@ def test_a_hundred_concurrent_creations(daemon):
     assert len({m["id"] for m in made}) == n
     listed = daemon.req("GET", "/v1/sandboxes")
     assert sorted(s["metadata"]["i"] for s in listed) == list(range(n))
+    assert [s["metadata"] for s in daemon.req("GET", "/v1/sandboxes",
+                                              query={"metadata.i": "42"})] == [{"i": 42}]
+    assert daemon.req("GET", "/v1/sandboxes", query={"metadata.i": "100"}) == []
     for m in made:
         assert pid_alive(m["pid"])
     with concurrent.futures.ThreadPoolExecutor(max_workers=32) as ex:
@@ -361,6 +366,7 @@ def test_python_sdk_scenario(daemon):
         kids = sb.fork(count=3)
         assert len(kids) == 3 and all(k.info["parent"] == sb.id for k in kids)
         assert {k.id for k in sdk.Sandbox.list(parent=sb.id, client=client)} == {k.id for k in kids}
+        assert [s.id for s in sdk.Sandbox.list(metadata={"user": "u1"}, client=client)] == [sb.id]
         sb.pause()
         assert sb.info["state"] == "paused"
         sb.resume()

@@ -255,10 +255,13 @@ class Sandbox:
         return cls(client.request("GET", f"/v1/sandboxes/{sandbox_id}"), client)
 
     @classmethod
-    def list(cls, state=None, parent=None, client=None):
+    def list(cls, state=None, parent=None, metadata=None, client=None):
+        """Sandboxes, oldest first; metadata={"k": "v"} keeps those whose metadata has k == v."""
         client = client or Client()
-        return [cls(i, client) for i in client.request(
-            "GET", "/v1/sandboxes", query={"state": state, "parent": parent})]
+        query = {"state": state, "parent": parent}
+        for k, v in (metadata or {}).items():
+            query[f"metadata.{k}"] = v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))
+        return [cls(i, client) for i in client.request("GET", "/v1/sandboxes", query=query)]
 
     @property
     def state(self):

@@ -45,6 +45,7 @@ test("sandbox lifecycle, fork, snapshot and errors through the SDK", async () =>
     for (const k of kids) assert.equal(k.info.parent, sb.id);
     const listed = await Sandbox.list({ parent: sb.id, client });
     assert.deepEqual(listed.map((s) => s.id).sort(), kids.map((k) => k.id).sort());
+    assert.deepEqual((await Sandbox.list({ metadata: { user: "u1" }, client })).map((s) => s.id), [sb.id]);
     await sb.pause();
     assert.equal(sb.info.state, "paused");
     await sb.resume();
