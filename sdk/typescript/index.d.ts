@@ -101,6 +101,8 @@ export interface CreateOptions {
   metadata?: Record<string, unknown>;
   ttlS?: number;
   paused?: boolean;
+  /** How long a Linux guest may take to answer (default 240000 ms). */
+  readyTimeoutMs?: number;
   client?: Client;
 }
 

@@ -23,6 +23,7 @@
 #include "util/ctl_call.h"
 #include "util/fileio.h"
 #include "util/log.h"
+#include "util/log_tail.h"
 #include "util/unix_sock.h"
 
 extern char **environ;
@@ -32,6 +33,7 @@ extern char **environ;
 #define BRANCH_TIMEOUT_MS 600000
 #define STOP_WAIT_MS 10000	 /* a stopped VMM has this long to exit before SIGKILL */
 #define AGENT_CONNECT_MS 30000
+#define AGENT_READY_MS 240000	 /* a Linux guest's boot to its agent (generous: nested hosts) */
 #define MAX_COUNT 100		 /* children per branch request */
 #define SPAWN_OUT_MAX 16384
 
@@ -345,14 +347,45 @@ static int get_str(json_t *body, const char *key, const char **out, struct api_e
 	return 0;
 }
 
+/*
+ * A Linux sandbox is ready when its agent answers a ping: the VMM's socket comes up long
+ * before the guest's userspace (boot), and a restored clone's agent after its fix-up.
+ */
+static int wait_agent(const struct sandbox_rec *r, int timeout_ms, struct api_err *e)
+{
+	char path[STORE_PATH_MAX + 16], why[512] = "", tail[2048] = "";
+	uint64_t deadline = deadline_after_ms(timeout_ms);
+
+	snprintf(path, sizeof(path), "%s.vsock", r->socket);
+	while (deadline_ms_left(deadline) > 0) {
+		json_t *req = json_pack("{s:s}", "op", "ping");
+		int fd = agent_connect(path, AGENT_VSOCK_PORT, deadline, -1, why, sizeof(why));
+		int ret = fd < 0 ? fd : agent_request(fd, req, NULL, deadline, -1, why, sizeof(why));
+		json_decref(req);
+		if (fd >= 0)
+			close(fd);
+		if (!ret)
+			return 0;
+		if (!vmm_alive(r))
+			break;
+		usleep(200 * 1000);
+	}
+	snprintf(path, sizeof(path), "%s.log", r->socket);
+	log_tail_append(path, LOG_TAIL_LINES, tail, sizeof(tail));
+	return api_fail(e, vmm_alive(r) ? 504 : 500, "agent_not_ready",
+			"sandbox %s: %s within %d ms (%s); its log %s ends:%s", r->id,
+			vmm_alive(r) ? "the guest agent did not answer" : "the VM ended before its agent answered",
+			timeout_ms, why[0] ? why : "no answer", path, tail[0] ? tail : " (empty)");
+}
+
 json_t *sb_create(struct daemon *d, json_t *body, struct api_err *e)
 {
 	static const char *const known[] = { "guest", "mem_mib", "vcpus", "snapshot", "metadata",
-					     "ttl_s", "paused", NULL };
+					     "ttl_s", "paused", "ready_timeout_ms", NULL };
 	struct sandbox_rec r = { 0 };
 	struct snapshot_rec snap;
 	const char *guest, *snapshot;
-	uint64_t mem, vcpus, ttl;
+	uint64_t mem, vcpus, ttl, ready_ms;
 	char memarg[32], vcpuarg[16], err[512];
 	json_t *meta;
 
@@ -360,7 +393,8 @@ json_t *sb_create(struct daemon *d, json_t *body, struct api_err *e)
 	    get_str(body, "snapshot", &snapshot, e) ||
 	    get_uint(body, "mem_mib", 256, 16, 1 << 20, &mem, e) ||
 	    get_uint(body, "vcpus", 1, 1, 16, &vcpus, e) ||
-	    get_uint(body, "ttl_s", 0, 0, 30 * 86400, &ttl, e))
+	    get_uint(body, "ttl_s", 0, 0, 30 * 86400, &ttl, e) ||
+	    get_uint(body, "ready_timeout_ms", AGENT_READY_MS, 1000, 3600000, &ready_ms, e))
 		return NULL;
 	json_t *paused = json_object_get(body, "paused");
 	if (paused && !json_is_boolean(paused)) {
@@ -449,8 +483,15 @@ json_t *sb_create(struct daemon *d, json_t *body, struct api_err *e)
 			json_decref(st);
 		}
 	}
+	/* Recorded first: a daemon killed while the guest boots still knows this VM. */
 	if (save(d, &r, e)) {
 		kill(r.pid, SIGKILL);
+		return NULL;
+	}
+	if (strcmp(r.guest, "linux") == 0 && !json_is_true(paused) &&
+	    wait_agent(&r, (int)ready_ms, e)) {
+		struct api_err ignored;
+		json_decref(sb_delete(d, r.id, "its agent never answered", &ignored));
 		return NULL;
 	}
 	return sandbox_rec_json(&r);

@@ -56,3 +56,12 @@ def test_linux_sandbox_exec_files_and_fork_through_the_sdk(daemon):
         k.kill()
     sb.kill()
     assert sdk.Sandbox.list(client=client) == []
+
+
+def test_a_guest_that_is_not_ready_in_time_is_a_clear_error(daemon):
+    client = daemon.client()
+    with pytest.raises(sdk.Unavailable) as e:
+        sdk.Sandbox.create(guest="linux", mem_mib=256, ready_timeout_ms=1000, client=client)
+    assert e.value.status == 504 and e.value.code == "agent_not_ready", e.value
+    assert "did not answer within 1000 ms" in e.value.message and "its log" in e.value.message
+    assert sdk.Sandbox.list(client=client) == []  # the VM was ended and forgotten

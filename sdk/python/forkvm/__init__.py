@@ -240,10 +240,13 @@ class Sandbox:
 
     @classmethod
     def create(cls, guest=None, mem_mib=None, vcpus=None, snapshot=None, metadata=None,
-               ttl_s=None, paused=None, client=None):
+               ttl_s=None, paused=None, ready_timeout_ms=None, client=None):
+        """Start a sandbox (boot guest, or restore snapshot); returns once it is ready (a Linux
+        guest's agent answers)."""
         client = client or Client()
         body = {k: v for k, v in dict(guest=guest, mem_mib=mem_mib, vcpus=vcpus,
-                                       metadata=metadata, ttl_s=ttl_s, paused=paused).items()
+                                       metadata=metadata, ttl_s=ttl_s, paused=paused,
+                                       ready_timeout_ms=ready_timeout_ms).items()
                 if v is not None}
         if snapshot is not None:
             body["snapshot"] = snapshot.id if isinstance(snapshot, Snapshot) else snapshot
