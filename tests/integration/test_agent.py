@@ -2,7 +2,6 @@
 
 The agent binary is $FORKVM_BUILD/forkvm-agent (default build/); `make tests` builds it.
 """
-import base64
 import json
 import os
 import shutil

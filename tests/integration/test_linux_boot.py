@@ -4,7 +4,6 @@ import os
 import re
 import secrets
 import subprocess
-import tempfile
 import time
 
 import pytest

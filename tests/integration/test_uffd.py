@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from forkvm_vm import FORKVM, VM, WORK, Child, call, forkvm_cmd, region_hashes, restore_children
+from forkvm_vm import FORKVM, VM, WORK, Child, forkvm_cmd, region_hashes, restore_children
 from pageserver import PageServer
 
 pytestmark = pytest.mark.kvm
@@ -292,7 +292,7 @@ def test_children_that_cannot_become_ready_keep_their_logs(env):
                    "--pageserver-timeout", "300", env=e, timeout=60)
     assert r.returncode == 1, r.stderr
     log = os.path.join(run, "gone-0.sock.log")
-    assert f"child 0 (gone-0): " in r.stderr and f"its log {log} ends:" in r.stderr, r.stderr
+    assert "child 0 (gone-0): " in r.stderr and f"its log {log} ends:" in r.stderr, r.stderr
     quoted = [l[len("    | "):] for l in r.stderr.splitlines() if l.startswith("    | ")]
     assert quoted and "no page server answered" in quoted[-1], r.stderr
     assert quoted[-1] in open(log).read()
