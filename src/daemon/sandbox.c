@@ -381,16 +381,16 @@ static int wait_agent(const struct sandbox_rec *r, int timeout_ms, struct api_er
 json_t *sb_create(struct daemon *d, json_t *body, struct api_err *e)
 {
 	static const char *const known[] = { "guest", "mem_mib", "vcpus", "snapshot", "metadata",
-					     "ttl_s", "paused", "ready_timeout_ms", NULL };
+					     "ttl_s", "paused", "ready_timeout_ms", "backing", NULL };
 	struct sandbox_rec r = { 0 };
 	struct snapshot_rec snap;
-	const char *guest, *snapshot;
+	const char *guest, *snapshot, *backing;
 	uint64_t mem, vcpus, ttl, ready_ms;
 	char memarg[32], vcpuarg[16], err[512];
 	json_t *meta;
 
 	if (check_fields(body, known, e) || get_str(body, "guest", &guest, e) ||
-	    get_str(body, "snapshot", &snapshot, e) ||
+	    get_str(body, "snapshot", &snapshot, e) || get_str(body, "backing", &backing, e) ||
 	    get_uint(body, "mem_mib", 256, 16, 1 << 20, &mem, e) ||
 	    get_uint(body, "vcpus", 1, 1, 16, &vcpus, e) ||
 	    get_uint(body, "ttl_s", 0, 0, 30 * 86400, &ttl, e) ||
@@ -415,6 +415,12 @@ json_t *sb_create(struct daemon *d, json_t *body, struct api_err *e)
 	}
 	snprintf(r.metadata, sizeof(r.metadata), "%s", metatext);
 	free(metatext);
+	if (backing && strcmp(backing, "anon") && strcmp(backing, "memfd") &&
+	    strcmp(backing, "hugetlb")) {
+		api_fail(e, 400, "bad_request", "field 'backing' must be anon, memfd (needed by live "
+			 "branches) or hugetlb");
+		return NULL;
+	}
 	if (guest && strcmp(guest, "probe") != 0 && strcmp(guest, "linux") != 0) {
 		api_fail(e, 400, "bad_request", "field 'guest' must be \"probe\" or \"linux\"");
 		return NULL;
@@ -459,6 +465,10 @@ json_t *sb_create(struct daemon *d, json_t *body, struct api_err *e)
 		argv[n++] = vcpuarg;
 		if (strcmp(r.guest, "linux") == 0)
 			argv[n++] = "--linux";
+	}
+	if (backing) {
+		argv[n++] = "--backing";
+		argv[n++] = backing;
 	}
 	if (json_is_true(paused)) {
 		argv[n++] = "--paused";
@@ -588,6 +598,8 @@ static bool wait_gone(const struct sandbox_rec *r, int ms)
 	return n > 0;
 }
 
+static void drop_branch_images(struct daemon *d, const struct sandbox_rec *r);
+
 json_t *sb_delete(struct daemon *d, const char *id, const char *reason, struct api_err *e)
 {
 	struct sandbox_rec r;
@@ -613,7 +625,60 @@ json_t *sb_delete(struct daemon *d, const char *id, const char *reason, struct a
 		return NULL;
 	}
 	log_info("daemon: sandbox %s ended (%s)", r.id, reason);
+	drop_branch_images(d, &r);
+	/* its parent's images, if this was the last child of a source already gone */
+	if (r.parent[0]) {
+		struct sandbox_rec gone = { 0 };
+		snprintf(gone.id, sizeof(gone.id), "%s", r.parent);
+		drop_branch_images(d, &gone);
+	}
 	return json_pack("{s:s, s:b}", "id", r.id, "deleted", 1);
+}
+
+/*
+ * Where full, diff and live branches leave their frozen image, recorded as a snapshot that
+ * the children name: "br-PREFIX" for one branch; a diff branch grows one chain per source,
+ * "bd-SOURCE", so later diff branches of it add a layer instead of a new base (BRANCH.md).
+ * An image goes with its last child; a diff chain also waits for its source (drop_branch_images).
+ */
+static void branch_image(struct daemon *d, const struct sandbox_rec *src, const char *strategy,
+			 const char *prefix, struct snapshot_rec *img)
+{
+	bool diff = strcmp(strategy, "diff") == 0;
+	const char *tail = diff ? src->id + 3 : prefix + 3; /* after "sb-" */
+
+	snprintf(img->id, sizeof(img->id), "%s%s", diff ? "bd-" : "br-", tail);
+	snprintf(img->dir, sizeof(img->dir), "%s/%s", d->snap_dir, img->id);
+	snprintf(img->sandbox, sizeof(img->sandbox), "%s", src->id);
+	snprintf(img->guest, sizeof(img->guest), "%s", src->guest);
+}
+
+/* After sandbox r is gone: the branch images nobody restores from any more (a diff chain
+ * stays while its source lives: the source's next diff branch adds a layer to it). */
+static void drop_branch_images(struct daemon *d, const struct sandbox_rec *r)
+{
+	char ids[2][STORE_ID_MAX + 8], err[512];
+	struct snapshot_rec img;
+	struct sandbox_rec src;
+	int users = 0;
+
+	snprintf(ids[0], sizeof(ids[0]), "%s", r->snapshot);
+	snprintf(ids[1], sizeof(ids[1]), "bd-%s", r->id + (strncmp(r->id, "sb-", 3) ? 0 : 3));
+	for (int i = 0; i < 2; i++) {
+		if (strncmp(ids[i], "br-", 3) != 0 && strncmp(ids[i], "bd-", 3) != 0)
+			continue;
+		if (store_get_snapshot(d->store, ids[i], &img, err, sizeof(err)) ||
+		    store_snapshot_users(d->store, ids[i], &users, err, sizeof(err)) || users)
+			continue;
+		if (ids[i][1] == 'd' && !store_get_sandbox(d->store, img.sandbox, &src, err, sizeof(err)) &&
+		    strcmp(src.state, "dead") != 0)
+			continue; /* its source may branch again onto this chain */
+		int ret = remove_tree_at(AT_FDCWD, img.dir);
+		if (ret)
+			log_warn("daemon: removing the branch image %s: %s", img.dir, strerror(-ret));
+		else
+			store_delete_snapshot(d->store, img.id, NULL, 0);
+	}
 }
 
 json_t *sb_branch(struct daemon *d, const char *id, json_t *body, struct api_err *e)
@@ -634,16 +699,33 @@ json_t *sb_branch(struct daemon *d, const char *id, json_t *body, struct api_err
 		api_fail(e, 400, "bad_request", "field 'metadata' must be an object");
 		return NULL;
 	}
+	strategy = strategy ? strategy : "cow";
+	if (strcmp(strategy, "cow") && strcmp(strategy, "full") && strcmp(strategy, "diff") &&
+	    strcmp(strategy, "live")) {
+		api_fail(e, 400, "bad_request", "field 'strategy' must be cow, full, diff or live");
+		return NULL;
+	}
 	if (new_id(prefix, sizeof(prefix))) {
 		api_fail(e, 500, "internal", "an id for the children: %s", strerror(errno));
 		return NULL;
 	}
 	json_t *req = json_pack("{s:s, s:s, s:I, s:s, s:s, s:I}", "cmd", "branch", "strategy",
-				strategy ? strategy : "cow", "count", (json_int_t)count, "prefix",
-				prefix, "run_dir", d->run_dir, "timeout_ms",
-				(json_int_t)BRANCH_TIMEOUT_MS / 2);
+				strategy, "count", (json_int_t)count, "prefix", prefix, "run_dir",
+				d->run_dir, "timeout_ms", (json_int_t)BRANCH_TIMEOUT_MS / 2);
+	/* full, diff and live children restore from an image: a snapshot the daemon keeps */
+	struct snapshot_rec img = { 0 };
+	if (strcmp(strategy, "cow") != 0) {
+		branch_image(d, &src, strategy, prefix, &img);
+		json_object_set_new(req, "dir", json_string(img.dir));
+	}
 	if (ctl(src.socket, req, &reply, BRANCH_TIMEOUT_MS, e, "branching"))
 		return NULL;
+	if (img.id[0]) {
+		char err[512];
+		img.created_at = now_unix();
+		if (store_put_snapshot(d->store, &img, err, sizeof(err)))
+			log_warn("daemon: recording the branch image %s: %s", img.dir, err);
+	}
 	json_t *kids = json_object_get(reply, "children"), *out = json_array(), *c;
 	size_t i;
 	double now = now_unix();
@@ -657,6 +739,7 @@ json_t *sb_branch(struct daemon *d, const char *id, json_t *body, struct api_err
 		k.start_ticks = proc_start_ticks(k.pid);
 		snprintf(k.state, sizeof(k.state), "running");
 		snprintf(k.parent, sizeof(k.parent), "%s", src.id);
+		snprintf(k.snapshot, sizeof(k.snapshot), "%s", img.id);
 		snprintf(k.metadata, sizeof(k.metadata), "%s", metatext ? metatext : "{}");
 		k.end_reason[0] = '\0';
 		k.created_at = now;

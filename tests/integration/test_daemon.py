@@ -398,3 +398,43 @@ def test_doctor_reports_the_daemon(daemon):
     assert c["status"] == "warn" and "not running" in c["found"] and "forkvm daemon" in c["fix"], c
     daemon.start()  # replaces the stale socket
     assert check()["status"] == "ok"
+
+
+def test_every_branch_strategy_and_its_images(daemon):
+    # cow forks anonymous RAM, live write-protects memfd RAM: two sources
+    src = daemon.req("POST", "/v1/sandboxes", body={"mem_mib": 64})
+    msrc = daemon.req("POST", "/v1/sandboxes", body={"mem_mib": 64, "backing": "memfd"})
+    for v in (src, msrc):
+        call(v["socket"], {"cmd": "fill", "gpa": 4 << 20, "len": 1 << 20, "seed": 9})
+    want = call(src["socket"], {"cmd": "checksum", "gpa": 4 << 20, "len": 1 << 20})["checksum"]
+    snaps = os.path.join(daemon.state, "snapshots")
+    kids = {}
+    for strategy, source in [("cow", src), ("full", src), ("diff", src), ("diff", src),
+                             ("live", msrc)]:
+        got = daemon.req("POST", f"/v1/sandboxes/{source['id']}/branch",
+                         body={"count": 2, "strategy": strategy})["children"]
+        assert len(got) == 2
+        for k in got:
+            assert call(k["socket"], {"cmd": "checksum", "gpa": 4 << 20,
+                                      "len": 1 << 20})["checksum"] == want, (strategy, k)
+        kids.setdefault(strategy, []).extend(got)
+    # full and live children restore from a frozen image each; diff branches grow one chain
+    assert all(k["snapshot"] is None for k in kids["cow"])
+    images = {k["snapshot"] for s in ("full", "diff", "live") for k in kids[s]}
+    assert len(images) == 3 and sorted(os.listdir(snaps)) == sorted(images)
+    chain = kids["diff"][0]["snapshot"]
+    assert chain.startswith("bd-") and "layer-1" in os.listdir(os.path.join(snaps, chain))
+    with pytest.raises(sdk.BadRequest):
+        daemon.req("POST", f"/v1/sandboxes/{src['id']}/branch", body={"strategy": "magic"})
+    with pytest.raises(sdk.BadRequest):
+        daemon.req("POST", "/v1/sandboxes", body={"backing": "tape"})
+    with pytest.raises(sdk.Conflict) as e:  # the VMM's own reason, quoted
+        daemon.req("POST", f"/v1/sandboxes/{src['id']}/branch", body={"strategy": "live"})
+    assert "memfd" in e.value.message
+    # an image goes with its last child; the diff chain waits for its source as well
+    for k in kids["full"] + kids["live"] + kids["diff"]:
+        daemon.req("DELETE", f"/v1/sandboxes/{k['id']}")
+    assert os.listdir(snaps) == [chain]
+    daemon.req("DELETE", f"/v1/sandboxes/{src['id']}")
+    assert os.listdir(snaps) == []
+    assert daemon.req("GET", "/v1/snapshots") == []
