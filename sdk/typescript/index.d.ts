@@ -38,6 +38,15 @@ export declare class Client {
   request(method: string, path: string, opts?: RequestOptions): Promise<any>;
   healthz(): Promise<{ ok: boolean }>;
   metrics(): Promise<string>;
+  images(): Promise<ImageInfo[]>;
+  buildImage(opts?: { kind?: "kernel" | "rootfs"; packages?: string[] }): Promise<ImageInfo>;
+  deleteImage(kind: "kernel" | "rootfs", opts?: { force?: boolean }): Promise<{ kind: string; deleted: boolean }>;
+}
+
+export interface ImageInfo {
+  kind: "kernel" | "rootfs";
+  dir: string;
+  manifest: Record<string, unknown>;
 }
 
 export type SandboxState = "running" | "paused" | "dead";

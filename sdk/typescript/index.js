@@ -98,6 +98,18 @@ export class Client {
   healthz() { return this.request("GET", "/v1/healthz"); }
 
   async metrics() { return (await this.request("GET", "/v1/metrics")).toString("utf8"); }
+
+  images() { return this.request("GET", "/v1/images"); }
+
+  buildImage({ kind = "rootfs", packages } = {}) {
+    const body = { kind };
+    if (packages?.length) body.packages = [...packages];
+    return this.request("POST", "/v1/images", { body });
+  }
+
+  deleteImage(kind, { force = false } = {}) {
+    return this.request("DELETE", `/v1/images/${kind}`, { query: { force: force ? "true" : undefined } });
+  }
 }
 
 function stream(reply, name) {

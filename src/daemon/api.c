@@ -198,6 +198,25 @@ static int h_snap_delete(struct req *q)
 	return fail_from(q, snap_delete(q->d, q->id, force && strcmp(force, "true") == 0, &q->e));
 }
 
+static int h_image_list(struct req *q)
+{
+	return fail_from(q, api_image_list(q->d, &q->e));
+}
+
+static int h_image_build(struct req *q)
+{
+	q->status = 201;
+	return fail_from(q, api_image_build(q->d, q->body, &q->e));
+}
+
+static int h_image_delete(struct req *q)
+{
+	const char *force = query(q, "force");
+
+	return fail_from(q, api_image_delete(q->d, q->id, force && strcmp(force, "true") == 0,
+					     &q->e));
+}
+
 enum body_kind { BODY_NONE, BODY_JSON, BODY_RAW };
 
 static const struct route {
@@ -223,6 +242,9 @@ static const struct route {
 	{ "GET", "/v1/snapshots/{id}", "snapshot_get", BODY_NONE, h_snap_get },
 	{ "DELETE", "/v1/snapshots/{id}", "snapshot_delete", BODY_NONE, h_snap_delete },
 	{ "POST", "/v1/snapshots/{id}/verify", "snapshot_verify", BODY_NONE, h_snap_verify },
+	{ "GET", "/v1/images", "image_list", BODY_NONE, h_image_list },
+	{ "POST", "/v1/images", "image_build", BODY_JSON, h_image_build },
+	{ "DELETE", "/v1/images/{id}", "image_delete", BODY_NONE, h_image_delete },
 };
 #define NROUTES ((int)(sizeof(routes) / sizeof(routes[0])))
 

@@ -82,6 +82,12 @@ json_t *snap_delete(struct daemon *d, const char *id, bool force, struct api_err
 /* `forkvm snapshot verify` of its directory: 422 snapshot_invalid with the reason. */
 json_t *snap_verify(struct daemon *d, const char *id, struct api_err *e);
 
+/* The kernel image and root filesystem of `forkvm image build`: list, build (one at a time,
+ * in the request's own thread), delete (refused while live Linux sandboxes use them). */
+json_t *api_image_list(struct daemon *d, struct api_err *e);
+json_t *api_image_build(struct daemon *d, json_t *body, struct api_err *e);
+json_t *api_image_delete(struct daemon *d, const char *kind, bool force, struct api_err *e);
+
 /*
  * At start: adopt every recorded VM whose process is ours (pid, start time) and whose control
  * socket answers; mark the others dead and remove what they left. Returns how many were

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "agent/agent_client.h"
+#include "image/image.h"
 #include "daemon/daemon_impl.h"
 #include "util/base64.h"
 #include "util/clock.h"
@@ -36,6 +37,8 @@ extern char **environ;
 #define AGENT_READY_MS 240000	 /* a Linux guest's boot to its agent (generous: nested hosts) */
 #define MAX_COUNT 100		 /* children per branch request */
 #define SPAWN_OUT_MAX 16384
+#define IMAGE_OUT_MAX (256 << 10)	 /* what an image build prints, kept for its error */
+#define IMAGE_BUILD_MS (3600 * 1000)
 
 int api_fail(struct api_err *e, int http, const char *code, const char *fmt, ...)
 {
@@ -1135,4 +1138,202 @@ void reaper_stop(struct daemon *d)
 		log_warn("daemon: stopping the reaper: %s", strerror(errno));
 	pthread_join(d->reaper, NULL);
 	d->reaper_started = false;
+}
+
+/* ---- images: the kernel image and root filesystem of `forkvm image build` (IMAGE.md) ---- */
+
+static const struct image_kind {
+	const char *name, *subdir;
+} image_kinds[] = { { "kernel", "image" }, { "rootfs", "rootfs" } };
+
+static const struct image_kind *image_kind(const char *name)
+{
+	for (size_t i = 0; i < sizeof(image_kinds) / sizeof(image_kinds[0]); i++)
+		if (name && strcmp(image_kinds[i].name, name) == 0)
+			return &image_kinds[i];
+	return NULL;
+}
+
+static int image_dir(const struct image_kind *k, char *out, size_t cap, struct api_err *e)
+{
+	char cache[PATH_MAX];
+	int ret = image_default_cache(cache, sizeof(cache));
+
+	if (ret)
+		return api_fail(e, 500, "internal", "the image cache directory: %s", strerror(-ret));
+	if ((size_t)snprintf(out, cap, "%s/%s", cache, k->subdir) >= cap)
+		return api_fail(e, 500, "internal", "the image cache path %s is too long", cache);
+	return 0;
+}
+
+/* {kind, dir, manifest} of a built image, or NULL (e not set) when none is built. */
+static json_t *image_info(const struct image_kind *k, struct api_err *e, bool *failed)
+{
+	char dir[PATH_MAX], path[PATH_MAX + 16], err[256];
+	uint8_t *data = NULL;
+	size_t len = 0;
+	json_error_t jerr;
+
+	*failed = image_dir(k, dir, sizeof(dir), e) != 0;
+	if (*failed)
+		return NULL;
+	snprintf(path, sizeof(path), "%s/manifest.json", dir);
+	int ret = file_read(path, 1 << 20, 0, &data, &len, err, sizeof(err));
+	if (ret == -ENOENT)
+		return NULL;
+	if (ret) {
+		*failed = true;
+		api_fail(e, 500, "internal", "%s", err);
+		return NULL;
+	}
+	json_t *manifest = json_loadb((const char *)data, len, 0, &jerr);
+	free(data);
+	if (!manifest) {
+		*failed = true;
+		api_fail(e, 500, "image_damaged", "%s is not valid JSON (%s): rebuild it (POST "
+			 "/v1/images)", path, jerr.text);
+		return NULL;
+	}
+	return json_pack("{s:s, s:s, s:o}", "kind", k->name, "dir", dir, "manifest", manifest);
+}
+
+json_t *api_image_list(struct daemon *d, struct api_err *e)
+{
+	json_t *arr = json_array();
+	bool failed;
+
+	(void)d;
+	for (size_t i = 0; arr && i < sizeof(image_kinds) / sizeof(image_kinds[0]); i++) {
+		json_t *info = image_info(&image_kinds[i], e, &failed);
+		if (failed) {
+			json_decref(arr);
+			return NULL;
+		}
+		if (info)
+			json_array_append_new(arr, info);
+	}
+	return arr;
+}
+
+/* One build at a time: both kinds write the shared package cache. */
+static pthread_mutex_t build_lock = PTHREAD_MUTEX_INITIALIZER;
+
+json_t *api_image_build(struct daemon *d, json_t *body, struct api_err *e)
+{
+	static const char *const known[] = { "kind", "packages", NULL };
+	char packages[2048] = "", *out = NULL;
+	const char *kind_name;
+	const struct image_kind *k;
+	json_t *pkgs, *p, *res = NULL;
+	size_t i, plen = 0;
+	int status = 0;
+	bool failed;
+
+	if (check_fields(body, known, e) || get_str(body, "kind", &kind_name, e))
+		return NULL;
+	if (!(k = image_kind(kind_name ? kind_name : "rootfs"))) {
+		api_fail(e, 400, "bad_request", "field 'kind' must be \"kernel\" or \"rootfs\"");
+		return NULL;
+	}
+	pkgs = json_object_get(body, "packages");
+	if (pkgs && (!json_is_array(pkgs) || strcmp(k->name, "rootfs") != 0)) {
+		api_fail(e, 400, "bad_request", "field 'packages' is a list of Debian package names, "
+			 "for kind rootfs");
+		return NULL;
+	}
+	json_array_foreach(pkgs, i, p) {
+		const char *name = json_string_value(p);
+		size_t n = name ? strlen(name) : 0;
+		/* Debian package names: lower case, digits, + - . (Policy 5.6.1) */
+		bool ok = n >= 2 && n < 100 && plen + n + 2 < sizeof(packages);
+		for (size_t c = 0; ok && c < n; c++)
+			ok = (name[c] >= 'a' && name[c] <= 'z') || (name[c] >= '0' && name[c] <= '9') ||
+			     (c > 0 && strchr("+-.", name[c]));
+		if (!ok) {
+			api_fail(e, 400, "bad_request", "packages[%zu] is not a Debian package name", i);
+			return NULL;
+		}
+		plen += (size_t)snprintf(packages + plen, sizeof(packages) - plen, "%s%s",
+					 plen ? "," : "", name);
+	}
+	if (pthread_mutex_trylock(&build_lock)) {
+		api_fail(e, 409, "build_in_progress", "an image build is already running");
+		return NULL;
+	}
+	const char *argv[8];
+	int n = 0;
+	argv[n++] = d->exe;
+	argv[n++] = "image";
+	argv[n++] = "build";
+	if (strcmp(k->name, "rootfs") == 0)
+		argv[n++] = "--rootfs";
+	if (plen) {
+		argv[n++] = "--packages";
+		argv[n++] = packages;
+	}
+	argv[n] = NULL;
+	out = malloc(IMAGE_OUT_MAX);
+	if (!out) {
+		api_fail(e, 500, "internal", "out of memory");
+	} else if (!run_forkvm(d, (char *const *)argv, "image build", IMAGE_BUILD_MS, out,
+			       IMAGE_OUT_MAX, &status, e)) {
+		if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+			size_t len = strlen(out);
+			api_fail(e, 500, "image_build_failed", "forkvm image build%s failed: %s",
+				 strcmp(k->name, "rootfs") ? "" : " --rootfs",
+				 len > 1500 ? out + len - 1500 : out);
+		} else {
+			res = image_info(k, e, &failed);
+			if (!res && !failed)
+				api_fail(e, 500, "image_build_failed", "the build ended but left no "
+					 "manifest");
+		}
+	}
+	pthread_mutex_unlock(&build_lock);
+	free(out);
+	return res;
+}
+
+json_t *api_image_delete(struct daemon *d, const char *kind, bool force, struct api_err *e)
+{
+	struct sandbox_rec *recs = NULL;
+	const struct image_kind *k = image_kind(kind);
+	char dir[PATH_MAX], err[512];
+	size_t n = 0;
+	int users = 0;
+
+	if (!k) {
+		api_fail(e, 404, "not_found", "no image kind %s (kernel or rootfs)", kind);
+		return NULL;
+	}
+	if (image_dir(k, dir, sizeof(dir), e))
+		return NULL;
+	if (store_list_sandboxes(d->store, NULL, NULL, &recs, &n, err, sizeof(err))) {
+		api_fail(e, 500, "state", "%s", err);
+		return NULL;
+	}
+	for (size_t i = 0; i < n; i++)
+		users += strcmp(recs[i].guest, "linux") == 0 && strcmp(recs[i].state, "dead") != 0;
+	free(recs);
+	/* Live Linux sandboxes read the rootfs as their disk's base, the kernel at restore. */
+	if (users && !force) {
+		api_fail(e, 409, "in_use", "%d live Linux sandbox(es) use the %s image; delete them "
+			 "first or pass force=true", users, k->name);
+		return NULL;
+	}
+	if (pthread_mutex_trylock(&build_lock)) {
+		api_fail(e, 409, "build_in_progress", "an image build is running");
+		return NULL;
+	}
+	int ret = access(dir, F_OK) < 0 ? -ENOENT : remove_tree_at(AT_FDCWD, dir);
+	pthread_mutex_unlock(&build_lock);
+	if (ret == -ENOENT) {
+		api_fail(e, 404, "not_found", "no %s image is built (%s)", k->name, dir);
+		return NULL;
+	}
+	if (ret) {
+		api_fail(e, 500, "internal", "removing %s: %s", dir, strerror(-ret));
+		return NULL;
+	}
+	return json_pack("{s:s, s:b}", "kind", k->name, "deleted", 1);
 }

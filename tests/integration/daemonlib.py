@@ -16,10 +16,11 @@ import forkvm as sdk  # noqa: E402
 class Daemon:
     """A forkvmd on a fresh state directory (short: VM socket paths must fit sun_path)."""
 
-    def __init__(self, state=None, extra=()):
+    def __init__(self, state=None, extra=(), env=None):
         self.state = state or tempfile.mkdtemp(prefix="fvd-", dir="/tmp")
         self.sock = os.path.join(self.state, "api.sock")
         self.extra = list(extra)
+        self.env = env
         self.proc = None
         self.log = os.path.join(self.state, "daemon.log")
 
@@ -28,7 +29,8 @@ class Daemon:
         logf = open(self.log, "ab")
         self.proc = subprocess.Popen(
             [FORKVM, "daemon", "--state-dir", self.state, "--ready-fd", str(w), *self.extra],
-            pass_fds=(w,), stdout=logf, stderr=subprocess.STDOUT)
+            pass_fds=(w,), stdout=logf, stderr=subprocess.STDOUT,
+            env=dict(os.environ, **self.env) if self.env else None)
         os.close(w)
         logf.close()
         ready = os.read(r, 1) if expect_ok else b""

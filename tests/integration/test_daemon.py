@@ -438,3 +438,55 @@ def test_every_branch_strategy_and_its_images(daemon):
     daemon.req("DELETE", f"/v1/sandboxes/{src['id']}")
     assert os.listdir(snaps) == []
     assert daemon.req("GET", "/v1/snapshots") == []
+
+
+FAKE_IMAGE_BUILD = """#!/bin/sh
+# forkvm with `image build` replaced by a stand-in that writes a manifest (a real build
+# downloads Debian packages for minutes); everything else is the real binary.
+if [ "$1" = image ] && [ "$2" = build ]; then
+    case " $* " in *" no-such-package "*) echo "E: Unable to locate package no-such-package" >&2; exit 100 ;; esac
+    kind=image; [ "$3" = --rootfs ] && kind=rootfs
+    mkdir -p "$FORKVM_CACHE/$kind"
+    printf '{"built_by": "stand-in", "args": "%s"}' "$*" > "$FORKVM_CACHE/$kind/manifest.json"
+    exit 0
+fi
+exec {real} "$@"
+"""
+
+
+def test_images_list_build_and_delete(tmp_path):
+    cache = tmp_path / "cache"
+    fake = tmp_path / "forkvm"
+    fake.write_text(FAKE_IMAGE_BUILD.replace("{real}", FORKVM))
+    fake.chmod(0o755)
+    d = Daemon(extra=["--forkvm", str(fake)], env={"FORKVM_CACHE": str(cache)}).start()
+    try:
+        assert d.req("GET", "/v1/images") == []
+        img = d.client().build_image("rootfs", packages=["python3-numpy", "git"])
+        assert img["kind"] == "rootfs" and img["dir"] == str(cache / "rootfs")
+        assert img["manifest"]["args"] == "image build --rootfs --packages python3-numpy,git"
+        d.req("POST", "/v1/images", body={"kind": "kernel"})
+        assert [i["kind"] for i in d.client().images()] == ["kernel", "rootfs"]
+        with pytest.raises(sdk.Unavailable) as e:  # the build's own words come back
+            d.req("POST", "/v1/images", body={"packages": ["no-such-package"]})
+        assert e.value.code == "image_build_failed" and "Unable to locate package" in e.value.message
+        for body in ({"kind": "windows"}, {"kind": "kernel", "packages": ["git"]},
+                     {"packages": ["Bad Name"]}, {"packages": "git"}, {"packages": ["-rf"]}):
+            with pytest.raises(sdk.BadRequest):
+                d.req("POST", "/v1/images", body=body)
+        (cache / "image" / "manifest.json").write_text("{not json")
+        with pytest.raises(sdk.Unavailable) as e:
+            d.req("GET", "/v1/images")
+        assert e.value.code == "image_damaged"
+        assert d.client().delete_image("kernel") == {"kind": "kernel", "deleted": True}
+        assert not (cache / "image").exists()
+        with pytest.raises(sdk.NotFound):
+            d.req("DELETE", "/v1/images/kernel")
+        with pytest.raises(sdk.NotFound):
+            d.req("DELETE", "/v1/images/floppy")
+        # a probe sandbox does not hold the Linux images
+        sb = d.req("POST", "/v1/sandboxes", body={"mem_mib": 32})
+        assert d.req("DELETE", "/v1/images/rootfs")["deleted"]
+        d.req("DELETE", f"/v1/sandboxes/{sb['id']}")
+    finally:
+        d.cleanup()

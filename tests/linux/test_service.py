@@ -40,6 +40,10 @@ def test_linux_sandbox_exec_files_and_fork_through_the_sdk(daemon):
     assert sb.eval("print(x + 1)").stdout == b"42\n"
     err = sb.eval("1 / 0").error
     assert err["name"] == "ZeroDivisionError", err
+    with pytest.raises(sdk.Conflict) as e:  # its disk's base is the cached rootfs
+        client.request("DELETE", "/v1/images/rootfs")
+    assert e.value.code == "in_use"
+    assert {i["kind"] for i in client.request("GET", "/v1/images")} == {"kernel", "rootfs"}
     sb.files.write("/root/marker", "before the fork\n")
     kids = sb.fork(count=2)
     uuids = {sb.exec(["cat", "/proc/sys/kernel/random/uuid"]).stdout}

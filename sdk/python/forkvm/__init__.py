@@ -143,6 +143,21 @@ class Client:
     def metrics(self):
         return self.request("GET", "/v1/metrics").decode()
 
+    def images(self):
+        """The built guest images: [{kind: "kernel"|"rootfs", dir, manifest}]."""
+        return self.request("GET", "/v1/images")
+
+    def build_image(self, kind="rootfs", packages=None):
+        """Build (or rebuild) an image; packages: extra Debian packages for the rootfs."""
+        body = {"kind": kind}
+        if packages:
+            body["packages"] = list(packages)
+        return self.request("POST", "/v1/images", body=body)
+
+    def delete_image(self, kind, force=False):
+        return self.request("DELETE", f"/v1/images/{kind}",
+                            query={"force": "true" if force else None})
+
 
 def _decode_stream(reply, name):
     value = reply.get(name) or ""

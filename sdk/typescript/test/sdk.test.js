@@ -37,6 +37,8 @@ test("sandbox lifecycle, fork, snapshot and errors through the SDK", async () =>
   try {
     const { client } = d;
     assert.deepEqual(await client.healthz(), { ok: true });
+    assert.ok(Array.isArray(await client.images()));
+    await assert.rejects(client.buildImage({ kind: "floppy" }), (e) => e instanceof BadRequest);
     const sb = await Sandbox.create({ memMib: 64, metadata: { user: "u1" }, client });
     assert.equal(sb.info.state, "running");
     assert.deepEqual(sb.info.metadata, { user: "u1" });

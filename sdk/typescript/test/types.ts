@@ -1,6 +1,6 @@
 // Compile-only: code a user writes against index.d.ts, checked with `tsc --noEmit`
 // (tests/integration/test_sdk_typescript.py). A wrong type here fails the check.
-import { Client, Conflict, EvalResult, ExecResult, Sandbox, SandboxInfo, Snapshot } from "../index.js";
+import { Client, Conflict, EvalResult, ExecResult, ImageInfo, Sandbox, SandboxInfo, Snapshot } from "../index.js";
 
 export async function scenario(): Promise<number> {
   const client = new Client({ socketPath: "/tmp/api.sock", timeoutMs: 5000 });
@@ -15,6 +15,8 @@ export async function scenario(): Promise<number> {
   const kids: Sandbox[] = await sb.fork({ count: 3, strategy: "cow" });
   const info: SandboxInfo = await kids[0].refresh();
   const snap: Snapshot = await sb.snapshot();
+  const imgs: ImageInfo[] = await client.images();
+  const kinds: string = imgs.map((i) => i.kind).join(",");
   await snap.delete({ force: true });
   try {
     await sb.pause();
@@ -22,5 +24,5 @@ export async function scenario(): Promise<number> {
     if (e instanceof Conflict && e.code === "not_running") return -1;
   }
   await sb.kill();
-  return (code ?? 0) + back.length + info.vcpus + (shown ?? "").length;
+  return (code ?? 0) + back.length + info.vcpus + (shown ?? "").length + kinds.length;
 }
