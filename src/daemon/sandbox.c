@@ -350,6 +350,25 @@ static int get_str(json_t *body, const char *key, const char **out, struct api_e
 	return 0;
 }
 
+/* Field 'metadata' (an object, default {}) as compact sorted JSON text into out[cap]. */
+static int get_metadata(json_t *body, char *out, size_t cap, struct api_err *e)
+{
+	json_t *meta = json_object_get(body, "metadata");
+
+	if (meta && !json_is_null(meta) && !json_is_object(meta))
+		return api_fail(e, 400, "bad_request", "field 'metadata' must be an object");
+	char *text = meta && !json_is_null(meta) ? json_dumps(meta, JSON_COMPACT | JSON_SORT_KEYS)
+						 : strdup("{}");
+	size_t len = text ? strlen(text) : cap;
+	if (len < cap)
+		memcpy(out, text, len + 1);
+	free(text);
+	if (len >= cap)
+		return api_fail(e, 400, "bad_request", "field 'metadata' is larger than %zu bytes",
+				cap - 1);
+	return 0;
+}
+
 /*
  * A Linux sandbox is ready when its agent answers a ping: the VMM's socket comes up long
  * before the guest's userspace (boot), and a restored clone's agent after its fix-up.
@@ -390,7 +409,6 @@ json_t *sb_create(struct daemon *d, json_t *body, struct api_err *e)
 	const char *guest, *snapshot, *backing;
 	uint64_t mem, vcpus, ttl, ready_ms;
 	char memarg[32], vcpuarg[16], err[512];
-	json_t *meta;
 
 	if (check_fields(body, known, e) || get_str(body, "guest", &guest, e) ||
 	    get_str(body, "snapshot", &snapshot, e) || get_str(body, "backing", &backing, e) ||
@@ -404,20 +422,8 @@ json_t *sb_create(struct daemon *d, json_t *body, struct api_err *e)
 		api_fail(e, 400, "bad_request", "field 'paused' must be true or false");
 		return NULL;
 	}
-	meta = json_object_get(body, "metadata");
-	if (meta && !json_is_object(meta)) {
-		api_fail(e, 400, "bad_request", "field 'metadata' must be an object");
+	if (get_metadata(body, r.metadata, sizeof(r.metadata), e))
 		return NULL;
-	}
-	char *metatext = (meta ? json_dumps(meta, JSON_COMPACT | JSON_SORT_KEYS) : strdup("{}"));
-	if (!metatext || strlen(metatext) >= sizeof(r.metadata)) {
-		free(metatext);
-		api_fail(e, 400, "bad_request", "field 'metadata' is larger than %zu bytes",
-			 sizeof(r.metadata) - 1);
-		return NULL;
-	}
-	snprintf(r.metadata, sizeof(r.metadata), "%s", metatext);
-	free(metatext);
 	if (backing && strcmp(backing, "anon") && strcmp(backing, "memfd") &&
 	    strcmp(backing, "hugetlb")) {
 		api_fail(e, 400, "bad_request", "field 'backing' must be anon, memfd (needed by live "
@@ -690,18 +696,15 @@ json_t *sb_branch(struct daemon *d, const char *id, json_t *body, struct api_err
 	struct sandbox_rec src;
 	const char *strategy;
 	uint64_t count, ttl;
-	char prefix[STORE_ID_MAX];
-	json_t *reply = NULL, *meta;
+	char prefix[STORE_ID_MAX], metatext[sizeof(((struct sandbox_rec *)0)->metadata)];
+	json_t *reply = NULL;
 
 	if (check_fields(body, known, e) || get_str(body, "strategy", &strategy, e) ||
 	    get_uint(body, "count", 1, 1, MAX_COUNT, &count, e) ||
 	    get_uint(body, "ttl_s", 0, 0, 30 * 86400, &ttl, e) || load_live(d, id, &src, e))
 		return NULL;
-	meta = json_object_get(body, "metadata");
-	if (meta && !json_is_object(meta)) {
-		api_fail(e, 400, "bad_request", "field 'metadata' must be an object");
+	if (get_metadata(body, metatext, sizeof(metatext), e))
 		return NULL;
-	}
 	strategy = strategy ? strategy : "cow";
 	if (strcmp(strategy, "cow") && strcmp(strategy, "full") && strcmp(strategy, "diff") &&
 	    strcmp(strategy, "live")) {
@@ -732,7 +735,6 @@ json_t *sb_branch(struct daemon *d, const char *id, json_t *body, struct api_err
 	json_t *kids = json_object_get(reply, "children"), *out = json_array(), *c;
 	size_t i;
 	double now = now_unix();
-	char *metatext = (meta ? json_dumps(meta, JSON_COMPACT | JSON_SORT_KEYS) : strdup("{}"));
 	json_array_foreach(kids, i, c) {
 		struct sandbox_rec k = src;
 		snprintf(k.id, sizeof(k.id), "%s", json_string_value(json_object_get(c, "name")) ?: "");
@@ -743,7 +745,7 @@ json_t *sb_branch(struct daemon *d, const char *id, json_t *body, struct api_err
 		snprintf(k.state, sizeof(k.state), "running");
 		snprintf(k.parent, sizeof(k.parent), "%s", src.id);
 		snprintf(k.snapshot, sizeof(k.snapshot), "%s", img.id);
-		snprintf(k.metadata, sizeof(k.metadata), "%s", metatext ? metatext : "{}");
+		memcpy(k.metadata, metatext, sizeof(k.metadata));
 		k.end_reason[0] = '\0';
 		k.created_at = now;
 		k.expires_at = ttl ? now + (double)ttl : 0;
@@ -753,7 +755,6 @@ json_t *sb_branch(struct daemon *d, const char *id, json_t *body, struct api_err
 		}
 		json_array_append_new(out, sandbox_rec_json(&k));
 	}
-	free(metatext);
 	json_t *res = json_pack("{s:o, s:O?, s:O?}", "children", out, "pause_us",
 				json_object_get(reply, "pause_us"), "strategy",
 				json_object_get(reply, "strategy"));
@@ -807,6 +808,20 @@ static json_t *agent_call(struct daemon *d, const char *id, json_t *req, uint64_
 	return reply;
 }
 
+/*
+ * The request body as the agent's op (it checks each field's type and names a wrong one);
+ * the wait is the op's own timeout plus grace, unbounded without one.
+ */
+static json_t *agent_pass(struct daemon *d, const char *id, json_t *body, const char *op,
+			  uint64_t timeout_ms, int64_t grace_ms, struct api_err *e)
+{
+	json_t *req = json_deep_copy(body);
+
+	json_object_set_new(req, "op", json_string(op));
+	return agent_call(d, id, req, timeout_ms ? deadline_after_ms((int64_t)timeout_ms + grace_ms)
+						 : 0, e);
+}
+
 json_t *sb_exec(struct daemon *d, const char *id, json_t *body, struct api_err *e)
 {
 	static const char *const known[] = { "argv", "env", "clear_env", "cwd", "stdin",
@@ -822,11 +837,7 @@ json_t *sb_exec(struct daemon *d, const char *id, json_t *body, struct api_err *
 		api_fail(e, 400, "bad_request", "field 'argv' must be a non-empty array of strings");
 		return NULL;
 	}
-	/* The agent checks each field's type and says which one is wrong. */
-	json_t *req = json_deep_copy(body);
-	json_object_set_new(req, "op", json_string("exec"));
-	uint64_t deadline = timeout_ms ? deadline_after_ms((int64_t)timeout_ms + 30000) : 0;
-	return agent_call(d, id, req, deadline, e);
+	return agent_pass(d, id, body, "exec", timeout_ms, 30000, e);
 }
 
 json_t *sb_eval(struct daemon *d, const char *id, json_t *body, struct api_err *e)
@@ -842,11 +853,8 @@ json_t *sb_eval(struct daemon *d, const char *id, json_t *body, struct api_err *
 		api_fail(e, 400, "bad_request", "field 'code' must be a string");
 		return NULL;
 	}
-	json_t *req = json_deep_copy(body);
-	json_object_set_new(req, "op", json_string("eval"));
 	/* the interpreter's start (up to 30 s) comes on top of the code's own time */
-	uint64_t deadline = timeout_ms ? deadline_after_ms((int64_t)timeout_ms + 60000) : 0;
-	return agent_call(d, id, req, deadline, e);
+	return agent_pass(d, id, body, "eval", timeout_ms, 60000, e);
 }
 
 json_t *sb_file_write(struct daemon *d, const char *id, const char *path, const void *data,

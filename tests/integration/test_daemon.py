@@ -45,6 +45,12 @@ def raw_http(sock_path, data, timeout=10):
     return out
 
 
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def pid_alive(pid):
     try:
         os.kill(pid, 0)
@@ -146,10 +152,7 @@ def test_tcp_needs_the_bearer_token(tmp_path):
     tf = tmp_path / "token"
     tf.write_text(token + "\n")
     tf.chmod(0o644)
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
+    port = free_port()
     d = Daemon(extra=["--listen", f"127.0.0.1:{port}", "--token-file", str(tf)])
     try:
         d.start(expect_ok=False)
@@ -182,10 +185,7 @@ def test_https_with_a_certificate(tmp_path):
                     "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
                     "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
     key.chmod(0o644)
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
+    port = free_port()
     d = Daemon(extra=["--listen", f"127.0.0.1:{port}", "--token-file", str(tmp_path / "token"),
                       "--tls-cert", str(cert), "--tls-key", str(key)])
     try:
