@@ -20,7 +20,7 @@ static int dispatch(const struct op_ctx *ctx, const struct agent_request *req, j
 	case OP_PING:
 		return op_ping(ctx, reply, e);
 	case OP_EXEC:
-		return op_exec(ctx, &req->exec, reply, e);
+		return op_exec(ctx, &req->exec, req->id, reply, e);
 	case OP_WRITE_FILE:
 		return op_write_file(&req->write_file, reply, e);
 	case OP_READ_FILE:
@@ -39,6 +39,8 @@ static int dispatch(const struct op_ctx *ctx, const struct agent_request *req, j
 		return op_put_tree(&req->put_tree, reply, e);
 	case OP_GET_TREE:
 		return op_get_tree(&req->get_tree, reply, e);
+	case OP_STDIN:
+		break; /* handle_frame drops these */
 	}
 	return agent_fail(e, -EINVAL, "unhandled op");
 }
@@ -57,6 +59,12 @@ static int handle_frame(const struct op_ctx *ctx, uint8_t *payload, size_t len)
 
 	ret = agent_request_parse(payload, len, &req, &e);
 	free(payload);
+	if (req.op == OP_STDIN && req.root) {
+		/* Input for an exec that has already ended: dropped, never answered. */
+		log_debug("stdin frame after its exec ended: dropped");
+		agent_request_free(&req);
+		return 0;
+	}
 	/* The frame's share is held since its header; ops that read a lot add theirs. */
 	if (ret == 0)
 		ret = mem_reserve(mem_frame_cost(len) + mem_op_cost(&req), ctx->conn_fd, &e);
@@ -110,17 +118,19 @@ static int admit_frame(const struct op_ctx *ctx, struct frame_decoder *dec)
 
 int conn_serve(int fd, const struct agent_config *cfg, uint64_t agent_start_ms)
 {
-	const struct op_ctx ctx = { .conn_fd = fd, .cfg = cfg, .agent_start_ms = agent_start_ms };
-	struct frame_decoder dec;
 	static uint8_t rbuf[64 * 1024];
-	size_t rpos = 0, rlen = 0, used, avail;
+	struct conn_in in = { .fd = fd, .buf = rbuf, .cap = sizeof(rbuf) };
+	const struct op_ctx ctx = { .conn_fd = fd, .in = &in, .cfg = cfg,
+				    .agent_start_ms = agent_start_ms };
+	struct frame_decoder dec;
+	size_t used, avail;
 	bool admitted = false;	/* the current frame's header went through admit_frame */
 	char msg[160];
 	int ret = 0;
 
 	frame_decoder_init(&dec, AGENT_MAX_FRAME);
 	for (;;) {
-		if (rpos == rlen) {
+		if (in.pos == in.len) {
 			ssize_t n = read(fd, rbuf, sizeof(rbuf));
 
 			if (n < 0 && errno == EINTR)
@@ -143,15 +153,15 @@ int conn_serve(int fd, const struct agent_config *cfg, uint64_t agent_start_ms)
 				}
 				goto out;
 			}
-			rpos = 0;
-			rlen = (size_t)n;
+			in.pos = 0;
+			in.len = (size_t)n;
 		}
 		/* The header alone first, so the payload is admitted before it is buffered. */
-		avail = rlen - rpos;
+		avail = in.len - in.pos;
 		if (!frame_decoder_header_done(&dec) && avail > FRAME_HEADER - dec.hdr_have)
 			avail = FRAME_HEADER - dec.hdr_have;
-		ret = frame_decoder_feed(&dec, rbuf + rpos, avail, &used);
-		rpos += used;
+		ret = frame_decoder_feed(&dec, rbuf + in.pos, avail, &used);
+		in.pos += used;
 		if (ret == -EMSGSIZE) {
 			snprintf(msg, sizeof(msg), "frame of %zu bytes exceeds the limit of %u bytes",
 				 dec.need, AGENT_MAX_FRAME);

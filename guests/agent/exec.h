@@ -3,8 +3,10 @@
 #define FORKVM_AGENT_EXEC_H
 
 #include "agent.h"
+#include "io.h"
 #include "request.h"
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -20,6 +22,20 @@ struct exec_capture {
 	uint8_t *buf;
 	size_t len, cap, max;
 	bool truncated;		/* more than max bytes arrived; the rest was discarded */
+};
+
+/*
+ * A streamed exec (request field "stream"): output leaves as event frames while the command
+ * runs instead of being captured for the reply. A UTF-8 character cut by a read is held back
+ * until its remaining bytes arrive, so text streams stay text.
+ */
+struct exec_stream {
+	int conn_fd;
+	json_t *id;		/* the request's id (borrowed), copied into every event */
+	bool force_base64;
+	uint8_t tail[2][4];	/* per stream: the start of a cut UTF-8 character */
+	size_t tail_len[2];
+	uint64_t bytes[2];	/* sent so far, per stream */
 };
 
 struct exec_result {
@@ -39,11 +55,20 @@ void exec_cloexec_from(unsigned int first);
 int exec_spawn(const struct exec_request *x, struct exec_proc *p, struct agent_err *e);
 
 /*
- * Feed stdin, capture output, enforce the timeout, and reap the child. conn_fd is watched
- * for hang-up (the process group is then killed). Always reaps p->pid and closes p's fds.
+ * Feed stdin (with stdin_open also from the client's "stdin" frames on in), capture or
+ * stream output, enforce the timeout, and reap the child. The client is watched for
+ * hang-up (the process group is then killed). Always reaps p->pid and closes p's fds.
  */
-int exec_pump(const struct exec_request *x, struct exec_proc *p, int conn_fd,
-	      struct exec_result *res, struct agent_err *e);
+int exec_pump(const struct exec_request *x, struct exec_proc *p, struct conn_in *in,
+	      struct exec_stream *st, struct exec_result *res, struct agent_err *e);
+
+/*
+ * exec_stream.c: send n bytes of stream which (0 stdout, 1 stderr) as an event frame
+ * {"event":"stdout"|"stderr","id":..,"data":..,"data_encoding":..}; at_end flushes a held-back
+ * partial character too. -errno (the client is gone) with e set.
+ */
+int exec_stream_emit(struct exec_stream *st, int which, const uint8_t *data, size_t n,
+		     bool at_end, struct agent_err *e);
 
 void exec_result_free(struct exec_result *res);
 

@@ -1,5 +1,6 @@
 /* The exec I/O loop: stdin in, bounded stdout/stderr out, timeout, hang-up, reaping. */
 #include "exec.h"
+#include "frame.h"
 #include "io.h"
 #include "log.h"
 
@@ -54,8 +55,12 @@ static int capture(struct exec_capture *c, const uint8_t *data, size_t n)
 	return 0;
 }
 
-/* Read what is available on *fd; closes it at EOF. max_reads bounds the loop. */
-static int pump_read(int *fd, struct exec_capture *c, int max_reads, struct agent_err *e)
+/*
+ * Read what is available on *fd; closes it at EOF. max_reads bounds the loop. Output goes to
+ * c, or with a stream st to the client as stream `which`.
+ */
+static int pump_read(int *fd, struct exec_capture *c, struct exec_stream *st, int which,
+		     int max_reads, struct agent_err *e)
 {
 	static uint8_t chunk[64 * 1024];
 
@@ -70,7 +75,14 @@ static int pump_read(int *fd, struct exec_capture *c, int max_reads, struct agen
 			return agent_fail(e, -errno, "read command output: %s", strerror(errno));
 		if (n == 0) {
 			close_fd(fd);
-			return 0;
+			return st ? exec_stream_emit(st, which, NULL, 0, true, e) : 0;
+		}
+		if (st) {
+			int ret = exec_stream_emit(st, which, chunk, (size_t)n, false, e);
+
+			if (ret < 0)
+				return ret;
+			continue;
 		}
 		if (capture(c, chunk, (size_t)n) < 0)
 			return agent_fail(e, -ENOMEM, "grow output buffer: %s", strerror(ENOMEM));
@@ -78,24 +90,106 @@ static int pump_read(int *fd, struct exec_capture *c, int max_reads, struct agen
 	return 0;
 }
 
-/* Write the next piece of stdin; close it when done or when the child stopped reading. */
-static int pump_write(int *fd, const struct exec_request *x, size_t *done, struct agent_err *e)
+/*
+ * The command's input: the request's "stdin", then with stdin_open the bytes of "stdin"
+ * frames as they arrive, until one says eof (or the client half-closes).
+ */
+struct stdin_feed {
+	uint8_t *buf;		/* owned: what is still to be written starts at done */
+	size_t len, done;
+	bool eof;		/* no more input will come: close the pipe once written */
+	bool closed;		/* the pipe is closed: later input is dropped */
+};
+
+/* Stop reading stdin frames while this much input waits for the command to read it. */
+#define FEED_PENDING_MAX (1u << 20)
+
+static int feed_append(struct stdin_feed *f, const uint8_t *data, size_t n, struct agent_err *e)
 {
-	while (*fd >= 0 && *done < x->stdin_len) {
-		ssize_t n = write(*fd, x->stdin_data + *done, x->stdin_len - *done);
+	uint8_t *nbuf;
+
+	if (f->done == f->len)
+		f->done = f->len = 0;
+	if (!n || f->closed)
+		return 0;
+	nbuf = realloc(f->buf, f->len + n);
+	if (!nbuf)
+		return agent_fail(e, -ENOMEM, "buffer command stdin: %s", strerror(ENOMEM));
+	memcpy(nbuf + f->len, data, n);
+	f->buf = nbuf;
+	f->len += n;
+	return 0;
+}
+
+/* Write the pending input; close the pipe once all is written and no more will come, or when
+ * the child stopped reading. */
+static int pump_write(int *fd, struct stdin_feed *f, struct agent_err *e)
+{
+	while (*fd >= 0 && f->done < f->len) {
+		ssize_t n = write(*fd, f->buf + f->done, f->len - f->done);
 
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && errno == EAGAIN)
 			return 0;
-		if (n < 0 && errno == EPIPE)
-			break; /* not reading stdin is the command's right */
+		if (n < 0 && errno == EPIPE) {
+			f->done = f->len; /* not reading stdin is the command's right */
+			f->eof = true;
+			break;
+		}
 		if (n < 0)
 			return agent_fail(e, -errno, "write command stdin: %s", strerror(errno));
-		*done += (size_t)n;
+		f->done += (size_t)n;
 	}
-	close_fd(fd);
+	if (f->eof) {
+		close_fd(fd);
+		f->closed = true;
+	}
 	return 0;
+}
+
+/*
+ * One frame from the client during an exec with stdin_open: only "stdin" frames may come.
+ * *conn_done once no more will (eof, or the client shut down its write side).
+ */
+static int read_stdin_frame(struct conn_in *in, struct stdin_feed *f, bool *conn_done,
+			    struct agent_err *e)
+{
+	struct agent_request req = { 0 };
+	uint8_t hdr[FRAME_HEADER], *payload = NULL;
+	size_t got, len;
+	int ret;
+
+	ret = conn_in_read(in, hdr, sizeof(hdr), &got);
+	if (ret == -ECONNRESET && got == 0) {
+		*conn_done = f->eof = true; /* a half-close ends the input */
+		return 0;
+	}
+	if (ret < 0)
+		return agent_fail(e, ret, "read stdin frame: %s", strerror(-ret));
+	len = frame_get_len(hdr);
+	if (len > AGENT_MAX_FRAME)
+		return agent_fail(e, -EMSGSIZE, "stdin frame of %zu bytes exceeds the limit", len);
+	payload = malloc(len + 1);
+	if (!payload)
+		return agent_fail(e, -ENOMEM, "stdin frame buffer: %s", strerror(ENOMEM));
+	ret = conn_in_read(in, payload, len, &got);
+	if (ret < 0) {
+		agent_fail(e, ret, "read stdin frame: %s", strerror(-ret));
+		goto out;
+	}
+	ret = agent_request_parse(payload, len, &req, e);
+	if (ret == 0 && req.op != OP_STDIN)
+		ret = agent_fail(e, -EPROTO, "only stdin frames may come while an exec with "
+				 "stdin_open runs, not '%s'", agent_op_name(req.op));
+	if (ret == 0)
+		ret = feed_append(f, req.stdin_frame.data, req.stdin_frame.len, e);
+	if (ret == 0 && req.stdin_frame.eof)
+		*conn_done = f->eof = true;
+out:
+	agent_request_free(&req);
+	free(payload);
+	return ret;
 }
 
 static bool reap(pid_t pid, int *status, bool block)
@@ -123,26 +217,36 @@ static int next_wait(const struct exec_request *x, const struct exec_proc *p, ui
 	return wait_ms;
 }
 
-int exec_pump(const struct exec_request *x, struct exec_proc *p, int conn_fd,
-	      struct exec_result *res, struct agent_err *e)
+int exec_pump(const struct exec_request *x, struct exec_proc *p, struct conn_in *in,
+	      struct exec_stream *st, struct exec_result *res, struct agent_err *e)
 {
 	uint64_t deadline = io_now_ms() + x->timeout_ms;
+	struct stdin_feed feed = { .eof = !x->stdin_open };
 	struct pollfd fds[SLOT_COUNT];
-	bool exited = false, kill_group = false;
-	size_t stdin_done = 0;
+	bool exited = false, kill_group = false, conn_done = !x->stdin_open;
 	int ret = 0;
 
 	res->out.max = res->err.max = x->max_output;
-	if (x->stdin_len == 0)
+	ret = feed_append(&feed, x->stdin_data, x->stdin_len, e);
+	if (ret < 0)
+		kill_group = true;
+	else if (feed.eof && feed.len == 0)
 		close_fd(&p->in_fd);
-	while (!exited) {
-		fds[SLOT_IN] = (struct pollfd){ .fd = p->in_fd, .events = POLLOUT };
+	while (ret == 0 && !exited) {
+		bool pending = feed.done < feed.len;
+
+		fds[SLOT_IN] = (struct pollfd){ .fd = pending ? p->in_fd : -1, .events = POLLOUT };
 		fds[SLOT_OUT] = (struct pollfd){ .fd = p->out_fd, .events = POLLIN };
 		fds[SLOT_ERR] = (struct pollfd){ .fd = p->err_fd, .events = POLLIN };
 		fds[SLOT_PID] = (struct pollfd){ .fd = p->pid_fd, .events = POLLIN };
-		/* Only a full hang-up: a client that half-closed may still read the reply. */
-		fds[SLOT_CONN] = (struct pollfd){ .fd = conn_fd, .events = 0 };
-		if (poll(fds, SLOT_COUNT, next_wait(x, p, deadline)) < 0 && errno != EINTR) {
+		/* Only a full hang-up: a client that half-closed may still read the reply. Input
+		 * frames are read while the command keeps up with them. */
+		bool want_in = !conn_done && feed.len - feed.done < FEED_PENDING_MAX;
+
+		fds[SLOT_CONN] = (struct pollfd){ .fd = in->fd, .events = want_in ? POLLIN : 0 };
+		/* Frames already read ahead do not make the fd readable: do not wait for them. */
+		if (poll(fds, SLOT_COUNT, want_in && conn_in_buffered(in) ? 0
+					  : next_wait(x, p, deadline)) < 0 && errno != EINTR) {
 			ret = agent_fail(e, -errno, "poll command pipes: %s", strerror(errno));
 			kill_group = true;
 			break;
@@ -152,12 +256,14 @@ int exec_pump(const struct exec_request *x, struct exec_proc *p, int conn_fd,
 			kill_group = true;
 			break;
 		}
-		if (fds[SLOT_IN].revents)
-			ret = pump_write(&p->in_fd, x, &stdin_done, e);
+		if (want_in && ((fds[SLOT_CONN].revents & POLLIN) || conn_in_buffered(in)))
+			ret = read_stdin_frame(in, &feed, &conn_done, e);
+		if (ret == 0 && (fds[SLOT_IN].revents || (feed.eof && !pending)))
+			ret = pump_write(&p->in_fd, &feed, e);
 		if (ret == 0 && fds[SLOT_OUT].revents)
-			ret = pump_read(&p->out_fd, &res->out, 4, e);
+			ret = pump_read(&p->out_fd, &res->out, st, 0, 4, e);
 		if (ret == 0 && fds[SLOT_ERR].revents)
-			ret = pump_read(&p->err_fd, &res->err, 4, e);
+			ret = pump_read(&p->err_fd, &res->err, st, 1, 4, e);
 		if (ret < 0) {
 			kill_group = true;
 			break;
@@ -175,13 +281,17 @@ int exec_pump(const struct exec_request *x, struct exec_proc *p, int conn_fd,
 		reap(p->pid, &res->status, true);
 	/* Output written before the exit is already in the pipes; collect it. */
 	if (ret == 0)
-		ret = pump_read(&p->out_fd, &res->out, PUMP_DRAIN_READS, e);
+		ret = pump_read(&p->out_fd, &res->out, st, 0, PUMP_DRAIN_READS, e);
 	if (ret == 0)
-		ret = pump_read(&p->err_fd, &res->err, PUMP_DRAIN_READS, e);
+		ret = pump_read(&p->err_fd, &res->err, st, 1, PUMP_DRAIN_READS, e);
+	/* A stream cut by the drain bound still sends its held-back bytes. */
+	for (int i = 0; st && ret == 0 && i < 2; i++)
+		ret = exec_stream_emit(st, i, NULL, 0, true, e);
 	close_fd(&p->in_fd);
 	close_fd(&p->out_fd);
 	close_fd(&p->err_fd);
 	close_fd(&p->pid_fd);
+	free(feed.buf);
 	return ret;
 }
 

@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -48,4 +49,31 @@ uint64_t io_now_ms(void)
 	/* CLOCK_MONOTONIC cannot fail with a valid clock id; set_clock must not skew it. */
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+int conn_in_read(struct conn_in *in, void *out, size_t len, size_t *got)
+{
+	uint8_t *dst = out;
+
+	*got = 0;
+	while (*got < len) {
+		if (in->pos < in->len) {
+			size_t n = in->len - in->pos < len - *got ? in->len - in->pos : len - *got;
+
+			memcpy(dst + *got, in->buf + in->pos, n);
+			in->pos += n;
+			*got += n;
+			continue;
+		}
+		ssize_t n = read(in->fd, dst + *got, len - *got);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -ECONNRESET;
+		*got += (size_t)n;
+	}
+	return 0;
 }

@@ -3,6 +3,7 @@
 #define FORKVM_AGENT_OPS_H
 
 #include "agent.h"
+#include "io.h"
 #include "request.h"
 
 #include <jansson.h>
@@ -10,12 +11,14 @@
 
 struct op_ctx {
 	int conn_fd;		/* the client, watched for hang-up during exec */
+	struct conn_in *in;	/* its input, read ahead (an exec's stdin frames come from here) */
 	const struct agent_config *cfg;
 	uint64_t agent_start_ms;
 };
 
 int op_ping(const struct op_ctx *ctx, json_t *reply, struct agent_err *e);
-int op_exec(const struct op_ctx *ctx, const struct exec_request *x, json_t *reply,
+/* exec; with x->stream its output goes out as event frames carrying id (docs/AGENT.md). */
+int op_exec(const struct op_ctx *ctx, const struct exec_request *x, json_t *id, json_t *reply,
 	    struct agent_err *e);
 int op_write_file(const struct write_file_request *w, json_t *reply, struct agent_err *e);
 int op_read_file(const struct read_file_request *r, json_t *reply, struct agent_err *e);

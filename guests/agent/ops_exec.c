@@ -39,9 +39,11 @@ static int set_output(json_t *reply, const char *key, const struct exec_capture 
 	return ret;
 }
 
-int op_exec(const struct op_ctx *ctx, const struct exec_request *x, json_t *reply,
+int op_exec(const struct op_ctx *ctx, const struct exec_request *x, json_t *id, json_t *reply,
 	    struct agent_err *e)
 {
+	struct exec_stream stream = { .conn_fd = ctx->conn_fd, .id = id,
+				      .force_base64 = x->force_base64 };
 	struct exec_result res = { 0 };
 	uint64_t start = io_now_ms();
 	struct exec_proc proc;
@@ -51,14 +53,24 @@ int op_exec(const struct op_ctx *ctx, const struct exec_request *x, json_t *repl
 	if (ret < 0)
 		return ret;
 	log_debug("exec %s: pid %d", x->argv[0], (int)proc.pid);
-	ret = exec_pump(x, &proc, ctx->conn_fd, &res, e);
+	ret = exec_pump(x, &proc, ctx->in, x->stream ? &stream : NULL, &res, e);
 	if (ret < 0)
 		goto out;
 	ret = set_outcome(reply, &res, io_now_ms() - start);
+	if (ret == 0 && x->stream) {
+		/* The output went out as events; the reply counts it. */
+		ret = reply_set(reply, "streamed", json_true());
+		if (ret == 0)
+			ret = reply_set(reply, "stdout_bytes", json_integer((json_int_t)stream.bytes[0]));
+		if (ret == 0)
+			ret = reply_set(reply, "stderr_bytes", json_integer((json_int_t)stream.bytes[1]));
+		goto built;
+	}
 	if (ret == 0)
 		ret = set_output(reply, "stdout", &res.out, x->force_base64);
 	if (ret == 0)
 		ret = set_output(reply, "stderr", &res.err, x->force_base64);
+built:
 	if (ret < 0)
 		agent_fail(e, ret, "build exec reply: %s", strerror(-ret));
 out:

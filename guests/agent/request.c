@@ -18,6 +18,7 @@ static const char *const op_names[] = {
 	[OP_EVAL_CLOSE] = "eval_close",
 	[OP_PUT_TREE] = "put_tree",
 	[OP_GET_TREE] = "get_tree",
+	[OP_STDIN] = "stdin",
 };
 
 const char *agent_op_name(enum agent_op op)
@@ -220,6 +221,10 @@ static int parse_body(struct agent_request *req, struct agent_err *e)
 		return req_parse_put_tree(req->root, &req->put_tree, e);
 	case OP_GET_TREE:
 		return req_parse_get_tree(req->root, &req->get_tree, e);
+	case OP_STDIN:
+		ret = req_base64(req->root, "data", false, AGENT_MAX_FRAME, &req->stdin_frame.data,
+				 &req->stdin_frame.len, e);
+		return ret ? ret : req_bool(req->root, "eof", false, &req->stdin_frame.eof, e);
 	}
 	return agent_fail(e, -EINVAL, "unknown op");
 }
@@ -309,6 +314,9 @@ void agent_request_free(struct agent_request *req)
 		break;
 	case OP_PUT_TREE:
 		free(req->put_tree.data);
+		break;
+	case OP_STDIN:
+		free(req->stdin_frame.data);
 		break;
 	default:
 		break;

@@ -20,6 +20,7 @@ enum agent_op {
 	OP_EVAL_CLOSE,
 	OP_PUT_TREE,
 	OP_GET_TREE,
+	OP_STDIN,		/* input for the running exec with stdin_open; never answered */
 };
 
 struct exec_request {
@@ -32,6 +33,15 @@ struct exec_request {
 	uint64_t timeout_ms;	/* 0: no timeout */
 	size_t max_output;	/* per stream */
 	bool force_base64;	/* output_encoding "base64" */
+	bool stream;		/* output as event frames while it runs, not in the reply */
+	bool stdin_open;	/* stdin stays open for "stdin" frames until one has eof */
+};
+
+/* One "stdin" frame: bytes for the running command, and/or the end of its input. */
+struct stdin_request {
+	uint8_t *data;		/* owned; NULL with len 0 for none */
+	size_t len;
+	bool eof;
 };
 
 struct write_file_request {
@@ -88,6 +98,7 @@ struct agent_request {
 		struct eval_request eval;
 		struct put_tree_request put_tree;
 		struct get_tree_request get_tree;
+		struct stdin_request stdin_frame;
 	};
 };
 

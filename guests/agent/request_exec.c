@@ -151,6 +151,10 @@ int req_parse_exec(json_t *root, struct exec_request *x, struct agent_err *e)
 		ret = parse_stdin(root, x, e);
 	if (ret == 0)
 		ret = req_limits(root, &x->timeout_ms, &x->max_output, &x->force_base64, e);
+	if (ret == 0)
+		ret = req_bool(root, "stream", false, &x->stream, e);
+	if (ret == 0)
+		ret = req_bool(root, "stdin_open", false, &x->stdin_open, e);
 	return ret;
 }
 

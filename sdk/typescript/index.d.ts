@@ -36,6 +36,8 @@ export interface RequestOptions {
 export declare class Client {
   constructor(opts?: ClientOptions);
   request(method: string, path: string, opts?: RequestOptions): Promise<any>;
+  /** An NDJSON answer (a streamed exec), one decoded line at a time as it arrives. */
+  stream(method: string, path: string, opts?: { body?: unknown }): AsyncGenerator<any, void, undefined>;
   healthz(): Promise<{ ok: boolean }>;
   metrics(): Promise<string>;
   images(): Promise<ImageInfo[]>;
@@ -100,7 +102,16 @@ export interface ExecOptions {
   env?: Record<string, string>;
   cwd?: string;
   stdin?: Buffer | Uint8Array | string;
+  /** Stream: called with the command's stdout text as it is produced. */
+  onStdout?: (text: string) => void;
+  /** Stream: called with the command's stderr text as it is produced. */
+  onStderr?: (text: string) => void;
 }
+
+/** One item of a streamed exec: output as produced, then how the command ended. */
+export type ExecEvent =
+  | { type: "stdout" | "stderr"; data: Buffer }
+  | { type: "exit"; result: ExecResult };
 
 export interface CreateOptions {
   guest?: "probe" | "linux";
@@ -143,6 +154,8 @@ export declare class Sandbox {
   static list(opts?: { state?: SandboxState; parent?: string; metadata?: Record<string, unknown>; client?: Client }): Promise<Sandbox[]>;
   refresh(): Promise<SandboxInfo>;
   exec(cmd: string | string[], opts?: ExecOptions): Promise<ExecResult>;
+  /** Output as the command produces it; leaving the loop early ends the command. */
+  execStream(cmd: string | string[], opts?: Omit<ExecOptions, "onStdout" | "onStderr">): AsyncGenerator<ExecEvent, void, undefined>;
   eval(code: string, opts?: { context?: string; timeoutMs?: number }): Promise<EvalResult>;
   branch(opts?: BranchOptions): Promise<Sandbox[]>;
   fork(opts?: BranchOptions): Promise<Sandbox[]>;

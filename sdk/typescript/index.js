@@ -27,6 +27,21 @@ export class Unavailable extends ForkvmError {}
 const BY_STATUS = { 400: BadRequest, 401: Unauthorized, 404: NotFound, 405: NotFound,
   409: Conflict, 413: TooLarge, 422: GuestError };
 
+function errorFor(status, code, message) {
+  const Cls = BY_STATUS[status] ?? (status >= 500 ? Unavailable : ForkvmError);
+  return new Cls(status, code, message);
+}
+
+/** A response's whole body. */
+function collect(res, where) {
+  return new Promise((resolve, reject) => {
+    const chunks = [];
+    res.on("data", (c) => chunks.push(c));
+    res.on("end", () => resolve(Buffer.concat(chunks)));
+    res.on("error", (e) => reject(new Unavailable(null, "unreachable", `forkvm daemon at ${where}: ${e.message}`)));
+  });
+}
+
 export class Client {
   constructor(opts = {}) {
     this.url = opts.url ?? process.env.FORKVM_DAEMON_URL;
@@ -36,7 +51,39 @@ export class Client {
   }
 
   /** The decoded JSON answer, or a Buffer for non-JSON answers; rejects with a ForkvmError. */
-  request(method, path, { body, raw, query } = {}) {
+  async request(method, path, { body, raw, query } = {}) {
+    const res = await this.#open(method, path, { body, raw, query });
+    const payload = await collect(res, this.#where());
+    const ctype = res.headers["content-type"] ?? "";
+    return ctype.startsWith("application/json") ? JSON.parse(payload.toString("utf8")) : payload;
+  }
+
+  /** An NDJSON answer (a streamed exec), one decoded line at a time as it arrives. Leaving
+   * the loop early closes the connection. */
+  async *stream(method, path, { body } = {}) {
+    const res = await this.#open(method, path, { body });
+    let pending = "";
+    try {
+      for await (const chunk of res) {
+        pending += chunk.toString("utf8");
+        let nl;
+        while ((nl = pending.indexOf("\n")) >= 0) {
+          const line = pending.slice(0, nl);
+          pending = pending.slice(nl + 1);
+          if (line.trim()) yield JSON.parse(line);
+        }
+      }
+    } catch (e) {
+      throw new Unavailable(null, "unreachable", `forkvm daemon at ${this.#where()}: ${e.message}`);
+    } finally {
+      res.destroy();
+    }
+  }
+
+  #where() { return this.url ?? this.socketPath; }
+
+  /** Send a request; resolves with the response once its status is not an error. */
+  #open(method, path, { body, raw, query } = {}) {
     if (query) {
       const q = new URLSearchParams();
       for (const [k, v] of Object.entries(query)) if (v !== undefined && v !== null) q.set(k, String(v));
@@ -63,30 +110,23 @@ export class Client {
     } else {
       opts = { socketPath: this.socketPath };
     }
-    const where = this.url ?? this.socketPath;
+    const where = this.#where();
     return new Promise((resolve, reject) => {
       const req = mod.request({ ...opts, method, path, headers, timeout: this.timeoutMs }, (res) => {
-        const chunks = [];
-        res.on("data", (c) => chunks.push(c));
-        res.on("end", () => {
-          const payload = Buffer.concat(chunks);
-          const ctype = res.headers["content-type"] ?? "";
-          if (res.statusCode >= 400) {
-            let code = null;
-            let message = payload.toString("utf8").slice(0, 500);
-            try {
-              const err = JSON.parse(payload.toString("utf8")).error;
-              code = err.code ?? null;
-              message = err.message ?? "";
-            } catch { /* not our JSON: keep the text */ }
-            const Cls = BY_STATUS[res.statusCode] ?? (res.statusCode >= 500 ? Unavailable : ForkvmError);
-            reject(new Cls(res.statusCode, code, message));
-          } else if (ctype.startsWith("application/json")) {
-            resolve(JSON.parse(payload.toString("utf8")));
-          } else {
-            resolve(payload);
-          }
-        });
+        if (res.statusCode < 400) {
+          resolve(res);
+          return;
+        }
+        collect(res, where).then((payload) => {
+          let code = null;
+          let message = payload.toString("utf8").slice(0, 500);
+          try {
+            const err = JSON.parse(payload.toString("utf8")).error;
+            code = err.code ?? null;
+            message = err.message ?? "";
+          } catch { /* not our JSON: keep the text */ }
+          reject(errorFor(res.statusCode, code, message));
+        }, reject);
       });
       req.on("timeout", () => req.destroy(new Error(`no answer within ${this.timeoutMs} ms`)));
       req.on("error", (e) => reject(new Unavailable(null, "unreachable", `forkvm daemon at ${where}: ${e.message}`)));
@@ -110,6 +150,18 @@ export class Client {
   deleteImage(kind, { force = false } = {}) {
     return this.request("DELETE", `/v1/images/${kind}`, { query: { force: force ? "true" : undefined } });
   }
+}
+
+function execBody(cmd, { timeoutMs, env, cwd, stdin } = {}) {
+  const body = { argv: typeof cmd === "string" ? ["sh", "-c", cmd] : [...cmd] };
+  if (timeoutMs !== undefined) body.timeout_ms = timeoutMs;
+  if (env) body.env = env;
+  if (cwd) body.cwd = cwd;
+  if (stdin !== undefined) {
+    body.stdin = Buffer.from(stdin).toString("base64");
+    body.stdin_base64 = true;
+  }
+  return body;
 }
 
 function stream(reply, name) {
@@ -196,16 +248,48 @@ export class Sandbox {
     return this.info;
   }
 
-  async exec(cmd, { timeoutMs, env, cwd, stdin } = {}) {
-    const body = { argv: typeof cmd === "string" ? ["sh", "-c", cmd] : [...cmd] };
-    if (timeoutMs !== undefined) body.timeout_ms = timeoutMs;
-    if (env) body.env = env;
-    if (cwd) body.cwd = cwd;
-    if (stdin !== undefined) {
-      body.stdin = Buffer.from(stdin).toString("base64");
-      body.stdin_base64 = true;
+  /** Run a command; with onStdout / onStderr its output is streamed to them as text while it
+   * runs (the result still holds all of it). */
+  async exec(cmd, { timeoutMs, env, cwd, stdin, onStdout, onStderr } = {}) {
+    if (onStdout || onStderr) {
+      const calls = { stdout: onStdout, stderr: onStderr };
+      const decoders = { stdout: new TextDecoder(), stderr: new TextDecoder() };
+      const chunks = { stdout: [], stderr: [] };
+      for await (const ev of this.execStream(cmd, { timeoutMs, env, cwd, stdin })) {
+        if (ev.type === "exit") {
+          for (const name of ["stdout", "stderr"]) {
+            const tail = decoders[name].decode();
+            if (calls[name] && tail) calls[name](tail);
+          }
+          ev.result.stdout = Buffer.concat(chunks.stdout);
+          ev.result.stderr = Buffer.concat(chunks.stderr);
+          return ev.result;
+        }
+        chunks[ev.type].push(ev.data);
+        const text = decoders[ev.type].decode(ev.data, { stream: true });
+        if (calls[ev.type] && text) calls[ev.type](text);
+      }
+      throw new Unavailable(null, "stream_cut", `exec in ${this.id}: the stream ended early`);
     }
+    const body = execBody(cmd, { timeoutMs, env, cwd, stdin });
     return new ExecResult(await this.client.request("POST", `/v1/sandboxes/${this.id}/exec`, { body }));
+  }
+
+  /** Run a command and yield its output as produced: {type: "stdout"|"stderr", data: Buffer},
+   * then {type: "exit", result: ExecResult}. Leaving the loop early ends the command. */
+  async *execStream(cmd, opts = {}) {
+    const body = { ...execBody(cmd, opts), stream: true };
+    for await (const line of this.client.stream("POST", `/v1/sandboxes/${this.id}/exec`, { body })) {
+      if (line.type === "stdout" || line.type === "stderr") {
+        yield { type: line.type, data: Buffer.from(line.data ?? "", line.encoding === "base64" ? "base64" : "utf8") };
+      } else if (line.type === "exit") {
+        yield { type: "exit", result: new ExecResult(line) };
+        return;
+      } else if (line.type === "error") {
+        const err = line.error ?? {};
+        throw errorFor(err.code === "guest_error" ? 422 : 502, err.code ?? null, err.message ?? "");
+      }
+    }
   }
 
   /** Python code in the guest's warm interpreter; its state stays, and children inherit it. */

@@ -180,31 +180,16 @@ static int io_error(char *err, size_t errlen, const char *op, int ret, const cha
 	return errmsg(err, errlen, ret, "%s: %s: %s", op, stage, strerror(-ret));
 }
 
-int agent_request(int fd, json_t *req, json_t **out, uint64_t deadline_ns, int cancel_fd,
-		  char *err, size_t errlen)
+/* Read one frame and parse it as a JSON object into *out. */
+static int recv_frame(int fd, const char *op, json_t **out, uint64_t deadline_ns, int cancel_fd,
+		      char *err, size_t errlen)
 {
-	const char *op = json_string_value(json_object_get(req, "op"));
-	char *text = json_dumps(req, JSON_COMPACT), *body = NULL;
-	json_t *reply = NULL;
+	char *body = NULL;
 	uint32_t len, be;
 	size_t got = 0;
 	int ret;
 
-	if (!op)
-		op = "request";
-	if (!text) {
-		ret = errmsg(err, errlen, -ENOMEM, "%s: encoding the request: %s", op, strerror(ENOMEM));
-		goto out;
-	}
-	len = (uint32_t)strlen(text);
-	be = htonl(len);
-	ret = write_all(fd, &be, 4, deadline_ns, cancel_fd);
-	if (!ret)
-		ret = write_all(fd, text, len, deadline_ns, cancel_fd);
-	if (ret) {
-		ret = io_error(err, errlen, op, ret, "request sent", 0, 0);
-		goto out;
-	}
+	*out = NULL;
 	ret = read_full(fd, &be, 4, &got, deadline_ns, cancel_fd);
 	if (ret) {
 		/* The header is the reply's first bytes: closed before it = before the reply. */
@@ -230,12 +215,60 @@ int agent_request(int fd, json_t *req, json_t **out, uint64_t deadline_ns, int c
 		goto out;
 	}
 	body[len] = '\0';
-	reply = json_loadb(body, len, 0, NULL);
-	if (!json_is_object(reply)) {
+	*out = json_loadb(body, len, 0, NULL);
+	if (!json_is_object(*out)) {
+		json_decref(*out);
+		*out = NULL;
 		ret = errmsg(err, errlen, -EPROTO, "%s: the reply is not a JSON object: '%.120s'", op,
 			     body);
+	}
+out:
+	free(body);
+	return ret;
+}
+
+int agent_request_stream(int fd, json_t *req, agent_event_fn on_event, void *arg, json_t **out,
+			 uint64_t deadline_ns, int cancel_fd, char *err, size_t errlen)
+{
+	const char *op = json_string_value(json_object_get(req, "op"));
+	char *text = json_dumps(req, JSON_COMPACT);
+	json_t *reply = NULL;
+	uint32_t len, be;
+	int ret;
+
+	if (!op)
+		op = "request";
+	if (!text) {
+		ret = errmsg(err, errlen, -ENOMEM, "%s: encoding the request: %s", op, strerror(ENOMEM));
 		goto out;
 	}
+	len = (uint32_t)strlen(text);
+	be = htonl(len);
+	ret = write_all(fd, &be, 4, deadline_ns, cancel_fd);
+	if (!ret)
+		ret = write_all(fd, text, len, deadline_ns, cancel_fd);
+	if (ret) {
+		ret = io_error(err, errlen, op, ret, "request sent", 0, 0);
+		goto out;
+	}
+	/* Event frames (a streamed exec's output) come before the one reply. */
+	for (;;) {
+		ret = recv_frame(fd, op, &reply, deadline_ns, cancel_fd, err, errlen);
+		if (ret || !json_object_get(reply, "event"))
+			break;
+		if (!on_event) {
+			ret = errmsg(err, errlen, -EPROTO, "%s: an event frame where a reply belongs",
+				     op);
+			goto out;
+		}
+		ret = on_event(arg, reply, err, errlen);
+		json_decref(reply);
+		reply = NULL;
+		if (ret)
+			goto out;
+	}
+	if (ret)
+		goto out;
 	if (!json_is_true(json_object_get(reply, "ok"))) {
 		const char *msg = json_string_value(json_object_get(reply, "error"));
 		ret = errmsg(err, errlen, -EREMOTEIO, "agent refused %s: %s", op,
@@ -248,7 +281,12 @@ int agent_request(int fd, json_t *req, json_t **out, uint64_t deadline_ns, int c
 	}
 out:
 	json_decref(reply);
-	free(body);
 	free(text);
 	return ret;
+}
+
+int agent_request(int fd, json_t *req, json_t **out, uint64_t deadline_ns, int cancel_fd,
+		  char *err, size_t errlen)
+{
+	return agent_request_stream(fd, req, NULL, NULL, out, deadline_ns, cancel_fd, err, errlen);
 }

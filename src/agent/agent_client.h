@@ -46,6 +46,17 @@ int agent_connect(const char *vsock_socket, int port, uint64_t deadline_ns, int 
 int agent_request(int fd, json_t *req, json_t **reply, uint64_t deadline_ns, int cancel_fd,
 		  char *err, size_t errlen);
 
+/*
+ * A frame with an "event" field that came before the reply (a streamed exec's output,
+ * docs/AGENT.md). Borrowed: valid during the call. Nonzero (-errno with err set) stops the
+ * request with that error.
+ */
+typedef int (*agent_event_fn)(void *arg, json_t *event, char *err, size_t errlen);
+
+/* agent_request, passing every event frame before the reply to on_event. */
+int agent_request_stream(int fd, json_t *req, agent_event_fn on_event, void *arg, json_t **reply,
+			 uint64_t deadline_ns, int cancel_fd, char *err, size_t errlen);
+
 /* ---- Typed requests (agent_calls.c), each one agent_request on a connected fd. ---- */
 
 /* The agent's bounds for one put_tree/get_tree archive (docs/AGENT.md). */

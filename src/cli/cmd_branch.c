@@ -1,4 +1,7 @@
-/* forkvm branch VM: make N children of a running VM (full, diff, live or cow). */
+/*
+ * forkvm branch VM: make N children of a running VM (full, diff, live or cow); a daemon
+ * sandbox branches through the daemon, which records the children as its sandboxes.
+ */
 #include <getopt.h>
 #include <stdbool.h>
 #include <limits.h>
@@ -7,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cli/cli_daemon.h"
 #include "cli/cli_vm.h"
 #include "cli/commands.h"
 
@@ -26,7 +30,10 @@ static const char usage[] =
 	"                   then get as long again for the agent fix-up\n"
 	"  --no-agent-sync  Linux guests: skip the fix-up (new entropy and the host's clock\n"
 	"                   through the guest agent; docs/BRANCH.md)\n"
-	"Prints the result as JSON: children (name, pid, socket) and the timings.\n";
+	"Prints the result as JSON: children (name, pid, socket) and the timings.\n"
+	"A daemon sandbox (VM is an sb-... id) branches through the daemon: its children are\n"
+	"daemon sandboxes (name and id: their ids), full/diff/live images are the daemon's;\n"
+	"--strategy and --count (at most 100) only.\n";
 
 static const struct option options[] = {
 	{ "strategy", required_argument, NULL, 's' }, { "count", required_argument, NULL, 'n' },
@@ -36,12 +43,60 @@ static const struct option options[] = {
 	{ NULL, 0, NULL, 0 },
 };
 
+/* The daemon's branch of sandbox id; prints its children as the direct path does. */
+static int daemon_branch(const char *id, const char *strategy, unsigned long long count)
+{
+	char path[128], err[1024];
+	json_t *body, *reply = NULL, *out = NULL, *kids, *kid;
+	size_t i;
+	int ret = CLI_EXIT_FAIL;
+
+	body = json_pack("{s:I,s:s}", "count", (json_int_t)count, "strategy", strategy);
+	if (!body || cli_daemon_sandbox_path(id, "/branch", path, sizeof(path)) < 0) {
+		fprintf(stderr, "forkvm branch: %s: cannot build the daemon request\n", id);
+		goto out;
+	}
+	if (cli_daemon_call("POST", path, body, &reply, err, sizeof(err)) < 0) {
+		fprintf(stderr, "forkvm branch: %s\n", err);
+		goto out;
+	}
+	kids = json_array();
+	json_array_foreach(json_object_get(reply, "children"), i, kid) {
+		json_t *c = json_pack("{s:O?,s:O?,s:O?,s:O?}", "name", json_object_get(kid, "id"),
+				      "id", json_object_get(kid, "id"), "pid",
+				      json_object_get(kid, "pid"), "socket",
+				      json_object_get(kid, "socket"));
+		if (!c || json_array_append_new(kids, c) < 0)
+			break;
+	}
+	/* "o" takes kids whatever happens; out is NULL if anything above failed. */
+	if (kids && i == json_array_size(json_object_get(reply, "children")))
+		out = json_pack("{s:b,s:o,s:O?,s:s}", "ok", 1, "children", kids, "pause_us",
+				json_object_get(reply, "pause_us"), "strategy", strategy);
+	else
+		json_decref(kids);
+	if (!out) {
+		fprintf(stderr, "forkvm branch: %s: out of memory printing the answer\n", id);
+		goto out;
+	}
+	json_dumpf(out, stdout, JSON_COMPACT);
+	fputc('\n', stdout);
+	ret = CLI_EXIT_OK;
+out:
+	json_decref(out);
+	json_decref(reply);
+	json_decref(body);
+	return ret;
+}
+
 static int run(int argc, char **argv)
 {
 	const char *strategy = "cow", *prefix = NULL, *dir = NULL, *run_dir;
 	unsigned long long count = 1, timeout = 120000;
-	char absdir[PATH_MAX], defprefix[64];
-	bool paused = false, hashes = false, no_agent_sync = false;
+	char absdir[PATH_MAX], defprefix[64], err[1024];
+	bool paused = false, hashes = false, no_agent_sync = false, via_daemon;
+	/* an option the daemon has no counterpart for, and why */
+	const char *direct_only = NULL, *direct_why = NULL;
 	json_t *req;
 	int opt, ret;
 
@@ -54,14 +109,36 @@ static int run(int argc, char **argv)
 			if (cli_parse_u64(optarg, &count) || count < 1 || count > 1000)
 				return cli_usage_error(&cli_cmd_branch, "--count '%s': need 1-1000", optarg);
 			break;
-		case 'p': prefix = optarg; break;
-		case 'd': dir = optarg; break;
-		case 'P': paused = true; break;
-		case 'H': hashes = true; break;
-		case 'A': no_agent_sync = true; break;
+		case 'p':
+			prefix = optarg;
+			direct_only = "--name";
+			direct_why = "the daemon names the children: their ids";
+			break;
+		case 'd':
+			dir = optarg;
+			direct_only = "--dir";
+			direct_why = "the daemon keeps branch images in its state directory";
+			break;
+		case 'P':
+			paused = true;
+			direct_only = "--paused";
+			direct_why = "the daemon's children start running";
+			break;
+		case 'H':
+			hashes = true;
+			direct_only = "--record-hashes";
+			direct_why = "a test mode of the direct path";
+			break;
+		case 'A':
+			no_agent_sync = true;
+			direct_only = "--no-agent-sync";
+			direct_why = "the daemon always fixes up Linux children";
+			break;
 		case 't':
 			if (cli_parse_u64(optarg, &timeout) || timeout < 1 || timeout > 3600000)
 				return cli_usage_error(&cli_cmd_branch, "--timeout '%s' out of range", optarg);
+			direct_only = "--timeout";
+			direct_why = "the daemon bounds the branch itself";
 			break;
 		default:
 			return cli_usage_error(&cli_cmd_branch, "unknown option '%s'", argv[optind - 1]);
@@ -73,6 +150,14 @@ static int run(int argc, char **argv)
 	    strcmp(strategy, "cow"))
 		return cli_usage_error(&cli_cmd_branch, "--strategy '%s': full, diff, live or cow",
 				       strategy);
+	if (cli_daemon_sandbox(argv[optind], &via_daemon, err, sizeof(err)) < 0) {
+		fprintf(stderr, "forkvm branch: %s\n", err);
+		return CLI_EXIT_FAIL;
+	}
+	if (via_daemon && direct_only)
+		return cli_daemon_refuse("branch", direct_only, direct_why);
+	if (via_daemon)
+		return daemon_branch(argv[optind], strategy, count);
 	if (strcmp(strategy, "cow") && !dir)
 		return cli_usage_error(&cli_cmd_branch, "--strategy %s needs --dir", strategy);
 	if (dir) {

@@ -1,7 +1,11 @@
-/* forkvm cp: files and directory trees into and out of a Linux guest, as ustar archives. */
+/*
+ * forkvm cp: files and directory trees into and out of a Linux guest, as ustar archives; for
+ * a daemon sandbox, single files through the daemon's files route.
+ */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,14 +13,19 @@
 #include <unistd.h>
 
 #include "agent/agent_client.h"
+#include "cli/cli_daemon.h"
 #include "cli/cli_vm.h"
 #include "cli/commands.h"
+#include "util/fdio.h"
+#include "util/fileio.h"
 #include "util/tartree.h"
 #include "util/ustar.h"
 #include "util/clock.h"
 
 /* Each request may take a while for an 11 MiB archive on a slow guest. */
 #define CP_DEADLINE_MS 120000
+/* The daemon's bound on a file it moves (docs/DAEMON.md, the files routes). */
+#define CP_DAEMON_FILE_MAX (8u << 20)
 
 static const char usage[] =
 	"forkvm cp [options] SRC DST\n"
@@ -30,7 +39,9 @@ static const char usage[] =
 	"  cp DIR VM:PATH        DIR's contents into the directory PATH (created if missing)\n"
 	"Symlinks are copied as symlinks and never followed where they land; modes are kept\n"
 	"(without set-uid/set-gid), owners are not. At most 11 MiB of archive and 16384 entries\n"
-	"a copy.\n";
+	"a copy.\n"
+	"A daemon sandbox (VM is an sb-... id) copies through the daemon: single files of at\n"
+	"most 8 MiB, an absolute guest PATH, no --vsock or --port; the mode is not kept.\n";
 
 static const struct option options[] = {
 	{ "vsock", required_argument, NULL, 'v' },
@@ -45,6 +56,7 @@ struct cp_opts {
 	const char *remote;	/* the guest path */
 	const char *local;
 	bool to_guest;
+	const char *direct_only;	/* an option the daemon has no counterpart for */
 };
 
 static const struct tartree_limits limits = { AGENT_TREE_MAX_BYTES, AGENT_TREE_MAX_ENTRIES };
@@ -80,10 +92,14 @@ static int parse(int argc, char **argv, struct cp_opts *o)
 	opterr = 0;
 	while ((opt = getopt_long(argc, argv, "+", options, NULL)) != -1) {
 		switch (opt) {
-		case 'v': snprintf(o->vsock, sizeof(o->vsock), "%s", optarg); break;
+		case 'v':
+			snprintf(o->vsock, sizeof(o->vsock), "%s", optarg);
+			o->direct_only = "--vsock";
+			break;
 		case 'p':
 			if (cli_parse_u64(optarg, &o->port) || o->port > 0xffffffffULL)
 				return -1;
+			o->direct_only = "--port";
 			break;
 		default: return -1;
 		}
@@ -345,14 +361,126 @@ static int copy_to_guest(int fd, const struct cp_opts *o)
 	return ret;
 }
 
+/* ------------------------------------------------------------------ through the daemon */
+
+/* "/v1/sandboxes/ID/files?path=GUEST" with the guest path escaped; -errno with a message. */
+static int files_route(const char *id, const char *guest, char *out, size_t len)
+{
+	char prefix[128], err[512];
+	char *esc = cli_daemon_escape(guest, err, sizeof(err));
+	int ret = 0;
+
+	if (!esc) {
+		fprintf(stderr, "forkvm cp: %s\n", err);
+		return -ENOMEM;
+	}
+	if (cli_daemon_sandbox_path(id, "/files?path=", prefix, sizeof(prefix)) < 0 ||
+	    snprintf(out, len, "%s%s", prefix, esc) >= (int)len) {
+		fprintf(stderr, "forkvm cp: the guest path %s is too long\n", guest);
+		ret = -ENAMETOOLONG;
+	}
+	free(esc);
+	return ret;
+}
+
+/* PATH, or PATH/NAME when PATH is a directory (ends in '/', or is one locally); -ENAMETOOLONG. */
+static int into_dir(const char *path, bool is_dir, const char *from, char *out, size_t len)
+{
+	char leaf[1024];
+	size_t n = strlen(path);
+
+	if (!is_dir)
+		return snprintf(out, len, "%s", path) >= (int)len ? -ENAMETOOLONG : 0;
+	tartree_base_name(from, leaf, sizeof(leaf));
+	return snprintf(out, len, "%s%s%s", path, n && path[n - 1] == '/' ? "" : "/", leaf) >=
+			       (int)len ? -ENAMETOOLONG : 0;
+}
+
+/* One local file (not a directory: run refuses those) to the guest: PUT .../files?path=. */
+static int daemon_put(const struct cp_opts *o)
+{
+	char guest[4096], route[16384], err[1024];
+	uint8_t *data = NULL, *answer = NULL;
+	size_t len = 0, answer_len = 0;
+	int ret;
+
+	if (into_dir(o->remote, o->remote[strlen(o->remote) - 1] == '/', o->local, guest,
+		     sizeof(guest)) < 0) {
+		fprintf(stderr, "forkvm cp: the guest path %s is too long\n", o->remote);
+		return -ENAMETOOLONG;
+	}
+	ret = files_route(o->vm, guest, route, sizeof(route));
+	if (ret < 0)
+		return ret;
+	ret = file_read(o->local, CP_DAEMON_FILE_MAX, 0, &data, &len, err, sizeof(err));
+	if (ret == -EFBIG)
+		fprintf(stderr, "forkvm cp: %s is larger than the daemon takes (8 MiB)\n", o->local);
+	else if (ret < 0)
+		fprintf(stderr, "forkvm cp: %s\n", err);
+	else if ((ret = cli_daemon_call_raw("PUT", route, data, len, &answer, &answer_len, err,
+					     sizeof(err))) < 0)
+		fprintf(stderr, "forkvm cp: %s\n", err);
+	free(answer);
+	free(data);
+	return ret;
+}
+
+/* One guest file to a local path: GET .../files?path=. */
+static int daemon_get(const struct cp_opts *o)
+{
+	char local[PATH_MAX], route[16384], err[1024];
+	uint8_t *data = NULL;
+	struct stat sb;
+	size_t len = 0;
+	int fd = -1, ret;
+
+	bool is_dir = stat(o->local, &sb) == 0 && S_ISDIR(sb.st_mode);
+
+	if (into_dir(o->local, is_dir, o->remote, local, sizeof(local)) < 0) {
+		fprintf(stderr, "forkvm cp: the local path %s is too long\n", o->local);
+		return -ENAMETOOLONG;
+	}
+	ret = files_route(o->vm, o->remote, route, sizeof(route));
+	if (ret < 0)
+		return ret;
+	ret = cli_daemon_call_raw("GET", route, NULL, 0, &data, &len, err, sizeof(err));
+	if (ret < 0) {
+		fprintf(stderr, "forkvm cp: %s\n", err);
+		goto out;
+	}
+	fd = open(local, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+	ret = fd < 0 ? -errno : fd_write_all(fd, data, len);
+	if (fd >= 0 && close(fd) < 0 && ret == 0)
+		ret = -errno;
+	if (ret < 0)
+		fprintf(stderr, "forkvm cp: write %s: %s\n", local, strerror(-ret));
+out:
+	free(data);
+	return ret;
+}
+
 static int run(int argc, char **argv)
 {
 	struct cp_opts o = { .port = AGENT_VSOCK_PORT };
-	char err[512];
+	char err[1024];
+	bool via_daemon;
+	struct stat sb;
 	int fd, ret;
 
 	if (parse(argc, argv, &o) < 0)
 		return cli_usage_error(&cli_cmd_cp, "need SRC and DST, exactly one of them VM:PATH");
+	if (cli_daemon_sandbox(o.vm, &via_daemon, err, sizeof(err)) < 0) {
+		fprintf(stderr, "forkvm cp: %s\n", err);
+		return CLI_EXIT_FAIL;
+	}
+	if (via_daemon && o.direct_only)
+		return cli_daemon_refuse("cp", o.direct_only, "the daemon reaches the agent itself");
+	if (via_daemon && o.to_guest && stat(o.local, &sb) == 0 && S_ISDIR(sb.st_mode))
+		return cli_daemon_refuse("cp", "copying a directory", "the daemon moves single files");
+	if (via_daemon) {
+		ret = o.to_guest ? daemon_put(&o) : daemon_get(&o);
+		return ret < 0 ? CLI_EXIT_FAIL : CLI_EXIT_OK;
+	}
 	fd = agent_connect(o.vsock, (int)o.port, deadline_after_ms(10000), -1, err,
 			   sizeof(err));
 	if (fd < 0) {

@@ -1,4 +1,7 @@
-/* forkvm eval VM CODE: run code in a warm interpreter in a Linux guest, through its agent. */
+/*
+ * forkvm eval VM CODE: run code in a warm interpreter in a Linux guest, through its agent;
+ * for a daemon sandbox, through the daemon's eval route.
+ */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -6,6 +9,7 @@
 #include <unistd.h>
 
 #include "agent/agent_client.h"
+#include "cli/cli_daemon.h"
 #include "cli/cli_vm.h"
 #include "cli/commands.h"
 #include "util/base64.h"
@@ -30,7 +34,9 @@ static const char usage[] =
 	"of the same context sees (and so do the children of a snapshot or branch). Prints what\n"
 	"the code wrote to stdout and stderr, then the repr of a final expression (unless None)\n"
 	"on stdout. Exit status: 0; 1 when the code raised (the traceback goes to stderr) or the\n"
-	"eval failed; 124 on timeout.\n";
+	"eval failed; 124 on timeout.\n"
+	"A daemon sandbox (VM is an sb-... id) evaluates through the daemon: --context, --lang\n"
+	"and --timeout apply; --vsock, --port and --close do not.\n";
 
 static const struct option options[] = {
 	{ "vsock", required_argument, NULL, 'v' },  { "port", required_argument, NULL, 'p' },
@@ -44,6 +50,8 @@ struct eval_opts {
 	unsigned long long port, timeout;
 	const char *lang, *context, *code;
 	bool close;
+	const char *direct_only;	/* an option the daemon has no counterpart for */
+	const char *direct_why;		/* and why */
 };
 
 /* All of stdin (at most EVAL_MAX_CODE bytes), NUL-terminated; NULL with a message. */
@@ -135,10 +143,16 @@ static int parse(int argc, char **argv, struct eval_opts *o)
 	opterr = 0;
 	while ((opt = getopt_long(argc - 1, argv + 1, "+", options, NULL)) != -1) {
 		switch (opt) {
-		case 'v': snprintf(o->vsock, sizeof(o->vsock), "%s", optarg); break;
+		case 'v':
+			snprintf(o->vsock, sizeof(o->vsock), "%s", optarg);
+			o->direct_only = "--vsock";
+			o->direct_why = "the daemon reaches the guest agent itself";
+			break;
 		case 'p':
 			if (cli_parse_u64(optarg, &o->port) || o->port > 0xffffffffULL)
 				return -1;
+			o->direct_only = "--port";
+			o->direct_why = "the daemon reaches the guest agent itself";
 			break;
 		case 'l': o->lang = optarg; break;
 		case 'c': o->context = optarg; break;
@@ -146,7 +160,11 @@ static int parse(int argc, char **argv, struct eval_opts *o)
 			if (cli_parse_u64(optarg, &o->timeout) || o->timeout > 0xffffffffULL)
 				return -1;
 			break;
-		case 'x': o->close = true; break;
+		case 'x':
+			o->close = true;
+			o->direct_only = "--close";
+			o->direct_why = "the daemon has no route that ends an interpreter context";
+			break;
 		default: return -1;
 		}
 	}
@@ -161,17 +179,50 @@ static int parse(int argc, char **argv, struct eval_opts *o)
 	return 0;
 }
 
+/* The eval through the daemon's route for sandbox id; the exit status as the direct path's. */
+static int daemon_eval(const char *id, const struct agent_eval_args *a,
+		       const struct eval_opts *o)
+{
+	char path[128], err[1024];
+	json_t *body, *reply = NULL;
+	int ret = CLI_EXIT_FAIL;
+
+	body = json_pack("{s:s%,s:s,s:s,s:I}", "code", a->code, a->code_len, "context", o->context,
+			 "output_encoding", "base64", "timeout_ms", (json_int_t)o->timeout);
+	if (!body) {
+		fprintf(stderr, "forkvm eval: cannot encode the request (code must be UTF-8)\n");
+		return CLI_EXIT_FAIL;
+	}
+	if (o->lang && json_object_set_new(body, "lang", json_string(o->lang)) < 0)
+		fprintf(stderr, "forkvm eval: --lang '%s' cannot be encoded (not UTF-8)\n", o->lang);
+	else if (cli_daemon_sandbox_path(id, "/eval", path, sizeof(path)) < 0)
+		fprintf(stderr, "forkvm eval: sandbox id '%s' is too long\n", id);
+	else if (cli_daemon_call("POST", path, body, &reply, err, sizeof(err)) < 0)
+		fprintf(stderr, "forkvm eval: %s\n", err);
+	else
+		ret = print_reply(reply, o);
+	json_decref(reply);
+	json_decref(body);
+	return ret;
+}
+
 static int run(int argc, char **argv)
 {
 	struct eval_opts o = { .port = AGENT_VSOCK_PORT, .context = "default" };
 	struct agent_eval_args a = { 0 };
-	char err[512], *code = NULL;
+	char err[1024], *code = NULL;
 	json_t *reply = NULL;
 	int fd = -1, ret = CLI_EXIT_FAIL;
-	bool closed;
+	bool closed, via_daemon;
 
 	if (parse(argc, argv, &o) < 0)
 		return cli_usage_error(&cli_cmd_eval, "need VM, then options, then CODE (or --close)");
+	if (cli_daemon_sandbox(argv[1], &via_daemon, err, sizeof(err)) < 0) {
+		fprintf(stderr, "forkvm eval: %s\n", err);
+		return CLI_EXIT_FAIL;
+	}
+	if (via_daemon && o.direct_only)
+		return cli_daemon_refuse("eval", o.direct_only, o.direct_why);
 	if (o.code && !strcmp(o.code, "-")) {
 		code = read_all_stdin(&a.code_len);
 		if (!code)
@@ -184,6 +235,11 @@ static int run(int argc, char **argv)
 	a.lang = o.lang;
 	a.context = o.context;
 	a.timeout_ms = o.timeout;
+	if (via_daemon) {
+		ret = daemon_eval(argv[1], &a, &o);
+		free(code);
+		return ret;
+	}
 	/* 10 s to reach the agent; the code itself may run as long as it needs. */
 	fd = agent_connect(o.vsock, (int)o.port, deadline_after_ms(10000), -1, err,
 			   sizeof(err));

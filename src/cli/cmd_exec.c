@@ -1,4 +1,5 @@
 /* forkvm exec VM -- cmd args...: run a command in a Linux guest through its agent. */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 #include "util/base64.h"
 #include "agent/agent_client.h"
 #include "util/clock.h"
+#include "util/errmsg.h"
 
 static const char usage[] =
 	"forkvm exec VM [options] -- COMMAND [ARGS...]\n"
@@ -19,8 +21,8 @@ static const char usage[] =
 	"  --cwd DIR       working directory in the guest\n"
 	"  --env K=V       add to the environment (repeatable)\n"
 	"  --stdin         send this process's stdin to the command\n"
-	"Prints the command's stdout and stderr and exits with its exit status\n"
-	"(128+N when killed by signal N).\n";
+	"Prints the command's stdout and stderr as it produces them (no size bound) and exits\n"
+	"with its exit status (128+N when killed by signal N).\n";
 
 static const struct option options[] = {
 	{ "vsock", required_argument, NULL, 'v' }, { "port", required_argument, NULL, 'p' },
@@ -50,6 +52,28 @@ static json_t *read_stdin_b64(void)
 	return v;
 }
 
+/* A streamed output event: its bytes go out at once, to stdout or stderr. */
+static int print_event(void *arg, json_t *ev, char *err, size_t errlen)
+{
+	const char *name = json_string_value(json_object_get(ev, "event")) ?: "";
+	const char *text = json_string_value(json_object_get(ev, "data")) ?: "";
+	FILE *out = strcmp(name, "stderr") == 0 ? stderr : stdout;
+	uint8_t *data;
+	size_t len;
+
+	(void)arg;
+	if (strcmp(name, "stdout") && strcmp(name, "stderr"))
+		return 0; /* an event this client does not know: not output */
+	if (base64_decode(text, strlen(text), &data, &len))
+		return errmsg(err, errlen, -EPROTO, "exec: a %s event that is not base64", name);
+	fwrite(data, 1, len, out);
+	free(data);
+	if (fflush(out) == EOF)
+		return errmsg(err, errlen, -errno, "exec: writing the command's %s: %s", name,
+			      strerror(errno));
+	return 0;
+}
+
 static void print_stream(json_t *reply, const char *name, FILE *out)
 {
 	uint8_t *data;
@@ -71,7 +95,8 @@ static int run(int argc, char **argv)
 {
 	char sock[512], vsock[600] = "", err[512];
 	unsigned long long port = 52, timeout = 0;
-	json_t *req = json_pack("{s:s,s:s,s:[]}", "op", "exec", "output_encoding", "base64", "argv");
+	json_t *req = json_pack("{s:s,s:s,s:b,s:[]}", "op", "exec", "output_encoding", "base64",
+				"stream", 1, "argv");
 	json_t *env = json_array(), *reply = NULL;
 	int opt, fd, ret = CLI_EXIT_FAIL;
 
@@ -110,13 +135,15 @@ static int run(int argc, char **argv)
 	json_object_set(req, "env", env);
 	/* 10 s to reach the agent; the command itself may run as long as it needs. */
 	fd = agent_connect(vsock, (int)port, deadline_after_ms(10000), -1, err, sizeof(err));
-	if (fd < 0 || agent_request(fd, req, &reply, 0, -1, err, sizeof(err)) < 0) {
+	if (fd < 0 ||
+	    agent_request_stream(fd, req, print_event, NULL, &reply, 0, -1, err, sizeof(err)) < 0) {
 		fprintf(stderr, "forkvm exec: %s\n", err);
 		if (fd >= 0)
 			close(fd);
 		goto out;
 	}
 	close(fd);
+	/* An agent from before streaming ignores "stream" and answers with the output. */
 	print_stream(reply, "stdout", stdout);
 	print_stream(reply, "stderr", stderr);
 	if (json_is_true(json_object_get(reply, "timed_out"))) {

@@ -1,4 +1,8 @@
-/* forkvm snapshot create VM DIR | verify DIR: write a snapshot of a running VM, or check one. */
+/*
+ * forkvm snapshot create VM DIR | verify DIR: write a snapshot of a running VM, or check one.
+ * A daemon sandbox's snapshot is the daemon's (create ID, no DIR): it records it, so that
+ * sandboxes can be created from it.
+ */
 #include <getopt.h>
 #include <limits.h>
 #include <stdio.h>
@@ -7,6 +11,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "cli/cli_daemon.h"
 #include "cli/cli_vm.h"
 #include "cli/commands.h"
 #include "snapshot/snap_layer.h"
@@ -15,6 +20,9 @@
 static const char usage[] =
 	"forkvm snapshot create VM DIR [--force]\n"
 	"    pause VM, write DIR atomically (vmstate, sparse memory, meta.json), resume\n"
+	"forkvm snapshot create ID\n"
+	"    a daemon sandbox (sb-...): the daemon writes and records the snapshot in its state\n"
+	"    directory; prints its id and dir\n"
 	"forkvm snapshot verify DIR [--sections]\n"
 	"    read and check DIR as a restore would (magic, version, checksums, sizes);\n"
 	"    --sections lists every vmstate section with its length and XXH64\n"
@@ -33,13 +41,52 @@ static int absolute_dir(const char *dir, char *out, size_t len)
 	return snprintf(out, len, "%s/%s", cwd, dir) >= (int)len ? -1 : 0;
 }
 
+/* The daemon's snapshot of sandbox id; prints the snapshot's record (id, dir, ...). */
+static int daemon_snapshot(const char *id)
+{
+	char path[128], err[1024];
+	json_t *reply = NULL;
+
+	if (cli_daemon_sandbox_path(id, "/snapshot", path, sizeof(path)) < 0) {
+		fprintf(stderr, "forkvm snapshot: sandbox id '%s' is too long\n", id);
+		return CLI_EXIT_FAIL;
+	}
+	if (cli_daemon_call("POST", path, NULL, &reply, err, sizeof(err)) < 0) {
+		fprintf(stderr, "forkvm snapshot: %s\n", err);
+		return CLI_EXIT_FAIL;
+	}
+	if (json_object_set_new(reply, "ok", json_true()) < 0) {
+		fprintf(stderr, "forkvm snapshot: %s: the daemon's answer is not an object\n", id);
+		json_decref(reply);
+		return CLI_EXIT_FAIL;
+	}
+	json_dumpf(reply, stdout, JSON_COMPACT);
+	fputc('\n', stdout);
+	json_decref(reply);
+	return CLI_EXIT_OK;
+}
+
 static int snapshot_create(int argc, char **argv)
 {
-	char dir[PATH_MAX];
-	bool force = false;
+	char dir[PATH_MAX], err[1024];
+	bool force = false, via_daemon = false;
 	json_t *req;
 	int ret;
 
+	if (argc >= 3 && argv[2][0] != '-' &&
+	    cli_daemon_sandbox(argv[2], &via_daemon, err, sizeof(err)) < 0) {
+		fprintf(stderr, "forkvm snapshot: %s\n", err);
+		return CLI_EXIT_FAIL;
+	}
+	for (int i = 3; via_daemon && i < argc; i++)
+		if (strcmp(argv[i], "--force") == 0)
+			return cli_daemon_refuse("snapshot", "--force", "each daemon snapshot is a "
+						 "new one");
+	if (via_daemon && argc > 3)
+		return cli_daemon_refuse("snapshot", "DIR", "the daemon keeps its snapshots in "
+					 "its state directory");
+	if (via_daemon)
+		return daemon_snapshot(argv[2]);
 	if (argc == 5 && strcmp(argv[4], "--force") == 0)
 		force = true;
 	else if (argc != 4)

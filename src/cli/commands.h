@@ -22,5 +22,6 @@ extern const struct cli_command cli_cmd_cp;
 extern const struct cli_command cli_cmd_pageserver;
 extern const struct cli_command cli_cmd_doctor;
 extern const struct cli_command cli_cmd_daemon;
+extern const struct cli_command cli_cmd_ls;
 
 #endif

@@ -1,14 +1,15 @@
-/* forkvm: a table of subcommands, each in its own file. */
+/* forkvm: global options, then a table of subcommands, each in its own file. */
 #include <stdio.h>
 #include <string.h>
 
+#include "cli/cli_daemon.h"
 #include "cli/commands.h"
 
 static const struct cli_command *const commands[] = {
 	&cli_cmd_run, &cli_cmd_probe, &cli_cmd_pause, &cli_cmd_resume,
 	&cli_cmd_status, &cli_cmd_stop, &cli_cmd_ctl, &cli_cmd_snapshot, &cli_cmd_restore,
 	&cli_cmd_image, &cli_cmd_branch, &cli_cmd_template, &cli_cmd_exec, &cli_cmd_eval,
-	&cli_cmd_cp, &cli_cmd_pageserver, &cli_cmd_doctor, &cli_cmd_daemon,
+	&cli_cmd_cp, &cli_cmd_pageserver, &cli_cmd_doctor, &cli_cmd_daemon, &cli_cmd_ls,
 };
 
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
@@ -23,16 +24,66 @@ const struct cli_command *cli_find(const char *name)
 
 static void print_overview(FILE *out)
 {
-	fprintf(out, "usage: forkvm <command> [options]\n\ncommands:\n");
+	fprintf(out, "usage: forkvm [--daemon SOCKET|URL | --no-daemon] <command> [options]\n\n"
+		"commands:\n");
 	for (size_t i = 0; i < NCOMMANDS; i++)
 		fprintf(out, "  %-10s %s\n", commands[i]->name, commands[i]->summary);
-	fprintf(out, "\n'forkvm <command> --help' describes one command.\n");
+	fprintf(out, "\n'forkvm <command> --help' describes one command.\n\n"
+		"A VM named by a daemon sandbox id (sb-...) is reached through the running daemon\n"
+		"(forkvm daemon), so its records stay right: --daemon names it (a socket path, or\n"
+		"http(s)://HOST:PORT with $FORKVM_DAEMON_TOKEN_FILE or $FORKVM_DAEMON_TOKEN), else\n"
+		"$FORKVM_DAEMON_URL, $FORKVM_DAEMON_SOCKET, or %s; --no-daemon\n"
+		"never asks one. Other names and socket paths are always reached directly.\n",
+		cli_daemon_where()[0] ? cli_daemon_where() : "none");
+}
+
+/*
+ * The options before the command: --daemon WHERE (or --daemon=WHERE) and --no-daemon.
+ * Returns how many argv entries they took, or -1 after printing a usage error.
+ */
+static int global_options(int argc, char **argv)
+{
+	char err[256];
+	int i = 1;
+
+	while (i < argc && strncmp(argv[i], "--", 2) == 0 && strcmp(argv[i], "--help")) {
+		const char *where = NULL;
+		int used = 1;
+
+		if (strcmp(argv[i], "--no-daemon") == 0) {
+			cli_daemon_set(NULL, NULL, 0);
+		} else if (strcmp(argv[i], "--daemon") == 0 || strncmp(argv[i], "--daemon=", 9) == 0) {
+			where = argv[i][8] == '=' ? argv[i] + 9 : i + 1 < argc ? argv[i + 1] : NULL;
+			used = argv[i][8] == '=' ? 1 : 2;
+			if (!where) {
+				fprintf(stderr, "forkvm: --daemon needs a socket path or URL\n");
+				return -1;
+			}
+			if (cli_daemon_set(where, err, sizeof(err)) < 0) {
+				fprintf(stderr, "forkvm: --daemon: %s\n", err);
+				return -1;
+			}
+		} else {
+			fprintf(stderr, "forkvm: unknown option '%s'\n", argv[i]);
+			return -1;
+		}
+		i += used;
+	}
+	return i - 1;
 }
 
 int main(int argc, char **argv)
 {
 	const struct cli_command *cmd;
+	int skip = global_options(argc, argv);
 
+	if (skip < 0) {
+		print_overview(stderr);
+		return CLI_EXIT_USAGE;
+	}
+	/* From here on argv[1] is the command, as without global options. */
+	argc -= skip;
+	argv += skip;
 	if (argc < 2) {
 		print_overview(stderr);
 		return CLI_EXIT_USAGE;

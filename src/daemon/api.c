@@ -43,6 +43,7 @@ struct req {
 	json_t *out;
 	uint8_t *out_raw;
 	size_t out_raw_len;
+	struct sb_stream *stream; /* or a streamed exec's NDJSON lines */
 	const char *content_type;
 	int status;
 	struct api_err e;
@@ -135,6 +136,10 @@ static int h_branch(struct req *q)
 
 static int h_exec(struct req *q)
 {
+	if (json_is_true(json_object_get(q->body, "stream"))) {
+		q->content_type = "application/x-ndjson";
+		return sb_exec_stream_open(q->d, q->id, q->body, &q->stream, &q->e);
+	}
 	return fail_from(q, sb_exec(q->d, q->id, q->body, &q->e));
 }
 
@@ -330,6 +335,44 @@ static enum MHD_Result send_reply(struct MHD_Connection *c, int status, const ch
 	return ret;
 }
 
+/* libmicrohttpd asks for the next bytes of a streamed answer; blocking is allowed with a
+ * thread per connection. */
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	ssize_t n;
+
+	(void)pos;
+	do
+		n = read(sb_stream_fd(cls), buf, max);
+	while (n < 0 && errno == EINTR);
+	if (n == 0)
+		return MHD_CONTENT_READER_END_OF_STREAM;
+	return n < 0 ? MHD_CONTENT_READER_END_WITH_ERROR : n;
+}
+
+static void stream_done(void *cls)
+{
+	sb_stream_close(cls);
+}
+
+/* A chunked answer of unknown length read from a stream (which it then owns). */
+static enum MHD_Result send_stream(struct MHD_Connection *c, const char *type,
+				   struct sb_stream *s)
+{
+	struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024,
+								   stream_read, s, stream_done);
+	enum MHD_Result ret;
+
+	if (!r) {
+		sb_stream_close(s);
+		return MHD_NO;
+	}
+	MHD_add_response_header(r, "Content-Type", type);
+	ret = MHD_queue_response(c, 200, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
 static enum MHD_Result send_error(struct MHD_Connection *c, const struct api_err *e)
 {
 	json_t *j = json_pack("{s:{s:s, s:s}}", "error", "code", e->code ? e->code : "internal",
@@ -489,6 +532,8 @@ static enum MHD_Result finish(struct listener *l, struct MHD_Connection *c, stru
 		free(q.out_raw);
 		return send_error(c, &q.e);
 	}
+	if (q.stream)
+		return send_stream(c, q.content_type, q.stream);
 	if (q.out) {
 		char *text = json_dumps(q.out, JSON_COMPACT);
 		json_decref(q.out);

@@ -68,6 +68,25 @@ json_t *sb_pause(struct daemon *d, const char *id, bool pause, struct api_err *e
 json_t *sb_delete(struct daemon *d, const char *id, const char *reason, struct api_err *e);
 json_t *sb_branch(struct daemon *d, const char *id, json_t *body, struct api_err *e);
 json_t *sb_exec(struct daemon *d, const char *id, json_t *body, struct api_err *e);
+/* How long past an exec's own timeout_ms the daemon waits for the agent's reply. */
+#define EXEC_GRACE_MS 30000
+/* The fields of an exec body (the agent checks their types); *timeout_ms from it. */
+int sb_exec_check(json_t *body, uint64_t *timeout_ms, struct api_err *e);
+/* A connected agent fd for a live Linux sandbox (r filled), or -1 with e set. */
+int sb_agent_fd(struct daemon *d, const char *id, struct sandbox_rec *r, struct api_err *e);
+
+/*
+ * exec_stream.c: an exec whose output is streamed (body "stream": true). open checks the
+ * body, reaches the agent and starts a thread that turns its event frames into NDJSON lines
+ * ({"type":"stdout"|"stderr","data","encoding"}, last {"type":"exit",...} or
+ * {"type":"error","error":{code,message}}) on a pipe; read them from sb_stream_fd until EOF.
+ * close cancels what still runs (the agent then kills the command) and frees everything.
+ */
+struct sb_stream;
+int sb_exec_stream_open(struct daemon *d, const char *id, json_t *body, struct sb_stream **out,
+			struct api_err *e);
+int sb_stream_fd(const struct sb_stream *s);
+void sb_stream_close(struct sb_stream *s);
 /* Code in the guest's warm interpreter (the agent's eval, docs/AGENT.md). */
 json_t *sb_eval(struct daemon *d, const char *id, json_t *body, struct api_err *e);
 json_t *sb_snapshot(struct daemon *d, const char *id, struct api_err *e);
@@ -97,6 +116,50 @@ int sb_reconcile(struct daemon *d, int *dead);
 /* The reaper: ends sandboxes whose TTL passed, marks those whose VMM died. */
 int reaper_start(struct daemon *d);
 void reaper_stop(struct daemon *d);
+
+/*
+ * The environment a child forkvm (a VMM, the page server) starts with: ours, with the
+ * snapshot roots it may write under (the state directory first). *envp is calloc'd (free it)
+ * unless it is environ itself (out of memory); buf holds the one variable it adds.
+ */
+void vmm_env(struct daemon *d, char ***envp, char *buf, size_t cap);
+
+/* ---- pageserver.c: the one page server of the daemon's uffd restores (docs/DAEMON.md) ---- */
+
+/* Per-VM counters of the page server's status (docs/UFFD.md), summed into /v1/metrics. */
+enum { PSC_DEMAND_FAULTS, PSC_ZERO_FAULTS, PSC_PAGES_PREFETCHED, PSC_BYTES_COPIED, PSC_EEXIST,
+       PSC_EAGAIN, PSC_COUNT };
+/* The states a VM of the status has. */
+enum { PSV_HOT, PSV_BACKGROUND, PSV_IDLE, PSV_LOADING, PSV_GONE, PSV_COUNT };
+
+struct pageserver_counter {
+	const char *key;	/* in the status; the metric is forkvm_pageserver_KEY_total */
+	const char *help;
+};
+extern const struct pageserver_counter pageserver_counters[PSC_COUNT];
+extern const char *const pageserver_vm_states[PSV_COUNT];
+
+struct pageserver_metrics {
+	bool up;		/* its status answered in time */
+	uint64_t vms[PSV_COUNT];
+	uint64_t total[PSC_COUNT];
+};
+
+/*
+ * The page-server socket a uffd restore goes through (STATE_DIR/run/pageserver.sock, into
+ * sock[cap]), once a server answers there: a live one is used as it is (adopted), none (or a
+ * dead one) means a new `forkvm pageserver` is started and awaited. Serialized: concurrent
+ * creates start one server. Errors name the step and quote the server's log.
+ */
+int pageserver_ensure(struct daemon *d, char *sock, size_t cap, struct api_err *e);
+/* After a uffd VMM failed to start: e's message gains the page server's last log lines. */
+void pageserver_explain(struct daemon *d, struct api_err *e);
+/* At daemon start: log the adoption of a page server that answers (never restarted). */
+void pageserver_adopt(struct daemon *d);
+/* The reaper's, once a second: collect a page server this daemon started that has exited. */
+void pageserver_reap(struct daemon *d);
+/* Its status, within a short deadline (a stuck server reads as down): gauges and totals. */
+void pageserver_metrics(struct daemon *d, struct pageserver_metrics *m);
 
 /* ---- metrics.c ---- */
 void metrics_observe(struct daemon *d, int op, double seconds, bool failed);

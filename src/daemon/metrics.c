@@ -1,4 +1,7 @@
-/* forkvmd's /v1/metrics: sandboxes by state, and per-operation counts and latency histograms. */
+/*
+ * forkvmd's /v1/metrics: sandboxes by state, per-operation counts and latency histograms, and
+ * the page server's gauges and counters (pageserver.c).
+ */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,6 +64,31 @@ static void put(struct text *t, const char *fmt, ...)
 	}
 }
 
+/*
+ * The page server's status (queried outside every lock, under its own short deadline): up, its
+ * VMs by state, and its per-VM counters summed (zeroes while it is down).
+ */
+static void render_pageserver(struct daemon *d, struct text *t)
+{
+	struct pageserver_metrics m;
+
+	pageserver_metrics(d, &m);
+	put(t, "# HELP forkvm_pageserver_up Whether the daemon's page server (uffd restores) "
+	       "answered its status within 1 s.\n# TYPE forkvm_pageserver_up gauge\n"
+	       "forkvm_pageserver_up %d\n", m.up);
+	put(t, "# HELP forkvm_pageserver_vms VMs the page server reports, by state (gone: the "
+	       "last 256 dropped).\n# TYPE forkvm_pageserver_vms gauge\n");
+	for (int s = 0; s < PSV_COUNT; s++)
+		put(t, "forkvm_pageserver_vms{state=\"%s\"} %llu\n", pageserver_vm_states[s],
+		    (unsigned long long)m.vms[s]);
+	for (int c = 0; c < PSC_COUNT; c++)
+		put(t, "# HELP forkvm_pageserver_%s_total %s, over its VMs.\n"
+		       "# TYPE forkvm_pageserver_%s_total counter\n"
+		       "forkvm_pageserver_%s_total %llu\n", pageserver_counters[c].key,
+		    pageserver_counters[c].help, pageserver_counters[c].key,
+		    pageserver_counters[c].key, (unsigned long long)m.total[c]);
+}
+
 int metrics_render(struct daemon *d, char **out, struct api_err *e)
 {
 	static const char *const states[] = { "running", "paused", "dead" };
@@ -108,6 +136,7 @@ int metrics_render(struct daemon *d, char **out, struct api_err *e)
 		    (unsigned long long)m->count);
 	}
 	pthread_mutex_unlock(&d->metrics_lock);
+	render_pageserver(d, &t);
 	if (t.nomem) {
 		free(t.buf);
 		return api_fail(e, 500, "internal", "rendering metrics: out of memory");

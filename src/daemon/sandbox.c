@@ -133,7 +133,7 @@ static bool socket_answers(const char *path)
 }
 
 /* The roots VMMs may write snapshots and children under: ours first, then the usual ones. */
-static void vmm_env(struct daemon *d, char ***envp, char *buf, size_t cap)
+void vmm_env(struct daemon *d, char ***envp, char *buf, size_t cap)
 {
 	size_t n = 0;
 
@@ -408,7 +408,8 @@ json_t *sb_create(struct daemon *d, json_t *body, struct api_err *e)
 	struct snapshot_rec snap;
 	const char *guest, *snapshot, *backing;
 	uint64_t mem, vcpus, ttl, ready_ms;
-	char memarg[32], vcpuarg[16], err[512];
+	char memarg[32], vcpuarg[16], err[512], pssock[STORE_PATH_MAX];
+	bool lazy;
 
 	if (check_fields(body, known, e) || get_str(body, "guest", &guest, e) ||
 	    get_str(body, "snapshot", &snapshot, e) || get_str(body, "backing", &backing, e) ||
@@ -425,9 +426,15 @@ json_t *sb_create(struct daemon *d, json_t *body, struct api_err *e)
 	if (get_metadata(body, r.metadata, sizeof(r.metadata), e))
 		return NULL;
 	if (backing && strcmp(backing, "anon") && strcmp(backing, "memfd") &&
-	    strcmp(backing, "hugetlb")) {
+	    strcmp(backing, "hugetlb") && strcmp(backing, "uffd")) {
 		api_fail(e, 400, "bad_request", "field 'backing' must be anon, memfd (needed by live "
-			 "branches) or hugetlb");
+			 "branches), hugetlb or uffd (a lazy restore of 'snapshot')");
+		return NULL;
+	}
+	lazy = backing && strcmp(backing, "uffd") == 0;
+	if (lazy && !snapshot) {
+		api_fail(e, 400, "bad_request", "backing uffd restores a snapshot lazily, through the "
+			 "daemon's page server: it needs field 'snapshot'");
 		return NULL;
 	}
 	if (guest && strcmp(guest, "probe") != 0 && strcmp(guest, "linux") != 0) {
@@ -479,14 +486,24 @@ json_t *sb_create(struct daemon *d, json_t *body, struct api_err *e)
 		argv[n++] = "--backing";
 		argv[n++] = backing;
 	}
+	/* Guest RAM filled on demand by the daemon's one page server (started if none answers). */
+	if (lazy) {
+		if (pageserver_ensure(d, pssock, sizeof(pssock), e))
+			return NULL;
+		argv[n++] = "--pageserver";
+		argv[n++] = pssock;
+	}
 	if (json_is_true(paused)) {
 		argv[n++] = "--paused";
 		if (snapshot && strcmp(r.guest, "linux") == 0)
 			argv[n++] = "--no-agent-sync";
 	}
 	argv[n] = NULL;
-	if (spawn_vmm(d, (char *const *)argv, &r.pid, e))
+	if (spawn_vmm(d, (char *const *)argv, &r.pid, e)) {
+		if (lazy && (!strcmp(e->code, "vm_start_failed") || !strcmp(e->code, "timeout")))
+			pageserver_explain(d, e);
 		return NULL;
+	}
 	r.start_ticks = proc_start_ticks(r.pid);
 	snprintf(r.state, sizeof(r.state), "%s", json_is_true(paused) ? "paused" : "running");
 	r.mem_mib = mem;
@@ -762,8 +779,7 @@ json_t *sb_branch(struct daemon *d, const char *id, json_t *body, struct api_err
 	return res;
 }
 
-/* A connected agent fd for a live Linux sandbox. */
-static int agent_fd(struct daemon *d, const char *id, struct sandbox_rec *r, struct api_err *e)
+int sb_agent_fd(struct daemon *d, const char *id, struct sandbox_rec *r, struct api_err *e)
 {
 	char path[STORE_PATH_MAX + 8], err[512];
 
@@ -786,7 +802,7 @@ static json_t *agent_call(struct daemon *d, const char *id, json_t *req, uint64_
 	struct sandbox_rec r;
 	char err[1024];
 	json_t *reply = NULL;
-	int fd = agent_fd(d, id, &r, e);
+	int fd = sb_agent_fd(d, id, &r, e);
 
 	if (fd < 0) {
 		json_decref(req);
@@ -822,22 +838,31 @@ static json_t *agent_pass(struct daemon *d, const char *id, json_t *body, const 
 						 : 0, e);
 }
 
-json_t *sb_exec(struct daemon *d, const char *id, json_t *body, struct api_err *e)
+int sb_exec_check(json_t *body, uint64_t *timeout_ms, struct api_err *e)
 {
 	static const char *const known[] = { "argv", "env", "clear_env", "cwd", "stdin",
 					     "stdin_base64", "timeout_ms", "max_output",
-					     "output_encoding", NULL };
-	uint64_t timeout_ms;
+					     "output_encoding", "stream", NULL };
 
 	if (check_fields(body, known, e) ||
-	    get_uint(body, "timeout_ms", 0, 0, UINT32_MAX, &timeout_ms, e))
-		return NULL;
+	    get_uint(body, "timeout_ms", 0, 0, UINT32_MAX, timeout_ms, e))
+		return -1;
 	if (!json_is_array(json_object_get(body, "argv")) ||
-	    !json_array_size(json_object_get(body, "argv"))) {
-		api_fail(e, 400, "bad_request", "field 'argv' must be a non-empty array of strings");
+	    !json_array_size(json_object_get(body, "argv")))
+		return api_fail(e, 400, "bad_request",
+				"field 'argv' must be a non-empty array of strings");
+	if (json_object_get(body, "stream") && !json_is_boolean(json_object_get(body, "stream")))
+		return api_fail(e, 400, "bad_request", "field 'stream' must be true or false");
+	return 0;
+}
+
+json_t *sb_exec(struct daemon *d, const char *id, json_t *body, struct api_err *e)
+{
+	uint64_t timeout_ms;
+
+	if (sb_exec_check(body, &timeout_ms, e))
 		return NULL;
-	}
-	return agent_pass(d, id, body, "exec", timeout_ms, 30000, e);
+	return agent_pass(d, id, body, "exec", timeout_ms, EXEC_GRACE_MS, e);
 }
 
 json_t *sb_eval(struct daemon *d, const char *id, json_t *body, struct api_err *e)
@@ -1032,6 +1057,9 @@ static void sweep_run_dir(struct daemon *d)
 			continue;
 		memcpy(base, de->d_name, (size_t)(dot - de->d_name));
 		base[dot - de->d_name] = '\0';
+		/* The page server's: VMs restored through it depend on it (pageserver.c). */
+		if (strcmp(base, "pageserver") == 0)
+			continue;
 		if (!store_get_sandbox(d->store, base, &r, err, sizeof(err)))
 			continue;
 		snprintf(sock, sizeof(sock), "%s/%s.sock", d->run_dir, base);
@@ -1086,6 +1114,7 @@ int sb_reconcile(struct daemon *d, int *dead)
 	}
 	free(recs);
 	sweep_run_dir(d);
+	pageserver_adopt(d);
 	return adopted;
 }
 
@@ -1098,6 +1127,7 @@ static void *reaper_main(void *arg)
 		struct pollfd p = { .fd = d->stop_fd, .events = POLLIN };
 		if (poll(&p, 1, 1000) != 0)
 			return NULL;
+		pageserver_reap(d);
 		struct sandbox_rec *recs = NULL;
 		char err[512];
 		size_t n = 0;

@@ -124,6 +124,26 @@ class AgentClient:
     def exec(self, argv, **fields):
         return self.call("exec", argv=list(argv), **fields)
 
+    def exec_stream(self, argv, on_event=None, **fields):
+        """A streamed exec: (events, reply). Each event {"event": "stdout"|"stderr", "data",
+        "data_encoding", "id"} is also passed to on_event as it arrives; the reply is the last
+        frame, ok or not."""
+        req_id = self._next_id
+        self._next_id += 1
+        self.send(dict(fields, op="exec", argv=list(argv), stream=True, id=req_id))
+        events = []
+        while True:
+            frame = self.recv()
+            if frame is None:
+                raise ConnectionError("agent closed the connection during a streamed exec")
+            if frame.get("id") != req_id:
+                raise AssertionError(f"frame id {frame.get('id')!r} != request id {req_id}")
+            if "event" not in frame:
+                return events, frame
+            events.append(frame)
+            if on_event:
+                on_event(frame)
+
     def write_file(self, path, data, mode=0o644, atomic=True):
         return self.call("write_file", path=path, content=b64(data), mode=mode, atomic=atomic)
 
@@ -162,6 +182,35 @@ class AgentClient:
 
 def b64(data):
     return base64.b64encode(data).decode()
+
+
+def gone_or_zombie(pid):
+    """True once pid has died (it may linger as a zombie of whoever adopted it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (FileNotFoundError, ProcessLookupError):  # reaped between open and read: ESRCH
+        return True
+
+
+def wait_gone(pid, timeout=10.0):
+    """True once pid has died within timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while not gone_or_zombie(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def event_bytes(events, stream):
+    """The exact bytes of a streamed exec's events of one stream, in order."""
+    out = b""
+    for ev in events:
+        if ev["event"] == stream:
+            out += (base64.b64decode(ev["data"]) if ev["data_encoding"] == "base64"
+                    else ev["data"].encode())
+    return out
 
 
 def output_bytes(reply, stream):

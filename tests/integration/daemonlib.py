@@ -1,8 +1,10 @@
 """forkvmd for tests: a daemon on a fresh state directory, driven through the Python SDK
 (tests/integration/test_daemon.py, tests/linux/test_service.py)."""
+import contextlib
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -71,3 +73,33 @@ class Daemon:
                 except OSError:
                     pass
         shutil.rmtree(self.state, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def agent_backed_sandbox():
+    """(daemon, SDK sandbox) whose exec reaches the real guest agent. Linux guests cannot
+    boot on this host, so the sandbox is a probe VM whose record says "linux" and whose vsock
+    socket is a stand-in (vsock_proxy.py) relaying to the agent running here on a Unix socket.
+    """
+    from agentclient import start_agent, stop_agent
+    from vsock_proxy import VsockProxy
+    d = Daemon().start()
+    tmp = tempfile.mkdtemp(prefix="fvd-agent-")
+    agent = proxy = None
+    try:
+        sb = sdk.Sandbox.create(mem_mib=32, client=d.client())
+        db = sqlite3.connect(os.path.join(d.state, "state.db"), timeout=30)
+        with db:
+            db.execute("UPDATE sandboxes SET guest='linux' WHERE id=?", (sb.id,))
+        db.close()
+        agent_sock = os.path.join(tmp, "agent.sock")
+        agent = start_agent(agent_sock)
+        proxy = VsockProxy(sb.info["socket"] + ".vsock", agent_sock)
+        yield d, sb
+    finally:
+        if proxy:
+            proxy.close()
+        if agent:
+            stop_agent(agent)
+        d.cleanup()
+        shutil.rmtree(tmp, ignore_errors=True)

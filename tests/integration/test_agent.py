@@ -21,6 +21,7 @@ from agentclient import (
     b64,
     encode_frame,
     finish_agent,
+    gone_or_zombie,
     output_bytes,
     start_agent,
     stop_agent,
@@ -58,15 +59,6 @@ def agent(sockdir):
 def client(agent):
     with AgentClient.unix(agent) as c:
         yield c
-
-
-def gone_or_zombie(pid):
-    """True once pid has died (it may linger as a zombie of whoever adopted it)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except (FileNotFoundError, ProcessLookupError):  # reaped between open and read: ESRCH
-        return True
 
 
 def wait_until(cond, timeout=5.0):

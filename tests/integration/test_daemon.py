@@ -490,3 +490,219 @@ def test_images_list_build_and_delete(tmp_path):
         d.req("DELETE", f"/v1/sandboxes/{sb['id']}")
     finally:
         d.cleanup()
+
+
+# ---- uffd restores through the daemon's page server, and its metrics (DAEMON.md) ----
+
+def prom(text):
+    """Prometheus text as {'name{labels}': value}; every family needs HELP and TYPE first."""
+    out, described = {}, set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            described.add(line.split()[2])
+        elif line and not line.startswith("#"):
+            key, value = line.rsplit(" ", 1)
+            family = key.split("{")[0]
+            assert any(family == f or family.startswith(f + "_") for f in described), line
+            out[key] = float(value)
+    return out
+
+
+def ps_sock(d):
+    return os.path.join(d.state, "run", "pageserver.sock")
+
+
+def ps_status(d):
+    return call(ps_sock(d), {"cmd": "status"}, timeout=30)
+
+
+def wait_gone(pid, seconds=30):
+    deadline = time.monotonic() + seconds
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not pid_alive(pid)
+
+
+@pytest.fixture
+def uffd_daemon(daemon):
+    """The daemon fixture, plus the page server it starts: by design it outlives the daemon,
+    so it is stopped here (gracefully, after the VMs), and neither log may hold a sanitizer
+    report (FORKVM_BUILD=build-san)."""
+    pids = []
+    yield daemon, pids
+    try:
+        pids.append(ps_status(daemon)["pid"])
+    except OSError:
+        pass
+    if daemon.proc.poll() is None:
+        for s in daemon.req("GET", "/v1/sandboxes"):
+            daemon.req("DELETE", f"/v1/sandboxes/{s['id']}")
+        daemon.stop()
+    for pid in set(pids):
+        try:
+            os.kill(pid, signal.SIGCONT)
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+        assert wait_gone(pid), f"page server {pid} did not stop"
+    logs = [daemon.log, os.path.join(daemon.state, "run", "pageserver.log")]
+    text = "".join(open(p, errors="replace").read() for p in logs if os.path.exists(p))
+    daemon.cleanup()
+    assert "Sanitizer" not in text, text
+
+
+def snapshot_of_a_filled_vm(d, seed=5):
+    """A 64 MiB probe sandbox with 1 MiB of a seeded pattern, its snapshot, the checksum."""
+    src = d.req("POST", "/v1/sandboxes", body={"mem_mib": 64})
+    call(src["socket"], {"cmd": "fill", "gpa": 4 << 20, "len": 1 << 20, "seed": seed})
+    want = call(src["socket"], {"cmd": "checksum", "gpa": 4 << 20, "len": 1 << 20})["checksum"]
+    return src, d.req("POST", f"/v1/sandboxes/{src['id']}/snapshot"), want
+
+
+def checksum(sb):
+    return call(sb["socket"], {"cmd": "checksum", "gpa": 4 << 20, "len": 1 << 20},
+                timeout=120)["checksum"]
+
+
+def test_uffd_restores_share_one_page_server_that_a_restarted_daemon_adopts(uffd_daemon):
+    d, _ = uffd_daemon
+    assert prom(d.client().metrics())["forkvm_pageserver_up"] == 0  # none yet: none started
+    src, snap, want = snapshot_of_a_filled_vm(d)
+    # two at once: the start is serialized, one server serves both
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as ex:
+        a, b = ex.map(lambda _: d.req("POST", "/v1/sandboxes",
+                                      body={"snapshot": snap["id"], "backing": "uffd"}), range(2))
+    for sb in (a, b):
+        assert sb["snapshot"] == snap["id"] and sb["mem_mib"] == 64, sb
+        assert checksum(sb) == want
+    call(a["socket"], {"cmd": "fill", "gpa": 4 << 20, "len": 1 << 20, "seed": 6})
+    assert checksum(a) != want and checksum(b) == want, "the restores share memory"
+    log = open(os.path.join(d.state, "run", "pageserver.log")).read()
+    assert log.count("starting the page server") == 1, log
+    st = ps_status(d)
+    assert {a["pid"], b["pid"]} <= {v["pid"] for v in st["vms"] if v["state"] != "gone"}, st
+    m = prom(d.client().metrics())
+    assert m["forkvm_pageserver_up"] == 1
+    live = sum(m[f'forkvm_pageserver_vms{{state="{s}"}}']
+               for s in ("hot", "background", "idle", "loading"))
+    assert live >= 2, m
+    assert m["forkvm_pageserver_demand_faults_total"] + \
+        m["forkvm_pageserver_pages_prefetched_total"] > 0, m
+    assert m["forkvm_pageserver_bytes_copied_total"] >= 1 << 20, m
+    for key in ("zero_faults", "eexist", "eagain"):
+        assert f"forkvm_pageserver_{key}_total" in m
+    # kill -9 of the daemon: the page server and the VMs it serves run on, and are adopted
+    d.kill9()
+    assert pid_alive(st["pid"])
+    d.start()
+    assert ps_status(d)["pid"] == st["pid"]
+    assert f"page server pid {st['pid']} on {ps_sock(d)} adopted" in open(d.log).read()
+    for sb in (a, b):
+        assert d.req("GET", f"/v1/sandboxes/{sb['id']}")["state"] == "running"
+    assert checksum(b) == want and checksum(a) != want
+    c = d.req("POST", "/v1/sandboxes", body={"snapshot": snap["id"], "backing": "uffd"})
+    assert checksum(c) == want
+    assert ps_status(d)["pid"] == st["pid"], "the adopted server was replaced"
+    assert open(os.path.join(d.state, "run", "pageserver.log")).read().count(
+        "starting the page server") == 1
+    m = prom(d.client().metrics())
+    assert m["forkvm_pageserver_up"] == 1 and m['forkvm_pageserver_vms{state="idle"}'] + \
+        m['forkvm_pageserver_vms{state="background"}'] + m['forkvm_pageserver_vms{state="hot"}'] >= 3
+    # a VM that leaves keeps its counters in the totals
+    before = m["forkvm_pageserver_bytes_copied_total"]
+    d.req("DELETE", f"/v1/sandboxes/{a['id']}")
+    assert prom(d.client().metrics())["forkvm_pageserver_bytes_copied_total"] >= before
+    # nor does a clean stop of the daemon end it
+    d.stop()
+    assert pid_alive(st["pid"])
+    d.start()
+    assert checksum(c) == want and ps_status(d)["pid"] == st["pid"]
+
+
+def test_uffd_needs_a_snapshot(uffd_daemon):
+    d, _ = uffd_daemon
+    with pytest.raises(sdk.BadRequest) as e:
+        d.req("POST", "/v1/sandboxes", body={"backing": "uffd", "mem_mib": 64})
+    assert e.value.code == "bad_request" and "needs field 'snapshot'" in e.value.message
+    with pytest.raises(sdk.BadRequest) as e:
+        d.req("POST", "/v1/sandboxes", body={"backing": "uffd", "guest": "probe"})
+    assert "snapshot" in e.value.message
+    with pytest.raises(sdk.NotFound):
+        d.req("POST", "/v1/sandboxes", body={"backing": "uffd", "snapshot": "sn-000000000000"})
+    assert d.req("GET", "/v1/sandboxes") == []
+    assert not os.path.exists(ps_sock(d)), "a refused create started the page server"
+
+
+def test_uffd_a_dead_page_server_is_restarted_by_the_next_create(uffd_daemon):
+    d, pids = uffd_daemon
+    _, snap, want = snapshot_of_a_filled_vm(d, seed=8)
+    a = d.req("POST", "/v1/sandboxes", body={"snapshot": snap["id"], "backing": "uffd"})
+    first = ps_status(d)["pid"]
+    pids.append(first)
+    os.kill(first, signal.SIGKILL)
+    # its VMs stop (docs/UFFD.md: never run on memory nobody serves); the reaper marks them
+    assert wait_gone(a["pid"]), "a VM ran on after its page server died"
+    deadline = time.monotonic() + 20
+    while d.req("GET", f"/v1/sandboxes/{a['id']}")["state"] != "dead":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert prom(d.client().metrics())["forkvm_pageserver_up"] == 0
+    b = d.req("POST", "/v1/sandboxes", body={"snapshot": snap["id"], "backing": "uffd"})
+    assert checksum(b) == want
+    second = ps_status(d)["pid"]
+    assert second != first
+    # the daemon collected the server it had started (no zombie) and said how it ended
+    deadline = time.monotonic() + 10
+    while "killed by signal 9" not in open(d.log).read():
+        assert time.monotonic() < deadline, open(d.log).read()
+        time.sleep(0.2)
+    assert not os.path.exists(f"/proc/{first}")
+
+
+def test_uffd_a_stuck_page_server_never_blocks_metrics(uffd_daemon):
+    d, pids = uffd_daemon
+    _, snap, want = snapshot_of_a_filled_vm(d, seed=9)
+    # one started by hand on the daemon's socket is adopted as it is
+    with open(os.path.join(d.state, "run", "pageserver.log"), "ab") as log:
+        ps = subprocess.Popen([FORKVM, "pageserver", "--socket", ps_sock(d)], stdout=log,
+                              stderr=log, stdin=subprocess.DEVNULL)
+    pids.append(ps.pid)
+    deadline = time.monotonic() + 20
+    while prom(d.client().metrics())["forkvm_pageserver_up"] != 1:
+        assert time.monotonic() < deadline and ps.poll() is None
+        time.sleep(0.05)
+    a = d.req("POST", "/v1/sandboxes", body={"snapshot": snap["id"], "backing": "uffd"})
+    assert checksum(a) == want
+    assert any(v["pid"] == a["pid"] for v in ps_status(d)["vms"])
+    os.kill(ps.pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        assert prom(d.client().metrics())["forkvm_pageserver_up"] == 0
+        assert time.monotonic() - t0 < 5
+        with pytest.raises(sdk.ForkvmError) as e:  # left alone: a's memory depends on it
+            d.req("POST", "/v1/sandboxes", body={"snapshot": snap["id"], "backing": "uffd"})
+        assert (e.value.status, e.value.code) == (502, "pageserver_unreachable"), e.value
+        assert ps_sock(d) in e.value.message and "pageserver.log ends:" in e.value.message
+        assert d.req("GET", "/v1/healthz") == {"ok": True}
+    finally:
+        os.kill(ps.pid, signal.SIGCONT)
+    assert prom(d.client().metrics())["forkvm_pageserver_up"] == 1
+    assert checksum(a) == want
+    b = d.req("POST", "/v1/sandboxes", body={"snapshot": snap["id"], "backing": "uffd"})
+    assert checksum(b) == want and ps_status(d)["pid"] == ps.pid
+
+
+def test_uffd_a_page_server_that_cannot_start_is_quoted(uffd_daemon):
+    d, _ = uffd_daemon
+    _, snap, want = snapshot_of_a_filled_vm(d, seed=10)
+    with open(ps_sock(d), "w") as f:  # not a socket: the server refuses to replace it
+        f.write("x")
+    with pytest.raises(sdk.ForkvmError) as e:
+        d.req("POST", "/v1/sandboxes", body={"snapshot": snap["id"], "backing": "uffd"})
+    assert (e.value.status, e.value.code) == (500, "pageserver_failed"), e.value
+    assert "exited with status 1 before it answered" in e.value.message, e.value
+    assert "exists and is not a socket" in e.value.message, e.value  # its log, quoted
+    assert [s["snapshot"] for s in d.req("GET", "/v1/sandboxes")] == [None]
+    os.unlink(ps_sock(d))
+    sb = d.req("POST", "/v1/sandboxes", body={"snapshot": snap["id"], "backing": "uffd"})
+    assert checksum(sb) == want

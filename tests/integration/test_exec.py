@@ -2,6 +2,7 @@
 import os
 import subprocess
 import tempfile
+import time
 
 import pytest
 
@@ -51,3 +52,23 @@ def test_exec_timeout_signal_and_errors(vm_vsock):
 def forkvm_path():
     from forkvm_vm import FORKVM
     return FORKVM
+
+
+def test_exec_streams_output_as_it_is_produced(vm_vsock):
+    """The first line reaches forkvm exec's stdout while the command still sleeps, and
+    output beyond the agent's 1 MiB capture bound arrives whole."""
+    p = subprocess.Popen([forkvm_path(), "exec", vm_vsock, "--", "sh", "-c",
+                          "echo early; sleep 3; echo late"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    start = time.monotonic()
+    first = p.stdout.readline()
+    first_at = time.monotonic() - start
+    rest, err = p.communicate(timeout=60)
+    assert (first, rest, p.returncode) == (b"early\n", b"late\n", 0), err
+    assert first_at < 2.5, first_at
+    n = 3 << 20
+    r = subprocess.run([forkvm_path(), "exec", vm_vsock, "--", "sh", "-c",
+                        f"head -c {n} /dev/zero | tr '\\0' z; echo done >&2"],
+                       capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == b"z" * n and r.stderr == b"done\n"

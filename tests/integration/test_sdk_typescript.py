@@ -23,6 +23,17 @@ def test_sdk_suite_against_a_real_daemon():
     r = run(["node", "--test", "test/"],
             env=dict(os.environ, FORKVM_BUILD=os.path.relpath(BUILD, ROOT)))
     assert r.returncode == 0, f"{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    assert "# pass 1" in r.stdout and "# skipped 1" in r.stdout, r.stdout[-2000:]
+    assert "# fail 0" in r.stdout, r.stdout[-2000:]
+
+
+def test_streamed_exec_through_the_sdk():
+    """test/stream.test.js against a sandbox whose agent answers (daemonlib)."""
+    from daemonlib import agent_backed_sandbox
+    with agent_backed_sandbox() as (d, sb):
+        r = run(["node", "--test", "test/stream.test.js"],
+                env=dict(os.environ, FORKVM_TEST_SOCKET=d.sock, FORKVM_TEST_SANDBOX=sb.id))
+    assert r.returncode == 0, f"{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     assert "# pass 1" in r.stdout and "# fail 0" in r.stdout, r.stdout[-2000:]
 
 

@@ -3,6 +3,7 @@ files -- and a branch whose children each run commands, all through the Python S
 daemon's other routes: tests/integration/test_daemon.py (probe guest, this host's KVM)."""
 import hashlib
 import os
+import time
 
 import pytest
 
@@ -29,6 +30,16 @@ def test_linux_sandbox_exec_files_and_fork_through_the_sdk(daemon):
     assert r.timed_out and r.signal == 9
     with pytest.raises(sdk.GuestError):
         sb.exec(["/no/such/program"])
+    # streamed: the first line arrives while the command still sleeps; no output bound
+    events, stamps = [], []
+    for ev in sb.exec_stream("echo early; sleep 3; head -c 2097152 /dev/zero; echo late >&2"):
+        events.append(ev)
+        stamps.append(time.monotonic())
+    assert events[0] == ("stdout", b"early\n") and events[-1][0] == "exit", events[:2]
+    assert stamps[-1] - stamps[0] >= 2.5, "the first line came only at the end"
+    assert events[-1][1].exit_code == 0
+    assert sum(len(d) for k, d in events if k == "stdout") == 6 + (2 << 20)
+    assert b"".join(d for k, d in events if k == "stderr") == b"late\n"
     data = bytes(range(256)) * 1000
     sb.files.write("/root/blob", data)
     assert sb.files.read("/root/blob") == data

@@ -95,12 +95,18 @@ static void test_exec_fields(void **state)
 	assert_int_equal(req.exec.max_output, AGENT_MAX_OUTPUT); /* clamped, not refused */
 	assert_true(req.exec.force_base64);
 	assert_true(req.exec.clear_env);
+	assert_false(req.exec.stream);
+	agent_request_free(&req);
+
+	assert_int_equal(parse("{\"op\":\"exec\",\"argv\":[\"ls\"],\"stream\":true}", &req, &e), 0);
+	assert_true(req.exec.stream);
 	agent_request_free(&req);
 }
 
 static void test_exec_errors(void **state)
 {
 	expect_error("{\"op\":\"exec\"}", "missing field 'argv'");
+	expect_error("{\"op\":\"exec\",\"argv\":[\"ls\"],\"stream\":1}", "field 'stream'");
 	expect_error("{\"op\":\"exec\",\"argv\":[]}", "non-empty array");
 	expect_error("{\"op\":\"exec\",\"argv\":\"ls\"}", "non-empty array");
 	expect_error("{\"op\":\"exec\",\"argv\":[\"ls\",3]}", "argv[1] must be a non-empty string");

@@ -63,6 +63,11 @@ _BY_STATUS = {400: BadRequest, 401: Unauthorized, 404: NotFound, 405: NotFound,
               409: Conflict, 413: TooLarge, 422: GuestError}
 
 
+def _error(status, code, message):
+    cls = _BY_STATUS.get(status, Unavailable if status >= 500 else ForkvmError)
+    return cls(status, code, message)
+
+
 class _UnixHTTPConnection(http.client.HTTPConnection):
     def __init__(self, path, timeout):
         super().__init__("localhost", timeout=timeout)
@@ -102,6 +107,36 @@ class Client:
 
     def request(self, method, path, body=None, raw=None, query=None):
         """The decoded JSON answer (or bytes for non-JSON answers); raises ForkvmError."""
+        conn, resp = self._open(method, path, body, raw, query)
+        try:
+            payload = resp.read()
+        except OSError as e:
+            raise Unavailable(None, "unreachable",
+                              f"forkvm daemon at {self.url or self.socket_path}: {e}") from e
+        finally:
+            conn.close()
+        if resp.getheader("Content-Type", "").startswith("application/json"):
+            return json.loads(payload)
+        return payload
+
+    def stream(self, method, path, body=None):
+        """An NDJSON answer (a streamed exec), one decoded line at a time as it arrives."""
+        conn, resp = self._open(method, path, body, None, None)
+        try:
+            while True:
+                line = resp.readline()
+                if not line:
+                    return
+                if line.strip():
+                    yield json.loads(line)
+        except OSError as e:
+            raise Unavailable(None, "unreachable",
+                              f"forkvm daemon at {self.url or self.socket_path}: {e}") from e
+        finally:
+            conn.close()
+
+    def _open(self, method, path, body, raw, query):
+        """Send a request; (connection, response) once its status is not an error."""
         if query:
             path += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
         headers = {}
@@ -118,24 +153,20 @@ class Client:
         try:
             conn.request(method, path, body=data, headers=headers)
             resp = conn.getresponse()
-            payload = resp.read()
+            payload = resp.read() if resp.status >= 400 else None
         except OSError as e:
+            conn.close()
             where = self.url or self.socket_path
             raise Unavailable(None, "unreachable", f"forkvm daemon at {where}: {e}") from e
-        finally:
-            conn.close()
-        ctype = resp.getheader("Content-Type", "")
         if resp.status >= 400:
+            conn.close()
             try:
                 err = json.loads(payload)["error"]
                 code, message = err.get("code"), err.get("message", "")
             except (ValueError, KeyError, TypeError):
                 code, message = None, payload.decode(errors="replace")[:500]
-            cls = _BY_STATUS.get(resp.status, Unavailable if resp.status >= 500 else ForkvmError)
-            raise cls(resp.status, code, message)
-        if ctype.startswith("application/json"):
-            return json.loads(payload)
-        return payload
+            raise _error(resp.status, code, message)
+        return conn, resp
 
     def healthz(self):
         return self.request("GET", "/v1/healthz")
@@ -289,8 +320,55 @@ class Sandbox:
         self.info = self._client.request("GET", f"/v1/sandboxes/{self.id}")
         return self.info
 
-    def exec(self, cmd, timeout_ms=None, env=None, cwd=None, stdin=None):
-        """Run argv (a list) or a shell command line (a str); returns an ExecResult."""
+    def exec(self, cmd, timeout_ms=None, env=None, cwd=None, stdin=None, on_stdout=None,
+             on_stderr=None):
+        """Run argv (a list) or a shell command line (a str); returns an ExecResult.
+        With on_stdout / on_stderr the output is streamed: each is called with text (str) as
+        the command produces it, and the result still holds all of it as bytes."""
+        if on_stdout or on_stderr:
+            import codecs
+            decoders = {"stdout": codecs.getincrementaldecoder("utf-8")(errors="replace"),
+                        "stderr": codecs.getincrementaldecoder("utf-8")(errors="replace")}
+            calls = {"stdout": on_stdout, "stderr": on_stderr}
+            chunks = {"stdout": [], "stderr": []}
+            for kind, data in self.exec_stream(cmd, timeout_ms, env, cwd, stdin):
+                if kind == "exit":
+                    for name, call in calls.items():  # a character the stream cut at its end
+                        tail = decoders[name].decode(b"", final=True)
+                        if call and tail:
+                            call(tail)
+                    data.stdout, data.stderr = b"".join(chunks["stdout"]), b"".join(chunks["stderr"])
+                    return data
+                chunks[kind].append(data)
+                text = decoders[kind].decode(data)
+                if calls[kind] and text:
+                    calls[kind](text)
+            raise Unavailable(None, "stream_cut", f"exec in {self.id}: the stream ended early")
+        body = self._exec_body(cmd, timeout_ms, env, cwd, stdin)
+        return ExecResult(self._client.request("POST", f"/v1/sandboxes/{self.id}/exec", body=body))
+
+    def exec_stream(self, cmd, timeout_ms=None, env=None, cwd=None, stdin=None):
+        """Run a command and yield its output as it is produced: ("stdout", bytes) and
+        ("stderr", bytes) pairs, then ("exit", ExecResult) (its stdout/stderr empty).
+        Closing the generator early ends the command."""
+        import base64
+        body = self._exec_body(cmd, timeout_ms, env, cwd, stdin)
+        body["stream"] = True
+        for line in self._client.stream("POST", f"/v1/sandboxes/{self.id}/exec", body=body):
+            kind = line.get("type")
+            if kind in ("stdout", "stderr"):
+                data = line.get("data") or ""
+                yield kind, (base64.b64decode(data) if line.get("encoding") == "base64"
+                             else data.encode())
+            elif kind == "exit":
+                yield "exit", ExecResult(line)
+                return
+            elif kind == "error":
+                err = line.get("error") or {}
+                raise _error(422 if err.get("code") == "guest_error" else 502, err.get("code"),
+                             err.get("message", ""))
+
+    def _exec_body(self, cmd, timeout_ms, env, cwd, stdin):
         argv = ["sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
         body = {"argv": argv}
         if timeout_ms is not None:
@@ -304,7 +382,7 @@ class Sandbox:
             body["stdin"] = base64.b64encode(stdin if isinstance(stdin, bytes)
                                              else stdin.encode()).decode()
             body["stdin_base64"] = True
-        return ExecResult(self._client.request("POST", f"/v1/sandboxes/{self.id}/exec", body=body))
+        return body
 
     def eval(self, code, context=None, timeout_ms=None):
         """Run Python code in the guest's warm interpreter (its state stays for the next eval,

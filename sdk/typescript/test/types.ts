@@ -1,12 +1,20 @@
 // Compile-only: code a user writes against index.d.ts, checked with `tsc --noEmit`
 // (tests/integration/test_sdk_typescript.py). A wrong type here fails the check.
-import { Client, Conflict, EvalResult, ExecResult, ImageInfo, Sandbox, SandboxInfo, Snapshot } from "../index.js";
+import { Client, Conflict, EvalResult, ExecEvent, ExecResult, ImageInfo, Sandbox, SandboxInfo, Snapshot } from "../index.js";
 
 export async function scenario(): Promise<number> {
   const client = new Client({ socketPath: "/tmp/api.sock", timeoutMs: 5000 });
   const sb: Sandbox = await Sandbox.create({ guest: "linux", memMib: 512, vcpus: 2, client, metadata: { a: 1 } });
   const r: ExecResult = await sb.commands.run("echo hi", { timeoutMs: 1000, env: { K: "V" } });
   const code: number | null = r.exitCode;
+  let streamed = 0;
+  const live: ExecResult = await sb.exec(["sh", "-c", "echo a"], { onStdout: (t: string) => { streamed += t.length; } });
+  for await (const e of sb.execStream("echo b; echo c >&2")) {
+    const item: ExecEvent = e;
+    if (item.type === "exit") streamed += item.result.exitCode ?? 0;
+    else streamed += item.data.length;
+  }
+  streamed += live.stdout.length;
   const out: string = r.stdout.toString("utf8") + r.text;
   await sb.files.write("/root/x", Buffer.from(out));
   const back: Buffer = await sb.files.read("/root/x");
@@ -24,5 +32,5 @@ export async function scenario(): Promise<number> {
     if (e instanceof Conflict && e.code === "not_running") return -1;
   }
   await sb.kill();
-  return (code ?? 0) + back.length + info.vcpus + (shown ?? "").length + kinds.length;
+  return (code ?? 0) + streamed + back.length + info.vcpus + (shown ?? "").length + kinds.length;
 }
