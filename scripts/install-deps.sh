@@ -12,6 +12,7 @@ PACKAGES=(
 	qemu-system-x86 # the nested Linux rig (tests/nested)
 	openssl # test certificates for the daemon's HTTPS (tests/integration/test_daemon.py)
 	nodejs # the TypeScript SDK (sdk/typescript) and its tests; npm: below
+	strace # tests/integration/test_cli_daemon.py: no daemon socket, no libcurl loaded
 )
 
 missing=()

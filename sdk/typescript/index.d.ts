@@ -108,6 +108,22 @@ export interface ExecOptions {
   onStderr?: (text: string) => void;
 }
 
+export interface ExecStreamOptions extends Omit<ExecOptions, "onStdout" | "onStderr"> {
+  /** Keep the command's stdin open for sendStdin() until closeStdin(). */
+  stdinOpen?: boolean;
+}
+
+/** A running streamed exec: iterate it with for await. */
+export declare class ExecStream implements AsyncIterable<ExecEvent> {
+  /** Set once started() resolves. */
+  readonly execId: string | null;
+  started(): Promise<void>;
+  sendStdin(data: Buffer | Uint8Array | string, opts?: { eof?: boolean }): Promise<{ exec_id: string; bytes: number; eof: boolean }>;
+  closeStdin(): Promise<{ exec_id: string; bytes: number; eof: boolean }>;
+  close(): Promise<void>;
+  [Symbol.asyncIterator](): AsyncIterator<ExecEvent>;
+}
+
 /** One item of a streamed exec: output as produced, then how the command ended. */
 export type ExecEvent =
   | { type: "stdout" | "stderr"; data: Buffer }
@@ -155,7 +171,7 @@ export declare class Sandbox {
   refresh(): Promise<SandboxInfo>;
   exec(cmd: string | string[], opts?: ExecOptions): Promise<ExecResult>;
   /** Output as the command produces it; leaving the loop early ends the command. */
-  execStream(cmd: string | string[], opts?: Omit<ExecOptions, "onStdout" | "onStderr">): AsyncGenerator<ExecEvent, void, undefined>;
+  execStream(cmd: string | string[], opts?: ExecStreamOptions): ExecStream;
   eval(code: string, opts?: { context?: string; timeoutMs?: number }): Promise<EvalResult>;
   branch(opts?: BranchOptions): Promise<Sandbox[]>;
   fork(opts?: BranchOptions): Promise<Sandbox[]>;

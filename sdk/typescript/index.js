@@ -182,6 +182,58 @@ export class ExecResult {
   get text() { return this.stdout.toString("utf8"); }
 }
 
+/** A running streamed exec (Sandbox.execStream). */
+export class ExecStream {
+  #client;
+  #lines;
+  #started;
+
+  constructor(client, lines) {
+    this.#client = client;
+    this.#lines = lines;
+    this.execId = null;
+    this.#started = lines.next().then(({ value }) => {
+      if (!value || value.type !== "start") throw new Unavailable(null, "stream_cut", `a streamed exec began with ${JSON.stringify(value)}`);
+      this.execId = value.exec_id;
+    });
+    this.#started.catch(() => {}); // reported where it is awaited
+  }
+
+  /** Resolves once the exec runs (execId is set); rejects as its request failed. */
+  started() { return this.#started; }
+
+  /** Input for the command; eof closes its stdin afterwards. */
+  async sendStdin(data, { eof = false } = {}) {
+    await this.#started;
+    return this.#client.request("POST", `/v1/execs/${this.execId}/stdin`,
+      { raw: data, query: { eof: eof ? "true" : undefined } });
+  }
+
+  closeStdin() { return this.sendStdin(Buffer.alloc(0), { eof: true }); }
+
+  /** End the stream (and the command, if it still runs). */
+  async close() { await this.#lines.return(); }
+
+  async *[Symbol.asyncIterator]() {
+    await this.#started;
+    try {
+      for await (const line of this.#lines) {
+        if (line.type === "stdout" || line.type === "stderr") {
+          yield { type: line.type, data: Buffer.from(line.data ?? "", line.encoding === "base64" ? "base64" : "utf8") };
+        } else if (line.type === "exit") {
+          yield { type: "exit", result: new ExecResult(line) };
+          return;
+        } else if (line.type === "error") {
+          const err = line.error ?? {};
+          throw errorFor(err.code === "guest_error" ? 422 : 502, err.code ?? null, err.message ?? "");
+        }
+      }
+    } finally {
+      await this.#lines.return();
+    }
+  }
+}
+
 export class EvalResult {
   constructor(reply) {
     this.result = reply.result ?? null;
@@ -275,21 +327,14 @@ export class Sandbox {
     return new ExecResult(await this.client.request("POST", `/v1/sandboxes/${this.id}/exec`, { body }));
   }
 
-  /** Run a command and yield its output as produced: {type: "stdout"|"stderr", data: Buffer},
-   * then {type: "exit", result: ExecResult}. Leaving the loop early ends the command. */
-  async *execStream(cmd, opts = {}) {
+  /** Run a command and get its output as produced: an ExecStream to iterate with for await
+   * ({type: "stdout"|"stderr", data: Buffer}, then {type: "exit", result}). With stdinOpen
+   * its input stays open for sendStdin() until closeStdin(). Leaving the loop early ends
+   * the command. */
+  execStream(cmd, opts = {}) {
     const body = { ...execBody(cmd, opts), stream: true };
-    for await (const line of this.client.stream("POST", `/v1/sandboxes/${this.id}/exec`, { body })) {
-      if (line.type === "stdout" || line.type === "stderr") {
-        yield { type: line.type, data: Buffer.from(line.data ?? "", line.encoding === "base64" ? "base64" : "utf8") };
-      } else if (line.type === "exit") {
-        yield { type: "exit", result: new ExecResult(line) };
-        return;
-      } else if (line.type === "error") {
-        const err = line.error ?? {};
-        throw errorFor(err.code === "guest_error" ? 422 : 502, err.code ?? null, err.message ?? "");
-      }
-    }
+    if (opts.stdinOpen) body.stdin_open = true;
+    return new ExecStream(this.client, this.client.stream("POST", `/v1/sandboxes/${this.id}/exec`, { body }));
   }
 
   /** Python code in the guest's warm interpreter; its state stays, and children inherit it. */

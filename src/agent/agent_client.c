@@ -227,30 +227,38 @@ out:
 	return ret;
 }
 
-int agent_request_stream(int fd, json_t *req, agent_event_fn on_event, void *arg, json_t **out,
-			 uint64_t deadline_ns, int cancel_fd, char *err, size_t errlen)
+int agent_send(int fd, json_t *msg, uint64_t deadline_ns, int cancel_fd, char *err,
+	       size_t errlen)
 {
-	const char *op = json_string_value(json_object_get(req, "op"));
-	char *text = json_dumps(req, JSON_COMPACT);
-	json_t *reply = NULL;
+	const char *op = json_string_value(json_object_get(msg, "op")) ?: "request";
+	char *text = json_dumps(msg, JSON_COMPACT);
 	uint32_t len, be;
 	int ret;
 
-	if (!op)
-		op = "request";
-	if (!text) {
-		ret = errmsg(err, errlen, -ENOMEM, "%s: encoding the request: %s", op, strerror(ENOMEM));
-		goto out;
-	}
+	if (!text)
+		return errmsg(err, errlen, -ENOMEM, "%s: encoding the request: %s", op,
+			      strerror(ENOMEM));
 	len = (uint32_t)strlen(text);
 	be = htonl(len);
 	ret = write_all(fd, &be, 4, deadline_ns, cancel_fd);
 	if (!ret)
 		ret = write_all(fd, text, len, deadline_ns, cancel_fd);
-	if (ret) {
+	if (ret)
 		ret = io_error(err, errlen, op, ret, "request sent", 0, 0);
+	free(text);
+	return ret;
+}
+
+int agent_request_stream(int fd, json_t *req, agent_event_fn on_event, void *arg, json_t **out,
+			 uint64_t deadline_ns, int cancel_fd, char *err, size_t errlen)
+{
+	const char *op = json_string_value(json_object_get(req, "op")) ?: "request";
+	json_t *reply = NULL;
+	int ret;
+
+	ret = agent_send(fd, req, deadline_ns, cancel_fd, err, errlen);
+	if (ret)
 		goto out;
-	}
 	/* Event frames (a streamed exec's output) come before the one reply. */
 	for (;;) {
 		ret = recv_frame(fd, op, &reply, deadline_ns, cancel_fd, err, errlen);
@@ -281,7 +289,6 @@ int agent_request_stream(int fd, json_t *req, agent_event_fn on_event, void *arg
 	}
 out:
 	json_decref(reply);
-	free(text);
 	return ret;
 }
 

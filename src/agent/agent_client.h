@@ -46,6 +46,10 @@ int agent_connect(const char *vsock_socket, int port, uint64_t deadline_ns, int 
 int agent_request(int fd, json_t *req, json_t **reply, uint64_t deadline_ns, int cancel_fd,
 		  char *err, size_t errlen);
 
+/* Send one frame that has no reply (an exec's "stdin" input, docs/AGENT.md). */
+int agent_send(int fd, json_t *msg, uint64_t deadline_ns, int cancel_fd, char *err,
+	       size_t errlen);
+
 /*
  * A frame with an "event" field that came before the reply (a streamed exec's output,
  * docs/AGENT.md). Borrowed: valid during the call. Nonzero (-errno with err set) stops the

@@ -218,6 +218,11 @@ struct http_req {
 	size_t body_len;
 	const char *content_type;
 	long timeout_ms;	/* 0: none (the daemon bounds its own operations) */
+	/* an NDJSON answer: each line goes to on_line as it arrives (error answers do not) */
+	cli_daemon_line_fn on_line;
+	void *line_arg;
+	int line_ret;		/* what on_line returned when it stopped the transfer */
+	CURL *curl;
 	/* the answer */
 	long status;
 	uint8_t *out;
@@ -225,11 +230,38 @@ struct http_req {
 	bool too_big;
 };
 
+/* Hand every complete line buffered in r to on_line; keep the rest. false: stop. */
+static bool pass_lines(struct http_req *r)
+{
+	uint8_t *nl;
+
+	while ((nl = memchr(r->out, '\n', r->out_len))) {
+		size_t n = (size_t)(nl - r->out);
+		json_t *line = n ? json_loadb((const char *)r->out, n, 0, NULL) : NULL;
+
+		if (n && !line)
+			r->line_ret = -EPROTO;
+		else if (line)
+			r->line_ret = r->on_line(r->line_arg, line);
+		json_decref(line);
+		memmove(r->out, nl + 1, r->out_len - n - 1);
+		r->out_len -= n + 1;
+		r->out[r->out_len] = '\0';
+		if (r->line_ret)
+			return false;
+	}
+	return true;
+}
+
 static size_t on_data(char *data, size_t size, size_t n, void *arg)
 {
 	struct http_req *r = arg;
 	size_t len = size * n;
+	long status = 0;
 
+	if (r->on_line && !r->status && cu.easy_getinfo(r->curl, CURLINFO_RESPONSE_CODE,
+							&status) == CURLE_OK && status < 400)
+		r->status = status; /* a streamed answer: lines, not a buffered body */
 	if (len > ANSWER_MAX - r->out_len) {
 		r->too_big = true;
 		return 0;
@@ -247,6 +279,8 @@ static size_t on_data(char *data, size_t size, size_t n, void *arg)
 	memcpy(r->out + r->out_len, data, len);
 	r->out_len += len;
 	r->out[r->out_len] = '\0';
+	if (r->on_line && r->status && !pass_lines(r))
+		return 0;
 	return len;
 }
 
@@ -306,6 +340,7 @@ static int http_do(struct http_req *r, char *err, size_t errlen)
 		ret = h ? 0 : -ENOMEM;
 	}
 	c = headers && ret == 0 ? cu.easy_init() : NULL;
+	r->curl = c;
 	if (!c) {
 		ret = errmsg(err, errlen, -ENOMEM, "daemon %s: %s %s: setting up the request: out of "
 			     "memory", ep.where, r->method, r->path);
@@ -351,7 +386,12 @@ static int http_do(struct http_req *r, char *err, size_t errlen)
 	rc = cu.easy_perform(c);
 	if (rc == CURLE_OK)
 		rc = cu.easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
-	if (rc != CURLE_OK) {
+	if (rc == CURLE_WRITE_ERROR && r->line_ret) {
+		ret = r->line_ret == -EPROTO
+			? errmsg(err, errlen, -EPROTO, "daemon %s: %s %s: a streamed line is not JSON",
+				 ep.where, r->method, r->path)
+			: r->line_ret; /* on_line's own error, already in its words */
+	} else if (rc != CURLE_OK) {
 		ret = rc == CURLE_COULDNT_CONNECT ? -ECONNREFUSED
 		      : rc == CURLE_OPERATION_TIMEDOUT ? -ETIMEDOUT : -EIO;
 		if (r->too_big)
@@ -450,6 +490,30 @@ int cli_daemon_call(const char *method, const char *path, json_t *body, json_t *
 		    char *err, size_t errlen)
 {
 	return call_json(method, path, body, reply, 0, err, errlen);
+}
+
+int cli_daemon_stream(const char *method, const char *path, json_t *body,
+		      cli_daemon_line_fn on_line, void *arg, char *err, size_t errlen)
+{
+	struct http_req r = { .method = method, .path = path, .content_type = "application/json",
+			      .on_line = on_line, .line_arg = arg };
+	char *text = json_dumps(body, JSON_COMPACT);
+	int ret;
+
+	if (!text)
+		return errmsg(err, errlen, -EINVAL, "daemon %s: %s %s: the body cannot be encoded "
+			      "as JSON (not UTF-8?)", cli_daemon_where(), method, path);
+	r.body = text;
+	r.body_len = strlen(text);
+	ret = http_do(&r, err, errlen);
+	if (ret == 0 && r.status >= 400)
+		ret = answer_error(&r, err, errlen);
+	if (ret == 0 && r.out_len)
+		ret = errmsg(err, errlen, -EPROTO, "daemon %s: %s %s: the stream ended inside a line",
+			     ep.where, method, path);
+	free(r.out);
+	free(text);
+	return ret;
 }
 
 char *cli_daemon_escape(const char *text, char *err, size_t errlen)

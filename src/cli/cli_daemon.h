@@ -48,6 +48,16 @@ int cli_daemon_call(const char *method, const char *path, json_t *body, json_t *
 int cli_daemon_call_raw(const char *method, const char *path, const void *data, size_t len,
 			uint8_t **out, size_t *out_len, char *err, size_t errlen);
 
+/*
+ * A streamed answer (application/x-ndjson, e.g. a streamed exec): body sent as JSON, each line
+ * of a 2xx answer passed to on_line as it arrives (borrowed). on_line returns 0 to go on, or
+ * -errno (its message already given) to stop: that is then the result. An error answer is
+ * returned as cli_daemon_call does.
+ */
+typedef int (*cli_daemon_line_fn)(void *arg, json_t *line);
+int cli_daemon_stream(const char *method, const char *path, json_t *body,
+		      cli_daemon_line_fn on_line, void *arg, char *err, size_t errlen);
+
 /* text escaped for a URL's query (malloc'd; NULL when out of memory or libcurl is missing). */
 char *cli_daemon_escape(const char *text, char *err, size_t errlen);
 

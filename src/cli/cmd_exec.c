@@ -1,4 +1,7 @@
-/* forkvm exec VM -- cmd args...: run a command in a Linux guest through its agent. */
+/*
+ * forkvm exec VM -- cmd args...: run a command in a Linux guest through its agent, its output
+ * streamed as it is produced; for a daemon sandbox, through the daemon's streamed exec.
+ */
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
@@ -6,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cli/cli_daemon.h"
 #include "cli/cli_vm.h"
 #include "cli/commands.h"
 #include "util/base64.h"
@@ -22,7 +26,8 @@ static const char usage[] =
 	"  --env K=V       add to the environment (repeatable)\n"
 	"  --stdin         send this process's stdin to the command\n"
 	"Prints the command's stdout and stderr as it produces them (no size bound) and exits\n"
-	"with its exit status (128+N when killed by signal N).\n";
+	"with its exit status (128+N when killed by signal N). A daemon sandbox (VM is an sb-...\n"
+	"id) runs it through the daemon (--vsock and --port are not available there).\n";
 
 static const struct option options[] = {
 	{ "vsock", required_argument, NULL, 'v' }, { "port", required_argument, NULL, 'p' },
@@ -74,6 +79,73 @@ static int print_event(void *arg, json_t *ev, char *err, size_t errlen)
 	return 0;
 }
 
+/* How a streamed exec through the daemon ended (its "exit" line), or its "error" line. */
+struct daemon_exec {
+	json_t *exit;
+	char err[1024];
+};
+
+/* One NDJSON line of the daemon's streamed exec (docs/DAEMON.md). */
+static int daemon_line(void *arg, json_t *line)
+{
+	struct daemon_exec *x = arg;
+	const char *type = json_string_value(json_object_get(line, "type")) ?: "";
+	json_t *ev;
+	int ret;
+
+	if (!strcmp(type, "stdout") || !strcmp(type, "stderr")) {
+		/* the agent's event shape, so one printer serves both paths */
+		ev = json_pack("{s:s, s:O?}", "event", type, "data", json_object_get(line, "data"));
+		ret = ev ? print_event(NULL, ev, x->err, sizeof(x->err)) : -ENOMEM;
+		json_decref(ev);
+		if (ret)
+			fprintf(stderr, "forkvm exec: %s\n", x->err);
+		return ret;
+	}
+	if (!strcmp(type, "exit")) {
+		x->exit = json_incref(line);
+		return 0;
+	}
+	if (!strcmp(type, "error")) {
+		json_t *e = json_object_get(line, "error");
+		fprintf(stderr, "forkvm exec: %s: %s\n",
+			json_string_value(json_object_get(e, "code")) ?: "error",
+			json_string_value(json_object_get(e, "message")) ?: "");
+		return -EREMOTEIO;
+	}
+	return 0; /* "start", or a line this CLI does not know */
+}
+
+/* req (the agent's exec request) through the daemon's streamed exec of sandbox id. */
+static int daemon_exec(const char *id, json_t *req, json_t **reply)
+{
+	struct daemon_exec x = { 0 };
+	char path[256], err[1024];
+	int ret;
+
+	json_object_del(req, "op");
+	json_object_set_new(req, "stream", json_true());
+	ret = cli_daemon_sandbox_path(id, "/exec", path, sizeof(path));
+	if (ret < 0)
+		fprintf(stderr, "forkvm exec: %s: the sandbox id is too long\n", id);
+	if (ret == 0) {
+		ret = cli_daemon_stream("POST", path, req, daemon_line, &x, err, sizeof(err));
+		if (ret < 0 && ret != -EREMOTEIO && !x.err[0])
+			fprintf(stderr, "forkvm exec: %s\n", err);
+	}
+	if (ret == 0 && !x.exit) {
+		fprintf(stderr, "forkvm exec: daemon %s: the stream of %s ended without an exit "
+			"line\n", cli_daemon_where(), id);
+		ret = -EPROTO;
+	}
+	*reply = x.exit;
+	if (ret < 0) {
+		json_decref(x.exit);
+		*reply = NULL;
+	}
+	return ret;
+}
+
 static void print_stream(json_t *reply, const char *name, FILE *out)
 {
 	uint8_t *data;
@@ -95,22 +167,32 @@ static int run(int argc, char **argv)
 {
 	char sock[512], vsock[600] = "", err[512];
 	unsigned long long port = 52, timeout = 0;
+	const char *direct_only = NULL;
+	bool via_daemon = false;
 	json_t *req = json_pack("{s:s,s:s,s:b,s:[]}", "op", "exec", "output_encoding", "base64",
 				"stream", 1, "argv");
 	json_t *env = json_array(), *reply = NULL;
 	int opt, fd, ret = CLI_EXIT_FAIL;
 
 	/* VM first, then options, then `--` and the command (getopt stops at `--`). */
-	if (argc < 2 || argv[1][0] == '-' || cli_vm_socket(argv[1], sock, sizeof(sock)) < 0)
+	if (argc < 2 || argv[1][0] == '-')
 		goto usage;
+	if (cli_vm_resolve(argv[1], sock, sizeof(sock), &via_daemon, err, sizeof(err)) < 0) {
+		fprintf(stderr, "forkvm exec: %s\n", err);
+		goto out;
+	}
 	optind = 1;
 	opterr = 0;
 	while ((opt = getopt_long(argc - 1, argv + 1, "+", options, NULL)) != -1) {
 		switch (opt) {
-		case 'v': snprintf(vsock, sizeof(vsock), "%s", optarg); break;
+		case 'v':
+			snprintf(vsock, sizeof(vsock), "%s", optarg);
+			direct_only = "--vsock";
+			break;
 		case 'p':
 			if (cli_parse_u64(optarg, &port) || port > 0xffffffffULL)
 				goto usage;
+			direct_only = "--port";
 			break;
 		case 't':
 			if (cli_parse_u64(optarg, &timeout) || timeout > 0xffffffffULL)
@@ -133,6 +215,15 @@ static int run(int argc, char **argv)
 	if (json_array_size(json_object_get(req, "argv")) == 0)
 		goto usage;
 	json_object_set(req, "env", env);
+	if (via_daemon && direct_only) {
+		ret = cli_daemon_refuse("exec", direct_only, "the daemon reaches the guest agent itself");
+		goto out;
+	}
+	if (via_daemon) {
+		if (daemon_exec(argv[1], req, &reply) < 0)
+			goto out;
+		goto ended;
+	}
 	/* 10 s to reach the agent; the command itself may run as long as it needs. */
 	fd = agent_connect(vsock, (int)port, deadline_after_ms(10000), -1, err, sizeof(err));
 	if (fd < 0 ||
@@ -146,6 +237,7 @@ static int run(int argc, char **argv)
 	/* An agent from before streaming ignores "stream" and answers with the output. */
 	print_stream(reply, "stdout", stdout);
 	print_stream(reply, "stderr", stderr);
+ended:
 	if (json_is_true(json_object_get(reply, "timed_out"))) {
 		fprintf(stderr, "forkvm exec: timed out after %llu ms\n", timeout);
 		ret = 124;

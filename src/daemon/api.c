@@ -143,6 +143,17 @@ static int h_exec(struct req *q)
 	return fail_from(q, sb_exec(q->d, q->id, q->body, &q->e));
 }
 
+static int h_exec_stdin(struct req *q)
+{
+	const char *eof = query(q, "eof");
+
+	if (eof && strcmp(eof, "true") && strcmp(eof, "false"))
+		return api_fail(&q->e, 400, "bad_request", "query parameter 'eof' must be true or "
+				"false");
+	return fail_from(q, sb_exec_stdin(q->id, q->raw, q->raw_len, eof && !strcmp(eof, "true"),
+					  &q->e));
+}
+
 static int h_eval(struct req *q)
 {
 	return fail_from(q, sb_eval(q->d, q->id, q->body, &q->e));
@@ -239,6 +250,7 @@ static const struct route {
 	{ "POST", "/v1/sandboxes/{id}/resume", "resume", BODY_NONE, h_resume },
 	{ "POST", "/v1/sandboxes/{id}/branch", "branch", BODY_JSON, h_branch },
 	{ "POST", "/v1/sandboxes/{id}/exec", "exec", BODY_JSON, h_exec },
+	{ "POST", "/v1/execs/{id}/stdin", "exec_stdin", BODY_RAW, h_exec_stdin },
 	{ "POST", "/v1/sandboxes/{id}/eval", "eval", BODY_JSON, h_eval },
 	{ "POST", "/v1/sandboxes/{id}/snapshot", "snapshot", BODY_NONE, h_snapshot },
 	{ "PUT", "/v1/sandboxes/{id}/files", "file_write", BODY_RAW, h_file_put },

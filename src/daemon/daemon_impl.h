@@ -87,6 +87,10 @@ int sb_exec_stream_open(struct daemon *d, const char *id, json_t *body, struct s
 			struct api_err *e);
 int sb_stream_fd(const struct sb_stream *s);
 void sb_stream_close(struct sb_stream *s);
+/* Input for a running streamed exec started with "stdin_open" (POST /v1/execs/ID/stdin);
+ * eof closes it. */
+json_t *sb_exec_stdin(const char *exec_id, const void *data, size_t len, bool eof,
+		      struct api_err *e);
 /* Code in the guest's warm interpreter (the agent's eval, docs/AGENT.md). */
 json_t *sb_eval(struct daemon *d, const char *id, json_t *body, struct api_err *e);
 json_t *sb_snapshot(struct daemon *d, const char *id, struct api_err *e);

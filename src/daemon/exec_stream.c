@@ -13,14 +13,20 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/random.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "agent/agent_client.h"
 #include "daemon/daemon_impl.h"
+#include "util/base64.h"
 #include "util/clock.h"
 #include "util/errmsg.h"
 #include "util/fdio.h"
 #include "util/log.h"
+
+/* How long one stdin request may wait for the command to take its bytes. */
+#define STDIN_SEND_MS 30000
 
 struct sb_stream {
 	int rd, wr;		/* the pipe of NDJSON lines */
@@ -28,9 +34,21 @@ struct sb_stream {
 	int cancel;		/* eventfd: the HTTP client left */
 	json_t *req;		/* the agent request */
 	uint64_t deadline_ns;	/* the exec's timeout plus grace; 0: none */
-	char id[64];
+	char id[64];		/* the sandbox */
+	char exec_id[24];	/* "ex-" + 12 hex: names the stream for POST /v1/execs/ID/stdin */
 	pthread_t thread;
+	/* stdin: sb_exec_stdin's writers hold wlock (they share the agent fd with the thread,
+	 * which only reads it); registry_lock guards refs, next and the list */
+	pthread_mutex_t wlock;
+	bool stdin_open;	/* under wlock */
+	int refs;
+	struct sb_stream *next;
 };
+
+/* The running streams, by exec id; a stdin request holds a reference while it writes. */
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t registry_cond = PTHREAD_COND_INITIALIZER;
+static struct sb_stream *registry;
 
 /* One NDJSON line into the pipe; -EPIPE once the reader is gone. */
 static int put_line(struct sb_stream *s, json_t *line)
@@ -111,11 +129,14 @@ static void *stream_thread(void *arg)
 				      msg));
 	}
 	json_decref(reply);
-	/* EOF for the reader; the agent sees its connection end and kills what still runs. */
+	/* EOF for the reader; the agent sees its connection end and kills what still runs. The
+	 * fd itself stays open until the stream is freed: a stdin writer may still hold it. */
 	close(s->wr);
 	s->wr = -1;
-	close(s->agent);
-	s->agent = -1;
+	pthread_mutex_lock(&s->wlock);
+	s->stdin_open = false;
+	pthread_mutex_unlock(&s->wlock);
+	shutdown(s->agent, SHUT_RDWR);
 	return NULL;
 }
 
@@ -130,7 +151,100 @@ static void stream_free(struct sb_stream *s)
 	if (s->cancel >= 0)
 		close(s->cancel);
 	json_decref(s->req);
+	pthread_mutex_destroy(&s->wlock);
 	free(s);
+}
+
+static void registry_add(struct sb_stream *s)
+{
+	pthread_mutex_lock(&registry_lock);
+	s->next = registry;
+	registry = s;
+	pthread_mutex_unlock(&registry_lock);
+}
+
+/* Unlist s and wait until no stdin request holds it. */
+static void registry_remove(struct sb_stream *s)
+{
+	pthread_mutex_lock(&registry_lock);
+	for (struct sb_stream **p = &registry; *p; p = &(*p)->next)
+		if (*p == s) {
+			*p = s->next;
+			break;
+		}
+	while (s->refs)
+		pthread_cond_wait(&registry_cond, &registry_lock);
+	pthread_mutex_unlock(&registry_lock);
+}
+
+static struct sb_stream *registry_get(const char *exec_id)
+{
+	struct sb_stream *s;
+
+	pthread_mutex_lock(&registry_lock);
+	for (s = registry; s && strcmp(s->exec_id, exec_id); s = s->next)
+		;
+	if (s)
+		s->refs++;
+	pthread_mutex_unlock(&registry_lock);
+	return s;
+}
+
+static void registry_put(struct sb_stream *s)
+{
+	pthread_mutex_lock(&registry_lock);
+	if (--s->refs == 0)
+		pthread_cond_broadcast(&registry_cond);
+	pthread_mutex_unlock(&registry_lock);
+}
+
+json_t *sb_exec_stdin(const char *exec_id, const void *data, size_t len, bool eof,
+		      struct api_err *e)
+{
+	struct sb_stream *s = registry_get(exec_id);
+	json_t *msg = NULL, *res = NULL;
+	char err[512], *b64 = NULL;
+	int ret;
+
+	if (!s) {
+		api_fail(e, 404, "not_found", "no running exec %s", exec_id);
+		return NULL;
+	}
+	b64 = malloc(base64_encoded_size(len));
+	if (b64)
+		base64_encode(data, len, b64);
+	msg = b64 ? json_pack("{s:s, s:s, s:b}", "op", "stdin", "data", b64, "eof", eof) : NULL;
+	if (!msg) {
+		api_fail(e, 500, "internal", "stdin of %s: out of memory", exec_id);
+		goto out;
+	}
+	pthread_mutex_lock(&s->wlock);
+	if (!s->stdin_open) {
+		pthread_mutex_unlock(&s->wlock);
+		api_fail(e, 409, "stdin_closed", "exec %s takes no more input (it was started "
+			 "without stdin_open, its input was closed, or it ended)", exec_id);
+		goto out;
+	}
+	/* A command that does not read its input holds this up to its pipe's and the agent's
+	 * buffers; the stream's end (cancel) releases it. */
+	ret = agent_send(s->agent, msg, deadline_after_ms(STDIN_SEND_MS), s->cancel, err,
+			 sizeof(err));
+	if (ret == 0 && eof)
+		s->stdin_open = false;
+	pthread_mutex_unlock(&s->wlock);
+	if (ret == -ETIMEDOUT)
+		api_fail(e, 504, "stdin_stalled", "exec %s: the command did not take %zu bytes of "
+			 "input within %d ms", exec_id, len, STDIN_SEND_MS);
+	else if (ret)
+		api_fail(e, 409, "stdin_closed", "exec %s: %s", exec_id, err);
+	else
+		res = json_pack("{s:s, s:I, s:b}", "exec_id", exec_id, "bytes", (json_int_t)len,
+				"eof", eof);
+out:
+	json_decref(msg);
+	free(b64);
+	registry_put(s);
+	return res;
 }
 
 int sb_exec_stream_open(struct daemon *d, const char *id, json_t *body, struct sb_stream **out,
@@ -145,8 +259,20 @@ int sb_exec_stream_open(struct daemon *d, const char *id, json_t *body, struct s
 		return api_fail(e, 500, "internal", "exec stream of %s: out of memory", id);
 	s->rd = s->wr = s->agent = s->cancel = -1;
 	snprintf(s->id, sizeof(s->id), "%s", id);
+	if (pthread_mutex_init(&s->wlock, NULL)) {
+		free(s);
+		return api_fail(e, 500, "internal", "exec stream of %s: a mutex", id);
+	}
 	if (sb_exec_check(body, &timeout_ms, e))
 		goto fail;
+	s->stdin_open = json_is_true(json_object_get(body, "stdin_open"));
+	uint8_t r6[6];
+	if (getrandom(r6, sizeof(r6), 0) != (ssize_t)sizeof(r6)) {
+		api_fail(e, 500, "internal", "an exec id: getrandom: %s", strerror(errno));
+		goto fail;
+	}
+	snprintf(s->exec_id, sizeof(s->exec_id), "ex-%02x%02x%02x%02x%02x%02x", r6[0], r6[1],
+		 r6[2], r6[3], r6[4], r6[5]);
 	s->deadline_ns = timeout_ms ? deadline_after_ms((int64_t)(timeout_ms + EXEC_GRACE_MS)) : 0;
 	s->req = json_deep_copy(body);
 	if (!s->req || json_object_set_new(s->req, "op", json_string("exec")) ||
@@ -168,11 +294,19 @@ int sb_exec_stream_open(struct daemon *d, const char *id, json_t *body, struct s
 	s->agent = sb_agent_fd(d, id, &r, e);
 	if (s->agent < 0)
 		goto fail;
+	/* The first line names the exec (the pipe is empty: this never blocks). */
+	ret = put_line(s, json_pack("{s:s, s:s, s:b}", "type", "start", "exec_id", s->exec_id,
+				    "stdin_open", s->stdin_open));
+	if (ret) {
+		api_fail(e, 500, "internal", "exec stream of %s: %s", id, strerror(-ret));
+		goto fail;
+	}
 	ret = pthread_create(&s->thread, NULL, stream_thread, s);
 	if (ret) {
 		api_fail(e, 500, "internal", "exec stream of %s: a thread: %s", id, strerror(ret));
 		goto fail;
 	}
+	registry_add(s);
 	*out = s;
 	return 0;
 fail:
@@ -191,9 +325,11 @@ void sb_stream_close(struct sb_stream *s)
 
 	if (!s)
 		return;
-	/* Wake a thread waiting on the agent, and fail its writes into the pipe. */
+	/* Wake a thread waiting on the agent (and stdin writers), and fail its writes into the
+	 * pipe. */
 	if (write(s->cancel, &one, sizeof(one)) < 0)
 		log_err("exec stream of %s: cancel: %s", s->id, strerror(errno));
+	registry_remove(s);
 	close(s->rd);
 	s->rd = -1;
 	pthread_join(s->thread, NULL);

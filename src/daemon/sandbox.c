@@ -842,7 +842,7 @@ int sb_exec_check(json_t *body, uint64_t *timeout_ms, struct api_err *e)
 {
 	static const char *const known[] = { "argv", "env", "clear_env", "cwd", "stdin",
 					     "stdin_base64", "timeout_ms", "max_output",
-					     "output_encoding", "stream", NULL };
+					     "output_encoding", "stream", "stdin_open", NULL };
 
 	if (check_fields(body, known, e) ||
 	    get_uint(body, "timeout_ms", 0, 0, UINT32_MAX, timeout_ms, e))
@@ -851,8 +851,16 @@ int sb_exec_check(json_t *body, uint64_t *timeout_ms, struct api_err *e)
 	    !json_array_size(json_object_get(body, "argv")))
 		return api_fail(e, 400, "bad_request",
 				"field 'argv' must be a non-empty array of strings");
-	if (json_object_get(body, "stream") && !json_is_boolean(json_object_get(body, "stream")))
-		return api_fail(e, 400, "bad_request", "field 'stream' must be true or false");
+	static const char *const flags[] = { "stream", "stdin_open" };
+	for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++)
+		if (json_object_get(body, flags[i]) &&
+		    !json_is_boolean(json_object_get(body, flags[i])))
+			return api_fail(e, 400, "bad_request", "field '%s' must be true or false",
+					flags[i]);
+	if (json_is_true(json_object_get(body, "stdin_open")) &&
+	    !json_is_true(json_object_get(body, "stream")))
+		return api_fail(e, 400, "bad_request", "field 'stdin_open' needs \"stream\": true "
+				"(input goes to the exec id its stream announces)");
 	return 0;
 }
 

@@ -55,6 +55,10 @@ class Daemon:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             assert self.proc.wait(timeout=30) == 0, open(self.log).read()
+            # under ASan/UBSan (FORKVM_SAN builds) a finding, a leak included, is a failure
+            with open(self.log, errors="replace") as f:
+                bad = [line for line in f if "Sanitizer" in line or "runtime error" in line]
+            assert not bad, "".join(bad[:20])
 
     def cleanup(self):
         """End every VM the daemon knows (through it when it runs), then the daemon."""

@@ -237,7 +237,6 @@ def test_without_a_daemon_the_direct_path_works(run_dir):
         d.cleanup()
 
 
-@pytest.mark.skipif(not os.path.exists("/usr/bin/strace"), reason="needs strace")
 def test_no_daemon_socket_costs_nothing(run_dir):
     """No socket file: the CLI neither loads libcurl nor connects anywhere for the daemon."""
     env = env_for("/nonexistent/api.sock", run_dir)
@@ -422,15 +421,30 @@ def test_eval_and_cp_through_the_daemon(fake, run_dir, tmp_path):
         f"/v1/sandboxes/{fake.ID}/files"}
 
 
-def test_eval_and_cp_with_the_real_agent(run_dir, tmp_path):
-    """The same through the real daemon to the real agent, where this tree has the stand-in
-    that relays a sandbox's vsock socket to an agent running on this host
-    (daemonlib.agent_backed_sandbox); the agent's files are this host's, so under tmp_path."""
+def test_exec_eval_and_cp_with_the_real_agent(run_dir, tmp_path):
+    """exec, eval and cp through the real daemon to the real agent (a sandbox whose vsock
+    socket relays to an agent on this host, daemonlib.agent_backed_sandbox); the agent's files
+    are this host's, so under tmp_path."""
     import daemonlib
-    if not hasattr(daemonlib, "agent_backed_sandbox"):
-        pytest.skip("no daemonlib.agent_backed_sandbox in this tree")
     with daemonlib.agent_backed_sandbox() as (d, sb):
         env = env_for(d.sock, run_dir)
+        r = subprocess.run([FORKVM, "exec", sb.id, "--env", "A=b", "--cwd", str(tmp_path), "--",
+                            "sh", "-c", 'echo "$A $(pwd)"; echo oops >&2; printf "\\377"; exit 3'],
+                           capture_output=True, env=env, timeout=120)
+        assert (r.returncode, r.stderr) == (3, b"oops\n"), r.stderr
+        assert r.stdout == f"b {tmp_path}\n".encode() + b"\xff", r.stdout
+        p = subprocess.run([FORKVM, "exec", sb.id, "--stdin", "--", "sh", "-c",
+                            f"cat; head -c {3 << 20} /dev/zero"], input=b"in\x00put",
+                           capture_output=True, env=env, timeout=120)
+        assert p.returncode == 0 and p.stdout == b"in\x00put" + bytes(3 << 20), p.stderr
+        r = cli("exec", sb.id, "--timeout", "300", "--", "sleep", "30", env=env)
+        assert r.returncode == 124 and "timed out" in r.stderr, r.stderr
+        r = cli("exec", sb.id, "--", "/no/such/program", env=env)
+        assert r.returncode == 1 and "guest_error" in r.stderr and "/no/such/program" in \
+            r.stderr, r.stderr
+        r = cli("exec", sb.id, "--port", "53", "--", "true", env=env)
+        assert r.returncode == 2 and "--port is not available for daemon sandboxes" in \
+            r.stderr, r.stderr
         assert ok(cli("eval", sb.id, "x = 41", env=env)) == ""
         assert ok(cli("eval", sb.id, "print('hi'); x + 1", env=env)) == "hi\n42\n"
         r = cli("eval", sb.id, "1/0", env=env)

@@ -3,6 +3,7 @@ real guest agent. Linux guests cannot boot on this host, so the sandbox is a pro
 record says "linux" and whose vsock socket is a stand-in (vsock_proxy.py) that relays to the
 agent running here on a Unix socket (daemonlib.agent_backed_sandbox).
 tests/linux/test_service.py streams from a real guest."""
+import hashlib
 import os
 import threading
 import time
@@ -115,3 +116,46 @@ def test_many_streams_at_once(sandbox):
     for t in threads:
         t.join(60)
     assert results == {i: (f"{i}-1\n{i}-2\n{i}-3\n".encode(), 0) for i in range(12)}
+
+
+def test_interactive_stdin_of_a_streamed_exec(sandbox):
+    d, sb = sandbox
+    with sb.exec_stream("while read l; do echo got:$l; done; echo bye", stdin="pre\n",
+                        stdin_open=True) as p:
+        assert p.exec_id.startswith("ex-")
+        assert next(p) == ("stdout", b"got:pre\n")
+        assert p.send_stdin("one\n") == {"exec_id": p.exec_id, "bytes": 4, "eof": False}
+        assert next(p) == ("stdout", b"got:one\n")
+        p.send_stdin(b"two\n", eof=True)
+        rest = list(p)
+    assert b"".join(x for k, x in rest if k == "stdout") == b"got:two\nbye\n"
+    assert rest[-1][0] == "exit" and rest[-1][1].exit_code == 0
+    # the exec is gone: its id answers 404; a closed input answers 409
+    with pytest.raises(sdk.NotFound):
+        p.send_stdin("late")
+    with sb.exec_stream("cat", stdin_open=True) as p:
+        p.close_stdin()
+        with pytest.raises(sdk.Conflict) as e:
+            p.send_stdin("more")
+        assert e.value.code == "stdin_closed"
+        assert [k for k, _ in p] == ["exit"]
+    with sb.exec_stream("sleep 5") as p:  # no stdin_open
+        with pytest.raises(sdk.Conflict):
+            p.send_stdin("x")
+    with pytest.raises(sdk.BadRequest) as e:
+        d.req("POST", f"/v1/sandboxes/{sb.id}/exec", body={"argv": ["cat"], "stdin_open": True})
+    assert "stream" in e.value.message
+    with pytest.raises(sdk.BadRequest):
+        d.req("POST", "/v1/execs/ex-000000000000/stdin", raw=b"x", query={"eof": "maybe"})
+
+
+def test_stdin_bytes_are_exact_and_large(sandbox):
+    _, sb = sandbox
+    data = bytes(range(256)) * 8192  # 2 MiB, every byte value
+    with sb.exec_stream("sha256sum; wc -c", stdin_open=True) as p:
+        for off in range(0, len(data), 700000):
+            p.send_stdin(data[off:off + 700000])
+        p.close_stdin()
+        out = b"".join(x for k, x in p if k == "stdout")
+    digest, count = out.split(b"\n")[0].split()[0].decode(), out.split(b"\n")[1].strip()
+    assert digest == hashlib.sha256(data).hexdigest() and count == b"0"

@@ -232,6 +232,60 @@ class EvalResult:
         return f"EvalResult(result={self.result!r}, error={self.error!r})"
 
 
+class ExecStream:
+    """A running streamed exec (Sandbox.exec_stream): iterate it for its output; exec_id names
+    it for send_stdin / close_stdin."""
+
+    def __init__(self, client, lines):
+        self._client = client
+        self._lines = lines
+        first = next(lines, None)
+        if not first or first.get("type") != "start":
+            lines.close()
+            raise Unavailable(None, "stream_cut", f"a streamed exec began with {first!r}")
+        self.exec_id = first["exec_id"]
+
+    def send_stdin(self, data, eof=False):
+        """Input for the command (bytes or str); eof=True closes its stdin afterwards."""
+        return self._client.request("POST", f"/v1/execs/{self.exec_id}/stdin",
+                                    raw=data if isinstance(data, bytes) else data.encode(),
+                                    query={"eof": "true" if eof else None})
+
+    def close_stdin(self):
+        return self.send_stdin(b"", eof=True)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        import base64
+        for line in self._lines:
+            kind = line.get("type")
+            if kind in ("stdout", "stderr"):
+                data = line.get("data") or ""
+                return kind, (base64.b64decode(data) if line.get("encoding") == "base64"
+                              else data.encode())
+            if kind == "exit":
+                self._lines.close()
+                return "exit", ExecResult(line)
+            if kind == "error":
+                self._lines.close()
+                err = line.get("error") or {}
+                raise _error(422 if err.get("code") == "guest_error" else 502, err.get("code"),
+                             err.get("message", ""))
+        raise StopIteration
+
+    def close(self):
+        """End the stream (and the command, if it still runs)."""
+        self._lines.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 class _Commands:
     def __init__(self, sb):
         self._sb = sb
@@ -347,26 +401,18 @@ class Sandbox:
         body = self._exec_body(cmd, timeout_ms, env, cwd, stdin)
         return ExecResult(self._client.request("POST", f"/v1/sandboxes/{self.id}/exec", body=body))
 
-    def exec_stream(self, cmd, timeout_ms=None, env=None, cwd=None, stdin=None):
-        """Run a command and yield its output as it is produced: ("stdout", bytes) and
-        ("stderr", bytes) pairs, then ("exit", ExecResult) (its stdout/stderr empty).
-        Closing the generator early ends the command."""
-        import base64
+    def exec_stream(self, cmd, timeout_ms=None, env=None, cwd=None, stdin=None,
+                    stdin_open=False):
+        """Run a command and get its output as it is produced: an ExecStream, which yields
+        ("stdout", bytes) and ("stderr", bytes) pairs, then ("exit", ExecResult) (its
+        stdout/stderr empty). With stdin_open the command's input stays open for
+        send_stdin() until close_stdin(). Closing the stream early ends the command."""
         body = self._exec_body(cmd, timeout_ms, env, cwd, stdin)
         body["stream"] = True
-        for line in self._client.stream("POST", f"/v1/sandboxes/{self.id}/exec", body=body):
-            kind = line.get("type")
-            if kind in ("stdout", "stderr"):
-                data = line.get("data") or ""
-                yield kind, (base64.b64decode(data) if line.get("encoding") == "base64"
-                             else data.encode())
-            elif kind == "exit":
-                yield "exit", ExecResult(line)
-                return
-            elif kind == "error":
-                err = line.get("error") or {}
-                raise _error(422 if err.get("code") == "guest_error" else 502, err.get("code"),
-                             err.get("message", ""))
+        if stdin_open:
+            body["stdin_open"] = True
+        return ExecStream(self._client, self._client.stream(
+            "POST", f"/v1/sandboxes/{self.id}/exec", body=body))
 
     def _exec_body(self, cmd, timeout_ms, env, cwd, stdin):
         argv = ["sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)

@@ -39,6 +39,20 @@ test("streamed exec: output while it runs, callbacks, errors, leaving early", { 
   await assert.rejects(async () => { for await (const _ of sb.execStream(["/no/such/program"])) { /* none */ } },
     (e) => e instanceof GuestError && e.detail.includes("/no/such/program"));
 
+  const p = sb.execStream("while read l; do echo got:$l; done; echo bye", { stdinOpen: true });
+  await p.started();
+  assert.match(p.execId, /^ex-[0-9a-f]{12}$/);
+  const it = p[Symbol.asyncIterator]();
+  await p.sendStdin("one\n");
+  assert.equal((await it.next()).value.data.toString(), "got:one\n");
+  await p.sendStdin(Buffer.from("two\n"), { eof: true });
+  let rest = "";
+  for (let r = await it.next(); !r.done; r = await it.next()) {
+    if (r.value.type === "stdout") rest += r.value.data.toString();
+    else assert.equal(r.value.result.exitCode, 0);
+  }
+  assert.equal(rest, "got:two\nbye\n");
+
   const dir = mkdtempSync("/tmp/fvs-");
   const pidfile = path.join(dir, "pid");
   for await (const ev of sb.execStream(`echo $$ > ${pidfile}; while :; do echo tick; sleep 0.05; done`)) {

@@ -1,6 +1,6 @@
 // Compile-only: code a user writes against index.d.ts, checked with `tsc --noEmit`
 // (tests/integration/test_sdk_typescript.py). A wrong type here fails the check.
-import { Client, Conflict, EvalResult, ExecEvent, ExecResult, ImageInfo, Sandbox, SandboxInfo, Snapshot } from "../index.js";
+import { Client, Conflict, EvalResult, ExecEvent, ExecResult, ExecStream, ImageInfo, Sandbox, SandboxInfo, Snapshot } from "../index.js";
 
 export async function scenario(): Promise<number> {
   const client = new Client({ socketPath: "/tmp/api.sock", timeoutMs: 5000 });
@@ -9,7 +9,12 @@ export async function scenario(): Promise<number> {
   const code: number | null = r.exitCode;
   let streamed = 0;
   const live: ExecResult = await sb.exec(["sh", "-c", "echo a"], { onStdout: (t: string) => { streamed += t.length; } });
-  for await (const e of sb.execStream("echo b; echo c >&2")) {
+  const p: ExecStream = sb.execStream("cat", { stdinOpen: true });
+  await p.sendStdin("x");
+  await p.closeStdin();
+  const id: string | null = p.execId;
+  streamed += (id ?? "").length;
+  for await (const e of p) {
     const item: ExecEvent = e;
     if (item.type === "exit") streamed += item.result.exitCode ?? 0;
     else streamed += item.data.length;
