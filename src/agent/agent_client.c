@@ -215,7 +215,7 @@ static int recv_frame(int fd, const char *op, json_t **out, uint64_t deadline_ns
 		goto out;
 	}
 	body[len] = '\0';
-	*out = json_loadb(body, len, 0, NULL);
+	*out = json_loadb(body, len, JSON_ALLOW_NUL, NULL);
 	if (!json_is_object(*out)) {
 		json_decref(*out);
 		*out = NULL;

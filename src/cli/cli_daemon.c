@@ -237,7 +237,7 @@ static bool pass_lines(struct http_req *r)
 
 	while ((nl = memchr(r->out, '\n', r->out_len))) {
 		size_t n = (size_t)(nl - r->out);
-		json_t *line = n ? json_loadb((const char *)r->out, n, 0, NULL) : NULL;
+		json_t *line = n ? json_loadb((const char *)r->out, n, JSON_ALLOW_NUL, NULL) : NULL;
 
 		if (n && !line)
 			r->line_ret = -EPROTO;
@@ -476,7 +476,7 @@ static int call_json(const char *method, const char *path, json_t *body, json_t 
 	if (ret == 0 && r.status >= 400)
 		ret = answer_error(&r, err, errlen);
 	if (ret == 0) {
-		*reply = r.out ? json_loadb((const char *)r.out, r.out_len, 0, &jerr) : NULL;
+		*reply = r.out ? json_loadb((const char *)r.out, r.out_len, JSON_ALLOW_NUL, &jerr) : NULL;
 		if (!*reply)
 			ret = errmsg(err, errlen, -EPROTO, "daemon %s: %s %s: the answer is not JSON: "
 				     "%s", ep.where, method, path, r.out ? jerr.text : "empty");

@@ -27,6 +27,11 @@ def test_plain_exec_through_the_daemon(sandbox):
     _, sb = sandbox
     r = sb.exec("echo out; echo err >&2; exit 4", stdin="ignored")
     assert (r.exit_code, r.stdout, r.stderr) == (4, b"out\n", b"err\n")
+    # NUL bytes are valid UTF-8: the agent sends them as \u0000 in text, plain and streamed
+    assert sb.exec("head -c 3000 /dev/zero").stdout == bytes(3000)
+    events = list(sb.exec_stream("head -c 3000 /dev/zero; printf 'a\\000b' >&2"))
+    assert b"".join(d for k, d in events if k == "stdout") == bytes(3000)
+    assert b"".join(d for k, d in events if k == "stderr") == b"a\x00b"
     with pytest.raises(sdk.GuestError) as e:
         sb.exec(["/no/such/program"])
     assert "/no/such/program" in e.value.message
