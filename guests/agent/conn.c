@@ -39,6 +39,8 @@ static int dispatch(const struct op_ctx *ctx, const struct agent_request *req, j
 		return op_put_tree(&req->put_tree, reply, e);
 	case OP_GET_TREE:
 		return op_get_tree(&req->get_tree, reply, e);
+	case OP_NET_CONFIG:
+		return op_net_config(&req->net, reply, e);
 	case OP_STDIN:
 		break; /* handle_frame drops these */
 	}

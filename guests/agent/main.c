@@ -3,6 +3,7 @@
 #include "eval_ctx.h"
 #include "listen.h"
 #include "log.h"
+#include "net.h"
 #include "server.h"
 
 #include <errno.h>
@@ -161,6 +162,8 @@ int main(int argc, char **argv)
 	/* A client vanishing mid-reply must surface as EPIPE, not kill the process. */
 	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
 		return log_errno(-errno, "ignore SIGPIPE"), 1;
+	if (!cfg.unix_path)
+		net_boot_config(); /* the guest's NIC, from forkvm.net= (docs/NET.md) */
 	if (cfg.unix_path)
 		ret = listen_unix(cfg.unix_path, &listen_fd);
 	else

@@ -32,6 +32,9 @@ int op_eval_close(const struct eval_request *x, json_t *reply, struct agent_err 
 int op_put_tree(const struct put_tree_request *t, json_t *reply, struct agent_err *e);
 int op_get_tree(const struct get_tree_request *t, json_t *reply, struct agent_err *e);
 
+/* Re-address the guest's NIC (docs/AGENT.md, net_config). */
+int op_net_config(const struct net_config_request *x, json_t *reply, struct agent_err *e);
+
 /* Check that shutdown can work before the ok reply goes out (reboot(2) never returns). */
 int op_shutdown_check(const struct op_ctx *ctx, bool restart, json_t *reply,
 		      struct agent_err *e);

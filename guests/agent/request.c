@@ -19,6 +19,7 @@ static const char *const op_names[] = {
 	[OP_PUT_TREE] = "put_tree",
 	[OP_GET_TREE] = "get_tree",
 	[OP_STDIN] = "stdin",
+	[OP_NET_CONFIG] = "net_config",
 };
 
 const char *agent_op_name(enum agent_op op)
@@ -221,6 +222,17 @@ static int parse_body(struct agent_request *req, struct agent_err *e)
 		return req_parse_put_tree(req->root, &req->put_tree, e);
 	case OP_GET_TREE:
 		return req_parse_get_tree(req->root, &req->get_tree, e);
+	case OP_NET_CONFIG:
+		ret = req_string(req->root, "address", true, &req->net.address, e);
+		if (ret == 0)
+			ret = req_string(req->root, "interface", false, &req->net.interface, e);
+		if (ret == 0)
+			ret = req_string(req->root, "gateway", false, &req->net.gateway, e);
+		if (ret == 0)
+			ret = req_uint(req->root, "mtu", 0, 65535, &req->net.mtu, e);
+		if (ret == 0 && json_object_get(req->root, "mtu") && req->net.mtu < 68)
+			ret = agent_fail(e, -ERANGE, "field 'mtu' must be between 68 and 65535");
+		return ret;
 	case OP_STDIN:
 		ret = req_base64(req->root, "data", false, AGENT_MAX_FRAME, &req->stdin_frame.data,
 				 &req->stdin_frame.len, e);

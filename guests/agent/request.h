@@ -21,6 +21,7 @@ enum agent_op {
 	OP_PUT_TREE,
 	OP_GET_TREE,
 	OP_STDIN,		/* input for the running exec with stdin_open; never answered */
+	OP_NET_CONFIG,
 };
 
 struct exec_request {
@@ -35,6 +36,12 @@ struct exec_request {
 	bool force_base64;	/* output_encoding "base64" */
 	bool stream;		/* output as event frames while it runs, not in the reply */
 	bool stdin_open;	/* stdin stays open for "stdin" frames until one has eof */
+};
+
+/* net_config: strings checked by the op (net.c); mtu 0: unchanged. */
+struct net_config_request {
+	const char *interface, *address, *gateway;	/* borrowed; interface/gateway may be NULL */
+	uint64_t mtu;
 };
 
 /* One "stdin" frame: bytes for the running command, and/or the end of its input. */
@@ -99,6 +106,7 @@ struct agent_request {
 		struct put_tree_request put_tree;
 		struct get_tree_request get_tree;
 		struct stdin_request stdin_frame;
+		struct net_config_request net;
 	};
 };
 

@@ -1,5 +1,5 @@
 /* `forkvm doctor`, Linux guest images: the outputs of `forkvm image build` (with virtio_blk for
- * root disks) and `forkvm image build --rootfs` in the cache, and the host tools they run. */
+ * root disks and virtio_net for the NIC) and `forkvm image build --rootfs` in the cache, and the host tools they run. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,8 +10,9 @@
 #include "image/cmdrun.h"
 #include "image/rootfs.h"
 
-/* The module root disks need in the initramfs (src/image/build.c's default list). */
+/* The modules root disks and the NIC need in the initramfs (src/image/build.c's list). */
 #define ROOT_DISK_MODULE "virtio_blk"
+#define NIC_MODULE "virtio_net"
 
 DOCTOR_CHECK(doctor_check_image)
 {
@@ -35,7 +36,13 @@ DOCTOR_CHECK(doctor_check_image)
 		goto out;
 	}
 	has = doctor_manifest_has_module(text, ROOT_DISK_MODULE, kver, sizeof(kver));
-	if (has < 0) {
+	if (has > 0 && doctor_manifest_has_module(text, NIC_MODULE, NULL, 0) == 0) {
+		doctor_raise(res, DOCTOR_WARN);
+		doctor_found(res, "%s (kernel %s) predates networking: no %s module, so --net "
+			     "guests have no network interface", path, kver[0] ? kver : "?",
+			     NIC_MODULE);
+		doctor_fix(res, "forkvm image build");
+	} else if (has < 0) {
 		doctor_raise(res, DOCTOR_WARN);
 		doctor_found(res, "%s is not an image manifest", path);
 		doctor_fix(res, "forkvm image build");
@@ -46,8 +53,8 @@ DOCTOR_CHECK(doctor_check_image)
 			     ROOT_DISK_MODULE);
 		doctor_fix(res, "forkvm image build");
 	} else {
-		doctor_found(res, "%s: kernel %s, initramfs loads %s", path, kver[0] ? kver : "?",
-			     ROOT_DISK_MODULE);
+		doctor_found(res, "%s: kernel %s, initramfs loads %s and %s", path,
+			     kver[0] ? kver : "?", ROOT_DISK_MODULE, NIC_MODULE);
 	}
 out:
 	free(text);

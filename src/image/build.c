@@ -20,11 +20,12 @@
 
 /* virtio-mmio transport + virtio vsock; dependencies are added by the resolver. On 6.12
  * virtio_ring and virtio are built in (modules.builtin) and skipped. virtio_blk and ext4 let
- * /init mount a root disk (forkvm.root=); Debian builds ext4 (and crc32c, jbd2) in. */
+ * /init mount a root disk (forkvm.root=); Debian builds ext4 (and crc32c, jbd2) in.
+ * virtio_net (with failover, net_failover) drives the NIC of `forkvm run --net`. */
 static const char *const default_modules[] = {
 	"virtio_ring", "virtio", "virtio_mmio", "vsock",
 	"vmw_vsock_virtio_transport_common", "vmw_vsock_virtio_transport",
-	"virtio_blk", "ext4",
+	"virtio_blk", "ext4", "virtio_net",
 };
 #define NDEFAULT (int)(sizeof(default_modules) / sizeof(default_modules[0]))
 

@@ -159,3 +159,18 @@ def test_a_command_that_stops_reading_does_not_stall_the_agent(client):
     frames = [client.recv()]
     assert frames[0]["ok"] and frames[0]["exit_code"] == 5, frames[0]
     assert client.ping()["ok"]
+
+
+def test_net_config_refuses_bad_input_without_touching_the_host(client):
+    """net_config's validation (the configuration itself runs in a guest: tests/linux/test_net.py);
+    none of these reach an interface of this host."""
+    for fields, want in [({}, "missing field 'address'"),
+                         ({"address": "10.0.0.1"}, "must be A.B.C.D/PREFIX"),
+                         ({"address": "10.0.0.300/24"}, "must be A.B.C.D/PREFIX"),
+                         ({"address": "10.0.0.1/33"}, "must be A.B.C.D/PREFIX"),
+                         ({"address": "10.0.0.1/24", "gateway": "x"}, "field 'gateway'"),
+                         ({"address": "10.0.0.1/24", "mtu": 20}, "field 'mtu'"),
+                         ({"address": "10.0.0.1/24", "interface": "fvnone9"},
+                          "no network interface 'fvnone9'")]:
+        r = client.request("net_config", **fields)
+        assert r["ok"] is False and want in r["error"], (fields, r)

@@ -134,7 +134,7 @@ def test_empty_cache_reports_the_missing_image(tmp_path):
     assert list(tmp_path.iterdir()) == []  # doctor only looks
 
 
-def test_image_without_virtio_blk_needs_a_rebuild(tmp_path):
+def test_image_without_virtio_blk_or_virtio_net_needs_a_rebuild(tmp_path):
     (tmp_path / "image").mkdir()
     manifest = tmp_path / "image" / "manifest.json"
     manifest.write_text(json.dumps({"kernel_version": "6.1.0-56-cloud-amd64",
@@ -146,6 +146,11 @@ def test_image_without_virtio_blk_needs_a_rebuild(tmp_path):
     assert checks["image"]["fix"] == "forkvm image build"
     manifest.write_text(json.dumps({"kernel_version": "6.12.1",
                                     "modules": ["virtio_mmio", "virtio_blk"]}))
+    _, checks = report(env={"FORKVM_CACHE": str(tmp_path)})
+    assert checks["image"]["status"] == "warn"
+    assert "predates networking: no virtio_net" in checks["image"]["found"]
+    manifest.write_text(json.dumps({"kernel_version": "6.12.1",
+                                    "modules": ["virtio_mmio", "virtio_blk", "virtio_net"]}))
     (tmp_path / "rootfs").mkdir()
     (tmp_path / "rootfs" / "manifest.json").write_text("{}")
     (tmp_path / "rootfs" / "rootfs.ext4").write_bytes(b"\0" * 4096)

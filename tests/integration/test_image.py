@@ -20,6 +20,8 @@ VSOCK_MODULES = ["virtio_mmio", "vsock", "vmw_vsock_virtio_transport_common",
                  "vmw_vsock_virtio_transport"]
 # The root disk (forkvm.root=): virtio_blk; Debian builds ext4 and crc32c in, so they are skipped.
 DISK_MODULES = ["virtio_blk"]
+# The NIC (forkvm run --net): virtio_net and the failover modules it depends on.
+NET_MODULES = ["failover", "net_failover", "virtio_net"]
 NEEDS_APT = pytest.mark.skipif(
     shutil.which("apt-get") is None or os.environ.get("FORKVM_SKIP_NETWORK") == "1",
     reason="needs apt-get and Debian's package mirror",
@@ -93,14 +95,16 @@ def check_manifest(image, kernel_package, version_prefix, builtin_virtio):
         assert manifest["files"][name]["size"] == (image / name).stat().st_size
     mods = manifest["modules"]
     # 6.12 builds virtio_ring and virtio in (modules.builtin); 6.1 has them as modules.
-    expect = VSOCK_MODULES + DISK_MODULES
+    expect = VSOCK_MODULES + DISK_MODULES + NET_MODULES
     if not builtin_virtio:
         expect = ["virtio_ring", "virtio"] + expect
     assert sorted(mods) == sorted(expect)
     for dep, user in [("virtio_ring", "virtio"), ("virtio", "virtio_mmio"),
                       ("vsock", "vmw_vsock_virtio_transport_common"),
                       ("vmw_vsock_virtio_transport_common", "vmw_vsock_virtio_transport"),
-                      ("virtio_ring", "virtio_blk"), ("virtio", "virtio_blk")]:
+                      ("virtio_ring", "virtio_blk"), ("virtio", "virtio_blk"),
+                      ("failover", "net_failover"), ("net_failover", "virtio_net"),
+                      ("virtio", "virtio_net")]:
         if dep in mods:
             assert mods.index(dep) < mods.index(user)
     banner = f"Linux version {kver} ".encode()
