@@ -32,6 +32,17 @@ struct vmgenid {
 
 #define VM_MAX_DISKS 4
 
+/*
+ * A virtio-net NIC (docs/NET.md): a TAP device the VMM already opened (IFF_TAP | IFF_NO_PI |
+ * IFF_VNET_HDR, non-blocking) in the VM's network namespace (src/net/), and the MAC the guest
+ * sees. present false (a zeroed config): no NIC.
+ */
+struct vm_net_config {
+	bool present;
+	int tap_fd;
+	uint8_t mac[6];
+};
+
 /* A virtio-blk disk (docs/DISK.md): a base image, a sealed chain, a private writable top. */
 struct vm_disk_config {
 	const char *base;		/* raw image, never written */
@@ -58,6 +69,7 @@ struct vm_config {
 	struct vm_disk_config disks[VM_MAX_DISKS];
 	int ndisks;
 	const char *disk_top_prefix;	/* writable tops: PREFIX.disk<slot>.ovl (the socket path) */
+	struct vm_net_config net;	/* the NIC, if net.present */
 	/* cow branch children: guest RAM and the /dev/kvm handle inherited across fork(). */
 	const struct guest_mem *inherit_mem;
 	const struct kvm *inherit_kvm;
