@@ -13,8 +13,8 @@ LDFLAGS := $(SANFLAGS)
 LDLIBS  := -ljansson -lpthread -lseccomp -lmicrohttpd -lsqlite3
 
 # Every folder of the VMM library; a later subsystem adds its folder here.
-VMM_DIRS := util core x86 mem disk devices agent builder ctl loader snapshot fork uffd jail doctor \
-            daemon
+VMM_DIRS := util net core x86 mem disk devices agent builder ctl loader snapshot fork uffd jail \
+            doctor daemon
 VMM_SRC  := $(foreach d,$(VMM_DIRS),$(wildcard src/$(d)/*.c))
 # Building guest images (kernels, initramfs, root filesystems) is a tool, not the VMM: its own
 # library, linked by the CLI and the tests (doctor reads an image's manifest through it).

@@ -13,6 +13,8 @@ PACKAGES=(
 	openssl # test certificates for the daemon's HTTPS (tests/integration/test_daemon.py)
 	nodejs # the TypeScript SDK (sdk/typescript) and its tests; npm: below
 	strace # tests/integration/test_cli_daemon.py: no daemon socket, no libcurl loaded
+	libmnl-dev libnftables-dev nftables # VM networking (src/net/, docs/NET.md): rtnetlink, nft rules
+	iproute2 util-linux # tests/integration/test_net_host.py looks with ip and nsenter
 )
 
 missing=()

@@ -62,7 +62,16 @@ def test_a_known_upward_include_passes(tree):
 
 
 def test_a_folder_in_no_layer_fails(tree):
-    (tree / "src" / "net").mkdir()
-    (tree / "src" / "net" / "tap.c").write_text("int x;\n")
+    (tree / "src" / "gpu").mkdir()
+    (tree / "src" / "gpu" / "ring.c").write_text("int x;\n")
     r = run_check(str(tree))
-    assert r.returncode == 1 and "net: a folder no layer names" in r.stdout
+    assert r.returncode == 1 and "gpu: a folder no layer names" in r.stdout
+
+
+def test_net_includes_only_util(tree):
+    """src/net/ (host networking) sits right above util: the VMM core is above it."""
+    p = tree / "src" / "net" / "net.c"
+    p.write_text('#include "core/vm.h"\n' + p.read_text())
+    r = run_check(str(tree))
+    assert r.returncode == 1
+    assert "src/net/net.c -> core/vm.h: includes from a higher layer" in r.stdout

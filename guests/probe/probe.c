@@ -1,5 +1,6 @@
 /* The probe guest: runs at CPL3, serves mailbox commands, and can keep dirtying memory. */
 #include "blk_drv.h"
+#include "net_drv.h"
 #include "probe_abi.h"
 #include "vsock_drv.h"
 
@@ -129,6 +130,30 @@ static void handle(mailbox_t *mb, struct dirty_state *d)
 			mb->result[0] = status;
 			mb->result[3] = used;
 		}
+		break;
+	case PROBE_CMD_NET_UP:
+		if (!probe_net_up_ok(mb, a0, a3, mb->arg[4]))
+			mb->status = PROBE_ERANGE;
+		else
+			mb->status = net_up(mb, a0, a1 ? a1 : PROBE_VSOCK_MMIO_DEFAULT, a2, a3, mb->arg[4],
+					    (uint64_t *)&mb->result[0], (uint64_t *)&mb->result[3]);
+		break;
+	case PROBE_CMD_NET_SEND:
+		if (a0 == 0 || a0 > PROBE_NET_SEND_MAX || a1 < 14 || a1 > PROBE_NET_FRAME_MAX)
+			mb->status = PROBE_ERANGE;
+		else
+			mb->status = net_send(mb, a0, a1, a2, a3, (uint64_t *)&mb->result[0],
+					      (uint64_t *)&mb->result[3]);
+		break;
+	case PROBE_CMD_NET_RECV:
+		if (!probe_range_ok(mb, a0, a1) || a2 > PROBE_NET_QN)
+			mb->status = PROBE_ERANGE;
+		else
+			mb->status = net_recv(mb, a0, a1, a2, a3, (uint64_t *)&mb->result[0],
+					      (uint64_t *)&mb->result[3]);
+		break;
+	case PROBE_CMD_NET_STATS:
+		mb->status = net_stats(mb, (uint64_t *)&mb->result[0], (uint64_t *)&mb->result[3]);
 		break;
 	case PROBE_CMD_CRASH:
 		__asm__ volatile("ud2");

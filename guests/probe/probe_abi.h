@@ -5,7 +5,8 @@
 #include <stdint.h>
 
 #define PROBE_MAGIC 0x45424f5250564b46ULL /* "FKVPROBE" */
-#define PROBE_ABI_VERSION 3 /* 2: vsock commands and the vsock_* mailbox fields; 3: blk_io */
+#define PROBE_ABI_VERSION 4 /* 2: vsock commands and the vsock_* mailbox fields; 3: blk_io;
+			     * 4: net_up/net_send/net_recv/net_stats and the net_area field */
 
 /* Doorbells: every message costs one exit, whatever its size. */
 #define PROBE_PORT_WAIT 0xf00 /* idle: the VMM resumes the vCPU only when a command is posted */
@@ -29,6 +30,25 @@ enum probe_cmd {
 	 * Sets the virtio-blk device at mmio up, runs one request, polls for it (no interrupts);
 	 * result[0] = the device's status byte, result[3] = the used length. */
 	PROBE_CMD_BLK_IO = 9,
+	/* arg: area gpa (PROBE_NET_AREA bytes), mmio base, features to accept (ANDed with the
+	 * offered ones; VERSION_1 always), receive buffers to post (0..PROBE_NET_QN), their size
+	 * (0: PROBE_NET_RXBUF_DEFAULT). Resets and sets up the virtio-net device (polled, no
+	 * interrupts); result[0] = the accepted features, result[3] = the MAC (byte 0 lowest). */
+	PROBE_CMD_NET_UP = 10,
+	/* arg: count, len (Ethernet frame bytes), seed, ethertype (0: PROBE_NET_ETHERTYPE).
+	 * Sends count frames to ff:ff:ff:ff:ff:ff from the NIC's MAC, payload probe_net_word(),
+	 * in batches (one notify each) and waits until the device has taken every one;
+	 * result[0] = frames, result[3] = frame bytes. */
+	PROBE_CMD_NET_SEND = 11,
+	/* arg: buf gpa, len (page-aligned range of the work area), receive buffers to keep posted
+	 * (0..PROBE_NET_QN), at most this many frames (0: no limit). Answers an announce request
+	 * first, then copies every complete received frame into buf as a record (struct
+	 * probe_net_rec, the vnet header, the frame, padding to 8 bytes) and re-posts buffers;
+	 * never waits. result[0] = frames, result[3] = bytes of buf used. */
+	PROBE_CMD_NET_RECV = 12,
+	/* result[0] = the config status (bits 0-15) | announces acknowledged << 16;
+	 * result[3] = frames received (bits 0-31) | frames sent << 32. */
+	PROBE_CMD_NET_STATS = 13,
 };
 
 enum probe_status {
@@ -37,6 +57,7 @@ enum probe_status {
 	PROBE_ERANGE = 2, /* range outside the work area or not page aligned */
 	PROBE_ENODEV = 3, /* no virtio-vsock (virtio-blk) device answers at the MMIO base */
 	PROBE_EIO = 4,	  /* the device refused feature negotiation or queue setup */
+	PROBE_ENOTUP = 5, /* net_send/net_recv/net_stats before net_up */
 };
 
 #define PROBE_VSOCK_AREA (4ULL << 20)
@@ -44,6 +65,23 @@ enum probe_status {
 #define PROBE_BLK_AREA 16384ULL	/* rings, request header and status of blk_io */
 #define PROBE_BLK_MAX_LEN (1ULL << 20)
 #define PROBE_VIRTIO_ID_BLOCK 2
+
+#define PROBE_NET_AREA (8ULL << 20)	/* driver state, queues, tx and rx buffers */
+#define PROBE_NET_QN 64			/* entries per queue; receive buffers at most */
+#define PROBE_NET_RXBUF_DEFAULT 2048ULL
+#define PROBE_NET_RXBUF_MIN 64ULL
+#define PROBE_NET_RXBUF_MAX 0x11000ULL	/* a 64 KiB frame and its header in one buffer */
+#define PROBE_NET_FRAME_MAX 65535ULL
+#define PROBE_NET_SEND_MAX (1ULL << 20)	/* frames per net_send */
+#define PROBE_NET_ETHERTYPE 0x88b5	/* IEEE local experimental */
+#define PROBE_VIRTIO_ID_NET 1
+
+/* One received frame in net_recv's buffer: then the 12-byte vnet header, the frame, and
+ * zeros to the next multiple of 8 bytes. */
+struct probe_net_rec {
+	uint32_t len;		/* frame bytes (without the vnet header) */
+	uint32_t nbufs;		/* receive buffers it came in (num_buffers) */
+};
 
 #define PROBE_MAX_REGIONS 2
 #define PROBE_LOG_MAX 1024
@@ -76,6 +114,8 @@ struct probe_mailbox {
 	uint64_t vsock_area;	/* gpa of the driver's state, queues and buffers; 0 = off */
 	uint64_t vsock_accepted;
 	uint64_t vsock_echoed;
+	/* ABI 4, appended: the virtio-net driver's area (guest-owned once set up); 0 = none. */
+	uint64_t net_area;
 };
 
 _Static_assert(sizeof(struct probe_mailbox) <= 4096, "mailbox must fit a page");
@@ -99,6 +139,14 @@ static inline int probe_blk_args_ok(const volatile struct probe_mailbox *mb, uin
 	if (len > PROBE_BLK_MAX_LEN || !probe_range_ok(mb, area, PROBE_BLK_AREA))
 		return 0;
 	return len == 0 || probe_range_ok(mb, buf, (len + 4095) & ~4095ULL);
+}
+
+/* net_up: the area page aligned inside the work area, sane buffer counts and sizes. */
+static inline int probe_net_up_ok(const volatile struct probe_mailbox *mb, uint64_t area,
+				  uint64_t nrx, uint64_t rxsize)
+{
+	return !(area & 4095) && probe_range_ok(mb, area, PROBE_NET_AREA) && nrx <= PROBE_NET_QN &&
+	       (rxsize == 0 || (rxsize >= PROBE_NET_RXBUF_MIN && rxsize <= PROBE_NET_RXBUF_MAX));
 }
 
 /* The bytes a dirty(gpa, pages, stride) run touches, or 0 if the arguments are invalid. */
@@ -151,6 +199,13 @@ static inline uint64_t probe_hash_chain(uint64_t h, uint64_t page_hash)
 static inline uint64_t probe_dirty_word(uint64_t seed, uint64_t stamp, uint64_t idx)
 {
 	return probe_mix64(seed + stamp * 512 + idx);
+}
+
+/* Word k of the payload of frame i of a net_send with seed: the frame's bytes after the
+ * Ethernet header are these words' little-endian bytes, the last one cut to fit. */
+static inline uint64_t probe_net_word(uint64_t seed, uint64_t i, uint64_t k)
+{
+	return probe_mix64(seed + (i << 32) + k);
 }
 
 #endif

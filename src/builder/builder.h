@@ -1,13 +1,14 @@
 /* The one place a VM is assembled: KVM VM, RAM, vCPUs, then every device from its config
- * (serial, i8042, ACPI PM, vsock, disks, probe); guest loading (probe or Linux); start and
- * teardown. Layers below (core, devices) know nothing of each other's assembly. */
+ * (serial, i8042, ACPI PM, vsock, disks, the NIC, probe); guest loading (probe or Linux);
+ * start and teardown. Layers below (core, devices) know nothing of each other's assembly. */
 #ifndef FORKVM_BUILDER_BUILDER_H
 #define FORKVM_BUILDER_BUILDER_H
 
 #include "core/vm.h"
 
 /* Build vm from cfg in a fixed order (docs/ARCHITECTURE.md, "Init order"); on failure
- * everything built so far is destroyed. -errno, logged. */
+ * everything built so far is destroyed. cfg->net.tap_fd (with net.present) belongs to the VM
+ * from the call on, also when it fails. -errno, logged. */
 int vm_create(struct vm *vm, const struct vm_config *cfg);
 /* End the VM if it runs, join its vCPUs, destroy its devices, vCPUs, RAM and fds. */
 void vm_destroy(struct vm *vm);

@@ -15,6 +15,7 @@
 #include "devices/probe_dev.h"
 #include "devices/serial.h"
 #include "devices/virtio_blk.h"
+#include "devices/virtio_net.h"
 #include "devices/vmgenid.h"
 #include "devices/vsock.h"
 #include "disk/disk.h"
@@ -89,6 +90,31 @@ static int vm_create_disk(struct vm *vm, const struct vm_disk_config *c)
 	return err;
 }
 
+/* A TAP the configuration handed over that no NIC took (vm_create failed first): closed. */
+static void vm_drop_tap(struct vm *vm)
+{
+	if (vm->cfg.net.present && vm->cfg.net.tap_fd >= 0)
+		close(vm->cfg.net.tap_fd);
+	vm->cfg.net.tap_fd = -1;
+}
+
+/* The NIC: at the snapshot's slot on a restore, else the first free one (after vsock and the
+ * disks, so a VM's slots do not move when it gains a NIC). It owns the TAP from here on. */
+static int vm_create_net(struct vm *vm)
+{
+	const struct vm_net_config *c = &vm->cfg.net;
+	int slot = c->fixed_slot ? c->slot : first_free_slot(vm), fd = c->tap_fd;
+
+	vm->cfg.net.tap_fd = -1;
+	if (slot < 0 || slot >= LAYOUT_VIRTIO_MMIO_SLOTS) {
+		if (fd >= 0)
+			close(fd);
+		return log_errno(-ENOSPC, "the NIC: virtio-mmio slot %d is not one of 0-%d", slot,
+				 LAYOUT_VIRTIO_MMIO_SLOTS - 1);
+	}
+	return virtio_net_create(vm, slot, fd, c->mac, &vm->net);
+}
+
 static int vm_create_devices(struct vm *vm)
 {
 	int err = serial_create(vm, LAYOUT_SERIAL_PORT, LAYOUT_SERIAL_IRQ, vm->console_fd,
@@ -103,6 +129,8 @@ static int vm_create_devices(struct vm *vm)
 		err = log_errno(-EINVAL, "%d disks (at most %d)", vm->cfg.ndisks, VM_MAX_DISKS);
 	for (int i = 0; !err && i < vm->cfg.ndisks; i++)
 		err = vm_create_disk(vm, &vm->cfg.disks[i]);
+	if (!err && vm->cfg.net.present)
+		err = vm_create_net(vm);
 	if (err)
 		return err;
 	return probe_dev_create(vm, &vm->probe);
@@ -122,6 +150,7 @@ int vm_create(struct vm *vm, const struct vm_config *cfg)
 	pthread_cond_init(&vm->cond, NULL);
 	if (cfg->nvcpus < 1 || cfg->nvcpus > LAYOUT_MAX_VCPUS) {
 		log_err("%d vCPUs requested; forkvm supports 1 to %d", cfg->nvcpus, LAYOUT_MAX_VCPUS);
+		vm_drop_tap(vm);
 		return -EINVAL;
 	}
 	err = vcpu_signal_init();
@@ -217,6 +246,9 @@ void vm_destroy(struct vm *vm)
 	for (int i = 0; i < vm->nblk; i++)
 		virtio_blk_destroy(vm->blk[i]);
 	vm->nblk = 0;
+	virtio_net_destroy(vm->net);
+	vm->net = NULL;
+	vm_drop_tap(vm);
 	probe_dev_destroy(vm->probe);
 	serial_destroy(vm->serial);
 	vm->probe = NULL;

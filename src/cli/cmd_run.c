@@ -56,6 +56,8 @@ static const char usage[] =
 	"                       removed when the VM ends; ,ro: a read-only disk (docs/DISK.md)\n"
 	UFFD_RESTORE_USAGE
 	RUN_LINUX_USAGE
+	RUN_NET_USAGE
+	RUN_TAP_USAGE
 	CGROUP_USAGE
 	JAIL_USAGE
 	"  -v, --verbose        debug logging\n"
@@ -290,10 +292,19 @@ static int run(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	/* A disk overlay hitting a file size limit is an I/O error for the guest, not our end. */
 	signal(SIGXFSZ, SIG_IGN);
-	/* The jail, before the VM exists and so before any guest code runs (docs/SECURITY.md). */
-	if (run_jail_prepare(&o) < 0 || (!o.jail_late && jail_enter(&o.jail, o.name) < 0))
+	/* The VM's network (its namespace, TAP, ports) before the VM: its NIC gets the TAP. With
+	 * the signals above blocked: the relay thread inherits the mask (docs/NET.md). */
+	if (run_net_create(&o) < 0) {
+		jail_cgroup_leave();
 		return CLI_EXIT_FAIL;
+	}
+	/* The jail, before the VM exists and so before any guest code runs (docs/SECURITY.md). */
+	if (run_jail_prepare(&o) < 0 || (!o.jail_late && jail_enter(&o.jail, o.name) < 0)) {
+		run_net_destroy(&o);
+		return CLI_EXIT_FAIL;
+	}
 	if (o.restore ? run_restore(&vm, &o) < 0 : run_boot(&vm, &o) < 0) {
+		run_net_destroy(&o);
 		jail_cgroup_leave();
 		return CLI_EXIT_FAIL;
 	}
@@ -301,6 +312,7 @@ static int run(int argc, char **argv)
 	    (o.agent_sync && run_agent_sync(&vm, &o) < 0)) {
 		uffd_restore_detach();
 		vm_destroy(&vm);
+		run_net_destroy(&o);
 		jail_cgroup_leave();
 		return CLI_EXIT_FAIL;
 	}
@@ -310,6 +322,7 @@ static int run(int argc, char **argv)
 	if (vm.end_reason != VM_END_STOPPED)
 		log_info("VM ended: %s (%s)", vm_end_reason_name(vm.end_reason), vm.end_detail);
 	vm_destroy(&vm);
+	run_net_destroy(&o);
 	jail_cgroup_leave();
 	return ret;
 }

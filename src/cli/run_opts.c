@@ -37,6 +37,8 @@ static const struct option options[] = {
 	UFFD_RESTORE_OPTIONS,
 	CGROUP_OPTIONS,
 	RUN_LINUX_OPTIONS,
+	RUN_NET_OPTIONS,
+	RUN_TAP_OPTIONS,
 	JAIL_OPTIONS,
 	{ NULL, 0, NULL, 0 },
 };
@@ -129,6 +131,10 @@ static int parse_one(const struct cli_command *self, int opt, struct run_opts *o
 		if (opt >= JAIL_OPT_BASE)
 			return jail_opt(&o->jail, opt, optarg, err, sizeof(err)) ?
 				       cli_usage_error(self, "%s", err) : 0;
+		if (opt >= RUN_TAP_OPT_BASE)
+			return run_tap_opt(self, opt, optarg, o);
+		if (opt >= RUN_NET_OPT_BASE)
+			return run_net_opt(self, opt, optarg, o);
 		if (opt >= RUN_LINUX_OPT_BASE)
 			return run_linux_opt(self, opt, optarg, o);
 		if (opt >= UFFD_OPT_PAGESERVER && uffd_restore_opt(&o->uffd, opt, optarg, err, sizeof(err)))
@@ -149,6 +155,8 @@ int run_opts_parse(const struct cli_command *self, int argc, char **argv, struct
 	o->agent_timeout_ms = RUN_AGENT_TIMEOUT_MS;
 	uffd_restore_defaults(&o->uffd, cli_run_dir());
 	jail_opts_init(&o->jail);
+	net_opts_init(&o->net);
+	o->vm.net.tap_fd = -1;
 	optind = 1;
 	opterr = 0;
 	while ((opt = getopt_long(argc, argv, "v", options, NULL)) != -1) {
@@ -182,6 +190,10 @@ int run_opts_parse(const struct cli_command *self, int argc, char **argv, struct
 	/* Writable disk tops (and the layers later snapshots seal) live next to the socket. */
 	o->vm.disk_top_prefix = o->socket;
 	ret = run_linux_finish(self, o);
+	if (!ret)
+		ret = run_net_finish(self, o);
+	if (!ret)
+		ret = run_tap_finish(self, o);
 	if (ret)
 		return ret;
 	if (o->detach) {

@@ -9,6 +9,8 @@
 #include "core/vm.h"
 #include "jail/jail.h"
 #include "jail/cgroup.h"
+#include "net/net.h"
+#include "cli/run_tap.h"
 #include "uffd/uffd_restore.h"
 
 /* --restore of a Linux snapshot: how long the agent fix-up may take, retries included. */
@@ -45,6 +47,11 @@ struct run_opts {
 	bool jail_late;	/* uffd: entered after the page-server attach */
 	char jail_vsock[512], jail_console[512];
 	char disk_base[VM_MAX_DISKS][4096]; /* --disk PATH[,ro] */
+	/* Networking (run_net.c, docs/NET.md): the options and the network made from them. */
+	struct net_opts net;
+	struct net netw;
+	char net_cmdline[LINUX_CMDLINE_MAX];
+	struct run_tap_opts tap;	/* --tap IFNAME, --mac (run_tap.c) */
 };
 
 /* Linux options (ids from RUN_LINUX_OPT_BASE): 0 or a CLI exit code. */
@@ -86,6 +93,35 @@ int run_linux_opt(const struct cli_command *self, int opt, const char *arg, stru
 int run_linux_finish(const struct cli_command *self, struct run_opts *o);
 /* Before the VM exists: CPUID default for this host, kernel/initrd/cmdline checks. */
 int run_linux_prepare(struct run_opts *o, struct linux_boot *lb);
+
+/* Networking options (ids from RUN_NET_OPT_BASE, below the jail's): 0 or a CLI exit code. */
+#define RUN_NET_OPT_BASE 2500
+enum { RUN_OPT_NET = RUN_NET_OPT_BASE, RUN_OPT_PUBLISH, RUN_OPT_ALLOW, RUN_OPT_DENY,
+       RUN_OPT_NET_ADDR, RUN_OPT_NET_MTU };
+#define RUN_NET_OPTIONS                                                            \
+	{ "net", required_argument, NULL, RUN_OPT_NET },                           \
+	{ "publish", required_argument, NULL, RUN_OPT_PUBLISH },                   \
+	{ "allow", required_argument, NULL, RUN_OPT_ALLOW },                       \
+	{ "deny", required_argument, NULL, RUN_OPT_DENY },                         \
+	{ "net-addr", required_argument, NULL, RUN_OPT_NET_ADDR },                 \
+	{ "net-mtu", required_argument, NULL, RUN_OPT_NET_MTU }
+#define RUN_NET_USAGE                                                                        \
+	"  --net MODE           none (default) | isolated: a network namespace of its own with\n" \
+	"                       a virtio-net NIC, no egress | nat: egress through NAT (docs/NET.md)\n" \
+	"  --publish SPEC       [IP:]HOSTPORT:GUESTPORT: TCP from the host (IP default 127.0.0.1;\n" \
+	"                       HOSTPORT 0: a free one, shown by status) to the guest; repeatable;\n" \
+	"                       alone it means --net isolated\n"                                \
+	"  --allow CIDR         nat: egress only to these prefixes (repeatable)\n"             \
+	"  --deny CIDR          nat: never to these prefixes (repeatable; wins over --allow)\n"  \
+	"  --net-addr A/P[,GW]  the guest's address and gateway (default " NET_GUEST_ADDR ","    \
+	NET_GUEST_GATEWAY ")\n"                                                                  \
+	"  --net-mtu N          the NIC's MTU (default 1500)\n"
+int run_net_opt(const struct cli_command *self, int opt, const char *arg, struct run_opts *o);
+/* After parsing: checks across options, forkvm.net= on a Linux guest's command line. */
+int run_net_finish(const struct cli_command *self, struct run_opts *o);
+/* Before the jail and the VM: the VM's network, and o->vm.net from it. 0 or -errno (logged). */
+int run_net_create(struct run_opts *o);
+void run_net_destroy(struct run_opts *o);
 
 /* Returns 0, or a CLI exit code after printing the usage error. */
 int run_opts_parse(const struct cli_command *self, int argc, char **argv, struct run_opts *o);

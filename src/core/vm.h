@@ -18,6 +18,7 @@ struct probe_dev;
 struct virtio_mmio;
 struct vsock;
 struct virtio_blk;
+struct virtio_net;
 struct disk_base_id;
 
 #define VMGENID_SIZE 16
@@ -35,12 +36,16 @@ struct vmgenid {
 /*
  * A virtio-net NIC (docs/NET.md): a TAP device the VMM already opened (IFF_TAP | IFF_NO_PI |
  * IFF_VNET_HDR, non-blocking) in the VM's network namespace (src/net/), and the MAC the guest
- * sees. present false (a zeroed config): no NIC.
+ * sees. present false (a zeroed config): no NIC. vm_create (and vm_restore) own tap_fd from
+ * the call on: the NIC closes it, and so does a vm_create that fails. tap_fd -1: the NIC
+ * starts detached (link down to the guest) until virtio_net_set_tap gives it a TAP.
  */
 struct vm_net_config {
 	bool present;
 	int tap_fd;
 	uint8_t mac[6];
+	bool fixed_slot;	/* restores: the snapshot's virtio-mmio slot; else the first free */
+	int slot;
 };
 
 /* A virtio-blk disk (docs/DISK.md): a base image, a sealed chain, a private writable top. */
@@ -98,6 +103,7 @@ struct vm {
 	struct vsock *vsock;
 	struct virtio_blk *blk[VM_MAX_DISKS];
 	int nblk;
+	struct virtio_net *net;	/* the NIC, if cfg.net.present (devices/virtio_net.h) */
 	bool probe_guest;	/* the probe guest runs (its mailboxes are attached) */
 	struct vmgenid vmgenid;	/* Linux guests: the generation ID (devices/vmgenid.c) */
 	int console_fd;

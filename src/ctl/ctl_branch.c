@@ -12,6 +12,7 @@
 #include "ctl/ctl_socket.h"
 #include "fork/branch.h"
 #include "jail/jail.h"
+#include "net/net.h"
 
 static json_t *branch_reply(const struct branch_result *r, enum branch_strategy strategy)
 {
@@ -86,6 +87,19 @@ static void *branch_worker(void *arg)
 	return NULL;
 }
 
+/*
+ * How a cow child serves its VM: the control server until the VM ends, then the child's own
+ * network goes (net_child_tap made it; docs/NET.md, "Cleanup") while the process still runs,
+ * so its host-side table does not wait for a reaper. A no-op without one.
+ */
+static int serve_cow_child(struct vm *vm, const char *socket, int ready_fd)
+{
+	int ret = ctl_serve(vm, socket, ready_fd);
+
+	net_release_current();
+	return ret;
+}
+
 json_t *ctl_cmd_branch(struct ctl_server *srv, struct ctl_request *req)
 {
 	struct branch_opts o = {
@@ -97,7 +111,9 @@ json_t *ctl_cmd_branch(struct ctl_server *srv, struct ctl_request *req)
 		.record_hashes = ctl_req_bool(req, "record_hashes", false),
 		.timeout_ms = (int)ctl_req_u64(req, "timeout_ms", 120000),
 		.no_agent_sync = ctl_req_bool(req, "no_agent_sync", false),
-		.serve = ctl_serve,
+		.serve = serve_cow_child,
+		/* cow: each child's own network namespace, TAP and ports (docs/NET.md) */
+		.child_tap = net_child_tap,
 	};
 	struct branch_job *job;
 	int ret;

@@ -12,9 +12,11 @@
 #include "ctl/ctl_server.h"
 #include "devices/probe_dev.h"
 #include "devices/virtio_blk.h"
+#include "devices/virtio_net.h"
 #include "disk/disk.h"
 #include "devices/vmgenid.h"
 #include "fork/branch.h"
+#include "net/net.h"
 #include "util/clock.h"
 #include "util/page.h"
 #include "x86/layout.h"
@@ -41,6 +43,29 @@ static json_t *disks_json(struct vm *vm)
 		pthread_mutex_unlock(&b->mmio->lock);
 	}
 	return list;
+}
+
+/* The NIC (docs/NET.md, "Device"): where the guest finds it, its TAP, link, features, thread. */
+static json_t *nic_json(struct virtio_net *n)
+{
+	struct virtio_net_info in;
+	char mac[18];
+
+	virtio_net_get_info(n, &in);
+	virtio_net_format_mac(in.mac, mac, sizeof(mac));
+	return json_pack("{s:i,s:I,s:s,s:s?,s:b,s:b,s:b,s:I,s:i,s:{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,"
+			 "s:I,s:I}}", "slot", in.slot, "mmio", (json_int_t)in.mmio, "mac", mac, "tap",
+			 in.attached ? in.ifname : NULL, "attached", in.attached, "link_up",
+			 (in.status & VIRTIO_NET_S_LINK_UP) != 0, "announce",
+			 (in.status & VIRTIO_NET_S_ANNOUNCE) != 0, "driver_features",
+			 (json_int_t)in.driver_features, "tid", (int)in.tid, "stats", "rx_frames",
+			 (json_int_t)in.stats.rx_frames, "rx_bytes", (json_int_t)in.stats.rx_bytes,
+			 "rx_dropped", (json_int_t)in.stats.rx_dropped, "tx_frames",
+			 (json_int_t)in.stats.tx_frames, "tx_bytes", (json_int_t)in.stats.tx_bytes,
+			 "tx_dropped", (json_int_t)in.stats.tx_dropped, "tx_errors",
+			 (json_int_t)in.stats.tx_errors, "ctrl_cmds", (json_int_t)in.stats.ctrl_cmds,
+			 "announces", (json_int_t)in.stats.announces, "malformed",
+			 (json_int_t)in.stats.malformed);
 }
 
 static json_t *cmd_status(struct ctl_server *srv, struct ctl_request *req)
@@ -72,12 +97,17 @@ static json_t *cmd_status(struct ctl_server *srv, struct ctl_request *req)
 	json_object_set_new(reply, "vcpus", vcpus);
 	if (vm->nblk)
 		json_object_set_new(reply, "disks", disks_json(vm));
+	if (vm->net)
+		json_object_set_new(reply, "nic", nic_json(vm->net));
 	if (vm->vmgenid.present) {
 		char hex[VMGENID_HEX_LEN + 1];
 
 		vmgenid_hex(vm->vmgenid.id, hex);
 		json_object_set_new(reply, "vmgenid", json_string(hex));
 	}
+	/* The host side of its network (docs/NET.md): mode, addresses, published ports. */
+	if (net_current())
+		json_object_set_new(reply, "net", net_status_json(net_current()));
 	return reply;
 }
 
@@ -233,6 +263,39 @@ static json_t *cmd_probe(struct ctl_server *srv, struct ctl_request *req, uint32
 		preq.arg[5] = mmio;
 		break;
 	}
+	case PROBE_CMD_NET_UP: {
+		/* The probe drives whatever answers at mmio: only the NIC's window is safe. */
+		struct virtio_mmio *t = srv->vm->net ? virtio_net_transport(srv->vm->net) : NULL;
+		uint64_t mmio = ctl_req_u64(req, "mmio", t ? t->base : 0);
+
+		if (!t || mmio != t->base)
+			return ctl_reply_error("net_up: this VM has no NIC at 0x%" PRIx64 " (start it with "
+					       "--tap IFNAME)", mmio);
+		preq.arg[0] = ctl_req_u64(req, "area", 20ULL << 20);
+		preq.arg[1] = mmio;
+		preq.arg[2] = ctl_req_u64(req, "features", VIRTIO_NET_FEATURES);
+		preq.arg[3] = ctl_req_u64(req, "rx_buffers", PROBE_NET_QN);
+		preq.arg[4] = ctl_req_u64(req, "rx_size", 0);
+		break;
+	}
+	case PROBE_CMD_NET_SEND:
+	case PROBE_CMD_NET_RECV:
+	case PROBE_CMD_NET_STATS:
+		if (!srv->vm->net)
+			return ctl_reply_error("%s: this VM has no NIC (start it with --tap IFNAME)",
+					       probe_cmd_name(cmd));
+		if (cmd == PROBE_CMD_NET_SEND) {
+			preq.arg[0] = ctl_req_u64(req, "count", 1);
+			preq.arg[1] = ctl_req_u64(req, "len", 0);
+			preq.arg[2] = ctl_req_u64(req, "seed", 0);
+			preq.arg[3] = ctl_req_u64(req, "ethertype", 0);
+		} else if (cmd == PROBE_CMD_NET_RECV) {
+			preq.arg[0] = ctl_req_u64(req, "buf", 0);
+			preq.arg[1] = ctl_req_u64(req, "len", 0);
+			preq.arg[2] = ctl_req_u64(req, "post", PROBE_NET_QN);
+			preq.arg[3] = ctl_req_u64(req, "max", 0);
+		}
+		break;
 	case PROBE_CMD_DIRTY:
 		preq.arg[0] = ctl_req_u64(req, "gpa", LAYOUT_PROBE_WORK);
 		preq.arg[1] = ctl_req_u64(req, "pages", 0);
@@ -252,6 +315,10 @@ static json_t *cmd_crash(struct ctl_server *s, struct ctl_request *r) { return c
 static json_t *cmd_vsock_listen(struct ctl_server *s, struct ctl_request *r) { return cmd_probe(s, r, PROBE_CMD_VSOCK_LISTEN); }
 static json_t *cmd_vsock_stats(struct ctl_server *s, struct ctl_request *r) { return cmd_probe(s, r, PROBE_CMD_VSOCK_STATS); }
 static json_t *cmd_blk_io(struct ctl_server *s, struct ctl_request *r) { return cmd_probe(s, r, PROBE_CMD_BLK_IO); }
+static json_t *cmd_net_up(struct ctl_server *s, struct ctl_request *r) { return cmd_probe(s, r, PROBE_CMD_NET_UP); }
+static json_t *cmd_net_send(struct ctl_server *s, struct ctl_request *r) { return cmd_probe(s, r, PROBE_CMD_NET_SEND); }
+static json_t *cmd_net_recv(struct ctl_server *s, struct ctl_request *r) { return cmd_probe(s, r, PROBE_CMD_NET_RECV); }
+static json_t *cmd_net_stats(struct ctl_server *s, struct ctl_request *r) { return cmd_probe(s, r, PROBE_CMD_NET_STATS); }
 
 json_t *ctl_cmd_snapshot(struct ctl_server *srv, struct ctl_request *req);
 json_t *ctl_cmd_branch(struct ctl_server *srv, struct ctl_request *req);
@@ -301,6 +368,17 @@ const struct ctl_command ctl_commands[] = {
 	  cmd_blk_io, { VCPU_FIELD, { "type", CTL_U64, true, UINT32_MAX }, { "sector", CTL_U64, false, 0 },
 			{ "buf", CTL_U64, false, 0 }, { "len", CTL_U64, false, 0 },
 			{ "area", CTL_U64, false, 0 }, { "mmio", CTL_U64, false, 0 } } },
+	{ "net_up", "probe guest sets up virtio-net (features, rx buffers) in a work-area area",
+	  cmd_net_up, { VCPU_FIELD, { "area", CTL_U64, false, 0 }, { "mmio", CTL_U64, false, 0 },
+			{ "features", CTL_U64, false, 0 }, { "rx_buffers", CTL_U64, false, PROBE_NET_QN },
+			{ "rx_size", CTL_U64, false, PROBE_NET_RXBUF_MAX } } },
+	{ "net_send", "probe guest sends count seeded frames of len bytes", cmd_net_send,
+	  { VCPU_FIELD, { "count", CTL_U64, false, PROBE_NET_SEND_MAX }, { "len", CTL_U64, true, PROBE_NET_FRAME_MAX },
+	    { "seed", CTL_U64, false, 0 }, { "ethertype", CTL_U64, false, 0xffff } } },
+	{ "net_recv", "probe guest copies received frames into buf, re-posts rx buffers", cmd_net_recv,
+	  { VCPU_FIELD, { "buf", CTL_U64, true, 0 }, { "len", CTL_U64, true, 0 },
+	    { "post", CTL_U64, false, PROBE_NET_QN }, { "max", CTL_U64, false, 0 } } },
+	{ "net_stats", "probe guest's NIC status and frame counters", cmd_net_stats, { VCPU_FIELD } },
 	{ "seccomp_probe", "test hook (FORKVM_TEST_SECCOMP_PROBE=1): a forbidden syscall", ctl_cmd_seccomp_probe,
 	  { { 0 } } },
 	{ "peek", "read up to 64 KiB of guest RAM (base64)", cmd_peek,

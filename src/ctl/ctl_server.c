@@ -14,6 +14,7 @@
 #include "core/vm.h"
 #include "ctl/ctl_server.h"
 #include "ctl/ctl_socket.h"
+#include "devices/virtio_net.h"
 
 struct vm *ctl_vm(struct ctl_server *srv)
 {
@@ -118,6 +119,26 @@ static void probe_done(void *ctx, int vcpu_id, const struct probe_result *res)
 		if (p->cmd == PROBE_CMD_BLK_IO) {
 			json_object_set_new(reply, "status", json_integer((json_int_t)res->result[0]));
 			json_object_set_new(reply, "used", json_integer((json_int_t)res->result[3]));
+		}
+		if (p->cmd == PROBE_CMD_NET_UP) {
+			char mac[18];
+			uint8_t b[6];
+			for (int i = 0; i < 6; i++)
+				b[i] = (uint8_t)(res->result[3] >> (8 * i));
+			virtio_net_format_mac(b, mac, sizeof(mac));
+			json_object_set_new(reply, "features", json_integer((json_int_t)res->result[0]));
+			json_object_set_new(reply, "mac", json_string(mac));
+		}
+		if (p->cmd == PROBE_CMD_NET_SEND || p->cmd == PROBE_CMD_NET_RECV) {
+			json_object_set_new(reply, "frames", json_integer((json_int_t)res->result[0]));
+			json_object_set_new(reply, "bytes", json_integer((json_int_t)res->result[3]));
+		}
+		if (p->cmd == PROBE_CMD_NET_STATS) {
+			json_object_set_new(reply, "status", json_integer((json_int_t)(res->result[0] & 0xffff)));
+			json_object_set_new(reply, "announces", json_integer((json_int_t)(res->result[0] >> 16)));
+			json_object_set_new(reply, "rx_frames",
+					    json_integer((json_int_t)(res->result[3] & 0xffffffffULL)));
+			json_object_set_new(reply, "tx_frames", json_integer((json_int_t)(res->result[3] >> 32)));
 		}
 		if (p->cmd == PROBE_CMD_VSOCK_LISTEN || p->cmd == PROBE_CMD_VSOCK_STATS)
 			json_object_set_new(reply, "result", json_pack("[I,I]", (json_int_t)res->result[0],

@@ -22,6 +22,16 @@ int probe_request_check(const struct probe_mailbox *mb, const struct probe_reque
 			       ? 0 : -ERANGE;
 	case PROBE_CMD_BLK_IO:
 		return probe_blk_args_ok(mb, req->arg[2], req->arg[3], req->arg[4]) ? 0 : -ERANGE;
+	case PROBE_CMD_NET_UP:
+		return probe_net_up_ok(mb, req->arg[0], req->arg[3], req->arg[4]) ? 0 : -ERANGE;
+	case PROBE_CMD_NET_SEND:
+		return req->arg[0] >= 1 && req->arg[0] <= PROBE_NET_SEND_MAX && req->arg[1] >= 14 &&
+		       req->arg[1] <= PROBE_NET_FRAME_MAX && req->arg[3] <= 0xffff ? 0 : -ERANGE;
+	case PROBE_CMD_NET_RECV:
+		return probe_range_ok(mb, req->arg[0], req->arg[1]) && req->arg[2] <= PROBE_NET_QN
+			       ? 0 : -ERANGE;
+	case PROBE_CMD_NET_STATS:
+		return 0;
 	case PROBE_CMD_DIRTY: {
 		uint64_t span = probe_dirty_span(req->arg[1], req->arg[2]);
 		if (req->arg[1] == 0)
@@ -69,6 +79,10 @@ const char *probe_cmd_name(uint32_t cmd)
 	case PROBE_CMD_VSOCK_LISTEN: return "vsock_listen";
 	case PROBE_CMD_VSOCK_STATS: return "vsock_stats";
 	case PROBE_CMD_BLK_IO: return "blk_io";
+	case PROBE_CMD_NET_UP: return "net_up";
+	case PROBE_CMD_NET_SEND: return "net_send";
+	case PROBE_CMD_NET_RECV: return "net_recv";
+	case PROBE_CMD_NET_STATS: return "net_stats";
 	default: return "unknown";
 	}
 }
@@ -80,7 +94,8 @@ const char *probe_status_name(uint32_t status)
 	case PROBE_EINVAL: return "unknown command";
 	case PROBE_ERANGE: return "range outside the work area";
 	case PROBE_ENODEV: return "no such virtio device at that address";
-	case PROBE_EIO: return "virtio negotiation failed";
+	case PROBE_EIO: return "virtio negotiation failed, or the device stopped answering";
+	case PROBE_ENOTUP: return "the NIC is not set up (net_up first)";
 	default: return "unknown status";
 	}
 }

@@ -15,8 +15,9 @@ struct disk;
 #define VIRTIO_ID_BLOCK 2
 #define VIRTIO_BLK_QUEUE_MAX 256
 #define VIRTIO_BLK_ID_BYTES 20
-/* Data segments per request: header and status take the rest of a chain's descriptors. */
-#define VIRTIO_BLK_SEG_MAX (VIRTQ_MAX_IOV - 1)
+/* Data segments per request the driver is told of (a chain may carry more; at most
+ * VIRTQ_MAX_IOV - 1 per direction besides the header or status). */
+#define VIRTIO_BLK_SEG_MAX 15
 
 /* Feature bits (virtio 1.x section 5.2.3). */
 #define VIRTIO_BLK_F_SEG_MAX (1ULL << 2)

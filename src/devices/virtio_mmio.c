@@ -24,7 +24,8 @@ static void device_reset(struct virtio_mmio *m)
 	m->r = (struct virtio_mmio_regs){ .config_gen = m->r.config_gen };
 }
 
-/* FEATURES_OK sticks only for a subset of what we offer that includes VERSION_1. */
+/* FEATURES_OK sticks only for a subset of what we offer that includes VERSION_1 and that the
+ * device accepts (features_ok). */
 static void write_status(struct virtio_mmio *m, uint32_t v)
 {
 	uint32_t old = m->r.status;
@@ -35,7 +36,8 @@ static void write_status(struct virtio_mmio *m, uint32_t v)
 	}
 	if ((v & VIRTIO_STATUS_FEATURES_OK) && !(old & VIRTIO_STATUS_FEATURES_OK)) {
 		if ((m->r.driver_features & ~m->device_features) ||
-		    !(m->r.driver_features & VIRTIO_F_VERSION_1))
+		    !(m->r.driver_features & VIRTIO_F_VERSION_1) ||
+		    (m->ops->features_ok && !m->ops->features_ok(m->opaque, m->r.driver_features)))
 			v &= ~(uint32_t)VIRTIO_STATUS_FEATURES_OK;
 	}
 	if ((v & VIRTIO_STATUS_DRIVER_OK) && !(v & VIRTIO_STATUS_FEATURES_OK))

@@ -44,6 +44,10 @@ struct virtio_dev_ops {
 	void (*config_read)(void *opaque, uint64_t off, void *data, int len);
 	void (*reset)(void *opaque);
 	void (*activate)(void *opaque); /* DRIVER_OK was set */
+	/* The driver sets FEATURES_OK for these features (a subset of the offered ones, with
+	 * VERSION_1): false refuses a combination the device cannot serve (FEATURES_OK does not
+	 * stick). NULL: every such subset is fine. */
+	bool (*features_ok)(void *opaque, uint64_t features);
 };
 
 /* The transport's registers: also the snapshot image. */

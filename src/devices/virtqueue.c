@@ -117,20 +117,35 @@ void virtq_unpop(struct virtq *q)
 	q->s.last_avail--;
 }
 
-void virtq_push(struct virtq *q, uint16_t head, uint32_t len)
+void virtq_unpop_n(struct virtq *q, uint16_t n)
 {
-	uint16_t *used_idx = (uint16_t *)(q->used + 2);
-	struct virtq_used_elem e = { .id = head, .len = len };
+	q->s.last_avail = (uint16_t)(q->s.last_avail - n);
+}
 
-	size_t slot = 4 + 8 * (size_t)(q->s.used_idx & (q->s.num - 1));
+void virtq_fill(struct virtq *q, uint16_t k, uint16_t head, uint32_t len)
+{
+	struct virtq_used_elem e = { .id = head, .len = len };
+	size_t slot = 4 + 8 * (size_t)((uint16_t)(q->s.used_idx + k) & (q->s.num - 1));
 
 	memcpy(q->used + slot, &e, sizeof(e));
-	q->s.used_idx++;
-	/* The element must be visible before the index that publishes it. */
-	__atomic_store_n(used_idx, q->s.used_idx, __ATOMIC_RELEASE);
 	/* KVM's dirty log cannot see the VMM's writes: diff snapshots need them marked. */
-	guest_mem_mark_dirty(q->mem, q->s.used_gpa, 4);
 	guest_mem_mark_dirty(q->mem, q->s.used_gpa + slot, sizeof(e));
+}
+
+void virtq_flush(struct virtq *q, uint16_t n)
+{
+	uint16_t *used_idx = (uint16_t *)(q->used + 2);
+
+	q->s.used_idx = (uint16_t)(q->s.used_idx + n);
+	/* The elements must be visible before the index that publishes them. */
+	__atomic_store_n(used_idx, q->s.used_idx, __ATOMIC_RELEASE);
+	guest_mem_mark_dirty(q->mem, q->s.used_gpa, 4);
+}
+
+void virtq_push(struct virtq *q, uint16_t head, uint32_t len)
+{
+	virtq_fill(q, 0, head, len);
+	virtq_flush(q, 1);
 }
 
 size_t virtq_chain_read(const struct virtq_chain *c, size_t off, void *dst, size_t len)

@@ -12,7 +12,9 @@ struct guest_mem;
 #define VIRTQ_DESC_F_WRITE 2
 #define VIRTQ_DESC_F_INDIRECT 4
 #define VIRTQ_AVAIL_F_NO_INTERRUPT 1
-#define VIRTQ_MAX_IOV 16
+/* Descriptors per chain and direction: a Linux virtio-net transmit is up to MAX_SKB_FRAGS + 2
+ * direct descriptors (17 by default, 45 at most), which a device must take whole. */
+#define VIRTQ_MAX_IOV 64
 
 struct virtq_desc {
 	uint64_t addr;
@@ -64,8 +66,17 @@ void virtq_reset(struct virtq *q);
 int virtq_pop(struct virtq *q, struct virtq_chain *c);
 /* Give back the chain popped last, unused (the device could not fill it yet). */
 void virtq_unpop(struct virtq *q);
+/* Give back the n chains popped last, unused (a frame that needs more buffers than are there). */
+void virtq_unpop_n(struct virtq *q, uint16_t n);
 /* Return a chain to the driver with `len` bytes written into its writable buffers. */
 void virtq_push(struct virtq *q, uint16_t head, uint32_t len);
+/*
+ * Several chains returned at once: virtq_fill writes used element used_idx + k without
+ * publishing it; virtq_flush then publishes the n filled elements with one index store, so
+ * the driver sees them together (a virtio-net frame spread over several receive buffers).
+ */
+void virtq_fill(struct virtq *q, uint16_t k, uint16_t head, uint32_t len);
+void virtq_flush(struct virtq *q, uint16_t n);
 bool virtq_has_avail(const struct virtq *q);
 /* The driver's published avail index (0 while the queue is not ready). */
 uint16_t virtq_avail_idx(const struct virtq *q);

@@ -25,6 +25,15 @@ struct branch_opts {
 	/* cow: how a child serves its VM until it ends (the control server, ctl_serve). Given
 	 * by the caller, so this layer does not reach up into the service above it. */
 	int (*serve)(struct vm *vm, const char *socket, int ready_fd);
+	/*
+	 * cow, a source with a NIC: the child's own TAP (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR,
+	 * non-blocking), called in each child before its VM is built, with the child's name and
+	 * net_arg. Returns the fd (the child's NIC owns it) or -errno. NULL, or an error: the
+	 * child's NIC starts detached (link down to the guest), never on the source's TAP, which
+	 * the child does not have (docs/NET.md). Given by the caller (the networking above).
+	 */
+	int (*child_tap)(const char *child_name, void *net_arg);
+	void *net_arg;
 };
 
 struct branch_child {

@@ -30,6 +30,8 @@ struct cow_template {
 	struct cgroup_opts cg;	/* the source's cgroup options: each child enters with them */
 	bool have_cg;
 	int (*serve)(struct vm *vm, const char *socket, int ready_fd); /* branch_opts.serve */
+	int (*child_tap)(const char *child_name, void *net_arg);	/* branch_opts.child_tap */
+	void *net_arg;
 };
 
 /* In the template process: fork `count` children, wait until all are ready, then give each

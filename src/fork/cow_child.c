@@ -2,6 +2,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/prctl.h>
 #include <unistd.h>
 
@@ -23,6 +24,28 @@ static int redirect(int fd, const char *path, int flags)
 	}
 	close(f);
 	return 0;
+}
+
+/*
+ * The source's NIC comes along at its slot with its MAC, on a TAP of the child's own
+ * (branch_opts.child_tap) or on none: detached, link down to the guest. Never on the source's
+ * TAP: the template closed it (fds_close_except), and two VMs on one TAP would share a wire.
+ */
+static int child_net(struct cow_template *t, const char *name, struct vm_config *cfg)
+{
+	int fd = -ENODEV;
+
+	if (!t->machine.has_net)
+		return 0;
+	if (t->child_tap)
+		fd = t->child_tap(name, t->net_arg);
+	if (fd < 0)
+		log_warn("cow child %s: no TAP of its own (%s); its NIC starts detached, the link down "
+			 "to the guest, rather than share the source's", name,
+			 t->child_tap ? strerror(-fd) : "no network was given for branch children");
+	cfg->net.present = true;
+	cfg->net.tap_fd = fd < 0 ? -1 : fd;
+	return snap_net_config(&t->machine, cfg, name);
 }
 
 void cow_child_main(struct cow_template *t, const char *name, const char *socket, bool paused,
@@ -64,7 +87,8 @@ void cow_child_main(struct cow_template *t, const char *name, const char *socket
 	/* Disks: the chain sealed at the branch instant (linked by the template), a new top. */
 	struct snap_disk_paths *disks = NULL;
 	cfg.disk_top_prefix = socket;
-	if (snap_disks_config(&t->machine, t->disk_dir, &cfg, &disks) < 0)
+	if (snap_disks_config(&t->machine, t->disk_dir, &cfg, &disks) < 0 ||
+	    child_net(t, name, &cfg) < 0)
 		_exit(1);
 	if (jail_cgroup_enter(name, cfg.mem_size, t->have_cg ? &t->cg : NULL) < 0 ||
 	    vm_create(&vm, &cfg) < 0)

@@ -256,7 +256,7 @@ void cow_template_main(struct vm *vm, struct snap_buf *state, const struct branc
 		       int report_fd, pid_t source)
 {
 	struct cow_template t = { .vm = vm, .source_alive = true, .timeout_ms = o->timeout_ms,
-				  .serve = o->serve };
+				  .serve = o->serve, .child_tap = o->child_tap, .net_arg = o->net_arg };
 	struct branch_child *kids = calloc((size_t)o->count, sizeof(*kids));
 	int keep[2] = { vm->kvm.fd, report_fd }, sig_fd, source_fd;
 	char path[700], err[3072];

@@ -1,8 +1,10 @@
 /* seccomp-bpf allow-lists per thread role, built with libseccomp and loaded per thread. */
 #include <errno.h>
+#include <linux/if_tun.h>
 #include <linux/kvm.h>
 #include <linux/userfaultfd.h>
 #include <pthread.h>
+#include <sched.h>
 #include <seccomp.h>
 #include <signal.h>
 #include <stdio.h>
@@ -98,7 +100,9 @@ static const unsigned long ioc_vcpu[] = {
 	KVM_RUN, KVM_GET_REGS, KVM_GET_SREGS, KVM_IRQ_LINE, KVM_IOEVENTFD, KVM_IRQFD, 0
 };
 static const unsigned long ioc_device[] = {
-	KVM_IRQ_LINE, KVM_IRQFD, KVM_IOEVENTFD, UFFDIO_COPY, UFFDIO_WAKE, UFFDIO_ZEROPAGE, 0
+	KVM_IRQ_LINE, KVM_IRQFD, KVM_IOEVENTFD, UFFDIO_COPY, UFFDIO_WAKE, UFFDIO_ZEROPAGE,
+	TUNSETOFFLOAD, /* virtio-net: the TAP's offloads follow the guest's features */
+	0
 };
 static const unsigned long ioc_control[] = {
 	KVM_GET_API_VERSION, KVM_CHECK_EXTENSION, KVM_CREATE_VM, KVM_GET_VCPU_MMAP_SIZE,
@@ -114,7 +118,10 @@ static const unsigned long ioc_control[] = {
 	KVM_SET_DEBUGREGS, KVM_GET_MP_STATE, KVM_SET_MP_STATE, KVM_HAS_DEVICE_ATTR,
 	KVM_SET_DEVICE_ATTR, UFFDIO_API, UFFDIO_REGISTER,
 	UFFDIO_UNREGISTER, UFFDIO_COPY, UFFDIO_ZEROPAGE, UFFDIO_WAKE, UFFDIO_WRITEPROTECT,
-	TCGETS, FIONBIO, FIOCLEX, 0
+	TCGETS, FIONBIO, FIOCLEX,
+	TUNGETIFF, TUNSETVNETHDRSZ, TUNSETOFFLOAD, /* virtio-net: a TAP given to the NIC */
+	TUNSETIFF, /* src/net: a cow child creates the TAP of its own network (docs/NET.md) */
+	0
 };
 static const unsigned long ioc_pageserver[] = {
 	UFFDIO_API, UFFDIO_REGISTER, UFFDIO_UNREGISTER, UFFDIO_COPY, UFFDIO_ZEROPAGE,
@@ -216,6 +223,14 @@ static int build(scmp_filter_ctx ctx, const struct role_def *r, const char **wha
 				       SCMP_A1_32(SCMP_CMP_EQ, (uint32_t)*ioc));
 		if (err)
 			*what = "ioctl";
+	}
+	/* A cow child makes its VM's network namespace from a thread that unshares itself
+	 * (src/net/net_relay.c): unshare with exactly CLONE_NEWNET, nothing else. */
+	if (!err && r->sys == sys_control) {
+		err = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(unshare), 1,
+				       SCMP_A0(SCMP_CMP_EQ, CLONE_NEWNET));
+		if (err)
+			*what = "unshare(CLONE_NEWNET)";
 	}
 	return err;
 }

@@ -96,5 +96,7 @@ int snap_capture(struct vm *vm, struct snap_buf *buf)
 		snap_buf_add(buf, SNAP_SEC_VIRTIO_MMIO, 0, &regs, sizeof(regs));
 		snap_buf_add(buf, SNAP_SEC_VSOCK, 0, &vs, sizeof(vs));
 	}
+	if (vm->net)
+		snap_net_capture(vm, buf);
 	return snap_disks_capture(vm, buf);
 }

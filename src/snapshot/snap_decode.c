@@ -137,13 +137,21 @@ static int check_sections(const struct snapshot *snap, uint32_t nvcpus, char *er
 		case SNAP_SEC_VSOCK:
 			ok = s->instance == 0;
 			break;
-		case SNAP_SEC_VIRTIO_MMIO: /* slot 0: vsock (paired below) or a disk; others: disks */
+		case SNAP_SEC_VIRTIO_MMIO: /* slot 0: vsock (paired below), a disk or the NIC; others:
+					    * disks or the NIC */
 			ok = s->instance < LAYOUT_VIRTIO_MMIO_SLOTS &&
-			     (s->instance == 0 || snap_state_find(&snap->state, SNAP_SEC_BLK, s->instance));
+			     (s->instance == 0 || snap_state_find(&snap->state, SNAP_SEC_BLK, s->instance) ||
+			      snap_state_find(&snap->state, SNAP_SEC_NET, s->instance));
 			break;
 		case SNAP_SEC_BLK:
 			ok = s->instance < LAYOUT_VIRTIO_MMIO_SLOTS &&
-			     !(s->instance == 0 && snap_state_find(&snap->state, SNAP_SEC_VSOCK, 0));
+			     !(s->instance == 0 && snap_state_find(&snap->state, SNAP_SEC_VSOCK, 0)) &&
+			     !snap_state_find(&snap->state, SNAP_SEC_NET, s->instance);
+			break;
+		case SNAP_SEC_NET: /* one slot, one device: not vsock's, not a disk's */
+			ok = s->instance < LAYOUT_VIRTIO_MMIO_SLOTS &&
+			     !(s->instance == 0 && snap_state_find(&snap->state, SNAP_SEC_VSOCK, 0)) &&
+			     !snap_state_find(&snap->state, SNAP_SEC_BLK, s->instance);
 			break;
 		default: /* unknown types, and 'probe', which no forkvm writes or restores */
 			snprintf(err, errlen, "vmstate: section type %u ('%s') instance %u is not one this "
@@ -152,8 +160,9 @@ static int check_sections(const struct snapshot *snap, uint32_t nvcpus, char *er
 		}
 		if (!ok) {
 			snprintf(err, errlen, "vmstate: unexpected section '%s' instance %u (%u vCPUs, "
-				 "serial port 0x%x, one vsock device in slot 0, disks in slots 0-%d, "
-				 "each virtio_mmio section with its device's)", snap_section_name(s->type),
+				 "serial port 0x%x, one vsock device in slot 0, disks and a NIC in slots "
+				 "0-%d, one device per slot, each virtio_mmio section with its device's)",
+				 snap_section_name(s->type),
 				 s->instance, nvcpus, LAYOUT_SERIAL_PORT, LAYOUT_VIRTIO_MMIO_SLOTS - 1);
 			return -EINVAL;
 		}
@@ -253,10 +262,11 @@ int snap_decode(const struct snapshot *snap, struct snap_machine *m, char *err, 
 		m->has_serial = true;
 	}
 	/* A vsock device is both sections or neither: half of one is a damaged snapshot. (A
-	 * virtio_mmio section in slot 0 belongs to a disk there if there is one.) */
+	 * virtio_mmio section in slot 0 belongs to a disk or the NIC there if there is one.) */
 	vsock_sec[0] = snap_state_find(&snap->state, SNAP_SEC_VIRTIO_MMIO, 0);
 	vsock_sec[1] = snap_state_find(&snap->state, SNAP_SEC_VSOCK, 0);
-	if (snap_state_find(&snap->state, SNAP_SEC_BLK, 0) && !vsock_sec[1])
+	if ((snap_state_find(&snap->state, SNAP_SEC_BLK, 0) ||
+	     snap_state_find(&snap->state, SNAP_SEC_NET, 0)) && !vsock_sec[1])
 		vsock_sec[0] = NULL;
 	if (vsock_sec[0] || vsock_sec[1]) {
 		COPY_FIXED(SNAP_SEC_VIRTIO_MMIO, 0, m->vsock_mmio);
@@ -265,7 +275,8 @@ int snap_decode(const struct snapshot *snap, struct snap_machine *m, char *err, 
 			goto bad;
 		m->has_vsock = true;
 	}
-	if (snap_disks_decode(&snap->state, m, err, errlen))
+	if (snap_disks_decode(&snap->state, m, err, errlen) ||
+	    snap_net_decode(&snap->state, m, err, errlen))
 		goto bad;
 	return 0;
 bad:

@@ -37,6 +37,7 @@ static const char *const section_names[] = {
 	[SNAP_SEC_VSOCK] = "vsock",
 	[SNAP_SEC_PROBE] = "probe",
 	[SNAP_SEC_BLK] = "blk",
+	[SNAP_SEC_NET] = "net",
 };
 
 const char *snap_section_name(uint32_t type)

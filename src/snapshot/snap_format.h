@@ -47,6 +47,7 @@ enum snap_section_type {
 	SNAP_SEC_VSOCK,		/* virtio-vsock device state, instance = slot */
 	SNAP_SEC_PROBE,		/* probe device state */
 	SNAP_SEC_BLK,		/* virtio-blk disk and its chain (snap_disk.h), instance = slot */
+	SNAP_SEC_NET,		/* virtio-net NIC: struct virtio_net_state, instance = slot */
 	SNAP_SEC_END = 0xffff,
 };
 

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "util/log.h"
 #include "builder/builder.h"
@@ -94,6 +95,8 @@ static int restore_devices(struct vm *vm, const struct snap_machine *m)
 		log_warn("snapshot has a vsock device; restore with --vsock PATH to keep it");
 	if (m->has_vsock && vm->vsock &&
 	    (virtio_mmio_restore(vm->virtio[0], &m->vsock_mmio) || vsock_restore(vm->vsock, &m->vsock)))
+		return -EINVAL;
+	if (m->has_net && snap_net_restore(vm, m))
 		return -EINVAL;
 	return snap_disks_restore(vm, m);
 }
@@ -201,15 +204,20 @@ int vm_restore(struct vm *vm, const struct vm_config *base, const struct snapsho
 	cfg.mem.backing = backing;
 	cfg.mem.path = snap->memory_path;
 	cfg.mem.file_offset = 0;
-	if (cpuid_policy_parse(&cfg.cpuid_policy, m->config.cpu_features, err, sizeof(err)))
-		return log_errno(-EINVAL, "snapshot %s: CPU feature policy: %s", snap->dir, err);
-	ret = restore_check_host(&cfg, m, snap->dir);
-	if (ret)
-		return ret;
+	/* The NIC first: a snapshot with one needs this process's TAP (cfg.net owns it now). */
+	ret = snap_net_config(m, &cfg, snap->dir);
+	if (!ret && cpuid_policy_parse(&cfg.cpuid_policy, m->config.cpu_features, err, sizeof(err)))
+		ret = log_errno(-EINVAL, "snapshot %s: CPU feature policy: %s", snap->dir, err);
+	if (!ret)
+		ret = restore_check_host(&cfg, m, snap->dir);
 	/* Disks: the snapshot's sealed chain, a new private top for this VM. */
-	ret = snap_disks_config(m, snap->dir, &cfg, &disks);
-	if (ret)
+	if (!ret)
+		ret = snap_disks_config(m, snap->dir, &cfg, &disks);
+	if (ret) {
+		if (cfg.net.present && cfg.net.tap_fd >= 0)
+			close(cfg.net.tap_fd); /* no VM took it */
 		return ret;
+	}
 	ret = vm_create(vm, &cfg);
 	snap_disk_paths_free(disks);
 	if (ret)

@@ -7,6 +7,7 @@
 
 #include "core/vcpu_state.h"
 #include "core/vm_state.h"
+#include "devices/virtio_net.h"
 #include "devices/vsock.h"
 #include "mem/guest_mem.h"
 #include "snapshot/snap_config.h"
@@ -52,6 +53,10 @@ struct snap_machine {
 	struct vsock_state vsock;
 	int ndisks;	/* virtio-blk disks: transport, chain, base (snap_disk.h) */
 	struct snap_disk disks[SNAP_MAX_DISKS];
+	bool has_net;	/* a NIC: virtio_mmio + net sections at net_slot (snap_net.c) */
+	uint32_t net_slot;
+	struct virtio_mmio_regs net_mmio;
+	struct virtio_net_state net;
 };
 
 int snap_decode(const struct snapshot *snap, struct snap_machine *m, char *err, size_t errlen);
@@ -62,6 +67,17 @@ int snap_check_queues(const struct snap_config *c, const struct virtio_mmio_regs
 /* Fail if this host's KVM cannot give the snapshot's CPUID features (names the first one). */
 int snap_check_host(const struct snap_machine *m, const struct kvm_cpuid2 *supported, char *err,
 		    size_t errlen);
+
+/* The NIC in snapshots (snap_net.c). Capture: its transport and device sections. */
+void snap_net_capture(struct vm *vm, struct snap_buf *buf);
+/* snap_decode: the one NIC (net + its virtio_mmio section) into m; one message in err. */
+int snap_net_decode(const struct snap_state *state, struct snap_machine *m, char *err,
+		    size_t errlen);
+/* Restore: the snapshot's NIC slot and MAC on the restoring process's TAP (cfg->net); a
+ * snapshot with a NIC and a cfg without a network is an error naming the step. */
+int snap_net_config(const struct snap_machine *m, struct vm_config *cfg, const char *what);
+/* After the vCPUs: the NIC's transport and device state. */
+int snap_net_restore(struct vm *vm, const struct snap_machine *m);
 
 /* Apply a decoded machine to a created VM: arch state, devices, vCPUs (not started). */
 int vm_restore_machine(struct vm *vm, const struct snap_machine *m, const char *what);
@@ -77,7 +93,8 @@ struct restore_hooks {
 	void *arg;
 };
 
-/* Create the VM from a decoded snapshot on the chosen backing; vCPUs restored, not started. */
+/* Create the VM from a decoded snapshot on the chosen backing; vCPUs restored, not started.
+ * base->net.tap_fd (with net.present) belongs to the call, as with vm_create. */
 int vm_restore(struct vm *vm, const struct vm_config *base, const struct snapshot *snap,
 	       const struct snap_machine *m, enum guest_mem_backing backing,
 	       const struct restore_hooks *hooks);

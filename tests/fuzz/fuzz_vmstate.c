@@ -42,6 +42,7 @@ static uint64_t natural_size(uint32_t type)
 	case SNAP_SEC_VIRTIO_MMIO: return sizeof(M->vsock_mmio);
 	case SNAP_SEC_VSOCK: return sizeof(M->vsock);
 	case SNAP_SEC_BLK: return sizeof(M->disks[0].st);
+	case SNAP_SEC_NET: return sizeof(M->net);
 	default: return 8;
 	}
 }

@@ -10,6 +10,7 @@ import sys
 # Bottom to top; folders of one layer may include each other.
 LAYERS = [
     ("util", ["util"]),
+    ("net", ["net"]),  # host networking of a VM (docs/NET.md): util only
     ("kvm", ["core", "x86", "mem", "jail"]),
     ("devices", ["devices", "disk", "loader", "agent"]),
     ("builder", ["builder"]),

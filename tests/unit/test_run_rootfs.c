@@ -21,6 +21,7 @@
 #include "cli/cli_util.c"
 #include "cli/run_opts.c"
 #include "cli/run_linux.c"
+#include "cli/run_tap.c"
 
 #define ARGC(a) ((int)(sizeof(a) / sizeof((a)[0])))
 

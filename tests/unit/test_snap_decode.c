@@ -40,6 +40,13 @@ struct variant {
 	const char *base_path;			/* NULL: "/images/base.img" */
 	uint64_t disk_size;			/* 0: the base's, rounded to 512 */
 	uint16_t disk_qnum;			/* 0: 128 */
+	/* A NIC (net + virtio_mmio) in nic_slot (0: slot 3); a second one in nic_slot2. */
+	bool nic, no_nic_mmio, nic_slot_zero;
+	uint32_t nic_slot, nic_slot2;
+	uint64_t nic_len;			/* 0: the right one */
+	uint8_t nic_mac0;			/* 0: 0x02 */
+	uint64_t nic_features;			/* 0: every offered one */
+	uint16_t nic_qnum;			/* 0: 256 */
 };
 
 static void add(struct snap_buf *b, const struct variant *v, uint32_t type, uint32_t inst,
@@ -73,6 +80,25 @@ static void add_disks(struct snap_buf *b, const struct variant *v, const uint8_t
 			snap_buf_add(b, SNAP_SEC_BLK, slot, v->blk_len ? (const void *)zero : &st,
 				     v->blk_len ? v->blk_len : sizeof(st));
 	}
+}
+
+static void add_nic(struct snap_buf *b, const struct variant *v, uint32_t slot, const uint8_t *zero)
+{
+	struct virtio_net_state st = { .mac = { v->nic_mac0 ? v->nic_mac0 : 0x02, 1, 2, 3, 4, 5 },
+				       .status = VIRTIO_NET_S_LINK_UP };
+	struct virtio_mmio_regs mm = {
+		.driver_features = v->nic_features ? v->nic_features
+						   : VIRTIO_NET_FEATURES | VIRTIO_F_VERSION_1,
+		.status = 0xf };
+
+	for (int q = 0; q < VIRTIO_NET_QUEUES; q++)
+		mm.q[q] = (struct virtq_state){ .num = v->nic_qnum ? v->nic_qnum : 256, .ready = 1,
+						.desc_gpa = 0x100000 * (q + 1), .avail_gpa = 0x100000 * (q + 1) + 0x1000,
+						.used_gpa = 0x100000 * (q + 1) + 0x2000 };
+	if (!v->no_nic_mmio)
+		snap_buf_add(b, SNAP_SEC_VIRTIO_MMIO, slot, &mm, sizeof(mm));
+	snap_buf_add(b, SNAP_SEC_NET, slot, v->nic_len ? (const void *)zero : &st,
+		     v->nic_len ? v->nic_len : sizeof(st));
 }
 
 /* A complete two-vCPU linux snapshot with a vsock device, changed as v says. */
@@ -126,6 +152,10 @@ static int decode(const struct variant *v, char *err, size_t errlen)
 			add(&b, v, SNAP_SEC_VSOCK, 0, &vs, sizeof(vs));
 	}
 	add_disks(&b, v, zero);
+	if (v->nic)
+		add_nic(&b, v, v->nic_slot_zero ? 0 : v->nic_slot ? v->nic_slot : 3, zero);
+	if (v->nic_slot2)
+		add_nic(&b, v, v->nic_slot2, zero);
 	if (v->extra_type)
 		snap_buf_add(&b, v->extra_type, v->extra_inst, zero, 8);
 	assert_int_equal(snap_buf_finish(&b), 0);
@@ -228,6 +258,32 @@ static void test_disks(void **state)
 	expect(&(struct variant){ .ndisks = 1, .disk_qnum = 512 }, "disk 1 queue 0");
 }
 
+/* The NIC: one, its transport beside it, in a slot of its own, with sane fields and queues. */
+static void test_nic(void **state)
+{
+	char err[512] = "";
+
+	if (decode(&(struct variant){ .nic = true, .ndisks = 2 }, err, sizeof(err)))
+		fail_msg("%s", err);
+	if (decode(&(struct variant){ .nic = true, .nic_slot_zero = true, .no_vsock = true }, err,
+		   sizeof(err)))
+		fail_msg("%s", err);
+	expect(&(struct variant){ .nic = true, .nic_slot_zero = true, .no_nic_mmio = true },
+	       "unexpected section 'net' instance 0");
+	expect(&(struct variant){ .nic = true, .ndisks = 1, .disk_slot = 3, .no_nic_mmio = true },
+	       "unexpected section 'blk' instance 3");
+	expect(&(struct variant){ .nic = true, .nic_slot = 8 }, "unexpected section 'virtio_mmio' instance 8");
+	expect(&(struct variant){ .nic = true, .no_nic_mmio = true }, "(the NIC's transport) is missing");
+	expect(&(struct variant){ .nic = true, .nic_len = 8 }, "section 'net' instance 3 has 8 bytes");
+	expect(&(struct variant){ .nic = true, .nic_mac0 = 0x03 }, "not a unicast address");
+	expect(&(struct variant){ .nic = true, .nic_features = VIRTIO_F_VERSION_1 | VIRTIO_NET_F_MTU },
+	       "does not offer");
+	expect(&(struct variant){ .nic = true, .nic_features = VIRTIO_F_VERSION_1 | VIRTIO_NET_F_GUEST_TSO4 },
+	       "does not offer");
+	expect(&(struct variant){ .nic = true, .nic_slot2 = 5 }, "a VM has one NIC");
+	expect(&(struct variant){ .nic = true, .nic_qnum = 512 }, "NIC queue 0");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -236,6 +292,7 @@ int main(void)
 		cmocka_unit_test(test_unknown_and_extra_sections),
 		cmocka_unit_test(test_bad_values),
 		cmocka_unit_test(test_disks),
+		cmocka_unit_test(test_nic),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

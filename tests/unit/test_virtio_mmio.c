@@ -24,7 +24,8 @@ static void cfg_read(void *opaque, uint64_t off, void *data, int len)
 }
 static void on_reset(void *opaque) { ((struct fixture *)opaque)->resets++; }
 static void on_activate(void *opaque) { ((struct fixture *)opaque)->activations++; }
-static const struct virtio_dev_ops ops = { cfg_read, on_reset, on_activate };
+static const struct virtio_dev_ops ops = { .config_read = cfg_read, .reset = on_reset,
+					    .activate = on_activate };
 
 static int setup(void **state)
 {

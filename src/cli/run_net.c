@@ -1,0 +1,109 @@
+/* `forkvm run` networking (docs/NET.md): the options, and the VM's network made before the VM
+ * so that its NIC gets the TAP. */
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/run_opts.h"
+#include "jail/seccomp.h"
+#include "util/log.h"
+
+int run_net_opt(const struct cli_command *self, int opt, const char *arg, struct run_opts *o)
+{
+	char err[256];
+	int ret;
+
+	switch (opt) {
+	case RUN_OPT_NET: ret = net_opts_mode(&o->net, arg, err, sizeof(err)); break;
+	case RUN_OPT_PUBLISH: ret = net_opts_publish(&o->net, arg, err, sizeof(err)); break;
+	case RUN_OPT_ALLOW: ret = net_opts_cidr(&o->net, true, arg, err, sizeof(err)); break;
+	case RUN_OPT_DENY: ret = net_opts_cidr(&o->net, false, arg, err, sizeof(err)); break;
+	case RUN_OPT_NET_ADDR: ret = net_opts_address(&o->net, arg, err, sizeof(err)); break;
+	case RUN_OPT_NET_MTU: ret = net_opts_mtu(&o->net, arg, err, sizeof(err)); break;
+	default: return cli_usage_error(self, "unknown option");
+	}
+	return ret ? cli_usage_error(self, "%s", err) : 0;
+}
+
+int run_net_finish(const struct cli_command *self, struct run_opts *o)
+{
+	char err[256], arg[96];
+
+	if (net_opts_finish(&o->net, err, sizeof(err)))
+		return cli_usage_error(self, "%s", err);
+	if (o->net.mode == NET_NONE)
+		return 0;
+	/* The jail's network namespace is an empty one of its own, and a jailed VMM can make no
+	 * namespace for its VM: not together yet (docs/NET.md, "What is left"). */
+	if (jail_enabled(&o->jail) || getenv("FORKVM_JAILED"))
+		return cli_usage_error(self, "--net %s cannot be combined with the jail yet "
+				       "(--jail / FORKVM_JAIL=1): run without it", net_mode_name(o->net.mode));
+	/* A Linux guest configures eth0 from forkvm.net= at boot (docs/AGENT.md), unless the
+	 * command line already says how. */
+	if (o->kernel && !(o->cmdline && strstr(o->cmdline, "forkvm.net="))) {
+		if (net_kernel_arg(&o->net, arg, sizeof(arg)) ||
+		    snprintf(o->net_cmdline, sizeof(o->net_cmdline), "%s %s",
+			     o->cmdline ? o->cmdline : LINUX_DEFAULT_CMDLINE, arg) >=
+			    (int)sizeof(o->net_cmdline))
+			return cli_usage_error(self, "--net: the kernel command line gets too long");
+		o->cmdline = o->net_cmdline;
+	}
+	return 0;
+}
+
+/* The relay thread's seccomp filter: sockets, epoll, reads and writes (the device role). */
+static int relay_filter(void)
+{
+	return jail_seccomp_apply(JAIL_ROLE_DEVICE);
+}
+
+int run_net_create(struct run_opts *o)
+{
+	char err[1024], ip[INET_ADDRSTRLEN], ports[512] = "";
+	struct net *n = &o->netw;
+	size_t pos = 0;
+	int ret, fd;
+
+	o->net.relay_thread_init = relay_filter;
+	ret = net_create(&o->net, n, err, sizeof(err));
+	if (ret) {
+		log_err("network of %s: %s", o->name, err);
+		return ret;
+	}
+	if (!n->active)
+		return 0;
+	fd = net_tap_dup(n);
+	if (fd < 0) {
+		log_err("network of %s: a TAP fd for the NIC: %s", o->name, strerror(-fd));
+		net_destroy(n);
+		return fd;
+	}
+	o->vm.net.present = true;
+	o->vm.net.tap_fd = fd;
+	/* A MAC given on the command line wins; otherwise a random locally administered one. */
+	static const uint8_t zero[6];
+	if (!memcmp(o->vm.net.mac, zero, sizeof(zero)))
+		net_random_mac(o->vm.net.mac);
+	for (int i = 0; i < n->nports && pos < sizeof(ports); i++) {
+		inet_ntop(AF_INET, &(struct in_addr){ htonl(n->ports[i].spec.host_ip) }, ip, sizeof(ip));
+		pos += (size_t)snprintf(ports + pos, sizeof(ports) - pos, "%s %s:%u->%u",
+					i ? "," : "; published", ip, n->ports[i].host_port,
+					n->ports[i].spec.guest_port);
+	}
+	json_t *st = net_status_json(n);
+	log_info("network: %s, guest %s via %s in its own namespace; host side %s %s (slot %d)%s; "
+		 "ready in %.1f ms", net_mode_name(n->opts.mode),
+		 json_string_value(json_object_get(st, "guest")),
+		 json_string_value(json_object_get(st, "gateway")), n->veth_host,
+		 json_string_value(json_object_get(st, "host_address")), n->slot, ports,
+		 (double)n->create_ns / 1e6);
+	json_decref(st);
+	return 0;
+}
+
+void run_net_destroy(struct run_opts *o)
+{
+	net_destroy(&o->netw);
+}

@@ -1,0 +1,233 @@
+/* nftables through libnftables: the rules inside a VM's namespace, the host table of NAT mode,
+ * listing tables for the reaper. Each call makes its own context, whose netlink socket is in
+ * the namespace of the calling thread. */
+#include <errno.h>
+#include <jansson.h>
+#include <nftables/libnftables.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "net/net_impl.h"
+#include "util/errmsg.h"
+
+/* nft's message without its trailing newlines, for one-line errors. */
+static void nft_message(struct nft_ctx *ctx, char *msg, size_t len)
+{
+	const char *e = nft_ctx_get_error_buffer(ctx);
+	size_t n;
+
+	snprintf(msg, len, "%s", e && *e ? e : "no message");
+	n = strlen(msg);
+	while (n && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
+		msg[--n] = '\0';
+	for (char *p = msg; *p; p++)
+		if (*p == '\n')
+			*p = ' ';
+}
+
+/* Run cmds; out (if not NULL) gets a malloc'd copy of nft's output (JSON when json). */
+static int nft_run(const char *cmds, const char *what, bool json, char **out, char *err,
+		   size_t errlen)
+{
+	struct nft_ctx *ctx = nft_ctx_new(NFT_CTX_DEFAULT);
+	char msg[1024];
+	int ret = 0;
+
+	if (!ctx)
+		return errmsg(err, errlen, -ENOMEM, "%s: cannot create an nftables context", what);
+	if (json)
+		nft_ctx_output_set_flags(ctx, NFT_CTX_OUTPUT_JSON);
+	if (nft_ctx_buffer_output(ctx) || nft_ctx_buffer_error(ctx)) {
+		ret = errmsg(err, errlen, -ENOMEM, "%s: nftables output buffers", what);
+		goto out;
+	}
+	if (nft_run_cmd_from_buffer(ctx, cmds) != 0) {
+		nft_message(ctx, msg, sizeof(msg));
+		/* libnftables reports text only; the usual causes get their errno back. */
+		if (strstr(msg, "Operation not permitted"))
+			ret = -EPERM;
+		else if (strstr(msg, "No such file or directory"))
+			ret = -ENOENT;
+		else if (strstr(msg, "Protocol not supported") || strstr(msg, "not supported"))
+			ret = -EPROTONOSUPPORT;
+		else
+			ret = -EINVAL;
+		errmsg(err, errlen, ret, "%s (nftables): %s%s", what, msg,
+		       ret == -EPROTONOSUPPORT ? " (the kernel lacks nf_tables, NAT or reject "
+						 "support)" : "");
+		goto out;
+	}
+	if (out) {
+		*out = strdup(nft_ctx_get_output_buffer(ctx) ?: "");
+		if (!*out)
+			ret = errmsg(err, errlen, -ENOMEM, "%s: copying nft's output", what);
+	}
+out:
+	nft_ctx_free(ctx);
+	return ret;
+}
+
+int nft_apply(const char *cmds, const char *what, char *err, size_t errlen)
+{
+	return nft_run(cmds, what, false, NULL, err, errlen);
+}
+
+/* "set NAME { type ipv4_addr; flags interval; elements = { ... } }" into buf at *pos. */
+static int put_set(char *buf, size_t len, size_t *pos, const char *name,
+		   const struct net_cidr *c, int n)
+{
+	char a[INET_ADDRSTRLEN];
+	int w;
+
+	w = snprintf(buf + *pos, len - *pos, "\tset %s { type ipv4_addr; flags interval; "
+		     "elements = { ", name);
+	if (w < 0 || (size_t)w >= len - *pos)
+		return -ENOSPC;
+	*pos += (size_t)w;
+	for (int i = 0; i < n; i++) {
+		net_format_ip(c[i].addr, a);
+		w = snprintf(buf + *pos, len - *pos, "%s%s/%u", i ? ", " : "", a, c[i].prefix);
+		if (w < 0 || (size_t)w >= len - *pos)
+			return -ENOSPC;
+		*pos += (size_t)w;
+	}
+	w = snprintf(buf + *pos, len - *pos, " } }\n");
+	if (w < 0 || (size_t)w >= len - *pos)
+		return -ENOSPC;
+	*pos += (size_t)w;
+	return 0;
+}
+
+/*
+ * Inside the namespace (docs/NET.md, "Egress policy"). "Guest side" is every interface but the
+ * veth (the TAP; lo never forwards).
+ *  input: lo, replies to what the namespace itself opened (the relay's connections to the
+ *         guest), and ICMP echo to the gateway (a guest may ping it); nothing else reaches the
+ *         namespace, from the guest or from the host side.
+ *  forward: replies always; new flows only guest side -> veth, and only in NAT mode: deny set
+ *         rejected, then the allow set (or everything IPv4 without one) accepted; the rest
+ *         rejected (admin-prohibited, so the guest fails fast instead of timing out).
+ *  postrouting: the guest subnet leaving by the veth gets the veth's address (SNAT).
+ */
+int nft_ns_rules(const struct net_opts *o, uint32_t ns_addr, char *err, size_t errlen)
+{
+	size_t len = 16384, pos = 0;
+	char *buf = malloc(len), ns[INET_ADDRSTRLEN], sub[INET_ADDRSTRLEN];
+	int ret = 0, w;
+
+	if (!buf)
+		return errmsg(err, errlen, -ENOMEM, "building the namespace's nft rules");
+	net_format_ip(ns_addr, ns);
+	net_format_ip(o->guest_addr & net_mask(o->guest_prefix), sub);
+	w = snprintf(buf, len, "table inet forkvm {\n");
+	pos = (size_t)w;
+	if (o->mode == NET_NAT && o->nallow)
+		ret = put_set(buf, len, &pos, "allow", o->allow, o->nallow);
+	if (!ret && o->mode == NET_NAT && o->ndeny)
+		ret = put_set(buf, len, &pos, "deny", o->deny, o->ndeny);
+	if (ret)
+		goto toolong;
+	w = snprintf(buf + pos, len - pos,
+		     "\tchain input {\n"
+		     "\t\ttype filter hook input priority filter; policy drop;\n"
+		     "\t\tiif \"lo\" accept\n"
+		     "\t\tct state established,related accept\n"
+		     "\t\tiifname != \"" NET_NS_VETH "\" icmp type echo-request accept\n"
+		     "\t}\n"
+		     "\tchain forward {\n"
+		     "\t\ttype filter hook forward priority filter; policy drop;\n"
+		     "\t\tct state established,related accept\n"
+		     "\t\tct state invalid drop\n"
+		     "\t\tiifname \"" NET_NS_VETH "\" drop\n"
+		     "%s%s%s"
+		     "\t\treject with icmpx type admin-prohibited\n"
+		     "\t}\n"
+		     "\tchain postrouting {\n"
+		     "\t\ttype nat hook postrouting priority srcnat; policy accept;\n"
+		     "\t\toifname \"" NET_NS_VETH "\" ip saddr %s/%u snat ip to %s\n"
+		     "\t}\n"
+		     "}\n",
+		     o->mode == NET_NAT && o->ndeny ?
+			     "\t\toifname \"" NET_NS_VETH "\" ip daddr @deny reject with icmpx type "
+			     "admin-prohibited\n" : "",
+		     o->mode == NET_NAT && o->nallow ?
+			     "\t\toifname \"" NET_NS_VETH "\" ip daddr @allow accept\n" : "",
+		     o->mode == NET_NAT && !o->nallow ?
+			     "\t\toifname \"" NET_NS_VETH "\" meta nfproto ipv4 accept\n" : "",
+		     sub, o->guest_prefix, ns);
+	if (w < 0 || (size_t)w >= len - pos)
+		goto toolong;
+	ret = nft_apply(buf, "loading the namespace's rules (table inet forkvm)", err, errlen);
+	free(buf);
+	return ret;
+toolong:
+	free(buf);
+	return errmsg(err, errlen, -ENOSPC, "the namespace's nft rules do not fit %zu bytes", len);
+}
+
+int nft_host_table(const char *table, uint32_t ns_addr, char *err, size_t errlen)
+{
+	char cmds[1024], ns[INET_ADDRSTRLEN], what[96];
+
+	net_format_ip(ns_addr, ns);
+	/* Leaving the host (not towards another VM's veth): the host's own address. */
+	snprintf(cmds, sizeof(cmds),
+		 "table ip %s {\n"
+		 "\tchain postrouting {\n"
+		 "\t\ttype nat hook postrouting priority srcnat; policy accept;\n"
+		 "\t\tip saddr %s oifname != \"" NET_HOST_VETH_PREFIX "*\" masquerade\n"
+		 "\t}\n"
+		 "}\n", table, ns);
+	snprintf(what, sizeof(what), "creating the host table ip %s", table);
+	return nft_apply(cmds, what, err, errlen);
+}
+
+int nft_host_table_del(const char *table, char *err, size_t errlen)
+{
+	char cmd[96], what[96];
+
+	snprintf(cmd, sizeof(cmd), "delete table ip %s", table);
+	snprintf(what, sizeof(what), "removing the host table ip %s", table);
+	return nft_apply(cmd, what, err, errlen);
+}
+
+int nft_tables_each(const char *prefix, int (*fn)(const char *name, void *arg), void *arg,
+		    char *err, size_t errlen)
+{
+	char *out = NULL, **names = NULL;
+	json_t *root = NULL, *list, *item;
+	json_error_t jerr;
+	size_t i, n = 0;
+	int ret = nft_run("list tables ip", "listing the host's nft tables", true, &out, err,
+			  errlen);
+
+	if (ret)
+		return ret;
+	root = json_loads(out, 0, &jerr);
+	list = json_object_get(root, "nftables");
+	if (!json_is_array(list)) {
+		ret = errmsg(err, errlen, -EPROTO, "listing the host's nft tables: unexpected JSON "
+			     "(%s)", root ? "no nftables array" : jerr.text);
+		goto out;
+	}
+	names = calloc(json_array_size(list) + 1, sizeof(*names));
+	if (!names) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	json_array_foreach(list, i, item) {
+		const char *name = json_string_value(json_object_get(json_object_get(item, "table"),
+								     "name"));
+		if (name && strncmp(name, prefix, strlen(prefix)) == 0)
+			names[n++] = (char *)name;
+	}
+	/* fn runs nft itself: after the listing's context is gone. */
+	for (i = 0; i < n && !ret; i++)
+		ret = fn(names[i], arg);
+out:
+	free(names);
+	json_decref(root);
+	free(out);
+	return ret;
+}
