@@ -67,6 +67,15 @@ export interface SandboxInfo {
   created_at: number;
   expires_at: number | null;
   end_reason: string | null;
+  /** With a network: its mode, addresses and published ports (docs/NET.md). */
+  network?: {
+    mode: "isolated" | "nat";
+    guest: string;
+    gateway: string;
+    host_address: string;
+    published: { host_ip: string; host_port: number; guest_port: number }[];
+    [key: string]: unknown;
+  };
 }
 
 export interface SnapshotInfo {
@@ -139,7 +148,21 @@ export interface CreateOptions {
   paused?: boolean;
   /** How long a Linux guest may take to answer (default 240000 ms). */
   readyTimeoutMs?: number;
+  /** A network of its own (docs/NET.md); info.network then has the published host ports. */
+  network?: NetworkOptions;
+  /** Guest RAM: "anon" (default), "memfd" (live branches), "hugetlb", "uffd" (with snapshot). */
+  backing?: "anon" | "memfd" | "hugetlb" | "uffd";
   client?: Client;
+}
+
+export interface NetworkOptions {
+  mode?: "isolated" | "nat";
+  /** nat: only these destinations (CIDRs). */
+  allow?: string[];
+  /** nat: never these (CIDRs). */
+  deny?: string[];
+  /** "[IP:]HOSTPORT:GUESTPORT" (TCP; HOSTPORT 0 picks a free port). */
+  publish?: string[];
 }
 
 export interface BranchOptions {

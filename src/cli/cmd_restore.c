@@ -29,6 +29,9 @@ static const char usage[] =
 	"                   are passed to each child (see forkvm run --help)\n"
 	"  --mem-limit SIZE, --cpu-max Q[/P], --cpu-weight N, --pids-max N, --no-cgroup\n"
 	"                   each child's cgroup limits, passed on likewise\n"
+	"  --net MODE, --allow CIDR, --deny CIDR, --publish SPEC, --net-addr A/P[,GW],\n"
+	"  --net-mtu N      each child's network (docs/NET.md), passed on likewise: a snapshot\n"
+	"                   with a NIC needs one; with --count > 1 publish HOSTPORT 0\n"
 	"Prints one line per child: NAME PID SOCKET. If any child fails, none is left running;\n"
 	"the error names it and quotes the end of its log, which is kept.\n";
 
@@ -45,6 +48,10 @@ static const struct option options[] = {
 	{ "mem-limit", required_argument, NULL, 1 },  { "cpu-max", required_argument, NULL, 1 },
 	{ "cpu-weight", required_argument, NULL, 1 }, { "pids-max", required_argument, NULL, 1 },
 	{ "no-cgroup", no_argument, NULL, 0 },
+	/* network options, likewise */
+	{ "net", required_argument, NULL, 1 },	      { "allow", required_argument, NULL, 1 },
+	{ "deny", required_argument, NULL, 1 },	      { "publish", required_argument, NULL, 1 },
+	{ "net-addr", required_argument, NULL, 1 },   { "net-mtu", required_argument, NULL, 1 },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -53,7 +60,9 @@ static const char *uffd_flag(const char *name)
 	static const char *const flags[] = { "--pageserver", "--pageserver-timeout", "--record",
 					     "--no-prefetch", "--no-uffd", "--ignore-bad-hotpages",
 					     "--record-settle", "--record-max", "--mem-limit",
-					     "--cpu-max", "--cpu-weight", "--pids-max", "--no-cgroup" };
+					     "--cpu-max", "--cpu-weight", "--pids-max", "--no-cgroup",
+					     "--net", "--allow", "--deny", "--publish", "--net-addr",
+					     "--net-mtu" };
 
 	for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++)
 		if (!strcmp(flags[i] + 2, name))

@@ -18,6 +18,7 @@
 
 #include "agent/agent_client.h"
 #include "image/image.h"
+#include "net/net.h"
 #include "daemon/daemon_impl.h"
 #include "util/base64.h"
 #include "util/clock.h"
@@ -31,6 +32,7 @@ extern char **environ;
 
 #define SPAWN_TIMEOUT_MS 120000	 /* forkvm run --detach: until the control socket answers */
 #define CTL_TIMEOUT_MS 10000
+#define STATUS_NET_MS 2000	 /* a GET's status call for the network (a busy VMM: none shown) */
 #define BRANCH_TIMEOUT_MS 600000
 #define STOP_WAIT_MS 10000	 /* a stopped VMM has this long to exit before SIGKILL */
 #define AGENT_CONNECT_MS 30000
@@ -400,10 +402,88 @@ static int wait_agent(const struct sandbox_rec *r, int timeout_ms, struct api_er
 			timeout_ms, why[0] ? why : "no answer", path, tail[0] ? tail : " (empty)");
 }
 
+/* The argv of `forkvm run` holds the fixed options plus every network entry. */
+#define SB_ARGV_MAX (32 + 2 * (1 + 2 * NET_MAX_CIDRS + NET_MAX_PUBLISH))
+
+/*
+ * The body's "network" ({mode, allow, deny, publish}, docs/DAEMON.md) as `forkvm run` options
+ * appended to argv (strings borrowed from the body), each value checked by the VMM's own
+ * parsers first so a bad one is a 400 that names it. NULL: no network.
+ */
+static int network_args(json_t *net, const char **argv, int *n, struct api_err *e)
+{
+	static const char *const known[] = { "mode", "allow", "deny", "publish", NULL };
+	static const char *const lists[] = { "allow", "deny", "publish" };
+	struct net_opts o;
+	const char *mode;
+	char err[256];
+	size_t i;
+	json_t *v;
+
+	if (!net || json_is_null(net))
+		return 0;
+	if (!json_is_object(net))
+		return api_fail(e, 400, "bad_request", "field 'network' must be an object {mode, "
+				"allow, deny, publish}");
+	if (check_fields(net, known, e) || get_str(net, "mode", &mode, e))
+		return -1;
+	net_opts_init(&o);
+	if (mode && net_opts_mode(&o, mode, err, sizeof(err)))
+		return api_fail(e, 400, "bad_request", "network.mode: %s", err);
+	if (mode) {
+		argv[(*n)++] = "--net";
+		argv[(*n)++] = mode;
+	}
+	for (size_t l = 0; l < sizeof(lists) / sizeof(lists[0]); l++) {
+		json_t *list = json_object_get(net, lists[l]);
+		bool publish = l == 2;
+
+		if (list && !json_is_array(list))
+			return api_fail(e, 400, "bad_request", "network.%s must be an array of strings",
+					lists[l]);
+		json_array_foreach(list, i, v) {
+			const char *text = json_string_value(v);
+			int ret;
+
+			if (!text)
+				return api_fail(e, 400, "bad_request", "network.%s[%zu] must be a string",
+						lists[l], i);
+			ret = publish ? net_opts_publish(&o, text, err, sizeof(err))
+				      : net_opts_cidr(&o, l == 0, text, err, sizeof(err));
+			if (ret)
+				return api_fail(e, 400, "bad_request", "network.%s[%zu]: %s", lists[l], i,
+						err);
+			argv[(*n)++] = publish ? "--publish" : l == 0 ? "--allow" : "--deny";
+			argv[(*n)++] = text;
+		}
+	}
+	if (net_opts_finish(&o, err, sizeof(err)))
+		return api_fail(e, 400, "bad_request", "network: %s", err);
+	return 0;
+}
+
+/* A sandbox's answer with its VMM's network (addresses, published ports) when it has one. */
+static json_t *with_network(json_t *out, const struct sandbox_rec *r)
+{
+	struct api_err ignored = { 0 };
+	json_t *st = NULL, *net;
+
+	if (out && strcmp(r->state, "dead") != 0 &&
+	    !ctl(r->socket, json_pack("{s:s}", "cmd", "status"), &st, STATUS_NET_MS, &ignored,
+		 "status")) {
+		net = json_object_get(st, "net");
+		if (net && strcmp(json_string_value(json_object_get(net, "mode")) ?: "none", "none"))
+			json_object_set(out, "network", net);
+	}
+	json_decref(st);
+	return out;
+}
+
 json_t *sb_create(struct daemon *d, json_t *body, struct api_err *e)
 {
 	static const char *const known[] = { "guest", "mem_mib", "vcpus", "snapshot", "metadata",
-					     "ttl_s", "paused", "ready_timeout_ms", "backing", NULL };
+					     "ttl_s", "paused", "ready_timeout_ms", "backing", "network",
+					     NULL };
 	struct sandbox_rec r = { 0 };
 	struct snapshot_rec snap;
 	const char *guest, *snapshot, *backing;
@@ -464,7 +544,7 @@ json_t *sb_create(struct daemon *d, json_t *body, struct api_err *e)
 	snprintf(r.socket, sizeof(r.socket), "%s/%s.sock", d->run_dir, r.id);
 	snprintf(memarg, sizeof(memarg), "%lluM", (unsigned long long)mem);
 	snprintf(vcpuarg, sizeof(vcpuarg), "%llu", (unsigned long long)vcpus);
-	const char *argv[24];
+	const char *argv[SB_ARGV_MAX];
 	int n = 0;
 	argv[n++] = d->exe;
 	argv[n++] = "run";
@@ -498,6 +578,8 @@ json_t *sb_create(struct daemon *d, json_t *body, struct api_err *e)
 		if (snapshot && strcmp(r.guest, "linux") == 0)
 			argv[n++] = "--no-agent-sync";
 	}
+	if (network_args(json_object_get(body, "network"), argv, &n, e))
+		return NULL;
 	argv[n] = NULL;
 	if (spawn_vmm(d, (char *const *)argv, &r.pid, e)) {
 		if (lazy && (!strcmp(e->code, "vm_start_failed") || !strcmp(e->code, "timeout")))
@@ -530,7 +612,7 @@ json_t *sb_create(struct daemon *d, json_t *body, struct api_err *e)
 		json_decref(sb_delete(d, r.id, "its agent never answered", &ignored));
 		return NULL;
 	}
-	return sandbox_rec_json(&r);
+	return with_network(sandbox_rec_json(&r), &r);
 }
 
 json_t *sb_get(struct daemon *d, const char *id, struct api_err *e)
@@ -545,7 +627,7 @@ json_t *sb_get(struct daemon *d, const char *id, struct api_err *e)
 		snprintf(r.end_reason, sizeof(r.end_reason), "the VMM exited");
 		store_set_state(d->store, r.id, r.state, r.end_reason, NULL, 0);
 	}
-	return sandbox_rec_json(&r);
+	return with_network(sandbox_rec_json(&r), &r);
 }
 
 static bool meta_matches(const struct sandbox_rec *r, json_t *want)
@@ -1144,6 +1226,7 @@ static void *reaper_main(void *arg)
 			log_warn("daemon: reaper: %s", err);
 			continue;
 		}
+		bool died = false;
 		for (size_t i = 0; i < n; i++) {
 			struct sandbox_rec *r = &recs[i];
 			struct api_err e;
@@ -1158,9 +1241,13 @@ static void *reaper_main(void *arg)
 			} else if (!vmm_alive(r)) {
 				store_set_state(d->store, r->id, "dead", "the VMM exited", NULL, 0);
 				remove_vm_files(r->socket, false);
+				died = true;
 			}
 		}
 		free(recs);
+		/* A VMM killed outright leaves its host-side network (veth end, NAT table). */
+		if (died && net_reap(NULL, err, sizeof(err)) < 0)
+			log_warn("daemon: removing dead VMs' host networking: %s", err);
 	}
 }
 

@@ -1,5 +1,6 @@
 /* The branch engine's entry point: strategy dispatch, the full strategy, image hashes. */
 #include "fork/branch.h"
+#include "net/net.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -75,11 +76,25 @@ int branch_restore_children(const char *snapshot, const struct branch_opts *o,
 					.paused = o->paused, .timeout_ms = o->timeout_ms,
 					.no_agent_sync = o->no_agent_sync };
 	struct restored_child *kids = calloc((size_t)o->count, sizeof(*kids));
+	const struct net *net = net_current();
+	struct net_argv *na = calloc(1, sizeof(*na));
 	int ret;
 
-	if (!kids) {
+	if (!kids || !na) {
+		free(kids);
+		free(na);
 		snprintf(err, errlen, "out of memory for %d children", o->count);
 		return -ENOMEM;
+	}
+	/* A networked source's children get networks of the same plan, each on new host ports
+	 * (docs/NET.md): the snapshot's NIC needs one, and they must not take the source's. */
+	if (net && net->active) {
+		ret = net_opts_argv(&net->opts, true, na, ro.extra, RESTORE_MAX_EXTRA);
+		if (ret < 0) {
+			snprintf(err, errlen, "the children's network options do not fit");
+			goto out;
+		}
+		ro.nextra = ret;
 	}
 	ret = restore_many(&ro, kids, err, errlen);
 	for (int i = 0; !ret && i < o->count; i++) {
@@ -88,7 +103,9 @@ int branch_restore_children(const char *snapshot, const struct branch_opts *o,
 		res->children[i].pid = kids[i].pid;
 		res->count++;
 	}
+out:
 	free(kids);
+	free(na);
 	return ret;
 }
 

@@ -23,6 +23,13 @@
 #include "util/fdio.h"
 #include "util/log.h"
 
+/*
+ * The gateway's MAC, the same on every VM's TAP (as its address is): a clone's guest keeps the
+ * gateway in its neighbour cache from before the branch or restore, so a TAP with another MAC
+ * would swallow the clone's first packets out until that entry expired.
+ */
+static const uint8_t net_gateway_mac[6] = { 0x02, 0x66, 0x76, 0x6d, 0x00, 0x01 };
+
 /* The network net_create made in this process; one VM per process. A fork()ed copy finds
  * its parent's here (net_create_child). */
 static struct net *current;
@@ -124,7 +131,7 @@ int net_setup_namespace(struct net *n, struct net_setup *s, char *err, size_t er
 		return errmsg(err, errlen, -errno, "opening the new namespace "
 			      "(/proc/thread-self/ns/net): %s", strerror(errno));
 	if ((ret = nl_open(&nl, err, errlen)) ||
-	    (ret = nl_link_up(&nl, 1, "lo", 0, err, errlen)))
+	    (ret = nl_link_up(&nl, 1, "lo", 0, NULL, err, errlen)))
 		goto out;
 	ret = tap_open(err, errlen);
 	if (ret < 0)
@@ -132,11 +139,11 @@ int net_setup_namespace(struct net *n, struct net_setup *s, char *err, size_t er
 	n->tap_fd = ret;
 	if ((tap = ret = nl_link_index(&nl, NET_TAP_NAME, err, errlen)) < 0 ||
 	    (ret = nl_addr_add(&nl, tap, NET_TAP_NAME, o->gateway, o->guest_prefix, err, errlen)) ||
-	    (ret = nl_link_up(&nl, tap, NET_TAP_NAME, o->mtu, err, errlen)) ||
+	    (ret = nl_link_up(&nl, tap, NET_TAP_NAME, o->mtu, net_gateway_mac, err, errlen)) ||
 	    (ret = nl_veth_create(&nl, NET_NS_VETH, n->veth_host, s->host_ns_fd, 0, err, errlen)) ||
 	    (veth = ret = nl_link_index(&nl, NET_NS_VETH, err, errlen)) < 0 ||
 	    (ret = nl_addr_add(&nl, veth, NET_NS_VETH, n->ns_addr, 30, err, errlen)) ||
-	    (ret = nl_link_up(&nl, veth, NET_NS_VETH, 0, err, errlen)))
+	    (ret = nl_link_up(&nl, veth, NET_NS_VETH, 0, NULL, err, errlen)))
 		goto out;
 	if (o->mode == NET_NAT &&
 	    (ret = nl_route_default(&nl, veth, NET_NS_VETH, n->host_addr, err, errlen)))
@@ -282,7 +289,7 @@ static int setup_host(struct net *n, struct nl *nl, char *err, size_t errlen)
 	if (idx < 0)
 		return idx;
 	if ((ret = nl_addr_add(nl, idx, n->veth_host, n->host_addr, 30, err, errlen)) ||
-	    (ret = nl_link_up(nl, idx, n->veth_host, 0, err, errlen)))
+	    (ret = nl_link_up(nl, idx, n->veth_host, 0, NULL, err, errlen)))
 		return ret;
 	if (n->opts.mode != NET_NAT)
 		return 0;

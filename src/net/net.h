@@ -131,6 +131,19 @@ int net_opts_mtu(struct net_opts *o, const char *mtu, char *err, size_t errlen);
  */
 int net_opts_finish(struct net_opts *o, char *err, size_t errlen);
 const char *net_mode_name(enum net_mode mode);
+/*
+ * o as `forkvm run` options (--net, --allow, --deny, --publish, --net-addr, --net-mtu) for a
+ * child VMM of the same network plan: appended to argv (at most cap entries, the strings in
+ * a->text), each publish with host port 0 when new_ports (children serve on ports of their
+ * own). NET_NONE appends nothing. Returns the count appended, or -ENOSPC.
+ */
+struct net_argv {
+	char text[2 * NET_MAX_CIDRS + NET_MAX_PUBLISH + 4][40];
+	int used;
+};
+int net_opts_argv(const struct net_opts *o, bool new_ports, struct net_argv *a,
+		  const char **argv, int cap);
+
 /* The Linux guest's kernel argument "forkvm.net=ADDR/PREFIX,GATEWAY,MTU" (docs/AGENT.md). */
 int net_kernel_arg(const struct net_opts *o, char *buf, size_t len);
 /* A random locally administered unicast MAC (the guest NIC's, when none is given). */

@@ -32,7 +32,9 @@ void nl_close(struct nl *nl);
 /* The index of the interface called name: > 0, or -ENODEV. */
 int nl_link_index(struct nl *nl, const char *name, char *err, size_t errlen);
 /* Up (and the MTU when mtu > 0). */
-int nl_link_up(struct nl *nl, int index, const char *name, int mtu, char *err, size_t errlen);
+/* Up, with the MTU (> 0) and the hardware address (non-NULL) when given. */
+int nl_link_up(struct nl *nl, int index, const char *name, int mtu, const uint8_t *mac, char *err,
+	       size_t errlen);
 int nl_addr_add(struct nl *nl, int index, const char *name, uint32_t addr, uint8_t prefix,
 		char *err, size_t errlen);
 int nl_route_default(struct nl *nl, int oif, const char *name, uint32_t gateway, char *err,

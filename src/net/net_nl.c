@@ -115,7 +115,8 @@ int nl_link_index(struct nl *nl, const char *name, char *err, size_t errlen)
 	return a.index;
 }
 
-int nl_link_up(struct nl *nl, int index, const char *name, int mtu, char *err, size_t errlen)
+int nl_link_up(struct nl *nl, int index, const char *name, int mtu, const uint8_t *mac, char *err,
+	       size_t errlen)
 {
 	char buf[MNL_SOCKET_BUFFER_SIZE];
 	struct nlmsghdr *nlh = nl_msg(buf, RTM_NEWLINK, 0);
@@ -128,10 +129,12 @@ int nl_link_up(struct nl *nl, int index, const char *name, int mtu, char *err, s
 	ifm->ifi_change = IFF_UP;
 	if (mtu > 0)
 		mnl_attr_put_u32(nlh, IFLA_MTU, (uint32_t)mtu);
+	if (mac)
+		mnl_attr_put(nlh, IFLA_ADDRESS, 6, mac);
 	ret = nl_talk(nl, nlh, NULL, NULL);
 	if (ret)
-		return errmsg(err, errlen, ret, "bringing up %s%s (RTM_NEWLINK): %s", name,
-			      mtu > 0 ? " with its MTU" : "", strerror(-ret));
+		return errmsg(err, errlen, ret, "bringing up %s%s%s (RTM_NEWLINK): %s", name,
+			      mtu > 0 ? " with its MTU" : "", mac ? " and MAC" : "", strerror(-ret));
 	return 0;
 }
 

@@ -2,6 +2,7 @@
  * across options, and what the guest is told (its kernel argument, its MAC). */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -269,4 +270,58 @@ void net_random_mac(uint8_t mac[6])
 		memcpy(mac, &x, 6);
 	}
 	mac[0] = (uint8_t)((mac[0] & 0xfe) | 0x02); /* unicast, locally administered */
+}
+
+/* The next text slot of a, printed; NULL when full. */
+static const char *argv_text(struct net_argv *a, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static const char *argv_text(struct net_argv *a, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (a->used >= (int)(sizeof(a->text) / sizeof(a->text[0])))
+		return NULL;
+	va_start(ap, fmt);
+	vsnprintf(a->text[a->used], sizeof(a->text[0]), fmt, ap);
+	va_end(ap);
+	return a->text[a->used++];
+}
+
+int net_opts_argv(const struct net_opts *o, bool new_ports, struct net_argv *a,
+		  const char **argv, int cap)
+{
+	char ip[INET_ADDRSTRLEN], gw[INET_ADDRSTRLEN];
+	int n = 0;
+
+#define PUT(flag, value)                                                                      \
+	do {                                                                                  \
+		const char *v_ = (value);                                                    \
+		if (n + 2 > cap || !v_)                                                       \
+			return -ENOSPC;                                                       \
+		argv[n++] = (flag);                                                           \
+		argv[n++] = v_;                                                               \
+	} while (0)
+	if (o->mode == NET_NONE)
+		return 0;
+	PUT("--net", net_mode_name(o->mode));
+	for (int i = 0; i < o->nallow; i++) {
+		net_format_ip(o->allow[i].addr, ip);
+		PUT("--allow", argv_text(a, "%s/%u", ip, o->allow[i].prefix));
+	}
+	for (int i = 0; i < o->ndeny; i++) {
+		net_format_ip(o->deny[i].addr, ip);
+		PUT("--deny", argv_text(a, "%s/%u", ip, o->deny[i].prefix));
+	}
+	for (int i = 0; i < o->npublish; i++) {
+		net_format_ip(o->publish[i].host_ip, ip);
+		PUT("--publish", argv_text(a, "%s:%u:%u", ip,
+					   new_ports ? 0u : o->publish[i].host_port,
+					   o->publish[i].guest_port));
+	}
+	net_format_ip(o->guest_addr, ip);
+	net_format_ip(o->gateway, gw);
+	PUT("--net-addr", argv_text(a, "%s/%u,%s", ip, o->guest_prefix, gw));
+	PUT("--net-mtu", argv_text(a, "%d", o->mtu));
+#undef PUT
+	return n;
 }

@@ -12,8 +12,9 @@ struct restored_child {
 	pid_t pid;
 };
 
-/* `forkvm run` arguments a restore may pass on to each child (uffd and cgroup options). */
-#define RESTORE_MAX_EXTRA 24
+/* `forkvm run` arguments a restore may pass on to each child (uffd, cgroup and network
+ * options: a network's allow and deny lists may hold 64 CIDRs each). */
+#define RESTORE_MAX_EXTRA 320
 
 struct restore_many_opts {
 	const char *dir;	/* snapshot directory */
@@ -24,7 +25,7 @@ struct restore_many_opts {
 	bool paused;
 	int timeout_ms;		/* for every child to become ready; then again for the fix-up */
 	bool no_agent_sync;	/* Linux snapshots: skip the agent fix-up of the clones */
-	const char *extra[RESTORE_MAX_EXTRA]; /* more `forkvm run` arguments (uffd, cgroup) */
+	const char *extra[RESTORE_MAX_EXTRA]; /* more `forkvm run` arguments (uffd, cgroup, net) */
 	int nextra;
 };
 

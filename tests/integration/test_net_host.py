@@ -701,6 +701,10 @@ def test_cow_branch_children_each_get_their_own_network(run_dir, fake_guests):
     nets = [net] + [call(k["socket"], {"cmd": "status"})["net"] for k in kids]
     links = [ns_link(p)[0] for p in [pid] + [k["pid"] for k in kids]]
     assert len({n["slot"] for n in nets}) == 3 and len(set(links)) == 3
+    # one gateway MAC everywhere: a clone's neighbour cache stays right (NET.md)
+    macs = {json.loads(in_ns(ns_link(p)[1], "ip", "-j", "link", "show", "tap0").stdout)[0]
+            ["address"] for p in [pid] + [k["pid"] for k in kids]}
+    assert macs == {"02:66:76:6d:00:01"}, macs
     assert len({n["published"][0]["host_port"] for n in nets}) == 3
     assert {n["guest"] for n in nets} == {f"{GUEST}/24"}
     for k, n in zip(kids, nets[1:]):
@@ -734,3 +738,58 @@ def test_restore_with_a_network(run_dir):
     stop(sock2, pid2)
     assert_all_gone(net2, link2)
 
+
+
+@pytest.mark.parametrize("strategy", ["full", "diff"])
+def test_restored_branch_children_get_networks_of_the_same_plan(run_dir, strategy):
+    """Full and diff children (restored processes) of a networked source: each its own
+    namespace, slot and host port (the source's options, publishes on port 0), the same guest
+    address and policy; nothing is left when they stop."""
+    d, procs = run_dir
+    pid, sock, net = started(run_dir, f"b{strategy}", "--net", "nat", "--allow", "192.0.2.0/24",
+                             "--publish", "0:8080")
+    r = subprocess.run([FORKVM, "branch", sock, "--strategy", strategy, "--count", "2",
+                        "--dir", os.path.join(d, f"{strategy}.snap")],
+                       capture_output=True, text=True, timeout=180,
+                       env=dict(os.environ, FORKVM_RUN_DIR=d))
+    assert r.returncode == 0, r.stderr
+    kids = json.loads(r.stdout)["children"]
+    procs.extend(k["pid"] for k in kids)
+    nets = [net] + [call(k["socket"], {"cmd": "status"})["net"] for k in kids]
+    assert len({n["slot"] for n in nets}) == 3
+    assert len({n["published"][0]["host_port"] for n in nets}) == 3
+    for n in nets[1:]:
+        assert (n["mode"], n["guest"], n["allow"]) == ("nat", f"{GUEST}/24", ["192.0.2.0/24"])
+        assert n["published"][0]["guest_port"] == 8080
+    links = [ns_link(k["pid"])[0] for k in kids]
+    for k, n, link in zip(kids, nets[1:], links):
+        stop(k["socket"], k["pid"])
+        assert_all_gone(n, link)
+    stop(sock, pid)
+
+
+def test_forkvm_restore_count_passes_the_network_on(run_dir):
+    """`forkvm restore --count 2 --net isolated --publish 0:80`: both children networked, on
+    ports of their own; a snapshot with a NIC restored without a network is refused clearly."""
+    d, procs = run_dir
+    pid, sock, _ = started(run_dir, "rsrc", "--net", "isolated")
+    snap = os.path.join(d, "rsnap")
+    assert call(sock, {"cmd": "snapshot", "dir": snap})["ok"]
+    stop(sock, pid)
+    env = dict(os.environ, FORKVM_RUN_DIR=d)
+    r = subprocess.run([FORKVM, "restore", snap, "--count", "2", "--name", "rk", "--net",
+                        "isolated", "--publish", "0:80"], capture_output=True, text=True,
+                       timeout=120, env=env)
+    assert r.returncode == 0, r.stderr
+    kids = [line.split() for line in r.stdout.splitlines()]
+    procs.extend(int(p) for _, p, _ in kids)
+    nets = [call(s, {"cmd": "status"})["net"] for _, _, s in kids]
+    assert {n["mode"] for n in nets} == {"isolated"}
+    assert len({n["published"][0]["host_port"] for n in nets}) == 2
+    for (_, p, s), n in zip(kids, nets):
+        link = ns_link(int(p))[0]
+        stop(s, int(p))
+        assert_all_gone(n, link)
+    r = subprocess.run([FORKVM, "restore", snap, "--name", "rn"], capture_output=True,
+                       text=True, timeout=120, env=env)
+    assert r.returncode != 0 and "no network for it" in r.stderr, r.stderr

@@ -165,7 +165,12 @@ class Env:
     def path(self, *parts):
         return os.path.join(self.dir, *parts)
 
-    def boot(self, name="src", mem="256M", vcpus=None, backing="anon", extra=()):
+    def boot_restore(self, snap, name, extra=()):
+        """`forkvm run --restore SNAP` with extra options (e.g. a network); the Guest once its
+        agent answers."""
+        return self.boot(name, restore=snap, extra=extra)
+
+    def boot(self, name="src", mem="256M", vcpus=None, backing="anon", extra=(), restore=None):
         """Boot the cached image; return the Guest once its agent answers. vCPUs: 2, or
         $FORKVM_LINUX_VCPUS (the rig's one-CPU L1 runs 1-vCPU guests)."""
         vcpus = vcpus or int(os.environ.get("FORKVM_LINUX_VCPUS", "2"))
@@ -173,8 +178,13 @@ class Env:
         console = self.path(f"{name}.console")
         errlog = self.path(f"{name}.stderr")
         r, w = os.pipe()
-        args = [FORKVM, "run", "--linux", "--mem", mem, "--vcpus", str(vcpus), "--backing",
-                backing, "--socket", sock, "--console", console, "--ready-fd", str(w), *extra]
+        if restore:
+            args = [FORKVM, "run", "--restore", restore, "--socket", sock, "--console", console,
+                    "--ready-fd", str(w), *extra]
+        else:
+            args = [FORKVM, "run", "--linux", "--mem", mem, "--vcpus", str(vcpus), "--backing",
+                    backing, "--socket", sock, "--console", console, "--ready-fd", str(w),
+                    *extra]
         with open(errlog, "wb") as err:
             proc = subprocess.Popen(args, pass_fds=(w,), stderr=err, stdin=subprocess.DEVNULL)
         os.close(w)

@@ -113,7 +113,7 @@ mkdir -p "$STAGE"/{bin,dev,proc,sys,tmp,run,root,etc,lib/modules,forkvm/build,us
 cp /bin/busybox "$STAGE/bin/busybox"
 # Modules: kvm-amd and what it depends on, decompressed (busybox insmod reads plain .ko).
 add_module() {
-	local name=$1 f deps
+	local name=$1 f deps d # d too: the recursion must not change the caller's loop variable
 	f=$(find "$KDIR/lib/modules/$KVER" -name "$name.ko" -o -name "$name.ko.xz" -o -name "$name.ko.zst" | head -1)
 	[ -n "$f" ] || die "$KPKG has no module $name"
 	case "$f" in
@@ -128,7 +128,10 @@ add_module() {
 	done
 }
 : >"$WORK/modorder"
-for m in irqbypass kvm kvm-amd; do
+# kvm-amd for L2; TUN, veth and nftables (with conntrack, NAT, reject) for `forkvm run --net`
+# (src/net/): L1 has no modprobe, so nothing is loaded on demand.
+for m in irqbypass kvm kvm-amd tun veth nf_tables nft_ct nft_chain_nat nft_nat nft_masq \
+	nft_reject_inet nft_reject_ipv4; do
 	add_module "$m"
 	grep -qx "$m" "$WORK/modorder" || echo "$m" >>"$WORK/modorder"
 done

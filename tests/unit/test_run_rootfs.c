@@ -22,6 +22,7 @@
 #include "cli/run_opts.c"
 #include "cli/run_linux.c"
 #include "cli/run_tap.c"
+#include "cli/run_net.c"
 
 #define ARGC(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
