@@ -3,7 +3,7 @@ NAT, host -> guest through a published port, each next to the same transfer over
 loopback measured in the same run. Run it in the nested rig (numbers there are emulated: they
 show the path works at a sane rate, not what hardware does):
 
-    tests/nested/rig.sh --kernel 6.12 --run 'cd /forkvm/tests/linux && python3 bench_net.py'
+    tests/nested/rig.sh --kernel 6.12 --run 'python3 tests/linux/bench_net.py'
 
 On a host with hardware virtualization: `python3 tests/linux/bench_net.py` as root."""
 import argparse
@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from linuxlib import Env  # noqa: E402
 
