@@ -1,6 +1,7 @@
 /* The probe's virtio-net driver: negotiation, three polled queues in its area, seeded frames
  * out, received frames copied into a host-chosen buffer, announce acknowledgements. */
 #include "net_drv.h"
+#include "virtio_drv.h"
 
 #define barrier() __asm__ volatile("" ::: "memory")
 #define QN PROBE_NET_QN
@@ -93,18 +94,7 @@ static int setup_queue(struct ndrv *d, int q)
 
 	v->base = d->area + OFF_QUEUE(q);
 	v->last_used = v->avail_idx = 0;
-	wr(d, 0x030, (uint32_t)q);
-	if (rd(d, 0x034) < QN)
-		return -1;
-	wr(d, 0x038, QN);
-	wr(d, 0x080, (uint32_t)v->base);
-	wr(d, 0x084, (uint32_t)(v->base >> 32));
-	wr(d, 0x090, (uint32_t)(v->base + 0x1000));
-	wr(d, 0x094, (uint32_t)((v->base + 0x1000) >> 32));
-	wr(d, 0x0a0, (uint32_t)(v->base + 0x2000));
-	wr(d, 0x0a4, (uint32_t)((v->base + 0x2000) >> 32));
-	wr(d, 0x044, 1);
-	return rd(d, 0x044) == 1 ? 0 : -1;
+	return virtio_drv_queue(d->mmio, (uint32_t)q, v->base, QN);
 }
 
 /* Post free receive buffers until `target` are with the device; one notify if any went. */

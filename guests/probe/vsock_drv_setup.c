@@ -1,23 +1,13 @@
 /* Probe vsock driver setup: device checks, feature negotiation, queues and buffers in the area. */
 #include "vsock_drv_impl.h"
+#include "virtio_drv.h"
 
 static int setup_queue(struct drv *d, int q, uint64_t area)
 {
 	struct vq *v = &d->q[q];
 
 	v->base = area + OFF_QUEUE(q);
-	wr(d, 0x030, (uint32_t)q);
-	if (rd(d, 0x034) < QN)
-		return -1;
-	wr(d, 0x038, QN);
-	wr(d, 0x080, (uint32_t)v->base);
-	wr(d, 0x084, (uint32_t)(v->base >> 32));
-	wr(d, 0x090, (uint32_t)(v->base + 0x1000));
-	wr(d, 0x094, (uint32_t)((v->base + 0x1000) >> 32));
-	wr(d, 0x0a0, (uint32_t)(v->base + 0x2000));
-	wr(d, 0x0a4, (uint32_t)((v->base + 0x2000) >> 32));
-	wr(d, 0x044, 1);
-	return rd(d, 0x044) == 1 ? 0 : -1;
+	return virtio_drv_queue(d->mmio, (uint32_t)q, v->base, QN);
 }
 
 uint32_t vsock_start(mailbox_t *mb, uint64_t port, uint64_t area, uint64_t mmio, uint64_t *cid)

@@ -5,6 +5,7 @@
 #include <jansson.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -164,6 +165,13 @@ void pageserver_adopt(struct daemon *d);
 void pageserver_reap(struct daemon *d);
 /* Its status, within a short deadline (a stuck server reads as down): gauges and totals. */
 void pageserver_metrics(struct daemon *d, struct pageserver_metrics *m);
+
+/*
+ * For a process the daemon starts (a VMM, the page server): an empty mask (none) and the
+ * signals whose handling goes back to the default (defaults: SIGPIPE, which the daemon
+ * ignores, and the stop signals it blocks), for posix_spawnattr_setsigmask/setsigdefault.
+ */
+void spawn_signal_sets(sigset_t *none, sigset_t *defaults);
 
 /* ---- metrics.c ---- */
 void metrics_observe(struct daemon *d, int op, double seconds, bool failed);

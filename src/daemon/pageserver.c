@@ -273,12 +273,7 @@ static int ps_spawn(struct daemon *d, const char *sock, const char *log, pid_t *
 	/* Its signals are the defaults (the daemon blocks its stop signals and ignores SIGPIPE),
 	 * and no terminal's or supervisor's process-group signal meant for the daemon reaches
 	 * it: VMs depend on it after the daemon is gone. Only stdio is inherited. */
-	sigemptyset(&none);
-	sigemptyset(&defaults);
-	sigaddset(&defaults, SIGPIPE);
-	sigaddset(&defaults, SIGTERM);
-	sigaddset(&defaults, SIGINT);
-	sigaddset(&defaults, SIGHUP);
+	spawn_signal_sets(&none, &defaults);
 	if ((ret = posix_spawn_file_actions_init(&fa))) {
 		close(fd);
 		return api_fail(e, 500, "pageserver_failed", "starting the page server: %s",

@@ -180,12 +180,7 @@ static int run_forkvm(struct daemon *d, char *const argv[], const char *what, in
 	posix_spawn_file_actions_adddup2(&fa, p[1], STDERR_FILENO);
 	posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
 	/* The daemon blocks its stop signals and ignores SIGPIPE; a VMM starts from the defaults. */
-	sigemptyset(&none);
-	sigemptyset(&defaults);
-	sigaddset(&defaults, SIGPIPE);
-	sigaddset(&defaults, SIGTERM);
-	sigaddset(&defaults, SIGINT);
-	sigaddset(&defaults, SIGHUP);
+	spawn_signal_sets(&none, &defaults);
 	posix_spawnattr_init(&attr);
 	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
 	posix_spawnattr_setsigmask(&attr, &none);
@@ -230,6 +225,16 @@ out:
 		waitpid(child, NULL, 0);
 	close(p[0]);
 	return ret;
+}
+
+void spawn_signal_sets(sigset_t *none, sigset_t *defaults)
+{
+	sigemptyset(none);
+	sigemptyset(defaults);
+	sigaddset(defaults, SIGPIPE);
+	sigaddset(defaults, SIGTERM);
+	sigaddset(defaults, SIGINT);
+	sigaddset(defaults, SIGHUP);
 }
 
 /* `forkvm run --detach ...` (argv): its "PID SOCKET" line, or its output as the error. */

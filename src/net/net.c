@@ -490,11 +490,12 @@ json_t *net_status_json(const struct net *n)
 {
 	char guest[INET_ADDRSTRLEN], gw[INET_ADDRSTRLEN], host[INET_ADDRSTRLEN],
 		ns[INET_ADDRSTRLEN], ip[INET_ADDRSTRLEN], cidr[INET_ADDRSTRLEN + 4];
-	json_t *o, *ports = json_array();
+	json_t *o, *ports;
 	uint64_t st[3];
 
 	if (!n || !n->active)
 		return json_pack("{s:s}", "mode", "none");
+	ports = json_array();
 	net_format_ip(n->opts.guest_addr, guest);
 	net_format_ip(n->opts.gateway, gw);
 	net_format_ip(n->host_addr, host);

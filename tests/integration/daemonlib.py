@@ -15,6 +15,15 @@ sys.path.insert(0, os.path.join(ROOT, "sdk", "python"))
 import forkvm as sdk  # noqa: E402
 
 
+def pid_alive(pid):
+    """True while pid runs (a zombie nobody reaped yet counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return open(f"/proc/{pid}/stat").read().split(") ")[1].split()[0] != "Z"
+
+
 class Daemon:
     """A forkvmd on a fresh state directory (short: VM socket paths must fit sun_path)."""
 

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from daemonlib import Daemon, sdk
+from daemonlib import Daemon, pid_alive, sdk
 from forkvm_vm import FORKVM, call
 
 pytestmark = pytest.mark.kvm
@@ -55,14 +55,6 @@ def env_for(sock, run_dir, **extra):
 def ok(r):
     assert r.returncode == 0, f"rc {r.returncode}: {r.stdout} {r.stderr}"
     return r.stdout
-
-
-def pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return open(f"/proc/{pid}/stat").read().split(") ")[1].split()[0] != "Z"
 
 
 def local_vm(env, name):

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from daemonlib import Daemon, sdk
+from daemonlib import Daemon, pid_alive, sdk
 from forkvm_vm import FORKVM, call
 
 
@@ -49,14 +49,6 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return open(f"/proc/{pid}/stat").read().split(") ")[1].split()[0] != "Z"
 
 
 def test_sandbox_lifecycle_and_audit(daemon):
