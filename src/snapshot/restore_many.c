@@ -165,21 +165,53 @@ void vmm_child_log_tail(const char *socket, char *buf, size_t len)
 	append_tail(socket, ".console", "console", false, buf, len);
 }
 
+/* How long killed children may take to end on SIGTERM before SIGKILL. */
+#define KILL_GRACE_MS 5000
+
 /*
  * Kill and reap every child; remove the sockets, and the logs of those that did not fail.
  * A child that exited by itself failed on its own: its log stays too.
  */
 static void kill_all(struct restored_child *children, struct child_proc *procs, int n)
 {
+	uint64_t deadline = monotonic_ns() + (uint64_t)KILL_GRACE_MS * 1000000;
+	bool waiting = false;
+
+	/*
+	 * SIGTERM first: a child still starting holds it until its control loop runs, and then
+	 * exits cleanly, so none is cut off halfway through making a file (a socket's staging
+	 * directory); SIGKILL for what has not gone within the grace period.
+	 */
+	for (int i = 0; i < n; i++) {
+		if (children[i].pid <= 0)
+			continue;
+		if (waitpid(children[i].pid, NULL, WNOHANG) == children[i].pid) {
+			procs[i].keep_log = true;
+			children[i].pid = 0;
+		} else {
+			kill(children[i].pid, SIGTERM);
+			waiting = true;
+		}
+	}
+	while (waiting && monotonic_ns() < deadline) {
+		struct timespec pause = { 0, 10 * 1000 * 1000 };
+		waiting = false;
+		for (int i = 0; i < n; i++) {
+			if (children[i].pid <= 0)
+				continue;
+			if (waitpid(children[i].pid, NULL, WNOHANG) == children[i].pid)
+				children[i].pid = 0;
+			else
+				waiting = true;
+		}
+		if (waiting)
+			nanosleep(&pause, NULL);
+	}
 	for (int i = 0; i < n; i++) {
 		char path[620];
 		if (children[i].pid > 0) {
-			if (waitpid(children[i].pid, NULL, WNOHANG) == children[i].pid) {
-				procs[i].keep_log = true;
-			} else {
-				kill(children[i].pid, SIGKILL);
-				waitpid(children[i].pid, NULL, 0);
-			}
+			kill(children[i].pid, SIGKILL);
+			waitpid(children[i].pid, NULL, 0);
 			children[i].pid = 0;
 		}
 		if (procs[i].ready_fd >= 0)
