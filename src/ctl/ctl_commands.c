@@ -74,6 +74,9 @@ static json_t *cmd_status(struct ctl_server *srv, struct ctl_request *req)
 	json_t *reply = ctl_reply_ok(), *vcpus = json_array();
 	bool paused = vm_is_paused(vm);
 
+	/* A long operation running off the loop ("branch", "snapshot"), or null. */
+	json_object_set_new(reply, "busy", srv->busy ? json_string(srv->busy) : json_null());
+
 	for (int i = 0; i < vm->nvcpus; i++) {
 		struct vcpu *v = &vm->vcpus[i];
 		struct probe_mailbox *mb = guest_mem_ptr(&vm->mem, LAYOUT_PROBE_MAILBOX + i * PAGE_4K,

@@ -32,7 +32,8 @@ extern char **environ;
 
 #define SPAWN_TIMEOUT_MS 120000	 /* forkvm run --detach: until the control socket answers */
 #define CTL_TIMEOUT_MS 10000
-#define STATUS_NET_MS 2000	 /* a GET's status call for the network (a busy VMM: none shown) */
+#define STATUS_NET_MS 2000
+#define RECONCILE_BUSY_WAIT_MS 60000 /* at start: adopted VMs finishing a dead daemon's branch */	 /* a GET's status call for the network (a busy VMM: none shown) */
 #define BRANCH_TIMEOUT_MS 600000
 #define STOP_WAIT_MS 10000	 /* a stopped VMM has this long to exit before SIGKILL */
 #define AGENT_CONNECT_MS 30000
@@ -1177,7 +1178,7 @@ int sb_reconcile(struct daemon *d, int *dead)
 	struct sandbox_rec *recs = NULL;
 	char err[512];
 	size_t n = 0;
-	int adopted = 0;
+	int adopted = 0, busy = 0;
 
 	*dead = 0;
 	if (store_list_sandboxes(d->store, NULL, NULL, &recs, &n, err, sizeof(err))) {
@@ -1194,6 +1195,7 @@ int sb_reconcile(struct daemon *d, int *dead)
 		    !ctl(r->socket, json_pack("{s:s}", "cmd", "status"), &st, 2000, &e, "status")) {
 			const char *state = json_string_value(json_object_get(st, "state"));
 			bool paused = state && strcmp(state, "paused") == 0;
+			busy += json_is_string(json_object_get(st, "busy"));
 			json_decref(st);
 			store_set_state(d->store, r->id, paused ? "paused" : "running", NULL, NULL, 0);
 			adopted++;
@@ -1207,6 +1209,28 @@ int sb_reconcile(struct daemon *d, int *dead)
 		remove_vm_files(r->socket, false);
 		(*dead)++;
 	}
+	/*
+	 * A branch the dead daemon started may still be making children: sweep once the
+	 * adopted VMs are done with it (bounded), or its late children would run unmanaged.
+	 */
+	for (int waited = 0; busy && waited < RECONCILE_BUSY_WAIT_MS; waited += 100) {
+		struct timespec pause = { 0, 100 * 1000 * 1000 };
+		nanosleep(&pause, NULL);
+		busy = 0;
+		for (size_t i = 0; i < n; i++) {
+			struct api_err e;
+			json_t *st = NULL;
+			if (strcmp(recs[i].state, "dead") == 0 || !vmm_alive(&recs[i]) ||
+			    ctl(recs[i].socket, json_pack("{s:s}", "cmd", "status"), &st, 2000, &e,
+				"status"))
+				continue;
+			busy += json_is_string(json_object_get(st, "busy"));
+			json_decref(st);
+		}
+	}
+	if (busy)
+		log_warn("daemon: %d adopted VM(s) still busy after %d ms; sweeping anyway", busy,
+			 RECONCILE_BUSY_WAIT_MS);
 	free(recs);
 	sweep_run_dir(d);
 	pageserver_adopt(d);
