@@ -285,6 +285,13 @@ def host_server():
                 return
             with c:
                 peers.append(peer[0])
+                # read the request first: closing with it unread would send a reset, which
+                # can overtake the answer
+                c.settimeout(5)
+                try:
+                    c.recv(100)
+                except OSError:
+                    pass
                 c.sendall(f"from {peer[0]}\n".encode())
     threading.Thread(target=loop, daemon=True).start()
     yield srv.getsockname()[1], peers
