@@ -158,11 +158,19 @@ def started(run_dir, name, *args):
     return pid, sock, call(sock, {"cmd": "status"})["net"]
 
 
+def gone(pid):
+    """True once pid has exited (a zombie counts; reaped between two looks: ESRCH)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[1].split()[0] == "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
 def stop(sock, pid):
     """Stop the VMM, wait for it to exit, and check its log has no sanitizer report."""
     assert call(sock, {"cmd": "stop"})["ok"]
-    wait_for(f"VMM {pid} to exit", lambda: not os.path.exists(f"/proc/{pid}")
-             or open(f"/proc/{pid}/stat").read().split(")")[1].split()[0] == "Z")
+    wait_for(f"VMM {pid} to exit", lambda: gone(pid))
     log = open(sock + ".log", errors="replace").read()
     for bad in ("Sanitizer", "runtime error:", "SIGSYS"):
         assert bad not in log, log[-3000:]
@@ -487,6 +495,10 @@ def test_egress_policy(run_dir, fake_guests, host_server, args, expect):
     got = []
     for dest in (net["host_address"], DUMMY_ADDR):
         r = g.connect(dest, port)
+        for _ in range(2):  # a connection closed before the answer (seen under load): again
+            if r != "ok":
+                break
+            r = g.connect(dest, port)
         got.append("ok" if r.startswith("ok") else
                    "refused" if r in ("refused", "error 113", "error 101") else r)
         if r.startswith("ok"):
@@ -509,8 +521,9 @@ def test_port_in_use_is_a_clear_error_and_leaves_nothing(run_dir):
     busy.close()
     assert pid is None
     assert f"host port 127.0.0.1:{port} is already in use" in r.stderr, r.stderr
-    assert {n for n in host_links() if n.startswith("forkvm")} == before_links
-    assert host_tables() == before_tables
+    # nothing new (a dead VM's leftovers may have been reaped meanwhile)
+    assert {n for n in host_links() if n.startswith("forkvm")} <= before_links
+    assert host_tables() <= before_tables
 
 
 @pytest.mark.parametrize("args,message", [
