@@ -132,6 +132,15 @@ def range_hash_of_fill(gpa, length, seed):
     return h
 
 
+def peek(vm, gpa, length):
+    """length bytes of guest RAM at gpa, through the control socket's peek (64 KiB a call)."""
+    out = b""
+    while len(out) < length:
+        n = min(65536, length - len(out))
+        out += base64.b64decode(vm.ok({"cmd": "peek", "gpa": gpa + len(out), "len": n})["data"])
+    return out
+
+
 def forkvm_cmd(*args, env=None, timeout=600):
     """Run the forkvm CLI; returns CompletedProcess with text output."""
     import subprocess as sp

@@ -1,6 +1,5 @@
 """virtio-blk with copy-on-write disks on real KVM, driven by the probe guest's blk_io command:
 requests, snapshots and restores on every backend, branch children, damaged chains."""
-import base64
 import os
 import random
 import shutil
@@ -9,7 +8,7 @@ import tempfile
 
 import pytest
 
-from forkvm_vm import VM, Child, call, file_sha256, forkvm_cmd
+from forkvm_vm import Child, VM, call, file_sha256, forkvm_cmd, peek
 from pageserver import PageServer
 
 pytestmark = pytest.mark.kvm
@@ -53,14 +52,6 @@ def io(vm, kind, sector=0, length=0, buf=RBUF, expect=S_OK, **kw):
     r = vm.ok({"cmd": "blk_io", "type": kind, "sector": sector, "buf": buf, "len": length, **kw})
     assert r["status"] == expect, r
     return r
-
-
-def peek(vm, gpa, length):
-    out = b""
-    while len(out) < length:
-        n = min(65536, length - len(out))
-        out += base64.b64decode(vm.ok({"cmd": "peek", "gpa": gpa + len(out), "len": n})["data"])
-    return out
 
 
 def write(vm, sector, seed, length=CHUNK):

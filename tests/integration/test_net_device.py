@@ -3,7 +3,6 @@ this host (docs/NET.md, "Device"): frames both ways byte for byte, merged receiv
 offloads following the guest's features, no busy loop without receive buffers, snapshot and
 restore onto another TAP with an announcement, a cow child that never shares its source's TAP,
 and the errors a restore without a network gives."""
-import base64
 import os
 import shutil
 import signal
@@ -15,7 +14,7 @@ import time
 
 import pytest
 
-from forkvm_vm import FORKVM, VM, Child, call, forkvm_cmd, mix64
+from forkvm_vm import Child, FORKVM, VM, call, forkvm_cmd, mix64, peek
 
 pytestmark = pytest.mark.kvm
 
@@ -158,14 +157,6 @@ def mac_bytes(text):
 
 def nic(vm):
     return vm.ok({"cmd": "status"})["nic"]
-
-
-def peek(vm, gpa, length):
-    out = b""
-    while len(out) < length:
-        n = min(65536, length - len(out))
-        out += base64.b64decode(vm.ok({"cmd": "peek", "gpa": gpa + len(out), "len": n})["data"])
-    return out
 
 
 def recv_once(vm, post=64, max_frames=0):
