@@ -16,7 +16,7 @@ FUZZ_HARNESS  := $(filter-out tests/fuzz/fuzz_stubs.c,$(wildcard tests/fuzz/fuzz
 FUZZ_BINS     := $(FUZZ_HARNESS:tests/fuzz/%.c=$(FUZZ_DIR)/%) $(FUZZ_DIR)/fuzz_agent_frame
 # The agent's pure frame/request code (guests/agent), as mk/extra-agent.mk's own harness uses.
 FUZZ_AGENT_SRC := $(addprefix guests/agent/,frame.c log.c reply.c request.c request_exec.c \
-                    request_eval.c) src/util/base64.c
+                    request_eval.c) src/util/base64.c src/util/errmsg.c
 
 # Library objects: instrumented for coverage (fuzzer-no-link) and sanitizers.
 $(FUZZ_DIR)/src/%.o: src/%.c

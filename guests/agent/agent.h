@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "util/errmsg.h" /* struct fvm_err: functions fill it and return -errno */
+
 #define AGENT_VERSION "0.2.0"
 #define AGENT_DEFAULT_VSOCK_PORT 52
 
@@ -61,14 +63,5 @@ struct agent_config {
 	size_t mem_budget;	/* bytes all connections' reservations may hold together */
 	unsigned int mem_wait_ms; /* how long a request waits for the budget */
 };
-
-/* A reply-sized error message; functions fill it and return -errno. */
-struct agent_err {
-	char msg[512];
-};
-
-/* Format e->msg and return err (a negative errno), so callers can `return agent_fail(...)`. */
-int agent_fail(struct agent_err *e, int err, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
 
 #endif

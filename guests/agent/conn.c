@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 static int dispatch(const struct op_ctx *ctx, const struct agent_request *req, json_t *reply,
-		    struct agent_err *e)
+		    struct fvm_err *e)
 {
 	switch (req->op) {
 	case OP_PING:
@@ -44,7 +44,7 @@ static int dispatch(const struct op_ctx *ctx, const struct agent_request *req, j
 	case OP_STDIN:
 		break; /* handle_frame drops these */
 	}
-	return agent_fail(e, -EINVAL, "unhandled op");
+	return errmsg(e, -EINVAL, "unhandled op");
 }
 
 /*
@@ -55,7 +55,7 @@ static int dispatch(const struct op_ctx *ctx, const struct agent_request *req, j
 static int handle_frame(const struct op_ctx *ctx, uint8_t *payload, size_t len)
 {
 	struct agent_request req;
-	struct agent_err e = { "" };
+	struct fvm_err e = FVM_ERR_INIT;
 	json_t *reply = NULL;
 	int ret;
 
@@ -74,7 +74,7 @@ static int handle_frame(const struct op_ctx *ctx, uint8_t *payload, size_t len)
 		log_debug("request %s", agent_op_name(req.op));
 		reply = reply_ok(req.id);
 		ret = reply ? dispatch(ctx, &req, reply, &e)
-			    : agent_fail(&e, -ENOMEM, "allocate reply: %s", strerror(ENOMEM));
+			    : errmsg(&e, -ENOMEM, "allocate reply: %s", strerror(ENOMEM));
 	}
 	if (ret < 0) {
 		json_decref(reply);
@@ -106,7 +106,7 @@ static void send_error(int fd, const char *msg)
  */
 static int admit_frame(const struct op_ctx *ctx, struct frame_decoder *dec)
 {
-	struct agent_err e = { "" };
+	struct fvm_err e = FVM_ERR_INIT;
 	char msg[sizeof(e.msg) + 64];
 	int ret;
 

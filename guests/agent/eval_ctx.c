@@ -85,24 +85,24 @@ static void default_dir_at(size_t i)
 }
 
 /* Create ev.dir if needed; one that exists must be ours and private (-EPERM otherwise). */
-static int make_private_dir(struct agent_err *e)
+static int make_private_dir(struct fvm_err *e)
 {
 	struct stat sb;
 
 	if (mkdir(ev.dir, 0700) == 0)
 		return 0;
 	if (errno != EEXIST)
-		return agent_fail(e, -errno, "eval run directory %s: %s", ev.dir, strerror(errno));
+		return errmsg(e, -errno, "eval run directory %s: %s", ev.dir, strerror(errno));
 	if (lstat(ev.dir, &sb) < 0)
-		return agent_fail(e, -errno, "eval run directory %s: %s", ev.dir, strerror(errno));
+		return errmsg(e, -errno, "eval run directory %s: %s", ev.dir, strerror(errno));
 	if (!S_ISDIR(sb.st_mode) || sb.st_uid != geteuid() || (sb.st_mode & 077))
-		return agent_fail(e, -EPERM,
+		return errmsg(e, -EPERM,
 				  "eval run directory %s is not a private directory of this user", ev.dir);
 	return 0;
 }
 
 /* The run directory, made on first use: --run-dir, or the first default base that works. */
-static int ensure_dir(struct agent_err *e)
+static int ensure_dir(struct fvm_err *e)
 {
 	int ret = -ENOENT;
 
@@ -114,7 +114,7 @@ static int ensure_dir(struct agent_err *e)
 		if (ret == 0 || ret == -EPERM)
 			return ret;
 	}
-	return agent_fail(e, ret, "no writable /tmp, /run or /dev/shm for the eval sockets (%s); "
+	return errmsg(e, ret, "no writable /tmp, /run or /dev/shm for the eval sockets (%s); "
 			  "start the agent with --run-dir", strerror(-ret));
 }
 
@@ -186,7 +186,7 @@ static void forget_socket(const char *context)
 }
 
 /* flock the context's lock file; a lock file unlinked by eval_close meanwhile is retried. */
-static int lock_context(const char *context, int *out, struct agent_err *e)
+static int lock_context(const char *context, int *out, struct fvm_err *e)
 {
 	char path[PATH_MAX];
 	struct stat held, now;
@@ -196,16 +196,16 @@ static int lock_context(const char *context, int *out, struct agent_err *e)
 		int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 
 		if (fd < 0)
-			return agent_fail(e, -errno, "open %s: %s", path, strerror(errno));
+			return errmsg(e, -errno, "open %s: %s", path, strerror(errno));
 		if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
 			int err = errno;
 
 			close(fd);
 			if (err == EWOULDBLOCK)
-				return agent_fail(e, -EBUSY,
+				return errmsg(e, -EBUSY,
 						  "context '%s' is busy: another eval is running in it",
 						  context);
-			return agent_fail(e, -err, "lock %s: %s", path, strerror(err));
+			return errmsg(e, -err, "lock %s: %s", path, strerror(err));
 		}
 		if (fstat(fd, &held) == 0 && stat(path, &now) == 0 && held.st_ino == now.st_ino &&
 		    held.st_dev == now.st_dev) {
@@ -214,7 +214,7 @@ static int lock_context(const char *context, int *out, struct agent_err *e)
 		}
 		close(fd);
 	}
-	return agent_fail(e, -EAGAIN, "lock %s: it keeps being replaced", path);
+	return errmsg(e, -EAGAIN, "lock %s: it keeps being replaced", path);
 }
 
 /* Live contexts: the sockets in the run directory. */
@@ -296,7 +296,7 @@ static __attribute__((noreturn)) void driver_child(int listen_fd, int status_fd)
 }
 
 /* Wait for the child to exec (the status pipe closes) or report why it could not. */
-static int await_exec(pid_t pid, int status_fd, struct agent_err *e)
+static int await_exec(pid_t pid, int status_fd, struct fvm_err *e)
 {
 	ssize_t n;
 	int err;
@@ -311,13 +311,13 @@ static int await_exec(pid_t pid, int status_fd, struct agent_err *e)
 	while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
 		;
 	if (err == ENOENT)
-		return agent_fail(e, -ENOENT, "%s is not installed in the guest (exec %s: %s)",
+		return errmsg(e, -ENOENT, "%s is not installed in the guest (exec %s: %s)",
 				  ev.python, ev.python, strerror(err));
-	return agent_fail(e, -err, "start %s for eval: %s", ev.python, strerror(err));
+	return errmsg(e, -err, "start %s for eval: %s", ev.python, strerror(err));
 }
 
 /* Bind the context's socket, then fork and exec the driver on it. */
-static int start_driver(const char *context, struct agent_err *e)
+static int start_driver(const char *context, struct fvm_err *e)
 {
 	struct sockaddr_un addr = { .sun_family = AF_UNIX };
 	int lfd = -1, status[2] = { -1, -1 }, ret;
@@ -325,16 +325,16 @@ static int start_driver(const char *context, struct agent_err *e)
 
 	ctx_path(addr.sun_path, sizeof(addr.sun_path), context, ".sock");
 	if (unlink(addr.sun_path) < 0 && errno != ENOENT)
-		return agent_fail(e, -errno, "remove %s: %s", addr.sun_path, strerror(errno));
+		return errmsg(e, -errno, "remove %s: %s", addr.sun_path, strerror(errno));
 	lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (lfd < 0 || bind(lfd, (struct sockaddr *)&addr, sizeof(addr)) < 0 || listen(lfd, 8) < 0 ||
 	    pipe2(status, O_CLOEXEC) < 0) {
-		ret = agent_fail(e, -errno, "eval socket %s: %s", addr.sun_path, strerror(errno));
+		ret = errmsg(e, -errno, "eval socket %s: %s", addr.sun_path, strerror(errno));
 		goto out;
 	}
 	pid = fork();
 	if (pid < 0) {
-		ret = agent_fail(e, -errno, "fork for %s: %s", ev.python, strerror(errno));
+		ret = errmsg(e, -errno, "fork for %s: %s", ev.python, strerror(errno));
 		goto out;
 	}
 	if (pid == 0)
@@ -353,7 +353,7 @@ out:
 }
 
 /* Start the context's interpreter under the spawn lock, which makes the context count exact. */
-static int spawn_context(const char *context, struct agent_err *e)
+static int spawn_context(const char *context, struct fvm_err *e)
 {
 	char path[PATH_MAX];
 	int fd, n, ret;
@@ -361,16 +361,16 @@ static int spawn_context(const char *context, struct agent_err *e)
 	snprintf(path, sizeof(path), "%s/spawn.lock", ev.dir);
 	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0)
-		return agent_fail(e, -errno, "open %s: %s", path, strerror(errno));
+		return errmsg(e, -errno, "open %s: %s", path, strerror(errno));
 	if (flock(fd, LOCK_EX) < 0) {
-		ret = agent_fail(e, -errno, "lock %s: %s", path, strerror(errno));
+		ret = errmsg(e, -errno, "lock %s: %s", path, strerror(errno));
 		goto out;
 	}
 	n = count_contexts();
 	if (n < 0)
-		ret = agent_fail(e, n, "list %s: %s", ev.dir, strerror(-n));
+		ret = errmsg(e, n, "list %s: %s", ev.dir, strerror(-n));
 	else if (n >= AGENT_MAX_EVAL_CONTEXTS)
-		ret = agent_fail(e, -EMFILE,
+		ret = errmsg(e, -EMFILE,
 				 "too many eval contexts (%d live, the limit); close one with eval_close",
 				 n);
 	else
@@ -442,7 +442,7 @@ static void stream_reset(struct eval_stream *st)
 	st->pos = st->len = 0;
 }
 
-static int read_hello(struct eval_session *s, int conn_fd, struct agent_err *e)
+static int read_hello(struct eval_session *s, int conn_fd, struct fvm_err *e)
 {
 	uint8_t *payload = NULL;
 	size_t len;
@@ -450,14 +450,14 @@ static int read_hello(struct eval_session *s, int conn_fd, struct agent_err *e)
 
 	ret = eval_recv(&s->st, io_now_ms() + s->start_ms, conn_fd, &payload, &len);
 	if (ret == -ETIMEDOUT)
-		return agent_fail(e, ret, "the interpreter of context '%s' did not answer within %u ms",
+		return errmsg(e, ret, "the interpreter of context '%s' did not answer within %u ms",
 				  s->context, s->start_ms);
 	if (ret == -EPIPE)
-		return agent_fail(e, -ECONNRESET, "client hung up while the interpreter started");
+		return errmsg(e, -ECONNRESET, "client hung up while the interpreter started");
 	if (ret == -ECONNRESET)
 		return ret; /* the caller knows what a vanished interpreter means here */
 	if (ret < 0)
-		return agent_fail(e, ret, "receive the interpreter's hello: %s", strerror(-ret));
+		return errmsg(e, ret, "receive the interpreter's hello: %s", strerror(-ret));
 	ret = evalp_parse_hello(payload, len, &s->hello, e);
 	free(payload);
 	return ret;
@@ -483,7 +483,7 @@ static int reap_if_ours(pid_t pid)
 }
 
 int eval_session_open(const char *context, int conn_fd, uint32_t start_ms,
-		      struct eval_session *s, struct agent_err *e)
+		      struct eval_session *s, struct fvm_err *e)
 {
 	int ret;
 
@@ -492,7 +492,7 @@ int eval_session_open(const char *context, int conn_fd, uint32_t start_ms,
 						AGENT_EVAL_START_MS };
 	frame_decoder_init(&s->st.dec, AGENT_EVAL_META_MAX);
 	if (!ev.ready)
-		return agent_fail(e, -ENOTSUP, "eval is unavailable: %s", ev.why);
+		return errmsg(e, -ENOTSUP, "eval is unavailable: %s", ev.why);
 	ret = ensure_dir(e);
 	if (ret == 0)
 		ret = lock_context(context, &s->lock_fd, e);
@@ -506,7 +506,7 @@ int eval_session_open(const char *context, int conn_fd, uint32_t start_ms,
 		stream_reset(&s->st);
 	}
 	if (ret != -ENOENT && ret != -ECONNREFUSED && ret != -ECONNRESET)
-		return agent_fail(e, ret, "connect to the interpreter of context '%s': %s", context,
+		return errmsg(e, ret, "connect to the interpreter of context '%s': %s", context,
 				  strerror(-ret));
 	/* A socket without a live interpreter: it died (killed, crashed, os._exit). */
 	s->state_lost = ret != -ENOENT;
@@ -518,12 +518,13 @@ int eval_session_open(const char *context, int conn_fd, uint32_t start_ms,
 	s->started = true;
 	ret = connect_context(context, &s->st.fd);
 	if (ret < 0)
-		return agent_fail(e, ret, "connect to the new interpreter of context '%s': %s",
+		return errmsg(e, ret, "connect to the new interpreter of context '%s': %s",
 				  context, strerror(-ret));
 	ret = read_hello(s, conn_fd, e);
 	if (ret == -ECONNRESET) {
 		forget_socket(context);
-		return agent_fail(e, -ECHILD, "%s exited at once for context '%s' (see the agent's log)",
+		return errmsg(e, -ECHILD,
+			      "%s exited at once for context '%s' (see the agent's log)",
 				  ev.python, context);
 	}
 	return ret;
@@ -560,7 +561,7 @@ int eval_session_lost(struct eval_session *s)
 	return status;
 }
 
-int eval_context_close(const char *context, bool *closed, struct agent_err *e)
+int eval_context_close(const char *context, bool *closed, struct fvm_err *e)
 {
 	struct eval_session s;
 	char path[PATH_MAX];
@@ -571,7 +572,7 @@ int eval_context_close(const char *context, bool *closed, struct agent_err *e)
 				 .start_ms = AGENT_EVAL_START_MS };
 	frame_decoder_init(&s.st.dec, AGENT_EVAL_META_MAX);
 	if (!ev.ready)
-		return agent_fail(e, -ENOTSUP, "eval is unavailable: %s", ev.why);
+		return errmsg(e, -ENOTSUP, "eval is unavailable: %s", ev.why);
 	ret = ensure_dir(e);
 	if (ret == 0)
 		ret = lock_context(context, &s.lock_fd, e);
@@ -587,7 +588,7 @@ int eval_context_close(const char *context, bool *closed, struct agent_err *e)
 			*closed = true;
 		}
 	} else if (ret != -ENOENT && ret != -ECONNREFUSED) {
-		ret = agent_fail(e, ret, "connect to the interpreter of context '%s': %s", context,
+		ret = errmsg(e, ret, "connect to the interpreter of context '%s': %s", context,
 				 strerror(-ret));
 		goto out;
 	}

@@ -51,7 +51,7 @@ void eval_teardown(void);
  * is watched for hang-up while waiting. Call eval_session_close afterwards in every case.
  */
 int eval_session_open(const char *context, int conn_fd, uint32_t start_ms,
-		      struct eval_session *s, struct agent_err *e);
+		      struct eval_session *s, struct fvm_err *e);
 void eval_session_close(struct eval_session *s);
 
 /*
@@ -70,6 +70,6 @@ int eval_session_lost(struct eval_session *s);
 
 /* eval_close: kill the context's interpreter (*closed: one was running) and remove its
  * files; -EBUSY while an eval runs in it. */
-int eval_context_close(const char *context, bool *closed, struct agent_err *e);
+int eval_context_close(const char *context, bool *closed, struct fvm_err *e);
 
 #endif

@@ -25,32 +25,32 @@ int evalp_request(const char *code, size_t code_len, size_t max_output, uint8_t 
 #define EVALP_MAX_VALUES 64
 
 static json_t *load_object(const uint8_t *payload, size_t len, const char *what,
-			   struct agent_err *e)
+			   struct fvm_err *e)
 {
 	json_error_t jerr;
 	json_t *root;
 
 	if (agent_json_values(payload, len, EVALP_MAX_VALUES) > EVALP_MAX_VALUES) {
-		agent_fail(e, -EPROTO, "eval driver sent a %s of more than %d JSON values", what,
+		errmsg(e, -EPROTO, "eval driver sent a %s of more than %d JSON values", what,
 			   EVALP_MAX_VALUES);
 		return NULL;
 	}
 	root = json_loadb((const char *)payload, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL,
 			  &jerr);
 	if (!root) {
-		agent_fail(e, -EPROTO, "eval driver sent a malformed %s: %s", what, jerr.text);
+		errmsg(e, -EPROTO, "eval driver sent a malformed %s: %s", what, jerr.text);
 		return NULL;
 	}
 	if (!json_is_object(root)) {
 		json_decref(root);
-		agent_fail(e, -EPROTO, "eval driver sent a %s that is not an object", what);
+		errmsg(e, -EPROTO, "eval driver sent a %s that is not an object", what);
 		return NULL;
 	}
 	return root;
 }
 
 int evalp_parse_hello(const uint8_t *payload, size_t len, struct eval_hello *h,
-		      struct agent_err *e)
+		      struct fvm_err *e)
 {
 	json_t *root = load_object(payload, len, "hello", e), *pid, *py;
 	int ret = 0;
@@ -61,7 +61,7 @@ int evalp_parse_hello(const uint8_t *payload, size_t len, struct eval_hello *h,
 	py = json_object_get(root, "python");
 	if (!json_is_integer(pid) || json_integer_value(pid) <= 1 ||
 	    json_integer_value(pid) > INT32_MAX || !json_is_string(py))
-		ret = agent_fail(e, -EPROTO, "eval driver sent a hello without a valid pid/python");
+		ret = errmsg(e, -EPROTO, "eval driver sent a hello without a valid pid/python");
 	else {
 		h->pid = (pid_t)json_integer_value(pid);
 		snprintf(h->python, sizeof(h->python), "%s", json_string_value(py));
@@ -94,7 +94,7 @@ static bool error_ok(json_t *err)
 }
 
 int evalp_parse_meta(const uint8_t *payload, size_t len, struct eval_meta *m,
-		     struct agent_err *e)
+		     struct fvm_err *e)
 {
 	json_t *result, *err;
 
@@ -105,11 +105,11 @@ int evalp_parse_meta(const uint8_t *payload, size_t len, struct eval_meta *m,
 	result = json_object_get(m->root, "result");
 	err = json_object_get(m->root, "error");
 	if ((result && !json_is_null(result) && !json_is_string(result)) || (err && !error_ok(err)))
-		return agent_fail(e, -EPROTO, "eval driver sent a result with a bad result/error");
+		return errmsg(e, -EPROTO, "eval driver sent a result with a bad result/error");
 	if (get_flag(m->root, "result_truncated", &m->result_truncated) < 0 ||
 	    get_flag(m->root, "stdout_truncated", &m->stdout_truncated) < 0 ||
 	    get_flag(m->root, "stderr_truncated", &m->stderr_truncated) < 0)
-		return agent_fail(e, -EPROTO, "eval driver sent a result with a non-boolean flag");
+		return errmsg(e, -EPROTO, "eval driver sent a result with a non-boolean flag");
 	m->result = json_is_string(result) ? result : NULL;
 	m->error = json_is_object(err) ? err : NULL;
 	return 0;

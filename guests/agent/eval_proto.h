@@ -40,11 +40,11 @@ int evalp_request(const char *code, size_t code_len, size_t max_output, uint8_t 
 
 /* Check a hello payload; -EPROTO with e->msg naming what is wrong. */
 int evalp_parse_hello(const uint8_t *payload, size_t len, struct eval_hello *h,
-		      struct agent_err *e);
+		      struct fvm_err *e);
 
 /* Check a meta payload; -EPROTO with e->msg. Free with evalp_meta_free (also on failure). */
 int evalp_parse_meta(const uint8_t *payload, size_t len, struct eval_meta *m,
-		     struct agent_err *e);
+		     struct fvm_err *e);
 void evalp_meta_free(struct eval_meta *m);
 
 /* {"name": name, "value": value, "traceback": traceback} for errors the agent reports

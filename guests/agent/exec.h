@@ -52,7 +52,7 @@ struct exec_result {
 void exec_cloexec_from(unsigned int first);
 
 /* Fork and exec x in a new process group; -errno with e->msg when it never started. */
-int exec_spawn(const struct exec_request *x, struct exec_proc *p, struct agent_err *e);
+int exec_spawn(const struct exec_request *x, struct exec_proc *p, struct fvm_err *e);
 
 /*
  * Feed stdin (with stdin_open also from the client's "stdin" frames on in), capture or
@@ -60,7 +60,7 @@ int exec_spawn(const struct exec_request *x, struct exec_proc *p, struct agent_e
  * hang-up (the process group is then killed). Always reaps p->pid and closes p's fds.
  */
 int exec_pump(const struct exec_request *x, struct exec_proc *p, struct conn_in *in,
-	      struct exec_stream *st, struct exec_result *res, struct agent_err *e);
+	      struct exec_stream *st, struct exec_result *res, struct fvm_err *e);
 
 /*
  * exec_stream.c: send n bytes of stream which (0 stdout, 1 stderr) as an event frame
@@ -68,7 +68,7 @@ int exec_pump(const struct exec_request *x, struct exec_proc *p, struct conn_in 
  * partial character too. -errno (the client is gone) with e set.
  */
 int exec_stream_emit(struct exec_stream *st, int which, const uint8_t *data, size_t n,
-		     bool at_end, struct agent_err *e);
+		     bool at_end, struct fvm_err *e);
 
 void exec_result_free(struct exec_result *res);
 

@@ -60,7 +60,7 @@ static int capture(struct exec_capture *c, const uint8_t *data, size_t n)
  * c, or with a stream st to the client as stream `which`.
  */
 static int pump_read(int *fd, struct exec_capture *c, struct exec_stream *st, int which,
-		     int max_reads, struct agent_err *e)
+		     int max_reads, struct fvm_err *e)
 {
 	static uint8_t chunk[64 * 1024];
 
@@ -72,7 +72,7 @@ static int pump_read(int *fd, struct exec_capture *c, struct exec_stream *st, in
 		if (n < 0 && errno == EAGAIN)
 			return 0;
 		if (n < 0)
-			return agent_fail(e, -errno, "read command output: %s", strerror(errno));
+			return errmsg(e, -errno, "read command output: %s", strerror(errno));
 		if (n == 0) {
 			close_fd(fd);
 			return st ? exec_stream_emit(st, which, NULL, 0, true, e) : 0;
@@ -85,7 +85,7 @@ static int pump_read(int *fd, struct exec_capture *c, struct exec_stream *st, in
 			continue;
 		}
 		if (capture(c, chunk, (size_t)n) < 0)
-			return agent_fail(e, -ENOMEM, "grow output buffer: %s", strerror(ENOMEM));
+			return errmsg(e, -ENOMEM, "grow output buffer: %s", strerror(ENOMEM));
 	}
 	return 0;
 }
@@ -104,7 +104,7 @@ struct stdin_feed {
 /* Stop reading stdin frames while this much input waits for the command to read it. */
 #define FEED_PENDING_MAX (1u << 20)
 
-static int feed_append(struct stdin_feed *f, const uint8_t *data, size_t n, struct agent_err *e)
+static int feed_append(struct stdin_feed *f, const uint8_t *data, size_t n, struct fvm_err *e)
 {
 	uint8_t *nbuf;
 
@@ -114,7 +114,7 @@ static int feed_append(struct stdin_feed *f, const uint8_t *data, size_t n, stru
 		return 0;
 	nbuf = realloc(f->buf, f->len + n);
 	if (!nbuf)
-		return agent_fail(e, -ENOMEM, "buffer command stdin: %s", strerror(ENOMEM));
+		return errmsg(e, -ENOMEM, "buffer command stdin: %s", strerror(ENOMEM));
 	memcpy(nbuf + f->len, data, n);
 	f->buf = nbuf;
 	f->len += n;
@@ -123,7 +123,7 @@ static int feed_append(struct stdin_feed *f, const uint8_t *data, size_t n, stru
 
 /* Write the pending input; close the pipe once all is written and no more will come, or when
  * the child stopped reading. */
-static int pump_write(int *fd, struct stdin_feed *f, struct agent_err *e)
+static int pump_write(int *fd, struct stdin_feed *f, struct fvm_err *e)
 {
 	while (*fd >= 0 && f->done < f->len) {
 		ssize_t n = write(*fd, f->buf + f->done, f->len - f->done);
@@ -138,7 +138,7 @@ static int pump_write(int *fd, struct stdin_feed *f, struct agent_err *e)
 			break;
 		}
 		if (n < 0)
-			return agent_fail(e, -errno, "write command stdin: %s", strerror(errno));
+			return errmsg(e, -errno, "write command stdin: %s", strerror(errno));
 		f->done += (size_t)n;
 	}
 	if (f->eof) {
@@ -153,7 +153,7 @@ static int pump_write(int *fd, struct stdin_feed *f, struct agent_err *e)
  * *conn_done once no more will (eof, or the client shut down its write side).
  */
 static int read_stdin_frame(struct conn_in *in, struct stdin_feed *f, bool *conn_done,
-			    struct agent_err *e)
+			    struct fvm_err *e)
 {
 	struct agent_request req = { 0 };
 	uint8_t hdr[FRAME_HEADER], *payload = NULL;
@@ -166,21 +166,21 @@ static int read_stdin_frame(struct conn_in *in, struct stdin_feed *f, bool *conn
 		return 0;
 	}
 	if (ret < 0)
-		return agent_fail(e, ret, "read stdin frame: %s", strerror(-ret));
+		return errmsg(e, ret, "read stdin frame: %s", strerror(-ret));
 	len = frame_get_len(hdr);
 	if (len > AGENT_MAX_FRAME)
-		return agent_fail(e, -EMSGSIZE, "stdin frame of %zu bytes exceeds the limit", len);
+		return errmsg(e, -EMSGSIZE, "stdin frame of %zu bytes exceeds the limit", len);
 	payload = malloc(len + 1);
 	if (!payload)
-		return agent_fail(e, -ENOMEM, "stdin frame buffer: %s", strerror(ENOMEM));
+		return errmsg(e, -ENOMEM, "stdin frame buffer: %s", strerror(ENOMEM));
 	ret = conn_in_read(in, payload, len, &got);
 	if (ret < 0) {
-		agent_fail(e, ret, "read stdin frame: %s", strerror(-ret));
+		errmsg(e, ret, "read stdin frame: %s", strerror(-ret));
 		goto out;
 	}
 	ret = agent_request_parse(payload, len, &req, e);
 	if (ret == 0 && req.op != OP_STDIN)
-		ret = agent_fail(e, -EPROTO, "only stdin frames may come while an exec with "
+		ret = errmsg(e, -EPROTO, "only stdin frames may come while an exec with "
 				 "stdin_open runs, not '%s'", agent_op_name(req.op));
 	if (ret == 0)
 		ret = feed_append(f, req.stdin_frame.data, req.stdin_frame.len, e);
@@ -218,7 +218,7 @@ static int next_wait(const struct exec_request *x, const struct exec_proc *p, ui
 }
 
 int exec_pump(const struct exec_request *x, struct exec_proc *p, struct conn_in *in,
-	      struct exec_stream *st, struct exec_result *res, struct agent_err *e)
+	      struct exec_stream *st, struct exec_result *res, struct fvm_err *e)
 {
 	uint64_t deadline = io_now_ms() + x->timeout_ms;
 	struct stdin_feed feed = { .eof = !x->stdin_open };
@@ -247,12 +247,12 @@ int exec_pump(const struct exec_request *x, struct exec_proc *p, struct conn_in 
 		/* Frames already read ahead do not make the fd readable: do not wait for them. */
 		if (poll(fds, SLOT_COUNT, want_in && conn_in_buffered(in) ? 0
 					  : next_wait(x, p, deadline)) < 0 && errno != EINTR) {
-			ret = agent_fail(e, -errno, "poll command pipes: %s", strerror(errno));
+			ret = errmsg(e, -errno, "poll command pipes: %s", strerror(errno));
 			kill_group = true;
 			break;
 		}
 		if (fds[SLOT_CONN].revents & (POLLHUP | POLLERR)) {
-			ret = agent_fail(e, -ECONNRESET, "client hung up during exec");
+			ret = errmsg(e, -ECONNRESET, "client hung up during exec");
 			kill_group = true;
 			break;
 		}

@@ -85,7 +85,7 @@ static __attribute__((noreturn)) void child_run(const struct exec_request *x, in
 
 /* Wait for the child to exec or report failure; 0 when it exec'd. */
 static int await_exec(const struct exec_request *x, pid_t pid, int status_fd,
-		      struct agent_err *e)
+		      struct fvm_err *e)
 {
 	static const char *const stages[] = { "chdir", "exec", "set up child for" };
 	struct spawn_failure f;
@@ -104,11 +104,11 @@ static int await_exec(const struct exec_request *x, pid_t pid, int status_fd,
 		;
 	if (f.stage < 0 || f.stage > 2)
 		f.stage = 2;
-	return agent_fail(e, -f.err, "%s %s: %s", stages[f.stage],
+	return errmsg(e, -f.err, "%s %s: %s", stages[f.stage],
 			  f.stage == 0 ? x->cwd : x->argv[0], strerror(f.err));
 }
 
-int exec_spawn(const struct exec_request *x, struct exec_proc *p, struct agent_err *e)
+int exec_spawn(const struct exec_request *x, struct exec_proc *p, struct fvm_err *e)
 {
 	int in[2] = { -1, -1 }, out[2] = { -1, -1 }, err[2] = { -1, -1 };
 	int status[2] = { -1, -1 };
@@ -117,12 +117,12 @@ int exec_spawn(const struct exec_request *x, struct exec_proc *p, struct agent_e
 	*p = (struct exec_proc){ .pid = -1, .in_fd = -1, .out_fd = -1, .err_fd = -1, .pid_fd = -1 };
 	if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0 ||
 	    pipe2(status, O_CLOEXEC) < 0) {
-		ret = agent_fail(e, -errno, "create exec pipes: %s", strerror(errno));
+		ret = errmsg(e, -errno, "create exec pipes: %s", strerror(errno));
 		goto out;
 	}
 	p->pid = fork();
 	if (p->pid < 0) {
-		ret = agent_fail(e, -errno, "fork for %s: %s", x->argv[0], strerror(errno));
+		ret = errmsg(e, -errno, "fork for %s: %s", x->argv[0], strerror(errno));
 		goto out;
 	}
 	if (p->pid == 0) {
@@ -146,7 +146,7 @@ int exec_spawn(const struct exec_request *x, struct exec_proc *p, struct agent_e
 	/* The child's stdin must not block the pump loop; a slow reader just waits for us. */
 	if (fcntl(p->in_fd, F_SETFL, O_NONBLOCK) < 0 || fcntl(p->out_fd, F_SETFL, O_NONBLOCK) < 0 ||
 	    fcntl(p->err_fd, F_SETFL, O_NONBLOCK) < 0) {
-		ret = agent_fail(e, -errno, "set exec pipes non-blocking: %s", strerror(errno));
+		ret = errmsg(e, -errno, "set exec pipes non-blocking: %s", strerror(errno));
 		kill(-p->pid, SIGKILL);
 		while (waitpid(p->pid, NULL, 0) < 0 && errno == EINTR)
 			;

@@ -29,7 +29,7 @@ static size_t cut_char_len(const uint8_t *buf, size_t len)
 }
 
 static int send_event(struct exec_stream *st, int which, const uint8_t *data, size_t n,
-		      struct agent_err *e)
+		      struct fvm_err *e)
 {
 	json_t *ev = json_object();
 	int ret = -ENOMEM;
@@ -40,15 +40,15 @@ static int send_event(struct exec_stream *st, int which, const uint8_t *data, si
 		ret = io_send_json(st->conn_fd, ev);
 	json_decref(ev);
 	if (ret == -ENOMEM)
-		return agent_fail(e, ret, "build %s event: %s", stream_name[which], strerror(ENOMEM));
+		return errmsg(e, ret, "build %s event: %s", stream_name[which], strerror(ENOMEM));
 	if (ret < 0)
-		return agent_fail(e, ret, "send %s event: %s", stream_name[which], strerror(-ret));
+		return errmsg(e, ret, "send %s event: %s", stream_name[which], strerror(-ret));
 	st->bytes[which] += n;
 	return 0;
 }
 
 int exec_stream_emit(struct exec_stream *st, int which, const uint8_t *data, size_t n,
-		     bool at_end, struct agent_err *e)
+		     bool at_end, struct fvm_err *e)
 {
 	size_t held = st->tail_len[which], total = held + n, keep;
 	uint8_t *buf;
@@ -58,7 +58,7 @@ int exec_stream_emit(struct exec_stream *st, int which, const uint8_t *data, siz
 		return 0;
 	buf = malloc(total);
 	if (!buf)
-		return agent_fail(e, -ENOMEM, "%s event buffer: %s", stream_name[which],
+		return errmsg(e, -ENOMEM, "%s event buffer: %s", stream_name[which],
 				  strerror(ENOMEM));
 	memcpy(buf, st->tail[which], held);
 	if (n)

@@ -43,12 +43,3 @@ int log_errno(int err, const char *fmt, ...)
 	return err;
 }
 
-int agent_fail(struct agent_err *e, int err, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
-	va_end(ap);
-	return err;
-}

@@ -162,7 +162,7 @@ static bool try_take(size_t bytes, size_t *others)
 	return ok;
 }
 
-int mem_reserve(size_t bytes, int conn_fd, struct agent_err *e)
+int mem_reserve(size_t bytes, int conn_fd, struct fvm_err *e)
 {
 	uint64_t start = io_now_ms();
 	size_t others;
@@ -170,7 +170,7 @@ int mem_reserve(size_t bytes, int conn_fd, struct agent_err *e)
 	if (!tab || bytes <= my_held)
 		return 0;
 	if (bytes > tab->limit)
-		return agent_fail(e, -E2BIG,
+		return errmsg(e, -E2BIG,
 				  "this request needs %.1f MiB of agent memory, more than the agent's "
 				  "whole budget of %.1f MiB (--mem-budget)", mib(bytes), mib(tab->limit));
 	for (;;) {
@@ -183,13 +183,14 @@ int mem_reserve(size_t bytes, int conn_fd, struct agent_err *e)
 		/* Holding part of the budget while waiting for more could deadlock with another
 		 * connection doing the same: only a request that holds nothing waits. */
 		if (my_held || io_now_ms() - start >= wait_ms)
-			return agent_fail(e, -EBUSY,
+			return errmsg(e, -EBUSY,
 					  "agent memory budget busy: this request needs %.1f MiB and other "
 					  "connections hold %.1f of %.1f MiB (waited %llu ms); retry later",
 					  mib(bytes), mib(others), mib(tab->limit),
 					  (unsigned long long)(io_now_ms() - start));
 		if (poll(&p, 1, MEM_POLL_MS) > 0 && (p.revents & (POLLHUP | POLLERR)))
-			return agent_fail(e, -ECONNRESET, "client hung up while waiting for agent memory");
+			return errmsg(e, -ECONNRESET,
+				      "client hung up while waiting for agent memory");
 	}
 }
 

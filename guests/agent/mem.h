@@ -41,7 +41,7 @@ int mem_child_restore(void);
  * -E2BIG when bytes exceed the whole budget, -EBUSY when the budget stayed short,
  * -ECONNRESET when the client hung up; e->msg says which and how much.
  */
-int mem_reserve(size_t bytes, int conn_fd, struct agent_err *e);
+int mem_reserve(size_t bytes, int conn_fd, struct fvm_err *e);
 
 /* Give this connection's reservation back (after the reply went out) and return freed
  * heap pages to the kernel, so the process's RSS follows what it holds. */

@@ -62,21 +62,21 @@ static void set_sin(struct sockaddr *sa, uint32_t addr)
 	memcpy(sa, &sin, sizeof(sin));
 }
 
-static int if_up(int s, const char *ifname, struct agent_err *e)
+static int if_up(int s, const char *ifname, struct fvm_err *e)
 {
 	struct ifreq ifr = { 0 };
 
 	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", ifname);
 	if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0)
-		return agent_fail(e, -errno, "%s: get flags: %s", ifname, strerror(errno));
+		return errmsg(e, -errno, "%s: get flags: %s", ifname, strerror(errno));
 	ifr.ifr_flags |= IFF_UP;
 	if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0)
-		return agent_fail(e, -errno, "%s: bring up: %s", ifname, strerror(errno));
+		return errmsg(e, -errno, "%s: bring up: %s", ifname, strerror(errno));
 	return 0;
 }
 
 /* Replace the default route with one through gw. */
-static int set_default_route(int s, const char *ifname, uint32_t gw, struct agent_err *e)
+static int set_default_route(int s, const char *ifname, uint32_t gw, struct fvm_err *e)
 {
 	struct rtentry rt = { 0 };
 
@@ -84,18 +84,18 @@ static int set_default_route(int s, const char *ifname, uint32_t gw, struct agen
 	set_sin(&rt.rt_genmask, 0);
 	/* an old default (another clone's address plan) goes first; none is fine */
 	if (ioctl(s, SIOCDELRT, &rt) < 0 && errno != ESRCH && errno != ENOENT)
-		return agent_fail(e, -errno, "remove the old default route: %s", strerror(errno));
+		return errmsg(e, -errno, "remove the old default route: %s", strerror(errno));
 	set_sin(&rt.rt_gateway, gw);
 	rt.rt_flags = RTF_UP | RTF_GATEWAY;
 	rt.rt_dev = (char *)ifname;
 	if (ioctl(s, SIOCADDRT, &rt) < 0)
-		return agent_fail(e, -errno, "default route via %u.%u.%u.%u on %s: %s", gw >> 24,
+		return errmsg(e, -errno, "default route via %u.%u.%u.%u on %s: %s", gw >> 24,
 				  (gw >> 16) & 255, (gw >> 8) & 255, gw & 255, ifname,
 				  strerror(errno));
 	return 0;
 }
 
-int net_apply(const struct net_request *r, struct agent_err *e)
+int net_apply(const struct net_request *r, struct fvm_err *e)
 {
 	const char *ifname = r->interface ? r->interface : "eth0";
 	uint32_t mask = r->prefix ? 0xffffffffu << (32 - r->prefix) : 0;
@@ -103,10 +103,10 @@ int net_apply(const struct net_request *r, struct agent_err *e)
 	int s, ret;
 
 	if (strlen(ifname) >= IFNAMSIZ)
-		return agent_fail(e, -EINVAL, "interface name '%s' is too long", ifname);
+		return errmsg(e, -EINVAL, "interface name '%s' is too long", ifname);
 	s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 	if (s < 0)
-		return agent_fail(e, -errno, "socket for interface configuration: %s",
+		return errmsg(e, -errno, "socket for interface configuration: %s",
 				  strerror(errno));
 	ret = if_up(s, "lo", e);
 	if (ret < 0)
@@ -115,18 +115,18 @@ int net_apply(const struct net_request *r, struct agent_err *e)
 	if (r->mtu) {
 		ifr.ifr_mtu = r->mtu;
 		if (ioctl(s, SIOCSIFMTU, &ifr) < 0) {
-			ret = agent_fail(e, -errno, "%s: MTU %d: %s", ifname, r->mtu, strerror(errno));
+			ret = errmsg(e, -errno, "%s: MTU %d: %s", ifname, r->mtu, strerror(errno));
 			goto out;
 		}
 	}
 	set_sin(&ifr.ifr_addr, r->addr);
 	if (ioctl(s, SIOCSIFADDR, &ifr) < 0) {
-		ret = agent_fail(e, -errno, "%s: set address: %s", ifname, strerror(errno));
+		ret = errmsg(e, -errno, "%s: set address: %s", ifname, strerror(errno));
 		goto out;
 	}
 	set_sin(&ifr.ifr_netmask, mask);
 	if (ioctl(s, SIOCSIFNETMASK, &ifr) < 0) {
-		ret = agent_fail(e, -errno, "%s: set netmask /%d: %s", ifname, r->prefix,
+		ret = errmsg(e, -errno, "%s: set netmask /%d: %s", ifname, r->prefix,
 				 strerror(errno));
 		goto out;
 	}
@@ -164,7 +164,7 @@ static bool cmdline_value(const char *key, char *out, size_t cap)
 void net_boot_config(void)
 {
 	struct net_request r = { .interface = "eth0" };
-	struct agent_err e = { "" };
+	struct fvm_err e = FVM_ERR_INIT;
 	char spec[96], *gw, *mtu = NULL;
 	struct timespec pause = { 0, 20 * 1000 * 1000 };
 
@@ -193,21 +193,21 @@ void net_boot_config(void)
 			 r.has_gateway ? gw : "");
 }
 
-int op_net_config(const struct net_config_request *x, json_t *reply, struct agent_err *e)
+int op_net_config(const struct net_config_request *x, json_t *reply, struct fvm_err *e)
 {
 	struct net_request r = { .interface = x->interface ? x->interface : "eth0",
 				 .mtu = (int)x->mtu };
 	int ret;
 
 	if (net_parse_cidr(x->address, &r.addr, &r.prefix))
-		return agent_fail(e, -EINVAL, "field 'address' must be A.B.C.D/PREFIX, not '%.64s'",
+		return errmsg(e, -EINVAL, "field 'address' must be A.B.C.D/PREFIX, not '%.64s'",
 				  x->address);
 	if (x->gateway && net_parse_addr(x->gateway, &r.gateway))
-		return agent_fail(e, -EINVAL, "field 'gateway' must be A.B.C.D, not '%.64s'",
+		return errmsg(e, -EINVAL, "field 'gateway' must be A.B.C.D, not '%.64s'",
 				  x->gateway);
 	r.has_gateway = x->gateway != NULL;
 	if (!if_nametoindex(r.interface))
-		return agent_fail(e, -ENODEV, "no network interface '%.32s' in the guest",
+		return errmsg(e, -ENODEV, "no network interface '%.32s' in the guest",
 				  r.interface);
 	ret = net_apply(&r, e);
 	if (ret == 0)
@@ -216,6 +216,6 @@ int op_net_config(const struct net_config_request *x, json_t *reply, struct agen
 		ret = reply_set(reply, "address", json_string(x->address));
 	if (ret == 0 && x->gateway)
 		ret = reply_set(reply, "gateway", json_string(x->gateway));
-	return ret == -ENOMEM ? agent_fail(e, ret, "build net_config reply: %s", strerror(ENOMEM))
+	return ret == -ENOMEM ? errmsg(e, ret, "build net_config reply: %s", strerror(ENOMEM))
 			      : ret;
 }

@@ -24,7 +24,7 @@ int net_parse_cidr(const char *text, uint32_t *addr, int *prefix);
 int net_parse_addr(const char *text, uint32_t *addr);
 
 /* Bring lo and the interface up with the address, MTU and default route. -errno with e set. */
-int net_apply(const struct net_request *r, struct agent_err *e);
+int net_apply(const struct net_request *r, struct fvm_err *e);
 
 /*
  * At boot: "forkvm.net=ADDR/PREFIX[,GATEWAY[,MTU]]" on /proc/cmdline configures eth0 (the

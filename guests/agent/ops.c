@@ -17,7 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
-int op_ping(const struct op_ctx *ctx, json_t *reply, struct agent_err *e)
+int op_ping(const struct op_ctx *ctx, json_t *reply, struct fvm_err *e)
 {
 	int ret;
 
@@ -26,11 +26,11 @@ int op_ping(const struct op_ctx *ctx, json_t *reply, struct agent_err *e)
 		ret = reply_set(reply, "uptime_ms",
 				json_integer((json_int_t)(io_now_ms() - ctx->agent_start_ms)));
 	if (ret < 0)
-		return agent_fail(e, ret, "build ping reply: %s", strerror(-ret));
+		return errmsg(e, ret, "build ping reply: %s", strerror(-ret));
 	return 0;
 }
 
-int op_set_clock(int64_t time_ns, json_t *reply, struct agent_err *e)
+int op_set_clock(int64_t time_ns, json_t *reply, struct fvm_err *e)
 {
 	struct timespec ts = { .tv_sec = time_ns / 1000000000, .tv_nsec = time_ns % 1000000000 };
 	struct timespec old;
@@ -38,14 +38,14 @@ int op_set_clock(int64_t time_ns, json_t *reply, struct agent_err *e)
 
 	/* Reported so the host can see how far the guest had drifted (e.g. after a fork). */
 	if (clock_gettime(CLOCK_REALTIME, &old) < 0)
-		return agent_fail(e, -errno, "clock_gettime CLOCK_REALTIME: %s", strerror(errno));
+		return errmsg(e, -errno, "clock_gettime CLOCK_REALTIME: %s", strerror(errno));
 	if (clock_settime(CLOCK_REALTIME, &ts) < 0)
-		return agent_fail(e, -errno, "clock_settime CLOCK_REALTIME to %lld ns: %s",
+		return errmsg(e, -errno, "clock_settime CLOCK_REALTIME to %lld ns: %s",
 				  (long long)time_ns, strerror(errno));
 	ret = reply_set(reply, "previous_time_ns",
 			json_integer((json_int_t)old.tv_sec * 1000000000 + old.tv_nsec));
 	if (ret < 0)
-		return agent_fail(e, ret, "build set_clock reply: %s", strerror(-ret));
+		return errmsg(e, ret, "build set_clock reply: %s", strerror(-ret));
 	return 0;
 }
 
@@ -54,7 +54,7 @@ int op_set_clock(int64_t time_ns, json_t *reply, struct agent_err *e)
 #define RNDRESEEDCRNG _IO('R', 0x07)
 #endif
 
-int op_reseed_entropy(const struct reseed_request *r, json_t *reply, struct agent_err *e)
+int op_reseed_entropy(const struct reseed_request *r, json_t *reply, struct fvm_err *e)
 {
 	static const char dev[] = "/dev/urandom";
 	struct rand_pool_info *info;
@@ -64,18 +64,18 @@ int op_reseed_entropy(const struct reseed_request *r, json_t *reply, struct agen
 
 	info = calloc(1, sizeof(*info) + r->len + sizeof(info->buf[0]));
 	if (!info)
-		return agent_fail(e, -ENOMEM, "allocate entropy buffer: %s", strerror(ENOMEM));
+		return errmsg(e, -ENOMEM, "allocate entropy buffer: %s", strerror(ENOMEM));
 	info->entropy_count = r->entropy_bits;
 	info->buf_size = (int)r->len;
 	memcpy(info->buf, r->data, r->len);
 	/* Forked VMs share the parent's pool state; mixing fresh bytes makes them diverge. */
 	fd = open(dev, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
-		ret = agent_fail(e, -errno, "open %s: %s", dev, strerror(errno));
+		ret = errmsg(e, -errno, "open %s: %s", dev, strerror(errno));
 		goto out;
 	}
 	if (ioctl(fd, RNDADDENTROPY, info) < 0) {
-		ret = agent_fail(e, -errno, "ioctl RNDADDENTROPY on %s: %s", dev, strerror(errno));
+		ret = errmsg(e, -errno, "ioctl RNDADDENTROPY on %s: %s", dev, strerror(errno));
 		goto out;
 	}
 	/*
@@ -95,7 +95,7 @@ int op_reseed_entropy(const struct reseed_request *r, json_t *reply, struct agen
 	if (ret == 0 && !reseeded)
 		ret = reply_set(reply, "crng_reseed_error", json_string(why));
 	if (ret < 0)
-		agent_fail(e, ret, "build reseed_entropy reply: %s", strerror(-ret));
+		errmsg(e, ret, "build reseed_entropy reply: %s", strerror(-ret));
 out:
 	if (fd >= 0)
 		close(fd);
@@ -115,7 +115,7 @@ static int have_cap_sys_boot(void)
 }
 
 int op_shutdown_check(const struct op_ctx *ctx, bool restart, json_t *reply,
-		      struct agent_err *e)
+		      struct fvm_err *e)
 {
 	int ret;
 
@@ -123,14 +123,14 @@ int op_shutdown_check(const struct op_ctx *ctx, bool restart, json_t *reply,
 	if (ret == 0)
 		ret = reply_set(reply, "simulated", json_boolean(ctx->cfg->no_reboot));
 	if (ret < 0)
-		return agent_fail(e, ret, "build shutdown reply: %s", strerror(-ret));
+		return errmsg(e, ret, "build shutdown reply: %s", strerror(-ret));
 	if (ctx->cfg->no_reboot)
 		return 0;
 	ret = have_cap_sys_boot();
 	if (ret < 0)
-		return agent_fail(e, ret, "capget: %s", strerror(-ret));
+		return errmsg(e, ret, "capget: %s", strerror(-ret));
 	if (!ret)
-		return agent_fail(e, -EPERM, "reboot: %s (CAP_SYS_BOOT missing)", strerror(EPERM));
+		return errmsg(e, -EPERM, "reboot: %s (CAP_SYS_BOOT missing)", strerror(EPERM));
 	return 0;
 }
 

@@ -25,7 +25,7 @@ struct eval_outcome {
 };
 
 static int send_request(struct eval_session *s, const struct eval_request *x,
-			struct agent_err *e)
+			struct fvm_err *e)
 {
 	uint8_t *frame = NULL;
 	size_t len;
@@ -33,14 +33,14 @@ static int send_request(struct eval_session *s, const struct eval_request *x,
 
 	ret = evalp_request(x->code, x->code_len, x->max_output, &frame, &len);
 	if (ret < 0)
-		return agent_fail(e, ret, "encode the eval request: %s", strerror(-ret));
+		return errmsg(e, ret, "encode the eval request: %s", strerror(-ret));
 	ret = fd_write_all(s->st.fd, frame, len);
 	free(frame);
 	/* A dead interpreter shows as EPIPE here or as EOF on the reply: both mean "died". */
 	if (ret == -EPIPE || ret == -ECONNRESET)
 		return -ECONNRESET;
 	if (ret < 0)
-		return agent_fail(e, ret, "send code to the interpreter of context '%s': %s",
+		return errmsg(e, ret, "send code to the interpreter of context '%s': %s",
 				  s->context, strerror(-ret));
 	return 0;
 }
@@ -58,7 +58,7 @@ static void interrupt(struct eval_session *s, struct eval_outcome *o, bool hung_
 
 /* Take the three reply frames, interrupting at the timeout or when the client hangs up. */
 static int await_reply(const struct op_ctx *ctx, const struct eval_request *x,
-		       struct eval_session *s, struct eval_outcome *o, struct agent_err *e)
+		       struct eval_session *s, struct eval_outcome *o, struct fvm_err *e)
 {
 	uint64_t deadline = x->timeout_ms ? io_now_ms() + x->timeout_ms : 0;
 	uint8_t *frames[3] = { NULL, NULL, NULL };
@@ -78,7 +78,7 @@ static int await_reply(const struct op_ctx *ctx, const struct eval_request *x,
 			watch = -1;
 			ret = 0;
 		} else if (ret != -ETIMEDOUT && ret != -ECONNRESET) {
-			ret = agent_fail(e, ret, "receive from the interpreter of context '%s': %s",
+			ret = errmsg(e, ret, "receive from the interpreter of context '%s': %s",
 					 s->context, strerror(-ret));
 		}
 	}
@@ -195,7 +195,7 @@ static int build_reply(json_t *reply, const struct eval_request *x, const struct
 }
 
 int op_eval(const struct op_ctx *ctx, const struct eval_request *x, json_t *reply,
-	    struct agent_err *e)
+	    struct fvm_err *e)
 {
 	struct eval_outcome o = { .status = -1 };
 	uint64_t start = io_now_ms();
@@ -209,11 +209,11 @@ int op_eval(const struct op_ctx *ctx, const struct eval_request *x, json_t *repl
 	if (ret == 0)
 		ret = await_reply(ctx, x, &s, &o, e);
 	if (ret == 0 && o.hung_up)
-		ret = agent_fail(e, -ECONNRESET, "client hung up during eval");
+		ret = errmsg(e, -ECONNRESET, "client hung up during eval");
 	if (ret == 0) {
 		ret = build_reply(reply, x, &s, &o, io_now_ms() - start);
 		if (ret < 0)
-			agent_fail(e, ret, "build eval reply: %s", strerror(-ret));
+			errmsg(e, ret, "build eval reply: %s", strerror(-ret));
 	}
 	eval_session_close(&s);
 	evalp_meta_free(&o.meta);
@@ -222,7 +222,7 @@ int op_eval(const struct op_ctx *ctx, const struct eval_request *x, json_t *repl
 	return ret;
 }
 
-int op_eval_close(const struct eval_request *x, json_t *reply, struct agent_err *e)
+int op_eval_close(const struct eval_request *x, json_t *reply, struct fvm_err *e)
 {
 	bool closed;
 	int ret;
@@ -234,6 +234,6 @@ int op_eval_close(const struct eval_request *x, json_t *reply, struct agent_err 
 	if (ret == 0)
 		ret = reply_set(reply, "closed", json_boolean(closed));
 	if (ret < 0)
-		return agent_fail(e, ret, "build eval_close reply: %s", strerror(-ret));
+		return errmsg(e, ret, "build eval_close reply: %s", strerror(-ret));
 	return 0;
 }

@@ -40,7 +40,7 @@ static int set_output(json_t *reply, const char *key, const struct exec_capture 
 }
 
 int op_exec(const struct op_ctx *ctx, const struct exec_request *x, json_t *id, json_t *reply,
-	    struct agent_err *e)
+	    struct fvm_err *e)
 {
 	struct exec_stream stream = { .conn_fd = ctx->conn_fd, .id = id,
 				      .force_base64 = x->force_base64 };
@@ -72,7 +72,7 @@ int op_exec(const struct op_ctx *ctx, const struct exec_request *x, json_t *id, 
 		ret = set_output(reply, "stderr", &res.err, x->force_base64);
 built:
 	if (ret < 0)
-		agent_fail(e, ret, "build exec reply: %s", strerror(-ret));
+		errmsg(e, ret, "build exec reply: %s", strerror(-ret));
 out:
 	exec_result_free(&res);
 	return ret;

@@ -28,23 +28,23 @@ const char *agent_op_name(enum agent_op op)
 }
 
 int req_string(json_t *obj, const char *key, bool required, const char **out,
-	       struct agent_err *e)
+	       struct fvm_err *e)
 {
 	json_t *v = json_object_get(obj, key);
 
 	*out = NULL;
 	if (!v || json_is_null(v)) {
 		if (required)
-			return agent_fail(e, -EINVAL, "missing field '%s'", key);
+			return errmsg(e, -EINVAL, "missing field '%s'", key);
 		return 0;
 	}
 	if (!json_is_string(v))
-		return agent_fail(e, -EINVAL, "field '%s' must be a string", key);
+		return errmsg(e, -EINVAL, "field '%s' must be a string", key);
 	*out = json_string_value(v);
 	return 0;
 }
 
-int req_bool(json_t *obj, const char *key, bool dflt, bool *out, struct agent_err *e)
+int req_bool(json_t *obj, const char *key, bool dflt, bool *out, struct fvm_err *e)
 {
 	json_t *v = json_object_get(obj, key);
 
@@ -52,13 +52,13 @@ int req_bool(json_t *obj, const char *key, bool dflt, bool *out, struct agent_er
 	if (!v || json_is_null(v))
 		return 0;
 	if (!json_is_boolean(v))
-		return agent_fail(e, -EINVAL, "field '%s' must be a boolean", key);
+		return errmsg(e, -EINVAL, "field '%s' must be a boolean", key);
 	*out = json_is_true(v);
 	return 0;
 }
 
 int req_uint(json_t *obj, const char *key, uint64_t dflt, uint64_t max, uint64_t *out,
-	     struct agent_err *e)
+	     struct fvm_err *e)
 {
 	json_t *v = json_object_get(obj, key);
 	json_int_t n;
@@ -67,17 +67,17 @@ int req_uint(json_t *obj, const char *key, uint64_t dflt, uint64_t max, uint64_t
 	if (!v || json_is_null(v))
 		return 0;
 	if (!json_is_integer(v))
-		return agent_fail(e, -EINVAL, "field '%s' must be an integer", key);
+		return errmsg(e, -EINVAL, "field '%s' must be an integer", key);
 	n = json_integer_value(v);
 	if (n < 0 || (uint64_t)n > max)
-		return agent_fail(e, -ERANGE, "field '%s' must be between 0 and %llu", key,
+		return errmsg(e, -ERANGE, "field '%s' must be between 0 and %llu", key,
 				  (unsigned long long)max);
 	*out = (uint64_t)n;
 	return 0;
 }
 
 int req_limits(json_t *root, uint64_t *timeout_ms, size_t *max_output, bool *force_base64,
-	       struct agent_err *e)
+	       struct fvm_err *e)
 {
 	const char *enc;
 	uint64_t n;
@@ -95,13 +95,13 @@ int req_limits(json_t *root, uint64_t *timeout_ms, size_t *max_output, bool *for
 	if (ret < 0)
 		return ret;
 	if (enc && strcmp(enc, "auto") && strcmp(enc, "base64"))
-		return agent_fail(e, -EINVAL, "field 'output_encoding' must be \"auto\" or \"base64\"");
+		return errmsg(e, -EINVAL, "field 'output_encoding' must be \"auto\" or \"base64\"");
 	*force_base64 = enc && !strcmp(enc, "base64");
 	return 0;
 }
 
 int req_base64(json_t *obj, const char *key, bool required, size_t max, uint8_t **out,
-	       size_t *out_len, struct agent_err *e)
+	       size_t *out_len, struct fvm_err *e)
 {
 	const char *text;
 	json_t *v;
@@ -115,26 +115,26 @@ int req_base64(json_t *obj, const char *key, bool required, size_t max, uint8_t 
 	v = json_object_get(obj, key);
 	ret = base64_decode(text, json_string_length(v), out, out_len);
 	if (ret == -EINVAL)
-		return agent_fail(e, ret, "field '%s' is not valid base64", key);
+		return errmsg(e, ret, "field '%s' is not valid base64", key);
 	if (ret < 0)
-		return agent_fail(e, ret, "decode field '%s': %s", key, strerror(-ret));
+		return errmsg(e, ret, "decode field '%s': %s", key, strerror(-ret));
 	if (*out_len > max) {
 		free(*out);
 		*out = NULL;
-		return agent_fail(e, -EMSGSIZE, "field '%s' holds %zu bytes, above the limit %zu",
+		return errmsg(e, -EMSGSIZE, "field '%s' holds %zu bytes, above the limit %zu",
 				  key, *out_len, max);
 	}
 	return 0;
 }
 
-static int parse_write_file(json_t *root, struct write_file_request *w, struct agent_err *e)
+static int parse_write_file(json_t *root, struct write_file_request *w, struct fvm_err *e)
 {
 	uint64_t mode = 0;
 	int ret;
 
 	ret = req_string(root, "path", true, &w->path, e);
 	if (ret == 0 && !w->path[0])
-		ret = agent_fail(e, -EINVAL, "field 'path' must not be empty");
+		ret = errmsg(e, -EINVAL, "field 'path' must not be empty");
 	if (ret == 0)
 		ret = req_uint(root, "mode", 0644, 07777, &mode, e);
 	if (ret == 0)
@@ -145,35 +145,35 @@ static int parse_write_file(json_t *root, struct write_file_request *w, struct a
 	return ret;
 }
 
-static int parse_read_file(json_t *root, struct read_file_request *r, struct agent_err *e)
+static int parse_read_file(json_t *root, struct read_file_request *r, struct fvm_err *e)
 {
 	uint64_t max = 0;
 	int ret;
 
 	ret = req_string(root, "path", true, &r->path, e);
 	if (ret == 0 && !r->path[0])
-		ret = agent_fail(e, -EINVAL, "field 'path' must not be empty");
+		ret = errmsg(e, -EINVAL, "field 'path' must not be empty");
 	if (ret == 0)
 		ret = req_uint(root, "max_bytes", AGENT_DEFAULT_READ, AGENT_MAX_READ, &max, e);
 	r->max_bytes = max;
 	return ret;
 }
 
-static int parse_reseed(json_t *root, struct reseed_request *r, struct agent_err *e)
+static int parse_reseed(json_t *root, struct reseed_request *r, struct fvm_err *e)
 {
 	uint64_t bits = 0;
 	int ret;
 
 	ret = req_base64(root, "data", true, AGENT_MAX_ENTROPY, &r->data, &r->len, e);
 	if (ret == 0 && r->len == 0)
-		ret = agent_fail(e, -EINVAL, "field 'data' must not be empty");
+		ret = errmsg(e, -EINVAL, "field 'data' must not be empty");
 	if (ret == 0)
 		ret = req_uint(root, "entropy_bits", r->len * 8, r->len * 8, &bits, e);
 	r->entropy_bits = (int)bits;
 	return ret;
 }
 
-static int parse_shutdown(json_t *root, bool *reboot, struct agent_err *e)
+static int parse_shutdown(json_t *root, bool *reboot, struct fvm_err *e)
 {
 	const char *mode;
 	int ret;
@@ -186,12 +186,12 @@ static int parse_shutdown(json_t *root, bool *reboot, struct agent_err *e)
 	else if (!strcmp(mode, "reboot"))
 		*reboot = true;
 	else
-		return agent_fail(e, -EINVAL, "field 'mode' must be \"poweroff\" or \"reboot\"");
+		return errmsg(e, -EINVAL, "field 'mode' must be \"poweroff\" or \"reboot\"");
 	return 0;
 }
 
 /* Dispatch to the op's validator once the envelope is known to be sound. */
-static int parse_body(struct agent_request *req, struct agent_err *e)
+static int parse_body(struct agent_request *req, struct fvm_err *e)
 {
 	uint64_t ns;
 	int ret;
@@ -207,7 +207,7 @@ static int parse_body(struct agent_request *req, struct agent_err *e)
 		return parse_read_file(req->root, &req->read_file, e);
 	case OP_SET_CLOCK:
 		if (!json_object_get(req->root, "time_ns"))
-			return agent_fail(e, -EINVAL, "missing field 'time_ns'");
+			return errmsg(e, -EINVAL, "missing field 'time_ns'");
 		ret = req_uint(req->root, "time_ns", 0, INT64_MAX, &ns, e);
 		req->set_clock_ns = (int64_t)ns;
 		return ret;
@@ -231,14 +231,14 @@ static int parse_body(struct agent_request *req, struct agent_err *e)
 		if (ret == 0)
 			ret = req_uint(req->root, "mtu", 0, 65535, &req->net.mtu, e);
 		if (ret == 0 && json_object_get(req->root, "mtu") && req->net.mtu < 68)
-			ret = agent_fail(e, -ERANGE, "field 'mtu' must be between 68 and 65535");
+			ret = errmsg(e, -ERANGE, "field 'mtu' must be between 68 and 65535");
 		return ret;
 	case OP_STDIN:
 		ret = req_base64(req->root, "data", false, AGENT_MAX_FRAME, &req->stdin_frame.data,
 				 &req->stdin_frame.len, e);
 		return ret ? ret : req_bool(req->root, "eof", false, &req->stdin_frame.eof, e);
 	}
-	return agent_fail(e, -EINVAL, "unknown op");
+	return errmsg(e, -EINVAL, "unknown op");
 }
 
 size_t agent_json_values(const uint8_t *p, size_t len, size_t max)
@@ -272,7 +272,7 @@ size_t agent_json_values(const uint8_t *p, size_t len, size_t max)
 }
 
 int agent_request_parse(const uint8_t *payload, size_t len, struct agent_request *req,
-			struct agent_err *e)
+			struct fvm_err *e)
 {
 	const uint8_t *nul;
 	json_error_t jerr;
@@ -284,19 +284,19 @@ int agent_request_parse(const uint8_t *payload, size_t len, struct agent_request
 	/* JSON never holds a raw NUL, but jansson's lexer silently skips one. */
 	nul = memchr(payload, '\0', len);
 	if (nul)
-		return agent_fail(e, -EBADMSG, "malformed JSON: raw NUL byte at offset %zu",
+		return errmsg(e, -EBADMSG, "malformed JSON: raw NUL byte at offset %zu",
 				  (size_t)(nul - payload));
 	/* Bound the parsed tree before building it: its memory, not the frame's, is the risk. */
 	if (agent_json_values(payload, len, AGENT_MAX_JSON_VALUES) > AGENT_MAX_JSON_VALUES)
-		return agent_fail(e, -E2BIG, "request holds more than %u JSON values",
+		return errmsg(e, -E2BIG, "request holds more than %u JSON values",
 				  AGENT_MAX_JSON_VALUES);
 	/* Duplicate keys would make "which argv ran" ambiguous; refuse them. */
 	req->root = json_loadb((const char *)payload, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!req->root)
-		return agent_fail(e, -EBADMSG, "malformed JSON at byte %d: %s", jerr.position,
+		return errmsg(e, -EBADMSG, "malformed JSON at byte %d: %s", jerr.position,
 				  jerr.text);
 	if (!json_is_object(req->root))
-		return agent_fail(e, -EINVAL, "request must be a JSON object");
+		return errmsg(e, -EINVAL, "request must be a JSON object");
 	req->id = json_object_get(req->root, "id");
 	ret = req_string(req->root, "op", true, &op, e);
 	if (ret < 0 || !op)
@@ -305,7 +305,7 @@ int agent_request_parse(const uint8_t *payload, size_t len, struct agent_request
 		if (!strcmp(op, op_names[i]))
 			break;
 	if (i == sizeof(op_names) / sizeof(op_names[0]))
-		return agent_fail(e, -EOPNOTSUPP, "unknown op '%.64s'", op);
+		return errmsg(e, -EOPNOTSUPP, "unknown op '%.64s'", op);
 	req->op = (enum agent_op)i;
 	return parse_body(req, e);
 }

@@ -132,35 +132,35 @@ size_t agent_json_values(const uint8_t *p, size_t len, size_t max);
  * reply can echo it; always call agent_request_free afterwards.
  */
 int agent_request_parse(const uint8_t *payload, size_t len, struct agent_request *req,
-			struct agent_err *e);
+			struct fvm_err *e);
 void agent_request_free(struct agent_request *req);
 
 const char *agent_op_name(enum agent_op op);
 
 /* Field helpers shared by the per-op validators (request*.c). */
 int req_string(json_t *obj, const char *key, bool required, const char **out,
-	       struct agent_err *e);
-int req_bool(json_t *obj, const char *key, bool dflt, bool *out, struct agent_err *e);
+	       struct fvm_err *e);
+int req_bool(json_t *obj, const char *key, bool dflt, bool *out, struct fvm_err *e);
 int req_uint(json_t *obj, const char *key, uint64_t dflt, uint64_t max, uint64_t *out,
-	     struct agent_err *e);
+	     struct fvm_err *e);
 int req_base64(json_t *obj, const char *key, bool required, size_t max, uint8_t **out,
-	       size_t *out_len, struct agent_err *e);
+	       size_t *out_len, struct fvm_err *e);
 /*
  * The output limits exec and eval share: timeout_ms (0: none), max_output (clamped to
  * AGENT_MAX_OUTPUT, not refused) and output_encoding ("auto" or "base64").
  */
 int req_limits(json_t *root, uint64_t *timeout_ms, size_t *max_output, bool *force_base64,
-	       struct agent_err *e);
+	       struct fvm_err *e);
 
-int req_parse_exec(json_t *root, struct exec_request *x, struct agent_err *e);
+int req_parse_exec(json_t *root, struct exec_request *x, struct fvm_err *e);
 void req_free_exec(struct exec_request *x);
 
 /* eval (with_code) and eval_close (without): lang, code, context, limits. */
-int req_parse_eval(json_t *root, bool with_code, struct eval_request *x, struct agent_err *e);
+int req_parse_eval(json_t *root, bool with_code, struct eval_request *x, struct fvm_err *e);
 /* A context name: 1..AGENT_MAX_CONTEXT_NAME of [A-Za-z0-9_.-], not starting with '.'. */
 bool eval_context_name_ok(const char *name);
 
-int req_parse_put_tree(json_t *root, struct put_tree_request *t, struct agent_err *e);
-int req_parse_get_tree(json_t *root, struct get_tree_request *t, struct agent_err *e);
+int req_parse_put_tree(json_t *root, struct put_tree_request *t, struct fvm_err *e);
+int req_parse_get_tree(json_t *root, struct get_tree_request *t, struct fvm_err *e);
 
 #endif

@@ -14,7 +14,7 @@ bool eval_context_name_ok(const char *name)
 	return strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") == n;
 }
 
-static int parse_lang(json_t *root, struct agent_err *e)
+static int parse_lang(json_t *root, struct fvm_err *e)
 {
 	const char *lang;
 	int ret = req_string(root, "lang", false, &lang, e);
@@ -22,12 +22,12 @@ static int parse_lang(json_t *root, struct agent_err *e)
 	if (ret < 0)
 		return ret;
 	if (lang && strcmp(lang, "python"))
-		return agent_fail(e, -EOPNOTSUPP, "unsupported lang '%.64s': eval supports \"python\"",
+		return errmsg(e, -EOPNOTSUPP, "unsupported lang '%.64s': eval supports \"python\"",
 				  lang);
 	return 0;
 }
 
-static int parse_context(json_t *root, struct eval_request *x, struct agent_err *e)
+static int parse_context(json_t *root, struct eval_request *x, struct fvm_err *e)
 {
 	int ret = req_string(root, "context", false, &x->context, e);
 
@@ -36,13 +36,13 @@ static int parse_context(json_t *root, struct eval_request *x, struct agent_err 
 	if (!x->context)
 		x->context = "default";
 	if (!eval_context_name_ok(x->context))
-		return agent_fail(e, -EINVAL,
+		return errmsg(e, -EINVAL,
 				  "field 'context' must be 1 to %d of A-Z a-z 0-9 _ . - (not starting "
 				  "with '.')", AGENT_MAX_CONTEXT_NAME);
 	return 0;
 }
 
-int req_parse_eval(json_t *root, bool with_code, struct eval_request *x, struct agent_err *e)
+int req_parse_eval(json_t *root, bool with_code, struct eval_request *x, struct fvm_err *e)
 {
 	int ret;
 
@@ -58,16 +58,16 @@ int req_parse_eval(json_t *root, bool with_code, struct eval_request *x, struct 
 	return req_limits(root, &x->timeout_ms, &x->max_output, &x->force_base64, e);
 }
 
-static int tree_path(json_t *root, const char **path, struct agent_err *e)
+static int tree_path(json_t *root, const char **path, struct fvm_err *e)
 {
 	int ret = req_string(root, "path", true, path, e);
 
 	if (ret == 0 && !(*path)[0])
-		ret = agent_fail(e, -EINVAL, "field 'path' must not be empty");
+		ret = errmsg(e, -EINVAL, "field 'path' must not be empty");
 	return ret;
 }
 
-int req_parse_put_tree(json_t *root, struct put_tree_request *t, struct agent_err *e)
+int req_parse_put_tree(json_t *root, struct put_tree_request *t, struct fvm_err *e)
 {
 	int ret = tree_path(root, &t->path, e);
 
@@ -76,7 +76,7 @@ int req_parse_put_tree(json_t *root, struct put_tree_request *t, struct agent_er
 	return ret;
 }
 
-int req_parse_get_tree(json_t *root, struct get_tree_request *t, struct agent_err *e)
+int req_parse_get_tree(json_t *root, struct get_tree_request *t, struct fvm_err *e)
 {
 	uint64_t max = 0;
 	int ret = tree_path(root, &t->path, e);

@@ -7,26 +7,26 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int parse_argv(json_t *root, struct exec_request *x, struct agent_err *e)
+static int parse_argv(json_t *root, struct exec_request *x, struct fvm_err *e)
 {
 	json_t *argv = json_object_get(root, "argv");
 	json_t *v;
 	size_t i;
 
 	if (!argv)
-		return agent_fail(e, -EINVAL, "missing field 'argv'");
+		return errmsg(e, -EINVAL, "missing field 'argv'");
 	if (!json_is_array(argv) || json_array_size(argv) == 0)
-		return agent_fail(e, -EINVAL, "field 'argv' must be a non-empty array of strings");
+		return errmsg(e, -EINVAL, "field 'argv' must be a non-empty array of strings");
 	if (json_array_size(argv) > AGENT_MAX_ARGV)
-		return agent_fail(e, -E2BIG, "field 'argv' has more than %u entries", AGENT_MAX_ARGV);
+		return errmsg(e, -E2BIG, "field 'argv' has more than %u entries", AGENT_MAX_ARGV);
 	x->argv = calloc(json_array_size(argv) + 1, sizeof(*x->argv));
 	if (!x->argv)
-		return agent_fail(e, -ENOMEM, "allocate argv: %s", strerror(ENOMEM));
+		return errmsg(e, -ENOMEM, "allocate argv: %s", strerror(ENOMEM));
 	json_array_foreach(argv, i, v) {
 		/* Embedded NULs cannot reach execve; jansson strings may hold them. */
 		if (!json_is_string(v) || !json_string_length(v) ||
 		    strlen(json_string_value(v)) != json_string_length(v))
-			return agent_fail(e, -EINVAL, "argv[%zu] must be a non-empty string", i);
+			return errmsg(e, -EINVAL, "argv[%zu] must be a non-empty string", i);
 		x->argv[i] = (char *)json_string_value(v);
 	}
 	return 0;
@@ -34,24 +34,24 @@ static int parse_argv(json_t *root, struct exec_request *x, struct agent_err *e)
 
 /* Append "key=value" to x->env[*n] after checking both halves. */
 static int add_env(struct exec_request *x, size_t *n, const char *key, size_t key_len,
-		   const char *val, size_t val_len, struct agent_err *e)
+		   const char *val, size_t val_len, struct fvm_err *e)
 {
 	char *kv;
 
 	if (!key_len || memchr(key, '=', key_len) || memchr(key, '\0', key_len))
-		return agent_fail(e, -EINVAL, "env name '%.*s' must be non-empty without '=' or NUL",
+		return errmsg(e, -EINVAL, "env name '%.*s' must be non-empty without '=' or NUL",
 				  (int)(key_len > 64 ? 64 : key_len), key);
 	/* execve takes C strings: an embedded NUL would silently cut the value. */
 	if (memchr(val, '\0', val_len))
-		return agent_fail(e, -EINVAL, "env value of '%.*s' contains NUL",
+		return errmsg(e, -EINVAL, "env value of '%.*s' contains NUL",
 				  (int)(key_len > 64 ? 64 : key_len), key);
 	if (asprintf(&kv, "%.*s=%.*s", (int)key_len, key, (int)val_len, val) < 0)
-		return agent_fail(e, -ENOMEM, "allocate env entry: %s", strerror(ENOMEM));
+		return errmsg(e, -ENOMEM, "allocate env entry: %s", strerror(ENOMEM));
 	x->env[(*n)++] = kv;
 	return 0;
 }
 
-static int parse_env_object(json_t *env, struct exec_request *x, struct agent_err *e)
+static int parse_env_object(json_t *env, struct exec_request *x, struct fvm_err *e)
 {
 	const char *key;
 	size_t n = 0;
@@ -60,7 +60,7 @@ static int parse_env_object(json_t *env, struct exec_request *x, struct agent_er
 
 	json_object_foreach(env, key, v) {
 		if (!json_is_string(v))
-			return agent_fail(e, -EINVAL, "env value of '%.64s' must be a string", key);
+			return errmsg(e, -EINVAL, "env value of '%.64s' must be a string", key);
 		ret = add_env(x, &n, key, strlen(key), json_string_value(v),
 			      json_string_length(v), e);
 		if (ret < 0)
@@ -69,7 +69,7 @@ static int parse_env_object(json_t *env, struct exec_request *x, struct agent_er
 	return 0;
 }
 
-static int parse_env_array(json_t *env, struct exec_request *x, struct agent_err *e)
+static int parse_env_array(json_t *env, struct exec_request *x, struct fvm_err *e)
 {
 	size_t n = 0, i;
 	json_t *v;
@@ -80,7 +80,7 @@ static int parse_env_array(json_t *env, struct exec_request *x, struct agent_err
 		const char *eq = s ? memchr(s, '=', json_string_length(v)) : NULL;
 
 		if (!eq)
-			return agent_fail(e, -EINVAL, "env[%zu] must be a \"K=V\" string", i);
+			return errmsg(e, -EINVAL, "env[%zu] must be a \"K=V\" string", i);
 		ret = add_env(x, &n, s, (size_t)(eq - s), eq + 1,
 			      json_string_length(v) - (size_t)(eq - s) - 1, e);
 		if (ret < 0)
@@ -89,7 +89,7 @@ static int parse_env_array(json_t *env, struct exec_request *x, struct agent_err
 	return 0;
 }
 
-static int parse_env(json_t *root, struct exec_request *x, struct agent_err *e)
+static int parse_env(json_t *root, struct exec_request *x, struct fvm_err *e)
 {
 	json_t *env = json_object_get(root, "env");
 	size_t count;
@@ -101,18 +101,18 @@ static int parse_env(json_t *root, struct exec_request *x, struct agent_err *e)
 	else if (json_is_array(env))
 		count = json_array_size(env);
 	else
-		return agent_fail(e, -EINVAL, "field 'env' must be an object or an array of \"K=V\"");
+		return errmsg(e, -EINVAL, "field 'env' must be an object or an array of \"K=V\"");
 	if (count > AGENT_MAX_ENV)
-		return agent_fail(e, -E2BIG, "field 'env' has more than %u entries", AGENT_MAX_ENV);
+		return errmsg(e, -E2BIG, "field 'env' has more than %u entries", AGENT_MAX_ENV);
 	x->env = calloc(count + 1, sizeof(*x->env));
 	if (!x->env)
-		return agent_fail(e, -ENOMEM, "allocate env: %s", strerror(ENOMEM));
+		return errmsg(e, -ENOMEM, "allocate env: %s", strerror(ENOMEM));
 	if (json_is_object(env))
 		return parse_env_object(env, x, e);
 	return parse_env_array(env, x, e);
 }
 
-static int parse_stdin(json_t *root, struct exec_request *x, struct agent_err *e)
+static int parse_stdin(json_t *root, struct exec_request *x, struct fvm_err *e)
 {
 	json_t *v = json_object_get(root, "stdin");
 	bool b64;
@@ -125,16 +125,16 @@ static int parse_stdin(json_t *root, struct exec_request *x, struct agent_err *e
 		return req_base64(root, "stdin", false, AGENT_MAX_FRAME, &x->stdin_data,
 				  &x->stdin_len, e);
 	if (!json_is_string(v))
-		return agent_fail(e, -EINVAL, "field 'stdin' must be a string");
+		return errmsg(e, -EINVAL, "field 'stdin' must be a string");
 	x->stdin_len = json_string_length(v);
 	x->stdin_data = malloc(x->stdin_len + 1);
 	if (!x->stdin_data)
-		return agent_fail(e, -ENOMEM, "allocate stdin: %s", strerror(ENOMEM));
+		return errmsg(e, -ENOMEM, "allocate stdin: %s", strerror(ENOMEM));
 	memcpy(x->stdin_data, json_string_value(v), x->stdin_len);
 	return 0;
 }
 
-int req_parse_exec(json_t *root, struct exec_request *x, struct agent_err *e)
+int req_parse_exec(json_t *root, struct exec_request *x, struct fvm_err *e)
 {
 	int ret;
 
@@ -146,7 +146,7 @@ int req_parse_exec(json_t *root, struct exec_request *x, struct agent_err *e)
 	if (ret == 0)
 		ret = req_string(root, "cwd", false, &x->cwd, e);
 	if (ret == 0 && x->cwd && !x->cwd[0])
-		ret = agent_fail(e, -EINVAL, "field 'cwd' must not be empty");
+		ret = errmsg(e, -EINVAL, "field 'cwd' must not be empty");
 	if (ret == 0)
 		ret = parse_stdin(root, x, e);
 	if (ret == 0)

@@ -13,7 +13,7 @@
 #define EVAL_EXTRA_MS (2000 + 30000 + 10000)
 
 int agent_eval(int fd, const struct agent_eval_args *a, json_t **reply, int cancel_fd,
-	       char *err, size_t errlen)
+	       struct fvm_err *err)
 {
 	json_t *req = json_pack("{s:s, s:s, s:s%, s:s, s:s, s:I}", "op", "eval", "lang",
 				a->lang ? a->lang : "python", "code", a->code, a->code_len,
@@ -24,15 +24,15 @@ int agent_eval(int fd, const struct agent_eval_args *a, json_t **reply, int canc
 	int ret;
 
 	if (!req)
-		return errmsg(err, errlen, -EINVAL, "eval: cannot encode the request (code must be "
+		return errmsg(err, -EINVAL, "eval: cannot encode the request (code must be "
 			      "UTF-8)");
-	ret = agent_request(fd, req, reply, deadline, cancel_fd, err, errlen);
+	ret = agent_request(fd, req, reply, deadline, cancel_fd, err);
 	json_decref(req);
 	return ret;
 }
 
 int agent_eval_close(int fd, const char *context, bool *closed, uint64_t deadline_ns,
-		     char *err, size_t errlen)
+		     struct fvm_err *err)
 {
 	json_t *req = json_pack("{s:s, s:s}", "op", "eval_close", "context",
 				context ? context : "default");
@@ -40,8 +40,8 @@ int agent_eval_close(int fd, const char *context, bool *closed, uint64_t deadlin
 	int ret;
 
 	if (!req)
-		return errmsg(err, errlen, -ENOMEM, "eval_close: %s", strerror(ENOMEM));
-	ret = agent_request(fd, req, &reply, deadline_ns, -1, err, errlen);
+		return errmsg(err, -ENOMEM, "eval_close: %s", strerror(ENOMEM));
+	ret = agent_request(fd, req, &reply, deadline_ns, -1, err);
 	if (ret == 0)
 		*closed = json_is_true(json_object_get(reply, "closed"));
 	json_decref(reply);
@@ -50,26 +50,26 @@ int agent_eval_close(int fd, const char *context, bool *closed, uint64_t deadlin
 }
 
 int agent_get_tree(int fd, const char *path, uint8_t **tar, size_t *len, bool *is_dir,
-		   uint64_t deadline_ns, char *err, size_t errlen)
+		   uint64_t deadline_ns, struct fvm_err *err)
 {
 	json_t *req = json_pack("{s:s, s:s}", "op", "get_tree", "path", path), *reply = NULL;
 	const char *data, *type;
 	int ret;
 
 	if (!req)
-		return errmsg(err, errlen, -ENOMEM, "get_tree: %s", strerror(ENOMEM));
-	ret = agent_request(fd, req, &reply, deadline_ns, -1, err, errlen);
+		return errmsg(err, -ENOMEM, "get_tree: %s", strerror(ENOMEM));
+	ret = agent_request(fd, req, &reply, deadline_ns, -1, err);
 	if (ret < 0)
 		goto out;
 	data = json_string_value(json_object_get(reply, "data"));
 	type = json_string_value(json_object_get(reply, "type"));
 	if (!data || !type || (strcmp(type, "directory") && strcmp(type, "file"))) {
-		ret = errmsg(err, errlen, -EPROTO, "get_tree %s: the reply lacks data or type", path);
+		ret = errmsg(err, -EPROTO, "get_tree %s: the reply lacks data or type", path);
 		goto out;
 	}
 	ret = base64_decode(data, strlen(data), tar, len);
 	if (ret < 0) {
-		ret = errmsg(err, errlen, -EPROTO, "get_tree %s: the data is not base64", path);
+		ret = errmsg(err, -EPROTO, "get_tree %s: the data is not base64", path);
 		goto out;
 	}
 	*is_dir = !strcmp(type, "directory");
@@ -80,7 +80,7 @@ out:
 }
 
 int agent_put_tree(int fd, const char *path, const uint8_t *tar, size_t len,
-		   uint64_t deadline_ns, char *err, size_t errlen)
+		   uint64_t deadline_ns, struct fvm_err *err)
 {
 	char *b64 = malloc(base64_encoded_size(len));
 	json_t *req = NULL;
@@ -91,9 +91,9 @@ int agent_put_tree(int fd, const char *path, const uint8_t *tar, size_t len,
 		req = json_pack("{s:s, s:s, s:s}", "op", "put_tree", "path", path, "data", b64);
 	}
 	if (!req)
-		ret = errmsg(err, errlen, -ENOMEM, "put_tree: %s", strerror(ENOMEM));
+		ret = errmsg(err, -ENOMEM, "put_tree: %s", strerror(ENOMEM));
 	else
-		ret = agent_request(fd, req, NULL, deadline_ns, -1, err, errlen);
+		ret = agent_request(fd, req, NULL, deadline_ns, -1, err);
 	json_decref(req);
 	free(b64);
 	return ret;

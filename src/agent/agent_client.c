@@ -99,18 +99,18 @@ static int write_all(int fd, const void *buf, size_t len, uint64_t deadline_ns, 
 	return 0;
 }
 
-int agent_vsock_open(const char *path, char *err, size_t errlen)
+int agent_vsock_open(const char *path, struct fvm_err *err)
 {
 	/* A Unix connect completes at once; a full backlog is EAGAIN, never EINPROGRESS. */
 	int fd = unix_connect(path, SOCK_NONBLOCK);
 
 	if (fd < 0)
-		return errmsg(err, errlen, fd, "connecting to %s: %s", path, strerror(-fd));
+		return errmsg(err, fd, "connecting to %s: %s", path, strerror(-fd));
 	return fd;
 }
 
 int agent_vsock_connect(int fd, const char *path, int port, uint64_t deadline_ns, int cancel_fd,
-			char *err, size_t errlen)
+			struct fvm_err *err)
 {
 	char line[64];
 	size_t n = 0;
@@ -118,21 +118,21 @@ int agent_vsock_connect(int fd, const char *path, int port, uint64_t deadline_ns
 
 	ret = write_all(fd, line, (size_t)len, deadline_ns, cancel_fd);
 	if (ret == -EPIPE || ret == -ECONNRESET)
-		return errmsg(err, errlen, -ECONNREFUSED,
+		return errmsg(err, -ECONNREFUSED,
 			      "%s: no agent listening on vsock port %d (closed while sending CONNECT)",
 			      path, port);
 	if (ret)
-		return errmsg(err, errlen, ret, "%s: sending CONNECT %d: %s", path, port,
+		return errmsg(err, ret, "%s: sending CONNECT %d: %s", path, port,
 			      ret == -ETIMEDOUT ? "no room within the deadline" : strerror(-ret));
 	/* Byte by byte: the stream to the agent may follow the newline at once. */
 	while (n < sizeof(line) - 1) {
 		ssize_t r = read_some(fd, line + n, 1, deadline_ns, cancel_fd);
 		if (r == 0 || r == -ECONNRESET)
-			return errmsg(err, errlen, -ECONNREFUSED,
+			return errmsg(err, -ECONNREFUSED,
 				      "%s: no agent listening on vsock port %d (closed without an answer)",
 				      path, port);
 		if (r < 0)
-			return errmsg(err, errlen, (int)r, "%s: waiting for the answer to CONNECT %d: %s",
+			return errmsg(err, (int)r, "%s: waiting for the answer to CONNECT %d: %s",
 				      path, port, r == -ETIMEDOUT ? "none within the deadline" :
 				      strerror((int)-r));
 		if (line[n] == '\n')
@@ -141,22 +141,22 @@ int agent_vsock_connect(int fd, const char *path, int port, uint64_t deadline_ns
 	}
 	line[n] = '\0';
 	if (n == sizeof(line) - 1)
-		return errmsg(err, errlen, -EPROTO, "%s: answer to CONNECT %d has no newline in %zu bytes",
+		return errmsg(err, -EPROTO, "%s: answer to CONNECT %d has no newline in %zu bytes",
 			      path, port, n);
 	if (strncmp(line, "OK ", 3) != 0)
-		return errmsg(err, errlen, -EPROTO, "%s: unexpected answer to CONNECT %d: '%s'", path,
+		return errmsg(err, -EPROTO, "%s: unexpected answer to CONNECT %d: '%s'", path,
 			      port, line);
 	return 0;
 }
 
-int agent_connect(const char *path, int port, uint64_t deadline_ns, int cancel_fd, char *err,
-		  size_t errlen)
+int agent_connect(const char *path, int port, uint64_t deadline_ns, int cancel_fd,
+		  struct fvm_err *err)
 {
-	int fd = agent_vsock_open(path, err, errlen), ret;
+	int fd = agent_vsock_open(path, err), ret;
 
 	if (fd < 0)
 		return fd;
-	ret = agent_vsock_connect(fd, path, port, deadline_ns, cancel_fd, err, errlen);
+	ret = agent_vsock_connect(fd, path, port, deadline_ns, cancel_fd, err);
 	if (ret) {
 		close(fd);
 		return ret;
@@ -165,24 +165,24 @@ int agent_connect(const char *path, int port, uint64_t deadline_ns, int cancel_f
 }
 
 /* An I/O failure of one request, in words. */
-static int io_error(char *err, size_t errlen, const char *op, int ret, const char *stage,
+static int io_error(struct fvm_err *err, const char *op, int ret, const char *stage,
 		    size_t got, size_t want)
 {
 	if (ret == -ETIMEDOUT)
-		return errmsg(err, errlen, ret, "%s: no %s within the deadline", op, stage);
+		return errmsg(err, ret, "%s: no %s within the deadline", op, stage);
 	if (ret == -ECANCELED)
-		return errmsg(err, errlen, ret, "%s: canceled while waiting for the %s", op, stage);
+		return errmsg(err, ret, "%s: canceled while waiting for the %s", op, stage);
 	if (ret == -ECONNRESET && got == 0 && want)
-		return errmsg(err, errlen, ret, "%s: connection closed before the %s", op, stage);
+		return errmsg(err, ret, "%s: connection closed before the %s", op, stage);
 	if (ret == -ECONNRESET && want)
-		return errmsg(err, errlen, ret, "%s: connection closed after %zu of %zu %s bytes", op,
+		return errmsg(err, ret, "%s: connection closed after %zu of %zu %s bytes", op,
 			      got, want, stage);
-	return errmsg(err, errlen, ret, "%s: %s: %s", op, stage, strerror(-ret));
+	return errmsg(err, ret, "%s: %s: %s", op, stage, strerror(-ret));
 }
 
 /* Read one frame and parse it as a JSON object into *out. */
 static int recv_frame(int fd, const char *op, json_t **out, uint64_t deadline_ns, int cancel_fd,
-		      char *err, size_t errlen)
+		      struct fvm_err *err)
 {
 	char *body = NULL;
 	uint32_t len, be;
@@ -193,25 +193,25 @@ static int recv_frame(int fd, const char *op, json_t **out, uint64_t deadline_ns
 	ret = read_full(fd, &be, 4, &got, deadline_ns, cancel_fd);
 	if (ret) {
 		/* The header is the reply's first bytes: closed before it = before the reply. */
-		ret = got ? io_error(err, errlen, op, ret, "reply header", got, 4)
-			  : io_error(err, errlen, op, ret, "reply", 0, 1);
+		ret = got ? io_error(err, op, ret, "reply header", got, 4)
+			  : io_error(err, op, ret, "reply", 0, 1);
 		goto out;
 	}
 	len = ntohl(be);
 	if (len > AGENT_CLIENT_MAX_FRAME) {
-		ret = errmsg(err, errlen, -EPROTO, "%s: reply of %u bytes exceeds the %u-byte limit",
+		ret = errmsg(err, -EPROTO, "%s: reply of %u bytes exceeds the %u-byte limit",
 			     op, len, AGENT_CLIENT_MAX_FRAME);
 		goto out;
 	}
 	body = malloc((size_t)len + 1);
 	if (!body) {
-		ret = errmsg(err, errlen, -ENOMEM, "%s: %u-byte reply buffer: %s", op, len,
+		ret = errmsg(err, -ENOMEM, "%s: %u-byte reply buffer: %s", op, len,
 			     strerror(ENOMEM));
 		goto out;
 	}
 	ret = read_full(fd, body, len, &got, deadline_ns, cancel_fd);
 	if (ret) {
-		ret = io_error(err, errlen, op, ret, "reply", got, len);
+		ret = io_error(err, op, ret, "reply", got, len);
 		goto out;
 	}
 	body[len] = '\0';
@@ -219,7 +219,7 @@ static int recv_frame(int fd, const char *op, json_t **out, uint64_t deadline_ns
 	if (!json_is_object(*out)) {
 		json_decref(*out);
 		*out = NULL;
-		ret = errmsg(err, errlen, -EPROTO, "%s: the reply is not a JSON object: '%.120s'", op,
+		ret = errmsg(err, -EPROTO, "%s: the reply is not a JSON object: '%.120s'", op,
 			     body);
 	}
 out:
@@ -227,8 +227,7 @@ out:
 	return ret;
 }
 
-int agent_send(int fd, json_t *msg, uint64_t deadline_ns, int cancel_fd, char *err,
-	       size_t errlen)
+int agent_send(int fd, json_t *msg, uint64_t deadline_ns, int cancel_fd, struct fvm_err *err)
 {
 	const char *op = json_string_value(json_object_get(msg, "op")) ?: "request";
 	char *text = json_dumps(msg, JSON_COMPACT);
@@ -236,7 +235,7 @@ int agent_send(int fd, json_t *msg, uint64_t deadline_ns, int cancel_fd, char *e
 	int ret;
 
 	if (!text)
-		return errmsg(err, errlen, -ENOMEM, "%s: encoding the request: %s", op,
+		return errmsg(err, -ENOMEM, "%s: encoding the request: %s", op,
 			      strerror(ENOMEM));
 	len = (uint32_t)strlen(text);
 	be = htonl(len);
@@ -244,32 +243,32 @@ int agent_send(int fd, json_t *msg, uint64_t deadline_ns, int cancel_fd, char *e
 	if (!ret)
 		ret = write_all(fd, text, len, deadline_ns, cancel_fd);
 	if (ret)
-		ret = io_error(err, errlen, op, ret, "request sent", 0, 0);
+		ret = io_error(err, op, ret, "request sent", 0, 0);
 	free(text);
 	return ret;
 }
 
 int agent_request_stream(int fd, json_t *req, agent_event_fn on_event, void *arg, json_t **out,
-			 uint64_t deadline_ns, int cancel_fd, char *err, size_t errlen)
+			 uint64_t deadline_ns, int cancel_fd, struct fvm_err *err)
 {
 	const char *op = json_string_value(json_object_get(req, "op")) ?: "request";
 	json_t *reply = NULL;
 	int ret;
 
-	ret = agent_send(fd, req, deadline_ns, cancel_fd, err, errlen);
+	ret = agent_send(fd, req, deadline_ns, cancel_fd, err);
 	if (ret)
 		goto out;
 	/* Event frames (a streamed exec's output) come before the one reply. */
 	for (;;) {
-		ret = recv_frame(fd, op, &reply, deadline_ns, cancel_fd, err, errlen);
+		ret = recv_frame(fd, op, &reply, deadline_ns, cancel_fd, err);
 		if (ret || !json_object_get(reply, "event"))
 			break;
 		if (!on_event) {
-			ret = errmsg(err, errlen, -EPROTO, "%s: an event frame where a reply belongs",
+			ret = errmsg(err, -EPROTO, "%s: an event frame where a reply belongs",
 				     op);
 			goto out;
 		}
-		ret = on_event(arg, reply, err, errlen);
+		ret = on_event(arg, reply, err);
 		json_decref(reply);
 		reply = NULL;
 		if (ret)
@@ -279,7 +278,7 @@ int agent_request_stream(int fd, json_t *req, agent_event_fn on_event, void *arg
 		goto out;
 	if (!json_is_true(json_object_get(reply, "ok"))) {
 		const char *msg = json_string_value(json_object_get(reply, "error"));
-		ret = errmsg(err, errlen, -EREMOTEIO, "agent refused %s: %s", op,
+		ret = errmsg(err, -EREMOTEIO, "agent refused %s: %s", op,
 			     msg ? msg : "no reason given");
 		goto out;
 	}
@@ -293,7 +292,7 @@ out:
 }
 
 int agent_request(int fd, json_t *req, json_t **out, uint64_t deadline_ns, int cancel_fd,
-		  char *err, size_t errlen)
+		  struct fvm_err *err)
 {
-	return agent_request_stream(fd, req, NULL, NULL, out, deadline_ns, cancel_fd, err, errlen);
+	return agent_request_stream(fd, req, NULL, NULL, out, deadline_ns, cancel_fd, err);
 }

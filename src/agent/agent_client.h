@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "util/clock.h"
+#include "util/errmsg.h"
 
 #define AGENT_VSOCK_PORT 52
 /* The agent's own frame limit (AGENT_MAX_FRAME); a larger reply length is a protocol error. */
@@ -32,34 +33,33 @@
  */
 
 /* Connect to the VM's vsock Unix socket only (non-blocking, close-on-exec); returns the fd. */
-int agent_vsock_open(const char *vsock_socket, char *err, size_t errlen);
+int agent_vsock_open(const char *vsock_socket, struct fvm_err *err);
 /* Send "CONNECT <port>\n" on an opened socket and read the answer line; 0 once "OK <p>". */
 int agent_vsock_connect(int fd, const char *vsock_socket, int port, uint64_t deadline_ns,
-			int cancel_fd, char *err, size_t errlen);
+			int cancel_fd, struct fvm_err *err);
 /* Both of the above; returns the connected fd. */
 int agent_connect(const char *vsock_socket, int port, uint64_t deadline_ns, int cancel_fd,
-		  char *err, size_t errlen);
+		  struct fvm_err *err);
 /*
  * Send one request frame and read one reply frame. Returns 0 only when the reply says ok;
  * then *reply (if reply is not NULL) holds it for the caller to json_decref.
  */
 int agent_request(int fd, json_t *req, json_t **reply, uint64_t deadline_ns, int cancel_fd,
-		  char *err, size_t errlen);
+		  struct fvm_err *err);
 
 /* Send one frame that has no reply (an exec's "stdin" input, docs/AGENT.md). */
-int agent_send(int fd, json_t *msg, uint64_t deadline_ns, int cancel_fd, char *err,
-	       size_t errlen);
+int agent_send(int fd, json_t *msg, uint64_t deadline_ns, int cancel_fd, struct fvm_err *err);
 
 /*
  * A frame with an "event" field that came before the reply (a streamed exec's output,
  * docs/AGENT.md). Borrowed: valid during the call. Nonzero (-errno with err set) stops the
  * request with that error.
  */
-typedef int (*agent_event_fn)(void *arg, json_t *event, char *err, size_t errlen);
+typedef int (*agent_event_fn)(void *arg, json_t *event, struct fvm_err *err);
 
 /* agent_request, passing every event frame before the reply to on_event. */
 int agent_request_stream(int fd, json_t *req, agent_event_fn on_event, void *arg, json_t **reply,
-			 uint64_t deadline_ns, int cancel_fd, char *err, size_t errlen);
+			 uint64_t deadline_ns, int cancel_fd, struct fvm_err *err);
 
 /* ---- Typed requests (agent_calls.c), each one agent_request on a connected fd. ---- */
 
@@ -82,16 +82,16 @@ struct agent_eval_args {
  * "error" ({"name","value","traceback"} or null), "timed_out", "state_lost".
  */
 int agent_eval(int fd, const struct agent_eval_args *a, json_t **reply, int cancel_fd,
-	       char *err, size_t errlen);
+	       struct fvm_err *err);
 /* End a context's interpreter (op "eval_close"); *closed: one was running. */
 int agent_eval_close(int fd, const char *context, bool *closed, uint64_t deadline_ns,
-		     char *err, size_t errlen);
+		     struct fvm_err *err);
 
 /* Fetch path (a directory or a file) as a ustar archive: *tar malloc'd, *is_dir. */
 int agent_get_tree(int fd, const char *path, uint8_t **tar, size_t *len, bool *is_dir,
-		   uint64_t deadline_ns, char *err, size_t errlen);
+		   uint64_t deadline_ns, struct fvm_err *err);
 /* Extract a ustar archive into the guest directory path (created with its parents). */
 int agent_put_tree(int fd, const char *path, const uint8_t *tar, size_t len,
-		   uint64_t deadline_ns, char *err, size_t errlen);
+		   uint64_t deadline_ns, struct fvm_err *err);
 
 #endif

@@ -21,7 +21,7 @@
 enum { STEP_RESEED = 1u << 0, STEP_CLOCK = 1u << 1, STEPS_ALL = STEP_RESEED | STEP_CLOCK };
 
 static int reseed(int fd, uint64_t deadline_ns, int cancel_fd, struct agent_sync_stats *st,
-		  char *err, size_t errlen)
+		  struct fvm_err *err)
 {
 	uint8_t seed[SEED_BYTES];
 	char b64[((SEED_BYTES + 2) / 3) * 4 + 1];
@@ -30,20 +30,20 @@ static int reseed(int fd, uint64_t deadline_ns, int cancel_fd, struct agent_sync
 	int ret;
 
 	if (getrandom(seed, sizeof(seed), 0) != (ssize_t)sizeof(seed))
-		return errmsg(err, errlen, errno ? -errno : -EIO, "getrandom %d bytes: %s", SEED_BYTES,
+		return errmsg(err, errno ? -errno : -EIO, "getrandom %d bytes: %s", SEED_BYTES,
 			      strerror(errno ? errno : EIO));
 	base64_encode(seed, sizeof(seed), b64);
 	req = json_pack("{s:s,s:s}", "op", "reseed_entropy", "data", b64);
 	if (!req)
-		return errmsg(err, errlen, -ENOMEM, "reseed_entropy: building the request: %s",
+		return errmsg(err, -ENOMEM, "reseed_entropy: building the request: %s",
 			      strerror(ENOMEM));
-	ret = agent_request(fd, req, &reply, deadline_ns, cancel_fd, err, errlen);
+	ret = agent_request(fd, req, &reply, deadline_ns, cancel_fd, err);
 	if (ret)
 		goto out;
 	flag = json_object_get(reply, "crng_reseeded");
 	why = json_string_value(json_object_get(reply, "crng_reseed_error"));
 	if (json_is_false(flag)) {
-		ret = errmsg(err, errlen, -EIO,
+		ret = errmsg(err, -EIO,
 			     "reseed_entropy: the agent added the entropy but the guest kernel did not "
 			     "reseed its CRNG (%s): the clone would repeat its siblings' random numbers",
 			     why ? why : "no reason given");
@@ -60,7 +60,7 @@ out:
 }
 
 static int set_clock(int fd, uint64_t deadline_ns, int cancel_fd, struct agent_sync_stats *st,
-		     char *err, size_t errlen)
+		     struct fvm_err *err)
 {
 	struct timespec now;
 	json_t *req, *reply = NULL, *prev;
@@ -69,13 +69,13 @@ static int set_clock(int fd, uint64_t deadline_ns, int cancel_fd, struct agent_s
 
 	/* Read now, not at the first attempt: a retry sets the clock to the time of the retry. */
 	if (clock_gettime(CLOCK_REALTIME, &now) < 0)
-		return errmsg(err, errlen, -errno, "clock_gettime CLOCK_REALTIME: %s", strerror(errno));
+		return errmsg(err, -errno, "clock_gettime CLOCK_REALTIME: %s", strerror(errno));
 	host_ns = (int64_t)now.tv_sec * 1000000000LL + now.tv_nsec;
 	req = json_pack("{s:s,s:I}", "op", "set_clock", "time_ns", (json_int_t)host_ns);
 	if (!req)
-		return errmsg(err, errlen, -ENOMEM, "set_clock: building the request: %s",
+		return errmsg(err, -ENOMEM, "set_clock: building the request: %s",
 			      strerror(ENOMEM));
-	ret = agent_request(fd, req, &reply, deadline_ns, cancel_fd, err, errlen);
+	ret = agent_request(fd, req, &reply, deadline_ns, cancel_fd, err);
 	prev = ret ? NULL : json_object_get(reply, "previous_time_ns");
 	if (json_is_integer(prev))
 		st->clock_step_ns = host_ns - (int64_t)json_integer_value(prev);
@@ -86,22 +86,22 @@ static int set_clock(int fd, uint64_t deadline_ns, int cancel_fd, struct agent_s
 
 /* One connection: the steps not done yet. *retry says whether a failure is transient. */
 static int attempt(const char *path, int port, unsigned *done, uint64_t deadline_ns,
-		   int cancel_fd, struct agent_sync_stats *st, bool *retry, char *err, size_t errlen)
+		   int cancel_fd, struct agent_sync_stats *st, bool *retry, struct fvm_err *err)
 {
-	int fd = agent_vsock_open(path, err, errlen), ret;
+	int fd = agent_vsock_open(path, err), ret;
 
 	/* No socket, or the VMM no longer listens: the clone is gone; retrying cannot help. */
 	*retry = fd == -EAGAIN;
 	if (fd < 0)
 		return fd;
-	ret = agent_vsock_connect(fd, path, port, deadline_ns, cancel_fd, err, errlen);
+	ret = agent_vsock_connect(fd, path, port, deadline_ns, cancel_fd, err);
 	if (!ret && !(*done & STEP_RESEED)) {
-		ret = reseed(fd, deadline_ns, cancel_fd, st, err, errlen);
+		ret = reseed(fd, deadline_ns, cancel_fd, st, err);
 		if (!ret)
 			*done |= STEP_RESEED;
 	}
 	if (!ret && !(*done & STEP_CLOCK)) {
-		ret = set_clock(fd, deadline_ns, cancel_fd, st, err, errlen);
+		ret = set_clock(fd, deadline_ns, cancel_fd, st, err);
 		if (!ret)
 			*done |= STEP_CLOCK;
 	}
@@ -141,13 +141,14 @@ static int backoff_sleep(int ms, int cancel_fd)
 }
 
 int agent_sync(const char *path, int port, uint64_t deadline_ns, int cancel_fd,
-	       struct agent_sync_stats *stats, char *err, size_t errlen)
+	       struct agent_sync_stats *stats, struct fvm_err *err)
 {
 	struct agent_sync_stats local;
 	struct agent_sync_stats *st = stats ? stats : &local;
 	uint64_t t0 = monotonic_ns(), backoff_ms = AGENT_SYNC_BACKOFF_FIRST_MS;
 	uint64_t budget_ms = AGENT_SYNC_ATTEMPT_FIRST_MS;
-	char why[512] = "no attempt was made", before[512] = "";
+	char before[512] = "";
+	struct fvm_err why = { .msg = "no attempt was made" };
 	const char *how;
 	unsigned done = 0;
 	bool retry = false, cut;
@@ -159,7 +160,7 @@ int agent_sync(const char *path, int port, uint64_t deadline_ns, int cancel_fd,
 		uint64_t until = deadline_ns ? attempt_deadline(deadline_ns, budget_ms) : 0;
 
 		st->attempts++;
-		ret = attempt(path, port, &done, until, cancel_fd, st, &retry, why, sizeof(why));
+		ret = attempt(path, port, &done, until, cancel_fd, st, &retry, &why);
 		/* Only this attempt's time ran out: the guest may have dropped the connection. */
 		if (ret == -ETIMEDOUT && until < deadline_ns)
 			retry = true;
@@ -167,7 +168,7 @@ int agent_sync(const char *path, int port, uint64_t deadline_ns, int cancel_fd,
 		if (!ret || !retry || !deadline_ns)
 			break;
 		/* Kept in case the deadline cuts the next attempt short: the real story. */
-		memcpy(before, why, sizeof(before));
+		memcpy(before, why.msg, sizeof(before));
 		/* Another attempt only with AGENT_SYNC_MIN_TRY_MS left after the backoff. */
 		now = monotonic_ns();
 		left_ms = now < deadline_ns ? (deadline_ns - now) / 1000000 : 0;
@@ -188,15 +189,15 @@ int agent_sync(const char *path, int port, uint64_t deadline_ns, int cancel_fd,
 		return 0;
 	/* An attempt cut short by the deadline: say so, and what made the one before fail. */
 	cut = before[0] && (ret == -ETIMEDOUT || ret == -ECANCELED) && !retry &&
-	      strcmp(before, why) != 0;
+	      strcmp(before, why.msg) != 0;
 	how = ret == -ECANCELED ? "canceled"
 	      : ret == -ETIMEDOUT ? "gave up at the deadline"
 	      : retry		  ? "stopped (no deadline to retry within)"
 				  : "stopped (not a transient error, so not retried)";
-	return errmsg(err, errlen, ret,
+	return errmsg(err, ret,
 		      "agent fix-up (reseed_entropy + set_clock) through %s, vsock port %d: %s after "
 		      "%d attempt%s in %.0f ms; last error: %s%s%s",
 		      path, port, how, st->attempts, st->attempts == 1 ? "" : "s",
-		      (double)st->elapsed_ns / 1e6, why,
+		      (double)st->elapsed_ns / 1e6, why.msg,
 		      cut ? " (cut short); the attempt before failed: " : "", cut ? before : "");
 }

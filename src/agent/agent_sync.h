@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "util/errmsg.h"
+
 /* Backoff between attempts: 20 ms, doubling, at most 500 ms (never past the deadline). */
 #define AGENT_SYNC_BACKOFF_FIRST_MS 20
 #define AGENT_SYNC_BACKOFF_MAX_MS 500
@@ -47,6 +49,6 @@ struct agent_sync_stats {
  * how long, and the last error.
  */
 int agent_sync(const char *vsock_socket, int port, uint64_t deadline_ns, int cancel_fd,
-	       struct agent_sync_stats *stats, char *err, size_t errlen);
+	       struct agent_sync_stats *stats, struct fvm_err *err);
 
 #endif

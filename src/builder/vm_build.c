@@ -80,7 +80,7 @@ static int vm_create_disk(struct vm *vm, const struct vm_disk_config *c)
 		snprintf(top, sizeof(top), "%s.ovl", prefix);
 		o.create_top = top;
 	}
-	err = disk_open(&o, &d, NULL, 0);
+	err = disk_open(&o, &d, NULL);
 	if (err)
 		return err;
 	err = virtio_blk_create(vm, slot, d, c->serial ? c->serial : name ? name + 1 : c->base,

@@ -5,18 +5,20 @@
 #include "cli/cli.h"
 #include "cli/cli_vm.h"
 #include "util/ctl_call.h"
+#include "util/errmsg.h"
 
 json_t *cli_vm_call(const char *vm, json_t *request, int timeout_ms)
 {
-	char path[512], err[512];
+	char path[512];
+	struct fvm_err err = FVM_ERR_INIT;
 	json_t *reply = NULL;
 
 	if (cli_vm_socket(vm, path, sizeof(path)) < 0) {
 		fprintf(stderr, "forkvm: bad VM name or socket path '%s'\n", vm);
 		return NULL;
 	}
-	if (ctl_call(path, request, &reply, timeout_ms, err, sizeof(err)) < 0) {
-		fprintf(stderr, "forkvm: %s\n", err);
+	if (ctl_call(path, request, &reply, timeout_ms, &err) < 0) {
+		fprintf(stderr, "forkvm: %s\n", err_text(&err));
 		return NULL;
 	}
 	if (!json_is_true(json_object_get(reply, "ok"))) {

@@ -55,7 +55,7 @@ static void curl_cleanup_at_exit(void)
 }
 
 /* Open libcurl and initialize it, once; -ENOENT (with its reason) when it cannot be used. */
-static int curl_load(char *err, size_t errlen)
+static int curl_load(struct fvm_err *err)
 {
 	const struct {
 		const char *name;
@@ -77,25 +77,25 @@ static int curl_load(char *err, size_t errlen)
 	void *lib;
 
 	if (cu.tried)
-		return cu.ok ? 0 : errmsg(err, errlen, -ENOENT, "%s", cu.why);
+		return cu.ok ? 0 : errmsg(err, -ENOENT, "%s", cu.why);
 	cu.tried = true;
 	lib = dlopen("libcurl.so.4", RTLD_NOW | RTLD_LOCAL);
 	if (!lib) {
 		snprintf(cu.why, sizeof(cu.why), "talking to the daemon needs libcurl "
 			 "(libcurl4 on Debian): %s", dlerror());
-		return errmsg(err, errlen, -ENOENT, "%s", cu.why);
+		return errmsg(err, -ENOENT, "%s", cu.why);
 	}
 	for (size_t i = 0; i < sizeof(syms) / sizeof(syms[0]); i++) {
 		*syms[i].slot = dlsym(lib, syms[i].name);
 		if (!*syms[i].slot) {
 			snprintf(cu.why, sizeof(cu.why), "libcurl.so.4 lacks %s", syms[i].name);
-			return errmsg(err, errlen, -ENOENT, "%s", cu.why);
+			return errmsg(err, -ENOENT, "%s", cu.why);
 		}
 	}
 	CURLcode rc = cu.global_init(CURL_GLOBAL_DEFAULT);
 	if (rc != CURLE_OK) {
 		snprintf(cu.why, sizeof(cu.why), "initializing libcurl: %s", cu.easy_strerror(rc));
-		return errmsg(err, errlen, -EIO, "%s", cu.why);
+		return errmsg(err, -EIO, "%s", cu.why);
 	}
 	atexit(curl_cleanup_at_exit);
 	cu.ok = true;
@@ -119,7 +119,7 @@ static bool is_url(const char *s)
 	return strncmp(s, "http://", 7) == 0 || strncmp(s, "https://", 8) == 0;
 }
 
-int cli_daemon_set(const char *where, char *err, size_t errlen)
+int cli_daemon_set(const char *where, struct fvm_err *err)
 {
 	size_t n;
 
@@ -134,13 +134,13 @@ int cli_daemon_set(const char *where, char *err, size_t errlen)
 	ep.is_url = is_url(where);
 	n = strlen(where);
 	if (n == 0)
-		return errmsg(err, errlen, -EINVAL, "the daemon's socket path or URL is empty");
+		return errmsg(err, -EINVAL, "the daemon's socket path or URL is empty");
 	if (!ep.is_url && n >= sizeof(((struct sockaddr_un *)0)->sun_path))
-		return errmsg(err, errlen, -ENAMETOOLONG, "the daemon socket %s is longer than a "
+		return errmsg(err, -ENAMETOOLONG, "the daemon socket %s is longer than a "
 			      "Unix socket address holds (%zu bytes)", where,
 			      sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
 	if (n >= sizeof(ep.where))
-		return errmsg(err, errlen, -ENAMETOOLONG, "the daemon's address is longer than %zu "
+		return errmsg(err, -ENAMETOOLONG, "the daemon's address is longer than %zu "
 			      "bytes", sizeof(ep.where) - 1);
 	memcpy(ep.where, where, n + 1);
 	while (ep.is_url && n > 0 && ep.where[n - 1] == '/')
@@ -152,7 +152,7 @@ int cli_daemon_set(const char *where, char *err, size_t errlen)
 static bool endpoint(void)
 {
 	const char *url = getenv("FORKVM_DAEMON_URL"), *sock = getenv("FORKVM_DAEMON_SOCKET");
-	char err[256];
+	struct fvm_err err = FVM_ERR_INIT;
 
 	if (!ep.resolved) {
 		const char *where = url && *url ? url : sock && *sock ? sock : DAEMON_DEFAULT_SOCKET;
@@ -162,9 +162,9 @@ static bool endpoint(void)
 				"URL; not using a daemon\n", url);
 			where = NULL;
 		}
-		if (cli_daemon_set(where, err, sizeof(err)) < 0) {
-			fprintf(stderr, "forkvm: %s; not using a daemon\n", err);
-			cli_daemon_set(NULL, NULL, 0);
+		if (cli_daemon_set(where, &err) < 0) {
+			fprintf(stderr, "forkvm: %s; not using a daemon\n", err_text(&err));
+			cli_daemon_set(NULL, NULL);
 		}
 	}
 	return !ep.disabled;
@@ -177,11 +177,11 @@ const char *cli_daemon_where(void)
 }
 
 /* The bearer token for a URL: $FORKVM_DAEMON_TOKEN_FILE's first line, else $FORKVM_DAEMON_TOKEN. */
-static int token(const char **out, char *err, size_t errlen)
+static int token(const char **out, struct fvm_err *err)
 {
 	const char *file = getenv("FORKVM_DAEMON_TOKEN_FILE"), *value = getenv("FORKVM_DAEMON_TOKEN");
 	uint8_t *data = NULL;
-	char why[512];
+	struct fvm_err why = FVM_ERR_INIT;
 	size_t len = 0;
 	int ret = 0;
 
@@ -189,9 +189,9 @@ static int token(const char **out, char *err, size_t errlen)
 	if (!ep.is_url)
 		return 0;
 	if (!ep.token_read && file && *file) {
-		ret = file_read(file, TOKEN_FILE_MAX - 1, 0, &data, &len, why, sizeof(why));
+		ret = file_read(file, TOKEN_FILE_MAX - 1, 0, &data, &len, &why);
 		if (ret < 0)
-			return errmsg(err, errlen, ret, "reading the daemon token: %s", why);
+			return errmsg(err, ret, "reading the daemon token: %s", err_text(&why));
 		len = strcspn((char *)data, "\r\n");
 		while (len > 0 && (data[len - 1] == ' ' || data[len - 1] == '\t'))
 			len--;
@@ -199,10 +199,10 @@ static int token(const char **out, char *err, size_t errlen)
 		ep.token[len] = '\0';
 		free(data);
 		if (!len)
-			return errmsg(err, errlen, -EINVAL, "the daemon token file %s is empty", file);
+			return errmsg(err, -EINVAL, "the daemon token file %s is empty", file);
 	} else if (!ep.token_read && value && *value) {
 		if (snprintf(ep.token, sizeof(ep.token), "%s", value) >= (int)sizeof(ep.token))
-			return errmsg(err, errlen, -EINVAL, "FORKVM_DAEMON_TOKEN is longer than %zu "
+			return errmsg(err, -EINVAL, "FORKVM_DAEMON_TOKEN is longer than %zu "
 				      "bytes", sizeof(ep.token) - 1);
 	}
 	ep.token_read = true;
@@ -301,7 +301,7 @@ static int status_errno(long status)
 }
 
 /* Send r and read its answer (any status); -errno only when no answer came. */
-static int http_do(struct http_req *r, char *err, size_t errlen)
+static int http_do(struct http_req *r, struct fvm_err *err)
 {
 	char url[PATH_MAX + 256], auth[TOKEN_FILE_MAX + 32], ctype[128], curl_err[CURL_ERROR_SIZE] = "";
 	struct curl_slist *headers = NULL, *h;
@@ -314,16 +314,16 @@ static int http_do(struct http_req *r, char *err, size_t errlen)
 	r->out_len = 0;
 	r->too_big = false;
 	if (!endpoint())
-		return errmsg(err, errlen, -ENOTCONN, "no daemon is used (--no-daemon)");
-	ret = curl_load(err, errlen);
+		return errmsg(err, -ENOTCONN, "no daemon is used (--no-daemon)");
+	ret = curl_load(err);
 	if (ret < 0)
 		return ret;
-	ret = token(&bearer, err, errlen);
+	ret = token(&bearer, err);
 	if (ret < 0)
 		return ret;
 	if (snprintf(url, sizeof(url), "%s%s", ep.is_url ? ep.where : "http://localhost",
 		     r->path) >= (int)sizeof(url))
-		return errmsg(err, errlen, -ENAMETOOLONG, "daemon %s: %s %s: the URL is too long",
+		return errmsg(err, -ENAMETOOLONG, "daemon %s: %s %s: the URL is too long",
 			      ep.where, r->method, r->path);
 	/* No "Expect: 100-continue" wait before a body. */
 	headers = cu.slist_append(NULL, "Expect:");
@@ -342,7 +342,7 @@ static int http_do(struct http_req *r, char *err, size_t errlen)
 	c = headers && ret == 0 ? cu.easy_init() : NULL;
 	r->curl = c;
 	if (!c) {
-		ret = errmsg(err, errlen, -ENOMEM, "daemon %s: %s %s: setting up the request: out of "
+		ret = errmsg(err, -ENOMEM, "daemon %s: %s %s: setting up the request: out of "
 			     "memory", ep.where, r->method, r->path);
 		goto out;
 	}
@@ -379,7 +379,7 @@ static int http_do(struct http_req *r, char *err, size_t errlen)
 	if (rc == CURLE_OK && getenv("FORKVM_DAEMON_CA") && *getenv("FORKVM_DAEMON_CA"))
 		rc = cu.easy_setopt(c, CURLOPT_CAINFO, getenv("FORKVM_DAEMON_CA"));
 	if (rc != CURLE_OK) {
-		ret = errmsg(err, errlen, -EINVAL, "daemon %s: %s %s: setting up libcurl: %s",
+		ret = errmsg(err, -EINVAL, "daemon %s: %s %s: setting up libcurl: %s",
 			     ep.where, r->method, r->path, cu.easy_strerror(rc));
 		goto out;
 	}
@@ -388,17 +388,17 @@ static int http_do(struct http_req *r, char *err, size_t errlen)
 		rc = cu.easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
 	if (rc == CURLE_WRITE_ERROR && r->line_ret) {
 		ret = r->line_ret == -EPROTO
-			? errmsg(err, errlen, -EPROTO, "daemon %s: %s %s: a streamed line is not JSON",
+			? errmsg(err, -EPROTO, "daemon %s: %s %s: a streamed line is not JSON",
 				 ep.where, r->method, r->path)
 			: r->line_ret; /* on_line's own error, already in its words */
 	} else if (rc != CURLE_OK) {
 		ret = rc == CURLE_COULDNT_CONNECT ? -ECONNREFUSED
 		      : rc == CURLE_OPERATION_TIMEDOUT ? -ETIMEDOUT : -EIO;
 		if (r->too_big)
-			errmsg(err, errlen, -EFBIG, "daemon %s: %s %s: the answer is larger than %u "
+			errmsg(err, -EFBIG, "daemon %s: %s %s: the answer is larger than %u "
 			       "MiB", ep.where, r->method, r->path, ANSWER_MAX >> 20);
 		else
-			errmsg(err, errlen, ret, "daemon %s: %s %s: %s%s%s", ep.where, r->method,
+			errmsg(err, ret, "daemon %s: %s %s: %s%s%s", ep.where, r->method,
 			       r->path, cu.easy_strerror(rc), curl_err[0] ? ": " : "", curl_err);
 		ret = r->too_big ? -EFBIG : ret;
 	}
@@ -411,7 +411,7 @@ out:
 }
 
 /* An error answer as -errno and "daemon W: METHOD PATH: STATUS CODE: MESSAGE". */
-static int answer_error(const struct http_req *r, char *err, size_t errlen)
+static int answer_error(const struct http_req *r, struct fvm_err *err)
 {
 	json_t *doc = r->out ? json_loadb((const char *)r->out, r->out_len, 0, NULL) : NULL;
 	json_t *e = json_object_get(doc, "error");
@@ -420,28 +420,28 @@ static int answer_error(const struct http_req *r, char *err, size_t errlen)
 	int ret = status_errno(r->status);
 
 	if (code)
-		errmsg(err, errlen, ret, "daemon %s: %s %s: %ld %s: %s", ep.where, r->method,
+		errmsg(err, ret, "daemon %s: %s %s: %ld %s: %s", ep.where, r->method,
 		       r->path, r->status, code, msg ? msg : "");
 	else
-		errmsg(err, errlen, ret, "daemon %s: %s %s: HTTP %ld: %.200s", ep.where, r->method,
+		errmsg(err, ret, "daemon %s: %s %s: HTTP %ld: %.200s", ep.where, r->method,
 		       r->path, r->status, r->out ? (const char *)r->out : "(no body)");
 	json_decref(doc);
 	return ret;
 }
 
 int cli_daemon_call_raw(const char *method, const char *path, const void *data, size_t len,
-			uint8_t **out, size_t *out_len, char *err, size_t errlen)
+			uint8_t **out, size_t *out_len, struct fvm_err *err)
 {
 	struct http_req r = { .method = method, .path = path, .body = data, .body_len = len,
 			      .content_type = "application/octet-stream" };
-	int ret = http_do(&r, err, errlen);
+	int ret = http_do(&r, err);
 
 	if (ret == 0 && r.status >= 400)
-		ret = answer_error(&r, err, errlen);
+		ret = answer_error(&r, err);
 	if (ret == 0 && !r.out)
 		r.out = calloc(1, 1);
 	if (ret == 0 && !r.out)
-		ret = errmsg(err, errlen, -ENOMEM, "daemon %s: %s %s: out of memory", ep.where,
+		ret = errmsg(err, -ENOMEM, "daemon %s: %s %s: out of memory", ep.where,
 			     method, path);
 	if (ret == 0) {
 		*out = r.out;
@@ -454,7 +454,7 @@ int cli_daemon_call_raw(const char *method, const char *path, const void *data, 
 
 /* A JSON request with a bound on the whole exchange (0: none). */
 static int call_json(const char *method, const char *path, json_t *body, json_t **reply,
-		     long timeout_ms, char *err, size_t errlen)
+		     long timeout_ms, struct fvm_err *err)
 {
 	struct http_req r = { .method = method, .path = path, .content_type = "application/json",
 			      .timeout_ms = timeout_ms };
@@ -466,19 +466,19 @@ static int call_json(const char *method, const char *path, json_t *body, json_t 
 	if (body) {
 		text = json_dumps(body, JSON_COMPACT);
 		if (!text)
-			return errmsg(err, errlen, -EINVAL, "daemon %s: %s %s: the body cannot be "
+			return errmsg(err, -EINVAL, "daemon %s: %s %s: the body cannot be "
 				      "encoded as JSON (not UTF-8?)", cli_daemon_where(), method,
 				      path);
 		r.body = text;
 		r.body_len = strlen(text);
 	}
-	ret = http_do(&r, err, errlen);
+	ret = http_do(&r, err);
 	if (ret == 0 && r.status >= 400)
-		ret = answer_error(&r, err, errlen);
+		ret = answer_error(&r, err);
 	if (ret == 0) {
 		*reply = r.out ? json_loadb((const char *)r.out, r.out_len, JSON_ALLOW_NUL, &jerr) : NULL;
 		if (!*reply)
-			ret = errmsg(err, errlen, -EPROTO, "daemon %s: %s %s: the answer is not JSON: "
+			ret = errmsg(err, -EPROTO, "daemon %s: %s %s: the answer is not JSON: "
 				     "%s", ep.where, method, path, r.out ? jerr.text : "empty");
 	}
 	free(r.out);
@@ -487,13 +487,13 @@ static int call_json(const char *method, const char *path, json_t *body, json_t 
 }
 
 int cli_daemon_call(const char *method, const char *path, json_t *body, json_t **reply,
-		    char *err, size_t errlen)
+		    struct fvm_err *err)
 {
-	return call_json(method, path, body, reply, 0, err, errlen);
+	return call_json(method, path, body, reply, 0, err);
 }
 
 int cli_daemon_stream(const char *method, const char *path, json_t *body,
-		      cli_daemon_line_fn on_line, void *arg, char *err, size_t errlen)
+		      cli_daemon_line_fn on_line, void *arg, struct fvm_err *err)
 {
 	struct http_req r = { .method = method, .path = path, .content_type = "application/json",
 			      .on_line = on_line, .line_arg = arg };
@@ -501,33 +501,33 @@ int cli_daemon_stream(const char *method, const char *path, json_t *body,
 	int ret;
 
 	if (!text)
-		return errmsg(err, errlen, -EINVAL, "daemon %s: %s %s: the body cannot be encoded "
+		return errmsg(err, -EINVAL, "daemon %s: %s %s: the body cannot be encoded "
 			      "as JSON (not UTF-8?)", cli_daemon_where(), method, path);
 	r.body = text;
 	r.body_len = strlen(text);
-	ret = http_do(&r, err, errlen);
+	ret = http_do(&r, err);
 	if (ret == 0 && r.status >= 400)
-		ret = answer_error(&r, err, errlen);
+		ret = answer_error(&r, err);
 	if (ret == 0 && r.out_len)
-		ret = errmsg(err, errlen, -EPROTO, "daemon %s: %s %s: the stream ended inside a line",
+		ret = errmsg(err, -EPROTO, "daemon %s: %s %s: the stream ended inside a line",
 			     ep.where, method, path);
 	free(r.out);
 	free(text);
 	return ret;
 }
 
-char *cli_daemon_escape(const char *text, char *err, size_t errlen)
+char *cli_daemon_escape(const char *text, struct fvm_err *err)
 {
 	char *curl_text, *out;
 
-	if (curl_load(err, errlen) < 0)
+	if (curl_load(err) < 0)
 		return NULL;
 	curl_text = cu.easy_escape(NULL, text, (int)strlen(text));
 	out = curl_text ? strdup(curl_text) : NULL;
 	if (curl_text)
 		cu.free(curl_text);
 	if (!out)
-		errmsg(err, errlen, -ENOMEM, "escaping '%s' for a URL: out of memory", text);
+		errmsg(err, -ENOMEM, "escaping '%s' for a URL: out of memory", text);
 	return out;
 }
 
@@ -535,7 +535,7 @@ bool cli_daemon_running(void)
 {
 	struct stat sb;
 	json_t *reply = NULL;
-	char err[1024] = "GET /v1/healthz did not answer {\"ok\": true}";
+	struct fvm_err err = { .msg = "GET /v1/healthz did not answer {\"ok\": true}" };
 
 	if (ep.running >= 0)
 		return ep.running;
@@ -545,13 +545,12 @@ bool cli_daemon_running(void)
 	/* No socket, no daemon: nothing is tried, so the direct path costs nothing more. */
 	if (!ep.is_url && (stat(ep.where, &sb) < 0 || !S_ISSOCK(sb.st_mode)))
 		return false;
-	if (call_json("GET", "/v1/healthz", NULL, &reply, HEALTHZ_TIMEOUT_MS, err,
-		      sizeof(err)) == 0 &&
+	if (call_json("GET", "/v1/healthz", NULL, &reply, HEALTHZ_TIMEOUT_MS, &err) == 0 &&
 	    json_is_true(json_object_get(reply, "ok")))
 		ep.running = 1;
 	else if (ep.is_url)
 		/* A daemon someone named on purpose: say why it is not used. */
-		fprintf(stderr, "forkvm: the daemon does not answer: %s\n", err);
+		fprintf(stderr, "forkvm: the daemon does not answer: %s\n", err_text(&err));
 	json_decref(reply);
 	return ep.running;
 }
@@ -588,7 +587,7 @@ static bool local_vm_exists(const char *vm)
 }
 
 /* The daemon's record of vm in *rec (NULL when vm is not one of its sandboxes). */
-static int sandbox_lookup(const char *vm, json_t **rec, char *err, size_t errlen)
+static int sandbox_lookup(const char *vm, json_t **rec, struct fvm_err *err)
 {
 	char path[128];
 	int ret;
@@ -598,28 +597,28 @@ static int sandbox_lookup(const char *vm, json_t **rec, char *err, size_t errlen
 		return 0;
 	if (cli_daemon_sandbox_path(vm, "", path, sizeof(path)) < 0)
 		return 0;
-	ret = call_json("GET", path, NULL, rec, LOOKUP_TIMEOUT_MS, err, errlen);
+	ret = call_json("GET", path, NULL, rec, LOOKUP_TIMEOUT_MS, err);
 	if (ret == -ENOENT && local_vm_exists(vm))
 		return 0;
 	return ret;
 }
 
-int cli_daemon_sandbox(const char *vm, bool *yes, char *err, size_t errlen)
+int cli_daemon_sandbox(const char *vm, bool *yes, struct fvm_err *err)
 {
 	json_t *rec = NULL;
-	int ret = sandbox_lookup(vm, &rec, err, errlen);
+	int ret = sandbox_lookup(vm, &rec, err);
 
 	*yes = rec != NULL;
 	json_decref(rec);
 	return ret;
 }
 
-int cli_vm_resolve(const char *vm, char *sock, size_t len, bool *daemon_sandbox, char *err,
-		   size_t errlen)
+int cli_vm_resolve(const char *vm, char *sock, size_t len, bool *daemon_sandbox,
+		   struct fvm_err *err)
 {
 	json_t *rec = NULL;
 	const char *path;
-	int ret = sandbox_lookup(vm, &rec, err, errlen);
+	int ret = sandbox_lookup(vm, &rec, err);
 
 	*daemon_sandbox = rec != NULL;
 	if (ret < 0)
@@ -627,14 +626,14 @@ int cli_vm_resolve(const char *vm, char *sock, size_t len, bool *daemon_sandbox,
 	if (rec) {
 		path = json_string_value(json_object_get(rec, "socket"));
 		if (!path || snprintf(sock, len, "%s", path) >= (int)len)
-			ret = errmsg(err, errlen, -ENAMETOOLONG, "daemon sandbox %s: its socket path "
+			ret = errmsg(err, -ENAMETOOLONG, "daemon sandbox %s: its socket path "
 				     "is missing or too long", vm);
 		json_decref(rec);
 		return ret;
 	}
 	ret = cli_vm_socket(vm, sock, len);
 	if (ret < 0)
-		errmsg(err, errlen, ret, "bad VM name or socket path '%s'", vm);
+		errmsg(err, ret, "bad VM name or socket path '%s'", vm);
 	return ret;
 }
 

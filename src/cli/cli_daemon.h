@@ -13,13 +13,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "util/errmsg.h"
+
 /*
  * Where the daemon is, from the global option `--daemon WHERE` (a socket path, or an http://
  * or https:// URL) or `--no-daemon` (where NULL: never ask a daemon). Without a call the CLI
  * uses $FORKVM_DAEMON_URL, else $FORKVM_DAEMON_SOCKET, else DAEMON_DEFAULT_SOCKET.
  * Returns 0, or -EINVAL / -ENAMETOOLONG with err set.
  */
-int cli_daemon_set(const char *where, char *err, size_t errlen);
+int cli_daemon_set(const char *where, struct fvm_err *err);
 /* The daemon's socket path or URL, for messages ("" under --no-daemon). */
 const char *cli_daemon_where(void);
 
@@ -38,7 +40,7 @@ bool cli_daemon_running(void);
  * -ETIMEDOUT 504, -EIO other 5xx; -ECONNREFUSED, -ETIMEDOUT or -EIO when it did not answer.
  */
 int cli_daemon_call(const char *method, const char *path, json_t *body, json_t **reply,
-		    char *err, size_t errlen);
+		    struct fvm_err *err);
 
 /*
  * The same with raw bytes both ways (the files routes): data/len sent as
@@ -46,7 +48,7 @@ int cli_daemon_call(const char *method, const char *path, json_t *body, json_t *
  * NUL after *out_len bytes; free it). Same returns.
  */
 int cli_daemon_call_raw(const char *method, const char *path, const void *data, size_t len,
-			uint8_t **out, size_t *out_len, char *err, size_t errlen);
+			uint8_t **out, size_t *out_len, struct fvm_err *err);
 
 /*
  * A streamed answer (application/x-ndjson, e.g. a streamed exec): body sent as JSON, each line
@@ -56,10 +58,10 @@ int cli_daemon_call_raw(const char *method, const char *path, const void *data, 
  */
 typedef int (*cli_daemon_line_fn)(void *arg, json_t *line);
 int cli_daemon_stream(const char *method, const char *path, json_t *body,
-		      cli_daemon_line_fn on_line, void *arg, char *err, size_t errlen);
+		      cli_daemon_line_fn on_line, void *arg, struct fvm_err *err);
 
 /* text escaped for a URL's query (malloc'd; NULL when out of memory or libcurl is missing). */
-char *cli_daemon_escape(const char *text, char *err, size_t errlen);
+char *cli_daemon_escape(const char *text, struct fvm_err *err);
 
 /* Whether name has the shape of a daemon sandbox id: "sb-" then [a-z0-9-] (children "-N"). */
 bool cli_daemon_id_like(const char *name);
@@ -70,7 +72,7 @@ bool cli_daemon_id_like(const char *name);
  * runs in the CLI's run directory; otherwise the daemon's answer is the error (-ENOENT,
  * quoting it). Names of another shape never reach the daemon. 0 with *yes set, or -errno.
  */
-int cli_daemon_sandbox(const char *vm, bool *yes, char *err, size_t errlen);
+int cli_daemon_sandbox(const char *vm, bool *yes, struct fvm_err *err);
 
 /*
  * How to reach a VM named on the command line, for commands that also work directly: for a
@@ -78,8 +80,8 @@ int cli_daemon_sandbox(const char *vm, bool *yes, char *err, size_t errlen);
  * (on the daemon's host; requests should go through cli_daemon_call on /v1/sandboxes/VM/...);
  * otherwise sock is cli_vm_socket's path. 0, or -errno with err set.
  */
-int cli_vm_resolve(const char *vm, char *sock, size_t len, bool *daemon_sandbox, char *err,
-		   size_t errlen);
+int cli_vm_resolve(const char *vm, char *sock, size_t len, bool *daemon_sandbox,
+		   struct fvm_err *err);
 
 /* "/v1/sandboxes/ID" plus suffix ("" or "/pause", ...) into out; -ENAMETOOLONG if it does not fit. */
 int cli_daemon_sandbox_path(const char *id, const char *suffix, char *out, size_t len);

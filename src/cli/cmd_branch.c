@@ -13,6 +13,7 @@
 #include "cli/cli_daemon.h"
 #include "cli/cli_vm.h"
 #include "cli/commands.h"
+#include "util/errmsg.h"
 
 static const char usage[] =
 	"forkvm branch VM [options]\n"
@@ -46,7 +47,8 @@ static const struct option options[] = {
 /* The daemon's branch of sandbox id; prints its children as the direct path does. */
 static int daemon_branch(const char *id, const char *strategy, unsigned long long count)
 {
-	char path[128], err[1024];
+	char path[128];
+	struct fvm_err err = FVM_ERR_INIT;
 	json_t *body, *reply = NULL, *out = NULL, *kids, *kid;
 	size_t i;
 	int ret = CLI_EXIT_FAIL;
@@ -56,8 +58,8 @@ static int daemon_branch(const char *id, const char *strategy, unsigned long lon
 		fprintf(stderr, "forkvm branch: %s: cannot build the daemon request\n", id);
 		goto out;
 	}
-	if (cli_daemon_call("POST", path, body, &reply, err, sizeof(err)) < 0) {
-		fprintf(stderr, "forkvm branch: %s\n", err);
+	if (cli_daemon_call("POST", path, body, &reply, &err) < 0) {
+		fprintf(stderr, "forkvm branch: %s\n", err_text(&err));
 		goto out;
 	}
 	kids = json_array();
@@ -93,7 +95,8 @@ static int run(int argc, char **argv)
 {
 	const char *strategy = "cow", *prefix = NULL, *dir = NULL, *run_dir;
 	unsigned long long count = 1, timeout = 120000;
-	char absdir[PATH_MAX], defprefix[64], err[1024];
+	char absdir[PATH_MAX], defprefix[64];
+	struct fvm_err err = FVM_ERR_INIT;
 	bool paused = false, hashes = false, no_agent_sync = false, via_daemon;
 	/* an option the daemon has no counterpart for, and why */
 	const char *direct_only = NULL, *direct_why = NULL;
@@ -150,8 +153,8 @@ static int run(int argc, char **argv)
 	    strcmp(strategy, "cow"))
 		return cli_usage_error(&cli_cmd_branch, "--strategy '%s': full, diff, live or cow",
 				       strategy);
-	if (cli_daemon_sandbox(argv[optind], &via_daemon, err, sizeof(err)) < 0) {
-		fprintf(stderr, "forkvm branch: %s\n", err);
+	if (cli_daemon_sandbox(argv[optind], &via_daemon, &err) < 0) {
+		fprintf(stderr, "forkvm branch: %s\n", err_text(&err));
 		return CLI_EXIT_FAIL;
 	}
 	if (via_daemon && direct_only)

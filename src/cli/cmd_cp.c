@@ -16,6 +16,7 @@
 #include "cli/cli_daemon.h"
 #include "cli/cli_vm.h"
 #include "cli/commands.h"
+#include "util/errmsg.h"
 #include "util/fdio.h"
 #include "util/fileio.h"
 #include "util/tartree.h"
@@ -153,16 +154,16 @@ static int write_member(const uint8_t *tar, size_t len, const char *dst)
 {
 	struct ustar_entry *e = malloc(sizeof(*e));
 	struct ustar_reader r;
-	char err[256];
+	struct fvm_err err = FVM_ERR_INIT;
 	int fd, ret;
 
 	if (!e)
 		return -ENOMEM;
 	ustar_reader_init(&r, tar, len);
-	ret = ustar_next(&r, e, err, sizeof(err));
+	ret = ustar_next(&r, e, &err);
 	if (ret <= 0 || e->type != USTAR_FILE) {
 		fprintf(stderr, "forkvm cp: the guest sent a bad file archive: %s\n",
-			ret < 0 ? err : "no regular file in it");
+			ret < 0 ? err.msg : "no regular file in it");
 		free(e);
 		return -EPROTO;
 	}
@@ -188,7 +189,7 @@ static int write_member(const uint8_t *tar, size_t len, const char *dst)
 static int extract_local(const uint8_t *tar, size_t len, const char *dir)
 {
 	struct tartree_stats st;
-	char err[512];
+	struct fvm_err err = FVM_ERR_INIT;
 	int fd, ret = make_local_dirs(dir);
 
 	if (ret < 0) {
@@ -200,10 +201,10 @@ static int extract_local(const uint8_t *tar, size_t len, const char *dir)
 		fprintf(stderr, "forkvm cp: open %s: %s\n", dir, strerror(errno));
 		return -errno;
 	}
-	ret = tartree_extract(fd, tar, len, &limits, &st, err, sizeof(err));
+	ret = tartree_extract(fd, tar, len, &limits, &st, &err);
 	close(fd);
 	if (ret < 0)
-		fprintf(stderr, "forkvm cp: extract into %s: %s\n", dir, err);
+		fprintf(stderr, "forkvm cp: extract into %s: %s\n", dir, err_text(&err));
 	return ret;
 }
 
@@ -212,14 +213,14 @@ static int copy_from_guest(int fd, const struct cp_opts *o)
 	uint8_t *tar = NULL;
 	struct stat sb;
 	size_t len;
-	char err[512];
+	struct fvm_err err = FVM_ERR_INIT;
 	bool is_dir;
 	int ret;
 
 	ret = agent_get_tree(fd, o->remote, &tar, &len, &is_dir,
-			     deadline_after_ms(CP_DEADLINE_MS), err, sizeof(err));
+			     deadline_after_ms(CP_DEADLINE_MS), &err);
 	if (ret < 0) {
-		fprintf(stderr, "forkvm cp: %s\n", err);
+		fprintf(stderr, "forkvm cp: %s\n", err_text(&err));
 		return ret;
 	}
 	if (is_dir || (stat(o->local, &sb) == 0 && S_ISDIR(sb.st_mode)))
@@ -298,7 +299,8 @@ static void split_guest_path(const char *path, char *dir, size_t cap, char *leaf
 
 static int put_file(int fd, const struct cp_opts *o)
 {
-	char dir[4096], leaf[1024], err[512];
+	char dir[4096], leaf[1024];
+	struct fvm_err err = FVM_ERR_INIT;
 	size_t rlen = strlen(o->remote), len = 0;
 	uint8_t *tar = NULL;
 	int ret;
@@ -313,10 +315,9 @@ static int put_file(int fd, const struct cp_opts *o)
 	ret = archive_file(o->local, leaf, &tar, &len);
 	if (ret < 0)
 		return ret;
-	ret = agent_put_tree(fd, dir, tar, len, deadline_after_ms(CP_DEADLINE_MS), err,
-			     sizeof(err));
+	ret = agent_put_tree(fd, dir, tar, len, deadline_after_ms(CP_DEADLINE_MS), &err);
 	/* PATH is an existing directory: put the file into it, as cp does. */
-	if (ret == -EREMOTEIO && strstr(err, "a directory is in the way")) {
+	if (ret == -EREMOTEIO && strstr(err_text(&err), "a directory is in the way")) {
 		free(tar);
 		tar = NULL;
 		tartree_base_name(o->local, leaf, sizeof(leaf));
@@ -324,10 +325,10 @@ static int put_file(int fd, const struct cp_opts *o)
 		if (ret < 0)
 			return ret;
 		ret = agent_put_tree(fd, o->remote, tar, len, deadline_after_ms(CP_DEADLINE_MS),
-				     err, sizeof(err));
+				     &err);
 	}
 	if (ret < 0)
-		fprintf(stderr, "forkvm cp: %s\n", err);
+		fprintf(stderr, "forkvm cp: %s\n", err_text(&err));
 	free(tar);
 	return ret;
 }
@@ -338,7 +339,7 @@ static int copy_to_guest(int fd, const struct cp_opts *o)
 	enum tartree_kind kind;
 	uint8_t *tar = NULL;
 	struct stat sb;
-	char err[512];
+	struct fvm_err err = FVM_ERR_INIT;
 	size_t len;
 	int ret;
 
@@ -348,12 +349,12 @@ static int copy_to_guest(int fd, const struct cp_opts *o)
 	}
 	if (!S_ISDIR(sb.st_mode))
 		return put_file(fd, o);
-	ret = tartree_archive(o->local, &limits, &tar, &len, &kind, &st, err, sizeof(err));
+	ret = tartree_archive(o->local, &limits, &tar, &len, &kind, &st, &err);
 	if (ret == 0)
 		ret = agent_put_tree(fd, o->remote, tar, len, deadline_after_ms(CP_DEADLINE_MS),
-				     err, sizeof(err));
+				     &err);
 	if (ret < 0)
-		fprintf(stderr, "forkvm cp: %s\n", err);
+		fprintf(stderr, "forkvm cp: %s\n", err_text(&err));
 	else if (st.skipped)
 		fprintf(stderr, "forkvm cp: skipped %zu special files (sockets, FIFOs, devices)\n",
 			st.skipped);
@@ -366,12 +367,13 @@ static int copy_to_guest(int fd, const struct cp_opts *o)
 /* "/v1/sandboxes/ID/files?path=GUEST" with the guest path escaped; -errno with a message. */
 static int files_route(const char *id, const char *guest, char *out, size_t len)
 {
-	char prefix[128], err[512];
-	char *esc = cli_daemon_escape(guest, err, sizeof(err));
+	char prefix[128];
+	struct fvm_err err = FVM_ERR_INIT;
+	char *esc = cli_daemon_escape(guest, &err);
 	int ret = 0;
 
 	if (!esc) {
-		fprintf(stderr, "forkvm cp: %s\n", err);
+		fprintf(stderr, "forkvm cp: %s\n", err_text(&err));
 		return -ENOMEM;
 	}
 	if (cli_daemon_sandbox_path(id, "/files?path=", prefix, sizeof(prefix)) < 0 ||
@@ -399,7 +401,8 @@ static int into_dir(const char *path, bool is_dir, const char *from, char *out, 
 /* One local file (not a directory: run refuses those) to the guest: PUT .../files?path=. */
 static int daemon_put(const struct cp_opts *o)
 {
-	char guest[4096], route[16384], err[1024];
+	char guest[4096], route[16384];
+	struct fvm_err err = FVM_ERR_INIT;
 	uint8_t *data = NULL, *answer = NULL;
 	size_t len = 0, answer_len = 0;
 	int ret;
@@ -412,14 +415,14 @@ static int daemon_put(const struct cp_opts *o)
 	ret = files_route(o->vm, guest, route, sizeof(route));
 	if (ret < 0)
 		return ret;
-	ret = file_read(o->local, CP_DAEMON_FILE_MAX, 0, &data, &len, err, sizeof(err));
+	ret = file_read(o->local, CP_DAEMON_FILE_MAX, 0, &data, &len, &err);
 	if (ret == -EFBIG)
 		fprintf(stderr, "forkvm cp: %s is larger than the daemon takes (8 MiB)\n", o->local);
 	else if (ret < 0)
-		fprintf(stderr, "forkvm cp: %s\n", err);
-	else if ((ret = cli_daemon_call_raw("PUT", route, data, len, &answer, &answer_len, err,
-					     sizeof(err))) < 0)
-		fprintf(stderr, "forkvm cp: %s\n", err);
+		fprintf(stderr, "forkvm cp: %s\n", err_text(&err));
+	else if ((ret = cli_daemon_call_raw("PUT", route, data, len, &answer, &answer_len,
+		 &err)) < 0)
+		fprintf(stderr, "forkvm cp: %s\n", err_text(&err));
 	free(answer);
 	free(data);
 	return ret;
@@ -428,7 +431,8 @@ static int daemon_put(const struct cp_opts *o)
 /* One guest file to a local path: GET .../files?path=. */
 static int daemon_get(const struct cp_opts *o)
 {
-	char local[PATH_MAX], route[16384], err[1024];
+	char local[PATH_MAX], route[16384];
+	struct fvm_err err = FVM_ERR_INIT;
 	uint8_t *data = NULL;
 	struct stat sb;
 	size_t len = 0;
@@ -443,9 +447,9 @@ static int daemon_get(const struct cp_opts *o)
 	ret = files_route(o->vm, o->remote, route, sizeof(route));
 	if (ret < 0)
 		return ret;
-	ret = cli_daemon_call_raw("GET", route, NULL, 0, &data, &len, err, sizeof(err));
+	ret = cli_daemon_call_raw("GET", route, NULL, 0, &data, &len, &err);
 	if (ret < 0) {
-		fprintf(stderr, "forkvm cp: %s\n", err);
+		fprintf(stderr, "forkvm cp: %s\n", err_text(&err));
 		goto out;
 	}
 	fd = open(local, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
@@ -462,15 +466,15 @@ out:
 static int run(int argc, char **argv)
 {
 	struct cp_opts o = { .port = AGENT_VSOCK_PORT };
-	char err[1024];
+	struct fvm_err err = FVM_ERR_INIT;
 	bool via_daemon;
 	struct stat sb;
 	int fd, ret;
 
 	if (parse(argc, argv, &o) < 0)
 		return cli_usage_error(&cli_cmd_cp, "need SRC and DST, exactly one of them VM:PATH");
-	if (cli_daemon_sandbox(o.vm, &via_daemon, err, sizeof(err)) < 0) {
-		fprintf(stderr, "forkvm cp: %s\n", err);
+	if (cli_daemon_sandbox(o.vm, &via_daemon, &err) < 0) {
+		fprintf(stderr, "forkvm cp: %s\n", err_text(&err));
 		return CLI_EXIT_FAIL;
 	}
 	if (via_daemon && o.direct_only)
@@ -481,10 +485,9 @@ static int run(int argc, char **argv)
 		ret = o.to_guest ? daemon_put(&o) : daemon_get(&o);
 		return ret < 0 ? CLI_EXIT_FAIL : CLI_EXIT_OK;
 	}
-	fd = agent_connect(o.vsock, (int)o.port, deadline_after_ms(10000), -1, err,
-			   sizeof(err));
+	fd = agent_connect(o.vsock, (int)o.port, deadline_after_ms(10000), -1, &err);
 	if (fd < 0) {
-		fprintf(stderr, "forkvm cp: %s\n", err);
+		fprintf(stderr, "forkvm cp: %s\n", err_text(&err));
 		return CLI_EXIT_FAIL;
 	}
 	ret = o.to_guest ? copy_to_guest(fd, &o) : copy_from_guest(fd, &o);

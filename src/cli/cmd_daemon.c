@@ -9,6 +9,7 @@
 #include "cli/cli.h"
 #include "cli/commands.h"
 #include "daemon/daemon.h"
+#include "util/errmsg.h"
 #include "util/log.h"
 #include "util/stopfd.h"
 
@@ -38,7 +39,7 @@ static int cmd_daemon(int argc, char **argv)
 		{ "verbose", no_argument, NULL, 'v' },	       { 0 },
 	};
 	struct daemon_opts o = { .state_dir = DAEMON_DEFAULT_STATE_DIR, .ready_fd = -1 };
-	char err[1024];
+	struct fvm_err err = FVM_ERR_INIT;
 	sigset_t set;
 	int c;
 
@@ -85,10 +86,10 @@ static int cmd_daemon(int argc, char **argv)
 		return CLI_EXIT_FAIL;
 	}
 	log_set_prefix("forkvmd");
-	int ret = daemon_run(&o, err, sizeof(err));
+	int ret = daemon_run(&o, &err);
 	close(o.stop_fd);
 	if (ret) {
-		fprintf(stderr, "forkvm daemon: %s\n", err);
+		fprintf(stderr, "forkvm daemon: %s\n", err_text(&err));
 		return CLI_EXIT_FAIL;
 	}
 	return CLI_EXIT_OK;

@@ -14,6 +14,7 @@
 #include "cli/commands.h"
 #include "util/base64.h"
 #include "util/clock.h"
+#include "util/errmsg.h"
 
 /* The agent takes at most a 16 MiB frame; code read from stdin is bounded below that. */
 #define EVAL_MAX_CODE (15u << 20)
@@ -183,7 +184,8 @@ static int parse(int argc, char **argv, struct eval_opts *o)
 static int daemon_eval(const char *id, const struct agent_eval_args *a,
 		       const struct eval_opts *o)
 {
-	char path[128], err[1024];
+	char path[128];
+	struct fvm_err err = FVM_ERR_INIT;
 	json_t *body, *reply = NULL;
 	int ret = CLI_EXIT_FAIL;
 
@@ -197,8 +199,8 @@ static int daemon_eval(const char *id, const struct agent_eval_args *a,
 		fprintf(stderr, "forkvm eval: --lang '%s' cannot be encoded (not UTF-8)\n", o->lang);
 	else if (cli_daemon_sandbox_path(id, "/eval", path, sizeof(path)) < 0)
 		fprintf(stderr, "forkvm eval: sandbox id '%s' is too long\n", id);
-	else if (cli_daemon_call("POST", path, body, &reply, err, sizeof(err)) < 0)
-		fprintf(stderr, "forkvm eval: %s\n", err);
+	else if (cli_daemon_call("POST", path, body, &reply, &err) < 0)
+		fprintf(stderr, "forkvm eval: %s\n", err_text(&err));
 	else
 		ret = print_reply(reply, o);
 	json_decref(reply);
@@ -210,15 +212,16 @@ static int run(int argc, char **argv)
 {
 	struct eval_opts o = { .port = AGENT_VSOCK_PORT, .context = "default" };
 	struct agent_eval_args a = { 0 };
-	char err[1024], *code = NULL;
+	char *code = NULL;
+	struct fvm_err err = FVM_ERR_INIT;
 	json_t *reply = NULL;
 	int fd = -1, ret = CLI_EXIT_FAIL;
 	bool closed, via_daemon;
 
 	if (parse(argc, argv, &o) < 0)
 		return cli_usage_error(&cli_cmd_eval, "need VM, then options, then CODE (or --close)");
-	if (cli_daemon_sandbox(argv[1], &via_daemon, err, sizeof(err)) < 0) {
-		fprintf(stderr, "forkvm eval: %s\n", err);
+	if (cli_daemon_sandbox(argv[1], &via_daemon, &err) < 0) {
+		fprintf(stderr, "forkvm eval: %s\n", err_text(&err));
 		return CLI_EXIT_FAIL;
 	}
 	if (via_daemon && o.direct_only)
@@ -241,15 +244,13 @@ static int run(int argc, char **argv)
 		return ret;
 	}
 	/* 10 s to reach the agent; the code itself may run as long as it needs. */
-	fd = agent_connect(o.vsock, (int)o.port, deadline_after_ms(10000), -1, err,
-			   sizeof(err));
+	fd = agent_connect(o.vsock, (int)o.port, deadline_after_ms(10000), -1, &err);
 	if (fd >= 0 && o.close)
-		ret = agent_eval_close(fd, o.context, &closed, deadline_after_ms(60000), err,
-				       sizeof(err));
+		ret = agent_eval_close(fd, o.context, &closed, deadline_after_ms(60000), &err);
 	else if (fd >= 0)
-		ret = agent_eval(fd, &a, &reply, -1, err, sizeof(err));
+		ret = agent_eval(fd, &a, &reply, -1, &err);
 	if (fd < 0 || ret < 0) {
-		fprintf(stderr, "forkvm eval: %s\n", err);
+		fprintf(stderr, "forkvm eval: %s\n", err_text(&err));
 		ret = CLI_EXIT_FAIL;
 	} else if (o.close) {
 		printf("context '%s': %s\n", o.context, closed ? "closed" : "was not running");

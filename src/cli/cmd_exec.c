@@ -58,7 +58,7 @@ static json_t *read_stdin_b64(void)
 }
 
 /* A streamed output event: its bytes go out at once, to stdout or stderr. */
-static int print_event(void *arg, json_t *ev, char *err, size_t errlen)
+static int print_event(void *arg, json_t *ev, struct fvm_err *err)
 {
 	const char *name = json_string_value(json_object_get(ev, "event")) ?: "";
 	const char *text = json_string_value(json_object_get(ev, "data")) ?: "";
@@ -70,11 +70,11 @@ static int print_event(void *arg, json_t *ev, char *err, size_t errlen)
 	if (strcmp(name, "stdout") && strcmp(name, "stderr"))
 		return 0; /* an event this client does not know: not output */
 	if (base64_decode(text, strlen(text), &data, &len))
-		return errmsg(err, errlen, -EPROTO, "exec: a %s event that is not base64", name);
+		return errmsg(err, -EPROTO, "exec: a %s event that is not base64", name);
 	fwrite(data, 1, len, out);
 	free(data);
 	if (fflush(out) == EOF)
-		return errmsg(err, errlen, -errno, "exec: writing the command's %s: %s", name,
+		return errmsg(err, -errno, "exec: writing the command's %s: %s", name,
 			      strerror(errno));
 	return 0;
 }
@@ -82,7 +82,7 @@ static int print_event(void *arg, json_t *ev, char *err, size_t errlen)
 /* How a streamed exec through the daemon ended (its "exit" line), or its "error" line. */
 struct daemon_exec {
 	json_t *exit;
-	char err[1024];
+	struct fvm_err err;
 };
 
 /* One NDJSON line of the daemon's streamed exec (docs/DAEMON.md). */
@@ -96,10 +96,10 @@ static int daemon_line(void *arg, json_t *line)
 	if (!strcmp(type, "stdout") || !strcmp(type, "stderr")) {
 		/* the agent's event shape, so one printer serves both paths */
 		ev = json_pack("{s:s, s:O?}", "event", type, "data", json_object_get(line, "data"));
-		ret = ev ? print_event(NULL, ev, x->err, sizeof(x->err)) : -ENOMEM;
+		ret = ev ? print_event(NULL, ev, &x->err) : -ENOMEM;
 		json_decref(ev);
 		if (ret)
-			fprintf(stderr, "forkvm exec: %s\n", x->err);
+			fprintf(stderr, "forkvm exec: %s\n", x->err.msg);
 		return ret;
 	}
 	if (!strcmp(type, "exit")) {
@@ -120,7 +120,8 @@ static int daemon_line(void *arg, json_t *line)
 static int daemon_exec(const char *id, json_t *req, json_t **reply)
 {
 	struct daemon_exec x = { 0 };
-	char path[256], err[1024];
+	char path[256];
+	struct fvm_err err = FVM_ERR_INIT;
 	int ret;
 
 	json_object_del(req, "op");
@@ -129,9 +130,9 @@ static int daemon_exec(const char *id, json_t *req, json_t **reply)
 	if (ret < 0)
 		fprintf(stderr, "forkvm exec: %s: the sandbox id is too long\n", id);
 	if (ret == 0) {
-		ret = cli_daemon_stream("POST", path, req, daemon_line, &x, err, sizeof(err));
-		if (ret < 0 && ret != -EREMOTEIO && !x.err[0])
-			fprintf(stderr, "forkvm exec: %s\n", err);
+		ret = cli_daemon_stream("POST", path, req, daemon_line, &x, &err);
+		if (ret < 0 && ret != -EREMOTEIO && !errset(&x.err))
+			fprintf(stderr, "forkvm exec: %s\n", err_text(&err));
 	}
 	if (ret == 0 && !x.exit) {
 		fprintf(stderr, "forkvm exec: daemon %s: the stream of %s ended without an exit "
@@ -165,7 +166,8 @@ static void print_stream(json_t *reply, const char *name, FILE *out)
 
 static int run(int argc, char **argv)
 {
-	char sock[512], vsock[600] = "", err[512];
+	char sock[512], vsock[600] = "";
+	struct fvm_err err = FVM_ERR_INIT;
 	unsigned long long port = 52, timeout = 0;
 	const char *direct_only = NULL;
 	bool via_daemon = false;
@@ -177,8 +179,8 @@ static int run(int argc, char **argv)
 	/* VM first, then options, then `--` and the command (getopt stops at `--`). */
 	if (argc < 2 || argv[1][0] == '-')
 		goto usage;
-	if (cli_vm_resolve(argv[1], sock, sizeof(sock), &via_daemon, err, sizeof(err)) < 0) {
-		fprintf(stderr, "forkvm exec: %s\n", err);
+	if (cli_vm_resolve(argv[1], sock, sizeof(sock), &via_daemon, &err) < 0) {
+		fprintf(stderr, "forkvm exec: %s\n", err_text(&err));
 		goto out;
 	}
 	optind = 1;
@@ -225,10 +227,10 @@ static int run(int argc, char **argv)
 		goto ended;
 	}
 	/* 10 s to reach the agent; the command itself may run as long as it needs. */
-	fd = agent_connect(vsock, (int)port, deadline_after_ms(10000), -1, err, sizeof(err));
+	fd = agent_connect(vsock, (int)port, deadline_after_ms(10000), -1, &err);
 	if (fd < 0 ||
-	    agent_request_stream(fd, req, print_event, NULL, &reply, 0, -1, err, sizeof(err)) < 0) {
-		fprintf(stderr, "forkvm exec: %s\n", err);
+	    agent_request_stream(fd, req, print_event, NULL, &reply, 0, -1, &err) < 0) {
+		fprintf(stderr, "forkvm exec: %s\n", err_text(&err));
 		if (fd >= 0)
 			close(fd);
 		goto out;

@@ -16,6 +16,7 @@
 #include "cli/cli_vm.h"
 #include "cli/commands.h"
 #include "util/ctl_call.h"
+#include "util/errmsg.h"
 
 #define LS_STATUS_TIMEOUT_MS 2000
 
@@ -38,12 +39,12 @@ static double now_unix(void)
 }
 
 /* The daemon's sandboxes appended to rows; 0, or -errno with err set. */
-static int daemon_rows(json_t *rows, char *err, size_t errlen)
+static int daemon_rows(json_t *rows, struct fvm_err *err)
 {
 	json_t *list = NULL, *s;
 	double now = now_unix();
 	size_t i;
-	int ret = cli_daemon_call("GET", "/v1/sandboxes", NULL, &list, err, errlen);
+	int ret = cli_daemon_call("GET", "/v1/sandboxes", NULL, &list, err);
 
 	if (ret < 0)
 		return ret;
@@ -55,7 +56,7 @@ static int daemon_rows(json_t *rows, char *err, size_t errlen)
 		    json_object_set_new(row, "via", json_string("daemon")) < 0 ||
 		    json_object_set_new(row, "age_s", json_real(created > 0 ? now - created : 0)) < 0 ||
 		    json_array_append_new(rows, row) < 0) {
-			snprintf(err, errlen, "listing the daemon's sandboxes: out of memory");
+			errf(err, "listing the daemon's sandboxes: out of memory");
 			ret = -ENOMEM;
 			break;
 		}
@@ -72,14 +73,15 @@ static int by_name(const void *a, const void *b)
 /* One local VM's row: its status answer, or "unreachable"; NULL when out of memory. */
 static json_t *local_row(const char *dir, const char *file)
 {
-	char path[PATH_MAX], err[512];
+	char path[PATH_MAX];
+	struct fvm_err err = FVM_ERR_INIT;
 	json_t *req = json_pack("{s:s}", "cmd", "status"), *st = NULL, *row;
 	size_t n = strlen(file) - strlen(".sock");
 	int bad = 0;
 
 	snprintf(path, sizeof(path), "%s/%s", dir, file);
 	row = json_pack("{s:s%,s:s,s:s}", "name", file, n, "via", "local", "socket", path);
-	if (req && row && ctl_call(path, req, &st, LS_STATUS_TIMEOUT_MS, err, sizeof(err)) == 0 &&
+	if (req && row && ctl_call(path, req, &st, LS_STATUS_TIMEOUT_MS, &err) == 0 &&
 	    json_is_true(json_object_get(st, "ok"))) {
 		bad |= json_object_set(row, "state", json_object_get(st, "state"));
 		bad |= json_object_set(row, "pid", json_object_get(st, "pid"));
@@ -101,7 +103,7 @@ static json_t *local_row(const char *dir, const char *file)
  * The run directory's VMs (NAME.sock sockets), by name, appended to rows; a socket a daemon
  * sandbox already listed (taken) is left out. 0, or -errno with err set.
  */
-static int local_rows(json_t *rows, json_t *taken, char *err, size_t errlen)
+static int local_rows(json_t *rows, json_t *taken, struct fvm_err *err)
 {
 	const char *dir = cli_run_dir();
 	char **names = NULL, path[PATH_MAX];
@@ -112,14 +114,14 @@ static int local_rows(json_t *rows, json_t *taken, char *err, size_t errlen)
 	int ret = 0;
 
 	if (!dir) {
-		snprintf(err, errlen, "FORKVM_RUN_DIR is longer than %d bytes", PATH_MAX - 1);
-		return -ENAMETOOLONG;
+		return errmsg(err, -ENAMETOOLONG, "FORKVM_RUN_DIR is longer than %d bytes",
+			      PATH_MAX - 1);
 	}
 	d = opendir(dir);
 	if (!d) {
 		ret = errno == ENOENT ? 0 : -errno;
 		if (ret)
-			snprintf(err, errlen, "reading the run directory %s: %s", dir, strerror(-ret));
+			errf(err, "reading the run directory %s: %s", dir, strerror(-ret));
 		return ret;
 	}
 	while ((e = readdir(d))) {
@@ -153,7 +155,7 @@ static int local_rows(json_t *rows, json_t *taken, char *err, size_t errlen)
 			ret = -ENOMEM;
 	}
 	if (ret == -ENOMEM)
-		snprintf(err, errlen, "listing the run directory %s: out of memory", dir);
+		errf(err, "listing the run directory %s: out of memory", dir);
 	for (size_t i = 0; i < n; i++)
 		free(names[i]);
 	free(names);
@@ -206,7 +208,7 @@ static void print_table(json_t *rows)
 static int run(int argc, char **argv)
 {
 	json_t *rows = json_array(), *taken = json_object(), *row;
-	char err[1024];
+	struct fvm_err err = FVM_ERR_INIT;
 	bool as_json = false;
 	int ret = CLI_EXIT_OK;
 	size_t i;
@@ -225,8 +227,8 @@ static int run(int argc, char **argv)
 		ret = CLI_EXIT_FAIL;
 		goto out;
 	}
-	if (cli_daemon_running() && daemon_rows(rows, err, sizeof(err)) < 0) {
-		fprintf(stderr, "forkvm ls: %s\n", err);
+	if (cli_daemon_running() && daemon_rows(rows, &err) < 0) {
+		fprintf(stderr, "forkvm ls: %s\n", err_text(&err));
 		ret = CLI_EXIT_FAIL;
 	}
 	json_array_foreach(rows, i, row)
@@ -237,8 +239,8 @@ static int run(int argc, char **argv)
 	if (i < json_array_size(rows)) {
 		fprintf(stderr, "forkvm ls: out of memory\n");
 		ret = CLI_EXIT_FAIL;
-	} else if (local_rows(rows, taken, err, sizeof(err)) < 0) {
-		fprintf(stderr, "forkvm ls: %s\n", err);
+	} else if (local_rows(rows, taken, &err) < 0) {
+		fprintf(stderr, "forkvm ls: %s\n", err_text(&err));
 		ret = CLI_EXIT_FAIL;
 	}
 	if (as_json) {

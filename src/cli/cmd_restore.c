@@ -10,6 +10,7 @@
 #include "core/vm.h"
 #include "snapshot/restore_many.h"
 #include "util/clock.h"
+#include "util/errmsg.h"
 
 static const char usage[] =
 	"forkvm restore DIR [options]\n"
@@ -75,7 +76,8 @@ static int run(int argc, char **argv)
 	struct restore_many_opts o = { .backend = "file", .count = 1, .timeout_ms = 120000 };
 	struct restored_child *children;
 	unsigned long long v;
-	char dircopy[4096], err[4096];
+	char dircopy[4096];
+	struct fvm_err err = FVM_ERR_INIT;
 	uint64_t t0;
 	int opt;
 
@@ -135,8 +137,8 @@ static int run(int argc, char **argv)
 	if (!children)
 		return CLI_EXIT_FAIL;
 	t0 = monotonic_ns();
-	if (restore_many(&o, children, err, sizeof(err)) < 0) {
-		fprintf(stderr, "forkvm restore: %s\n", err);
+	if (restore_many(&o, children, &err) < 0) {
+		fprintf(stderr, "forkvm restore: %s\n", err_text(&err));
 		free(children);
 		return CLI_EXIT_FAIL;
 	}

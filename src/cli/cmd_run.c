@@ -16,6 +16,7 @@
 #include "cli/commands.h"
 #include "cli/run_jail.h"
 #include "cli/run_opts.h"
+#include "util/errmsg.h"
 #include "util/log.h"
 #include "util/stopfd.h"
 #include "util/log_tail.h"
@@ -171,16 +172,18 @@ static int run_agent_sync_check(struct run_opts *o, const struct snap_machine *m
 static int run_agent_sync(struct vm *vm, struct run_opts *o)
 {
 	struct agent_sync_stats st;
-	char err[2048], vcpus[4096];
+	char vcpus[4096];
+	struct fvm_err err = FVM_ERR_INIT;
 	int sig_fd = stop_signal_fd(), ret;
 
 	if (sig_fd < 0)
 		return log_errno(sig_fd, "signalfd for the agent fix-up of %s", o->name);
 	ret = agent_sync(o->vm.vsock_path, AGENT_VSOCK_PORT,
-			 deadline_after_ms(o->agent_timeout_ms), sig_fd, &st, err, sizeof(err));
+			 deadline_after_ms(o->agent_timeout_ms), sig_fd, &st, &err);
 	close(sig_fd);
 	if (ret) {
-		log_err("restored Linux clone %s: %s (--no-agent-sync skips the fix-up)", o->name, err);
+		log_err("restored Linux clone %s: %s (--no-agent-sync skips the fix-up)", o->name,
+			err_text(&err));
 		/* Canceled by a stop signal: nothing is wrong with the guest. Else say what its vCPUs
 		 * were doing, which tells a stuck guest from a VMM thread that never ran it. */
 		if (ret != -ECANCELED) {
@@ -217,16 +220,16 @@ static int run_restore(struct vm *vm, struct run_opts *o)
 {
 	struct snapshot snap;
 	struct snap_machine m;
-	char err[2048];
-	int ret = snap_open(o->restore, &snap, err, sizeof(err));
+	struct fvm_err err = FVM_ERR_INIT;
+	int ret = snap_open(o->restore, &snap, &err);
 
 	if (ret) {
-		log_err("cannot restore %s: %s", o->restore, err);
+		log_err("cannot restore %s: %s", o->restore, err_text(&err));
 		return ret;
 	}
-	ret = snap_decode(&snap, &m, err, sizeof(err));
+	ret = snap_decode(&snap, &m, &err);
 	if (ret) {
-		log_err("cannot restore %s: %s", o->restore, err);
+		log_err("cannot restore %s: %s", o->restore, err_text(&err));
 		snap_close(&snap);
 		return ret;
 	}

@@ -16,6 +16,7 @@
 #include "cli/commands.h"
 #include "snapshot/snap_layer.h"
 #include "snapshot/snapshot.h"
+#include "util/errmsg.h"
 
 static const char usage[] =
 	"forkvm snapshot create VM DIR [--force]\n"
@@ -44,15 +45,16 @@ static int absolute_dir(const char *dir, char *out, size_t len)
 /* The daemon's snapshot of sandbox id; prints the snapshot's record (id, dir, ...). */
 static int daemon_snapshot(const char *id)
 {
-	char path[128], err[1024];
+	char path[128];
+	struct fvm_err err = FVM_ERR_INIT;
 	json_t *reply = NULL;
 
 	if (cli_daemon_sandbox_path(id, "/snapshot", path, sizeof(path)) < 0) {
 		fprintf(stderr, "forkvm snapshot: sandbox id '%s' is too long\n", id);
 		return CLI_EXIT_FAIL;
 	}
-	if (cli_daemon_call("POST", path, NULL, &reply, err, sizeof(err)) < 0) {
-		fprintf(stderr, "forkvm snapshot: %s\n", err);
+	if (cli_daemon_call("POST", path, NULL, &reply, &err) < 0) {
+		fprintf(stderr, "forkvm snapshot: %s\n", err_text(&err));
 		return CLI_EXIT_FAIL;
 	}
 	if (json_object_set_new(reply, "ok", json_true()) < 0) {
@@ -68,14 +70,15 @@ static int daemon_snapshot(const char *id)
 
 static int snapshot_create(int argc, char **argv)
 {
-	char dir[PATH_MAX], err[1024];
+	char dir[PATH_MAX];
+	struct fvm_err err = FVM_ERR_INIT;
 	bool force = false, via_daemon = false;
 	json_t *req;
 	int ret;
 
 	if (argc >= 3 && argv[2][0] != '-' &&
-	    cli_daemon_sandbox(argv[2], &via_daemon, err, sizeof(err)) < 0) {
-		fprintf(stderr, "forkvm snapshot: %s\n", err);
+	    cli_daemon_sandbox(argv[2], &via_daemon, &err) < 0) {
+		fprintf(stderr, "forkvm snapshot: %s\n", err_text(&err));
 		return CLI_EXIT_FAIL;
 	}
 	for (int i = 3; via_daemon && i < argc; i++)
@@ -123,13 +126,13 @@ static int snapshot_verify(int argc, char **argv)
 	struct snapshot snap;
 	struct snap_machine m;
 	bool sections = argc == 4 && strcmp(argv[3], "--sections") == 0;
-	char err[2048];
+	struct fvm_err err = FVM_ERR_INIT;
 
 	if (argc != 3 && !sections)
 		return cli_usage_error(&cli_cmd_snapshot, "verify needs DIR");
-	if (snap_open(argv[2], &snap, err, sizeof(err)) ||
-	    snap_decode(&snap, &m, err, sizeof(err))) {
-		fprintf(stderr, "forkvm snapshot verify: %s: %s\n", argv[2], err);
+	if (snap_open(argv[2], &snap, &err) ||
+	    snap_decode(&snap, &m, &err)) {
+		fprintf(stderr, "forkvm snapshot verify: %s: %s\n", argv[2], err_text(&err));
 		return CLI_EXIT_FAIL;
 	}
 	printf("{\"ok\":true,\"dir\":\"%s\",\"format_version\":%u,\"sections\":%d,"
@@ -153,11 +156,11 @@ static int run(int argc, char **argv)
 	if (strcmp(argv[1], "verify") == 0)
 		return snapshot_verify(argc, argv);
 	if (strcmp(argv[1], "compact") == 0) {
-		char err[1024];
+		struct fvm_err err = FVM_ERR_INIT;
 		if (argc != 4)
 			return cli_usage_error(&cli_cmd_snapshot, "compact needs TIP and OUT");
-		if (snap_compact(argv[2], argv[3], err, sizeof(err)) < 0) {
-			fprintf(stderr, "forkvm snapshot compact: %s\n", err);
+		if (snap_compact(argv[2], argv[3], &err) < 0) {
+			fprintf(stderr, "forkvm snapshot compact: %s\n", err_text(&err));
 			return CLI_EXIT_FAIL;
 		}
 		printf("{\"ok\":true,\"dir\":\"%s\"}\n", argv[3]);

@@ -14,6 +14,7 @@
 #include "cli/cli_daemon.h"
 #include "cli/commands.h"
 #include "cli/cli_vm.h"
+#include "util/errmsg.h"
 
 /*
  * cmd on the daemon sandbox id: the daemon's route for it (stop: DELETE, which waits for the
@@ -27,7 +28,8 @@ static int daemon_request(const struct cli_command *self, const char *id, const 
 		{ "pause", "POST", "/pause" }, { "resume", "POST", "/resume" },
 		{ "status", "GET", "" },	 { "stop", "DELETE", "" },
 	};
-	char path[128], err[1024];
+	char path[128];
+	struct fvm_err err = FVM_ERR_INIT;
 	json_t *reply = NULL;
 	size_t i = 0;
 
@@ -39,8 +41,8 @@ static int daemon_request(const struct cli_command *self, const char *id, const 
 			id);
 		return CLI_EXIT_FAIL;
 	}
-	if (cli_daemon_call(routes[i].method, path, NULL, &reply, err, sizeof(err)) < 0) {
-		fprintf(stderr, "forkvm %s: %s\n", self->name, err);
+	if (cli_daemon_call(routes[i].method, path, NULL, &reply, &err) < 0) {
+		fprintf(stderr, "forkvm %s: %s\n", self->name, err_text(&err));
 		return CLI_EXIT_FAIL;
 	}
 	json_dumpf(reply, stdout, strcmp(cmd, "status") ? JSON_COMPACT : JSON_INDENT(2));
@@ -52,11 +54,11 @@ static int daemon_request(const struct cli_command *self, const char *id, const 
 /* Whether vm is a daemon sandbox; -1 after printing why that could not be told. */
 static int is_daemon_sandbox(const struct cli_command *self, const char *vm)
 {
-	char err[1024];
+	struct fvm_err err = FVM_ERR_INIT;
 	bool yes;
 
-	if (cli_daemon_sandbox(vm, &yes, err, sizeof(err)) < 0) {
-		fprintf(stderr, "forkvm %s: %s\n", self->name, err);
+	if (cli_daemon_sandbox(vm, &yes, &err) < 0) {
+		fprintf(stderr, "forkvm %s: %s\n", self->name, err_text(&err));
 		return -1;
 	}
 	return yes;

@@ -4,6 +4,7 @@
 
 #include "cli/cli_daemon.h"
 #include "cli/commands.h"
+#include "util/errmsg.h"
 
 static const struct cli_command *const commands[] = {
 	&cli_cmd_run, &cli_cmd_probe, &cli_cmd_pause, &cli_cmd_resume,
@@ -43,7 +44,7 @@ static void print_overview(FILE *out)
  */
 static int global_options(int argc, char **argv)
 {
-	char err[256];
+	struct fvm_err err = FVM_ERR_INIT;
 	int i = 1;
 
 	while (i < argc && strncmp(argv[i], "--", 2) == 0 && strcmp(argv[i], "--help")) {
@@ -51,7 +52,7 @@ static int global_options(int argc, char **argv)
 		int used = 1;
 
 		if (strcmp(argv[i], "--no-daemon") == 0) {
-			cli_daemon_set(NULL, NULL, 0);
+			cli_daemon_set(NULL, NULL);
 		} else if (strcmp(argv[i], "--daemon") == 0 || strncmp(argv[i], "--daemon=", 9) == 0) {
 			where = argv[i][8] == '=' ? argv[i] + 9 : i + 1 < argc ? argv[i + 1] : NULL;
 			used = argv[i][8] == '=' ? 1 : 2;
@@ -59,8 +60,8 @@ static int global_options(int argc, char **argv)
 				fprintf(stderr, "forkvm: --daemon needs a socket path or URL\n");
 				return -1;
 			}
-			if (cli_daemon_set(where, err, sizeof(err)) < 0) {
-				fprintf(stderr, "forkvm: --daemon: %s\n", err);
+			if (cli_daemon_set(where, &err) < 0) {
+				fprintf(stderr, "forkvm: --daemon: %s\n", err_text(&err));
 				return -1;
 			}
 		} else {

@@ -8,31 +8,33 @@
 
 #include "cli/run_opts.h"
 #include "jail/seccomp.h"
+#include "util/errmsg.h"
 #include "util/log.h"
 
 int run_net_opt(const struct cli_command *self, int opt, const char *arg, struct run_opts *o)
 {
-	char err[256];
+	struct fvm_err err = FVM_ERR_INIT;
 	int ret;
 
 	switch (opt) {
-	case RUN_OPT_NET: ret = net_opts_mode(&o->net, arg, err, sizeof(err)); break;
-	case RUN_OPT_PUBLISH: ret = net_opts_publish(&o->net, arg, err, sizeof(err)); break;
-	case RUN_OPT_ALLOW: ret = net_opts_cidr(&o->net, true, arg, err, sizeof(err)); break;
-	case RUN_OPT_DENY: ret = net_opts_cidr(&o->net, false, arg, err, sizeof(err)); break;
-	case RUN_OPT_NET_ADDR: ret = net_opts_address(&o->net, arg, err, sizeof(err)); break;
-	case RUN_OPT_NET_MTU: ret = net_opts_mtu(&o->net, arg, err, sizeof(err)); break;
+	case RUN_OPT_NET: ret = net_opts_mode(&o->net, arg, &err); break;
+	case RUN_OPT_PUBLISH: ret = net_opts_publish(&o->net, arg, &err); break;
+	case RUN_OPT_ALLOW: ret = net_opts_cidr(&o->net, true, arg, &err); break;
+	case RUN_OPT_DENY: ret = net_opts_cidr(&o->net, false, arg, &err); break;
+	case RUN_OPT_NET_ADDR: ret = net_opts_address(&o->net, arg, &err); break;
+	case RUN_OPT_NET_MTU: ret = net_opts_mtu(&o->net, arg, &err); break;
 	default: return cli_usage_error(self, "unknown option");
 	}
-	return ret ? cli_usage_error(self, "%s", err) : 0;
+	return ret ? cli_usage_error(self, "%s", err_text(&err)) : 0;
 }
 
 int run_net_finish(const struct cli_command *self, struct run_opts *o)
 {
-	char err[256], arg[96];
+	char arg[96];
+	struct fvm_err err = FVM_ERR_INIT;
 
-	if (net_opts_finish(&o->net, err, sizeof(err)))
-		return cli_usage_error(self, "%s", err);
+	if (net_opts_finish(&o->net, &err))
+		return cli_usage_error(self, "%s", err_text(&err));
 	if (o->net.mode == NET_NONE)
 		return 0;
 	/* The jail's network namespace is an empty one of its own, and a jailed VMM can make no
@@ -61,15 +63,16 @@ static int relay_filter(void)
 
 int run_net_create(struct run_opts *o)
 {
-	char err[1024], ip[INET_ADDRSTRLEN], ports[512] = "";
+	char ip[INET_ADDRSTRLEN], ports[512] = "";
+	struct fvm_err err = FVM_ERR_INIT;
 	struct net *n = &o->netw;
 	size_t pos = 0;
 	int ret, fd;
 
 	o->net.relay_thread_init = relay_filter;
-	ret = net_create(&o->net, n, err, sizeof(err));
+	ret = net_create(&o->net, n, &err);
 	if (ret) {
-		log_err("network of %s: %s", o->name, err);
+		log_err("network of %s: %s", o->name, err_text(&err));
 		return ret;
 	}
 	if (!n->active)

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "cli/cli_vm.h"
+#include "util/errmsg.h"
 #include "util/log.h"
 
 enum { OPT_MEM = 256, OPT_VCPUS, OPT_BACKING, OPT_NO_HUGEPAGE, OPT_NAME, OPT_SOCKET,
@@ -69,7 +70,7 @@ static int parse_disk(const struct cli_command *self, const char *arg, struct ru
 static int parse_one(const struct cli_command *self, int opt, struct run_opts *o)
 {
 	unsigned long long v;
-	char err[128];
+	struct fvm_err err = FVM_ERR_INIT;
 
 	switch (opt) {
 	case OPT_MEM:
@@ -105,8 +106,8 @@ static int parse_one(const struct cli_command *self, int opt, struct run_opts *o
 		return 0;
 	case OPT_CONSOLE: o->vm.console_path = optarg; return 0;
 	case OPT_CPU_FEATURES:
-		if (cpuid_policy_parse(&o->vm.cpuid_policy, optarg, err, sizeof(err)))
-			return cli_usage_error(self, "--cpu-features: %s", err);
+		if (cpuid_policy_parse(&o->vm.cpuid_policy, optarg, &err))
+			return cli_usage_error(self, "--cpu-features: %s", err_text(&err));
 		o->cpu_features_set = true;
 		return 0;
 	case OPT_DETACH: o->detach = true; return 0;
@@ -127,18 +128,19 @@ static int parse_one(const struct cli_command *self, int opt, struct run_opts *o
 	case 'v': log_set_level(LOG_DEBUG); return 0;
 	default:
 		if (opt >= CGROUP_OPT_BASE)
-			return cgroup_opt(&o->cg, opt, optarg, err, sizeof(err)) ? cli_usage_error(self, "%s", err) : 0;
+			return cgroup_opt(&o->cg, opt, optarg, &err) ? cli_usage_error(self, "%s",
+					  err_text(&err)) : 0;
 		if (opt >= JAIL_OPT_BASE)
-			return jail_opt(&o->jail, opt, optarg, err, sizeof(err)) ?
-				       cli_usage_error(self, "%s", err) : 0;
+			return jail_opt(&o->jail, opt, optarg, &err) ?
+				       cli_usage_error(self, "%s", err_text(&err)) : 0;
 		if (opt >= RUN_TAP_OPT_BASE)
 			return run_tap_opt(self, opt, optarg, o);
 		if (opt >= RUN_NET_OPT_BASE)
 			return run_net_opt(self, opt, optarg, o);
 		if (opt >= RUN_LINUX_OPT_BASE)
 			return run_linux_opt(self, opt, optarg, o);
-		if (opt >= UFFD_OPT_PAGESERVER && uffd_restore_opt(&o->uffd, opt, optarg, err, sizeof(err)))
-			return cli_usage_error(self, "%s", err);
+		if (opt >= UFFD_OPT_PAGESERVER && uffd_restore_opt(&o->uffd, opt, optarg, &err))
+			return cli_usage_error(self, "%s", err_text(&err));
 		return opt >= UFFD_OPT_PAGESERVER ? 0 : cli_usage_error(self, "unknown option");
 	}
 }

@@ -6,6 +6,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "util/errmsg.h"
+
 struct vm;
 struct ctl_server;
 struct ctl_request;
@@ -43,8 +45,7 @@ extern const struct ctl_command ctl_commands[];
 const struct ctl_command *ctl_command_find(const char *name);
 
 /* Parse and validate one request line; on error returns -EINVAL and a message in err. */
-int ctl_request_parse(const char *line, size_t len, struct ctl_request *req, char *err,
-		      size_t errlen);
+int ctl_request_parse(const char *line, size_t len, struct ctl_request *req, struct fvm_err *err);
 void ctl_request_release(struct ctl_request *req);
 uint64_t ctl_req_u64(const struct ctl_request *req, const char *name, uint64_t dflt);
 const char *ctl_req_str(const struct ctl_request *req, const char *name, const char *dflt);

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/vm.h"
+#include "util/errmsg.h"
 #include "util/unix_sock.h"
 #include "ctl/ctl.h"
 #include "ctl/ctl_server.h"
@@ -73,12 +74,12 @@ static void *branch_worker(void *arg)
 {
 	struct branch_job *j = arg;
 	struct branch_result res;
-	char err[4096] = "";
+	struct fvm_err err = FVM_ERR_INIT;
 	json_t *reply;
 
-	if (branch(ctl_vm(j->srv), &j->o, &res, err, sizeof(err)) < 0)
+	if (branch(ctl_vm(j->srv), &j->o, &res, &err) < 0)
 		reply = ctl_reply_error("branch (%s) failed: %s", branch_strategy_name(j->o.strategy),
-					err);
+					err_text(&err));
 	else
 		reply = branch_reply(&res, j->o.strategy);
 	branch_result_free(&res);
@@ -117,15 +118,15 @@ json_t *ctl_cmd_branch(struct ctl_server *srv, struct ctl_request *req)
 	};
 	struct branch_job *job;
 	int ret;
-	char err[4096] = "";
+	struct fvm_err err = FVM_ERR_INIT;
 
 	if (branch_strategy_parse(ctl_req_str(req, "strategy", ""), &o.strategy))
 		return ctl_reply_error("strategy must be full, diff, live or cow");
 	/* Confinement (docs/CONTROL.md, Security): names stay names, paths stay in the roots. */
-	if (name_check("prefix", o.prefix, 40, err, sizeof(err)) ||
-	    ctl_path_check("run_dir", o.run_dir, true, err, sizeof(err)) ||
-	    (o.dir && ctl_path_check("dir", o.dir, false, err, sizeof(err))))
-		return ctl_reply_error("branch: %s", err);
+	if (name_check("prefix", o.prefix, 40, &err) ||
+	    ctl_path_check("run_dir", o.run_dir, true, &err) ||
+	    (o.dir && ctl_path_check("dir", o.dir, false, &err)))
+		return ctl_reply_error("branch: %s", err_text(&err));
 	if (ctl_req_u64(req, "count", 1) > BRANCH_MAX_CHILDREN || o.count < 1)
 		return ctl_reply_error("count must be 1-%d", BRANCH_MAX_CHILDREN);
 	job = calloc(1, sizeof(*job));

@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "util/errmsg.h"
 #include "util/log.h"
 #include "core/vm.h"
 #include "ctl/ctl_server.h"
@@ -183,7 +184,7 @@ static bool runs_beside_worker(const struct ctl_command *cmd)
  * Lines behind a waiting request stay in buf; a full buffer stops reading (client_update). */
 static void client_process(struct ctl_server *srv, struct ctl_client *c)
 {
-	char err[256];
+	struct fvm_err err = FVM_ERR_INIT;
 
 	while (c->id && !c->waiting && !c->closing && !c->held) {
 		char *nl = memchr(c->buf, '\n', c->len);
@@ -205,8 +206,8 @@ static void client_process(struct ctl_server *srv, struct ctl_client *c)
 		}
 		linelen = (size_t)(nl - c->buf);
 		c->active_ns = monotonic_ns();
-		if (ctl_request_parse(c->buf, linelen, &req, err, sizeof(err)) < 0) {
-			reply = ctl_reply_error("%s", err);
+		if (ctl_request_parse(c->buf, linelen, &req, &err) < 0) {
+			reply = ctl_reply_error("%s", err_text(&err));
 		} else {
 			if (srv->busy && !runs_beside_worker(req.cmd)) {
 				/* Keep the line; deliver_completions runs it after the worker. */

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "ctl/ctl.h"
+#include "util/errmsg.h"
 
 const struct ctl_command *ctl_command_find(const char *name)
 {
@@ -23,7 +24,7 @@ static const struct ctl_field *field_find(const struct ctl_command *cmd, const c
 	return NULL;
 }
 
-static int field_check(const struct ctl_field *f, json_t *v, char *err, size_t errlen)
+static int field_check(const struct ctl_field *f, json_t *v, struct fvm_err *err)
 {
 	switch (f->type) {
 	case CTL_U64: {
@@ -32,29 +33,26 @@ static int field_check(const struct ctl_field *f, json_t *v, char *err, size_t e
 		/* Checked here, once, so no handler can truncate a value into its own type. */
 		if (!json_is_integer(v) || json_integer_value(v) < 0 ||
 		    (uint64_t)json_integer_value(v) > max) {
-			snprintf(err, errlen, "field '%s' must be a non-negative integer in 0..%" PRIu64,
+			return errmsg(err, -EINVAL,
+				      "field '%s' must be a non-negative integer in 0..%" PRIu64,
 				 f->name, max);
-			return -EINVAL;
 		}
 		return 0;
 	}
 	case CTL_STR:
 		if (!json_is_string(v)) {
-			snprintf(err, errlen, "field '%s' must be a string", f->name);
-			return -EINVAL;
+			return errmsg(err, -EINVAL, "field '%s' must be a string", f->name);
 		}
 		return 0;
 	default:
 		if (!json_is_boolean(v)) {
-			snprintf(err, errlen, "field '%s' must be true or false", f->name);
-			return -EINVAL;
+			return errmsg(err, -EINVAL, "field '%s' must be true or false", f->name);
 		}
 		return 0;
 	}
 }
 
-int ctl_request_parse(const char *line, size_t len, struct ctl_request *req, char *err,
-		      size_t errlen)
+int ctl_request_parse(const char *line, size_t len, struct ctl_request *req, struct fvm_err *err)
 {
 	json_error_t jerr;
 	const char *key;
@@ -63,21 +61,20 @@ int ctl_request_parse(const char *line, size_t len, struct ctl_request *req, cha
 	memset(req, 0, sizeof(*req));
 	req->root = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!req->root) {
-		snprintf(err, errlen, "invalid JSON: %s", jerr.text);
-		return -EINVAL;
+		return errmsg(err, -EINVAL, "invalid JSON: %s", jerr.text);
 	}
 	if (!json_is_object(req->root)) {
-		snprintf(err, errlen, "request must be a JSON object");
+		errf(err, "request must be a JSON object");
 		goto bad;
 	}
 	cmd = json_object_get(req->root, "cmd");
 	if (!json_is_string(cmd)) {
-		snprintf(err, errlen, "missing string field 'cmd'");
+		errf(err, "missing string field 'cmd'");
 		goto bad;
 	}
 	req->cmd = ctl_command_find(json_string_value(cmd));
 	if (!req->cmd) {
-		snprintf(err, errlen, "unknown command '%s'", json_string_value(cmd));
+		errf(err, "unknown command '%s'", json_string_value(cmd));
 		goto bad;
 	}
 	json_object_foreach(req->root, key, v) {
@@ -86,15 +83,15 @@ int ctl_request_parse(const char *line, size_t len, struct ctl_request *req, cha
 			continue;
 		f = field_find(req->cmd, key);
 		if (!f) {
-			snprintf(err, errlen, "command '%s' has no field '%s'", req->cmd->name, key);
+			errf(err, "command '%s' has no field '%s'", req->cmd->name, key);
 			goto bad;
 		}
-		if (field_check(f, v, err, errlen))
+		if (field_check(f, v, err))
 			goto bad;
 	}
 	for (int i = 0; i < CTL_MAX_FIELDS && req->cmd->fields[i].name; i++) {
 		if (req->cmd->fields[i].required && !json_object_get(req->root, req->cmd->fields[i].name)) {
-			snprintf(err, errlen, "command '%s' needs field '%s'", req->cmd->name,
+			errf(err, "command '%s' needs field '%s'", req->cmd->name,
 				 req->cmd->fields[i].name);
 			goto bad;
 		}

@@ -9,6 +9,7 @@
 #include "ctl/ctl_socket.h"
 #include "snapshot/snap_format.h"
 #include "snapshot/snapshot.h"
+#include "util/errmsg.h"
 
 /* A snapshot request, copied out of the request (which the loop frees) for the worker. */
 struct snap_job {
@@ -76,11 +77,11 @@ json_t *ctl_cmd_snapshot(struct ctl_server *srv, struct ctl_request *req)
 		.strategy = "full",
 	};
 	struct snap_job *job;
-	char perr[512];
+	struct fvm_err perr = FVM_ERR_INIT;
 	int err;
 
-	if (ctl_path_check("dir", o.dir, false, perr, sizeof(perr)))
-		return ctl_reply_error("snapshot: %s", perr);
+	if (ctl_path_check("dir", o.dir, false, &perr))
+		return ctl_reply_error("snapshot: %s", err_text(&perr));
 	job = calloc(1, sizeof(*job));
 	if (!job)
 		return ctl_reply_error("snapshot: out of memory");

@@ -10,6 +10,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "util/errmsg.h"
 #include "util/log.h"
 #include "util/unix_sock.h"
 
@@ -65,8 +66,7 @@ int ctl_accept(int listen_fd)
 	return unix_accept(listen_fd, SOCK_NONBLOCK | SOCK_CLOEXEC, "control socket");
 }
 
-int ctl_path_check(const char *field, const char *path, bool allow_root, char *err,
-		   size_t errlen)
+int ctl_path_check(const char *field, const char *path, bool allow_root, struct fvm_err *err)
 {
 	const char *roots[CTL_MAX_ROOTS + 2] = { 0 };
 	const char *run = getenv("FORKVM_RUN_DIR");
@@ -81,5 +81,5 @@ int ctl_path_check(const char *field, const char *path, bool allow_root, char *e
 		roots[n++] = run;
 	else if (geteuid() == 0)
 		roots[n++] = "/run/forkvm";
-	return path_confine(field, path, roots, allow_root, err, errlen);
+	return path_confine(field, path, roots, allow_root, err);
 }

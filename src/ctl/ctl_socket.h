@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "util/errmsg.h"
+
 #include <stdbool.h>
 
 /* Most directories ctl_listen remembers as roots for path-bearing request fields. */
@@ -23,7 +25,6 @@ int ctl_accept(int listen_fd);
  * process listened in, the CLI run directory, or $FORKVM_SNAPSHOT_ROOTS (default /tmp,
  * /var/tmp, /dev/shm). Returns 0 or -errno with a message naming field in err.
  */
-int ctl_path_check(const char *field, const char *path, bool allow_root, char *err,
-		   size_t errlen);
+int ctl_path_check(const char *field, const char *path, bool allow_root, struct fvm_err *err);
 
 #endif

@@ -23,6 +23,7 @@
 
 #include "daemon/daemon_impl.h"
 #include "util/clock.h"
+#include "util/errmsg.h"
 #include "util/fileio.h"
 #include "util/log.h"
 #include "util/unix_sock.h"
@@ -627,32 +628,31 @@ static struct MHD_Daemon *serve(struct listener *l, int listen_fd, const char *c
 }
 
 /* A PEM file into a NUL-terminated buffer; a private key must be its owner's alone. */
-static int read_pem(const char *path, bool secret, char **out, char *err, size_t errlen)
+static int read_pem(const char *path, bool secret, char **out, struct fvm_err *err)
 {
 	uint8_t *data = NULL;
 	size_t len = 0;
 	struct stat st;
-	int ret = file_read(path, 1 << 20, 0, &data, &len, err, errlen);
+	int ret = file_read(path, 1 << 20, 0, &data, &len, err);
 
 	if (ret)
 		return ret;
 	if (secret && stat(path, &st) == 0 && (st.st_mode & 077)) {
 		free(data);
-		snprintf(err, errlen, "TLS key %s is readable by others (mode %o): chmod 600 it", path,
+		return errmsg(err, -EPERM,
+			      "TLS key %s is readable by others (mode %o): chmod 600 it", path,
 			 st.st_mode & 0777);
-		return -EPERM;
 	}
 	if (!memmem(data, len, "-----BEGIN ", 11)) {
 		free(data);
-		snprintf(err, errlen, "%s is not a PEM file", path);
-		return -EINVAL;
+		return errmsg(err, -EINVAL, "%s is not a PEM file", path);
 	}
 	*out = (char *)data; /* file_read puts a NUL after the bytes */
 	return 0;
 }
 
 /* "HOST:PORT" → a listening TCP socket (HOST may be [v6]). */
-static int tcp_listen(const char *spec, char *err, size_t errlen)
+static int tcp_listen(const char *spec, struct fvm_err *err)
 {
 	char host[256];
 	const char *colon = strrchr(spec, ':');
@@ -662,8 +662,8 @@ static int tcp_listen(const char *spec, char *err, size_t errlen)
 	int fd = -1, one = 1;
 
 	if (!colon || colon == spec || (size_t)(colon - spec) >= sizeof(host) || !colon[1]) {
-		snprintf(err, errlen, "--listen %s: expected HOST:PORT, e.g. 127.0.0.1:8080", spec);
-		return -EINVAL;
+		return errmsg(err, -EINVAL, "--listen %s: expected HOST:PORT, e.g. 127.0.0.1:8080",
+			      spec);
 	}
 	memcpy(host, spec, (size_t)(colon - spec));
 	host[colon - spec] = '\0';
@@ -674,14 +674,13 @@ static int tcp_listen(const char *spec, char *err, size_t errlen)
 	}
 	int rc = getaddrinfo(h, colon + 1, &hints, &ai);
 	if (rc) {
-		snprintf(err, errlen, "--listen %s: %s", spec, gai_strerror(rc));
-		return -EINVAL;
+		return errmsg(err, -EINVAL, "--listen %s: %s", spec, gai_strerror(rc));
 	}
 	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
 	    bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 128) < 0) {
 		int e = errno;
-		snprintf(err, errlen, "--listen %s: %s", spec, strerror(e));
+		errf(err, "--listen %s: %s", spec, strerror(e));
 		if (fd >= 0)
 			close(fd);
 		freeaddrinfo(ai);
@@ -692,28 +691,28 @@ static int tcp_listen(const char *spec, char *err, size_t errlen)
 }
 
 /* The bearer token: a file only its owner can read, at least 16 bytes, trailing space cut. */
-static int read_token(const char *path, char *out, size_t cap, char *err, size_t errlen)
+static int read_token(const char *path, char *out, size_t cap, struct fvm_err *err)
 {
 	uint8_t *data = NULL;
 	size_t len = 0;
 	struct stat st;
-	int ret = file_read(path, cap - 1, 0, &data, &len, err, errlen);
+	int ret = file_read(path, cap - 1, 0, &data, &len, err);
 
 	if (ret)
 		return ret;
 	if (stat(path, &st) == 0 && (st.st_mode & 077)) {
 		free(data);
-		snprintf(err, errlen, "token file %s is readable by others (mode %o): chmod 600 it",
+		return errmsg(err, -EPERM,
+			      "token file %s is readable by others (mode %o): chmod 600 it",
 			 path, st.st_mode & 0777);
-		return -EPERM;
 	}
 	while (len && (data[len - 1] == '\n' || data[len - 1] == '\r' || data[len - 1] == ' '))
 		len--;
 	if (len < 16 || memchr(data, '\0', len)) {
 		free(data);
-		snprintf(err, errlen, "token file %s: the token must be at least 16 bytes of text",
+		return errmsg(err, -EINVAL,
+			      "token file %s: the token must be at least 16 bytes of text",
 			 path);
-		return -EINVAL;
 	}
 	memcpy(out, data, len);
 	out[len] = '\0';
@@ -722,22 +721,21 @@ static int read_token(const char *path, char *out, size_t cap, char *err, size_t
 }
 
 /* One daemon per state directory: an flock held for the daemon's life, with its pid inside. */
-static int take_lock(struct daemon *d, char *err, size_t errlen)
+static int take_lock(struct daemon *d, struct fvm_err *err)
 {
 	char path[PATH_MAX], pid[32] = "";
 
 	snprintf(path, sizeof(path), "%s/daemon.lock", d->o.state_dir);
 	d->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (d->lock_fd < 0) {
-		snprintf(err, errlen, "opening %s: %s", path, strerror(errno));
-		return -errno;
+		return errmsg(err, -errno, "opening %s: %s", path, strerror(errno));
 	}
 	if (flock(d->lock_fd, LOCK_EX | LOCK_NB) < 0) {
 		int e = errno;
 		ssize_t n = pread(d->lock_fd, pid, sizeof(pid) - 1, 0);
 		pid[n > 0 ? n : 0] = '\0';
 		pid[strcspn(pid, "\n")] = '\0';
-		snprintf(err, errlen, "another forkvm daemon (pid %s) already uses the state directory %s",
+		errf(err, "another forkvm daemon (pid %s) already uses the state directory %s",
 			 pid[0] ? pid : "?", d->o.state_dir);
 		return e == EWOULDBLOCK ? -EBUSY : -e;
 	}
@@ -747,70 +745,64 @@ static int take_lock(struct daemon *d, char *err, size_t errlen)
 	return 0;
 }
 
-static int setup(struct daemon *d, char *err, size_t errlen)
+static int setup(struct daemon *d, struct fvm_err *err)
 {
 	char path[PATH_MAX];
 	int ret;
 
 	if (strlen(d->o.state_dir) > DAEMON_STATE_DIR_MAX) {
-		snprintf(err, errlen, "the state directory %s is longer than %d bytes: VM socket paths "
+		return errmsg(err, -ENAMETOOLONG,
+			      "the state directory %s is longer than %d bytes: VM socket paths "
 			 "under it would not fit a Unix socket address", d->o.state_dir,
 			 DAEMON_STATE_DIR_MAX);
-		return -ENAMETOOLONG;
 	}
 	if ((ret = mkdir_p(d->o.state_dir, 0700))) {
-		snprintf(err, errlen, "creating the state directory %s: %s", d->o.state_dir,
+		return errmsg(err, ret, "creating the state directory %s: %s", d->o.state_dir,
 			 strerror(-ret));
-		return ret;
 	}
-	if ((ret = take_lock(d, err, errlen)))
+	if ((ret = take_lock(d, err)))
 		return ret;
 	snprintf(d->run_dir, sizeof(d->run_dir), "%s/run", d->o.state_dir);
 	snprintf(d->snap_dir, sizeof(d->snap_dir), "%s/snapshots", d->o.state_dir);
 	if ((ret = mkdir_p(d->run_dir, 0700)) || (ret = mkdir_p(d->snap_dir, 0700))) {
-		snprintf(err, errlen, "creating %s and %s: %s", d->run_dir, d->snap_dir,
+		return errmsg(err, ret, "creating %s and %s: %s", d->run_dir, d->snap_dir,
 			 strerror(-ret));
-		return ret;
 	}
 	if (d->o.forkvm) {
 		snprintf(d->exe, sizeof(d->exe), "%s", d->o.forkvm);
 	} else {
 		ssize_t n = readlink("/proc/self/exe", d->exe, sizeof(d->exe) - 1);
 		if (n <= 0) {
-			snprintf(err, errlen, "finding this forkvm binary: %s", strerror(errno));
-			return -errno;
+			return errmsg(err, -errno, "finding this forkvm binary: %s",
+				      strerror(errno));
 		}
 		d->exe[n] = '\0';
 	}
 	if (access(d->exe, X_OK) < 0) {
-		snprintf(err, errlen, "the forkvm binary %s: %s", d->exe, strerror(errno));
-		return -errno;
+		return errmsg(err, -errno, "the forkvm binary %s: %s", d->exe, strerror(errno));
 	}
-	if ((ret = store_open(d->o.state_dir, &d->store, err, errlen)))
+	if ((ret = store_open(d->o.state_dir, &d->store, err)))
 		return ret;
 	snprintf(path, sizeof(path), "%s/audit.log", d->o.state_dir);
 	d->audit_fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
 	if (d->audit_fd < 0) {
-		snprintf(err, errlen, "opening the audit log %s: %s", path, strerror(errno));
-		return -errno;
+		return errmsg(err, -errno, "opening the audit log %s: %s", path, strerror(errno));
 	}
 	d->stop_fd = eventfd(0, EFD_CLOEXEC);
 	if (d->stop_fd < 0) {
-		snprintf(err, errlen, "an eventfd for the reaper: %s", strerror(errno));
-		return -errno;
+		return errmsg(err, -errno, "an eventfd for the reaper: %s", strerror(errno));
 	}
 	d->nops = NROUTES;
 	d->ops = calloc((size_t)NROUTES, sizeof(*d->ops));
 	if (!d->ops) {
-		snprintf(err, errlen, "out of memory");
-		return -ENOMEM;
+		return errmsg(err, -ENOMEM, "out of memory");
 	}
 	for (int i = 0; i < NROUTES; i++)
 		d->ops[i].name = routes[i].op;
 	return 0;
 }
 
-int daemon_run(const struct daemon_opts *o, char *err, size_t errlen)
+int daemon_run(const struct daemon_opts *o, struct fvm_err *err)
 {
 	struct daemon d = { .o = *o, .audit_fd = -1, .lock_fd = -1, .stop_fd = -1 };
 	struct listener unix_l = { .d = &d }, tcp_l = { .d = &d, .tcp = true };
@@ -819,39 +811,38 @@ int daemon_run(const struct daemon_opts *o, char *err, size_t errlen)
 	int ufd = -1, tfd = -1, ret, dead = 0;
 
 	pthread_mutex_init(&d.metrics_lock, NULL);
-	if ((ret = setup(&d, err, errlen)))
+	if ((ret = setup(&d, err)))
 		goto out;
 	if (o->listen && !o->token_file) {
-		snprintf(err, errlen, "--listen needs --token-file: TCP clients must authenticate");
+		errf(err, "--listen needs --token-file: TCP clients must authenticate");
 		ret = -EINVAL;
 		goto out;
 	}
-	if (o->listen && (ret = read_token(o->token_file, tcp_l.token, sizeof(tcp_l.token), err,
-					   errlen)))
+	if (o->listen && (ret = read_token(o->token_file, tcp_l.token, sizeof(tcp_l.token), err)))
 		goto out;
 	if (!o->tls_cert != !o->tls_key || (o->tls_cert && !o->listen)) {
-		snprintf(err, errlen, "--tls-cert and --tls-key go together, with --listen");
+		errf(err, "--tls-cert and --tls-key go together, with --listen");
 		ret = -EINVAL;
 		goto out;
 	}
 	if (o->tls_cert && !MHD_is_feature_supported(MHD_FEATURE_TLS)) {
-		snprintf(err, errlen, "this libmicrohttpd was built without TLS");
+		errf(err, "this libmicrohttpd was built without TLS");
 		ret = -ENOTSUP;
 		goto out;
 	}
-	if (o->tls_cert && ((ret = read_pem(o->tls_cert, false, &cert, err, errlen)) ||
-			    (ret = read_pem(o->tls_key, true, &key, err, errlen))))
+	if (o->tls_cert && ((ret = read_pem(o->tls_cert, false, &cert, err)) ||
+			    (ret = read_pem(o->tls_key, true, &key, err))))
 		goto out;
 	int adopted = sb_reconcile(&d, &dead);
 	if (adopted < 0) {
-		snprintf(err, errlen, "reconciling the recorded sandboxes failed (see the log)");
+		errf(err, "reconciling the recorded sandboxes failed (see the log)");
 		ret = adopted;
 		goto out;
 	}
 	log_info("daemon: state %s: %d sandbox(es) adopted, %d found dead", o->state_dir, adopted,
 		 dead);
 	if ((ret = reaper_start(&d))) {
-		snprintf(err, errlen, "starting the reaper thread: %s", strerror(-ret));
+		errf(err, "starting the reaper thread: %s", strerror(-ret));
 		goto out;
 	}
 	snprintf(sock, sizeof(sock), "%s", o->socket ? o->socket : "");
@@ -860,17 +851,17 @@ int daemon_run(const struct daemon_opts *o, char *err, size_t errlen)
 	ufd = unix_listen(sock, 128, 0, "API socket");
 	if (ufd < 0) {
 		ret = ufd;
-		snprintf(err, errlen, "listening on %s: %s", sock, strerror(-ret));
+		errf(err, "listening on %s: %s", sock, strerror(-ret));
 		goto out;
 	}
 	mu = serve(&unix_l, ufd, NULL, NULL);
 	if (!mu) {
 		ret = -EIO;
-		snprintf(err, errlen, "starting the HTTP server on %s failed", sock);
+		errf(err, "starting the HTTP server on %s failed", sock);
 		goto out;
 	}
 	if (o->listen) {
-		tfd = tcp_listen(o->listen, err, errlen);
+		tfd = tcp_listen(o->listen, err);
 		if (tfd < 0) {
 			ret = tfd;
 			goto out;
@@ -878,7 +869,7 @@ int daemon_run(const struct daemon_opts *o, char *err, size_t errlen)
 		mt = serve(&tcp_l, tfd, cert, key);
 		if (!mt) {
 			ret = -EIO;
-			snprintf(err, errlen, "starting the HTTP%s server on %s failed%s", cert ? "S" : "",
+			errf(err, "starting the HTTP%s server on %s failed%s", cert ? "S" : "",
 				 o->listen, cert ? " (is the key the certificate's?)" : "");
 			goto out;
 		}
@@ -894,7 +885,7 @@ int daemon_run(const struct daemon_opts *o, char *err, size_t errlen)
 			break;
 		if (errno != EINTR) {
 			ret = -errno;
-			snprintf(err, errlen, "waiting for the stop signal: %s", strerror(errno));
+			errf(err, "waiting for the stop signal: %s", strerror(errno));
 			goto out;
 		}
 	}

@@ -10,6 +10,8 @@
 
 #include <stddef.h>
 
+#include "util/errmsg.h"
+
 /* Where the daemon keeps its state and listens unless told otherwise. */
 #define DAEMON_DEFAULT_STATE_DIR "/var/lib/forkvm"
 #define DAEMON_DEFAULT_SOCKET DAEMON_DEFAULT_STATE_DIR "/api.sock"
@@ -27,6 +29,6 @@ struct daemon_opts {
 };
 
 /* Run until stop_fd is readable. Returns 0, or -errno with err naming the step. */
-int daemon_run(const struct daemon_opts *o, char *err, size_t errlen);
+int daemon_run(const struct daemon_opts *o, struct fvm_err *err);
 
 #endif

@@ -67,7 +67,7 @@ static int put_line(struct sb_stream *s, json_t *line)
 }
 
 /* An agent event frame → {"type":"stdout"|"stderr","data":..,"encoding":..}. */
-static int on_event(void *arg, json_t *ev, char *err, size_t errlen)
+static int on_event(void *arg, json_t *ev, struct fvm_err *err)
 {
 	struct sb_stream *s = arg;
 	const char *type = json_string_value(json_object_get(ev, "event"));
@@ -79,7 +79,7 @@ static int on_event(void *arg, json_t *ev, char *err, size_t errlen)
 				    json_object_get(ev, "data"), "encoding",
 				    json_object_get(ev, "data_encoding")));
 	if (ret)
-		return errmsg(err, errlen, ret, "passing %s on: %s", type, strerror(-ret));
+		return errmsg(err, ret, "passing %s on: %s", type, strerror(-ret));
 	return 0;
 }
 
@@ -104,11 +104,11 @@ static void *stream_thread(void *arg)
 {
 	struct sb_stream *s = arg;
 	json_t *reply = NULL;
-	char err[1024];
+	struct fvm_err err = FVM_ERR_INIT;
 	int ret;
 
 	ret = agent_request_stream(s->agent, s->req, on_event, s, &reply, s->deadline_ns,
-				   s->cancel, err, sizeof(err));
+				   s->cancel, &err);
 	if (ret == 0)
 		ret = replay_captured(s, reply);
 	if (ret == 0)
@@ -119,11 +119,11 @@ static void *stream_thread(void *arg)
 				      json_object_get(reply, "duration_ms")));
 	else if (ret != -ECANCELED && ret != -EPIPE) {
 		/* The same codes and words as a failing plain exec, in the stream's last line. */
-		char msg[sizeof(err) + 96];
+		char msg[sizeof(err_text(&err)) + 96];
 		if (ret == -EREMOTEIO)
-			snprintf(msg, sizeof(msg), "%s", err);
+			snprintf(msg, sizeof(msg), "%s", err_text(&err));
 		else
-			snprintf(msg, sizeof(msg), "the agent of %s: %s", s->id, err);
+			snprintf(msg, sizeof(msg), "the agent of %s: %s", s->id, err_text(&err));
 		put_line(s, json_pack("{s:s, s:{s:s, s:s}}", "type", "error", "error", "code",
 				      ret == -EREMOTEIO ? "guest_error" : "agent_failed", "message",
 				      msg));
@@ -203,7 +203,8 @@ json_t *sb_exec_stdin(const char *exec_id, const void *data, size_t len, bool eo
 {
 	struct sb_stream *s = registry_get(exec_id);
 	json_t *msg = NULL, *res = NULL;
-	char err[512], *b64 = NULL;
+	char *b64 = NULL;
+	struct fvm_err err = FVM_ERR_INIT;
 	int ret;
 
 	if (!s) {
@@ -227,8 +228,7 @@ json_t *sb_exec_stdin(const char *exec_id, const void *data, size_t len, bool eo
 	}
 	/* A command that does not read its input holds this up to its pipe's and the agent's
 	 * buffers; the stream's end (cancel) releases it. */
-	ret = agent_send(s->agent, msg, deadline_after_ms(STDIN_SEND_MS), s->cancel, err,
-			 sizeof(err));
+	ret = agent_send(s->agent, msg, deadline_after_ms(STDIN_SEND_MS), s->cancel, &err);
 	if (ret == 0 && eof)
 		s->stdin_open = false;
 	pthread_mutex_unlock(&s->wlock);
@@ -236,7 +236,7 @@ json_t *sb_exec_stdin(const char *exec_id, const void *data, size_t len, bool eo
 		api_fail(e, 504, "stdin_stalled", "exec %s: the command did not take %zu bytes of "
 			 "input within %d ms", exec_id, len, STDIN_SEND_MS);
 	else if (ret)
-		api_fail(e, 409, "stdin_closed", "exec %s: %s", exec_id, err);
+		api_fail(e, 409, "stdin_closed", "exec %s: %s", exec_id, err_text(&err));
 	else
 		res = json_pack("{s:s, s:I, s:b}", "exec_id", exec_id, "bytes", (json_int_t)len,
 				"eof", eof);

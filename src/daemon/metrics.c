@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "daemon/daemon_impl.h"
+#include "util/errmsg.h"
 
 static const double bucket_le[METRIC_BUCKETS] = { 0.001, 0.005, 0.01, 0.05, 0.1, 0.25,
 						   0.5,	  1,	 2.5,  5,    30 };
@@ -94,11 +95,11 @@ int metrics_render(struct daemon *d, char **out, struct api_err *e)
 	static const char *const states[] = { "running", "paused", "dead" };
 	struct sandbox_rec *recs = NULL;
 	struct text t = { 0 };
-	char err[512];
+	struct fvm_err err = FVM_ERR_INIT;
 	size_t n = 0;
 
-	if (store_list_sandboxes(d->store, NULL, NULL, &recs, &n, err, sizeof(err)))
-		return api_fail(e, 500, "state", "%s", err);
+	if (store_list_sandboxes(d->store, NULL, NULL, &recs, &n, &err))
+		return api_fail(e, 500, "state", "%s", err_text(&err));
 	put(&t, "# HELP forkvm_sandboxes Sandboxes the daemon knows, by state.\n"
 		"# TYPE forkvm_sandboxes gauge\n");
 	for (size_t s = 0; s < sizeof(states) / sizeof(states[0]); s++) {

@@ -23,6 +23,7 @@
 
 #include "daemon/daemon_impl.h"
 #include "util/clock.h"
+#include "util/errmsg.h"
 #include "util/log.h"
 #include "util/log_tail.h"
 #include "util/unix_sock.h"
@@ -96,7 +97,7 @@ static bool ps_absent(int err)
  * -EAGAIN (its backlog is full) or -ETIMEDOUT: no whole reply in time; -ECONNRESET, -EPROTO:
  * closed early, not a status. err says which.
  */
-static int ps_status(const char *sock, int timeout_ms, json_t **reply, char *err, size_t errlen)
+static int ps_status(const char *sock, int timeout_ms, json_t **reply, struct fvm_err *err)
 {
 	static const char req[] = "{\"cmd\":\"status\"}\n";
 	uint64_t deadline = deadline_after_ms(timeout_ms);
@@ -108,14 +109,13 @@ static int ps_status(const char *sock, int timeout_ms, json_t **reply, char *err
 	*reply = NULL;
 	fd = unix_connect(sock, SOCK_NONBLOCK);
 	if (fd < 0) {
-		snprintf(err, errlen, "connecting to %s: %s", sock,
+		return errmsg(err, fd, "connecting to %s: %s", sock,
 			 fd == -EAGAIN ? "its backlog is full (the server is stuck)" : strerror(-fd));
-		return fd;
 	}
 	buf = malloc(cap);
 	if (!buf) {
 		ret = -ENOMEM;
-		snprintf(err, errlen, "the status of %s: out of memory", sock);
+		errf(err, "the status of %s: out of memory", sock);
 		goto out;
 	}
 	for (;;) {
@@ -130,9 +130,9 @@ static int ps_status(const char *sock, int timeout_ms, json_t **reply, char *err
 		if (n <= 0) {
 			ret = n < 0 ? -errno : -ETIMEDOUT;
 			if (n < 0)
-				snprintf(err, errlen, "the status of %s: %s", sock, strerror(errno));
+				errf(err, "the status of %s: %s", sock, strerror(errno));
 			else
-				snprintf(err, errlen, "the status of %s: no whole reply within %d ms",
+				errf(err, "the status of %s: no whole reply within %d ms",
 					 sock, timeout_ms);
 			goto out;
 		}
@@ -140,7 +140,7 @@ static int ps_status(const char *sock, int timeout_ms, json_t **reply, char *err
 			k = send(fd, req + sent, sizeof(req) - 1 - sent, MSG_NOSIGNAL);
 			if (k < 0 && errno != EAGAIN && errno != EINTR) {
 				ret = -errno;
-				snprintf(err, errlen, "asking %s for its status: %s", sock,
+				errf(err, "asking %s for its status: %s", sock,
 					 strerror(errno));
 				goto out;
 			}
@@ -151,7 +151,7 @@ static int ps_status(const char *sock, int timeout_ms, json_t **reply, char *err
 			char *grown = cap < PS_REPLY_MAX ? realloc(buf, cap * 2) : NULL;
 			if (!grown) {
 				ret = -E2BIG;
-				snprintf(err, errlen, "the status of %s: above %zu bytes", sock, cap);
+				errf(err, "the status of %s: above %zu bytes", sock, cap);
 				goto out;
 			}
 			buf = grown;
@@ -162,7 +162,7 @@ static int ps_status(const char *sock, int timeout_ms, json_t **reply, char *err
 			continue;
 		if (k <= 0) {
 			ret = k < 0 ? -errno : -ECONNRESET;
-			snprintf(err, errlen, "the status of %s: %s", sock,
+			errf(err, "the status of %s: %s", sock,
 				 k < 0 ? strerror(errno) : "the server closed the connection");
 			goto out;
 		}
@@ -177,7 +177,7 @@ static int ps_status(const char *sock, int timeout_ms, json_t **reply, char *err
 	if (!*reply || !json_is_true(json_object_get(*reply, "ok")) ||
 	    !json_is_array(json_object_get(*reply, "vms"))) {
 		ret = -EPROTO;
-		snprintf(err, errlen, "the status of %s: %s", sock,
+		errf(err, "the status of %s: %s", sock,
 			 *reply ? "not a page server's status" : jerr.text);
 		json_decref(*reply);
 		*reply = NULL;
@@ -311,7 +311,8 @@ static int ps_spawn(struct daemon *d, const char *sock, const char *log, pid_t *
 static int ps_start(struct daemon *d, const char *sock, const char *log, struct api_err *e)
 {
 	uint64_t deadline = deadline_after_ms(PS_START_MS);
-	char err[512] = "", how[96];
+	char how[96];
+	struct fvm_err err = FVM_ERR_INIT;
 	json_t *st = NULL;
 	pid_t pid = -1;
 	int status;
@@ -332,7 +333,7 @@ static int ps_start(struct daemon *d, const char *sock, const char *log, struct 
 			return ps_fail(e, 500, "pageserver_failed", log, "the page server (pid %d) %s "
 				       "before it answered on %s", (int)pid, how, sock);
 		}
-		if (!ps_status(sock, PS_POLL_MS * 10, &st, err, sizeof(err)))
+		if (!ps_status(sock, PS_POLL_MS * 10, &st, &err))
 			break;
 		if (deadline_ms_left(deadline) <= 0) {
 			/* Nothing was restored through it yet: it is ours to end. */
@@ -342,7 +343,7 @@ static int ps_start(struct daemon *d, const char *sock, const char *log, struct 
 			ps.child = 0;
 			return ps_fail(e, 504, "pageserver_failed", log, "the page server (pid %d) did "
 				       "not answer on %s within %d ms (%s): killed", (int)pid, sock,
-				       PS_START_MS, err);
+				       PS_START_MS, err_text(&err));
 		}
 		usleep(PS_POLL_MS * 1000);
 	}
@@ -356,13 +357,14 @@ static int ps_start(struct daemon *d, const char *sock, const char *log, struct 
 
 int pageserver_ensure(struct daemon *d, char *sock, size_t cap, struct api_err *e)
 {
-	char log[PS_PATH_MAX], err[512];
+	char log[PS_PATH_MAX];
+	struct fvm_err err = FVM_ERR_INIT;
 	json_t *st = NULL;
 	int ret;
 
 	ps_paths(d, sock, cap, log, sizeof(log));
 	pthread_mutex_lock(&ps.lock);
-	ret = ps_status(sock, PS_PROBE_MS, &st, err, sizeof(err));
+	ret = ps_status(sock, PS_PROBE_MS, &st, &err);
 	if (!ret) {
 		note_server(st, sock, "adopted");
 		json_decref(st);
@@ -372,7 +374,7 @@ int pageserver_ensure(struct daemon *d, char *sock, size_t cap, struct api_err *
 		/* Alive but not answering: VMs may depend on it, so it is neither killed nor
 		 * replaced (its socket stays in use); the operator decides. */
 		ret = ps_fail(e, 502, "pageserver_unreachable", log, "checking the page server: %s; "
-			      "it is left running (restored VMs may depend on it)", err);
+			      "it is left running (restored VMs may depend on it)", err_text(&err));
 	}
 	pthread_mutex_unlock(&ps.lock);
 	return ret ? -1 : 0;
@@ -397,18 +399,19 @@ void pageserver_explain(struct daemon *d, struct api_err *e)
 
 void pageserver_adopt(struct daemon *d)
 {
-	char sock[PS_PATH_MAX], log[PS_PATH_MAX], err[512];
+	char sock[PS_PATH_MAX], log[PS_PATH_MAX];
+	struct fvm_err err = FVM_ERR_INIT;
 	json_t *st = NULL;
 
 	ps_paths(d, sock, sizeof(sock), log, sizeof(log));
 	pthread_mutex_lock(&ps.lock);
-	int ret = ps_status(sock, PS_PROBE_MS, &st, err, sizeof(err));
+	int ret = ps_status(sock, PS_PROBE_MS, &st, &err);
 	if (!ret) {
 		note_server(st, sock, "adopted: the VMs restored through it keep being served");
 		json_decref(st);
 	} else if (!ps_absent(ret)) {
 		log_warn("daemon: a page server on %s does not answer (%s): uffd creates fail until "
-			 "it does or it is gone", sock, err);
+			 "it does or it is gone", sock, err_text(&err));
 	}
 	pthread_mutex_unlock(&ps.lock);
 }
@@ -454,15 +457,16 @@ static size_t read_vms(json_t *vms, struct vm_seen *now, struct pageserver_metri
 
 void pageserver_metrics(struct daemon *d, struct pageserver_metrics *m)
 {
-	char sock[PS_PATH_MAX], log[PS_PATH_MAX], err[512];
+	char sock[PS_PATH_MAX], log[PS_PATH_MAX];
+	struct fvm_err err = FVM_ERR_INIT;
 	json_t *st = NULL;
 
 	memset(m, 0, sizeof(*m));
 	ps_paths(d, sock, sizeof(sock), log, sizeof(log));
-	int ret = ps_status(sock, PS_METRICS_MS, &st, err, sizeof(err));
+	int ret = ps_status(sock, PS_METRICS_MS, &st, &err);
 	if (ret) {
 		if (!ps_absent(ret))
-			log_warn("daemon: metrics: the page server: %s", err);
+			log_warn("daemon: metrics: the page server: %s", err_text(&err));
 		return;
 	}
 	m->up = true;

@@ -23,6 +23,7 @@
 #include "util/base64.h"
 #include "util/clock.h"
 #include "util/ctl_call.h"
+#include "util/errmsg.h"
 #include "util/fileio.h"
 #include "util/log.h"
 #include "util/log_tail.h"
@@ -258,13 +259,13 @@ static int spawn_vmm(struct daemon *d, char *const argv[], int *pid, struct api_
 static int ctl(const char *socket, json_t *req, json_t **reply, int timeout_ms,
 	       struct api_err *e, const char *what)
 {
-	char err[512];
+	struct fvm_err err = FVM_ERR_INIT;
 	json_t *r = NULL;
-	int ret = ctl_call(socket, req, &r, timeout_ms, err, sizeof(err));
+	int ret = ctl_call(socket, req, &r, timeout_ms, &err);
 
 	json_decref(req);
 	if (ret)
-		return api_fail(e, 502, "vm_unreachable", "%s: %s", what, err);
+		return api_fail(e, 502, "vm_unreachable", "%s: %s", what, err_text(&err));
 	if (!json_is_true(json_object_get(r, "ok"))) {
 		const char *msg = json_string_value(json_object_get(r, "error"));
 		api_fail(e, 409, "vm_refused", "%s: %s", what, msg ? msg : "refused");
@@ -280,22 +281,22 @@ static int ctl(const char *socket, json_t *req, json_t **reply, int timeout_ms,
 
 static int load(struct daemon *d, const char *id, struct sandbox_rec *r, struct api_err *e)
 {
-	char err[512];
-	int ret = store_get_sandbox(d->store, id, r, err, sizeof(err));
+	struct fvm_err err = FVM_ERR_INIT;
+	int ret = store_get_sandbox(d->store, id, r, &err);
 
 	if (ret == -ENOENT)
 		return api_fail(e, 404, "not_found", "no sandbox %s", id);
 	if (ret)
-		return api_fail(e, 500, "state", "%s", err);
+		return api_fail(e, 500, "state", "%s", err_text(&err));
 	return 0;
 }
 
 static int save(struct daemon *d, const struct sandbox_rec *r, struct api_err *e)
 {
-	char err[512];
+	struct fvm_err err = FVM_ERR_INIT;
 
-	if (store_put_sandbox(d->store, r, err, sizeof(err)))
-		return api_fail(e, 500, "state", "recording sandbox %s: %s", r->id, err);
+	if (store_put_sandbox(d->store, r, &err))
+		return api_fail(e, 500, "state", "recording sandbox %s: %s", r->id, err_text(&err));
 	return 0;
 }
 
@@ -383,14 +384,15 @@ static int get_metadata(json_t *body, char *out, size_t cap, struct api_err *e)
  */
 static int wait_agent(const struct sandbox_rec *r, int timeout_ms, struct api_err *e)
 {
-	char path[STORE_PATH_MAX + 16], why[512] = "", tail[2048] = "";
+	char path[STORE_PATH_MAX + 16], tail[2048] = "";
+	struct fvm_err why = FVM_ERR_INIT;
 	uint64_t deadline = deadline_after_ms(timeout_ms);
 
 	snprintf(path, sizeof(path), "%s.vsock", r->socket);
 	while (deadline_ms_left(deadline) > 0) {
 		json_t *req = json_pack("{s:s}", "op", "ping");
-		int fd = agent_connect(path, AGENT_VSOCK_PORT, deadline, -1, why, sizeof(why));
-		int ret = fd < 0 ? fd : agent_request(fd, req, NULL, deadline, -1, why, sizeof(why));
+		int fd = agent_connect(path, AGENT_VSOCK_PORT, deadline, -1, &why);
+		int ret = fd < 0 ? fd : agent_request(fd, req, NULL, deadline, -1, &why);
 		json_decref(req);
 		if (fd >= 0)
 			close(fd);
@@ -405,7 +407,7 @@ static int wait_agent(const struct sandbox_rec *r, int timeout_ms, struct api_er
 	return api_fail(e, vmm_alive(r) ? 504 : 500, "agent_not_ready",
 			"sandbox %s: %s within %d ms (%s); its log %s ends:%s", r->id,
 			vmm_alive(r) ? "the guest agent did not answer" : "the VM ended before its agent answered",
-			timeout_ms, why[0] ? why : "no answer", path, tail[0] ? tail : " (empty)");
+			timeout_ms, why.msg[0] ? why.msg : "no answer", path, tail[0] ? tail : " (empty)");
 }
 
 /* The argv of `forkvm run` holds the fixed options plus every network entry. */
@@ -422,7 +424,7 @@ static int network_args(json_t *net, const char **argv, int *n, struct api_err *
 	static const char *const lists[] = { "allow", "deny", "publish" };
 	struct net_opts o;
 	const char *mode;
-	char err[256];
+	struct fvm_err err = FVM_ERR_INIT;
 	size_t i;
 	json_t *v;
 
@@ -434,8 +436,8 @@ static int network_args(json_t *net, const char **argv, int *n, struct api_err *
 	if (check_fields(net, known, e) || get_str(net, "mode", &mode, e))
 		return -1;
 	net_opts_init(&o);
-	if (mode && net_opts_mode(&o, mode, err, sizeof(err)))
-		return api_fail(e, 400, "bad_request", "network.mode: %s", err);
+	if (mode && net_opts_mode(&o, mode, &err))
+		return api_fail(e, 400, "bad_request", "network.mode: %s", err_text(&err));
 	if (mode) {
 		argv[(*n)++] = "--net";
 		argv[(*n)++] = mode;
@@ -454,17 +456,17 @@ static int network_args(json_t *net, const char **argv, int *n, struct api_err *
 			if (!text)
 				return api_fail(e, 400, "bad_request", "network.%s[%zu] must be a string",
 						lists[l], i);
-			ret = publish ? net_opts_publish(&o, text, err, sizeof(err))
-				      : net_opts_cidr(&o, l == 0, text, err, sizeof(err));
+			ret = publish ? net_opts_publish(&o, text, &err)
+				      : net_opts_cidr(&o, l == 0, text, &err);
 			if (ret)
 				return api_fail(e, 400, "bad_request", "network.%s[%zu]: %s", lists[l], i,
-						err);
+						err_text(&err));
 			argv[(*n)++] = publish ? "--publish" : l == 0 ? "--allow" : "--deny";
 			argv[(*n)++] = text;
 		}
 	}
-	if (net_opts_finish(&o, err, sizeof(err)))
-		return api_fail(e, 400, "bad_request", "network: %s", err);
+	if (net_opts_finish(&o, &err))
+		return api_fail(e, 400, "bad_request", "network: %s", err_text(&err));
 	return 0;
 }
 
@@ -494,7 +496,8 @@ json_t *sb_create(struct daemon *d, json_t *body, struct api_err *e)
 	struct snapshot_rec snap;
 	const char *guest, *snapshot, *backing;
 	uint64_t mem, vcpus, ttl, ready_ms;
-	char memarg[32], vcpuarg[16], err[512], pssock[STORE_PATH_MAX];
+	char memarg[32], vcpuarg[16], pssock[STORE_PATH_MAX];
+	struct fvm_err err = FVM_ERR_INIT;
 	bool lazy;
 
 	if (check_fields(body, known, e) || get_str(body, "guest", &guest, e) ||
@@ -528,10 +531,10 @@ json_t *sb_create(struct daemon *d, json_t *body, struct api_err *e)
 		return NULL;
 	}
 	if (snapshot) {
-		int ret = store_get_snapshot(d->store, snapshot, &snap, err, sizeof(err));
+		int ret = store_get_snapshot(d->store, snapshot, &snap, &err);
 		if (ret) {
 			api_fail(e, ret == -ENOENT ? 404 : 500, ret == -ENOENT ? "not_found" : "state",
-				 "%s", err);
+				 "%s", err_text(&err));
 			return NULL;
 		}
 		if (guest) {
@@ -631,7 +634,7 @@ json_t *sb_get(struct daemon *d, const char *id, struct api_err *e)
 	if (strcmp(r.state, "dead") != 0 && !vmm_alive(&r)) {
 		snprintf(r.state, sizeof(r.state), "dead");
 		snprintf(r.end_reason, sizeof(r.end_reason), "the VMM exited");
-		store_set_state(d->store, r.id, r.state, r.end_reason, NULL, 0);
+		store_set_state(d->store, r.id, r.state, r.end_reason, NULL);
 	}
 	return with_network(sandbox_rec_json(&r), &r);
 }
@@ -663,11 +666,11 @@ json_t *sb_list(struct daemon *d, const char *state, const char *parent, json_t 
 		struct api_err *e)
 {
 	struct sandbox_rec *recs = NULL;
-	char err[512];
+	struct fvm_err err = FVM_ERR_INIT;
 	size_t n = 0;
 
-	if (store_list_sandboxes(d->store, state, parent, &recs, &n, err, sizeof(err))) {
-		api_fail(e, 500, "state", "%s", err);
+	if (store_list_sandboxes(d->store, state, parent, &recs, &n, &err)) {
+		api_fail(e, 500, "state", "%s", err_text(&err));
 		return NULL;
 	}
 	json_t *arr = json_array();
@@ -681,15 +684,15 @@ json_t *sb_list(struct daemon *d, const char *state, const char *parent, json_t 
 json_t *sb_pause(struct daemon *d, const char *id, bool pause, struct api_err *e)
 {
 	struct sandbox_rec r;
-	char err[512];
+	struct fvm_err err = FVM_ERR_INIT;
 
 	if (load_live(d, id, &r, e) ||
 	    ctl(r.socket, json_pack("{s:s}", "cmd", pause ? "pause" : "resume"), NULL,
 		CTL_TIMEOUT_MS, e, pause ? "pausing" : "resuming"))
 		return NULL;
 	snprintf(r.state, sizeof(r.state), "%s", pause ? "paused" : "running");
-	if (store_set_state(d->store, r.id, r.state, NULL, err, sizeof(err))) {
-		api_fail(e, 500, "state", "%s", err);
+	if (store_set_state(d->store, r.id, r.state, NULL, &err)) {
+		api_fail(e, 500, "state", "%s", err_text(&err));
 		return NULL;
 	}
 	return sandbox_rec_json(&r);
@@ -717,7 +720,7 @@ static void drop_branch_images(struct daemon *d, const struct sandbox_rec *r);
 json_t *sb_delete(struct daemon *d, const char *id, const char *reason, struct api_err *e)
 {
 	struct sandbox_rec r;
-	char err[512];
+	struct fvm_err err = FVM_ERR_INIT;
 
 	if (load(d, id, &r, e))
 		return NULL;
@@ -734,8 +737,8 @@ json_t *sb_delete(struct daemon *d, const char *id, const char *reason, struct a
 		}
 	}
 	remove_vm_files(r.socket, true);
-	if (store_delete_sandbox(d->store, r.id, err, sizeof(err))) {
-		api_fail(e, 500, "state", "%s", err);
+	if (store_delete_sandbox(d->store, r.id, &err)) {
+		api_fail(e, 500, "state", "%s", err_text(&err));
 		return NULL;
 	}
 	log_info("daemon: sandbox %s ended (%s)", r.id, reason);
@@ -771,7 +774,8 @@ static void branch_image(struct daemon *d, const struct sandbox_rec *src, const 
  * stays while its source lives: the source's next diff branch adds a layer to it). */
 static void drop_branch_images(struct daemon *d, const struct sandbox_rec *r)
 {
-	char ids[2][STORE_ID_MAX + 8], err[512];
+	char ids[2][STORE_ID_MAX + 8];
+	struct fvm_err err = FVM_ERR_INIT;
 	struct snapshot_rec img;
 	struct sandbox_rec src;
 	int users = 0;
@@ -781,17 +785,17 @@ static void drop_branch_images(struct daemon *d, const struct sandbox_rec *r)
 	for (int i = 0; i < 2; i++) {
 		if (strncmp(ids[i], "br-", 3) != 0 && strncmp(ids[i], "bd-", 3) != 0)
 			continue;
-		if (store_get_snapshot(d->store, ids[i], &img, err, sizeof(err)) ||
-		    store_snapshot_users(d->store, ids[i], &users, err, sizeof(err)) || users)
+		if (store_get_snapshot(d->store, ids[i], &img, &err) ||
+		    store_snapshot_users(d->store, ids[i], &users, &err) || users)
 			continue;
-		if (ids[i][1] == 'd' && !store_get_sandbox(d->store, img.sandbox, &src, err, sizeof(err)) &&
+		if (ids[i][1] == 'd' && !store_get_sandbox(d->store, img.sandbox, &src, &err) &&
 		    strcmp(src.state, "dead") != 0)
 			continue; /* its source may branch again onto this chain */
 		int ret = remove_tree_at(AT_FDCWD, img.dir);
 		if (ret)
 			log_warn("daemon: removing the branch image %s: %s", img.dir, strerror(-ret));
 		else
-			store_delete_snapshot(d->store, img.id, NULL, 0);
+			store_delete_snapshot(d->store, img.id, NULL);
 	}
 }
 
@@ -832,10 +836,11 @@ json_t *sb_branch(struct daemon *d, const char *id, json_t *body, struct api_err
 	if (ctl(src.socket, req, &reply, BRANCH_TIMEOUT_MS, e, "branching"))
 		return NULL;
 	if (img.id[0]) {
-		char err[512];
+		struct fvm_err err = FVM_ERR_INIT;
 		img.created_at = now_unix();
-		if (store_put_snapshot(d->store, &img, err, sizeof(err)))
-			log_warn("daemon: recording the branch image %s: %s", img.dir, err);
+		if (store_put_snapshot(d->store, &img, &err))
+			log_warn("daemon: recording the branch image %s: %s", img.dir,
+				 err_text(&err));
 	}
 	json_t *kids = json_object_get(reply, "children"), *out = json_array(), *c;
 	size_t i;
@@ -869,7 +874,8 @@ json_t *sb_branch(struct daemon *d, const char *id, json_t *body, struct api_err
 
 int sb_agent_fd(struct daemon *d, const char *id, struct sandbox_rec *r, struct api_err *e)
 {
-	char path[STORE_PATH_MAX + 8], err[512];
+	char path[STORE_PATH_MAX + 8];
+	struct fvm_err err = FVM_ERR_INIT;
 
 	if (load_live(d, id, r, e))
 		return -1;
@@ -877,10 +883,11 @@ int sb_agent_fd(struct daemon *d, const char *id, struct sandbox_rec *r, struct 
 		return api_fail(e, 409, "no_agent", "sandbox %s runs the %s guest, which has no agent",
 				id, r->guest);
 	snprintf(path, sizeof(path), "%s.vsock", r->socket);
-	int fd = agent_connect(path, AGENT_VSOCK_PORT, deadline_after_ms(AGENT_CONNECT_MS), -1, err,
-			       sizeof(err));
+	int fd = agent_connect(path, AGENT_VSOCK_PORT, deadline_after_ms(AGENT_CONNECT_MS), -1,
+			       &err);
 	if (fd < 0)
-		return api_fail(e, 502, "agent_unreachable", "the agent of %s: %s", id, err);
+		return api_fail(e, 502, "agent_unreachable", "the agent of %s: %s", id,
+				err_text(&err));
 	return fd;
 }
 
@@ -888,7 +895,7 @@ static json_t *agent_call(struct daemon *d, const char *id, json_t *req, uint64_
 			  struct api_err *e)
 {
 	struct sandbox_rec r;
-	char err[1024];
+	struct fvm_err err = FVM_ERR_INIT;
 	json_t *reply = NULL;
 	int fd = sb_agent_fd(d, id, &r, e);
 
@@ -896,15 +903,15 @@ static json_t *agent_call(struct daemon *d, const char *id, json_t *req, uint64_
 		json_decref(req);
 		return NULL;
 	}
-	int ret = agent_request(fd, req, &reply, deadline, -1, err, sizeof(err));
+	int ret = agent_request(fd, req, &reply, deadline, -1, &err);
 	close(fd);
 	json_decref(req);
 	if (ret == -EREMOTEIO) {
-		api_fail(e, 422, "guest_error", "%s", err);
+		api_fail(e, 422, "guest_error", "%s", err_text(&err));
 		return NULL;
 	}
 	if (ret) {
-		api_fail(e, 502, "agent_failed", "the agent of %s: %s", id, err);
+		api_fail(e, 502, "agent_failed", "the agent of %s: %s", id, err_text(&err));
 		return NULL;
 	}
 	json_object_del(reply, "ok");
@@ -1016,7 +1023,7 @@ json_t *sb_snapshot(struct daemon *d, const char *id, struct api_err *e)
 {
 	struct sandbox_rec r;
 	struct snapshot_rec s = { 0 };
-	char err[512];
+	struct fvm_err err = FVM_ERR_INIT;
 
 	if (load_live(d, id, &r, e))
 		return NULL;
@@ -1032,8 +1039,8 @@ json_t *sb_snapshot(struct daemon *d, const char *id, struct api_err *e)
 		BRANCH_TIMEOUT_MS, e, "snapshot"))
 		return NULL;
 	s.created_at = now_unix();
-	if (store_put_snapshot(d->store, &s, err, sizeof(err))) {
-		api_fail(e, 500, "state", "recording snapshot %s: %s", s.id, err);
+	if (store_put_snapshot(d->store, &s, &err)) {
+		api_fail(e, 500, "state", "recording snapshot %s: %s", s.id, err_text(&err));
 		return NULL;
 	}
 	return snapshot_rec_json(&s);
@@ -1042,11 +1049,11 @@ json_t *sb_snapshot(struct daemon *d, const char *id, struct api_err *e)
 json_t *snap_list(struct daemon *d, struct api_err *e)
 {
 	struct snapshot_rec *recs = NULL;
-	char err[512];
+	struct fvm_err err = FVM_ERR_INIT;
 	size_t n = 0;
 
-	if (store_list_snapshots(d->store, &recs, &n, err, sizeof(err))) {
-		api_fail(e, 500, "state", "%s", err);
+	if (store_list_snapshots(d->store, &recs, &n, &err)) {
+		api_fail(e, 500, "state", "%s", err_text(&err));
 		return NULL;
 	}
 	json_t *arr = json_array();
@@ -1059,12 +1066,12 @@ json_t *snap_list(struct daemon *d, struct api_err *e)
 json_t *snap_get(struct daemon *d, const char *id, struct api_err *e)
 {
 	struct snapshot_rec s;
-	char err[512];
-	int ret = store_get_snapshot(d->store, id, &s, err, sizeof(err));
+	struct fvm_err err = FVM_ERR_INIT;
+	int ret = store_get_snapshot(d->store, id, &s, &err);
 
 	if (ret) {
 		api_fail(e, ret == -ENOENT ? 404 : 500, ret == -ENOENT ? "not_found" : "state", "%s",
-			 err);
+			 err_text(&err));
 		return NULL;
 	}
 	return snapshot_rec_json(&s);
@@ -1082,12 +1089,13 @@ static int remove_snapshot_dir(const char *dir, struct api_err *e)
 json_t *snap_verify(struct daemon *d, const char *id, struct api_err *e)
 {
 	struct snapshot_rec s;
-	char err[512], out[SPAWN_OUT_MAX];
-	int status = 0, ret = store_get_snapshot(d->store, id, &s, err, sizeof(err));
+	char out[SPAWN_OUT_MAX];
+	struct fvm_err err = FVM_ERR_INIT;
+	int status = 0, ret = store_get_snapshot(d->store, id, &s, &err);
 
 	if (ret) {
 		api_fail(e, ret == -ENOENT ? 404 : 500, ret == -ENOENT ? "not_found" : "state", "%s",
-			 err);
+			 err_text(&err));
 		return NULL;
 	}
 	char *const argv[] = { d->exe, "snapshot", "verify", s.dir, NULL };
@@ -1103,16 +1111,16 @@ json_t *snap_verify(struct daemon *d, const char *id, struct api_err *e)
 json_t *snap_delete(struct daemon *d, const char *id, bool force, struct api_err *e)
 {
 	struct snapshot_rec s;
-	char err[512];
-	int users = 0, ret = store_get_snapshot(d->store, id, &s, err, sizeof(err));
+	struct fvm_err err = FVM_ERR_INIT;
+	int users = 0, ret = store_get_snapshot(d->store, id, &s, &err);
 
 	if (ret) {
 		api_fail(e, ret == -ENOENT ? 404 : 500, ret == -ENOENT ? "not_found" : "state", "%s",
-			 err);
+			 err_text(&err));
 		return NULL;
 	}
-	if (store_snapshot_users(d->store, id, &users, err, sizeof(err))) {
-		api_fail(e, 500, "state", "%s", err);
+	if (store_snapshot_users(d->store, id, &users, &err)) {
+		api_fail(e, 500, "state", "%s", err_text(&err));
 		return NULL;
 	}
 	/* Restored sandboxes may map its memory file (file backing): not under them. */
@@ -1123,8 +1131,8 @@ json_t *snap_delete(struct daemon *d, const char *id, bool force, struct api_err
 	}
 	if (remove_snapshot_dir(s.dir, e))
 		return NULL;
-	if (store_delete_snapshot(d->store, id, err, sizeof(err))) {
-		api_fail(e, 500, "state", "%s", err);
+	if (store_delete_snapshot(d->store, id, &err)) {
+		api_fail(e, 500, "state", "%s", err_text(&err));
 		return NULL;
 	}
 	return json_pack("{s:s, s:b}", "id", id, "deleted", 1);
@@ -1138,7 +1146,8 @@ json_t *snap_delete(struct daemon *d, const char *id, bool force, struct api_err
  */
 static void sweep_run_dir(struct daemon *d)
 {
-	char base[128], sock[PATH_MAX], err[256];
+	char base[128], sock[PATH_MAX];
+	struct fvm_err err = FVM_ERR_INIT;
 	struct sandbox_rec r;
 	struct dirent *de;
 	DIR *dir = opendir(d->run_dir);
@@ -1156,7 +1165,7 @@ static void sweep_run_dir(struct daemon *d)
 		/* The page server's: VMs restored through it depend on it (pageserver.c). */
 		if (strcmp(base, "pageserver") == 0)
 			continue;
-		if (!store_get_sandbox(d->store, base, &r, err, sizeof(err)))
+		if (!store_get_sandbox(d->store, base, &r, &err))
 			continue;
 		snprintf(sock, sizeof(sock), "%s/%s.sock", d->run_dir, base);
 		bool is_template = strstr(base, ".template") != NULL;
@@ -1176,13 +1185,13 @@ static void sweep_run_dir(struct daemon *d)
 int sb_reconcile(struct daemon *d, int *dead)
 {
 	struct sandbox_rec *recs = NULL;
-	char err[512];
+	struct fvm_err err = FVM_ERR_INIT;
 	size_t n = 0;
 	int adopted = 0, busy = 0;
 
 	*dead = 0;
-	if (store_list_sandboxes(d->store, NULL, NULL, &recs, &n, err, sizeof(err))) {
-		log_err("daemon: reconcile: %s", err);
+	if (store_list_sandboxes(d->store, NULL, NULL, &recs, &n, &err)) {
+		log_err("daemon: reconcile: %s", err_text(&err));
 		return -EIO;
 	}
 	for (size_t i = 0; i < n; i++) {
@@ -1197,7 +1206,7 @@ int sb_reconcile(struct daemon *d, int *dead)
 			bool paused = state && strcmp(state, "paused") == 0;
 			busy += json_is_string(json_object_get(st, "busy"));
 			json_decref(st);
-			store_set_state(d->store, r->id, paused ? "paused" : "running", NULL, NULL, 0);
+			store_set_state(d->store, r->id, paused ? "paused" : "running", NULL, NULL);
 			adopted++;
 			continue;
 		}
@@ -1205,7 +1214,7 @@ int sb_reconcile(struct daemon *d, int *dead)
 					       : "the VMM was gone at daemon start";
 		if (vmm_alive(r)) /* ours but unreachable: it cannot be managed, end it */
 			kill(r->pid, SIGKILL);
-		store_set_state(d->store, r->id, "dead", why, NULL, 0);
+		store_set_state(d->store, r->id, "dead", why, NULL);
 		remove_vm_files(r->socket, false);
 		(*dead)++;
 	}
@@ -1248,11 +1257,11 @@ static void *reaper_main(void *arg)
 			return NULL;
 		pageserver_reap(d);
 		struct sandbox_rec *recs = NULL;
-		char err[512];
+		struct fvm_err err = FVM_ERR_INIT;
 		size_t n = 0;
 		double now = now_unix();
-		if (store_list_sandboxes(d->store, NULL, NULL, &recs, &n, err, sizeof(err))) {
-			log_warn("daemon: reaper: %s", err);
+		if (store_list_sandboxes(d->store, NULL, NULL, &recs, &n, &err)) {
+			log_warn("daemon: reaper: %s", err_text(&err));
 			continue;
 		}
 		bool died = false;
@@ -1268,15 +1277,15 @@ static void *reaper_main(void *arg)
 				json_decref(res);
 				audit(d, "reaper", "ttl", r->id, res ? 200 : e.http);
 			} else if (!vmm_alive(r)) {
-				store_set_state(d->store, r->id, "dead", "the VMM exited", NULL, 0);
+				store_set_state(d->store, r->id, "dead", "the VMM exited", NULL);
 				remove_vm_files(r->socket, false);
 				died = true;
 			}
 		}
 		free(recs);
 		/* A VMM killed outright leaves its host-side network (veth end, NAT table). */
-		if (died && net_reap(NULL, err, sizeof(err)) < 0)
-			log_warn("daemon: removing dead VMs' host networking: %s", err);
+		if (died && net_reap(NULL, &err) < 0)
+			log_warn("daemon: removing dead VMs' host networking: %s", err_text(&err));
 	}
 }
 
@@ -1331,7 +1340,8 @@ static int image_dir(const struct image_kind *k, char *out, size_t cap, struct a
 /* {kind, dir, manifest} of a built image, or NULL (e not set) when none is built. */
 static json_t *image_info(const struct image_kind *k, struct api_err *e, bool *failed)
 {
-	char dir[PATH_MAX], path[PATH_MAX + 16], err[256];
+	char dir[PATH_MAX], path[PATH_MAX + 16];
+	struct fvm_err err = FVM_ERR_INIT;
 	uint8_t *data = NULL;
 	size_t len = 0;
 	json_error_t jerr;
@@ -1340,12 +1350,12 @@ static json_t *image_info(const struct image_kind *k, struct api_err *e, bool *f
 	if (*failed)
 		return NULL;
 	snprintf(path, sizeof(path), "%s/manifest.json", dir);
-	int ret = file_read(path, 1 << 20, 0, &data, &len, err, sizeof(err));
+	int ret = file_read(path, 1 << 20, 0, &data, &len, &err);
 	if (ret == -ENOENT)
 		return NULL;
 	if (ret) {
 		*failed = true;
-		api_fail(e, 500, "internal", "%s", err);
+		api_fail(e, 500, "internal", "%s", err_text(&err));
 		return NULL;
 	}
 	json_t *manifest = json_loadb((const char *)data, len, 0, &jerr);
@@ -1460,7 +1470,8 @@ json_t *api_image_delete(struct daemon *d, const char *kind, bool force, struct 
 {
 	struct sandbox_rec *recs = NULL;
 	const struct image_kind *k = image_kind(kind);
-	char dir[PATH_MAX], err[512];
+	char dir[PATH_MAX];
+	struct fvm_err err = FVM_ERR_INIT;
 	size_t n = 0;
 	int users = 0;
 
@@ -1470,8 +1481,8 @@ json_t *api_image_delete(struct daemon *d, const char *kind, bool force, struct 
 	}
 	if (image_dir(k, dir, sizeof(dir), e))
 		return NULL;
-	if (store_list_sandboxes(d->store, NULL, NULL, &recs, &n, err, sizeof(err))) {
-		api_fail(e, 500, "state", "%s", err);
+	if (store_list_sandboxes(d->store, NULL, NULL, &recs, &n, &err)) {
+		api_fail(e, 500, "state", "%s", err_text(&err));
 		return NULL;
 	}
 	for (size_t i = 0; i < n; i++)

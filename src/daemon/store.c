@@ -33,29 +33,29 @@ static const char schema[] =
 #define SB_COLS "id, state, pid, start_ticks, socket, parent, snapshot, guest, mem_mib, " \
 		"vcpus, metadata, created_at, expires_at, end_reason"
 
-static int db_error(struct store *s, const char *what, char *err, size_t errlen)
+static int db_error(struct store *s, const char *what, struct fvm_err *err)
 {
-	return errmsg(err, errlen, -EIO, "state database: %s: %s", what, sqlite3_errmsg(s->db));
+	return errmsg(err, -EIO, "state database: %s: %s", what, sqlite3_errmsg(s->db));
 }
 
-int store_open(const char *dir, struct store **out, char *err, size_t errlen)
+int store_open(const char *dir, struct store **out, struct fvm_err *err)
 {
 	struct store *s = calloc(1, sizeof(*s));
 	char path[512], *msg = NULL;
 	int ret = 0;
 
 	if (!s)
-		return errmsg(err, errlen, -ENOMEM, "state database: out of memory");
+		return errmsg(err, -ENOMEM, "state database: out of memory");
 	pthread_mutex_init(&s->lock, NULL);
 	snprintf(path, sizeof(path), "%s/state.db", dir);
 	if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
 			    SQLITE_OPEN_FULLMUTEX, NULL) != SQLITE_OK) {
-		ret = errmsg(err, errlen, -EIO, "state database %s: %s", path,
+		ret = errmsg(err, -EIO, "state database %s: %s", path,
 			     s->db ? sqlite3_errmsg(s->db) : "cannot open");
 		goto fail;
 	}
 	if (sqlite3_exec(s->db, schema, NULL, NULL, &msg) != SQLITE_OK) {
-		ret = errmsg(err, errlen, -EIO, "state database %s: creating the schema: %s", path,
+		ret = errmsg(err, -EIO, "state database %s: creating the schema: %s", path,
 			     msg ? msg : "?");
 		sqlite3_free(msg);
 		goto fail;
@@ -107,7 +107,7 @@ static void row_sandbox(sqlite3_stmt *st, struct sandbox_rec *r)
  * int64_t, 'd' double), run it to completion; rows go to each(st, arg). Under the lock.
  */
 static int run(struct store *s, const char *sql, const char *types,
-	       void (*each)(sqlite3_stmt *, void *), void *arg, char *err, size_t errlen, ...)
+	       void (*each)(sqlite3_stmt *, void *), void *arg, struct fvm_err *err, ...)
 {
 	sqlite3_stmt *st = NULL;
 	va_list ap;
@@ -115,10 +115,10 @@ static int run(struct store *s, const char *sql, const char *types,
 
 	pthread_mutex_lock(&s->lock);
 	if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) {
-		ret = db_error(s, "prepare", err, errlen);
+		ret = db_error(s, "prepare", err);
 		goto out;
 	}
-	va_start(ap, errlen);
+	va_start(ap, err);
 	for (int i = 0; types[i]; i++) {
 		if (types[i] == 't')
 			rc = sqlite3_bind_text(st, i + 1, va_arg(ap, const char *), -1, SQLITE_TRANSIENT);
@@ -128,7 +128,7 @@ static int run(struct store *s, const char *sql, const char *types,
 			rc = sqlite3_bind_double(st, i + 1, va_arg(ap, double));
 		if (rc != SQLITE_OK) {
 			va_end(ap);
-			ret = db_error(s, "bind", err, errlen);
+			ret = db_error(s, "bind", err);
 			goto out;
 		}
 	}
@@ -137,17 +137,17 @@ static int run(struct store *s, const char *sql, const char *types,
 		if (each)
 			each(st, arg);
 	if (rc != SQLITE_DONE)
-		ret = db_error(s, "step", err, errlen);
+		ret = db_error(s, "step", err);
 out:
 	sqlite3_finalize(st);
 	pthread_mutex_unlock(&s->lock);
 	return ret;
 }
 
-int store_put_sandbox(struct store *s, const struct sandbox_rec *r, char *err, size_t errlen)
+int store_put_sandbox(struct store *s, const struct sandbox_rec *r, struct fvm_err *err)
 {
 	return run(s, "INSERT OR REPLACE INTO sandboxes(" SB_COLS ") VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-		   "ttiittttiitddt", NULL, NULL, err, errlen, r->id,
+		   "ttiittttiitddt", NULL, NULL, err, r->id,
 		   r->state, (int64_t)r->pid, (int64_t)r->start_ticks, r->socket, r->parent,
 		   r->snapshot, r->guest, (int64_t)r->mem_mib, (int64_t)r->vcpus, r->metadata,
 		   r->created_at, r->expires_at, r->end_reason);
@@ -166,28 +166,27 @@ static void each_sandbox_one(sqlite3_stmt *st, void *arg)
 	o->found = true;
 }
 
-int store_get_sandbox(struct store *s, const char *id, struct sandbox_rec *r, char *err,
-		      size_t errlen)
+int store_get_sandbox(struct store *s, const char *id, struct sandbox_rec *r, struct fvm_err *err)
 {
 	struct one o = { r, false };
 	int ret = run(s, "SELECT " SB_COLS " FROM sandboxes WHERE id = ?", "t", each_sandbox_one,
-		      &o, err, errlen, id);
+		      &o, err, id);
 
 	if (!ret && !o.found)
-		return errmsg(err, errlen, -ENOENT, "no sandbox %s", id);
+		return errmsg(err, -ENOENT, "no sandbox %s", id);
 	return ret;
 }
 
 int store_set_state(struct store *s, const char *id, const char *state, const char *reason,
-		    char *err, size_t errlen)
+		    struct fvm_err *err)
 {
 	return run(s, "UPDATE sandboxes SET state = ?, end_reason = ? WHERE id = ?", "ttt", NULL,
-		   NULL, err, errlen, state, reason ? reason : "", id);
+		   NULL, err, state, reason ? reason : "", id);
 }
 
-int store_delete_sandbox(struct store *s, const char *id, char *err, size_t errlen)
+int store_delete_sandbox(struct store *s, const char *id, struct fvm_err *err)
 {
-	return run(s, "DELETE FROM sandboxes WHERE id = ?", "t", NULL, NULL, err, errlen, id);
+	return run(s, "DELETE FROM sandboxes WHERE id = ?", "t", NULL, NULL, err, id);
 }
 
 struct many {
@@ -222,15 +221,15 @@ static void fill_sandbox(sqlite3_stmt *st, void *rec)
 }
 
 int store_list_sandboxes(struct store *s, const char *state, const char *parent,
-			 struct sandbox_rec **out, size_t *n, char *err, size_t errlen)
+			 struct sandbox_rec **out, size_t *n, struct fvm_err *err)
 {
 	struct many m = { .size = sizeof(struct sandbox_rec), .fill = fill_sandbox };
 	int ret = run(s, "SELECT " SB_COLS " FROM sandboxes WHERE (?1 IS NULL OR state = ?1) AND "
 		      "(?2 IS NULL OR parent = ?2) ORDER BY created_at, id", "tt", each_many, &m,
-		      err, errlen, state, parent);
+		      err, state, parent);
 
 	if (!ret && m.nomem)
-		ret = errmsg(err, errlen, -ENOMEM, "listing sandboxes: out of memory");
+		ret = errmsg(err, -ENOMEM, "listing sandboxes: out of memory");
 	if (ret) {
 		free(m.recs);
 		return ret;
@@ -252,10 +251,10 @@ static void row_snapshot(sqlite3_stmt *st, void *rec)
 	r->created_at = sqlite3_column_double(st, 4);
 }
 
-int store_put_snapshot(struct store *s, const struct snapshot_rec *r, char *err, size_t errlen)
+int store_put_snapshot(struct store *s, const struct snapshot_rec *r, struct fvm_err *err)
 {
 	return run(s, "INSERT OR REPLACE INTO snapshots(id, dir, sandbox, guest, created_at) "
-		   "VALUES(?,?,?,?,?)", "ttttd", NULL, NULL, err, errlen, r->id, r->dir, r->sandbox,
+		   "VALUES(?,?,?,?,?)", "ttttd", NULL, NULL, err, r->id, r->dir, r->sandbox,
 		   r->guest, r->created_at);
 }
 
@@ -267,32 +266,30 @@ static void each_snapshot_one(sqlite3_stmt *st, void *arg)
 	o->found = true;
 }
 
-int store_get_snapshot(struct store *s, const char *id, struct snapshot_rec *r, char *err,
-		       size_t errlen)
+int store_get_snapshot(struct store *s, const char *id, struct snapshot_rec *r, struct fvm_err *err)
 {
 	struct one o = { r, false };
 	int ret = run(s, "SELECT id, dir, sandbox, guest, created_at FROM snapshots WHERE id = ?", "t",
-		      each_snapshot_one, &o, err, errlen, id);
+		      each_snapshot_one, &o, err, id);
 
 	if (!ret && !o.found)
-		return errmsg(err, errlen, -ENOENT, "no snapshot %s", id);
+		return errmsg(err, -ENOENT, "no snapshot %s", id);
 	return ret;
 }
 
-int store_delete_snapshot(struct store *s, const char *id, char *err, size_t errlen)
+int store_delete_snapshot(struct store *s, const char *id, struct fvm_err *err)
 {
-	return run(s, "DELETE FROM snapshots WHERE id = ?", "t", NULL, NULL, err, errlen, id);
+	return run(s, "DELETE FROM snapshots WHERE id = ?", "t", NULL, NULL, err, id);
 }
 
-int store_list_snapshots(struct store *s, struct snapshot_rec **out, size_t *n, char *err,
-			 size_t errlen)
+int store_list_snapshots(struct store *s, struct snapshot_rec **out, size_t *n, struct fvm_err *err)
 {
 	struct many m = { .size = sizeof(struct snapshot_rec), .fill = row_snapshot };
 	int ret = run(s, "SELECT id, dir, sandbox, guest, created_at FROM snapshots ORDER BY created_at, id",
-		      "", each_many, &m, err, errlen);
+		      "", each_many, &m, err);
 
 	if (!ret && m.nomem)
-		ret = errmsg(err, errlen, -ENOMEM, "listing snapshots: out of memory");
+		ret = errmsg(err, -ENOMEM, "listing snapshots: out of memory");
 	if (ret) {
 		free(m.recs);
 		return ret;
@@ -307,11 +304,11 @@ static void count_row(sqlite3_stmt *st, void *arg)
 	*(int *)arg = sqlite3_column_int(st, 0);
 }
 
-int store_snapshot_users(struct store *s, const char *id, int *users, char *err, size_t errlen)
+int store_snapshot_users(struct store *s, const char *id, int *users, struct fvm_err *err)
 {
 	*users = 0;
 	return run(s, "SELECT COUNT(*) FROM sandboxes WHERE snapshot = ? AND state != 'dead'", "t",
-		   count_row, users, err, errlen, id);
+		   count_row, users, err, id);
 }
 
 json_t *sandbox_rec_json(const struct sandbox_rec *r)

@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "util/errmsg.h"
+
 #define STORE_ID_MAX 40
 #define STORE_PATH_MAX 256
 
@@ -43,31 +45,30 @@ struct snapshot_rec {
 };
 
 /* Open (creating) DIR/state.db; -errno with err set. */
-int store_open(const char *dir, struct store **out, char *err, size_t errlen);
+int store_open(const char *dir, struct store **out, struct fvm_err *err);
 void store_close(struct store *s);
 
-int store_put_sandbox(struct store *s, const struct sandbox_rec *r, char *err, size_t errlen);
+int store_put_sandbox(struct store *s, const struct sandbox_rec *r, struct fvm_err *err);
 /* 0, -ENOENT when no such id, or -EIO with err set. */
-int store_get_sandbox(struct store *s, const char *id, struct sandbox_rec *r, char *err,
-		      size_t errlen);
+int store_get_sandbox(struct store *s, const char *id, struct sandbox_rec *r, struct fvm_err *err);
 int store_set_state(struct store *s, const char *id, const char *state, const char *reason,
-		    char *err, size_t errlen);
-int store_delete_sandbox(struct store *s, const char *id, char *err, size_t errlen);
+		    struct fvm_err *err);
+int store_delete_sandbox(struct store *s, const char *id, struct fvm_err *err);
 /*
  * Every sandbox, oldest first, into a malloc'd array (*n of them), filtered by state and
  * parent when those are not NULL.
  */
 int store_list_sandboxes(struct store *s, const char *state, const char *parent,
-			 struct sandbox_rec **out, size_t *n, char *err, size_t errlen);
+			 struct sandbox_rec **out, size_t *n, struct fvm_err *err);
 
-int store_put_snapshot(struct store *s, const struct snapshot_rec *r, char *err, size_t errlen);
-int store_get_snapshot(struct store *s, const char *id, struct snapshot_rec *r, char *err,
-		       size_t errlen);
-int store_delete_snapshot(struct store *s, const char *id, char *err, size_t errlen);
-int store_list_snapshots(struct store *s, struct snapshot_rec **out, size_t *n, char *err,
-			 size_t errlen);
+int store_put_snapshot(struct store *s, const struct snapshot_rec *r, struct fvm_err *err);
+int store_get_snapshot(struct store *s, const char *id, struct snapshot_rec *r,
+		       struct fvm_err *err);
+int store_delete_snapshot(struct store *s, const char *id, struct fvm_err *err);
+int store_list_snapshots(struct store *s, struct snapshot_rec **out, size_t *n,
+			 struct fvm_err *err);
 /* How many live (not dead) sandboxes were restored from snapshot id. */
-int store_snapshot_users(struct store *s, const char *id, int *users, char *err, size_t errlen);
+int store_snapshot_users(struct store *s, const char *id, int *users, struct fvm_err *err);
 
 /* The JSON the API returns for a row. */
 json_t *sandbox_rec_json(const struct sandbox_rec *r);

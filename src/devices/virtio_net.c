@@ -9,6 +9,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "util/errmsg.h"
 #include "util/log.h"
 #include "core/vm.h"
 #include "jail/seccomp.h"
@@ -399,10 +400,11 @@ void virtio_net_save(struct virtio_net *n, struct virtio_net_state *out)
 
 int virtio_net_restore(struct virtio_net *n, const struct virtio_net_state *in)
 {
-	char why[128];
+	struct fvm_err why = FVM_ERR_INIT;
 
-	if (virtio_net_state_check(in, why, sizeof(why)))
-		return log_errno(-EINVAL, "restoring virtio-net slot %d: %s", n->mmio->slot, why);
+	if (virtio_net_state_check(in, &why))
+		return log_errno(-EINVAL, "restoring virtio-net slot %d: %s", n->mmio->slot,
+				 why.msg);
 	pthread_mutex_lock(&n->mmio->lock);
 	memcpy(n->mac, in->mac, sizeof(n->mac));
 	n->status = in->status;
@@ -417,19 +419,18 @@ int virtio_net_restore(struct virtio_net *n, const struct virtio_net_state *in)
 	return 0;
 }
 
-int virtio_net_state_check(const struct virtio_net_state *st, char *err, size_t errlen)
+int virtio_net_state_check(const struct virtio_net_state *st, struct fvm_err *err)
 {
 	static const uint8_t zero[6];
 	char mac[18];
 
 	virtio_net_format_mac(st->mac, mac, sizeof(mac));
 	if ((st->mac[0] & 1) || !memcmp(st->mac, zero, sizeof(zero))) {
-		snprintf(err, errlen, "MAC %s is not a unicast address", mac);
-		return -EINVAL;
+		return errmsg(err, -EINVAL, "MAC %s is not a unicast address", mac);
 	}
 	if (st->status & ~(VIRTIO_NET_S_LINK_UP | VIRTIO_NET_S_ANNOUNCE) || st->flags) {
-		snprintf(err, errlen, "unknown status bits 0x%x or flags 0x%x", st->status, st->flags);
-		return -EINVAL;
+		return errmsg(err, -EINVAL, "unknown status bits 0x%x or flags 0x%x", st->status,
+			      st->flags);
 	}
 	return 0;
 }

@@ -8,6 +8,7 @@
 #include <sys/types.h>
 
 #include "devices/virtio_mmio.h"
+#include "util/errmsg.h"
 
 struct vm;
 struct virtio_net;
@@ -125,7 +126,7 @@ void virtio_net_save(struct virtio_net *n, struct virtio_net_state *out);
  * of the new link at once (announce, or link down when detached) once its vCPUs run. */
 int virtio_net_restore(struct virtio_net *n, const struct virtio_net_state *in);
 /* A saved state's own fields (unicast MAC, known bits); one message in err, or 0. */
-int virtio_net_state_check(const struct virtio_net_state *st, char *err, size_t errlen);
+int virtio_net_state_check(const struct virtio_net_state *st, struct fvm_err *err);
 
 void virtio_net_get_info(struct virtio_net *n, struct virtio_net_info *out);
 /* "02:00:00:00:00:01" (out: at least 18 bytes). */

@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+#include "util/errmsg.h"
 #include "util/sha256.h"
 
 #define DISK_SECTOR 512
@@ -67,7 +68,7 @@ struct disk_open_opts {
  * bitmap and place in the chain, create or reopen the top. 0, or -errno with one message
  * naming the step and the file in err (logged instead when err is NULL).
  */
-int disk_open(const struct disk_open_opts *o, struct disk **out, char *err, size_t errlen);
+int disk_open(const struct disk_open_opts *o, struct disk **out, struct fvm_err *err);
 /* Close every file; remove_owned: also remove the names of the layers this disk created. */
 void disk_close(struct disk *d, bool remove_owned);
 
@@ -105,6 +106,6 @@ int disk_layer_export(struct disk *d, int k, int dirfd, const char *dirname, con
  * fd is the open base.
  */
 int disk_base_identify(const char *path, int fd, bool write_cache, struct disk_base_id *out,
-		       char *err, size_t errlen);
+		       struct fvm_err *err);
 
 #endif

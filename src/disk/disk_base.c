@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "util/errmsg.h"
 #include "util/log.h"
 
 #define HASH_CHUNK (1u << 20)
@@ -28,7 +29,7 @@ static bool same_file_state(const struct stat *a, const struct stat *b)
 }
 
 static int hash_fd(int fd, uint64_t size, uint8_t out[SHA256_LEN], const char *path,
-		   const struct disk_err *e)
+		   struct fvm_err *e)
 {
 	struct sha256_ctx c = { 0 };
 	uint8_t *buf = malloc(HASH_CHUNK);
@@ -120,32 +121,32 @@ static void write_sidecar(const char *path, const struct stat *st, const uint8_t
 }
 
 int disk_base_identify(const char *path, int fd, bool write_cache, struct disk_base_id *out,
-		       char *err, size_t errlen)
+		       struct fvm_err *err)
 {
-	struct disk_err e = { err, errlen };
+	struct fvm_err *e = err;
 	char cache[PATH_MAX + 16];
 	struct stat st, after;
 	int ret;
 
 	if (fstat(fd, &st) < 0)
-		return disk_fail(&e, -errno, "base %s: fstat: %s", path, strerror(errno));
+		return disk_fail(e, -errno, "base %s: fstat: %s", path, strerror(errno));
 	if (!S_ISREG(st.st_mode))
-		return disk_fail(&e, -EINVAL, "base %s is not a regular file", path);
+		return disk_fail(e, -EINVAL, "base %s is not a regular file", path);
 	if (st.st_size == 0)
-		return disk_fail(&e, -EINVAL, "base %s is empty", path);
+		return disk_fail(e, -EINVAL, "base %s is empty", path);
 	out->size = (uint64_t)st.st_size;
 	if (snprintf(cache, sizeof(cache), "%s%s", path, DISK_ID_SUFFIX) >= (int)sizeof(cache))
-		return disk_fail(&e, -ENAMETOOLONG, "base %s: path too long", path);
+		return disk_fail(e, -ENAMETOOLONG, "base %s: path too long", path);
 	if (read_sidecar(cache, &st, out->sha256))
 		return 0;
 	if (write_cache)
 		log_info("hashing base %s (%llu bytes) once; cached in %s", path,
 			 (unsigned long long)st.st_size, cache);
-	ret = hash_fd(fd, out->size, out->sha256, path, &e);
+	ret = hash_fd(fd, out->size, out->sha256, path, e);
 	if (ret)
 		return ret;
 	if (fstat(fd, &after) < 0 || !same_file_state(&st, &after))
-		return disk_fail(&e, -EBUSY, "base %s changed while it was hashed: a base must not "
+		return disk_fail(e, -EBUSY, "base %s changed while it was hashed: a base must not "
 				 "be written", path);
 	if (write_cache)
 		write_sidecar(cache, &st, out->sha256);

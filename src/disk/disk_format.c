@@ -7,9 +7,10 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "util/errmsg.h"
 #include "util/log.h"
 
-int disk_fail(const struct disk_err *e, int ret, const char *fmt, ...)
+int disk_fail(struct fvm_err *e, int ret, const char *fmt, ...)
 {
 	char msg[1024];
 	va_list ap;
@@ -17,8 +18,8 @@ int disk_fail(const struct disk_err *e, int ret, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	if (e && e->buf && e->len)
-		snprintf(e->buf, e->len, "%s", msg);
+	if (e)
+		errmsg(e, ret, "%s", msg);
 	else
 		log_err("%s", msg);
 	return ret;
@@ -63,7 +64,7 @@ void disk_header_fill(const struct disk *d, const struct disk_layer *l, uint32_t
 
 /* The format itself: magic, version, checksum, a geometry this forkvm writes. */
 static int check_format(const struct disk_ovl_header *h, const char *path,
-			const struct disk_err *e)
+			struct fvm_err *e)
 {
 	uint64_t nc, bl, doff;
 
@@ -91,7 +92,7 @@ static int check_format(const struct disk_ovl_header *h, const char *path,
 }
 
 int disk_header_check(const struct disk *d, const struct disk_ovl_header *h, const char *path,
-		      const struct disk_err *e)
+		      struct fvm_err *e)
 {
 	char want[65], have[65];
 	int ret = check_format(h, path, e);

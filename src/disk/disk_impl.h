@@ -4,6 +4,7 @@
 
 #include <stdarg.h>
 
+#include "util/errmsg.h"
 #include "util/fdio.h"	/* fd_pread_full, fd_pwrite_full */
 #include "disk/disk.h"
 
@@ -42,11 +43,7 @@ _Static_assert(sizeof(struct disk_ovl_header) == DISK_OVL_HEADER_SIZE, "overlay 
 enum { DISK_LOGGED_ENOSPC = 1, DISK_LOGGED_EIO = 2 };
 
 /* Where a message goes: the caller's buffer, or the log when there is none. */
-struct disk_err {
-	char *buf;
-	size_t len;
-};
-int disk_fail(const struct disk_err *e, int ret, const char *fmt, ...)
+int disk_fail(struct fvm_err *e, int ret, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
 /* Geometry every layer of a disk of `size` bytes must have. */
@@ -56,7 +53,7 @@ void disk_geometry(uint64_t size, uint64_t *nclusters, uint64_t *bitmap_len, uin
 void disk_header_fill(const struct disk *d, const struct disk_layer *l, uint32_t depth,
 		      uint32_t flags, uint64_t bitmap_xxh64, struct disk_ovl_header *h);
 int disk_header_check(const struct disk *d, const struct disk_ovl_header *h, const char *path,
-		      const struct disk_err *e);
+		      struct fvm_err *e);
 static inline bool disk_bit(const uint8_t *bm, uint64_t i)
 {
 	return bm[i >> 3] & (1u << (i & 7));
@@ -65,8 +62,8 @@ uint64_t disk_bitmap_count(const uint8_t *bm, uint64_t nbits);
 
 /* disk_layer.c: loading, creating and sealing one overlay file. */
 int disk_layer_load(struct disk *d, const char *path, bool writable, int depth,
-		    const uint8_t *expect_id, const struct disk_err *e, struct disk_layer **out);
-int disk_layer_create(struct disk *d, const char *path, int depth, const struct disk_err *e,
+		    const uint8_t *expect_id, struct fvm_err *e, struct disk_layer **out);
+int disk_layer_create(struct disk *d, const char *path, int depth, struct fvm_err *e,
 		      struct disk_layer **out);
 int disk_layer_flush(struct disk *d, struct disk_layer *l);
 int disk_layer_seal(struct disk *d, struct disk_layer *l);

@@ -12,6 +12,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "util/errmsg.h"
 #include "util/log.h"
 
 static void id_hex(const uint8_t *id, char out[2 * DISK_ID_LEN + 1])
@@ -28,7 +29,7 @@ static const uint8_t *parent_of(const struct disk *d, int depth)
 }
 
 /* Open a file that must be a regular file, never blocking on a FIFO in its place. */
-static int open_regular(const char *path, int flags, struct stat *st, const struct disk_err *e)
+static int open_regular(const char *path, int flags, struct stat *st, struct fvm_err *e)
 {
 	int fd = open(path, flags | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 
@@ -52,7 +53,7 @@ static int open_regular(const char *path, int flags, struct stat *st, const stru
 }
 
 /* The top is private to one VM: a second opener (another VM's stale name reused) fails. */
-static int lock_top(int fd, const char *path, const struct disk_err *e)
+static int lock_top(int fd, const char *path, struct fvm_err *e)
 {
 	if (flock(fd, LOCK_EX | LOCK_NB) == 0)
 		return 0;
@@ -80,7 +81,7 @@ static struct disk_layer *layer_alloc(const struct disk *d, const char *path, bo
 
 /* Where the layer sits: its depth, its parent, the id the caller expects, sealed or not. */
 static int check_place(struct disk *d, const struct disk_ovl_header *h, const char *path,
-		       bool writable, int depth, const uint8_t *expect_id, const struct disk_err *e)
+		       bool writable, int depth, const uint8_t *expect_id, struct fvm_err *e)
 {
 	char a[33], b[33];
 
@@ -109,7 +110,7 @@ static int check_place(struct disk *d, const struct disk_ovl_header *h, const ch
 
 /* The bitmap: present, intact (sealed: its checksum), no bits past the end, data present. */
 static int load_bitmap(struct disk *d, struct disk_layer *l, const struct disk_ovl_header *h,
-		       uint64_t file_size, const struct disk_err *e)
+		       uint64_t file_size, struct fvm_err *e)
 {
 	uint64_t hi = 0, need;
 	int ret;
@@ -141,7 +142,7 @@ static int load_bitmap(struct disk *d, struct disk_layer *l, const struct disk_o
 }
 
 int disk_layer_load(struct disk *d, const char *path, bool writable, int depth,
-		    const uint8_t *expect_id, const struct disk_err *e, struct disk_layer **out)
+		    const uint8_t *expect_id, struct fvm_err *e, struct disk_layer **out)
 {
 	struct disk_ovl_header h;
 	struct stat st;
@@ -186,7 +187,7 @@ fail:
 }
 
 /* A leftover overlay of a VM that is gone (same socket name) is replaced; anything else not. */
-static int remove_stale(const char *path, const struct disk_err *e)
+static int remove_stale(const char *path, struct fvm_err *e)
 {
 	char magic[8] = { 0 };
 	struct stat st;
@@ -206,7 +207,7 @@ static int remove_stale(const char *path, const struct disk_err *e)
 	return ret;
 }
 
-static int create_file(const char *path, const struct disk_err *e)
+static int create_file(const char *path, struct fvm_err *e)
 {
 	for (int attempt = 0;; attempt++) {
 		int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600), ret;
@@ -226,7 +227,7 @@ static int create_file(const char *path, const struct disk_err *e)
 	}
 }
 
-static int write_new_header(struct disk *d, struct disk_layer *l, const struct disk_err *e)
+static int write_new_header(struct disk *d, struct disk_layer *l, struct fvm_err *e)
 {
 	struct disk_ovl_header h;
 	int ret;
@@ -240,7 +241,7 @@ static int write_new_header(struct disk *d, struct disk_layer *l, const struct d
 	return 0;
 }
 
-int disk_layer_create(struct disk *d, const char *path, int depth, const struct disk_err *e,
+int disk_layer_create(struct disk *d, const char *path, int depth, struct fvm_err *e,
 		      struct disk_layer **out)
 {
 	struct disk_layer *l = layer_alloc(d, path, true);

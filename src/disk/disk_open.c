@@ -9,9 +9,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "util/errmsg.h"
 #include "util/log.h"
 
-static int open_base(struct disk *d, const char *path, bool write_cache, const struct disk_err *e)
+static int open_base(struct disk *d, const char *path, bool write_cache, struct fvm_err *e)
 {
 	struct stat st;
 
@@ -28,11 +29,11 @@ static int open_base(struct disk *d, const char *path, bool write_cache, const s
 		return disk_fail(e, -EINVAL, "base %s is not a regular file", d->base_path);
 	if (fcntl(d->base_fd, F_SETFL, fcntl(d->base_fd, F_GETFL) & ~O_NONBLOCK) < 0)
 		return disk_fail(e, -errno, "base %s: fcntl: %s", d->base_path, strerror(errno));
-	return disk_base_identify(d->base_path, d->base_fd, write_cache, &d->base, e->buf, e->len);
+	return disk_base_identify(d->base_path, d->base_fd, write_cache, &d->base, e);
 }
 
 static int check_expected_base(const struct disk *d, const struct disk_base_id *want,
-			       const struct disk_err *e)
+			       struct fvm_err *e)
 {
 	char a[65], b[65];
 
@@ -45,7 +46,7 @@ static int check_expected_base(const struct disk *d, const struct disk_base_id *
 			 (unsigned long long)want->size, a, (unsigned long long)d->base.size, b);
 }
 
-static int open_top(struct disk *d, const struct disk_open_opts *o, const struct disk_err *e)
+static int open_top(struct disk *d, const struct disk_open_opts *o, struct fvm_err *e)
 {
 	int depth = d->nlayers, ret;
 
@@ -60,45 +61,45 @@ static int open_top(struct disk *d, const struct disk_open_opts *o, const struct
 	return 0;
 }
 
-int disk_open(const struct disk_open_opts *o, struct disk **out, char *err, size_t errlen)
+int disk_open(const struct disk_open_opts *o, struct disk **out, struct fvm_err *err)
 {
-	struct disk_err e = { err, errlen };
+	struct fvm_err *e = err;
 	struct disk *d = calloc(1, sizeof(*d));
 	int ntop = o->create_top || o->reopen_top ? 1 : 0, ret;
 
 	if (!d)
-		return disk_fail(&e, -ENOMEM, "allocating a disk for %s", o->base ? o->base : "?");
+		return disk_fail(e, -ENOMEM, "allocating a disk for %s", o->base ? o->base : "?");
 	d->base_fd = -1;
 	if (o->create_top && o->reopen_top) {
-		ret = disk_fail(&e, -EINVAL, "base %s: a new top or an existing one, not both",
+		ret = disk_fail(e, -EINVAL, "base %s: a new top or an existing one, not both",
 				o->base ? o->base : "?");
 		goto fail;
 	}
 	if (o->nlayers < 0 || o->nlayers + ntop > DISK_MAX_LAYERS) {
-		ret = disk_fail(&e, -E2BIG, "base %s: %d layers (at most %d with the top)",
+		ret = disk_fail(e, -E2BIG, "base %s: %d layers (at most %d with the top)",
 				o->base ? o->base : "?", o->nlayers, DISK_MAX_LAYERS);
 		goto fail;
 	}
-	ret = open_base(d, o->base, !o->keep_id_cache, &e);
+	ret = open_base(d, o->base, !o->keep_id_cache, e);
 	if (!ret)
-		ret = check_expected_base(d, o->expect_base, &e);
+		ret = check_expected_base(d, o->expect_base, e);
 	if (ret)
 		goto fail;
 	d->size = (d->base.size + DISK_SECTOR - 1) / DISK_SECTOR * DISK_SECTOR;
 	disk_geometry(d->size, &d->nclusters, &d->bitmap_len, &d->data_off);
 	d->bounce = malloc(DISK_CLUSTER_SIZE);
 	if (!d->bounce) {
-		ret = disk_fail(&e, -ENOMEM, "allocating a disk for %s", d->base_path);
+		ret = disk_fail(e, -ENOMEM, "allocating a disk for %s", d->base_path);
 		goto fail;
 	}
 	for (int k = 0; k < o->nlayers; k++) {
 		ret = disk_layer_load(d, o->layers[k], false, k, o->expect_ids ? o->expect_ids[k] : NULL,
-				      &e, &d->layers[k]);
+				      e, &d->layers[k]);
 		if (ret)
 			goto fail;
 		d->nlayers = k + 1;
 	}
-	ret = open_top(d, o, &e);
+	ret = open_top(d, o, e);
 	if (ret)
 		goto fail;
 	*out = d;

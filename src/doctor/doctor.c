@@ -137,7 +137,7 @@ int doctor_read_file(const char *path, size_t max, char **text)
 	size_t len;
 
 	/* /proc and /sys files report no true size: the first max bytes, to EOF. */
-	return file_read(path, max, FILE_UPTO_MAX, (uint8_t **)text, &len, NULL, 0);
+	return file_read(path, max, FILE_UPTO_MAX, (uint8_t **)text, &len, NULL);
 }
 
 int doctor_module_present(const char *name, bool *present)

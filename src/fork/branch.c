@@ -15,6 +15,7 @@
 #include "snapshot/restore_many.h"
 #include "snapshot/snapshot.h"
 #include "util/clock.h"
+#include "util/errmsg.h"
 #include "util/fileio.h"
 
 static const char *const names[] = { "full", "diff", "live", "cow" };
@@ -43,15 +44,14 @@ void branch_hash_image(struct vm *vm, struct branch_result *res)
 }
 
 int branch_pause_source(struct vm *vm, const struct branch_opts *o, struct branch_result *res,
-			struct branch_pause *bp, char *err, size_t errlen)
+			struct branch_pause *bp, struct fvm_err *err)
 {
 	int ret;
 
 	bp->t0 = monotonic_ns();
 	bp->was_paused = vm_is_paused(vm);
 	if (!bp->was_paused && (ret = vm_pause(vm))) {
-		snprintf(err, errlen, "pausing the source: %s", strerror(-ret));
-		return ret;
+		return errmsg(err, ret, "pausing the source: %s", strerror(-ret));
 	}
 	res->pause_ns = bp->was_paused ? 0 : vm->last_pause_ns;
 	if (o->record_hashes)
@@ -69,7 +69,7 @@ void branch_resume_source(struct vm *vm, struct branch_result *res, const struct
 
 /* Children restored from a snapshot directory (full, diff and live all end this way). */
 int branch_restore_children(const char *snapshot, const struct branch_opts *o,
-			    struct branch_result *res, char *err, size_t errlen)
+			    struct branch_result *res, struct fvm_err *err)
 {
 	struct restore_many_opts ro = { .dir = snapshot, .backend = "file", .count = o->count,
 					.prefix = o->prefix, .run_dir = o->run_dir,
@@ -83,20 +83,19 @@ int branch_restore_children(const char *snapshot, const struct branch_opts *o,
 	if (!kids || !na) {
 		free(kids);
 		free(na);
-		snprintf(err, errlen, "out of memory for %d children", o->count);
-		return -ENOMEM;
+		return errmsg(err, -ENOMEM, "out of memory for %d children", o->count);
 	}
 	/* A networked source's children get networks of the same plan, each on new host ports
 	 * (docs/NET.md): the snapshot's NIC needs one, and they must not take the source's. */
 	if (net && net->active) {
 		ret = net_opts_argv(&net->opts, true, na, ro.extra, RESTORE_MAX_EXTRA);
 		if (ret < 0) {
-			snprintf(err, errlen, "the children's network options do not fit");
+			errf(err, "the children's network options do not fit");
 			goto out;
 		}
 		ro.nextra = ret;
 	}
-	ret = restore_many(&ro, kids, err, errlen);
+	ret = restore_many(&ro, kids, err);
 	for (int i = 0; !ret && i < o->count; i++) {
 		memcpy(res->children[i].name, kids[i].name, sizeof(kids[i].name));
 		memcpy(res->children[i].socket, kids[i].socket, sizeof(kids[i].socket));
@@ -110,7 +109,7 @@ out:
 }
 
 static int branch_full(struct vm *vm, const struct branch_opts *o, struct branch_result *res,
-		       char *err, size_t errlen)
+		       struct fvm_err *err)
 {
 	struct snap_save_opts so = { .dir = o->dir, .force = true, .strategy = "full",
 				     .source = o->prefix };
@@ -119,20 +118,18 @@ static int branch_full(struct vm *vm, const struct branch_opts *o, struct branch
 	int ret;
 
 	if (!o->dir) {
-		snprintf(err, errlen, "the full strategy needs a snapshot directory");
-		return -EINVAL;
+		return errmsg(err, -EINVAL, "the full strategy needs a snapshot directory");
 	}
-	if ((ret = branch_pause_source(vm, o, res, &bp, err, errlen)))
+	if ((ret = branch_pause_source(vm, o, res, &bp, err)))
 		return ret;
 	ret = snap_save(vm, &so, &st); /* already paused: snap_save leaves it so */
 	branch_resume_source(vm, res, &bp);
 	if (ret) {
-		snprintf(err, errlen, "writing the snapshot to %s: %s", o->dir, strerror(-ret));
-		return ret;
+		return errmsg(err, ret, "writing the snapshot to %s: %s", o->dir, strerror(-ret));
 	}
 	res->bytes_written = st.memory_bytes_written;
 	snprintf(res->snapshot, sizeof(res->snapshot), "%s", o->dir);
-	return branch_restore_children(o->dir, o, res, err, errlen);
+	return branch_restore_children(o->dir, o, res, err);
 }
 
 /*
@@ -140,53 +137,50 @@ static int branch_full(struct vm *vm, const struct branch_opts *o, struct branch
  * fix-up (agent/agent_sync.h) from whoever made it, before the branch reports it ready:
  * restore_many for full/diff/live, the cow template for cow. Refuse what cannot get it.
  */
-static int branch_check_agent_sync(const struct vm *vm, const struct branch_opts *o, char *err,
-				   size_t errlen)
+static int branch_check_agent_sync(const struct vm *vm, const struct branch_opts *o,
+				   struct fvm_err *err)
 {
 	if (vm->probe_guest || o->no_agent_sync)
 		return 0;
 	if (o->paused) {
-		snprintf(err, errlen, "paused children of a Linux guest cannot get the agent fix-up "
+		return errmsg(err, -EINVAL,
+			      "paused children of a Linux guest cannot get the agent fix-up "
 			 "(new entropy, the host's clock), which needs them running; pass "
 			 "no_agent_sync (--no-agent-sync) to branch them paused anyway");
-		return -EINVAL;
 	}
 	if (!vm->vsock) {
-		snprintf(err, errlen, "this Linux guest has no vsock device: its children's agents "
+		return errmsg(err, -EINVAL,
+			      "this Linux guest has no vsock device: its children's agents "
 			 "cannot be reached for the fix-up (new entropy, the host's clock); pass "
 			 "no_agent_sync (--no-agent-sync) to branch without it");
-		return -EINVAL;
 	}
 	return 0;
 }
 
-int branch(struct vm *vm, const struct branch_opts *o, struct branch_result *res, char *err,
-	   size_t errlen)
+int branch(struct vm *vm, const struct branch_opts *o, struct branch_result *res,
+	   struct fvm_err *err)
 {
 	uint64_t t0 = monotonic_ns();
 	int ret;
 
 	memset(res, 0, sizeof(*res));
 	if (o->count < 1 || o->count > BRANCH_MAX_CHILDREN) {
-		snprintf(err, errlen, "count must be 1-%d", BRANCH_MAX_CHILDREN);
-		return -EINVAL;
+		return errmsg(err, -EINVAL, "count must be 1-%d", BRANCH_MAX_CHILDREN);
 	}
-	if ((ret = branch_check_agent_sync(vm, o, err, errlen)))
+	if ((ret = branch_check_agent_sync(vm, o, err)))
 		return ret;
 	res->children = calloc((size_t)o->count, sizeof(*res->children));
 	if (!res->children) {
-		snprintf(err, errlen, "out of memory for %d children", o->count);
-		return -ENOMEM;
+		return errmsg(err, -ENOMEM, "out of memory for %d children", o->count);
 	}
 	if (o->dir && o->strategy == BRANCH_DIFF && (ret = mkdir_p(o->dir, 0700))) {
-		snprintf(err, errlen, "creating %s: %s", o->dir, strerror(-ret));
-		return ret;
+		return errmsg(err, ret, "creating %s: %s", o->dir, strerror(-ret));
 	}
 	switch (o->strategy) {
-	case BRANCH_FULL: ret = branch_full(vm, o, res, err, errlen); break;
-	case BRANCH_DIFF: ret = branch_diff(vm, o, res, err, errlen); break;
-	case BRANCH_LIVE: ret = branch_live(vm, o, res, err, errlen); break;
-	default: ret = branch_cow(vm, o, res, err, errlen); break;
+	case BRANCH_FULL: ret = branch_full(vm, o, res, err); break;
+	case BRANCH_DIFF: ret = branch_diff(vm, o, res, err); break;
+	case BRANCH_LIVE: ret = branch_live(vm, o, res, err); break;
+	default: ret = branch_cow(vm, o, res, err); break;
 	}
 	res->total_ns = monotonic_ns() - t0;
 	return ret;

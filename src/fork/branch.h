@@ -6,6 +6,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "util/errmsg.h"
+
 struct vm;
 
 enum branch_strategy { BRANCH_FULL, BRANCH_DIFF, BRANCH_LIVE, BRANCH_COW };
@@ -67,18 +69,18 @@ const char *branch_strategy_name(enum branch_strategy s);
 int branch_strategy_parse(const char *name, enum branch_strategy *out);
 
 /* Branch the VM; on error err names the failing step or child and nothing is left running. */
-int branch(struct vm *vm, const struct branch_opts *opts, struct branch_result *res, char *err,
-	   size_t errlen);
+int branch(struct vm *vm, const struct branch_opts *opts, struct branch_result *res,
+	   struct fvm_err *err);
 void branch_result_free(struct branch_result *res);
 
 /* Strategy implementations (branch.c, diff.c, live.c, cow_branch.c). */
-int branch_diff(struct vm *vm, const struct branch_opts *o, struct branch_result *res, char *err,
-		size_t errlen);
-int branch_live(struct vm *vm, const struct branch_opts *o, struct branch_result *res, char *err,
-		size_t errlen);
+int branch_diff(struct vm *vm, const struct branch_opts *o, struct branch_result *res,
+		struct fvm_err *err);
+int branch_live(struct vm *vm, const struct branch_opts *o, struct branch_result *res,
+		struct fvm_err *err);
 /* Restore the children from a snapshot directory (file backend). */
 int branch_restore_children(const char *snapshot, const struct branch_opts *o,
-			    struct branch_result *res, char *err, size_t errlen);
+			    struct branch_result *res, struct fvm_err *err);
 
 /* The source's pause around a branch: pause unless the user had paused it, hash in test mode. */
 struct branch_pause {
@@ -86,7 +88,7 @@ struct branch_pause {
 	uint64_t t0;
 };
 int branch_pause_source(struct vm *vm, const struct branch_opts *o, struct branch_result *res,
-			struct branch_pause *bp, char *err, size_t errlen);
+			struct branch_pause *bp, struct fvm_err *err);
 /* Resume (unless the user had paused it) and record the pause window. */
 void branch_resume_source(struct vm *vm, struct branch_result *res, const struct branch_pause *bp);
 

@@ -9,6 +9,7 @@
 #include "fork/branch.h"
 #include "jail/cgroup.h"
 #include "snapshot/snapshot.h"
+#include "util/errmsg.h"
 
 struct cow_template {
 	struct vm *vm;		/* the source's VM as inherited: only mem and kvm are used */
@@ -39,7 +40,7 @@ struct cow_template {
  * failure every child of this call is killed, err names the failing one and quotes its log,
  * which stays (as do the logs of every child that failed). */
 int cow_spawn(struct cow_template *t, int count, bool paused, bool no_agent_sync,
-	      struct branch_child *out, char *err, size_t errlen);
+	      struct branch_child *out, struct fvm_err *err);
 
 /* In a freshly forked child: become a VM on the inherited RAM and serve it. Never returns. */
 __attribute__((noreturn)) void cow_child_main(struct cow_template *t, const char *name,
@@ -51,7 +52,7 @@ __attribute__((noreturn)) void cow_template_main(struct vm *vm, struct snap_buf 
 						 pid_t source);
 
 /* Source side: pause, capture, fork the template, resume, wait for its report. */
-int branch_cow(struct vm *vm, const struct branch_opts *o, struct branch_result *res, char *err,
-	       size_t errlen);
+int branch_cow(struct vm *vm, const struct branch_opts *o, struct branch_result *res,
+	       struct fvm_err *err);
 
 #endif

@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "util/errmsg.h"
 #include "util/log.h"
 #include "fork/cow.h"
 #include "util/clock.h"
@@ -27,7 +28,7 @@ static pid_t fork_template(struct vm *vm, struct snap_buf *state, const struct b
 	return mid;
 }
 
-static int read_report(int fd, int timeout_ms, struct branch_result *res, char *err, size_t errlen)
+static int read_report(int fd, int timeout_ms, struct branch_result *res, struct fvm_err *err)
 {
 	char buf[1 << 16];
 	size_t len = 0;
@@ -38,8 +39,8 @@ static int read_report(int fd, int timeout_ms, struct branch_result *res, char *
 		int left = deadline_ms_left(deadline);
 		ssize_t n;
 		if (left <= 0 || poll(&p, 1, left) <= 0) {
-			snprintf(err, errlen, "the cow template did not report within %d ms", timeout_ms);
-			return -ETIMEDOUT;
+			return errmsg(err, -ETIMEDOUT,
+				      "the cow template did not report within %d ms", timeout_ms);
 		}
 		n = read(fd, buf + len, sizeof(buf) - 1 - len);
 		if (n <= 0)
@@ -54,8 +55,7 @@ static int read_report(int fd, int timeout_ms, struct branch_result *res, char *
 		len = strlen(error);
 		while (len > 0 && error[len - 1] == '\n')
 			error[--len] = '\0';
-		snprintf(err, errlen, "%s", error);
-		return -ECHILD;
+		return errmsg(err, -ECHILD, "%s", error);
 	}
 	for (char *save = NULL, *line = strtok_r(buf, "\n", &save); line;
 	     line = strtok_r(NULL, "\n", &save)) {
@@ -70,16 +70,15 @@ static int read_report(int fd, int timeout_ms, struct branch_result *res, char *
 			snprintf(res->template_socket, sizeof(res->template_socket), "%s", line + 3);
 			return 0;
 		} else if (strncmp(line, "error ", 6) == 0) {
-			snprintf(err, errlen, "%s", line + 6);
-			return -ECHILD;
+			return errmsg(err, -ECHILD, "%s", line + 6);
 		}
 	}
-	snprintf(err, errlen, "the cow template exited without a report (%zu bytes: %.200s)", len, buf);
-	return -ECHILD;
+	return errmsg(err, -ECHILD, "the cow template exited without a report (%zu bytes: %.200s)",
+		      len, buf);
 }
 
-int branch_cow(struct vm *vm, const struct branch_opts *o, struct branch_result *res, char *err,
-	       size_t errlen)
+int branch_cow(struct vm *vm, const struct branch_opts *o, struct branch_result *res,
+	       struct fvm_err *err)
 {
 	struct snap_buf state;
 	struct branch_pause bp;
@@ -87,22 +86,21 @@ int branch_cow(struct vm *vm, const struct branch_opts *o, struct branch_result 
 	pid_t mid;
 
 	if (!o->serve) {
-		snprintf(err, errlen, "cow branch: the caller gave no way for children to serve "
+		return errmsg(err, -EINVAL,
+			      "cow branch: the caller gave no way for children to serve "
 			 "their VM (branch_opts.serve)");
-		return -EINVAL;
 	}
 	if (vm->mem.backing != GUEST_MEM_ANON) {
-		snprintf(err, errlen, "cow needs anonymous private guest RAM (this VM uses %s)",
+		return errmsg(err, -EINVAL,
+			      "cow needs anonymous private guest RAM (this VM uses %s)",
 			 guest_mem_backing_name(vm->mem.backing));
-		return -EINVAL;
 	}
 	if (pipe2(pipefd, O_CLOEXEC) < 0) {
 		ret = -errno;
-		snprintf(err, errlen, "a pipe for the cow template's report: %s", strerror(-ret));
-		return ret;
+		return errmsg(err, ret, "a pipe for the cow template's report: %s", strerror(-ret));
 	}
 	snap_buf_init(&state);
-	if ((ret = branch_pause_source(vm, o, res, &bp, err, errlen)))
+	if ((ret = branch_pause_source(vm, o, res, &bp, err)))
 		goto out;
 	uint64_t t1 = monotonic_ns();
 	ret = snap_capture(vm, &state);
@@ -115,12 +113,12 @@ int branch_cow(struct vm *vm, const struct branch_opts *o, struct branch_result 
 	res->fork_ns = monotonic_ns() - t1;
 	branch_resume_source(vm, res, &bp);
 	if (ret) {
-		snprintf(err, errlen, "capturing the source state: %s", strerror(-ret));
+		errf(err, "capturing the source state: %s", strerror(-ret));
 		goto out;
 	}
 	if (mid < 0) {
 		ret = -fork_errno;
-		snprintf(err, errlen, "fork of the template: %s", strerror(fork_errno));
+		errf(err, "fork of the template: %s", strerror(fork_errno));
 		goto out;
 	}
 	waitpid(mid, NULL, 0);
@@ -129,7 +127,7 @@ int branch_cow(struct vm *vm, const struct branch_opts *o, struct branch_result 
 	/* The template's own deadlines: children ready, then (Linux) their agent fix-up. */
 	ret = read_report(pipefd[0], vm->probe_guest || o->no_agent_sync ? o->timeout_ms
 									  : 2 * o->timeout_ms + 5000,
-			  res, err, errlen);
+			  res, err);
 out:
 	snap_buf_free(&state);
 	close(pipefd[0]);

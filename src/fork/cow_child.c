@@ -6,6 +6,7 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
+#include "util/errmsg.h"
 #include "util/log.h"
 #include "builder/builder.h"
 #include "fork/cow.h"
@@ -52,7 +53,8 @@ void cow_child_main(struct cow_template *t, const char *name, const char *socket
 		    int ready_fd)
 {
 	struct vm_config cfg = { 0 };
-	char path[700], err[256];
+	char path[700];
+	struct fvm_err err = FVM_ERR_INIT;
 	struct vm vm;
 	int keep[2] = { t->vm->kvm.fd, ready_fd };
 	int code = 1;
@@ -80,8 +82,8 @@ void cow_child_main(struct cow_template *t, const char *name, const char *socket
 		cfg.vsock_path = vsock_path;
 		cfg.vsock_cid = (uint32_t)t->machine.vsock.cid;
 	}
-	if (cpuid_policy_parse(&cfg.cpuid_policy, t->machine.config.cpu_features, err, sizeof(err))) {
-		log_err("CPU feature policy of the branch: %s", err);
+	if (cpuid_policy_parse(&cfg.cpuid_policy, t->machine.config.cpu_features, &err)) {
+		log_err("CPU feature policy of the branch: %s", err.msg);
 		_exit(1);
 	}
 	/* Disks: the chain sealed at the branch instant (linked by the template), a new top. */

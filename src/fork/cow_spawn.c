@@ -11,6 +11,7 @@
 
 #include "agent/agent_client.h"
 #include "agent/agent_sync.h"
+#include "util/errmsg.h"
 #include "util/log.h"
 #include "fork/cow.h"
 #include "jail/seccomp.h"
@@ -56,7 +57,7 @@ static void kill_children(struct cow_template *t, struct branch_child *c, int *f
 }
 
 static int wait_ready(struct cow_template *t, struct branch_child *c, int *fds, bool *keep, int n,
-		      int *failed, char *err, size_t errlen)
+		      int *failed, struct fvm_err *err)
 {
 	uint64_t deadline = deadline_after_ms(t->timeout_ms);
 	struct pollfd pfds[BRANCH_MAX_CHILDREN];
@@ -73,7 +74,7 @@ static int wait_ready(struct cow_template *t, struct branch_child *c, int *fds, 
 			continue;
 		if (r < 0) {
 			int e = errno;
-			snprintf(err, errlen, "waiting for the children: poll: %s", strerror(e));
+			errf(err, "waiting for the children: poll: %s", strerror(e));
 			return -e;
 		}
 		if (r == 0) {
@@ -84,7 +85,7 @@ static int wait_ready(struct cow_template *t, struct branch_child *c, int *fds, 
 				keep[i] = true;
 				if (*failed < 0) {
 					*failed = i;
-					snprintf(err, errlen, "child %s: not ready within %d ms (%d of %d "
+					errf(err, "child %s: not ready within %d ms (%d of %d "
 						 "children not ready)", c[i].name, t->timeout_ms, remaining, n);
 				}
 			}
@@ -109,8 +110,7 @@ static int wait_ready(struct cow_template *t, struct branch_child *c, int *fds, 
 			vmm_child_reason(c[i].socket, reason, sizeof(reason));
 			if (WIFSIGNALED(status))
 				jail_describe_wait(status, reason, sizeof(reason)); /* SIGSYS: seccomp */
-			snprintf(err, errlen, "child %s: %s", c[i].name, reason);
-			return -ECHILD;
+			return errmsg(err, -ECHILD, "child %s: %s", c[i].name, reason);
 		}
 	}
 	return 0;
@@ -118,21 +118,22 @@ static int wait_ready(struct cow_template *t, struct branch_child *c, int *fds, 
 
 /* Each Linux child's own entropy and the host's clock, within one deadline for all of them. */
 static int sync_agents(struct cow_template *t, struct branch_child *c, bool *keep, int n,
-		       int *failed, char *err, size_t errlen)
+		       int *failed, struct fvm_err *err)
 {
 	uint64_t deadline = deadline_after_ms(t->timeout_ms);
 
 	for (int i = 0; i < n; i++) {
-		char path[620], why[1536];
+		char path[620];
+		struct fvm_err why = FVM_ERR_INIT;
 		int ret;
 
 		snprintf(path, sizeof(path), "%s.vsock", c[i].socket);
-		ret = agent_sync(path, AGENT_VSOCK_PORT, deadline, -1, NULL, why, sizeof(why));
+		ret = agent_sync(path, AGENT_VSOCK_PORT, deadline, -1, NULL, &why);
 		if (ret) {
 			keep[i] = true;
 			*failed = i;
-			snprintf(err, errlen, "child %s: %s", c[i].name, why);
-			vmm_child_vcpus(c[i].socket, err, errlen);
+			errf(err, "child %s: %s", c[i].name, why.msg);
+			vmm_child_vcpus(c[i].socket, err);
 			return ret;
 		}
 	}
@@ -140,27 +141,27 @@ static int sync_agents(struct cow_template *t, struct branch_child *c, bool *kee
 }
 
 int cow_spawn(struct cow_template *t, int count, bool paused, bool no_agent_sync,
-	      struct branch_child *out, char *err, size_t errlen)
+	      struct branch_child *out, struct fvm_err *err)
 {
 	int fds[BRANCH_MAX_CHILDREN], spawned = 0, ret = 0, failed = -1;
 	bool keep[BRANCH_MAX_CHILDREN] = { false };
 	bool agent = t->machine.config.guest_kind == SNAP_GUEST_LINUX && !no_agent_sync;
 
 	if (count < 1 || count > BRANCH_MAX_CHILDREN) {
-		snprintf(err, errlen, "count %d out of range 1-%d", count, BRANCH_MAX_CHILDREN);
-		return -EINVAL;
+		return errmsg(err, -EINVAL, "count %d out of range 1-%d", count,
+			      BRANCH_MAX_CHILDREN);
 	}
 	if (agent && paused) {
-		snprintf(err, errlen, "paused children of a Linux guest cannot get the agent fix-up "
+		return errmsg(err, -EINVAL,
+			      "paused children of a Linux guest cannot get the agent fix-up "
 			 "(new entropy, the host's clock), which needs them running; pass "
 			 "no_agent_sync (--no-agent-sync) to spawn them paused anyway");
-		return -EINVAL;
 	}
 	if (agent && !t->machine.has_vsock) {
-		snprintf(err, errlen, "this Linux guest has no vsock device: its children's agents "
+		return errmsg(err, -EINVAL,
+			      "this Linux guest has no vsock device: its children's agents "
 			 "cannot be reached for the fix-up (new entropy, the host's clock); pass "
 			 "no_agent_sync (--no-agent-sync) to spawn without it");
-		return -EINVAL;
 	}
 	memset(out, 0, (size_t)count * sizeof(*out));
 	for (; spawned < count; spawned++) {
@@ -173,7 +174,7 @@ int cow_spawn(struct cow_template *t, int count, bool paused, bool no_agent_sync
 		snprintf(c->socket, sizeof(c->socket), "%s/%s.sock", t->run_dir, c->name);
 		if (pipe2(pipefd, O_CLOEXEC) < 0) {
 			ret = -errno;
-			snprintf(err, errlen, "child %s: pipe: %s", c->name, strerror(errno));
+			errf(err, "child %s: pipe: %s", c->name, strerror(errno));
 			break;
 		}
 		pid = fork();
@@ -185,7 +186,7 @@ int cow_spawn(struct cow_template *t, int count, bool paused, bool no_agent_sync
 		if (pid < 0) {
 			ret = -errno;
 			close(pipefd[0]);
-			snprintf(err, errlen, "child %s: fork: %s", c->name, strerror(errno));
+			errf(err, "child %s: fork: %s", c->name, strerror(errno));
 			break;
 		}
 		c->pid = pid;
@@ -205,13 +206,13 @@ int cow_spawn(struct cow_template *t, int count, bool paused, bool no_agent_sync
 		}
 	}
 	if (!ret)
-		ret = wait_ready(t, out, fds, keep, spawned, &failed, err, errlen);
+		ret = wait_ready(t, out, fds, keep, spawned, &failed, err);
 	if (!ret && agent)
-		ret = sync_agents(t, out, keep, spawned, &failed, err, errlen);
+		ret = sync_agents(t, out, keep, spawned, &failed, err);
 	if (ret) {
 		kill_children(t, out, fds, keep, spawned);
 		if (failed >= 0)
-			vmm_child_log_tail(out[failed].socket, err, errlen);
+			vmm_child_log_tail(out[failed].socket, err);
 	}
 	return ret;
 }

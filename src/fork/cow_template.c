@@ -18,6 +18,7 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
+#include "util/errmsg.h"
 #include "util/evloop.h"
 #include "util/log.h"
 #include "util/unix_sock.h"
@@ -67,7 +68,8 @@ static json_t *children_json(const struct branch_child *c, int n)
 static bool template_request(struct cow_template *t, int fd)
 {
 	struct branch_child *kids = NULL;
-	char buf[4096], err[3072];
+	char buf[4096];
+	struct fvm_err err = FVM_ERR_INIT;
 	json_t *req, *reply;
 	const char *cmd;
 	bool stop = false;
@@ -90,9 +92,9 @@ static bool template_request(struct cow_template *t, int fd)
 		kids = calloc(BRANCH_MAX_CHILDREN, sizeof(*kids));
 		if (!kids || (jc && !json_is_integer(jc)) ||
 		    cow_spawn(t, count, json_is_true(json_object_get(req, "paused")),
-			      json_is_true(json_object_get(req, "no_agent_sync")), kids, err,
-			      sizeof(err)) < 0)
-			reply = json_pack("{s:b,s:s}", "ok", 0, "error", kids ? err : "bad count");
+			      json_is_true(json_object_get(req, "no_agent_sync")), kids, &err) < 0)
+			reply = json_pack("{s:b,s:s}", "ok", 0, "error",
+					  kids ? err.msg : "bad count");
 		else
 			reply = json_pack("{s:b,s:o}", "ok", 1, "children", children_json(kids, count));
 	} else if (strcmp(cmd, "stop") == 0) {
@@ -199,14 +201,14 @@ static void template_serve(struct cow_template *t, int sig_fd, int source_fd)
 static int decode_state(struct cow_template *t, struct snap_buf *state)
 {
 	struct snapshot snap = { .dir = "(cow branch)" };
-	char err[256];
-	int ret = snap_state_parse(state->data, state->len, &snap.state, err, sizeof(err));
+	struct fvm_err err = FVM_ERR_INIT;
+	int ret = snap_state_parse(state->data, state->len, &snap.state, &err);
 
 	state->data = NULL; /* the parser owns it now */
 	if (!ret)
-		ret = snap_decode(&snap, &t->machine, err, sizeof(err));
+		ret = snap_decode(&snap, &t->machine, &err);
 	if (ret)
-		log_err("decoding the captured state: %s", err);
+		log_err("decoding the captured state: %s", err.msg);
 	snap_state_free(&snap.state);
 	return ret;
 }
@@ -259,7 +261,8 @@ void cow_template_main(struct vm *vm, struct snap_buf *state, const struct branc
 				  .serve = o->serve, .child_tap = o->child_tap, .net_arg = o->net_arg };
 	struct branch_child *kids = calloc((size_t)o->count, sizeof(*kids));
 	int keep[2] = { vm->kvm.fd, report_fd }, sig_fd, source_fd;
-	char path[700], err[3072];
+	char path[700];
+	struct fvm_err err = FVM_ERR_INIT;
 	sigset_t sigs;
 
 	setsid();
@@ -309,8 +312,8 @@ void cow_template_main(struct vm *vm, struct snap_buf *state, const struct branc
 		remove_disk_dir(t.disk_dir);
 		_exit(1);
 	}
-	if (cow_spawn(&t, o->count, o->paused, o->no_agent_sync, kids, err, sizeof(err)) < 0) {
-		report(report_fd, "error %s\n", err);
+	if (cow_spawn(&t, o->count, o->paused, o->no_agent_sync, kids, &err) < 0) {
+		report(report_fd, "error %s\n", err.msg);
 		unlink(t.socket);
 		remove_disk_dir(t.disk_dir);
 		_exit(1);

@@ -13,6 +13,7 @@
 #include "mem/dirty_log.h"
 #include "snapshot/snap_layer.h"
 #include "snapshot/snapshot.h"
+#include "util/errmsg.h"
 #include "util/page.h"
 
 /* One VM per process, so the chain state of the source lives here. */
@@ -24,7 +25,7 @@ static struct {
 } diff;
 
 static int diff_base(struct vm *vm, const struct branch_opts *o, struct branch_result *res,
-		     char *err, size_t errlen)
+		     struct fvm_err *err)
 {
 	struct snap_save_opts so = { .force = true, .strategy = "diff-base", .source = o->prefix };
 	struct snap_save_stats st;
@@ -40,8 +41,7 @@ static int diff_base(struct vm *vm, const struct branch_opts *o, struct branch_r
 	if (!ret)
 		ret = dirty_log_collect(&vm->mem, vm->fd, diff.bitmap);
 	if (ret) {
-		snprintf(err, errlen, "writing the diff base %s: %s", base, strerror(-ret));
-		return ret;
+		return errmsg(err, ret, "writing the diff base %s: %s", base, strerror(-ret));
 	}
 	res->bytes_written = st.memory_bytes_written;
 	snprintf(diff.tip, sizeof(diff.tip), "%s", base);
@@ -67,8 +67,8 @@ static char *layer_meta(struct vm *vm, const char *parent, uint64_t npages)
 	return text;
 }
 
-int branch_diff(struct vm *vm, const struct branch_opts *o, struct branch_result *res, char *err,
-		size_t errlen)
+int branch_diff(struct vm *vm, const struct branch_opts *o, struct branch_result *res,
+		struct fvm_err *err)
 {
 	struct snap_buf state;
 	uint8_t *blob = NULL;
@@ -79,18 +79,17 @@ int branch_diff(struct vm *vm, const struct branch_opts *o, struct branch_result
 	int ret;
 
 	if (!o->dir) {
-		snprintf(err, errlen, "the diff strategy needs a directory for its base and layers");
-		return -EINVAL;
+		return errmsg(err, -EINVAL,
+			      "the diff strategy needs a directory for its base and layers");
 	}
 	if (!diff.bitmap && !(diff.bitmap = calloc((vm->mem.map_size / PAGE_4K + 63) / 64, 8))) {
-		snprintf(err, errlen, "diff branch: out of memory for the dirty-page bitmap");
-		return -ENOMEM;
+		return errmsg(err, -ENOMEM, "diff branch: out of memory for the dirty-page bitmap");
 	}
 	snap_buf_init(&state);
-	if ((ret = branch_pause_source(vm, o, res, &bp, err, errlen)))
+	if ((ret = branch_pause_source(vm, o, res, &bp, err)))
 		return ret;
 	if (!layer) {
-		ret = diff_base(vm, o, res, err, errlen);
+		ret = diff_base(vm, o, res, err);
 	} else {
 		/* While paused only copy the dirty pages to memory; the disk write comes after. */
 		ret = snap_capture(vm, &state);
@@ -102,7 +101,7 @@ int branch_diff(struct vm *vm, const struct branch_opts *o, struct branch_result
 			ret = snap_layer_collect(vm->mem.host, vm->mem.size, diff.bitmap, &blob,
 						 &blob_len, &npages);
 		if (ret)
-			snprintf(err, errlen, "collecting the dirty pages: %s", strerror(-ret));
+			errf(err, "collecting the dirty pages: %s", strerror(-ret));
 	}
 	branch_resume_source(vm, res, &bp);
 	if (!ret && layer) {
@@ -112,7 +111,7 @@ int branch_diff(struct vm *vm, const struct branch_opts *o, struct branch_result
 						 vm)
 			   : -ENOMEM;
 		if (ret)
-			snprintf(err, errlen, "writing layer %s: %s", dir, strerror(-ret));
+			errf(err, "writing layer %s: %s", dir, strerror(-ret));
 		else
 			snprintf(diff.tip, sizeof(diff.tip), "%s", dir);
 		res->bytes_written = npages * PAGE_4K;
@@ -123,5 +122,5 @@ int branch_diff(struct vm *vm, const struct branch_opts *o, struct branch_result
 	if (ret)
 		return ret;
 	snprintf(res->snapshot, sizeof(res->snapshot), "%s", diff.tip);
-	return branch_restore_children(diff.tip, o, res, err, errlen);
+	return branch_restore_children(diff.tip, o, res, err);
 }

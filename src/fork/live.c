@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "util/errmsg.h"
 #include "util/log.h"
 #include "core/vm.h"
 #include "fork/branch.h"
@@ -114,12 +115,12 @@ static void *copier(void *arg)
  * it (Linux 6.4+). Without it, a page never touched before the branch has no page-table entry
  * to protect, so every page of guest RAM is made present first (populate_ram).
  */
-static int open_uffd(struct live_copy *lc, bool *unpopulated, char *err, size_t errlen)
+static int open_uffd(struct live_copy *lc, bool *unpopulated, struct fvm_err *err)
 {
 	uint64_t enabled = 0;
 
 	lc->uffd = uffd_open(UFFD_NEED_LIVE, UFFD_WANT_LIVE, &enabled,
-			     "live branch write-protect of memfd guest RAM", err, errlen);
+			     "live branch write-protect of memfd guest RAM", err);
 	if (lc->uffd < 0)
 		return lc->uffd;
 	*unpopulated = enabled & UFFD_FEATURE_WP_UNPOPULATED;
@@ -135,7 +136,7 @@ static int open_uffd(struct live_copy *lc, bool *unpopulated, char *err, size_t 
  * touched with an atomic add of 0, which faults it in writable without racing the vCPUs' writes.
  * res gets the time taken and the bytes the memfd grew by.
  */
-static int populate_ram(struct vm *vm, struct branch_result *res, char *err, size_t errlen)
+static int populate_ram(struct vm *vm, struct branch_result *res, struct fvm_err *err)
 {
 	uint8_t *host = vm->mem.host;
 	uint64_t len = vm->mem.map_size, t0 = monotonic_ns();
@@ -144,13 +145,13 @@ static int populate_ram(struct vm *vm, struct branch_result *res, char *err, siz
 
 	if (fstat(vm->mem.fd, &before) < 0) {
 		ret = -errno;
-		snprintf(err, errlen, "populating guest RAM: fstat of its memfd: %s", strerror(errno));
+		errf(err, "populating guest RAM: fstat of its memfd: %s", strerror(errno));
 		goto out;
 	}
 	if (madvise(host, len, MADV_POPULATE_WRITE) < 0) {
 		if (errno != EINVAL) {
 			ret = -errno;
-			snprintf(err, errlen, "populating guest RAM: MADV_POPULATE_WRITE over %llu "
+			errf(err, "populating guest RAM: MADV_POPULATE_WRITE over %llu "
 				 "bytes: %s", (unsigned long long)len, strerror(errno));
 			goto out;
 		}
@@ -159,7 +160,7 @@ static int populate_ram(struct vm *vm, struct branch_result *res, char *err, siz
 	}
 	if (fstat(vm->mem.fd, &after) < 0) {
 		ret = -errno;
-		snprintf(err, errlen, "populating guest RAM: fstat of its memfd: %s", strerror(errno));
+		errf(err, "populating guest RAM: fstat of its memfd: %s", strerror(errno));
 		goto out;
 	}
 	if (after.st_blocks > before.st_blocks)
@@ -196,8 +197,8 @@ static char *live_meta(struct vm *vm, const struct branch_opts *o, uint64_t writ
 	return text;
 }
 
-int branch_live(struct vm *vm, const struct branch_opts *o, struct branch_result *res, char *err,
-		size_t errlen)
+int branch_live(struct vm *vm, const struct branch_opts *o, struct branch_result *res,
+		struct fvm_err *err)
 {
 	struct live_copy lc = { .vm = vm, .uffd = -1, .image_fd = -1 };
 	struct snap_buf state;
@@ -210,47 +211,46 @@ int branch_live(struct vm *vm, const struct branch_opts *o, struct branch_result
 
 	snap_buf_init(&state);
 	if (vm->mem.backing != GUEST_MEM_MEMFD) {
-		snprintf(err, errlen, "live needs memfd guest RAM (--backing memfd; this VM uses %s)",
+		return errmsg(err, -EINVAL,
+			      "live needs memfd guest RAM (--backing memfd; this VM uses %s)",
 			 guest_mem_backing_name(vm->mem.backing));
-		return -EINVAL;
 	}
 	if (!o->dir) {
-		snprintf(err, errlen, "the live strategy needs a directory for the frozen image");
-		return -EINVAL;
+		return errmsg(err, -EINVAL,
+			      "the live strategy needs a directory for the frozen image");
 	}
 	lc.npages = vm->mem.size / PAGE_4K;
 	lc.copied = calloc(lc.npages, 1);
 	if (!lc.copied) {
-		snprintf(err, errlen, "live branch: out of memory for a %llu-page copy map",
+		return errmsg(err, -ENOMEM, "live branch: out of memory for a %llu-page copy map",
 			 (unsigned long long)lc.npages);
-		return -ENOMEM;
 	}
 	if ((ret = snap_writer_begin(&w, o->dir, true))) {
-		snprintf(err, errlen, "creating %s: %s", o->dir, strerror(-ret));
+		errf(err, "creating %s: %s", o->dir, strerror(-ret));
 		goto out;
 	}
 	writer = true;
 	lc.image_fd = openat(w.tmp_fd, SNAP_FILE_MEMORY, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
 	if (lc.image_fd < 0 || ftruncate(lc.image_fd, (off_t)vm->mem.size) < 0) {
 		ret = -errno;
-		snprintf(err, errlen, "creating the image in %s: %s", w.tmp, strerror(errno));
+		errf(err, "creating the image in %s: %s", w.tmp, strerror(errno));
 		goto out;
 	}
-	if ((ret = open_uffd(&lc, &unpopulated, err, errlen)))
+	if ((ret = open_uffd(&lc, &unpopulated, err)))
 		goto out;
 	res->wp_unpopulated = unpopulated;
-	if (!unpopulated && (ret = populate_ram(vm, res, err, errlen)))
+	if (!unpopulated && (ret = populate_ram(vm, res, err)))
 		goto out;
-	if ((ret = branch_pause_source(vm, o, res, &bp, err, errlen)))
+	if ((ret = branch_pause_source(vm, o, res, &bp, err)))
 		goto out;
 	ret = snap_capture(vm, &state);
 	if (!ret)
 		ret = snap_buf_finish(&state);
 	if (ret)
-		snprintf(err, errlen, "capturing the source state: %s", strerror(-ret));
+		errf(err, "capturing the source state: %s", strerror(-ret));
 	t1 = monotonic_ns();
 	if (!ret && (ret = arm(&lc)))
-		snprintf(err, errlen, "arming write-protect: %s", strerror(-ret));
+		errf(err, "arming write-protect: %s", strerror(-ret));
 	res->arm_ns = monotonic_ns() - t1;
 	branch_resume_source(vm, res, &bp);
 	if (ret)
@@ -276,7 +276,7 @@ int branch_live(struct vm *vm, const struct branch_opts *o, struct branch_result
 	if (!ret)
 		ret = snap_writer_commit(&w);
 	if (ret) {
-		snprintf(err, errlen, "live copy to %s: %s", o->dir, strerror(-ret));
+		errf(err, "live copy to %s: %s", o->dir, strerror(-ret));
 		goto out;
 	}
 	writer = false;
@@ -289,7 +289,7 @@ int branch_live(struct vm *vm, const struct branch_opts *o, struct branch_result
 			 "UFFD_FEATURE_WP_UNPOPULATED (Linux 6.4+) guest RAM was populated first: "
 			 "%.1f ms, %llu bytes newly allocated", (unsigned long long)lc.wp_faults,
 			 (double)res->populate_ns / 1e6, (unsigned long long)res->populated_bytes);
-	ret = branch_restore_children(o->dir, o, res, err, errlen);
+	ret = branch_restore_children(o->dir, o, res, err);
 out:
 	if (lc.uffd >= 0)
 		close(lc.uffd); /* unregisters: any page still protected is released */

@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "util/errmsg.h"
 #include "util/log.h"
 #include "util/fileio.h"
 
@@ -20,21 +21,21 @@ extern char **environ;
 
 int file_read_all(const char *path, uint8_t **buf, size_t *len)
 {
-	char err[PATH_MAX + 128];
-	int ret = file_read(path, UINT64_MAX, 0, buf, len, err, sizeof(err));
+	struct fvm_err err = FVM_ERR_INIT;
+	int ret = file_read(path, UINT64_MAX, 0, buf, len, &err);
 
 	if (ret)
-		log_err("%s", err);
+		log_err("%s", err.msg);
 	return ret;
 }
 
 int image_write_file(const char *path, const void *buf, size_t len, mode_t mode)
 {
-	char err[PATH_MAX + 128];
-	int ret = file_write_atomic(path, buf, len, mode, err, sizeof(err));
+	struct fvm_err err = FVM_ERR_INIT;
+	int ret = file_write_atomic(path, buf, len, mode, &err);
 
 	if (ret)
-		log_err("%s", err);
+		log_err("%s", err.msg);
 	return ret;
 }
 

@@ -12,6 +12,7 @@
 #include <sys/statfs.h>
 #include <unistd.h>
 
+#include "util/errmsg.h"
 #include "util/log.h"
 #include "jail/cgroup.h"
 
@@ -55,7 +56,7 @@ static int parse_u64(const char *s, uint64_t *v, bool size)
 	return 0;
 }
 
-int cgroup_opt(struct cgroup_opts *o, int opt, const char *arg, char *err, size_t errlen)
+int cgroup_opt(struct cgroup_opts *o, int opt, const char *arg, struct fvm_err *err)
 {
 	uint64_t q, p = 100000;
 	char *slash;
@@ -88,11 +89,11 @@ int cgroup_opt(struct cgroup_opts *o, int opt, const char *arg, char *err, size_
 			goto bad;
 		return 0;
 	default:
-		snprintf(err, errlen, "unknown option");
+		errf(err, "unknown option");
 		return -EINVAL;
 	}
 bad:
-	snprintf(err, errlen, "bad value '%s' for a cgroup option (--mem-limit SIZE >= 1M, "
+	errf(err, "bad value '%s' for a cgroup option (--mem-limit SIZE >= 1M, "
 		 "--cpu-max QUOTA[/PERIOD] in us >= 1000, --cpu-weight 1-10000, --pids-max N >= 1)",
 		 arg);
 	return -EINVAL;

@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "util/errmsg.h"
+
 /* Memory the VMM needs besides guest RAM (page tables, vmstate buffers, threads' stacks). */
 #define JAIL_MEM_OVERHEAD (256ULL << 20)
 
@@ -41,7 +43,7 @@ enum { CGROUP_OPT_NO_SECCOMP = CGROUP_OPT_BASE, CGROUP_OPT_NO_CGROUP, CGROUP_OPT
 	"  --no-cgroup          stay in the caller's cgroup\n"                                  \
 	"  --no-seccomp         no syscall filters (development only; FORKVM_SECCOMP=0|log)\n"
 /* 0, or -EINVAL with ERR filled. */
-int cgroup_opt(struct cgroup_opts *o, int opt, const char *arg, char *err, size_t errlen);
+int cgroup_opt(struct cgroup_opts *o, int opt, const char *arg, struct fvm_err *err);
 
 /* jail_cgroup_enter's guest_ram for a restore: memory.max waits for jail_cgroup_set_guest_ram. */
 #define JAIL_CGROUP_RAM_LATER UINT64_MAX

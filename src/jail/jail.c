@@ -18,6 +18,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "util/errmsg.h"
 #include "util/log.h"
 #include "util/fileio.h"
 #include "util/unix_sock.h"
@@ -45,31 +46,28 @@ static int parse_uint(const char *s, unsigned *out)
 	return 0;
 }
 
-int jail_opt(struct jail_opts *j, int opt, const char *arg, char *err, size_t errlen)
+int jail_opt(struct jail_opts *j, int opt, const char *arg, struct fvm_err *err)
 {
 	switch (opt) {
 	case JAIL_OPT_JAIL: j->mode = 1; return 0;
 	case JAIL_OPT_NO_JAIL: j->mode = 0; return 0;
 	case JAIL_OPT_BIND:
 		if (arg[0] != '/') {
-			snprintf(err, errlen, "--jail-bind '%s': need an absolute path", arg);
-			return -EINVAL;
+			return errmsg(err, -EINVAL, "--jail-bind '%s': need an absolute path", arg);
 		}
 		if (jail_add(j, arg, true) < 0) {
-			snprintf(err, errlen, "--jail-bind '%s': too many or too long", arg);
-			return -EINVAL;
+			return errmsg(err, -EINVAL, "--jail-bind '%s': too many or too long", arg);
 		}
 		return 0;
 	case JAIL_OPT_UID:
 	case JAIL_OPT_UID_BASE:
 		if (parse_uint(arg, opt == JAIL_OPT_UID ? &j->uid : &j->uid_base)) {
-			snprintf(err, errlen, "--%s '%s': need a uid of 1 to 4294967294",
+			return errmsg(err, -EINVAL, "--%s '%s': need a uid of 1 to 4294967294",
 				 opt == JAIL_OPT_UID ? "jail-uid" : "jail-uid-base", arg);
-			return -EINVAL;
 		}
 		return 0;
 	default:
-		snprintf(err, errlen, "unknown jail option");
+		errf(err, "unknown jail option");
 		return -EINVAL;
 	}
 }

@@ -10,6 +10,8 @@
 #include <stdbool.h>
 #include <sys/types.h>
 
+#include "util/errmsg.h"
+
 #define JAIL_MAX_BINDS 24
 /* Default first uid/gid of the range: a VMM gets BASE + its pid (unique among live VMMs). */
 #define JAIL_UID_BASE_DEFAULT 200000000u
@@ -54,7 +56,7 @@ enum { JAIL_OPT_JAIL = JAIL_OPT_BASE, JAIL_OPT_NO_JAIL, JAIL_OPT_BIND, JAIL_OPT_
 
 void jail_opts_init(struct jail_opts *j);
 /* One option; 0 or -EINVAL with a message in err. */
-int jail_opt(struct jail_opts *j, int opt, const char *arg, char *err, size_t errlen);
+int jail_opt(struct jail_opts *j, int opt, const char *arg, struct fvm_err *err);
 /* Add a path the VMM needs (a file or a directory), read-only or writable; NULL/"" ignored. */
 int jail_add(struct jail_opts *j, const char *path, bool rw);
 /* Whether the jail is on: the option, else FORKVM_JAIL, else off. */

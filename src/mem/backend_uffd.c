@@ -33,7 +33,7 @@ int guest_mem_create_uffd(struct guest_mem *mem, const struct guest_mem_opts *op
 		log_warn("madvise(MADV_NOHUGEPAGE) on uffd guest RAM: %s", strerror(errno));
 	/* REMOVE and UNMAP (Linux 4.11) are all the page server needs: it only copies, zero-maps
 	 * and wakes (UFFDIO_COPY/ZEROPAGE/WAKE, Linux 4.3). */
-	fd = uffd_open(UFFD_NEED_BACKING, 0, NULL, "guest RAM (uffd backing)", NULL, 0);
+	fd = uffd_open(UFFD_NEED_BACKING, 0, NULL, "guest RAM (uffd backing)", NULL);
 	if (fd < 0)
 		return fd;
 	mem->fd = fd;

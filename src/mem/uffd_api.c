@@ -8,6 +8,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "util/errmsg.h"
 #include "util/log.h"
 #include "mem/uffd_api.h"
 
@@ -133,8 +134,8 @@ static void describe(uint64_t set, char *buf, size_t len)
 	}
 }
 
-int uffd_open(uint64_t need, uint64_t want, uint64_t *enabled, const char *what, char *why,
-	      size_t whylen)
+int uffd_open(uint64_t need, uint64_t want, uint64_t *enabled, const char *what,
+	      struct fvm_err *why)
 {
 	struct uffdio_api api = { .api = UFFD_API };
 	uint64_t offered, hidden, missing;
@@ -178,6 +179,6 @@ out:
 	if (fd >= 0)
 		close(fd);
 	if (ret < 0 && why)
-		snprintf(why, whylen, "%s", msg);
+		errmsg(why, ret, "%s", msg);
 	return ret;
 }

@@ -6,6 +6,8 @@
 #include <stdint.h>
 #include <linux/userfaultfd.h>
 
+#include "util/errmsg.h"
+
 /* Features newer than Debian 12's (Linux 6.1) headers. */
 #ifndef UFFD_FEATURE_WP_UNPOPULATED
 #define UFFD_FEATURE_WP_UNPOPULATED (1 << 13) /* Linux 6.4 */
@@ -47,8 +49,8 @@ int uffd_probe_features_quiet(uint64_t *offered, uint64_t *hidden);
  * not offer". Returns the fd or -errno; the reason is logged and, when why is not NULL, also
  * written there.
  */
-int uffd_open(uint64_t need, uint64_t want, uint64_t *enabled, const char *what, char *why,
-	      size_t whylen);
+int uffd_open(uint64_t need, uint64_t want, uint64_t *enabled, const char *what,
+	      struct fvm_err *why);
 
 /* "UFFD_FEATURE_WP_UNPOPULATED" and "6.4" for one feature bit ("unknown", "?" otherwise). */
 const char *uffd_feature_name(uint64_t bit);

@@ -86,7 +86,7 @@ static const char *const ns_sysctls[][2] = {
 };
 
 /* The TAP, inside the namespace: non-blocking, virtio-net headers, no packet info. */
-static int tap_open(char *err, size_t errlen)
+static int tap_open(struct fvm_err *err)
 {
 	struct ifreq ifr = { .ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR };
 	int hdr = NET_VNET_HDR_LEN, ret;
@@ -94,18 +94,18 @@ static int tap_open(char *err, size_t errlen)
 
 	if (fd < 0) {
 		ret = errno == ENOENT ? -ENODEV : -errno;
-		return errmsg(err, errlen, ret, "opening /dev/net/tun: %s%s", strerror(errno),
+		return errmsg(err, ret, "opening /dev/net/tun: %s%s", strerror(errno),
 			      errno == ENOENT ? " (no TUN device: load the tun module, or create the "
 						"node: mknod /dev/net/tun c 10 200)" : "");
 	}
 	snprintf(ifr.ifr_name, IFNAMSIZ, "%s", NET_TAP_NAME);
 	if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
-		ret = errmsg(err, errlen, -errno, "creating TAP %s (TUNSETIFF): %s%s", NET_TAP_NAME,
+		ret = errmsg(err, -errno, "creating TAP %s (TUNSETIFF): %s%s", NET_TAP_NAME,
 			     strerror(errno), errno == EPERM ? " (needs CAP_NET_ADMIN)" : "");
 		goto fail;
 	}
 	if (ioctl(fd, TUNSETVNETHDRSZ, &hdr) < 0) {
-		ret = errmsg(err, errlen, -errno, "TAP %s: vnet header size %d (TUNSETVNETHDRSZ): %s",
+		ret = errmsg(err, -errno, "TAP %s: vnet header size %d (TUNSETVNETHDRSZ): %s",
 			     NET_TAP_NAME, hdr, strerror(errno));
 		goto fail;
 	}
@@ -120,7 +120,7 @@ fail:
  * the veth pair (host end into the host namespace); the namespace end's address and, for NAT,
  * the default route through the host end; forwarding; the nft rules.
  */
-int net_setup_namespace(struct net *n, struct net_setup *s, char *err, size_t errlen)
+int net_setup_namespace(struct net *n, struct net_setup *s, struct fvm_err *err)
 {
 	const struct net_opts *o = &n->opts;
 	struct nl nl = { 0 };
@@ -128,25 +128,25 @@ int net_setup_namespace(struct net *n, struct net_setup *s, char *err, size_t er
 
 	n->ns_fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
 	if (n->ns_fd < 0)
-		return errmsg(err, errlen, -errno, "opening the new namespace "
+		return errmsg(err, -errno, "opening the new namespace "
 			      "(/proc/thread-self/ns/net): %s", strerror(errno));
-	if ((ret = nl_open(&nl, err, errlen)) ||
-	    (ret = nl_link_up(&nl, 1, "lo", 0, NULL, err, errlen)))
+	if ((ret = nl_open(&nl, err)) ||
+	    (ret = nl_link_up(&nl, 1, "lo", 0, NULL, err)))
 		goto out;
-	ret = tap_open(err, errlen);
+	ret = tap_open(err);
 	if (ret < 0)
 		goto out;
 	n->tap_fd = ret;
-	if ((tap = ret = nl_link_index(&nl, NET_TAP_NAME, err, errlen)) < 0 ||
-	    (ret = nl_addr_add(&nl, tap, NET_TAP_NAME, o->gateway, o->guest_prefix, err, errlen)) ||
-	    (ret = nl_link_up(&nl, tap, NET_TAP_NAME, o->mtu, net_gateway_mac, err, errlen)) ||
-	    (ret = nl_veth_create(&nl, NET_NS_VETH, n->veth_host, s->host_ns_fd, 0, err, errlen)) ||
-	    (veth = ret = nl_link_index(&nl, NET_NS_VETH, err, errlen)) < 0 ||
-	    (ret = nl_addr_add(&nl, veth, NET_NS_VETH, n->ns_addr, 30, err, errlen)) ||
-	    (ret = nl_link_up(&nl, veth, NET_NS_VETH, 0, NULL, err, errlen)))
+	if ((tap = ret = nl_link_index(&nl, NET_TAP_NAME, err)) < 0 ||
+	    (ret = nl_addr_add(&nl, tap, NET_TAP_NAME, o->gateway, o->guest_prefix, err)) ||
+	    (ret = nl_link_up(&nl, tap, NET_TAP_NAME, o->mtu, net_gateway_mac, err)) ||
+	    (ret = nl_veth_create(&nl, NET_NS_VETH, n->veth_host, s->host_ns_fd, 0, err)) ||
+	    (veth = ret = nl_link_index(&nl, NET_NS_VETH, err)) < 0 ||
+	    (ret = nl_addr_add(&nl, veth, NET_NS_VETH, n->ns_addr, 30, err)) ||
+	    (ret = nl_link_up(&nl, veth, NET_NS_VETH, 0, NULL, err)))
 		goto out;
 	if (o->mode == NET_NAT &&
-	    (ret = nl_route_default(&nl, veth, NET_NS_VETH, n->host_addr, err, errlen)))
+	    (ret = nl_route_default(&nl, veth, NET_NS_VETH, n->host_addr, err)))
 		goto out;
 	/*
 	 * Forwarding on in both modes: the forward chain is the policy, and it rejects what it
@@ -156,19 +156,19 @@ int net_setup_namespace(struct net *n, struct net_setup *s, char *err, size_t er
 	for (size_t i = 0; i < sizeof(ns_sysctls) / sizeof(ns_sysctls[0]); i++) {
 		ret = ipv4_sysctl_set(ns_sysctls[i][0], ns_sysctls[i][1]);
 		if (ret) {
-			errmsg(err, errlen, ret, "setting net.ipv4.%s in the VM's namespace: %s",
+			errmsg(err, ret, "setting net.ipv4.%s in the VM's namespace: %s",
 			       ns_sysctls[i][0], strerror(-ret));
 			goto out;
 		}
 	}
-	ret = nft_ns_rules(o, n->ns_addr, err, errlen);
+	ret = nft_ns_rules(o, n->ns_addr, err);
 out:
 	nl_close(&nl);
 	return ret < 0 ? ret : 0;
 }
 
 /* The listening sockets of --publish, in the host namespace, before anything else. */
-static int bind_ports(struct net *n, char *err, size_t errlen)
+static int bind_ports(struct net *n, struct fvm_err *err)
 {
 	char ip[INET_ADDRSTRLEN];
 
@@ -185,24 +185,24 @@ static int bind_ports(struct net *n, char *err, size_t errlen)
 		n->nports = i + 1;
 		p->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 		if (p->fd < 0)
-			return errmsg(err, errlen, -errno, "--publish %s:%u:%u: socket: %s", ip,
+			return errmsg(err, -errno, "--publish %s:%u:%u: socket: %s", ip,
 				      p->spec.host_port, p->spec.guest_port, strerror(errno));
 		if (setsockopt(p->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0)
-			return errmsg(err, errlen, -errno, "--publish %s:%u:%u: SO_REUSEADDR: %s", ip,
+			return errmsg(err, -errno, "--publish %s:%u:%u: SO_REUSEADDR: %s", ip,
 				      p->spec.host_port, p->spec.guest_port, strerror(errno));
 		if (bind(p->fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
 			int e = errno;
 			if (e == EADDRINUSE)
-				return errmsg(err, errlen, -e, "--publish %s:%u:%u: host port %s:%u is "
+				return errmsg(err, -e, "--publish %s:%u:%u: host port %s:%u is "
 					      "already in use", ip, p->spec.host_port,
 					      p->spec.guest_port, ip, p->spec.host_port);
-			return errmsg(err, errlen, -e, "--publish %s:%u:%u: binding %s:%u: %s", ip,
+			return errmsg(err, -e, "--publish %s:%u:%u: binding %s:%u: %s", ip,
 				      p->spec.host_port, p->spec.guest_port, ip, p->spec.host_port,
 				      strerror(e));
 		}
 		if (listen(p->fd, 128) < 0 ||
 		    getsockname(p->fd, (struct sockaddr *)&a, &alen) < 0)
-			return errmsg(err, errlen, -errno, "--publish %s:%u:%u: listen: %s", ip,
+			return errmsg(err, -errno, "--publish %s:%u:%u: listen: %s", ip,
 				      p->spec.host_port, p->spec.guest_port, strerror(errno));
 		p->host_port = ntohs(a.sin_port);
 	}
@@ -213,8 +213,7 @@ struct reap_ctx {
 	const char *state_dir;
 	struct nl *nl;
 	int removed;
-	char *err;
-	size_t errlen;
+	struct fvm_err *err;
 };
 
 /* forkvm_<pid>_<slot>: stale when the pid is gone or nobody holds the slot. */
@@ -233,7 +232,7 @@ static int reap_table(const char *name, void *arg)
 		if (lock < 0)
 			return 0; /* its owner runs */
 	}
-	ret = nft_host_table_del(name, c->err, c->errlen);
+	ret = nft_host_table_del(name, c->err);
 	if (ret == -ENOENT) {
 		ret = 0; /* another VMM's start reaped it first */
 	} else if (!ret) {
@@ -256,7 +255,7 @@ static int reap_veth(const char *name, void *arg)
 	lock = net_slot_lock_free(c->state_dir, slot);
 	if (lock < 0)
 		return 0;
-	ret = nl_link_del(c->nl, name, c->err, c->errlen);
+	ret = nl_link_del(c->nl, name, c->err);
 	if (ret == -ENODEV) {
 		ret = 0; /* its namespace's teardown took it meanwhile */
 	} else if (!ret) {
@@ -267,29 +266,29 @@ static int reap_veth(const char *name, void *arg)
 	return ret;
 }
 
-int net_reap(const char *state_dir, char *err, size_t errlen)
+int net_reap(const char *state_dir, struct fvm_err *err)
 {
 	struct nl nl = { 0 };
-	struct reap_ctx c = { .state_dir = state_dir, .nl = &nl, .err = err, .errlen = errlen };
-	int ret = nft_tables_each(NET_HOST_TABLE_PREFIX, reap_table, &c, err, errlen);
+	struct reap_ctx c = { .state_dir = state_dir, .nl = &nl, .err = err };
+	int ret = nft_tables_each(NET_HOST_TABLE_PREFIX, reap_table, &c, err);
 
 	if (!ret)
-		ret = nl_open(&nl, err, errlen);
+		ret = nl_open(&nl, err);
 	if (!ret)
-		ret = nl_link_each(&nl, NET_HOST_VETH_PREFIX, reap_veth, &c, err, errlen);
+		ret = nl_link_each(&nl, NET_HOST_VETH_PREFIX, reap_veth, &c, err);
 	nl_close(&nl);
 	return ret ? ret : c.removed;
 }
 
 /* The host end (address, up) and, for NAT, forwarding and the host table. */
-static int setup_host(struct net *n, struct nl *nl, char *err, size_t errlen)
+static int setup_host(struct net *n, struct nl *nl, struct fvm_err *err)
 {
-	int idx = nl_link_index(nl, n->veth_host, err, errlen), ret, fwd;
+	int idx = nl_link_index(nl, n->veth_host, err), ret, fwd;
 
 	if (idx < 0)
 		return idx;
-	if ((ret = nl_addr_add(nl, idx, n->veth_host, n->host_addr, 30, err, errlen)) ||
-	    (ret = nl_link_up(nl, idx, n->veth_host, 0, NULL, err, errlen)))
+	if ((ret = nl_addr_add(nl, idx, n->veth_host, n->host_addr, 30, err)) ||
+	    (ret = nl_link_up(nl, idx, n->veth_host, 0, NULL, err)))
 		return ret;
 	if (n->opts.mode != NET_NAT)
 		return 0;
@@ -297,15 +296,15 @@ static int setup_host(struct net *n, struct nl *nl, char *err, size_t errlen)
 	if (fwd == 0) {
 		ret = ip_forward_set(true);
 		if (ret)
-			return errmsg(err, errlen, ret, "turning on the host's ip_forward (NAT mode): %s",
+			return errmsg(err, ret, "turning on the host's ip_forward (NAT mode): %s",
 				      strerror(-ret));
 		log_info("net: turned on the host's net.ipv4.ip_forward (NAT mode needs it)");
 	} else if (fwd < 0) {
-		return errmsg(err, errlen, fwd, "reading the host's ip_forward: %s", strerror(-fwd));
+		return errmsg(err, fwd, "reading the host's ip_forward: %s", strerror(-fwd));
 	}
 	snprintf(n->host_table, sizeof(n->host_table), NET_HOST_TABLE_PREFIX "%d_%d",
 		 (int)getpid(), n->slot);
-	ret = nft_host_table(n->host_table, n->ns_addr, err, errlen);
+	ret = nft_host_table(n->host_table, n->ns_addr, err);
 	if (ret)
 		n->host_table[0] = '\0';
 	return ret;
@@ -314,7 +313,7 @@ static int setup_host(struct net *n, struct nl *nl, char *err, size_t errlen)
 /* Undo whatever net_create got to, in reverse; warnings only: the rest still goes. */
 static void teardown(struct net *n)
 {
-	char err[512];
+	struct fvm_err err = FVM_ERR_INIT;
 	struct nl nl = { 0 };
 
 	net_relay_stop(n);
@@ -322,17 +321,17 @@ static void teardown(struct net *n)
 		if (n->ports[i].fd >= 0)
 			close(n->ports[i].fd);
 	n->nports = 0;
-	if (n->host_table[0] && nft_host_table_del(n->host_table, err, sizeof(err)))
-		log_warn("net: %s", err);
+	if (n->host_table[0] && nft_host_table_del(n->host_table, &err))
+		log_warn("net: %s", err.msg);
 	n->host_table[0] = '\0';
 	if (n->slot >= 0) {
 		/* Gone with the namespace too, but not at once: remove it now, while the slot is
 		 * still ours. */
-		int ret = nl_open(&nl, err, sizeof(err));
+		int ret = nl_open(&nl, &err);
 		if (!ret)
-			ret = nl_link_del(&nl, n->veth_host, err, sizeof(err));
+			ret = nl_link_del(&nl, n->veth_host, &err);
 		if (ret && ret != -ENODEV)
-			log_warn("net: %s", err);
+			log_warn("net: %s", err.msg);
 		nl_close(&nl);
 	}
 	if (n->tap_fd >= 0)
@@ -362,7 +361,7 @@ static void net_init_empty(struct net *n, const struct net_opts *o)
 		n->ports[i].fd = -1;
 }
 
-int net_create(const struct net_opts *o, struct net *n, char *err, size_t errlen)
+int net_create(const struct net_opts *o, struct net *n, struct fvm_err *err)
 {
 	struct net_opts opts = *o; /* o may be n->opts (a cow child) */
 	struct net_setup s = { .host_ns_fd = -1, .lock = PTHREAD_MUTEX_INITIALIZER,
@@ -372,42 +371,42 @@ int net_create(const struct net_opts *o, struct net *n, char *err, size_t errlen
 	int ret;
 
 	net_init_empty(n, &opts);
-	if ((ret = net_opts_finish(&n->opts, err, errlen)) || n->opts.mode == NET_NONE)
+	if ((ret = net_opts_finish(&n->opts, err)) || n->opts.mode == NET_NONE)
 		return ret;
 	if (access("/dev/net/tun", F_OK) < 0)
-		return errmsg(err, errlen, -ENODEV, "no /dev/net/tun: this host has no TUN device "
+		return errmsg(err, -ENODEV, "no /dev/net/tun: this host has no TUN device "
 			      "(load the tun module, or create the node: mknod /dev/net/tun c 10 200)");
 	if (geteuid() != 0)
-		return errmsg(err, errlen, -EPERM, "networking a VM needs root (its namespace, TAP, "
+		return errmsg(err, -EPERM, "networking a VM needs root (its namespace, TAP, "
 			      "veth and nft rules need CAP_SYS_ADMIN and CAP_NET_ADMIN); this is uid %d",
 			      (int)geteuid());
 	/* Leftovers of VMMs that died: their host tables and veths (also checks nftables). */
-	ret = net_reap(n->opts.state_dir, err, errlen);
+	ret = net_reap(n->opts.state_dir, err);
 	if (ret < 0)
 		goto fail;
-	if ((ret = bind_ports(n, err, errlen)))
+	if ((ret = bind_ports(n, err)))
 		goto fail;
-	ret = net_slot_take(n->opts.state_dir, &n->slot_fd, err, errlen);
+	ret = net_slot_take(n->opts.state_dir, &n->slot_fd, err);
 	if (ret < 0)
 		goto fail;
 	n->slot = ret;
 	net_slot_addrs(n->slot, &n->host_addr, &n->ns_addr);
 	snprintf(n->veth_host, sizeof(n->veth_host), NET_HOST_VETH_PREFIX "%d", n->slot);
 	/* The slot is ours: an interface of its name is a dead VMM's, still being torn down. */
-	if ((ret = nl_open(&nl, err, errlen)))
+	if ((ret = nl_open(&nl, err)))
 		goto fail;
-	ret = nl_link_del(&nl, n->veth_host, err, errlen);
+	ret = nl_link_del(&nl, n->veth_host, err);
 	if (ret && ret != -ENODEV)
 		goto fail;
 	if (!ret)
 		log_info("net: removed %s, left over by a VMM that died", n->veth_host);
 	s.host_ns_fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
 	if (s.host_ns_fd < 0) {
-		ret = errmsg(err, errlen, -errno, "opening the host namespace "
+		ret = errmsg(err, -errno, "opening the host namespace "
 			     "(/proc/thread-self/ns/net): %s", strerror(errno));
 		goto fail;
 	}
-	if ((ret = net_relay_start(n, &s, err, errlen)) || (ret = setup_host(n, &nl, err, errlen)))
+	if ((ret = net_relay_start(n, &s, err)) || (ret = setup_host(n, &nl, err)))
 		goto fail;
 	close(s.host_ns_fd);
 	nl_close(&nl);
@@ -455,7 +454,7 @@ void net_destroy(struct net *n)
 		teardown(n);
 }
 
-int net_create_child(struct net *n, bool fds_closed, char *err, size_t errlen)
+int net_create_child(struct net *n, bool fds_closed, struct fvm_err *err)
 {
 	struct net *parent = current;
 	struct net_opts o;
@@ -470,7 +469,7 @@ int net_create_child(struct net *n, bool fds_closed, char *err, size_t errlen)
 	/* The parent keeps its host ports: every publish of the child gets a free one. */
 	for (int i = 0; i < o.npublish; i++)
 		o.publish[i].host_port = 0;
-	return net_create(&o, n, err, errlen);
+	return net_create(&o, n, err);
 }
 
 static json_t *cidrs_json(const struct net_cidr *c, int count)
@@ -525,14 +524,14 @@ int net_child_tap(const char *child_name, void *arg)
 {
 	/* One per process: a cow child builds one VM. */
 	static struct net child;
-	char err[1024];
+	struct fvm_err err = FVM_ERR_INIT;
 	int ret;
 
 	if (!current)
 		return -ENODEV; /* the source has no network of forkvm's (none, or --tap) */
-	ret = net_create_child(&child, true, err, sizeof(err));
+	ret = net_create_child(&child, true, &err);
 	if (ret) {
-		log_err("network of cow child %s: %s", child_name, err);
+		log_err("network of cow child %s: %s", child_name, err.msg);
 		return ret;
 	}
 	ret = net_tap_dup(&child);

@@ -28,6 +28,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "util/errmsg.h"
+
 enum net_mode {
 	NET_NONE,	/* no NIC, no namespace (the default) */
 	NET_ISOLATED,	/* namespace + TAP: published ports only, no egress at all */
@@ -118,18 +120,18 @@ struct net {
 /* Defaults: NET_NONE, the guest address and gateway, MTU 1500, 256 connections. */
 void net_opts_init(struct net_opts *o);
 /* The CLI's strings, each with a precise message in err; 0 or -EINVAL (-ENOSPC: too many). */
-int net_opts_mode(struct net_opts *o, const char *mode, char *err, size_t errlen);
-int net_opts_publish(struct net_opts *o, const char *spec, char *err, size_t errlen);
-int net_opts_cidr(struct net_opts *o, bool allow, const char *cidr, char *err, size_t errlen);
+int net_opts_mode(struct net_opts *o, const char *mode, struct fvm_err *err);
+int net_opts_publish(struct net_opts *o, const char *spec, struct fvm_err *err);
+int net_opts_cidr(struct net_opts *o, bool allow, const char *cidr, struct fvm_err *err);
 /* "A.B.C.D/PREFIX[,GATEWAY]" (default gateway: the first address of the subnet). */
-int net_opts_address(struct net_opts *o, const char *spec, char *err, size_t errlen);
-int net_opts_mtu(struct net_opts *o, const char *mtu, char *err, size_t errlen);
+int net_opts_address(struct net_opts *o, const char *spec, struct fvm_err *err);
+int net_opts_mtu(struct net_opts *o, const char *mtu, struct fvm_err *err);
 /*
  * After every option: --publish alone turns networking on as NET_ISOLATED; allow/deny lists
  * need NET_NAT; the guest subnet must not overlap the pool, the gateway and guest address
  * must differ and sit in the subnet. 0 or -EINVAL with err.
  */
-int net_opts_finish(struct net_opts *o, char *err, size_t errlen);
+int net_opts_finish(struct net_opts *o, struct fvm_err *err);
 const char *net_mode_name(enum net_mode mode);
 /*
  * o as `forkvm run` options (--net, --allow, --deny, --publish, --net-addr, --net-mtu) for a
@@ -160,7 +162,7 @@ void net_random_mac(uint8_t mac[6]);
  * -ENOENT/-EPROTONOSUPPORT nftables missing, -EADDRINUSE a port, -ENOSPC the pool.
  * Call it where every signal the VMM blocks is blocked: the relay thread inherits the mask.
  */
-int net_create(const struct net_opts *o, struct net *n, char *err, size_t errlen);
+int net_create(const struct net_opts *o, struct net *n, struct fvm_err *err);
 /*
  * Undo net_create: the relay stopped and joined, listeners, TAP and namespace closed, the
  * veth's host end and the host table removed, the slot released. In a process that is not
@@ -182,7 +184,7 @@ void net_forget(struct net *n, bool fds_closed);
  * keeps its own): same guest address, its own namespace, TAP, slot and host ports. A parent
  * without networking: n inactive, 0. n must outlive the VM (net_destroy at its end).
  */
-int net_create_child(struct net *n, bool fds_closed, char *err, size_t errlen);
+int net_create_child(struct net *n, bool fds_closed, struct fvm_err *err);
 /*
  * branch_opts.child_tap for cow branches: in a cow child (after its fds_close_except),
  * net_create_child into a network of the child's own, logged; returns a TAP fd for the
@@ -201,7 +203,7 @@ int net_tap_dup(const struct net *n);
  * forkvm_<pid>_<slot> and veths forkvm<slot> whose slot nobody holds (or whose pid is gone).
  * state_dir NULL: NET_STATE_DIR. Returns how many it removed, or -errno with err.
  */
-int net_reap(const char *state_dir, char *err, size_t errlen);
+int net_reap(const char *state_dir, struct fvm_err *err);
 
 /* The "net" object of the control `status` reply: mode, addresses, published ports. */
 json_t *net_status_json(const struct net *n);

@@ -27,19 +27,18 @@ static void nft_message(struct nft_ctx *ctx, char *msg, size_t len)
 }
 
 /* Run cmds; out (if not NULL) gets a malloc'd copy of nft's output (JSON when json). */
-static int nft_run(const char *cmds, const char *what, bool json, char **out, char *err,
-		   size_t errlen)
+static int nft_run(const char *cmds, const char *what, bool json, char **out, struct fvm_err *err)
 {
 	struct nft_ctx *ctx = nft_ctx_new(NFT_CTX_DEFAULT);
 	char msg[1024];
 	int ret = 0;
 
 	if (!ctx)
-		return errmsg(err, errlen, -ENOMEM, "%s: cannot create an nftables context", what);
+		return errmsg(err, -ENOMEM, "%s: cannot create an nftables context", what);
 	if (json)
 		nft_ctx_output_set_flags(ctx, NFT_CTX_OUTPUT_JSON);
 	if (nft_ctx_buffer_output(ctx) || nft_ctx_buffer_error(ctx)) {
-		ret = errmsg(err, errlen, -ENOMEM, "%s: nftables output buffers", what);
+		ret = errmsg(err, -ENOMEM, "%s: nftables output buffers", what);
 		goto out;
 	}
 	if (nft_run_cmd_from_buffer(ctx, cmds) != 0) {
@@ -53,7 +52,7 @@ static int nft_run(const char *cmds, const char *what, bool json, char **out, ch
 			ret = -EPROTONOSUPPORT;
 		else
 			ret = -EINVAL;
-		errmsg(err, errlen, ret, "%s (nftables): %s%s", what, msg,
+		errmsg(err, ret, "%s (nftables): %s%s", what, msg,
 		       ret == -EPROTONOSUPPORT ? " (the kernel lacks nf_tables, NAT or reject "
 						 "support)" : "");
 		goto out;
@@ -61,16 +60,16 @@ static int nft_run(const char *cmds, const char *what, bool json, char **out, ch
 	if (out) {
 		*out = strdup(nft_ctx_get_output_buffer(ctx) ?: "");
 		if (!*out)
-			ret = errmsg(err, errlen, -ENOMEM, "%s: copying nft's output", what);
+			ret = errmsg(err, -ENOMEM, "%s: copying nft's output", what);
 	}
 out:
 	nft_ctx_free(ctx);
 	return ret;
 }
 
-int nft_apply(const char *cmds, const char *what, char *err, size_t errlen)
+int nft_apply(const char *cmds, const char *what, struct fvm_err *err)
 {
-	return nft_run(cmds, what, false, NULL, err, errlen);
+	return nft_run(cmds, what, false, NULL, err);
 }
 
 /* "set NAME { type ipv4_addr; flags interval; elements = { ... } }" into buf at *pos. */
@@ -110,14 +109,14 @@ static int put_set(char *buf, size_t len, size_t *pos, const char *name,
  *         rejected (admin-prohibited, so the guest fails fast instead of timing out).
  *  postrouting: the guest subnet leaving by the veth gets the veth's address (SNAT).
  */
-int nft_ns_rules(const struct net_opts *o, uint32_t ns_addr, char *err, size_t errlen)
+int nft_ns_rules(const struct net_opts *o, uint32_t ns_addr, struct fvm_err *err)
 {
 	size_t len = 16384, pos = 0;
 	char *buf = malloc(len), ns[INET_ADDRSTRLEN], sub[INET_ADDRSTRLEN];
 	int ret = 0, w;
 
 	if (!buf)
-		return errmsg(err, errlen, -ENOMEM, "building the namespace's nft rules");
+		return errmsg(err, -ENOMEM, "building the namespace's nft rules");
 	net_format_ip(ns_addr, ns);
 	net_format_ip(o->guest_addr & net_mask(o->guest_prefix), sub);
 	w = snprintf(buf, len, "table inet forkvm {\n");
@@ -158,15 +157,15 @@ int nft_ns_rules(const struct net_opts *o, uint32_t ns_addr, char *err, size_t e
 		     sub, o->guest_prefix, ns);
 	if (w < 0 || (size_t)w >= len - pos)
 		goto toolong;
-	ret = nft_apply(buf, "loading the namespace's rules (table inet forkvm)", err, errlen);
+	ret = nft_apply(buf, "loading the namespace's rules (table inet forkvm)", err);
 	free(buf);
 	return ret;
 toolong:
 	free(buf);
-	return errmsg(err, errlen, -ENOSPC, "the namespace's nft rules do not fit %zu bytes", len);
+	return errmsg(err, -ENOSPC, "the namespace's nft rules do not fit %zu bytes", len);
 }
 
-int nft_host_table(const char *table, uint32_t ns_addr, char *err, size_t errlen)
+int nft_host_table(const char *table, uint32_t ns_addr, struct fvm_err *err)
 {
 	char cmds[1024], ns[INET_ADDRSTRLEN], what[96];
 
@@ -180,34 +179,33 @@ int nft_host_table(const char *table, uint32_t ns_addr, char *err, size_t errlen
 		 "\t}\n"
 		 "}\n", table, ns);
 	snprintf(what, sizeof(what), "creating the host table ip %s", table);
-	return nft_apply(cmds, what, err, errlen);
+	return nft_apply(cmds, what, err);
 }
 
-int nft_host_table_del(const char *table, char *err, size_t errlen)
+int nft_host_table_del(const char *table, struct fvm_err *err)
 {
 	char cmd[96], what[96];
 
 	snprintf(cmd, sizeof(cmd), "delete table ip %s", table);
 	snprintf(what, sizeof(what), "removing the host table ip %s", table);
-	return nft_apply(cmd, what, err, errlen);
+	return nft_apply(cmd, what, err);
 }
 
 int nft_tables_each(const char *prefix, int (*fn)(const char *name, void *arg), void *arg,
-		    char *err, size_t errlen)
+		    struct fvm_err *err)
 {
 	char *out = NULL, **names = NULL;
 	json_t *root = NULL, *list, *item;
 	json_error_t jerr;
 	size_t i, n = 0;
-	int ret = nft_run("list tables ip", "listing the host's nft tables", true, &out, err,
-			  errlen);
+	int ret = nft_run("list tables ip", "listing the host's nft tables", true, &out, err);
 
 	if (ret)
 		return ret;
 	root = json_loads(out, 0, &jerr);
 	list = json_object_get(root, "nftables");
 	if (!json_is_array(list)) {
-		ret = errmsg(err, errlen, -EPROTO, "listing the host's nft tables: unexpected JSON "
+		ret = errmsg(err, -EPROTO, "listing the host's nft tables: unexpected JSON "
 			     "(%s)", root ? "no nftables array" : jerr.text);
 		goto out;
 	}

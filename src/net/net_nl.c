@@ -16,16 +16,16 @@
 
 #define NL_BUF 32768
 
-int nl_open(struct nl *nl, char *err, size_t errlen)
+int nl_open(struct nl *nl, struct fvm_err *err)
 {
 	int ret = 0;
 
 	*nl = (struct nl){ 0 };
 	nl->sock = mnl_socket_open2(NETLINK_ROUTE, SOCK_CLOEXEC);
 	if (!nl->sock)
-		return errmsg(err, errlen, -errno, "opening an rtnetlink socket: %s", strerror(errno));
+		return errmsg(err, -errno, "opening an rtnetlink socket: %s", strerror(errno));
 	if (mnl_socket_bind(nl->sock, 0, MNL_SOCKET_AUTOPID) < 0) {
-		ret = errmsg(err, errlen, -errno, "binding the rtnetlink socket: %s", strerror(errno));
+		ret = errmsg(err, -errno, "binding the rtnetlink socket: %s", strerror(errno));
 		mnl_socket_close(nl->sock);
 		nl->sock = NULL;
 		return ret;
@@ -96,7 +96,7 @@ static int on_link_index(const struct nlmsghdr *nlh, void *data)
 	return MNL_CB_OK;
 }
 
-int nl_link_index(struct nl *nl, const char *name, char *err, size_t errlen)
+int nl_link_index(struct nl *nl, const char *name, struct fvm_err *err)
 {
 	char buf[MNL_SOCKET_BUFFER_SIZE];
 	struct nlmsghdr *nlh = nl_msg(buf, RTM_GETLINK, 0);
@@ -110,13 +110,13 @@ int nl_link_index(struct nl *nl, const char *name, char *err, size_t errlen)
 	if (ret == 0 && a.index <= 0)
 		ret = -ENODEV;
 	if (ret)
-		return errmsg(err, errlen, ret, "looking up interface %s (RTM_GETLINK): %s", name,
+		return errmsg(err, ret, "looking up interface %s (RTM_GETLINK): %s", name,
 			      strerror(-ret));
 	return a.index;
 }
 
-int nl_link_up(struct nl *nl, int index, const char *name, int mtu, const uint8_t *mac, char *err,
-	       size_t errlen)
+int nl_link_up(struct nl *nl, int index, const char *name, int mtu, const uint8_t *mac,
+	       struct fvm_err *err)
 {
 	char buf[MNL_SOCKET_BUFFER_SIZE];
 	struct nlmsghdr *nlh = nl_msg(buf, RTM_NEWLINK, 0);
@@ -133,13 +133,13 @@ int nl_link_up(struct nl *nl, int index, const char *name, int mtu, const uint8_
 		mnl_attr_put(nlh, IFLA_ADDRESS, 6, mac);
 	ret = nl_talk(nl, nlh, NULL, NULL);
 	if (ret)
-		return errmsg(err, errlen, ret, "bringing up %s%s%s (RTM_NEWLINK): %s", name,
+		return errmsg(err, ret, "bringing up %s%s%s (RTM_NEWLINK): %s", name,
 			      mtu > 0 ? " with its MTU" : "", mac ? " and MAC" : "", strerror(-ret));
 	return 0;
 }
 
 int nl_addr_add(struct nl *nl, int index, const char *name, uint32_t addr, uint8_t prefix,
-		char *err, size_t errlen)
+		struct fvm_err *err)
 {
 	char buf[MNL_SOCKET_BUFFER_SIZE], a[INET_ADDRSTRLEN];
 	struct nlmsghdr *nlh = nl_msg(buf, RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL);
@@ -157,14 +157,14 @@ int nl_addr_add(struct nl *nl, int index, const char *name, uint32_t addr, uint8
 	ret = nl_talk(nl, nlh, NULL, NULL);
 	if (ret) {
 		net_format_ip(addr, a);
-		return errmsg(err, errlen, ret, "adding address %s/%u to %s (RTM_NEWADDR): %s", a,
+		return errmsg(err, ret, "adding address %s/%u to %s (RTM_NEWADDR): %s", a,
 			      prefix, name, strerror(-ret));
 	}
 	return 0;
 }
 
-int nl_route_default(struct nl *nl, int oif, const char *name, uint32_t gateway, char *err,
-		     size_t errlen)
+int nl_route_default(struct nl *nl, int oif, const char *name, uint32_t gateway,
+		     struct fvm_err *err)
 {
 	char buf[MNL_SOCKET_BUFFER_SIZE], g[INET_ADDRSTRLEN];
 	struct nlmsghdr *nlh = nl_msg(buf, RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL);
@@ -181,14 +181,14 @@ int nl_route_default(struct nl *nl, int oif, const char *name, uint32_t gateway,
 	ret = nl_talk(nl, nlh, NULL, NULL);
 	if (ret) {
 		net_format_ip(gateway, g);
-		return errmsg(err, errlen, ret, "adding the default route via %s dev %s "
+		return errmsg(err, ret, "adding the default route via %s dev %s "
 			      "(RTM_NEWROUTE): %s", g, name, strerror(-ret));
 	}
 	return 0;
 }
 
 int nl_veth_create(struct nl *nl, const char *name, const char *peer, int peer_ns_fd, int mtu,
-		   char *err, size_t errlen)
+		   struct fvm_err *err)
 {
 	char buf[MNL_SOCKET_BUFFER_SIZE];
 	struct nlmsghdr *nlh = nl_msg(buf, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL);
@@ -216,16 +216,16 @@ int nl_veth_create(struct nl *nl, const char *name, const char *peer, int peer_n
 	mnl_attr_nest_end(nlh, info);
 	ret = nl_talk(nl, nlh, NULL, NULL);
 	if (ret == -EEXIST)
-		return errmsg(err, errlen, ret, "creating the veth pair %s/%s: an interface %s is "
+		return errmsg(err, ret, "creating the veth pair %s/%s: an interface %s is "
 			      "left over in the host namespace (another VMM, or one that died; "
 			      "forkvm removes it once its slot is free)", name, peer, peer);
 	if (ret)
-		return errmsg(err, errlen, ret, "creating the veth pair %s/%s (RTM_NEWLINK veth): %s",
+		return errmsg(err, ret, "creating the veth pair %s/%s (RTM_NEWLINK veth): %s",
 			      name, peer, strerror(-ret));
 	return 0;
 }
 
-int nl_link_del(struct nl *nl, const char *name, char *err, size_t errlen)
+int nl_link_del(struct nl *nl, const char *name, struct fvm_err *err)
 {
 	char buf[MNL_SOCKET_BUFFER_SIZE];
 	struct nlmsghdr *nlh = nl_msg(buf, RTM_DELLINK, 0);
@@ -236,7 +236,7 @@ int nl_link_del(struct nl *nl, const char *name, char *err, size_t errlen)
 	mnl_attr_put_strz(nlh, IFLA_IFNAME, name);
 	ret = nl_talk(nl, nlh, NULL, NULL);
 	if (ret)
-		return errmsg(err, errlen, ret, "deleting interface %s (RTM_DELLINK): %s", name,
+		return errmsg(err, ret, "deleting interface %s (RTM_DELLINK): %s", name,
 			      strerror(-ret));
 	return 0;
 }
@@ -282,7 +282,7 @@ static int on_link_name(const struct nlmsghdr *nlh, void *data)
 }
 
 int nl_link_each(struct nl *nl, const char *prefix, int (*fn)(const char *name, void *arg),
-		 void *arg, char *err, size_t errlen)
+		 void *arg, struct fvm_err *err)
 {
 	char buf[MNL_SOCKET_BUFFER_SIZE];
 	struct nlmsghdr *nlh = nl_msg(buf, RTM_GETLINK, NLM_F_DUMP);
@@ -295,7 +295,7 @@ int nl_link_each(struct nl *nl, const char *prefix, int (*fn)(const char *name, 
 	if (!ret)
 		ret = l.ret;
 	if (ret) {
-		errmsg(err, errlen, ret, "listing interfaces (RTM_GETLINK dump): %s", strerror(-ret));
+		errmsg(err, ret, "listing interfaces (RTM_GETLINK dump): %s", strerror(-ret));
 		goto out;
 	}
 	/* After the dump: fn may send requests of its own on this socket. */

@@ -100,7 +100,7 @@ static int parse_port(const char *s, size_t len, unsigned min, uint16_t *port)
 	return 0;
 }
 
-int net_opts_mode(struct net_opts *o, const char *mode, char *err, size_t errlen)
+int net_opts_mode(struct net_opts *o, const char *mode, struct fvm_err *err)
 {
 	if (strcmp(mode, "none") == 0 || strcmp(mode, "off") == 0)
 		o->mode = NET_NONE;
@@ -109,52 +109,52 @@ int net_opts_mode(struct net_opts *o, const char *mode, char *err, size_t errlen
 	else if (strcmp(mode, "nat") == 0)
 		o->mode = NET_NAT;
 	else
-		return errmsg(err, errlen, -EINVAL, "--net '%s': need none, isolated or nat", mode);
+		return errmsg(err, -EINVAL, "--net '%s': need none, isolated or nat", mode);
 	return 0;
 }
 
-int net_opts_publish(struct net_opts *o, const char *spec, char *err, size_t errlen)
+int net_opts_publish(struct net_opts *o, const char *spec, struct fvm_err *err)
 {
 	const char *last = strrchr(spec, ':'), *first = strchr(spec, ':');
 	struct net_publish p = { .host_ip = INADDR_LOOPBACK };
 	char ip[INET_ADDRSTRLEN];
 
 	if (o->npublish == NET_MAX_PUBLISH)
-		return errmsg(err, errlen, -ENOSPC, "--publish '%s': at most %d published ports",
+		return errmsg(err, -ENOSPC, "--publish '%s': at most %d published ports",
 			      spec, NET_MAX_PUBLISH);
 	if (!last)
-		return errmsg(err, errlen, -EINVAL, "--publish '%s': need [IP:]HOSTPORT:GUESTPORT, "
+		return errmsg(err, -EINVAL, "--publish '%s': need [IP:]HOSTPORT:GUESTPORT, "
 			      "e.g. 8080:80 or 0.0.0.0:8080:80", spec);
 	if (parse_port(last + 1, strlen(last + 1), 1, &p.guest_port))
-		return errmsg(err, errlen, -EINVAL, "--publish '%s': guest port '%s' is not 1-65535",
+		return errmsg(err, -EINVAL, "--publish '%s': guest port '%s' is not 1-65535",
 			      spec, last + 1);
 	if (first != last) {
 		size_t iplen = (size_t)(first - spec);
 		if (iplen == 0 || iplen >= sizeof(ip))
-			return errmsg(err, errlen, -EINVAL, "--publish '%s': need an IPv4 address "
+			return errmsg(err, -EINVAL, "--publish '%s': need an IPv4 address "
 				      "before the host port", spec);
 		memcpy(ip, spec, iplen);
 		ip[iplen] = '\0';
 		if (net_parse_ip(ip, &p.host_ip))
-			return errmsg(err, errlen, -EINVAL, "--publish '%s': '%s' is not an IPv4 "
+			return errmsg(err, -EINVAL, "--publish '%s': '%s' is not an IPv4 "
 				      "address", spec, ip);
 		first++;
 	} else {
 		first = spec;
 	}
 	if (parse_port(first, (size_t)(last - first), 0, &p.host_port))
-		return errmsg(err, errlen, -EINVAL, "--publish '%s': host port '%.*s' is not 0-65535 "
+		return errmsg(err, -EINVAL, "--publish '%s': host port '%.*s' is not 0-65535 "
 			      "(0: any free port)", spec, (int)(last - first), first);
 	for (int i = 0; i < o->npublish; i++)
 		if (p.host_port && o->publish[i].host_port == p.host_port &&
 		    (o->publish[i].host_ip == p.host_ip || !p.host_ip || !o->publish[i].host_ip))
-			return errmsg(err, errlen, -EINVAL, "--publish '%s': host port %u is "
+			return errmsg(err, -EINVAL, "--publish '%s': host port %u is "
 				      "published twice", spec, p.host_port);
 	o->publish[o->npublish++] = p;
 	return 0;
 }
 
-int net_opts_cidr(struct net_opts *o, bool allow, const char *cidr, char *err, size_t errlen)
+int net_opts_cidr(struct net_opts *o, bool allow, const char *cidr, struct fvm_err *err)
 {
 	const char *opt = allow ? "--allow" : "--deny";
 	int *count = allow ? &o->nallow : &o->ndeny;
@@ -163,42 +163,42 @@ int net_opts_cidr(struct net_opts *o, bool allow, const char *cidr, char *err, s
 	int ret;
 
 	if (*count == NET_MAX_CIDRS)
-		return errmsg(err, errlen, -ENOSPC, "%s '%s': at most %d prefixes", opt, cidr,
+		return errmsg(err, -ENOSPC, "%s '%s': at most %d prefixes", opt, cidr,
 			      NET_MAX_CIDRS);
 	ret = net_parse_cidr(cidr, false, &c.addr, &c.prefix);
 	if (ret == -ERANGE) {
 		net_format_ip(c.addr & net_mask(c.prefix), net);
-		return errmsg(err, errlen, -EINVAL, "%s '%s': host bits set after the /%u prefix "
+		return errmsg(err, -EINVAL, "%s '%s': host bits set after the /%u prefix "
 			      "(did you mean %s/%u?)", opt, cidr, c.prefix, net, c.prefix);
 	}
 	if (ret)
-		return errmsg(err, errlen, -EINVAL, "%s '%s': need an IPv4 address or prefix, e.g. "
+		return errmsg(err, -EINVAL, "%s '%s': need an IPv4 address or prefix, e.g. "
 			      "192.0.2.0/24 or 192.0.2.7", opt, cidr);
 	(allow ? o->allow : o->deny)[(*count)++] = c;
 	return 0;
 }
 
-int net_opts_address(struct net_opts *o, const char *spec, char *err, size_t errlen)
+int net_opts_address(struct net_opts *o, const char *spec, struct fvm_err *err)
 {
 	char buf[64], *comma;
 	uint32_t addr, gw, mask;
 	uint8_t prefix;
 
 	if (snprintf(buf, sizeof(buf), "%s", spec) >= (int)sizeof(buf))
-		return errmsg(err, errlen, -EINVAL, "--net-addr '%s': too long", spec);
+		return errmsg(err, -EINVAL, "--net-addr '%s': too long", spec);
 	comma = strchr(buf, ',');
 	if (comma)
 		*comma++ = '\0';
 	if (!strchr(buf, '/') || net_parse_cidr(buf, true, &addr, &prefix))
-		return errmsg(err, errlen, -EINVAL, "--net-addr '%s': need A.B.C.D/PREFIX[,GATEWAY], "
+		return errmsg(err, -EINVAL, "--net-addr '%s': need A.B.C.D/PREFIX[,GATEWAY], "
 			      "e.g. " NET_GUEST_ADDR "," NET_GUEST_GATEWAY, spec);
 	if (prefix < 8 || prefix > 30)
-		return errmsg(err, errlen, -EINVAL, "--net-addr '%s': the prefix must be /8 to /30",
+		return errmsg(err, -EINVAL, "--net-addr '%s': the prefix must be /8 to /30",
 			      spec);
 	mask = net_mask(prefix);
 	gw = (addr & mask) + 1;
 	if (comma && net_parse_ip(comma, &gw))
-		return errmsg(err, errlen, -EINVAL, "--net-addr '%s': gateway '%s' is not an IPv4 "
+		return errmsg(err, -EINVAL, "--net-addr '%s': gateway '%s' is not an IPv4 "
 			      "address", spec, comma);
 	o->guest_addr = addr;
 	o->guest_prefix = prefix;
@@ -206,7 +206,7 @@ int net_opts_address(struct net_opts *o, const char *spec, char *err, size_t err
 	return 0;
 }
 
-int net_opts_mtu(struct net_opts *o, const char *mtu, char *err, size_t errlen)
+int net_opts_mtu(struct net_opts *o, const char *mtu, struct fvm_err *err)
 {
 	char *end;
 	unsigned long v;
@@ -214,12 +214,12 @@ int net_opts_mtu(struct net_opts *o, const char *mtu, char *err, size_t errlen)
 	errno = 0;
 	v = strtoul(mtu, &end, 10);
 	if (!*mtu || *end || errno || v < 68 || v > 65535 || *mtu == '-' || *mtu == '+')
-		return errmsg(err, errlen, -EINVAL, "--net-mtu '%s': need 68 to 65535", mtu);
+		return errmsg(err, -EINVAL, "--net-mtu '%s': need 68 to 65535", mtu);
 	o->mtu = (int)v;
 	return 0;
 }
 
-int net_opts_finish(struct net_opts *o, char *err, size_t errlen)
+int net_opts_finish(struct net_opts *o, struct fvm_err *err)
 {
 	uint32_t mask = net_mask(o->guest_prefix), pool;
 	uint8_t pool_prefix;
@@ -228,23 +228,23 @@ int net_opts_finish(struct net_opts *o, char *err, size_t errlen)
 	if (o->mode == NET_NONE && o->npublish)
 		o->mode = NET_ISOLATED;
 	if (o->mode != NET_NAT && (o->nallow || o->ndeny))
-		return errmsg(err, errlen, -EINVAL, "--allow and --deny filter egress, which needs "
+		return errmsg(err, -EINVAL, "--allow and --deny filter egress, which needs "
 			      "--net nat (the mode is %s)", net_mode_name(o->mode));
 	net_format_ip(o->guest_addr, a);
 	net_format_ip(o->gateway, g);
 	if ((o->gateway & mask) != (o->guest_addr & mask) || o->gateway == o->guest_addr)
-		return errmsg(err, errlen, -EINVAL, "guest address %s/%u and gateway %s: the gateway "
+		return errmsg(err, -EINVAL, "guest address %s/%u and gateway %s: the gateway "
 			      "must be another address of the guest's subnet", a, o->guest_prefix, g);
 	for (int i = 0; i < 2; i++) {
 		uint32_t ip = i ? o->gateway : o->guest_addr, host = ip & ~mask;
 		if (host == 0 || host == ~mask)
-			return errmsg(err, errlen, -EINVAL, "%s %s is the subnet's network or broadcast "
+			return errmsg(err, -EINVAL, "%s %s is the subnet's network or broadcast "
 				      "address", i ? "gateway" : "guest address", i ? g : a);
 	}
 	net_parse_cidr(NET_POOL, false, &pool, &pool_prefix);
 	uint8_t shorter = o->guest_prefix < pool_prefix ? o->guest_prefix : pool_prefix;
 	if ((o->guest_addr & net_mask(shorter)) == (pool & net_mask(shorter)))
-		return errmsg(err, errlen, -EINVAL, "guest subnet %s/%u overlaps the host-side pool "
+		return errmsg(err, -EINVAL, "guest subnet %s/%u overlaps the host-side pool "
 			      NET_POOL, a, o->guest_prefix);
 	if (o->max_conns < 1)
 		o->max_conns = NET_DEFAULT_MAX_CONNS;

@@ -342,23 +342,23 @@ static void on_stop(void *arg, uint32_t events)
 }
 
 /* The loop, the stop eventfd and the listeners, before any filter narrows the thread. */
-static int relay_prepare(struct net_relay *r, char *err, size_t errlen)
+static int relay_prepare(struct net_relay *r, struct fvm_err *err)
 {
 	int ret = ev_init(&r->loop, "net relay");
 
 	if (ret)
-		return errmsg(err, errlen, ret, "the relay's event loop: %s", strerror(-ret));
+		return errmsg(err, ret, "the relay's event loop: %s", strerror(-ret));
 	r->loop_ready = true;
 	r->stop_id = ev_add(&r->loop, r->stop_fd, EPOLLIN, EV_FIRST, on_stop, r);
 	if (r->stop_id < 0)
-		return errmsg(err, errlen, r->stop_id, "the relay's stop eventfd: %s",
+		return errmsg(err, r->stop_id, "the relay's stop eventfd: %s",
 			      strerror(-r->stop_id));
 	for (int i = 0; i < r->n->nports; i++) {
 		r->lis[i] = (struct relay_listener){ .r = r, .port = i };
 		r->lis[i].id = ev_add(&r->loop, r->n->ports[i].fd, EPOLLIN, EV_LATER, on_listener,
 				      &r->lis[i]);
 		if (r->lis[i].id < 0)
-			return errmsg(err, errlen, r->lis[i].id, "watching host port %u: %s",
+			return errmsg(err, r->lis[i].id, "watching host port %u: %s",
 				      r->n->ports[i].host_port, strerror(-r->lis[i].id));
 	}
 	r->accepting = true;
@@ -378,28 +378,28 @@ static void setup_report(struct net_setup *s, int ret, const char *err)
 static void *relay_main(void *arg)
 {
 	struct net_relay *r = arg;
-	char err[512] = "";
+	struct fvm_err err = FVM_ERR_INIT;
 	int ret = 0;
 
 	/* ps -T / top -H tell it apart; a failure only leaves the VMM's name. */
 	pthread_setname_np(pthread_self(), "forkvm-net");
 	if (unshare(CLONE_NEWNET) < 0) {
 		ret = -errno;
-		errmsg(err, sizeof(err), ret, "creating the VM's network namespace (unshare "
+		errmsg(&err, ret, "creating the VM's network namespace (unshare "
 		       "CLONE_NEWNET): %s%s", strerror(errno), errno == EPERM ?
 		       " (networking a VM needs root: CAP_SYS_ADMIN and CAP_NET_ADMIN)" : "");
 	}
 	if (!ret)
-		ret = net_setup_namespace(r->n, r->setup, err, sizeof(err));
+		ret = net_setup_namespace(r->n, r->setup, &err);
 	if (!ret && r->n->nports)
-		ret = relay_prepare(r, err, sizeof(err));
+		ret = relay_prepare(r, &err);
 	if (!ret && r->n->nports && r->n->opts.relay_thread_init &&
 	    r->n->opts.relay_thread_init() != 0) {
 		ret = -EPERM;
-		errmsg(err, sizeof(err), ret, "preparing the relay thread (its seccomp filter)");
+		errmsg(&err, ret, "preparing the relay thread (its seccomp filter)");
 	}
 	/* From here on, r->setup belongs to net_create again. */
-	setup_report(r->setup, ret, err);
+	setup_report(r->setup, ret, err.msg);
 	if (ret || !r->n->nports)
 		return NULL;
 	while (!r->stopping) {
@@ -416,31 +416,31 @@ static void *relay_main(void *arg)
 	return NULL;
 }
 
-int net_relay_start(struct net *n, struct net_setup *s, char *err, size_t errlen)
+int net_relay_start(struct net *n, struct net_setup *s, struct fvm_err *err)
 {
 	struct net_relay *r = calloc(1, sizeof(*r));
 	int ret, max = n->opts.max_conns;
 
 	if (!r)
-		return errmsg(err, errlen, -ENOMEM, "the network thread's state");
+		return errmsg(err, -ENOMEM, "the network thread's state");
 	*r = (struct net_relay){ .n = n, .setup = s, .stop_fd = -1, .stop_id = -1 };
 	r->loop.epfd = -1;
 	r->conns = calloc((size_t)max, sizeof(*r->conns));
 	r->fds = malloc((size_t)max * 2 * sizeof(*r->fds));
 	if (!r->conns || !r->fds) {
-		ret = errmsg(err, errlen, -ENOMEM, "the relay's connection table");
+		ret = errmsg(err, -ENOMEM, "the relay's connection table");
 		goto fail;
 	}
 	for (int i = 0; i < 2 * max; i++)
 		atomic_init(&r->fds[i], -1);
 	r->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (r->stop_fd < 0) {
-		ret = errmsg(err, errlen, -errno, "the relay's stop eventfd: %s", strerror(errno));
+		ret = errmsg(err, -errno, "the relay's stop eventfd: %s", strerror(errno));
 		goto fail;
 	}
 	ret = -pthread_create(&r->thread, NULL, relay_main, r);
 	if (ret) {
-		errmsg(err, errlen, ret, "starting the network thread: %s", strerror(-ret));
+		errmsg(err, ret, "starting the network thread: %s", strerror(-ret));
 		goto fail;
 	}
 	pthread_mutex_lock(&s->lock);
@@ -453,7 +453,7 @@ int net_relay_start(struct net *n, struct net_setup *s, char *err, size_t errlen
 		 * n->ns_fd and the TAP). */
 		pthread_join(r->thread, NULL);
 		if (ret)
-			errmsg(err, errlen, ret, "%s", s->err);
+			errmsg(err, ret, "%s", s->err);
 		goto fail;
 	}
 	n->relay = r;

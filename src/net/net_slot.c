@@ -32,18 +32,18 @@ void net_slot_addrs(int slot, uint32_t *host, uint32_t *ns)
 }
 
 /* The state directory: root's, 0700; one left by someone else is refused. */
-static int state_dir_ready(const char *dir, char *err, size_t errlen)
+static int state_dir_ready(const char *dir, struct fvm_err *err)
 {
 	struct stat st;
 
 	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
-		return errmsg(err, errlen, -errno, "creating the network state directory %s: %s",
+		return errmsg(err, -errno, "creating the network state directory %s: %s",
 			      dir, strerror(errno));
 	if (lstat(dir, &st) < 0)
-		return errmsg(err, errlen, -errno, "network state directory %s: %s", dir,
+		return errmsg(err, -errno, "network state directory %s: %s", dir,
 			      strerror(errno));
 	if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 022))
-		return errmsg(err, errlen, -EPERM, "network state directory %s must be a directory "
+		return errmsg(err, -EPERM, "network state directory %s must be a directory "
 			      "of uid %d, not group- or world-writable", dir, (int)geteuid());
 	return 0;
 }
@@ -55,20 +55,20 @@ static int slot_path(const char *dir, int slot, char *path, size_t len)
 	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
 }
 
-int net_slot_take(const char *state_dir, int *fd, char *err, size_t errlen)
+int net_slot_take(const char *state_dir, int *fd, struct fvm_err *err)
 {
 	const char *dir = net_state_dir(state_dir);
 	char path[512];
-	int ret = state_dir_ready(dir, err, errlen);
+	int ret = state_dir_ready(dir, err);
 
 	if (ret)
 		return ret;
 	for (int slot = 0; slot < NET_POOL_SLOTS; slot++) {
 		if (slot_path(dir, slot, path, sizeof(path)))
-			return errmsg(err, errlen, -ENAMETOOLONG, "slot file in %s: path too long", dir);
+			return errmsg(err, -ENAMETOOLONG, "slot file in %s: path too long", dir);
 		int f = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 		if (f < 0)
-			return errmsg(err, errlen, -errno, "opening slot file %s: %s", path,
+			return errmsg(err, -errno, "opening slot file %s: %s", path,
 				      strerror(errno));
 		if (flock(f, LOCK_EX | LOCK_NB) == 0) {
 			*fd = f;
@@ -77,10 +77,10 @@ int net_slot_take(const char *state_dir, int *fd, char *err, size_t errlen)
 		ret = -errno;
 		close(f);
 		if (ret != -EWOULDBLOCK)
-			return errmsg(err, errlen, ret, "locking slot file %s: %s", path,
+			return errmsg(err, ret, "locking slot file %s: %s", path,
 				      strerror(-ret));
 	}
-	return errmsg(err, errlen, -ENOSPC, "the host-side address pool " NET_POOL " is "
+	return errmsg(err, -ENOSPC, "the host-side address pool " NET_POOL " is "
 		      "exhausted: all %d slots are held by running VMMs", NET_POOL_SLOTS);
 }
 

@@ -156,13 +156,13 @@ static void append_tail(const char *socket, const char *suffix, const char *what
 			 strerror(-n));
 }
 
-void vmm_child_log_tail(const char *socket, char *buf, size_t len)
+void vmm_child_log_tail(const char *socket, struct fvm_err *err)
 {
-	if (!len)
+	if (!err)
 		return;
-	append_tail(socket, ".log", "log", true, buf, len);
+	append_tail(socket, ".log", "log", true, err->msg, sizeof(err->msg));
 	/* cow children write the guest console apart from the log; restored ones into it. */
-	append_tail(socket, ".console", "console", false, buf, len);
+	append_tail(socket, ".console", "console", false, err->msg, sizeof(err->msg));
 }
 
 /* How long killed children may take to end on SIGTERM before SIGKILL. */
@@ -233,14 +233,14 @@ static void kill_all(struct restored_child *children, struct child_proc *procs, 
 
 /* Until every child wrote its ready byte; on failure *failed is the child the error names. */
 static int wait_ready(const struct restore_many_opts *o, struct restored_child *children,
-		      struct child_proc *procs, int *failed, char *err, size_t errlen)
+		      struct child_proc *procs, int *failed, struct fvm_err *err)
 {
 	uint64_t deadline = deadline_after_ms(o->timeout_ms);
 	struct pollfd *pfds = calloc((size_t)o->count, sizeof(*pfds));
 	int remaining = o->count, ret = 0;
 
 	if (!pfds)
-		return errmsg(err, errlen, -ENOMEM, "waiting for %d children: %s", o->count,
+		return errmsg(err, -ENOMEM, "waiting for %d children: %s", o->count,
 			      strerror(ENOMEM));
 	while (remaining > 0) {
 		int left_ms = deadline_ms_left(deadline);
@@ -252,7 +252,7 @@ static int wait_ready(const struct restore_many_opts *o, struct restored_child *
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r < 0) {
-			ret = errmsg(err, errlen, -errno, "waiting for the children: poll: %s",
+			ret = errmsg(err, -errno, "waiting for the children: poll: %s",
 				     strerror(errno));
 			break;
 		}
@@ -264,7 +264,7 @@ static int wait_ready(const struct restore_many_opts *o, struct restored_child *
 				procs[i].keep_log = true;
 				if (*failed < 0) {
 					*failed = i;
-					snprintf(err, errlen, "child %d (%s): not ready within %d ms (%d of %d "
+					errf(err, "child %d (%s): not ready within %d ms (%d of %d "
 						 "children not ready)", i, children[i].name, o->timeout_ms,
 						 remaining, o->count);
 				}
@@ -290,7 +290,7 @@ static int wait_ready(const struct restore_many_opts *o, struct restored_child *
 			/* A child killed outright (the OOM killer) leaves no log line of its own. */
 			if (WIFSIGNALED(status))
 				jail_describe_wait(status, reason, sizeof(reason)); /* SIGSYS: seccomp */
-			snprintf(err, errlen, "child %d (%s): %s", i, children[i].name, reason);
+			errf(err, "child %d (%s): %s", i, children[i].name, reason);
 			*failed = i;
 			ret = -ECHILD;
 			goto out;
@@ -302,18 +302,18 @@ out:
 }
 
 /* The snapshot's guest kind and whether it has a vsock device (the agent's way in). */
-static int peek_guest(const char *dir, bool *is_linux, bool *has_vsock, char *err, size_t errlen)
+static int peek_guest(const char *dir, bool *is_linux, bool *has_vsock, struct fvm_err *err)
 {
 	const struct snap_section *s;
 	struct snap_config c;
 	struct snapshot snap;
-	int ret = snap_open(dir, &snap, err, errlen);
+	int ret = snap_open(dir, &snap, err);
 
 	if (ret)
 		return ret;
 	s = snap_state_find(&snap.state, SNAP_SEC_CONFIG, 0);
 	if (!s || s->len != sizeof(c)) {
-		ret = errmsg(err, errlen, -EINVAL, "snapshot %s: no config section", dir);
+		ret = errmsg(err, -EINVAL, "snapshot %s: no config section", dir);
 	} else {
 		memcpy(&c, s->data, sizeof(c));
 		*is_linux = c.guest_kind == SNAP_GUEST_LINUX;
@@ -323,57 +323,57 @@ static int peek_guest(const char *dir, bool *is_linux, bool *has_vsock, char *er
 	return ret;
 }
 
-void vmm_child_vcpus(const char *socket, char *err, size_t errlen)
+void vmm_child_vcpus(const char *socket, struct fvm_err *err)
 {
 	json_t *req = json_pack("{s:s}", "cmd", "vcpus"), *reply = NULL;
-	char why[256] = "its reply had no vcpus";
-	size_t at = strlen(err);
+	struct fvm_err why = { .msg = "its reply had no vcpus" };
 
 	/* The child pauses to look: up to 10 s if a vCPU thread does not park. */
-	if (req && ctl_call(socket, req, &reply, 15000, why, sizeof(why)) == 0 &&
+	if (req && ctl_call(socket, req, &reply, 15000, &why) == 0 &&
 	    json_is_string(json_object_get(reply, "vcpus")))
-		snprintf(err + at, errlen - at, "; its vCPUs then: %s",
+		errappend(err, "; its vCPUs then: %s",
 			 json_string_value(json_object_get(reply, "vcpus")));
 	else
-		snprintf(err + at, errlen - at, "; its vCPUs could not be read (%s)",
-			 req ? why : "out of memory");
+		errappend(err, "; its vCPUs could not be read (%s)",
+			  req ? why.msg : "out of memory");
 	json_decref(req);
 	json_decref(reply);
 }
 
 /* Each Linux clone's own entropy and the host's clock, within one deadline for all of them. */
 static int sync_agents(const struct restore_many_opts *o, struct restored_child *children,
-		       struct child_proc *procs, int *failed, char *err, size_t errlen)
+		       struct child_proc *procs, int *failed, struct fvm_err *err)
 {
 	uint64_t deadline = deadline_after_ms(o->timeout_ms);
 
 	for (int i = 0; i < o->count; i++) {
-		char path[620], why[1536];
+		char path[620];
+		struct fvm_err why = FVM_ERR_INIT;
 		int ret;
 
 		snprintf(path, sizeof(path), "%s.vsock", children[i].socket);
-		ret = agent_sync(path, AGENT_VSOCK_PORT, deadline, -1, NULL, why, sizeof(why));
+		ret = agent_sync(path, AGENT_VSOCK_PORT, deadline, -1, NULL, &why);
 		if (ret) {
 			procs[i].keep_log = true;
 			*failed = i;
-			errmsg(err, errlen, ret, "child %d (%s): %s", i, children[i].name, why);
-			vmm_child_vcpus(children[i].socket, err, errlen);
+			errmsg(err, ret, "child %d (%s): %s", i, children[i].name, why.msg);
+			vmm_child_vcpus(children[i].socket, err);
 			return ret;
 		}
 	}
 	return 0;
 }
 
-int restore_many(const struct restore_many_opts *o, struct restored_child *children, char *err,
-		 size_t errlen)
+int restore_many(const struct restore_many_opts *o, struct restored_child *children,
+		 struct fvm_err *err)
 {
 	struct child_proc *procs = calloc((size_t)o->count, sizeof(*procs));
 	bool is_linux = false, has_vsock = false, agent = false;
-	char peek_err[512] = "";
+	struct fvm_err peek_err = FVM_ERR_INIT;
 	int ret, spawned = 0, failed = -1;
 
 	if (!procs)
-		return errmsg(err, errlen, -ENOMEM, "%d children: %s", o->count, strerror(ENOMEM));
+		return errmsg(err, -ENOMEM, "%d children: %s", o->count, strerror(ENOMEM));
 	memset(children, 0, (size_t)o->count * sizeof(*children));
 	for (int i = 0; i < o->count; i++)
 		procs[i].ready_fd = -1;
@@ -381,10 +381,10 @@ int restore_many(const struct restore_many_opts *o, struct restored_child *child
 	 * A snapshot that cannot be opened here fails in every child too, which names the
 	 * problem per child; only if the children come up anyway is this error the answer.
 	 */
-	ret = peek_guest(o->dir, &is_linux, &has_vsock, peek_err, sizeof(peek_err));
+	ret = peek_guest(o->dir, &is_linux, &has_vsock, &peek_err);
 	agent = !ret && is_linux && !o->no_agent_sync;
 	if (agent && o->paused) {
-		ret = errmsg(err, errlen, -EINVAL,
+		ret = errmsg(err, -EINVAL,
 			     "%s is a Linux guest: paused clones cannot get the agent fix-up (new "
 			     "entropy, the host's clock), which needs the guest running; resume-time "
 			     "fix-up is not done, so pass --no-agent-sync to start them paused anyway",
@@ -392,7 +392,7 @@ int restore_many(const struct restore_many_opts *o, struct restored_child *child
 		goto out;
 	}
 	if (agent && !has_vsock) {
-		ret = errmsg(err, errlen, -EINVAL,
+		ret = errmsg(err, -EINVAL,
 			     "%s is a Linux guest without a vsock device: its agent cannot be reached "
 			     "to give each clone new entropy and the host's clock (--no-agent-sync "
 			     "restores it without)", o->dir);
@@ -402,21 +402,21 @@ int restore_many(const struct restore_many_opts *o, struct restored_child *child
 	for (; spawned < o->count; spawned++) {
 		ret = spawn_child(o, &children[spawned], spawned, &procs[spawned]);
 		if (ret) {
-			snprintf(err, errlen, "child %d: cannot start a VMM process: %s", spawned,
+			errf(err, "child %d: cannot start a VMM process: %s", spawned,
 				 strerror(-ret));
 			break;
 		}
 	}
 	if (!ret)
-		ret = wait_ready(o, children, procs, &failed, err, errlen);
-	if (!ret && peek_err[0])
-		ret = errmsg(err, errlen, -EINVAL, "%s", peek_err);
+		ret = wait_ready(o, children, procs, &failed, err);
+	if (!ret && peek_err.msg[0])
+		ret = errmsg(err, -EINVAL, "%s", peek_err.msg);
 	if (!ret && agent)
-		ret = sync_agents(o, children, procs, &failed, err, errlen);
+		ret = sync_agents(o, children, procs, &failed, err);
 	if (ret) {
 		kill_all(children, procs, spawned);
 		if (failed >= 0)
-			vmm_child_log_tail(children[failed].socket, err, errlen);
+			vmm_child_log_tail(children[failed].socket, err);
 	}
 out:
 	free(procs);

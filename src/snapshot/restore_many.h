@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "util/errmsg.h"
+
 struct restored_child {
 	char name[64];
 	char socket[512];
@@ -40,8 +42,8 @@ struct restore_many_opts {
  * is killed and reaped and their sockets removed, and err names k and the cause and quotes
  * the last lines of k's log. A child that failed keeps its log (SOCKET.log) and console.
  */
-int restore_many(const struct restore_many_opts *o, struct restored_child *children, char *err,
-		 size_t errlen);
+int restore_many(const struct restore_many_opts *o, struct restored_child *children,
+		 struct fvm_err *err);
 
 /* The last line a VMM child logged to SOCKET.log: why it failed. */
 void vmm_child_reason(const char *socket, char *buf, size_t len);
@@ -49,9 +51,9 @@ void vmm_child_reason(const char *socket, char *buf, size_t len);
  * Append to buf (NUL-terminated) "; its log SOCKET.log ends:" and its last lines, then the
  * same for SOCKET.console if that is not empty; or say that the log is missing or empty.
  */
-void vmm_child_log_tail(const char *socket, char *buf, size_t len);
+void vmm_child_log_tail(const char *socket, struct fvm_err *err);
 /* Append to err what the running child at socket says its vCPUs are doing (control `vcpus`:
  * exits, mp_state, RIP, pending events), for a child whose agent did not answer. */
-void vmm_child_vcpus(const char *socket, char *err, size_t errlen);
+void vmm_child_vcpus(const char *socket, struct fvm_err *err);
 
 #endif

@@ -29,55 +29,54 @@ static bool is_layer(const char *dir)
 }
 
 /* Follow parent links from `dir` to the base; chain[0] = dir ... chain[n-1] = oldest layer. */
-static int chain_resolve(const char *dir, char chain[][PATH_MAX], int *n, char *err, size_t errlen)
+static int chain_resolve(const char *dir, char chain[][PATH_MAX], int *n, struct fvm_err *err)
 {
 	char cur[PATH_MAX];
 
 	snprintf(cur, sizeof(cur), "%s", dir);
 	for (*n = 0; is_layer(cur); (*n)++) {
-		char path[PATH_MAX + 16], parent[PATH_MAX], want[32], got[32], why[PATH_MAX + 96];
+		char path[PATH_MAX + 16], parent[PATH_MAX], want[32], got[32];
+		struct fvm_err why = FVM_ERR_INIT;
 		uint8_t *data = NULL;
 		size_t len;
 		int ret;
 
 		if (*n == SNAP_MAX_CHAIN) {
-			snprintf(err, errlen, "layer chain longer than %d (compact it)", SNAP_MAX_CHAIN);
-			return -ELOOP;
+			return errmsg(err, -ELOOP, "layer chain longer than %d (compact it)",
+				      SNAP_MAX_CHAIN);
 		}
 		snprintf(chain[*n], PATH_MAX, "%s", cur);
 		snprintf(path, sizeof(path), "%s/%s", cur, SNAP_FILE_PARENT);
-		ret = file_read(path, PATH_MAX + 64, FILE_NOFOLLOW, &data, &len, why, sizeof(why));
+		ret = file_read(path, PATH_MAX + 64, FILE_NOFOLLOW, &data, &len, &why);
 		if (ret) {
-			snprintf(err, errlen, "layer %s: unreadable parent link: %s", cur, why);
-			return ret;
+			return errmsg(err, ret, "layer %s: unreadable parent link: %s", cur, why.msg);
 		}
 		if (sscanf((char *)data, "%4095s %31s", parent, want) != 2) {
 			free(data);
-			snprintf(err, errlen, "layer %s: malformed parent link", cur);
-			return -EINVAL;
+			return errmsg(err, -EINVAL, "layer %s: malformed parent link", cur);
 		}
 		free(data);
 		snprintf(path, sizeof(path), "%s/%s", parent, SNAP_FILE_VMSTATE);
-		ret = file_read(path, SNAP_VMSTATE_MAX, FILE_NOFOLLOW, &data, &len, why, sizeof(why));
+		ret = file_read(path, SNAP_VMSTATE_MAX, FILE_NOFOLLOW, &data, &len, &why);
 		if (ret) {
-			snprintf(err, errlen, "layer %s: parent %s: %s", cur, parent, why);
-			return ret;
+			return errmsg(err, ret, "layer %s: parent %s: %s", cur, parent, why.msg);
 		}
 		snprintf(got, sizeof(got), "%016llx", (unsigned long long)XXH64(data, len, 0));
 		free(data);
 		if (strcmp(got, want)) {
-			snprintf(err, errlen, "layer %s: parent %s changed since the layer was written",
+			return errmsg(err, -EINVAL,
+				      "layer %s: parent %s changed since the layer was written",
 				 cur, parent);
-			return -EINVAL;
 		}
 		snprintf(cur, sizeof(cur), "%s", parent);
 	}
 	return 0;
 }
 
-static int layer_apply(struct guest_mem *mem, const char *dir, char *err, size_t errlen)
+static int layer_apply(struct guest_mem *mem, const char *dir, struct fvm_err *err)
 {
-	char path[PATH_MAX + 16], why[PATH_MAX + 96];
+	char path[PATH_MAX + 16];
+	struct fvm_err why = FVM_ERR_INIT;
 	uint8_t *b = NULL;
 	size_t len;
 	uint64_t n = 0, stored, last = 0;
@@ -85,10 +84,9 @@ static int layer_apply(struct guest_mem *mem, const char *dir, char *err, size_t
 
 	snprintf(path, sizeof(path), "%s/%s", dir, SNAP_FILE_PAGES);
 	ret = file_read(path, mem->map_size + (mem->map_size / PAGE_4K) * 8 + 64, FILE_NOFOLLOW, &b,
-			&len, why, sizeof(why));
+			&len, &why);
 	if (ret) {
-		snprintf(err, errlen, "layer %s: cannot read its pages: %s", dir, why);
-		return ret;
+		return errmsg(err, ret, "layer %s: cannot read its pages: %s", dir, why.msg);
 	}
 	if (len >= 32) {
 		memcpy(&n, b + 16, 8);
@@ -96,20 +94,20 @@ static int layer_apply(struct guest_mem *mem, const char *dir, char *err, size_t
 	}
 	if (len < 32 || memcmp(b, SNAP_PAGES_MAGIC, 8) || le32toh(*(uint32_t *)(b + 12)) != PAGE_4K ||
 	    n > mem->map_size / PAGE_4K || len != 24 + n * 8 + n * PAGE_4K + 8) {
-		snprintf(err, errlen, "layer %s: pages file is malformed or truncated", dir);
+		errf(err, "layer %s: pages file is malformed or truncated", dir);
 		ret = -EINVAL;
 		goto out;
 	}
 	memcpy(&stored, b + len - 8, 8);
 	if (le64toh(stored) != XXH64(b, len - 8, 0)) {
-		snprintf(err, errlen, "layer %s: pages checksum mismatch", dir);
+		errf(err, "layer %s: pages checksum mismatch", dir);
 		ret = -EINVAL;
 		goto out;
 	}
 	for (uint64_t k = 0; k < n; k++) {
 		uint64_t idx = le64toh(((uint64_t *)(b + 24))[k]);
 		if (idx >= mem->size / PAGE_4K || (k && idx <= last)) {
-			snprintf(err, errlen, "layer %s: page index %llu out of order or range", dir,
+			errf(err, "layer %s: page index %llu out of order or range", dir,
 				 (unsigned long long)idx);
 			ret = -EINVAL;
 			goto out;
@@ -123,9 +121,10 @@ out:
 }
 
 /* A layer's pages file as far as its header and size tell: magic, page size, count, length. */
-static int layer_check(const char *dir, uint64_t mem_size, char *err, size_t errlen)
+static int layer_check(const char *dir, uint64_t mem_size, struct fvm_err *err)
 {
-	char path[PATH_MAX + 16], why[PATH_MAX + 96];
+	char path[PATH_MAX + 16];
+	struct fvm_err why = FVM_ERR_INIT;
 	uint8_t hdr[24];
 	struct stat st;
 	uint64_t n;
@@ -133,15 +132,14 @@ static int layer_check(const char *dir, uint64_t mem_size, char *err, size_t err
 	int fd, ret = 0;
 
 	snprintf(path, sizeof(path), "%s/%s", dir, SNAP_FILE_PAGES);
-	fd = file_open_regular(path, O_NOFOLLOW, &st, why, sizeof(why));
+	fd = file_open_regular(path, O_NOFOLLOW, &st, &why);
 	if (fd < 0) {
-		snprintf(err, errlen, "layer %s: cannot read its pages: %s", dir, why);
-		return fd;
+		return errmsg(err, fd, "layer %s: cannot read its pages: %s", dir, why.msg);
 	}
 	got = pread(fd, hdr, sizeof(hdr), 0);
 	if (got < 0) {
 		ret = -errno;
-		snprintf(err, errlen, "layer %s: reading the header of %s: %s", dir, path,
+		errf(err, "layer %s: reading the header of %s: %s", dir, path,
 			 strerror(errno));
 		goto out;
 	}
@@ -150,7 +148,7 @@ static int layer_check(const char *dir, uint64_t mem_size, char *err, size_t err
 	if (got < (ssize_t)sizeof(hdr) || memcmp(hdr, SNAP_PAGES_MAGIC, 8) ||
 	    le32toh(*(uint32_t *)(hdr + 12)) != PAGE_4K || n > mem_size / PAGE_4K ||
 	    (uint64_t)st.st_size != 24 + n * 8 + n * PAGE_4K + 8) {
-		snprintf(err, errlen, "layer %s: pages file is malformed or truncated", dir);
+		errf(err, "layer %s: pages file is malformed or truncated", dir);
 		ret = -EINVAL;
 	}
 out:
@@ -158,33 +156,32 @@ out:
 	return ret;
 }
 
-int snap_layers_check(const char *dir, uint64_t mem_size, char *err, size_t errlen)
+int snap_layers_check(const char *dir, uint64_t mem_size, struct fvm_err *err)
 {
 	char (*chain)[PATH_MAX] = malloc(SNAP_MAX_CHAIN * sizeof(*chain));
 	int n = 0, ret;
 
 	if (!chain) {
-		snprintf(err, errlen, "out of memory resolving the layer chain of %s", dir);
-		return -ENOMEM;
+		return errmsg(err, -ENOMEM, "out of memory resolving the layer chain of %s", dir);
 	}
-	ret = chain_resolve(dir, chain, &n, err, errlen);
+	ret = chain_resolve(dir, chain, &n, err);
 	for (int i = 0; !ret && i < n; i++)
-		ret = layer_check(chain[i], mem_size, err, errlen);
+		ret = layer_check(chain[i], mem_size, err);
 	free(chain);
 	return ret;
 }
 
-int snap_layers_apply(struct guest_mem *mem, const char *dir, char *err, size_t errlen)
+int snap_layers_apply(struct guest_mem *mem, const char *dir, struct fvm_err *err)
 {
 	static char chain[SNAP_MAX_CHAIN][PATH_MAX];
-	int n, ret = chain_resolve(dir, chain, &n, err, errlen);
+	int n, ret = chain_resolve(dir, chain, &n, err);
 
 	for (int i = n - 1; !ret && i >= 0; i--)
-		ret = layer_apply(mem, chain[i], err, errlen);
+		ret = layer_apply(mem, chain[i], err);
 	return ret;
 }
 
-int snap_compact(const char *tip, const char *out, char *err, size_t errlen)
+int snap_compact(const char *tip, const char *out, struct fvm_err *err)
 {
 	struct snapshot snap;
 	struct snap_machine m;
@@ -193,11 +190,11 @@ int snap_compact(const char *tip, const char *out, char *err, size_t errlen)
 	struct snap_writer w;
 	struct snap_mem_stats ms;
 	char *meta = NULL;
-	int ret = snap_open(tip, &snap, err, errlen);
+	int ret = snap_open(tip, &snap, err);
 
 	if (ret)
 		return ret;
-	ret = snap_decode(&snap, &m, err, errlen);
+	ret = snap_decode(&snap, &m, err);
 	if (ret)
 		goto close;
 	mo.size = m.config.mem_size;
@@ -205,12 +202,12 @@ int snap_compact(const char *tip, const char *out, char *err, size_t errlen)
 	snap_machine_free(&m);
 	ret = guest_mem_create(&mem, &mo);
 	if (ret) {
-		snprintf(err, errlen, "mapping %s: %s", snap.memory_path, strerror(-ret));
+		errf(err, "mapping %s: %s", snap.memory_path, strerror(-ret));
 		goto close;
 	}
-	ret = snap_layers_apply(&mem, tip, err, errlen);
+	ret = snap_layers_apply(&mem, tip, err);
 	if (!ret && (ret = snap_writer_begin(&w, out, false)))
-		snprintf(err, errlen, "creating %s: %s", out, strerror(-ret));
+		errf(err, "creating %s: %s", out, strerror(-ret));
 	else if (!ret) {
 		json_t *j = json_pack("{s:i,s:n,s:s,s:I,s:s}", "format_version", SNAP_VERSION, "parent",
 				      "compacted_from", tip, "mem_bytes", (json_int_t)mem.size,
@@ -220,11 +217,11 @@ int snap_compact(const char *tip, const char *out, char *err, size_t errlen)
 		if (!meta)
 			ret = -ENOMEM;
 		if (ret || (ret = snap_writer_put(&w, SNAP_FILE_VMSTATE, snap.state.data, snap.state.len)) ||
-		    (ret = snap_disks_copy(tip, &snap.state, &w, err, errlen)) ||
+		    (ret = snap_disks_copy(tip, &snap.state, &w, err)) ||
 		    (ret = snap_writer_put_memory(&w, mem.host, mem.size, &ms)) ||
 		    (ret = snap_writer_put(&w, SNAP_FILE_META, meta, strlen(meta))) ||
 		    (ret = snap_writer_commit(&w))) {
-			snprintf(err, errlen, "writing %s: %s", out, strerror(-ret));
+			errf(err, "writing %s: %s", out, strerror(-ret));
 			snap_writer_abort(&w);
 		}
 	}

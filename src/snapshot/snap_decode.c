@@ -8,6 +8,7 @@
 #include "devices/serial.h"
 #include "devices/vsock_proto.h"
 #include "snapshot/snapshot.h"
+#include "util/errmsg.h"
 #include "x86/cpuid.h"
 #include "x86/layout.h"
 
@@ -16,15 +17,15 @@
 #define TSC_KHZ_MAX 100000000ULL	/* 100 GHz: anything above is not a real clock */
 
 static const struct snap_section *need(const struct snapshot *snap, uint32_t type, uint32_t inst,
-				       uint64_t len, char *err, size_t errlen)
+				       uint64_t len, struct fvm_err *err)
 {
 	const struct snap_section *s = snap_state_find(&snap->state, type, inst);
 
 	if (!s)
-		snprintf(err, errlen, "vmstate: section '%s' instance %u is missing",
+		errf(err, "vmstate: section '%s' instance %u is missing",
 			 snap_section_name(type), inst);
 	else if (len && s->len != len)
-		snprintf(err, errlen, "vmstate: section '%s' instance %u has %llu bytes, expected %llu",
+		errf(err, "vmstate: section '%s' instance %u has %llu bytes, expected %llu",
 			 snap_section_name(type), inst, (unsigned long long)s->len,
 			 (unsigned long long)len);
 	else
@@ -34,7 +35,7 @@ static const struct snap_section *need(const struct snapshot *snap, uint32_t typ
 
 #define COPY_FIXED(type, inst, dst)                                                       \
 	do {                                                                               \
-		const struct snap_section *s_ = need(snap, type, inst, sizeof(dst), err, errlen); \
+		const struct snap_section *s_ = need(snap, type, inst, sizeof(dst), err); \
 		if (!s_)                                                                   \
 			goto bad;                                                          \
 		memcpy(&(dst), s_->data, sizeof(dst));                                     \
@@ -42,22 +43,22 @@ static const struct snap_section *need(const struct snapshot *snap, uint32_t typ
 
 /* Variable-size kvm_cpuid2 / kvm_msrs: the count inside must match the section length. */
 static void *copy_counted(const struct snapshot *snap, uint32_t type, uint32_t inst, size_t hdr,
-			  size_t elem, char *err, size_t errlen)
+			  size_t elem, struct fvm_err *err)
 {
-	const struct snap_section *s = need(snap, type, inst, 0, err, errlen);
+	const struct snap_section *s = need(snap, type, inst, 0, err);
 	uint32_t count;
 	void *copy;
 
 	if (!s)
 		return NULL;
 	if (s->len < hdr) {
-		snprintf(err, errlen, "vmstate: section '%s' instance %u is too short",
+		errf(err, "vmstate: section '%s' instance %u is too short",
 			 snap_section_name(type), inst);
 		return NULL;
 	}
 	memcpy(&count, s->data, sizeof(count));
 	if (count > 4096 || s->len != hdr + (uint64_t)count * elem) {
-		snprintf(err, errlen, "vmstate: section '%s' instance %u: %u entries do not fit %llu bytes",
+		errf(err, "vmstate: section '%s' instance %u: %u entries do not fit %llu bytes",
 			 snap_section_name(type), inst, count, (unsigned long long)s->len);
 		return NULL;
 	}
@@ -65,12 +66,12 @@ static void *copy_counted(const struct snapshot *snap, uint32_t type, uint32_t i
 	if (copy)
 		memcpy(copy, s->data, s->len);
 	else
-		snprintf(err, errlen, "out of memory");
+		errf(err, "out of memory");
 	return copy;
 }
 
 static int decode_vcpu(const struct snapshot *snap, uint32_t id, uint32_t xsave_size,
-		       struct vcpu_state *v, char *err, size_t errlen)
+		       struct vcpu_state *v, struct fvm_err *err)
 {
 	const struct snap_section *xs;
 
@@ -82,20 +83,20 @@ static int decode_vcpu(const struct snapshot *snap, uint32_t id, uint32_t xsave_
 	COPY_FIXED(SNAP_SEC_LAPIC, id, v->lapic);
 	COPY_FIXED(SNAP_SEC_TSC_KHZ, id, v->tsc_khz);
 	if (v->tsc_khz == 0 || v->tsc_khz > TSC_KHZ_MAX) {
-		snprintf(err, errlen, "vmstate: section 'tsc_khz' instance %u: %llu kHz is not a TSC "
+		errf(err, "vmstate: section 'tsc_khz' instance %u: %llu kHz is not a TSC "
 			 "frequency (1 to %llu)", id, (unsigned long long)v->tsc_khz, TSC_KHZ_MAX);
 		goto bad;
 	}
 	COPY_FIXED(SNAP_SEC_VCPU_EVENTS, id, v->events);
-	xs = need(snap, SNAP_SEC_XSAVE, id, xsave_size, err, errlen);
+	xs = need(snap, SNAP_SEC_XSAVE, id, xsave_size, err);
 	if (!xs)
 		goto bad;
 	v->xsave_size = xsave_size;
 	v->xsave = malloc(xsave_size);
 	v->cpuid = copy_counted(snap, SNAP_SEC_CPUID, id, sizeof(struct kvm_cpuid2),
-				sizeof(struct kvm_cpuid_entry2), err, errlen);
+				sizeof(struct kvm_cpuid_entry2), err);
 	v->msrs = copy_counted(snap, SNAP_SEC_MSRS, id, sizeof(struct kvm_msrs),
-			       sizeof(struct kvm_msr_entry), err, errlen);
+			       sizeof(struct kvm_msr_entry), err);
 	if (!v->xsave || !v->cpuid || !v->msrs)
 		goto bad;
 	memcpy(v->xsave, xs->data, xsave_size);
@@ -105,7 +106,7 @@ bad:
 }
 
 /* Is every section one this forkvm restores, at an instance the configuration allows? */
-static int check_sections(const struct snapshot *snap, uint32_t nvcpus, char *err, size_t errlen)
+static int check_sections(const struct snapshot *snap, uint32_t nvcpus, struct fvm_err *err)
 {
 	for (int i = 0; i < snap->state.nsections; i++) {
 		const struct snap_section *s = &snap->state.sections[i];
@@ -154,17 +155,17 @@ static int check_sections(const struct snapshot *snap, uint32_t nvcpus, char *er
 			     !snap_state_find(&snap->state, SNAP_SEC_BLK, s->instance);
 			break;
 		default: /* unknown types, and 'probe', which no forkvm writes or restores */
-			snprintf(err, errlen, "vmstate: section type %u ('%s') instance %u is not one this "
+			return errmsg(err, -EINVAL,
+				      "vmstate: section type %u ('%s') instance %u is not one this "
 				 "forkvm restores", s->type, snap_section_name(s->type), s->instance);
-			return -EINVAL;
 		}
 		if (!ok) {
-			snprintf(err, errlen, "vmstate: unexpected section '%s' instance %u (%u vCPUs, "
+			return errmsg(err, -EINVAL,
+				      "vmstate: unexpected section '%s' instance %u (%u vCPUs, "
 				 "serial port 0x%x, one vsock device in slot 0, disks and a NIC in slots "
 				 "0-%d, one device per slot, each virtio_mmio section with its device's)",
 				 snap_section_name(s->type),
 				 s->instance, nvcpus, LAYOUT_SERIAL_PORT, LAYOUT_VIRTIO_MMIO_SLOTS - 1);
-			return -EINVAL;
 		}
 	}
 	return 0;
@@ -184,7 +185,7 @@ static bool in_ram(const struct snap_config *c, uint64_t gpa, uint64_t len)
 
 /* What virtq_activate will demand of each ready queue when the device is restored. */
 int snap_check_queues(const struct snap_config *c, const struct virtio_mmio_regs *r, int nqueues,
-		      uint16_t qmax, const char *what, char *err, size_t errlen)
+		      uint16_t qmax, const char *what, struct fvm_err *err)
 {
 	for (int q = 0; q < VIRTIO_MMIO_MAX_QUEUES; q++) {
 		const struct virtq_state *v = &r->q[q];
@@ -196,54 +197,54 @@ int snap_check_queues(const struct snap_config *c, const struct virtio_mmio_regs
 		    (v->desc_gpa & 15) || (v->avail_gpa & 1) || (v->used_gpa & 3) ||
 		    !in_ram(c, v->desc_gpa, 16 * n) || !in_ram(c, v->avail_gpa, 6 + 2 * n) ||
 		    !in_ram(c, v->used_gpa, 6 + 8 * n)) {
-			snprintf(err, errlen, "vmstate: section 'virtio_mmio': %s queue %d (%llu "
+			return errmsg(err, -EINVAL,
+				      "vmstate: section 'virtio_mmio': %s queue %d (%llu "
 				 "entries, rings at 0x%llx 0x%llx 0x%llx) cannot be restored", what, q,
 				 (unsigned long long)n, (unsigned long long)v->desc_gpa,
 				 (unsigned long long)v->avail_gpa, (unsigned long long)v->used_gpa);
-			return -EINVAL;
 		}
 	}
 	return 0;
 }
 
-static int check_vsock(const struct snap_machine *m, char *err, size_t errlen)
+static int check_vsock(const struct snap_machine *m, struct fvm_err *err)
 {
 	if (m->vsock.cid < 3 || m->vsock.cid >= UINT32_MAX) {
-		snprintf(err, errlen, "vmstate: section 'vsock': guest CID %llu is not valid (3 to %u)",
+		return errmsg(err, -EINVAL,
+			      "vmstate: section 'vsock': guest CID %llu is not valid (3 to %u)",
 			 (unsigned long long)m->vsock.cid, UINT32_MAX - 1);
-		return -EINVAL;
 	}
 	return snap_check_queues(&m->config, &m->vsock_mmio, VSOCK_QUEUES, VSOCK_QUEUE_MAX, "vsock",
-				 err, errlen);
+				 err);
 }
 
-int snap_decode(const struct snapshot *snap, struct snap_machine *m, char *err, size_t errlen)
+int snap_decode(const struct snapshot *snap, struct snap_machine *m, struct fvm_err *err)
 {
 	const struct snap_section *serial, *vsock_sec[2];
 	struct cpuid_policy policy;
-	char why[256];
+	struct fvm_err why = FVM_ERR_INIT;
 
 	memset(m, 0, sizeof(*m));
 	COPY_FIXED(SNAP_SEC_CONFIG, 0, m->config);
 	if (m->config.nvcpus < 1 || m->config.nvcpus > LAYOUT_MAX_VCPUS ||
 	    m->config.xsave_size < sizeof(struct kvm_xsave) || m->config.xsave_size > (1u << 20) ||
 	    (m->config.guest_kind != SNAP_GUEST_PROBE && m->config.guest_kind != SNAP_GUEST_LINUX)) {
-		snprintf(err, errlen, "vmstate: configuration is invalid (vcpus %u, xsave %u bytes, "
+		errf(err, "vmstate: configuration is invalid (vcpus %u, xsave %u bytes, "
 			 "guest kind %u)", m->config.nvcpus, m->config.xsave_size, m->config.guest_kind);
 		goto bad;
 	}
 	if (!memchr(m->config.cpu_features, '\0', sizeof(m->config.cpu_features)) ||
-	    cpuid_policy_parse(&policy, m->config.cpu_features, why, sizeof(why))) {
-		snprintf(err, errlen, "vmstate: configuration: CPU feature policy: %s",
+	    cpuid_policy_parse(&policy, m->config.cpu_features, &why)) {
+		errf(err, "vmstate: configuration: CPU feature policy: %s",
 			 memchr(m->config.cpu_features, '\0', sizeof(m->config.cpu_features)) ?
-			 why : "not terminated");
+			 why.msg : "not terminated");
 		goto bad;
 	}
-	if (check_sections(snap, m->config.nvcpus, err, errlen))
+	if (check_sections(snap, m->config.nvcpus, err))
 		goto bad;
 	m->nvcpus = (int)m->config.nvcpus;
 	for (uint32_t i = 0; i < m->config.nvcpus; i++)
-		if (decode_vcpu(snap, i, m->config.xsave_size, &m->vcpus[i], err, errlen))
+		if (decode_vcpu(snap, i, m->config.xsave_size, &m->vcpus[i], err))
 			goto bad;
 	COPY_FIXED(SNAP_SEC_PIC_MASTER, 0, m->arch.pic_master);
 	COPY_FIXED(SNAP_SEC_PIC_SLAVE, 0, m->arch.pic_slave);
@@ -253,7 +254,7 @@ int snap_decode(const struct snapshot *snap, struct snap_machine *m, char *err, 
 	serial = snap_state_find(&snap->state, SNAP_SEC_SERIAL, LAYOUT_SERIAL_PORT);
 	if (serial) {
 		if (serial->len != sizeof(struct serial_regs)) {
-			snprintf(err, errlen, "vmstate: section 'serial' instance %u has %llu bytes, "
+			errf(err, "vmstate: section 'serial' instance %u has %llu bytes, "
 				 "expected %zu", LAYOUT_SERIAL_PORT, (unsigned long long)serial->len,
 				 sizeof(struct serial_regs));
 			goto bad;
@@ -271,12 +272,12 @@ int snap_decode(const struct snapshot *snap, struct snap_machine *m, char *err, 
 	if (vsock_sec[0] || vsock_sec[1]) {
 		COPY_FIXED(SNAP_SEC_VIRTIO_MMIO, 0, m->vsock_mmio);
 		COPY_FIXED(SNAP_SEC_VSOCK, 0, m->vsock);
-		if (check_vsock(m, err, errlen))
+		if (check_vsock(m, err))
 			goto bad;
 		m->has_vsock = true;
 	}
-	if (snap_disks_decode(&snap->state, m, err, errlen) ||
-	    snap_net_decode(&snap->state, m, err, errlen))
+	if (snap_disks_decode(&snap->state, m, err) ||
+	    snap_net_decode(&snap->state, m, err))
 		goto bad;
 	return 0;
 bad:

@@ -7,6 +7,7 @@
 
 #include "devices/virtio_mmio.h"
 #include "disk/disk.h"
+#include "util/errmsg.h"
 
 struct vm;
 struct vm_config;
@@ -56,16 +57,14 @@ int snap_disks_export(struct vm *vm, int dirfd, const char *dirname);
 int snap_disks_put(struct vm *vm, struct snap_writer *w);
 
 /* A blk section's own fields (the slot it claims, sizes, names, counts); one message. */
-int snap_disk_state_check(const struct snap_disk_state *st, uint32_t instance, char *err,
-			  size_t errlen);
+int snap_disk_state_check(const struct snap_disk_state *st, uint32_t instance, struct fvm_err *err);
 /* snap_decode: every disk (blk + its virtio_mmio section) into m->disks. */
-int snap_disks_decode(const struct snap_state *state, struct snap_machine *m, char *err,
-		      size_t errlen);
+int snap_disks_decode(const struct snap_state *state, struct snap_machine *m, struct fvm_err *err);
 /* snap_open: every disk's chain in DIR opens as a restore would open it (ids, base, seals). */
-int snap_disks_check(const char *dir, const struct snap_state *state, char *err, size_t errlen);
+int snap_disks_check(const char *dir, const struct snap_state *state, struct fvm_err *err);
 /* snapshot compact: the tip's disk files (checked as they are opened) into the writer. */
 int snap_disks_copy(const char *dir, const struct snap_state *state, struct snap_writer *w,
-		    char *err, size_t errlen);
+		    struct fvm_err *err);
 
 /* Restore: cfg->disks from the decoded disks, layers in dir; paths lives until vm_create ends. */
 struct snap_disk_paths;

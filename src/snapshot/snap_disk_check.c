@@ -17,57 +17,55 @@ static bool terminated(const char *s, size_t len)
 	return memchr(s, '\0', len) != NULL;
 }
 
-int snap_disk_state_check(const struct snap_disk_state *st, uint32_t instance, char *err,
-			  size_t errlen)
+int snap_disk_state_check(const struct snap_disk_state *st, uint32_t instance, struct fvm_err *err)
 {
 	uint64_t want = (st->base_size + DISK_SECTOR - 1) / DISK_SECTOR * DISK_SECTOR;
 
 	if (st->slot != instance || instance >= LAYOUT_VIRTIO_MMIO_SLOTS)
-		return errmsg(err, errlen, -EINVAL, "vmstate: section 'blk' instance %u claims slot %u",
+		return errmsg(err, -EINVAL, "vmstate: section 'blk' instance %u claims slot %u",
 			      instance, st->slot);
 	if (st->flags & ~SNAP_DISK_RO || st->cluster_size != DISK_CLUSTER_SIZE ||
 	    st->nlayers > DISK_MAX_LAYERS)
-		return errmsg(err, errlen, -EINVAL, "vmstate: section 'blk' instance %u: flags 0x%x, "
+		return errmsg(err, -EINVAL, "vmstate: section 'blk' instance %u: flags 0x%x, "
 			      "cluster size %u, %u layers are not a disk this forkvm restores",
 			      instance, st->flags, st->cluster_size, st->nlayers);
 	if (st->base_size == 0 || st->size != want)
-		return errmsg(err, errlen, -EINVAL, "vmstate: section 'blk' instance %u: size %llu does "
+		return errmsg(err, -EINVAL, "vmstate: section 'blk' instance %u: size %llu does "
 			      "not fit a base of %llu bytes", instance, (unsigned long long)st->size,
 			      (unsigned long long)st->base_size);
 	if (!terminated(st->base_path, sizeof(st->base_path)) || st->base_path[0] != '/' ||
 	    !terminated(st->serial, sizeof(st->serial)))
-		return errmsg(err, errlen, -EINVAL, "vmstate: section 'blk' instance %u: base path or "
+		return errmsg(err, -EINVAL, "vmstate: section 'blk' instance %u: base path or "
 			      "serial is not an absolute, terminated string", instance);
 	return 0;
 }
 
 /* One blk section with its transport: exact sizes, sane fields, queues as restore will demand. */
 static int decode_one(const struct snap_state *state, const struct snap_section *blk,
-		      const struct snap_config *cfg, struct snap_disk *out, char *err, size_t errlen)
+		      const struct snap_config *cfg, struct snap_disk *out, struct fvm_err *err)
 {
 	const struct snap_section *mm = snap_state_find(state, SNAP_SEC_VIRTIO_MMIO, blk->instance);
 	char what[32];
 	int ret;
 
 	if (blk->len != sizeof(out->st))
-		return errmsg(err, errlen, -EINVAL, "vmstate: section 'blk' instance %u has %llu bytes, "
+		return errmsg(err, -EINVAL, "vmstate: section 'blk' instance %u has %llu bytes, "
 			      "expected %zu", blk->instance, (unsigned long long)blk->len,
 			      sizeof(out->st));
 	if (!mm || mm->len != sizeof(out->mmio))
-		return errmsg(err, errlen, -EINVAL, "vmstate: the disk in slot %u has %s transport "
+		return errmsg(err, -EINVAL, "vmstate: the disk in slot %u has %s transport "
 			      "section 'virtio_mmio' (%zu bytes expected)", blk->instance,
 			      mm ? "a wrong-sized" : "no", sizeof(out->mmio));
 	memcpy(&out->st, blk->data, sizeof(out->st));
 	memcpy(&out->mmio, mm->data, sizeof(out->mmio));
-	ret = snap_disk_state_check(&out->st, blk->instance, err, errlen);
+	ret = snap_disk_state_check(&out->st, blk->instance, err);
 	if (ret)
 		return ret;
 	snprintf(what, sizeof(what), "disk %u", blk->instance);
-	return snap_check_queues(cfg, &out->mmio, DISK_QUEUES, 256, what, err, errlen);
+	return snap_check_queues(cfg, &out->mmio, DISK_QUEUES, 256, what, err);
 }
 
-int snap_disks_decode(const struct snap_state *state, struct snap_machine *m, char *err,
-		      size_t errlen)
+int snap_disks_decode(const struct snap_state *state, struct snap_machine *m, struct fvm_err *err)
 {
 	m->ndisks = 0;
 	for (int i = 0; i < state->nsections; i++) {
@@ -77,8 +75,8 @@ int snap_disks_decode(const struct snap_state *state, struct snap_machine *m, ch
 		if (s->type != SNAP_SEC_BLK)
 			continue;
 		if (m->ndisks == SNAP_MAX_DISKS)
-			return errmsg(err, errlen, -EINVAL, "vmstate: more than %d disks", SNAP_MAX_DISKS);
-		ret = decode_one(state, s, &m->config, &m->disks[m->ndisks], err, errlen);
+			return errmsg(err, -EINVAL, "vmstate: more than %d disks", SNAP_MAX_DISKS);
+		ret = decode_one(state, s, &m->config, &m->disks[m->ndisks], err);
 		if (ret)
 			return ret;
 		m->ndisks++;
@@ -89,10 +87,11 @@ int snap_disks_decode(const struct snap_state *state, struct snap_machine *m, ch
 /* Open (and close) each disk's chain from dir; fn, if set, then gets the open disk. */
 static int for_each_chain(const char *dir, const struct snap_state *state,
 			  int (*fn)(struct disk *, const struct snap_disk_state *, void *), void *arg,
-			  char *err, size_t errlen)
+			  struct fvm_err *err)
 {
 	struct snap_disk_state *st = malloc(sizeof(*st));
-	char (*paths)[PATH_MAX] = malloc(DISK_MAX_LAYERS * PATH_MAX), name[64], msg[1024];
+	char (*paths)[PATH_MAX] = malloc(DISK_MAX_LAYERS * PATH_MAX), name[64];
+	struct fvm_err msg = FVM_ERR_INIT;
 	const char *ptr[DISK_MAX_LAYERS];
 	int ret = st && paths ? 0 : -ENOMEM;
 
@@ -104,13 +103,13 @@ static int for_each_chain(const char *dir, const struct snap_state *state,
 		if (s->type != SNAP_SEC_BLK)
 			continue;
 		if (s->len != sizeof(*st)) {
-			ret = errmsg(err, errlen, -EINVAL, "vmstate: section 'blk' instance %u has %llu "
+			ret = errmsg(err, -EINVAL, "vmstate: section 'blk' instance %u has %llu "
 				     "bytes, expected %zu", s->instance, (unsigned long long)s->len,
 				     sizeof(*st));
 			break;
 		}
 		memcpy(st, s->data, sizeof(*st));
-		if ((ret = snap_disk_state_check(st, s->instance, err, errlen)))
+		if ((ret = snap_disk_state_check(st, s->instance, err)))
 			break;
 		for (uint32_t k = 0; k < st->nlayers; k++) {
 			snap_disk_layer_name(st->slot, (int)k, name, sizeof(name));
@@ -123,27 +122,27 @@ static int for_each_chain(const char *dir, const struct snap_state *state,
 					    .nlayers = (int)st->nlayers,
 					    .expect_ids = (const uint8_t(*)[DISK_ID_LEN])st->layer_ids,
 					    .expect_base = &base, .keep_id_cache = true };
-		ret = disk_open(&o, &d, msg, sizeof(msg));
+		ret = disk_open(&o, &d, &msg);
 		if (ret) {
-			errmsg(err, errlen, ret, "disk in slot %u: %s", st->slot, msg);
+			errmsg(err, ret, "disk in slot %u: %s", st->slot, msg.msg);
 			break;
 		}
 		ret = fn ? fn(d, st, arg) : 0;
 		disk_close(d, false);
 		if (ret)
-			errmsg(err, errlen, ret, "disk in slot %u: copying its layers: %s", st->slot,
+			errmsg(err, ret, "disk in slot %u: copying its layers: %s", st->slot,
 			       strerror(-ret));
 	}
 	if (ret == -ENOMEM)
-		errmsg(err, errlen, ret, "out of memory checking the snapshot's disks");
+		errmsg(err, ret, "out of memory checking the snapshot's disks");
 	free(st);
 	free(paths);
 	return ret;
 }
 
-int snap_disks_check(const char *dir, const struct snap_state *state, char *err, size_t errlen)
+int snap_disks_check(const char *dir, const struct snap_state *state, struct fvm_err *err)
 {
-	return for_each_chain(dir, state, NULL, NULL, err, errlen);
+	return for_each_chain(dir, state, NULL, NULL, err);
 }
 
 static int copy_chain(struct disk *d, const struct snap_disk_state *st, void *arg)
@@ -161,7 +160,7 @@ static int copy_chain(struct disk *d, const struct snap_disk_state *st, void *ar
 }
 
 int snap_disks_copy(const char *dir, const struct snap_state *state, struct snap_writer *w,
-		    char *err, size_t errlen)
+		    struct fvm_err *err)
 {
-	return for_each_chain(dir, state, copy_chain, w, err, errlen);
+	return for_each_chain(dir, state, copy_chain, w, err);
 }

@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "util/errmsg.h"
+
 #define SNAP_MAGIC "FKVMSNAP"
 #define SNAP_VERSION 1
 
@@ -89,7 +91,7 @@ struct snap_state {
  * payload, or missing end), a section checksum mismatch (names the section and instance),
  * a whole-file checksum mismatch, trailing bytes after the end section. Returns 0 or -EINVAL.
  */
-int snap_state_parse(uint8_t *data, size_t len, struct snap_state *st, char *err, size_t errlen);
+int snap_state_parse(uint8_t *data, size_t len, struct snap_state *st, struct fvm_err *err);
 const struct snap_section *snap_state_find(const struct snap_state *st, uint32_t type,
 					   uint32_t instance);
 void snap_state_free(struct snap_state *st);
@@ -136,7 +138,7 @@ struct snapshot {
  * Open DIR: read and verify vmstate (snap_state_parse), require the CONFIG section, and check
  * that DIR/memory exists and its size equals the configured RAM size. One message in err.
  */
-int snap_open(const char *dir, struct snapshot *snap, char *err, size_t errlen);
+int snap_open(const char *dir, struct snapshot *snap, struct fvm_err *err);
 void snap_close(struct snapshot *snap);
 
 #endif

@@ -12,6 +12,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "util/errmsg.h"
 #include "util/log.h"
 #include "mem/guest_mem.h"
 #include "snapshot/snap_disk.h"
@@ -62,16 +63,17 @@ int snap_layer_write(const char *dir, const char *parent, const uint8_t *vmstate
 		     const char *meta_json, struct vm *vm)
 {
 	struct snap_writer w;
-	char link[PATH_MAX + 16], target[PATH_MAX], line[PATH_MAX + 32], why[PATH_MAX + 96];
+	char link[PATH_MAX + 16], target[PATH_MAX], line[PATH_MAX + 32];
+	struct fvm_err why = FVM_ERR_INIT;
 	uint8_t *vs = NULL;
 	size_t vslen = 0;
 	int ret;
 
 	/* The parent's identity: a chain must not silently resolve to a different parent. */
 	snprintf(target, sizeof(target), "%s/%s", parent, SNAP_FILE_VMSTATE);
-	ret = file_read(target, SNAP_VMSTATE_MAX, FILE_NOFOLLOW, &vs, &vslen, why, sizeof(why));
+	ret = file_read(target, SNAP_VMSTATE_MAX, FILE_NOFOLLOW, &vs, &vslen, &why);
 	if (ret)
-		return log_errno(ret, "reading the parent's vmstate: %s", why);
+		return log_errno(ret, "reading the parent's vmstate: %s", why.msg);
 	snprintf(line, sizeof(line), "%s %016llx\n", parent, (unsigned long long)XXH64(vs, vslen, 0));
 	free(vs);
 	if (realpath(parent, target) == NULL)

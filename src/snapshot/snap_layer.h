@@ -5,6 +5,7 @@
 #include <stdint.h>
 
 #include "snapshot/snap_format.h"
+#include "util/errmsg.h"
 #include "util/fileio.h"
 
 struct guest_mem;
@@ -38,7 +39,7 @@ int snap_layer_write(const char *dir, const char *parent, const uint8_t *vmstate
 
 /* Apply every layer of the chain ending at `dir` (oldest first) onto RAM already holding the
  * base. A plain snapshot (no `pages`) is a no-op. Errors name the layer and the problem. */
-int snap_layers_apply(struct guest_mem *mem, const char *dir, char *err, size_t errlen);
+int snap_layers_apply(struct guest_mem *mem, const char *dir, struct fvm_err *err);
 
 /*
  * What can be checked of the chain ending at `dir` without reading its pages: every parent
@@ -46,9 +47,9 @@ int snap_layers_apply(struct guest_mem *mem, const char *dir, char *err, size_t 
  * size agree, with no more pages than mem_size holds. snap_open runs it, so `snapshot verify`
  * refuses these layers as restore does; page checksums and order are checked when applied.
  */
-int snap_layers_check(const char *dir, uint64_t mem_size, char *err, size_t errlen);
+int snap_layers_check(const char *dir, uint64_t mem_size, struct fvm_err *err);
 
 /* Merge the chain ending at `tip` into a full snapshot at `out`. */
-int snap_compact(const char *tip, const char *out, char *err, size_t errlen);
+int snap_compact(const char *tip, const char *out, struct fvm_err *err);
 
 #endif

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "util/errmsg.h"
 #include "util/log.h"
 #include "core/vm.h"
 #include "devices/virtio_net.h"
@@ -23,26 +24,25 @@ void snap_net_capture(struct vm *vm, struct snap_buf *buf)
 }
 
 /* Features a restored driver holds must be ones this device offers, hanging together. */
-static int check_features(const struct snap_machine *m, char *err, size_t errlen)
+static int check_features(const struct snap_machine *m, struct fvm_err *err)
 {
 	uint64_t f = m->net_mmio.driver_features, offered = VIRTIO_NET_FEATURES | VIRTIO_F_VERSION_1;
 
 	if (!(m->net_mmio.status & VIRTIO_STATUS_FEATURES_OK))
 		return 0; /* no driver had finished negotiating */
 	if ((f & ~offered) || !(f & VIRTIO_F_VERSION_1) || !virtio_net_features_valid(f)) {
-		snprintf(err, errlen, "vmstate: section 'virtio_mmio' instance %u: the NIC's driver "
+		return errmsg(err, -EINVAL,
+			      "vmstate: section 'virtio_mmio' instance %u: the NIC's driver "
 			 "holds features 0x%llx, which this forkvm's virtio-net does not offer together "
 			 "(0x%llx)", m->net_slot, (unsigned long long)f, (unsigned long long)offered);
-		return -EINVAL;
 	}
 	return 0;
 }
 
-int snap_net_decode(const struct snap_state *state, struct snap_machine *m, char *err,
-		    size_t errlen)
+int snap_net_decode(const struct snap_state *state, struct snap_machine *m, struct fvm_err *err)
 {
 	const struct snap_section *net = NULL, *mmio;
-	char why[128];
+	struct fvm_err why = FVM_ERR_INIT;
 
 	for (int i = 0; i < state->nsections; i++) {
 		const struct snap_section *s = &state->sections[i];
@@ -50,9 +50,9 @@ int snap_net_decode(const struct snap_state *state, struct snap_machine *m, char
 		if (s->type != SNAP_SEC_NET)
 			continue;
 		if (net) {
-			snprintf(err, errlen, "vmstate: sections 'net' instances %u and %u: a VM has one "
+			return errmsg(err, -EINVAL,
+				      "vmstate: sections 'net' instances %u and %u: a VM has one "
 				 "NIC", net->instance, s->instance);
-			return -EINVAL;
 		}
 		net = s;
 	}
@@ -60,25 +60,25 @@ int snap_net_decode(const struct snap_state *state, struct snap_machine *m, char
 		return 0;
 	mmio = snap_state_find(state, SNAP_SEC_VIRTIO_MMIO, net->instance);
 	if (net->len != sizeof(m->net)) {
-		snprintf(err, errlen, "vmstate: section 'net' instance %u has %llu bytes, expected %zu",
-			 net->instance, (unsigned long long)net->len, sizeof(m->net));
-		return -EINVAL;
+		return errmsg(err, -EINVAL,
+			      "vmstate: section 'net' instance %u has %llu bytes, expected %zu",
+			      net->instance, (unsigned long long)net->len, sizeof(m->net));
 	}
 	if (!mmio || mmio->len != sizeof(m->net_mmio)) {
-		snprintf(err, errlen, "vmstate: section 'virtio_mmio' instance %u (the NIC's transport) "
+		return errmsg(err, -EINVAL,
+			      "vmstate: section 'virtio_mmio' instance %u (the NIC's transport) "
 			 "is %s", net->instance, mmio ? "of the wrong size" : "missing");
-		return -EINVAL;
 	}
 	memcpy(&m->net, net->data, sizeof(m->net));
 	memcpy(&m->net_mmio, mmio->data, sizeof(m->net_mmio));
 	m->net_slot = net->instance;
-	if (virtio_net_state_check(&m->net, why, sizeof(why))) {
-		snprintf(err, errlen, "vmstate: section 'net' instance %u: %s", net->instance, why);
-		return -EINVAL;
+	if (virtio_net_state_check(&m->net, &why)) {
+		return errmsg(err, -EINVAL, "vmstate: section 'net' instance %u: %s", net->instance,
+			      why.msg);
 	}
-	if (check_features(m, err, errlen) ||
+	if (check_features(m, err) ||
 	    snap_check_queues(&m->config, &m->net_mmio, VIRTIO_NET_QUEUES, VIRTIO_NET_QUEUE_MAX,
-			      "NIC", err, errlen))
+			      "NIC", err))
 		return -EINVAL;
 	m->has_net = true;
 	return 0;

@@ -1,5 +1,6 @@
 /* Strict reading of a vmstate image: every length bounded, every checksum verified. */
 #include "snapshot/snap_format.h"
+#include "util/errmsg.h"
 
 #include <endian.h>
 #include <errno.h>
@@ -16,8 +17,7 @@
 
 struct parser {
 	struct snap_state *st;
-	char *err;
-	size_t errlen;
+	struct fvm_err *err;
 	int cap;
 };
 
@@ -42,10 +42,11 @@ static int fail(struct parser *p, const char *fmt, ...)
 {
 	va_list ap;
 
-	if (p->errlen) {
+	if (p->err) {
 		va_start(ap, fmt);
-		vsnprintf(p->err, p->errlen, fmt, ap);
+		vsnprintf(p->err->msg, sizeof(p->err->msg), fmt, ap);
 		va_end(ap);
+		p->err->errnum = EINVAL;
 	}
 	return -EINVAL;
 }
@@ -170,16 +171,15 @@ static int check_duplicates(struct parser *p)
 	return ret;
 }
 
-int snap_state_parse(uint8_t *data, size_t len, struct snap_state *st, char *err, size_t errlen)
+int snap_state_parse(uint8_t *data, size_t len, struct snap_state *st, struct fvm_err *err)
 {
-	struct parser p = { .st = st, .err = err, .errlen = errlen };
+	struct parser p = { .st = st, .err = err };
 	int ret;
 
 	memset(st, 0, sizeof(*st));
 	st->data = data;
 	st->len = len;
-	if (errlen)
-		err[0] = '\0';
+	errclear(err);
 	if (len >= 8 && memcmp(data, SNAP_MAGIC, 8) != 0) {
 		ret = fail(&p, "vmstate: bad magic (not a forkvm snapshot)");
 		goto out;

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "util/errmsg.h"
 #include "util/log.h"
 #include "builder/builder.h"
 #include "devices/serial.h"
@@ -44,8 +45,8 @@ static uint32_t reg_of(const struct kvm_cpuid_entry2 *e, enum cpuid_reg r)
 	return r == CPUID_EAX ? e->eax : r == CPUID_EBX ? e->ebx : r == CPUID_ECX ? e->ecx : e->edx;
 }
 
-int snap_check_host(const struct snap_machine *m, const struct kvm_cpuid2 *supported, char *err,
-		    size_t errlen)
+int snap_check_host(const struct snap_machine *m, const struct kvm_cpuid2 *supported,
+		    struct fvm_err *err)
 {
 	static const char *const reg_names[] = { "EAX", "EBX", "ECX", "EDX" };
 	struct kvm_cpuid2 *saved = m->vcpus[0].cpuid;
@@ -71,7 +72,7 @@ int snap_check_host(const struct snap_machine *m, const struct kvm_cpuid2 *suppo
 		int bit = __builtin_ctz(missing);
 		const char *name = cpuid_feature_name(checked[i].leaf, checked[i].subleaf,
 						      checked[i].reg, bit);
-		snprintf(err, errlen,
+		errf(err,
 			 "snapshot needs CPU feature %s (CPUID leaf 0x%x %s bit %d) that this host's KVM "
 			 "does not offer", name ? name : "?", checked[i].leaf,
 			 reg_names[checked[i].reg], bit);
@@ -106,14 +107,14 @@ static int restore_check_host(const struct vm_config *cfg, const struct snap_mac
 			      const char *dir)
 {
 	struct kvm kvm;
-	char err[256];
+	struct fvm_err err = FVM_ERR_INIT;
 	int ret = kvm_open(&kvm, cfg->kvm_path);
 
 	if (ret)
 		return ret;
-	ret = snap_check_host(m, kvm.supported_cpuid, err, sizeof(err));
+	ret = snap_check_host(m, kvm.supported_cpuid, &err);
 	if (ret)
-		log_err("snapshot %s: %s", dir, err);
+		log_err("snapshot %s: %s", dir, err.msg);
 	kvm_close(&kvm);
 	return ret;
 }
@@ -196,7 +197,7 @@ int vm_restore(struct vm *vm, const struct vm_config *base, const struct snapsho
 {
 	struct vm_config cfg = *base;
 	struct snap_disk_paths *disks;
-	char err[256];
+	struct fvm_err err = FVM_ERR_INIT;
 	int ret;
 
 	cfg.mem_size = m->config.mem_size;
@@ -206,8 +207,8 @@ int vm_restore(struct vm *vm, const struct vm_config *base, const struct snapsho
 	cfg.mem.file_offset = 0;
 	/* The NIC first: a snapshot with one needs this process's TAP (cfg.net owns it now). */
 	ret = snap_net_config(m, &cfg, snap->dir);
-	if (!ret && cpuid_policy_parse(&cfg.cpuid_policy, m->config.cpu_features, err, sizeof(err)))
-		ret = log_errno(-EINVAL, "snapshot %s: CPU feature policy: %s", snap->dir, err);
+	if (!ret && cpuid_policy_parse(&cfg.cpuid_policy, m->config.cpu_features, &err))
+		ret = log_errno(-EINVAL, "snapshot %s: CPU feature policy: %s", snap->dir, err.msg);
 	if (!ret)
 		ret = restore_check_host(&cfg, m, snap->dir);
 	/* Disks: the snapshot's sealed chain, a new private top for this VM. */
@@ -227,9 +228,9 @@ int vm_restore(struct vm *vm, const struct vm_config *base, const struct snapsho
 		return ret;
 	}
 	/* A diff layer: RAM now holds the chain's base; its layers go on top, oldest first. */
-	ret = snap_layers_apply(&vm->mem, snap->dir, err, sizeof(err));
+	ret = snap_layers_apply(&vm->mem, snap->dir, &err);
 	if (ret)
-		log_err("snapshot %s: %s", snap->dir, err);
+		log_err("snapshot %s: %s", snap->dir, err.msg);
 	if (!ret)
 		ret = vm_restore_machine(vm, m, snap->dir);
 	if (ret)

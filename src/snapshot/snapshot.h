@@ -13,6 +13,7 @@
 #include "snapshot/snap_config.h"
 #include "snapshot/snap_disk.h"
 #include "snapshot/snap_format.h"
+#include "util/errmsg.h"
 
 struct vm;
 struct vm_config;
@@ -59,20 +60,19 @@ struct snap_machine {
 	struct virtio_net_state net;
 };
 
-int snap_decode(const struct snapshot *snap, struct snap_machine *m, char *err, size_t errlen);
+int snap_decode(const struct snapshot *snap, struct snap_machine *m, struct fvm_err *err);
 void snap_machine_free(struct snap_machine *m);
 /* Each ready queue of a saved transport as virtq_activate will demand it (what: "vsock"). */
 int snap_check_queues(const struct snap_config *c, const struct virtio_mmio_regs *r, int nqueues,
-		      uint16_t qmax, const char *what, char *err, size_t errlen);
+		      uint16_t qmax, const char *what, struct fvm_err *err);
 /* Fail if this host's KVM cannot give the snapshot's CPUID features (names the first one). */
-int snap_check_host(const struct snap_machine *m, const struct kvm_cpuid2 *supported, char *err,
-		    size_t errlen);
+int snap_check_host(const struct snap_machine *m, const struct kvm_cpuid2 *supported,
+		    struct fvm_err *err);
 
 /* The NIC in snapshots (snap_net.c). Capture: its transport and device sections. */
 void snap_net_capture(struct vm *vm, struct snap_buf *buf);
 /* snap_decode: the one NIC (net + its virtio_mmio section) into m; one message in err. */
-int snap_net_decode(const struct snap_state *state, struct snap_machine *m, char *err,
-		    size_t errlen);
+int snap_net_decode(const struct snap_state *state, struct snap_machine *m, struct fvm_err *err);
 /* Restore: the snapshot's NIC slot and MAC on the restoring process's TAP (cfg->net); a
  * snapshot with a NIC and a cfg without a network is an error naming the step. */
 int snap_net_config(const struct snap_machine *m, struct vm_config *cfg, const char *what);

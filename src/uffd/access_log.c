@@ -52,33 +52,33 @@ int alog_encode(const uint64_t *pages, size_t n, uint8_t **out, size_t *len)
 }
 
 int alog_decode(const uint8_t *buf, size_t len, uint64_t total_pages, uint64_t **pages,
-		size_t *n, char *err, size_t errlen)
+		size_t *n, struct fvm_err *err)
 {
 	uint64_t count, *out = NULL;
 
 	*pages = NULL;
 	*n = 0;
 	if (len < 4 || memcmp(buf, "FKAL", 4) != 0)
-		return errmsg(err, errlen, -EINVAL, "bad magic (not a forkvm access log)");
+		return errmsg(err, -EINVAL, "bad magic (not a forkvm access log)");
 	if (len < ALOG_HEADER + 8)
-		return errmsg(err, errlen, -EINVAL, "truncated: %zu bytes, the header alone needs %d",
+		return errmsg(err, -EINVAL, "truncated: %zu bytes, the header alone needs %d",
 			    len, ALOG_HEADER + 8);
 	if ((uint32_t)get64(buf + 4) != 1)
-		return errmsg(err, errlen, -EINVAL, "format version %u is not supported (1 is)",
+		return errmsg(err, -EINVAL, "format version %u is not supported (1 is)",
 			    (unsigned)(uint32_t)get64(buf + 4));
 	count = get64(buf + 8);
 	if (count > (len - ALOG_HEADER - 8) / 8 || len != ALOG_HEADER + count * 8 + 8)
-		return errmsg(err, errlen, -EINVAL, "size %zu does not match %llu entries (%s)", len,
+		return errmsg(err, -EINVAL, "size %zu does not match %llu entries (%s)", len,
 			    (unsigned long long)count,
 			    count > (len - ALOG_HEADER - 8) / 8 ? "truncated" : "trailing bytes");
 	if (XXH64(buf, len - 8, 0) != get64(buf + len - 8))
-		return errmsg(err, errlen, -EINVAL, "checksum mismatch");
+		return errmsg(err, -EINVAL, "checksum mismatch");
 	if (count && !(out = malloc(count * 8)))
 		return -ENOMEM;
 	for (uint64_t i = 0; i < count; i++) {
 		out[i] = get64(buf + ALOG_HEADER + i * 8);
 		if (out[i] >= total_pages) {
-			int ret = errmsg(err, errlen, -EINVAL, "entry %llu (page %llu) is outside guest "
+			int ret = errmsg(err, -EINVAL, "entry %llu (page %llu) is outside guest "
 				       "RAM (%llu pages)", (unsigned long long)i,
 				       (unsigned long long)out[i], (unsigned long long)total_pages);
 			free(out);

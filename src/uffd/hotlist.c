@@ -88,7 +88,7 @@ static const char *varint_problem(int ret)
 }
 
 int hpl_decode(const uint8_t *buf, size_t len, const struct hot_layout *layout,
-	       struct hot_page **pages, size_t *n, char *err, size_t errlen)
+	       struct hot_page **pages, size_t *n, struct fvm_err *err)
 {
 	struct hot_page *out = NULL;
 	uint64_t count, region, page;
@@ -98,14 +98,15 @@ int hpl_decode(const uint8_t *buf, size_t len, const struct hot_layout *layout,
 	*pages = NULL;
 	*n = 0;
 	if (len < 4 || memcmp(buf, "HPL1", 4) != 0)
-		return errmsg(err, errlen, -EINVAL, "bad magic (not an HPL1 hot-page list)");
+		return errmsg(err, -EINVAL, "bad magic (not an HPL1 hot-page list)");
 	ret = get_uvarint(buf, len, &pos, &count);
 	if (ret)
-		return errmsg(err, errlen, -EINVAL, "count: %s", varint_problem(ret));
+		return errmsg(err, -EINVAL, "count: %s", varint_problem(ret));
 	/* Every entry takes at least two bytes: bound the count before allocating. */
 	if (count > (len - pos) / 2)
-		return errmsg(err, errlen, -EINVAL, "truncated: count %llu needs at least %llu bytes, %zu left",
-			    (unsigned long long)count, (unsigned long long)count * 2, len - pos);
+		return errmsg(err, -EINVAL,
+			      "truncated: count %llu needs at least %llu bytes, %zu left",
+			      (unsigned long long)count, (unsigned long long)count * 2, len - pos);
 	if (count && !(out = calloc(count, sizeof(*out))))
 		return -ENOMEM;
 	for (uint64_t i = 0; i < count; i++) {
@@ -113,26 +114,28 @@ int hpl_decode(const uint8_t *buf, size_t len, const struct hot_layout *layout,
 		if (!ret)
 			ret = get_uvarint(buf, len, &pos, &page);
 		if (ret) {
-			ret = errmsg(err, errlen, -EINVAL, "entry %llu: %s", (unsigned long long)i,
+			ret = errmsg(err, -EINVAL, "entry %llu: %s", (unsigned long long)i,
 				   varint_problem(ret));
 			goto err;
 		}
 		if (region >= (uint64_t)layout->nregions || page >= layout->size[region] / 4096) {
-			ret = errmsg(err, errlen, -EINVAL, "entry %llu (region %llu, page %llu) is outside guest RAM",
-				   (unsigned long long)i, (unsigned long long)region,
-				   (unsigned long long)page);
+			ret = errmsg(err, -EINVAL,
+				     "entry %llu (region %llu, page %llu) is outside guest RAM",
+				     (unsigned long long)i, (unsigned long long)region,
+				     (unsigned long long)page);
 			goto err;
 		}
 		out[i] = (struct hot_page){ .region = (uint32_t)region, .page = page };
 		if (i && cmp_page(&out[i - 1], &out[i]) >= 0) {
-			ret = errmsg(err, errlen, -EINVAL, "entry %llu is not after entry %llu (the list must be "
+			ret = errmsg(err, -EINVAL,
+				     "entry %llu is not after entry %llu (the list must be "
 				   "sorted and de-duplicated)", (unsigned long long)i,
 				   (unsigned long long)i - 1);
 			goto err;
 		}
 	}
 	if (pos != len) {
-		ret = errmsg(err, errlen, -EINVAL, "%zu trailing bytes after %llu entries", len - pos,
+		ret = errmsg(err, -EINVAL, "%zu trailing bytes after %llu entries", len - pos,
 			   (unsigned long long)count);
 		goto err;
 	}

@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "util/errmsg.h"
+
 #define HOTLIST_FILE "hotpages"
 #define ACCESS_LOG_FILE "access.log"
 #define HOTLIST_MAX_REGIONS 2
@@ -33,12 +35,12 @@ int hpl_encode(const struct hot_page *pages, size_t n, uint8_t **out, size_t *le
  * bytes → -EINVAL with one message in err. *pages is malloc'd (NULL when n == 0).
  */
 int hpl_decode(const uint8_t *buf, size_t len, const struct hot_layout *layout,
-	       struct hot_page **pages, size_t *n, char *err, size_t errlen);
+	       struct hot_page **pages, size_t *n, struct fvm_err *err);
 
 /* FKAL: "FKAL", u32 version 1, u64 count, count × u64 file page index, u64 XXH64. */
 int alog_encode(const uint64_t *pages, size_t n, uint8_t **out, size_t *len);
 int alog_decode(const uint8_t *buf, size_t len, uint64_t total_pages, uint64_t **pages,
-		size_t *n, char *err, size_t errlen);
+		size_t *n, struct fvm_err *err);
 
 /* File-page index of a hot page, and the reverse (-ERANGE outside the layout). */
 uint64_t hot_page_file_index(const struct hot_layout *layout, const struct hot_page *p);

@@ -13,6 +13,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "util/errmsg.h"
 #include "util/log.h"
 #include "util/stopfd.h"
 #include "snapshot/snap_layer.h"
@@ -154,7 +155,7 @@ int ps_client_register(struct ps_client *c, const struct ps_client_opts *o,
 {
 	uint64_t deadline;
 	struct stat st;
-	char why[PATH_MAX + 96];
+	struct fvm_err why = FVM_ERR_INIT;
 	int ret, sig_fd;
 
 	*c = (struct ps_client){ .sock = -1, .stop_efd = -1, .uffd = mem->fd, .mem_fd = -1,
@@ -167,9 +168,9 @@ int ps_client_register(struct ps_client *c, const struct ps_client_opts *o,
 		return log_errno(sig_fd, "signalfd for the page-server handshake");
 	/* The fallback handler needs the memory file should the server die later. Opened without
 	 * blocking on a FIFO in its place; a symbolic link is fine (diff layers). */
-	ret = file_open_regular(memory_path, 0, &st, why, sizeof(why));
+	ret = file_open_regular(memory_path, 0, &st, &why);
 	if (ret < 0) {
-		log_err("page-server fallback: %s", why);
+		log_err("page-server fallback: %s", why.msg);
 		goto err;
 	}
 	c->mem_fd = ret;

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "util/errmsg.h"
 #include "util/log.h"
 #include "util/unix_sock.h"
 #include "uffd/ps_server.h"
@@ -56,7 +57,7 @@ static void handle_line(struct ps_server *s, struct ps_conn *c, char *line, int 
 	json_error_t jerr;
 	json_t *req = json_loads(line, JSON_REJECT_DUPLICATES, &jerr);
 	const char *cmd = json_string_value(json_object_get(req, "cmd"));
-	char err[768];
+	struct fvm_err err = FVM_ERR_INIT;
 
 	if (!req || !cmd) {
 		conn_reply(c, json_pack("{s:b,s:s}", "ok", 0, "error",
@@ -67,12 +68,12 @@ static void handle_line(struct ps_server *s, struct ps_conn *c, char *line, int 
 		conn_reply(c, json_pack("{s:b,s:s}", "ok", 0, "error", "this connection already "
 					"registered a VM"));
 	} else if (!strcmp(cmd, "register")) {
-		if (ps_vm_register(s, c, req, *fd, err, sizeof(err)) == 0) {
+		if (ps_vm_register(s, c, req, *fd, &err) == 0) {
 			*fd = -1; /* the VM owns it now */
 		} else {
 			log_warn("register from %s refused: %s",
-				 json_string_value(json_object_get(req, "name")) ?: "?", err);
-			conn_reply(c, json_pack("{s:b,s:s}", "ok", 0, "error", err));
+				 json_string_value(json_object_get(req, "name")) ?: "?", err.msg);
+			conn_reply(c, json_pack("{s:b,s:s}", "ok", 0, "error", err.msg));
 		}
 	} else {
 		conn_reply(c, json_pack("{s:b,s:s+}", "ok", 0, "error", "unknown command ", cmd));

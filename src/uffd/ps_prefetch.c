@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "util/errmsg.h"
 #include "util/log.h"
 #include "snapshot/snap_layer.h"
 #include "uffd/ps_server.h"
@@ -45,14 +46,14 @@ static const char *const list_names[2] = { HOTLIST_FILE, ACCESS_LOG_FILE };
  * allowed damaged lists; then note it and return 1. why names the file when named.
  */
 static int list_failed(struct ps_vm *vm, int which, int ret, const char *why, bool named,
-		       char *err, size_t errlen)
+		       struct fvm_err *err)
 {
 	if (!vm->reg.allow_bad_hotpages) {
 		if (named)
-			snprintf(err, errlen, "%s (restore with --ignore-bad-hotpages to continue "
+			errf(err, "%s (restore with --ignore-bad-hotpages to continue "
 				 "without prefetch)", why);
 		else
-			snprintf(err, errlen, "%s/%s: %s (restore with --ignore-bad-hotpages to "
+			errf(err, "%s/%s: %s (restore with --ignore-bad-hotpages to "
 				 "continue without prefetch)", vm->reg.snapshot, list_names[which], why);
 		return ret;
 	}
@@ -64,34 +65,35 @@ static int list_failed(struct ps_vm *vm, int which, int ret, const char *why, bo
 
 /* Open list `which` and check its size, reading nothing: 0 (now loading), -ENOENT (absent),
  * 1 (damaged, allowed) or -errno (refused, message in err). */
-static int list_open(struct ps_vm *vm, int which, char *err, size_t errlen)
+static int list_open(struct ps_vm *vm, int which, struct fvm_err *err)
 {
 	uint64_t max = which == 0 ? HPL_MAX_BYTES(vm->npages) : ALOG_MAX_BYTES(vm->npages);
-	char path[PATH_MAX + 32], why[PATH_MAX + 128];
+	char path[PATH_MAX + 32];
+	struct fvm_err why = FVM_ERR_INIT;
 	struct stat st;
 	uint8_t *buf;
 	int fd;
 
 	snprintf(path, sizeof(path), "%s/%s", vm->reg.snapshot, list_names[which]);
-	fd = file_open_regular(path, O_NOFOLLOW, &st, why, sizeof(why));
+	fd = file_open_regular(path, O_NOFOLLOW, &st, &why);
 	if (fd == -ENOENT)
 		return -ENOENT;
 	if (fd < 0)
-		return list_failed(vm, which, fd, why, true, err, errlen);
+		return list_failed(vm, which, fd, why.msg, true, err);
 	/* Bounded by the snapshot before a byte is read: a sparse file costs nothing to make. */
 	if ((uint64_t)st.st_size > max) {
 		close(fd);
-		snprintf(why, sizeof(why), "%s is %llu bytes, above the limit of %llu for %llu pages",
+		errf(&why, "%s is %llu bytes, above the limit of %llu for %llu pages",
 			 path, (unsigned long long)st.st_size, (unsigned long long)max,
 			 (unsigned long long)vm->npages);
-		return list_failed(vm, which, -EFBIG, why, true, err, errlen);
+		return list_failed(vm, which, -EFBIG, why.msg, true, err);
 	}
 	buf = malloc((size_t)st.st_size + 1);
 	if (!buf) {
 		close(fd);
-		snprintf(why, sizeof(why), "%s: out of memory for %llu bytes", path,
+		errf(&why, "%s: out of memory for %llu bytes", path,
 			 (unsigned long long)st.st_size);
-		return list_failed(vm, which, -ENOMEM, why, true, err, errlen);
+		return list_failed(vm, which, -ENOMEM, why.msg, true, err);
 	}
 	vm->load.fd = fd;
 	vm->load.which = which;
@@ -111,7 +113,7 @@ void ps_prefetch_unload(struct ps_vm *vm)
 }
 
 /* Decode the list just read into vm->hot or vm->order. */
-static int list_decode(struct ps_vm *vm, char *why, size_t whylen)
+static int list_decode(struct ps_vm *vm, struct fvm_err *why)
 {
 	struct hot_page *pages = NULL;
 	size_t n = 0;
@@ -119,8 +121,8 @@ static int list_decode(struct ps_vm *vm, char *why, size_t whylen)
 
 	if (vm->load.which == 1)
 		return alog_decode(vm->load.buf, vm->load.len, vm->npages, &vm->order, &vm->norder,
-				   why, whylen);
-	ret = hpl_decode(vm->load.buf, vm->load.len, &vm->snap->layout, &pages, &n, why, whylen);
+				   why);
+	ret = hpl_decode(vm->load.buf, vm->load.len, &vm->snap->layout, &pages, &n, why);
 	if (!ret && n && !(vm->hot = malloc(n * sizeof(*vm->hot))))
 		ret = -ENOMEM;
 	for (size_t i = 0; !ret && i < n; i++)
@@ -131,12 +133,12 @@ static int list_decode(struct ps_vm *vm, char *why, size_t whylen)
 }
 
 /* Open the lists from `which` on until one is to be read, or set the phase when none is. */
-static int load_next(struct ps_vm *vm, int which, char *err, size_t errlen)
+static int load_next(struct ps_vm *vm, int which, struct fvm_err *err)
 {
 	int ret;
 
 	for (; which < 2; which++) {
-		ret = list_open(vm, which, err, errlen);
+		ret = list_open(vm, which, err);
 		if (ret == 0) {
 			vm->phase = PS_LOAD;
 			return 0;
@@ -154,16 +156,16 @@ static int load_next(struct ps_vm *vm, int which, char *err, size_t errlen)
 	return 0;
 }
 
-int ps_prefetch_load(struct ps_vm *vm, char *err, size_t errlen)
+int ps_prefetch_load(struct ps_vm *vm, struct fvm_err *err)
 {
 	vm->sequential = false;
-	return load_next(vm, 0, err, errlen);
+	return load_next(vm, 0, err);
 }
 
 /* One bounded read of the list being loaded; at its end, decode it and go on. */
 static void load_step(struct ps_server *s, struct ps_vm *vm)
 {
-	char why[PATH_MAX + 128], err[PATH_MAX + 400];
+	struct fvm_err why = FVM_ERR_INIT, err = FVM_ERR_INIT;
 	size_t budget = LOAD_STEP;
 	int which = vm->load.which, ret = 0;
 	bool named = false;
@@ -183,23 +185,23 @@ static void load_step(struct ps_server *s, struct ps_vm *vm)
 	if (n < 0) {
 		ret = -errno;
 		named = true;
-		snprintf(why, sizeof(why), "read %s/%s: %s", vm->reg.snapshot, list_names[which],
+		errf(&why, "read %s/%s: %s", vm->reg.snapshot, list_names[which],
 			 strerror(errno));
 	} else if (n > 0 && vm->load.got <= vm->load.len) {
 		return; /* budget spent: more next step */
 	} else if (vm->load.got != vm->load.len) {
 		ret = -EIO;
-		snprintf(why, sizeof(why), "changed size while being read (%zu bytes, then %s%zu)",
-			 vm->load.len, vm->load.got > vm->load.len ? "more than " : "", vm->load.got);
+		errf(&why, "changed size while being read (%zu bytes, then %s%zu)",
+		     vm->load.len, vm->load.got > vm->load.len ? "more than " : "", vm->load.got);
 	} else {
-		ret = list_decode(vm, why, sizeof(why));
+		ret = list_decode(vm, &why);
 	}
 	ps_prefetch_unload(vm);
 	if (ret) {
-		ret = list_failed(vm, which, ret, why, named, err, sizeof(err));
+		ret = list_failed(vm, which, ret, why.msg, named, &err);
 		if (ret < 0) {
-			log_warn("register from %s refused: %s", vm->reg.name, err);
-			ps_send_refusal(vm, err);
+			log_warn("register from %s refused: %s", vm->reg.name, err.msg);
+			ps_send_refusal(vm, err.msg);
 			ps_vm_drop(s, vm, "refused: its hot-page list or access log is damaged");
 			return;
 		}
@@ -208,10 +210,10 @@ static void load_step(struct ps_server *s, struct ps_vm *vm)
 	} else {
 		which++;
 	}
-	ret = load_next(vm, which, err, sizeof(err));
+	ret = load_next(vm, which, &err);
 	if (ret < 0) {
-		log_warn("register from %s refused: %s", vm->reg.name, err);
-		ps_send_refusal(vm, err);
+		log_warn("register from %s refused: %s", vm->reg.name, err.msg);
+		ps_send_refusal(vm, err.msg);
 		ps_vm_drop(s, vm, "refused: its access log is damaged");
 		return;
 	}
@@ -328,7 +330,8 @@ void ps_record_page(struct ps_vm *vm, uint64_t page)
 void ps_record_finish(struct ps_vm *vm, const char *reason)
 {
 	struct hot_page *pages = calloc(vm->nrec + 1, sizeof(*pages));
-	char path[PATH_MAX + 32], why[PATH_MAX + 160] = "";
+	char path[PATH_MAX + 32];
+	struct fvm_err why = FVM_ERR_INIT;
 	uint8_t *buf = NULL;
 	size_t len, n = 0;
 	int ret = -ENOMEM;
@@ -343,20 +346,20 @@ void ps_record_finish(struct ps_vm *vm, const char *reason)
 	ret = hpl_encode(pages, n, &buf, &len);
 	snprintf(path, sizeof(path), "%s/%s", vm->reg.snapshot, HOTLIST_FILE);
 	if (!ret)
-		ret = file_write_atomic(path, buf, len, 0600, why, sizeof(why));
+		ret = file_write_atomic(path, buf, len, 0600, &why);
 	free(buf);
 	buf = NULL;
 	if (!ret)
 		ret = alog_encode(vm->rec, vm->nrec, &buf, &len);
 	snprintf(path, sizeof(path), "%s/%s", vm->reg.snapshot, ACCESS_LOG_FILE);
 	if (!ret)
-		ret = file_write_atomic(path, buf, len, 0600, why, sizeof(why));
+		ret = file_write_atomic(path, buf, len, 0600, &why);
 out:
 	free(buf);
 	free(pages);
 	if (ret)
 		snprintf(vm->record_result, sizeof(vm->record_result), "failed: %s (%s)",
-			 why[0] ? why : strerror(-ret), reason);
+			 why.msg[0] ? why.msg : strerror(-ret), reason);
 	else
 		snprintf(vm->record_result, sizeof(vm->record_result),
 			 "saved %zu hot pages, %zu in the access log (%s)", n, vm->nrec, reason);

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "snapshot/snap_config.h"
+#include "util/errmsg.h"
 
 #define PS_PROTO_VERSION 1
 #define PS_MAX_REGIONS 2
@@ -41,12 +42,12 @@ struct ps_register {
 /* {"cmd":"register","version":1,...}; caller json_decref()s. */
 json_t *ps_register_to_json(const struct ps_register *r);
 /* Strict: every field typed and in range, no unknown fields. */
-int ps_register_from_json(json_t *obj, struct ps_register *r, char *err, size_t errlen);
+int ps_register_from_json(json_t *obj, struct ps_register *r, struct fvm_err *err);
 /*
  * The layout must match the snapshot: page size 4096, base page aligned, size equal to
  * the snapshot's RAM and to the memory file, file offset 0, and the same regions.
  */
 int ps_layout_check(const struct ps_register *r, const struct snap_config *cfg,
-		    uint64_t memory_file_size, char *err, size_t errlen);
+		    uint64_t memory_file_size, struct fvm_err *err);
 
 #endif

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "util/errmsg.h"
 #include "util/log.h"
 #include "uffd/ps_server.h"
 #include "util/clock.h"
@@ -33,11 +34,11 @@ static void uffd_event(void *arg, uint32_t events)
 		ps_vm_uffd_ready(vm->srv, vm);
 }
 
-int ps_vm_register(struct ps_server *s, struct ps_conn *c, json_t *req, int uffd, char *err,
-		   size_t errlen)
+int ps_vm_register(struct ps_server *s, struct ps_conn *c, json_t *req, int uffd,
+		   struct fvm_err *err)
 {
 	struct ps_vm *vm = calloc(1, sizeof(*vm));
-	char why[512];
+	struct fvm_err why = FVM_ERR_INIT;
 	int ret;
 
 	if (!vm)
@@ -47,22 +48,22 @@ int ps_vm_register(struct ps_server *s, struct ps_conn *c, json_t *req, int uffd
 	vm->uffd = -1;
 	vm->load.fd = -1;
 	vm->phase = PS_IDLE;
-	ret = ps_register_from_json(req, &vm->reg, err, errlen);
+	ret = ps_register_from_json(req, &vm->reg, err);
 	if (ret)
 		goto err;
 	ret = -EINVAL;
 	if (uffd < 0 || !is_uffd(uffd)) {
-		snprintf(err, errlen, "the register message must carry a userfaultfd (SCM_RIGHTS)");
+		errf(err, "the register message must carry a userfaultfd (SCM_RIGHTS)");
 		goto err;
 	}
-	ret = ps_snap_get(s, vm->reg.snapshot, &vm->snap, why, sizeof(why));
+	ret = ps_snap_get(s, vm->reg.snapshot, &vm->snap, &why);
 	if (ret) {
-		snprintf(err, errlen, "%s", why);
+		errf(err, "%s", why.msg);
 		goto err;
 	}
-	ret = ps_layout_check(&vm->reg, &vm->snap->cfg, vm->snap->size, why, sizeof(why));
+	ret = ps_layout_check(&vm->reg, &vm->snap->cfg, vm->snap->size, &why);
 	if (ret) {
-		snprintf(err, errlen, "layout refused: %s", why);
+		errf(err, "layout refused: %s", why.msg);
 		goto err;
 	}
 	vm->npages = vm->reg.size / 4096;
@@ -74,13 +75,13 @@ int ps_vm_register(struct ps_server *s, struct ps_conn *c, json_t *req, int uffd
 	}
 	vm->recording = vm->reg.record;
 	if (vm->reg.prefetch && !vm->reg.record) {
-		ret = ps_prefetch_load(vm, err, errlen);
+		ret = ps_prefetch_load(vm, err);
 		if (ret)
 			goto err;
 	}
 	if (fcntl(uffd, F_SETFL, O_NONBLOCK) < 0) {
 		ret = -errno;
-		snprintf(err, errlen, "fcntl O_NONBLOCK on the uffd: %s", strerror(errno));
+		errf(err, "fcntl O_NONBLOCK on the uffd: %s", strerror(errno));
 		goto err;
 	}
 	vm->uffd = uffd;
@@ -88,7 +89,7 @@ int ps_vm_register(struct ps_server *s, struct ps_conn *c, json_t *req, int uffd
 	if (vm->ev_id < 0) {
 		ret = vm->ev_id;
 		vm->uffd = -1;
-		snprintf(err, errlen, "watching the uffd (epoll_ctl add): %s", strerror(-ret));
+		errf(err, "watching the uffd (epoll_ctl add): %s", strerror(-ret));
 		goto err;
 	}
 	vm->id = ++s->next_id;

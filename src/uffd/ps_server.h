@@ -11,6 +11,7 @@
 #include "uffd/hotlist.h"
 #include "uffd/ps_proto.h"
 #include "util/clock.h"
+#include "util/errmsg.h"
 #include "util/evloop.h"
 
 /* A snapshot's memory file, mapped read-only once and shared by every VM restored from it. */
@@ -115,15 +116,14 @@ void ps_accept_all(struct ps_server *s);
 void ps_conn_readable(struct ps_server *s, struct ps_conn *c);
 
 /* ps_snap.c */
-int ps_snap_get(struct ps_server *s, const char *dir, struct ps_snap **out, char *err,
-		size_t errlen);
+int ps_snap_get(struct ps_server *s, const char *dir, struct ps_snap **out, struct fvm_err *err);
 void ps_snap_put(struct ps_server *s, struct ps_snap *snap);
 static inline bool ps_bit(const uint8_t *bits, uint64_t i) { return bits[i / 8] & (1u << (i % 8)); }
 static inline void ps_set_bit(uint8_t *bits, uint64_t i) { bits[i / 8] |= (uint8_t)(1u << (i % 8)); }
 
 /* ps_register.c, ps_vm.c */
-int ps_vm_register(struct ps_server *s, struct ps_conn *c, json_t *req, int uffd, char *err,
-		   size_t errlen);
+int ps_vm_register(struct ps_server *s, struct ps_conn *c, json_t *req, int uffd,
+		   struct fvm_err *err);
 void ps_vm_drop(struct ps_server *s, struct ps_vm *vm, const char *why);
 void ps_vm_free(struct ps_vm *vm);
 void ps_vm_uffd_ready(struct ps_server *s, struct ps_vm *vm);
@@ -136,7 +136,7 @@ int ps_vm_fill(struct ps_server *s, struct ps_vm *vm, uint64_t page, uint64_t n,
  * than the snapshot allows is refused here, at once) and set the phase. Their bytes are read
  * later, in bounded steps of the event loop (PS_LOAD), so other VMs are served meanwhile.
  */
-int ps_prefetch_load(struct ps_vm *vm, char *err, size_t errlen);
+int ps_prefetch_load(struct ps_vm *vm, struct fvm_err *err);
 /* Close and free a list being loaded (a VM dropped or refused mid-load). */
 void ps_prefetch_unload(struct ps_vm *vm);
 /* One bounded chunk of prefetch work for vm; true while more remains. */

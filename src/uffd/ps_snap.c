@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "util/errmsg.h"
 #include "util/log.h"
 #include "snapshot/snap_format.h"
 #include "snapshot/snap_layer.h"
@@ -34,7 +35,7 @@ static int map_extents(int fd, uint64_t size, uint8_t *data, const char *path)
 	return 0;
 }
 
-static int snap_load(struct ps_snap *sn, const char *dir, char *err, size_t errlen)
+static int snap_load(struct ps_snap *sn, const char *dir, struct fvm_err *err)
 {
 	struct snapshot snap;
 	struct snap_config cfg;
@@ -42,7 +43,7 @@ static int snap_load(struct ps_snap *sn, const char *dir, char *err, size_t errl
 	struct stat st;
 	int ret, fd = -1;
 
-	ret = snap_open(dir, &snap, err, errlen);
+	ret = snap_open(dir, &snap, err);
 	if (ret)
 		return ret;
 	sec = snap_state_find(&snap.state, SNAP_SEC_CONFIG, 0);
@@ -55,7 +56,7 @@ static int snap_load(struct ps_snap *sn, const char *dir, char *err, size_t errl
 		sn->layout.offset[i] = cfg.regions[i].offset;
 	}
 	/* `memory` may be a symbolic link (diff layers point at their base's) but not a FIFO. */
-	fd = file_open_regular(snap.memory_path, 0, &st, err, errlen);
+	fd = file_open_regular(snap.memory_path, 0, &st, err);
 	if (fd < 0) {
 		ret = fd;
 		goto err;
@@ -65,7 +66,7 @@ static int snap_load(struct ps_snap *sn, const char *dir, char *err, size_t errl
 	sn->size = (uint64_t)st.st_size;
 	ret = -EINVAL;
 	if (sn->size != cfg.mem_size) {
-		snprintf(err, errlen, "memory file %s is %llu bytes, the snapshot says %llu",
+		errf(err, "memory file %s is %llu bytes, the snapshot says %llu",
 			 snap.memory_path, (unsigned long long)sn->size,
 			 (unsigned long long)cfg.mem_size);
 		goto err;
@@ -77,7 +78,7 @@ static int snap_load(struct ps_snap *sn, const char *dir, char *err, size_t errl
 	}
 	ret = map_extents(fd, sn->size, sn->data, snap.memory_path);
 	if (ret) {
-		snprintf(err, errlen, "mapping the holes of %s failed", snap.memory_path);
+		errf(err, "mapping the holes of %s failed", snap.memory_path);
 		goto err;
 	}
 	/* Read-only and shared: every VM restored from this file copies out of one page cache. */
@@ -85,7 +86,7 @@ static int snap_load(struct ps_snap *sn, const char *dir, char *err, size_t errl
 	if (sn->map == MAP_FAILED) {
 		ret = -errno;
 		sn->map = NULL;
-		snprintf(err, errlen, "mmap %s: %s", snap.memory_path, strerror(errno));
+		errf(err, "mmap %s: %s", snap.memory_path, strerror(errno));
 		goto err;
 	}
 	close(fd);
@@ -100,8 +101,7 @@ err:
 	return ret;
 }
 
-int ps_snap_get(struct ps_server *s, const char *dir, struct ps_snap **out, char *err,
-		size_t errlen)
+int ps_snap_get(struct ps_server *s, const char *dir, struct ps_snap **out, struct fvm_err *err)
 {
 	char path[PATH_MAX + 16];
 	struct ps_snap *sn;
@@ -122,7 +122,7 @@ int ps_snap_get(struct ps_server *s, const char *dir, struct ps_snap **out, char
 	sn = calloc(1, sizeof(*sn));
 	if (!sn)
 		return -ENOMEM;
-	ret = snap_load(sn, dir, err, errlen);
+	ret = snap_load(sn, dir, err);
 	if (ret) {
 		free(sn);
 		return ret;

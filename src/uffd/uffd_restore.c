@@ -8,6 +8,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "util/errmsg.h"
 #include "util/log.h"
 #include "core/vm.h"
 #include "uffd/ps_client.h"
@@ -39,15 +40,15 @@ static int parse_ms(const char *arg, uint64_t lo, uint64_t hi, uint64_t *out)
 	return 0;
 }
 
-int uffd_restore_opt(struct uffd_restore_opts *u, int opt, const char *arg, char *err, size_t errlen)
+int uffd_restore_opt(struct uffd_restore_opts *u, int opt, const char *arg, struct fvm_err *err)
 {
 	uint64_t v;
 
 	switch (opt) {
 	case UFFD_OPT_PAGESERVER:
 		if (!*arg || strlen(arg) >= 108) {
-			snprintf(err, errlen, "--pageserver: need a socket path of 1-107 bytes");
-			return -EINVAL;
+			return errmsg(err, -EINVAL,
+				      "--pageserver: need a socket path of 1-107 bytes");
 		}
 		u->pageserver = arg;
 		return 0;
@@ -55,9 +56,8 @@ int uffd_restore_opt(struct uffd_restore_opts *u, int opt, const char *arg, char
 	case UFFD_OPT_SETTLE:
 	case UFFD_OPT_RECORD_MAX:
 		if (parse_ms(arg, opt == UFFD_OPT_TIMEOUT ? 1 : 100, 3600000, &v)) {
-			snprintf(err, errlen, "'%s': need milliseconds, %d to 3600000", arg,
+			return errmsg(err, -EINVAL, "'%s': need milliseconds, %d to 3600000", arg,
 				 opt == UFFD_OPT_TIMEOUT ? 1 : 100);
-			return -EINVAL;
 		}
 		if (opt == UFFD_OPT_TIMEOUT)
 			u->timeout_ms = (int)v;
@@ -71,7 +71,7 @@ int uffd_restore_opt(struct uffd_restore_opts *u, int opt, const char *arg, char
 	case UFFD_OPT_NO_UFFD: u->no_uffd = true; return 0;
 	case UFFD_OPT_IGNORE_BAD: u->allow_bad_hotpages = true; return 0;
 	default:
-		snprintf(err, errlen, "unknown option");
+		errf(err, "unknown option");
 		return -EINVAL;
 	}
 }

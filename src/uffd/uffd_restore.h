@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "mem/guest_mem.h"
+#include "util/errmsg.h"
 
 struct vm;
 
@@ -47,7 +48,7 @@ enum {
 /* Defaults; the socket is RUN_DIR/pageserver.sock. */
 void uffd_restore_defaults(struct uffd_restore_opts *u, const char *run_dir);
 /* 0, or -EINVAL with a message for a bad value. */
-int uffd_restore_opt(struct uffd_restore_opts *u, int opt, const char *arg, char *err, size_t errlen);
+int uffd_restore_opt(struct uffd_restore_opts *u, int opt, const char *arg, struct fvm_err *err);
 /* Apply FORKVM_UFFD / FORKVM_PREFETCH and the flags: may turn uffd into file backing. */
 void uffd_restore_breakers(struct uffd_restore_opts *u, enum guest_mem_backing *backing);
 

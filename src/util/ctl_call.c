@@ -10,6 +10,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "util/errmsg.h"
 #include "util/unix_sock.h"
 
 static int connect_to(const char *path, int timeout_ms)
@@ -82,8 +83,7 @@ static int read_line(int fd, char **out, size_t *outlen)
 	}
 }
 
-int ctl_call(const char *path, json_t *request, json_t **reply, int timeout_ms, char *err,
-	     size_t errlen)
+int ctl_call(const char *path, json_t *request, json_t **reply, int timeout_ms, struct fvm_err *err)
 {
 	json_error_t jerr;
 	char *text = NULL, *line = NULL;
@@ -93,8 +93,7 @@ int ctl_call(const char *path, json_t *request, json_t **reply, int timeout_ms, 
 	*reply = NULL;
 	fd = connect_to(path, timeout_ms);
 	if (fd < 0) {
-		snprintf(err, errlen, "cannot reach VM at %s: %s", path, strerror(-fd));
-		return fd;
+		return errmsg(err, fd, "cannot reach VM at %s: %s", path, strerror(-fd));
 	}
 	text = json_dumps(request, JSON_COMPACT);
 	ret = text ? 0 : -ENOMEM;
@@ -112,13 +111,13 @@ int ctl_call(const char *path, json_t *request, json_t **reply, int timeout_ms, 
 	if (!ret)
 		ret = read_line(fd, &line, &linelen);
 	if (ret) {
-		snprintf(err, errlen, "talking to VM at %s: %s", path,
+		errf(err, "talking to VM at %s: %s", path,
 			 ret == -EAGAIN ? "timed out" : strerror(-ret));
 		goto out;
 	}
 	*reply = json_loadb(line, linelen, 0, &jerr);
 	if (!*reply) {
-		snprintf(err, errlen, "VM at %s sent invalid JSON: %s", path, jerr.text);
+		errf(err, "VM at %s sent invalid JSON: %s", path, jerr.text);
 		ret = -EPROTO;
 	}
 out:

@@ -6,12 +6,14 @@
 #include <jansson.h>
 #include <stddef.h>
 
+#include "util/errmsg.h"
+
 /*
  * Connect to the control socket at path, send request as one line, read one reply line
  * (timeout_ms bounds each read; -1 = none). Returns 0 with *reply to json_decref, or -errno
  * with err naming the socket and what failed (unreachable, timed out, invalid JSON).
  */
-int ctl_call(const char *path, json_t *request, json_t **reply, int timeout_ms, char *err,
-	     size_t errlen);
+int ctl_call(const char *path, json_t *request, json_t **reply, int timeout_ms,
+	     struct fvm_err *err);
 
 #endif

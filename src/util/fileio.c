@@ -14,26 +14,26 @@
 
 #include "util/errmsg.h"
 
-int file_open_regular(const char *path, int flags, struct stat *st, char *err, size_t errlen)
+int file_open_regular(const char *path, int flags, struct stat *st, struct fvm_err *err)
 {
 	int fd, fl, ret;
 
 	fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | flags);
 	if (fd < 0)
-		return errmsg(err, errlen, -errno, "open %s: %s", path,
+		return errmsg(err, -errno, "open %s: %s", path,
 			      errno == ELOOP ? "a symbolic link where a file was expected" :
 			      strerror(errno));
 	if (fstat(fd, st) < 0) {
-		ret = errmsg(err, errlen, -errno, "stat %s: %s", path, strerror(errno));
+		ret = errmsg(err, -errno, "stat %s: %s", path, strerror(errno));
 		goto err;
 	}
 	if (!S_ISREG(st->st_mode)) {
-		ret = errmsg(err, errlen, -EINVAL, "%s is not a regular file", path);
+		ret = errmsg(err, -EINVAL, "%s is not a regular file", path);
 		goto err;
 	}
 	fl = fcntl(fd, F_GETFL);
 	if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0) {
-		ret = errmsg(err, errlen, -errno, "clearing O_NONBLOCK on %s: %s", path,
+		ret = errmsg(err, -errno, "clearing O_NONBLOCK on %s: %s", path,
 			     strerror(errno));
 		goto err;
 	}
@@ -44,7 +44,7 @@ err:
 }
 
 int file_read(const char *path, uint64_t max, unsigned flags, uint8_t **data, size_t *len,
-	      char *err, size_t errlen)
+	      struct fvm_err *err)
 {
 	bool upto = flags & FILE_UPTO_MAX;
 	struct stat st;
@@ -55,13 +55,13 @@ int file_read(const char *path, uint64_t max, unsigned flags, uint8_t **data, si
 
 	*data = NULL;
 	*len = 0;
-	fd = file_open_regular(path, flags & FILE_NOFOLLOW ? O_NOFOLLOW : 0, &st, err, errlen);
+	fd = file_open_regular(path, flags & FILE_NOFOLLOW ? O_NOFOLLOW : 0, &st, err);
 	if (fd < 0)
 		return fd;
 	if (max >= SIZE_MAX)
 		max = SIZE_MAX - 1;
 	if (!upto && (uint64_t)st.st_size > max) {
-		ret = errmsg(err, errlen, -EFBIG, "%s is %llu bytes, above the limit of %llu", path,
+		ret = errmsg(err, -EFBIG, "%s is %llu bytes, above the limit of %llu", path,
 			     (unsigned long long)st.st_size, (unsigned long long)max);
 		goto out;
 	}
@@ -69,7 +69,7 @@ int file_read(const char *path, uint64_t max, unsigned flags, uint8_t **data, si
 	/* One spare byte: room for a NUL, and it tells a file that grew from one that did not. */
 	buf = malloc(size + 1);
 	if (!buf) {
-		ret = errmsg(err, errlen, -ENOMEM, "%s: out of memory for %zu bytes", path, size);
+		ret = errmsg(err, -ENOMEM, "%s: out of memory for %zu bytes", path, size);
 		goto out;
 	}
 	while (got < size + (upto ? 0 : 1)) {
@@ -77,7 +77,7 @@ int file_read(const char *path, uint64_t max, unsigned flags, uint8_t **data, si
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
-			ret = errmsg(err, errlen, -errno, "read %s: %s", path, strerror(errno));
+			ret = errmsg(err, -errno, "read %s: %s", path, strerror(errno));
 			goto out;
 		}
 		if (n == 0)
@@ -85,7 +85,7 @@ int file_read(const char *path, uint64_t max, unsigned flags, uint8_t **data, si
 		got += (size_t)n;
 	}
 	if (!upto && got != size) {
-		ret = errmsg(err, errlen, -EIO, "%s changed size while being read (%zu bytes, then "
+		ret = errmsg(err, -EIO, "%s changed size while being read (%zu bytes, then "
 			     "%s%zu)", path, size, got > size ? "more than " : "", got);
 		goto out;
 	}
@@ -101,7 +101,7 @@ out:
 	return 0;
 }
 
-static int fsync_dir_of(const char *path, char *err, size_t errlen)
+static int fsync_dir_of(const char *path, struct fvm_err *err)
 {
 	char copy[PATH_MAX];
 	int fd, ret = 0;
@@ -109,55 +109,55 @@ static int fsync_dir_of(const char *path, char *err, size_t errlen)
 	snprintf(copy, sizeof(copy), "%s", path);
 	fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
-		return errmsg(err, errlen, -errno, "open the directory of %s: %s", path,
+		return errmsg(err, -errno, "open the directory of %s: %s", path,
 			      strerror(errno));
 	if (fsync(fd) < 0)
-		ret = errmsg(err, errlen, -errno, "fsync the directory of %s: %s", path,
+		ret = errmsg(err, -errno, "fsync the directory of %s: %s", path,
 			     strerror(errno));
 	close(fd);
 	return ret;
 }
 
-int file_write_atomic(const char *path, const void *buf, size_t len, mode_t mode, char *err,
-		      size_t errlen)
+int file_write_atomic(const char *path, const void *buf, size_t len, mode_t mode,
+		      struct fvm_err *err)
 {
 	char tmp[PATH_MAX];
 	size_t done = 0;
 	int fd, ret = 0;
 
 	if (snprintf(tmp, sizeof(tmp), "%s.tmp-%d", path, (int)getpid()) >= (int)sizeof(tmp))
-		return errmsg(err, errlen, -ENAMETOOLONG, "write %s: %s", path,
+		return errmsg(err, -ENAMETOOLONG, "write %s: %s", path,
 			      strerror(ENAMETOOLONG));
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
 	if (fd < 0)
-		return errmsg(err, errlen, -errno, "create %s: %s", tmp, strerror(errno));
+		return errmsg(err, -errno, "create %s: %s", tmp, strerror(errno));
 	while (done < len) {
 		ssize_t n = write(fd, (const uint8_t *)buf + done, len - done);
 
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
-			ret = errmsg(err, errlen, -errno, "write %s: %s", tmp, strerror(errno));
+			ret = errmsg(err, -errno, "write %s: %s", tmp, strerror(errno));
 			goto out;
 		}
 		done += (size_t)n;
 	}
 	/* fchmod: the mode asked for, whatever the umask took away at create. */
 	if (fchmod(fd, mode) < 0 || fsync(fd) < 0) {
-		ret = errmsg(err, errlen, -errno, "fsync %s: %s", tmp, strerror(errno));
+		ret = errmsg(err, -errno, "fsync %s: %s", tmp, strerror(errno));
 		goto out;
 	}
 	ret = close(fd);
 	fd = -1;
 	if (ret < 0) {
-		ret = errmsg(err, errlen, -errno, "close %s: %s", tmp, strerror(errno));
+		ret = errmsg(err, -errno, "close %s: %s", tmp, strerror(errno));
 		goto out;
 	}
 	if (rename(tmp, path) < 0) {
-		ret = errmsg(err, errlen, -errno, "rename %s to %s: %s", tmp, path, strerror(errno));
+		ret = errmsg(err, -errno, "rename %s to %s: %s", tmp, path, strerror(errno));
 		goto out;
 	}
-	return fsync_dir_of(path, err, errlen);
+	return fsync_dir_of(path, err);
 out:
 	if (fd >= 0)
 		close(fd);

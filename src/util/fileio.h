@@ -11,6 +11,8 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
+#include "util/errmsg.h"
+
 /* file_read flags */
 #define FILE_NOFOLLOW (1u << 0) /* a symbolic link at path is an error (ELOOP) */
 #define FILE_UPTO_MAX (1u << 1) /* /proc, /sys: the first max bytes, whatever st_size says */
@@ -20,7 +22,7 @@
  * FIFO or device in the file's place cannot block the open; blocking again once checked.
  * Returns the fd (st filled in) or -errno.
  */
-int file_open_regular(const char *path, int flags, struct stat *st, char *err, size_t errlen);
+int file_open_regular(const char *path, int flags, struct stat *st, struct fvm_err *err);
 
 /*
  * The whole regular file at path into a malloc'd buffer with a NUL after its *len bytes.
@@ -30,12 +32,12 @@ int file_open_regular(const char *path, int flags, struct stat *st, char *err, s
  * the failing call.
  */
 int file_read(const char *path, uint64_t max, unsigned flags, uint8_t **data, size_t *len,
-	      char *err, size_t errlen);
+	      struct fvm_err *err);
 
 /* path written as PATH.tmp-PID, fsync'd, renamed over path, its directory fsync'd; on any
  * failure the temp file is removed and path is untouched. */
-int file_write_atomic(const char *path, const void *buf, size_t len, mode_t mode, char *err,
-		      size_t errlen);
+int file_write_atomic(const char *path, const void *buf, size_t len, mode_t mode,
+		      struct fvm_err *err);
 
 /* rm -r of name under dirfd (AT_FDCWD: a path); never follows symlinks; a missing name is
  * not an error. Returns 0 or -errno (-ELOOP deeper than 16 levels). */

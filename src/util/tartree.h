@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "util/errmsg.h"
+
 /* Directory levels below the root that archive/extract will walk. */
 #define TARTREE_MAX_DEPTH 64
 
@@ -37,7 +39,7 @@ enum tartree_kind { TARTREE_DIR, TARTREE_FILE };
  * -EISDIR, I/O) leave the members before the failing one extracted. err says which.
  */
 int tartree_extract(int dirfd, const uint8_t *tar, size_t len, const struct tartree_limits *lim,
-		    struct tartree_stats *st, char *err, size_t errlen);
+		    struct tartree_stats *st, struct fvm_err *err);
 
 /*
  * Archive path: a directory's contents (member names relative to it, sorted, symlinks kept
@@ -46,8 +48,7 @@ int tartree_extract(int dirfd, const uint8_t *tar, size_t len, const struct tart
  * past a limit, -ELOOP past TARTREE_MAX_DEPTH, errors of open/read).
  */
 int tartree_archive(const char *path, const struct tartree_limits *lim, uint8_t **out,
-		    size_t *out_len, enum tartree_kind *kind, struct tartree_stats *st, char *err,
-		    size_t errlen);
+		    size_t *out_len, enum tartree_kind *kind, struct tartree_stats *st, struct fvm_err *err);
 
 /* The last component of path, trailing slashes ignored, into out (cap bytes, truncated). */
 void tartree_base_name(const char *path, char *out, size_t cap);

@@ -13,6 +13,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "util/errmsg.h"
 #include "util/log.h"
 
 #define DEFAULT_ROOTS "/tmp:/var/tmp:/dev/shm"
@@ -301,8 +302,8 @@ int unix_accept(int listen_fd, int flags, const char *what)
 }
 
 /* Collapse "//" and drop a trailing '/'; refuse "." and ".." components. */
-static int normalize(const char *field, const char *path, char *out, size_t outlen, char *err,
-		     size_t errlen)
+static int normalize(const char *field, const char *path, char *out, size_t outlen,
+		     struct fvm_err *err)
 {
 	size_t n = 0;
 
@@ -317,13 +318,12 @@ static int normalize(const char *field, const char *path, char *out, size_t outl
 		end = strchrnul(p, '/');
 		len = (size_t)(end - p);
 		if ((len == 1 && p[0] == '.') || (len == 2 && p[0] == '.' && p[1] == '.')) {
-			snprintf(err, errlen, "field '%s': '.' and '..' components are not allowed",
+			return errmsg(err, -EINVAL,
+				      "field '%s': '.' and '..' components are not allowed",
 				 field);
-			return -EINVAL;
 		}
 		if (n + 1 + len >= outlen) {
-			snprintf(err, errlen, "field '%s' is too long", field);
-			return -ENAMETOOLONG;
+			return errmsg(err, -ENAMETOOLONG, "field '%s' is too long", field);
 		}
 		out[n++] = '/';
 		memcpy(out + n, p, len);
@@ -337,8 +337,8 @@ static int normalize(const char *field, const char *path, char *out, size_t outl
 }
 
 /* Resolve the longest existing prefix of an absolute, normalized path; keep the rest. */
-static int resolve(const char *field, const char *norm, char *out, size_t outlen, char *err,
-		   size_t errlen)
+static int resolve(const char *field, const char *norm, char *out, size_t outlen,
+		   struct fvm_err *err)
 {
 	char prefix[PATH_MAX], real[PATH_MAX];
 	size_t cut = strlen(norm);
@@ -357,7 +357,7 @@ static int resolve(const char *field, const char *norm, char *out, size_t outlen
 		if (errno != ENOENT || cut == 0 || lstat(prefix, &st) == 0) {
 			/* lstat finding it: a dangling symlink, which creating would follow */
 			int e = errno == ENOENT ? ELOOP : errno;
-			snprintf(err, errlen, "field '%s': resolving %s: %s", field, prefix,
+			errf(err, "field '%s': resolving %s: %s", field, prefix,
 				 strerror(e));
 			return -e;
 		}
@@ -368,8 +368,7 @@ static int resolve(const char *field, const char *norm, char *out, size_t outlen
 	}
 	if (snprintf(out, outlen, "%s%s", strcmp(real, "/") ? real : "", norm + cut) >=
 	    (int)outlen) {
-		snprintf(err, errlen, "field '%s' is too long once resolved", field);
-		return -ENAMETOOLONG;
+		return errmsg(err, -ENAMETOOLONG, "field '%s' is too long once resolved", field);
 	}
 	if (!out[0])
 		snprintf(out, outlen, "/");
@@ -405,7 +404,7 @@ const char *path_snapshot_roots(void)
 }
 
 int path_confine(const char *field, const char *path, const char *const *extra_roots,
-		 bool allow_root, char *err, size_t errlen)
+		 bool allow_root, struct fvm_err *err)
 {
 	const char *env = path_snapshot_roots();
 	char norm[PATH_MAX], full[PATH_MAX], roots[4096], shown[4096] = "";
@@ -413,12 +412,11 @@ int path_confine(const char *field, const char *path, const char *const *extra_r
 	int ret;
 
 	if (!path || path[0] != '/') {
-		snprintf(err, errlen, "field '%s' must be an absolute path", field);
-		return -EINVAL;
+		return errmsg(err, -EINVAL, "field '%s' must be an absolute path", field);
 	}
-	ret = normalize(field, path, norm, sizeof(norm), err, errlen);
+	ret = normalize(field, path, norm, sizeof(norm), err);
 	if (!ret)
-		ret = resolve(field, norm, full, sizeof(full), err, errlen);
+		ret = resolve(field, norm, full, sizeof(full), err);
 	if (ret)
 		return ret;
 	for (int i = 0; extra_roots && extra_roots[i]; i++) {
@@ -429,34 +427,30 @@ int path_confine(const char *field, const char *path, const char *const *extra_r
 			n = sizeof(shown) - 1;
 	}
 	if (snprintf(roots, sizeof(roots), "%s", env) >= (int)sizeof(roots)) {
-		snprintf(err, errlen, "FORKVM_SNAPSHOT_ROOTS is longer than %zu bytes",
+		return errmsg(err, -ENAMETOOLONG, "FORKVM_SNAPSHOT_ROOTS is longer than %zu bytes",
 			 sizeof(roots) - 1);
-		return -ENAMETOOLONG;
 	}
 	for (char *save = NULL, *r = strtok_r(roots, ":", &save); r; r = strtok_r(NULL, ":", &save))
 		if (inside_root(full, r, allow_root))
 			return 0;
-	snprintf(err, errlen,
+	errf(err,
 		 "field '%s': %s is outside the allowed roots (%s%s; see FORKVM_SNAPSHOT_ROOTS)",
 		 field, full, shown, env);
 	return -EACCES;
 }
 
-int name_check(const char *field, const char *name, size_t maxlen, char *err, size_t errlen)
+int name_check(const char *field, const char *name, size_t maxlen, struct fvm_err *err)
 {
 	size_t len = name ? strlen(name) : 0;
 
 	if (len == 0 || len > maxlen) {
-		snprintf(err, errlen, "field '%s' must be 1-%zu characters", field, maxlen);
-		return -EINVAL;
+		return errmsg(err, -EINVAL, "field '%s' must be 1-%zu characters", field, maxlen);
 	}
 	if (strchr(name, '/')) {
-		snprintf(err, errlen, "field '%s' must not contain '/'", field);
-		return -EINVAL;
+		return errmsg(err, -EINVAL, "field '%s' must not contain '/'", field);
 	}
 	if (name[0] == '.') {
-		snprintf(err, errlen, "field '%s' must not start with '.'", field);
-		return -EINVAL;
+		return errmsg(err, -EINVAL, "field '%s' must not start with '.'", field);
 	}
 	return 0;
 }

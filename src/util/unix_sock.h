@@ -5,6 +5,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "util/errmsg.h"
+
 /*
  * Listen on a SOCK_STREAM Unix socket at path (what names it in errors: "control socket").
  * - The containing directory is created 0700 if missing; an existing one must be owned by
@@ -43,12 +45,12 @@ bool unix_peer_trusted(int fd, unsigned *uid);
  * /tmp, /var/tmp and /dev/shm. On refusal returns -EACCES/-EINVAL with err naming field.
  */
 int path_confine(const char *field, const char *path, const char *const *extra_roots,
-		 bool allow_root, char *err, size_t errlen);
+		 bool allow_root, struct fvm_err *err);
 
 /* The roots path_confine allows: $FORKVM_SNAPSHOT_ROOTS, or "/tmp:/var/tmp:/dev/shm". */
 const char *path_snapshot_roots(void);
 
 /* A file name field (a VM name, a prefix): 1-maxlen bytes, no '/', no leading '.'. */
-int name_check(const char *field, const char *name, size_t maxlen, char *err, size_t errlen);
+int name_check(const char *field, const char *name, size_t maxlen, struct fvm_err *err);
 
 #endif

@@ -206,8 +206,7 @@ static void header_path(const uint8_t *h, struct ustar_entry *e)
 }
 
 /* Map the type flag; a name ending in '/' marks an old-style directory. */
-static int member_type(char flag, const char *raw_path, struct ustar_entry *e, char *err,
-		       size_t errlen)
+static int member_type(char flag, const char *raw_path, struct ustar_entry *e, struct fvm_err *err)
 {
 	size_t n = strlen(raw_path);
 
@@ -224,26 +223,26 @@ static int member_type(char flag, const char *raw_path, struct ustar_entry *e, c
 		e->type = USTAR_SYMLINK;
 		return 0;
 	case '1':
-		return errmsg(err, errlen, -EINVAL, "%.200s: hard links are not supported", raw_path);
+		return errmsg(err, -EINVAL, "%.200s: hard links are not supported", raw_path);
 	case '3':
 	case '4':
 	case '6':
-		return errmsg(err, errlen, -EINVAL, "%.200s: device and FIFO members are not supported",
+		return errmsg(err, -EINVAL, "%.200s: device and FIFO members are not supported",
 			      raw_path);
 	default:
-		return errmsg(err, errlen, -EINVAL, "%.200s: unsupported member type '%c'", raw_path,
+		return errmsg(err, -EINVAL, "%.200s: unsupported member type '%c'", raw_path,
 			      flag >= 0x20 && flag < 0x7f ? flag : '?');
 	}
 }
 
 /* The member data of header at r->pos: bounds-checked; advances past its padding. */
-static int take_data(struct ustar_reader *r, uint64_t size, const uint8_t **data, char *err,
-		     size_t errlen)
+static int take_data(struct ustar_reader *r, uint64_t size, const uint8_t **data,
+		     struct fvm_err *err)
 {
 	size_t avail = r->len - r->pos - USTAR_BLOCK;
 
 	if (size > avail)
-		return errmsg(err, errlen, -EBADMSG,
+		return errmsg(err, -EBADMSG,
 			      "truncated archive: a member of %llu bytes at offset %zu has only %zu",
 			      (unsigned long long)size, r->pos, avail);
 	*data = r->buf + r->pos + USTAR_BLOCK;
@@ -253,7 +252,7 @@ static int take_data(struct ustar_reader *r, uint64_t size, const uint8_t **data
 
 /* A meta header ('L', 'K', 'x', 'g') at the current position: apply it to e / o. */
 static int apply_meta(char flag, const uint8_t *data, size_t size, struct ustar_entry *e,
-		      struct overrides *o, size_t at, char *err, size_t errlen)
+		      struct overrides *o, size_t at, struct fvm_err *err)
 {
 	int bad = 0;
 
@@ -267,12 +266,12 @@ static int apply_meta(char flag, const uint8_t *data, size_t size, struct ustar_
 		bad = parse_pax(data, size, e, o);
 	}
 	if (bad)
-		return errmsg(err, errlen, -EBADMSG, "malformed '%c' header at offset %zu", flag, at);
+		return errmsg(err, -EBADMSG, "malformed '%c' header at offset %zu", flag, at);
 	return 0;
 }
 
 static int read_header(struct ustar_reader *r, struct ustar_entry *e, struct overrides *o,
-		       bool *is_member, char *err, size_t errlen)
+		       bool *is_member, struct fvm_err *err)
 {
 	const uint8_t *h = r->buf + r->pos, *data = NULL;
 	uint64_t size, mode, mtime;
@@ -281,23 +280,23 @@ static int read_header(struct ustar_reader *r, struct ustar_entry *e, struct ove
 	int ret;
 
 	if (!checksum_ok(h))
-		return errmsg(err, errlen, -EBADMSG, "bad header checksum at offset %zu", at);
+		return errmsg(err, -EBADMSG, "bad header checksum at offset %zu", at);
 	if (memcmp(h + H_MAGIC, "ustar", 5))
-		return errmsg(err, errlen, -EBADMSG, "not a ustar header at offset %zu", at);
+		return errmsg(err, -EBADMSG, "not a ustar header at offset %zu", at);
 	if (parse_number(h + H_SIZE, 12, &size) < 0 || parse_number(h + H_MODE, 8, &mode) < 0 ||
 	    parse_number(h + H_MTIME, 12, &mtime) < 0)
-		return errmsg(err, errlen, -EBADMSG, "bad number in the header at offset %zu", at);
+		return errmsg(err, -EBADMSG, "bad number in the header at offset %zu", at);
 	*is_member = flag != 'L' && flag != 'K' && flag != 'x' && flag != 'g';
 	if (*is_member && o->size)
 		size = o->size_value;
-	ret = take_data(r, size, &data, err, errlen);
+	ret = take_data(r, size, &data, err);
 	if (ret < 0 || !*is_member)
-		return ret < 0 ? ret : apply_meta(flag, data, (size_t)size, e, o, at, err, errlen);
+		return ret < 0 ? ret : apply_meta(flag, data, (size_t)size, e, o, at, err);
 	if (!o->path)
 		header_path(h, e);
 	if (!o->link)
 		field_string(e->link, sizeof(e->link), h + H_LINK, H_LINK_LEN);
-	ret = member_type(flag, e->path, e, err, errlen);
+	ret = member_type(flag, e->path, e, err);
 	if (ret < 0)
 		return ret;
 	e->mode = (unsigned int)(mode & 07777);
@@ -307,7 +306,7 @@ static int read_header(struct ustar_reader *r, struct ustar_entry *e, struct ove
 	return 0;
 }
 
-int ustar_next(struct ustar_reader *r, struct ustar_entry *e, char *err, size_t errlen)
+int ustar_next(struct ustar_reader *r, struct ustar_entry *e, struct fvm_err *err)
 {
 	struct overrides o = { 0 };
 	bool is_member = false;
@@ -318,30 +317,30 @@ int ustar_next(struct ustar_reader *r, struct ustar_entry *e, char *err, size_t 
 	while (!is_member) {
 		if (r->done || r->pos == r->len) {
 			if (o.path || o.link || o.size)
-				return errmsg(err, errlen, -EBADMSG,
+				return errmsg(err, -EBADMSG,
 					      "truncated archive: extended header without a member");
 			r->done = true;
 			return 0;
 		}
 		if (r->len - r->pos < USTAR_BLOCK)
-			return errmsg(err, errlen, -EBADMSG, "truncated header at offset %zu", r->pos);
+			return errmsg(err, -EBADMSG, "truncated header at offset %zu", r->pos);
 		if (all_zero(r->buf + r->pos, USTAR_BLOCK)) {
 			r->done = true;
 			continue;
 		}
-		ret = read_header(r, e, &o, &is_member, err, errlen);
+		ret = read_header(r, e, &o, &is_member, err);
 		if (ret < 0)
 			return ret;
 	}
 	memcpy(raw, e->path, strnlen(e->path, sizeof(raw) - 1)); /* for messages */
 	raw[strnlen(e->path, sizeof(raw) - 1)] = '\0';
-	ret = ustar_clean_path(e->path, err, errlen);
+	ret = ustar_clean_path(e->path, err);
 	if (ret < 0)
 		return ret;
 	if (!e->path[0] && e->type != USTAR_DIR)
-		return errmsg(err, errlen, -EINVAL, "member '%s' has no name", raw);
+		return errmsg(err, -EINVAL, "member '%s' has no name", raw);
 	if (e->type == USTAR_SYMLINK && !e->link[0])
-		return errmsg(err, errlen, -EINVAL, "symlink '%.200s' has no target", e->path);
+		return errmsg(err, -EINVAL, "symlink '%.200s' has no target", e->path);
 	return 1;
 }
 
@@ -358,15 +357,15 @@ static bool has_dotdot(const char *path)
 	return false;
 }
 
-int ustar_clean_path(char *path, char *err, size_t errlen)
+int ustar_clean_path(char *path, struct fvm_err *err)
 {
 	const char *src = path;
 	char *dst = path;
 
 	if (path[0] == '/')
-		return errmsg(err, errlen, -EINVAL, "member '%.200s' has an absolute path", path);
+		return errmsg(err, -EINVAL, "member '%.200s' has an absolute path", path);
 	if (has_dotdot(path))
-		return errmsg(err, errlen, -EINVAL, "member '%.200s' has a '..' component", path);
+		return errmsg(err, -EINVAL, "member '%.200s' has a '..' component", path);
 	while (*src) {
 		const char *end = strchrnul(src, '/');
 		size_t n = (size_t)(end - src);

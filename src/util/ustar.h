@@ -16,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "util/errmsg.h"
+
 #define USTAR_BLOCK 512
 /* Longest member name or link target accepted (pax and GNU long names included). */
 #define USTAR_PATH_MAX 4096
@@ -48,13 +50,13 @@ void ustar_reader_init(struct ustar_reader *r, const uint8_t *buf, size_t len);
  * truncated archive (bad checksum, bad number, data past the end), -EINVAL for a member that
  * would leave the target (absolute path, ".." component) or whose type is not supported.
  */
-int ustar_next(struct ustar_reader *r, struct ustar_entry *e, char *err, size_t errlen);
+int ustar_next(struct ustar_reader *r, struct ustar_entry *e, struct fvm_err *err);
 
 /*
  * Make path a clean relative member name in place (see struct ustar_entry). Returns 0, or
  * -EINVAL with err set for an absolute path or a ".." component. "." and "./" become "".
  */
-int ustar_clean_path(char *path, char *err, size_t errlen);
+int ustar_clean_path(char *path, struct fvm_err *err);
 
 struct ustar_writer {
 	uint8_t *buf;

@@ -1,5 +1,6 @@
 /* CPUID filtering: topology per vCPU and user-maskable features. */
 #include "x86/cpuid.h"
+#include "util/errmsg.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -44,7 +45,7 @@ const char *cpuid_feature_name(uint32_t leaf, uint32_t subleaf, enum cpuid_reg r
 	return NULL;
 }
 
-int cpuid_policy_parse(struct cpuid_policy *policy, const char *spec, char *err, size_t errlen)
+int cpuid_policy_parse(struct cpuid_policy *policy, const char *spec, struct fvm_err *err)
 {
 	char buf[512], *save = NULL;
 
@@ -52,24 +53,21 @@ int cpuid_policy_parse(struct cpuid_policy *policy, const char *spec, char *err,
 	if (!spec || !*spec)
 		return 0;
 	if (strlen(spec) >= sizeof(buf)) {
-		snprintf(err, errlen, "feature list too long");
-		return -EINVAL;
+		return errmsg(err, -EINVAL, "feature list too long");
 	}
 	strcpy(buf, spec);
 	for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
 		const char *name = tok[0] == '-' ? tok + 1 : tok;
 		const struct cpuid_feature *f = cpuid_feature_find(name);
 		if (tok[0] == '+') {
-			snprintf(err, errlen, "'%s': features can only be hidden ('-%s')", tok, tok + 1);
-			return -EINVAL;
+			return errmsg(err, -EINVAL, "'%s': features can only be hidden ('-%s')",
+				      tok, tok + 1);
 		}
 		if (!f) {
-			snprintf(err, errlen, "unknown CPU feature '%s'", name);
-			return -EINVAL;
+			return errmsg(err, -EINVAL, "unknown CPU feature '%s'", name);
 		}
 		if (policy->nhidden == CPUID_POLICY_MAX) {
-			snprintf(err, errlen, "too many features (max %d)", CPUID_POLICY_MAX);
-			return -EINVAL;
+			return errmsg(err, -EINVAL, "too many features (max %d)", CPUID_POLICY_MAX);
 		}
 		policy->hidden[policy->nhidden++] = f;
 	}

@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "util/errmsg.h"
+
 enum cpuid_reg { CPUID_EAX, CPUID_EBX, CPUID_ECX, CPUID_EDX };
 
 /* A named feature bit users can mask ("-cx16"). */
@@ -27,7 +29,7 @@ const struct cpuid_feature *cpuid_feature_find(const char *name);
 /* Name of a known feature bit, or NULL. */
 const char *cpuid_feature_name(uint32_t leaf, uint32_t subleaf, enum cpuid_reg reg, int bit);
 /* Parse "-cx16,-xsave" (a leading '-' is optional); error names the unknown feature. */
-int cpuid_policy_parse(struct cpuid_policy *policy, const char *spec, char *err, size_t errlen);
+int cpuid_policy_parse(struct cpuid_policy *policy, const char *spec, struct fvm_err *err);
 /* "-cx16,-xsave" (parses back) for logs and snapshots. */
 void cpuid_policy_format(const struct cpuid_policy *policy, char *buf, size_t len);
 

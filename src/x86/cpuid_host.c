@@ -1,5 +1,6 @@
 /* Host-probed CPUID defaults: a table of host traits and the features each one must hide. */
 #include "x86/cpuid_host.h"
+#include "util/errmsg.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -19,7 +20,8 @@ static const struct cpuid_host_rule rules[] = {
 int cpuid_host_default_policy(const char *root, struct cpuid_policy *policy, char *why,
 			      size_t whylen)
 {
-	char spec[256] = "", path[512], err[128];
+	char spec[256] = "", path[512];
+	struct fvm_err err = FVM_ERR_INIT;
 	size_t off = 0, woff = 0;
 
 	memset(policy, 0, sizeof(*policy));
@@ -38,5 +40,5 @@ int cpuid_host_default_policy(const char *root, struct cpuid_policy *policy, cha
 		if (off >= sizeof(spec))
 			return -EINVAL;
 	}
-	return cpuid_policy_parse(policy, spec, err, sizeof(err));
+	return cpuid_policy_parse(policy, spec, &err);
 }

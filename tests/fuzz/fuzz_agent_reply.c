@@ -6,6 +6,7 @@
 #include "fuzz_util.h"
 #include "agent/agent_client.h"
 #include "util/clock.h"
+#include "util/errmsg.h"
 
 #include <errno.h>
 #include <sys/socket.h>
@@ -14,7 +15,7 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	int sv[2], ret;
-	char err[512];
+	struct fvm_err err = FVM_ERR_INIT;
 	json_t *req, *reply = NULL;
 	size_t off = 0;
 
@@ -30,16 +31,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		off += (size_t)n;
 	}
 	shutdown(sv[1], SHUT_WR);
-	err[0] = '\0';
+	err.msg[0] = '\0';
 	if (data[0] & 1) {
 		ret = agent_vsock_connect(sv[0], "fuzz.vsock", 52, deadline_after_ms(2000), -1,
-					  err, sizeof(err));
+					  &err);
 	} else {
 		req = json_pack("{s:s,s:i}", "op", "ping", "id", 1);
 		if (!req)
 			abort();
-		ret = agent_request(sv[0], req, &reply, deadline_after_ms(2000), -1, err,
-				    sizeof(err));
+		ret = agent_request(sv[0], req, &reply, deadline_after_ms(2000), -1, &err);
 		json_decref(req);
 		if (ret == 0 && !json_is_object(reply))
 			abort();
@@ -47,7 +47,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	if (ret == -ETIMEDOUT)
 		abort(); /* everything was sent and the peer closed: waiting longer is a hang */
-	if (ret && !err[0])
+	if (ret && !err.msg[0])
 		abort(); /* every failure says why */
 	close(sv[0]);
 	close(sv[1]);

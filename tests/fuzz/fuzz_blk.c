@@ -46,7 +46,7 @@ static struct disk *disk_once(void)
 	for (size_t i = 0; i < sizeof(pattern); i++)
 		pattern[i] = (uint8_t)(i * 7 + 1);
 	fz_write_file(base, pattern, sizeof(pattern));
-	if (disk_open(&o, &disk, NULL, 0))
+	if (disk_open(&o, &disk, NULL))
 		abort();
 	atexit(cleanup);
 	return disk;

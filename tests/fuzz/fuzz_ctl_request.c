@@ -2,19 +2,20 @@
  * command table (src/ctl/ctl_commands.c). Input: one request line, as the server reads it. */
 #include "fuzz_util.h"
 #include "ctl/ctl.h"
+#include "util/errmsg.h"
 
 #include <jansson.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct ctl_request req;
-	char err[512];
+	struct fvm_err err = FVM_ERR_INIT;
 	json_t *reply;
 
 	if (size > CTL_MAX_LINE)
 		return 0; /* the server rejects longer lines before parsing */
-	err[0] = '\0';
-	if (ctl_request_parse((const char *)data, size, &req, err, sizeof(err)) == 0) {
+	err.msg[0] = '\0';
+	if (ctl_request_parse((const char *)data, size, &req, &err) == 0) {
 		if (!req.cmd || !req.root)
 			abort();
 		/* What handlers do: read every declared field with its accessor. */
@@ -36,9 +37,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		reply = ctl_reply_ok();
 		ctl_request_release(&req);
 	} else {
-		if (!err[0])
+		if (!err.msg[0])
 			abort(); /* every rejection carries a message for the client */
-		reply = ctl_reply_error("%s", err);
+		reply = ctl_reply_error("%s", err.msg);
 	}
 	if (!reply)
 		abort();

@@ -4,6 +4,7 @@
  * survive an encode/decode round trip (FKAL: byte for byte; HPL1: same entries). */
 #include "fuzz_util.h"
 #include "uffd/hotlist.h"
+#include "util/errmsg.h"
 
 #include <xxhash.h>
 
@@ -12,9 +13,9 @@ static void fuzz_hpl(const uint8_t *buf, size_t len, const struct hot_layout *la
 	struct hot_page *pages, *back;
 	uint8_t *again;
 	size_t n, again_len, back_n;
-	char err[256];
+	struct fvm_err err = FVM_ERR_INIT;
 
-	if (hpl_decode(buf, len, layout, &pages, &n, err, sizeof(err)))
+	if (hpl_decode(buf, len, layout, &pages, &n, &err))
 		return;
 	for (size_t i = 0; i < n; i++) {
 		struct hot_page rt;
@@ -30,7 +31,7 @@ static void fuzz_hpl(const uint8_t *buf, size_t len, const struct hot_layout *la
 		abort();
 	/* Varints may be over-long (0x80 0x00 is 0): not one encoding per list, but the minimal
 	 * re-encoding must be no longer and decode to the same entries. */
-	if (again_len > len || hpl_decode(again, again_len, layout, &back, &back_n, err, sizeof(err)) ||
+	if (again_len > len || hpl_decode(again, again_len, layout, &back, &back_n, &err) ||
 	    back_n != n)
 		abort();
 	for (size_t i = 0; i < n; i++)
@@ -46,7 +47,7 @@ static void fuzz_alog(uint8_t *buf, size_t len, uint64_t total_pages, int fixup)
 	uint64_t *pages;
 	uint8_t *again;
 	size_t n, again_len;
-	char err[256];
+	struct fvm_err err = FVM_ERR_INIT;
 
 	if (fixup && len >= 8) {
 		uint64_t sum = XXH64(buf, len - 8, 0);
@@ -54,7 +55,7 @@ static void fuzz_alog(uint8_t *buf, size_t len, uint64_t total_pages, int fixup)
 		for (int i = 0; i < 8; i++)
 			buf[len - 8 + i] = (uint8_t)(sum >> (8 * i));
 	}
-	if (alog_decode(buf, len, total_pages, &pages, &n, err, sizeof(err)))
+	if (alog_decode(buf, len, total_pages, &pages, &n, &err))
 		return;
 	if (alog_encode(pages, n, &again, &again_len))
 		abort();

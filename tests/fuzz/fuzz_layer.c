@@ -71,7 +71,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	const uint8_t *link, *vmstate, *pages_in;
 	size_t link_len, vm_len, pages_len;
 	uint8_t *pages;
-	char buf[512], err[1024], path[400];
+	char buf[512], path[400];
+	struct fvm_err err = FVM_ERR_INIT;
 
 	setup();
 	flags = (unsigned)fz_uint(&f, 1);
@@ -112,12 +113,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	mem.page_size = PAGE;
 	mem.nregions = 1;
 	mem.regions[0].size = mem.size;
-	err[0] = '\0';
-	if (snap_layers_apply(&mem, layer_dir, err, sizeof(err))) {
-		if (!err[0])
+	errclear(&err);
+	if (snap_layers_apply(&mem, layer_dir, &err)) {
+		if (!errset(&err))
 			abort(); /* every failure must say why */
 		if (getenv("FORKVM_FUZZ_VERBOSE"))
-			fprintf(stderr, "apply: %s\n", err);
+			fprintf(stderr, "apply: %s\n", err.msg);
 	}
 	return 0;
 }

@@ -4,6 +4,7 @@
  * leading '/', no empty, "." or ".." component) and data inside the input; whatever it
  * accepts, the writer must write again and the reader give back unchanged. */
 #include "fuzz_util.h"
+#include "util/errmsg.h"
 #include "util/ustar.h"
 
 #include <errno.h>
@@ -30,12 +31,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static struct ustar_entry e, back;
 	struct ustar_reader r, again;
 	struct ustar_writer w;
-	char err[256] = "";
+	struct fvm_err err = FVM_ERR_INIT;
 	int ret, n = 0;
 
 	ustar_reader_init(&r, data, size);
 	ustar_writer_init(&w, 4 * size + 64 * USTAR_BLOCK);
-	while ((ret = ustar_next(&r, &e, err, sizeof(err))) > 0 && n < 256) {
+	while ((ret = ustar_next(&r, &e, &err)) > 0 && n < 256) {
 		check_path(e.path);
 		if (e.type == USTAR_FILE && e.size && (e.data < data || e.data + e.size > data + size))
 			abort();
@@ -50,7 +51,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort(); /* anything read must be writable again */
 		n++;
 	}
-	if (ret < 0 && !err[0])
+	if (ret < 0 && !err.msg[0])
 		abort(); /* every refusal says why */
 	if (ustar_finish(&w) < 0)
 		abort();
@@ -58,11 +59,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	ustar_reader_init(&r, data, size);
 	ustar_reader_init(&again, w.buf, w.len);
 	for (int i = 0; i < n;) {
-		if (ustar_next(&r, &e, err, sizeof(err)) <= 0)
+		if (ustar_next(&r, &e, &err) <= 0)
 			abort();
 		if (!e.path[0])
 			continue;
-		if (ustar_next(&again, &back, err, sizeof(err)) != 1)
+		if (ustar_next(&again, &back, &err) != 1)
 			abort();
 		if (back.type != e.type || strcmp(back.path, e.path) || back.size != e.size ||
 		    back.mode != e.mode || (e.size && memcmp(back.data, e.data, e.size)) ||
@@ -71,7 +72,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort();
 		i++;
 	}
-	if (ustar_next(&again, &back, err, sizeof(err)) != 0)
+	if (ustar_next(&again, &back, &err) != 0)
 		abort();
 	ustar_writer_free(&w);
 	return 0;

@@ -13,6 +13,7 @@
  * of the KVM structures come from this build, so tests/fuzz/make_corpus.sh asks the harness). */
 #include "fuzz_util.h"
 #include "snapshot/snapshot.h"
+#include "util/errmsg.h"
 
 #include <linux/kvm.h>
 
@@ -51,12 +52,12 @@ static void check(uint8_t *data, size_t len)
 {
 	struct snapshot snap;
 	struct snap_machine *m;
-	char err[512];
+	struct fvm_err err = FVM_ERR_INIT;
 
 	memset(&snap, 0, sizeof(snap));
-	if (snap_state_parse(data, len, &snap.state, err, sizeof(err))) {
+	if (snap_state_parse(data, len, &snap.state, &err)) {
 		if (getenv("FORKVM_FUZZ_VERBOSE"))
-			fprintf(stderr, "parse: %s\n", err);
+			fprintf(stderr, "parse: %s\n", err.msg);
 		return; /* data was freed by the parser */
 	}
 	for (int i = 0; i < snap.state.nsections; i++) {
@@ -69,10 +70,10 @@ static void check(uint8_t *data, size_t len)
 	m = calloc(1, sizeof(*m));
 	if (!m)
 		abort();
-	if (snap_decode(&snap, m, err, sizeof(err)) == 0)
+	if (snap_decode(&snap, m, &err) == 0)
 		snap_machine_free(m);
 	else if (getenv("FORKVM_FUZZ_VERBOSE"))
-		fprintf(stderr, "decode: %s\n", err);
+		fprintf(stderr, "decode: %s\n", err.msg);
 	free(m);
 	snap_state_free(&snap.state);
 }

@@ -6,12 +6,14 @@
 #include "agent/agent_client.h"
 #include "agent/agent_sync.h"
 #include "util/clock.h"
+#include "util/errmsg.h"
 
 int main(int argc, char **argv)
 {
 	struct agent_sync_stats st;
 	long timeout_ms = 10000;
-	char err[1024], *end;
+	char *end;
+	struct fvm_err err = FVM_ERR_INIT;
 
 	if (argc != 3 && argc != 4) {
 		fprintf(stderr, "usage: agent_notify VSOCK_SOCKET PORT [TIMEOUT_MS]\n");
@@ -26,8 +28,8 @@ int main(int argc, char **argv)
 		}
 	}
 	if (agent_sync(argv[1], atoi(argv[2]), timeout_ms ? deadline_after_ms(timeout_ms) : 0,
-		       -1, &st, err, sizeof(err)) < 0) {
-		fprintf(stderr, "agent_notify: %s\n", err);
+		       -1, &st, &err) < 0) {
+		fprintf(stderr, "agent_notify: %s\n", err.msg);
 		return 1;
 	}
 	/* One line for the tests: how many connections it took and what the agent reported. */

@@ -21,6 +21,7 @@
 #include "fork/fd_hygiene.h"
 #include "jail/seccomp.h"
 #include "net/net.h"
+#include "util/errmsg.h"
 
 static int relay_filter(void)
 {
@@ -54,31 +55,31 @@ int main(int argc, char **argv)
 	};
 	static struct net parent, child;
 	struct net_opts o;
-	char err[1024];
+	struct fvm_err err = FVM_ERR_INIT;
 	int c, ret = 0, status;
 	pid_t pid;
 
 	net_opts_init(&o);
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
-		case 'n': ret = net_opts_mode(&o, optarg, err, sizeof(err)); break;
-		case 'p': ret = net_opts_publish(&o, optarg, err, sizeof(err)); break;
-		case 'a': ret = net_opts_cidr(&o, true, optarg, err, sizeof(err)); break;
-		case 'd': ret = net_opts_cidr(&o, false, optarg, err, sizeof(err)); break;
-		default: ret = -EINVAL; snprintf(err, sizeof(err), "unknown option"); break;
+		case 'n': ret = net_opts_mode(&o, optarg, &err); break;
+		case 'p': ret = net_opts_publish(&o, optarg, &err); break;
+		case 'a': ret = net_opts_cidr(&o, true, optarg, &err); break;
+		case 'd': ret = net_opts_cidr(&o, false, optarg, &err); break;
+		default: ret = -EINVAL; snprintf(err.msg, sizeof(err.msg), "unknown option"); break;
 		}
 		if (ret) {
-			fprintf(stderr, "net_child: %s\n", err);
+			fprintf(stderr, "net_child: %s\n", err.msg);
 			return 2;
 		}
 	}
 	o.relay_thread_init = relay_filter;
-	if (net_opts_finish(&o, err, sizeof(err)) || jail_seccomp_init(false) < 0) {
-		fprintf(stderr, "net_child: %s\n", err);
+	if (net_opts_finish(&o, &err) || jail_seccomp_init(false) < 0) {
+		fprintf(stderr, "net_child: %s\n", err.msg);
 		return 2;
 	}
-	if (net_create(&o, &parent, err, sizeof(err))) {
-		fprintf(stderr, "net_child: parent: %s\n", err);
+	if (net_create(&o, &parent, &err)) {
+		fprintf(stderr, "net_child: parent: %s\n", err.msg);
 		return 1;
 	}
 	if (jail_seccomp_apply(JAIL_ROLE_CONTROL) < 0)
@@ -93,9 +94,9 @@ int main(int argc, char **argv)
 		int keep[1] = { -1 };
 
 		fds_close_except(keep, 0);
-		ret = net_create_child(&child, true, err, sizeof(err));
+		ret = net_create_child(&child, true, &err);
 		if (ret) {
-			fprintf(stderr, "net_child: child: %s\n", err);
+			fprintf(stderr, "net_child: child: %s\n", err.msg);
 			_exit(1);
 		}
 		_exit(serve("child", &child));

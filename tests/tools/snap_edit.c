@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "snapshot/snap_format.h"
+#include "util/errmsg.h"
 #include "x86/cpuid.h"
 
 static int usage(void)
@@ -34,13 +35,14 @@ int main(int argc, char **argv)
 {
 	struct snapshot snap;
 	struct snap_buf out;
-	char err[512], path[4200];
+	char path[4200];
+	struct fvm_err err = FVM_ERR_INIT;
 	int fd;
 
 	if (argc < 5)
 		return usage();
-	if (snap_open(argv[1], &snap, err, sizeof(err))) {
-		fprintf(stderr, "snap_edit: %s\n", err);
+	if (snap_open(argv[1], &snap, &err)) {
+		fprintf(stderr, "snap_edit: %s\n", err.msg);
 		return 1;
 	}
 	snap_buf_init(&out);

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/errmsg.h"
 #include "x86/cpuid.h"
 
 #define IDX KVM_CPUID_FLAG_SIGNIFCANT_INDEX
@@ -156,9 +157,9 @@ static void test_build_clears_hidden_bits_only(void **state)
 {
 	struct kvm_cpuid2 *sup = make_supported();
 	struct cpuid_policy p;
-	char err[128] = "";
+	struct fvm_err err = FVM_ERR_INIT;
 
-	assert_int_equal(cpuid_policy_parse(&p, "-cx16,-xsave,avx2,-umip,-pdpe1gb,-pge", err, sizeof(err)), 0);
+	assert_int_equal(cpuid_policy_parse(&p, "-cx16,-xsave,avx2,-umip,-pdpe1gb,-pge", &err), 0);
 	struct kvm_cpuid2 *c = cpuid_build(sup, 0, 1, &p);
 	assert_non_null(c);
 	uint32_t ecx1 = entry(c, 1, 0)->ecx;
@@ -179,10 +180,10 @@ static void test_build_hidden_feature_of_missing_leaf_is_ignored(void **state)
 {
 	struct kvm_cpuid2 *sup = make_supported();
 	struct cpuid_policy p;
-	char err[128];
+	struct fvm_err err = FVM_ERR_INIT;
 
 	sup->nent = 2; /* only leaves 0 and 1 */
-	assert_int_equal(cpuid_policy_parse(&p, "-avx2,-rdtscp,-sse3", err, sizeof(err)), 0);
+	assert_int_equal(cpuid_policy_parse(&p, "-avx2,-rdtscp,-sse3", &err), 0);
 	struct kvm_cpuid2 *c = cpuid_build(sup, 0, 1, &p);
 	assert_non_null(c);
 	assert_int_equal(c->nent, 2);
@@ -212,9 +213,9 @@ static void test_feature_find(void **state)
 static void test_policy_parse_minus_list(void **state)
 {
 	struct cpuid_policy p;
-	char err[128] = "";
+	struct fvm_err err = FVM_ERR_INIT;
 
-	assert_int_equal(cpuid_policy_parse(&p, "-cx16,-xsave", err, sizeof(err)), 0);
+	assert_int_equal(cpuid_policy_parse(&p, "-cx16,-xsave", &err), 0);
 	assert_int_equal(p.nhidden, 2);
 	assert_ptr_equal(p.hidden[0], cpuid_feature_find("cx16"));
 	assert_ptr_equal(p.hidden[1], cpuid_feature_find("xsave"));
@@ -223,9 +224,9 @@ static void test_policy_parse_minus_list(void **state)
 static void test_policy_parse_without_minus(void **state)
 {
 	struct cpuid_policy p;
-	char err[128] = "";
+	struct fvm_err err = FVM_ERR_INIT;
 
-	assert_int_equal(cpuid_policy_parse(&p, "cx16", err, sizeof(err)), 0);
+	assert_int_equal(cpuid_policy_parse(&p, "cx16", &err), 0);
 	assert_int_equal(p.nhidden, 1);
 	assert_ptr_equal(p.hidden[0], cpuid_feature_find("cx16"));
 }
@@ -233,72 +234,75 @@ static void test_policy_parse_without_minus(void **state)
 static void test_policy_parse_empty_and_null(void **state)
 {
 	struct cpuid_policy p;
-	char err[128] = "";
+	struct fvm_err err = FVM_ERR_INIT;
 
 	p.nhidden = 7;
-	assert_int_equal(cpuid_policy_parse(&p, "", err, sizeof(err)), 0);
+	assert_int_equal(cpuid_policy_parse(&p, "", &err), 0);
 	assert_int_equal(p.nhidden, 0);
 	p.nhidden = 7;
-	assert_int_equal(cpuid_policy_parse(&p, NULL, err, sizeof(err)), 0);
+	assert_int_equal(cpuid_policy_parse(&p, NULL, &err), 0);
 	assert_int_equal(p.nhidden, 0);
 	/* Empty items between commas are skipped. */
-	assert_int_equal(cpuid_policy_parse(&p, ",-cx16,,", err, sizeof(err)), 0);
+	assert_int_equal(cpuid_policy_parse(&p, ",-cx16,,", &err), 0);
 	assert_int_equal(p.nhidden, 1);
 }
 
 static void test_policy_parse_unknown_feature_names_it(void **state)
 {
 	struct cpuid_policy p;
-	char err[128] = "";
+	struct fvm_err err = FVM_ERR_INIT;
 
-	assert_int_equal(cpuid_policy_parse(&p, "-cx16,-warp", err, sizeof(err)), -EINVAL);
-	assert_string_equal(err, "unknown CPU feature 'warp'");
-	assert_int_equal(cpuid_policy_parse(&p, "-", err, sizeof(err)), -EINVAL);
-	assert_string_equal(err, "unknown CPU feature ''");
+	assert_int_equal(cpuid_policy_parse(&p, "-cx16,-warp", &err), -EINVAL);
+	assert_string_equal(err.msg, "unknown CPU feature 'warp'");
+	assert_int_equal(cpuid_policy_parse(&p, "-", &err), -EINVAL);
+	assert_string_equal(err.msg, "unknown CPU feature ''");
 }
 
 static void test_policy_parse_rejects_plus(void **state)
 {
 	struct cpuid_policy p;
-	char err[128] = "";
+	struct fvm_err err = FVM_ERR_INIT;
 
-	assert_int_equal(cpuid_policy_parse(&p, "+cx16", err, sizeof(err)), -EINVAL);
-	assert_non_null(strstr(err, "'+cx16'"));
-	assert_non_null(strstr(err, "'-cx16'"));
-	assert_non_null(strstr(err, "hidden"));
+	assert_int_equal(cpuid_policy_parse(&p, "+cx16", &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "'+cx16'"));
+	assert_non_null(strstr(err.msg, "'-cx16'"));
+	assert_non_null(strstr(err.msg, "hidden"));
 }
 
 static void test_policy_parse_too_many(void **state)
 {
 	struct cpuid_policy p;
-	char spec[512] = "", err[128] = "";
+	char spec[512] = "";
+	struct fvm_err err = FVM_ERR_INIT;
 
 	for (int i = 0; i < CPUID_POLICY_MAX; i++)
 		strcat(spec, i ? ",-sse3" : "-sse3");
-	assert_int_equal(cpuid_policy_parse(&p, spec, err, sizeof(err)), 0);
+	assert_int_equal(cpuid_policy_parse(&p, spec, &err), 0);
 	assert_int_equal(p.nhidden, CPUID_POLICY_MAX);
 	strcat(spec, ",-avx");
-	assert_int_equal(cpuid_policy_parse(&p, spec, err, sizeof(err)), -EINVAL);
-	assert_non_null(strstr(err, "too many"));
+	assert_int_equal(cpuid_policy_parse(&p, spec, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "too many"));
 }
 
 static void test_policy_parse_too_long(void **state)
 {
 	struct cpuid_policy p;
-	char spec[600], err[128] = "";
+	char spec[600];
+	struct fvm_err err = FVM_ERR_INIT;
 
 	memset(spec, 'a', sizeof(spec) - 1);
 	spec[sizeof(spec) - 1] = '\0';
-	assert_int_equal(cpuid_policy_parse(&p, spec, err, sizeof(err)), -EINVAL);
-	assert_non_null(strstr(err, "too long"));
+	assert_int_equal(cpuid_policy_parse(&p, spec, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "too long"));
 }
 
 static void test_policy_format_round_trip(void **state)
 {
 	struct cpuid_policy p, q;
-	char buf[256], err[128] = "";
+	char buf[256];
+	struct fvm_err err = FVM_ERR_INIT;
 
-	assert_int_equal(cpuid_policy_parse(&p, "cx16,-xsave,-la57", err, sizeof(err)), 0);
+	assert_int_equal(cpuid_policy_parse(&p, "cx16,-xsave,-la57", &err), 0);
 	cpuid_policy_format(&p, buf, sizeof(buf));
 	/* Names in order, comma separated, each optionally with the '-' the parser accepts. */
 	char stripped[256];
@@ -308,7 +312,7 @@ static void test_policy_format_round_trip(void **state)
 			stripped[n++] = *s;
 	stripped[n] = '\0';
 	assert_string_equal(stripped, "cx16,xsave,la57");
-	assert_int_equal(cpuid_policy_parse(&q, buf, err, sizeof(err)), 0);
+	assert_int_equal(cpuid_policy_parse(&q, buf, &err), 0);
 	assert_int_equal(q.nhidden, 3);
 	for (int i = 0; i < 3; i++)
 		assert_ptr_equal(q.hidden[i], p.hidden[i]);
@@ -317,12 +321,13 @@ static void test_policy_format_round_trip(void **state)
 static void test_policy_format_empty_and_truncated(void **state)
 {
 	struct cpuid_policy p = { 0 };
-	char buf[8], err[128];
+	char buf[8];
+	struct fvm_err err = FVM_ERR_INIT;
 
 	memset(buf, 'x', sizeof(buf));
 	cpuid_policy_format(&p, buf, sizeof(buf));
 	assert_string_equal(buf, "");
-	assert_int_equal(cpuid_policy_parse(&p, "-cx16,-xsave,-avx", err, sizeof(err)), 0);
+	assert_int_equal(cpuid_policy_parse(&p, "-cx16,-xsave,-avx", &err), 0);
 	cpuid_policy_format(&p, buf, sizeof(buf));
 	/* Truncated but terminated inside the buffer. */
 	assert_true(memchr(buf, '\0', sizeof(buf)) != NULL);

@@ -10,21 +10,22 @@
 #include <string.h>
 
 #include "ctl/ctl.h"
+#include "util/errmsg.h"
 
-static int parse_str(const char *line, struct ctl_request *req, char *err, size_t errlen)
+static int parse_str(const char *line, struct ctl_request *req, struct fvm_err *err)
 {
-	err[0] = '\0';
-	return ctl_request_parse(line, strlen(line), req, err, errlen);
+	errclear(err);
+	return ctl_request_parse(line, strlen(line), req, err);
 }
 
 /* Parse a jansson object (stolen) as a request line. */
-static int parse_obj(json_t *obj, struct ctl_request *req, char *err, size_t errlen)
+static int parse_obj(json_t *obj, struct ctl_request *req, struct fvm_err *err)
 {
 	char *line = json_dumps(obj, JSON_COMPACT);
 	int ret;
 
 	assert_non_null(line);
-	ret = parse_str(line, req, err, errlen);
+	ret = parse_str(line, req, err);
 	free(line);
 	json_decref(obj);
 	return ret;
@@ -73,12 +74,13 @@ static json_t *request_for(const struct ctl_command *c, bool all, const char *sk
 static void assert_parse_fails(const char *line, const char *want_in_err)
 {
 	struct ctl_request req;
-	char err[256];
+	struct fvm_err err = FVM_ERR_INIT;
 
-	assert_int_equal(parse_str(line, &req, err, sizeof(err)), -EINVAL);
+	assert_int_equal(parse_str(line, &req, &err), -EINVAL);
 	assert_null(req.root);
-	if (!strstr(err, want_in_err))
-		fail_msg("parsing %s: error '%s' does not contain '%s'", line, err, want_in_err);
+	if (!strstr(err.msg, want_in_err))
+		fail_msg("parsing %s: error '%s' does not contain '%s'", line, err.msg,
+			 want_in_err);
 }
 
 static void test_table_is_consistent(void **state)
@@ -103,10 +105,10 @@ static void test_accepts_every_command_with_required_fields(void **state)
 {
 	for (const struct ctl_command *c = ctl_commands; c->name; c++) {
 		struct ctl_request req;
-		char err[256];
-		int ret = parse_obj(request_for(c, false, NULL), &req, err, sizeof(err));
+		struct fvm_err err = FVM_ERR_INIT;
+		int ret = parse_obj(request_for(c, false, NULL), &req, &err);
 		if (ret)
-			fail_msg("command %s rejected: %s", c->name, err);
+			fail_msg("command %s rejected: %s", c->name, err.msg);
 		assert_ptr_equal(req.cmd, c);
 		assert_non_null(req.root);
 		ctl_request_release(&req);
@@ -118,12 +120,12 @@ static void test_accepts_every_command_with_all_fields_and_id(void **state)
 {
 	for (const struct ctl_command *c = ctl_commands; c->name; c++) {
 		struct ctl_request req;
-		char err[256];
+		struct fvm_err err = FVM_ERR_INIT;
 		json_t *o = request_for(c, true, NULL);
 		json_object_set_new(o, "id", json_string("client-tag-1"));
-		int ret = parse_obj(o, &req, err, sizeof(err));
+		int ret = parse_obj(o, &req, &err);
 		if (ret)
-			fail_msg("command %s rejected: %s", c->name, err);
+			fail_msg("command %s rejected: %s", c->name, err.msg);
 		assert_ptr_equal(req.cmd, c);
 		ctl_request_release(&req);
 	}
@@ -175,18 +177,20 @@ static void test_rejects_wrong_field_types_naming_the_field(void **state)
 		for (int i = 0; i < nfields(c); i++) {
 			const struct ctl_field *f = &c->fields[i];
 			struct ctl_request req;
-			char err[256], want[64];
+			char want[64];
+			struct fvm_err err = FVM_ERR_INIT;
 			json_t *o = request_for(c, true, NULL);
 			json_object_set_new(o, f->name, wrong_value(f->type));
-			assert_int_equal(parse_obj(o, &req, err, sizeof(err)), -EINVAL);
+			assert_int_equal(parse_obj(o, &req, &err), -EINVAL);
 			snprintf(want, sizeof(want), "'%s'", f->name);
-			if (!strstr(err, want))
-				fail_msg("%s.%s: error '%s' does not name the field", c->name, f->name, err);
+			if (!strstr(err.msg, want))
+				fail_msg("%s.%s: error '%s' does not name the field", c->name,
+					 f->name, err.msg);
 			/* null is never a valid value. */
 			o = request_for(c, true, NULL);
 			json_object_set_new(o, f->name, json_null());
-			assert_int_equal(parse_obj(o, &req, err, sizeof(err)), -EINVAL);
-			assert_non_null(strstr(err, want));
+			assert_int_equal(parse_obj(o, &req, &err), -EINVAL);
+			assert_non_null(strstr(err.msg, want));
 		}
 	}
 }
@@ -199,19 +203,20 @@ static void test_rejects_negative_and_fractional_integers(void **state)
 		for (int i = 0; i < nfields(c); i++) {
 			const struct ctl_field *f = &c->fields[i];
 			struct ctl_request req;
-			char err[256], want[64];
+			char want[64];
+			struct fvm_err err = FVM_ERR_INIT;
 			if (f->type != CTL_U64)
 				continue;
 			snprintf(want, sizeof(want), "'%s'", f->name);
 			json_t *o = request_for(c, true, NULL);
 			json_object_set_new(o, f->name, json_integer(-1));
-			assert_int_equal(parse_obj(o, &req, err, sizeof(err)), -EINVAL);
-			assert_non_null(strstr(err, want));
-			assert_non_null(strstr(err, "non-negative integer"));
+			assert_int_equal(parse_obj(o, &req, &err), -EINVAL);
+			assert_non_null(strstr(err.msg, want));
+			assert_non_null(strstr(err.msg, "non-negative integer"));
 			o = request_for(c, true, NULL);
 			json_object_set_new(o, f->name, json_real(4096.0));
-			assert_int_equal(parse_obj(o, &req, err, sizeof(err)), -EINVAL);
-			assert_non_null(strstr(err, want));
+			assert_int_equal(parse_obj(o, &req, &err), -EINVAL);
+			assert_non_null(strstr(err.msg, want));
 			checked++;
 		}
 	}
@@ -223,10 +228,10 @@ static void test_rejects_negative_and_fractional_integers(void **state)
 static void test_accepts_zero_and_int64_max(void **state)
 {
 	struct ctl_request req;
-	char err[256];
+	struct fvm_err err = FVM_ERR_INIT;
 
 	assert_int_equal(parse_str("{\"cmd\":\"memhash\",\"gpa\":0,\"len\":9223372036854775807}", &req,
-				   err, sizeof(err)), 0);
+				   &err), 0);
 	assert_int_equal(ctl_req_u64(&req, "gpa", 1), 0);
 	assert_int_equal(ctl_req_u64(&req, "len", 1), 9223372036854775807ULL);
 	ctl_request_release(&req);
@@ -242,25 +247,26 @@ static void test_integer_fields_are_range_checked(void **state)
 		for (int i = 0; i < nfields(c); i++) {
 			const struct ctl_field *f = &c->fields[i];
 			struct ctl_request req;
-			char err[256], want[96];
+			char want[96];
+			struct fvm_err err = FVM_ERR_INIT;
 			json_t *o;
 			if (f->type != CTL_U64 || !f->max)
 				continue;
 			assert_true(f->max < (uint64_t)INT64_MAX);
 			o = request_for(c, true, NULL);
 			json_object_set_new(o, f->name, json_integer((json_int_t)f->max));
-			if (parse_obj(o, &req, err, sizeof(err)))
+			if (parse_obj(o, &req, &err))
 				fail_msg("%s.%s = max %llu rejected: %s", c->name, f->name,
-					 (unsigned long long)f->max, err);
+					 (unsigned long long)f->max, err.msg);
 			assert_int_equal(ctl_req_u64(&req, f->name, 0), f->max);
 			ctl_request_release(&req);
 			o = request_for(c, true, NULL);
 			json_object_set_new(o, f->name, json_integer((json_int_t)f->max + 1));
-			assert_int_equal(parse_obj(o, &req, err, sizeof(err)), -EINVAL);
+			assert_int_equal(parse_obj(o, &req, &err), -EINVAL);
 			assert_null(req.root);
 			snprintf(want, sizeof(want), "field '%s' must be a non-negative integer in 0..%llu",
 				 f->name, (unsigned long long)f->max);
-			assert_string_equal(err, want);
+			assert_string_equal(err.msg, want);
 			checked++;
 		}
 	}
@@ -285,13 +291,14 @@ static void test_rejects_missing_required_fields_naming_them(void **state)
 		for (int i = 0; i < nfields(c); i++) {
 			const struct ctl_field *f = &c->fields[i];
 			struct ctl_request req;
-			char err[256], want[128];
+			char want[128];
+			struct fvm_err err = FVM_ERR_INIT;
 			if (!f->required)
 				continue;
-			assert_int_equal(parse_obj(request_for(c, true, f->name), &req, err, sizeof(err)),
+			assert_int_equal(parse_obj(request_for(c, true, f->name), &req, &err),
 					 -EINVAL);
 			snprintf(want, sizeof(want), "command '%s' needs field '%s'", c->name, f->name);
-			assert_string_equal(err, want);
+			assert_string_equal(err.msg, want);
 			checked++;
 		}
 	}
@@ -309,33 +316,33 @@ static void test_rejects_duplicate_keys(void **state)
 static void test_parse_uses_only_len_bytes(void **state)
 {
 	struct ctl_request req;
-	char err[256];
+	struct fvm_err err = FVM_ERR_INIT;
 	const char *line = "{\"cmd\":\"status\"}\n{\"cmd\":\"stop\"}";
 
-	assert_int_equal(ctl_request_parse(line, 17, &req, err, sizeof(err)), 0);
+	assert_int_equal(ctl_request_parse(line, 17, &req, &err), 0);
 	assert_string_equal(req.cmd->name, "status");
 	ctl_request_release(&req);
-	assert_int_equal(ctl_request_parse(line, 10, &req, err, sizeof(err)), -EINVAL);
+	assert_int_equal(ctl_request_parse(line, 10, &req, &err), -EINVAL);
 	assert_null(req.root);
 }
 
 static void test_error_text_fits_small_buffer(void **state)
 {
 	struct ctl_request req;
-	char err[8];
+	struct fvm_err err = FVM_ERR_INIT;
 
-	memset(err, 'z', sizeof(err));
-	assert_int_equal(parse_str("{\"cmd\":\"a-very-long-unknown-command\"}", &req, err, sizeof(err)),
+	memset(err.msg, 'z', sizeof(err.msg));
+	assert_int_equal(parse_str("{\"cmd\":\"a-very-long-unknown-command\"}", &req, &err),
 			 -EINVAL);
-	assert_true(memchr(err, '\0', sizeof(err)) != NULL);
+	assert_true(memchr(err.msg, '\0', sizeof(err.msg)) != NULL);
 }
 
 static void test_req_u64_defaults_and_values(void **state)
 {
 	struct ctl_request req;
-	char err[256];
+	struct fvm_err err = FVM_ERR_INIT;
 
-	assert_int_equal(parse_str("{\"cmd\":\"ping\"}", &req, err, sizeof(err)), 0);
+	assert_int_equal(parse_str("{\"cmd\":\"ping\"}", &req, &err), 0);
 	assert_int_equal(ctl_req_u64(&req, "nonce", 0x1234), 0x1234);
 	assert_int_equal(ctl_req_u64(&req, "vcpu", 0), 0);
 	assert_int_equal(ctl_req_u64(&req, "vcpu", 7), 7);
@@ -346,14 +353,14 @@ static void test_req_u64_defaults_and_values(void **state)
 	assert_false(ctl_req_bool(&req, "missing", false));
 	ctl_request_release(&req);
 
-	assert_int_equal(parse_str("{\"cmd\":\"ping\",\"nonce\":99,\"vcpu\":3,\"id\":1}", &req, err,
-				   sizeof(err)), 0);
+	assert_int_equal(parse_str("{\"cmd\":\"ping\",\"nonce\":99,\"vcpu\":3,\"id\":1}", &req,
+			 &err), 0);
 	assert_int_equal(ctl_req_u64(&req, "nonce", 0x1234), 99);
 	assert_int_equal(ctl_req_u64(&req, "vcpu", 0), 3);
 	ctl_request_release(&req);
 
 	/* Zero given explicitly is not the default. */
-	assert_int_equal(parse_str("{\"cmd\":\"ping\",\"nonce\":0}", &req, err, sizeof(err)), 0);
+	assert_int_equal(parse_str("{\"cmd\":\"ping\",\"nonce\":0}", &req, &err), 0);
 	assert_int_equal(ctl_req_u64(&req, "nonce", 0x1234), 0);
 	ctl_request_release(&req);
 }
@@ -361,9 +368,9 @@ static void test_req_u64_defaults_and_values(void **state)
 static void test_release_twice_is_safe(void **state)
 {
 	struct ctl_request req;
-	char err[256];
+	struct fvm_err err = FVM_ERR_INIT;
 
-	assert_int_equal(parse_str("{\"cmd\":\"stop\"}", &req, err, sizeof(err)), 0);
+	assert_int_equal(parse_str("{\"cmd\":\"stop\"}", &req, &err), 0);
 	ctl_request_release(&req);
 	ctl_request_release(&req);
 	assert_null(req.root);

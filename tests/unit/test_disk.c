@@ -16,12 +16,13 @@
 #include <xxhash.h>
 
 #include "disk/disk_impl.h"
+#include "util/errmsg.h"
 
 #define BASE_SIZE ((1u << 20) + 1000) /* not a multiple of 512: the disk rounds up */
 #define CS DISK_CLUSTER_SIZE
 
 static char dir[64], base[128], l0[128], l1[128], l2[128];
-static char err[1024];
+static struct fvm_err err = FVM_ERR_INIT;
 
 static uint8_t base_byte(uint64_t off)
 {
@@ -88,10 +89,10 @@ static struct disk *open_disk(const char *const *layers, int n, const char *crea
 	struct disk_open_opts o = { .base = base, .layers = layers, .nlayers = n,
 				    .create_top = create, .reopen_top = reopen };
 	struct disk *d = NULL;
-	int ret = disk_open(&o, &d, err, sizeof(err));
+	int ret = disk_open(&o, &d, &err);
 
 	if (ret)
-		print_message("disk_open: %s\n", err);
+		print_message("disk_open: %s\n", err.msg);
 	assert_int_equal(ret, 0);
 	return d;
 }
@@ -104,12 +105,12 @@ static int open_fails(const char *const *layers, int n, const char *create, cons
 	struct disk *d = NULL;
 	int ret;
 
-	err[0] = '\0';
-	ret = disk_open(&o, &d, err, sizeof(err));
+	errclear(&err);
+	ret = disk_open(&o, &d, &err);
 	assert_true(ret < 0);
 	assert_null(d);
-	if (!strstr(err, needle))
-		fail_msg("expected '%s' in: %s", needle, err);
+	if (!strstr(err.msg, needle))
+		fail_msg("expected '%s' in: %s", needle, err.msg);
 	return ret;
 }
 
@@ -255,14 +256,14 @@ static void test_chain_seal_reopen(void **state)
 	/* The sealed chain alone, read-only, with the ids checked. */
 	struct disk_open_opts o = { .base = base, .layers = sealed, .nlayers = 2,
 				    .expect_ids = (const uint8_t(*)[DISK_ID_LEN])ids };
-	assert_int_equal(disk_open(&o, &d, err, sizeof(err)), 0);
+	assert_int_equal(disk_open(&o, &d, &err), 0);
 	uint8_t buf[512];
 	rd(d, 0, buf, 512);
 	assert_int_equal(buf[0], 1);
 	disk_close(d, true); /* nothing owned: nothing removed */
 	ids[1][0] ^= 1;
-	assert_int_equal(disk_open(&o, &d, err, sizeof(err)), -EINVAL);
-	assert_non_null(strstr(err, "not the recorded layer"));
+	assert_int_equal(disk_open(&o, &d, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "not the recorded layer"));
 
 	open_fails(all, 3, NULL, NULL, "is not sealed");
 	open_fails(swapped, 2, NULL, NULL, "is layer 1 of its chain, expected layer 0");
@@ -448,7 +449,7 @@ static void test_wrong_base_and_cache(void **state)
 		/* Checking a snapshot never creates files next to the base it names. */
 		struct disk_open_opts o = { .base = base, .layers = one, .nlayers = 1,
 					    .keep_id_cache = true };
-		assert_int_equal(disk_open(&o, &d, err, sizeof(err)), 0);
+		assert_int_equal(disk_open(&o, &d, &err), 0);
 		disk_close(d, false);
 		assert_int_equal(access(cache, F_OK), -1);
 	}
@@ -457,10 +458,10 @@ static void test_wrong_base_and_cache(void **state)
 	assert_int_equal(access(cache, F_OK), 0);
 	{
 		struct disk_open_opts o = { .base = dir };
-		assert_int_equal(disk_open(&o, &d, err, sizeof(err)), -EINVAL);
-		assert_non_null(strstr(err, "not a regular file"));
+		assert_int_equal(disk_open(&o, &d, &err), -EINVAL);
+		assert_non_null(strstr(err.msg, "not a regular file"));
 		o.base = "/nonexistent/base.img";
-		assert_int_equal(disk_open(&o, &d, err, sizeof(err)), -ENOENT);
+		assert_int_equal(disk_open(&o, &d, &err), -ENOENT);
 	}
 	unlink(l0);
 	unlink(l1);

@@ -11,6 +11,7 @@
 
 #include "devices/serial.h"
 #include "snapshot/snapshot.h"
+#include "util/errmsg.h"
 #include "x86/layout.h"
 
 #define MEM (64ULL << 20)
@@ -102,7 +103,7 @@ static void add_nic(struct snap_buf *b, const struct variant *v, uint32_t slot, 
 }
 
 /* A complete two-vCPU linux snapshot with a vsock device, changed as v says. */
-static int decode(const struct variant *v, char *err, size_t errlen)
+static int decode(const struct variant *v, struct fvm_err *err)
 {
 	static uint8_t zero[XSAVE + 64 * 1024];
 	struct snapshot snap;
@@ -161,10 +162,10 @@ static int decode(const struct variant *v, char *err, size_t errlen)
 	assert_int_equal(snap_buf_finish(&b), 0);
 	memset(&snap, 0, sizeof(snap));
 	snprintf(snap.dir, sizeof(snap.dir), "(test)");
-	ret = snap_state_parse(b.data, b.len, &snap.state, err, errlen);
+	ret = snap_state_parse(b.data, b.len, &snap.state, err);
 	if (ret)
 		fail_msg("parse: %s", err);
-	ret = snap_decode(&snap, &m, err, errlen);
+	ret = snap_decode(&snap, &m, err);
 	if (!ret)
 		snap_machine_free(&m);
 	snap_state_free(&snap.state);
@@ -173,22 +174,21 @@ static int decode(const struct variant *v, char *err, size_t errlen)
 
 static void expect(const struct variant *v, const char *want)
 {
-	char err[512] = "";
+	struct fvm_err err = FVM_ERR_INIT;
 
-	assert_int_equal(decode(v, err, sizeof(err)), -EINVAL);
-	if (!strstr(err, want))
-		fail_msg("error '%s' does not mention '%s'", err, want);
+	assert_int_equal(decode(v, &err), -EINVAL);
+	if (!strstr(err.msg, want))
+		fail_msg("error '%s' does not mention '%s'", err.msg, want);
 }
 
 static void test_good_snapshots_decode(void **state)
 {
-	char err[512] = "";
+	struct fvm_err err = FVM_ERR_INIT;
 
-	assert_int_equal(decode(&(struct variant){ 0 }, err, sizeof(err)), 0);
+	assert_int_equal(decode(&(struct variant){ 0 }, &err), 0);
 	/* Without a vsock device at all is fine: neither section. */
-	assert_int_equal(decode(&(struct variant){ .no_vsock = true }, err, sizeof(err)), 0);
-	assert_int_equal(decode(&(struct variant){ .guest_kind = SNAP_GUEST_PROBE }, err,
-				sizeof(err)), 0);
+	assert_int_equal(decode(&(struct variant){ .no_vsock = true }, &err), 0);
+	assert_int_equal(decode(&(struct variant){ .guest_kind = SNAP_GUEST_PROBE }, &err), 0);
 }
 
 static void test_vsock_half_or_wrong_length(void **state)
@@ -231,14 +231,14 @@ static void test_bad_values(void **state)
 
 static void test_disks(void **state)
 {
-	char err[512] = "";
+	struct fvm_err err = FVM_ERR_INIT;
 
-	assert_int_equal(decode(&(struct variant){ .ndisks = 1 }, err, sizeof(err)), 0);
-	if (decode(&(struct variant){ .ndisks = 4, .nlayers = 64 }, err, sizeof(err)))
-		fail_msg("%s", err);
+	assert_int_equal(decode(&(struct variant){ .ndisks = 1 }, &err), 0);
+	if (decode(&(struct variant){ .ndisks = 4, .nlayers = 64 }, &err))
+		fail_msg("%s", err.msg);
 	/* Slot 0 is a disk's only without a vsock device. */
 	assert_int_equal(decode(&(struct variant){ .ndisks = 1, .disk_slot_zero = true,
-						   .no_vsock = true }, err, sizeof(err)), 0);
+						   .no_vsock = true }, &err), 0);
 	expect(&(struct variant){ .ndisks = 1, .disk_slot_zero = true, .no_disk_mmio = true },
 	       "unexpected section 'blk' instance 0");
 	expect(&(struct variant){ .ndisks = 5 }, "more than 4 disks");
@@ -261,13 +261,12 @@ static void test_disks(void **state)
 /* The NIC: one, its transport beside it, in a slot of its own, with sane fields and queues. */
 static void test_nic(void **state)
 {
-	char err[512] = "";
+	struct fvm_err err = FVM_ERR_INIT;
 
-	if (decode(&(struct variant){ .nic = true, .ndisks = 2 }, err, sizeof(err)))
-		fail_msg("%s", err);
-	if (decode(&(struct variant){ .nic = true, .nic_slot_zero = true, .no_vsock = true }, err,
-		   sizeof(err)))
-		fail_msg("%s", err);
+	if (decode(&(struct variant){ .nic = true, .ndisks = 2 }, &err))
+		fail_msg("%s", err.msg);
+	if (decode(&(struct variant){ .nic = true, .nic_slot_zero = true, .no_vsock = true }, &err))
+		fail_msg("%s", err.msg);
 	expect(&(struct variant){ .nic = true, .nic_slot_zero = true, .no_nic_mmio = true },
 	       "unexpected section 'net' instance 0");
 	expect(&(struct variant){ .nic = true, .ndisks = 1, .disk_slot = 3, .no_nic_mmio = true },

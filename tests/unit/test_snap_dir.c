@@ -19,6 +19,7 @@
 
 #include "snapshot/snap_config.h"
 #include "snapshot/snap_format.h"
+#include "util/errmsg.h"
 
 #define MEM_SIZE (64ULL << 10)
 
@@ -439,10 +440,10 @@ static void test_open_good(void **state)
 {
 	struct snap_config c = good_config();
 	struct snapshot snap;
-	char err[512] = "";
+	struct fvm_err err = FVM_ERR_INIT;
 
 	make_snapshot(&c, sizeof(c), MEM_SIZE, false);
-	assert_int_equal(snap_open(snapdir, &snap, err, sizeof(err)), 0);
+	assert_int_equal(snap_open(snapdir, &snap, &err), 0);
 	assert_int_equal(snap.memory_size, MEM_SIZE);
 	assert_non_null(strstr(snap.memory_path, "/snap/memory"));
 	assert_non_null(snap_state_find(&snap.state, SNAP_SEC_CONFIG, 0));
@@ -452,12 +453,12 @@ static void test_open_good(void **state)
 static void expect_open_error(int want_ret, const char *want)
 {
 	struct snapshot snap;
-	char err[512] = "";
+	struct fvm_err err = FVM_ERR_INIT;
 
-	assert_int_equal(snap_open(snapdir, &snap, err, sizeof(err)), want_ret);
-	if (!strstr(err, want))
-		fail_msg("error '%s' does not contain '%s'", err, want);
-	assert_non_null(strstr(err, snapdir));
+	assert_int_equal(snap_open(snapdir, &snap, &err), want_ret);
+	if (!strstr(err.msg, want))
+		fail_msg("error '%s' does not contain '%s'", err.msg, want);
+	assert_non_null(strstr(err.msg, snapdir));
 	assert_null(snap.state.data);
 }
 
@@ -494,7 +495,7 @@ static void test_open_bad_config(void **state)
 {
 	struct snapshot snap;
 	struct snap_config c;
-	char err[512];
+	struct fvm_err err = FVM_ERR_INIT;
 
 	expect_bad_config(NULL, 0, "no config section");
 	c = good_config();
@@ -532,7 +533,7 @@ static void test_open_bad_config(void **state)
 	assert_int_equal(nftw(base, rm_one, 16, FTW_DEPTH | FTW_PHYS), 0);
 	assert_int_equal(mkdir(base, 0700), 0);
 	make_snapshot(&c, sizeof(c), MEM_SIZE, false);
-	assert_int_equal(snap_open(snapdir, &snap, err, sizeof(err)), 0);
+	assert_int_equal(snap_open(snapdir, &snap, &err), 0);
 	snap_close(&snap);
 }
 

@@ -18,6 +18,7 @@
 #include "snapshot/snap_format.h"
 #include "snapshot/snap_layer.h"
 #include "uffd/hotlist.h"
+#include "util/errmsg.h"
 
 static char dir[64];
 
@@ -57,7 +58,8 @@ static void expect_in(const char *err, const char *want)
 /* A FIFO nobody writes to: a blocking open would wait forever. */
 static void test_fifo_refused_at_once(void **state)
 {
-	char path[PATH_MAX], err[512] = "";
+	char path[PATH_MAX];
+	struct fvm_err err = FVM_ERR_INIT;
 	uint8_t *data = NULL;
 	size_t len;
 	double t0;
@@ -65,29 +67,30 @@ static void test_fifo_refused_at_once(void **state)
 	path_of(path, sizeof(path), "vmstate");
 	assert_int_equal(mkfifo(path, 0600), 0);
 	t0 = now();
-	assert_int_equal(file_read(path, 1 << 20, FILE_NOFOLLOW, &data, &len, err, sizeof(err)),
+	assert_int_equal(file_read(path, 1 << 20, FILE_NOFOLLOW, &data, &len, &err),
 			 -EINVAL);
-	expect_in(err, "not a regular file");
-	expect_in(err, path);
+	expect_in(err.msg, "not a regular file");
+	expect_in(err.msg, path);
 	assert_null(data);
 	/* snap_open (restore, verify, the page server) goes through the same helper. */
-	assert_int_not_equal(snap_open(dir, &(struct snapshot){ 0 }, err, sizeof(err)), 0);
-	expect_in(err, "not a regular file");
+	assert_int_not_equal(snap_open(dir, &(struct snapshot){ 0 }, &err), 0);
+	expect_in(err.msg, "not a regular file");
 	path_of(path, sizeof(path), HOTLIST_FILE);
 	assert_int_equal(mkfifo(path, 0600), 0);
-	assert_int_equal(file_read(path, 1 << 20, FILE_NOFOLLOW, &data, &len, err, sizeof(err)),
+	assert_int_equal(file_read(path, 1 << 20, FILE_NOFOLLOW, &data, &len, &err),
 			 -EINVAL);
-	expect_in(err, "not a regular file");
+	expect_in(err.msg, "not a regular file");
 	path_of(path, sizeof(path), ACCESS_LOG_FILE);
 	assert_int_equal(mkfifo(path, 0600), 0);
-	assert_int_equal(file_read(path, 1 << 20, FILE_NOFOLLOW, &data, &len, err, sizeof(err)),
+	assert_int_equal(file_read(path, 1 << 20, FILE_NOFOLLOW, &data, &len, &err),
 			 -EINVAL);
 	assert_true(now() - t0 < 1.0);
 }
 
 static void test_huge_sparse_file_refused_before_reading(void **state)
 {
-	char path[PATH_MAX], err[512] = "";
+	char path[PATH_MAX];
+	struct fvm_err err = FVM_ERR_INIT;
 	uint8_t *data = NULL;
 	size_t len;
 	double t0;
@@ -100,17 +103,18 @@ static void test_huge_sparse_file_refused_before_reading(void **state)
 	close(fd);
 	t0 = now();
 	/* The bound a 64 MiB VM gets: 16384 pages. */
-	assert_int_equal(file_read(path, HPL_MAX_BYTES(16384), FILE_NOFOLLOW, &data, &len, err,
-				   sizeof(err)), -EFBIG);
+	assert_int_equal(file_read(path, HPL_MAX_BYTES(16384), FILE_NOFOLLOW, &data, &len, &err),
+			 -EFBIG);
 	assert_true(now() - t0 < 0.1);
-	expect_in(err, "1073741824 bytes");
-	expect_in(err, "above the limit of 180238");
+	expect_in(err.msg, "1073741824 bytes");
+	expect_in(err.msg, "above the limit of 180238");
 	assert_null(data);
 }
 
 static void test_links_refused_regular_read(void **state)
 {
-	char path[PATH_MAX], target[PATH_MAX], err[512] = "";
+	char path[PATH_MAX], target[PATH_MAX];
+	struct fvm_err err = FVM_ERR_INIT;
 	uint8_t *data = NULL;
 	size_t len;
 	int fd;
@@ -120,26 +124,26 @@ static void test_links_refused_regular_read(void **state)
 	assert_true(fd >= 0);
 	assert_int_equal(write(fd, "hello", 5), 5);
 	close(fd);
-	assert_int_equal(file_read(target, 5, FILE_NOFOLLOW, &data, &len, err, sizeof(err)), 0);
+	assert_int_equal(file_read(target, 5, FILE_NOFOLLOW, &data, &len, &err), 0);
 	assert_int_equal(len, 5);
 	assert_memory_equal(data, "hello\0", 6); /* NUL-terminated */
 	free(data);
 	data = NULL;
-	assert_int_equal(file_read(target, 4, FILE_NOFOLLOW, &data, &len, err, sizeof(err)), -EFBIG);
+	assert_int_equal(file_read(target, 4, FILE_NOFOLLOW, &data, &len, &err), -EFBIG);
 	path_of(path, sizeof(path), "link");
 	assert_int_equal(symlink(target, path), 0);
-	assert_int_equal(file_read(path, 100, FILE_NOFOLLOW, &data, &len, err, sizeof(err)), -ELOOP);
-	expect_in(err, "symbolic link");
+	assert_int_equal(file_read(path, 100, FILE_NOFOLLOW, &data, &len, &err), -ELOOP);
+	expect_in(err.msg, "symbolic link");
 	/* The memory file may be a link (diff layers): file_open_regular follows on request. */
 	struct stat st;
-	fd = file_open_regular(path, 0, &st, err, sizeof(err));
+	fd = file_open_regular(path, 0, &st, &err);
 	assert_true(fd >= 0);
 	assert_int_equal(st.st_size, 5);
 	assert_int_equal(fcntl(fd, F_GETFL) & O_NONBLOCK, 0);
 	close(fd);
 	path_of(path, sizeof(path), "missing");
-	assert_int_equal(file_read(path, 100, FILE_NOFOLLOW, &data, &len, err, sizeof(err)), -ENOENT);
-	expect_in(err, "missing");
+	assert_int_equal(file_read(path, 100, FILE_NOFOLLOW, &data, &len, &err), -ENOENT);
+	expect_in(err.msg, "missing");
 }
 
 static void put_file(const char *path, const void *data, size_t len)
@@ -155,7 +159,7 @@ static void put_file(const char *path, const void *data, size_t len)
 static void test_layer_chain_checked_without_reading_pages(void **state)
 {
 	char base[PATH_MAX], layer[PATH_MAX], path[PATH_MAX + 32], line[PATH_MAX + 64];
-	char err[1024] = "";
+	struct fvm_err err = FVM_ERR_INIT;
 	uint8_t pages[32] = "FKVMPGS1";
 	uint32_t v32;
 
@@ -175,25 +179,25 @@ static void test_layer_chain_checked_without_reading_pages(void **state)
 	memcpy(pages + 12, &v32, 4); /* count 0, then a checksum */
 	snprintf(path, sizeof(path), "%s/pages", layer);
 	put_file(path, pages, sizeof(pages));
-	assert_int_equal(snap_layers_check(layer, 1 << 20, err, sizeof(err)), 0);
+	assert_int_equal(snap_layers_check(layer, 1 << 20, &err), 0);
 	/* A base (no pages file) is a chain of none. */
-	assert_int_equal(snap_layers_check(base, 1 << 20, err, sizeof(err)), 0);
+	assert_int_equal(snap_layers_check(base, 1 << 20, &err), 0);
 	/* Truncated pages. */
 	put_file(path, pages, 31);
-	assert_int_equal(snap_layers_check(layer, 1 << 20, err, sizeof(err)), -EINVAL);
-	expect_in(err, "malformed or truncated");
+	assert_int_equal(snap_layers_check(layer, 1 << 20, &err), -EINVAL);
+	expect_in(err.msg, "malformed or truncated");
 	/* A FIFO in place of pages: refused at once. */
 	assert_int_equal(unlink(path), 0);
 	assert_int_equal(mkfifo(path, 0600), 0);
-	assert_int_equal(snap_layers_check(layer, 1 << 20, err, sizeof(err)), -EINVAL);
-	expect_in(err, "not a regular file");
+	assert_int_equal(snap_layers_check(layer, 1 << 20, &err), -EINVAL);
+	expect_in(err.msg, "not a regular file");
 	assert_int_equal(unlink(path), 0);
 	put_file(path, pages, sizeof(pages));
 	/* The parent changed since the layer was written. */
 	snprintf(path, sizeof(path), "%s/vmstate", base);
 	put_file(path, "base statf", 10);
-	assert_int_equal(snap_layers_check(layer, 1 << 20, err, sizeof(err)), -EINVAL);
-	expect_in(err, "changed since the layer was written");
+	assert_int_equal(snap_layers_check(layer, 1 << 20, &err), -EINVAL);
+	expect_in(err.msg, "changed since the layer was written");
 }
 
 int main(void)

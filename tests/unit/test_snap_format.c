@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "snapshot/snap_format.h"
+#include "util/errmsg.h"
 
 static uint8_t lapic[1024], regs0[144], regs1[144], serial[13];
 
@@ -42,7 +43,7 @@ static uint8_t *good_image(size_t *len)
 }
 
 /* Parse a private copy of exactly len bytes (so ASan sees any overread); return the error. */
-static int parse_copy(const uint8_t *img, size_t len, char *err, size_t errlen)
+static int parse_copy(const uint8_t *img, size_t len, struct fvm_err *err)
 {
 	uint8_t *copy = malloc(len ? len : 1);
 	struct snap_state st;
@@ -50,7 +51,7 @@ static int parse_copy(const uint8_t *img, size_t len, char *err, size_t errlen)
 	int ret;
 
 	memcpy(copy, img, len);
-	ret = snap_state_parse(copy, len, &st, err, errlen);
+	ret = snap_state_parse(copy, len, &st, err);
 	if (!ret)
 		snap_state_free(&st);
 	return ret;
@@ -58,11 +59,11 @@ static int parse_copy(const uint8_t *img, size_t len, char *err, size_t errlen)
 
 static void expect_error(const uint8_t *img, size_t len, const char *want)
 {
-	char err[256] = "";
+	struct fvm_err err = FVM_ERR_INIT;
 
-	assert_int_equal(parse_copy(img, len, err, sizeof(err)), -EINVAL);
-	if (!strstr(err, want))
-		fail_msg("error '%s' does not contain '%s'", err, want);
+	assert_int_equal(parse_copy(img, len, &err), -EINVAL);
+	if (!strstr(err.msg, want))
+		fail_msg("error '%s' does not contain '%s'", err.msg, want);
 }
 
 static void put64(uint8_t *p, uint64_t v)
@@ -76,10 +77,10 @@ static void test_round_trip(void **state)
 	uint8_t *img = good_image(&len);
 	const struct snap_section *s;
 	struct snap_state st;
-	char err[256];
+	struct fvm_err err = FVM_ERR_INIT;
 
 	assert_int_equal(len % 8, 0);
-	assert_int_equal(snap_state_parse(img, len, &st, err, sizeof(err)), 0);
+	assert_int_equal(snap_state_parse(img, len, &st, &err), 0);
 	assert_int_equal(st.version, SNAP_VERSION);
 	assert_int_equal(st.nsections, 5);
 	s = snap_state_find(&st, SNAP_SEC_REGS, 1);
@@ -106,12 +107,12 @@ static void test_empty_image(void **state)
 {
 	struct snap_buf b;
 	struct snap_state st;
-	char err[128];
+	struct fvm_err err = FVM_ERR_INIT;
 
 	snap_buf_init(&b);
 	assert_int_equal(snap_buf_finish(&b), 0);
 	assert_int_equal(b.len, 16 + 24 + 8);
-	assert_int_equal(snap_state_parse(b.data, b.len, &st, err, sizeof(err)), 0);
+	assert_int_equal(snap_state_parse(b.data, b.len, &st, &err), 0);
 	assert_int_equal(st.nsections, 0);
 	snap_state_free(&st);
 }
@@ -184,12 +185,12 @@ static void test_every_bit_flip_detected(void **state)
 {
 	size_t len;
 	uint8_t *img = good_image(&len);
-	char err[256];
+	struct fvm_err err = FVM_ERR_INIT;
 
 	for (size_t i = 0; i < len; i++) {
 		for (int bit = 0; bit < 8; bit += 3) {
 			img[i] ^= (uint8_t)(1 << bit);
-			if (parse_copy(img, len, err, sizeof(err)) != -EINVAL)
+			if (parse_copy(img, len, &err) != -EINVAL)
 				fail_msg("flip of bit %d at offset %zu was not detected", bit, i);
 			img[i] ^= (uint8_t)(1 << bit);
 		}
@@ -202,12 +203,12 @@ static void test_truncated_everywhere(void **state)
 {
 	size_t len;
 	uint8_t *img = good_image(&len);
-	char err[256];
+	struct fvm_err err = FVM_ERR_INIT;
 
 	for (size_t cut = 0; cut < len; cut++) {
-		assert_int_equal(parse_copy(img, cut, err, sizeof(err)), -EINVAL);
-		if (!strstr(err, "truncated") && !strstr(err, "missing end section"))
-			fail_msg("cut at %zu: unexpected error '%s'", cut, err);
+		assert_int_equal(parse_copy(img, cut, &err), -EINVAL);
+		if (!strstr(err.msg, "truncated") && !strstr(err.msg, "missing end section"))
+			fail_msg("cut at %zu: unexpected error '%s'", cut, err.msg);
 	}
 	/* A cut inside the regs(1) payload names it. */
 	expect_error(img, 16 + 24 + 168 + 24 + 10, "vmstate: truncated in section 'regs' instance 1");
@@ -233,12 +234,12 @@ static void test_giant_length_field(void **state)
 					 SIZE_MAX - 20 };
 	size_t len;
 	uint8_t *img = good_image(&len);
-	char err[256];
+	struct fvm_err err = FVM_ERR_INIT;
 
 	for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
 		put64(img + 16 + 24 + 8, lens[i]); /* regs(0) length */
-		assert_int_equal(parse_copy(img, len, err, sizeof(err)), -EINVAL);
-		assert_non_null(strstr(err, "section 'regs' instance 0 claims"));
+		assert_int_equal(parse_copy(img, len, &err), -EINVAL);
+		assert_non_null(strstr(err.msg, "section 'regs' instance 0 claims"));
 	}
 	/* Under the cap but beyond the image. */
 	put64(img + 16 + 24 + 8, 60 << 20);
@@ -283,14 +284,14 @@ static void test_many_sections(void **state)
 	static uint8_t payload[5000];
 	struct snap_state st;
 	struct snap_buf b;
-	char err[128];
+	struct fvm_err err = FVM_ERR_INIT;
 
 	fill(payload, sizeof(payload), 9);
 	snap_buf_init(&b);
 	for (uint32_t i = 0; i < 300; i++)
 		snap_buf_add(&b, SNAP_SEC_MSRS, i, payload, i * 13 % sizeof(payload));
 	assert_int_equal(snap_buf_finish(&b), 0);
-	assert_int_equal(snap_state_parse(b.data, b.len, &st, err, sizeof(err)), 0);
+	assert_int_equal(snap_state_parse(b.data, b.len, &st, &err), 0);
 	assert_int_equal(st.nsections, 300);
 	assert_int_equal(snap_state_find(&st, SNAP_SEC_MSRS, 299)->len, 299 * 13 % 5000);
 	assert_memory_equal(snap_state_find(&st, SNAP_SEC_MSRS, 299)->data, payload, 299 * 13 % 5000);
@@ -303,7 +304,7 @@ static void test_no_err_buffer(void **state)
 	uint8_t *img = good_image(&len);
 
 	img[0] = 0;
-	assert_int_equal(parse_copy(img, len, NULL, 0), -EINVAL);
+	assert_int_equal(parse_copy(img, len, NULL), -EINVAL);
 	free(img);
 }
 

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "util/clock.h"
+#include "util/errmsg.h"
 #include "util/fileio.h"
 #include "util/unix_sock.h"
 
@@ -67,36 +68,76 @@ static void test_deadlines(void **state)
 
 static void test_read_bounds_and_kinds(void **state)
 {
-	char path[128], link[128], fifo[128], err[256];
+	char path[128], link[128], fifo[128];
+	struct fvm_err err = FVM_ERR_INIT;
 	uint8_t *data;
 	size_t len;
 
 	snprintf(path, sizeof(path), "%s/f", dir);
-	assert_int_equal(file_write_atomic(path, "hello", 5, 0600, err, sizeof(err)), 0);
-	assert_int_equal(file_read(path, 5, 0, &data, &len, err, sizeof(err)), 0);
+	assert_int_equal(file_write_atomic(path, "hello", 5, 0600, &err), 0);
+	assert_int_equal(file_read(path, 5, 0, &data, &len, &err), 0);
 	assert_int_equal(len, 5);
 	assert_string_equal((char *)data, "hello"); /* NUL-terminated */
 	free(data);
-	assert_int_equal(file_read(path, 4, 0, &data, &len, err, sizeof(err)), -EFBIG);
-	assert_non_null(strstr(err, "above the limit of 4"));
+	assert_int_equal(file_read(path, 4, 0, &data, &len, &err), -EFBIG);
+	assert_non_null(strstr(err.msg, "above the limit of 4"));
 	assert_null(data);
 	/* Links: followed unless FILE_NOFOLLOW. */
 	snprintf(link, sizeof(link), "%s/l", dir);
 	assert_int_equal(symlink(path, link), 0);
-	assert_int_equal(file_read(link, 100, 0, &data, &len, err, sizeof(err)), 0);
+	assert_int_equal(file_read(link, 100, 0, &data, &len, &err), 0);
 	free(data);
-	assert_int_equal(file_read(link, 100, FILE_NOFOLLOW, &data, &len, err, sizeof(err)),
+	assert_int_equal(file_read(link, 100, FILE_NOFOLLOW, &data, &len, &err),
 			 -ELOOP);
-	assert_non_null(strstr(err, "symbolic link"));
+	assert_non_null(strstr(err.msg, "symbolic link"));
 	/* A FIFO in a file's place: refused at once, not waited on. */
 	snprintf(fifo, sizeof(fifo), "%s/p", dir);
 	assert_int_equal(mkfifo(fifo, 0600), 0);
-	assert_int_equal(file_read(fifo, 100, 0, &data, &len, err, sizeof(err)), -EINVAL);
-	assert_non_null(strstr(err, "not a regular file"));
-	assert_int_equal(file_read(dir, 100, 0, &data, &len, NULL, 0), -EINVAL);
+	assert_int_equal(file_read(fifo, 100, 0, &data, &len, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "not a regular file"));
+	assert_int_equal(file_read(dir, 100, 0, &data, &len, NULL), -EINVAL);
 	snprintf(path, sizeof(path), "%s/missing", dir);
-	assert_int_equal(file_read(path, 100, 0, &data, &len, err, sizeof(err)), -ENOENT);
-	assert_non_null(strstr(err, path));
+	assert_int_equal(file_read(path, 100, 0, &data, &len, &err), -ENOENT);
+	assert_non_null(strstr(err.msg, path));
+	assert_int_equal(err.errnum, ENOENT); /* the errno travels with the message */
+}
+
+/* The one error type (util/errmsg.h): message, errno, bounds and the edge's text. */
+static void test_error_type(void **state)
+{
+	struct fvm_err err = FVM_ERR_INIT;
+	char big[3 * FVM_ERR_MSG_MAX];
+
+	(void)state;
+	assert_false(errset(&err));
+	assert_string_equal(err_text(&err), "(no detail recorded)"); /* never an empty reason */
+	assert_string_equal(err_text(NULL), "(no detail recorded)");
+	assert_int_equal(errmsg(&err, -ENOSPC, "write %s: %s", "/x", strerror(ENOSPC)), -ENOSPC);
+	assert_int_equal(err.errnum, ENOSPC);
+	assert_string_equal(err_text(&err), "write /x: No space left on device");
+	assert_true(errset(&err));
+	/* A positive or zero ret sets the message and keeps the errno as it was. */
+	assert_int_equal(errmsg(&err, 1, "partial"), 1);
+	assert_int_equal(err.errnum, ENOSPC);
+	errf(&err, "trailing newlines go\n\n");
+	assert_string_equal(err.msg, "trailing newlines go");
+	errappend(&err, "; its log ends: %s", "boom");
+	assert_string_equal(err.msg, "trailing newlines go; its log ends: boom");
+	/* Bounded: a message longer than the buffer is cut, never overflows. */
+	memset(big, 'a', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	errappend(&err, "%s", big);
+	assert_int_equal(strlen(err.msg), FVM_ERR_MSG_MAX - 1);
+	errappend(&err, "more");
+	assert_int_equal(strlen(err.msg), FVM_ERR_MSG_MAX - 1);
+	errclear(&err);
+	assert_false(errset(&err));
+	assert_int_equal(err.errnum, 0);
+	/* NULL is allowed everywhere: callers that do not want the message pass none. */
+	assert_int_equal(errmsg(NULL, -EINVAL, "ignored"), -EINVAL);
+	errf(NULL, "ignored");
+	errappend(NULL, "ignored");
+	errclear(NULL);
 }
 
 static void test_read_pseudo_files(void **state)
@@ -105,45 +146,46 @@ static void test_read_pseudo_files(void **state)
 	size_t len;
 
 	/* st_size 0, yet there is text: read to EOF, cut at max. */
-	assert_int_equal(file_read("/proc/self/status", 1 << 16, FILE_UPTO_MAX, &data, &len, NULL,
-				   0), 0);
+	assert_int_equal(file_read("/proc/self/status", 1 << 16, FILE_UPTO_MAX, &data, &len, NULL),
+			 0);
 	assert_true(len > 20);
 	assert_non_null(strstr((char *)data, "Name:"));
 	free(data);
-	assert_int_equal(file_read("/proc/self/status", 5, FILE_UPTO_MAX, &data, &len, NULL, 0), 0);
+	assert_int_equal(file_read("/proc/self/status", 5, FILE_UPTO_MAX, &data, &len, NULL), 0);
 	assert_int_equal(len, 5);
 	assert_string_equal((char *)data, "Name:");
 	free(data);
 	/* Without FILE_UPTO_MAX the same file "changed size": the size check is for real files. */
-	assert_int_equal(file_read("/proc/self/status", 1 << 16, 0, &data, &len, NULL, 0), -EIO);
+	assert_int_equal(file_read("/proc/self/status", 1 << 16, 0, &data, &len, NULL), -EIO);
 }
 
 static void test_atomic_write(void **state)
 {
-	char path[128], sub[128], err[256];
+	char path[128], sub[128];
+	struct fvm_err err = FVM_ERR_INIT;
 	struct stat st;
 	uint8_t *data;
 	size_t len;
 
 	snprintf(path, sizeof(path), "%s/w", dir);
-	assert_int_equal(file_write_atomic(path, "one", 3, 0640, err, sizeof(err)), 0);
-	assert_int_equal(file_write_atomic(path, "two!", 4, 0640, err, sizeof(err)), 0);
+	assert_int_equal(file_write_atomic(path, "one", 3, 0640, &err), 0);
+	assert_int_equal(file_write_atomic(path, "two!", 4, 0640, &err), 0);
 	assert_int_equal(stat(path, &st), 0);
 	assert_int_equal(st.st_mode & 0777, 0640); /* the mode asked for, whatever the umask */
-	assert_int_equal(file_read(path, 10, 0, &data, &len, err, sizeof(err)), 0);
+	assert_int_equal(file_read(path, 10, 0, &data, &len, &err), 0);
 	assert_string_equal((char *)data, "two!");
 	free(data);
 	assert_int_equal(entries(dir), 1); /* no temp file left */
 	/* A directory where the file should go: the rename fails, the temp file goes. */
 	snprintf(sub, sizeof(sub), "%s/d", dir);
 	assert_int_equal(mkdir(sub, 0700), 0);
-	assert_int_equal(file_write_atomic(sub, "x", 1, 0600, err, sizeof(err)), -EISDIR);
-	assert_non_null(strstr(err, "rename"));
+	assert_int_equal(file_write_atomic(sub, "x", 1, 0600, &err), -EISDIR);
+	assert_non_null(strstr(err.msg, "rename"));
 	assert_int_equal(entries(dir), 2);
 	/* A missing directory: named in the error. */
 	snprintf(path, sizeof(path), "%s/no/such", dir);
-	assert_int_equal(file_write_atomic(path, "x", 1, 0600, err, sizeof(err)), -ENOENT);
-	assert_non_null(strstr(err, "create"));
+	assert_int_equal(file_write_atomic(path, "x", 1, 0600, &err), -ENOENT);
+	assert_non_null(strstr(err.msg, "create"));
 }
 
 static void test_mkdir(void **state)
@@ -163,7 +205,7 @@ static void test_mkdir(void **state)
 	assert_int_equal(st.st_mode & 0777, 0700);
 	/* A file in the way. */
 	snprintf(file, sizeof(file), "%s/f", dir);
-	assert_int_equal(file_write_atomic(file, "x", 1, 0600, NULL, 0), 0);
+	assert_int_equal(file_write_atomic(file, "x", 1, 0600, NULL), 0);
 	snprintf(path, sizeof(path), "%s/f/g", dir);
 	assert_int_equal(mkdir_p(path, 0700), -ENOTDIR);
 	assert_int_equal(mkdir_p("", 0700), -EINVAL);
@@ -207,6 +249,7 @@ int main(void)
 		cmocka_unit_test(test_deadlines),
 		cmocka_unit_test_setup_teardown(test_read_bounds_and_kinds, setup, teardown),
 		cmocka_unit_test(test_read_pseudo_files),
+		cmocka_unit_test(test_error_type),
 		cmocka_unit_test_setup_teardown(test_atomic_write, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_mkdir, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unix_connect, setup, teardown),

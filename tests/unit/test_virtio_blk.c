@@ -64,7 +64,7 @@ static int start(struct fixture *f, bool read_only)
 	struct disk *d;
 
 	snprintf(top, sizeof(top), "%s.ovl", f->prefix);
-	if (tvm_init(&f->vm) || disk_open(&o, &d, NULL, 0) ||
+	if (tvm_init(&f->vm) || disk_open(&o, &d, NULL) ||
 	    virtio_blk_create(&f->vm, 1, d, "forkvm-serial-0123456789", read_only ? NULL : f->prefix,
 			      &f->b))
 		return -1;

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "devices/virtio_net.h"
+#include "util/errmsg.h"
 #include "virtio_testvm.h"
 
 #define QN 16
@@ -256,18 +257,18 @@ static void test_malformed_tx_chains_need_reset(void **state)
 static void test_state_check(void **state)
 {
 	struct virtio_net_state st = { .mac = { 0x02, 1, 2, 3, 4, 5 }, .status = 3 };
-	char err[128];
+	struct fvm_err err = FVM_ERR_INIT;
 
 	(void)state;
-	assert_int_equal(virtio_net_state_check(&st, err, sizeof(err)), 0);
+	assert_int_equal(virtio_net_state_check(&st, &err), 0);
 	st.mac[0] = 0x03;
-	assert_int_equal(virtio_net_state_check(&st, err, sizeof(err)), -EINVAL);
-	assert_non_null(strstr(err, "unicast"));
+	assert_int_equal(virtio_net_state_check(&st, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "unicast"));
 	memset(st.mac, 0, 6);
-	assert_int_equal(virtio_net_state_check(&st, err, sizeof(err)), -EINVAL);
+	assert_int_equal(virtio_net_state_check(&st, &err), -EINVAL);
 	st.mac[0] = 0x02;
 	st.status = 4;
-	assert_int_equal(virtio_net_state_check(&st, err, sizeof(err)), -EINVAL);
+	assert_int_equal(virtio_net_state_check(&st, &err), -EINVAL);
 }
 
 static void test_set_tap_refuses_what_is_not_a_tap(void **state)

@@ -15,7 +15,7 @@ static void handle(const uint8_t *payload, size_t len)
 {
 	struct frame_decoder d;
 	struct agent_request req;
-	struct agent_err e = { "" };
+	struct fvm_err e = FVM_ERR_INIT;
 	json_t *reply, *back;
 	uint8_t *frame, *again;
 	size_t frame_len, used, again_len;

@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int parse(const char *text, struct agent_request *req, struct agent_err *e)
+static int parse(const char *text, struct agent_request *req, struct fvm_err *e)
 {
 	e->msg[0] = '\0';
 	return agent_request_parse((const uint8_t *)text, strlen(text), req, e);
@@ -24,7 +24,7 @@ static int parse(const char *text, struct agent_request *req, struct agent_err *
 static void expect_error(const char *text, int err, const char *want)
 {
 	struct agent_request req;
-	struct agent_err e;
+	struct fvm_err e;
 	int ret = parse(text, &req, &e);
 
 	if (ret == 0 || !strstr(e.msg, want) || (err && ret != err))
@@ -35,7 +35,7 @@ static void expect_error(const char *text, int err, const char *want)
 static void test_eval_fields(void **state)
 {
 	struct agent_request req;
-	struct agent_err e;
+	struct fvm_err e;
 
 	assert_int_equal(parse("{\"op\":\"eval\",\"lang\":\"python\",\"code\":\"x = 41\","
 			       "\"timeout_ms\":500,\"context\":\"ctx-1.a_b\",\"max_output\":10,"
@@ -79,7 +79,7 @@ static void test_context_names(void **state)
 	static const char *const bad[] = { "", ".hidden", "a/b", "..", "a b", "caf\xc3\xa9",
 					   "01234567890123456789012345678901234567890", "a\nb" };
 	struct agent_request req;
-	struct agent_err e;
+	struct fvm_err e;
 
 	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
 		assert_true(eval_context_name_ok(good[i]));
@@ -105,7 +105,7 @@ static void test_context_names(void **state)
 static void test_tree_fields(void **state)
 {
 	struct agent_request req;
-	struct agent_err e;
+	struct fvm_err e;
 
 	assert_int_equal(parse("{\"op\":\"put_tree\",\"path\":\"/tmp/d\",\"data\":\"AAEC\"}", &req,
 			       &e), 0);
@@ -159,7 +159,7 @@ static void test_driver_request(void **state)
 
 static int hello(const char *text, struct eval_hello *h)
 {
-	struct agent_err e = { "" };
+	struct fvm_err e = FVM_ERR_INIT;
 
 	return evalp_parse_hello((const uint8_t *)text, strlen(text), h, &e);
 }
@@ -184,7 +184,7 @@ static void test_driver_hello(void **state)
 
 static int meta(const char *text, struct eval_meta *m)
 {
-	struct agent_err e = { "" };
+	struct fvm_err e = FVM_ERR_INIT;
 
 	return evalp_parse_meta((const uint8_t *)text, strlen(text), m, &e);
 }

@@ -12,7 +12,7 @@
 #include <string.h>
 
 /* Parse text; returns the result and leaves req/e for inspection (caller frees req). */
-static int parse(const char *text, struct agent_request *req, struct agent_err *e)
+static int parse(const char *text, struct agent_request *req, struct fvm_err *e)
 {
 	e->msg[0] = '\0';
 	return agent_request_parse((const uint8_t *)text, strlen(text), req, e);
@@ -22,7 +22,7 @@ static int parse(const char *text, struct agent_request *req, struct agent_err *
 static void expect_error(const char *text, const char *want)
 {
 	struct agent_request req;
-	struct agent_err e;
+	struct fvm_err e;
 	int ret = parse(text, &req, &e);
 
 	if (ret == 0 || !strstr(e.msg, want))
@@ -33,7 +33,7 @@ static void expect_error(const char *text, const char *want)
 static void test_envelope(void **state)
 {
 	struct agent_request req;
-	struct agent_err e;
+	struct fvm_err e;
 
 	assert_int_equal(parse("{\"op\":\"ping\",\"id\":[1,\"x\"]}", &req, &e), 0);
 	assert_int_equal(req.op, OP_PING);
@@ -66,7 +66,7 @@ static void test_envelope(void **state)
 static void test_exec_fields(void **state)
 {
 	struct agent_request req;
-	struct agent_err e;
+	struct fvm_err e;
 
 	assert_int_equal(parse("{\"op\":\"exec\",\"argv\":[\"sh\",\"-c\",\"x\"],"
 			       "\"env\":{\"A\":\"1\",\"B\":\"x=y\"},\"cwd\":\"/tmp\",\"stdin\":\"in\","
@@ -133,7 +133,7 @@ static void test_exec_errors(void **state)
 static void test_file_ops(void **state)
 {
 	struct agent_request req;
-	struct agent_err e;
+	struct fvm_err e;
 
 	assert_int_equal(parse("{\"op\":\"write_file\",\"path\":\"/x\",\"content\":\"aGk=\"}",
 			       &req, &e), 0);
@@ -166,7 +166,7 @@ static void test_file_ops(void **state)
 static void test_system_ops(void **state)
 {
 	struct agent_request req;
-	struct agent_err e;
+	struct fvm_err e;
 
 	assert_int_equal(parse("{\"op\":\"set_clock\",\"time_ns\":1700000000123456789}", &req, &e),
 			 0);
@@ -216,7 +216,7 @@ static void test_value_count_bounded(void **state)
 {
 	const char *items[] = { "0", "[]", "{}", "\"\"" };
 	struct agent_request req;
-	struct agent_err e;
+	struct fvm_err e;
 	char *t;
 
 	for (size_t k = 0; k < sizeof(items) / sizeof(items[0]); k++) {

@@ -6,6 +6,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "util/errmsg.h"
 #include "util/tartree.h"
 #include "util/ustar.h"
 
@@ -68,14 +69,14 @@ static void raw_end(struct raw *r)
 }
 
 /* Read every member; returns the first error or the count of members. */
-static int read_all(const uint8_t *buf, size_t len, char *err, size_t errlen)
+static int read_all(const uint8_t *buf, size_t len, struct fvm_err *err)
 {
 	struct ustar_entry *e = malloc(sizeof(*e));
 	struct ustar_reader r;
 	int n = 0, ret;
 
 	ustar_reader_init(&r, buf, len);
-	while ((ret = ustar_next(&r, e, err, errlen)) > 0)
+	while ((ret = ustar_next(&r, e, err)) > 0)
 		n++;
 	free(e);
 	return ret < 0 ? ret : n;
@@ -83,11 +84,11 @@ static int read_all(const uint8_t *buf, size_t len, char *err, size_t errlen)
 
 static void expect_refused(struct raw *r, int want, const char *msg)
 {
-	char err[256] = "";
-	int ret = read_all(r->buf, r->len, err, sizeof(err));
+	struct fvm_err err = FVM_ERR_INIT;
+	int ret = read_all(r->buf, r->len, &err);
 
-	if (ret != want || !strstr(err, msg))
-		fail_msg("got %d '%s', wanted %d with '%s'", ret, err, want, msg);
+	if (ret != want || !strstr(err.msg, msg))
+		fail_msg("got %d '%s', wanted %d with '%s'", ret, err.msg, want, msg);
 }
 
 static void test_clean_path(void **state)
@@ -97,18 +98,19 @@ static void test_clean_path(void **state)
 		{ "a/./b", "a/b" },   { "...", "..." },     { "a..b/..c", "a..b/..c" },
 	};
 	static const char *const bad[] = { "/etc/passwd", "..", "../x", "a/../../x", "a/..", "//x" };
-	char buf[64], err[128];
+	char buf[64];
+	struct fvm_err err = FVM_ERR_INIT;
 
 	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
 		snprintf(buf, sizeof(buf), "%s", ok[i][0]);
-		assert_int_equal(ustar_clean_path(buf, err, sizeof(err)), 0);
+		assert_int_equal(ustar_clean_path(buf, &err), 0);
 		assert_string_equal(buf, ok[i][1]);
 	}
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		snprintf(buf, sizeof(buf), "%s", bad[i]);
-		if (ustar_clean_path(buf, err, sizeof(err)) != -EINVAL)
+		if (ustar_clean_path(buf, &err) != -EINVAL)
 			fail_msg("'%s' accepted", bad[i]);
-		assert_non_null(strstr(err, bad[i]));
+		assert_non_null(strstr(err.msg, bad[i]));
 	}
 }
 
@@ -211,7 +213,7 @@ static void test_reader_formats(void **state)
 	struct raw *r = calloc(1, sizeof(*r));
 	struct ustar_entry *e = malloc(sizeof(*e));
 	struct ustar_reader rd;
-	char err[256];
+	struct fvm_err err = FVM_ERR_INIT;
 
 	/* POSIX prefix + name, a GNU long name, a pax size, base-256 size, "./" root, and an
 	 * archive that just ends on a block boundary (no trailer). */
@@ -245,28 +247,29 @@ static void test_reader_formats(void **state)
 	}
 
 	ustar_reader_init(&rd, r->buf, r->len);
-	assert_int_equal(ustar_next(&rd, e, err, sizeof(err)), 1);
+	assert_int_equal(ustar_next(&rd, e, &err), 1);
 	assert_int_equal(e->type, USTAR_DIR);
 	assert_string_equal(e->path, "");
-	assert_int_equal(ustar_next(&rd, e, err, sizeof(err)), 1);
+	assert_int_equal(ustar_next(&rd, e, &err), 1);
 	assert_string_equal(e->path, "pre/fix/name");
-	assert_int_equal(ustar_next(&rd, e, err, sizeof(err)), 1);
+	assert_int_equal(ustar_next(&rd, e, &err), 1);
 	assert_string_equal(e->path, "long/name.x");
 	assert_int_equal(e->size, 3);
 	assert_memory_equal(e->data, "gnu", 3);
-	assert_int_equal(ustar_next(&rd, e, err, sizeof(err)), 1);
+	assert_int_equal(ustar_next(&rd, e, &err), 1);
 	assert_string_equal(e->path, "b256");
 	assert_int_equal(e->size, 3);
 	assert_memory_equal(e->data, "abc", 3);
-	assert_int_equal(ustar_next(&rd, e, err, sizeof(err)), 0);
-	assert_int_equal(ustar_next(&rd, e, err, sizeof(err)), 0);
+	assert_int_equal(ustar_next(&rd, e, &err), 0);
+	assert_int_equal(ustar_next(&rd, e, &err), 0);
 	free(e);
 	free(r);
 }
 
 static void test_writer_round_trip(void **state)
 {
-	char longdir[200], longname[400], longlink[300], err[256];
+	char longdir[200], longname[400], longlink[300];
+	struct fvm_err err = FVM_ERR_INIT;
 	struct ustar_entry *e = malloc(sizeof(*e));
 	struct ustar_writer w;
 	struct ustar_reader r;
@@ -292,18 +295,18 @@ static void test_writer_round_trip(void **state)
 	assert_int_equal(w.len % USTAR_BLOCK, 0);
 
 	ustar_reader_init(&r, w.buf, w.len);
-	assert_int_equal(ustar_next(&r, e, err, sizeof(err)), 1);
+	assert_int_equal(ustar_next(&r, e, &err), 1);
 	assert_true(e->type == USTAR_DIR && !strcmp(e->path, "dir") && e->mode == 0755);
-	assert_int_equal(ustar_next(&r, e, err, sizeof(err)), 1);
+	assert_int_equal(ustar_next(&r, e, &err), 1);
 	assert_true(e->type == USTAR_FILE && !strcmp(e->path, "dir/f") && e->size == 3);
 	assert_int_equal(e->mtime, 2);
-	assert_int_equal(ustar_next(&r, e, err, sizeof(err)), 1);
+	assert_int_equal(ustar_next(&r, e, &err), 1);
 	assert_string_equal(e->path, longdir);
-	assert_int_equal(ustar_next(&r, e, err, sizeof(err)), 1);
+	assert_int_equal(ustar_next(&r, e, &err), 1);
 	assert_string_equal(e->path, longname);
-	assert_int_equal(ustar_next(&r, e, err, sizeof(err)), 1);
+	assert_int_equal(ustar_next(&r, e, &err), 1);
 	assert_true(e->type == USTAR_SYMLINK && !strcmp(e->link, longlink));
-	assert_int_equal(ustar_next(&r, e, err, sizeof(err)), 0);
+	assert_int_equal(ustar_next(&r, e, &err), 0);
 	ustar_writer_free(&w);
 
 	/* The bound holds the trailer back: finish never fails after a successful add. */
@@ -336,14 +339,14 @@ static int teardown_dir(void **state)
 	return nftw(tmp, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-static int extract(struct raw *r, size_t max_entries, char *err, size_t errlen)
+static int extract(struct raw *r, size_t max_entries, struct fvm_err *err)
 {
 	const struct tartree_limits lim = { MAX_ARCHIVE, max_entries };
 	struct tartree_stats st;
 	int fd = open(tmp, O_RDONLY | O_DIRECTORY), ret;
 
 	assert_true(fd >= 0);
-	ret = tartree_extract(fd, r->buf, r->len, &lim, &st, err, errlen);
+	ret = tartree_extract(fd, r->buf, r->len, &lim, &st, err);
 	close(fd);
 	return ret;
 }
@@ -359,7 +362,8 @@ static const char *at(const char *rel)
 static void test_extract_stays_inside(void **state)
 {
 	struct raw *r = calloc(1, sizeof(*r));
-	char err[256], target[64];
+	char target[64];
+	struct fvm_err err = FVM_ERR_INIT;
 	struct stat sb;
 
 	/* A symlink member pointing out, then a file "through" it: the file is refused, the
@@ -367,8 +371,8 @@ static void test_extract_stays_inside(void **state)
 	raw_header(r, "out", '2', 0, "/tmp", NULL);
 	raw_file(r, "out/forkvm-tartree-escape", "pwned");
 	raw_end(r);
-	assert_int_equal(extract(r, 100, err, sizeof(err)), -ENOTDIR);
-	assert_non_null(strstr(err, "not followed"));
+	assert_int_equal(extract(r, 100, &err), -ENOTDIR);
+	assert_non_null(strstr(err.msg, "not followed"));
 	assert_int_equal(lstat("/tmp/forkvm-tartree-escape", &sb), -1);
 	assert_int_equal(readlink(at("out"), target, sizeof(target)), 4);
 
@@ -377,14 +381,14 @@ static void test_extract_stays_inside(void **state)
 	memset(r, 0, sizeof(*r));
 	raw_file(r, "pre/forkvm-tartree-escape", "pwned");
 	raw_end(r);
-	assert_int_equal(extract(r, 100, err, sizeof(err)), -ENOTDIR);
+	assert_int_equal(extract(r, 100, &err), -ENOTDIR);
 	assert_int_equal(lstat("/tmp/forkvm-tartree-escape", &sb), -1);
 
 	/* But a file member replaces a symlink at its own name (writing the link, not its target). */
 	memset(r, 0, sizeof(*r));
 	raw_file(r, "pre", "now a file");
 	raw_end(r);
-	assert_int_equal(extract(r, 100, err, sizeof(err)), 0);
+	assert_int_equal(extract(r, 100, &err), 0);
 	assert_int_equal(lstat(at("pre"), &sb), 0);
 	assert_true(S_ISREG(sb.st_mode));
 	free(r);
@@ -393,7 +397,7 @@ static void test_extract_stays_inside(void **state)
 static void test_extract_modes_and_limits(void **state)
 {
 	struct raw *r = calloc(1, sizeof(*r));
-	char err[256];
+	struct fvm_err err = FVM_ERR_INIT;
 	struct stat sb;
 
 	raw_header(r, "d/", '5', 0, NULL, NULL);
@@ -409,7 +413,7 @@ static void test_extract_modes_and_limits(void **state)
 		snprintf((char *)h + 148, 8, "%06o", sum);
 	}
 	raw_end(r);
-	assert_int_equal(extract(r, 100, err, sizeof(err)), 0);
+	assert_int_equal(extract(r, 100, &err), 0);
 	assert_int_equal(stat(at("d/suid"), &sb), 0);
 	assert_int_equal(sb.st_mode & 07777, 0644); /* set-uid dropped */
 	assert_int_equal(sb.st_mtime, 1700000000);
@@ -418,16 +422,16 @@ static void test_extract_modes_and_limits(void **state)
 	memset(r, 0, sizeof(*r));
 	raw_file(r, "d", "x");
 	raw_end(r);
-	assert_int_equal(extract(r, 100, err, sizeof(err)), -EISDIR);
-	assert_non_null(strstr(err, "a directory is in the way"));
+	assert_int_equal(extract(r, 100, &err), -EISDIR);
+	assert_non_null(strstr(err.msg, "a directory is in the way"));
 
 	memset(r, 0, sizeof(*r));
 	raw_file(r, "1", "a");
 	raw_file(r, "2", "b");
 	raw_file(r, "3", "c");
 	raw_end(r);
-	assert_int_equal(extract(r, 2, err, sizeof(err)), -E2BIG);
-	assert_non_null(strstr(err, "more than 2 entries"));
+	assert_int_equal(extract(r, 2, &err), -E2BIG);
+	assert_non_null(strstr(err.msg, "more than 2 entries"));
 	free(r);
 }
 
@@ -436,7 +440,8 @@ static void test_archive_round_trip(void **state)
 	const struct tartree_limits lim = { 1 << 20, 100 };
 	struct tartree_stats st;
 	enum tartree_kind kind;
-	char src[128], dst[128], err[256], link[64];
+	char src[128], dst[128], link[64];
+	struct fvm_err err = FVM_ERR_INIT;
 	uint8_t *tar;
 	size_t len;
 	struct stat sb;
@@ -452,14 +457,14 @@ static void test_archive_round_trip(void **state)
 	assert_int_equal(symlink("../sub/f", at("src/ln")), 0);
 	assert_int_equal(mkfifo(at("src/fifo"), 0644), 0);
 
-	assert_int_equal(tartree_archive(src, &lim, &tar, &len, &kind, &st, err, sizeof(err)), 0);
+	assert_int_equal(tartree_archive(src, &lim, &tar, &len, &kind, &st, &err), 0);
 	assert_int_equal(kind, TARTREE_DIR);
 	assert_int_equal(st.entries, 3); /* ln, sub, sub/f */
 	assert_int_equal(st.skipped, 1); /* the FIFO */
 	assert_int_equal(st.bytes, 7);
 	assert_int_equal(mkdir(dst, 0755), 0);
 	fd = open(dst, O_RDONLY | O_DIRECTORY);
-	assert_int_equal(tartree_extract(fd, tar, len, &lim, &st, err, sizeof(err)), 0);
+	assert_int_equal(tartree_extract(fd, tar, len, &lim, &st, &err), 0);
 	close(fd);
 	free(tar);
 	assert_int_equal(stat(at("dst/sub/f"), &sb), 0);
@@ -468,26 +473,23 @@ static void test_archive_round_trip(void **state)
 	assert_int_equal(readlink(at("dst/ln"), link, sizeof(link)), 8);
 
 	/* One file archives as a single member named by its basename. */
-	assert_int_equal(tartree_archive(at("src/sub/f"), &lim, &tar, &len, &kind, &st, err,
-					 sizeof(err)), 0);
+	assert_int_equal(tartree_archive(at("src/sub/f"), &lim, &tar, &len, &kind, &st, &err), 0);
 	assert_int_equal(kind, TARTREE_FILE);
 	assert_int_equal(st.entries, 1);
-	assert_int_equal(read_all(tar, len, err, sizeof(err)), 1);
+	assert_int_equal(read_all(tar, len, &err), 1);
 	free(tar);
 
 	/* Bounds: bytes and entries. */
 	{
 		const struct tartree_limits small = { 3 * USTAR_BLOCK, 100 }, few = { 1 << 20, 2 };
 
-		assert_int_equal(tartree_archive(src, &small, &tar, &len, &kind, &st, err,
-						 sizeof(err)), -E2BIG);
-		assert_non_null(strstr(err, "exceeds the limit"));
-		assert_int_equal(tartree_archive(src, &few, &tar, &len, &kind, &st, err,
-						 sizeof(err)), -E2BIG);
-		assert_non_null(strstr(err, "more than 2 entries"));
+		assert_int_equal(tartree_archive(src, &small, &tar, &len, &kind, &st, &err),
+				 -E2BIG);
+		assert_non_null(strstr(err.msg, "exceeds the limit"));
+		assert_int_equal(tartree_archive(src, &few, &tar, &len, &kind, &st, &err), -E2BIG);
+		assert_non_null(strstr(err.msg, "more than 2 entries"));
 	}
-	assert_int_equal(tartree_archive(at("nope"), &lim, &tar, &len, &kind, &st, err,
-					 sizeof(err)), -ENOENT);
+	assert_int_equal(tartree_archive(at("nope"), &lim, &tar, &len, &kind, &st, &err), -ENOENT);
 }
 
 int main(void)
