@@ -98,6 +98,8 @@ def test_children_hold_the_branch_instant_image_and_stay_isolated(env, strategy,
         assert reply["paused_us"] > 0
         if strategy == "live":
             check_live_mode(reply, param == "live-populate")
+            # The dirty workload wrote protected pages during the copy, and waited for it.
+            assert reply["wp_faults"] > 0, reply
         for k in kids:
             assert whole(k) == image, f"{strategy}: child differs from the branch instant"
         # The source keeps writing after the branch: no child sees it.
@@ -169,7 +171,12 @@ def test_live_pages_first_written_after_the_branch_are_copied_before_the_write(
     """The source's guest writes pages it never touched before the branch, after the branch
     and while the image is being copied: each write must wait until the page's branch-instant
     content (zeroes) is in the image. With WP_UNPOPULATED the kernel protects the missing pages
-    itself; without it (live-populate) they were populated before the pause."""
+    itself. Without it (live-populate) every page is populated before the pause, and the fill,
+    fast on present pages (about 0.15 ms per MiB against 4 ms unpopulated), catches up with the
+    populate and ends with it, before the pause: what it checks there is that the pages the
+    guest had not reached when the populate began were populated, and that the children hold
+    the branch instant (writes to populated pages after the pause are trapped: the dirty
+    workload of test_children_hold_the_branch_instant_image_and_stay_isolated)."""
     use(strategy, monkeypatch)
     mem = 256 << 20
     touched, fresh = (WORK, 64 << 20), (WORK + (64 << 20), 128 << 20)
@@ -190,19 +197,21 @@ def test_live_pages_first_written_after_the_branch_are_copied_before_the_write(
         for k in kids:
             assert k.ok({"cmd": "memhash", "gpa": 0, "len": mem})["checksum"] == image, \
                 f"{strategy}: child differs from the branch instant"
-        # The scenario happened: the fill was cut by the branch (its end is zero in the
-        # children, filled in the source) and source writes waited for the copier.
-        zero = kids[0].ok({"cmd": "memhash", "gpa": untouched[0], "len": untouched[1]})["checksum"]
-        tail = (fresh[0] + fresh[1] - (1 << 20), 1 << 20)
-        kid_tail = kids[0].ok({"cmd": "memhash", "gpa": tail[0], "len": tail[1]})["checksum"]
-        src_tail = src.ok({"cmd": "memhash", "gpa": tail[0], "len": tail[1]})["checksum"]
-        assert kid_tail == zero and src_tail != zero, "the fill finished before the branch"
         head = (fresh[0], 1 << 20)
         assert kids[0].ok({"cmd": "memhash", "gpa": head[0], "len": head[1]})["checksum"] == \
             src.ok({"cmd": "memhash", "gpa": head[0], "len": head[1]})["checksum"], \
             "the fill had not started at the branch"
-        assert reply["wp_faults"] >= 16, reply
-        if strategy == "live-populate":
+        if strategy == "live":
+            # The scenario happened: the fill was cut by the branch (its end is zero in the
+            # children, filled in the source) and source writes waited for the copier.
+            zero = kids[0].ok({"cmd": "memhash", "gpa": untouched[0],
+                               "len": untouched[1]})["checksum"]
+            tail = (fresh[0] + fresh[1] - (1 << 20), 1 << 20)
+            kid_tail = kids[0].ok({"cmd": "memhash", "gpa": tail[0], "len": tail[1]})["checksum"]
+            src_tail = src.ok({"cmd": "memhash", "gpa": tail[0], "len": tail[1]})["checksum"]
+            assert kid_tail == zero and src_tail != zero, "the fill finished before the branch"
+            assert reply["wp_faults"] >= 16, reply
+        else:
             # Populating allocated the fresh pages the guest had not reached yet (~128 MiB).
             assert reply["populated_bytes"] >= 64 << 20, reply
         for k in kids:
