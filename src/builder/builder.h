@@ -10,6 +10,9 @@
  * everything built so far is destroyed. cfg->net.tap_fd (with net.present) belongs to the VM
  * from the call on, also when it fails. -errno, logged. */
 int vm_create(struct vm *vm, const struct vm_config *cfg);
+/* Start the device threads (vsock, disks, the NIC) vm_create left unstarted when
+ * cfg->defer_device_threads was set; idempotent. -errno, logged. */
+int vm_start_devices(struct vm *vm);
 /* End the VM if it runs, join its vCPUs, destroy its devices, vCPUs, RAM and fds. */
 void vm_destroy(struct vm *vm);
 

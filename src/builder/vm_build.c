@@ -199,11 +199,25 @@ int vm_create(struct vm *vm, const struct vm_config *cfg)
 	if (err)
 		goto err;
 	err = vm_create_devices(vm);
+	if (!err && !cfg->defer_device_threads)
+		err = vm_start_devices(vm);
 	if (err)
 		goto err;
 	return 0;
 err:
 	vm_destroy(vm);
+	return err;
+}
+
+int vm_start_devices(struct vm *vm)
+{
+	int err = vm->vsock ? vsock_start(vm->vsock) : 0;
+
+	for (int i = 0; !err && i < vm->cfg.ndisks; i++)
+		if (vm->blk[i])
+			err = virtio_blk_start(vm->blk[i]);
+	if (!err && vm->net)
+		err = virtio_net_start(vm->net);
 	return err;
 }
 

@@ -69,6 +69,9 @@ struct vm_config {
 	const char *console_path;	/* serial output file; NULL = stdout */
 	const char *kvm_path;		/* default /dev/kvm */
 	bool start_paused;		/* vCPU threads park at once; `resume` runs them */
+	/* vm_create leaves the device threads unstarted for vm_start_devices: a restore whose
+	 * mem_ready hook enters the jail, which needs a single-threaded process. */
+	bool defer_device_threads;
 	const char *vsock_path;		/* host side of virtio-vsock (Unix socket); NULL = none */
 	uint32_t vsock_cid;		/* guest CID (default 3) */
 	struct vm_disk_config disks[VM_MAX_DISKS];

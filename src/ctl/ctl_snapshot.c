@@ -29,21 +29,22 @@ static void job_free(struct snap_job *j)
 static json_t *snapshot_reply(struct ctl_server *srv, const struct snap_save_opts *o)
 {
 	struct snap_save_stats st;
+	struct fvm_err e = FVM_ERR_INIT;
 	json_t *reply;
 	int err;
 
-	err = snap_save(ctl_vm(srv), o, &st);
+	err = snap_save(ctl_vm(srv), o, &st, &e);
 	if ((err == -EEXIST || err == -ENOTDIR) && o->force) {
-		char why[256] = "";
+		struct fvm_err why = FVM_ERR_INIT;
 
-		if (snap_dir_replaceable(o->dir, why, sizeof(why)) != 0)
+		if (snap_dir_replaceable(o->dir, &why) != 0)
 			return ctl_reply_error("snapshot: refusing to replace %s: it is not a complete "
-					       "forkvm snapshot (%s)", o->dir, why);
+					       "forkvm snapshot (%s)", o->dir, err_text(&why));
 	}
 	if (err == -EEXIST)
 		return ctl_reply_error("snapshot %s already exists (use force to replace it)", o->dir);
 	if (err)
-		return ctl_reply_error("snapshot to %s failed: %s", o->dir, strerror(-err));
+		return ctl_reply_error("snapshot to %s failed: %s", o->dir, err_text(&e));
 	reply = ctl_reply_ok();
 	json_object_set_new(reply, "dir", json_string(o->dir));
 	json_object_set_new(reply, "pause_us", json_real((double)st.pause_ns / 1e3));

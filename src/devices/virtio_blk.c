@@ -161,12 +161,6 @@ int virtio_blk_create(struct vm *vm, int slot, struct disk *disk, const char *se
 		err = log_errno(-errno, "virtio-blk slot %d: eventfd", slot);
 		goto err;
 	}
-	err = -pthread_create(&b->thread, NULL, blk_thread, b);
-	if (err) {
-		err = log_errno(err, "virtio-blk slot %d: starting the device thread", slot);
-		goto err;
-	}
-	b->thread_started = true;
 	log_info("virtio-blk: %s, %llu bytes%s, %d sealed layer%s (virtio-mmio slot %d, gsi %u)",
 		 disk->base_path, (unsigned long long)disk->size, disk->has_top ? "" : ", read-only",
 		 disk_nsealed(disk), disk_nsealed(disk) == 1 ? "" : "s", slot, b->mmio->gsi);
@@ -175,6 +169,20 @@ int virtio_blk_create(struct vm *vm, int slot, struct disk *disk, const char *se
 err:
 	virtio_blk_destroy(b);
 	return err;
+}
+
+int virtio_blk_start(struct virtio_blk *b)
+{
+	int err;
+
+	if (b->thread_started)
+		return 0;
+	err = -pthread_create(&b->thread, NULL, blk_thread, b);
+	if (err)
+		return log_errno(err, "virtio-blk slot %d: starting the device thread",
+				 b->mmio->slot);
+	b->thread_started = true;
+	return 0;
 }
 
 void virtio_blk_destroy(struct virtio_blk *b)

@@ -63,6 +63,8 @@ struct virtio_blk {
  */
 int virtio_blk_create(struct vm *vm, int slot, struct disk *disk, const char *serial,
 		      const char *top_prefix, struct virtio_blk **out);
+/* Start the device thread (once; vm_start_devices). */
+int virtio_blk_start(struct virtio_blk *b);
 /* Stop the thread, flush, close the disk and remove the files it created (run directory). */
 void virtio_blk_destroy(struct virtio_blk *b);
 

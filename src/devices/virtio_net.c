@@ -319,12 +319,6 @@ int virtio_net_create(struct vm *vm, int slot, int tap_fd, const uint8_t mac[6],
 	if (err)
 		goto err;
 	n->status = tap_fd >= 0 ? VIRTIO_NET_S_LINK_UP : 0;
-	err = -pthread_create(&n->thread, NULL, net_thread, n);
-	if (err) {
-		err = log_errno(err, "virtio-net slot %d: starting the device thread", slot);
-		goto err;
-	}
-	n->thread_started = true;
 	virtio_net_format_mac(mac, macs, sizeof(macs));
 	if (tap_fd >= 0)
 		log_info("virtio-net: MAC %s on TAP %s (virtio-mmio slot %d, gsi %u)", macs, n->ifname,
@@ -337,6 +331,20 @@ int virtio_net_create(struct vm *vm, int slot, int tap_fd, const uint8_t mac[6],
 err:
 	virtio_net_destroy(n);
 	return err;
+}
+
+int virtio_net_start(struct virtio_net *n)
+{
+	int err;
+
+	if (n->thread_started)
+		return 0;
+	err = -pthread_create(&n->thread, NULL, net_thread, n);
+	if (err)
+		return log_errno(err, "virtio-net slot %d: starting the device thread",
+				 n->mmio->slot);
+	n->thread_started = true;
+	return 0;
 }
 
 void virtio_net_destroy(struct virtio_net *n)

@@ -106,6 +106,8 @@ struct virtio_net_info {
  */
 int virtio_net_create(struct vm *vm, int slot, int tap_fd, const uint8_t mac[6],
 		      struct virtio_net **out);
+/* Start the device thread (once; vm_start_devices). */
+int virtio_net_start(struct virtio_net *n);
 /* Stop the thread and close the TAP. */
 void virtio_net_destroy(struct virtio_net *n);
 

@@ -105,14 +105,16 @@ static void *vsock_thread(void *arg)
 	}
 }
 
-static int vsock_listen(struct vsock *v, const char *path)
+/* unix_listen: 0600 in a private directory; only a dead socket file is replaced. */
+static int vsock_listen(struct vsock *v)
 {
-	/* unix_listen: 0600 in a private directory; only a dead socket file is replaced. */
-	if (strlen(path) >= sizeof(v->path))
-		return log_errno(-ENAMETOOLONG, "vsock socket path %s", path);
-	snprintf(v->path, sizeof(v->path), "%s", path);
-	v->listen_fd = unix_listen(path, 64, SOCK_NONBLOCK, "vsock socket");
-	return v->listen_fd < 0 ? v->listen_fd : 0;
+	int err;
+
+	v->listen_fd = unix_listen(v->path, 64, SOCK_NONBLOCK, "vsock socket");
+	if (v->listen_fd < 0)
+		return v->listen_fd;
+	err = ev_add(&v->loop, v->listen_fd, EPOLLIN, EV_LATER, vsock_accept, v);
+	return err < 0 ? err : 0;
 }
 
 int vsock_create(struct vm *vm, int slot, const char *path, uint32_t cid, struct vsock **out)
@@ -134,17 +136,17 @@ int vsock_create(struct vm *vm, int slot, const char *path, uint32_t cid, struct
 	err = virtio_mmio_create(vm, slot, VIRTIO_ID_VSOCK, 0, 3, 256, &vsock_ops, v, &v->mmio);
 	if (err)
 		goto err;
-	err = vsock_listen(v, path);
-	if (err)
+	if (strlen(path) >= sizeof(v->path)) {
+		err = log_errno(-ENAMETOOLONG, "vsock socket path %s", path);
 		goto err;
+	}
+	snprintf(v->path, sizeof(v->path), "%s", path);
 	v->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (v->stop_fd < 0) {
 		err = log_errno(-errno, "vsock: the stop eventfd");
 		goto err;
 	}
 	err = ev_add(&v->loop, v->stop_fd, EPOLLIN, EV_FIRST, on_stop, v);
-	if (err >= 0)
-		err = ev_add(&v->loop, v->listen_fd, EPOLLIN, EV_LATER, vsock_accept, v);
 	for (int q = 0; q < 3 && err >= 0; q++) {
 		v->notify[q] = (struct vsock_notify){ v, q };
 		err = ev_add(&v->loop, v->mmio->notify_fd[q], EPOLLIN, EV_LATER, on_notify,
@@ -152,12 +154,6 @@ int vsock_create(struct vm *vm, int slot, const char *path, uint32_t cid, struct
 	}
 	if (err < 0)
 		goto err;
-	err = -pthread_create(&v->thread, NULL, vsock_thread, v);
-	if (err) {
-		err = log_errno(err, "vsock: starting the device thread");
-		goto err;
-	}
-	v->thread_started = true;
 	log_info("vsock: guest CID %u, host socket %s (virtio-mmio slot %d, gsi %u)", v->cid, path,
 		 slot, v->mmio->gsi);
 	*out = v;
@@ -165,6 +161,23 @@ int vsock_create(struct vm *vm, int slot, const char *path, uint32_t cid, struct
 err:
 	vsock_destroy(v);
 	return err;
+}
+
+int vsock_start(struct vsock *v)
+{
+	int err;
+
+	if (v->thread_started)
+		return 0;
+	/* The socket is made here, not at create: a jailed restore makes it as the jail's uid in
+	 * the jail's own directory, like the control socket. */
+	if (v->listen_fd < 0 && (err = vsock_listen(v)))
+		return err;
+	err = -pthread_create(&v->thread, NULL, vsock_thread, v);
+	if (err)
+		return log_errno(err, "vsock: starting the device thread");
+	v->thread_started = true;
+	return 0;
 }
 
 void vsock_destroy(struct vsock *v)

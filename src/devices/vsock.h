@@ -15,8 +15,11 @@ struct vsock_state {
 	uint64_t cid;
 };
 
-/* Listen on path (a stale socket there is replaced), put the device in virtio slot `slot`. */
+/* Put the device in virtio slot `slot`; its host socket is path (made by vsock_start). */
 int vsock_create(struct vm *vm, int slot, const char *path, uint32_t cid, struct vsock **out);
+/* Listen on the socket path (a stale socket there is replaced) and start the device thread
+ * (once; vm_start_devices). Until then nothing is served. */
+int vsock_start(struct vsock *v);
 /* Stop the device thread, close every connection, remove the socket file. */
 void vsock_destroy(struct vsock *v);
 

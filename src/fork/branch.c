@@ -122,11 +122,10 @@ static int branch_full(struct vm *vm, const struct branch_opts *o, struct branch
 	}
 	if ((ret = branch_pause_source(vm, o, res, &bp, err)))
 		return ret;
-	ret = snap_save(vm, &so, &st); /* already paused: snap_save leaves it so */
+	ret = snap_save(vm, &so, &st, err); /* already paused: snap_save leaves it so */
 	branch_resume_source(vm, res, &bp);
-	if (ret) {
-		return errmsg(err, ret, "writing the snapshot to %s: %s", o->dir, strerror(-ret));
-	}
+	if (ret)
+		return ret; /* err names the step and the file */
 	res->bytes_written = st.memory_bytes_written;
 	snprintf(res->snapshot, sizeof(res->snapshot), "%s", o->dir);
 	return branch_restore_children(o->dir, o, res, err);

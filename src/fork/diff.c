@@ -29,20 +29,22 @@ static int diff_base(struct vm *vm, const struct branch_opts *o, struct branch_r
 {
 	struct snap_save_opts so = { .force = true, .strategy = "diff-base", .source = o->prefix };
 	struct snap_save_stats st;
+	struct fvm_err inner = FVM_ERR_INIT;
 	char base[PATH_MAX];
 	int ret;
 
 	snprintf(base, sizeof(base), "%s/base", o->dir);
 	so.dir = base;
 	ret = dirty_log_enable(&vm->mem, vm->fd);
-	if (!ret)
-		ret = snap_save(vm, &so, &st);
+	if (ret)
+		return errmsg(err, ret, "diff base %s: enabling the dirty log: %s", base,
+			      strerror(-ret));
+	if ((ret = snap_save(vm, &so, &st, &inner)))
+		return errmsg(err, ret, "writing the diff base %s: %s", base, err_text(&inner));
 	/* Everything is in the base: start the log afresh (the log starts all-set). */
-	if (!ret)
-		ret = dirty_log_collect(&vm->mem, vm->fd, diff.bitmap);
-	if (ret) {
-		return errmsg(err, ret, "writing the diff base %s: %s", base, strerror(-ret));
-	}
+	if ((ret = dirty_log_collect(&vm->mem, vm->fd, diff.bitmap)))
+		return errmsg(err, ret, "diff base %s: collecting the dirty log: %s", base,
+			      strerror(-ret));
 	res->bytes_written = st.memory_bytes_written;
 	snprintf(diff.tip, sizeof(diff.tip), "%s", base);
 	diff.enabled = true;
@@ -75,6 +77,7 @@ int branch_diff(struct vm *vm, const struct branch_opts *o, struct branch_result
 	uint64_t blob_len = 0, npages = 0;
 	bool layer = diff.enabled;
 	struct branch_pause bp;
+	struct fvm_err inner = FVM_ERR_INIT; /* the layer writer's failing step */
 	char dir[PATH_MAX], *meta = NULL;
 	int ret;
 
@@ -108,10 +111,10 @@ int branch_diff(struct vm *vm, const struct branch_opts *o, struct branch_result
 		snprintf(dir, sizeof(dir), "%s/layer-%d", o->dir, ++diff.layers);
 		meta = layer_meta(vm, diff.tip, npages);
 		ret = meta ? snap_layer_write(dir, diff.tip, state.data, state.len, blob, blob_len, meta,
-						 vm)
-			   : -ENOMEM;
+					      vm, &inner)
+			   : errmsg(&inner, -ENOMEM, "out of memory for meta.json");
 		if (ret)
-			errf(err, "writing layer %s: %s", dir, strerror(-ret));
+			errmsg(err, ret, "writing layer %s: %s", dir, err_text(&inner));
 		else
 			snprintf(diff.tip, sizeof(diff.tip), "%s", dir);
 		res->bytes_written = npages * PAGE_4K;

@@ -203,6 +203,7 @@ int branch_live(struct vm *vm, const struct branch_opts *o, struct branch_result
 	struct live_copy lc = { .vm = vm, .uffd = -1, .image_fd = -1 };
 	struct snap_buf state;
 	struct snap_writer w;
+	struct fvm_err werr = FVM_ERR_INIT; /* the writer's failing step */
 	struct branch_pause bp;
 	bool writer = false, unpopulated = false;
 	uint64_t t1;
@@ -225,8 +226,8 @@ int branch_live(struct vm *vm, const struct branch_opts *o, struct branch_result
 		return errmsg(err, -ENOMEM, "live branch: out of memory for a %llu-page copy map",
 			 (unsigned long long)lc.npages);
 	}
-	if ((ret = snap_writer_begin(&w, o->dir, true))) {
-		errf(err, "creating %s: %s", o->dir, strerror(-ret));
+	if ((ret = snap_writer_begin(&w, o->dir, true, &werr))) {
+		errmsg(err, ret, "creating %s: %s", o->dir, err_text(&werr));
 		goto out;
 	}
 	writer = true;
@@ -276,7 +277,9 @@ int branch_live(struct vm *vm, const struct branch_opts *o, struct branch_result
 	if (!ret)
 		ret = snap_writer_commit(&w);
 	if (ret) {
-		errf(err, "live copy to %s: %s", o->dir, strerror(-ret));
+		/* The writer names its failing step; the copier's own failures are an errno. */
+		errmsg(err, ret, "live copy to %s: %s", o->dir,
+		       errset(&werr) ? werr.msg : strerror(-ret));
 		goto out;
 	}
 	writer = false;

@@ -189,6 +189,7 @@ int snap_compact(const char *tip, const char *out, struct fvm_err *err)
 	struct guest_mem_opts mo = { .backing = GUEST_MEM_FILE_PRIVATE };
 	struct snap_writer w;
 	struct snap_mem_stats ms;
+	struct fvm_err inner = FVM_ERR_INIT; /* the writer's failing step */
 	char *meta = NULL;
 	int ret = snap_open(tip, &snap, err);
 
@@ -206,8 +207,8 @@ int snap_compact(const char *tip, const char *out, struct fvm_err *err)
 		goto close;
 	}
 	ret = snap_layers_apply(&mem, tip, err);
-	if (!ret && (ret = snap_writer_begin(&w, out, false)))
-		errf(err, "creating %s: %s", out, strerror(-ret));
+	if (!ret && (ret = snap_writer_begin(&w, out, false, &inner)))
+		errmsg(err, ret, "creating %s: %s", out, err_text(&inner));
 	else if (!ret) {
 		json_t *j = json_pack("{s:i,s:n,s:s,s:I,s:s}", "format_version", SNAP_VERSION, "parent",
 				      "compacted_from", tip, "mem_bytes", (json_int_t)mem.size,
@@ -221,7 +222,11 @@ int snap_compact(const char *tip, const char *out, struct fvm_err *err)
 		    (ret = snap_writer_put_memory(&w, mem.host, mem.size, &ms)) ||
 		    (ret = snap_writer_put(&w, SNAP_FILE_META, meta, strlen(meta))) ||
 		    (ret = snap_writer_commit(&w))) {
-			errf(err, "writing %s: %s", out, strerror(-ret));
+			/* snap_disks_copy describes its own failure in err */
+			if (errset(&inner))
+				errmsg(err, ret, "writing %s: %s", out, inner.msg);
+			else if (!errset(err))
+				errmsg(err, ret, "writing %s: %s", out, strerror(-ret));
 			snap_writer_abort(&w);
 		}
 	}

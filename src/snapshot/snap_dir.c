@@ -3,6 +3,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <signal.h>
@@ -145,8 +146,7 @@ static void clean_stale(const char *parent, const char *base)
 
 /* Open DIR/name for the replace check: a regular file, no symlink, never blocking (a FIFO
  * planted there must not hang the VMM). Returns the fd or -1 with the reason in why. */
-static int open_regular(const char *dir, const char *name, struct stat *st, char *why,
-			size_t len)
+static int open_regular(const char *dir, const char *name, struct stat *st, struct fvm_err *why)
 {
 	char path[PATH_MAX + 16];
 	int fd;
@@ -154,11 +154,11 @@ static int open_regular(const char *dir, const char *name, struct stat *st, char
 	snprintf(path, sizeof(path), "%s/%s", dir, name);
 	fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 	if (fd < 0) {
-		snprintf(why, len, "no %s (%s)", name, strerror(errno));
+		errf(why, "no %s (%s)", name, strerror(errno));
 		return -1;
 	}
 	if (fstat(fd, st) < 0 || !S_ISREG(st->st_mode)) {
-		snprintf(why, len, "%s is not a regular file", name);
+		errf(why, "%s is not a regular file", name);
 		close(fd);
 		return -1;
 	}
@@ -166,7 +166,7 @@ static int open_regular(const char *dir, const char *name, struct stat *st, char
 }
 
 /* DIR/meta.json parses as ours: a JSON object with format_version = SNAP_VERSION. */
-static int check_meta(const char *dir, char *why, size_t len)
+static int check_meta(const char *dir, struct fvm_err *why)
 {
 	json_t *meta = NULL, *fv;
 	json_error_t jerr;
@@ -175,29 +175,29 @@ static int check_meta(const char *dir, char *why, size_t len)
 	ssize_t n = -1;
 	int fd, ret = -EEXIST;
 
-	fd = open_regular(dir, SNAP_FILE_META, &st, why, len);
+	fd = open_regular(dir, SNAP_FILE_META, &st, why);
 	if (fd < 0)
 		return -EEXIST;
 	if (st.st_size > META_MAX) {
-		snprintf(why, len, "%s is larger than %d bytes", SNAP_FILE_META, META_MAX);
+		errf(why, "%s is larger than %d bytes", SNAP_FILE_META, META_MAX);
 		goto out;
 	}
 	text = malloc((size_t)st.st_size + 1);
 	if (text)
 		n = pread(fd, text, (size_t)st.st_size, 0);
 	if (n < 0) {
-		snprintf(why, len, "reading %s: %s", SNAP_FILE_META, text ? strerror(errno) :
+		errf(why, "reading %s: %s", SNAP_FILE_META, text ? strerror(errno) :
 			 "out of memory");
 		goto out;
 	}
 	meta = json_loadb(text, (size_t)n, JSON_REJECT_DUPLICATES, &jerr);
 	if (!meta) {
-		snprintf(why, len, "%s is not valid JSON (%s)", SNAP_FILE_META, jerr.text);
+		errf(why, "%s is not valid JSON (%s)", SNAP_FILE_META, jerr.text);
 		goto out;
 	}
 	fv = json_object_get(meta, "format_version");
 	if (!json_is_object(meta) || !json_is_integer(fv) || json_integer_value(fv) != SNAP_VERSION)
-		snprintf(why, len, "%s has no \"format_version\": %d", SNAP_FILE_META, SNAP_VERSION);
+		errf(why, "%s has no \"format_version\": %d", SNAP_FILE_META, SNAP_VERSION);
 	else
 		ret = 0;
 out:
@@ -208,21 +208,21 @@ out:
 }
 
 /* DIR/vmstate starts with our magic. */
-static int check_vmstate(const char *dir, char *why, size_t len)
+static int check_vmstate(const char *dir, struct fvm_err *why)
 {
 	char magic[sizeof(SNAP_MAGIC) - 1];
 	struct stat st;
 	ssize_t n;
 	int fd, ret = -EEXIST;
 
-	fd = open_regular(dir, SNAP_FILE_VMSTATE, &st, why, len);
+	fd = open_regular(dir, SNAP_FILE_VMSTATE, &st, why);
 	if (fd < 0)
 		return -EEXIST;
 	n = pread(fd, magic, sizeof(magic), 0);
 	if (n < 0)
-		snprintf(why, len, "reading %s: %s", SNAP_FILE_VMSTATE, strerror(errno));
+		errf(why, "reading %s: %s", SNAP_FILE_VMSTATE, strerror(errno));
 	else if ((size_t)n != sizeof(magic) || memcmp(magic, SNAP_MAGIC, sizeof(magic)) != 0)
-		snprintf(why, len, "%s does not start with %s", SNAP_FILE_VMSTATE, SNAP_MAGIC);
+		errf(why, "%s does not start with %s", SNAP_FILE_VMSTATE, SNAP_MAGIC);
 	else
 		ret = 0;
 	close(fd);
@@ -234,7 +234,7 @@ static int check_vmstate(const char *dir, char *why, size_t len)
  * vmstate with our magic) or an empty directory, never an arbitrary path: -ENOTDIR for a
  * non-directory, -EEXIST for anything else, with the reason in why.
  */
-int snap_dir_replaceable(const char *dir, char *why, size_t len)
+int snap_dir_replaceable(const char *dir, struct fvm_err *why)
 {
 	struct stat st;
 	struct dirent *de;
@@ -242,16 +242,16 @@ int snap_dir_replaceable(const char *dir, char *why, size_t len)
 	int n = 0;
 
 	if (lstat(dir, &st) < 0) {
-		snprintf(why, len, "stat: %s", strerror(errno));
+		errf(why, "stat: %s", strerror(errno));
 		return -errno;
 	}
 	if (!S_ISDIR(st.st_mode)) {
-		snprintf(why, len, "not a directory");
+		errf(why, "not a directory");
 		return -ENOTDIR;
 	}
 	d = opendir(dir);
 	if (!d) {
-		snprintf(why, len, "open: %s", strerror(errno));
+		errf(why, "open: %s", strerror(errno));
 		return -errno;
 	}
 	while (n == 0 && (de = readdir(d)))
@@ -260,22 +260,37 @@ int snap_dir_replaceable(const char *dir, char *why, size_t len)
 	closedir(d);
 	if (n == 0)
 		return 0; /* empty: nothing to lose */
-	if (check_meta(dir, why, len) || check_vmstate(dir, why, len))
+	if (check_meta(dir, why) || check_vmstate(dir, why))
 		return -EEXIST;
 	return 0;
 }
 
-static int check_replaceable(const char *dir)
+int snap_writer_fail(const struct snap_writer *w, int ret, const char *fmt, ...)
 {
-	char why[256] = "";
-	int ret = snap_dir_replaceable(dir, why, sizeof(why));
+	char msg[FVM_ERR_MSG_MAX];
+	va_list ap;
 
-	if (ret)
-		log_err("refusing to replace %s: not a complete forkvm snapshot: %s", dir, why);
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (w->err)
+		return errmsg(w->err, ret, "%s", msg);
+	log_err("%s", msg);
 	return ret;
 }
 
-int snap_writer_begin(struct snap_writer *w, const char *dir, bool force)
+static int check_replaceable(const struct snap_writer *w)
+{
+	struct fvm_err why = FVM_ERR_INIT;
+	int ret = snap_dir_replaceable(w->dir, &why);
+
+	if (ret)
+		return snap_writer_fail(w, ret, "refusing to replace %s: not a complete forkvm "
+					"snapshot: %s", w->dir, err_text(&why));
+	return 0;
+}
+
+int snap_writer_begin(struct snap_writer *w, const char *dir, bool force, struct fvm_err *err)
 {
 	char parent[PATH_MAX];
 	const char *base;
@@ -285,60 +300,55 @@ int snap_writer_begin(struct snap_writer *w, const char *dir, bool force)
 	memset(w, 0, sizeof(*w));
 	w->tmp_fd = -1;
 	w->force = force;
+	w->err = err;
 	while (n > 1 && dir[n - 1] == '/')
 		n--;
 	/* Room for ".tmp-PID" and ".old-PID" after the name. */
-	if (n + 16 >= sizeof(w->tmp)) {
-		log_err("snapshot path too long: %s", dir);
-		return -ENAMETOOLONG;
-	}
+	if (n + 16 >= sizeof(w->tmp))
+		return snap_writer_fail(w, -ENAMETOOLONG, "snapshot path too long: %s", dir);
 	memcpy(w->dir, dir, n);
 	w->dir[n] = '\0';
-	if (split_path(w->dir, parent, sizeof(parent), &base)) {
-		log_err("bad snapshot path: %s", dir);
-		return -EINVAL;
-	}
+	if (split_path(w->dir, parent, sizeof(parent), &base))
+		return snap_writer_fail(w, -EINVAL, "bad snapshot path: %s", dir);
 	clean_stale(parent, base);
 	if (access(w->dir, F_OK) == 0) {
-		if (!force) {
-			log_err("snapshot %s already exists", w->dir);
-			return -EEXIST;
-		}
-		ret = check_replaceable(w->dir);
+		if (!force)
+			return snap_writer_fail(w, -EEXIST, "snapshot %s already exists", w->dir);
+		ret = check_replaceable(w);
 		if (ret)
 			return ret;
 	} else if (errno != ENOENT) {
-		return log_errno(-errno, "stat %s", w->dir);
+		return snap_writer_fail(w, -errno, "stat %s: %s", w->dir, strerror(errno));
 	}
 	if (snprintf(w->tmp, sizeof(w->tmp), "%s.tmp-%d", w->dir, (int)getpid()) >=
 	    (int)sizeof(w->tmp)) {
 		w->tmp[0] = '\0';
-		return -ENAMETOOLONG;
+		return snap_writer_fail(w, -ENAMETOOLONG, "snapshot path too long: %s", dir);
 	}
 	/* Guest RAM may hold secrets: the snapshot is private to its owner. */
 	if (mkdir(w->tmp, 0700) < 0) {
-		ret = log_errno(-errno, "create %s", w->tmp);
+		ret = snap_writer_fail(w, -errno, "create %s: %s", w->tmp, strerror(errno));
 		w->tmp[0] = '\0';
 		return ret;
 	}
 	w->tmp_fd = open(w->tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (w->tmp_fd < 0) {
-		ret = log_errno(-errno, "open %s", w->tmp);
+		ret = snap_writer_fail(w, -errno, "open %s: %s", w->tmp, strerror(errno));
 		snap_writer_abort(w);
 		return ret;
 	}
 	return 0;
 }
 
-static int fsync_path(const char *path)
+static int fsync_path(const struct snap_writer *w, const char *path)
 {
 	int fd, ret = 0;
 
 	fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
-		return log_errno(-errno, "open %s", path);
+		return snap_writer_fail(w, -errno, "open %s: %s", path, strerror(errno));
 	if (fsync(fd) < 0)
-		ret = log_errno(-errno, "fsync %s", path);
+		ret = snap_writer_fail(w, -errno, "fsync %s: %s", path, strerror(errno));
 	close(fd);
 	return ret;
 }
@@ -348,7 +358,7 @@ static int replace_dir(struct snap_writer *w, char *old, size_t len)
 {
 	int ret;
 
-	ret = check_replaceable(w->dir);
+	ret = check_replaceable(w);
 	if (ret)
 		return ret;
 	/* RENAME_EXCHANGE: DIR always names a complete snapshot, old or new. */
@@ -357,16 +367,19 @@ static int replace_dir(struct snap_writer *w, char *old, size_t len)
 		return 0;
 	}
 	if (errno != EINVAL && errno != ENOSYS)
-		return log_errno(-errno, "rename %s to %s", w->tmp, w->dir);
+		return snap_writer_fail(w, -errno, "rename %s to %s: %s", w->tmp, w->dir,
+					strerror(errno));
 	/* No exchange on this filesystem: move the old one aside for a moment. */
 	if (snprintf(old, len, "%s.old-%d", w->dir, (int)getpid()) >= (int)len) {
 		old[0] = '\0';
-		return -ENAMETOOLONG;
+		return snap_writer_fail(w, -ENAMETOOLONG, "snapshot path too long: %s", w->dir);
 	}
 	if (rename(w->dir, old) < 0)
-		return log_errno(-errno, "rename %s to %s", w->dir, old);
+		return snap_writer_fail(w, -errno, "rename %s to %s: %s", w->dir, old,
+					strerror(errno));
 	if (rename(w->tmp, w->dir) < 0) {
-		ret = log_errno(-errno, "rename %s to %s", w->tmp, w->dir);
+		ret = snap_writer_fail(w, -errno, "rename %s to %s: %s", w->tmp, w->dir,
+				       strerror(errno));
 		if (rename(old, w->dir) < 0)
 			log_err("restore %s from %s: %s", w->dir, old, strerror(errno));
 		old[0] = '\0';
@@ -396,13 +409,12 @@ int snap_writer_commit(struct snap_writer *w)
 	const char *base;
 	int ret;
 
-	if (!w->tmp[0] || w->tmp_fd < 0) {
-		log_err("snapshot %s: commit without a snapshot in progress", w->dir);
-		return -EINVAL;
-	}
+	if (!w->tmp[0] || w->tmp_fd < 0)
+		return snap_writer_fail(w, -EINVAL, "snapshot %s: commit without a snapshot in "
+					"progress", w->dir);
 	split_path(w->dir, parent, sizeof(parent), &base);
 	if (fsync(w->tmp_fd) < 0) {
-		ret = log_errno(-errno, "fsync %s", w->tmp);
+		ret = snap_writer_fail(w, -errno, "fsync %s: %s", w->tmp, strerror(errno));
 		goto out;
 	}
 	if (move_into_place(w) == 0) {
@@ -410,10 +422,10 @@ int snap_writer_commit(struct snap_writer *w)
 	} else if (errno == EEXIST && w->force) {
 		ret = replace_dir(w, old, sizeof(old));
 	} else if (errno == EEXIST) {
-		log_err("snapshot %s already exists", w->dir);
-		ret = -EEXIST;
+		ret = snap_writer_fail(w, -EEXIST, "snapshot %s already exists", w->dir);
 	} else {
-		ret = log_errno(-errno, "rename %s to %s", w->tmp, w->dir);
+		ret = snap_writer_fail(w, -errno, "rename %s to %s: %s", w->tmp, w->dir,
+				       strerror(errno));
 	}
 	if (ret)
 		goto out;
@@ -421,7 +433,7 @@ int snap_writer_commit(struct snap_writer *w)
 	close(w->tmp_fd);
 	w->tmp_fd = -1;
 	w->tmp[0] = '\0';
-	ret = fsync_path(parent);
+	ret = fsync_path(w, parent);
 	if (old[0]) {
 		int rm = remove_tree_at(AT_FDCWD, old);
 

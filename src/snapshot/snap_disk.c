@@ -80,7 +80,12 @@ int snap_disks_export(struct vm *vm, int dirfd, const char *dirname)
 
 int snap_disks_put(struct vm *vm, struct snap_writer *w)
 {
-	return snap_disks_export(vm, w->tmp_fd, w->tmp);
+	int err = snap_disks_export(vm, w->tmp_fd, w->tmp);
+
+	if (err)
+		return snap_writer_fail(w, err, "putting the disk layers into %s: %s", w->tmp,
+					strerror(-err));
+	return 0;
 }
 
 struct snap_disk_paths {

@@ -102,6 +102,7 @@ struct snap_writer {
 	char tmp[PATH_MAX];
 	int tmp_fd;  /* O_DIRECTORY fd of tmp */
 	bool force;  /* replace an existing DIR */
+	struct fvm_err *err; /* where a failing step is described (NULL: the log) */
 };
 
 struct snap_mem_stats {
@@ -110,12 +111,16 @@ struct snap_mem_stats {
 	uint64_t ns;		/* time spent */
 };
 
-/* Fails with -EEXIST if DIR exists and !force; removes stale DIR.tmp-PID of dead processes. */
-int snap_writer_begin(struct snap_writer *w, const char *dir, bool force);
+/* Fails with -EEXIST if DIR exists and !force; removes stale DIR.tmp-PID of dead processes.
+ * Every writer call below describes its failing step and file in err (NULL: the log). */
+int snap_writer_begin(struct snap_writer *w, const char *dir, bool force, struct fvm_err *err);
+/* Describe a failing step of the snapshot being written (in w->err, else the log); ret. */
+int snap_writer_fail(const struct snap_writer *w, int ret, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 /* Whether force may replace DIR: 0 for a complete forkvm snapshot (meta.json with our
  * format_version, vmstate with our magic) or an empty dir; else -ENOTDIR/-EEXIST/-errno
  * and the reason in why. */
-int snap_dir_replaceable(const char *dir, char *why, size_t len);
+int snap_dir_replaceable(const char *dir, struct fvm_err *why);
 /* Write a whole small file into the temp dir and fsync it. */
 int snap_writer_put(struct snap_writer *w, const char *name, const void *data, size_t len);
 /* Write guest RAM as a sparse file: all-zero 4 KiB pages stay holes. fsyncs. */

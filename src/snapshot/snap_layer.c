@@ -60,7 +60,7 @@ int snap_layer_collect(const uint8_t *ram, uint64_t ram_size, const uint64_t *bi
 
 int snap_layer_write(const char *dir, const char *parent, const uint8_t *vmstate,
 		     uint64_t vmstate_len, const uint8_t *blob, uint64_t blob_len,
-		     const char *meta_json, struct vm *vm)
+		     const char *meta_json, struct vm *vm, struct fvm_err *err)
 {
 	struct snap_writer w;
 	char link[PATH_MAX + 16], target[PATH_MAX], line[PATH_MAX + 32];
@@ -73,16 +73,17 @@ int snap_layer_write(const char *dir, const char *parent, const uint8_t *vmstate
 	snprintf(target, sizeof(target), "%s/%s", parent, SNAP_FILE_VMSTATE);
 	ret = file_read(target, SNAP_VMSTATE_MAX, FILE_NOFOLLOW, &vs, &vslen, &why);
 	if (ret)
-		return log_errno(ret, "reading the parent's vmstate: %s", why.msg);
+		return errmsg(err, ret, "reading the parent's vmstate: %s", err_text(&why));
 	snprintf(line, sizeof(line), "%s %016llx\n", parent, (unsigned long long)XXH64(vs, vslen, 0));
 	free(vs);
 	if (realpath(parent, target) == NULL)
-		return log_errno(-errno, "resolving parent %s", parent);
+		return errmsg(err, -errno, "resolving parent %s: %s", parent, strerror(errno));
 	/* The memory link points at the base's memory, wherever in the chain the parent is. */
 	snprintf(link, sizeof(link), "%s/%s", target, SNAP_FILE_MEMORY);
 	if (realpath(link, target) == NULL)
-		return log_errno(-errno, "resolving base memory of %s", parent);
-	ret = snap_writer_begin(&w, dir, true);
+		return errmsg(err, -errno, "resolving base memory of %s: %s", parent,
+			      strerror(errno));
+	ret = snap_writer_begin(&w, dir, true, err);
 	if (ret)
 		return ret;
 	if ((ret = snap_writer_put(&w, SNAP_FILE_VMSTATE, vmstate, vmstate_len)) ||
@@ -92,7 +93,8 @@ int snap_layer_write(const char *dir, const char *parent, const uint8_t *vmstate
 	    (vm && (ret = snap_disks_put(vm, &w))))
 		goto err;
 	if (symlinkat(target, w.tmp_fd, SNAP_FILE_MEMORY) < 0) {
-		ret = log_errno(-errno, "linking %s/memory to %s", w.tmp, target);
+		ret = snap_writer_fail(&w, -errno, "linking %s/memory to %s: %s", w.tmp, target,
+				       strerror(errno));
 		goto err;
 	}
 	ret = snap_writer_commit(&w);

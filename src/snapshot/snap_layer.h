@@ -35,7 +35,7 @@ int snap_layer_collect(const uint8_t *ram, uint64_t ram_size, const uint64_t *bi
  * and the disk layers vm's last capture recorded (vm NULL: none). */
 int snap_layer_write(const char *dir, const char *parent, const uint8_t *vmstate,
 		     uint64_t vmstate_len, const uint8_t *blob, uint64_t blob_len,
-		     const char *meta_json, struct vm *vm);
+		     const char *meta_json, struct vm *vm, struct fvm_err *err);
 
 /* Apply every layer of the chain ending at `dir` (oldest first) onto RAM already holding the
  * base. A plain snapshot (no `pages`) is a no-op. Errors name the layer and the problem. */

@@ -21,17 +21,15 @@
 
 static int open_in_tmp(struct snap_writer *w, const char *name, int *fd)
 {
-	if (!w->tmp[0] || w->tmp_fd < 0) {
-		log_err("snapshot %s: write %s without a snapshot in progress", w->dir, name);
-		return -EINVAL;
-	}
-	if (!*name || strchr(name, '/') || strcmp(name, ".") == 0 || strcmp(name, "..") == 0) {
-		log_err("snapshot %s: bad file name '%s'", w->dir, name);
-		return -EINVAL;
-	}
+	if (!w->tmp[0] || w->tmp_fd < 0)
+		return snap_writer_fail(w, -EINVAL, "snapshot %s: write %s without a snapshot in "
+					"progress", w->dir, name);
+	if (!*name || strchr(name, '/') || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+		return snap_writer_fail(w, -EINVAL, "snapshot %s: bad file name '%s'", w->dir, name);
 	*fd = openat(w->tmp_fd, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (*fd < 0)
-		return log_errno(-errno, "create %s/%s", w->tmp, name);
+		return snap_writer_fail(w, -errno, "create %s/%s: %s", w->tmp, name,
+					strerror(errno));
 	return 0;
 }
 
@@ -39,9 +37,9 @@ static int open_in_tmp(struct snap_writer *w, const char *name, int *fd)
 static int finish_file(struct snap_writer *w, const char *name, int fd, int ret)
 {
 	if (!ret && fsync(fd) < 0)
-		ret = log_errno(-errno, "fsync %s/%s", w->tmp, name);
+		ret = snap_writer_fail(w, -errno, "fsync %s/%s: %s", w->tmp, name, strerror(errno));
 	if (close(fd) < 0 && !ret)
-		ret = log_errno(-errno, "close %s/%s", w->tmp, name);
+		ret = snap_writer_fail(w, -errno, "close %s/%s: %s", w->tmp, name, strerror(errno));
 	return ret;
 }
 
@@ -54,7 +52,8 @@ int snap_writer_put(struct snap_writer *w, const char *name, const void *data, s
 		return ret;
 	ret = fd_pwrite_full(fd, data, len, 0);
 	if (ret)
-		log_err("write %s/%s (%zu bytes): %s", w->tmp, name, len, strerror(-ret));
+		snap_writer_fail(w, ret, "write %s/%s (%zu bytes): %s", w->tmp, name, len,
+				 strerror(-ret));
 	return finish_file(w, name, fd, ret);
 }
 
@@ -114,24 +113,23 @@ int snap_writer_put_memory(struct snap_writer *w, const uint8_t *mem, uint64_t s
 	int fd, ret;
 
 	memset(stats, 0, sizeof(*stats));
-	if (size > (uint64_t)INT64_MAX) {
-		log_err("snapshot %s: guest RAM of %llu bytes is too large", w->dir,
-			(unsigned long long)size);
-		return -EFBIG;
-	}
+	if (size > (uint64_t)INT64_MAX)
+		return snap_writer_fail(w, -EFBIG, "snapshot %s: guest RAM of %llu bytes is too "
+					"large", w->dir, (unsigned long long)size);
 	ret = open_in_tmp(w, SNAP_FILE_MEMORY, &fd);
 	if (ret)
 		return ret;
 	/* The file gets its full size first: everything not written below reads as zero. */
 	if (ftruncate(fd, (off_t)size) < 0) {
-		ret = log_errno(-errno, "resize %s/%s to %llu bytes", w->tmp, SNAP_FILE_MEMORY,
-				(unsigned long long)size);
+		ret = snap_writer_fail(w, -errno, "resize %s/%s to %llu bytes: %s", w->tmp,
+				       SNAP_FILE_MEMORY, (unsigned long long)size, strerror(errno));
 		goto out;
 	}
 	ret = write_runs(fd, mem, size, &written, &failed_at);
 	if (ret)
-		log_err("write %s/%s at offset %llu of %llu: %s", w->tmp, SNAP_FILE_MEMORY,
-			(unsigned long long)failed_at, (unsigned long long)size, strerror(-ret));
+		snap_writer_fail(w, ret, "write %s/%s at offset %llu of %llu: %s", w->tmp,
+				 SNAP_FILE_MEMORY, (unsigned long long)failed_at,
+				 (unsigned long long)size, strerror(-ret));
 out:
 	ret = finish_file(w, SNAP_FILE_MEMORY, fd, ret);
 	stats->bytes_total = size;

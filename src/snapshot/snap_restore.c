@@ -219,11 +219,15 @@ int vm_restore(struct vm *vm, const struct vm_config *base, const struct snapsho
 			close(cfg.net.tap_fd); /* no VM took it */
 		return ret;
 	}
+	/* The hook may enter the jail, which needs this process single-threaded: the device
+	 * threads start after it, before any device state is restored (docs/SECURITY.md). */
+	cfg.defer_device_threads = hooks && hooks->mem_ready;
 	ret = vm_create(vm, &cfg);
 	snap_disk_paths_free(disks);
 	if (ret)
 		return ret;
-	if (hooks && hooks->mem_ready && (ret = hooks->mem_ready(vm, hooks->arg))) {
+	if (hooks && hooks->mem_ready &&
+	    ((ret = hooks->mem_ready(vm, hooks->arg)) || (ret = vm_start_devices(vm)))) {
 		vm_destroy(vm);
 		return ret;
 	}

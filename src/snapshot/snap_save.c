@@ -37,12 +37,12 @@ static char *meta_json(struct vm *vm, const struct snap_save_opts *o,
 }
 
 static int snap_write(struct vm *vm, const struct snap_save_opts *o, struct snap_buf *buf,
-		      struct snap_save_stats *st)
+		      struct snap_save_stats *st, struct fvm_err *e)
 {
 	struct snap_writer w;
 	struct snap_mem_stats ms;
 	char *meta = NULL;
-	int err = snap_writer_begin(&w, o->dir, o->force);
+	int err = snap_writer_begin(&w, o->dir, o->force, e);
 
 	if (err)
 		return err;
@@ -54,7 +54,8 @@ static int snap_write(struct vm *vm, const struct snap_save_opts *o, struct snap
 	if (!err) {
 		st->memory_bytes_written = ms.bytes_written;
 		meta = meta_json(vm, o, st);
-		err = meta ? snap_writer_put(&w, SNAP_FILE_META, meta, strlen(meta)) : -ENOMEM;
+		err = meta ? snap_writer_put(&w, SNAP_FILE_META, meta, strlen(meta))
+			   : errmsg(e, -ENOMEM, "snapshot %s: out of memory for meta.json", o->dir);
 	}
 	if (!err)
 		err = snap_writer_commit(&w);
@@ -64,7 +65,8 @@ static int snap_write(struct vm *vm, const struct snap_save_opts *o, struct snap
 	return err;
 }
 
-int snap_save(struct vm *vm, const struct snap_save_opts *o, struct snap_save_stats *st)
+int snap_save(struct vm *vm, const struct snap_save_opts *o, struct snap_save_stats *st,
+	      struct fvm_err *e)
 {
 	struct snap_buf buf;
 	bool was_paused = vm_is_paused(vm);
@@ -76,7 +78,7 @@ int snap_save(struct vm *vm, const struct snap_save_opts *o, struct snap_save_st
 	if (!was_paused) {
 		err = vm_pause(vm);
 		if (err)
-			return log_errno(err, "pausing the VM for a snapshot");
+			return errmsg(e, err, "pausing the VM for a snapshot: %s", strerror(-err));
 		st->pause_ns = vm->last_pause_ns;
 	}
 	t1 = monotonic_ns();
@@ -84,10 +86,12 @@ int snap_save(struct vm *vm, const struct snap_save_opts *o, struct snap_save_st
 	if (!err)
 		err = snap_buf_finish(&buf);
 	st->capture_ns = monotonic_ns() - t1;
+	if (err)
+		errmsg(e, err, "capturing the VM state: %s", strerror(-err));
 	if (!err) {
 		st->vmstate_bytes = buf.len;
 		t1 = monotonic_ns();
-		err = snap_write(vm, o, &buf, st);
+		err = snap_write(vm, o, &buf, st, e);
 		st->write_ns = monotonic_ns() - t1;
 	}
 	if (!was_paused) {

@@ -35,8 +35,10 @@ struct snap_save_stats {
 	uint64_t memory_bytes_written;
 };
 
-/* Pause (unless paused), capture, write atomically, resume (if it was running). */
-int snap_save(struct vm *vm, const struct snap_save_opts *opts, struct snap_save_stats *stats);
+/* Pause (unless paused), capture, write atomically, resume (if it was running); a failure
+ * names its step and file in err. */
+int snap_save(struct vm *vm, const struct snap_save_opts *opts, struct snap_save_stats *stats,
+	      struct fvm_err *err);
 
 /* Capture the whole VM state into a vmstate image; the VM must be paused. */
 int snap_capture(struct vm *vm, struct snap_buf *buf);

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from forkvm_vm import FORKVM, WORK, call, forkvm_cmd
+from vsock_client import recv_exact, vsock_connect
 
 pytestmark = pytest.mark.kvm
 BASE = 300000000  # --jail-uid-base of these tests: uid = BASE + pid
@@ -222,3 +223,48 @@ def test_jail_bind_is_a_snapshot_target(rundir):
         assert forkvm_cmd("stop", sock).returncode == 0
     finally:
         shutil.rmtree(target, ignore_errors=True)
+
+
+def test_restores_of_a_snapshot_with_vsock_are_jailed(rundir):
+    """A snapshot with a vsock device (every Linux guest has one) restores in its own jail:
+    its device threads start after the jail point, so the restore is still single-threaded
+    there. The restored guest's echo answers through the public socket path, for every
+    backing; the source's connection lives on."""
+    d, pids = rundir
+    pid, sock = start(rundir, "vs", "--vsock", os.path.join(d, "vs.sock.vsock"))
+    assert_confined(pid, BASE + pid)
+    assert ok(sock, {"cmd": "vsock_listen", "port": 5000})["result"][0] == 3
+    old, hp = vsock_connect(os.path.join(d, "vs.sock.vsock"), 5000)
+    assert hp is not None
+    snap = os.path.join(d, "vs.jail", "snap")
+    ok(sock, {"cmd": "snapshot", "dir": snap})
+    ps_sock = os.path.join(d, "ps.sock")
+    with open(ps_sock + ".log", "ab") as log:
+        ps = subprocess.Popen([FORKVM, "pageserver", "--socket", ps_sock], stdout=log,
+                              stderr=log, stdin=subprocess.DEVNULL, env=env_of(d))
+    pids.append(ps.pid)
+    try:
+        deadline = time.monotonic() + 20
+        while not os.path.exists(ps_sock):
+            assert ps.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        for backing in ("file", "memfd", "uffd"):
+            extra = ("--pageserver", ps_sock) if backing == "uffd" else ()
+            name = "rv-" + backing
+            cpid, csock = start(rundir, name, "--restore", snap, "--backing", backing, *extra)
+            assert_confined(cpid, BASE + cpid)
+            public = os.path.join(d, name + ".sock.vsock")
+            assert os.path.islink(public)  # to the socket inside the child's own jail
+            s, hp = vsock_connect(public, 5000)
+            assert hp is not None, (backing, log_of(rundir, name))
+            s.sendall(b"after a jailed restore")
+            assert recv_exact(s, 22) == b"after a jailed restore"
+            s.close()
+            assert forkvm_cmd("stop", csock).returncode == 0
+    finally:
+        ps.send_signal(signal.SIGTERM)
+        ps.wait(timeout=30)
+    old.sendall(b"still")
+    assert recv_exact(old, 5) == b"still"
+    old.close()
+    assert forkvm_cmd("stop", sock).returncode == 0

@@ -128,7 +128,7 @@ static void make_snapshot(const struct snap_config *c, size_t config_len, uint64
 	if (c)
 		snap_buf_add(&b, SNAP_SEC_CONFIG, 0, c, config_len);
 	assert_int_equal(snap_buf_finish(&b), 0);
-	assert_int_equal(snap_writer_begin(&w, snapdir, force), 0);
+	assert_int_equal(snap_writer_begin(&w, snapdir, force, NULL), 0);
 	assert_int_equal(snap_writer_put(&w, SNAP_FILE_VMSTATE, b.data, b.len), 0);
 	assert_int_equal(snap_writer_put_memory(&w, mem, mem_len, &ms), 0);
 	assert_int_equal(snap_writer_put(&w, SNAP_FILE_META, META_V1, strlen(META_V1)), 0);
@@ -143,7 +143,7 @@ static void test_commit_creates_dir(void **state)
 	struct snap_writer w;
 	char *text;
 
-	assert_int_equal(snap_writer_begin(&w, snapdir, false), 0);
+	assert_int_equal(snap_writer_begin(&w, snapdir, false, NULL), 0);
 	assert_int_equal(count_other_entries(NULL), 1); /* the temp dir only */
 	assert_int_equal(access(snapdir, F_OK), -1);
 	assert_int_equal(snap_writer_put(&w, "meta.json", "{\"a\":1}", 7), 0);
@@ -164,7 +164,7 @@ static void test_trailing_slash_and_bad_names(void **state)
 	struct snap_writer w;
 
 	snprintf(dir, sizeof(dir), "%s//", snapdir);
-	assert_int_equal(snap_writer_begin(&w, dir, false), 0);
+	assert_int_equal(snap_writer_begin(&w, dir, false, NULL), 0);
 	assert_int_equal(snap_writer_put(&w, "../escape", "x", 1), -EINVAL);
 	assert_int_equal(snap_writer_put(&w, "..", "x", 1), -EINVAL);
 	assert_int_equal(snap_writer_commit(&w), 0);
@@ -179,7 +179,7 @@ static void test_existing_without_force(void **state)
 
 	make_snapshot(NULL, 0, 4096, false);
 	write_file(snapdir, "meta.json", "old", 3);
-	assert_int_equal(snap_writer_begin(&w, snapdir, false), -EEXIST);
+	assert_int_equal(snap_writer_begin(&w, snapdir, false, NULL), -EEXIST);
 	snap_writer_abort(&w);
 	text = read_file(snapdir, "meta.json", NULL);
 	assert_string_equal(text, "old");
@@ -207,26 +207,32 @@ static void test_force_replaces(void **state)
 /* Force replaces a snapshot, never an arbitrary directory or file. */
 static void test_force_refuses_non_snapshot(void **state)
 {
+	struct fvm_err err = FVM_ERR_INIT;
 	struct snap_writer w;
 	char *text;
 
 	assert_int_equal(mkdir(snapdir, 0700), 0);
 	write_file(snapdir, "precious", "data", 4);
-	assert_int_equal(snap_writer_begin(&w, snapdir, true), -EEXIST);
+	assert_int_equal(snap_writer_begin(&w, snapdir, true, &err), -EEXIST);
+	/* The failing step and the reason, with the errno. */
+	assert_non_null(strstr(err.msg, "refusing to replace"));
+	assert_non_null(strstr(err.msg, "no meta.json"));
+	assert_int_equal(err.errnum, EEXIST);
 	/* A file named vmstate does not make a snapshot: meta.json and the magic must be ours. */
 	write_file(snapdir, "vmstate", "not ours", 8);
-	assert_int_equal(snap_writer_begin(&w, snapdir, true), -EEXIST);
+	assert_int_equal(snap_writer_begin(&w, snapdir, true, NULL), -EEXIST);
 	write_file(snapdir, "meta.json", META_V1, strlen(META_V1));
-	assert_int_equal(snap_writer_begin(&w, snapdir, true), -EEXIST);
+	assert_int_equal(snap_writer_begin(&w, snapdir, true, NULL), -EEXIST);
 	write_file(snapdir, "vmstate", "FKVMSNAP", 8);
 	write_file(snapdir, "meta.json", "{\"format_version\": 2}", 21);
-	assert_int_equal(snap_writer_begin(&w, snapdir, true), -EEXIST);
+	assert_int_equal(snap_writer_begin(&w, snapdir, true, NULL), -EEXIST);
 	text = read_file(snapdir, "precious", NULL);
 	assert_string_equal(text, "data");
 	free(text);
 	snprintf(snapdir, sizeof(snapdir), "%s/file", base);
 	write_file(base, "file", "f", 1);
-	assert_int_equal(snap_writer_begin(&w, snapdir, true), -ENOTDIR);
+	assert_int_equal(snap_writer_begin(&w, snapdir, true, &err), -ENOTDIR);
+	assert_non_null(strstr(err.msg, "not a directory"));
 	snprintf(snapdir, sizeof(snapdir), "%s/snap", base);
 	assert_int_equal(count_other_entries(NULL), 2);
 }
@@ -239,7 +245,7 @@ static void test_abort_leaves_nothing(void **state)
 
 	memset(&w, 0, sizeof(w));
 	snap_writer_abort(&w); /* a writer never begun */
-	assert_int_equal(snap_writer_begin(&w, snapdir, false), 0);
+	assert_int_equal(snap_writer_begin(&w, snapdir, false, NULL), 0);
 	assert_int_equal(snap_writer_put(&w, "vmstate", "abc", 3), 0);
 	assert_int_equal(snap_writer_put_memory(&w, mem, sizeof(mem), &ms), 0);
 	snap_writer_abort(&w);
@@ -252,6 +258,7 @@ static void test_abort_leaves_nothing(void **state)
 static void test_write_error_then_abort(void **state)
 {
 	struct rlimit old, small = { 16384, 0 };
+	struct fvm_err err = FVM_ERR_INIT;
 	struct snap_writer w;
 	struct snap_mem_stats ms;
 	uint8_t *mem = malloc(1 << 20);
@@ -260,10 +267,12 @@ static void test_write_error_then_abort(void **state)
 	assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
 	small.rlim_max = old.rlim_max;
 	signal(SIGXFSZ, SIG_IGN);
-	assert_int_equal(snap_writer_begin(&w, snapdir, false), 0);
+	assert_int_equal(snap_writer_begin(&w, snapdir, false, &err), 0);
 	assert_int_equal(setrlimit(RLIMIT_FSIZE, &small), 0);
 	assert_int_equal(snap_writer_put(&w, "vmstate", mem, 1 << 20), -EFBIG);
+	assert_non_null(strstr(err.msg, "/vmstate (1048576 bytes): File too large"));
 	assert_int_equal(snap_writer_put_memory(&w, mem, 1 << 20, &ms), -EFBIG);
+	assert_non_null(strstr(err.msg, "/memory to 1048576 bytes: File too large"));
 	assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
 	snap_writer_abort(&w);
 	assert_int_equal(count_other_entries(NULL), 0);
@@ -294,7 +303,7 @@ static void killed_writer(void)
 		static uint8_t mem[65536] = { 1 };
 		struct snap_mem_stats ms;
 
-		if (snap_writer_begin(&w, snapdir, false) == 0 &&
+		if (snap_writer_begin(&w, snapdir, false, NULL) == 0 &&
 		    snap_writer_put(&w, SNAP_FILE_VMSTATE, "x", 1) == 0 &&
 		    snap_writer_put_memory(&w, mem, sizeof(mem), &ms) == 0)
 			kill(getpid(), SIGKILL);
@@ -365,7 +374,7 @@ static void test_stale_tmp_removed(void **state)
 	assert_int_equal(mkdir(zombie, 0700), 0);
 	assert_int_equal(mkdir(foreign, 0700), 0);
 	assert_int_equal(count_other_entries(NULL), 6);
-	assert_int_equal(snap_writer_begin(&w, snapdir, false), 0);
+	assert_int_equal(snap_writer_begin(&w, snapdir, false, NULL), 0);
 	assert_int_equal(access(stale, F_OK), -1);
 	assert_int_equal(access(zombie, F_OK), -1);  /* exited, only not reaped */
 	assert_int_equal(access(foreign, F_OK), -1); /* not a snapshot writer */
@@ -388,7 +397,7 @@ static void test_stale_old_restored(void **state)
 	snprintf(old, sizeof(old), "%s.old-%d", snapdir, (int)dead_pid());
 	assert_int_equal(mkdir(old, 0700), 0);
 	write_file(old, "vmstate", "v", 1);
-	assert_int_equal(snap_writer_begin(&w, snapdir, false), -EEXIST);
+	assert_int_equal(snap_writer_begin(&w, snapdir, false, NULL), -EEXIST);
 	text = read_file(snapdir, "vmstate", NULL);
 	assert_string_equal(text, "v");
 	free(text);
@@ -407,7 +416,7 @@ static void check_sparse(uint64_t size, const uint64_t *pages, int npages)
 	for (int i = 0; i < npages; i++)
 		memset(mem + pages[i], 0x11 + i, size - pages[i] < 4096 ? size - pages[i] : 4096);
 	mem[size - 1] = 0x77; /* a non-zero last byte */
-	assert_int_equal(snap_writer_begin(&w, snapdir, false), 0);
+	assert_int_equal(snap_writer_begin(&w, snapdir, false, NULL), 0);
 	assert_int_equal(snap_writer_put_memory(&w, mem, size, &ms), 0);
 	assert_int_equal(snap_writer_commit(&w), 0);
 	assert_int_equal(ms.bytes_total, size);

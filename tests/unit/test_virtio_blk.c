@@ -66,7 +66,7 @@ static int start(struct fixture *f, bool read_only)
 	snprintf(top, sizeof(top), "%s.ovl", f->prefix);
 	if (tvm_init(&f->vm) || disk_open(&o, &d, NULL) ||
 	    virtio_blk_create(&f->vm, 1, d, "forkvm-serial-0123456789", read_only ? NULL : f->prefix,
-			      &f->b))
+			      &f->b) || virtio_blk_start(f->b))
 		return -1;
 	f->ram = f->vm.mem.host;
 	f->vm.started = true; /* the device runs requests only once the vCPUs would */

@@ -110,7 +110,8 @@ static int setup(void **state)
 	static struct fixture f;
 
 	memset(&f, 0, sizeof(f));
-	if (tvm_init(&f.vm) || virtio_net_create(&f.vm, 0, -1, MAC, &f.n))
+	if (tvm_init(&f.vm) || virtio_net_create(&f.vm, 0, -1, MAC, &f.n) ||
+	    virtio_net_start(f.n))
 		return -1;
 	f.ram = f.vm.mem.host;
 	f.vm.started = true; /* the device holds back until the VM runs */

@@ -53,7 +53,8 @@ static int setup(void **state)
 	/* In a directory of its own: the listener refuses a world-writable one like /tmp. */
 	snprintf(f.dir, sizeof(f.dir), "/tmp/forkvm-test-vsock-%d", (int)getpid());
 	snprintf(f.path, sizeof(f.path), "%s/v.sock", f.dir);
-	if (tvm_init(&f.vm) || vsock_create(&f.vm, 0, f.path, 0, &f.v))
+	if (tvm_init(&f.vm) || vsock_create(&f.vm, 0, f.path, 0, &f.v) ||
+	    vsock_start(f.v))
 		return -1;
 	f.ram = f.vm.mem.host;
 	tvm_negotiate(f.v->mmio);

@@ -65,7 +65,8 @@ static int setup(void **state)
 	if (!mkdtemp(f.dir))
 		return -1;
 	snprintf(f.path, sizeof(f.path), "%s/v.sock", f.dir);
-	if (tvm_init(&f.vm) || vsock_create(&f.vm, 0, f.path, 0, &f.v))
+	if (tvm_init(&f.vm) || vsock_create(&f.vm, 0, f.path, 0, &f.v) ||
+	    vsock_start(f.v))
 		return -1;
 	f.ram = f.vm.mem.host;
 	tvm_negotiate(f.v->mmio);
