@@ -141,6 +141,16 @@ def peek(vm, gpa, length):
     return out
 
 
+def proc_status(pid):
+    """/proc/PID/status as {field: text}."""
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            out[k] = v.strip()
+    return out
+
+
 def forkvm_cmd(*args, env=None, timeout=600):
     """Run the forkvm CLI; returns CompletedProcess with text output."""
     import subprocess as sp

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from forkvm_vm import FORKVM, WORK, call, forkvm_cmd
+from forkvm_vm import FORKVM, WORK, call, forkvm_cmd, proc_status
 from vsock_client import recv_exact, vsock_connect
 
 pytestmark = pytest.mark.kvm
@@ -17,13 +17,7 @@ BASE = 300000000  # --jail-uid-base of these tests: uid = BASE + pid
 FILL = 4 << 20
 
 
-def status(pid):
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            k, _, v = line.partition(":")
-            out[k] = v.strip()
-    return out
+status = proc_status
 
 
 def ns(pid, kind):
@@ -73,6 +67,20 @@ def start(rundir, name, *extra, jail=("--jail", "--jail-uid-base", str(BASE))):
     pid, sock = r.stdout.split()
     pids.append(int(pid))
     return int(pid), sock
+
+
+def start_pageserver(rundir, ps_sock, *args, **env):
+    """`forkvm pageserver --socket PS_SOCK ARGS`, once its socket exists."""
+    d, pids = rundir
+    with open(ps_sock + ".log", "ab") as log:
+        ps = subprocess.Popen([FORKVM, "pageserver", *args, "--socket", ps_sock], stdout=log,
+                              stderr=log, stdin=subprocess.DEVNULL, env=env_of(d, **env))
+    pids.append(ps.pid)
+    deadline = time.monotonic() + 20
+    while not os.path.exists(ps_sock):
+        assert ps.poll() is None and time.monotonic() < deadline, open(ps_sock + ".log").read()
+        time.sleep(0.05)
+    return ps
 
 
 def ok(sock, req):
@@ -152,16 +160,9 @@ def test_snapshot_and_restores(rundir):
     assert forkvm_cmd("stop", sock).returncode == 0
 
     ps_sock = os.path.join(d, "ps.sock")
-    with open(ps_sock + ".log", "ab") as log:
-        ps = subprocess.Popen([FORKVM, "pageserver", "--jail", "--socket", ps_sock],
-                              stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                              env=env_of(d, FORKVM_JAIL_UID_BASE=str(BASE)))
-    pids.append(ps.pid)
+    ps = start_pageserver(rundir, ps_sock, "--jail", FORKVM_JAIL_UID_BASE=str(BASE))
     try:
         deadline = time.monotonic() + 20
-        while not os.path.exists(ps_sock):
-            assert ps.poll() is None and time.monotonic() < deadline
-            time.sleep(0.05)
         # The socket is bound as root and appears just before the jail is entered; nothing is
         # served until then (ps_serve). Wait for the jail, not for the file.
         def jailed(st):
@@ -239,15 +240,8 @@ def test_restores_of_a_snapshot_with_vsock_are_jailed(rundir):
     snap = os.path.join(d, "vs.jail", "snap")
     ok(sock, {"cmd": "snapshot", "dir": snap})
     ps_sock = os.path.join(d, "ps.sock")
-    with open(ps_sock + ".log", "ab") as log:
-        ps = subprocess.Popen([FORKVM, "pageserver", "--socket", ps_sock], stdout=log,
-                              stderr=log, stdin=subprocess.DEVNULL, env=env_of(d))
-    pids.append(ps.pid)
+    ps = start_pageserver(rundir, ps_sock)
     try:
-        deadline = time.monotonic() + 20
-        while not os.path.exists(ps_sock):
-            assert ps.poll() is None and time.monotonic() < deadline
-            time.sleep(0.05)
         for backing in ("file", "memfd", "uffd"):
             extra = ("--pageserver", ps_sock) if backing == "uffd" else ()
             name = "rv-" + backing

@@ -51,9 +51,11 @@ def check_dirty_consistent(vm, c0, pages):
     assert done in (n, n + 1), f"lost or duplicated work: counter {mb['counter']}, c0 {c0}, iters {n}"
     data = vm.peek(WORK, pages * 4096)
     stamp = lambda p: int.from_bytes(data[p * 4096:p * 4096 + 8], "little")
-    for j in range(max(0, done - pages), done):
+    # Iteration `done - pages` shares its page with iteration `done`, checked below.
+    for j in range(max(0, done - pages + 1), done):
         assert stamp(j % pages) == c0 + j, f"page {j % pages} after {done} iterations"
-    # Iteration `done` may have been interrupted after its stamp but before the counter moved.
+    # Iteration `done` may have been interrupted after its stamp but before the counter moved:
+    # its page holds iteration `done - pages`'s stamp, or its own.
     if done >= pages:
         assert stamp(done % pages) in (c0 + done - pages, c0 + done)
     return mb

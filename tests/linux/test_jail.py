@@ -3,17 +3,14 @@ its jail directory, and restored in jails of their own with the vsock device the
 the agent answers through the public socket paths, and every VMM runs unprivileged."""
 import os
 
+from forkvm_vm import proc_status
 from linuxlib import Guest, forkvm
 
 BASE = 310000000  # uid = BASE + the VMM's pid
 
 
 def confined(pid):
-    st = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            k, _, v = line.partition(":")
-            st[k] = v.strip()
+    st = proc_status(pid)
     for cap in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
         assert int(st[cap], 16) == 0, (pid, cap, st[cap])
     assert st["NoNewPrivs"] == "1"
