@@ -9,7 +9,9 @@ endif
 
 CFLAGS  := -std=gnu17 -Wall -Wextra -Wshadow -Wno-unused-parameter -O2 -g -D_GNU_SOURCE \
            -Isrc -Iguests -MMD -MP $(SANFLAGS) $(EXTRA_CFLAGS)
-LDFLAGS := $(SANFLAGS)
+# Symbols bound at start (and read-only after): a forked cow child never runs the dynamic
+# linker's lookups for a function its source had not called yet (docs/PERFORMANCE.md).
+LDFLAGS := -Wl,-z,now -Wl,-z,relro $(SANFLAGS)
 LDLIBS  := -ljansson -lpthread -lseccomp -lmicrohttpd -lsqlite3
 
 # Every folder of the VMM library; a later subsystem adds its folder here.
@@ -19,7 +21,7 @@ VMM_SRC  := $(foreach d,$(VMM_DIRS),$(wildcard src/$(d)/*.c))
 # Building guest images (kernels, initramfs, root filesystems) is a tool, not the VMM: its own
 # library, linked by the CLI and the tests (doctor reads an image's manifest through it).
 IMAGE_SRC := $(wildcard src/image/*.c)
-CLI_SRC  := $(wildcard src/cli/*.c)
+CLI_SRC  := $(filter-out src/cli/vmm_main.c,$(wildcard src/cli/*.c))
 VMM_OBJ  := $(VMM_SRC:%.c=$(BUILD)/%.o)
 IMAGE_OBJ := $(IMAGE_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
@@ -28,8 +30,12 @@ IMAGE_LIB := $(BUILD)/libforkvm-image.a
 LIB      := $(VMM_LIB) $(IMAGE_LIB)
 # What links against both: they call each other (image uses util; doctor uses image).
 LINK_LIBS := -Wl,--start-group $(LIB) -Wl,--end-group
+# The VM process (src/cli/vmm_main.c): the CLI's objects from an archive, so only what `run`
+# reaches is linked, and --as-needed drops every library it does not call.
+CLI_LIB  := $(BUILD)/libforkvm-cli.a
+VMM_BIN  := $(BUILD)/vmm/forkvm
 
-all: $(BUILD)/forkvm
+all: $(BUILD)/forkvm $(VMM_BIN)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -45,6 +51,15 @@ $(IMAGE_LIB): $(IMAGE_OBJ)
 
 $(BUILD)/forkvm: $(CLI_OBJ) $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(LINK_LIBS) $(LDLIBS)
+
+$(CLI_LIB): $(filter-out $(BUILD)/src/cli/main.o,$(CLI_OBJ))
+	@rm -f $@
+	ar rcs $@ $^
+
+$(VMM_BIN): $(BUILD)/src/cli/vmm_main.o $(CLI_LIB) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -Wl,--as-needed -o $@ $< -Wl,--start-group $(CLI_LIB) $(LIB) -Wl,--end-group \
+		$(LDLIBS)
 
 include mk/probe.mk
 -include mk/extra-*.mk

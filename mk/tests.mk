@@ -15,7 +15,7 @@ $(BUILD)/tools/%: tests/tools/%.c $(LIB)
 	$(CC) $(CFLAGS) -o $@ $< $(LINK_LIBS) $(LDFLAGS) $(LDLIBS)
 
 # Extra test binaries (other folders' fragments append to EXTRA_TEST_BINS).
-tests: $(BUILD)/forkvm $(UNIT_BIN) $(TOOL_BIN) $(EXTRA_TEST_BINS) $(EXTRA_BINS)
+tests: $(BUILD)/forkvm $(VMM_BIN) $(UNIT_BIN) $(TOOL_BIN) $(EXTRA_TEST_BINS) $(EXTRA_BINS)
 
 # The one test command: README, .ci/run and developers all call this.
 test:

@@ -1,6 +1,9 @@
 /* forkvm: global options, then a table of subcommands, each in its own file. */
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/cli_daemon.h"
 #include "cli/commands.h"
@@ -36,6 +39,43 @@ static void print_overview(FILE *out)
 		"$FORKVM_DAEMON_URL, $FORKVM_DAEMON_SOCKET, or %s; --no-daemon\n"
 		"never asks one. Other names and socket paths are always reached directly.\n",
 		cli_daemon_where()[0] ? cli_daemon_where() : "none");
+}
+
+/*
+ * `run` hosts a VM: continue in the lean VM binary next to this one (DIR/vmm/forkvm,
+ * src/cli/vmm_main.c), whose fewer libraries make every fork of the VMM cheaper. Returns only
+ * when it could not: FORKVM_VMM_INPROCESS=1, no such binary (a partial build), or exec
+ * failing (logged); the command then runs here, the same code.
+ */
+static void exec_vmm(char *argv0, int argc, char **argv)
+{
+	char self[4096], path[4200], *slash, **args;
+	const char *inproc = getenv("FORKVM_VMM_INPROCESS");
+	ssize_t n;
+
+	if (inproc && strcmp(inproc, "1") == 0)
+		return;
+	n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	if (n <= 0)
+		return;
+	self[n] = '\0';
+	slash = strrchr(self, '/');
+	if (!slash)
+		return;
+	*slash = '\0';
+	snprintf(path, sizeof(path), "%s/vmm/forkvm", self);
+	if (access(path, X_OK) < 0)
+		return;
+	args = calloc((size_t)argc + 1, sizeof(*args));
+	if (!args)
+		return;
+	args[0] = argv0;
+	for (int i = 1; i < argc; i++)
+		args[i] = argv[i];
+	execv(path, args);
+	fprintf(stderr, "forkvm: warning: exec %s: %s; running the VM in this process\n", path,
+		strerror(errno));
+	free(args);
 }
 
 /*
@@ -76,6 +116,7 @@ static int global_options(int argc, char **argv)
 int main(int argc, char **argv)
 {
 	const struct cli_command *cmd;
+	char *argv0 = argv[0];
 	int skip = global_options(argc, argv);
 
 	if (skip < 0) {
@@ -102,5 +143,7 @@ int main(int argc, char **argv)
 	}
 	if (cli_wants_help(cmd, argc - 1, argv + 1))
 		return CLI_EXIT_OK;
+	if (cmd == &cli_cmd_run)
+		exec_vmm(argv0, argc, argv);
 	return cmd->run(argc - 1, argv + 1);
 }

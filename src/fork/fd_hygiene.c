@@ -1,9 +1,9 @@
 /* fd and mapping hygiene for processes forked from a VMM (cow templates and children). */
 #include "fork/fd_hygiene.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -12,24 +12,27 @@
 
 int fds_close_except(const int *keep, int n)
 {
-	DIR *d = opendir("/proc/self/fd");
-	int fds[4096], nfds = 0;
-	struct dirent *e;
+	int sorted[16], lo = 3;
 
-	if (!d)
-		return log_errno(-errno, "opendir /proc/self/fd");
-	/* Collect first: closing while iterating would also close the directory's own fd. */
-	while ((e = readdir(d)) && nfds < 4096) {
-		int fd = atoi(e->d_name);
-		bool kept = fd <= 2 || fd == dirfd(d) || e->d_name[0] == '.';
-		for (int i = 0; i < n && !kept; i++)
-			kept = fd == keep[i];
-		if (!kept)
-			fds[nfds++] = fd;
+	if (n < 0 || n > (int)(sizeof(sorted) / sizeof(sorted[0])))
+		return log_errno(-EINVAL, "closing inherited fds: %d to keep (at most 16)", n);
+	/* close_range() over the gaps between the kept fds: no /proc walk, one call per gap. */
+	memcpy(sorted, keep, (size_t)n * sizeof(*sorted));
+	for (int i = 1; i < n; i++)
+		for (int j = i; j > 0 && sorted[j - 1] > sorted[j]; j--) {
+			int t = sorted[j];
+			sorted[j] = sorted[j - 1];
+			sorted[j - 1] = t;
+		}
+	for (int i = 0; i <= n; i++) {
+		unsigned hi = i < n ? (unsigned)sorted[i] : ~0u;
+		if (i < n && sorted[i] < lo)
+			continue; /* stdio, negative or a duplicate */
+		if (hi > (unsigned)lo && close_range((unsigned)lo, hi - 1, 0) < 0)
+			return log_errno(-errno, "close_range(%d, %u)", lo, hi - 1);
+		if (i < n)
+			lo = sorted[i] + 1;
 	}
-	closedir(d);
-	for (int i = 0; i < nfds; i++)
-		close(fds[i]);
 	return 0;
 }
 

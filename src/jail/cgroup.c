@@ -24,6 +24,10 @@ static char cg_root[256];	/* the cgroup2 mount */
 static char cg_dir[512];	/* ROOT/forkvm/NAME-PID, "" when not in one */
 static char cg_orig[1024];	/* the cgroup we came from */
 static bool cg_mem_explicit;
+/* ROOT found, ROOT/forkvm made, its stale cgroups reaped and controllers enabled, by this
+ * process or the one it was forked from: a cow template's children skip all of it (each
+ * would otherwise scan every sibling's cgroup, docs/PERFORMANCE.md). */
+static char cg_base_ready_root[256];	/* the cg_root it was done for; "" none */
 
 const char *jail_cgroup_path(void)
 {
@@ -394,6 +398,10 @@ int jail_cgroup_enter(const char *name, uint64_t guest_ram, const struct cgroup_
 	char base[300], pid[24];
 	int err;
 
+	/* Forked from a VMM in its cgroup (a cow template or child): leave to the root later,
+	 * as current_cgroup() would say for a /forkvm/ cgroup. */
+	bool in_forkvm_cgroup = cg_dir[0] != '\0';
+
 	cg_dir[0] = '\0';
 	if (o) {
 		cg_opts = *o;
@@ -401,19 +409,25 @@ int jail_cgroup_enter(const char *name, uint64_t guest_ram, const struct cgroup_
 	}
 	if (o && o->no_cgroup)
 		return 0;
-	if (find_root() < 0) {
+	if (find_root() < 0) { /* cheap; a jailed VMM's forks may not see the root it had */
 		log_info("no writable cgroup v2 hierarchy (/sys/fs/cgroup, /sys/fs/cgroup/unified or "
 			 "FORKVM_CGROUP_ROOT): running without a per-VM cgroup");
 		return 0;
 	}
-	err = current_cgroup(cg_orig, sizeof(cg_orig));
-	if (err)
+	bool base_ready = cg_base_ready_root[0] && !strcmp(cg_base_ready_root, cg_root);
+
+	if (in_forkvm_cgroup && base_ready)
+		snprintf(cg_orig, sizeof(cg_orig), "%s", cg_root);
+	else if ((err = current_cgroup(cg_orig, sizeof(cg_orig))))
 		return log_errno(err, "reading /proc/self/cgroup");
 	snprintf(base, sizeof(base), "%s/forkvm", cg_root);
-	if (mkdir(base, 0755) < 0 && errno != EEXIST)
-		return log_errno(-errno, "creating the cgroup %s", base);
-	reap_stale(base);
-	enable_controllers(base);
+	if (!base_ready) {
+		if (mkdir(base, 0755) < 0 && errno != EEXIST)
+			return log_errno(-errno, "creating the cgroup %s", base);
+		reap_stale(base);
+		enable_controllers(base);
+		snprintf(cg_base_ready_root, sizeof(cg_base_ready_root), "%s", cg_root);
+	}
 	snprintf(cg_dir, sizeof(cg_dir), "%s/%s-%d", base, name, (int)getpid());
 	if (mkdir(cg_dir, 0755) < 0 && errno != EEXIST) {
 		err = log_errno(-errno, "creating the cgroup %s", cg_dir);

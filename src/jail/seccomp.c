@@ -1,6 +1,8 @@
 /* seccomp-bpf allow-lists per thread role, built with libseccomp and loaded per thread. */
 #include <errno.h>
+#include <linux/filter.h>
 #include <linux/if_tun.h>
+#include <linux/seccomp.h>
 #include <linux/kvm.h>
 #include <linux/userfaultfd.h>
 #include <pthread.h>
@@ -11,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <termios.h>
@@ -146,6 +150,20 @@ static bool probe_enabled;
 /* Roles loaded on the control thread; inherited by fork(), so a cow child skips reloading. */
 static __thread unsigned loaded_roles;
 
+/*
+ * Each role's filter compiled to BPF once per process (jail_seccomp_init, single-threaded,
+ * before any thread or fork): threads and forked cow children only install it. Compiling with
+ * libseccomp costs ~0.2 ms a filter, and a cow child installs one per thread
+ * (docs/PERFORMANCE.md). Read-only once built; a role missing here (a unit test that never
+ * called init) is compiled on first use under compile_lock.
+ */
+struct compiled_filter {
+	struct sock_filter *insns;
+	unsigned short len;
+};
+static struct compiled_filter compiled[JAIL_ROLE_COUNT];
+static pthread_mutex_t compile_lock = PTHREAD_MUTEX_INITIALIZER;
+
 const char *jail_role_name(enum jail_role role)
 {
 	return roles[role].name;
@@ -191,7 +209,7 @@ int jail_seccomp_init(bool disable)
 	else if (mode == JAIL_SECCOMP_LOG)
 		log_warn("seccomp in LOG mode (FORKVM_SECCOMP=log): violations are logged by the "
 			 "kernel, not enforced; debugging only");
-	return 0;
+	return jail_seccomp_precompile();
 }
 
 static int add_list(scmp_filter_ctx ctx, const char *const *list, const char **bad)
@@ -235,17 +253,17 @@ static int build(scmp_filter_ctx ctx, const struct role_def *r, const char **wha
 	return err;
 }
 
-int jail_seccomp_apply(enum jail_role role)
+/* ROLE's filter as BPF, built by libseccomp and read back through a memfd. */
+static int compile_role(enum jail_role role, struct compiled_filter *out)
 {
 	const struct role_def *r = &roles[role];
 	uint32_t def = mode == JAIL_SECCOMP_LOG ? SCMP_ACT_LOG : SCMP_ACT_KILL_PROCESS;
 	const char *what = "the rule set";
-	scmp_filter_ctx ctx;
-	int err;
+	scmp_filter_ctx ctx = seccomp_init(def);
+	struct sock_filter *insns = NULL;
+	int err, fd = -1;
+	off_t size;
 
-	if (mode == JAIL_SECCOMP_OFF || (loaded_roles & (1u << role)))
-		return 0;
-	ctx = seccomp_init(def);
 	if (!ctx)
 		return log_errno(-ENOMEM, "seccomp_init for the %s filter", r->name);
 	err = build(ctx, r, &what);
@@ -253,17 +271,83 @@ int jail_seccomp_apply(enum jail_role role)
 		(void)log_errno(err, "seccomp filter %s: adding %s", r->name, what);
 		goto out;
 	}
-	/* Per thread: no TSYNC; the thread must have no_new_privs (set by seccomp_load). */
-	err = seccomp_load(ctx);
-	if (err) {
-		(void)log_errno(err, "loading the seccomp filter %s on thread %d", r->name, gettid());
+	fd = memfd_create("forkvm-seccomp", MFD_CLOEXEC);
+	if (fd < 0) {
+		err = log_errno(-errno, "seccomp filter %s: memfd_create", r->name);
 		goto out;
 	}
-	loaded_roles |= 1u << role;
-	log_debug("seccomp filter %s loaded on thread %d", r->name, gettid());
+	err = seccomp_export_bpf(ctx, fd);
+	if (err) {
+		(void)log_errno(err, "seccomp filter %s: exporting its BPF", r->name);
+		goto out;
+	}
+	size = lseek(fd, 0, SEEK_END);
+	if (size <= 0 || size % (off_t)sizeof(*insns) || size / (off_t)sizeof(*insns) > BPF_MAXINSNS) {
+		err = log_errno(-EINVAL, "seccomp filter %s: %lld bytes of BPF", r->name,
+				(long long)size);
+		goto out;
+	}
+	insns = malloc((size_t)size);
+	if (!insns) {
+		err = log_errno(-ENOMEM, "seccomp filter %s: %lld bytes", r->name, (long long)size);
+		goto out;
+	}
+	if (pread(fd, insns, (size_t)size, 0) != size) {
+		err = log_errno(errno ? -errno : -EIO, "seccomp filter %s: reading its BPF back",
+				r->name);
+		goto out;
+	}
+	out->insns = insns;
+	out->len = (unsigned short)(size / (off_t)sizeof(*insns));
+	insns = NULL;
 out:
+	free(insns);
+	if (fd >= 0)
+		close(fd);
 	seccomp_release(ctx);
 	return err;
+}
+
+int jail_seccomp_precompile(void)
+{
+	int err = 0;
+
+	if (mode == JAIL_SECCOMP_OFF)
+		return 0;
+	pthread_mutex_lock(&compile_lock);
+	for (int role = 0; !err && role < JAIL_ROLE_COUNT; role++)
+		if (!compiled[role].insns)
+			err = compile_role((enum jail_role)role, &compiled[role]);
+	pthread_mutex_unlock(&compile_lock);
+	return err;
+}
+
+int jail_seccomp_apply(enum jail_role role)
+{
+	const struct role_def *r = &roles[role];
+	struct sock_fprog prog;
+	int err = 0;
+
+	if (mode == JAIL_SECCOMP_OFF || (loaded_roles & (1u << role)))
+		return 0;
+	if (!compiled[role].insns) {
+		pthread_mutex_lock(&compile_lock);
+		if (!compiled[role].insns)
+			err = compile_role(role, &compiled[role]);
+		pthread_mutex_unlock(&compile_lock);
+		if (err)
+			return err;
+	}
+	/* What seccomp_load does, without rebuilding: no_new_privs, then the filter on this
+	 * thread only (no TSYNC). */
+	prog = (struct sock_fprog){ .len = compiled[role].len, .filter = compiled[role].insns };
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ||
+	    syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0)
+		return log_errno(-errno, "loading the seccomp filter %s on thread %d", r->name,
+				 gettid());
+	loaded_roles |= 1u << role;
+	log_debug("seccomp filter %s loaded on thread %d", r->name, gettid());
+	return 0;
 }
 
 void jail_describe_wait(int status, char *buf, size_t len)

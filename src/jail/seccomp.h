@@ -13,6 +13,7 @@ enum jail_role {
 	JAIL_ROLE_DEVICE,	/* a device thread (vsock) or the page-server watcher */
 	JAIL_ROLE_CONTROL,	/* the control thread: builds VMs, forks, spawns, serves */
 	JAIL_ROLE_PAGESERVER,	/* the page server's one thread */
+	JAIL_ROLE_COUNT
 };
 
 enum jail_seccomp_mode {
@@ -26,6 +27,11 @@ enum jail_seccomp_mode {
  * off (--no-seccomp). Off warns loudly. Returns -EINVAL for a value it does not know.
  */
 int jail_seccomp_init(bool disable);
+/*
+ * Compile every role's filter to BPF now (jail_seccomp_init does, single-threaded), so that
+ * jail_seccomp_apply only installs it: threads and forked cow children never run libseccomp.
+ */
+int jail_seccomp_precompile(void);
 enum jail_seccomp_mode jail_seccomp_mode(void);
 
 /*

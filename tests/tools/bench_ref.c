@@ -1,0 +1,172 @@
+/*
+ * The references of bench/bench_limits.py, measured in the same run as forkvm's numbers: what
+ * the kernel and the memory system allow a plain process holding the same RAM.
+ *   bench_ref fork MIB RUNS        fork() of a process with MIB resident (THP, as guest RAM):
+ *                                  one line of microseconds per run
+ *   bench_ref fanout MIB N         N fork()ed children that each answer over a pipe: "ms PRIV"
+ *                                  (all answered, in ms; one idle child's private KiB)
+ *   bench_ref copy MIB PATH RUNS   memcpy of MIB between resident buffers, then pwrite of MIB
+ *                                  into a new file PATH (8 MiB writes, as the snapshot writer):
+ *                                  "memcpy_ms ... / pwrite_ms ..."
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now_us(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec * 1e6 + (double)t.tv_nsec / 1e3;
+}
+
+static char *resident(size_t len)
+{
+	char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (p == MAP_FAILED) {
+		perror("bench_ref: mmap");
+		exit(1);
+	}
+	madvise(p, len, MADV_HUGEPAGE);
+	memset(p, 1, len);
+	return p;
+}
+
+static long private_kib(pid_t pid)
+{
+	char path[64], line[256];
+	long total = 0, v;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/smaps_rollup", (int)pid);
+	f = fopen(path, "re");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "Private_Clean: %ld", &v) == 1 || sscanf(line, "Private_Dirty: %ld", &v) == 1)
+			total += v;
+	fclose(f);
+	return total;
+}
+
+static int do_fork(size_t len, int runs)
+{
+	char *p = resident(len);
+
+	for (int i = 0; i < runs; i++) {
+		double t = now_us();
+		pid_t c = fork();
+		if (c == 0)
+			_exit(0);
+		t = now_us() - t;
+		if (c < 0) {
+			perror("bench_ref: fork");
+			return 1;
+		}
+		waitpid(c, NULL, 0);
+		printf("%s%.1f", i ? " " : "", t);
+		memset(p, i, 16 << 20); /* like a guest writing between branches */
+	}
+	printf("\n");
+	return 0;
+}
+
+static int do_fanout(size_t len, int n)
+{
+	pid_t *kids = calloc((size_t)n, sizeof(*kids));
+	int fds[2];
+	double t;
+	long priv;
+	char byte;
+
+	if (!kids || pipe(fds) < 0)
+		return 1;
+	resident(len);
+	t = now_us();
+	for (int i = 0; i < n; i++) {
+		kids[i] = fork();
+		if (kids[i] == 0) {
+			close(fds[0]);
+			if (write(fds[1], "R", 1) != 1)
+				_exit(1);
+			for (;;)
+				pause();
+		}
+		if (kids[i] < 0) {
+			perror("bench_ref: fork");
+			return 1;
+		}
+	}
+	for (int i = 0; i < n; i++)
+		if (read(fds[0], &byte, 1) != 1)
+			return 1;
+	t = (now_us() - t) / 1e3;
+	usleep(300000);
+	priv = private_kib(kids[0]);
+	for (int i = 0; i < n; i++)
+		kill(kids[i], SIGKILL);
+	for (int i = 0; i < n; i++)
+		waitpid(kids[i], NULL, 0);
+	printf("%.2f %ld\n", t, priv);
+	return 0;
+}
+
+static int do_copy(size_t len, const char *path, int runs)
+{
+	char *src = resident(len), *dst = resident(len);
+	size_t chunk = 8 << 20;
+
+	printf("memcpy_ms");
+	for (int i = 0; i < runs; i++) {
+		double t = now_us();
+		memcpy(dst, src, len);
+		printf(" %.1f", (now_us() - t) / 1e3);
+	}
+	printf(" / pwrite_ms");
+	for (int i = 0; i < runs; i++) {
+		int fd;
+		double t;
+		unlink(path);
+		fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+		if (fd < 0) {
+			fprintf(stderr, "bench_ref: %s: %s\n", path, strerror(errno));
+			return 1;
+		}
+		t = now_us();
+		for (size_t off = 0; off < len; off += chunk)
+			if (pwrite(fd, src + off, chunk, (off_t)off) != (ssize_t)chunk) {
+				fprintf(stderr, "bench_ref: pwrite %s: %s\n", path, strerror(errno));
+				return 1;
+			}
+		if (fsync(fd) < 0)
+			return 1;
+		printf(" %.1f", (now_us() - t) / 1e3);
+		close(fd);
+	}
+	unlink(path);
+	printf("\n");
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	size_t len = argc > 2 ? (size_t)strtoul(argv[2], NULL, 10) << 20 : 0;
+
+	if (argc == 4 && !strcmp(argv[1], "fork") && len)
+		return do_fork(len, atoi(argv[3]));
+	if (argc == 4 && !strcmp(argv[1], "fanout") && len)
+		return do_fanout(len, atoi(argv[3]));
+	if (argc == 5 && !strcmp(argv[1], "copy") && len)
+		return do_copy(len, argv[3], atoi(argv[4]));
+	fprintf(stderr, "usage: bench_ref fork MIB RUNS | fanout MIB N | copy MIB PATH RUNS\n");
+	return 2;
+}
