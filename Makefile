@@ -56,10 +56,13 @@ $(CLI_LIB): $(filter-out $(BUILD)/src/cli/main.o,$(CLI_OBJ))
 	@rm -f $@
 	ar rcs $@ $^
 
+# Its libraries linked statically where Debian ships the archive: every shared library is ~5
+# mappings that each fork of a VMM copies (docs/PERFORMANCE.md); libc stays shared.
+VMM_STATIC_LIBS := -ljansson -lseccomp -llz4 -lzstd -llzma -lz -lcrypto -lxxhash
 $(VMM_BIN): $(BUILD)/src/cli/vmm_main.o $(CLI_LIB) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -Wl,--as-needed -o $@ $< -Wl,--start-group $(CLI_LIB) $(LIB) -Wl,--end-group \
-		$(LDLIBS)
+		-Wl,-Bstatic $(VMM_STATIC_LIBS) -Wl,-Bdynamic $(filter-out $(VMM_STATIC_LIBS),$(LDLIBS))
 
 include mk/probe.mk
 -include mk/extra-*.mk

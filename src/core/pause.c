@@ -73,6 +73,26 @@ int vm_resume(struct vm *vm)
 	return err;
 }
 
+uint64_t vm_resume_window(struct vm *vm)
+{
+	struct timespec deadline;
+	uint64_t window = 0;
+
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += 1;
+	pthread_mutex_lock(&vm->lock);
+	if (vm->pause_requested) {
+		vm->pause_requested = false;
+		pthread_cond_broadcast(&vm->cond);
+		while (vm->parked > 0 && !vm->stop_requested && !vm_wait_locked(vm, &deadline))
+			;
+		if (vm->parked == 0 && vm->all_running_ns > vm->first_parked_ns)
+			window = vm->all_running_ns - vm->first_parked_ns;
+	}
+	pthread_mutex_unlock(&vm->lock);
+	return window;
+}
+
 bool vm_is_paused(struct vm *vm)
 {
 	pthread_mutex_lock(&vm->lock);

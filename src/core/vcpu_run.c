@@ -4,6 +4,7 @@
 #include <sys/ioctl.h>
 
 #include "util/log.h"
+#include "util/clock.h"
 #include "core/vcpu.h"
 #include "core/vm.h"
 #include "jail/seccomp.h"
@@ -44,12 +45,18 @@ static bool vcpu_gate(struct vcpu *vcpu)
 				continue;
 			}
 			vcpu->parked = true;
-			vm->parked++;
+			if (vm->parked++ == 0) { /* the guest-visible pause window opens */
+				vm->first_parked_ns = monotonic_ns();
+				vm->all_running_ns = 0;
+			}
 			pthread_cond_broadcast(&vm->cond);
 			while (vm->pause_requested && !vm->stop_requested)
 				pthread_cond_wait(&vm->cond, &vm->lock);
-			vm->parked--;
 			vcpu->parked = false;
+			if (--vm->parked == 0) { /* ... and closes (vm_resume_window waits for it) */
+				vm->all_running_ns = monotonic_ns();
+				pthread_cond_broadcast(&vm->cond);
+			}
 			continue;
 		}
 		if (vcpu->idle && !vcpu->wake_pending) {

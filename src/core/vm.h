@@ -125,6 +125,8 @@ struct vm {
 
 	uint64_t pause_count;
 	uint64_t last_pause_ns;	/* request → all vCPUs parked */
+	uint64_t first_parked_ns; /* the last pause: when its first vCPU left the guest */
+	uint64_t all_running_ns;  /* ... and when its last vCPU went back (0: not yet) */
 	uint64_t start_ns;	/* CLOCK_MONOTONIC when vCPUs started */
 };
 
@@ -132,6 +134,13 @@ struct vm {
 /* Park every vCPU; on return no vCPU runs guest code or touches guest memory. */
 int vm_pause(struct vm *vm);
 int vm_resume(struct vm *vm);
+/*
+ * vm_resume, then wait (up to 1 s) until every vCPU is back in the guest. Returns the pause
+ * window the guest saw: its first vCPU parked → its last vCPU unparked, in ns; 0 if the VM
+ * ended or a vCPU did not come back in time. The kick latency before the first vCPU stops
+ * (the guest still runs) is not in it: that is vm->last_pause_ns.
+ */
+uint64_t vm_resume_window(struct vm *vm);
 bool vm_is_paused(struct vm *vm);
 /* One line per vCPU into buf (pauses and resumes the VM): exits, mp_state, RIP, IF, pending
  * events; or which vCPU threads did not park. For the error of a guest that stopped answering. */

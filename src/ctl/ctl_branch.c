@@ -31,6 +31,7 @@ static json_t *branch_reply(const struct branch_result *r, enum branch_strategy 
 	json_object_set_new(reply, "children", kids);
 	json_object_set_new(reply, "pause_us", json_real((double)r->pause_ns / 1e3));
 	json_object_set_new(reply, "paused_us", json_real((double)r->paused_ns / 1e3));
+	json_object_set_new(reply, "source_paused_us", json_real((double)r->source_paused_ns / 1e3));
 	json_object_set_new(reply, "capture_us", json_real((double)r->capture_ns / 1e3));
 	json_object_set_new(reply, "fork_us", json_real((double)r->fork_ns / 1e3));
 	json_object_set_new(reply, "arm_us", json_real((double)r->arm_ns / 1e3));

@@ -56,7 +56,6 @@ struct ctl_server {
 	bool running;
 	uint64_t next_id;
 	uint64_t idle_ns; /* 0 = no idle timeout */
-	struct ctl_client clients[MAX_CLIENTS];
 	pthread_mutex_t lock; /* completions and pending */
 	struct completion *done_head, **done_tail;
 	struct pending pending; /* list head */
@@ -65,6 +64,9 @@ struct ctl_server {
 	bool worker_started;
 	struct completion *worker_reply; /* allocated up front: its reply cannot be lost */
 	const char *busy; /* its command name while it runs (loop thread only) */
+	/* Last: 4 MiB of which an idle VM touches one slot's page, the rest stays zero pages
+	 * (docs/PERFORMANCE.md, private memory per child). */
+	struct ctl_client clients[MAX_CLIENTS];
 };
 
 /* Run fn(arg) on the worker thread for `what`; -EBUSY while another one runs. fn ends by

@@ -49,6 +49,7 @@ static json_t *snapshot_reply(struct ctl_server *srv, const struct snap_save_opt
 	json_object_set_new(reply, "dir", json_string(o->dir));
 	json_object_set_new(reply, "pause_us", json_real((double)st.pause_ns / 1e3));
 	json_object_set_new(reply, "paused_us", json_real((double)st.paused_ns / 1e3));
+	json_object_set_new(reply, "source_paused_us", json_real((double)st.source_paused_ns / 1e3));
 	json_object_set_new(reply, "capture_us", json_real((double)st.capture_ns / 1e3));
 	json_object_set_new(reply, "write_ms", json_real((double)st.write_ns / 1e6));
 	json_object_set_new(reply, "vmstate_bytes", json_integer((json_int_t)st.vmstate_bytes));

@@ -63,8 +63,8 @@ void branch_resume_source(struct vm *vm, struct branch_result *res, const struct
 {
 	if (bp->was_paused)
 		return;
-	vm_resume(vm);
-	res->paused_ns = monotonic_ns() - bp->t0;
+	res->paused_ns = vm_resume_window(vm);
+	res->source_paused_ns = monotonic_ns() - bp->t0;
 }
 
 /* Children restored from a snapshot directory (full, diff and live all end this way). */

@@ -46,7 +46,8 @@ struct branch_child {
 
 struct branch_result {
 	uint64_t pause_ns;	/* source paused → every vCPU parked */
-	uint64_t paused_ns;	/* source paused → resumed: the pause window */
+	uint64_t paused_ns;	/* the pause window: first vCPU parked → last back in the guest */
+	uint64_t source_paused_ns; /* pause request → resumed, as the control thread saw it */
 	uint64_t capture_ns;	/* reading vCPU/VM/device state while paused */
 	uint64_t fork_ns;	/* cow: fork() of the template while paused */
 	uint64_t arm_ns;	/* live: arming write-protect */

@@ -24,6 +24,7 @@ struct cow_template {
 	struct {
 		pid_t pid;
 		char socket[512];
+		char cgroup[512];	/* made for it by the template; "" none */
 	} *kids;		/* every child made, so a killed one's socket can be removed */
 	int nkids, capkids;
 	bool source_alive;
@@ -44,12 +45,13 @@ int cow_spawn(struct cow_template *t, int count, bool paused, bool no_agent_sync
 
 /* In a freshly forked child: become a VM on the inherited RAM and serve it. Never returns. */
 __attribute__((noreturn)) void cow_child_main(struct cow_template *t, const char *name,
-					      const char *socket, bool paused, int ready_fd);
+					      const char *socket, bool paused, int ready_fd,
+					      struct cgroup_slot *cg);
 
 /* In the template process: set up, spawn the first children, report, serve. Never returns. */
 __attribute__((noreturn)) void cow_template_main(struct vm *vm, struct snap_buf *state,
 						 const struct branch_opts *o, int report_fd,
-						 pid_t source);
+						 pid_t source, struct cgroup_slot *cg);
 
 /* Source side: pause, capture, fork the template, resume, wait for its report. */
 int branch_cow(struct vm *vm, const struct branch_opts *o, struct branch_result *res,

@@ -20,9 +20,19 @@ static pid_t fork_template(struct vm *vm, struct snap_buf *state, const struct b
 	pid_t source = getpid(), mid = fork();
 
 	if (mid == 0) {
-		pid_t tpl = fork();
+		/* Single-threaded here: the template starts in a cgroup of its own, out of the
+		 * source's (which goes when the source does), without the source's limits (a
+		 * pids.max could stop it forking children; the children get them). */
+		const struct cgroup_opts *src = jail_cgroup_opts();
+		struct cgroup_opts none = { .no_cgroup = src && src->no_cgroup };
+		struct cgroup_slot cg;
+		char name[80];
+
+		snprintf(name, sizeof(name), "%s-template", o->prefix);
+		jail_cgroup_prepare(name, &none, &cg);
+		pid_t tpl = jail_cgroup_fork(&cg);
 		if (tpl == 0)
-			cow_template_main(vm, state, o, report_fd, source);
+			cow_template_main(vm, state, o, report_fd, source, &cg);
 		_exit(tpl < 0 ? 1 : 0);
 	}
 	return mid;

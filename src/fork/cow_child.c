@@ -50,19 +50,19 @@ static int child_net(struct cow_template *t, const char *name, struct vm_config 
 }
 
 void cow_child_main(struct cow_template *t, const char *name, const char *socket, bool paused,
-		    int ready_fd)
+		    int ready_fd, struct cgroup_slot *cg)
 {
 	struct vm_config cfg = { 0 };
 	char path[700];
 	struct fvm_err err = FVM_ERR_INIT;
 	struct vm vm;
-	int keep[2] = { t->vm->kvm.fd, ready_fd };
+	int keep[3] = { t->vm->kvm.fd, ready_fd, cg->fd };
 	int code = 1;
 
 	setsid();
 	/* ps/pgrep tell children from their source by name (argv is the source's). */
 	prctl(PR_SET_NAME, "forkvm-child");
-	fds_close_except(keep, 2);
+	fds_close_except(keep, cg->fd >= 0 ? 3 : 2);
 	snprintf(path, sizeof(path), "%s.log", socket);
 	redirect(STDERR_FILENO, path, O_WRONLY | O_CREAT | O_TRUNC);
 	snprintf(path, sizeof(path), "%s.console", socket);
@@ -92,7 +92,7 @@ void cow_child_main(struct cow_template *t, const char *name, const char *socket
 	if (snap_disks_config(&t->machine, t->disk_dir, &cfg, &disks) < 0 ||
 	    child_net(t, name, &cfg) < 0)
 		_exit(1);
-	if (jail_cgroup_enter(name, cfg.mem_size, t->have_cg ? &t->cg : NULL) < 0 ||
+	if (jail_cgroup_adopt(cg, name, cfg.mem_size, t->have_cg ? &t->cg : NULL) < 0 ||
 	    vm_create(&vm, &cfg) < 0)
 		_exit(1);
 	snap_disk_paths_free(disks);

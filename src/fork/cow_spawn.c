@@ -35,8 +35,12 @@ static void kill_children(struct cow_template *t, struct branch_child *c, int *f
 				kill(c[i].pid, SIGKILL);
 				got = waitpid(c[i].pid, NULL, 0);
 			}
-			if (got == c[i].pid)
+			if (got == c[i].pid) {
 				t->live--;
+				for (int k = 0; k < t->nkids; k++) /* killed: it could not leave */
+					if (t->kids[k].pid == got && t->kids[k].cgroup[0])
+						rmdir(t->kids[k].cgroup);
+			}
 			c[i].pid = 0;
 		}
 		if (fds[i] >= 0)
@@ -177,10 +181,13 @@ int cow_spawn(struct cow_template *t, int count, bool paused, bool no_agent_sync
 			errf(err, "child %s: pipe: %s", c->name, strerror(errno));
 			break;
 		}
-		pid = fork();
+		/* Made here, the child starts in its cgroup: no migration (jail/cgroup.h). */
+		struct cgroup_slot cg;
+		jail_cgroup_prepare(c->name, t->have_cg ? &t->cg : NULL, &cg);
+		pid = jail_cgroup_fork(&cg);
 		if (pid == 0) {
 			close(pipefd[0]);
-			cow_child_main(t, c->name, c->socket, paused, pipefd[1]);
+			cow_child_main(t, c->name, c->socket, paused, pipefd[1], &cg);
 		}
 		close(pipefd[1]);
 		if (pid < 0) {
@@ -202,7 +209,8 @@ int cow_spawn(struct cow_template *t, int count, bool paused, bool no_agent_sync
 		}
 		if (t->nkids < t->capkids) {
 			t->kids[t->nkids].pid = pid;
-			memcpy(t->kids[t->nkids++].socket, c->socket, sizeof(c->socket));
+			memcpy(t->kids[t->nkids].socket, c->socket, sizeof(c->socket));
+			memcpy(t->kids[t->nkids++].cgroup, cg.dir, sizeof(cg.dir));
 		}
 	}
 	if (!ret)

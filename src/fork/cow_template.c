@@ -122,6 +122,10 @@ static void reap(struct cow_template *t)
 
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
 		t->live--;
+		/* A child that exits leaves and removes its cgroup; a killed one cannot. */
+		for (int i = 0; i < t->nkids; i++)
+			if (t->kids[i].pid == pid && t->kids[i].cgroup[0])
+				rmdir(t->kids[i].cgroup);
 		for (int i = 0; WIFSIGNALED(status) && i < t->nkids; i++)
 			if (t->kids[i].pid == pid) {
 				char how[64];
@@ -255,12 +259,12 @@ static int export_disks(struct vm *vm, const struct branch_opts *o, char *dir, s
 }
 
 void cow_template_main(struct vm *vm, struct snap_buf *state, const struct branch_opts *o,
-		       int report_fd, pid_t source)
+		       int report_fd, pid_t source, struct cgroup_slot *cg)
 {
 	struct cow_template t = { .vm = vm, .source_alive = true, .timeout_ms = o->timeout_ms,
 				  .serve = o->serve, .child_tap = o->child_tap, .net_arg = o->net_arg };
 	struct branch_child *kids = calloc((size_t)o->count, sizeof(*kids));
-	int keep[2] = { vm->kvm.fd, report_fd }, sig_fd, source_fd;
+	int keep[3] = { vm->kvm.fd, report_fd, cg->fd }, sig_fd, source_fd;
 	char path[700];
 	struct fvm_err err = FVM_ERR_INIT;
 	sigset_t sigs;
@@ -273,7 +277,7 @@ void cow_template_main(struct vm *vm, struct snap_buf *state, const struct branc
 		remove_disk_dir(t.disk_dir);
 		_exit(1);
 	}
-	fds_close_except(keep, 2);
+	fds_close_except(keep, cg->fd >= 0 ? 3 : 2);
 	vm_forget_kvm(vm);
 	snprintf(t.prefix, sizeof(t.prefix), "%s", o->prefix);
 	snprintf(t.run_dir, sizeof(t.run_dir), "%s", o->run_dir);
@@ -294,7 +298,7 @@ void cow_template_main(struct vm *vm, struct snap_buf *state, const struct branc
 		t.have_cg = true;
 	}
 	snprintf(path, sizeof(path), "%s-template", o->prefix);
-	if (jail_cgroup_enter(path, 0, &(struct cgroup_opts){ .no_cgroup = t.cg.no_cgroup }) < 0) {
+	if (jail_cgroup_adopt(cg, path, 0, &(struct cgroup_opts){ .no_cgroup = t.cg.no_cgroup }) < 0) {
 		report(report_fd, "error template setup failed: its cgroup (see %s.log)\n", t.socket);
 		_exit(1);
 	}

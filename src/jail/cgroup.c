@@ -8,7 +8,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sched.h>
+#include <sched.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/statfs.h>
 #include <unistd.h>
 
@@ -188,7 +192,8 @@ static void reap_stale(const char *base)
 		snprintf(path, sizeof(path), "%s/%s", base, e->d_name);
 		if (rmdir(path) == 0)
 			log_info("removed the stale cgroup %s", path);
-		else if (errno != ENOENT)
+		else if (errno != ENOENT && errno != EBUSY) /* EBUSY: processes in it (a cow
+			 * child whose template, named in its cgroup's name, is gone) */
 			log_warn("stale cgroup %s: rmdir: %s", path, strerror(errno));
 	}
 	closedir(d);
@@ -393,26 +398,23 @@ static int apply_limits(uint64_t guest_ram, const struct cgroup_opts *o)
 	return err;
 }
 
-int jail_cgroup_enter(const char *name, uint64_t guest_ram, const struct cgroup_opts *o)
+/*
+ * Find ROOT (0) and, once per process lineage, make ROOT/forkvm, reap its stale cgroups and
+ * enable the controllers. Sets cg_orig: where this process leaves to. -ENOENT: no writable
+ * cgroup v2 (logged); another -errno if a step failed (logged).
+ */
+static int cgroup_base(char *base, size_t len)
 {
-	char base[300], pid[24];
-	int err;
-
 	/* Forked from a VMM in its cgroup (a cow template or child): leave to the root later,
 	 * as current_cgroup() would say for a /forkvm/ cgroup. */
 	bool in_forkvm_cgroup = cg_dir[0] != '\0';
+	int err;
 
 	cg_dir[0] = '\0';
-	if (o) {
-		cg_opts = *o;
-		cg_have_opts = true;
-	}
-	if (o && o->no_cgroup)
-		return 0;
 	if (find_root() < 0) { /* cheap; a jailed VMM's forks may not see the root it had */
 		log_info("no writable cgroup v2 hierarchy (/sys/fs/cgroup, /sys/fs/cgroup/unified or "
 			 "FORKVM_CGROUP_ROOT): running without a per-VM cgroup");
-		return 0;
+		return -ENOENT;
 	}
 	bool base_ready = cg_base_ready_root[0] && !strcmp(cg_base_ready_root, cg_root);
 
@@ -420,7 +422,7 @@ int jail_cgroup_enter(const char *name, uint64_t guest_ram, const struct cgroup_
 		snprintf(cg_orig, sizeof(cg_orig), "%s", cg_root);
 	else if ((err = current_cgroup(cg_orig, sizeof(cg_orig))))
 		return log_errno(err, "reading /proc/self/cgroup");
-	snprintf(base, sizeof(base), "%s/forkvm", cg_root);
+	snprintf(base, len, "%s/forkvm", cg_root);
 	if (!base_ready) {
 		if (mkdir(base, 0755) < 0 && errno != EEXIST)
 			return log_errno(-errno, "creating the cgroup %s", base);
@@ -428,6 +430,25 @@ int jail_cgroup_enter(const char *name, uint64_t guest_ram, const struct cgroup_
 		enable_controllers(base);
 		snprintf(cg_base_ready_root, sizeof(cg_base_ready_root), "%s", cg_root);
 	}
+	return 0;
+}
+
+int jail_cgroup_enter(const char *name, uint64_t guest_ram, const struct cgroup_opts *o)
+{
+	char base[300], pid[24];
+	int err;
+
+	if (o) {
+		cg_opts = *o;
+		cg_have_opts = true;
+	}
+	if (o && o->no_cgroup) {
+		cg_dir[0] = '\0';
+		return 0;
+	}
+	err = cgroup_base(base, sizeof(base));
+	if (err)
+		return err == -ENOENT ? 0 : err;
 	snprintf(cg_dir, sizeof(cg_dir), "%s/%s-%d", base, name, (int)getpid());
 	if (mkdir(cg_dir, 0755) < 0 && errno != EEXIST) {
 		err = log_errno(-errno, "creating the cgroup %s", cg_dir);
@@ -450,6 +471,115 @@ int jail_cgroup_enter(const char *name, uint64_t guest_ram, const struct cgroup_
 fail:
 	cg_dir[0] = '\0';
 	return err;
+}
+
+void jail_cgroup_prepare(const char *name, const struct cgroup_opts *o, struct cgroup_slot *slot)
+{
+	char base[300], keep[sizeof(cg_dir)], keep_orig[sizeof(cg_orig)];
+
+	slot->fd = -1;
+	slot->dir[0] = '\0';
+	if (o && o->no_cgroup)
+		return;
+	/* cgroup_base() sets cg_dir and cg_orig (ours, the caller's): restore them after. */
+	memcpy(keep, cg_dir, sizeof(keep));
+	memcpy(keep_orig, cg_orig, sizeof(keep_orig));
+	int err = cgroup_base(base, sizeof(base));
+	memcpy(cg_dir, keep, sizeof(cg_dir));
+	memcpy(cg_orig, keep_orig, sizeof(cg_orig));
+	if (err)
+		return;
+	snprintf(slot->dir, sizeof(slot->dir), "%s/%s-%d", base, name, (int)getpid());
+	if (mkdir(slot->dir, 0755) < 0 && errno != EEXIST) {
+		log_warn("creating the cgroup %s: %s; the child makes its own", slot->dir,
+			 strerror(errno));
+		slot->dir[0] = '\0';
+		return;
+	}
+	slot->fd = open(slot->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (slot->fd < 0) {
+		log_warn("opening the cgroup %s: %s; the child makes its own", slot->dir,
+			 strerror(errno));
+		rmdir(slot->dir);
+		slot->dir[0] = '\0';
+	}
+}
+
+static void slot_drop(struct cgroup_slot *slot)
+{
+	if (slot->fd >= 0)
+		close(slot->fd);
+	slot->fd = -1;
+	if (slot->dir[0])
+		rmdir(slot->dir);
+	slot->dir[0] = '\0';
+}
+
+pid_t jail_cgroup_fork(struct cgroup_slot *slot)
+{
+	struct robust_list_head *robust = NULL;
+	size_t robust_len = 0;
+	void *tid = NULL;
+	long pid;
+
+	if (slot->fd < 0)
+		return fork();
+	/* glibc keeps the thread's id at the address it gave set_tid_address(): the child's
+	 * must be written there (CLONE_CHILD_SETTID), as glibc's fork does; without it, or
+	 * without clone3 and CLONE_INTO_CGROUP (Linux < 5.7), a plain fork. */
+	if (prctl(PR_GET_TID_ADDRESS, &tid, 0, 0, 0) < 0 || !tid ||
+	    syscall(SYS_get_robust_list, 0, &robust, &robust_len) < 0) {
+		slot_drop(slot);
+		return fork();
+	}
+	struct clone_args args = {
+		.flags = CLONE_INTO_CGROUP | CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID,
+		.child_tid = (uint64_t)(uintptr_t)tid,
+		.exit_signal = SIGCHLD,
+		.cgroup = (uint64_t)slot->fd,
+	};
+	pid = syscall(SYS_clone3, &args, sizeof(args));
+	if (pid == 0) {
+		/* The kernel gives a child no robust list; glibc's fork registers it again. */
+		if (robust)
+			syscall(SYS_set_robust_list, robust, robust_len);
+		return 0;
+	}
+	if (pid < 0) { /* ENOSYS, EINVAL (no CLONE_INTO_CGROUP), EPERM...: the old way */
+		log_debug("clone3 into %s: %s; forking, the child makes its own cgroup", slot->dir,
+			  strerror(errno));
+		slot_drop(slot);
+		return fork();
+	}
+	close(slot->fd);
+	slot->fd = -1;
+	return (pid_t)pid;
+}
+
+int jail_cgroup_adopt(struct cgroup_slot *slot, const char *name, uint64_t guest_ram,
+		      const struct cgroup_opts *o)
+{
+	int err;
+
+	if (slot->fd < 0)
+		return jail_cgroup_enter(name, guest_ram, o);
+	if (o) {
+		cg_opts = *o;
+		cg_have_opts = true;
+	}
+	close(slot->fd);
+	slot->fd = -1;
+	snprintf(cg_orig, sizeof(cg_orig), "%s", cg_root); /* leave to the root, as a forkvm one */
+	/* NAME-<the maker's pid> (cgroup v2 cannot rename): the stale reaper skips a cgroup
+	 * with processes in it, and the template removes a killed child's. */
+	snprintf(cg_dir, sizeof(cg_dir), "%s", slot->dir);
+	err = apply_limits(guest_ram, o);
+	if (err) {
+		jail_cgroup_leave();
+		return err;
+	}
+	log_debug("in the cgroup %s (cloned into it)", cg_dir);
+	return 0;
 }
 
 void jail_cgroup_leave(void)

@@ -62,6 +62,35 @@ int jail_cgroup_enter(const char *name, uint64_t guest_ram, const struct cgroup_
 const struct cgroup_opts *jail_cgroup_opts(void);
 /* memory.max = guest RAM + overhead, unless --mem-limit set it. */
 int jail_cgroup_set_guest_ram(uint64_t guest_ram);
+/*
+ * A cgroup made by a parent for the process it is about to fork (jail_cgroup_fork): the child
+ * starts in it (clone3 CLONE_INTO_CGROUP), so no migration runs. Moving a running process
+ * (writing cgroup.procs) takes the cgroup core's thread-group lock for writing, which waits
+ * for an RCU grace period: 6-30 ms here, on the critical path of every cow branch
+ * (docs/PERFORMANCE.md). fd is -1 where there is none (no cgroup v2, --no-cgroup, a step
+ * failed): the child then enters one itself (jail_cgroup_enter).
+ */
+struct cgroup_slot {
+	int fd;			/* the cgroup directory, O_DIRECTORY; -1 none */
+	char dir[512];		/* ROOT/forkvm/NAME-PPID */
+};
+
+/* Make ROOT/forkvm/NAME-<our pid> for a child (base setup and stale reaping as
+ * jail_cgroup_enter). 0 with slot->fd -1 where no cgroup is to be made or making it failed
+ * (logged: the child falls back to jail_cgroup_enter). */
+void jail_cgroup_prepare(const char *name, const struct cgroup_opts *o, struct cgroup_slot *slot);
+/*
+ * fork() into slot's cgroup. Only for a single-threaded caller (the cow template and the
+ * process that forks it): it is a raw clone3, without glibc's fork handlers; the child's
+ * thread id and robust list are set up as glibc's fork does. Falls back to fork() (slot->fd
+ * closed and -1, its directory removed: the child enters one itself) where clone3 or
+ * CLONE_INTO_CGROUP is missing. In the parent, closes slot->fd.
+ */
+pid_t jail_cgroup_fork(struct cgroup_slot *slot);
+/* In the child of jail_cgroup_fork: take slot's cgroup (NAME-<the parent's pid>) as ours and
+ * set the limits as jail_cgroup_enter does; with slot->fd -1, jail_cgroup_enter itself. */
+int jail_cgroup_adopt(struct cgroup_slot *slot, const char *name, uint64_t guest_ram,
+		      const struct cgroup_opts *o);
 /* Move back to the cgroup this process came from and remove ours (the exit path). */
 void jail_cgroup_leave(void);
 /* Our cgroup directory, "" when none. */

@@ -76,7 +76,7 @@ static const char *const sys_control[] = {
 	"socket", "socketpair", "bind", "listen", "accept", "accept4", "connect", "sendto",
 	"recvfrom", "sendmsg", "recvmsg", "shutdown", "getsockopt", "setsockopt", "getsockname",
 	"getpeername", "clone", "clone3", "fork", "vfork", "execve", "execveat", "wait4",
-	"waitid", "kill", "rt_sigtimedwait", "rt_sigqueueinfo", "set_tid_address", "getppid",
+	"waitid", "kill", "rt_sigtimedwait", "rt_sigqueueinfo", "set_tid_address", "get_robust_list", "getppid",
 	"getuid", "geteuid", "getgid", "getegid", "getresuid", "getresgid", "setsid",
 	"setpgid", "getpgid", "getpgrp", "prctl", "arch_prctl", "prlimit64", "getrlimit",
 	"sched_getaffinity", "sched_setaffinity", "uname", "sysinfo", "pidfd_open",

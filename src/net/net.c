@@ -373,6 +373,9 @@ int net_create(const struct net_opts *o, struct net *n, struct fvm_err *err)
 	net_init_empty(n, &opts);
 	if ((ret = net_opts_finish(&n->opts, err)) || n->opts.mode == NET_NONE)
 		return ret;
+	/* Here, before the namespace thread, any seccomp filter or jail (net_nft.c). */
+	if ((ret = nft_load(err)))
+		return ret;
 	if (access("/dev/net/tun", F_OK) < 0)
 		return errmsg(err, -ENODEV, "no /dev/net/tun: this host has no TUN device "
 			      "(load the tun module, or create the node: mknod /dev/net/tun c 10 200)");

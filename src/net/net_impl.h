@@ -54,6 +54,8 @@ int nl_link_each(struct nl *nl, const char *prefix, int (*fn)(const char *name, 
  * call, commands as text. -errno with nft's own message in err.
  */
 int nft_apply(const char *cmds, const char *what, struct fvm_err *err);
+/* Open libnftables (once per process; every nft_* call does): 0, or -ELIBACC naming why. */
+int nft_load(struct fvm_err *err);
 /* The namespace's ruleset: input, forward (the egress policy), SNAT to ns_addr. */
 int nft_ns_rules(const struct net_opts *o, uint32_t ns_addr, struct fvm_err *err);
 /* The host table of NAT mode: the VM's /30 masqueraded when it leaves the host. */

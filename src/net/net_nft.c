@@ -1,9 +1,11 @@
 /* nftables through libnftables: the rules inside a VM's namespace, the host table of NAT mode,
  * listing tables for the reaper. Each call makes its own context, whose netlink socket is in
  * the namespace of the calling thread. */
+#include <dlfcn.h>
 #include <errno.h>
 #include <jansson.h>
 #include <nftables/libnftables.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,10 +13,65 @@
 #include "net/net_impl.h"
 #include "util/errmsg.h"
 
+/*
+ * libnftables is opened on first use (dlopen), not linked: with its dependencies it is five
+ * libraries, ~25 mappings in every VMM, and a VMM's fork() copies every mapping: the cow pause
+ * window, the template's fork of each child (docs/PERFORMANCE.md). Only VMMs with --net and
+ * the host-side reaper use it; run_net_create loads it before any seccomp filter or jail.
+ */
+static struct {
+	__typeof__(nft_ctx_new) *ctx_new;
+	__typeof__(nft_ctx_free) *ctx_free;
+	__typeof__(nft_ctx_output_set_flags) *output_set_flags;
+	__typeof__(nft_ctx_buffer_output) *buffer_output;
+	__typeof__(nft_ctx_buffer_error) *buffer_error;
+	__typeof__(nft_ctx_get_output_buffer) *get_output_buffer;
+	__typeof__(nft_ctx_get_error_buffer) *get_error_buffer;
+	__typeof__(nft_run_cmd_from_buffer) *run_cmd_from_buffer;
+} nft;
+static pthread_once_t nft_once = PTHREAD_ONCE_INIT;
+static char nft_load_error[300];
+
+static void nft_load_once(void)
+{
+	static const char lib[] = "libnftables.so.1";
+	void *h = dlopen(lib, RTLD_NOW | RTLD_LOCAL);
+	void **slot = (void **)&nft;
+	static const char *const names[] = {
+		"nft_ctx_new", "nft_ctx_free", "nft_ctx_output_set_flags", "nft_ctx_buffer_output",
+		"nft_ctx_buffer_error", "nft_ctx_get_output_buffer", "nft_ctx_get_error_buffer",
+		"nft_run_cmd_from_buffer",
+	};
+	_Static_assert(sizeof(names) / sizeof(names[0]) == sizeof(nft) / sizeof(void *),
+		       "one name per libnftables entry point");
+
+	if (!h) {
+		snprintf(nft_load_error, sizeof(nft_load_error), "%s", dlerror());
+		return;
+	}
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		slot[i] = dlsym(h, names[i]);
+		if (!slot[i]) {
+			snprintf(nft_load_error, sizeof(nft_load_error), "%s has no %s", lib, names[i]);
+			nft.ctx_new = NULL;
+			return;
+		}
+	}
+}
+
+int nft_load(struct fvm_err *err)
+{
+	pthread_once(&nft_once, nft_load_once);
+	if (!nft.ctx_new)
+		return errmsg(err, -ELIBACC, "loading libnftables (packet rules; Debian package "
+			      "libnftables1): %s", nft_load_error);
+	return 0;
+}
+
 /* nft's message without its trailing newlines, for one-line errors. */
 static void nft_message(struct nft_ctx *ctx, char *msg, size_t len)
 {
-	const char *e = nft_ctx_get_error_buffer(ctx);
+	const char *e = nft.get_error_buffer(ctx);
 	size_t n;
 
 	snprintf(msg, len, "%s", e && *e ? e : "no message");
@@ -29,19 +86,22 @@ static void nft_message(struct nft_ctx *ctx, char *msg, size_t len)
 /* Run cmds; out (if not NULL) gets a malloc'd copy of nft's output (JSON when json). */
 static int nft_run(const char *cmds, const char *what, bool json, char **out, struct fvm_err *err)
 {
-	struct nft_ctx *ctx = nft_ctx_new(NFT_CTX_DEFAULT);
+	struct nft_ctx *ctx;
 	char msg[1024];
-	int ret = 0;
+	int ret = nft_load(err);
 
+	if (ret)
+		return ret;
+	ctx = nft.ctx_new(NFT_CTX_DEFAULT);
 	if (!ctx)
 		return errmsg(err, -ENOMEM, "%s: cannot create an nftables context", what);
 	if (json)
-		nft_ctx_output_set_flags(ctx, NFT_CTX_OUTPUT_JSON);
-	if (nft_ctx_buffer_output(ctx) || nft_ctx_buffer_error(ctx)) {
+		nft.output_set_flags(ctx, NFT_CTX_OUTPUT_JSON);
+	if (nft.buffer_output(ctx) || nft.buffer_error(ctx)) {
 		ret = errmsg(err, -ENOMEM, "%s: nftables output buffers", what);
 		goto out;
 	}
-	if (nft_run_cmd_from_buffer(ctx, cmds) != 0) {
+	if (nft.run_cmd_from_buffer(ctx, cmds) != 0) {
 		nft_message(ctx, msg, sizeof(msg));
 		/* libnftables reports text only; the usual causes get their errno back. */
 		if (strstr(msg, "Operation not permitted"))
@@ -58,12 +118,12 @@ static int nft_run(const char *cmds, const char *what, bool json, char **out, st
 		goto out;
 	}
 	if (out) {
-		*out = strdup(nft_ctx_get_output_buffer(ctx) ?: "");
+		*out = strdup(nft.get_output_buffer(ctx) ?: "");
 		if (!*out)
 			ret = errmsg(err, -ENOMEM, "%s: copying nft's output", what);
 	}
 out:
-	nft_ctx_free(ctx);
+	nft.ctx_free(ctx);
 	return ret;
 }
 

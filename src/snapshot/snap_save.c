@@ -95,8 +95,8 @@ int snap_save(struct vm *vm, const struct snap_save_opts *o, struct snap_save_st
 		st->write_ns = monotonic_ns() - t1;
 	}
 	if (!was_paused) {
-		vm_resume(vm);
-		st->paused_ns = monotonic_ns() - t0;
+		st->paused_ns = vm_resume_window(vm);
+		st->source_paused_ns = monotonic_ns() - t0;
 	}
 	snap_buf_free(&buf);
 	return err;

@@ -28,7 +28,8 @@ struct snap_save_opts {
 
 struct snap_save_stats {
 	uint64_t pause_ns;	/* pause request → every vCPU parked */
-	uint64_t paused_ns;	/* source paused → resumed (0 if it was paused already) */
+	uint64_t paused_ns;	/* first vCPU parked → last back in the guest (0: was paused) */
+	uint64_t source_paused_ns; /* pause request → resumed, the control thread's view */
 	uint64_t capture_ns;	/* reading vCPU/VM/device state */
 	uint64_t write_ns;	/* vmstate + memory + meta, fsync'd and renamed */
 	uint64_t vmstate_bytes;

@@ -56,6 +56,14 @@ def cgroup_root():
     return None
 
 
+def own_cow_cgroup(cgroot, pid, name):
+    """A cow template or child's cgroup: ROOT/forkvm/NAME<pid of the process that made it>
+    (it starts there, clone3 CLONE_INTO_CGROUP), holding that one process only."""
+    cg = cgroup_of(pid)
+    procs = open(os.path.join(cgroot + cg, "cgroup.procs")).read().split()
+    return cg.startswith(f"/forkvm/{name}") and procs == [str(pid)]
+
+
 def cgroup_of(pid):
     for line in open(f"/proc/{pid}/cgroup"):
         if line.startswith("0::"):
@@ -166,11 +174,14 @@ def test_cow_children_run_filtered_and_the_template_reports_sigsys(probe_env):
             k.ok({"cmd": "ping"})
             modes, ok = all_filtered(k.pid)
             assert len(modes) >= 2 and ok, modes
-            if cgroup_root():  # each cow child leaves the source's cgroup for its own
-                assert cgroup_of(k.pid).endswith(f"-{k.pid}"), cgroup_of(k.pid)
+            if cgroup_root():  # each cow child starts in a cgroup of its own, not the source's
+                assert own_cow_cgroup(cgroup_root(), k.pid, "k-"), cgroup_of(k.pid)
+        cg0 = cgroup_root() and cgroup_root() + cgroup_of(kids[0].pid)
         with pytest.raises((ConnectionError, OSError)):
             kids[0].call({"cmd": "seccomp_probe"}, timeout=10)
         assert wait_gone(kids[0].pid)
+        if cg0:  # killed, it could not remove its cgroup: its template does
+            assert wait_for(lambda: not os.path.exists(cg0)), cg0
         log = os.path.join(run, "k.template.sock.log")
         assert wait_for(lambda: SIGSYS_MSG in open(log).read()), open(log).read()
         kids[1].ok({"cmd": "ping"})  # its sibling lives on
@@ -344,7 +355,8 @@ def test_cow_children_inherit_the_sources_limits(cgroot, tmp_path):
         pids = [kid.pid, tpid]
         kpath = cgroot + cgroup_of(kid.pid)
         tpath = cgroot + cgroup_of(tpid)
-        assert kpath.endswith(f"-{kid.pid}") and tpath.endswith(f"-template-{tpid}")
+        assert own_cow_cgroup(cgroot, kid.pid, "inh-0-"), kpath
+        assert own_cow_cgroup(cgroot, tpid, "inh-template-"), tpath
         want = {"memory": ("memory.max", str(200 << 20)), "pids": ("pids.max", "48"),
                 "cpu": ("cpu.weight", "300")}
         avail = controllers(kpath)

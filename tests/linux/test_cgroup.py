@@ -86,7 +86,11 @@ def test_limits_enforced_inherited_and_removed(env, cgroot):
     kid = kids[0]
     tpid = call(reply["template"], {"cmd": "status"})["pid"]
     kpath, tpath = cgroup_dir(kid.pid), cgroup_dir(tpid)
-    assert kpath.endswith(f"-{kid.pid}") and tpath.endswith(f"-template-{tpid}"), (kpath, tpath)
+    # Each starts in its own (clone3 CLONE_INTO_CGROUP), named with the pid of the process that
+    # made it: the template for a child, the double fork's middle process for the template.
+    for path_, pid_, name in ((kpath, kid.pid, "-0-"), (tpath, tpid, "-template-")):
+        assert name in os.path.basename(path_), path_
+        assert open(os.path.join(path_, "cgroup.procs")).read().split() == [str(pid_)], path_
     for name, value in WANT.items():
         assert read(kpath, name) == value, name
     assert read(tpath, "pids.max") == "max" and read(tpath, "memory.max") == "max"

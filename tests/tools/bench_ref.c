@@ -5,11 +5,17 @@
  *                                  one line of microseconds per run
  *   bench_ref fanout MIB N         N fork()ed children that each answer over a pipe: "ms PRIV"
  *                                  (all answered, in ms; one idle child's private KiB)
+ *   bench_ref kvmfan MIB N         as fanout, each child first making what any VM needs from
+ *                                  KVM: a VM with an in-kernel irqchip, a memslot over the
+ *                                  inherited RAM, one vCPU (mapped): the kernel's floor for a
+ *                                  VM per child; "ms"
  *   bench_ref copy MIB PATH RUNS   memcpy of MIB between resident buffers, then pwrite of MIB
  *                                  into a new file PATH (8 MiB writes, as the snapshot writer):
  *                                  "memcpy_ms ... / pwrite_ms ..."
  */
 #include <errno.h>
+#include <linux/kvm.h>
+#include <sys/ioctl.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -120,6 +126,69 @@ static int do_fanout(size_t len, int n)
 	return 0;
 }
 
+/* What every VM needs from KVM, on RAM at mem (len bytes): 0 or -1. */
+static int kvm_minimal(char *mem, size_t len)
+{
+	struct kvm_userspace_memory_region slot = { .slot = 0, .guest_phys_addr = 0,
+						    .memory_size = len,
+						    .userspace_addr = (unsigned long)mem };
+	int kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC), vm, vcpu, size;
+
+	if (kvm < 0)
+		return -1;
+	vm = ioctl(kvm, KVM_CREATE_VM, 0);
+	if (vm < 0 || ioctl(vm, KVM_CREATE_IRQCHIP, 0) < 0 ||
+	    ioctl(vm, KVM_SET_USER_MEMORY_REGION, &slot) < 0)
+		return -1;
+	vcpu = ioctl(vm, KVM_CREATE_VCPU, 0);
+	size = ioctl(kvm, KVM_GET_VCPU_MMAP_SIZE, 0);
+	if (vcpu < 0 || size <= 0 ||
+	    mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu, 0) == MAP_FAILED)
+		return -1;
+	return 0;
+}
+
+static int do_fanout_kvm(size_t len, int n)
+{
+	pid_t *kids = calloc((size_t)n, sizeof(*kids));
+	char *mem, byte;
+	int fds[2], got = 0;
+	double t;
+
+	if (!kids || pipe(fds) < 0)
+		return 1;
+	mem = resident(len);
+	t = now_us();
+	for (int i = 0; i < n; i++) {
+		kids[i] = fork();
+		if (kids[i] == 0) {
+			close(fds[0]);
+			if (kvm_minimal(mem, len) < 0 || write(fds[1], "R", 1) != 1)
+				_exit(1);
+			for (;;)
+				pause();
+		}
+		if (kids[i] < 0) {
+			perror("bench_ref: fork");
+			return 1;
+		}
+	}
+	close(fds[1]);
+	while (got < n && read(fds[0], &byte, 1) == 1)
+		got++;
+	t = (now_us() - t) / 1e3;
+	for (int i = 0; i < n; i++)
+		kill(kids[i], SIGKILL);
+	for (int i = 0; i < n; i++)
+		waitpid(kids[i], NULL, 0);
+	if (got < n) {
+		fprintf(stderr, "bench_ref: %d of %d children could not make a KVM VM\n", n - got, n);
+		return 1;
+	}
+	printf("%.2f\n", t);
+	return 0;
+}
+
 static int do_copy(size_t len, const char *path, int runs)
 {
 	char *src = resident(len), *dst = resident(len);
@@ -165,8 +234,11 @@ int main(int argc, char **argv)
 		return do_fork(len, atoi(argv[3]));
 	if (argc == 4 && !strcmp(argv[1], "fanout") && len)
 		return do_fanout(len, atoi(argv[3]));
+	if (argc == 4 && !strcmp(argv[1], "kvmfan") && len)
+		return do_fanout_kvm(len, atoi(argv[3]));
 	if (argc == 5 && !strcmp(argv[1], "copy") && len)
 		return do_copy(len, argv[3], atoi(argv[4]));
-	fprintf(stderr, "usage: bench_ref fork MIB RUNS | fanout MIB N | copy MIB PATH RUNS\n");
+	fprintf(stderr, "usage: bench_ref fork MIB RUNS | fanout MIB N | kvmfan MIB N | "
+		"copy MIB PATH RUNS\n");
 	return 2;
 }
