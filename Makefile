@@ -74,11 +74,15 @@ setup:
 	$(MAKE) all
 	scripts/demo.sh
 
-bench: all
+bench: all tests
 	bench/run.sh
+
+# The CI check of docs/PERFORMANCE.md (tests/run runs it too): < 2 min.
+bench-quick: all tests
+	/usr/bin/python3 bench/bench_limits.py --quick
 
 clean:
 	rm -rf build build-san
 
-.PHONY: all clean setup bench
+.PHONY: all clean setup bench bench-quick
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
