@@ -139,6 +139,10 @@ cp "$WORK/modorder" "$STAGE/lib/modules/order"
 
 # forkvm: the binary, the agent, the test suite, the L2 image.
 cp "$ROOT/$BUILD/forkvm" "$ROOT/$BUILD/forkvm-agent" "$STAGE/forkvm/build/"
+# The VM process binary: `forkvm run` continues there (docs/ARCHITECTURE.md, "Two binaries").
+[ -x "$ROOT/$BUILD/vmm/forkvm" ] || die "no $BUILD/vmm/forkvm: run 'make tests' first"
+mkdir -p "$STAGE/forkvm/build/vmm"
+cp "$ROOT/$BUILD/vmm/forkvm" "$STAGE/forkvm/build/vmm/"
 mkdir -p "$STAGE/forkvm/tests"
 cp -r "$ROOT/tests/linux" "$ROOT/tests/integration" "$ROOT/tests/conftest.py" "$STAGE/forkvm/tests/"
 mkdir -p "$STAGE/forkvm/sdk"
@@ -170,9 +174,16 @@ for p in pytest _pytest pluggy iniconfig packaging attr py py.py pytest_timeout.
 		cp -r "/usr/lib/python3/dist-packages/$p" "$STAGE/usr/lib/python3/dist-packages/"
 done
 
-# Shared libraries of every ELF file we ship, at their host paths.
-find "$STAGE" -type f \( -perm -u+x -o -name '*.so*' \) | while read -r f; do
+# Shared libraries of every ELF file we ship, at their host paths, and libnftables, which the
+# VMM opens at run time (dlopen, src/net/net_nft.c) so ldd does not list it.
+NFT_LIB=$(ldconfig -p | awk '/libnftables\.so\.1 .*x86-64/ {print $NF; exit}')
+[ -n "$NFT_LIB" ] || die "libnftables.so.1 not found (Debian package libnftables1)"
+{
+	echo "$NFT_LIB"
+	find "$STAGE" -type f \( -perm -u+x -o -name '*.so*' \) -print
+} | while read -r f; do
 	[ "$(head -c 4 "$f" | od -An -c | tr -d ' ')" = '177ELF' ] || continue
+	case $f in "$STAGE"*) ;; *) echo "$f" ;; esac
 	ldd "$f" 2>/dev/null | awk '/=> \// {print $3} /^\t\/lib64/ {print $1}' || true
 done | sort -u | while read -r lib; do
 	mkdir -p "$STAGE$(dirname "$lib")"
