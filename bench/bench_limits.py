@@ -126,7 +126,7 @@ def fanout_row(n, runs, work, mem_mib=256):
                 time.sleep(0.3)
                 priv += [private_kib(c["pid"]) / 1024 for c in reply["children"][:10]]
             end_branch(reply)
-            floor.append(float(ref("kvmfan", mem_mib, n)))
+            floor.append(float(ref("kvmfan", mem_mib, n).split()[0]))
             ms, kib = ref("fanout", mem_mib, n).split()
             bare.append(float(ms))
             tpriv.append(int(kib) / 1024)

@@ -398,6 +398,16 @@ static int apply_limits(uint64_t guest_ram, const struct cgroup_opts *o)
 	return err;
 }
 
+/* The limits of the cgroup just entered (cg_dir); on failure leave and remove it again. */
+static int limits_or_leave(uint64_t guest_ram, const struct cgroup_opts *o)
+{
+	int err = apply_limits(guest_ram, o);
+
+	if (err)
+		jail_cgroup_leave();
+	return err;
+}
+
 /*
  * Find ROOT (0) and, once per process lineage, make ROOT/forkvm, reap its stale cgroups and
  * enable the controllers. Sets cg_orig: where this process leaves to. -ENOENT: no writable
@@ -461,13 +471,10 @@ int jail_cgroup_enter(const char *name, uint64_t guest_ram, const struct cgroup_
 		rmdir(cg_dir);
 		goto fail;
 	}
-	err = apply_limits(guest_ram, o);
-	if (err) {
-		jail_cgroup_leave();
-		return err;
-	}
-	log_debug("in the cgroup %s", cg_dir);
-	return 0;
+	err = limits_or_leave(guest_ram, o);
+	if (!err)
+		log_debug("in the cgroup %s", cg_dir);
+	return err;
 fail:
 	cg_dir[0] = '\0';
 	return err;
@@ -573,13 +580,10 @@ int jail_cgroup_adopt(struct cgroup_slot *slot, const char *name, uint64_t guest
 	/* NAME-<the maker's pid> (cgroup v2 cannot rename): the stale reaper skips a cgroup
 	 * with processes in it, and the template removes a killed child's. */
 	snprintf(cg_dir, sizeof(cg_dir), "%s", slot->dir);
-	err = apply_limits(guest_ram, o);
-	if (err) {
-		jail_cgroup_leave();
-		return err;
-	}
-	log_debug("in the cgroup %s (cloned into it)", cg_dir);
-	return 0;
+	err = limits_or_leave(guest_ram, o);
+	if (!err)
+		log_debug("in the cgroup %s (cloned into it)", cg_dir);
+	return err;
 }
 
 void jail_cgroup_leave(void)

@@ -8,7 +8,7 @@
  *   bench_ref kvmfan MIB N         as fanout, each child first making what any VM needs from
  *                                  KVM: a VM with an in-kernel irqchip, a memslot over the
  *                                  inherited RAM, one vCPU (mapped): the kernel's floor for a
- *                                  VM per child; "ms"
+ *                                  VM per child
  *   bench_ref copy MIB PATH RUNS   memcpy of MIB between resident buffers, then pwrite of MIB
  *                                  into a new file PATH (8 MiB writes, as the snapshot writer):
  *                                  "memcpy_ms ... / pwrite_ms ..."
@@ -18,6 +18,7 @@
 #include <sys/ioctl.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,46 +87,6 @@ static int do_fork(size_t len, int runs)
 	return 0;
 }
 
-static int do_fanout(size_t len, int n)
-{
-	pid_t *kids = calloc((size_t)n, sizeof(*kids));
-	int fds[2];
-	double t;
-	long priv;
-	char byte;
-
-	if (!kids || pipe(fds) < 0)
-		return 1;
-	resident(len);
-	t = now_us();
-	for (int i = 0; i < n; i++) {
-		kids[i] = fork();
-		if (kids[i] == 0) {
-			close(fds[0]);
-			if (write(fds[1], "R", 1) != 1)
-				_exit(1);
-			for (;;)
-				pause();
-		}
-		if (kids[i] < 0) {
-			perror("bench_ref: fork");
-			return 1;
-		}
-	}
-	for (int i = 0; i < n; i++)
-		if (read(fds[0], &byte, 1) != 1)
-			return 1;
-	t = (now_us() - t) / 1e3;
-	usleep(300000);
-	priv = private_kib(kids[0]);
-	for (int i = 0; i < n; i++)
-		kill(kids[i], SIGKILL);
-	for (int i = 0; i < n; i++)
-		waitpid(kids[i], NULL, 0);
-	printf("%.2f %ld\n", t, priv);
-	return 0;
-}
-
 /* What every VM needs from KVM, on RAM at mem (len bytes): 0 or -1. */
 static int kvm_minimal(char *mem, size_t len)
 {
@@ -148,12 +109,15 @@ static int kvm_minimal(char *mem, size_t len)
 	return 0;
 }
 
-static int do_fanout_kvm(size_t len, int n)
+/* N children that answer over a pipe (first making a minimal KVM VM when kvm): prints how long
+ * until all answered, in ms, and one idle child's private KiB. */
+static int do_fanout(size_t len, int n, bool kvm)
 {
 	pid_t *kids = calloc((size_t)n, sizeof(*kids));
 	char *mem, byte;
 	int fds[2], got = 0;
 	double t;
+	long priv;
 
 	if (!kids || pipe(fds) < 0)
 		return 1;
@@ -163,7 +127,7 @@ static int do_fanout_kvm(size_t len, int n)
 		kids[i] = fork();
 		if (kids[i] == 0) {
 			close(fds[0]);
-			if (kvm_minimal(mem, len) < 0 || write(fds[1], "R", 1) != 1)
+			if ((kvm && kvm_minimal(mem, len) < 0) || write(fds[1], "R", 1) != 1)
 				_exit(1);
 			for (;;)
 				pause();
@@ -177,15 +141,19 @@ static int do_fanout_kvm(size_t len, int n)
 	while (got < n && read(fds[0], &byte, 1) == 1)
 		got++;
 	t = (now_us() - t) / 1e3;
+	if (got == n)
+		usleep(300000);
+	priv = private_kib(kids[0]);
 	for (int i = 0; i < n; i++)
 		kill(kids[i], SIGKILL);
 	for (int i = 0; i < n; i++)
 		waitpid(kids[i], NULL, 0);
 	if (got < n) {
-		fprintf(stderr, "bench_ref: %d of %d children could not make a KVM VM\n", n - got, n);
+		fprintf(stderr, "bench_ref: %d of %d children did not answer%s\n", n - got, n,
+			kvm ? " (making a KVM VM failed)" : "");
 		return 1;
 	}
-	printf("%.2f\n", t);
+	printf("%.2f %ld\n", t, priv);
 	return 0;
 }
 
@@ -233,9 +201,9 @@ int main(int argc, char **argv)
 	if (argc == 4 && !strcmp(argv[1], "fork") && len)
 		return do_fork(len, atoi(argv[3]));
 	if (argc == 4 && !strcmp(argv[1], "fanout") && len)
-		return do_fanout(len, atoi(argv[3]));
+		return do_fanout(len, atoi(argv[3]), false);
 	if (argc == 4 && !strcmp(argv[1], "kvmfan") && len)
-		return do_fanout_kvm(len, atoi(argv[3]));
+		return do_fanout(len, atoi(argv[3]), true);
 	if (argc == 5 && !strcmp(argv[1], "copy") && len)
 		return do_copy(len, argv[3], atoi(argv[4]));
 	fprintf(stderr, "usage: bench_ref fork MIB RUNS | fanout MIB N | kvmfan MIB N | "
