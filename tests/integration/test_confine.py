@@ -58,10 +58,13 @@ def cgroup_root():
 
 def own_cow_cgroup(cgroot, pid, name):
     """A cow template or child's cgroup: ROOT/forkvm/NAME<pid of the process that made it>
-    (it starts there, clone3 CLONE_INTO_CGROUP), holding that one process only."""
+    (it starts there, clone3 CLONE_INTO_CGROUP), holding that one process."""
     cg = cgroup_of(pid)
     procs = open(os.path.join(cgroot + cg, "cgroup.procs")).read().split()
-    return cg.startswith(f"/forkvm/{name}") and procs == [str(pid)]
+    # Besides it, only kernel threads (Linux < 6.4 attaches KVM's per-VM workers there).
+    others = [p for p in procs if p != str(pid)]
+    return (cg.startswith(f"/forkvm/{name}") and str(pid) in procs and
+            all(open(f"/proc/{p}/cmdline", "rb").read() == b"" for p in others))
 
 
 def cgroup_of(pid):
