@@ -255,7 +255,8 @@ def main():
     remeasure = {}  # row name -> (function, argument) that measures it again
 
     def measure_pause(mib):
-        o, t = pause_row(mib, runs, run)
+        # Cheap per run and the noisiest row: more runs even in --quick.
+        o, t = pause_row(mib, max(runs, 9), run)
         return add(f"cow pause window, {mib} MiB resident", "us", o, t, 1.2, None,
                    "bare fork(), same RAM")
 
