@@ -35,6 +35,7 @@ int vm_pause(struct vm *vm)
 		goto out;
 	}
 	vm->pause_requested = true;
+	vm->first_parked_ns = vm->all_running_ns = 0; /* no window yet (vm_resume_window) */
 	for (int i = 0; i < vm->nvcpus; i++)
 		vcpu_kick_locked(&vm->vcpus[i]);
 	pthread_cond_broadcast(&vm->cond);
