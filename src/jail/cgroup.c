@@ -410,17 +410,16 @@ static int limits_or_leave(uint64_t guest_ram, const struct cgroup_opts *o)
 
 /*
  * Find ROOT (0) and, once per process lineage, make ROOT/forkvm, reap its stale cgroups and
- * enable the controllers. Sets cg_orig: where this process leaves to. -ENOENT: no writable
+ * enable the controllers. orig gets where this process leaves to. -ENOENT: no writable
  * cgroup v2 (logged); another -errno if a step failed (logged).
  */
-static int cgroup_base(char *base, size_t len)
+static int cgroup_base(char *base, size_t len, char *orig, size_t orig_len)
 {
 	/* Forked from a VMM in its cgroup (a cow template or child): leave to the root later,
 	 * as current_cgroup() would say for a /forkvm/ cgroup. */
 	bool in_forkvm_cgroup = cg_dir[0] != '\0';
 	int err;
 
-	cg_dir[0] = '\0';
 	if (find_root() < 0) { /* cheap; a jailed VMM's forks may not see the root it had */
 		log_info("no writable cgroup v2 hierarchy (/sys/fs/cgroup, /sys/fs/cgroup/unified or "
 			 "FORKVM_CGROUP_ROOT): running without a per-VM cgroup");
@@ -429,8 +428,8 @@ static int cgroup_base(char *base, size_t len)
 	bool base_ready = cg_base_ready_root[0] && !strcmp(cg_base_ready_root, cg_root);
 
 	if (in_forkvm_cgroup && base_ready)
-		snprintf(cg_orig, sizeof(cg_orig), "%s", cg_root);
-	else if ((err = current_cgroup(cg_orig, sizeof(cg_orig))))
+		snprintf(orig, orig_len, "%s", cg_root);
+	else if ((err = current_cgroup(orig, orig_len)))
 		return log_errno(err, "reading /proc/self/cgroup");
 	snprintf(base, len, "%s/forkvm", cg_root);
 	if (!base_ready) {
@@ -456,7 +455,8 @@ int jail_cgroup_enter(const char *name, uint64_t guest_ram, const struct cgroup_
 		cg_dir[0] = '\0';
 		return 0;
 	}
-	err = cgroup_base(base, sizeof(base));
+	err = cgroup_base(base, sizeof(base), cg_orig, sizeof(cg_orig));
+	cg_dir[0] = '\0';
 	if (err)
 		return err == -ENOENT ? 0 : err;
 	snprintf(cg_dir, sizeof(cg_dir), "%s/%s-%d", base, name, (int)getpid());
@@ -482,19 +482,13 @@ fail:
 
 void jail_cgroup_prepare(const char *name, const struct cgroup_opts *o, struct cgroup_slot *slot)
 {
-	char base[300], keep[sizeof(cg_dir)], keep_orig[sizeof(cg_orig)];
+	char base[300], orig[sizeof(cg_orig)]; /* unused: the child leaves to ROOT (adopt) */
 
 	slot->fd = -1;
 	slot->dir[0] = '\0';
 	if (o && o->no_cgroup)
 		return;
-	/* cgroup_base() sets cg_dir and cg_orig (ours, the caller's): restore them after. */
-	memcpy(keep, cg_dir, sizeof(keep));
-	memcpy(keep_orig, cg_orig, sizeof(keep_orig));
-	int err = cgroup_base(base, sizeof(base));
-	memcpy(cg_dir, keep, sizeof(cg_dir));
-	memcpy(cg_orig, keep_orig, sizeof(cg_orig));
-	if (err)
+	if (cgroup_base(base, sizeof(base), orig, sizeof(orig)))
 		return;
 	snprintf(slot->dir, sizeof(slot->dir), "%s/%s-%d", base, name, (int)getpid());
 	if (mkdir(slot->dir, 0755) < 0 && errno != EEXIST) {
