@@ -1,6 +1,7 @@
 """Helpers of the Linux suite: start Linux VMs, reach their agents, run commands, branch and
 restore them, and clean up every process, socket and directory a test made."""
 import os
+import random
 import re
 import shutil
 import signal
@@ -47,11 +48,93 @@ def find_dev(g, serial):
     return "/dev/" + out[0]
 
 
-class Guest:
-    """A running Linux VM (source, restore or child) addressed by its control socket."""
+# A raw data disk (docs/DISK.md): random bytes of a fixed seed, markers written and read by
+# sector through the guest's /dev/vdX with its page cache dropped, so what is read is the disk.
+BASE_BYTES = 64 << 20
 
-    def __init__(self, env, name, sock, pid, proc=None, log=None):
+
+def raw_base(env, name="raw.img", seed=7):
+    """A 64 MiB raw base image of random bytes in the test's directory; its name is the disk's
+    serial in the guest."""
+    path = env.path(name)
+    with open(path, "wb") as f:
+        f.write(random.Random(seed).randbytes(BASE_BYTES))
+    return path
+
+
+def dev_of(g):
+    """The raw disk in g (restores and children: found again by its serial)."""
+    if not hasattr(g, "dev"):
+        g.dev = find_dev(g, "raw.img")
+    return g.dev
+
+
+def drop_caches(g):
+    g.sh("sync; echo 3 > /proc/sys/vm/drop_caches")
+
+
+def sector_hex(g, sector, count=8):
+    """count sectors at sector, read from the device (caches dropped first), as hex."""
+    drop_caches(g)
+    return g.sh(f"dd if={dev_of(g)} bs=512 skip={sector} count={count} 2>/dev/null | "
+                "od -An -tx1 -v | tr -d ' \\n'").strip()
+
+
+def write_marker(g, sector, text):
+    """text, NUL-padded to 4 KiB, at sector; synced to the device."""
+    g.sh(f"printf '%s' '{text}' > /tmp/m && dd if=/tmp/m of={dev_of(g)} bs=4096 seek={sector // 8} "
+         "conv=sync,fsync,notrunc 2>/dev/null && sync")
+
+
+def read_marker(g, sector):
+    """What write_marker wrote at sector (only call it where one was written)."""
+    drop_caches(g)
+    return g.sh(f"dd if={dev_of(g)} bs=4096 skip={sector // 8} count=1 2>/dev/null | tr -d '\\000'")
+
+
+def base_hex(base, sector, count=8):
+    with open(base, "rb") as f:
+        f.seek(sector * 512)
+        return f.read(count * 512).hex()
+
+
+PY = "python3 -c 'import json, sqlite3; print(2+2)'"
+
+
+def rootfs_image():
+    """The cached root filesystem image (ext4 with Debian's python3) every Linux VM boots from."""
+    cache = os.environ.get("FORKVM_CACHE") or os.path.expanduser("~/.cache/forkvm")
+    path = os.path.join(cache, "rootfs", "rootfs.ext4")
+    if not os.path.exists(path):
+        # The rig always builds one; a direct run on a hardware host needs the build first.
+        raise LinuxError(f"no {path}: run `forkvm image build --rootfs` first")
+    return path
+
+
+def on_rootfs(g):
+    """The guest's / is the ext4 disk (not the initramfs) and python3 answers."""
+    mounts = g.sh("cat /proc/mounts")
+    root = [line.split() for line in mounts.splitlines() if line.split()[1] == "/"]
+    assert root and root[-1][0].startswith("/dev/vd") and root[-1][2] == "ext4", mounts
+    assert g.sh(PY).strip() == "4"
+
+
+def evaluate(g, code, **fields):
+    """The agent's eval reply for Python code in guest g's warm interpreter (docs/AGENT.md)."""
+    with g.agent() as a:
+        r = a.request("eval", code=code, lang="python", timeout_ms=120000, **fields)
+    assert r["ok"], f"{g.name}: eval {code!r}: {r}"
+    assert r["error"] is None, f"{g.name}: eval {code!r}: {r['error']}"
+    return r
+
+
+class Guest:
+    """A running Linux VM (source, restore or child) addressed by its control socket. log is
+    its console; errlog, for a VMM this suite started, that VMM's stderr."""
+
+    def __init__(self, env, name, sock, pid, proc=None, log=None, errlog=None):
         self.env, self.name, self.sock, self.pid, self.proc, self.log = env, name, sock, pid, proc, log
+        self.errlog = errlog
 
     def control(self, request, timeout=300):
         return call(self.sock, request, timeout)
@@ -132,7 +215,7 @@ class Guest:
     def tail(self, n=40):
         """The last lines of this guest's console and VMM log, for failure messages."""
         out = []
-        for path in (self.log, self.sock + ".log", self.sock + ".console"):
+        for path in (self.errlog, self.log, self.sock + ".log", self.sock + ".console"):
             if path and os.path.exists(path):
                 lines = open(path, "rb").read().decode(errors="replace").splitlines()
                 out.append(f"last lines of {path}:\n" + "\n".join(lines[-n:]))
@@ -192,7 +275,7 @@ class Env:
             if rf.read(1) != b"R":
                 proc.wait(timeout=30)
                 raise LinuxError(f"VMM {name} did not start: {open(errlog).read()}")
-        g = Guest(self, name, sock, proc.pid, proc=proc, log=console)
+        g = Guest(self, name, sock, proc.pid, proc=proc, log=console, errlog=errlog)
         self.guests.append(g)
         t0 = time.monotonic()
         g.agent(BOOT_BOUND_S).close()

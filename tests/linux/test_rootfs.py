@@ -1,42 +1,21 @@
 """Linux guests on the root filesystem image (docs/IMAGE.md "Root filesystems", docs/DISK.md):
 `forkvm run --linux` boots with / on virtio-blk from the cached rootfs.ext4 (Debian's python3),
-every VM writing to its own copy-on-write overlay. Python runs in the source and in the
-children of every branch strategy; a child's disk writes reach no sibling and not the source;
-a restore sees the disk as it was at the snapshot; 20 children writing at once never change
-the shared base image."""
+every VM writing to its own copy-on-write overlay. A restore sees the disk as it was at the
+snapshot; 20 children writing at once never change the shared base image; bad bases and layers
+are clear errors; a full host disk is an I/O error in the guest. (Children of every branch
+strategy running Python and keeping their own disk writes: test_branch.py.)"""
 import json
 import os
 import subprocess
 
-import pytest
-
 from forkvm_vm import file_sha256
-from linuxlib import FORKVM, LinuxError, find_dev
+from linuxlib import FORKVM, find_dev, on_rootfs, rootfs_image
 
-STRATEGIES = ["full", "diff", "live", "cow"]
 DATA_MIB = 64
-PY = "python3 -c 'import json, sqlite3; print(2+2)'"
 
 
-def rootfs_image():
-    cache = os.environ.get("FORKVM_CACHE") or os.path.expanduser("~/.cache/forkvm")
-    path = os.path.join(cache, "rootfs", "rootfs.ext4")
-    if not os.path.exists(path):
-        # The rig always builds one; a direct run on a hardware host needs the build first.
-        raise LinuxError(f"no {path}: run `forkvm image build --rootfs` first")
-    return path
-
-
-def on_rootfs(g):
-    """The guest's / is the ext4 disk (not the initramfs) and python3 answers."""
-    mounts = g.sh("cat /proc/mounts")
-    root = [line.split() for line in mounts.splitlines() if line.split()[1] == "/"]
-    assert root and root[-1][0].startswith("/dev/vd") and root[-1][2] == "ext4", mounts
-    assert g.sh(PY).strip() == "4"
-
-
-def source(env, strategy="full", name="src"):
-    g = env.boot(name, backing="memfd" if strategy == "live" else "anon")
+def source(env, strategy="full", name="src", vcpus=None):
+    g = env.boot(name, backing="memfd" if strategy == "live" else "anon", vcpus=vcpus)
     on_rootfs(g)
     return g
 
@@ -47,26 +26,6 @@ def test_boots_from_the_rootfs_with_python():
     pkgs = manifest["packages"]
     names = set(pkgs) if isinstance(pkgs, dict) else {p["name"] for p in pkgs}
     assert "python3" in names, sorted(names)
-
-
-@pytest.mark.parametrize("strategy", STRATEGIES)
-def test_children_run_python_and_keep_their_disk_writes(env, strategy):
-    base = rootfs_image()
-    before = file_sha256(base)
-    src = source(env, strategy)
-    src.sh("mkdir -p /data && echo from-source > /data/before && sync")
-    _, kids = env.branch(src, strategy, 2)
-    for k in kids:
-        assert k.sh(PY).strip() == "4", k.name
-        assert k.sh("cat /data/before").strip() == "from-source", k.name
-    kids[0].sh("echo child0 > /data/x && sync")
-    src.sh("echo later > /data/later && sync")
-    assert kids[1].sh("cat /data/x 2>/dev/null || echo none").strip() == "none"
-    assert src.sh("cat /data/x 2>/dev/null || echo none").strip() == "none"
-    for k in kids:
-        assert k.sh("cat /data/later 2>/dev/null || echo none").strip() == "none", k.name
-    assert kids[0].sh("cat /data/x").strip() == "child0"
-    assert file_sha256(base) == before
 
 
 def test_restore_sees_the_disk_at_the_snapshot(env):
@@ -89,7 +48,9 @@ def test_restore_sees_the_disk_at_the_snapshot(env):
 def test_twenty_children_write_at_once_and_the_base_never_changes(env):
     base = rootfs_image()
     before = file_sha256(base)
-    src = source(env, "cow")
+    # One vCPU each: 20 children are 20 VMs on the host's CPUs either way (in the nested rig,
+    # 40 emulated L2 vCPUs on L1's two CPUs made an L2 die now and then, docs/TESTING.md).
+    src = source(env, "cow", vcpus=1)
     _, kids = env.branch(src, "cow", 20, prefix="w")
     assert len(kids) == 20
     procs = []

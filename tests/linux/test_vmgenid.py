@@ -48,15 +48,12 @@ def check_clones(src, kids):
     assert reseeds(src) == 0
 
 
-def test_drivers_bind_and_read_the_vmm_id(env):
+def test_restored_and_branched_clones_reseed_without_the_agent(env):
     src = env.boot("src")
+    # The drivers bound forkvm's ACPI devices and read the ID the VMM reports.
     drivers = src.sh("ls /sys/bus/platform/drivers/vmgenid/ /sys/bus/platform/drivers/acpi-ged/")
     assert "VMGENCTR:00" in drivers and "ACPI0013:00" in drivers, drivers
     assert guest_id(src) == src.ok({"cmd": "status"})["vmgenid"]
-
-
-def test_restored_and_branched_clones_reseed_without_the_agent(env):
-    src = env.boot("src")
     snap = env.snapshot(src)
     check_clones(src, env.restore(snap, count=2, backend="file", name="r",
                                   extra=("--no-agent-sync",)))

@@ -44,14 +44,31 @@ else
 		set -- "$@" "$a"
 		case "$a" in tests/*) paths= ;; esac
 	done </forkvm/pytest-args
+	# FORKVM_NESTED_KVMTRACE=1 (rig.sh): L1 records KVM's events and stops recording at the
+	# first L2 shutdown exit (a triple fault); the events of that vCPU thread are printed at the
+	# end -- what the guest did last, which the VMM cannot see (SVM resets the vCPU first).
+	T=/sys/kernel/tracing
+	if [ -f /forkvm/kvmtrace ] && { [ -d $T/events ] || mount -t tracefs tracefs $T; }; then
+		echo 16384 >$T/buffer_size_kb
+		echo 1 >$T/events/kvm/enable
+		echo 'traceoff if exit_reason == 127' >$T/events/kvm/kvm_exit/trigger &&
+			echo "nested: KVM events recorded until the first L2 shutdown exit"
+	fi
 	if [ -f /forkvm/run-cmd ]; then
 		sh /forkvm/run-cmd
 	else
-		python3 -m pytest -v -rfEs --color=no -p no:cacheprovider -p pytest_timeout \
+		python3 -m pytest -v -rfEs --durations=20 --color=no -p no:cacheprovider -p pytest_timeout \
 			--timeout "${FORKVM_TEST_TIMEOUT:-600}" --timeout-method signal $paths "$@"
 	fi
 	rc=$?
 	kill $pin 2>/dev/null
+	if [ -f /forkvm/kvmtrace ] && [ "$(cat $T/tracing_on 2>/dev/null)" = 0 ]; then
+		cat $T/trace >/tmp/kvm.trace
+		pid=$(grep 'kvm_exit: .* reason shutdown' /tmp/kvm.trace | tail -1 |
+			sed -E 's/^ *[^ ]*-([0-9]+) .*/\1/')
+		echo "nested: KVM events of thread $pid before its L2 shutdown exit:"
+		grep -E -- "-$pid +\[" /tmp/kvm.trace | tail -n 200 | sed 's/^/KVMTRACE /'
+	fi
 fi
 echo "FORKVM-NESTED-RESULT rc=$rc"
 sync

@@ -212,7 +212,7 @@ CONSOLE=$WORK/console.log
 # second serial port every 20 s: when that stops for HEARTBEAT_S, L1 itself is frozen (not a
 # slow test) and is killed sooner.
 STALL_S=${FORKVM_NESTED_STALL:-720}
-HEARTBEAT_S=${FORKVM_NESTED_HEARTBEAT_STALL:-240}
+HEARTBEAT_S=${FORKVM_NESTED_HEARTBEAT_STALL:-150}
 # L1's CPU model. Virtual GIF and virtual VMLOAD/VMSAVE are off: L2 (a plain Linux guest) needs
 # neither, and L1 kernels have overflowed their stacks running with an L2 GS base after a
 # #VMEXIT (docs/TESTING.md, "Groups and reruns"); these are the newest parts of TCG's SVM emulation.
@@ -227,6 +227,7 @@ boot_l1() {
 	mkdir -p "$WORK/args/forkvm"
 	printf '%s\n' "$@" >"$WORK/args/forkvm/pytest-args"
 	[ -z "$RUN_CMD" ] || printf '%s\n' "$RUN_CMD" >"$WORK/args/forkvm/run-cmd"
+	[ "${FORKVM_NESTED_KVMTRACE:-0}" != 1 ] || : >"$WORK/args/forkvm/kvmtrace"
 	(cd "$WORK/args" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --quiet) |
 		cat "$WORK/base.cpio" - >"$WORK/l1.cpio" || { echo "nested rig: writing the L1 initramfs failed" >&2; return 2; }
 	echo "nested rig: L1 $KPKG ($KVER)$tag, $(du -m "$WORK/l1.cpio" | cut -f1) MiB initramfs, ${L1_MEM} MiB, TCG thread=$TCG_THREAD, -cpu $L1_CPU, $L1_SMP CPU(s), timeout ${TIMEOUT} s" >&2
