@@ -63,9 +63,10 @@ def test_raw_disks_read_write_and_read_only(env):
     assert g.sh(f"dd if={ro_dev} bs=512 skip=8 count=8 2>/dev/null | od -An -tx1 -v | "
                 "tr -d ' \\n'").strip() == base_hex(ro, 8)
 
-    disks = {d["base"]: d for d in g.control({"cmd": "status"})["disks"]}
-    assert disks[ro]["read_only"] and disks[ro]["top"] is None, disks
-    top = disks[base]["top"]
+    disks = {d["base"]: d for d in g.control({"cmd": "status"})["disks"]}  # real paths
+    ro_disk = disks[os.path.realpath(ro)]
+    assert ro_disk["read_only"] and ro_disk["top"] is None, disks
+    top = disks[os.path.realpath(base)]["top"]
     assert os.path.exists(top) and os.stat(top).st_blocks > 0
     g.ok({"cmd": "stop"})
     g.proc.wait(timeout=60)
