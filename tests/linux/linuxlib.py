@@ -73,10 +73,11 @@ def drop_caches(g):
     g.sh("sync; echo 3 > /proc/sys/vm/drop_caches")
 
 
-def sector_hex(g, sector, count=8):
-    """count sectors at sector, read from the device (caches dropped first), as hex."""
+def sector_hex(g, sector, count=8, dev=None):
+    """count sectors at sector, read from the device (the raw disk unless dev; caches dropped
+    first), as hex."""
     drop_caches(g)
-    return g.sh(f"dd if={dev_of(g)} bs=512 skip={sector} count={count} 2>/dev/null | "
+    return g.sh(f"dd if={dev or dev_of(g)} bs=512 skip={sector} count={count} 2>/dev/null | "
                 "od -An -tx1 -v | tr -d ' \\n'").strip()
 
 

@@ -60,8 +60,7 @@ def test_raw_disks_read_write_and_read_only(env):
     assert g.sh(f"cat /sys/block/{ro_dev[5:]}/ro").strip() == "1"
     code, _, _ = g.run(["sh", "-c", f"echo x | dd of={ro_dev} conv=fsync 2>&1"], check=False)
     assert code != 0
-    assert g.sh(f"dd if={ro_dev} bs=512 skip=8 count=8 2>/dev/null | od -An -tx1 -v | "
-                "tr -d ' \\n'").strip() == base_hex(ro, 8)
+    assert sector_hex(g, 8, dev=ro_dev) == base_hex(ro, 8)
 
     disks = {d["base"]: d for d in g.control({"cmd": "status"})["disks"]}  # real paths
     ro_disk = disks[os.path.realpath(ro)]

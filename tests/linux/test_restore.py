@@ -9,7 +9,7 @@ import time
 import pytest
 
 from forkvm_vm import FORKVM, file_sha256
-from linuxlib import base_hex, find_dev, guest_time, raw_base, read_marker, sector_hex, write_marker
+from linuxlib import base_hex, guest_time, raw_base, read_marker, sector_hex, write_marker
 from pageserver import PageServer
 
 BACKENDS = ["file", "memfd", "hugetlb", "anon", "uffd", "uffd-hot"]
@@ -33,7 +33,6 @@ def prepared_source(env, mem="256M"):
     digest = file_sha256(base)
     src = env.boot("src", mem=mem, extra=("--disk", base))
     src.raw, src.raw_digest = base, digest
-    src.dev = find_dev(src, "raw.img")
     marker = os.urandom(16).hex()
     src.sh(f"echo {marker} > /tmp/marker; sleep 100000 & echo $! > /tmp/sleeper")
     write_marker(src, 4096, "at the snapshot")
