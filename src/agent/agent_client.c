@@ -252,12 +252,19 @@ int agent_request_stream(int fd, json_t *req, agent_event_fn on_event, void *arg
 			 uint64_t deadline_ns, int cancel_fd, struct fvm_err *err)
 {
 	const char *op = json_string_value(json_object_get(req, "op")) ?: "request";
-	json_t *reply = NULL;
-	int ret;
+	int ret = agent_send(fd, req, deadline_ns, cancel_fd, err);
 
-	ret = agent_send(fd, req, deadline_ns, cancel_fd, err);
-	if (ret)
-		goto out;
+	if (ret == 0)
+		ret = agent_receive_stream(fd, op, on_event, arg, out, deadline_ns, cancel_fd, err);
+	return ret;
+}
+
+int agent_receive_stream(int fd, const char *op, agent_event_fn on_event, void *arg,
+			 json_t **out, uint64_t deadline_ns, int cancel_fd, struct fvm_err *err)
+{
+	json_t *reply = NULL;
+	int ret = 0;
+
 	/* Event frames (a streamed exec's output) come before the one reply. */
 	for (;;) {
 		ret = recv_frame(fd, op, &reply, deadline_ns, cancel_fd, err);

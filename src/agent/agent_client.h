@@ -61,6 +61,13 @@ typedef int (*agent_event_fn)(void *arg, json_t *event, struct fvm_err *err);
 int agent_request_stream(int fd, json_t *req, agent_event_fn on_event, void *arg, json_t **reply,
 			 uint64_t deadline_ns, int cancel_fd, struct fvm_err *err);
 
+/*
+ * The receiving half of agent_request_stream, for a request of kind op already sent with
+ * agent_send (so that frames another thread sends afterwards, such as stdin, follow it).
+ */
+int agent_receive_stream(int fd, const char *op, agent_event_fn on_event, void *arg,
+			 json_t **reply, uint64_t deadline_ns, int cancel_fd, struct fvm_err *err);
+
 /* ---- Typed requests (agent_calls.c), each one agent_request on a connected fd. ---- */
 
 /* The agent's bounds for one put_tree/get_tree archive (docs/AGENT.md). */

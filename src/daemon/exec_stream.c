@@ -1,8 +1,9 @@
 /*
  * Streamed exec (docs/DAEMON.md, "Streaming exec"): the agent's event frames become NDJSON
- * lines of a chunked HTTP response while the command runs. A thread per stream talks to the
- * agent (agent_request_stream, blocking, with an eventfd to cancel it) and writes the lines
- * into a pipe; the HTTP side reads the pipe, so a client that reads slowly slows the command
+ * lines of a chunked HTTP response while the command runs. The request is sent before the
+ * exec id is handed out (stdin frames follow it on the same connection); then a thread per
+ * stream reads the agent (agent_receive_stream, blocking, with an eventfd to cancel it) and
+ * writes the lines into a pipe; the HTTP side reads the pipe, so a client that reads slowly slows the command
  * down (pipe, then vsock, then the guest's pipe), and one that leaves cancels it.
  */
 #include <errno.h>
@@ -49,6 +50,62 @@ struct sb_stream {
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t registry_cond = PTHREAD_COND_INITIALIZER;
 static struct sb_stream *registry;
+
+static void registry_add(struct sb_stream *s)
+{
+	pthread_mutex_lock(&registry_lock);
+	s->next = registry;
+	registry = s;
+	pthread_mutex_unlock(&registry_lock);
+}
+
+/* Take s off the list (if it is still on it): its exec id answers 404 from now on. */
+static void registry_unlist_locked(struct sb_stream *s)
+{
+	for (struct sb_stream **p = &registry; *p; p = &(*p)->next)
+		if (*p == s) {
+			*p = s->next;
+			break;
+		}
+}
+
+static void registry_unlist(struct sb_stream *s)
+{
+	pthread_mutex_lock(&registry_lock);
+	registry_unlist_locked(s);
+	pthread_mutex_unlock(&registry_lock);
+}
+
+/* Unlist s and wait until no stdin request holds it. */
+static void registry_remove(struct sb_stream *s)
+{
+	pthread_mutex_lock(&registry_lock);
+	registry_unlist_locked(s);
+	while (s->refs)
+		pthread_cond_wait(&registry_cond, &registry_lock);
+	pthread_mutex_unlock(&registry_lock);
+}
+
+static struct sb_stream *registry_get(const char *exec_id)
+{
+	struct sb_stream *s;
+
+	pthread_mutex_lock(&registry_lock);
+	for (s = registry; s && strcmp(s->exec_id, exec_id); s = s->next)
+		;
+	if (s)
+		s->refs++;
+	pthread_mutex_unlock(&registry_lock);
+	return s;
+}
+
+static void registry_put(struct sb_stream *s)
+{
+	pthread_mutex_lock(&registry_lock);
+	if (--s->refs == 0)
+		pthread_cond_broadcast(&registry_cond);
+	pthread_mutex_unlock(&registry_lock);
+}
 
 /* One NDJSON line into the pipe; -EPIPE once the reader is gone. */
 static int put_line(struct sb_stream *s, json_t *line)
@@ -107,8 +164,10 @@ static void *stream_thread(void *arg)
 	struct fvm_err err = FVM_ERR_INIT;
 	int ret;
 
-	ret = agent_request_stream(s->agent, s->req, on_event, s, &reply, s->deadline_ns,
+	ret = agent_receive_stream(s->agent, "exec", on_event, s, &reply, s->deadline_ns,
 				   s->cancel, &err);
+	/* The command is over: its id answers 404 before the client can read the last line. */
+	registry_unlist(s);
 	if (ret == 0)
 		ret = replay_captured(s, reply);
 	if (ret == 0)
@@ -153,49 +212,6 @@ static void stream_free(struct sb_stream *s)
 	json_decref(s->req);
 	pthread_mutex_destroy(&s->wlock);
 	free(s);
-}
-
-static void registry_add(struct sb_stream *s)
-{
-	pthread_mutex_lock(&registry_lock);
-	s->next = registry;
-	registry = s;
-	pthread_mutex_unlock(&registry_lock);
-}
-
-/* Unlist s and wait until no stdin request holds it. */
-static void registry_remove(struct sb_stream *s)
-{
-	pthread_mutex_lock(&registry_lock);
-	for (struct sb_stream **p = &registry; *p; p = &(*p)->next)
-		if (*p == s) {
-			*p = s->next;
-			break;
-		}
-	while (s->refs)
-		pthread_cond_wait(&registry_cond, &registry_lock);
-	pthread_mutex_unlock(&registry_lock);
-}
-
-static struct sb_stream *registry_get(const char *exec_id)
-{
-	struct sb_stream *s;
-
-	pthread_mutex_lock(&registry_lock);
-	for (s = registry; s && strcmp(s->exec_id, exec_id); s = s->next)
-		;
-	if (s)
-		s->refs++;
-	pthread_mutex_unlock(&registry_lock);
-	return s;
-}
-
-static void registry_put(struct sb_stream *s)
-{
-	pthread_mutex_lock(&registry_lock);
-	if (--s->refs == 0)
-		pthread_cond_broadcast(&registry_cond);
-	pthread_mutex_unlock(&registry_lock);
 }
 
 json_t *sb_exec_stdin(const char *exec_id, const void *data, size_t len, bool eof,
@@ -252,6 +268,7 @@ int sb_exec_stream_open(struct daemon *d, const char *id, json_t *body, struct s
 {
 	struct sb_stream *s = calloc(1, sizeof(*s));
 	struct sandbox_rec r;
+	struct fvm_err err = FVM_ERR_INIT;
 	uint64_t timeout_ms;
 	int fds[2], ret;
 
@@ -294,6 +311,12 @@ int sb_exec_stream_open(struct daemon *d, const char *id, json_t *body, struct s
 	s->agent = sb_agent_fd(d, id, &r, e);
 	if (s->agent < 0)
 		goto fail;
+	/* Sent here, before the exec id is known to anyone: a stdin frame cannot overtake it. */
+	ret = agent_send(s->agent, s->req, deadline_after_ms(STDIN_SEND_MS), s->cancel, &err);
+	if (ret) {
+		api_fail(e, 502, "agent_failed", "the agent of %s: %s", id, err_text(&err));
+		goto fail;
+	}
 	/* The first line names the exec (the pipe is empty: this never blocks). */
 	ret = put_line(s, json_pack("{s:s, s:s, s:b}", "type", "start", "exec_id", s->exec_id,
 				    "stdin_open", s->stdin_open));
@@ -301,12 +324,14 @@ int sb_exec_stream_open(struct daemon *d, const char *id, json_t *body, struct s
 		api_fail(e, 500, "internal", "exec stream of %s: %s", id, strerror(-ret));
 		goto fail;
 	}
+	/* Listed before the thread starts: the thread unlists it when the command ends. */
+	registry_add(s);
 	ret = pthread_create(&s->thread, NULL, stream_thread, s);
 	if (ret) {
+		registry_remove(s);
 		api_fail(e, 500, "internal", "exec stream of %s: a thread: %s", id, strerror(ret));
 		goto fail;
 	}
-	registry_add(s);
 	*out = s;
 	return 0;
 fail:
