@@ -5,6 +5,7 @@
 
 #include "util/log.h"
 #include "util/clock.h"
+#include "util/thread.h"
 #include "core/vcpu.h"
 #include "core/vm.h"
 #include "jail/seccomp.h"
@@ -200,7 +201,7 @@ static void *vcpu_thread(void *arg)
 
 int vcpu_start_thread(struct vcpu *vcpu)
 {
-	int err = pthread_create(&vcpu->thread, NULL, vcpu_thread, vcpu);
+	int err = thread_start(&vcpu->thread, vcpu_thread, vcpu);
 
 	if (err)
 		return log_errno(-err, "starting the thread of vcpu %d", vcpu->id);

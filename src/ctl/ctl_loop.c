@@ -367,6 +367,8 @@ static void deliver_completions(struct ctl_server *srv)
 	while (c) {
 		struct completion *next = c->next;
 		struct ctl_client *cl = client_by_id(srv, c->client);
+		if (c->probe)
+			c->reply = ctl_probe_reply(c->probe);
 		if (c->worker) {
 			ctl_worker_join(srv); /* it has returned, or is about to */
 			for (int i = 0; i < MAX_CLIENTS; i++) {

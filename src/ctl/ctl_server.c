@@ -3,6 +3,7 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
@@ -11,6 +12,7 @@
 #include <unistd.h>
 
 #include "util/log.h"
+#include "util/thread.h"
 #include "core/vm.h"
 #include "ctl/ctl_server.h"
 #include "ctl/ctl_socket.h"
@@ -67,7 +69,7 @@ int ctl_worker_start(struct ctl_server *srv, const char *what, void *(*fn)(void 
 	if (!srv->worker_reply)
 		return log_errno(-ENOMEM, "allocating the %s worker's reply", what);
 	srv->worker_reply->worker = true;
-	err = pthread_create(&srv->worker, NULL, fn, arg);
+	err = thread_start(&srv->worker, fn, arg);
 	if (err) {
 		free(srv->worker_reply);
 		srv->worker_reply = NULL;
@@ -89,17 +91,29 @@ void ctl_worker_join(struct ctl_server *srv)
 	srv->busy = NULL;
 }
 
+/* Runs on the vCPU thread: record the result and queue it, nothing allocated. */
 static void probe_done(void *ctx, int vcpu_id, const struct probe_result *res)
 {
 	struct pending *p = ctx;
 	struct ctl_server *srv = p->srv;
-	json_t *reply;
-	char hex[32];
 
 	pthread_mutex_lock(&srv->lock);
 	p->prev->next = p->next;
 	p->next->prev = p->prev;
 	pthread_mutex_unlock(&srv->lock);
+	p->vcpu_id = vcpu_id;
+	p->res = *res;
+	p->done.probe = p;
+	complete(srv, &p->done, p->client, NULL);
+}
+
+json_t *ctl_probe_reply(const struct pending *p)
+{
+	const struct probe_result *res = &p->res;
+	int vcpu_id = p->vcpu_id;
+	json_t *reply;
+	char hex[32];
+
 	if (res->status != PROBE_OK) {
 		reply = ctl_reply_error("probe %s on vcpu %d: %s", probe_cmd_name(p->cmd), vcpu_id,
 					probe_status_name(res->status));
@@ -144,8 +158,7 @@ static void probe_done(void *ctx, int vcpu_id, const struct probe_result *res)
 			json_object_set_new(reply, "result", json_pack("[I,I]", (json_int_t)res->result[0],
 								       (json_int_t)res->result[3]));
 	}
-	ctl_complete(srv, p->client, reply);
-	free(p);
+	return reply;
 }
 
 json_t *ctl_probe_submit(struct ctl_server *srv, struct ctl_request *req, int vcpu,
@@ -154,6 +167,7 @@ json_t *ctl_probe_submit(struct ctl_server *srv, struct ctl_request *req, int vc
 	struct pending *p = calloc(1, sizeof(*p));
 	int err;
 
+	_Static_assert(offsetof(struct pending, done) == 0, "free(completion) frees the pending");
 	if (!p)
 		return ctl_reply_error("out of memory");
 	*p = (struct pending){ .srv = srv, .client = req->client, .cmd = preq->cmd,

@@ -34,19 +34,31 @@ struct ctl_client {
 	char buf[CTL_MAX_LINE];
 };
 
+struct pending;
+
 struct completion {
 	struct completion *next;
 	uint64_t client;
 	json_t *reply;
+	struct pending *probe;	/* a probe command's result: the loop builds the reply */
 	bool worker; /* the worker thread's last word: the loop joins it */
 };
 
+/*
+ * A probe command in flight. Its completion is its first member: the vCPU thread that
+ * finishes it queues it without allocating (a vCPU thread never calls malloc: in a cow child
+ * its first allocation would make a malloc arena of its own, pages copied per child), and
+ * free() of the completion frees the whole.
+ */
 struct pending {
+	struct completion done;
 	struct pending *next, *prev;
 	struct ctl_server *srv;
 	uint64_t client;
 	uint32_t cmd;
 	uint64_t nonce;
+	int vcpu_id;
+	struct probe_result res;
 };
 
 struct ctl_server {
@@ -79,6 +91,8 @@ void ctl_worker_join(struct ctl_server *srv);
 
 /* Take every queued completion (caller frees the list). */
 struct completion *ctl_take_completions(struct ctl_server *srv);
+/* The reply to a finished probe command (c->probe), built on the control thread. */
+json_t *ctl_probe_reply(const struct pending *p);
 /* Fail every in-flight probe request: the VM ended before the guest answered. */
 void ctl_drop_pending(struct ctl_server *srv);
 

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "util/log.h"
+#include "util/thread.h"
 #include "core/vm.h"
 #include "disk/disk.h"
 #include "jail/seccomp.h"
@@ -177,7 +178,7 @@ int virtio_blk_start(struct virtio_blk *b)
 
 	if (b->thread_started)
 		return 0;
-	err = -pthread_create(&b->thread, NULL, blk_thread, b);
+	err = -thread_start(&b->thread, blk_thread, b);
 	if (err)
 		return log_errno(err, "virtio-blk slot %d: starting the device thread",
 				 b->mmio->slot);

@@ -11,6 +11,7 @@
 
 #include "util/errmsg.h"
 #include "util/log.h"
+#include "util/thread.h"
 #include "core/vm.h"
 #include "jail/seccomp.h"
 
@@ -339,7 +340,7 @@ int virtio_net_start(struct virtio_net *n)
 
 	if (n->thread_started)
 		return 0;
-	err = -pthread_create(&n->thread, NULL, net_thread, n);
+	err = -thread_start(&n->thread, net_thread, n);
 	if (err)
 		return log_errno(err, "virtio-net slot %d: starting the device thread",
 				 n->mmio->slot);

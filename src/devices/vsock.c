@@ -11,6 +11,7 @@
 
 #include "util/log.h"
 #include "util/unix_sock.h"
+#include "util/thread.h"
 #include "core/vm.h"
 #include "jail/seccomp.h"
 
@@ -173,7 +174,7 @@ int vsock_start(struct vsock *v)
 	 * the jail's own directory, like the control socket. */
 	if (v->listen_fd < 0 && (err = vsock_listen(v)))
 		return err;
-	err = -pthread_create(&v->thread, NULL, vsock_thread, v);
+	err = -thread_start(&v->thread, vsock_thread, v);
 	if (err)
 		return log_errno(err, "vsock: starting the device thread");
 	v->thread_started = true;

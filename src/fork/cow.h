@@ -14,6 +14,7 @@
 struct cow_template {
 	struct vm *vm;		/* the source's VM as inherited: only mem and kvm are used */
 	struct snap_machine machine; /* vCPU/VM/device state captured while the source was paused */
+	struct cpuid_policy cpuid_policy; /* machine.config.cpu_features, parsed */
 	char prefix[48];
 	char run_dir[440];
 	char socket[600];	/* PREFIX.template.sock */

@@ -54,7 +54,6 @@ void cow_child_main(struct cow_template *t, const char *name, const char *socket
 {
 	struct vm_config cfg = { 0 };
 	char path[700];
-	struct fvm_err err = FVM_ERR_INIT;
 	struct vm vm;
 	int keep[3] = { t->vm->kvm.fd, ready_fd, cg->fd };
 	int code = 1;
@@ -82,10 +81,7 @@ void cow_child_main(struct cow_template *t, const char *name, const char *socket
 		cfg.vsock_path = vsock_path;
 		cfg.vsock_cid = (uint32_t)t->machine.vsock.cid;
 	}
-	if (cpuid_policy_parse(&cfg.cpuid_policy, t->machine.config.cpu_features, &err)) {
-		log_err("CPU feature policy of the branch: %s", err.msg);
-		_exit(1);
-	}
+	cfg.cpuid_policy = t->cpuid_policy;
 	/* Disks: the chain sealed at the branch instant (linked by the template), a new top. */
 	struct snap_disk_paths *disks = NULL;
 	cfg.disk_top_prefix = socket;

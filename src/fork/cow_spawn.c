@@ -60,11 +60,10 @@ static void kill_children(struct cow_template *t, struct branch_child *c, int *f
 	}
 }
 
-static int wait_ready(struct cow_template *t, struct branch_child *c, int *fds, bool *keep, int n,
-		      int *failed, struct fvm_err *err)
+static __attribute__((noinline)) int wait_ready(struct cow_template *t, struct branch_child *c, int *fds, bool *keep,
+		      struct pollfd *pfds, int n, int *failed, struct fvm_err *err)
 {
 	uint64_t deadline = deadline_after_ms(t->timeout_ms);
-	struct pollfd pfds[BRANCH_MAX_CHILDREN];
 	int remaining = n;
 
 	while (remaining > 0) {
@@ -120,8 +119,10 @@ static int wait_ready(struct cow_template *t, struct branch_child *c, int *fds, 
 	return 0;
 }
 
-/* Each Linux child's own entropy and the host's clock, within one deadline for all of them. */
-static int sync_agents(struct cow_template *t, struct branch_child *c, bool *keep, int n,
+/* Each Linux child's own entropy and the host's clock, within one deadline for all of them.
+ * Not inlined (nor wait_ready): their buffers would sit in cow_spawn's frame, between the
+ * fork and the frames each child writes, and spread a child's stack over more pages. */
+static __attribute__((noinline)) int sync_agents(struct cow_template *t, struct branch_child *c, bool *keep, int n,
 		       int *failed, struct fvm_err *err)
 {
 	uint64_t deadline = deadline_after_ms(t->timeout_ms);
@@ -147,8 +148,9 @@ static int sync_agents(struct cow_template *t, struct branch_child *c, bool *kee
 int cow_spawn(struct cow_template *t, int count, bool paused, bool no_agent_sync,
 	      struct branch_child *out, struct fvm_err *err)
 {
-	int fds[BRANCH_MAX_CHILDREN], spawned = 0, ret = 0, failed = -1;
-	bool keep[BRANCH_MAX_CHILDREN] = { false };
+	int *fds = NULL, spawned = 0, ret = 0, failed = -1;
+	bool *keep = NULL;
+	struct pollfd *pfds = NULL;
 	bool agent = t->machine.config.guest_kind == SNAP_GUEST_LINUX && !no_agent_sync;
 
 	if (count < 1 || count > BRANCH_MAX_CHILDREN) {
@@ -167,15 +169,42 @@ int cow_spawn(struct cow_template *t, int count, bool paused, bool no_agent_sync
 			 "cannot be reached for the fix-up (new entropy, the host's clock); pass "
 			 "no_agent_sync (--no-agent-sync) to spawn without it");
 	}
+	/* On the heap, not in this frame: each child forks from here and copies the stack pages
+	 * it writes, so the frames it runs in stay small and close together. */
+	fds = calloc((size_t)count, sizeof(*fds));
+	keep = calloc((size_t)count, sizeof(*keep));
+	pfds = calloc((size_t)count, sizeof(*pfds));
+	if (!fds || !keep || !pfds) {
+		ret = errmsg(err, -ENOMEM, "spawning %d children: out of memory", count);
+		goto out;
+	}
+	/*
+	 * Everything the loop can do before the first fork is done here: a page the template
+	 * writes between two forks differs between the children on either side, so each holds
+	 * its own copy (private memory per child, docs/PERFORMANCE.md). The struct cow_template
+	 * itself (its counters) is written only after the last fork.
+	 */
 	memset(out, 0, (size_t)count * sizeof(*out));
+	for (int i = 0; i < count; i++) {
+		fds[i] = -1;
+		snprintf(out[i].name, sizeof(out[i].name), "%s-%d", t->prefix, t->next_index + i);
+		snprintf(out[i].socket, sizeof(out[i].socket), "%s/%s.sock", t->run_dir,
+			 out[i].name);
+	}
+	if (t->capkids - t->nkids < count) {
+		int cap = t->nkids + count > 64 ? (t->nkids + count) * 2 : 64;
+		void *grown = realloc(t->kids, (size_t)cap * sizeof(*t->kids));
+		if (grown) {
+			t->kids = grown;
+			t->capkids = cap;
+		}
+	}
+	int nkids = t->nkids;
 	for (; spawned < count; spawned++) {
 		struct branch_child *c = &out[spawned];
 		int pipefd[2];
 		pid_t pid;
 
-		fds[spawned] = -1;
-		snprintf(c->name, sizeof(c->name), "%s-%d", t->prefix, t->next_index++);
-		snprintf(c->socket, sizeof(c->socket), "%s/%s.sock", t->run_dir, c->name);
 		if (pipe2(pipefd, O_CLOEXEC) < 0) {
 			ret = -errno;
 			errf(err, "child %s: pipe: %s", c->name, strerror(errno));
@@ -198,23 +227,17 @@ int cow_spawn(struct cow_template *t, int count, bool paused, bool no_agent_sync
 		}
 		c->pid = pid;
 		fds[spawned] = pipefd[0];
-		t->live++;
-		if (t->nkids == t->capkids) {
-			int cap = t->capkids ? t->capkids * 2 : 64;
-			void *grown = realloc(t->kids, (size_t)cap * sizeof(*t->kids));
-			if (grown) {
-				t->kids = grown;
-				t->capkids = cap;
-			}
-		}
-		if (t->nkids < t->capkids) {
-			t->kids[t->nkids].pid = pid;
-			memcpy(t->kids[t->nkids].socket, c->socket, sizeof(c->socket));
-			memcpy(t->kids[t->nkids++].cgroup, cg.dir, sizeof(cg.dir));
+		if (nkids < t->capkids) {
+			t->kids[nkids].pid = pid;
+			memcpy(t->kids[nkids].socket, c->socket, sizeof(c->socket));
+			memcpy(t->kids[nkids++].cgroup, cg.dir, sizeof(cg.dir));
 		}
 	}
+	t->next_index += spawned;
+	t->live += spawned;
+	t->nkids = nkids;
 	if (!ret)
-		ret = wait_ready(t, out, fds, keep, spawned, &failed, err);
+		ret = wait_ready(t, out, fds, keep, pfds, spawned, &failed, err);
 	if (!ret && agent)
 		ret = sync_agents(t, out, keep, spawned, &failed, err);
 	if (ret) {
@@ -222,5 +245,9 @@ int cow_spawn(struct cow_template *t, int count, bool paused, bool no_agent_sync
 		if (failed >= 0)
 			vmm_child_log_tail(out[failed].socket, err);
 	}
+out:
+	free(fds);
+	free(keep);
+	free(pfds);
 	return ret;
 }

@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <jansson.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,7 @@
 #include "util/evloop.h"
 #include "util/log.h"
 #include "util/unix_sock.h"
+#include "util/thread.h"
 #include "fork/cow.h"
 #include "fork/fd_hygiene.h"
 #include "jail/cgroup.h"
@@ -211,6 +213,9 @@ static int decode_state(struct cow_template *t, struct snap_buf *state)
 	state->data = NULL; /* the parser owns it now */
 	if (!ret)
 		ret = snap_decode(&snap, &t->machine, &err);
+	/* Parsed once here, not in every child (a child touches as little memory as it can). */
+	if (!ret)
+		ret = cpuid_policy_parse(&t->cpuid_policy, t->machine.config.cpu_features, &err);
 	if (ret)
 		log_err("decoding the captured state: %s", err.msg);
 	snap_state_free(&snap.state);
@@ -256,6 +261,30 @@ static int export_disks(struct vm *vm, const struct branch_opts *o, char *dir, s
 		ret = log_errno(-errno, "fsync %s", dir);
 	close(fd);
 	return ret;
+}
+
+static void *noop_thread(void *arg)
+{
+	return arg;
+}
+
+/*
+ * Create and join one thread before the first child. After fork() the stacks of the source's
+ * threads sit in glibc's stack cache, and the first pthread_create that reuses one calls into
+ * ld.so through a PLT entry libc resolves lazily: the resolution writes libc's GOT and ld.so's
+ * data, two pages each child would copy when it starts its vCPU threads. Done once here, the
+ * children inherit it resolved (docs/PERFORMANCE.md, "Private memory per idle child").
+ */
+static void warm_thread_start(void)
+{
+	pthread_t th;
+	int err = thread_start(&th, noop_thread, NULL);
+
+	if (err)
+		log_warn("template: a warm-up thread: %s (children start their threads cold)",
+			 strerror(err));
+	else
+		pthread_join(th, NULL);
 }
 
 void cow_template_main(struct vm *vm, struct snap_buf *state, const struct branch_opts *o,
@@ -316,6 +345,7 @@ void cow_template_main(struct vm *vm, struct snap_buf *state, const struct branc
 		remove_disk_dir(t.disk_dir);
 		_exit(1);
 	}
+	warm_thread_start();
 	if (cow_spawn(&t, o->count, o->paused, o->no_agent_sync, kids, &err) < 0) {
 		report(report_fd, "error %s\n", err.msg);
 		unlink(t.socket);

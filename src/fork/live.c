@@ -22,6 +22,7 @@
 #include "snapshot/snapshot.h"
 #include "util/clock.h"
 #include "util/page.h"
+#include "util/thread.h"
 
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23 /* Linux 5.14 */
@@ -256,7 +257,7 @@ int branch_live(struct vm *vm, const struct branch_opts *o, struct branch_result
 	branch_resume_source(vm, res, &bp);
 	if (ret)
 		goto out;
-	if ((ret = -pthread_create(&thread, NULL, copier, &lc)) == 0) {
+	if ((ret = -thread_start(&thread, copier, &lc)) == 0) {
 		pthread_join(thread, NULL);
 		ret = lc.err;
 	}

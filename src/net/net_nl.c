@@ -2,6 +2,7 @@
  * the network namespace of the thread that opened it, whichever thread uses it later. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <libmnl/libmnl.h>
 #include <linux/if.h>
 #include <linux/if_link.h>
@@ -15,6 +16,8 @@
 #include "util/errmsg.h"
 
 #define NL_BUF 32768
+/* How many times a dump interrupted by concurrent link changes (NLM_F_DUMP_INTR) is taken. */
+#define NL_DUMP_TRIES 20
 
 int nl_open(struct nl *nl, struct fvm_err *err)
 {
@@ -51,6 +54,20 @@ static struct nlmsghdr *nl_msg(char *buf, uint16_t type, uint16_t flags)
 }
 
 /* Send one request, run cb on every answer until its ack (or the dump's end): 0 or -errno. */
+/* Whether a buffer of replies holds the end of a dump (DONE, or an error that ends it). */
+static bool dump_ended(const void *buf, size_t len)
+{
+	const struct nlmsghdr *nlh = buf;
+	int left = (int)len;
+
+	for (; mnl_nlmsg_ok(nlh, left); nlh = mnl_nlmsg_next(nlh, &left))
+		if (nlh->nlmsg_type == NLMSG_DONE || nlh->nlmsg_type == NLMSG_ERROR)
+			return true;
+	return false;
+}
+
+/* Send one request and run cb on each reply. -EINTR: a dump the kernel marked interrupted
+ * (its replies consumed); anything else as the kernel or libmnl said it. */
 static int nl_talk(struct nl *nl, struct nlmsghdr *nlh, mnl_cb_t cb, void *data)
 {
 	char *buf = malloc(NL_BUF);
@@ -69,7 +86,23 @@ static int nl_talk(struct nl *nl, struct nlmsghdr *nlh, mnl_cb_t cb, void *data)
 			ret = -errno;
 			break;
 		}
+		if (ret == -EINTR) {
+			/* An interrupted dump: read the rest of it (up to its DONE) and drop it, so
+			 * the socket's next request does not read stale parts. */
+			if (dump_ended(buf, (size_t)n))
+				break;
+			continue;
+		}
+		errno = 0;
 		int r = mnl_cb_run(buf, (size_t)n, nl->seq, nl->portid, cb, data);
+		if (r < 0 && errno == EINTR) {
+			/* NLM_F_DUMP_INTR: the links changed during the dump (another VMM made or
+			 * removed one); the caller dumps again. */
+			ret = -EINTR;
+			if (dump_ended(buf, (size_t)n))
+				break;
+			continue;
+		}
 		if (r < 0) {
 			ret = errno ? -errno : -EIO;
 			break;
@@ -291,7 +324,15 @@ int nl_link_each(struct nl *nl, const char *prefix, int (*fn)(const char *name, 
 	int ret;
 
 	ifm->ifi_family = AF_UNSPEC;
-	ret = nl_talk(nl, nlh, on_link_name, &l);
+	/* Other VMMs make and remove links all the time (cow children start in parallel): a
+	 * dump they interrupt is taken again. */
+	for (int tries = 0;; tries++) {
+		l.n = 0;
+		l.ret = 0;
+		ret = nl_talk(nl, nlh, on_link_name, &l);
+		if (ret != -EINTR || tries == NL_DUMP_TRIES - 1)
+			break;
+	}
 	if (!ret)
 		ret = l.ret;
 	if (ret) {

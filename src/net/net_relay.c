@@ -28,6 +28,7 @@
 #include "util/errmsg.h"
 #include "util/evloop.h"
 #include "util/log.h"
+#include "util/thread.h"
 
 #define RELAY_BUF 65536
 #define RELAY_CONNECT_MS 10000
@@ -438,7 +439,7 @@ int net_relay_start(struct net *n, struct net_setup *s, struct fvm_err *err)
 		ret = errmsg(err, -errno, "the relay's stop eventfd: %s", strerror(errno));
 		goto fail;
 	}
-	ret = -pthread_create(&r->thread, NULL, relay_main, r);
+	ret = -thread_start(&r->thread, relay_main, r);
 	if (ret) {
 		errmsg(err, ret, "starting the network thread: %s", strerror(-ret));
 		goto fail;

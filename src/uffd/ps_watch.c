@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "util/log.h"
+#include "util/thread.h"
 #include "jail/seccomp.h"
 #include "uffd/ps_client.h"
 
@@ -102,7 +103,7 @@ int ps_client_watch(struct ps_client *c, ps_lost_fn lost, void *ctx)
 	c->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (c->stop_efd < 0)
 		return log_errno(-errno, "eventfd for the page-server watcher");
-	ret = -pthread_create(&c->thread, NULL, watch_main, c);
+	ret = -thread_start(&c->thread, watch_main, c);
 	if (ret)
 		return log_errno(ret, "starting the page-server watcher thread");
 	c->watching = true;
