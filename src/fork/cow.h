@@ -12,7 +12,14 @@
 #include "util/errmsg.h"
 
 struct cow_template {
-	struct vm *vm;		/* the source's VM as inherited: only mem and kvm are used */
+	/*
+	 * The source's guest RAM and /dev/kvm, copied out of its struct vm, which is not used
+	 * after the setup: a source that is itself a cow child keeps that struct on a thread
+	 * stack glibc counts as free in this process (raw clone3, no fork handlers), which a
+	 * thread started here or in a child may reuse or unmap.
+	 */
+	struct guest_mem mem;
+	struct kvm kvm;
 	struct snap_machine machine; /* vCPU/VM/device state captured while the source was paused */
 	struct cpuid_policy cpuid_policy; /* machine.config.cpu_features, parsed */
 	char prefix[48];

@@ -55,7 +55,7 @@ void cow_child_main(struct cow_template *t, const char *name, const char *socket
 	struct vm_config cfg = { 0 };
 	char path[700];
 	struct vm vm;
-	int keep[3] = { t->vm->kvm.fd, ready_fd, cg->fd };
+	int keep[3] = { t->kvm.fd, ready_fd, cg->fd };
 	int code = 1;
 
 	setsid();
@@ -72,8 +72,8 @@ void cow_child_main(struct cow_template *t, const char *name, const char *socket
 	cfg.nvcpus = t->machine.nvcpus;
 	cfg.mem.backing = GUEST_MEM_ANON;
 	cfg.start_paused = paused;
-	cfg.inherit_mem = &t->vm->mem;
-	cfg.inherit_kvm = &t->vm->kvm;
+	cfg.inherit_mem = &t->mem;
+	cfg.inherit_kvm = &t->kvm;
 	/* A Linux source's vsock device comes along, at SOCKET.vsock: the agent is reached there. */
 	char vsock_path[620];
 	if (t->machine.has_vsock) {

@@ -145,6 +145,36 @@ static __attribute__((noinline)) int sync_agents(struct cow_template *t, struct 
 	return 0;
 }
 
+#define SPAWN_BATCH 64
+
+/* One fork's outcome, until record_batch. */
+struct spawned_child {
+	pid_t pid;
+	int fd;		/* the read end of its ready pipe */
+	bool in_cgroup;	/* forked into the cgroup jail_cgroup_prepare made */
+};
+
+/* out[first..first+n), fds and the template's table of children, from a batch of forks. */
+static void record_batch(struct cow_template *t, struct branch_child *out, int *fds, int first,
+			 const struct spawned_child *b, int n)
+{
+	for (int i = 0; i < n; i++) {
+		struct branch_child *c = &out[first + i];
+
+		c->pid = b[i].pid;
+		fds[first + i] = b[i].fd;
+		if (t->nkids < t->capkids) {
+			t->kids[t->nkids].pid = b[i].pid;
+			memcpy(t->kids[t->nkids].socket, c->socket, sizeof(c->socket));
+			t->kids[t->nkids].cgroup[0] = '\0';
+			if (b[i].in_cgroup)
+				jail_cgroup_slot_path(c->name, t->kids[t->nkids].cgroup,
+						      sizeof(t->kids[t->nkids].cgroup));
+			t->nkids++;
+		}
+	}
+}
+
 int cow_spawn(struct cow_template *t, int count, bool paused, bool no_agent_sync,
 	      struct branch_child *out, struct fvm_err *err)
 {
@@ -199,12 +229,20 @@ int cow_spawn(struct cow_template *t, int count, bool paused, bool no_agent_sync
 			t->capkids = cap;
 		}
 	}
-	int nkids = t->nkids;
+	/* What each fork returns waits here, in this frame (a page every child writes anyway),
+	 * and goes to the heap SPAWN_BATCH forks at a time: the children of one batch share the
+	 * heap pages' one version instead of each holding its own. */
+	struct spawned_child batch[SPAWN_BATCH] = { { 0 } };
+	int nbatch = 0;
 	for (; spawned < count; spawned++) {
 		struct branch_child *c = &out[spawned];
 		int pipefd[2];
 		pid_t pid;
 
+		if (nbatch == SPAWN_BATCH) {
+			record_batch(t, out, fds, spawned - nbatch, batch, nbatch);
+			nbatch = 0;
+		}
 		if (pipe2(pipefd, O_CLOEXEC) < 0) {
 			ret = -errno;
 			errf(err, "child %s: pipe: %s", c->name, strerror(errno));
@@ -225,17 +263,12 @@ int cow_spawn(struct cow_template *t, int count, bool paused, bool no_agent_sync
 			errf(err, "child %s: fork: %s", c->name, strerror(errno));
 			break;
 		}
-		c->pid = pid;
-		fds[spawned] = pipefd[0];
-		if (nkids < t->capkids) {
-			t->kids[nkids].pid = pid;
-			memcpy(t->kids[nkids].socket, c->socket, sizeof(c->socket));
-			memcpy(t->kids[nkids++].cgroup, cg.dir, sizeof(cg.dir));
-		}
+		batch[nbatch++] = (struct spawned_child){ .pid = pid, .fd = pipefd[0],
+							  .in_cgroup = cg.dir[0] != '\0' };
 	}
+	record_batch(t, out, fds, spawned - nbatch, batch, nbatch);
 	t->next_index += spawned;
 	t->live += spawned;
-	t->nkids = nkids;
 	if (!ret)
 		ret = wait_ready(t, out, fds, keep, pfds, spawned, &failed, err);
 	if (!ret && agent)

@@ -87,7 +87,7 @@ static bool template_request(struct cow_template *t, int fd)
 	} else if (strcmp(cmd, "status") == 0) {
 		reply = json_pack("{s:b,s:i,s:i,s:b,s:I}", "ok", 1, "pid", (int)getpid(), "live",
 				  t->live, "source_alive", t->source_alive, "mem_bytes",
-				  (json_int_t)t->vm->mem.size);
+				  (json_int_t)t->mem.size);
 	} else if (strcmp(cmd, "spawn") == 0) {
 		json_t *jc = json_object_get(req, "count");
 		int count = json_is_integer(jc) ? (int)json_integer_value(jc) : 1;
@@ -290,7 +290,7 @@ static void warm_thread_start(void)
 void cow_template_main(struct vm *vm, struct snap_buf *state, const struct branch_opts *o,
 		       int report_fd, pid_t source, struct cgroup_slot *cg)
 {
-	struct cow_template t = { .vm = vm, .source_alive = true, .timeout_ms = o->timeout_ms,
+	struct cow_template t = { .source_alive = true, .timeout_ms = o->timeout_ms,
 				  .serve = o->serve, .child_tap = o->child_tap, .net_arg = o->net_arg };
 	struct branch_child *kids = calloc((size_t)o->count, sizeof(*kids));
 	int keep[3] = { vm->kvm.fd, report_fd, cg->fd }, sig_fd, source_fd;
@@ -308,6 +308,9 @@ void cow_template_main(struct vm *vm, struct snap_buf *state, const struct branc
 	}
 	fds_close_except(keep, cg->fd >= 0 ? 3 : 2);
 	vm_forget_kvm(vm);
+	t.mem = vm->mem;
+	t.kvm = vm->kvm;
+	vm = NULL; /* nothing below may use the source's struct vm (cow.h) */
 	snprintf(t.prefix, sizeof(t.prefix), "%s", o->prefix);
 	snprintf(t.run_dir, sizeof(t.run_dir), "%s", o->run_dir);
 	snprintf(t.socket, sizeof(t.socket), "%s/%s.template.sock", o->run_dir, o->prefix);

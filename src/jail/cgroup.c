@@ -506,6 +506,11 @@ void jail_cgroup_prepare(const char *name, const struct cgroup_opts *o, struct c
 	}
 }
 
+void jail_cgroup_slot_path(const char *name, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s/forkvm/%s-%d", cg_root, name, (int)getpid());
+}
+
 static void slot_drop(struct cgroup_slot *slot)
 {
 	if (slot->fd >= 0)

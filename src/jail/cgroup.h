@@ -79,6 +79,9 @@ struct cgroup_slot {
  * jail_cgroup_enter). 0 with slot->fd -1 where no cgroup is to be made or making it failed
  * (logged: the child falls back to jail_cgroup_enter). */
 void jail_cgroup_prepare(const char *name, const struct cgroup_opts *o, struct cgroup_slot *slot);
+/* The directory jail_cgroup_prepare made for NAME in this process (slot->dir when it made
+ * one), computed again: for a caller that keeps only whether it did. */
+void jail_cgroup_slot_path(const char *name, char *buf, size_t len);
 /*
  * fork() into slot's cgroup. Only for a single-threaded caller (the cow template and the
  * process that forks it): it is a raw clone3, without glibc's fork handlers; the child's
