@@ -1,9 +1,9 @@
 /*
  * Streamed exec (docs/DAEMON.md, "Streaming exec"): the agent's event frames become NDJSON
- * lines of a chunked HTTP response while the command runs. The request is sent before the
- * exec id is handed out (stdin frames follow it on the same connection); then a thread per
- * stream reads the agent (agent_receive_stream, blocking, with an eventfd to cancel it) and
- * writes the lines into a pipe; the HTTP side reads the pipe, so a client that reads slowly slows the command
+ * lines of a chunked HTTP response while the command runs. A thread per stream sends the
+ * request (stdin frames wait for it: they share the connection) and reads the agent
+ * (agent_receive_stream, blocking, with an eventfd to cancel it), writing the lines into a
+ * pipe; the HTTP side reads the pipe, so a client that reads slowly slows the command
  * down (pipe, then vsock, then the guest's pipe), and one that leaves cancels it.
  */
 #include <errno.h>
@@ -41,6 +41,8 @@ struct sb_stream {
 	/* stdin: sb_exec_stdin's writers hold wlock (they share the agent fd with the thread,
 	 * which only reads it); registry_lock guards refs, next and the list */
 	pthread_mutex_t wlock;
+	pthread_cond_t sent;	/* request_sent became true */
+	bool request_sent;	/* under wlock: no stdin frame may go before the request */
 	bool stdin_open;	/* under wlock */
 	int refs;
 	struct sb_stream *next;
@@ -164,8 +166,18 @@ static void *stream_thread(void *arg)
 	struct fvm_err err = FVM_ERR_INIT;
 	int ret;
 
-	ret = agent_receive_stream(s->agent, "exec", on_event, s, &reply, s->deadline_ns,
-				   s->cancel, &err);
+	/* The request first, under wlock: a stdin request waits for it (it could overtake it:
+	 * the client has the exec id before this thread runs). */
+	pthread_mutex_lock(&s->wlock);
+	ret = agent_send(s->agent, s->req, s->deadline_ns, s->cancel, &err);
+	s->request_sent = true;
+	if (ret)
+		s->stdin_open = false;
+	pthread_cond_broadcast(&s->sent);
+	pthread_mutex_unlock(&s->wlock);
+	if (ret == 0)
+		ret = agent_receive_stream(s->agent, "exec", on_event, s, &reply, s->deadline_ns,
+					   s->cancel, &err);
 	/* The command is over: its id answers 404 before the client can read the last line. */
 	registry_unlist(s);
 	if (ret == 0)
@@ -211,6 +223,7 @@ static void stream_free(struct sb_stream *s)
 		close(s->cancel);
 	json_decref(s->req);
 	pthread_mutex_destroy(&s->wlock);
+	pthread_cond_destroy(&s->sent);
 	free(s);
 }
 
@@ -236,6 +249,8 @@ json_t *sb_exec_stdin(const char *exec_id, const void *data, size_t len, bool eo
 		goto out;
 	}
 	pthread_mutex_lock(&s->wlock);
+	while (!s->request_sent)
+		pthread_cond_wait(&s->sent, &s->wlock);
 	if (!s->stdin_open) {
 		pthread_mutex_unlock(&s->wlock);
 		api_fail(e, 409, "stdin_closed", "exec %s takes no more input (it was started "
@@ -268,7 +283,6 @@ int sb_exec_stream_open(struct daemon *d, const char *id, json_t *body, struct s
 {
 	struct sb_stream *s = calloc(1, sizeof(*s));
 	struct sandbox_rec r;
-	struct fvm_err err = FVM_ERR_INIT;
 	uint64_t timeout_ms;
 	int fds[2], ret;
 
@@ -279,6 +293,11 @@ int sb_exec_stream_open(struct daemon *d, const char *id, json_t *body, struct s
 	if (pthread_mutex_init(&s->wlock, NULL)) {
 		free(s);
 		return api_fail(e, 500, "internal", "exec stream of %s: a mutex", id);
+	}
+	if (pthread_cond_init(&s->sent, NULL)) {
+		pthread_mutex_destroy(&s->wlock);
+		free(s);
+		return api_fail(e, 500, "internal", "exec stream of %s: a condition", id);
 	}
 	if (sb_exec_check(body, &timeout_ms, e))
 		goto fail;
@@ -311,12 +330,6 @@ int sb_exec_stream_open(struct daemon *d, const char *id, json_t *body, struct s
 	s->agent = sb_agent_fd(d, id, &r, e);
 	if (s->agent < 0)
 		goto fail;
-	/* Sent here, before the exec id is known to anyone: a stdin frame cannot overtake it. */
-	ret = agent_send(s->agent, s->req, deadline_after_ms(STDIN_SEND_MS), s->cancel, &err);
-	if (ret) {
-		api_fail(e, 502, "agent_failed", "the agent of %s: %s", id, err_text(&err));
-		goto fail;
-	}
 	/* The first line names the exec (the pipe is empty: this never blocks). */
 	ret = put_line(s, json_pack("{s:s, s:s, s:b}", "type", "start", "exec_id", s->exec_id,
 				    "stdin_open", s->stdin_open));
@@ -328,6 +341,11 @@ int sb_exec_stream_open(struct daemon *d, const char *id, json_t *body, struct s
 	registry_add(s);
 	ret = pthread_create(&s->thread, NULL, stream_thread, s);
 	if (ret) {
+		pthread_mutex_lock(&s->wlock); /* release a stdin request waiting for the request */
+		s->request_sent = true;
+		s->stdin_open = false;
+		pthread_cond_broadcast(&s->sent);
+		pthread_mutex_unlock(&s->wlock);
 		registry_remove(s);
 		api_fail(e, 500, "internal", "exec stream of %s: a thread: %s", id, strerror(ret));
 		goto fail;
