@@ -10,6 +10,9 @@
 # Exit status: pytest's inside L1 (0 all passed), 2 for a rig failure (named on stderr).
 # Timings inside the rig are emulated: correctness only (docs/TESTING.md).
 set -euo pipefail
+# Under pipefail a reader that stops early (head -1, awk's exit) makes the writer die of
+# SIGPIPE and the whole rig exit 141 when the writer had more to say: readers here read to
+# the end (a CI run lost a rig run that way: status 141 after 12 s, before L1 booted).
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD=${FORKVM_BUILD:-build}
 CACHE=${FORKVM_CACHE:-$HOME/.cache/forkvm}
@@ -62,10 +65,10 @@ done
 # --- the L1 kernel: Debian's cloud kernel package, cached per version ------------------------
 kernel_pkg() {
 	local dep
-	dep=$(apt-cache depends "$META" 2>/dev/null | awk '/Depends: linux-image-/ {print $2; exit}')
+	dep=$(apt-cache depends "$META" 2>/dev/null | awk '!f && /Depends: linux-image-/ {print $2; f = 1}')
 	if [ -z "$dep" ]; then
 		apt-get update -qq >/dev/null 2>&1 || true
-		dep=$(apt-cache depends "$META" 2>/dev/null | awk '/Depends: linux-image-/ {print $2; exit}')
+		dep=$(apt-cache depends "$META" 2>/dev/null | awk '!f && /Depends: linux-image-/ {print $2; f = 1}')
 	fi
 	[ -n "$dep" ] || die "cannot resolve the kernel package behind $META (apt-cache depends $META)"
 	echo "$dep"
@@ -92,7 +95,7 @@ fetch_kernel() {
 mkdir -p "$NESTED_CACHE"
 KPKG=$(kernel_pkg)
 KDIR=$(fetch_kernel "$KPKG")
-KVER=$(ls "$KDIR/lib/modules" | head -1)
+KVER=$(ls "$KDIR/lib/modules" | sed -n 1p)
 BZIMAGE=$KDIR/boot/vmlinuz-$KVER
 [ -f "$BZIMAGE" ] || die "$KPKG has no boot/vmlinuz-$KVER"
 
@@ -114,14 +117,14 @@ cp /bin/busybox "$STAGE/bin/busybox"
 # Modules: kvm-amd and what it depends on, decompressed (busybox insmod reads plain .ko).
 add_module() {
 	local name=$1 f deps d # d too: the recursion must not change the caller's loop variable
-	f=$(find "$KDIR/lib/modules/$KVER" -name "$name.ko" -o -name "$name.ko.xz" -o -name "$name.ko.zst" | head -1)
+	f=$(find "$KDIR/lib/modules/$KVER" \( -name "$name.ko" -o -name "$name.ko.xz" -o -name "$name.ko.zst" \) -print -quit)
 	[ -n "$f" ] || die "$KPKG has no module $name"
 	case "$f" in
 	*.xz) xz -dc "$f" >"$STAGE/lib/modules/$name.ko" ;;
 	*.zst) zstd -qdc "$f" >"$STAGE/lib/modules/$name.ko" ;;
 	*) cp "$f" "$STAGE/lib/modules/$name.ko" ;;
 	esac
-	deps=$(strings "$STAGE/lib/modules/$name.ko" | sed -n 's/^depends=//p' | head -1)
+	deps=$(strings "$STAGE/lib/modules/$name.ko" | awk '!f && sub(/^depends=/, "") {print; f = 1}')
 	for d in ${deps//,/ }; do
 		[ -f "$STAGE/lib/modules/$d.ko" ] || add_module "$d"
 		grep -qx "$d" "$WORK/modorder" 2>/dev/null || echo "$d" >>"$WORK/modorder"
@@ -176,7 +179,7 @@ done
 
 # Shared libraries of every ELF file we ship, at their host paths, and libnftables, which the
 # VMM opens at run time (dlopen, src/net/net_nft.c) so ldd does not list it.
-NFT_LIB=$(ldconfig -p | awk '/libnftables\.so\.1 .*x86-64/ {print $NF; exit}')
+NFT_LIB=$(ldconfig -p | awk '!f && /libnftables\.so\.1 .*x86-64/ {print $NF; f = 1}')
 [ -n "$NFT_LIB" ] || die "libnftables.so.1 not found (Debian package libnftables1)"
 {
 	echo "$NFT_LIB"
