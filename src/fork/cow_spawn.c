@@ -60,8 +60,9 @@ static void kill_children(struct cow_template *t, struct branch_child *c, int *f
 	}
 }
 
-static __attribute__((noinline)) int wait_ready(struct cow_template *t, struct branch_child *c, int *fds, bool *keep,
-		      struct pollfd *pfds, int n, int *failed, struct fvm_err *err)
+static __attribute__((noinline)) int
+wait_ready(struct cow_template *t, struct branch_child *c, int *fds, bool *keep,
+	   struct pollfd *pfds, int n, int *failed, struct fvm_err *err)
 {
 	uint64_t deadline = deadline_after_ms(t->timeout_ms);
 	int remaining = n;
@@ -122,8 +123,9 @@ static __attribute__((noinline)) int wait_ready(struct cow_template *t, struct b
 /* Each Linux child's own entropy and the host's clock, within one deadline for all of them.
  * Not inlined (nor wait_ready): their buffers would sit in cow_spawn's frame, between the
  * fork and the frames each child writes, and spread a child's stack over more pages. */
-static __attribute__((noinline)) int sync_agents(struct cow_template *t, struct branch_child *c, bool *keep, int n,
-		       int *failed, struct fvm_err *err)
+static __attribute__((noinline)) int
+sync_agents(struct cow_template *t, struct branch_child *c, bool *keep, int n, int *failed,
+	    struct fvm_err *err)
 {
 	uint64_t deadline = deadline_after_ms(t->timeout_ms);
 

@@ -480,6 +480,11 @@ fail:
 	return err;
 }
 
+void jail_cgroup_slot_path(const char *name, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s/forkvm/%s-%d", cg_root, name, (int)getpid());
+}
+
 void jail_cgroup_prepare(const char *name, const struct cgroup_opts *o, struct cgroup_slot *slot)
 {
 	char base[300], orig[sizeof(cg_orig)]; /* unused: the child leaves to ROOT (adopt) */
@@ -490,7 +495,7 @@ void jail_cgroup_prepare(const char *name, const struct cgroup_opts *o, struct c
 		return;
 	if (cgroup_base(base, sizeof(base), orig, sizeof(orig)))
 		return;
-	snprintf(slot->dir, sizeof(slot->dir), "%s/%s-%d", base, name, (int)getpid());
+	jail_cgroup_slot_path(name, slot->dir, sizeof(slot->dir)); /* BASE/NAME-<our pid> */
 	if (mkdir(slot->dir, 0755) < 0 && errno != EEXIST) {
 		log_warn("creating the cgroup %s: %s; the child makes its own", slot->dir,
 			 strerror(errno));
@@ -504,11 +509,6 @@ void jail_cgroup_prepare(const char *name, const struct cgroup_opts *o, struct c
 		rmdir(slot->dir);
 		slot->dir[0] = '\0';
 	}
-}
-
-void jail_cgroup_slot_path(const char *name, char *buf, size_t len)
-{
-	snprintf(buf, len, "%s/forkvm/%s-%d", cg_root, name, (int)getpid());
 }
 
 static void slot_drop(struct cgroup_slot *slot)
