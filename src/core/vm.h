@@ -10,6 +10,7 @@
 #include "core/kvm.h"
 #include "core/vcpu.h"
 #include "mem/guest_mem.h"
+#include "mem/thp_repair.h"
 #include "util/clock.h"
 #include "x86/cpuid.h"
 
@@ -128,6 +129,9 @@ struct vm {
 	uint64_t first_parked_ns; /* the last pause: when its first vCPU left the guest */
 	uint64_t all_running_ns;  /* ... and when its last vCPU went back (0: not yet) */
 	uint64_t start_ns;	/* CLOCK_MONOTONIC when vCPUs started */
+
+	/* Huge pages put back after cow forks (mem/thp_repair.h): NULL until this VMM forks. */
+	struct thp_repair *thp;
 };
 
 /* Creating, booting, starting and destroying a VM: builder/builder.h. */

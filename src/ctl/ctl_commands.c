@@ -68,6 +68,19 @@ static json_t *nic_json(struct virtio_net *n)
 			 (json_int_t)in.stats.malformed);
 }
 
+/* Huge pages put back after cow forks (mem/thp_repair.h): the last finished pass. */
+static json_t *thp_status(struct vm *vm)
+{
+	struct thp_repair_report r;
+
+	thp_repair_report(thp_repair_get(&vm->thp), &r);
+	return json_pack("{s:b,s:s?,s:I,s:f,s:{s:i,s:i,s:i,s:i}}", "pending", r.pending,
+			 "unavailable", r.unavailable ? r.why : NULL, "passes", (json_int_t)r.passes,
+			 "last_pass_ms", (double)r.pass_ns / 1e6, "last", "huge", (int)r.last.huge,
+			 "shared", (int)r.last.shared, "sparse", (int)r.last.sparse, "failed",
+			 (int)r.last.failed);
+}
+
 static json_t *cmd_status(struct ctl_server *srv, struct ctl_request *req)
 {
 	struct vm *vm = ctl_vm(srv);
@@ -97,6 +110,7 @@ static json_t *cmd_status(struct ctl_server *srv, struct ctl_request *req)
 			    json_integer((json_int_t)((monotonic_ns() - vm->start_ns) / 1000000)));
 	json_object_set_new(reply, "pause_count", json_integer((json_int_t)vm->pause_count));
 	json_object_set_new(reply, "last_pause_us", json_real((double)vm->last_pause_ns / 1e3));
+	json_object_set_new(reply, "thp_repair", thp_status(vm));
 	json_object_set_new(reply, "vcpus", vcpus);
 	if (vm->nblk)
 		json_object_set_new(reply, "disks", disks_json(vm));

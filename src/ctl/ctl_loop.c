@@ -371,6 +371,7 @@ static void deliver_completions(struct ctl_server *srv)
 			c->reply = ctl_probe_reply(c->probe);
 		if (c->worker) {
 			ctl_worker_join(srv); /* it has returned, or is about to */
+			ctl_thp_schedule(srv, THP_AFTER_WORKER_NS);
 			for (int i = 0; i < MAX_CLIENTS; i++) {
 				struct ctl_client *h = &srv->clients[i];
 				if (h->id && h->held && h != cl) {

@@ -11,6 +11,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "util/clock.h"
 #include "util/log.h"
 #include "util/thread.h"
 #include "core/vm.h"
@@ -78,6 +79,35 @@ int ctl_worker_start(struct ctl_server *srv, const char *what, void *(*fn)(void 
 	srv->worker_started = true;
 	srv->busy = what;
 	return 0;
+}
+
+#define THP_STEP_NS (2 * NS_PER_MS)	 /* the loop answers between steps */
+#define THP_BESIDE_WORKER_NS (200 * NS_PER_MS) /* a worker runs: look again then */
+
+static void thp_tick(void *arg)
+{
+	struct ctl_server *srv = arg;
+	struct vm *vm = srv->vm;
+	struct thp_repair *r = thp_repair_get(&vm->thp);
+	int ret;
+
+	if (!thp_repair_wanted(r, &vm->mem))
+		return;
+	if (srv->busy) { /* a branch or snapshot: never collapse beside its pause */
+		ctl_thp_schedule(srv, THP_BESIDE_WORKER_NS);
+		return;
+	}
+	ret = thp_repair_step(r, &vm->mem, THP_STEP_NS);
+	if (ret == 1)
+		ctl_thp_schedule(srv, 0);
+	else if (ret == 0 && thp_repair_wanted(r, &vm->mem)) /* sharers remain */
+		ctl_thp_schedule(srv, thp_repair_next_wait_s(r) * NS_PER_S);
+}
+
+void ctl_thp_schedule(struct ctl_server *srv, uint64_t delay_ns)
+{
+	if (thp_repair_wanted(thp_repair_get(&srv->vm->thp), &srv->vm->mem))
+		ev_timer_arm(&srv->loop, &srv->thp_timer, monotonic_ns() + delay_ns, thp_tick, srv);
 }
 
 void ctl_worker_join(struct ctl_server *srv)

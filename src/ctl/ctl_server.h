@@ -76,6 +76,7 @@ struct ctl_server {
 	bool worker_started;
 	struct completion *worker_reply; /* allocated up front: its reply cannot be lost */
 	const char *busy; /* its command name while it runs (loop thread only) */
+	struct ev_timer thp_timer; /* huge-page repair passes after cow branches */
 	/* Last: 4 MiB of which an idle VM touches one slot's page, the rest stays zero pages
 	 * (docs/PERFORMANCE.md, private memory per child). */
 	struct ctl_client clients[MAX_CLIENTS];
@@ -86,6 +87,10 @@ struct ctl_server {
 int ctl_worker_start(struct ctl_server *srv, const char *what, void *(*fn)(void *), void *arg);
 /* The worker's reply to client (takes ownership); the loop then joins the worker. */
 void ctl_worker_done(struct ctl_server *srv, uint64_t client, json_t *reply);
+/* After a worker: if a cow fork left huge pages to put back, run repair passes from the loop
+ * in bounded steps, never beside a worker (mem/thp_repair.h). Loop thread only. */
+void ctl_thp_schedule(struct ctl_server *srv, uint64_t delay_ns);
+#define THP_AFTER_WORKER_NS NS_PER_S /* the first pass: a second after the branch */
 /* Wait for a running worker (the loop is ending); its reply stays queued. */
 void ctl_worker_join(struct ctl_server *srv);
 

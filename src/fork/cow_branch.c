@@ -13,13 +13,20 @@
 #include "fork/cow.h"
 #include "util/clock.h"
 
+#define THP_REPAIR_BEFORE_FORK_NS (50 * NS_PER_MS)
+
 /* Double fork: the template is orphaned at once, so it outlives the source and is not its zombie. */
 static pid_t fork_template(struct vm *vm, struct snap_buf *state, const struct branch_opts *o,
-			   int report_fd)
+			   int report_fd, const int gate[2])
 {
 	pid_t source = getpid(), mid = fork();
 
 	if (mid == 0) {
+		char c;
+		close(gate[1]);
+		while (read(gate[0], &c, 1) < 0 && errno == EINTR)
+			;
+		close(gate[0]);
 		/* Single-threaded here: the template starts in a cgroup of its own, out of the
 		 * source's (which goes when the source does), without the source's limits (a
 		 * pids.max could stop it forking children; the children get them). */
@@ -92,7 +99,7 @@ int branch_cow(struct vm *vm, const struct branch_opts *o, struct branch_result 
 {
 	struct snap_buf state;
 	struct branch_pause bp;
-	int pipefd[2], ret;
+	int pipefd[2], gate[2] = { -1, -1 }, ret;
 	pid_t mid;
 
 	if (!o->serve) {
@@ -109,7 +116,18 @@ int branch_cow(struct vm *vm, const struct branch_opts *o, struct branch_result 
 		ret = -errno;
 		return errmsg(err, ret, "a pipe for the cow template's report: %s", strerror(-ret));
 	}
+	if (pipe2(gate, O_CLOEXEC) < 0) {
+		ret = -errno;
+		close(pipefd[0]);
+		close(pipefd[1]);
+		return errmsg(err, ret, "a pipe to hold the cow template: %s", strerror(-ret));
+	}
 	snap_buf_init(&state);
+	/* Huge pages split since the last branch make this fork copy their page tables: put
+	 * back what no sharer holds, before the pause (bounded; the control loop does the rest). */
+	struct thp_repair *thp = thp_repair_get(&vm->thp);
+	if (thp_repair_wanted(thp, &vm->mem))
+		thp_repair_step(thp, &vm->mem, THP_REPAIR_BEFORE_FORK_NS);
 	if ((ret = branch_pause_source(vm, o, res, &bp, err)))
 		goto out;
 	uint64_t t1 = monotonic_ns();
@@ -118,10 +136,12 @@ int branch_cow(struct vm *vm, const struct branch_opts *o, struct branch_result 
 		ret = snap_buf_finish(&state);
 	res->capture_ns = monotonic_ns() - t1;
 	t1 = monotonic_ns();
-	mid = ret ? -1 : fork_template(vm, &state, o, pipefd[1]);
+	mid = ret ? -1 : fork_template(vm, &state, o, pipefd[1], gate);
 	int fork_errno = errno; /* before the resume can change it */
 	res->fork_ns = monotonic_ns() - t1;
 	branch_resume_source(vm, res, &bp);
+	close(gate[1]);
+	gate[1] = -1;
 	if (ret) {
 		errf(err, "capturing the source state: %s", strerror(-ret));
 		goto out;
@@ -131,6 +151,7 @@ int branch_cow(struct vm *vm, const struct branch_opts *o, struct branch_result 
 		errf(err, "fork of the template: %s", strerror(fork_errno));
 		goto out;
 	}
+	thp_repair_mark(&vm->thp, &vm->mem); /* from now on the source's writes split shared huge pages */
 	waitpid(mid, NULL, 0);
 	close(pipefd[1]);
 	pipefd[1] = -1;
@@ -140,6 +161,9 @@ int branch_cow(struct vm *vm, const struct branch_opts *o, struct branch_result 
 			  res, err);
 out:
 	snap_buf_free(&state);
+	close(gate[0]);
+	if (gate[1] >= 0)
+		close(gate[1]);
 	close(pipefd[0]);
 	if (pipefd[1] >= 0)
 		close(pipefd[1]);

@@ -23,6 +23,7 @@
 #include "util/errmsg.h"
 #include "util/log.h"
 #include "util/fileio.h"
+#include "util/pagemap.h"
 #include "util/unix_sock.h"
 
 /* Mount flags of each kind of entry once bound. */
@@ -481,6 +482,10 @@ int jail_enter(struct jail_opts *j, const char *name)
 	snprintf(root, sizeof(root), "%s", env && *env ? env : JAIL_MOUNTPOINT_DEFAULT);
 	if ((ret = build_root(j, root, j->uid)))
 		return ret;
+	/* After the uid change the process is not dumpable and its /proc/self files are root's:
+	 * the huge-page repair (mem/thp_repair.h) reads pagemap through this descriptor. */
+	if ((ret = pagemap_preopen()) < 0)
+		log_debug("jail: /proc/self/pagemap: %s (no huge-page repair)", strerror(-ret));
 	if ((ret = drop_privileges(j->uid, (gid_t)j->uid)))
 		return ret;
 	if (setenv("FORKVM_JAILED", "1", 1) < 0 || setenv("FORKVM_RUN_DIR", j->dir, 1) < 0)

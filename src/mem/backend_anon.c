@@ -16,9 +16,13 @@ int guest_mem_create_anon(struct guest_mem *mem, const struct guest_mem_opts *op
 				 (unsigned long long)mem->map_size);
 	}
 	/* THP makes first-touch ~30x cheaper and fork() of the process ~30x faster here. */
-	if (!opts->no_hugepage && madvise(mem->host, mem->map_size, MADV_HUGEPAGE) < 0)
+	if (opts->no_hugepage)
+		;
+	else if (madvise(mem->host, mem->map_size, MADV_HUGEPAGE) < 0)
 		log_warn("madvise(MADV_HUGEPAGE) on guest RAM: %s; continuing with 4 KiB pages",
 			 strerror(errno));
+	else
+		mem->huge_advised = true;
 	/* KVM refuses guest memory across fork(); the cow strategy re-registers it in the child. */
 	return 0;
 }

@@ -40,6 +40,7 @@ struct guest_mem {
 	int fd;			/* memfd, file, or the userfaultfd (uffd); -1 for anonymous */
 	uint64_t page_size;	/* backing page size: 4 KiB or 2 MiB */
 	bool dirty_log;		/* memslots registered with KVM_MEM_LOG_DIRTY_PAGES */
+	bool huge_advised;	/* anon: MADV_HUGEPAGE took (mem/thp_repair.h) */
 	uint64_t *host_dirty;	/* pages the VMM wrote, while dirty logging is on (dirty_log.c) */
 	int nregions;
 	struct guest_mem_region regions[GUEST_MEM_MAX_REGIONS];
