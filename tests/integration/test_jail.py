@@ -191,34 +191,42 @@ def test_snapshot_and_restores(rundir):
 def test_branch_children_are_jailed(rundir):
     d, _ = rundir
     pid, sock = start(rundir, "b")
-    uid = assert_confined(pid)
-    ok(sock, {"cmd": "fill", "gpa": WORK, "len": FILL, "seed": 3})
-    want = checksum(sock)
     kids = []
-    for strategy in ("cow", "full"):
-        args = ["branch", "b", "--strategy", strategy, "--count", "2", "--name", "b" + strategy]
-        if strategy == "full":
-            args += ["--dir", os.path.join(d, "b.jail", "full")]
-        r = forkvm_cmd(*args, env=env_of(d))
-        assert r.returncode == 0, r.stderr
-        for child in json.loads(r.stdout)["children"]:
-            # Inside the source's jail: same uid and mount namespace, its own directory.
-            assert assert_confined(child["pid"], uid) == uid
-            assert ns(child["pid"], "mnt") == ns(pid, "mnt")
-            assert os.path.dirname(child["socket"]) == os.path.join(d, "b.jail")
-            assert checksum(child["socket"]) == want, strategy
-            kids.append(child)
-    # The jailed source still reads its own page map (opened before the uid change made
-    # /proc/self root's): the huge-page repair after its cow branch runs (mem/thp_repair.c).
-    deadline = time.monotonic() + 30
-    while (st := ok(sock, {"cmd": "status"})["thp_repair"])["passes"] < 1 \
-            and st["unavailable"] is None:
-        assert time.monotonic() < deadline, st
-        time.sleep(0.1)
-    assert st["unavailable"] is None, st
-    for child in kids:
-        assert forkvm_cmd("stop", child["socket"]).returncode == 0
-    assert forkvm_cmd("stop", sock).returncode == 0
+    try:
+        uid = assert_confined(pid)
+        ok(sock, {"cmd": "fill", "gpa": WORK, "len": FILL, "seed": 3})
+        want = checksum(sock)
+        for strategy in ("cow", "full"):
+            args = ["branch", "b", "--strategy", strategy, "--count", "2", "--name", "b" + strategy]
+            if strategy == "full":
+                args += ["--dir", os.path.join(d, "b.jail", "full")]
+            r = forkvm_cmd(*args, env=env_of(d))
+            assert r.returncode == 0, r.stderr
+            for child in json.loads(r.stdout)["children"]:
+                kids.append(child)
+                # Inside the source's jail: same uid and mount namespace, its own directory.
+                assert assert_confined(child["pid"], uid) == uid
+                assert ns(child["pid"], "mnt") == ns(pid, "mnt")
+                assert os.path.dirname(child["socket"]) == os.path.join(d, "b.jail")
+                assert checksum(child["socket"]) == want, strategy
+        # The jailed source still reads its own page map (opened before the uid change made
+        # /proc/self root's): the huge-page repair after its cow branch runs
+        # (mem/thp_repair.c).
+        deadline = time.monotonic() + 30
+        while (st := ok(sock, {"cmd": "status"})["thp_repair"])["passes"] < 1 \
+                and st["unavailable"] is None:
+            assert time.monotonic() < deadline, st
+            time.sleep(0.1)
+        assert st["unavailable"] is None, st
+        for child in kids:
+            assert forkvm_cmd("stop", child["socket"]).returncode == 0
+        assert forkvm_cmd("stop", sock).returncode == 0
+    finally:  # a failed assertion leaves no VMM behind
+        for p in [c["pid"] for c in kids] + [pid]:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def test_jail_bind_is_a_snapshot_target(rundir):
