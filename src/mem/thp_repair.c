@@ -57,9 +57,8 @@ void thp_repair_mark(struct thp_repair **slot, const struct guest_mem *mem)
 	}
 	pthread_mutex_lock(&r->lock);
 	r->pending = true;
-	r->cursor = 0;
-	r->spent_ns = 0;
-	r->cur = (struct thp_repair_counts){ 0 };
+	r->gen++;
+	r->pass = (struct thp_pass){ 0 };
 	r->backoff_s = 1;
 	pthread_mutex_unlock(&r->lock);
 }
@@ -115,68 +114,108 @@ static bool region_exclusive(const uint64_t *pm, struct thp_repair_counts *c)
 	return !shared;
 }
 
-static int give_up(struct thp_repair *r, int ret, const char *what)
+static void give_up(struct thp_repair *r, int ret, const char *what)
 {
 	snprintf(r->why, sizeof(r->why), "%s: %s", what, strerror(-ret));
 	r->unavailable = true;
 	r->pending = false;
 	log_info("huge-page repair off for this VMM: %s", r->why);
-	return ret;
 }
 
-/* Called with r->lock held. */
-static int step_locked(struct thp_repair *r, const struct guest_mem *mem, uint64_t budget_ns)
+/* The first 2 MiB boundary inside guest RAM, and how many whole regions follow it. */
+static uint64_t regions(const struct guest_mem *mem, uintptr_t *first)
 {
-	static uint64_t pm[BATCH * REGION_PAGES]; /* under r->lock; one VM per process */
-	uintptr_t first = ((uintptr_t)mem->host + REGION - 1) & ~(uintptr_t)(REGION - 1);
 	uintptr_t end = ((uintptr_t)mem->host + mem->map_size) & ~(uintptr_t)(REGION - 1);
-	uint64_t nregions = end > first ? (end - first) / REGION : 0;
-	uint64_t t0 = monotonic_ns(), deadline = t0 + budget_ns;
-	int fd = pagemap_fd();
 
-	if (fd < 0)
-		return give_up(r, fd, "opening /proc/self/pagemap");
-	while (r->cursor < nregions) {
-		uint64_t n = nregions - r->cursor < BATCH ? nregions - r->cursor : BATCH;
-		uintptr_t base = first + r->cursor * REGION;
+	*first = ((uintptr_t)mem->host + REGION - 1) & ~(uintptr_t)(REGION - 1);
+	return end > *first ? (end - *first) / REGION : 0;
+}
+
+/* One step of pass p, without the lock. 0, or -errno with *what naming the step. */
+static int walk(struct thp_pass *p, const struct guest_mem *mem, uint64_t budget_ns,
+		const char **what)
+{
+	static uint64_t pm[BATCH * REGION_PAGES]; /* the running step's (thp_repair.running) */
+	uintptr_t first;
+	uint64_t nregions = regions(mem, &first);
+	uint64_t t0 = monotonic_ns(), deadline = t0 + budget_ns;
+	int fd = pagemap_fd(), ret = 0;
+
+	if (fd < 0) {
+		*what = "opening /proc/self/pagemap";
+		return fd;
+	}
+	while (p->cursor < nregions) {
+		uint64_t n = nregions - p->cursor < BATCH ? nregions - p->cursor : BATCH;
+		uintptr_t base = first + p->cursor * REGION;
 		size_t want = n * REGION_PAGES * sizeof(uint64_t);
 		ssize_t got = pread(fd, pm, want, (off_t)(base / PAGE_4K * sizeof(uint64_t)));
-		if (got != (ssize_t)want)
-			return give_up(r, got < 0 ? -errno : -EIO, "reading /proc/self/pagemap");
+		if (got != (ssize_t)want) {
+			*what = "reading /proc/self/pagemap";
+			ret = got < 0 ? -errno : -EIO;
+			goto out;
+		}
 		for (uint64_t i = 0; i < n; i++) {
-			r->cursor++;
-			if (region_exclusive(pm + i * REGION_PAGES, &r->cur)) {
+			p->cursor++;
+			if (region_exclusive(pm + i * REGION_PAGES, &p->counts)) {
 				/* ~1 us when the region is huge already; a 2 MiB copy when not. */
-				if (madvise((void *)(base + i * REGION), REGION, MADV_COLLAPSE) == 0)
-					r->cur.huge++;
-				else if (errno == EAGAIN || errno == ENOMEM || errno == EBUSY)
-					r->cur.failed++;
-				else
-					return give_up(r, -errno, "madvise(MADV_COLLAPSE) on guest RAM");
+				if (madvise((void *)(base + i * REGION), REGION, MADV_COLLAPSE) == 0) {
+					p->counts.huge++;
+				} else if (errno == EAGAIN || errno == ENOMEM || errno == EBUSY) {
+					p->counts.failed++;
+				} else {
+					*what = "madvise(MADV_COLLAPSE) on guest RAM";
+					ret = -errno;
+					goto out;
+				}
 			}
 			if (monotonic_ns() >= deadline)
 				goto out;
 		}
 	}
 out:
-	r->spent_ns += monotonic_ns() - t0;
-	if (r->cursor < nregions)
-		return 1;
-	r->last = r->cur;
-	r->pass_ns = r->spent_ns;
-	r->passes++;
-	r->cur = (struct thp_repair_counts){ 0 };
-	r->cursor = 0;
-	r->spent_ns = 0;
-	if (!r->last.shared && !r->last.failed)
-		r->pending = false;
-	return 0;
+	p->spent_ns += monotonic_ns() - t0;
+	return ret;
 }
 
 int thp_repair_step(struct thp_repair *r, const struct guest_mem *mem, uint64_t budget_ns)
 {
+	const char *what = "";
+	struct thp_pass p;
+	uintptr_t first;
+	uint64_t gen, nregions = regions(mem, &first);
+	int ret;
+
 	pthread_mutex_lock(&r->lock);
-	int ret = r->unavailable ? -ENOTSUP : step_locked(r, mem, budget_ns);
+	if (r->unavailable || r->running) {
+		ret = r->unavailable ? -ENOTSUP : 1;
+		pthread_mutex_unlock(&r->lock);
+		return ret;
+	}
+	r->running = true;
+	p = r->pass;
+	gen = r->gen;
+	pthread_mutex_unlock(&r->lock);
+
+	ret = walk(&p, mem, budget_ns, &what);
+
+	pthread_mutex_lock(&r->lock);
+	r->running = false;
+	if (ret < 0) {
+		give_up(r, ret, what);
+	} else if (gen != r->gen) {
+		ret = 1; /* marked meanwhile: its new pass starts from the first region */
+	} else if (p.cursor < nregions) {
+		r->pass = p;
+		ret = 1;
+	} else {
+		r->last = p.counts;
+		r->pass_ns = p.spent_ns;
+		r->passes++;
+		r->pass = (struct thp_pass){ 0 };
+		if (!r->last.shared && !r->last.failed)
+			r->pending = false;
+	}
 	pthread_mutex_unlock(&r->lock);
 	return ret;
 }

@@ -25,17 +25,26 @@ struct thp_repair_counts {
 	uint32_t failed; /* MADV_COLLAPSE refused for now (EAGAIN, ENOMEM, EBUSY) */
 };
 
+/* Where a pass stands: it runs in bounded steps. */
+struct thp_pass {
+	uint64_t cursor;	/* next region */
+	uint64_t spent_ns;
+	struct thp_repair_counts counts;
+};
+
 struct thp_repair {
-	pthread_mutex_t lock; /* the branch worker and the control thread both run passes */
-	bool pending;	      /* a cow fork since the last pass that left nothing to do */
-	bool unavailable;     /* this kernel or process cannot: why says so */
+	/* Held for moments only, never across a collapse: status reads under it. The branch
+	 * worker and the control thread both run steps, one at a time (running). */
+	pthread_mutex_t lock;
+	bool running;
+	bool pending;	  /* a cow fork since the last pass that left nothing to do */
+	bool unavailable; /* this kernel or process cannot: why says so */
 	char why[128];
-	uint64_t cursor;	       /* next region of the pass in progress */
-	struct thp_repair_counts cur;  /* the pass in progress */
+	uint64_t gen;	  /* bumped by each mark: a step begun before it is void */
+	struct thp_pass pass;	       /* the pass in progress */
 	struct thp_repair_counts last; /* the last finished pass */
 	uint64_t passes;
-	uint64_t pass_ns;  /* time spent in the last finished pass */
-	uint64_t spent_ns; /* ... so far in the pass in progress */
+	uint64_t pass_ns;   /* time spent in the last finished pass */
 	uint32_t backoff_s; /* next wait between passes while sharers remain */
 };
 
@@ -54,8 +63,9 @@ void thp_repair_free(struct thp_repair *r);
 bool thp_repair_wanted(struct thp_repair *r, const struct guest_mem *mem);
 /*
  * Work on the pass for up to budget_ns (at least one region). Returns 1 when the pass is
- * not finished, 0 when it is (r->last holds its counts; pending cleared when no region was
- * shared or failed), -errno when the process cannot (r->why says why; logged once).
+ * not finished (or another thread's step runs), 0 when it is (r->last holds its counts;
+ * pending cleared when no region was shared or failed), -errno when the process cannot
+ * (r->why says why; logged once).
  */
 int thp_repair_step(struct thp_repair *r, const struct guest_mem *mem, uint64_t budget_ns);
 /* A consistent copy of the state, for the status reply (all zero when r is NULL). */
