@@ -22,6 +22,9 @@ static pid_t fork_template(struct vm *vm, struct snap_buf *state, const struct b
 	pid_t source = getpid(), mid = fork();
 
 	if (mid == 0) {
+		/* Wait until the source's vCPUs are back in the guest (it closes gate[1]): the
+		 * work below, a second fork() among it, would take a CPU from them inside the
+		 * pause window (ARCHITECTURE.md, fork rules). */
 		char c;
 		close(gate[1]);
 		while (read(gate[0], &c, 1) < 0 && errno == EINTR)

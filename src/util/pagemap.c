@@ -15,11 +15,12 @@ int pagemap_preopen(void)
 
 	if (map_fd >= 0 && map_pid == self)
 		return 0;
+	/* A number kept by the parent is forgotten, never closed: a forked child (a cow
+	 * template, a cow child) closes what it inherited, and the number may name one of its
+	 * own descriptors by now. */
 	fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	if (map_fd >= 0)
-		close(map_fd); /* the parent's, inherited */
 	map_fd = fd;
 	map_pid = self;
 	return 0;

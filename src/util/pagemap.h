@@ -14,8 +14,9 @@
  */
 int pagemap_preopen(void);
 /*
- * The descriptor for this process: the one pagemap_preopen kept if this process opened it
- * (after fork() an inherited one reads the parent's page tables), else opened now.
+ * The descriptor for this process: the one pagemap_preopen kept if this process opened it,
+ * else opened now. After fork() an inherited one reads the parent's page tables: the child
+ * opens its own and leaves the old number alone (it may name another file by then).
  * -errno (not logged) when it cannot be: EACCES in a jail entered before any preopen.
  */
 int pagemap_fd(void);
