@@ -1182,31 +1182,53 @@ static void sweep_run_dir(struct daemon *d)
 	closedir(dir);
 }
 
+/*
+ * Ask r's VMM for its status: -1 when it does not answer, else 1 while a worker (a branch,
+ * a snapshot) runs and 0 when none does. Once none runs, its state (running or paused) is
+ * recorded: a worker's own pause is not the sandbox's state.
+ */
+static int adopt_status(struct daemon *d, struct sandbox_rec *r, bool record_busy)
+{
+	struct api_err e;
+	json_t *st = NULL;
+
+	if (!vmm_alive(r) || ctl(r->socket, json_pack("{s:s}", "cmd", "status"), &st, 2000, &e,
+				 "status"))
+		return -1;
+	const char *state = json_string_value(json_object_get(st, "state"));
+	bool busy = json_is_string(json_object_get(st, "busy"));
+	if (!busy || record_busy)
+		store_set_state(d->store, r->id, state && strcmp(state, "paused") == 0 ? "paused"
+											: "running",
+				NULL, NULL);
+	json_decref(st);
+	return busy;
+}
+
 int sb_reconcile(struct daemon *d, int *dead)
 {
 	struct sandbox_rec *recs = NULL;
 	struct fvm_err err = FVM_ERR_INIT;
 	size_t n = 0;
 	int adopted = 0, busy = 0;
+	bool *settling; /* busy at the first look: its state is recorded once it is not */
 
 	*dead = 0;
 	if (store_list_sandboxes(d->store, NULL, NULL, &recs, &n, &err)) {
 		log_err("daemon: reconcile: %s", err_text(&err));
 		return -EIO;
 	}
+	settling = calloc(n ? n : 1, sizeof(*settling));
 	for (size_t i = 0; i < n; i++) {
 		struct sandbox_rec *r = &recs[i];
-		struct api_err e;
-		json_t *st = NULL;
 		if (strcmp(r->state, "dead") == 0)
 			continue;
-		if (vmm_alive(r) &&
-		    !ctl(r->socket, json_pack("{s:s}", "cmd", "status"), &st, 2000, &e, "status")) {
-			const char *state = json_string_value(json_object_get(st, "state"));
-			bool paused = state && strcmp(state, "paused") == 0;
-			busy += json_is_string(json_object_get(st, "busy"));
-			json_decref(st);
-			store_set_state(d->store, r->id, paused ? "paused" : "running", NULL, NULL);
+		/* Without the table (no memory) a busy VM's state is recorded as it reads now. */
+		int ret = adopt_status(d, r, !settling);
+		if (ret >= 0) {
+			if (ret && settling)
+				settling[i] = true;
+			busy += ret;
 			adopted++;
 			continue;
 		}
@@ -1219,27 +1241,32 @@ int sb_reconcile(struct daemon *d, int *dead)
 		(*dead)++;
 	}
 	/*
-	 * A branch the dead daemon started may still be making children: sweep once the
-	 * adopted VMs are done with it (bounded), or its late children would run unmanaged.
+	 * A branch the dead daemon started may still be making children, its source perhaps
+	 * still paused by it: sweep once the adopted VMs are done with it (bounded), or its late
+	 * children would run unmanaged, and record their state then.
 	 */
 	for (int waited = 0; busy && waited < RECONCILE_BUSY_WAIT_MS; waited += 100) {
 		struct timespec pause = { 0, 100 * 1000 * 1000 };
 		nanosleep(&pause, NULL);
 		busy = 0;
 		for (size_t i = 0; i < n; i++) {
-			struct api_err e;
-			json_t *st = NULL;
-			if (strcmp(recs[i].state, "dead") == 0 || !vmm_alive(&recs[i]) ||
-			    ctl(recs[i].socket, json_pack("{s:s}", "cmd", "status"), &st, 2000, &e,
-				"status"))
+			if (strcmp(recs[i].state, "dead") == 0 || (settling && !settling[i]))
 				continue;
-			busy += json_is_string(json_object_get(st, "busy"));
-			json_decref(st);
+			int ret = adopt_status(d, &recs[i], false);
+			if (ret == 1)
+				busy++;
+			else if (settling)
+				settling[i] = false;
 		}
 	}
-	if (busy)
+	if (busy) {
 		log_warn("daemon: %d adopted VM(s) still busy after %d ms; sweeping anyway", busy,
 			 RECONCILE_BUSY_WAIT_MS);
+		for (size_t i = 0; settling && i < n; i++)
+			if (settling[i])
+				adopt_status(d, &recs[i], true);
+	}
+	free(settling);
 	free(recs);
 	sweep_run_dir(d);
 	pageserver_adopt(d);

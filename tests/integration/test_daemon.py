@@ -244,6 +244,30 @@ def test_a_hundred_concurrent_creations(daemon):
     assert not any(pid_alive(m["pid"]) for m in made)
 
 
+def test_a_restart_during_a_branch_pause_keeps_the_source_running(daemon):
+    """The source a dead daemon's branch holds paused is recorded as what it is once the
+    branch is done (running), not as the branch's own pause."""
+    src = daemon.req("POST", "/v1/sandboxes", body={"mem_mib": 1024})
+    # 768 MiB to write: the branch's snapshot keeps the source paused for a while.
+    assert call(src["socket"], {"cmd": "fill", "gpa": 4 << 20, "len": 768 << 20, "seed": 5},
+                timeout=300)["ok"]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as ex:
+        f = ex.submit(lambda: daemon.req("POST", f"/v1/sandboxes/{src['id']}/branch",
+                                         body={"count": 1, "strategy": "full"}))
+        deadline = time.monotonic() + 60
+        while call(src["socket"], {"cmd": "status"})["state"] != "paused":
+            assert time.monotonic() < deadline, "the branch never paused the source"
+            time.sleep(0.002)
+        daemon.kill9()
+        try:
+            f.result(timeout=60)
+        except (sdk.ForkvmError, OSError):
+            pass
+    daemon.start()  # ready once the adopted VMs are done with the dead daemon's branch
+    assert daemon.req("GET", f"/v1/sandboxes/{src['id']}")["state"] == "running"
+    assert call(src["socket"], {"cmd": "status"})["state"] == "running"
+
+
 def test_kill9_of_the_daemon_mid_branch_loses_nothing(daemon):
     src = daemon.req("POST", "/v1/sandboxes", body={"mem_mib": 64})
     kids = daemon.req("POST", f"/v1/sandboxes/{src['id']}/branch",
