@@ -67,6 +67,11 @@ export interface SandboxInfo {
   created_at: number;
   expires_at: number | null;
   end_reason: string | null;
+  /** Whether its VMM runs in a jail (docs/DAEMON.md, "Confinement"). */
+  jailed: boolean;
+  /** Create and get: the limits its cgroup has (null: unlimited); a jailed family's. */
+  limits?: { memory_mib: number | null; cpus: number | null; cpu_weight: number;
+    pids_max: number | null };
   /** With a network: its mode, addresses and published ports (docs/NET.md). */
   network?: {
     mode: "isolated" | "nat";
@@ -152,7 +157,20 @@ export interface CreateOptions {
   network?: NetworkOptions;
   /** Guest RAM: "anon" (default), "memfd" (live branches), "hugetlb", "uffd" (with snapshot). */
   backing?: "anon" | "memfd" | "hugetlb" | "uffd";
+  /** The VM's cgroup limits (docs/DAEMON.md); info.limits is what the kernel applies. */
+  limits?: Limits;
   client?: Client;
+}
+
+export interface Limits {
+  /** memory.max in MiB, above memMib (default guest RAM + 256). */
+  memory_mib?: number;
+  /** cpu.max as CPUs (1.5 = 150 ms per 100 ms). */
+  cpus?: number;
+  /** cpu.weight, 1-10000. */
+  cpu_weight?: number;
+  /** pids.max, at least 16. */
+  pids_max?: number;
 }
 
 export interface NetworkOptions {

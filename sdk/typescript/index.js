@@ -276,7 +276,7 @@ export class Sandbox {
     const body = {};
     for (const [k, key] of [["guest", "guest"], ["memMib", "mem_mib"], ["vcpus", "vcpus"],
       ["metadata", "metadata"], ["ttlS", "ttl_s"], ["paused", "paused"], ["readyTimeoutMs", "ready_timeout_ms"],
-      ["network", "network"], ["backing", "backing"]]) {
+      ["network", "network"], ["backing", "backing"], ["limits", "limits"]]) {
       if (opts[k] !== undefined) body[key] = opts[k];
     }
     if (opts.snapshot !== undefined) body.snapshot = opts.snapshot instanceof Snapshot ? opts.snapshot.id : opts.snapshot;

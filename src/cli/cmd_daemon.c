@@ -24,6 +24,8 @@ static const char usage[] =
 	"  --tls-key FILE     ... and this PEM private key (mode 0600)\n"
 	"  --forkvm PATH      the forkvm binary VMs run (default: this one)\n"
 	"  --ready-fd N       write one byte to fd N once the API answers\n"
+	"  --no-jail          development only: VMMs run unconfined (also FORKVM_JAIL=0);\n"
+	"                     by default each VMM is jailed (docs/SECURITY.md)\n"
 	"  -v, --verbose      debug logging\n"
 	"A REST API under /v1 (docs/DAEMON.md). VMs are processes of their own: they keep\n"
 	"running when the daemon stops or is killed, and a restarted daemon adopts them.\n"
@@ -36,7 +38,8 @@ static int cmd_daemon(int argc, char **argv)
 		{ "listen", required_argument, NULL, 'l' },    { "token-file", required_argument, NULL, 't' },
 		{ "forkvm", required_argument, NULL, 'f' },    { "ready-fd", required_argument, NULL, 'r' },
 		{ "tls-cert", required_argument, NULL, 'c' },  { "tls-key", required_argument, NULL, 'k' },
-		{ "verbose", no_argument, NULL, 'v' },	       { 0 },
+		{ "verbose", no_argument, NULL, 'v' },	       { "no-jail", no_argument, NULL, 'J' },
+		{ 0 },
 	};
 	struct daemon_opts o = { .state_dir = DAEMON_DEFAULT_STATE_DIR, .ready_fd = -1 };
 	struct fvm_err err = FVM_ERR_INIT;
@@ -64,10 +67,13 @@ static int cmd_daemon(int argc, char **argv)
 			break;
 		}
 		case 'v': log_set_level(LOG_DEBUG); break;
+		case 'J': o.no_jail = true; break;
 		default:
 			return cli_usage_error(&cli_cmd_daemon, "unknown option '%s'", argv[optind - 1]);
 		}
 	}
+	if (getenv("FORKVM_JAIL") && strcmp(getenv("FORKVM_JAIL"), "0") == 0)
+		o.no_jail = true;
 	if (optind != argc)
 		return cli_usage_error(&cli_cmd_daemon, "unexpected argument '%s'", argv[optind]);
 	if (o.state_dir[0] != '/')

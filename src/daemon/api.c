@@ -760,6 +760,14 @@ static int setup(struct daemon *d, struct fvm_err *err)
 		return errmsg(err, ret, "creating the state directory %s: %s", d->o.state_dir,
 			 strerror(-ret));
 	}
+	if (!d->o.no_jail && geteuid() != 0) {
+		return errmsg(err, -EPERM, "every VM of the daemon runs jailed, and making a jail "
+			      "needs root (this is uid %u): run it as root, or with --no-jail for "
+			      "development", (unsigned)geteuid());
+	}
+	if (d->o.no_jail)
+		log_warn("daemon: JAIL DISABLED (--no-jail / FORKVM_JAIL=0): development only; every "
+			 "VM runs as root with all capabilities, outside any namespace");
 	if ((ret = take_lock(d, err)))
 		return ret;
 	snprintf(d->run_dir, sizeof(d->run_dir), "%s/run", d->o.state_dir);
@@ -811,6 +819,7 @@ int daemon_run(const struct daemon_opts *o, struct fvm_err *err)
 	int ufd = -1, tfd = -1, ret, dead = 0;
 
 	pthread_mutex_init(&d.metrics_lock, NULL);
+	pthread_mutex_init(&d.family_lock, NULL);
 	if ((ret = setup(&d, err)))
 		goto out;
 	if (o->listen && !o->token_file) {
@@ -917,5 +926,6 @@ out:
 		free(key);
 	}
 	pthread_mutex_destroy(&d.metrics_lock);
+	pthread_mutex_destroy(&d.family_lock);
 	return ret;
 }

@@ -8,6 +8,7 @@
 #ifndef FORKVM_DAEMON_H
 #define FORKVM_DAEMON_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "util/errmsg.h"
@@ -24,6 +25,7 @@ struct daemon_opts {
 	const char *tls_cert;	/* PEM certificate (chain) for TCP: HTTPS; with tls_key */
 	const char *tls_key;	/* PEM private key, readable by its owner only */
 	const char *forkvm;	/* the forkvm binary VMMs run (default: this one) */
+	bool no_jail;		/* development only: VMMs unconfined (--no-jail, FORKVM_JAIL=0) */
 	int stop_fd;		/* readable: shut down (a signalfd) */
 	int ready_fd;		/* -1, or written one byte once the API answers */
 };

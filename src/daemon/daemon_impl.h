@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "daemon/daemon.h"
 #include "daemon/store.h"
@@ -53,6 +54,13 @@ struct daemon {
 	struct op_metric *ops;	/* one per route (api.c's table) */
 	int nops;
 	uint64_t requests_rejected; /* unauthorized, too large, bad JSON */
+	/* Branches under way in jailed families: children to come, counted in the budget
+	 * (jailed.c) whoever sets it meanwhile. */
+	pthread_mutex_t family_lock;
+	struct family_pending {
+		char jail[DAEMON_STATE_DIR_MAX + 16 + STORE_ID_MAX + 8];
+		int count;
+	} pending[32];
 	int stop_fd;		/* eventfd: the reaper's stop */
 	pthread_t reaper;
 	bool reaper_started;
@@ -111,6 +119,39 @@ json_t *snap_verify(struct daemon *d, const char *id, struct api_err *e);
 json_t *api_image_list(struct daemon *d, struct api_err *e);
 json_t *api_image_build(struct daemon *d, json_t *body, struct api_err *e);
 json_t *api_image_delete(struct daemon *d, const char *kind, bool force, struct api_err *e);
+
+/* Our VMM is still running: the pid exists and started when the one we recorded did. */
+bool vmm_alive(const struct sandbox_rec *r);
+
+/* ---- jailed.c: the daemon's side of jailed VMMs (docs/DAEMON.md, "Confinement") ---- */
+/* RUN_DIR/ID.jail: a VMM's jail directory */
+#define JAIL_DIR_MAX (DAEMON_STATE_DIR_MAX + 16 + STORE_ID_MAX + 8)
+/* RUN_DIR/ID.jail.family: one VM's cgroup limits, the unit of its family's budget */
+#define FAMILY_SUFFIX ".family"
+/*
+ * Where r's VMM is jailed: RUN_DIR/ID.jail for a sandbox the daemon started, the directory
+ * its socket lies in for a branch child (RUN_DIR/SOURCE.jail/CHILD.sock). 0 with dir and
+ * *uid (the jail's) set; -ENOENT when r runs unjailed.
+ */
+int sb_jail_dir(const struct daemon *d, const struct sandbox_rec *r, char *dir, size_t cap,
+		uid_t *uid);
+/* Whether path lies inside directory dir. */
+bool path_under(const char *path, const char *dir);
+/* Remove jail (RUN_DIR/NAME.jail) and its family file once nothing recorded lives in it. */
+void jail_dir_release(struct daemon *d, const char *jail);
+/* Move snapshot NAME that the VMM of uid wrote in jail into the store, root's and checked
+ * (jail/jail_adopt.h): 500 snapshot_refused naming what was wrong. */
+int jail_snapshot_adopt(struct daemon *d, const char *jail, uid_t uid, const char *name,
+			struct api_err *e);
+/* Record r's cgroup limits as the unit of its family's budget (a jailed sandbox's start). */
+void family_record(struct daemon *d, const struct sandbox_rec *r);
+/* Set the family's cgroup limits to the unit times its live VMs plus the children of the
+ * branches under way in it. */
+void family_sync(struct daemon *d, const char *jail);
+/* A branch of count children starts in (begin) or ends (end) in the family of jail: its
+ * children count in the budget meanwhile (and once they run, as live VMs). */
+void family_branch_begin(struct daemon *d, const char *jail, int count);
+void family_branch_end(struct daemon *d, const char *jail, int count);
 
 /*
  * At start: adopt every recorded VM whose process is ours (pid, start time) and whose control

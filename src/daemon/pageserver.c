@@ -260,7 +260,9 @@ static int ps_spawn(struct daemon *d, const char *sock, const char *log, pid_t *
 	sigset_t none, defaults;
 	char envbuf[PATH_MAX * 2];
 	char **env = NULL;
-	char *const argv[] = { d->exe, "pageserver", "--socket", (char *)sock, NULL };
+	/* Confined like the VMMs, unless the daemon runs --no-jail (docs/SECURITY.md). */
+	char *const argv[] = { d->exe, "pageserver", "--socket", (char *)sock,
+			       d->o.no_jail ? "--no-jail" : "--jail", NULL };
 	int fd, ret;
 
 	fd = open(log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);

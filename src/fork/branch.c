@@ -12,6 +12,7 @@
 #include "core/vm.h"
 #include "devices/probe_dev.h"
 #include "fork/cow.h"
+#include "jail/cgroup.h"
 #include "snapshot/restore_many.h"
 #include "snapshot/snapshot.h"
 #include "util/clock.h"
@@ -88,13 +89,18 @@ int branch_restore_children(const char *snapshot, const struct branch_opts *o,
 	/* A networked source's children get networks of the same plan, each on new host ports
 	 * (docs/NET.md): the snapshot's NIC needs one, and they must not take the source's. */
 	if (net && net->active) {
-		ret = net_opts_argv(&net->opts, true, na, ro.extra, RESTORE_MAX_EXTRA);
+		ret = net_opts_argv(&net->opts, true, na, ro.extra, RESTORE_MAX_EXTRA - 8);
 		if (ret < 0) {
 			errf(err, "the children's network options do not fit");
 			goto out;
 		}
 		ro.nextra = ret;
 	}
+	/* ... and the source's cgroup limits, as cow children inherit them (SECURITY.md): a
+	 * limited sandbox must not branch into unlimited ones. memory.max without --mem-limit
+	 * follows each child's RAM. */
+	struct cgroup_argv cga;
+	ro.nextra += cgroup_opts_argv(jail_cgroup_opts(), &cga, ro.extra + ro.nextra);
 	ret = restore_many(&ro, kids, err);
 	for (int i = 0; !ret && i < o->count; i++) {
 		memcpy(res->children[i].name, kids[i].name, sizeof(kids[i].name));

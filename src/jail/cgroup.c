@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "util/errmsg.h"
+#include "util/fileio.h"
 #include "util/log.h"
 #include "jail/cgroup.h"
 
@@ -105,6 +106,144 @@ bad:
 		 "--cpu-max QUOTA[/PERIOD] in us >= 1000, --cpu-weight 1-10000, --pids-max N >= 1)",
 		 arg);
 	return -EINVAL;
+}
+
+static bool is_cgroup2(const char *path);
+
+int cgroup_opts_argv(const struct cgroup_opts *o, struct cgroup_argv *buf, const char **argv)
+{
+	int n = 0;
+
+	if (!o)
+		return 0;
+	if (o->no_cgroup) {
+		argv[n++] = "--no-cgroup";
+		return n;
+	}
+	if (o->mem_limit) {
+		snprintf(buf->mem, sizeof(buf->mem), "%" PRIu64, o->mem_limit);
+		argv[n++] = "--mem-limit";
+		argv[n++] = buf->mem;
+	}
+	if (o->cpu_max[0]) { /* "QUOTA PERIOD" -> "QUOTA/PERIOD" */
+		snprintf(buf->cpu, sizeof(buf->cpu), "%s", o->cpu_max);
+		char *sp = strchr(buf->cpu, ' ');
+		if (sp)
+			*sp = '/';
+		argv[n++] = "--cpu-max";
+		argv[n++] = buf->cpu;
+	}
+	if (o->cpu_weight) {
+		snprintf(buf->weight, sizeof(buf->weight), "%" PRIu64, o->cpu_weight);
+		argv[n++] = "--cpu-weight";
+		argv[n++] = buf->weight;
+	}
+	if (o->pids_max) {
+		snprintf(buf->pids, sizeof(buf->pids), "%" PRIu64, o->pids_max);
+		argv[n++] = "--pids-max";
+		argv[n++] = buf->pids;
+	}
+	return n;
+}
+
+/* "max" or a number, the first word of DIR/FILE; -errno. */
+static int read_limit(const char *dir, const char *file, uint64_t *v, uint64_t *second)
+{
+	char path[1200], text[64];
+	unsigned long long a, b;
+	uint8_t *data = NULL;
+	size_t len = 0;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, file);
+	int ret = file_read(path, sizeof(text) - 1, FILE_UPTO_MAX, &data, &len, NULL);
+	if (ret < 0)
+		return ret;
+	snprintf(text, sizeof(text), "%s", (char *)data);
+	free(data);
+	if (strncmp(text, "max", 3) == 0) {
+		*v = UINT64_MAX;
+		if (second && sscanf(text + 3, " %llu", &b) == 1)
+			*second = b;
+		return 0;
+	}
+	if (second && sscanf(text, "%llu %llu", &a, &b) == 2) {
+		*v = a;
+		*second = b;
+		return 0;
+	}
+	if (sscanf(text, "%llu", &a) != 1)
+		return -EINVAL;
+	*v = a;
+	return 0;
+}
+
+int cgroup_read_limits(int pid, struct cgroup_limits *out)
+{
+	char path[64], line[600], mount[256];
+	FILE *f;
+	int ret = -ENOENT;
+
+	memset(out, 0, sizeof(*out));
+	snprintf(mount, sizeof(mount), "%s", "/sys/fs/cgroup");
+	if (!is_cgroup2(mount))
+		snprintf(mount, sizeof(mount), "%s", "/sys/fs/cgroup/unified");
+	if (!is_cgroup2(mount))
+		return -ENOENT;
+	snprintf(path, sizeof(path), "/proc/%d/cgroup", pid);
+	f = fopen(path, "re");
+	if (!f)
+		return -errno;
+	while (fgets(line, sizeof(line), f)) {
+		if (strncmp(line, "0::", 3) != 0)
+			continue;
+		line[strcspn(line, "\n")] = '\0';
+		if (snprintf(out->path, sizeof(out->path), "%s%s", mount, line + 3) <
+		    (int)sizeof(out->path))
+			ret = 0;
+		break;
+	}
+	fclose(f);
+	if (ret)
+		return ret;
+	out->memory_max = out->pids_max = out->cpu_quota = UINT64_MAX;
+	out->cpu_period = 100000;
+	out->cpu_weight = 100;
+	/* a controller the cgroup lacks leaves its default (unlimited) */
+	read_limit(out->path, "memory.max", &out->memory_max, NULL);
+	read_limit(out->path, "cpu.max", &out->cpu_quota, &out->cpu_period);
+	read_limit(out->path, "cpu.weight", &out->cpu_weight, NULL);
+	read_limit(out->path, "pids.max", &out->pids_max, NULL);
+	out->found = true;
+	return 0;
+}
+
+static int cg_write(const char *dir, const char *file, const char *value);
+
+int cgroup_write_limits(const struct cgroup_limits *l)
+{
+	char mem[32], cpu[64], pids[32];
+	int ret = 0;
+
+	if (l->memory_max == UINT64_MAX)
+		snprintf(mem, sizeof(mem), "max");
+	else
+		snprintf(mem, sizeof(mem), "%" PRIu64, l->memory_max);
+	if (l->cpu_quota == UINT64_MAX)
+		snprintf(cpu, sizeof(cpu), "max %" PRIu64, l->cpu_period);
+	else
+		snprintf(cpu, sizeof(cpu), "%" PRIu64 " %" PRIu64, l->cpu_quota, l->cpu_period);
+	if (l->pids_max == UINT64_MAX)
+		snprintf(pids, sizeof(pids), "max");
+	else
+		snprintf(pids, sizeof(pids), "%" PRIu64, l->pids_max);
+	const char *files[] = { "memory.max", "cpu.max", "pids.max" };
+	const char *vals[] = { mem, cpu, pids };
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		int r = cg_write(l->path, files[i], vals[i]);
+		if (r && r != -ENOENT && !ret)
+			ret = r;
+	}
+	return ret;
 }
 
 /* Write VALUE to DIR/FILE; -errno. */

@@ -45,6 +45,30 @@ enum { CGROUP_OPT_NO_SECCOMP = CGROUP_OPT_BASE, CGROUP_OPT_NO_CGROUP, CGROUP_OPT
 /* 0, or -EINVAL with ERR filled. */
 int cgroup_opt(struct cgroup_opts *o, int opt, const char *arg, struct fvm_err *err);
 
+/* The `forkvm run` options that give a new VMM the limits of o (a branch's restored children
+ * get their source's, as cow children inherit them). */
+struct cgroup_argv {
+	char mem[32], cpu[48], weight[24], pids[24];
+};
+/* Written to argv (at most 8 entries; the strings in buf); returns how many. */
+int cgroup_opts_argv(const struct cgroup_opts *o, struct cgroup_argv *buf, const char **argv);
+
+/* The limits the kernel applies to a process's cgroup v2, as read back from its files. */
+struct cgroup_limits {
+	bool found;		/* the process is in a cgroup v2 whose files were read */
+	uint64_t memory_max;	/* bytes; UINT64_MAX: max */
+	uint64_t cpu_quota, cpu_period; /* µs; quota UINT64_MAX: max */
+	uint64_t cpu_weight;
+	uint64_t pids_max;	/* UINT64_MAX: max */
+	char path[512];		/* its directory */
+};
+/* Read pid's cgroup (its "0::" line of /proc/PID/cgroup under the cgroup2 mount): 0, or
+ * -errno (-ENOENT: no such process, or not in a cgroup v2 we can read). */
+int cgroup_read_limits(int pid, struct cgroup_limits *out);
+/* Write memory.max, cpu.max and pids.max of the cgroup at l->path from l (UINT64_MAX: max);
+ * a file the cgroup lacks (its controller is not enabled) is skipped. 0 or the first -errno. */
+int cgroup_write_limits(const struct cgroup_limits *l);
+
 /* jail_cgroup_enter's guest_ram for a restore: memory.max waits for jail_cgroup_set_guest_ram. */
 #define JAIL_CGROUP_RAM_LATER UINT64_MAX
 

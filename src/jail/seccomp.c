@@ -22,6 +22,7 @@
 
 #include "util/log.h"
 #include "jail/seccomp.h"
+#include "mem/uffd_api.h"
 
 #define END NULL
 
@@ -121,6 +122,7 @@ static const unsigned long ioc_control[] = {
 	KVM_SET_XCRS, KVM_GET_VCPU_EVENTS, KVM_SET_VCPU_EVENTS, KVM_GET_DEBUGREGS,
 	KVM_SET_DEBUGREGS, KVM_GET_MP_STATE, KVM_SET_MP_STATE, KVM_HAS_DEVICE_ATTR,
 	KVM_SET_DEVICE_ATTR, UFFDIO_API, UFFDIO_REGISTER,
+	USERFAULTFD_IOC_NEW, /* a jailed VMM's userfaultfd (mem/uffd_api.c) */
 	UFFDIO_UNREGISTER, UFFDIO_COPY, UFFDIO_ZEROPAGE, UFFDIO_WAKE, UFFDIO_WRITEPROTECT,
 	TCGETS, FIONBIO, FIOCLEX,
 	TUNGETIFF, TUNSETVNETHDRSZ, TUNSETOFFLOAD, /* virtio-net: a TAP given to the NIC */

@@ -51,17 +51,33 @@ const char *uffd_feature_since(uint64_t bit)
 	return "?";
 }
 
-/* Not UFFD_USER_MODE_ONLY: KVM's accesses to guest RAM are kernel-mode faults. */
+/*
+ * Not UFFD_USER_MODE_ONLY: KVM's accesses to guest RAM are kernel-mode faults. The syscall
+ * needs root (CAP_SYS_PTRACE) or vm.unprivileged_userfaultfd=1; a jailed VMM has neither and
+ * uses its own /dev/userfaultfd node instead (Linux 6.1: access to the node is the
+ * permission; docs/SECURITY.md).
+ */
 static int uffd_create(const char *what, bool quiet)
 {
 	int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	int err = errno;
 
 	if (fd >= 0)
 		return fd;
+	if (err == EPERM) {
+		int dev = open(UFFD_DEV_PATH, O_RDWR | O_CLOEXEC);
+		if (dev >= 0) {
+			fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
+			err = errno;
+			close(dev);
+			if (fd >= 0)
+				return fd;
+		}
+	}
 	if (quiet)
-		return -errno;
-	return log_errno(-errno, "userfaultfd for %s (root or vm.unprivileged_userfaultfd=1 "
-			 "needed)", what);
+		return -err;
+	return log_errno(-err, "userfaultfd for %s (root, vm.unprivileged_userfaultfd=1 or "
+			 "access to %s needed)", what, UFFD_DEV_PATH);
 }
 
 /* FORKVM_UFFD_FEATURES_MASK, or all ones when unset. */

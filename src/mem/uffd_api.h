@@ -23,6 +23,11 @@
 #endif
 
 /* What each user of userfaultfd asks for; `forkvm doctor` checks the same sets. */
+/* The device a process without the syscall's privilege creates userfaultfds through. */
+#define UFFD_DEV_PATH "/dev/userfaultfd"
+#ifndef USERFAULTFD_IOC_NEW
+#define USERFAULTFD_IOC_NEW _IO(0xAA, 0x00) /* Linux 6.1 */
+#endif
 #define UFFD_NEED_BACKING (UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP) /* uffd backing */
 #define UFFD_NEED_LIVE UFFD_FEATURE_WP_HUGETLBFS_SHMEM	/* live branches */
 #define UFFD_WANT_LIVE UFFD_FEATURE_WP_UNPOPULATED	/* live branches, else RAM populated */

@@ -9,6 +9,7 @@ import subprocess
 
 import pytest
 
+from daemonlib import Daemon
 from forkvm_vm import FORKVM, VM, call
 from linuxlib import pid_alive, wait_for
 
@@ -136,3 +137,42 @@ def test_default_memory_max_and_a_vmm_without_threads(cgroot, tmp_path):
                         str(tmp_path / "one.sock")], capture_output=True, text=True, timeout=120)
     assert r.returncode > 0 and ": error: " in r.stderr, (r.returncode, r.stderr)
     assert set(os.listdir(f"{ROOT}/forkvm")) <= before
+
+
+def test_daemon_limits_and_the_budget_of_a_jailed_family(cgroot):
+    """The daemon's "limits" (docs/DAEMON.md) as the kernel applies them, read back in the
+    answers. Its VMMs are jailed, and a jailed source's branch children (full: restored
+    inside the jail; cow: forked there) cannot reach the cgroup tree: they share the source's
+    cgroup, whose budget the daemon keeps at one VM's limits times the VMs in it, before a
+    branch's children start and after each one ends. Probe guests."""
+    d = Daemon().start()
+
+    def files(pid):
+        return {f: read(cgroup_dir(pid), f) for f in WANT}
+
+    def budget(n):
+        return {"memory.max": str(n * (600 << 20)), "cpu.max": f"{n * 200000} 100000",
+                "cpu.weight": "200", "pids.max": str(n * 64)}
+
+    try:
+        sb = d.req("POST", "/v1/sandboxes", body={
+            "mem_mib": 64, "limits": {"memory_mib": 600, "cpus": 2, "cpu_weight": 200,
+                                      "pids_max": 64}})
+        assert sb["jailed"] and sb["limits"] == {"memory_mib": 600, "cpus": 2.0,
+                                                  "cpu_weight": 200, "pids_max": 64}, sb
+        assert files(sb["pid"]) == WANT == budget(1)
+        (full,) = d.req("POST", f"/v1/sandboxes/{sb['id']}/branch",
+                        body={"count": 1, "strategy": "full"})["children"]
+        assert cgroup_dir(full["pid"]) == cgroup_dir(sb["pid"])
+        assert files(sb["pid"]) == budget(2)
+        cows = d.req("POST", f"/v1/sandboxes/{sb['id']}/branch",
+                     body={"count": 2, "strategy": "cow"})["children"]
+        assert all(cgroup_dir(k["pid"]) == cgroup_dir(sb["pid"]) for k in cows)
+        assert files(sb["pid"]) == budget(4)
+        assert d.req("GET", f"/v1/sandboxes/{cows[0]['id']}")["limits"]["memory_mib"] == 2400
+        d.req("DELETE", f"/v1/sandboxes/{full['id']}")
+        assert files(sb["pid"]) == budget(3)
+        os.kill(cows[0]["pid"], 9)  # one that dies on its own: the reaper gives its part back
+        assert wait_for(lambda: files(sb["pid"]) == budget(2), 30), files(sb["pid"])
+    finally:
+        d.cleanup()

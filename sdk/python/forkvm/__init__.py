@@ -341,16 +341,17 @@ class Sandbox:
     @classmethod
     def create(cls, guest=None, mem_mib=None, vcpus=None, snapshot=None, metadata=None,
                ttl_s=None, paused=None, ready_timeout_ms=None, network=None, backing=None,
-               client=None):
+               limits=None, client=None):
         """Start a sandbox (boot guest, or restore snapshot); returns once it is ready (a Linux
         guest's agent answers). network: {"mode": "isolated"|"nat", "allow": [CIDR],
         "deny": [CIDR], "publish": ["[IP:]HOSTPORT:GUESTPORT"]}; sb.info["network"] then
-        has the published host ports."""
+        has the published host ports. limits: {"memory_mib", "cpus", "cpu_weight",
+        "pids_max"}, the VM's cgroup (docs/DAEMON.md); sb.info["limits"] is what applies."""
         client = client or Client()
         body = {k: v for k, v in dict(guest=guest, mem_mib=mem_mib, vcpus=vcpus,
                                        metadata=metadata, ttl_s=ttl_s, paused=paused,
                                        ready_timeout_ms=ready_timeout_ms, network=network,
-                                       backing=backing).items()
+                                       backing=backing, limits=limits).items()
                 if v is not None}
         if snapshot is not None:
             body["snapshot"] = snapshot.id if isinstance(snapshot, Snapshot) else snapshot

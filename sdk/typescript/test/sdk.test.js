@@ -39,8 +39,12 @@ test("sandbox lifecycle, fork, snapshot and errors through the SDK", async () =>
     assert.deepEqual(await client.healthz(), { ok: true });
     assert.ok(Array.isArray(await client.images()));
     await assert.rejects(client.buildImage({ kind: "floppy" }), (e) => e instanceof BadRequest);
-    const sb = await Sandbox.create({ memMib: 64, metadata: { user: "u1" }, client });
+    const sb = await Sandbox.create({ memMib: 64, metadata: { user: "u1" }, limits: { pids_max: 256 }, client });
     assert.equal(sb.info.state, "running");
+    assert.equal(sb.info.jailed, true);
+    assert.ok(sb.info.limits && "pids_max" in sb.info.limits);
+    await assert.rejects(Sandbox.create({ memMib: 64, limits: { pids_max: 1 }, client }),
+      (e) => e instanceof BadRequest && e.message.includes("limits.pids_max"));
     assert.deepEqual(sb.info.metadata, { user: "u1" });
     const kids = await sb.fork({ count: 3 });
     assert.equal(kids.length, 3);
