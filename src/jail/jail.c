@@ -452,12 +452,32 @@ bool jail_single_threaded(void)
 	return threads == 1;
 }
 
+/*
+ * Not dumpable: another process of the same uid (the rest of its jail's family) can then
+ * neither ptrace it nor read its memory (/proc/PID/mem, process_vm_readv), and its /proc
+ * files are root's. The kernel clears the flag when the uid changes, but execve sets it again,
+ * so a VMM exec'd inside its source's jail (a full/diff/live child) clears it itself, after
+ * opening the page map it needs (mem/thp_repair.h), which is root's from then on.
+ */
+static int undumpable(const char *name)
+{
+	int ret = pagemap_preopen();
+
+	if (ret < 0)
+		log_debug("jail: /proc/self/pagemap: %s (no huge-page repair)", strerror(-ret));
+	if (prctl(PR_SET_DUMPABLE, 0) < 0)
+		return log_errno(-errno, "jail: %s: PR_SET_DUMPABLE", name);
+	return 0;
+}
+
 int jail_enter(struct jail_opts *j, const char *name)
 {
 	const char *env;
 	char exe[PATH_MAX], root[PATH_MAX];
 	int ret;
 
+	if (j->state == JAIL_INHERITED)
+		return undumpable(name);
 	if (j->state != JAIL_NEW)
 		return 0;
 	if (!jail_single_threaded())
@@ -492,6 +512,9 @@ int jail_enter(struct jail_opts *j, const char *name)
 	if ((ret = pagemap_preopen()) < 0)
 		log_debug("jail: /proc/self/pagemap: %s (no huge-page repair)", strerror(-ret));
 	if ((ret = drop_privileges(j->uid, (gid_t)j->uid)))
+		return ret;
+	/* the uid change cleared it unless fs.suid_dumpable says otherwise: said outright */
+	if ((ret = undumpable(name)))
 		return ret;
 	if (setenv("FORKVM_JAILED", "1", 1) < 0 || setenv("FORKVM_RUN_DIR", j->dir, 1) < 0)
 		return log_errno(-errno, "jail: setenv");

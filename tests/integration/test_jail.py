@@ -214,6 +214,10 @@ def test_branch_children_are_jailed(rundir):
                 assert ns(child["pid"], "mnt") == ns(pid, "mnt")
                 assert os.path.dirname(child["socket"]) == os.path.join(d, "b.jail")
                 assert checksum(child["socket"]) == want, strategy
+                # Not dumpable, though a full child was exec'd (execve makes a process
+                # dumpable again): the family's other VMMs share its uid and must not read
+                # its memory. /proc/PID of a non-dumpable process is root's.
+                assert os.stat(f"/proc/{child['pid']}/mem").st_uid == 0, strategy
         # The jailed source still reads its own page map (opened before the uid change made
         # /proc/self root's): the huge-page repair after its cow branch runs
         # (mem/thp_repair.c).
