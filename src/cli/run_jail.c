@@ -10,6 +10,7 @@
 
 #include "util/log.h"
 #include "disk/disk.h"
+#include "mem/uffd_api.h"
 
 /* A disk's base, read-only, and its cached identity (read inside, never rewritten there). */
 static int jail_add_disk(struct jail_opts *j, const char *base)
@@ -71,6 +72,15 @@ int run_jail_prepare(struct run_opts *o)
 	for (int i = 0; i < o->vm.ndisks; i++)
 		if (jail_add_disk(j, o->vm.disks[i].base) < 0)
 			return log_errno(-ENOSPC, "jail: too many paths for %s", o->name);
+	/*
+	 * Live branches write-protect memfd guest RAM with a userfaultfd, which a jailed uid may
+	 * create only through this node (Linux 6.1; mem/uffd_api.c): a node of its own, for a
+	 * VM with memfd RAM alone. It grants kernel-mode userfaultfd, a tool for widening
+	 * kernel race windows, whatever vm.unprivileged_userfaultfd says.
+	 */
+	if (o->vm.mem.backing == GUEST_MEM_MEMFD && access(UFFD_DEV_PATH, F_OK) == 0 &&
+	    jail_add(j, UFFD_DEV_PATH, true) < 0)
+		return log_errno(-ENOSPC, "jail: too many paths for %s", o->name);
 	if (jail_add(j, o->restore, false) < 0 || jail_add(j, o->kernel, false) < 0 ||
 	    jail_add(j, o->initrd, false) < 0 ||
 	    jail_add(j, o->vm.kvm_path ? o->vm.kvm_path : "/dev/kvm", true) < 0)

@@ -820,6 +820,7 @@ int daemon_run(const struct daemon_opts *o, struct fvm_err *err)
 
 	pthread_mutex_init(&d.metrics_lock, NULL);
 	pthread_mutex_init(&d.family_lock, NULL);
+	pthread_mutex_init(&d.family_sync_lock, NULL);
 	if ((ret = setup(&d, err)))
 		goto out;
 	if (o->listen && !o->token_file) {
@@ -927,5 +928,6 @@ out:
 	}
 	pthread_mutex_destroy(&d.metrics_lock);
 	pthread_mutex_destroy(&d.family_lock);
+	pthread_mutex_destroy(&d.family_sync_lock);
 	return ret;
 }

@@ -56,7 +56,8 @@ struct daemon {
 	uint64_t requests_rejected; /* unauthorized, too large, bad JSON */
 	/* Branches under way in jailed families: children to come, counted in the budget
 	 * (jailed.c) whoever sets it meanwhile. */
-	pthread_mutex_t family_lock;
+	pthread_mutex_t family_lock;	/* the pending table */
+	pthread_mutex_t family_sync_lock; /* one family_sync at a time: count and write as one */
 	struct family_pending {
 		char jail[DAEMON_STATE_DIR_MAX + 16 + STORE_ID_MAX + 8];
 		int count;

@@ -267,6 +267,9 @@ void family_sync(struct daemon *d, const char *jail)
 	if (family_unit_path(jail, path, sizeof(path)) ||
 	    file_read(path, 4096, 0, &text, &len, NULL))
 		return; /* not a jailed family with limits recorded */
+	/* Counting and writing as one: a concurrent sync (the reaper's, a branch's) must not
+	 * write an older count over a newer one. */
+	pthread_mutex_lock(&d->family_sync_lock);
 	json_t *unit = json_loads((char *)text, 0, NULL);
 	free(text);
 	if (store_list_sandboxes(d->store, NULL, NULL, &recs, &n, &err)) {
@@ -296,6 +299,7 @@ void family_sync(struct daemon *d, const char *jail)
 	else
 		log_debug("daemon: %s: the budget of %d VM(s)", l.path, members);
 out:
+	pthread_mutex_unlock(&d->family_sync_lock);
 	json_decref(unit);
 	free(recs);
 }

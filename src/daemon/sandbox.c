@@ -257,12 +257,17 @@ static int spawn_vmm(struct daemon *d, char *const argv[], int *pid, struct api_
 	return 0;
 }
 
-static int ctl(const char *socket, json_t *req, json_t **reply, int timeout_ms,
-	       struct api_err *e, const char *what)
+/*
+ * A control request to the VM at socket, whose server must be the process pid (-1: any) of
+ * uid (-1: any): a jailed VM owns the directory its socket is in and could swap the socket
+ * for a link to another VM's (unix_peer_check).
+ */
+static int ctl_as(const char *socket, int pid, int uid, json_t *req, json_t **reply,
+		  int timeout_ms, struct api_err *e, const char *what)
 {
 	struct fvm_err err = FVM_ERR_INIT;
 	json_t *r = NULL;
-	int ret = ctl_call(socket, req, &r, timeout_ms, &err);
+	int ret = ctl_call_peer(socket, pid, uid, req, &r, timeout_ms, &err);
 
 	json_decref(req);
 	if (ret)
@@ -278,6 +283,32 @@ static int ctl(const char *socket, json_t *req, json_t **reply, int timeout_ms,
 	else
 		json_decref(r);
 	return 0;
+}
+
+static int proc_uid(int pid);
+
+/*
+ * Who must answer on r's sockets. A jailed VMM (not root) owns the directory its sockets
+ * are in and could swap one for a link to another VM's: only its own process answers
+ * (pid). An unjailed one runs as root, and so does whatever serves its paths (root's
+ * directory; the tests' stand-in agents): uid 0.
+ */
+static void vm_peer(const struct sandbox_rec *r, int *pid, int *uid)
+{
+	int vm_uid = proc_uid(r->pid);
+
+	*pid = vm_uid != 0 ? r->pid : -1;
+	*uid = vm_uid == 0 ? 0 : -1;
+}
+
+/* A control request to r's VMM, which must be the one that answers (vm_peer). */
+static int ctl(const struct sandbox_rec *r, json_t *req, json_t **reply, int timeout_ms,
+	       struct api_err *e, const char *what)
+{
+	int pid, uid;
+
+	vm_peer(r, &pid, &uid);
+	return ctl_as(r->socket, pid, uid, req, reply, timeout_ms, e, what);
 }
 
 static int load(struct daemon *d, const char *id, struct sandbox_rec *r, struct api_err *e)
@@ -406,7 +437,12 @@ static int wait_agent(const struct sandbox_rec *r, int timeout_ms, struct api_er
 	while (deadline_ms_left(deadline) > 0) {
 		json_t *req = json_pack("{s:s}", "op", "ping");
 		int fd = agent_connect(path, AGENT_VSOCK_PORT, deadline, -1, &why);
-		int ret = fd < 0 ? fd : agent_request(fd, req, NULL, deadline, -1, &why);
+		/* the VM's own vsock socket, not one swapped in its directory (vm_peer) */
+		int ppid, puid;
+		vm_peer(r, &ppid, &puid);
+		int ret = fd < 0 ? fd : unix_peer_check(fd, ppid, puid, path, &why);
+		if (!ret)
+			ret = agent_request(fd, req, NULL, deadline, -1, &why);
 		json_decref(req);
 		if (fd >= 0)
 			close(fd);
@@ -491,7 +527,7 @@ static json_t *with_network(json_t *out, const struct sandbox_rec *r)
 	json_t *st = NULL, *net;
 
 	if (out && strcmp(r->state, "dead") != 0 &&
-	    !ctl(r->socket, json_pack("{s:s}", "cmd", "status"), &st, STATUS_NET_MS, &ignored,
+	    !ctl(r, json_pack("{s:s}", "cmd", "status"), &st, STATUS_NET_MS, &ignored,
 		 "status")) {
 		net = json_object_get(st, "net");
 		if (net && strcmp(json_string_value(json_object_get(net, "mode")) ?: "none", "none"))
@@ -500,6 +536,9 @@ static json_t *with_network(json_t *out, const struct sandbox_rec *r)
 	json_decref(st);
 	return out;
 }
+
+/* The least memory a VMM needs besides guest RAM (its default is 256 MiB more). */
+#define LIMIT_VMM_MIB 64
 
 /* The `forkvm run` options of a body's "limits" (docs/DAEMON.md), strings in buf. */
 struct limits_argv {
@@ -549,10 +588,10 @@ static int limits_args(json_t *lim, uint64_t mem_mib, const char **argv, int *n,
 	    limit_num(lim, "cpu_weight", 1, 10000, true, &weight, e) ||
 	    limit_num(lim, "pids_max", 16, 4194304, true, &pids, e))
 		return -1;
-	if (mem && mem_mib && mem <= (double)mem_mib)
-		return api_fail(e, 400, "bad_request", "limits.memory_mib (%.0f) must be above the "
-				"guest's RAM (mem_mib %llu): the VMM needs memory of its own besides "
-				"it", mem, (unsigned long long)mem_mib);
+	if (mem && mem_mib && mem < (double)(mem_mib + LIMIT_VMM_MIB))
+		return api_fail(e, 400, "bad_request", "limits.memory_mib (%.0f) must be at least "
+				"the guest's RAM (mem_mib %llu) + %d MiB: the VMM needs memory of its "
+				"own besides it", mem, (unsigned long long)mem_mib, LIMIT_VMM_MIB);
 	if (mem) {
 		snprintf(b->mem, sizeof(b->mem), "%.0fM", mem);
 		argv[(*n)++] = "--mem-limit";
@@ -592,12 +631,13 @@ static json_t *with_limits(json_t *out, const struct sandbox_rec *r)
 	if (!out || strcmp(r->state, "dead") == 0 || !vmm_alive(r) ||
 	    cgroup_read_limits(r->pid, &l) || !l.found)
 		return out;
-	json_t *lim = json_pack("{s:o, s:o, s:I, s:o}", "memory_mib",
+	json_t *lim = json_pack("{s:o, s:o, s:o, s:o}", "memory_mib",
 				l.memory_max == UINT64_MAX ? json_null()
 							   : json_integer((json_int_t)(l.memory_max >> 20)),
 				"cpus", l.cpu_quota == UINT64_MAX || !l.cpu_period ? json_null()
 					: json_real((double)l.cpu_quota / (double)l.cpu_period),
-				"cpu_weight", (json_int_t)l.cpu_weight, "pids_max",
+				"cpu_weight", l.cpu_weight ? json_integer((json_int_t)l.cpu_weight)
+							   : json_null(), "pids_max",
 				l.pids_max == UINT64_MAX ? json_null()
 							 : json_integer((json_int_t)l.pids_max));
 	if (lim)
@@ -747,7 +787,7 @@ json_t *sb_create(struct daemon *d, json_t *body, struct api_err *e)
 	r.expires_at = ttl ? r.created_at + (double)ttl : 0;
 	if (snapshot) { /* the snapshot's own size and vCPUs, as the VMM reports them */
 		json_t *st = NULL;
-		if (!ctl(r.socket, json_pack("{s:s}", "cmd", "status"), &st, CTL_TIMEOUT_MS, e,
+		if (!ctl(&r, json_pack("{s:s}", "cmd", "status"), &st, CTL_TIMEOUT_MS, e,
 			 "status of the restored VM")) {
 			r.mem_mib = (uint64_t)json_integer_value(json_object_get(st, "mem_bytes")) >> 20;
 			r.vcpus = (int)json_array_size(json_object_get(st, "vcpus"));
@@ -832,7 +872,7 @@ json_t *sb_pause(struct daemon *d, const char *id, bool pause, struct api_err *e
 	struct fvm_err err = FVM_ERR_INIT;
 
 	if (load_live(d, id, &r, e) ||
-	    ctl(r.socket, json_pack("{s:s}", "cmd", pause ? "pause" : "resume"), NULL,
+	    ctl(&r, json_pack("{s:s}", "cmd", pause ? "pause" : "resume"), NULL,
 		CTL_TIMEOUT_MS, e, pause ? "pausing" : "resuming"))
 		return NULL;
 	snprintf(r.state, sizeof(r.state), "%s", pause ? "paused" : "running");
@@ -876,7 +916,7 @@ json_t *sb_delete(struct daemon *d, const char *id, const char *reason, struct a
 	if (vmm_alive(&r)) {
 		struct api_err ignored;
 		/* Stop asks the VMM to end cleanly (its overlay and sockets go with it). */
-		ctl(r.socket, json_pack("{s:s}", "cmd", "stop"), NULL, CTL_TIMEOUT_MS, &ignored,
+		ctl(&r, json_pack("{s:s}", "cmd", "stop"), NULL, CTL_TIMEOUT_MS, &ignored,
 		    "stopping");
 		if (!wait_gone(&r, STOP_WAIT_MS) && vmm_alive(&r)) {
 			log_warn("daemon: sandbox %s (pid %d) did not stop within %d ms: SIGKILL", r.id,
@@ -956,6 +996,68 @@ static void drop_branch_images(struct daemon *d, const struct sandbox_rec *r)
 	}
 }
 
+/* The real uid of pid, from /proc/PID/status; -1 when it is gone. */
+static int proc_uid(int pid)
+{
+	char path[64], line[256];
+	int uid = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", pid);
+	if (pid <= 0 || !(f = fopen(path, "re")))
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "Uid: %d", &uid) == 1)
+			break;
+	fclose(f);
+	return uid;
+}
+
+/*
+ * A child as a branch reply names it, checked before it is recorded: the VMM that sent the
+ * reply may be hostile (that is why it is jailed), and a record is what the daemon later
+ * signals, stops and removes files for. Its name must be PREFIX-N, its socket DIR/NAME.sock
+ * in the directory the children are made in (the source's jail, or RUN_DIR), and its pid a
+ * live process of the source's uid. *k: src with the child's id, socket and pid.
+ */
+static int branch_child_check(struct daemon *d, const struct sandbox_rec *src,
+			      const char *prefix, const char *dir, int uid, json_t *c,
+			      struct sandbox_rec *k, struct api_err *e)
+{
+	const char *name = json_string_value(json_object_get(c, "name"));
+	const char *sock = json_string_value(json_object_get(c, "socket"));
+	json_t *pidv = json_object_get(c, "pid");
+	size_t pl = strlen(prefix);
+	char want[STORE_PATH_MAX];
+	struct sandbox_rec other;
+
+	*k = *src;
+	if (!name || strncmp(name, prefix, pl) != 0 || name[pl] != '-' || !name[pl + 1] ||
+	    strspn(name + pl + 1, "0123456789") != strlen(name + pl + 1) ||
+	    strlen(name) >= sizeof(k->id))
+		return api_fail(e, 502, "vm_misbehaved", "branch of %s: a child named %s, not "
+				"%s-N: nothing recorded", src->id, name ? name : "(none)", prefix);
+	snprintf(want, sizeof(want), "%s/%s.sock", dir, name);
+	if (!sock || strcmp(sock, want) != 0)
+		return api_fail(e, 502, "vm_misbehaved", "branch of %s: child %s's socket is %s, "
+				"not %s: nothing recorded", src->id, name, sock ? sock : "(none)",
+				want);
+	if (!json_is_integer(pidv) || json_integer_value(pidv) <= 0 ||
+	    json_integer_value(pidv) > INT32_MAX ||
+	    proc_uid((int)json_integer_value(pidv)) != uid || uid < 0)
+		return api_fail(e, 502, "vm_misbehaved", "branch of %s: child %s's pid %lld is no "
+				"live process of the source's uid %d: nothing recorded", src->id, name,
+				(long long)json_integer_value(pidv), uid);
+	if (!store_get_sandbox(d->store, name, &other, NULL))
+		return api_fail(e, 502, "vm_misbehaved", "branch of %s: child %s is recorded "
+				"already: nothing recorded", src->id, name);
+	snprintf(k->id, sizeof(k->id), "%s", name);
+	snprintf(k->socket, sizeof(k->socket), "%s", sock);
+	k->pid = (int)json_integer_value(pidv);
+	k->start_ticks = proc_start_ticks(k->pid);
+	return 0;
+}
+
 json_t *sb_branch(struct daemon *d, const char *id, json_t *body, struct api_err *e)
 {
 	static const char *const known[] = { "count", "strategy", "metadata", "ttl_s", NULL };
@@ -996,7 +1098,7 @@ json_t *sb_branch(struct daemon *d, const char *id, json_t *body, struct api_err
 	bool jailed = !sb_jail_dir(d, &src, jail, sizeof(jail), &juid);
 	if (jailed)
 		family_branch_begin(d, jail, (int)count);
-	if (ctl(src.socket, req, &reply, BRANCH_TIMEOUT_MS, e, "branching")) {
+	if (ctl(&src, req, &reply, BRANCH_TIMEOUT_MS, e, "branching")) {
 		if (jailed)
 			family_branch_end(d, jail, (int)count);
 		return NULL;
@@ -1007,11 +1109,18 @@ json_t *sb_branch(struct daemon *d, const char *id, json_t *body, struct api_err
 	 * split while it lives (PERFORMANCE.md). The daemon never spawns from it again, so it is
 	 * stopped now; the children keep running (BRANCH.md).
 	 */
+	const char *kids_dir = jailed ? jail : d->run_dir;
+	int src_uid = proc_uid(src.pid);
 	const char *tmpl = json_string_value(json_object_get(reply, "template"));
 	if (tmpl) {
 		struct api_err ignored;
-		if (ctl(tmpl, json_pack("{s:s}", "cmd", "stop"), NULL, CTL_TIMEOUT_MS, &ignored,
-			"stopping the template"))
+		char want[STORE_PATH_MAX];
+		snprintf(want, sizeof(want), "%s/%s.template.sock", kids_dir, prefix);
+		if (strcmp(tmpl, want) != 0)
+			log_warn("daemon: branch of %s named its template %s, not %s: left alone",
+				 src.id, tmpl, want);
+		else if (ctl_as(want, -1, src_uid, json_pack("{s:s}", "cmd", "stop"), NULL,
+				CTL_TIMEOUT_MS, &ignored, "stopping the template"))
 			log_warn("daemon: branch of %s: %s (it ends with its source and last child)",
 				 src.id, ignored.msg);
 	}
@@ -1025,13 +1134,34 @@ json_t *sb_branch(struct daemon *d, const char *id, json_t *body, struct api_err
 	json_t *kids = json_object_get(reply, "children"), *out = json_array(), *c;
 	size_t i;
 	double now = now_unix();
+	/* Every child checked before any is recorded: the reply comes from a VM. */
+	struct sandbox_rec *checked = calloc(json_array_size(kids) + 1, sizeof(*checked));
+	int bad = checked ? 0 : api_fail(e, 500, "internal", "out of memory");
 	json_array_foreach(kids, i, c) {
-		struct sandbox_rec k = src;
-		snprintf(k.id, sizeof(k.id), "%s", json_string_value(json_object_get(c, "name")) ?: "");
-		snprintf(k.socket, sizeof(k.socket), "%s",
-			 json_string_value(json_object_get(c, "socket")) ?: "");
-		k.pid = (int)json_integer_value(json_object_get(c, "pid"));
-		k.start_ticks = proc_start_ticks(k.pid);
+		if (bad || (bad = branch_child_check(d, &src, prefix, kids_dir, src_uid, c,
+						     &checked[i], e)))
+			break;
+		for (size_t j = 0; j < i && !bad; j++)
+			if (strcmp(checked[j].id, checked[i].id) == 0)
+				bad = api_fail(e, 502, "vm_misbehaved", "branch of %s: child %s named "
+					       "twice: nothing recorded", src.id, checked[i].id);
+		if (bad) {
+			i++; /* it was checked: it is ours to end */
+			break;
+		}
+	}
+	if (bad) {
+		for (size_t k = 0; checked && k < i; k++) /* ours (checked): they go */
+			kill(checked[k].pid, SIGKILL);
+		free(checked);
+		json_decref(out);
+		json_decref(reply);
+		if (jailed)
+			family_branch_end(d, jail, (int)count);
+		return NULL;
+	}
+	json_array_foreach(kids, i, c) {
+		struct sandbox_rec k = checked[i];
 		snprintf(k.state, sizeof(k.state), "running");
 		snprintf(k.parent, sizeof(k.parent), "%s", src.id);
 		snprintf(k.snapshot, sizeof(k.snapshot), "%s", img.id);
@@ -1045,6 +1175,7 @@ json_t *sb_branch(struct daemon *d, const char *id, json_t *body, struct api_err
 		}
 		json_array_append_new(out, sb_json(d, &k));
 	}
+	free(checked);
 	if (jailed)
 		family_branch_end(d, jail, (int)count);
 	json_t *res = json_pack("{s:o, s:O?, s:O?}", "children", out, "pause_us",
@@ -1067,6 +1198,12 @@ int sb_agent_fd(struct daemon *d, const char *id, struct sandbox_rec *r, struct 
 	snprintf(path, sizeof(path), "%s.vsock", r->socket);
 	int fd = agent_connect(path, AGENT_VSOCK_PORT, deadline_after_ms(AGENT_CONNECT_MS), -1,
 			       &err);
+	int ppid, puid;
+	vm_peer(r, &ppid, &puid);
+	if (fd >= 0 && unix_peer_check(fd, ppid, puid, path, &err)) {
+		close(fd); /* the VM's own vsock socket only: a swapped one reaches another VM */
+		fd = -1;
+	}
 	if (fd < 0)
 		return api_fail(e, 502, "agent_unreachable", "the agent of %s: %s", id,
 				err_text(&err));
@@ -1222,7 +1359,7 @@ json_t *sb_snapshot(struct daemon *d, const char *id, struct api_err *e)
 	uid_t uid;
 	bool jailed = !sb_jail_dir(d, &r, jail, sizeof(jail), &uid);
 	snprintf(target, sizeof(target), "%s/%s", jailed ? jail : d->snap_dir, s.id);
-	if (ctl(r.socket, json_pack("{s:s, s:s}", "cmd", "snapshot", "dir", target), NULL,
+	if (ctl(&r, json_pack("{s:s, s:s}", "cmd", "snapshot", "dir", target), NULL,
 		BRANCH_TIMEOUT_MS, e, "snapshot"))
 		return NULL;
 	if (jailed && jail_snapshot_adopt(d, jail, uid, s.id, e))
@@ -1287,6 +1424,13 @@ json_t *snap_verify(struct daemon *d, const char *id, struct api_err *e)
 			 err_text(&err));
 		return NULL;
 	}
+	/* `verify` runs as root: never on a directory a jailed VM writes (it could be a link) */
+	if (!path_under(s.dir, d->snap_dir)) {
+		api_fail(e, 409, "image_in_jail", "snapshot %s is a branch image that sandbox %s "
+			 "keeps in its jail (%s): only snapshots in the store are verified", id,
+			 s.sandbox, s.dir);
+		return NULL;
+	}
 	char *const argv[] = { d->exe, "snapshot", "verify", s.dir, NULL };
 	if (run_forkvm(d, argv, "snapshot verify", SPAWN_TIMEOUT_MS, out, sizeof(out), &status, e))
 		return NULL;
@@ -1341,7 +1485,7 @@ json_t *snap_delete(struct daemon *d, const char *id, bool force, struct api_err
  * nobody can manage it, so it is stopped. Then the files of whatever no longer answers go,
  * cow templates' included. Recorded sandboxes keep theirs (a dead one keeps its log).
  */
-static void sweep_dir(struct daemon *d, const char *path)
+static void sweep_dir(struct daemon *d, const char *path, int uid)
 {
 	char base[128], sock[PATH_MAX];
 	struct fvm_err err = FVM_ERR_INIT;
@@ -1365,12 +1509,18 @@ static void sweep_dir(struct daemon *d, const char *path)
 		if (!store_get_sandbox(d->store, base, &r, &err))
 			continue;
 		snprintf(sock, sizeof(sock), "%s/%s.sock", path, base);
+		struct stat st;
+		/* A jailed VM's public link: its jail's sweep looks at the socket itself. */
+		if (lstat(sock, &st) == 0 && S_ISLNK(st.st_mode) && socket_answers(sock))
+			continue;
 		bool is_template = strstr(base, ".template") != NULL;
 		if (!is_template && socket_answers(sock)) {
 			struct api_err e;
 			log_warn("daemon: %s runs but was never recorded (its daemon died while making it): "
 				 "stopping it", sock);
-			ctl(sock, json_pack("{s:s}", "cmd", "stop"), NULL, CTL_TIMEOUT_MS, &e, "stopping");
+			/* only a VM of this directory's uid: a link planted there reaches no other */
+			ctl_as(sock, -1, uid, json_pack("{s:s}", "cmd", "stop"), NULL, CTL_TIMEOUT_MS,
+			       &e, "stopping");
 			continue; /* its VMM removes its files as it ends */
 		}
 		if (!socket_answers(sock))
@@ -1386,7 +1536,7 @@ static void sweep_run_dir(struct daemon *d)
 	struct stat st;
 	DIR *dir;
 
-	sweep_dir(d, d->run_dir);
+	sweep_dir(d, d->run_dir, 0);
 	dir = opendir(d->run_dir);
 	if (!dir)
 		return;
@@ -1397,7 +1547,7 @@ static void sweep_run_dir(struct daemon *d)
 		snprintf(jail, sizeof(jail), "%s/%s", d->run_dir, de->d_name);
 		if (lstat(jail, &st) < 0 || !S_ISDIR(st.st_mode))
 			continue;
-		sweep_dir(d, jail);
+		sweep_dir(d, jail, (int)st.st_uid);
 		family_sync(d, jail);
 		jail_dir_release(d, jail); /* one nothing recorded lives in any more */
 	}
@@ -1414,7 +1564,7 @@ static int adopt_status(struct daemon *d, struct sandbox_rec *r, bool record_bus
 	struct api_err e;
 	json_t *st = NULL;
 
-	if (!vmm_alive(r) || ctl(r->socket, json_pack("{s:s}", "cmd", "status"), &st, 2000, &e,
+	if (!vmm_alive(r) || ctl(r, json_pack("{s:s}", "cmd", "status"), &st, 2000, &e,
 				 "status"))
 		return -1;
 	const char *state = json_string_value(json_object_get(st, "state"));

@@ -207,7 +207,7 @@ int cgroup_read_limits(int pid, struct cgroup_limits *out)
 		return ret;
 	out->memory_max = out->pids_max = out->cpu_quota = UINT64_MAX;
 	out->cpu_period = 100000;
-	out->cpu_weight = 100;
+	out->cpu_weight = 0; /* unknown: no cpu controller there */
 	/* a controller the cgroup lacks leaves its default (unlimited) */
 	read_limit(out->path, "memory.max", &out->memory_max, NULL);
 	read_limit(out->path, "cpu.max", &out->cpu_quota, &out->cpu_period);

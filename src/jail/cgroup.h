@@ -20,7 +20,7 @@ struct cgroup_opts {
 	bool no_cgroup;		/* --no-cgroup */
 	uint64_t mem_limit;	/* --mem-limit: memory.max; 0 = guest RAM + JAIL_MEM_OVERHEAD */
 	char cpu_max[48];	/* --cpu-max: "QUOTA PERIOD" for cpu.max; "" = unlimited */
-	uint64_t cpu_weight;	/* --cpu-weight 1-10000; 0 = default */
+	uint64_t cpu_weight;	/* 0: no cpu controller */	/* --cpu-weight 1-10000; 0 = default */
 	uint64_t pids_max;	/* --pids-max; 0 = unlimited */
 };
 

@@ -20,7 +20,6 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "mem/uffd_api.h"
 #include "util/errmsg.h"
 #include "util/log.h"
 #include "util/fileio.h"
@@ -498,10 +497,6 @@ int jail_enter(struct jail_opts *j, const char *name)
 	/* The binary and its libraries: full/diff/live branches spawn `forkvm run --restore`. */
 	if (jail_add(j, exe, false) < 0 || jail_add(j, "/usr", false) < 0 ||
 	    jail_add(j, "/dev/null", true) < 0 || jail_add(j, "/dev/urandom", false) < 0)
-		return log_errno(-ENOSPC, "jail: too many paths for %s", name);
-	/* Live branches write-protect guest RAM with a userfaultfd, which a jailed uid may
-	 * create only through this node (Linux 6.1; mem/uffd_api.c): a node of its own. */
-	if (access(UFFD_DEV_PATH, F_OK) == 0 && jail_add(j, UFFD_DEV_PATH, true) < 0)
 		return log_errno(-ENOSPC, "jail: too many paths for %s", name);
 	env = getenv("FORKVM_JAIL_ROOT");
 	snprintf(root, sizeof(root), "%s", env && *env ? env : JAIL_MOUNTPOINT_DEFAULT);

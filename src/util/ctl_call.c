@@ -12,6 +12,7 @@
 
 #include "util/errmsg.h"
 #include "util/unix_sock.h"
+#include "util/unix_sock.h"
 
 static int connect_to(const char *path, int timeout_ms)
 {
@@ -85,6 +86,12 @@ static int read_line(int fd, char **out, size_t *outlen)
 
 int ctl_call(const char *path, json_t *request, json_t **reply, int timeout_ms, struct fvm_err *err)
 {
+	return ctl_call_peer(path, -1, -1, request, reply, timeout_ms, err);
+}
+
+int ctl_call_peer(const char *path, int pid, int uid, json_t *request, json_t **reply,
+		  int timeout_ms, struct fvm_err *err)
+{
 	json_error_t jerr;
 	char *text = NULL, *line = NULL;
 	size_t linelen = 0;
@@ -94,6 +101,10 @@ int ctl_call(const char *path, json_t *request, json_t **reply, int timeout_ms, 
 	fd = connect_to(path, timeout_ms);
 	if (fd < 0) {
 		return errmsg(err, fd, "cannot reach VM at %s: %s", path, strerror(-fd));
+	}
+	if ((ret = unix_peer_check(fd, pid, uid, path, err))) {
+		close(fd);
+		return ret;
 	}
 	text = json_dumps(request, JSON_COMPACT);
 	ret = text ? 0 : -ENOMEM;

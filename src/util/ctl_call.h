@@ -15,5 +15,8 @@
  */
 int ctl_call(const char *path, json_t *request, json_t **reply, int timeout_ms,
 	     struct fvm_err *err);
+/* ctl_call to a server checked first (unix_peer_check: pid and uid, -1 any). */
+int ctl_call_peer(const char *path, int pid, int uid, json_t *request, json_t **reply,
+		  int timeout_ms, struct fvm_err *err);
 
 #endif

@@ -143,6 +143,22 @@ int unix_connect(const char *path, int sock_flags)
 	return fd;
 }
 
+int unix_peer_check(int fd, int pid, int uid, const char *path, struct fvm_err *err)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+
+	if (pid < 0 && uid < 0)
+		return 0;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+		return errmsg(err, -errno, "who serves %s: SO_PEERCRED: %s", path, strerror(errno));
+	if ((pid >= 0 && cred.pid != pid) || (uid >= 0 && (int)cred.uid != uid))
+		return errmsg(err, -EPERM, "%s is served by pid %d (uid %u), not the expected %s %d: "
+			      "refused (a socket swapped for another's?)", path, (int)cred.pid,
+			      (unsigned)cred.uid, pid >= 0 ? "pid" : "uid", pid >= 0 ? pid : uid);
+	return 0;
+}
+
 int unix_listen(const char *path, int backlog, int sock_flags, const char *what)
 {
 	struct sockaddr_un addr = { .sun_family = AF_UNIX }, stage = { .sun_family = AF_UNIX };

@@ -29,6 +29,14 @@ int unix_listen(const char *path, int backlog, int sock_flags, const char *what)
 int unix_connect(const char *path, int sock_flags);
 
 /*
+ * The server a connected fd reached is the one expected: the process that listens (pid, -1
+ * any) as the user expected (uid, -1 any), from SO_PEERCRED. A client that cannot trust the
+ * path (a socket in a directory a VM owns may have been swapped for a link to another VM's)
+ * checks who answered. 0, or -EPERM with err naming path and who answers there.
+ */
+int unix_peer_check(int fd, int pid, int uid, const char *path, struct fvm_err *err);
+
+/*
  * accept4() that only returns peers whose SO_PEERCRED uid is our euid or root; others are
  * closed and logged once per (what, uid); what must be a string literal. Returns the fd or -errno (-EAGAIN when nothing is left).
  */

@@ -93,10 +93,12 @@ def agent_backed_sandbox():
     """(daemon, SDK sandbox) whose exec reaches the real guest agent. Linux guests cannot
     boot on this host, so the sandbox is a probe VM whose record says "linux" and whose vsock
     socket is a stand-in (vsock_proxy.py) relaying to the agent running here on a Unix socket.
-    """
+    The daemon runs --no-jail: for a jailed VM it accepts an answer on the VM's sockets from
+    the VM's own process only, which the stand-in is not (tests/linux/test_service.py runs
+    the jailed path with a real agent)."""
     from agentclient import start_agent, stop_agent
     from vsock_proxy import VsockProxy
-    d = Daemon().start()
+    d = Daemon(extra=["--no-jail"]).start()
     tmp = tempfile.mkdtemp(prefix="fvd-agent-")
     agent = proxy = None
     try:

@@ -889,7 +889,7 @@ def test_limits_are_checked_passed_to_the_vmm_and_kept_by_branch_children(daemon
     it), and every child of a branch runs under the same (full ones are new `forkvm run`s;
     cow ones inherit). Whether the kernel enforces them needs cgroup v2 controllers this
     host binds to v1: tests/linux/test_cgroup.py checks the files in the nested rig."""
-    for limits, words in [({"memory_mib": 64}, "must be above the guest's RAM"),
+    for limits, words in [({"memory_mib": 127}, "must be at least the guest's RAM"),
                           ({"cpus": 0}, "limits.cpus must be a number"),
                           ({"cpus": "2"}, "limits.cpus must be a number"),
                           ({"cpu_weight": 20000}, "limits.cpu_weight"),
@@ -916,3 +916,88 @@ def test_limits_are_checked_passed_to_the_vmm_and_kept_by_branch_children(daemon
         assert args[args.index(opt) + 1] == value, (opt, args)
     assert daemon.req("GET", f"/v1/sandboxes/{full['id']}")["limits"] == \
         daemon.req("GET", f"/v1/sandboxes/{sb['id']}")["limits"]
+
+
+def test_a_swapped_socket_reaches_no_other_vm(daemon):
+    """A jailed VMM owns the directory of its sockets: swapped for a link to another VM's
+    socket (as a hostile VMM could), the daemon's requests are refused, not delivered."""
+    a = daemon.req("POST", "/v1/sandboxes", body={"mem_mib": 32})
+    b = daemon.req("POST", "/v1/sandboxes", body={"mem_mib": 32})
+    inner = os.path.realpath(a["socket"])
+    assert inner.endswith(f"{a['id']}.jail/{a['id']}.sock")
+    os.rename(inner, inner + ".real")
+    os.symlink(os.path.realpath(b["socket"]), inner)
+    with pytest.raises(sdk.ForkvmError) as e:
+        daemon.req("POST", f"/v1/sandboxes/{a['id']}/pause")
+    assert "not the expected pid" in e.value.message, e.value.message
+    assert call(b["socket"], {"cmd": "status"})["state"] == "running"
+    os.unlink(inner)
+    os.rename(inner + ".real", inner)
+    assert daemon.req("POST", f"/v1/sandboxes/{a['id']}/pause")["state"] == "paused"
+
+
+def fake_vmm(path, reply):
+    """A control server at path that answers every request with reply (a hostile VMM)."""
+    import threading
+    if os.path.lexists(path):
+        os.unlink(path)
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(8)
+
+    def serve():
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            with c:
+                buf = b""
+                while b"\n" not in buf:
+                    chunk = c.recv(65536)
+                    if not chunk:
+                        break
+                    buf += chunk
+                c.sendall(json.dumps(reply).encode() + b"\n")
+    threading.Thread(target=serve, daemon=True).start()
+    return srv
+
+
+def test_a_branch_reply_is_checked_before_anything_is_recorded():
+    """What a VMM's branch reply names is what the daemon later signals, stops and removes
+    files for: a reply naming a file, another process or another VM as a child records
+    nothing, and the template it names is only stopped where the daemon made it. (A fake VMM
+    as root: the jailed path would refuse its answers before that, see above.)"""
+    d = Daemon(extra=["--no-jail"]).start()
+    try:
+        victim = d.req("POST", "/v1/sandboxes", body={"mem_mib": 32})
+        src = d.req("POST", "/v1/sandboxes", body={"mem_mib": 32})
+        os.kill(src["pid"], signal.SIGSTOP)  # its socket is the fake's now; it keeps its pid
+        sock = src["socket"]
+        bait = os.path.join(d.state, "bait")
+        open(bait, "w").write("keep")
+        run = os.path.join(d.state, "run")
+        for child, words in [({"name": "x-1", "socket": bait, "pid": victim["pid"]}, "not "),
+                             ({"name": None, "socket": bait, "pid": 1}, "a child named"),
+                             ({"name": "PFX-1", "socket": bait, "pid": 1}, "socket is"),
+                             ({"name": "PFX-1", "socket": os.path.join(run, "PFX-1.sock"),
+                               "pid": 1}, "no live process of the source's uid")]:
+            srv = fake_vmm(sock, {"ok": True, "children": [child],
+                                  "template": victim["socket"]})
+            try:
+                with pytest.raises(sdk.ForkvmError) as e:
+                    d.req("POST", f"/v1/sandboxes/{src['id']}/branch", body={"count": 1})
+                msg = e.value.message
+                if child["name"] == "PFX-1":  # the prefix is the daemon's: not knowable here
+                    assert "a child named PFX-1" in msg, msg
+                else:
+                    assert words in msg and e.value.code == "vm_misbehaved", msg
+            finally:
+                srv.close()
+        assert open(bait).read() == "keep" and pid_alive(victim["pid"]) and pid_alive(1)
+        assert call(victim["socket"], {"cmd": "status"})["state"] == "running"
+        assert sorted(s["id"] for s in d.req("GET", "/v1/sandboxes")) == \
+            sorted([victim["id"], src["id"]])
+        os.kill(src["pid"], signal.SIGCONT)
+    finally:
+        d.cleanup()
