@@ -1137,6 +1137,10 @@ json_t *sb_branch(struct daemon *d, const char *id, json_t *body, struct api_err
 	/* Every child checked before any is recorded: the reply comes from a VM. */
 	struct sandbox_rec *checked = calloc(json_array_size(kids) + 1, sizeof(*checked));
 	int bad = checked ? 0 : api_fail(e, 500, "internal", "out of memory");
+	if (!bad && json_array_size(kids) > count) /* more than asked: no budget, no prefix */
+		bad = api_fail(e, 502, "vm_misbehaved", "branch of %s: %zu children reported, %llu "
+			       "asked for: nothing recorded", src.id, json_array_size(kids),
+			       (unsigned long long)count);
 	json_array_foreach(kids, i, c) {
 		if (bad || (bad = branch_child_check(d, &src, prefix, kids_dir, src_uid, c,
 						     &checked[i], e)))
