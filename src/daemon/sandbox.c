@@ -540,11 +540,6 @@ static json_t *with_network(json_t *out, const struct sandbox_rec *r)
 /* The least memory a VMM needs besides guest RAM (its default is 256 MiB more). */
 #define LIMIT_VMM_MIB 64
 
-/* The `forkvm run` options of a body's "limits" (docs/DAEMON.md), strings in buf. */
-struct limits_argv {
-	char mem[32], cpu[48], weight[24], pids[24];
-};
-
 /* A positive number field of "limits", or 0 when absent. */
 static int limit_num(json_t *lim, const char *key, double min, double max, bool integer,
 		     double *out, struct api_err *e)
@@ -569,7 +564,7 @@ static int limit_num(json_t *lim, const char *key, double min, double max, bool 
  * too-small limit ends the VM when the guest touches its memory).
  */
 static int limits_args(json_t *lim, uint64_t mem_mib, const char **argv, int *n,
-		       struct limits_argv *b, struct api_err *e)
+		       struct cgroup_argv *b, struct api_err *e)
 {
 	static const char *const known[] = { "memory_mib", "cpus", "cpu_weight", "pids_max",
 					     NULL };
@@ -756,7 +751,7 @@ json_t *sb_create(struct daemon *d, json_t *body, struct api_err *e)
 		if (snapshot && strcmp(r.guest, "linux") == 0)
 			argv[n++] = "--no-agent-sync";
 	}
-	struct limits_argv limbuf;
+	struct cgroup_argv limbuf; /* the option strings */
 	if (limits_args(json_object_get(body, "limits"), snapshot ? 0 : mem, argv, &n, &limbuf, e))
 		return NULL;
 	int before_net = n;
