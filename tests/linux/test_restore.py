@@ -9,7 +9,7 @@ import time
 import pytest
 
 from forkvm_vm import FORKVM, file_sha256
-from linuxlib import base_hex, guest_time, raw_base, read_marker, sector_hex, write_marker
+from linuxlib import Env, base_hex, guest_time, raw_base, read_marker, sector_hex, write_marker
 from pageserver import PageServer
 
 BACKENDS = ["file", "memfd", "hugetlb", "anon", "uffd", "uffd-hot"]
@@ -40,6 +40,22 @@ def prepared_source(env, mem="256M"):
     t0, g, _ = guest_time(src)
     assert g < t0 - 250
     return src, marker
+
+
+@pytest.fixture(scope="module")
+def snapped():
+    """One prepared source and its snapshot, shared by every backend's restores: the clones
+    only read the snapshot (uffd-hot, last, adds its hot-page list), and booting and preparing
+    a source per backend cost about 30 s each in the nested rig. After the snapshot the source
+    writes its disk, which no clone may see."""
+    env = Env("restore-source")
+    try:
+        src, marker = prepared_source(env)
+        snap = env.snapshot(src)
+        write_marker(src, 4096, "source, later")
+        yield src, snap, marker
+    finally:
+        env.cleanup()
 
 
 def check_disk_and_clock(src, kids):
@@ -78,10 +94,8 @@ def check_clones(src, kids, marker):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_restore_backend(env, backend, hugepages):
-    src, marker = prepared_source(env)
-    snap = env.snapshot(src)
-    write_marker(src, 4096, "source, later")
+def test_restore_backend(env, backend, hugepages, snapped):
+    src, snap, marker = snapped
     extra, ps = [], None
     if backend == "hugetlb":
         with open(hugepages, "w") as f:
