@@ -23,6 +23,15 @@ int run_net_opt(const struct cli_command *self, int opt, const char *arg, struct
 	case RUN_OPT_DENY: ret = net_opts_cidr(&o->net, false, arg, &err); break;
 	case RUN_OPT_NET_ADDR: ret = net_opts_address(&o->net, arg, &err); break;
 	case RUN_OPT_NET_MTU: ret = net_opts_mtu(&o->net, arg, &err); break;
+	case RUN_OPT_NET_BROKER_FD: {
+		char *end;
+		long v = strtol(arg, &end, 10);
+		if (*arg == '\0' || *end || v < 3 || v > 1 << 20)
+			return cli_usage_error(self, "--net-broker-fd '%s': need a descriptor number "
+					       "of 3 or more", arg);
+		o->net_broker_fd = (int)v;
+		return 0;
+	}
 	default: return cli_usage_error(self, "unknown option");
 	}
 	return ret ? cli_usage_error(self, "%s", err_text(&err)) : 0;
@@ -37,11 +46,12 @@ int run_net_finish(const struct cli_command *self, struct run_opts *o)
 		return cli_usage_error(self, "%s", err_text(&err));
 	if (o->net.mode == NET_NONE)
 		return 0;
-	/* The jail's network namespace is an empty one of its own, and a jailed VMM can make no
-	 * namespace for its VM: not together yet (docs/NET.md, "What is left"). */
-	if (jail_enabled(&o->jail) || getenv("FORKVM_JAILED"))
-		return cli_usage_error(self, "--net %s cannot be combined with the jail yet "
-				       "(--jail / FORKVM_JAIL=1): run without it", net_mode_name(o->net.mode));
+	/* Inside a jail already (a child a jailed source exec'd), the network can only come from
+	 * the family's broker (docs/NET.md, "Networks of jailed VMMs"). */
+	if (getenv("FORKVM_JAILED") && o->net_broker_fd < 0)
+		return cli_usage_error(self, "--net %s in a jailed VMM needs its family's network "
+				       "broker (--net-broker-fd): a jailed process cannot make a "
+				       "network", net_mode_name(o->net.mode));
 	/* A Linux guest configures eth0 from forkvm.net= at boot (docs/AGENT.md), unless the
 	 * command line already says how. */
 	if (o->kernel && !(o->cmdline && strstr(o->cmdline, "forkvm.net="))) {
@@ -70,7 +80,20 @@ int run_net_create(struct run_opts *o)
 	int ret, fd;
 
 	o->net.relay_thread_init = relay_filter;
-	ret = net_create(&o->net, n, &err);
+	if (o->net.mode != NET_NONE && o->net_broker_fd >= 0) {
+		/* A child of a jailed source: its source's broker makes its network. */
+		ret = net_broker_adopt(o->net_broker_fd, &err);
+		if (!ret)
+			ret = net_broker_open(&o->net, o->name, n, &err);
+	} else if (o->net.mode != NET_NONE && jail_enabled(&o->jail)) {
+		/* Jailed, it could make none after the jail: a broker made now, while root,
+		 * makes this VM's network and every one of its family's. */
+		ret = net_broker_start(&o->net, &err);
+		if (!ret)
+			ret = net_broker_open(&o->net, o->name, n, &err);
+	} else {
+		ret = net_create(&o->net, n, &err);
+	}
 	if (ret) {
 		log_err("network of %s: %s", o->name, err_text(&err));
 		return ret;
@@ -97,11 +120,11 @@ int run_net_create(struct run_opts *o)
 	}
 	json_t *st = net_status_json(n);
 	log_info("network: %s, guest %s via %s in its own namespace; host side %s %s (slot %d)%s; "
-		 "ready in %.1f ms", net_mode_name(n->opts.mode),
+		 "ready in %.1f ms%s", net_mode_name(n->opts.mode),
 		 json_string_value(json_object_get(st, "guest")),
 		 json_string_value(json_object_get(st, "gateway")), n->veth_host,
 		 json_string_value(json_object_get(st, "host_address")), n->slot, ports,
-		 (double)n->create_ns / 1e6);
+		 (double)n->create_ns / 1e6, n->lifeline_fd >= 0 ? " (by the network broker)" : "");
 	json_decref(st);
 	return 0;
 }

@@ -158,6 +158,7 @@ int run_opts_parse(const struct cli_command *self, int argc, char **argv, struct
 	uffd_restore_defaults(&o->uffd, cli_run_dir());
 	jail_opts_init(&o->jail);
 	net_opts_init(&o->net);
+	o->net_broker_fd = -1;
 	o->vm.net.tap_fd = -1;
 	optind = 1;
 	opterr = 0;

@@ -50,6 +50,7 @@ struct run_opts {
 	/* Networking (run_net.c, docs/NET.md): the options and the network made from them. */
 	struct net_opts net;
 	struct net netw;
+	int net_broker_fd;	/* --net-broker-fd, -1 none */
 	char net_cmdline[LINUX_CMDLINE_MAX];
 	struct run_tap_opts tap;	/* --tap IFNAME, --mac (run_tap.c) */
 };
@@ -97,14 +98,15 @@ int run_linux_prepare(struct run_opts *o, struct linux_boot *lb);
 /* Networking options (ids from RUN_NET_OPT_BASE, below the jail's): 0 or a CLI exit code. */
 #define RUN_NET_OPT_BASE 2500
 enum { RUN_OPT_NET = RUN_NET_OPT_BASE, RUN_OPT_PUBLISH, RUN_OPT_ALLOW, RUN_OPT_DENY,
-       RUN_OPT_NET_ADDR, RUN_OPT_NET_MTU };
+       RUN_OPT_NET_ADDR, RUN_OPT_NET_MTU, RUN_OPT_NET_BROKER_FD };
 #define RUN_NET_OPTIONS                                                            \
 	{ "net", required_argument, NULL, RUN_OPT_NET },                           \
 	{ "publish", required_argument, NULL, RUN_OPT_PUBLISH },                   \
 	{ "allow", required_argument, NULL, RUN_OPT_ALLOW },                       \
 	{ "deny", required_argument, NULL, RUN_OPT_DENY },                         \
 	{ "net-addr", required_argument, NULL, RUN_OPT_NET_ADDR },                 \
-	{ "net-mtu", required_argument, NULL, RUN_OPT_NET_MTU }
+	{ "net-mtu", required_argument, NULL, RUN_OPT_NET_MTU },                   \
+	{ "net-broker-fd", required_argument, NULL, RUN_OPT_NET_BROKER_FD }
 #define RUN_NET_USAGE                                                                        \
 	"  --net MODE           none (default) | isolated: a network namespace of its own with\n" \
 	"                       a virtio-net NIC, no egress | nat: egress through NAT (docs/NET.md)\n" \
@@ -115,7 +117,9 @@ enum { RUN_OPT_NET = RUN_NET_OPT_BASE, RUN_OPT_PUBLISH, RUN_OPT_ALLOW, RUN_OPT_D
 	"  --deny CIDR          nat: never to these prefixes (repeatable; wins over --allow)\n"  \
 	"  --net-addr A/P[,GW]  the guest's address and gateway (default " NET_GUEST_ADDR ","    \
 	NET_GUEST_GATEWAY ")\n"                                                                  \
-	"  --net-mtu N          the NIC's MTU (default 1500)\n"
+	"  --net-mtu N          the NIC's MTU (default 1500)\n"                              \
+	"  --net-broker-fd N    (internal) the network broker a jailed source passes to the\n" \
+	"                       children it starts: their networks come from it\n"
 int run_net_opt(const struct cli_command *self, int opt, const char *arg, struct run_opts *o);
 /* After parsing: checks across options, forkvm.net= on a Linux guest's command line. */
 int run_net_finish(const struct cli_command *self, struct run_opts *o);

@@ -754,20 +754,11 @@ json_t *sb_create(struct daemon *d, json_t *body, struct api_err *e)
 	struct cgroup_argv limbuf; /* the option strings */
 	if (limits_args(json_object_get(body, "limits"), snapshot ? 0 : mem, argv, &n, &limbuf, e))
 		return NULL;
-	int before_net = n;
 	if (network_args(json_object_get(body, "network"), argv, &n, e))
 		return NULL;
-	/*
-	 * Jailed unless the daemon runs --no-jail. A VM with a network runs unjailed for now (the
-	 * jail and --net are refused together, NET.md): said here and in its "jailed": false.
-	 */
-	bool netted = false;
-	for (int i = before_net; i + 1 < n; i++)
-		netted |= strcmp(argv[i], "--net") == 0 && strcmp(argv[i + 1], "none") != 0;
-	if (netted && !d->o.no_jail)
-		log_warn("daemon: sandbox %s has a network, so its VMM runs UNJAILED (the jail and "
-			 "--net cannot be combined yet; docs/SECURITY.md)", r.id);
-	argv[n++] = d->o.no_jail || netted ? "--no-jail" : "--jail";
+	/* Jailed unless the daemon runs --no-jail; a network included: the VMM's broker makes it
+	 * (docs/NET.md, "Networks of jailed VMMs"). */
+	argv[n++] = d->o.no_jail ? "--no-jail" : "--jail";
 	argv[n] = NULL;
 	if (spawn_vmm(d, (char *const *)argv, &r.pid, e)) {
 		if (lazy && (!strcmp(e->code, "vm_start_failed") || !strcmp(e->code, "timeout")))

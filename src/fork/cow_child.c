@@ -12,6 +12,7 @@
 #include "fork/cow.h"
 #include "fork/fd_hygiene.h"
 #include "jail/cgroup.h"
+#include "net/net.h"
 
 static int redirect(int fd, const char *path, int flags)
 {
@@ -55,13 +56,13 @@ void cow_child_main(struct cow_template *t, const char *name, const char *socket
 	struct vm_config cfg = { 0 };
 	char path[700];
 	struct vm vm;
-	int keep[3] = { t->kvm.fd, ready_fd, cg->fd };
+	int keep[4] = { t->kvm.fd, ready_fd, cg->fd, net_broker_fd() };
 	int code = 1;
 
 	setsid();
 	/* ps/pgrep tell children from their source by name (argv is the source's). */
 	prctl(PR_SET_NAME, "forkvm-child");
-	fds_close_except(keep, cg->fd >= 0 ? 3 : 2);
+	fds_close_except(keep, 4);
 	snprintf(path, sizeof(path), "%s.log", socket);
 	redirect(STDERR_FILENO, path, O_WRONLY | O_CREAT | O_TRUNC);
 	snprintf(path, sizeof(path), "%s.console", socket);

@@ -27,6 +27,7 @@
 #include "fork/cow.h"
 #include "fork/fd_hygiene.h"
 #include "jail/cgroup.h"
+#include "net/net.h"
 #include "jail/seccomp.h"
 
 static void report(int fd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -293,7 +294,8 @@ void cow_template_main(struct vm *vm, struct snap_buf *state, const struct branc
 	struct cow_template t = { .source_alive = true, .timeout_ms = o->timeout_ms,
 				  .serve = o->serve, .child_tap = o->child_tap, .net_arg = o->net_arg };
 	struct branch_child *kids = calloc((size_t)o->count, sizeof(*kids));
-	int keep[3] = { vm->kvm.fd, report_fd, cg->fd }, sig_fd, source_fd;
+	/* ... and a jailed source's network broker: the children ask it for their networks. */
+	int keep[4] = { vm->kvm.fd, report_fd, cg->fd, net_broker_fd() }, sig_fd, source_fd;
 	char path[700];
 	struct fvm_err err = FVM_ERR_INIT;
 	sigset_t sigs;
@@ -306,7 +308,7 @@ void cow_template_main(struct vm *vm, struct snap_buf *state, const struct branc
 		remove_disk_dir(t.disk_dir);
 		_exit(1);
 	}
-	fds_close_except(keep, cg->fd >= 0 ? 3 : 2);
+	fds_close_except(keep, 4);
 	vm_forget_kvm(vm);
 	t.mem = vm->mem;
 	t.kvm = vm->kvm;

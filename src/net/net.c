@@ -39,6 +39,11 @@ const struct net *net_current(void)
 	return current;
 }
 
+void net_set_current(struct net *n)
+{
+	current = n;
+}
+
 /* /proc/sys/net/ipv4/ip_forward of the calling thread's namespace: 0/1 or -errno. */
 static int ip_forward_get(void)
 {
@@ -316,6 +321,18 @@ static void teardown(struct net *n)
 	struct fvm_err err = FVM_ERR_INIT;
 	struct nl nl = { 0 };
 
+	if (n->lifeline_fd >= 0) { /* the broker's: it removes the network when this closes */
+		close(n->lifeline_fd);
+		if (n->tap_fd >= 0)
+			close(n->tap_fd);
+		json_decref(n->remote);
+		n->remote = NULL;
+		n->lifeline_fd = n->tap_fd = n->slot = -1;
+		n->active = false;
+		if (current == n)
+			current = NULL;
+		return;
+	}
 	net_relay_stop(n);
 	for (int i = 0; i < n->nports; i++)
 		if (n->ports[i].fd >= 0)
@@ -356,9 +373,14 @@ int net_tap_dup(const struct net *n)
 static void net_init_empty(struct net *n, const struct net_opts *o)
 {
 	*n = (struct net){ .opts = *o, .owner = getpid(), .ns_fd = -1, .tap_fd = -1, .slot = -1,
-			   .slot_fd = -1 };
+			   .slot_fd = -1, .lifeline_fd = -1 };
 	for (int i = 0; i < NET_MAX_PUBLISH; i++)
 		n->ports[i].fd = -1;
+}
+
+void net_init_remote(struct net *n, const struct net_opts *o)
+{
+	net_init_empty(n, o);
 }
 
 int net_create(const struct net_opts *o, struct net *n, struct fvm_err *err)
@@ -428,6 +450,9 @@ fail:
 void net_forget(struct net *n, bool fds_closed)
 {
 	net_relay_forget(n, fds_closed);
+	if (!fds_closed && n->lifeline_fd >= 0)
+		close(n->lifeline_fd);
+	json_decref(n->remote);
 	if (!fds_closed) {
 		/* Our copies only: the parent's namespace, TAP, ports and slot lock stay its own
 		 * (an flock goes only when every fd of its open file is closed). */
@@ -453,7 +478,7 @@ void net_destroy(struct net *n)
 		net_forget(n, true);
 		return;
 	}
-	if (n->active || n->slot >= 0 || n->ns_fd >= 0)
+	if (n->active || n->slot >= 0 || n->ns_fd >= 0 || n->lifeline_fd >= 0)
 		teardown(n);
 }
 
@@ -497,6 +522,8 @@ json_t *net_status_json(const struct net *n)
 
 	if (!n || !n->active)
 		return json_pack("{s:s}", "mode", "none");
+	if (n->lifeline_fd >= 0)
+		return net_broker_status(n);
 	ports = json_array();
 	net_format_ip(n->opts.guest_addr, guest);
 	net_format_ip(n->opts.gateway, gw);
@@ -532,7 +559,13 @@ int net_child_tap(const char *child_name, void *arg)
 
 	if (!current)
 		return -ENODEV; /* the source has no network of forkvm's (none, or --tap) */
-	ret = net_create_child(&child, true, &err);
+	if (current->lifeline_fd >= 0) { /* a jailed family's: its broker makes it */
+		struct net_opts o = current->opts;
+		net_forget(current, true);
+		ret = net_broker_open(&o, child_name, &child, &err);
+	} else {
+		ret = net_create_child(&child, true, &err);
+	}
 	if (ret) {
 		log_err("network of cow child %s: %s", child_name, err.msg);
 		return ret;

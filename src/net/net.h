@@ -115,6 +115,10 @@ struct net {
 	int nports;
 	struct net_relay *relay;	/* the relay thread, with published ports */
 	uint64_t create_ns;		/* how long net_create took */
+	/* A network the family's broker made (net_broker_open): this process holds only the
+	 * TAP and the lifeline, whose closing removes the network; -1 / NULL otherwise. */
+	int lifeline_fd;
+	json_t *remote;			/* the broker's status object at creation */
 };
 
 /* Defaults: NET_NONE, the guest address and gateway, MTU 1500, 256 connections. */
@@ -194,6 +198,26 @@ int net_child_tap(const char *child_name, void *arg);
 /* net_destroy of the network net_current() names, if any: a cow child's end (after its
  * vm_destroy); without it the host table of a NAT child waits for the next reaper. */
 void net_release_current(void);
+/*
+ * Networks of jailed VMMs (net_broker.c, docs/NET.md): a VMM started jailed with a network
+ * forks a broker first, while still root, which makes every network of the VMM's family and
+ * hands each VM its TAP. net_broker_start forks it with the family's plan (once per
+ * process; 0 or -errno with err). net_broker_open asks it for the network of VM name: n gets
+ * the TAP, a lifeline (closing it, or the VM's end, removes the network) and the status the
+ * broker gave; net_destroy/net_forget/net_status_json/net_tap_dup work on n as on a local
+ * one, and net_current() names it. net_broker_fd: this process's socket to its broker (kept
+ * by cow templates and children, passed to exec'd children), -1 without one;
+ * net_broker_adopt takes the one an exec'd child was given (--net-broker-fd).
+ */
+#define NET_BROKER_MAX 1024
+int net_broker_start(const struct net_opts *plan, struct fvm_err *err);
+int net_broker_open(const struct net_opts *o, const char *name, struct net *n,
+		    struct fvm_err *err);
+int net_broker_fd(void);
+int net_broker_adopt(int fd, struct fvm_err *err);
+/* A fresh status object from the broker (its relay counters), or the cached one. */
+json_t *net_broker_status(const struct net *n);
+
 /* A new O_CLOEXEC fd of the TAP for vm_config.net.tap_fd: the NIC closes its own when it is
  * destroyed, the net keeps n->tap_fd. -errno (-EBADF: no TAP). */
 int net_tap_dup(const struct net *n);

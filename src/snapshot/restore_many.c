@@ -22,6 +22,7 @@
 #include "util/ctl_call.h"
 #include "jail/seccomp.h"
 #include "snapshot/snap_config.h"
+#include "net/net.h"
 #include "snapshot/snap_disk.h"
 #include "snapshot/snap_format.h"
 #include "util/clock.h"
@@ -38,7 +39,7 @@ static int spawn_child(const struct restore_many_opts *o, struct restored_child 
 {
 	char ready_arg[16], log_path[600], console[620], self[4096];
 	char *argv[20 + RESTORE_MAX_EXTRA];
-	int pipefd[2], n = 0, err;
+	int pipefd[2], n = 0, err, broker = -1;
 	posix_spawn_file_actions_t fa;
 	posix_spawnattr_t attr;
 	ssize_t n_self;
@@ -64,6 +65,11 @@ static int spawn_child(const struct restore_many_opts *o, struct restored_child 
 	argv[n++] = log_path;
 	/* The fix-up of Linux clones is done here, after all are ready (restore_many). */
 	argv[n++] = "--no-agent-sync";
+	/* A jailed source's network broker, at fd 4: the children's networks come from it. */
+	if (net_broker_fd() >= 0) {
+		argv[n++] = "--net-broker-fd";
+		argv[n++] = "4";
+	}
 	if (o->paused)
 		argv[n++] = "--paused";
 	for (int i = 0; i < o->nextra && i < RESTORE_MAX_EXTRA; i++)
@@ -85,6 +91,12 @@ static int spawn_child(const struct restore_many_opts *o, struct restored_child 
 		goto out_fa;
 	/* fd 3 in the child is the ready pipe; the console goes to a file next to the socket. */
 	err = posix_spawn_file_actions_adddup2(&fa, pipefd[1], 3);
+	/* The broker from a copy above both targets: its own number may be 3 or 4. */
+	if (!err && net_broker_fd() >= 0 &&
+	    (broker = fcntl(net_broker_fd(), F_DUPFD_CLOEXEC, 10)) < 0)
+		err = errno;
+	if (!err && broker >= 0)
+		err = posix_spawn_file_actions_adddup2(&fa, broker, 4);
 	if (!err)
 		err = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID);
 	if (!err)
@@ -96,6 +108,8 @@ static int spawn_child(const struct restore_many_opts *o, struct restored_child 
 out_fa:
 	posix_spawn_file_actions_destroy(&fa);
 out_pipe:
+	if (broker >= 0)
+		close(broker);
 	close(pipefd[1]);
 	if (err) {
 		c->pid = 0;

@@ -121,7 +121,7 @@ def assert_all_gone(net, link, pid_alive=False):
     wait_for(f"namespace {link} to go", lambda: ns_held(link) is None)
     wait_for(f"{net['host_interface']} to go",
              lambda: net["host_interface"] not in host_links())
-    assert slot_free(net["slot"]), f"slot {net['slot']} still locked"
+    wait_for(f"slot {net['slot']} to be free", lambda: slot_free(net["slot"]))
     if net.get("host_table"):
         assert net["host_table"] not in host_tables()
 
@@ -541,7 +541,6 @@ def test_port_in_use_is_a_clear_error_and_leaves_nothing(run_dir):
     (("--net", "nat", "--net-addr", "192.168.5.2/24,192.168.6.1"), "the gateway must be another "
      "address of the guest's subnet"),
     (("--net", "nat", "--net-mtu", "20"), "--net-mtu '20': need 68 to 65535"),
-    (("--net", "nat", "--jail"), "cannot be combined with the jail yet"),
 ])
 def test_option_errors(run_dir, args, message):
     r, pid, _ = start(run_dir, "bad", *args)
@@ -813,3 +812,195 @@ def test_forkvm_restore_count_passes_the_network_on(run_dir):
     r = subprocess.run([FORKVM, "restore", snap, "--name", "rn"], capture_output=True,
                        text=True, timeout=120, env=env)
     assert r.returncode != 0 and "no network for it" in r.stderr, r.stderr
+
+
+# --- jailed VMMs: networks made by the family's broker (NET.md, "Networks of jailed VMMs") --
+
+JAIL = ("--jail", "--jail-uid-base", "300000000")
+BROKER_CAPS = (1 << 21) | (1 << 12) | (1 << 10)  # CAP_SYS_ADMIN, CAP_NET_ADMIN, NET_BIND_SERVICE
+
+
+def proc_status(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+
+
+def broker_ns(broker, net):
+    """(link, path) of the namespace the broker holds for the network net: the one whose
+    veth0 has net's namespace address."""
+    for fd in sorted(os.listdir(f"/proc/{broker}/fd"), key=int):
+        path = f"/proc/{broker}/fd/{fd}"
+        try:
+            link = os.readlink(path)
+        except FileNotFoundError:
+            continue
+        if link.startswith("net:[") and f"inet {net['ns_address']}/30" in \
+                in_ns(path, "ip", "-o", "addr", "show", "veth0", check=False).stdout:
+            return link, path
+    raise AssertionError(f"the broker {broker} holds no namespace with {net['ns_address']}")
+
+
+def test_a_jailed_vmm_and_its_cow_children_get_networks_from_the_broker(
+        run_dir, fake_guests, host_server):
+    """A jailed VMM cannot make a network: the broker it forked before its jail did, with
+    only the capabilities networking needs. The VMM (no capability, its own empty namespace)
+    holds the TAP; the broker holds the namespace and relays the published port; NAT egress
+    works. Its cow children (as jailed as it) get networks of their own from the same
+    broker; a child killed with -9 loses its network at once, host table included (no reaper
+    needed); when the last VM of the family ends, the broker goes and nothing is left."""
+    d, procs = run_dir
+    hport, _ = host_server
+    pid, sock, net = started(run_dir, "j", *JAIL, "--net", "nat", "--publish", "0:8080")
+    st = proc_status(pid)
+    assert int(st["CapEff"], 16) == 0 and st["Uid"].split()[0] != "0", st
+    assert not any(os.readlink(f"/proc/{pid}/fd/{fd}").startswith("net:[")
+                   for fd in os.listdir(f"/proc/{pid}/fd")), "the jailed VMM holds a namespace"
+    broker = net["broker_pid"]
+    bst = proc_status(broker)
+    assert bst["Name"] == "forkvm-netd" and bst["NoNewPrivs"] == "1", bst
+    assert int(bst["CapEff"], 16) == BROKER_CAPS and int(bst["CapBnd"], 16) == BROKER_CAPS, bst
+    link, path = broker_ns(broker, net)
+    assert os.readlink(f"/proc/{pid}/ns/net") != link  # the VMM is not in its VM's namespace
+    assert net["host_interface"] in host_links() and net["host_table"] in host_tables()
+    g = fake_guests(path)
+    g.serve(8080, "j")
+    assert fetch(net["published"][0]["host_port"]) == "j"
+    assert g.connect(net["host_address"], hport) == f"ok from {net['ns_address']}"
+    assert call(sock, {"cmd": "status"})["net"]["connections"]["total"] == 1  # fresh counters
+
+    r = subprocess.run([FORKVM, "branch", sock, "--strategy", "cow", "--count", "2"],
+                       capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, FORKVM_RUN_DIR=d))
+    assert r.returncode == 0, r.stderr
+    kids = json.loads(r.stdout)["children"]
+    procs.extend(k["pid"] for k in kids)
+    nets = [call(k["socket"], {"cmd": "status"})["net"] for k in kids]
+    assert {n["broker_pid"] for n in nets} == {broker}
+    assert len({n["slot"] for n in [net, *nets]}) == 3
+    assert len({n["published"][0]["host_port"] for n in [net, *nets]}) == 3
+    for k, n in zip(kids, nets):
+        assert proc_status(k["pid"])["Uid"] == st["Uid"]  # as jailed as their source
+        fake_guests(broker_ns(broker, n)[1]).serve(8080, k["name"])
+        assert fetch(n["published"][0]["host_port"]) == k["name"]
+    klink = broker_ns(broker, nets[0])[0]
+    os.kill(kids[0]["pid"], signal.SIGKILL)
+    assert_all_gone(nets[0], klink)  # at once: the broker saw its lifeline close
+    assert f"network of {kids[0]['name']} (slot {nets[0]['slot']}) removed" in \
+        open(sock + ".log").read()
+    assert fetch(net["published"][0]["host_port"]) == "j"
+    stop(kids[1]["socket"], kids[1]["pid"])
+    stop(sock, pid)
+    wait_for("the broker to exit", lambda: gone(broker), timeout=20)
+    for n in [net, nets[1]]:
+        assert_all_gone(n, "net:[none]")
+    assert "no VM of this family is left: exiting" in open(sock + ".log").read()
+
+
+def test_full_children_of_a_jailed_source_get_networks_from_its_broker(run_dir):
+    """Full branch children are exec'd inside the source's jail: they get the broker as
+    --net-broker-fd, and networks of the source's plan on new host ports from it."""
+    d, procs = run_dir
+    pid, sock, net = started(run_dir, "jf", *JAIL, "--net", "isolated", "--publish", "0:8080")
+    r = subprocess.run([FORKVM, "branch", sock, "--strategy", "full", "--count", "2",
+                        "--dir", os.path.join(d, "jf.jail", "full")],
+                       capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, FORKVM_RUN_DIR=d))
+    assert r.returncode == 0, r.stderr
+    kids = json.loads(r.stdout)["children"]
+    procs.extend(k["pid"] for k in kids)
+    nets = [call(k["socket"], {"cmd": "status"})["net"] for k in kids]
+    assert {n["broker_pid"] for n in nets} == {net["broker_pid"]}
+    assert {n["mode"] for n in nets} == {"isolated"} and all(n["host_table"] is None for n in nets)
+    assert len({n["slot"] for n in [net, *nets]}) == 3
+    assert len({n["published"][0]["host_port"] for n in [net, *nets]}) == 3
+    for k in kids:
+        stop(k["socket"], k["pid"])
+    stop(sock, pid)
+    wait_for("the broker to exit", lambda: gone(net["broker_pid"]), timeout=20)
+    for n in [net, *nets]:
+        assert_all_gone(n, "net:[none]")
+
+
+def pidfd_getfd(pid, fd):
+    """A copy of process pid's descriptor fd (pidfd_getfd, Linux 5.6; root)."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    pidfd = os.pidfd_open(pid)
+    try:
+        got = libc.syscall(438, pidfd, fd, 0)  # SYS_pidfd_getfd
+        if got < 0:
+            raise OSError(ctypes.get_errno(), "pidfd_getfd")
+        return got
+    finally:
+        os.close(pidfd)
+
+
+def test_the_broker_survives_hostile_requests(run_dir):
+    """What a compromised jailed VMM can send on its family's socket: no lifeline, two
+    descriptors, the wrong size or magic, a lifeline that is not a seqpacket socket -- each
+    ignored (logged), the broker serving on. A well-formed request gets a network of the
+    family's plan only, on a free host port, and the network goes when its lifeline closes."""
+    pid, sock, net = started(run_dir, "jh", *JAIL, "--net", "isolated", "--publish", "0:8080")
+    broker = net["broker_pid"]
+    fam = None
+    # The family socket: the VMM's first seqpacket socket (made before its lifeline).
+    for fd in sorted(os.listdir(f"/proc/{pid}/fd"), key=int):
+        if not os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:"):
+            continue
+        s = socket.socket(fileno=pidfd_getfd(pid, int(fd)))
+        if s.type == socket.SOCK_SEQPACKET:
+            fam = s
+            break
+        s.close()
+    assert fam is not None, "no family socket found"
+    good = (0x666e6264).to_bytes(4, "little") + b"intruder".ljust(64, b"\0")
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    r, w = os.pipe()
+    for msg, fds in [(good, []), (good, [b.fileno(), b.fileno()]), (good[:20], [b.fileno()]),
+                     (b"\0" * 4 + good[4:], [b.fileno()]), (good, [r])]:
+        fam.sendmsg([msg], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, bytes(
+            b"".join(f.to_bytes(4, "little") for f in fds)))] if fds else [])
+    os.close(r)
+    os.close(w)
+    wait_for("the broker to log the malformed requests", lambda: open(sock + ".log").read()
+             .count("a malformed request") == 5)
+    assert not gone(broker)
+    # A well-formed one: a network of the plan (isolated, guest port 8080 on a new host port).
+    fam.sendmsg([good], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                          b.fileno().to_bytes(4, "little"))])
+    b.close()
+    msg, anc, _, _ = a.recvmsg(16384, socket.CMSG_SPACE(4))
+    status = int.from_bytes(msg[:4], "little", signed=True)
+    got = json.loads(msg[4:].rstrip(b"\0"))
+    assert status == 0 and anc, msg
+    os.close(int.from_bytes(anc[0][2][:4], "little"))  # the TAP
+    assert got["mode"] == "isolated" and got["slot"] != net["slot"]
+    assert got["published"][0]["guest_port"] == 8080
+    assert got["published"][0]["host_port"] != net["published"][0]["host_port"]
+    a.close()  # its lifeline: the network goes
+    wait_for("the intruder's network to go", lambda: got["host_interface"] not in host_links()
+             and slot_free(got["slot"]))
+    fam.close()
+    stop(sock, pid)
+    wait_for("the broker to exit", lambda: gone(broker), timeout=20)
+
+
+@pytest.mark.parametrize("args,env,message", [
+    (["--net-broker-fd", "2"], {}, "need a descriptor number of 3 or more"),
+    (["--net-broker-fd", "x1"], {}, "need a descriptor number of 3 or more"),
+    (["--net", "isolated"], {"FORKVM_JAILED": "1"}, "needs its family's network broker"),
+])
+def test_broker_option_errors(run_dir, args, env, message):
+    r, pid, _ = start(run_dir, "be", *args, env=env)
+    assert pid is None and message in r.stderr, r.stderr
+
+
+def test_a_broker_fd_that_is_not_one_is_refused(run_dir):
+    d, _ = run_dir
+    r = subprocess.run([FORKVM, "run", "--name", "bf", "--mem", "64M", "--net", "isolated",
+                        "--net-broker-fd", "5", "--log", os.path.join(d, "bf.log")],
+                       capture_output=True, text=True, timeout=60, pass_fds=(),
+                       env=dict(os.environ, FORKVM_RUN_DIR=d),
+                       preexec_fn=lambda: os.dup2(os.open("/dev/null", os.O_RDONLY), 5))
+    assert r.returncode != 0
+    assert "--net-broker-fd 5: not a network broker's socket" in open(os.path.join(d, "bf.log")).read()

@@ -118,7 +118,14 @@ def test_nat_allow_list_and_the_guest_address(env, outside):
 
 
 def test_isolated_publish_cow_children_and_cleanup(env, outside):
-    src = env.boot("iso", extra=["--net", "isolated", "--publish", f"0:{GUEST_PORT}"])
+    """Jailed, as the daemon runs every VMM: the network of the source and of each cow child
+    comes from the broker the source forked before its jail (docs/NET.md, "Networks of jailed
+    VMMs"), which also relays their published ports."""
+    src = env.boot("iso", extra=["--name", "iso", "--jail", "--jail-uid-base", "320000000",
+                                 "--net", "isolated", "--publish", f"0:{GUEST_PORT}"])
+    st = open(f"/proc/{src.pid}/status").read()
+    assert "\nCapEff:\t0000000000000000\n" in st and "\nUid:\t0\t" not in st, st
+    broker = net_of(src)["broker_pid"]
     ok, text = fetch_in_guest(src, f"http://{OUTSIDE[0]}:{HTTP_PORT}/")
     assert not ok, f"an isolated guest reached the outside: {text}"
     serve(src, "source")
@@ -132,6 +139,7 @@ def test_isolated_publish_cow_children_and_cleanup(env, outside):
         ports.add(port)
         assert get(port) == f"child{i}\n".encode(), k.name
     assert len(ports) == 3 and src_port not in ports
+    assert {net_of(k)["broker_pid"] for k in kids} == {broker}
     assert get(src_port) == b"source\n"  # the source keeps serving
     # nothing left: the children's and the source's veths go with them (kill -9 included)
     veths = [net_of(k)["host_interface"] for k in kids] + [net_of(src)["host_interface"]]

@@ -1,0 +1,520 @@
+/*
+ * The network broker of a jailed VMM family (net.h, docs/NET.md "Networks of jailed VMMs").
+ *
+ * A jailed VMM has no capability: it can make no namespace, TAP, veth or nft rule, so neither
+ * can the VMs branched from it (cow children fork from it; full, diff and live children are
+ * exec'd inside its jail). A VMM started jailed with --net therefore forks this broker first,
+ * while it is still root and single-threaded, before its jail. The broker keeps only the
+ * capabilities networking needs and builds every network of the family with net_create, in
+ * its own process; it relays their published ports, and hands each VM its TAP as an fd.
+ *
+ * Protocol. The family shares one SOCK_SEQPACKET socket to the broker (inherited by forks,
+ * passed to exec'd children as --net-broker-fd). A request is one message, struct broker_req,
+ * carrying one fd: the broker's end of a socketpair made for this network, its lifeline. The
+ * answer comes on the lifeline (so concurrent askers never read each other's): an int32
+ * status, then the status object (JSON) or an error message, and the TAP fd when it worked.
+ * The VM keeps its end of the lifeline for its life; one byte 's' on it asks for a fresh
+ * status object (relay counters). When the lifeline closes -- the VM ended, kill -9 included
+ * -- the broker removes that network at once, host side too. When no process holds the
+ * family socket any more and no network is left, the broker exits.
+ *
+ * The plan (mode, lists, addresses, published guest ports) is the one the VMM was started
+ * with, fixed in the broker before the jail: a request names a VM, nothing else, so a
+ * compromised VMM can ask for networks of its own plan only. The first request (the VMM's own
+ * network) binds the host ports as given; every later one binds free ports. At most
+ * NET_BROKER_MAX networks at once.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/capability.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "net/net.h"
+#include "net/net_impl.h"
+#include "util/errmsg.h"
+#include "util/evloop.h"
+#include "util/log.h"
+
+#define BROKER_MAGIC 0x666e6264u /* "fnbd" */
+#define BROKER_REPLY_MAX 16384
+#define BROKER_TIMEOUT_MS 30000 /* a network made */
+#define BROKER_STATUS_MS 2000	/* a status (the control loop waits for it) */
+
+struct broker_req {
+	uint32_t magic;
+	char name[64];
+};
+
+/* This process's socket to its family's broker; -1 when it has none. */
+static int family_fd = -1;
+
+int net_broker_fd(void)
+{
+	return family_fd;
+}
+
+int net_broker_adopt(int fd, struct fvm_err *err)
+{
+	int type = 0;
+	socklen_t len = sizeof(type);
+
+	if (fd < 3 || getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 ||
+	    type != SOCK_SEQPACKET)
+		return errmsg(err, -EBADF, "--net-broker-fd %d: not a network broker's socket "
+			      "(an fd a jailed VMM passes to the children it starts)", fd);
+	if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
+		return errmsg(err, -errno, "--net-broker-fd %d: %s", fd, strerror(errno));
+	family_fd = fd;
+	return 0;
+}
+
+/* ---- the broker process ------------------------------------------------------------- */
+
+struct bnet {
+	struct broker *b;
+	struct net net;
+	int lifeline, id;
+	char name[64];
+};
+
+struct broker {
+	struct evloop loop;
+	struct net_opts plan;
+	int sock, sock_id;
+	bool served_first;
+	struct bnet *nets[NET_BROKER_MAX];
+	int nnets;
+};
+
+/* Send status and text (and fd when >= 0) on the lifeline; errors only logged. */
+static void reply(int lifeline, int32_t status, const char *text, int fd)
+{
+	char cbuf[CMSG_SPACE(sizeof(int))] = { 0 };
+	size_t tlen = strlen(text) + 1;
+	struct iovec iov[2] = { { &status, sizeof(status) }, { (void *)text, tlen } };
+	struct msghdr m = { .msg_iov = iov, .msg_iovlen = 2 };
+
+	if (fd >= 0) {
+		m.msg_control = cbuf;
+		m.msg_controllen = sizeof(cbuf);
+		struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(c), &fd, sizeof(int));
+	}
+	/* Never blocking: a VM that does not read its answers must not stall the family's. */
+	if (sendmsg(lifeline, &m, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+		log_warn("answering on a lifeline: %s", strerror(errno));
+}
+
+/* The network's status object, with the broker's pid, as text (NULL: out of memory). */
+static char *status_text(struct bnet *bn)
+{
+	json_t *st = net_status_json(&bn->net);
+	char *text;
+
+	json_object_set_new(st, "broker_pid", json_integer(getpid()));
+	text = json_dumps(st, JSON_COMPACT);
+	json_decref(st);
+	return text;
+}
+
+static void status_reply(struct bnet *bn)
+{
+	char *text = status_text(bn);
+
+	reply(bn->lifeline, text ? 0 : -ENOMEM, text ? text : "out of memory", -1);
+	free(text);
+}
+
+static void bnet_remove(struct bnet *bn)
+{
+	struct broker *b = bn->b;
+
+	log_info("network of %s (slot %d) removed: its VM ended", bn->name, bn->net.slot);
+	ev_del(&b->loop, bn->id);
+	close(bn->lifeline);
+	net_destroy(&bn->net);
+	for (int i = 0; i < b->nnets; i++)
+		if (b->nets[i] == bn) {
+			b->nets[i] = b->nets[--b->nnets];
+			break;
+		}
+	free(bn);
+}
+
+static void on_lifeline(void *arg, uint32_t events)
+{
+	struct bnet *bn = arg;
+	char c;
+	ssize_t got = recv(bn->lifeline, &c, 1, MSG_DONTWAIT);
+
+	if (got == 1 && c == 's') {
+		status_reply(bn);
+		return;
+	}
+	if (got < 0 && (errno == EAGAIN || errno == EINTR) && !(events & (EPOLLHUP | EPOLLERR)))
+		return;
+	bnet_remove(bn); /* closed, or a request this protocol does not have */
+}
+
+/* A printable copy of a name a VM sent, for logs. */
+static void clean_name(char *dst, const char *src, size_t len)
+{
+	size_t i = 0;
+
+	for (; i + 1 < len && src[i]; i++)
+		dst[i] = src[i] > ' ' && src[i] < 0x7f ? src[i] : '?';
+	dst[i] = '\0';
+}
+
+static void serve_request(struct broker *b, const struct broker_req *req, int lifeline)
+{
+	struct fvm_err err = FVM_ERR_INIT;
+	struct net_opts o = b->plan;
+	struct bnet *bn;
+	char msg[FVM_ERR_MSG_MAX];
+
+	if (b->nnets >= NET_BROKER_MAX) {
+		snprintf(msg, sizeof(msg), "this VM family already has %d networks (the most one "
+			 "broker makes)", NET_BROKER_MAX);
+		reply(lifeline, -ENOSPC, msg, -1);
+		close(lifeline);
+		return;
+	}
+	bn = calloc(1, sizeof(*bn));
+	if (!bn) {
+		reply(lifeline, -ENOMEM, "out of memory", -1);
+		close(lifeline);
+		return;
+	}
+	bn->b = b;
+	bn->lifeline = lifeline;
+	clean_name(bn->name, req->name, sizeof(bn->name));
+	/* The VMM's own network binds its ports as asked; the family's others take free ones. */
+	if (b->served_first)
+		for (int i = 0; i < o.npublish; i++)
+			o.publish[i].host_port = 0;
+	b->served_first = true;
+	int ret = net_create(&o, &bn->net, &err);
+	if (!ret && !bn->net.active)
+		ret = errmsg(&err, -EINVAL, "this family's plan has no network");
+	if (!ret && (bn->id = ev_add(&b->loop, lifeline, EPOLLIN, EV_LATER, on_lifeline, bn)) < 0)
+		ret = errmsg(&err, bn->id, "watching its lifeline: %s", strerror(-bn->id));
+	if (ret) {
+		snprintf(msg, sizeof(msg), "%s", err_text(&err));
+		log_warn("network of %s: %s", bn->name, msg);
+		reply(lifeline, ret, msg, -1);
+		net_destroy(&bn->net);
+		close(lifeline);
+		free(bn);
+		return;
+	}
+	b->nets[b->nnets++] = bn;
+	log_info("network of %s: %s, host side %s (slot %d), ready in %.1f ms", bn->name,
+		 net_mode_name(bn->net.opts.mode), bn->net.veth_host, bn->net.slot,
+		 (double)bn->net.create_ns / 1e6);
+	char *text = status_text(bn);
+	reply(lifeline, 0, text ? text : "{}", bn->net.tap_fd);
+	free(text);
+}
+
+static void on_request(void *arg, uint32_t events)
+{
+	struct broker *b = arg;
+	struct broker_req req;
+	char cbuf[CMSG_SPACE(sizeof(int))];
+	struct iovec iov = { &req, sizeof(req) };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+			    .msg_controllen = sizeof(cbuf) };
+	ssize_t got = recvmsg(b->sock, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+	int lifeline = -1;
+
+	if (got < 0 && (errno == EAGAIN || errno == EINTR) && !(events & (EPOLLHUP | EPOLLERR)))
+		return;
+	if (got <= 0) { /* no process of the family holds the socket any more */
+		ev_del(&b->loop, b->sock_id);
+		close(b->sock);
+		b->sock = b->sock_id = -1;
+		return;
+	}
+	struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+	if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
+	    c->cmsg_len == CMSG_LEN(sizeof(int)))
+		memcpy(&lifeline, CMSG_DATA(c), sizeof(int));
+	else if (c && c->cmsg_type == SCM_RIGHTS) /* more fds than one: close them all */
+		for (size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
+			int fd;
+			memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+			close(fd);
+		}
+	int type = 0;
+	socklen_t tl = sizeof(type);
+	if (lifeline < 0 || got != (ssize_t)sizeof(req) || (m.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) ||
+	    req.magic != BROKER_MAGIC ||
+	    getsockopt(lifeline, SOL_SOCKET, SO_TYPE, &type, &tl) < 0 || type != SOCK_SEQPACKET) {
+		log_warn("a malformed request (%zd bytes%s), ignored", got,
+			 lifeline < 0 ? ", no lifeline" : "");
+		if (lifeline >= 0)
+			close(lifeline);
+		return;
+	}
+	req.name[sizeof(req.name) - 1] = '\0';
+	serve_request(b, &req, lifeline);
+}
+
+/* Only what networking needs: namespaces (CAP_SYS_ADMIN), interfaces and rules
+ * (CAP_NET_ADMIN), published ports below 1024 (CAP_NET_BIND_SERVICE). */
+static int narrow_privileges(void)
+{
+	struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3 };
+	struct __user_cap_data_struct d[2] = { { 0 } };
+	const int keep[] = { CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_NET_BIND_SERVICE };
+
+	for (int cap = 0; cap <= CAP_LAST_CAP; cap++) {
+		bool kept = false;
+		for (size_t i = 0; i < sizeof(keep) / sizeof(keep[0]); i++)
+			kept |= keep[i] == cap;
+		if (!kept && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
+			return -errno;
+	}
+	for (size_t i = 0; i < sizeof(keep) / sizeof(keep[0]); i++) {
+		d[keep[i] / 32].effective |= 1u << (keep[i] % 32);
+		d[keep[i] / 32].permitted |= 1u << (keep[i] % 32);
+	}
+	if (syscall(SYS_capset, &h, d) < 0)
+		return -errno;
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		return -errno;
+	return 0;
+}
+
+static int broker_main(const struct net_opts *plan, int sock)
+{
+	static struct broker b; /* one per process */
+	sigset_t sigs;
+	int ret;
+
+	setsid(); /* a signal to the VMM's group is not for it: it goes when its VMs have */
+	prctl(PR_SET_NAME, "forkvm-netd");
+	log_set_prefix("netd");
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	/* Nothing of the VMM's but the family socket and the log (stderr). */
+	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (null >= 0) {
+		dup2(null, STDIN_FILENO);
+		dup2(null, STDOUT_FILENO);
+	}
+	if (dup2(sock, 3) < 0 || close_range(4, ~0u, 0) < 0)
+		return log_errno(-errno, "closing the VMM's descriptors");
+	sock = 3;
+	if ((ret = narrow_privileges()) < 0)
+		return log_errno(ret, "dropping the capabilities networking does not need");
+	b.plan = *plan;
+	b.sock = sock;
+	if ((ret = ev_init(&b.loop, "netd")) < 0)
+		return ret;
+	if ((b.sock_id = ev_add(&b.loop, sock, EPOLLIN, EV_FIRST, on_request, &b)) < 0)
+		return b.sock_id;
+	while (b.sock >= 0 || b.nnets > 0) {
+		ret = ev_run_once(&b.loop, -1);
+		if (ret < 0 && ret != -EINTR)
+			return log_errno(ret, "waiting");
+	}
+	log_info("no VM of this family is left: exiting");
+	ev_fini(&b.loop);
+	return 0;
+}
+
+int net_broker_start(const struct net_opts *plan, struct fvm_err *err)
+{
+	int sv[2];
+	pid_t pid;
+
+	if (family_fd >= 0)
+		return 0;
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+		return errmsg(err, -errno, "the network broker's socket: %s", strerror(errno));
+	pid = fork();
+	if (pid < 0) {
+		int e = errno;
+		close(sv[0]);
+		close(sv[1]);
+		return errmsg(err, -e, "forking the network broker: %s", strerror(e));
+	}
+	if (pid == 0) {
+		close(sv[0]);
+		_exit(broker_main(plan, sv[1]) < 0 ? 1 : 0);
+	}
+	close(sv[1]);
+	family_fd = sv[0];
+	log_info("network broker forkvm-netd started (pid %d): it makes this VM's network and "
+		 "its children's (docs/NET.md)", (int)pid);
+	return 0;
+}
+
+/* ---- a VM's side -------------------------------------------------------------------- */
+
+/* Receive one answer on the lifeline: status, text in buf, *fd (or -1). 0 or -errno. */
+static int recv_answer(int lifeline, int timeout_ms, int32_t *status, char *buf, size_t len,
+		       int *fd)
+{
+	char cbuf[CMSG_SPACE(sizeof(int))];
+	struct iovec iov[2] = { { status, sizeof(*status) }, { buf, len - 1 } };
+	struct msghdr m = { .msg_iov = iov, .msg_iovlen = 2, .msg_control = cbuf,
+			    .msg_controllen = sizeof(cbuf) };
+	struct pollfd p = { .fd = lifeline, .events = POLLIN };
+	int r;
+
+	*fd = -1;
+	do
+		r = poll(&p, 1, timeout_ms);
+	while (r < 0 && errno == EINTR);
+	if (r <= 0)
+		return r < 0 ? -errno : -ETIMEDOUT;
+	ssize_t got = recvmsg(lifeline, &m, MSG_CMSG_CLOEXEC);
+	if (got < 0)
+		return -errno;
+	struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+	if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
+	    c->cmsg_len == CMSG_LEN(sizeof(int)))
+		memcpy(fd, CMSG_DATA(c), sizeof(int));
+	if (got < (ssize_t)sizeof(*status)) {
+		if (*fd >= 0)
+			close(*fd);
+		*fd = -1;
+		return -EPIPE; /* the broker closed it: it ended, or refused */
+	}
+	buf[got - (ssize_t)sizeof(*status)] = '\0';
+	return 0;
+}
+
+static int fill_from_status(struct net *n, json_t *st)
+{
+	const char *host = json_string_value(json_object_get(st, "host_interface"));
+	json_t *ports = json_object_get(st, "published");
+	size_t i;
+	json_t *p;
+
+	n->remote = st;
+	n->slot = (int)json_integer_value(json_object_get(st, "slot"));
+	n->create_ns = (uint64_t)(json_number_value(json_object_get(st, "create_ms")) * 1e6);
+	snprintf(n->veth_host, sizeof(n->veth_host), "%s", host ? host : "");
+	n->nports = 0;
+	json_array_foreach(ports, i, p) {
+		if (n->nports >= NET_MAX_PUBLISH)
+			break;
+		struct net_port *np = &n->ports[n->nports++];
+		np->fd = -1;
+		np->host_port = (uint16_t)json_integer_value(json_object_get(p, "host_port"));
+		np->spec.guest_port = (uint16_t)json_integer_value(json_object_get(p, "guest_port"));
+		net_parse_ip(json_string_value(json_object_get(p, "host_ip")) ?: "0.0.0.0",
+			     &np->spec.host_ip);
+	}
+	return 0;
+}
+
+int net_broker_open(const struct net_opts *o, const char *name, struct net *n,
+		    struct fvm_err *err)
+{
+	struct broker_req req = { .magic = BROKER_MAGIC };
+	char cbuf[CMSG_SPACE(sizeof(int))] = { 0 };
+	struct iovec iov = { &req, sizeof(req) };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+			    .msg_controllen = sizeof(cbuf) };
+	char *buf = NULL;
+	int lf[2] = { -1, -1 }, tap = -1, ret;
+	int32_t status = 0;
+	json_error_t jerr;
+	json_t *st;
+
+	net_init_remote(n, o);
+	if (family_fd < 0)
+		return errmsg(err, -ENOTCONN, "network of %s: this VMM has no network broker "
+			      "(a jailed VMM's network comes from the one its source started)", name);
+	snprintf(req.name, sizeof(req.name), "%s", name);
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, lf) < 0)
+		return errmsg(err, -errno, "network of %s: a lifeline to the broker: %s", name,
+			      strerror(errno));
+	struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &lf[1], sizeof(int));
+	if (sendmsg(family_fd, &m, MSG_NOSIGNAL) < 0) {
+		ret = errmsg(err, -errno, "network of %s: asking the network broker: %s (it "
+			     "ended?)", name, strerror(errno));
+		goto fail;
+	}
+	close(lf[1]);
+	lf[1] = -1;
+	buf = malloc(BROKER_REPLY_MAX);
+	if (!buf) {
+		ret = errmsg(err, -ENOMEM, "network of %s: out of memory", name);
+		goto fail;
+	}
+	ret = recv_answer(lf[0], BROKER_TIMEOUT_MS, &status, buf, BROKER_REPLY_MAX, &tap);
+	if (ret) {
+		errmsg(err, ret, "network of %s: the network broker's answer: %s", name,
+		       ret == -EPIPE ? "it closed the connection" : strerror(-ret));
+		goto fail;
+	}
+	if (status) {
+		ret = errmsg(err, status < 0 ? status : -EIO, "network of %s (made by the broker): "
+			     "%s", name, buf);
+		goto fail;
+	}
+	st = json_loads(buf, 0, &jerr);
+	if (!st || tap < 0) {
+		json_decref(st);
+		ret = errmsg(err, -EPROTO, "network of %s: the broker's answer %s", name,
+			     tap < 0 ? "carried no TAP" : "is not JSON");
+		goto fail;
+	}
+	fill_from_status(n, st);
+	n->tap_fd = tap;
+	n->lifeline_fd = lf[0];
+	n->active = true;
+	net_set_current(n);
+	free(buf);
+	return 0;
+fail:
+	if (tap >= 0)
+		close(tap);
+	for (int i = 0; i < 2; i++)
+		if (lf[i] >= 0)
+			close(lf[i]);
+	free(buf);
+	return ret;
+}
+
+json_t *net_broker_status(const struct net *n)
+{
+	char *buf = malloc(BROKER_REPLY_MAX);
+	int32_t status = 0;
+	int fd = -1;
+	json_t *st = NULL;
+
+	if (buf && send(n->lifeline_fd, "s", 1, MSG_NOSIGNAL) == 1 &&
+	    recv_answer(n->lifeline_fd, BROKER_STATUS_MS, &status, buf, BROKER_REPLY_MAX, &fd) == 0 &&
+	    !status)
+		st = json_loads(buf, 0, NULL);
+	if (fd >= 0)
+		close(fd);
+	free(buf);
+	return st ? st : json_deep_copy(n->remote); /* the broker is gone: what it last said */
+}
