@@ -1,6 +1,7 @@
 """Cost of a VM's host networking (docs/NET.md): `forkvm run --detach` -> the VM answers its
 first `status`, without networking and with each mode, measured in one run and interleaved
-(none, isolated, nat, nat + publish, none, ...) so machine noise hits all alike. Probe guest,
+(none, isolated, nat, nat + publish, jailed, jailed + nat + publish, none, ...) so machine
+noise hits all alike; a jailed VMM's network is made by its broker (docs/NET.md). Probe guest,
 64 MiB. Also the VMM's own count of the time net_create took (status: net.create_ms). Needs
 root, /dev/kvm and /dev/net/tun.
 
@@ -22,6 +23,10 @@ MODES = {
     "--net isolated": ("--net", "isolated"),
     "--net nat": ("--net", "nat"),
     "--net nat --publish 0:80": ("--net", "nat", "--publish", "0:80"),
+    # jailed: the network comes from the broker the VMM forks before its jail (NET.md)
+    "--jail": ("--jail", "--jail-uid-base", "300000000"),
+    "--jail --net nat --publish 0:80": ("--jail", "--jail-uid-base", "300000000", "--net", "nat",
+                                        "--publish", "0:80"),
 }
 
 
@@ -68,11 +73,17 @@ def main():
     report("net", rows, "ms")
     base = statistics.median(start["no network"])
     print("\n  median start -> first status, side by side (ms):")
-    print(f"  {'mode':<28} {'start':>8} {'added':>8} {'net_create':>11}")
+    print(f"  {'mode':<34} {'start':>8} {'added':>8} {'net_create':>11}")
     for m in MODES:
         med = statistics.median(start[m])
         nc = f"{statistics.median(create[m]):.1f}" if create[m] else "-"
-        print(f"  {m:<28} {med:8.1f} {med - base:+8.1f} {nc:>11}")
+        print(f"  {m:<34} {med:8.1f} {med - base:+8.1f} {nc:>11}")
+    jail = statistics.median(start["--jail"])
+    broker = statistics.median(start["--jail --net nat --publish 0:80"])
+    plain = statistics.median(start["--net nat --publish 0:80"])
+    print(f"\n  nat + publish, jailed (broker) vs unjailed: {broker:.1f} vs {plain:.1f} ms "
+          f"({broker - plain:+.1f}); the network's cost under the jail: {broker - jail:+.1f} ms "
+          f"(unjailed: {plain - base:+.1f})")
     return 0
 
 

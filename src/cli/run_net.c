@@ -80,6 +80,8 @@ int run_net_create(struct run_opts *o)
 	int ret, fd;
 
 	o->net.relay_thread_init = relay_filter;
+	if (o->net.mode == NET_NONE && o->net_broker_fd >= 0)
+		close(o->net_broker_fd); /* no network asked: nothing of the broker's to keep */
 	if (o->net.mode != NET_NONE && o->net_broker_fd >= 0) {
 		/* A child of a jailed source: its source's broker makes its network. */
 		ret = net_broker_adopt(o->net_broker_fd, &err);

@@ -95,6 +95,7 @@ int branch_restore_children(const char *snapshot, const struct branch_opts *o,
 			goto out;
 		}
 		ro.nextra = ret;
+		ro.net_broker = net->lifeline_fd >= 0; /* a jailed source's: its broker makes them */
 	}
 	/* ... and the source's cgroup limits, as cow children inherit them (SECURITY.md): a
 	 * limited sandbox must not branch into unlimited ones. memory.max without --mem-limit

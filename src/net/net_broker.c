@@ -10,19 +10,24 @@
  *
  * Protocol. The family shares one SOCK_SEQPACKET socket to the broker (inherited by forks,
  * passed to exec'd children as --net-broker-fd). A request is one message, struct broker_req,
- * carrying one fd: the broker's end of a socketpair made for this network, its lifeline. The
- * answer comes on the lifeline (so concurrent askers never read each other's): an int32
- * status, then the status object (JSON) or an error message, and the TAP fd when it worked.
- * The VM keeps its end of the lifeline for its life; one byte 's' on it asks for a fresh
- * status object (relay counters). When the lifeline closes -- the VM ended, kill -9 included
- * -- the broker removes that network at once, host side too. When no process holds the
- * family socket any more and no network is left, the broker exits.
+ * carrying one fd: a connected AF_UNIX seqpacket socket to answer on (so concurrent askers
+ * never read each other's answers). The answer is an int32 status, then the status object
+ * (JSON) or an error message; when it worked it carries two fds: the TAP and the VM's end of
+ * the network's lifeline, a socketpair the broker made itself and whose other end only it
+ * holds. The broker then closes the answer socket. The VM keeps its lifeline for its life;
+ * one byte 's' on it asks for a fresh status object (relay counters). When the lifeline
+ * closes -- the VM ended, kill -9 included -- the broker removes that network at once, host
+ * side too. When no process holds the family socket any more (every VM and cow template of
+ * the family ended) and no network is left, the broker exits; it blocks SIGTERM, SIGINT and
+ * SIGHUP, so only SIGKILL stops it early (its VMs keep their TAPs, their published ports
+ * stop, the host side waits for a reaper).
  *
  * The plan (mode, lists, addresses, published guest ports) is the one the VMM was started
  * with, fixed in the broker before the jail: a request names a VM, nothing else, so a
- * compromised VMM can ask for networks of its own plan only. The first request (the VMM's own
- * network) binds the host ports as given; every later one binds free ports. At most
- * NET_BROKER_MAX networks at once.
+ * compromised VMM can ask for networks of its own plan only: at most NET_BROKER_MAX at once,
+ * each holding a /30 of the host's pool and free host ports for its publishes until its VM's
+ * lifeline closes. The first request (the VMM's own network) binds the host ports as given;
+ * every later one binds free ports.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -33,8 +38,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "net/net.h"
@@ -46,7 +53,7 @@
 #define BROKER_MAGIC 0x666e6264u /* "fnbd" */
 #define BROKER_REPLY_MAX 16384
 #define BROKER_TIMEOUT_MS 30000 /* a network made */
-#define BROKER_STATUS_MS 2000	/* a status (the control loop waits for it) */
+#define BROKER_STATUS_MS 500	/* a status (the control loop waits for it) */
 
 struct broker_req {
 	uint32_t magic;
@@ -94,26 +101,25 @@ struct broker {
 	int nnets;
 };
 
-/* Send status and text (and fd when >= 0) on the lifeline; errors only logged. */
-static void reply(int lifeline, int32_t status, const char *text, int fd)
+/* Send status and text, and fds[0..nfds) (at most 2), on sock without blocking: a VM that
+ * does not read its answers must not stall the family's broker. 0 or -errno. */
+static int reply(int sock, int32_t status, const char *text, const int *fds, int nfds)
 {
-	char cbuf[CMSG_SPACE(sizeof(int))] = { 0 };
+	char cbuf[CMSG_SPACE(2 * sizeof(int))] = { 0 };
 	size_t tlen = strlen(text) + 1;
 	struct iovec iov[2] = { { &status, sizeof(status) }, { (void *)text, tlen } };
 	struct msghdr m = { .msg_iov = iov, .msg_iovlen = 2 };
 
-	if (fd >= 0) {
+	if (nfds > 0) {
 		m.msg_control = cbuf;
-		m.msg_controllen = sizeof(cbuf);
+		m.msg_controllen = CMSG_SPACE((size_t)nfds * sizeof(int));
 		struct cmsghdr *c = CMSG_FIRSTHDR(&m);
 		c->cmsg_level = SOL_SOCKET;
 		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(c), &fd, sizeof(int));
+		c->cmsg_len = CMSG_LEN((size_t)nfds * sizeof(int));
+		memcpy(CMSG_DATA(c), fds, (size_t)nfds * sizeof(int));
 	}
-	/* Never blocking: a VM that does not read its answers must not stall the family's. */
-	if (sendmsg(lifeline, &m, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
-		log_warn("answering on a lifeline: %s", strerror(errno));
+	return sendmsg(sock, &m, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 ? -errno : 0;
 }
 
 /* The network's status object, with the broker's pid, as text (NULL: out of memory). */
@@ -132,7 +138,9 @@ static void status_reply(struct bnet *bn)
 {
 	char *text = status_text(bn);
 
-	reply(bn->lifeline, text ? 0 : -ENOMEM, text ? text : "out of memory", -1);
+	/* A VM that asks without reading loses answers, not the broker's time. */
+	if (reply(bn->lifeline, text ? 0 : -ENOMEM, text ? text : "out of memory", NULL, 0) < 0)
+		log_debug("a status answer to %s not sent: %s", bn->name, strerror(errno));
 	free(text);
 }
 
@@ -177,55 +185,107 @@ static void clean_name(char *dst, const char *src, size_t len)
 	dst[i] = '\0';
 }
 
-static void serve_request(struct broker *b, const struct broker_req *req, int lifeline)
+/* A refusal on the answer socket, which is then closed. */
+static void refuse(int answer, int ret, const char *msg)
+{
+	reply(answer, ret, msg, NULL, 0);
+	close(answer);
+}
+
+static void serve_request(struct broker *b, const struct broker_req *req, int answer)
 {
 	struct fvm_err err = FVM_ERR_INIT;
 	struct net_opts o = b->plan;
 	struct bnet *bn;
 	char msg[FVM_ERR_MSG_MAX];
+	int lf[2] = { -1, -1 }, ret;
 
 	if (b->nnets >= NET_BROKER_MAX) {
 		snprintf(msg, sizeof(msg), "this VM family already has %d networks (the most one "
 			 "broker makes)", NET_BROKER_MAX);
-		reply(lifeline, -ENOSPC, msg, -1);
-		close(lifeline);
+		refuse(answer, -ENOSPC, msg);
 		return;
 	}
 	bn = calloc(1, sizeof(*bn));
 	if (!bn) {
-		reply(lifeline, -ENOMEM, "out of memory", -1);
-		close(lifeline);
+		refuse(answer, -ENOMEM, "out of memory");
 		return;
 	}
 	bn->b = b;
-	bn->lifeline = lifeline;
+	bn->id = -1;
 	clean_name(bn->name, req->name, sizeof(bn->name));
 	/* The VMM's own network binds its ports as asked; the family's others take free ones. */
 	if (b->served_first)
 		for (int i = 0; i < o.npublish; i++)
 			o.publish[i].host_port = 0;
 	b->served_first = true;
-	int ret = net_create(&o, &bn->net, &err);
+	ret = net_create(&o, &bn->net, &err);
 	if (!ret && !bn->net.active)
 		ret = errmsg(&err, -EINVAL, "this family's plan has no network");
-	if (!ret && (bn->id = ev_add(&b->loop, lifeline, EPOLLIN, EV_LATER, on_lifeline, bn)) < 0)
-		ret = errmsg(&err, bn->id, "watching its lifeline: %s", strerror(-bn->id));
+	/* The lifeline is the broker's own pair: only the VM's end leaves this process, so only
+	 * the VM's end (the VM's life) decides when the network goes. */
+	if (!ret && socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, lf) < 0)
+		ret = errmsg(&err, -errno, "its lifeline: %s", strerror(errno));
+	if (!ret) {
+		bn->lifeline = lf[0];
+		if ((bn->id = ev_add(&b->loop, lf[0], EPOLLIN | EPOLLRDHUP, EV_LATER, on_lifeline,
+				      bn)) < 0)
+			ret = errmsg(&err, bn->id, "watching its lifeline: %s", strerror(-bn->id));
+	}
+	if (!ret) {
+		char *text = status_text(bn);
+		int fds[2] = { bn->net.tap_fd, lf[1] };
+		ret = reply(answer, 0, text ? text : "{}", fds, 2);
+		free(text);
+		if (ret)
+			errmsg(&err, ret, "answering: %s", strerror(-ret));
+	}
+	if (lf[1] >= 0)
+		close(lf[1]);
 	if (ret) {
 		snprintf(msg, sizeof(msg), "%s", err_text(&err));
 		log_warn("network of %s: %s", bn->name, msg);
-		reply(lifeline, ret, msg, -1);
+		refuse(answer, ret, msg);
+		if (bn->id >= 0)
+			ev_del(&b->loop, bn->id);
+		if (lf[0] >= 0)
+			close(lf[0]);
 		net_destroy(&bn->net);
-		close(lifeline);
 		free(bn);
 		return;
 	}
+	close(answer);
 	b->nets[b->nnets++] = bn;
 	log_info("network of %s: %s, host side %s (slot %d), ready in %.1f ms", bn->name,
 		 net_mode_name(bn->net.opts.mode), bn->net.veth_host, bn->net.slot,
 		 (double)bn->net.create_ns / 1e6);
-	char *text = status_text(bn);
-	reply(lifeline, 0, text ? text : "{}", bn->net.tap_fd);
-	free(text);
+}
+
+/* Close every fd an SCM_RIGHTS message carried. */
+static void close_passed(struct msghdr *m)
+{
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(m); c; c = CMSG_NXTHDR(m, c)) {
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+			continue;
+		for (size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
+			int fd;
+			memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+			close(fd);
+		}
+	}
+}
+
+/* An answer socket a request may carry: a connected AF_UNIX seqpacket socket. */
+static bool answer_socket(int fd)
+{
+	int type = 0, domain = 0;
+	socklen_t tl = sizeof(type), dl = sizeof(domain);
+	struct sockaddr_un peer;
+	socklen_t pl = sizeof(peer);
+
+	return getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) == 0 && type == SOCK_SEQPACKET &&
+	       getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &dl) == 0 && domain == AF_UNIX &&
+	       getpeername(fd, (struct sockaddr *)&peer, &pl) == 0;
 }
 
 static void on_request(void *arg, uint32_t events)
@@ -237,39 +297,35 @@ static void on_request(void *arg, uint32_t events)
 	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
 			    .msg_controllen = sizeof(cbuf) };
 	ssize_t got = recvmsg(b->sock, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-	int lifeline = -1;
+	int answer = -1;
 
 	if (got < 0 && (errno == EAGAIN || errno == EINTR) && !(events & (EPOLLHUP | EPOLLERR)))
 		return;
-	if (got <= 0) { /* no process of the family holds the socket any more */
+	/* An empty message reads as 0 too: only a hang-up ends the family's requests. */
+	if (got < 0 || (got == 0 && (events & (EPOLLHUP | EPOLLRDHUP | EPOLLERR)))) {
 		ev_del(&b->loop, b->sock_id);
 		close(b->sock);
 		b->sock = b->sock_id = -1;
 		return;
 	}
 	struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-	if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
-	    c->cmsg_len == CMSG_LEN(sizeof(int)))
-		memcpy(&lifeline, CMSG_DATA(c), sizeof(int));
-	else if (c && c->cmsg_type == SCM_RIGHTS) /* more fds than one: close them all */
-		for (size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
-			int fd;
-			memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-			close(fd);
+	if (got == (ssize_t)sizeof(req) && !(m.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) && c &&
+	    c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
+	    c->cmsg_len == CMSG_LEN(sizeof(int)) && req.magic == BROKER_MAGIC) {
+		memcpy(&answer, CMSG_DATA(c), sizeof(int));
+		if (!answer_socket(answer)) {
+			close(answer);
+			answer = -1;
 		}
-	int type = 0;
-	socklen_t tl = sizeof(type);
-	if (lifeline < 0 || got != (ssize_t)sizeof(req) || (m.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) ||
-	    req.magic != BROKER_MAGIC ||
-	    getsockopt(lifeline, SOL_SOCKET, SO_TYPE, &type, &tl) < 0 || type != SOCK_SEQPACKET) {
-		log_warn("a malformed request (%zd bytes%s), ignored", got,
-			 lifeline < 0 ? ", no lifeline" : "");
-		if (lifeline >= 0)
-			close(lifeline);
+	} else {
+		close_passed(&m);
+	}
+	if (answer < 0) {
+		log_warn("a malformed request (%zd bytes), ignored", got);
 		return;
 	}
 	req.name[sizeof(req.name) - 1] = '\0';
-	serve_request(b, &req, lifeline);
+	serve_request(b, &req, answer);
 }
 
 /* Only what networking needs: namespaces (CAP_SYS_ADMIN), interfaces and rules
@@ -280,7 +336,14 @@ static int narrow_privileges(void)
 	struct __user_cap_data_struct d[2] = { { 0 } };
 	const int keep[] = { CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_NET_BIND_SERVICE };
 
-	for (int cap = 0; cap <= CAP_LAST_CAP; cap++) {
+	int last = CAP_LAST_CAP;
+	FILE *f = fopen("/proc/sys/kernel/cap_last_cap", "re");
+	if (f) { /* a newer kernel's capabilities too */
+		if (fscanf(f, "%d", &last) != 1 || last < CAP_LAST_CAP)
+			last = CAP_LAST_CAP;
+		fclose(f);
+	}
+	for (int cap = 0; cap <= last; cap++) {
 		bool kept = false;
 		for (size_t i = 0; i < sizeof(keep) / sizeof(keep[0]); i++)
 			kept |= keep[i] == cap;
@@ -313,22 +376,34 @@ static int broker_main(const struct net_opts *plan, int sock)
 	sigaddset(&sigs, SIGINT);
 	sigaddset(&sigs, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-	/* Nothing of the VMM's but the family socket and the log (stderr). */
+	/* Nothing of the VMM's but the family socket (at 3) and the log (stderr); stdin and
+	 * stdout become /dev/null. The socket first: its number may be one of 0-2. */
+	int moved = fcntl(sock, F_DUPFD_CLOEXEC, 3);
+	if (moved < 0 || (moved != 3 && dup3(moved, 3, O_CLOEXEC) < 0))
+		return log_errno(-errno, "moving the family socket");
 	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
 	if (null >= 0) {
 		dup2(null, STDIN_FILENO);
 		dup2(null, STDOUT_FILENO);
+		if (sock == STDERR_FILENO)
+			dup2(null, STDERR_FILENO);
 	}
-	if (dup2(sock, 3) < 0 || close_range(4, ~0u, 0) < 0)
+	if (close_range(4, ~0u, 0) < 0)
 		return log_errno(-errno, "closing the VMM's descriptors");
 	sock = 3;
+	/* Every network's relay shares this process's descriptor table. */
+	struct rlimit nofile;
+	if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+		nofile.rlim_cur = nofile.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &nofile);
+	}
 	if ((ret = narrow_privileges()) < 0)
 		return log_errno(ret, "dropping the capabilities networking does not need");
 	b.plan = *plan;
 	b.sock = sock;
 	if ((ret = ev_init(&b.loop, "netd")) < 0)
 		return ret;
-	if ((b.sock_id = ev_add(&b.loop, sock, EPOLLIN, EV_FIRST, on_request, &b)) < 0)
+	if ((b.sock_id = ev_add(&b.loop, sock, EPOLLIN | EPOLLRDHUP, EV_FIRST, on_request, &b)) < 0)
 		return b.sock_id;
 	while (b.sock >= 0 || b.nnets > 0) {
 		ret = ev_run_once(&b.loop, -1);
@@ -369,35 +444,44 @@ int net_broker_start(const struct net_opts *plan, struct fvm_err *err)
 
 /* ---- a VM's side -------------------------------------------------------------------- */
 
-/* Receive one answer on the lifeline: status, text in buf, *fd (or -1). 0 or -errno. */
-static int recv_answer(int lifeline, int timeout_ms, int32_t *status, char *buf, size_t len,
-		       int *fd)
+/* Receive one answer on sock within timeout_ms: status, text in buf, fds[0..2) (or -1; any
+ * more are closed). 0 or -errno (-EPIPE: the broker closed it). */
+static int recv_answer(int sock, int timeout_ms, int32_t *status, char *buf, size_t len,
+		       int fds[2])
 {
-	char cbuf[CMSG_SPACE(sizeof(int))];
+	char cbuf[CMSG_SPACE(2 * sizeof(int))];
 	struct iovec iov[2] = { { status, sizeof(*status) }, { buf, len - 1 } };
 	struct msghdr m = { .msg_iov = iov, .msg_iovlen = 2, .msg_control = cbuf,
 			    .msg_controllen = sizeof(cbuf) };
-	struct pollfd p = { .fd = lifeline, .events = POLLIN };
-	int r;
+	struct pollfd p = { .fd = sock, .events = POLLIN };
+	int r, n = 0;
 
-	*fd = -1;
+	fds[0] = fds[1] = -1;
 	do
 		r = poll(&p, 1, timeout_ms);
 	while (r < 0 && errno == EINTR);
 	if (r <= 0)
 		return r < 0 ? -errno : -ETIMEDOUT;
-	ssize_t got = recvmsg(lifeline, &m, MSG_CMSG_CLOEXEC);
+	ssize_t got = recvmsg(sock, &m, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
 	if (got < 0)
 		return -errno;
-	struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-	if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
-	    c->cmsg_len == CMSG_LEN(sizeof(int)))
-		memcpy(fd, CMSG_DATA(c), sizeof(int));
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+			continue;
+		for (size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
+			int fd;
+			memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+			if (n < 2)
+				fds[n++] = fd;
+			else
+				close(fd);
+		}
+	}
 	if (got < (ssize_t)sizeof(*status)) {
-		if (*fd >= 0)
-			close(*fd);
-		*fd = -1;
-		return -EPIPE; /* the broker closed it: it ended, or refused */
+		for (int i = 0; i < n; i++)
+			close(fds[i]);
+		fds[0] = fds[1] = -1;
+		return -EPIPE;
 	}
 	buf[got - (ssize_t)sizeof(*status)] = '\0';
 	return 0;
@@ -437,7 +521,7 @@ int net_broker_open(const struct net_opts *o, const char *name, struct net *n,
 	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
 			    .msg_controllen = sizeof(cbuf) };
 	char *buf = NULL;
-	int lf[2] = { -1, -1 }, tap = -1, ret;
+	int ans[2] = { -1, -1 }, got[2] = { -1, -1 }, ret;
 	int32_t status = 0;
 	json_error_t jerr;
 	json_t *st;
@@ -447,57 +531,65 @@ int net_broker_open(const struct net_opts *o, const char *name, struct net *n,
 		return errmsg(err, -ENOTCONN, "network of %s: this VMM has no network broker "
 			      "(a jailed VMM's network comes from the one its source started)", name);
 	snprintf(req.name, sizeof(req.name), "%s", name);
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, lf) < 0)
-		return errmsg(err, -errno, "network of %s: a lifeline to the broker: %s", name,
-			      strerror(errno));
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, ans) < 0)
+		return errmsg(err, -errno, "network of %s: a socket for the broker's answer: %s",
+			      name, strerror(errno));
 	struct cmsghdr *c = CMSG_FIRSTHDR(&m);
 	c->cmsg_level = SOL_SOCKET;
 	c->cmsg_type = SCM_RIGHTS;
 	c->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(c), &lf[1], sizeof(int));
-	if (sendmsg(family_fd, &m, MSG_NOSIGNAL) < 0) {
-		ret = errmsg(err, -errno, "network of %s: asking the network broker: %s (it "
-			     "ended?)", name, strerror(errno));
-		goto fail;
+	memcpy(CMSG_DATA(c), &ans[1], sizeof(int));
+	/* Bounded: a member of the family flooding the socket must not hang this VM's start. */
+	while (sendmsg(family_fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
+		struct pollfd p = { .fd = family_fd, .events = POLLOUT };
+		int r = errno == EAGAIN ? poll(&p, 1, BROKER_TIMEOUT_MS) : -1;
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			ret = errmsg(err, r == 0 ? -ETIMEDOUT : -errno, "network of %s: asking the "
+				     "network broker: %s (it ended?)", name,
+				     r == 0 ? "its socket stayed full" : strerror(errno));
+			goto out;
+		}
 	}
-	close(lf[1]);
-	lf[1] = -1;
+	close(ans[1]);
+	ans[1] = -1;
 	buf = malloc(BROKER_REPLY_MAX);
 	if (!buf) {
 		ret = errmsg(err, -ENOMEM, "network of %s: out of memory", name);
-		goto fail;
+		goto out;
 	}
-	ret = recv_answer(lf[0], BROKER_TIMEOUT_MS, &status, buf, BROKER_REPLY_MAX, &tap);
+	ret = recv_answer(ans[0], BROKER_TIMEOUT_MS, &status, buf, BROKER_REPLY_MAX, got);
 	if (ret) {
 		errmsg(err, ret, "network of %s: the network broker's answer: %s", name,
 		       ret == -EPIPE ? "it closed the connection" : strerror(-ret));
-		goto fail;
+		goto out;
 	}
 	if (status) {
 		ret = errmsg(err, status < 0 ? status : -EIO, "network of %s (made by the broker): "
 			     "%s", name, buf);
-		goto fail;
+		goto out;
 	}
 	st = json_loads(buf, 0, &jerr);
-	if (!st || tap < 0) {
+	if (!st || got[1] < 0) {
 		json_decref(st);
 		ret = errmsg(err, -EPROTO, "network of %s: the broker's answer %s", name,
-			     tap < 0 ? "carried no TAP" : "is not JSON");
-		goto fail;
+			     got[1] < 0 ? "carried no TAP and lifeline" : "is not JSON");
+		goto out;
 	}
 	fill_from_status(n, st);
-	n->tap_fd = tap;
-	n->lifeline_fd = lf[0];
+	n->tap_fd = got[0];
+	n->lifeline_fd = got[1];
+	got[0] = got[1] = -1;
 	n->active = true;
 	net_set_current(n);
-	free(buf);
-	return 0;
-fail:
-	if (tap >= 0)
-		close(tap);
-	for (int i = 0; i < 2; i++)
-		if (lf[i] >= 0)
-			close(lf[i]);
+out:
+	for (int i = 0; i < 2; i++) {
+		if (got[i] >= 0)
+			close(got[i]);
+		if (ans[i] >= 0)
+			close(ans[i]);
+	}
 	free(buf);
 	return ret;
 }
@@ -506,15 +598,26 @@ json_t *net_broker_status(const struct net *n)
 {
 	char *buf = malloc(BROKER_REPLY_MAX);
 	int32_t status = 0;
-	int fd = -1;
+	int fds[2] = { -1, -1 }, ret;
 	json_t *st = NULL;
 
-	if (buf && send(n->lifeline_fd, "s", 1, MSG_NOSIGNAL) == 1 &&
-	    recv_answer(n->lifeline_fd, BROKER_STATUS_MS, &status, buf, BROKER_REPLY_MAX, &fd) == 0 &&
-	    !status)
+	/* A forked copy's numbers may name other files by now: what the broker last said. */
+	if (!buf || n->owner != getpid())
+		goto out;
+	/* Answers that came after an earlier wait gave up are stale: drop them first. */
+	while (recv_answer(n->lifeline_fd, 0, &status, buf, BROKER_REPLY_MAX, fds) == 0)
+		for (int i = 0; i < 2; i++)
+			if (fds[i] >= 0)
+				close(fds[i]);
+	if (send(n->lifeline_fd, "s", 1, MSG_NOSIGNAL | MSG_DONTWAIT) != 1)
+		goto out;
+	ret = recv_answer(n->lifeline_fd, BROKER_STATUS_MS, &status, buf, BROKER_REPLY_MAX, fds);
+	for (int i = 0; i < 2; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+	if (!ret && !status)
 		st = json_loads(buf, 0, NULL);
-	if (fd >= 0)
-		close(fd);
+out:
 	free(buf);
 	return st ? st : json_deep_copy(n->remote); /* the broker is gone: what it last said */
 }

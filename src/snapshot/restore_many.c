@@ -66,7 +66,7 @@ static int spawn_child(const struct restore_many_opts *o, struct restored_child 
 	/* The fix-up of Linux clones is done here, after all are ready (restore_many). */
 	argv[n++] = "--no-agent-sync";
 	/* A jailed source's network broker, at fd 4: the children's networks come from it. */
-	if (net_broker_fd() >= 0) {
+	if (o->net_broker && net_broker_fd() >= 0) {
 		argv[n++] = "--net-broker-fd";
 		argv[n++] = "4";
 	}
@@ -92,7 +92,7 @@ static int spawn_child(const struct restore_many_opts *o, struct restored_child 
 	/* fd 3 in the child is the ready pipe; the console goes to a file next to the socket. */
 	err = posix_spawn_file_actions_adddup2(&fa, pipefd[1], 3);
 	/* The broker from a copy above both targets: its own number may be 3 or 4. */
-	if (!err && net_broker_fd() >= 0 &&
+	if (!err && o->net_broker && net_broker_fd() >= 0 &&
 	    (broker = fcntl(net_broker_fd(), F_DUPFD_CLOEXEC, 10)) < 0)
 		err = errno;
 	if (!err && broker >= 0)

@@ -29,6 +29,9 @@ struct restore_many_opts {
 	bool no_agent_sync;	/* Linux snapshots: skip the agent fix-up of the clones */
 	const char *extra[RESTORE_MAX_EXTRA]; /* more `forkvm run` arguments (uffd, cgroup, net) */
 	int nextra;
+	/* The children's networks come from this process's network broker (net/net.h): it
+	 * goes to each as --net-broker-fd 4. */
+	bool net_broker;
 };
 
 /*

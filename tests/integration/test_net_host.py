@@ -936,10 +936,12 @@ def pidfd_getfd(pid, fd):
 
 
 def test_the_broker_survives_hostile_requests(run_dir):
-    """What a compromised jailed VMM can send on its family's socket: no lifeline, two
-    descriptors, the wrong size or magic, a lifeline that is not a seqpacket socket -- each
-    ignored (logged), the broker serving on. A well-formed request gets a network of the
-    family's plan only, on a free host port, and the network goes when its lifeline closes."""
+    """What a compromised jailed VMM can send on its family's socket: an empty message, no
+    answer socket, two descriptors, the wrong size or magic, an answer socket that is a pipe
+    or an unconnected listener -- each dropped (logged, descriptors closed), the broker
+    serving on. A well-formed request gets a network of the family's plan only, on a free
+    host port, with a lifeline the broker made itself; the network goes when the lifeline
+    closes."""
     pid, sock, net = started(run_dir, "jh", *JAIL, "--net", "isolated", "--publish", "0:8080")
     broker = net["broker_pid"]
     fam = None
@@ -956,28 +958,40 @@ def test_the_broker_survives_hostile_requests(run_dir):
     good = (0x666e6264).to_bytes(4, "little") + b"intruder".ljust(64, b"\0")
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     r, w = os.pipe()
-    for msg, fds in [(good, []), (good, [b.fileno(), b.fileno()]), (good[:20], [b.fileno()]),
-                     (b"\0" * 4 + good[4:], [b.fileno()]), (good, [r])]:
-        fam.sendmsg([msg], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, bytes(
-            b"".join(f.to_bytes(4, "little") for f in fds)))] if fds else [])
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    listener.bind(os.path.join(run_dir[0], "lst"))
+    listener.listen(1)
+
+    def send(msg, fds):
+        anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                b"".join(f.to_bytes(4, "little") for f in fds))] if fds else []
+        fam.sendmsg([msg], anc)
+    hostile = [(b"", []), (good, []), (good, [b.fileno(), b.fileno()]), (good[:20], [b.fileno()]),
+               (b"\0" * 4 + good[4:], [b.fileno()]), (good, [r]), (good, [listener.fileno()])]
+    for msg, fds in hostile:
+        send(msg, fds)
     os.close(r)
     os.close(w)
+    listener.close()
     wait_for("the broker to log the malformed requests", lambda: open(sock + ".log").read()
-             .count("a malformed request") == 5)
+             .count("a malformed request") == len(hostile))
     assert not gone(broker)
     # A well-formed one: a network of the plan (isolated, guest port 8080 on a new host port).
-    fam.sendmsg([good], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
-                          b.fileno().to_bytes(4, "little"))])
+    send(good, [b.fileno()])
     b.close()
-    msg, anc, _, _ = a.recvmsg(16384, socket.CMSG_SPACE(4))
+    msg, anc, _, _ = a.recvmsg(16384, socket.CMSG_SPACE(8))
     status = int.from_bytes(msg[:4], "little", signed=True)
     got = json.loads(msg[4:].rstrip(b"\0"))
-    assert status == 0 and anc, msg
-    os.close(int.from_bytes(anc[0][2][:4], "little"))  # the TAP
+    assert status == 0 and anc and len(anc[0][2]) == 8, msg
+    tap, lifeline = (int.from_bytes(anc[0][2][i:i + 4], "little") for i in (0, 4))
+    assert a.recv(16) == b""  # the broker closed the answer socket
+    a.close()
+    os.close(tap)
     assert got["mode"] == "isolated" and got["slot"] != net["slot"]
     assert got["published"][0]["guest_port"] == 8080
     assert got["published"][0]["host_port"] != net["published"][0]["host_port"]
-    a.close()  # its lifeline: the network goes
+    assert got["host_interface"] in host_links()
+    os.close(lifeline)  # the network goes with it
     wait_for("the intruder's network to go", lambda: got["host_interface"] not in host_links()
              and slot_free(got["slot"]))
     fam.close()
