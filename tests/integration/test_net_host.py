@@ -705,18 +705,25 @@ def test_cow_child_gets_its_own_network_under_the_control_filter(fake_guests):
     assert slot_free(child["slot"])
 
 
-def test_cow_branch_children_each_get_their_own_network(run_dir, fake_guests):
-    """`forkvm branch --strategy cow` of a VM with a network: every child gets a namespace,
-    TAP, slot and host port of its own (net_child_tap), the same guest address; each serves
-    guest port 8080 on its own host port; nothing is left once all have stopped."""
+def branch(run_dir, sock, strategy, count, *extra):
+    """`forkvm branch SOCK --strategy S --count N EXTRA`: its children (their VMMs are the
+    run_dir fixture's to kill)."""
     d, procs = run_dir
-    pid, sock, net = started(run_dir, "src", "--net", "nat", "--publish", "0:8080")
-    r = subprocess.run([FORKVM, "branch", sock, "--strategy", "cow", "--count", "2"],
-                       capture_output=True, text=True, timeout=120,
+    r = subprocess.run([FORKVM, "branch", sock, "--strategy", strategy, "--count", str(count),
+                        *extra], capture_output=True, text=True, timeout=120,
                        env=dict(os.environ, FORKVM_RUN_DIR=d))
     assert r.returncode == 0, r.stderr
     kids = json.loads(r.stdout)["children"]
     procs.extend(k["pid"] for k in kids)
+    return kids
+
+
+def test_cow_branch_children_each_get_their_own_network(run_dir, fake_guests):
+    """`forkvm branch --strategy cow` of a VM with a network: every child gets a namespace,
+    TAP, slot and host port of its own (net_child_tap), the same guest address; each serves
+    guest port 8080 on its own host port; nothing is left once all have stopped."""
+    pid, sock, net = started(run_dir, "src", "--net", "nat", "--publish", "0:8080")
+    kids = branch(run_dir, sock, "cow", 2)
     nets = [net] + [call(k["socket"], {"cmd": "status"})["net"] for k in kids]
     links = [ns_link(p)[0] for p in [pid] + [k["pid"] for k in kids]]
     assert len({n["slot"] for n in nets}) == 3 and len(set(links)) == 3
@@ -848,7 +855,6 @@ def test_a_jailed_vmm_and_its_cow_children_get_networks_from_the_broker(
     works. Its cow children (as jailed as it) get networks of their own from the same
     broker; a child killed with -9 loses its network at once, host table included (no reaper
     needed); when the last VM of the family ends, the broker goes and nothing is left."""
-    d, procs = run_dir
     hport, _ = host_server
     pid, sock, net = started(run_dir, "j", *JAIL, "--net", "nat", "--publish", "0:8080")
     st = proc_status(pid)
@@ -868,12 +874,7 @@ def test_a_jailed_vmm_and_its_cow_children_get_networks_from_the_broker(
     assert g.connect(net["host_address"], hport) == f"ok from {net['ns_address']}"
     assert call(sock, {"cmd": "status"})["net"]["connections"]["total"] == 1  # fresh counters
 
-    r = subprocess.run([FORKVM, "branch", sock, "--strategy", "cow", "--count", "2"],
-                       capture_output=True, text=True, timeout=120,
-                       env=dict(os.environ, FORKVM_RUN_DIR=d))
-    assert r.returncode == 0, r.stderr
-    kids = json.loads(r.stdout)["children"]
-    procs.extend(k["pid"] for k in kids)
+    kids = branch(run_dir, sock, "cow", 2)
     nets = [call(k["socket"], {"cmd": "status"})["net"] for k in kids]
     assert {n["broker_pid"] for n in nets} == {broker}
     assert len({n["slot"] for n in [net, *nets]}) == 3
@@ -899,15 +900,8 @@ def test_a_jailed_vmm_and_its_cow_children_get_networks_from_the_broker(
 def test_full_children_of_a_jailed_source_get_networks_from_its_broker(run_dir):
     """Full branch children are exec'd inside the source's jail: they get the broker as
     --net-broker-fd, and networks of the source's plan on new host ports from it."""
-    d, procs = run_dir
     pid, sock, net = started(run_dir, "jf", *JAIL, "--net", "isolated", "--publish", "0:8080")
-    r = subprocess.run([FORKVM, "branch", sock, "--strategy", "full", "--count", "2",
-                        "--dir", os.path.join(d, "jf.jail", "full")],
-                       capture_output=True, text=True, timeout=120,
-                       env=dict(os.environ, FORKVM_RUN_DIR=d))
-    assert r.returncode == 0, r.stderr
-    kids = json.loads(r.stdout)["children"]
-    procs.extend(k["pid"] for k in kids)
+    kids = branch(run_dir, sock, "full", 2, "--dir", os.path.join(run_dir[0], "jf.jail", "full"))
     nets = [call(k["socket"], {"cmd": "status"})["net"] for k in kids]
     assert {n["broker_pid"] for n in nets} == {net["broker_pid"]}
     assert {n["mode"] for n in nets} == {"isolated"} and all(n["host_table"] is None for n in nets)
