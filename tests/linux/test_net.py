@@ -120,8 +120,11 @@ def test_nat_allow_list_and_the_guest_address(env, outside):
 def test_isolated_publish_cow_children_and_cleanup(env, outside):
     """Jailed, as the daemon runs every VMM: the network of the source and of each cow child
     comes from the broker the source forked before its jail (docs/NET.md, "Networks of jailed
-    VMMs"), which also relays their published ports."""
+    VMMs"), which also relays their published ports. A jailed source's cow children stay in its
+    cgroup (docs/SECURITY.md, "Limitations"), so its memory.max is sized here for the source,
+    its three children and the broker, as the daemon sizes a jailed family's."""
     src = env.boot("iso", extra=["--name", "iso", "--jail", "--jail-uid-base", "320000000",
+                                 "--mem-limit", "2G",
                                  "--net", "isolated", "--publish", f"0:{GUEST_PORT}"])
     st = open(f"/proc/{src.pid}/status").read()
     assert "\nCapEff:\t0000000000000000\n" in st and "\nUid:\t0\t" not in st, st
