@@ -1,5 +1,6 @@
 """Helpers of the Linux suite: start Linux VMs, reach their agents, run commands, branch and
 restore them, and clean up every process, socket and directory a test made."""
+import contextlib
 import os
 import random
 import re
@@ -318,6 +319,20 @@ class Env:
         # Cow templates exit once their source and children are gone; page servers by test.
         if os.environ.get("FORKVM_LINUX_KEEP") != "1":  # debugging: keep logs and consoles
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def stress_env(name):
+    """The Env of a debugging aid (tests/linux/stress_*.py): an exception ends the stress with
+    its message instead of a traceback (the caller prints its tally after), and every guest
+    is killed."""
+    env = Env(name)
+    try:
+        yield env
+    except Exception as e:  # noqa: BLE001
+        print(f"STRESS aborted: {type(e).__name__}: {str(e)[-3000:]}", flush=True)
+    finally:
+        env.cleanup()
 
 
 def host_time():

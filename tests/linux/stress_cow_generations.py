@@ -14,7 +14,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from linuxlib import Env, LinuxError, raw_base, read_marker, write_marker  # noqa: E402
+from linuxlib import LinuxError, raw_base, read_marker, stress_env, write_marker  # noqa: E402
 
 
 def repair_status(g):
@@ -39,9 +39,8 @@ def watch(grand, t0, deaths, stop):
 
 
 def main(rounds, extra):
-    env = Env("stress-cow-gen")
     dead = total = 0
-    try:
+    with stress_env("stress-cow-gen") as env:
         raw = raw_base(env)
         src = env.boot("src", backing="anon", extra=("--disk", raw, *extra))
         src.sh("mkdir -p /data && echo from-source > /data/before && sync")
@@ -80,10 +79,6 @@ def main(rounds, extra):
             print(f"round {r}: VMMs ended (s after the branch): {deaths or 'none'}", flush=True)
             for g in grand:
                 g.kill()
-    except Exception as e:  # noqa: BLE001
-        print(f"STRESS aborted: {type(e).__name__}: {str(e)[-3000:]}", flush=True)
-    finally:
-        env.cleanup()
     print(f"STRESS: {dead} dead of {total} grandchildren", flush=True)
 
 

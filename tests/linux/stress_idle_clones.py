@@ -10,25 +10,19 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from linuxlib import Env, LinuxError  # noqa: E402
-
-
-def alive(k):
-    st = f"/proc/{k.pid}/stat"
-    return os.path.exists(st) and open(st).read().split(")")[1].split()[0] != "Z"
+from linuxlib import LinuxError, pid_alive, stress_env  # noqa: E402
 
 
 def main(rounds, wait):
-    env = Env("stress-idle")
     dead = {"busy": 0, "idle": 0}
-    try:
+    with stress_env("stress-idle") as env:
         src = env.boot("src", backing="anon")
         src.sh("date -s @$(( $(date +%s) - 120 )) >/dev/null")  # as the branch tests do
         snap = env.snapshot(src)
         for r in range(rounds):
             kids = env.restore(snap, count=2, backend="file", name=f"r{r}")
             t0 = time.monotonic()
-            while time.monotonic() - t0 < wait and alive(kids[0]):
+            while time.monotonic() - t0 < wait and pid_alive(kids[0].pid):
                 try:
                     kids[0].sh("cat /proc/uptime >/dev/null")
                 except (LinuxError, OSError):
@@ -43,10 +37,6 @@ def main(rounds, wait):
                 print(f"round {r}: {k.name} ({role}) {state}", flush=True)
             for k in kids:
                 k.kill()
-    except Exception as e:  # noqa: BLE001
-        print(f"STRESS aborted: {type(e).__name__}: {str(e)[-2000:]}", flush=True)
-    finally:
-        env.cleanup()
     print(f"STRESS: dead busy {dead['busy']}, dead idle {dead['idle']} of {rounds} each",
           flush=True)
 
