@@ -370,17 +370,12 @@ int net_tap_dup(const struct net *n)
 	return fd < 0 && n->tap_fd >= 0 ? -errno : fd;
 }
 
-static void net_init_empty(struct net *n, const struct net_opts *o)
+void net_init_empty(struct net *n, const struct net_opts *o)
 {
 	*n = (struct net){ .opts = *o, .owner = getpid(), .ns_fd = -1, .tap_fd = -1, .slot = -1,
 			   .slot_fd = -1, .lifeline_fd = -1 };
 	for (int i = 0; i < NET_MAX_PUBLISH; i++)
 		n->ports[i].fd = -1;
-}
-
-void net_init_remote(struct net *n, const struct net_opts *o)
-{
-	net_init_empty(n, o);
 }
 
 int net_create(const struct net_opts *o, struct net *n, struct fvm_err *err)

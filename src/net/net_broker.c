@@ -48,6 +48,7 @@
 #include "net/net_impl.h"
 #include "util/errmsg.h"
 #include "util/evloop.h"
+#include "util/fdpass.h"
 #include "util/log.h"
 
 #define BROKER_MAGIC 0x666e6264u /* "fnbd" */
@@ -105,21 +106,10 @@ struct broker {
  * does not read its answers must not stall the family's broker. 0 or -errno. */
 static int reply(int sock, int32_t status, const char *text, const int *fds, int nfds)
 {
-	char cbuf[CMSG_SPACE(2 * sizeof(int))] = { 0 };
-	size_t tlen = strlen(text) + 1;
-	struct iovec iov[2] = { { &status, sizeof(status) }, { (void *)text, tlen } };
-	struct msghdr m = { .msg_iov = iov, .msg_iovlen = 2 };
+	struct iovec iov[2] = { { &status, sizeof(status) }, { (void *)text, strlen(text) + 1 } };
+	ssize_t n = fdpass_send(sock, iov, 2, fds, nfds, MSG_DONTWAIT);
 
-	if (nfds > 0) {
-		m.msg_control = cbuf;
-		m.msg_controllen = CMSG_SPACE((size_t)nfds * sizeof(int));
-		struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN((size_t)nfds * sizeof(int));
-		memcpy(CMSG_DATA(c), fds, (size_t)nfds * sizeof(int));
-	}
-	return sendmsg(sock, &m, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 ? -errno : 0;
+	return n < 0 ? (int)n : 0;
 }
 
 /* The network's status object, with the broker's pid, as text (NULL: out of memory). */
@@ -261,20 +251,6 @@ static void serve_request(struct broker *b, const struct broker_req *req, int an
 		 (double)bn->net.create_ns / 1e6);
 }
 
-/* Close every fd an SCM_RIGHTS message carried. */
-static void close_passed(struct msghdr *m)
-{
-	for (struct cmsghdr *c = CMSG_FIRSTHDR(m); c; c = CMSG_NXTHDR(m, c)) {
-		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-			continue;
-		for (size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
-			int fd;
-			memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-			close(fd);
-		}
-	}
-}
-
 /* An answer socket a request may carry: a connected AF_UNIX seqpacket socket. */
 static bool answer_socket(int fd)
 {
@@ -292,34 +268,23 @@ static void on_request(void *arg, uint32_t events)
 {
 	struct broker *b = arg;
 	struct broker_req req;
-	char cbuf[CMSG_SPACE(sizeof(int))];
 	struct iovec iov = { &req, sizeof(req) };
-	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
-			    .msg_controllen = sizeof(cbuf) };
-	ssize_t got = recvmsg(b->sock, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-	int answer = -1;
+	int answer = -1, nfds = 0, truncated = 0;
+	ssize_t got = fdpass_recv(b->sock, &iov, 1, &answer, 1, &nfds, &truncated, MSG_DONTWAIT);
 
-	if (got < 0 && (errno == EAGAIN || errno == EINTR) && !(events & (EPOLLHUP | EPOLLERR)))
+	if ((got == -EAGAIN || got == -EINTR) && !(events & (EPOLLHUP | EPOLLERR)))
 		return;
 	/* An empty message reads as 0 too: only a hang-up ends the family's requests. */
 	if (got < 0 || (got == 0 && (events & (EPOLLHUP | EPOLLRDHUP | EPOLLERR)))) {
+		fdpass_close(&answer, 1);
 		ev_del(&b->loop, b->sock_id);
 		close(b->sock);
 		b->sock = b->sock_id = -1;
 		return;
 	}
-	struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-	if (got == (ssize_t)sizeof(req) && !(m.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) && c &&
-	    c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
-	    c->cmsg_len == CMSG_LEN(sizeof(int)) && req.magic == BROKER_MAGIC) {
-		memcpy(&answer, CMSG_DATA(c), sizeof(int));
-		if (!answer_socket(answer)) {
-			close(answer);
-			answer = -1;
-		}
-	} else {
-		close_passed(&m);
-	}
+	if (got != (ssize_t)sizeof(req) || truncated || nfds != 1 || req.magic != BROKER_MAGIC ||
+	    !answer_socket(answer))
+		fdpass_close(&answer, 1);
 	if (answer < 0) {
 		log_warn("a malformed request (%zd bytes), ignored", got);
 		return;
@@ -449,12 +414,9 @@ int net_broker_start(const struct net_opts *plan, struct fvm_err *err)
 static int recv_answer(int sock, int timeout_ms, int32_t *status, char *buf, size_t len,
 		       int fds[2])
 {
-	char cbuf[CMSG_SPACE(2 * sizeof(int))];
 	struct iovec iov[2] = { { status, sizeof(*status) }, { buf, len - 1 } };
-	struct msghdr m = { .msg_iov = iov, .msg_iovlen = 2, .msg_control = cbuf,
-			    .msg_controllen = sizeof(cbuf) };
 	struct pollfd p = { .fd = sock, .events = POLLIN };
-	int r, n = 0;
+	int r;
 
 	fds[0] = fds[1] = -1;
 	do
@@ -462,25 +424,11 @@ static int recv_answer(int sock, int timeout_ms, int32_t *status, char *buf, siz
 	while (r < 0 && errno == EINTR);
 	if (r <= 0)
 		return r < 0 ? -errno : -ETIMEDOUT;
-	ssize_t got = recvmsg(sock, &m, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+	ssize_t got = fdpass_recv(sock, iov, 2, fds, 2, NULL, NULL, MSG_DONTWAIT);
 	if (got < 0)
-		return -errno;
-	for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
-		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-			continue;
-		for (size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
-			int fd;
-			memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-			if (n < 2)
-				fds[n++] = fd;
-			else
-				close(fd);
-		}
-	}
+		return (int)got;
 	if (got < (ssize_t)sizeof(*status)) {
-		for (int i = 0; i < n; i++)
-			close(fds[i]);
-		fds[0] = fds[1] = -1;
+		fdpass_close(fds, 2);
 		return -EPIPE;
 	}
 	buf[got - (ssize_t)sizeof(*status)] = '\0';
@@ -516,17 +464,14 @@ int net_broker_open(const struct net_opts *o, const char *name, struct net *n,
 		    struct fvm_err *err)
 {
 	struct broker_req req = { .magic = BROKER_MAGIC };
-	char cbuf[CMSG_SPACE(sizeof(int))] = { 0 };
 	struct iovec iov = { &req, sizeof(req) };
-	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
-			    .msg_controllen = sizeof(cbuf) };
 	char *buf = NULL;
 	int ans[2] = { -1, -1 }, got[2] = { -1, -1 }, ret;
 	int32_t status = 0;
 	json_error_t jerr;
 	json_t *st;
 
-	net_init_remote(n, o);
+	net_init_empty(n, o);
 	if (family_fd < 0)
 		return errmsg(err, -ENOTCONN, "network of %s: this VMM has no network broker "
 			      "(a jailed VMM's network comes from the one its source started)", name);
@@ -534,20 +479,17 @@ int net_broker_open(const struct net_opts *o, const char *name, struct net *n,
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, ans) < 0)
 		return errmsg(err, -errno, "network of %s: a socket for the broker's answer: %s",
 			      name, strerror(errno));
-	struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-	c->cmsg_level = SOL_SOCKET;
-	c->cmsg_type = SCM_RIGHTS;
-	c->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(c), &ans[1], sizeof(int));
 	/* Bounded: a member of the family flooding the socket must not hang this VM's start. */
-	while (sendmsg(family_fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
+	ssize_t sent;
+	while ((sent = fdpass_send(family_fd, &iov, 1, &ans[1], 1, MSG_DONTWAIT)) < 0) {
 		struct pollfd p = { .fd = family_fd, .events = POLLOUT };
-		int r = errno == EAGAIN ? poll(&p, 1, BROKER_TIMEOUT_MS) : -1;
+		int r = sent == -EAGAIN ? poll(&p, 1, BROKER_TIMEOUT_MS) : 0;
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r <= 0) {
-			ret = errmsg(err, r == 0 ? -ETIMEDOUT : -errno, "network of %s: asking the "
-				     "network broker: %s (it ended?)", name,
+			ret = errmsg(err, sent != -EAGAIN ? (int)sent : r == 0 ? -ETIMEDOUT : -errno,
+				     "network of %s: asking the network broker: %s (it ended?)", name,
+				     sent != -EAGAIN ? strerror((int)-sent) :
 				     r == 0 ? "its socket stayed full" : strerror(errno));
 			goto out;
 		}
@@ -606,15 +548,11 @@ json_t *net_broker_status(const struct net *n)
 		goto out;
 	/* Answers that came after an earlier wait gave up are stale: drop them first. */
 	while (recv_answer(n->lifeline_fd, 0, &status, buf, BROKER_REPLY_MAX, fds) == 0)
-		for (int i = 0; i < 2; i++)
-			if (fds[i] >= 0)
-				close(fds[i]);
+		fdpass_close(fds, 2);
 	if (send(n->lifeline_fd, "s", 1, MSG_NOSIGNAL | MSG_DONTWAIT) != 1)
 		goto out;
 	ret = recv_answer(n->lifeline_fd, BROKER_STATUS_MS, &status, buf, BROKER_REPLY_MAX, fds);
-	for (int i = 0; i < 2; i++)
-		if (fds[i] >= 0)
-			close(fds[i]);
+	fdpass_close(fds, 2);
 	if (!ret && !status)
 		st = json_loads(buf, 0, NULL);
 out:

@@ -102,9 +102,9 @@ void net_relay_forget(struct net *n, bool fds_closed);
  */
 int net_setup_namespace(struct net *n, struct net_setup *s, struct fvm_err *err);
 
-/* net.c for net_broker.c: n empty with o as its options, ready for a broker's network; the
- * network net_current() names from now on. */
-void net_init_remote(struct net *n, const struct net_opts *o);
+/* net.c for net_broker.c: n empty (no fd held) with o as its options; and the network
+ * net_current() names from now on. */
+void net_init_empty(struct net *n, const struct net_opts *o);
 void net_set_current(struct net *n);
 
 #endif

@@ -19,6 +19,7 @@
 #include "snapshot/snap_layer.h"
 #include "uffd/ps_proto.h"
 #include "util/clock.h"
+#include "util/fdpass.h"
 #include "util/unix_sock.h"
 
 /* Wait for fd (or a cancelling signal) until the deadline: 0, -ETIMEDOUT or -ECANCELED. */
@@ -72,7 +73,6 @@ static int send_register(struct ps_client *c, const struct ps_client_opts *o,
 				 .nregions = mem->nregions, .record = o->record,
 				 .prefetch = o->prefetch, .allow_bad_hotpages = o->allow_bad_hotpages,
 				 .settle_ms = o->settle_ms, .record_max_ms = o->record_max_ms };
-	char cbuf[CMSG_SPACE(sizeof(int))] = { 0 };
 	char *line;
 	int ret = 0;
 
@@ -90,17 +90,10 @@ static int send_register(struct ps_client *c, const struct ps_client_opts *o,
 	size_t len = strlen(line);
 	line[len++] = '\n';
 	struct iovec iov = { line, len };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
-			     .msg_controllen = sizeof(cbuf) };
-	struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-	cm->cmsg_level = SOL_SOCKET;
-	cm->cmsg_type = SCM_RIGHTS;
-	cm->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(cm), &mem->fd, sizeof(int));
 	/* A few hundred bytes on a fresh socket: one sendmsg, never partial in practice. */
-	ssize_t n = sendmsg(c->sock, &mh, MSG_NOSIGNAL);
+	ssize_t n = fdpass_send(c->sock, &iov, 1, &mem->fd, 1, 0);
 	if (n != (ssize_t)len)
-		ret = log_errno(n < 0 ? -errno : -EIO, "sending the register message to %s", c->path);
+		ret = log_errno(n < 0 ? (int)n : -EIO, "sending the register message to %s", c->path);
 	free(line);
 	return ret;
 }

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "util/errmsg.h"
+#include "util/fdpass.h"
 #include "util/log.h"
 #include "util/unix_sock.h"
 #include "uffd/ps_server.h"
@@ -83,28 +84,13 @@ static void handle_line(struct ps_server *s, struct ps_conn *c, char *line, int 
 
 void ps_conn_readable(struct ps_server *s, struct ps_conn *c)
 {
-	char cbuf[CMSG_SPACE(4 * sizeof(int))];
 	struct iovec iov = { c->buf + c->len, sizeof(c->buf) - c->len - 1 };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
-			     .msg_controllen = sizeof(cbuf) };
-	ssize_t n = recvmsg(c->fd, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
-	int fd = -1;
+	int fd = -1; /* only one fd per message is meaningful: any more are closed */
+	ssize_t n = fdpass_recv(c->fd, &iov, 1, &fd, 1, NULL, NULL, MSG_DONTWAIT);
 
-	for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
-		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
-			continue;
-		int *fds = (int *)CMSG_DATA(cm), nfds = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-		for (int i = 0; i < nfds; i++) {
-			if (fd < 0)
-				fd = fds[i];
-			else
-				close(fds[i]); /* only one fd per message is meaningful */
-		}
-	}
 	if (n <= 0) {
-		if (fd >= 0)
-			close(fd);
-		if (n < 0 && errno == EAGAIN)
+		fdpass_close(&fd, 1);
+		if (n == -EAGAIN)
 			return;
 		c->dead = true;
 		return;
