@@ -71,6 +71,12 @@ static int relay_filter(void)
 	return jail_seccomp_apply(JAIL_ROLE_DEVICE);
 }
 
+/* The network broker's: its own filter on every thread (the relays add theirs). */
+static int broker_filter(void)
+{
+	return jail_seccomp_apply(JAIL_ROLE_NETD);
+}
+
 int run_net_create(struct run_opts *o)
 {
 	char ip[INET_ADDRSTRLEN], ports[512] = "";
@@ -90,7 +96,11 @@ int run_net_create(struct run_opts *o)
 	} else if (o->net.mode != NET_NONE && jail_enabled(&o->jail)) {
 		/* Jailed, it could make none after the jail: a broker made now, while root,
 		 * makes this VM's network and every one of its family's. */
-		ret = net_broker_start(&o->net, &err);
+		struct net_broker_hooks hooks = {
+			.confine = broker_filter,
+			.probe = jail_seccomp_probe_enabled() ? jail_seccomp_probe : NULL,
+		};
+		ret = net_broker_start(&o->net, &hooks, &err);
 		if (!ret)
 			ret = net_broker_open(&o->net, o->name, n, &err);
 	} else {

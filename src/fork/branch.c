@@ -175,6 +175,11 @@ int branch(struct vm *vm, const struct branch_opts *o, struct branch_result *res
 	}
 	if ((ret = branch_check_agent_sync(vm, o, err)))
 		return ret;
+	/* Before the source pauses: a name a running VM has fails nothing half-way (the cow
+	 * template checks its own, numbered on from earlier branches). */
+	if (o->strategy != BRANCH_COW &&
+	    (ret = vmm_child_names_free(o->run_dir, o->prefix, 0, o->count, err)))
+		return ret;
 	res->children = calloc((size_t)o->count, sizeof(*res->children));
 	if (!res->children) {
 		return errmsg(err, -ENOMEM, "out of memory for %d children", o->count);

@@ -26,7 +26,6 @@ static void kill_children(struct cow_template *t, struct branch_child *c, int *f
 			  int n)
 {
 	for (int i = 0; i < n; i++) {
-		char path[700];
 		if (c[i].pid > 0) {
 			pid_t got = waitpid(c[i].pid, NULL, WNOHANG);
 			if (got == c[i].pid) {
@@ -46,17 +45,7 @@ static void kill_children(struct cow_template *t, struct branch_child *c, int *f
 		if (fds[i] >= 0)
 			close(fds[i]);
 		fds[i] = -1;
-		unlink(c[i].socket);
-		/* Killed, the VMM could not remove its vsock socket either. */
-		snprintf(path, sizeof(path), "%s.vsock", c[i].socket);
-		unlink(path);
-		snap_disks_remove_leftovers(c[i].socket);
-		if (keep[i])
-			continue;
-		snprintf(path, sizeof(path), "%s.log", c[i].socket);
-		unlink(path);
-		snprintf(path, sizeof(path), "%s.console", c[i].socket);
-		unlink(path);
+		vmm_child_remove_files(c[i].socket, keep[i]);
 	}
 }
 
@@ -201,6 +190,9 @@ int cow_spawn(struct cow_template *t, int count, bool paused, bool no_agent_sync
 			 "cannot be reached for the fix-up (new entropy, the host's clock); pass "
 			 "no_agent_sync (--no-agent-sync) to spawn without it");
 	}
+	ret = vmm_child_names_free(t->run_dir, t->prefix, t->next_index, count, err);
+	if (ret)
+		return ret;
 	/* On the heap, not in this frame: each child forks from here and copies the stack pages
 	 * it writes, so the frames it runs in stay small and close together. */
 	fds = calloc((size_t)count, sizeof(*fds));

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <linux/filter.h>
 #include <linux/if_tun.h>
+#include <linux/netlink.h>
 #include <linux/seccomp.h>
 #include <linux/kvm.h>
 #include <linux/userfaultfd.h>
@@ -15,6 +16,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <termios.h>
@@ -31,8 +33,8 @@ static const char *const sys_base[] = {
 	"brk", "mmap", "munmap", "mprotect", "madvise", "mremap", "futex", "set_robust_list",
 	"rseq", "rt_sigreturn", "rt_sigprocmask", "rt_sigaction", "sigaltstack",
 	"clock_gettime", "clock_getres", "gettimeofday", "time", "nanosleep", "clock_nanosleep",
-	"sched_yield", "getpid", "gettid", "tgkill", "tkill", "exit", "exit_group",
-	"restart_syscall", "read", "write", "readv", "writev", "close", "getrandom", "sysinfo",
+	"sched_yield", "getpid", "gettid", "exit", "exit_group", "restart_syscall", "read",
+	"write", "readv", "writev", "close", "getrandom", "sysinfo",
 #if defined(__SANITIZE_ADDRESS__)
 	/* ASan/LSan builds (FORKVM_SAN=1) only: the leak check at exit stops the world from a
 	 * cloned tracer (inheriting the filter) that lists /proc/self/task and ptrace-attaches
@@ -43,6 +45,10 @@ static const char *const sys_base[] = {
 #endif
 	END
 };
+
+/* Signals to any thread of the same uid: every role but the broker's (which gets tgkill to
+ * its own process only, build()). */
+static const char *const sys_signal_any[] = { "tgkill", "tkill", END };
 
 /* A vCPU thread: KVM_RUN and the exit handlers (serial, virtio-mmio setup, eventfds). */
 static const char *const sys_vcpu[] = {
@@ -100,6 +106,22 @@ static const char *const sys_pageserver[] = {
 	"prlimit64", "mincore", "sysinfo", END
 };
 
+/*
+ * The network broker (net/net_broker.c), every thread: its requests and lifelines, netlink
+ * (rtnetlink, nftables), the relays' TCP, its slot locks and the few files networking opens
+ * (/dev/net/tun, /proc/thread-self/ns/net, /proc/sys/net). Arguments are narrowed in
+ * build(): socket families, clone flags, unshare, kill, prctl, tgkill. Nothing that mounts,
+ * execs, traces or signals another process: with CAP_SYS_ADMIN those would be root's.
+ */
+static const char *const sys_netd[] = {
+	"ioctl", "accept", "accept4", "bind", "listen", "connect", "getsockname", "getpeername",
+	"getsockopt", "setsockopt", "sendto", "sendmsg", "recvfrom", "recvmsg", "shutdown",
+	"epoll_create1", "epoll_ctl", "epoll_wait", "epoll_pwait", "poll", "ppoll", "select",
+	"pselect6", "eventfd2", "fcntl", "flock", "dup", "dup2", "dup3", "openat", "fstat",
+	"newfstatat", "statx", "access", "faccessat", "faccessat2", "lseek", "mkdir", "unlink",
+	"unlinkat", "getuid", "geteuid", "getgid", "getegid", "getppid", "seccomp", END
+};
+
 /* ioctl requests, by role: exactly those the code issues (grep ioctl( in src/). */
 static const unsigned long ioc_vcpu[] = {
 	KVM_RUN, KVM_GET_REGS, KVM_GET_SREGS, KVM_IRQ_LINE, KVM_IOEVENTFD, KVM_IRQFD, 0
@@ -129,6 +151,10 @@ static const unsigned long ioc_control[] = {
 	TUNSETIFF, /* src/net: a cow child creates the TAP of its own network (docs/NET.md) */
 	0
 };
+static const unsigned long ioc_netd[] = {
+	TUNSETIFF, TUNSETVNETHDRSZ, /* a VM's TAP, made in its namespace */
+	0
+};
 static const unsigned long ioc_pageserver[] = {
 	UFFDIO_API, UFFDIO_REGISTER, UFFDIO_UNREGISTER, UFFDIO_COPY, UFFDIO_ZEROPAGE,
 	UFFDIO_WAKE, UFFDIO_WRITEPROTECT, TCGETS, FIONBIO, 0
@@ -145,6 +171,7 @@ static const struct role_def roles[] = {
 	[JAIL_ROLE_DEVICE] = { "device", sys_device, ioc_device },
 	[JAIL_ROLE_CONTROL] = { "control", sys_control, ioc_control },
 	[JAIL_ROLE_PAGESERVER] = { "pageserver", sys_pageserver, ioc_pageserver },
+	[JAIL_ROLE_NETD] = { "netd", sys_netd, ioc_netd },
 };
 
 static enum jail_seccomp_mode mode = JAIL_SECCOMP_KILL;
@@ -232,10 +259,76 @@ static int add_list(scmp_filter_ctx ctx, const char *const *list, const char **b
 	return 0;
 }
 
+/* Rules that compare arguments; each one allows a call its arguments match (a syscall with
+ * several rules is allowed when any matches). */
+static int rule(scmp_filter_ctx ctx, int nr, const char *what, const char **bad, unsigned n,
+		struct scmp_arg_cmp a, struct scmp_arg_cmp b)
+{
+	int err = n == 2 ? seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 2, a, b) :
+			   seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 1, a);
+	if (err)
+		*bad = what;
+	return err;
+}
+
+#define NS_FLAGS (CLONE_NEWNS | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | \
+		  CLONE_NEWUTS | CLONE_NEWCGROUP)
+#define NONE SCMP_A0(SCMP_CMP_EQ, 0)
+
+/* The broker's narrowed calls (sys_netd). Its pid is part of the filter: it is built in the
+ * broker itself, at jail_seccomp_apply. */
+static int build_netd(scmp_filter_ctx ctx, const char **bad)
+{
+	static const int families[] = { AF_UNIX, AF_INET, AF_INET6 };
+	int err = 0;
+
+	for (size_t i = 0; !err && i < sizeof(families) / sizeof(families[0]); i++)
+		err = rule(ctx, SCMP_SYS(socket), "socket", bad, 1,
+			   SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)families[i]), NONE);
+	/* Netlink for routes and links, and for nftables; no other netlink family. */
+	if (!err)
+		err = rule(ctx, SCMP_SYS(socket), "socket(AF_NETLINK)", bad, 2,
+			   SCMP_A0(SCMP_CMP_EQ, AF_NETLINK), SCMP_A2(SCMP_CMP_EQ, NETLINK_ROUTE));
+	if (!err)
+		err = rule(ctx, SCMP_SYS(socket), "socket(AF_NETLINK)", bad, 2,
+			   SCMP_A0(SCMP_CMP_EQ, AF_NETLINK),
+			   SCMP_A2(SCMP_CMP_EQ, NETLINK_NETFILTER));
+	if (!err)
+		err = rule(ctx, SCMP_SYS(socketpair), "socketpair", bad, 1,
+			   SCMP_A0(SCMP_CMP_EQ, AF_UNIX), NONE);
+	/* Threads (the relays), never a process or a namespace. glibc tries clone3 first, whose
+	 * flags seccomp cannot see: ENOSYS makes it use clone. */
+	if (!err)
+		err = rule(ctx, SCMP_SYS(clone), "clone", bad, 1,
+			   SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD | NS_FLAGS, CLONE_THREAD), NONE);
+	if (!err && (err = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0)))
+		*bad = "clone3";
+	/* A relay thread makes its VM's namespace: unshare of exactly CLONE_NEWNET. */
+	if (!err)
+		err = rule(ctx, SCMP_SYS(unshare), "unshare", bad, 1,
+			   SCMP_A0(SCMP_CMP_EQ, CLONE_NEWNET), NONE);
+	/* Signals: its own threads only; kill(pid, 0) is the reaper's "is its VMM alive". */
+	if (!err)
+		err = rule(ctx, SCMP_SYS(tgkill), "tgkill", bad, 1,
+			   SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)getpid()), NONE);
+	if (!err)
+		err = rule(ctx, SCMP_SYS(kill), "kill", bad, 1, SCMP_A1(SCMP_CMP_EQ, 0), NONE);
+	/* Thread names and the relay's own filter. */
+	if (!err)
+		err = rule(ctx, SCMP_SYS(prctl), "prctl", bad, 1,
+			   SCMP_A0(SCMP_CMP_EQ, PR_SET_NAME), NONE);
+	if (!err)
+		err = rule(ctx, SCMP_SYS(prctl), "prctl", bad, 1,
+			   SCMP_A0(SCMP_CMP_EQ, PR_SET_NO_NEW_PRIVS), NONE);
+	return err;
+}
+
 static int build(scmp_filter_ctx ctx, const struct role_def *r, const char **what)
 {
 	int err = add_list(ctx, sys_base, what);
 
+	if (!err)
+		err = r->sys == sys_netd ? build_netd(ctx, what) : add_list(ctx, sys_signal_any, what);
 	if (!err)
 		err = add_list(ctx, r->sys, what);
 	for (const unsigned long *ioc = r->ioc; !err && *ioc; ioc++) {
@@ -318,7 +411,7 @@ int jail_seccomp_precompile(void)
 		return 0;
 	pthread_mutex_lock(&compile_lock);
 	for (int role = 0; !err && role < JAIL_ROLE_COUNT; role++)
-		if (!compiled[role].insns)
+		if (!compiled[role].insns && role != JAIL_ROLE_NETD) /* per broker: its pid */
 			err = compile_role((enum jail_role)role, &compiled[role]);
 	pthread_mutex_unlock(&compile_lock);
 	return err;

@@ -13,6 +13,7 @@ enum jail_role {
 	JAIL_ROLE_DEVICE,	/* a device thread (vsock) or the page-server watcher */
 	JAIL_ROLE_CONTROL,	/* the control thread: builds VMs, forks, spawns, serves */
 	JAIL_ROLE_PAGESERVER,	/* the page server's one thread */
+	JAIL_ROLE_NETD,		/* the network broker, every thread (net/net_broker.c) */
 	JAIL_ROLE_COUNT
 };
 

@@ -210,7 +210,17 @@ void net_release_current(void);
  * net_broker_adopt takes the one an exec'd child was given (--net-broker-fd).
  */
 #define NET_BROKER_MAX 1024
-int net_broker_start(const struct net_opts *plan, struct fvm_err *err);
+/* What the layer above adds to the broker, called in it: confine once its private root is
+ * in place, before it serves (the VMM loads the broker's seccomp filter there; nonzero: the
+ * broker exits); probe, a test hook (NULL outside tests), called for a request naming
+ * NET_BROKER_PROBE. The net layer knows nothing of seccomp. */
+struct net_broker_hooks {
+	int (*confine)(void);
+	int (*probe)(void);
+};
+#define NET_BROKER_PROBE "seccomp-probe"
+int net_broker_start(const struct net_opts *plan, const struct net_broker_hooks *hooks,
+		     struct fvm_err *err);
 int net_broker_open(const struct net_opts *o, const char *name, struct net *n,
 		    struct fvm_err *err);
 int net_broker_fd(void);

@@ -37,6 +37,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -49,6 +52,7 @@
 #include "util/errmsg.h"
 #include "util/evloop.h"
 #include "util/fdpass.h"
+#include "util/fileio.h"
 #include "util/log.h"
 
 #define BROKER_MAGIC 0x666e6264u /* "fnbd" */
@@ -96,6 +100,7 @@ struct bnet {
 struct broker {
 	struct evloop loop;
 	struct net_opts plan;
+	struct net_broker_hooks hooks;
 	int sock, sock_id;
 	bool served_first;
 	struct bnet *nets[NET_BROKER_MAX];
@@ -290,6 +295,11 @@ static void on_request(void *arg, uint32_t events)
 		return;
 	}
 	req.name[sizeof(req.name) - 1] = '\0';
+	if (b->hooks.probe && !strcmp(req.name, NET_BROKER_PROBE)) {
+		close(answer);
+		b->hooks.probe(); /* with the filter loaded, it does not return */
+		return;
+	}
 	serve_request(b, &req, answer);
 }
 
@@ -326,7 +336,107 @@ static int narrow_privileges(void)
 	return 0;
 }
 
-static int broker_main(const struct net_opts *plan, int sock)
+/* mount(2) with the step named in the error: 0 or -errno (logged). */
+static int mnt(const char *src, const char *dst, const char *type, unsigned long flags,
+	       const char *data, const char *what)
+{
+	if (mount(src, dst, type, flags, data) < 0)
+		return log_errno(-errno, "private root: %s (%s)", what, dst);
+	return 0;
+}
+
+/* Bind the O_PATH fd's file onto dst (created: a directory, or an empty file for a device),
+ * with flags (MS_RDONLY and the like) applied to the new mount. */
+static int bind_fd(int fd, const char *dst, bool dir, unsigned long flags, const char *what)
+{
+	char src[32];
+	int ret;
+
+	snprintf(src, sizeof(src), "/proc/self/fd/%d", fd);
+	if (dir)
+		ret = mkdir_p(dst, 0755);
+	else if ((ret = mkdir_parents(dst, 0755)) == 0) {
+		int f = open(dst, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+		ret = f < 0 ? -errno : close(f);
+	}
+	if (ret < 0)
+		return log_errno(ret, "private root: making %s", dst);
+	if ((ret = mnt(src, dst, NULL, MS_BIND, NULL, what)) == 0)
+		ret = mnt(NULL, dst, NULL, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NOEXEC |
+			  (dir ? MS_NODEV : 0) | flags, NULL, what); /* a device stays usable */
+	return ret;
+}
+
+/*
+ * The broker's view of the file system: its own mount namespace whose root is a read-only
+ * tmpfs holding only what networking opens: /dev/net/tun, /proc read-only but for
+ * /proc/sys/net (forwarding, in each VM's namespace too), and the slot directory. The broker
+ * is uid 0 with CAP_SYS_ADMIN; with this and its seccomp filter (no mount, no exec) it can
+ * write no host file but its slot locks. libnftables is loaded before (dlopen reads the
+ * host's /usr). Built over /tmp: in this namespace only, nobody else sees it.
+ */
+static int private_root(const char *state_dir)
+{
+	const char *top = "/tmp";
+	char dst[PATH_MAX];
+	int tun = -1, proc = -1, sysnet = -1, state = -1, ret;
+
+	if ((ret = mkdir_p(state_dir, 0700)) < 0) {
+		(void)log_errno(ret, "private root: creating the network state directory %s",
+				state_dir);
+		goto out;
+	}
+	if (unshare(CLONE_NEWNS) < 0) {
+		ret = log_errno(-errno, "private root: its own mount namespace (unshare)");
+		goto out;
+	}
+	if ((ret = mnt(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL, "no propagation to the host")))
+		goto out;
+	tun = open("/dev/net/tun", O_PATH | O_CLOEXEC); /* none: net_create says so later */
+	proc = open("/proc", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	sysnet = open("/proc/sys/net", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	state = open(state_dir, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (proc < 0 || sysnet < 0 || state < 0) {
+		ret = log_errno(-errno, "private root: opening %s", proc < 0 ? "/proc" :
+				sysnet < 0 ? "/proc/sys/net" : state_dir);
+		goto out;
+	}
+	if ((ret = mnt("tmpfs", top, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+		       "mode=0755,size=64k", "an empty tmpfs")))
+		goto out;
+	snprintf(dst, sizeof(dst), "%s/proc", top);
+	if ((ret = bind_fd(proc, dst, true, MS_RDONLY, "/proc, read-only")))
+		goto out;
+	snprintf(dst, sizeof(dst), "%s/proc/sys/net", top);
+	if ((ret = bind_fd(sysnet, dst, true, 0, "/proc/sys/net, writable")))
+		goto out;
+	snprintf(dst, sizeof(dst), "%s%s", top, state_dir);
+	if ((ret = bind_fd(state, dst, true, 0, "the network state directory")))
+		goto out;
+	snprintf(dst, sizeof(dst), "%s/dev/net/tun", top);
+	if (tun >= 0 && (ret = bind_fd(tun, dst, false, 0, "/dev/net/tun")))
+		goto out;
+	if (chdir(top) < 0 || syscall(SYS_pivot_root, ".", ".") < 0 ||
+	    umount2(".", MNT_DETACH) < 0 || chdir("/") < 0) {
+		ret = log_errno(-errno, "private root: pivot_root into %s", top);
+		goto out;
+	}
+	ret = mnt(NULL, "/", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV |
+		  MS_NOEXEC, NULL, "the root, read-only");
+out:
+	if (tun >= 0)
+		close(tun);
+	if (proc >= 0)
+		close(proc);
+	if (sysnet >= 0)
+		close(sysnet);
+	if (state >= 0)
+		close(state);
+	return ret;
+}
+
+static int broker_main(const struct net_opts *plan, const struct net_broker_hooks *hooks,
+		       int sock)
 {
 	static struct broker b; /* one per process */
 	sigset_t sigs;
@@ -364,7 +474,16 @@ static int broker_main(const struct net_opts *plan, int sock)
 	}
 	if ((ret = narrow_privileges()) < 0)
 		return log_errno(ret, "dropping the capabilities networking does not need");
+	struct fvm_err err = FVM_ERR_INIT;
+	if (nft_load(&err) < 0) /* its later uses give the same error: go on */
+		log_warn("%s", err_text(&err));
+	if ((ret = private_root(net_state_dir(plan->state_dir))) < 0)
+		return ret;
+	if (hooks && hooks->confine && (ret = hooks->confine()) != 0)
+		return log_errno(ret < 0 ? ret : -EPERM, "confining the broker");
 	b.plan = *plan;
+	if (hooks)
+		b.hooks = *hooks;
 	b.sock = sock;
 	if ((ret = ev_init(&b.loop, "netd")) < 0)
 		return ret;
@@ -380,7 +499,8 @@ static int broker_main(const struct net_opts *plan, int sock)
 	return 0;
 }
 
-int net_broker_start(const struct net_opts *plan, struct fvm_err *err)
+int net_broker_start(const struct net_opts *plan, const struct net_broker_hooks *hooks,
+		     struct fvm_err *err)
 {
 	int sv[2];
 	pid_t pid;
@@ -398,7 +518,7 @@ int net_broker_start(const struct net_opts *plan, struct fvm_err *err)
 	}
 	if (pid == 0) {
 		close(sv[0]);
-		_exit(broker_main(plan, sv[1]) < 0 ? 1 : 0);
+		_exit(broker_main(plan, hooks, sv[1]) < 0 ? 1 : 0);
 	}
 	close(sv[1]);
 	family_fd = sv[0];

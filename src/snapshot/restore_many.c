@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
@@ -26,6 +27,8 @@
 #include "snapshot/snap_disk.h"
 #include "snapshot/snap_format.h"
 #include "util/clock.h"
+#include "util/log.h"
+#include "util/unix_sock.h"
 
 extern char **environ;
 
@@ -222,7 +225,6 @@ static void kill_all(struct restored_child *children, struct child_proc *procs, 
 			nanosleep(&pause, NULL);
 	}
 	for (int i = 0; i < n; i++) {
-		char path[620];
 		if (children[i].pid > 0) {
 			kill(children[i].pid, SIGKILL);
 			waitpid(children[i].pid, NULL, 0);
@@ -231,18 +233,43 @@ static void kill_all(struct restored_child *children, struct child_proc *procs, 
 		if (procs[i].ready_fd >= 0)
 			close(procs[i].ready_fd);
 		procs[i].ready_fd = -1;
-		unlink(children[i].socket);
-		/* Killed, the VMM could not remove its vsock socket either. */
-		snprintf(path, sizeof(path), "%s.vsock", children[i].socket);
-		unlink(path);
-		snap_disks_remove_leftovers(children[i].socket);
-		if (procs[i].keep_log)
-			continue;
-		snprintf(path, sizeof(path), "%s.log", children[i].socket);
-		unlink(path);
-		snprintf(path, sizeof(path), "%s.console", children[i].socket);
-		unlink(path);
+		vmm_child_remove_files(children[i].socket, procs[i].keep_log);
 	}
+}
+
+void vmm_child_remove_files(const char *socket, bool keep_log)
+{
+	char path[PATH_MAX];
+
+	if (unix_sock_live(socket)) {
+		log_warn("%s is served by another VMM: its files stay", socket);
+		return;
+	}
+	unlink(socket);
+	/* Killed, the VMM could not remove its vsock socket either. */
+	snprintf(path, sizeof(path), "%s.vsock", socket);
+	unlink(path);
+	snap_disks_remove_leftovers(socket);
+	if (keep_log)
+		return;
+	snprintf(path, sizeof(path), "%s.log", socket);
+	unlink(path);
+	snprintf(path, sizeof(path), "%s.console", socket);
+	unlink(path);
+}
+
+int vmm_child_names_free(const char *run_dir, const char *prefix, int first, int count,
+			 struct fvm_err *err)
+{
+	char path[PATH_MAX];
+
+	for (int i = first; i < first + count; i++) {
+		snprintf(path, sizeof(path), "%s/%s-%d.sock", run_dir, prefix, i);
+		if (access(path, F_OK) == 0 && unix_sock_live(path))
+			return errmsg(err, -EADDRINUSE, "child %s-%d: a running VM already answers "
+				      "at %s (choose another --name)", prefix, i, path);
+	}
+	return 0;
 }
 
 /* Until every child wrote its ready byte; on failure *failed is the child the error names. */
@@ -412,7 +439,8 @@ int restore_many(const struct restore_many_opts *o, struct restored_child *child
 			     "restores it without)", o->dir);
 		goto out;
 	}
-	ret = 0;
+	if ((ret = vmm_child_names_free(o->run_dir, o->prefix, 0, o->count, err)))
+		goto out;
 	for (; spawned < o->count; spawned++) {
 		ret = spawn_child(o, &children[spawned], spawned, &procs[spawned]);
 		if (ret) {

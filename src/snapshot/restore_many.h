@@ -48,6 +48,21 @@ struct restore_many_opts {
 int restore_many(const struct restore_many_opts *o, struct restored_child *children,
 		 struct fvm_err *err);
 
+/*
+ * Before spawning children PREFIX-first..PREFIX-(first+count-1) in run_dir: 0 if no process
+ * serves any of their sockets, else -EADDRINUSE with err naming the first taken (a running
+ * VM of that name: starting the child would fail, and cleaning up after it would take that
+ * VM's files).
+ */
+int vmm_child_names_free(const char *run_dir, const char *prefix, int first, int count,
+			 struct fvm_err *err);
+/*
+ * Remove what a killed child at socket left: its socket, vsock socket and disk overlays, and
+ * unless keep_log its log and console. Nothing, with a warning, when a process serves the
+ * socket: then the name is another running VM's, whose files these are.
+ */
+void vmm_child_remove_files(const char *socket, bool keep_log);
+
 /* The last line a VMM child logged to SOCKET.log: why it failed. */
 void vmm_child_reason(const char *socket, char *buf, size_t len);
 /*

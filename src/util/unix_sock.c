@@ -92,12 +92,23 @@ fail:
 	return err;
 }
 
+/* A connection attempt to path: 0 (someone accepted) or the errno of unix_connect. */
+static int liveness(const char *path)
+{
+	int fd = unix_connect(path, SOCK_NONBLOCK);
+
+	if (fd < 0)
+		return -fd;
+	close(fd);
+	return 0;
+}
+
 /* 1 = a stale socket (nobody listens), 0 = nothing there, -errno otherwise (logged). */
 static int check_existing(int dfd, const char *base, const struct sockaddr_un *addr,
 			  const char *what)
 {
 	struct stat st;
-	int fd, err;
+	int err;
 
 	if (fstatat(dfd, base, &st, AT_SYMLINK_NOFOLLOW) < 0) {
 		if (errno == ENOENT)
@@ -108,10 +119,7 @@ static int check_existing(int dfd, const char *base, const struct sockaddr_un *a
 		log_err("%s: %s exists and is not a socket: not replacing it", what, addr->sun_path);
 		return -EEXIST;
 	}
-	fd = unix_connect(addr->sun_path, 0);
-	err = fd < 0 ? -fd : 0;
-	if (fd >= 0)
-		close(fd);
+	err = liveness(addr->sun_path);
 	if (err == ECONNREFUSED)
 		return 1;
 	if (err == ENOENT)
@@ -121,6 +129,13 @@ static int check_existing(int dfd, const char *base, const struct sockaddr_un *a
 		return -EADDRINUSE;
 	}
 	return log_errno(-err, "%s: liveness test of the existing socket %s", what, addr->sun_path);
+}
+
+bool unix_sock_live(const char *path)
+{
+	int err = liveness(path);
+
+	return err == 0 || err == EAGAIN;
 }
 
 int unix_connect(const char *path, int sock_flags)

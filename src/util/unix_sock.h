@@ -28,6 +28,10 @@ int unix_listen(const char *path, int backlog, int sock_flags, const char *what)
  */
 int unix_connect(const char *path, int sock_flags);
 
+/* Whether a process serves the Unix socket at path (it accepts, or its backlog is full):
+ * true means the path is someone's, not a stale file to remove. */
+bool unix_sock_live(const char *path);
+
 /*
  * The server a connected fd reached is the one expected: the process that listens (pid, -1
  * any) as the user expected (uid, -1 any), from SO_PEERCRED. A client that cannot trust the

@@ -372,6 +372,38 @@ def test_strategy_preconditions_are_clear_errors(env):
     assert forkvm_cmd("branch", "vm", "--strategy", "full").returncode == 2
 
 
+def test_a_child_name_a_running_vm_has_is_refused_and_that_vm_kept(env):
+    """Children named like a running VM (a second branch with the same prefix, a restore
+    --count with that --name) are refused before anything happens: no pause, no snapshot
+    written. Before, the child failed on the taken socket and its cleanup removed the
+    running VM's socket, vsock socket and disk overlays, leaving that VM unreachable."""
+    vm = VM(mem="32M")
+    try:
+        _, (kid,) = branch(vm, env, "cow", count=1, prefix="k", hashes=False)
+        pauses = vm.ok({"cmd": "status"})["pause_count"]
+        for strategy in ("full", "diff", "live"):
+            snap = os.path.join(env["dir"], f"taken-{strategy}")
+            r = vm.call({"cmd": "branch", "strategy": strategy, "count": 2, "prefix": "k",
+                         "run_dir": env["run"], "dir": snap})
+            assert not r["ok"], r
+            assert f"child k-0: a running VM already answers at {env['run']}/k-0.sock" in \
+                r["error"] and "choose another --name" in r["error"], r
+            assert not os.path.exists(snap)
+        assert vm.ok({"cmd": "status"})["pause_count"] == pauses  # never paused for them
+        snap = os.path.join(env["dir"], "snap")
+        vm.ok({"cmd": "snapshot", "dir": snap})
+        r = forkvm_cmd("restore", snap, "--count", "2", "--name", "k",
+                       env=dict(os.environ, FORKVM_RUN_DIR=env["run"]))
+        assert r.returncode != 0 and "a running VM already answers at" in r.stderr, r.stderr
+        assert sorted(os.listdir(env["run"])) == ["k-0.sock", "k-0.sock.console",
+                                                  "k-0.sock.log", "k.template.sock",
+                                                  "k.template.sock.log"]
+        assert kid.ok({"cmd": "status"})["state"] == "paused"  # still its own, reachable
+        kid.stop()
+    finally:
+        vm.stop()
+
+
 def test_agent_sync_reseeds_and_sets_clock_over_vsock(env):
     """The engine's fix-up for Linux children, against the real agent behind a vsock-style
     socket (this host cannot boot Linux guests: the agent runs on the host)."""

@@ -8,6 +8,7 @@ by a veth (the VM's namespace routes the guest address to it). Its traffic cross
 namespace exactly as the guest's would from the TAP: forwarded, filtered, source-NATed.
 """
 import contextlib
+import errno
 import fcntl
 import hashlib
 import itertools
@@ -929,6 +930,68 @@ def pidfd_getfd(pid, fd):
         os.close(pidfd)
 
 
+def family_socket(pid):
+    """A copy of the jailed VMM pid's socket to its family's broker: its first seqpacket
+    socket (made before its lifeline)."""
+    for fd in sorted(os.listdir(f"/proc/{pid}/fd"), key=int):
+        if not os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:"):
+            continue
+        s = socket.socket(fileno=pidfd_getfd(pid, int(fd)))
+        if s.type == socket.SOCK_SEQPACKET:
+            return s
+        s.close()
+    raise AssertionError(f"VMM {pid} holds no family socket")
+
+
+def broker_request(name):
+    """A well-formed request naming VM name (struct broker_req, net_broker.c)."""
+    return (0x666e6264).to_bytes(4, "little") + name.encode().ljust(64, b"\0")
+
+
+def test_the_broker_is_confined(run_dir):
+    """The broker is uid 0 with CAP_SYS_ADMIN, so it is confined further: every thread under
+    its seccomp filter (the relays under theirs too), and a private read-only root holding
+    only /dev/net/tun, /proc (writable only under /proc/sys/net) and the slot directory. A
+    syscall outside its list kills it with SIGSYS (the test hook: a request naming
+    seccomp-probe, honoured only with FORKVM_TEST_SECCOMP_PROBE=1); its VMM runs on."""
+    r, pid, sock = start(run_dir, "jc", *JAIL, "--net", "nat", "--publish", "0:8080",
+                         env={"FORKVM_TEST_SECCOMP_PROBE": "1"})
+    assert pid, r.stderr
+    net = call(sock, {"cmd": "status"})["net"]
+    broker = net["broker_pid"]
+    threads = {t: proc_status(f"{broker}/task/{t}") for t in os.listdir(f"/proc/{broker}/task")}
+    assert len(threads) >= 2, threads  # the broker and the relay of its published port
+    for st in threads.values():
+        assert st["Seccomp"] == "2", st
+        assert st["Seccomp_filters"] == ("1" if st["Name"] == "forkvm-netd" else "2"), st
+    root = f"/proc/{broker}/root"
+    assert sorted(os.listdir(root)) == ["dev", "proc", "run"]
+    assert os.listdir(f"{root}/dev") == ["net"] and os.listdir(f"{root}/dev/net") == ["tun"]
+    assert os.listdir(f"{root}/run") == ["forkvm-net"]
+    mounts = {line.split()[4]: line.split()[5].split(",")[0]
+              for line in open(f"/proc/{broker}/mountinfo")}
+    assert mounts == {"/": "ro", "/proc": "ro", "/proc/sys/net": "rw", "/run/forkvm-net": "rw",
+                      "/dev/net/tun": "rw"}, mounts
+    with pytest.raises(OSError) as e:
+        open(f"{root}/proc/sys/kernel/core_pattern", "w").write("|/bin/false")
+    assert e.value.errno == errno.EROFS
+    assert f"slot-{net['slot']}.lock" in os.listdir(f"{root}/run/forkvm-net")  # the host's
+
+    fam = family_socket(pid)
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    fam.sendmsg([broker_request("seccomp-probe")],
+                [(socket.SOL_SOCKET, socket.SCM_RIGHTS, b.fileno().to_bytes(4, "little"))])
+    b.close()
+    wait_for("the broker to die", lambda: gone(broker), timeout=20)
+    with open(f"/proc/{broker}/stat") as f:  # a zombie (its VMM never reaps it): exit_code
+        assert int(f.read().split(")")[1].split()[-1]) & 0x7f == signal.SIGSYS
+    a.close()
+    fam.close()
+    assert call(sock, {"cmd": "status"})["state"] == "running"
+    assert call(sock, {"cmd": "stop"})["ok"]
+    wait_for(f"VMM {pid} to exit", lambda: gone(pid))
+
+
 def test_the_broker_survives_hostile_requests(run_dir):
     """What a compromised jailed VMM can send on its family's socket: an empty message, no
     answer socket, two descriptors, the wrong size or magic, an answer socket that is a pipe
@@ -938,18 +1001,8 @@ def test_the_broker_survives_hostile_requests(run_dir):
     closes."""
     pid, sock, net = started(run_dir, "jh", *JAIL, "--net", "isolated", "--publish", "0:8080")
     broker = net["broker_pid"]
-    fam = None
-    # The family socket: the VMM's first seqpacket socket (made before its lifeline).
-    for fd in sorted(os.listdir(f"/proc/{pid}/fd"), key=int):
-        if not os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:"):
-            continue
-        s = socket.socket(fileno=pidfd_getfd(pid, int(fd)))
-        if s.type == socket.SOCK_SEQPACKET:
-            fam = s
-            break
-        s.close()
-    assert fam is not None, "no family socket found"
-    good = (0x666e6264).to_bytes(4, "little") + b"intruder".ljust(64, b"\0")
+    fam = family_socket(pid)
+    good = broker_request("intruder")
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     r, w = os.pipe()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
