@@ -1,5 +1,6 @@
 /* Test-only control command: prove the control thread's seccomp filter kills (docs/SECURITY.md). */
 #include <errno.h>
+#include <string.h>
 
 #include "ctl/ctl.h"
 #include "jail/seccomp.h"
@@ -8,11 +9,24 @@ json_t *ctl_cmd_seccomp_probe(struct ctl_server *srv, struct ctl_request *req);
 
 json_t *ctl_cmd_seccomp_probe(struct ctl_server *srv, struct ctl_request *req)
 {
+	const char *role = ctl_req_str(req, "role", NULL);
 	int ret;
 
+	(void)srv;
 	if (!jail_seccomp_probe_enabled())
 		return ctl_reply_error("seccomp_probe is a test hook: start the VMM with "
 				       "FORKVM_TEST_SECCOMP_PROBE=1");
+	if (role && strcmp(role, "vcpu") && strcmp(role, "device"))
+		return ctl_reply_error("seccomp_probe: role %s: expected vcpu or device", role);
+	if (role) { /* dies in a thread of that role, signalling another process */
+		ret = jail_seccomp_probe_role(strcmp(role, "vcpu") ? JAIL_ROLE_DEVICE :
+							 JAIL_ROLE_VCPU);
+		if (ret == -EPERM)
+			return ctl_reply_error("seccomp_probe: a %s thread could not signal its own "
+					       "process", role);
+		return ctl_reply_error("seccomp_probe: a %s thread signalled another process "
+				       "(returned %d): no filter killed this VMM", role, ret);
+	}
 	ret = jail_seccomp_probe(); /* under the filter, the process dies here */
 	return ctl_reply_error("seccomp_probe: mount(2) returned %d (errno %d): no filter killed "
 			       "this VMM (FORKVM_SECCOMP=%s)", ret, ret < 0 ? errno : 0,

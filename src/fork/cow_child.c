@@ -41,6 +41,10 @@ static int child_net(struct cow_template *t, const char *name, struct vm_config 
 		return 0;
 	if (t->child_tap)
 		fd = t->child_tap(name, t->net_arg);
+	/* The source has a network of forkvm's: a child without its own would be unreachable
+	 * (no published port, no egress), so it fails, and the branch says why. */
+	if (fd < 0 && fd != -ENODEV)
+		return log_errno(fd, "cow child %s: its network", name);
 	if (fd < 0)
 		log_warn("cow child %s: no TAP of its own (%s); its NIC starts detached, the link down "
 			 "to the guest, rather than share the source's", name,

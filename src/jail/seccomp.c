@@ -46,9 +46,19 @@ static const char *const sys_base[] = {
 	END
 };
 
-/* Signals to any thread of the same uid: every role but the broker's (which gets tgkill to
- * its own process only, build()). */
+/* Signals to any process of the same uid: the control thread (its children, its vCPU
+ * threads' kicks) and the page server. The other roles get tgkill to their own process only
+ * (OWN_PID below): a guest that takes over a vCPU or device thread cannot signal the other
+ * VMMs of its family, which share its uid. */
 static const char *const sys_signal_any[] = { "tgkill", "tkill", END };
+
+/*
+ * The pid in an own-process rule. Filters are compiled once, before any fork (a cow child
+ * installs its source's), so the rule compares against this placeholder and
+ * jail_seccomp_apply writes the installing process's pid over it. Never a real pid
+ * (pid_max is at most 2^22).
+ */
+#define OWN_PID 0x7ffffff1u
 
 /* A vCPU thread: KVM_RUN and the exit handlers (serial, virtio-mmio setup, eventfds). */
 static const char *const sys_vcpu[] = {
@@ -214,6 +224,39 @@ int jail_seccomp_probe(void)
 	return (int)syscall(SYS_mount, NULL, NULL, NULL, 0UL, NULL);
 }
 
+struct probe_arg {
+	enum jail_role role;
+	pid_t self, parent; /* read here: not every role may call getppid */
+	int ret;
+};
+
+static void *probe_thread(void *p)
+{
+	struct probe_arg *a = p;
+
+	if (jail_seccomp_apply(a->role) < 0 ||
+	    syscall(SYS_tgkill, a->self, gettid(), 0) < 0) {
+		a->ret = -EPERM;
+		return NULL;
+	}
+	log_warn("seccomp probe: a %s thread signals its parent process (test hook)",
+		 roles[a->role].name);
+	a->ret = (int)syscall(SYS_tgkill, a->parent, a->parent, 0);
+	return NULL;
+}
+
+int jail_seccomp_probe_role(enum jail_role role)
+{
+	struct probe_arg a = { role, getpid(), getppid(), 0 };
+	pthread_t t;
+	int err = pthread_create(&t, NULL, probe_thread, &a);
+
+	if (err)
+		return -err;
+	pthread_join(t, NULL);
+	return a.ret;
+}
+
 int jail_seccomp_init(bool disable)
 {
 	const char *v = getenv("FORKVM_SECCOMP");
@@ -275,8 +318,7 @@ static int rule(scmp_filter_ctx ctx, int nr, const char *what, const char **bad,
 		  CLONE_NEWUTS | CLONE_NEWCGROUP)
 #define NONE SCMP_A0(SCMP_CMP_EQ, 0)
 
-/* The broker's narrowed calls (sys_netd). Its pid is part of the filter: it is built in the
- * broker itself, at jail_seccomp_apply. */
+/* The broker's narrowed calls (sys_netd). */
 static int build_netd(scmp_filter_ctx ctx, const char **bad)
 {
 	static const int families[] = { AF_UNIX, AF_INET, AF_INET6 };
@@ -310,7 +352,7 @@ static int build_netd(scmp_filter_ctx ctx, const char **bad)
 	/* Signals: its own threads only; kill(pid, 0) is the reaper's "is its VMM alive". */
 	if (!err)
 		err = rule(ctx, SCMP_SYS(tgkill), "tgkill", bad, 1,
-			   SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)getpid()), NONE);
+			   SCMP_A0(SCMP_CMP_EQ, OWN_PID), NONE);
 	if (!err)
 		err = rule(ctx, SCMP_SYS(kill), "kill", bad, 1, SCMP_A1(SCMP_CMP_EQ, 0), NONE);
 	/* Thread names and the relay's own filter. */
@@ -328,7 +370,11 @@ static int build(scmp_filter_ctx ctx, const struct role_def *r, const char **wha
 	int err = add_list(ctx, sys_base, what);
 
 	if (!err)
-		err = r->sys == sys_netd ? build_netd(ctx, what) : add_list(ctx, sys_signal_any, what);
+		err = r->sys == sys_netd ? build_netd(ctx, what) :
+		      r->sys == sys_control || r->sys == sys_pageserver ?
+		      add_list(ctx, sys_signal_any, what) :
+		      rule(ctx, SCMP_SYS(tgkill), "tgkill", what, 1, SCMP_A0(SCMP_CMP_EQ, OWN_PID),
+			   NONE);
 	if (!err)
 		err = add_list(ctx, r->sys, what);
 	for (const unsigned long *ioc = r->ioc; !err && *ioc; ioc++) {
@@ -411,7 +457,7 @@ int jail_seccomp_precompile(void)
 		return 0;
 	pthread_mutex_lock(&compile_lock);
 	for (int role = 0; !err && role < JAIL_ROLE_COUNT; role++)
-		if (!compiled[role].insns && role != JAIL_ROLE_NETD) /* per broker: its pid */
+		if (!compiled[role].insns)
 			err = compile_role((enum jail_role)role, &compiled[role]);
 	pthread_mutex_unlock(&compile_lock);
 	return err;
@@ -433,13 +479,33 @@ int jail_seccomp_apply(enum jail_role role)
 		if (err)
 			return err;
 	}
+	/* This process's pid over the placeholder of its own-process rules. */
+	struct sock_filter *insns = malloc(compiled[role].len * sizeof(*insns));
+	int own = 0;
+	if (!insns)
+		return log_errno(-ENOMEM, "the seccomp filter %s", r->name);
+	memcpy(insns, compiled[role].insns, compiled[role].len * sizeof(*insns));
+	for (unsigned i = 0; i < compiled[role].len; i++)
+		if (insns[i].code == (BPF_JMP | BPF_JEQ | BPF_K) && insns[i].k == OWN_PID) {
+			insns[i].k = (uint32_t)getpid();
+			own++;
+		}
+	if (own == 0 && r->sys != sys_control && r->sys != sys_pageserver) {
+		free(insns); /* fail closed: a role meant to be confined to its own process */
+		return log_errno(-EPROTO, "the seccomp filter %s: its own-process rule is "
+				 "missing from the BPF libseccomp made", r->name);
+	}
 	/* What seccomp_load does, without rebuilding: no_new_privs, then the filter on this
 	 * thread only (no TSYNC). */
-	prog = (struct sock_fprog){ .len = compiled[role].len, .filter = compiled[role].insns };
+	prog = (struct sock_fprog){ .len = compiled[role].len, .filter = insns };
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ||
-	    syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0)
-		return log_errno(-errno, "loading the seccomp filter %s on thread %d", r->name,
+	    syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0) {
+		err = -errno;
+		free(insns);
+		return log_errno(err, "loading the seccomp filter %s on thread %d", r->name,
 				 gettid());
+	}
+	free(insns);
 	loaded_roles |= 1u << role;
 	log_debug("seccomp filter %s loaded on thread %d", r->name, gettid());
 	return 0;

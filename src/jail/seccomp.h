@@ -50,5 +50,9 @@ void jail_describe_wait(int status, char *buf, size_t len);
 bool jail_seccomp_probe_enabled(void);
 /* Makes a syscall outside every allow-list (mount with no arguments). Returns its result. */
 int jail_seccomp_probe(void);
+/* A new thread loads role's filter, signals its own process (signal 0: allowed), then its
+ * parent process (outside the list: under the filter, the process dies here). -EPERM if the
+ * first failed, else the second's result. */
+int jail_seccomp_probe_role(enum jail_role role);
 
 #endif

@@ -593,12 +593,12 @@ int net_broker_open(const struct net_opts *o, const char *name, struct net *n,
 
 	net_init_empty(n, o);
 	if (family_fd < 0)
-		return errmsg(err, -ENOTCONN, "network of %s: this VMM has no network broker "
-			      "(a jailed VMM's network comes from the one its source started)", name);
+		return errmsg(err, -ENOTCONN, "this VMM has no network broker (a jailed VMM's "
+			      "network comes from the one its source started)");
 	snprintf(req.name, sizeof(req.name), "%s", name);
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, ans) < 0)
-		return errmsg(err, -errno, "network of %s: a socket for the broker's answer: %s",
-			      name, strerror(errno));
+		return errmsg(err, -errno, "a socket for the broker's answer: %s",
+			      strerror(errno));
 	/* Bounded: a member of the family flooding the socket must not hang this VM's start. */
 	ssize_t sent;
 	while ((sent = fdpass_send(family_fd, &iov, 1, &ans[1], 1, MSG_DONTWAIT)) < 0) {
@@ -608,9 +608,12 @@ int net_broker_open(const struct net_opts *o, const char *name, struct net *n,
 			continue;
 		if (r <= 0) {
 			ret = errmsg(err, sent != -EAGAIN ? (int)sent : r == 0 ? -ETIMEDOUT : -errno,
-				     "network of %s: asking the network broker: %s (it ended?)", name,
+				     "asking the network broker: %s%s",
 				     sent != -EAGAIN ? strerror((int)-sent) :
-				     r == 0 ? "its socket stayed full" : strerror(errno));
+				     r == 0 ? "its socket stayed full" : strerror(errno),
+				     sent == -EPIPE || sent == -ECONNREFUSED ?
+				     " (the family's broker is gone: killed, or stopped by its seccomp "
+				     "filter; the source's log names its pid)" : "");
 			goto out;
 		}
 	}
@@ -618,24 +621,24 @@ int net_broker_open(const struct net_opts *o, const char *name, struct net *n,
 	ans[1] = -1;
 	buf = malloc(BROKER_REPLY_MAX);
 	if (!buf) {
-		ret = errmsg(err, -ENOMEM, "network of %s: out of memory", name);
+		ret = errmsg(err, -ENOMEM, "out of memory");
 		goto out;
 	}
 	ret = recv_answer(ans[0], BROKER_TIMEOUT_MS, &status, buf, BROKER_REPLY_MAX, got);
 	if (ret) {
-		errmsg(err, ret, "network of %s: the network broker's answer: %s", name,
+		errmsg(err, ret, "the network broker's answer: %s",
 		       ret == -EPIPE ? "it closed the connection" : strerror(-ret));
 		goto out;
 	}
 	if (status) {
-		ret = errmsg(err, status < 0 ? status : -EIO, "network of %s (made by the broker): "
-			     "%s", name, buf);
+		ret = errmsg(err, status < 0 ? status : -EIO, "the network broker: %s",
+			     buf);
 		goto out;
 	}
 	st = json_loads(buf, 0, &jerr);
 	if (!st || got[1] < 0) {
 		json_decref(st);
-		ret = errmsg(err, -EPROTO, "network of %s: the broker's answer %s", name,
+		ret = errmsg(err, -EPROTO, "the network broker's answer %s",
 			     got[1] < 0 ? "carried no TAP and lifeline" : "is not JSON");
 		goto out;
 	}

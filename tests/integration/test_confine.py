@@ -1,5 +1,6 @@
 """Confinement: seccomp filters on every thread, a violation kills, one cgroup v2 per VM."""
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -127,6 +128,53 @@ def test_forbidden_syscall_kills_the_vmm_with_sigsys(probe_env):
         assert "calling mount(2)" in vm.stderr()
     finally:
         vm.kill()
+
+
+@pytest.mark.parametrize("role", ["vcpu", "device"])
+def test_vcpu_and_device_threads_signal_only_their_own_process(probe_env, role):
+    """The VMMs of a jailed family share a uid, so the threads that handle guest-controlled
+    data may signal their own process only: a new thread of the role signals itself (allowed:
+    the pid in its filter is this process's), then its parent process, and dies."""
+    vm = VM()
+    try:
+        with pytest.raises((ConnectionError, OSError)):
+            vm.call({"cmd": "seccomp_probe", "role": role}, timeout=10)
+        assert vm.proc.wait(timeout=30) == -signal.SIGSYS
+        assert f"a {role} thread signals its parent process" in vm.stderr()
+    finally:
+        vm.kill()
+
+
+def test_a_cow_child_filter_names_its_own_pid(probe_env):
+    """Filters are compiled once in the source; a cow child installs them with its own pid in
+    the own-process rule: it may signal itself, not its source."""
+    run = tempfile.mkdtemp(prefix="forkvm-confine-")
+    src = VM()
+    kid = None
+    try:
+        reply = src.ok({"cmd": "branch", "strategy": "cow", "count": 1, "prefix": "o",
+                        "run_dir": run, "paused": False}, timeout=120)
+        kid = Child(reply["children"][0]["socket"], reply["children"][0]["pid"])
+        with pytest.raises((ConnectionError, OSError)):
+            kid.call({"cmd": "seccomp_probe", "role": "device"}, timeout=10)
+        assert wait_gone(kid.pid)
+        log = open(kid.sock + ".log").read()
+        assert "a device thread signals its parent process" in log, log
+        log = os.path.join(run, "o.template.sock.log")
+        assert wait_for(lambda: SIGSYS_MSG in open(log).read()), open(log).read()
+        src.ok({"cmd": "ping"})
+    finally:
+        if kid:
+            try:
+                os.kill(kid.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        src.stop()
+        try:
+            call(os.path.join(run, "o.template.sock"), {"cmd": "stop"}, timeout=10)
+        except OSError:
+            pass
+        shutil.rmtree(run, ignore_errors=True)
 
 
 def test_probe_is_unreachable_without_the_env_var(monkeypatch):

@@ -992,6 +992,27 @@ def test_the_broker_is_confined(run_dir):
     wait_for(f"VMM {pid} to exit", lambda: gone(pid))
 
 
+def test_children_of_a_family_whose_broker_died_fail_clearly(run_dir):
+    """With the broker gone (killed here; a seccomp violation ends it the same way), a
+    child of the family cannot get a network: cow and full children alike fail, naming the
+    step and why, instead of starting unreachable; the source runs on."""
+    d, _ = run_dir
+    pid, sock, net = started(run_dir, "jd", *JAIL, "--net", "isolated", "--publish", "0:8080")
+    os.kill(net["broker_pid"], signal.SIGKILL)
+    wait_for("the broker to die", lambda: gone(net["broker_pid"]))
+    for strategy, extra in (("cow", ()), ("full", ("--dir", os.path.join(d, "jd.jail", "f")))):
+        r = subprocess.run([FORKVM, "branch", sock, "--strategy", strategy, "--count", "1",
+                            "--name", f"jd{strategy}", *extra], capture_output=True, text=True,
+                           timeout=120, env=dict(os.environ, FORKVM_RUN_DIR=d))
+        assert r.returncode != 0, r.stdout
+        assert f"network of {'cow child ' if strategy == 'cow' else ''}jd{strategy}-0: " \
+            "asking the network broker: Broken pipe (the family's broker is gone" in r.stderr, \
+            r.stderr
+        assert f"jd{strategy}-0.sock" not in os.listdir(os.path.join(d, "jd.jail"))
+    assert call(sock, {"cmd": "status"})["state"] == "running"
+    stop(sock, pid)
+
+
 def test_the_broker_survives_hostile_requests(run_dir):
     """What a compromised jailed VMM can send on its family's socket: an empty message, no
     answer socket, two descriptors, the wrong size or magic, an answer socket that is a pipe
