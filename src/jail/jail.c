@@ -6,7 +6,6 @@
 #include <grp.h>
 #include <limits.h>
 #include <linux/capability.h>
-#include <linux/magic.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,7 +13,6 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
-#include <sys/statfs.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
@@ -22,6 +20,7 @@
 
 #include "util/errmsg.h"
 #include "util/log.h"
+#include "util/newroot.h"
 #include "util/fileio.h"
 #include "util/pagemap.h"
 #include "util/unix_sock.h"
@@ -221,30 +220,6 @@ static int mount_special(const char *root)
 	return 0;
 }
 
-/* Whether / is the kernel's initramfs: a ramfs or tmpfs root with no parent mount (the rootfs,
- * which pivot_root cannot move away from). */
-static bool root_is_initramfs(void)
-{
-	struct statfs fs;
-	char line[512];
-	bool found = false;
-	FILE *f;
-
-	if (statfs("/", &fs) < 0 || (fs.f_type != RAMFS_MAGIC && fs.f_type != TMPFS_MAGIC))
-		return false;
-	f = fopen("/proc/self/mountinfo", "re");
-	if (!f)
-		return false;
-	/* "ID PARENT MAJ:MIN ROOT MOUNTPOINT ... - rootfs ...": the mount on / of type rootfs. */
-	while (!found && fgets(line, sizeof(line), f)) {
-		char mnt[256], *dash = strstr(line, " - ");
-		found = sscanf(line, "%*d %*d %*s %*s %255s", mnt) == 1 && strcmp(mnt, "/") == 0 &&
-			dash && strncmp(dash + 3, "rootfs ", 7) == 0;
-	}
-	fclose(f);
-	return found;
-}
-
 /* The mount namespace: a private tmpfs root with only the binds, then pivot_root into it. */
 static int build_root(struct jail_opts *j, const char *root, uid_t uid)
 {
@@ -267,30 +242,15 @@ static int build_root(struct jail_opts *j, const char *root, uid_t uid)
 	for (int i = 0; i < j->nbinds; i++)
 		if ((ret = bind_one(root, j->binds[i].path, j->binds[i].rw, uid)))
 			return ret;
-	if (chdir(root) < 0)
-		return log_errno(-errno, "jail: chdir %s", root);
-	if (syscall(SYS_pivot_root, ".", ".") == 0) {
-		/* The old root is stacked under the new one: detach it. */
-		if (umount2(".", MNT_DETACH) < 0)
-			return log_errno(-errno, "jail: detaching the old root");
-	} else if (errno == EINVAL && root_is_initramfs()) {
-		/*
-		 * The kernel refuses pivot_root out of the initramfs (the rootfs mount cannot be
-		 * detached). Move the jail's root over / and chroot into it, as container runtimes
-		 * do there: the old root stays underneath, covered, and with every capability
-		 * dropped below (no CAP_SYS_CHROOT, no CAP_SYS_ADMIN) nothing inside can reach it.
-		 */
-		if (mount(".", "/", NULL, MS_MOVE, NULL) < 0)
-			return log_errno(-errno, "jail: moving %s over the initramfs root", root);
-		if (chroot(".") < 0)
-			return log_errno(-errno, "jail: chroot into %s", root);
+	/* Where the host's root is its initramfs, the old root stays underneath, covered: with
+	 * every capability dropped below (no CAP_SYS_CHROOT, no CAP_SYS_ADMIN) nothing inside
+	 * can reach it. */
+	const char *step;
+	if ((ret = newroot_enter(root, &step)) < 0)
+		return log_errno(ret, "jail: %s (%s)", step, root);
+	if (ret == 1)
 		log_info("jail: the host's root is its initramfs, where pivot_root is refused: the "
 			 "jail's root was moved over it and chroot'ed into");
-	} else {
-		return log_errno(-errno, "jail: pivot_root into %s", root);
-	}
-	if (chdir("/") < 0)
-		return log_errno(-errno, "jail: chdir /");
 	if (mount(NULL, "/", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID, NULL) < 0)
 		return log_errno(-errno, "jail: remounting the root read-only");
 	return 0;

@@ -302,66 +302,66 @@ static int add_list(scmp_filter_ctx ctx, const char *const *list, const char **b
 	return 0;
 }
 
-/* Rules that compare arguments; each one allows a call its arguments match (a syscall with
- * several rules is allowed when any matches). */
-static int rule(scmp_filter_ctx ctx, int nr, const char *what, const char **bad, unsigned n,
-		struct scmp_arg_cmp a, struct scmp_arg_cmp b)
-{
-	int err = n == 2 ? seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 2, a, b) :
-			   seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 1, a);
-	if (err)
-		*bad = what;
-	return err;
-}
-
 #define NS_FLAGS (CLONE_NEWNS | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | \
 		  CLONE_NEWUTS | CLONE_NEWCGROUP)
-#define NONE SCMP_A0(SCMP_CMP_EQ, 0)
+
+/* A call allowed when its arguments match: one or two comparisons (a syscall with several
+ * rules is allowed when any matches). */
+struct arg_rule {
+	int nr;
+	unsigned nargs;
+	struct scmp_arg_cmp a, b;
+};
+
+/* tgkill to the process that installs the filter only (OWN_PID, patched at apply). */
+static const struct arg_rule own_signals[] = {
+	{ SCMP_SYS(tgkill), 1, SCMP_A0(SCMP_CMP_EQ, OWN_PID) },
+	{ 0 }
+};
 
 /* The broker's narrowed calls (sys_netd). */
+static const struct arg_rule netd_rules[] = {
+	/* Sockets for requests and relays; netlink for routes, links and nftables only. */
+	{ SCMP_SYS(socket), 1, SCMP_A0(SCMP_CMP_EQ, AF_UNIX) },
+	{ SCMP_SYS(socket), 1, SCMP_A0(SCMP_CMP_EQ, AF_INET) },
+	{ SCMP_SYS(socket), 1, SCMP_A0(SCMP_CMP_EQ, AF_INET6) },
+	{ SCMP_SYS(socket), 2, SCMP_A0(SCMP_CMP_EQ, AF_NETLINK), SCMP_A2(SCMP_CMP_EQ, NETLINK_ROUTE) },
+	{ SCMP_SYS(socket), 2, SCMP_A0(SCMP_CMP_EQ, AF_NETLINK),
+	  SCMP_A2(SCMP_CMP_EQ, NETLINK_NETFILTER) },
+	{ SCMP_SYS(socketpair), 1, SCMP_A0(SCMP_CMP_EQ, AF_UNIX) },
+	/* Threads (the relays), never a process or a namespace (clone3: build_netd). */
+	{ SCMP_SYS(clone), 1, SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD | NS_FLAGS, CLONE_THREAD) },
+	/* A relay thread makes its VM's namespace: unshare of exactly CLONE_NEWNET. */
+	{ SCMP_SYS(unshare), 1, SCMP_A0(SCMP_CMP_EQ, CLONE_NEWNET) },
+	/* kill(pid, 0) is the reaper's "is its VMM alive". */
+	{ SCMP_SYS(kill), 1, SCMP_A1(SCMP_CMP_EQ, 0) },
+	/* Thread names and the relay's own filter. */
+	{ SCMP_SYS(prctl), 1, SCMP_A0(SCMP_CMP_EQ, PR_SET_NAME) },
+	{ SCMP_SYS(prctl), 1, SCMP_A0(SCMP_CMP_EQ, PR_SET_NO_NEW_PRIVS) },
+	{ 0 }
+};
+
+static int add_rules(scmp_filter_ctx ctx, const struct arg_rule *r, const char **bad)
+{
+	for (; r->nr; r++) {
+		int err = r->nargs == 2 ? seccomp_rule_add(ctx, SCMP_ACT_ALLOW, r->nr, 2, r->a, r->b) :
+					  seccomp_rule_add(ctx, SCMP_ACT_ALLOW, r->nr, 1, r->a);
+		if (err) {
+			*bad = "a rule with arguments";
+			return err;
+		}
+	}
+	return 0;
+}
+
+/* The broker: its rules, and clone3 answering ENOSYS: glibc then uses clone, whose flags
+ * seccomp can see (clone3's are in memory). */
 static int build_netd(scmp_filter_ctx ctx, const char **bad)
 {
-	static const int families[] = { AF_UNIX, AF_INET, AF_INET6 };
-	int err = 0;
+	int err = add_rules(ctx, netd_rules, bad);
 
-	for (size_t i = 0; !err && i < sizeof(families) / sizeof(families[0]); i++)
-		err = rule(ctx, SCMP_SYS(socket), "socket", bad, 1,
-			   SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)families[i]), NONE);
-	/* Netlink for routes and links, and for nftables; no other netlink family. */
-	if (!err)
-		err = rule(ctx, SCMP_SYS(socket), "socket(AF_NETLINK)", bad, 2,
-			   SCMP_A0(SCMP_CMP_EQ, AF_NETLINK), SCMP_A2(SCMP_CMP_EQ, NETLINK_ROUTE));
-	if (!err)
-		err = rule(ctx, SCMP_SYS(socket), "socket(AF_NETLINK)", bad, 2,
-			   SCMP_A0(SCMP_CMP_EQ, AF_NETLINK),
-			   SCMP_A2(SCMP_CMP_EQ, NETLINK_NETFILTER));
-	if (!err)
-		err = rule(ctx, SCMP_SYS(socketpair), "socketpair", bad, 1,
-			   SCMP_A0(SCMP_CMP_EQ, AF_UNIX), NONE);
-	/* Threads (the relays), never a process or a namespace. glibc tries clone3 first, whose
-	 * flags seccomp cannot see: ENOSYS makes it use clone. */
-	if (!err)
-		err = rule(ctx, SCMP_SYS(clone), "clone", bad, 1,
-			   SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD | NS_FLAGS, CLONE_THREAD), NONE);
 	if (!err && (err = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0)))
 		*bad = "clone3";
-	/* A relay thread makes its VM's namespace: unshare of exactly CLONE_NEWNET. */
-	if (!err)
-		err = rule(ctx, SCMP_SYS(unshare), "unshare", bad, 1,
-			   SCMP_A0(SCMP_CMP_EQ, CLONE_NEWNET), NONE);
-	/* Signals: its own threads only; kill(pid, 0) is the reaper's "is its VMM alive". */
-	if (!err)
-		err = rule(ctx, SCMP_SYS(tgkill), "tgkill", bad, 1,
-			   SCMP_A0(SCMP_CMP_EQ, OWN_PID), NONE);
-	if (!err)
-		err = rule(ctx, SCMP_SYS(kill), "kill", bad, 1, SCMP_A1(SCMP_CMP_EQ, 0), NONE);
-	/* Thread names and the relay's own filter. */
-	if (!err)
-		err = rule(ctx, SCMP_SYS(prctl), "prctl", bad, 1,
-			   SCMP_A0(SCMP_CMP_EQ, PR_SET_NAME), NONE);
-	if (!err)
-		err = rule(ctx, SCMP_SYS(prctl), "prctl", bad, 1,
-			   SCMP_A0(SCMP_CMP_EQ, PR_SET_NO_NEW_PRIVS), NONE);
 	return err;
 }
 
@@ -370,11 +370,10 @@ static int build(scmp_filter_ctx ctx, const struct role_def *r, const char **wha
 	int err = add_list(ctx, sys_base, what);
 
 	if (!err)
-		err = r->sys == sys_netd ? build_netd(ctx, what) :
-		      r->sys == sys_control || r->sys == sys_pageserver ?
-		      add_list(ctx, sys_signal_any, what) :
-		      rule(ctx, SCMP_SYS(tgkill), "tgkill", what, 1, SCMP_A0(SCMP_CMP_EQ, OWN_PID),
-			   NONE);
+		err = r->sys == sys_control || r->sys == sys_pageserver ?
+		      add_list(ctx, sys_signal_any, what) : add_rules(ctx, own_signals, what);
+	if (!err && r->sys == sys_netd)
+		err = build_netd(ctx, what);
 	if (!err)
 		err = add_list(ctx, r->sys, what);
 	for (const unsigned long *ioc = r->ioc; !err && *ioc; ioc++) {

@@ -54,6 +54,7 @@
 #include "util/fdpass.h"
 #include "util/fileio.h"
 #include "util/log.h"
+#include "util/newroot.h"
 
 #define BROKER_MAGIC 0x666e6264u /* "fnbd" */
 #define BROKER_REPLY_MAX 16384
@@ -416,9 +417,11 @@ static int private_root(const char *state_dir)
 	snprintf(dst, sizeof(dst), "%s/dev/net/tun", top);
 	if (tun >= 0 && (ret = bind_fd(tun, dst, false, 0, "/dev/net/tun")))
 		goto out;
-	if (chdir(top) < 0 || syscall(SYS_pivot_root, ".", ".") < 0 ||
-	    umount2(".", MNT_DETACH) < 0 || chdir("/") < 0) {
-		ret = log_errno(-errno, "private root: pivot_root into %s", top);
+	/* On an initramfs host the old root stays underneath, covered: the broker has no
+	 * CAP_SYS_CHROOT, and its filter allows no chroot, mount or pivot_root. */
+	const char *step;
+	if ((ret = newroot_enter(top, &step)) < 0) {
+		(void)log_errno(ret, "private root: %s (%s)", step, top);
 		goto out;
 	}
 	ret = mnt(NULL, "/", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV |
@@ -472,13 +475,15 @@ static int broker_main(const struct net_opts *plan, const struct net_broker_hook
 		nofile.rlim_cur = nofile.rlim_max;
 		setrlimit(RLIMIT_NOFILE, &nofile);
 	}
-	if ((ret = narrow_privileges()) < 0)
-		return log_errno(ret, "dropping the capabilities networking does not need");
+	/* libnftables from the host's /usr first; the private root while root (the initramfs
+	 * way needs CAP_SYS_CHROOT); then only the three capabilities. */
 	struct fvm_err err = FVM_ERR_INIT;
 	if (nft_load(&err) < 0) /* its later uses give the same error: go on */
 		log_warn("%s", err_text(&err));
 	if ((ret = private_root(net_state_dir(plan->state_dir))) < 0)
 		return ret;
+	if ((ret = narrow_privileges()) < 0)
+		return log_errno(ret, "dropping the capabilities networking does not need");
 	if (hooks && hooks->confine && (ret = hooks->confine()) != 0)
 		return log_errno(ret < 0 ? ret : -EPERM, "confining the broker");
 	b.plan = *plan;

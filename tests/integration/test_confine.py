@@ -130,6 +130,20 @@ def test_forbidden_syscall_kills_the_vmm_with_sigsys(probe_env):
         vm.kill()
 
 
+def end_branch(src, pids, run, prefix):
+    """Kill a cow branch's children, stop its source and its template PREFIX.template."""
+    for p in pids:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    src.stop()
+    try:
+        call(os.path.join(run, f"{prefix}.template.sock"), {"cmd": "stop"}, timeout=10)
+    except OSError:
+        pass
+
+
 @pytest.mark.parametrize("role", ["vcpu", "device"])
 def test_vcpu_and_device_threads_signal_only_their_own_process(probe_env, role):
     """The VMMs of a jailed family share a uid, so the threads that handle guest-controlled
@@ -164,16 +178,7 @@ def test_a_cow_child_filter_names_its_own_pid(probe_env):
         assert wait_for(lambda: SIGSYS_MSG in open(log).read()), open(log).read()
         src.ok({"cmd": "ping"})
     finally:
-        if kid:
-            try:
-                os.kill(kid.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        src.stop()
-        try:
-            call(os.path.join(run, "o.template.sock"), {"cmd": "stop"}, timeout=10)
-        except OSError:
-            pass
+        end_branch(src, [kid.pid] if kid else [], run, "o")
         shutil.rmtree(run, ignore_errors=True)
 
 
@@ -238,16 +243,7 @@ def test_cow_children_run_filtered_and_the_template_reports_sigsys(probe_env):
         kids[1].ok({"cmd": "ping"})  # its sibling lives on
         src.ok({"cmd": "ping"})
     finally:
-        for p in pids:
-            try:
-                os.kill(p, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        src.stop()
-        try:
-            call(os.path.join(run, "k.template.sock"), {"cmd": "stop"}, timeout=10)
-        except OSError:
-            pass
+        end_branch(src, pids, run, "k")
 
 
 @pytest.fixture
