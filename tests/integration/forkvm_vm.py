@@ -151,6 +151,16 @@ def proc_status(pid):
     return out
 
 
+def kill_all(pids):
+    """SIGKILL each pid that still exists (a test's leftover VMMs)."""
+    import signal
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def forkvm_cmd(*args, env=None, timeout=600):
     """Run the forkvm CLI; returns CompletedProcess with text output."""
     import subprocess as sp

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from forkvm_vm import FORKVM, VM, Child, call, restore_children
+from forkvm_vm import FORKVM, VM, Child, call, kill_all, restore_children
 
 SIGSYS_MSG = "killed by SIGSYS (seccomp violation)"
 
@@ -132,11 +132,7 @@ def test_forbidden_syscall_kills_the_vmm_with_sigsys(probe_env):
 
 def end_branch(src, pids, run, prefix):
     """Kill a cow branch's children, stop its source and its template PREFIX.template."""
-    for p in pids:
-        try:
-            os.kill(p, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    kill_all(pids)
     src.stop()
     try:
         call(os.path.join(run, f"{prefix}.template.sock"), {"cmd": "stop"}, timeout=10)
@@ -419,11 +415,7 @@ def test_cow_children_inherit_the_sources_limits(cgroot, tmp_path):
         assert kid.stop() == 0
         assert wait_for(lambda: not os.path.exists(kpath))
     finally:
-        for p in pids:
-            try:
-                os.kill(p, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill_all(pids)
         src.stop()
 
 

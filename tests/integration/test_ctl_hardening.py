@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from forkvm_vm import VM, WORK, read_line
+from forkvm_vm import VM, WORK, kill_all, read_line
 
 pytestmark = pytest.mark.kvm
 
@@ -326,9 +326,5 @@ def test_branch_runs_off_the_loop(tmp_path):
         assert_healthy(v)
         s.close()
     finally:
-        for pid in kids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill_all(kids)
         v.kill()
