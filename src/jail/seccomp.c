@@ -3,6 +3,7 @@
 #include <linux/filter.h>
 #include <linux/if_tun.h>
 #include <linux/netlink.h>
+#include <linux/sockios.h>
 #include <linux/seccomp.h>
 #include <linux/kvm.h>
 #include <linux/userfaultfd.h>
@@ -59,6 +60,7 @@ static const char *const sys_signal_any[] = { "tgkill", "tkill", END };
  * (pid_max is at most 2^22).
  */
 #define OWN_PID 0x7ffffff1u
+#define OWN_MAX_INSNS 512 /* a filter with such rules: copied on the stack (4 KiB) */
 
 /* A vCPU thread: KVM_RUN and the exit handlers (serial, virtio-mmio setup, eventfds). */
 static const char *const sys_vcpu[] = {
@@ -73,7 +75,8 @@ static const char *const sys_device[] = {
 	"socket", "connect", "sendmsg", "recvmsg", "sendto", "recvfrom", "shutdown",
 	"getsockopt", "setsockopt", "getsockname", "getpeername", "fcntl", "eventfd2", "pread64",
 	"pwrite64", "preadv", "pwritev", "fdatasync", "fstat", "newfstatat", "unlink", "openat",
-	"lseek", END
+	"lseek", "sched_getaffinity", /* glibc's malloc arenas, past 8 threads */
+	END
 };
 
 /*
@@ -129,7 +132,9 @@ static const char *const sys_netd[] = {
 	"epoll_create1", "epoll_ctl", "epoll_wait", "epoll_pwait", "poll", "ppoll", "select",
 	"pselect6", "eventfd2", "fcntl", "flock", "dup", "dup2", "dup3", "openat", "fstat",
 	"newfstatat", "statx", "access", "faccessat", "faccessat2", "lseek", "mkdir", "unlink",
-	"unlinkat", "getuid", "geteuid", "getgid", "getegid", "getppid", "seccomp", END
+	"unlinkat", "getuid", "geteuid", "getgid", "getegid", "getppid", "seccomp",
+	"sched_getaffinity", /* glibc sizes its malloc arenas by it past 8 threads */
+	END
 };
 
 /* ioctl requests, by role: exactly those the code issues (grep ioctl( in src/). */
@@ -159,10 +164,12 @@ static const unsigned long ioc_control[] = {
 	TCGETS, FIONBIO, FIOCLEX,
 	TUNGETIFF, TUNSETVNETHDRSZ, TUNSETOFFLOAD, /* virtio-net: a TAP given to the NIC */
 	TUNSETIFF, /* src/net: a cow child creates the TAP of its own network (docs/NET.md) */
+	SIOCGSKNS, /* src/net: the descriptor of that network's namespace */
 	0
 };
 static const unsigned long ioc_netd[] = {
 	TUNSETIFF, TUNSETVNETHDRSZ, /* a VM's TAP, made in its namespace */
+	SIOCGSKNS,		    /* the namespace's descriptor (it sees no /proc/thread-self) */
 	0
 };
 static const unsigned long ioc_pageserver[] = {
@@ -199,6 +206,11 @@ static __thread unsigned loaded_roles;
 struct compiled_filter {
 	struct sock_filter *insns;
 	unsigned short len;
+	/* Where the own-process rules compare against OWN_PID: jail_seccomp_apply patches a
+	 * copy on the installing thread's stack, never the shared filter (a cow child would
+	 * copy its page: private memory per child, docs/PERFORMANCE.md). */
+	unsigned short own_at[4];
+	int nown;
 };
 static struct compiled_filter compiled[JAIL_ROLE_COUNT];
 static pthread_mutex_t compile_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -316,7 +328,7 @@ struct arg_rule {
 /* tgkill to the process that installs the filter only (OWN_PID, patched at apply). */
 static const struct arg_rule own_signals[] = {
 	{ SCMP_SYS(tgkill), 1, SCMP_A0(SCMP_CMP_EQ, OWN_PID) },
-	{ 0 }
+	{ .nargs = 0 } /* the end (nr 0 is read) */
 };
 
 /* The broker's narrowed calls (sys_netd). */
@@ -338,12 +350,12 @@ static const struct arg_rule netd_rules[] = {
 	/* Thread names and the relay's own filter. */
 	{ SCMP_SYS(prctl), 1, SCMP_A0(SCMP_CMP_EQ, PR_SET_NAME) },
 	{ SCMP_SYS(prctl), 1, SCMP_A0(SCMP_CMP_EQ, PR_SET_NO_NEW_PRIVS) },
-	{ 0 }
+	{ .nargs = 0 }
 };
 
 static int add_rules(scmp_filter_ctx ctx, const struct arg_rule *r, const char **bad)
 {
-	for (; r->nr; r++) {
+	for (; r->nargs; r++) {
 		int err = r->nargs == 2 ? seccomp_rule_add(ctx, SCMP_ACT_ALLOW, r->nr, 2, r->a, r->b) :
 					  seccomp_rule_add(ctx, SCMP_ACT_ALLOW, r->nr, 1, r->a);
 		if (err) {
@@ -437,8 +449,29 @@ static int compile_role(enum jail_role role, struct compiled_filter *out)
 				r->name);
 		goto out;
 	}
-	out->insns = insns;
 	out->len = (unsigned short)(size / (off_t)sizeof(*insns));
+	out->nown = 0;
+	for (unsigned i = 0; i < out->len; i++)
+		if (insns[i].code == (BPF_JMP | BPF_JEQ | BPF_K) && insns[i].k == OWN_PID) {
+			if (out->nown == (int)(sizeof(out->own_at) / sizeof(out->own_at[0]))) {
+				err = log_errno(-EPROTO, "seccomp filter %s: more own-process "
+						"comparisons than expected", r->name);
+				goto out;
+			}
+			out->own_at[out->nown++] = (unsigned short)i;
+		}
+	/* Fail closed: a role meant to signal only its own process must have the rule. */
+	if (out->nown == 0 && r->sys != sys_control && r->sys != sys_pageserver) {
+		err = log_errno(-EPROTO, "seccomp filter %s: its own-process rule is missing from "
+				"the BPF libseccomp made", r->name);
+		goto out;
+	}
+	if (out->nown && out->len > OWN_MAX_INSNS) {
+		err = log_errno(-E2BIG, "seccomp filter %s: %u instructions, more than the %d its "
+				"copy on a thread's stack may have", r->name, out->len, OWN_MAX_INSNS);
+		goto out;
+	}
+	out->insns = insns;
 	insns = NULL;
 out:
 	free(insns);
@@ -478,33 +511,24 @@ int jail_seccomp_apply(enum jail_role role)
 		if (err)
 			return err;
 	}
-	/* This process's pid over the placeholder of its own-process rules. */
-	struct sock_filter *insns = malloc(compiled[role].len * sizeof(*insns));
-	int own = 0;
-	if (!insns)
-		return log_errno(-ENOMEM, "the seccomp filter %s", r->name);
-	memcpy(insns, compiled[role].insns, compiled[role].len * sizeof(*insns));
-	for (unsigned i = 0; i < compiled[role].len; i++)
-		if (insns[i].code == (BPF_JMP | BPF_JEQ | BPF_K) && insns[i].k == OWN_PID) {
-			insns[i].k = (uint32_t)getpid();
-			own++;
-		}
-	if (own == 0 && r->sys != sys_control && r->sys != sys_pageserver) {
-		free(insns); /* fail closed: a role meant to be confined to its own process */
-		return log_errno(-EPROTO, "the seccomp filter %s: its own-process rule is "
-				 "missing from the BPF libseccomp made", r->name);
-	}
 	/* What seccomp_load does, without rebuilding: no_new_privs, then the filter on this
-	 * thread only (no TSYNC). */
-	prog = (struct sock_fprog){ .len = compiled[role].len, .filter = insns };
+	 * thread only (no TSYNC), with this process's pid in its own-process rules, patched
+	 * into a copy on this stack (the kernel copies the program). */
+	const struct compiled_filter *c = &compiled[role];
+	struct sock_filter local[c->nown ? c->len : 1]; /* <= OWN_MAX_INSNS: a few KiB */
+	prog = (struct sock_fprog){ .len = c->len, .filter = c->insns };
+	if (c->nown) {
+		memcpy(local, c->insns, c->len * sizeof(*local));
+		for (int i = 0; i < c->nown; i++)
+			local[c->own_at[i]].k = (uint32_t)getpid();
+		prog.filter = local;
+	}
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ||
-	    syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0) {
+	    syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0)
 		err = -errno;
-		free(insns);
+	if (err)
 		return log_errno(err, "loading the seccomp filter %s on thread %d", r->name,
 				 gettid());
-	}
-	free(insns);
 	loaded_roles |= 1u << role;
 	log_debug("seccomp filter %s loaded on thread %d", r->name, gettid());
 	return 0;

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
+#include <linux/sockios.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,6 +43,22 @@ const struct net *net_current(void)
 void net_set_current(struct net *n)
 {
 	current = n;
+}
+
+/* A descriptor (O_CLOEXEC) of the calling thread's network namespace, or -errno: from a
+ * socket made here (SIOCGSKNS, CAP_NET_ADMIN), not /proc/thread-self, which the network
+ * broker's private root does not hold. */
+static int ns_fd_here(void)
+{
+	int s = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0), fd;
+
+	if (s < 0)
+		return -errno;
+	fd = ioctl(s, SIOCGSKNS);
+	if (fd < 0)
+		fd = -errno;
+	close(s);
+	return fd;
 }
 
 /* /proc/sys/net/ipv4/ip_forward of the calling thread's namespace: 0/1 or -errno. */
@@ -131,10 +148,10 @@ int net_setup_namespace(struct net *n, struct net_setup *s, struct fvm_err *err)
 	struct nl nl = { 0 };
 	int ret, tap, veth;
 
-	n->ns_fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+	n->ns_fd = ns_fd_here();
 	if (n->ns_fd < 0)
-		return errmsg(err, -errno, "opening the new namespace "
-			      "(/proc/thread-self/ns/net): %s", strerror(errno));
+		return errmsg(err, n->ns_fd, "the new namespace's descriptor (SIOCGSKNS): %s",
+			      strerror(-n->ns_fd));
 	if ((ret = nl_open(&nl, err)) ||
 	    (ret = nl_link_up(&nl, 1, "lo", 0, NULL, err)))
 		goto out;
@@ -420,10 +437,10 @@ int net_create(const struct net_opts *o, struct net *n, struct fvm_err *err)
 		goto fail;
 	if (!ret)
 		log_info("net: removed %s, left over by a VMM that died", n->veth_host);
-	s.host_ns_fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+	s.host_ns_fd = ns_fd_here();
 	if (s.host_ns_fd < 0) {
-		ret = errmsg(err, -errno, "opening the host namespace "
-			     "(/proc/thread-self/ns/net): %s", strerror(errno));
+		ret = errmsg(err, s.host_ns_fd, "the host namespace's descriptor (SIOCGSKNS): %s",
+			     strerror(-s.host_ns_fd));
 		goto fail;
 	}
 	if ((ret = net_relay_start(n, &s, err)) || (ret = setup_host(n, &nl, err)))
@@ -563,7 +580,7 @@ int net_child_tap(const char *child_name, void *arg)
 	}
 	if (ret) {
 		log_err("network of cow child %s: %s", child_name, err.msg);
-		return ret;
+		return ret == -ENODEV ? -EIO : ret; /* -ENODEV says "no network to copy" */
 	}
 	ret = net_tap_dup(&child);
 	if (ret < 0) {

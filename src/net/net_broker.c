@@ -306,19 +306,12 @@ static void on_request(void *arg, uint32_t events)
 
 /* Only what networking needs: namespaces (CAP_SYS_ADMIN), interfaces and rules
  * (CAP_NET_ADMIN), published ports below 1024 (CAP_NET_BIND_SERVICE). */
-static int narrow_privileges(void)
+static int narrow_privileges(int last)
 {
 	struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3 };
 	struct __user_cap_data_struct d[2] = { { 0 } };
 	const int keep[] = { CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_NET_BIND_SERVICE };
 
-	int last = CAP_LAST_CAP;
-	FILE *f = fopen("/proc/sys/kernel/cap_last_cap", "re");
-	if (f) { /* a newer kernel's capabilities too */
-		if (fscanf(f, "%d", &last) != 1 || last < CAP_LAST_CAP)
-			last = CAP_LAST_CAP;
-		fclose(f);
-	}
 	for (int cap = 0; cap <= last; cap++) {
 		bool kept = false;
 		for (size_t i = 0; i < sizeof(keep) / sizeof(keep[0]); i++)
@@ -335,6 +328,21 @@ static int narrow_privileges(void)
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
 		return -errno;
 	return 0;
+}
+
+/* The running kernel's last capability (a newer kernel's too), read before the private
+ * root, which holds no /proc/sys/kernel. */
+static int last_cap(void)
+{
+	int last = CAP_LAST_CAP;
+	FILE *f = fopen("/proc/sys/kernel/cap_last_cap", "re");
+
+	if (f) {
+		if (fscanf(f, "%d", &last) != 1 || last < CAP_LAST_CAP)
+			last = CAP_LAST_CAP;
+		fclose(f);
+	}
+	return last;
 }
 
 /* mount(2) with the step named in the error: 0 or -errno (logged). */
@@ -370,17 +378,19 @@ static int bind_fd(int fd, const char *dst, bool dir, unsigned long flags, const
 
 /*
  * The broker's view of the file system: its own mount namespace whose root is a read-only
- * tmpfs holding only what networking opens: /dev/net/tun, /proc read-only but for
- * /proc/sys/net (forwarding, in each VM's namespace too), and the slot directory. The broker
- * is uid 0 with CAP_SYS_ADMIN; with this and its seccomp filter (no mount, no exec) it can
- * write no host file but its slot locks. libnftables is loaded before (dlopen reads the
- * host's /usr). Built over /tmp: in this namespace only, nobody else sees it.
+ * tmpfs holding only what networking opens: /dev/net/tun, /proc/sys/net (forwarding,
+ * each lookup in the calling thread's namespace: the host's, a VM's; core/ read-only) and
+ * the slot directory. No /proc beyond that: through /proc/PID a uid-0 broker could reach another
+ * process's root, descriptors and memory (namespaces come from SIOCGSKNS instead). The
+ * broker is uid 0 with CAP_SYS_ADMIN; with this and its seccomp filter (no mount, no exec)
+ * it can write no host file but its slot locks. libnftables is loaded before (dlopen reads
+ * the host's /usr). Built over /tmp: in this namespace only, nobody else sees it.
  */
 static int private_root(const char *state_dir)
 {
 	const char *top = "/tmp";
 	char dst[PATH_MAX];
-	int tun = -1, proc = -1, sysnet = -1, state = -1, ret;
+	int tun = -1, sysnet = -1, core = -1, state = -1, ret;
 
 	if ((ret = mkdir_p(state_dir, 0700)) < 0) {
 		(void)log_errno(ret, "private root: creating the network state directory %s",
@@ -394,22 +404,25 @@ static int private_root(const char *state_dir)
 	if ((ret = mnt(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL, "no propagation to the host")))
 		goto out;
 	tun = open("/dev/net/tun", O_PATH | O_CLOEXEC); /* none: net_create says so later */
-	proc = open("/proc", O_PATH | O_DIRECTORY | O_CLOEXEC);
 	sysnet = open("/proc/sys/net", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	core = open("/proc/sys/net/core", O_PATH | O_DIRECTORY | O_CLOEXEC);
 	state = open(state_dir, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (proc < 0 || sysnet < 0 || state < 0) {
-		ret = log_errno(-errno, "private root: opening %s", proc < 0 ? "/proc" :
-				sysnet < 0 ? "/proc/sys/net" : state_dir);
+	if (sysnet < 0 || core < 0 || state < 0) {
+		ret = log_errno(-errno, "private root: opening %s", sysnet < 0 ? "/proc/sys/net" :
+				core < 0 ? "/proc/sys/net/core" : state_dir);
 		goto out;
 	}
 	if ((ret = mnt("tmpfs", top, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
 		       "mode=0755,size=64k", "an empty tmpfs")))
 		goto out;
-	snprintf(dst, sizeof(dst), "%s/proc", top);
-	if ((ret = bind_fd(proc, dst, true, MS_RDONLY, "/proc, read-only")))
-		goto out;
+	/* /proc/sys/net itself: below it, each lookup follows the calling thread's namespace (a
+	 * bind of a directory below would stay in the host's). Its core/ read-only over it:
+	 * the host-wide BPF JIT switches are there, and the broker writes none of it. */
 	snprintf(dst, sizeof(dst), "%s/proc/sys/net", top);
 	if ((ret = bind_fd(sysnet, dst, true, 0, "/proc/sys/net, writable")))
+		goto out;
+	snprintf(dst, sizeof(dst), "%s/proc/sys/net/core", top);
+	if ((ret = bind_fd(core, dst, true, MS_RDONLY, "/proc/sys/net/core, read-only")))
 		goto out;
 	snprintf(dst, sizeof(dst), "%s%s", top, state_dir);
 	if ((ret = bind_fd(state, dst, true, 0, "the network state directory")))
@@ -429,10 +442,10 @@ static int private_root(const char *state_dir)
 out:
 	if (tun >= 0)
 		close(tun);
-	if (proc >= 0)
-		close(proc);
 	if (sysnet >= 0)
 		close(sysnet);
+	if (core >= 0)
+		close(core);
 	if (state >= 0)
 		close(state);
 	return ret;
@@ -447,6 +460,9 @@ static int broker_main(const struct net_opts *plan, const struct net_broker_hook
 
 	setsid(); /* a signal to the VMM's group is not for it: it goes when its VMs have */
 	prctl(PR_SET_NAME, "forkvm-netd");
+	/* Another family's broker (uid 0, the same capabilities) must not reach its
+	 * descriptors or memory through /proc: not dumpable. */
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 	log_set_prefix("netd");
 	signal(SIGPIPE, SIG_IGN);
 	sigemptyset(&sigs);
@@ -478,11 +494,12 @@ static int broker_main(const struct net_opts *plan, const struct net_broker_hook
 	/* libnftables from the host's /usr first; the private root while root (the initramfs
 	 * way needs CAP_SYS_CHROOT); then only the three capabilities. */
 	struct fvm_err err = FVM_ERR_INIT;
+	int last = last_cap();
 	if (nft_load(&err) < 0) /* its later uses give the same error: go on */
 		log_warn("%s", err_text(&err));
 	if ((ret = private_root(net_state_dir(plan->state_dir))) < 0)
 		return ret;
-	if ((ret = narrow_privileges()) < 0)
+	if ((ret = narrow_privileges(last)) < 0)
 		return log_errno(ret, "dropping the capabilities networking does not need");
 	if (hooks && hooks->confine && (ret = hooks->confine()) != 0)
 		return log_errno(ret < 0 ? ret : -EPERM, "confining the broker");

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -261,10 +262,14 @@ void vmm_child_remove_files(const char *socket, bool keep_log)
 int vmm_child_names_free(const char *run_dir, const char *prefix, int first, int count,
 			 struct fvm_err *err)
 {
-	char path[PATH_MAX];
+	/* A socket path's size, not PATH_MAX: the cow template runs this just before its forks,
+	 * and a deeper stack there is pages each child ends up holding privately. */
+	char path[sizeof(((struct sockaddr_un *)0)->sun_path) + 16];
 
 	for (int i = first; i < first + count; i++) {
-		snprintf(path, sizeof(path), "%s/%s-%d.sock", run_dir, prefix, i);
+		if (snprintf(path, sizeof(path), "%s/%s-%d.sock", run_dir, prefix, i) >=
+		    (int)sizeof(path))
+			return 0; /* no socket can have that path: the child says so */
 		if (access(path, F_OK) == 0 && unix_sock_live(path))
 			return errmsg(err, -EADDRINUSE, "child %s-%d: a running VM already answers "
 				      "at %s (choose another --name)", prefix, i, path);

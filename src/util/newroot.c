@@ -42,12 +42,14 @@ int newroot_enter(const char *dir, const char **step)
 	*step = "chdir into the new root";
 	if (chdir(dir) < 0)
 		return -errno;
-	if (syscall(SYS_pivot_root, ".", ".") == 0) {
+	int pivot = syscall(SYS_pivot_root, ".", ".") == 0 ? 0 : errno;
+
+	if (pivot == 0) {
 		/* The old root is stacked under the new one: detach it. */
 		*step = "detaching the old root";
 		if (umount2(".", MNT_DETACH) < 0)
 			return -errno;
-	} else if (errno == EINVAL && root_is_initramfs()) {
+	} else if (pivot == EINVAL && root_is_initramfs()) {
 		*step = "moving the new root over the initramfs root";
 		if (mount(".", "/", NULL, MS_MOVE, NULL) < 0)
 			return -errno;
@@ -57,7 +59,7 @@ int newroot_enter(const char *dir, const char **step)
 		moved = 1;
 	} else {
 		*step = "pivot_root";
-		return -errno;
+		return -pivot;
 	}
 	*step = "chdir /";
 	if (chdir("/") < 0)

@@ -174,6 +174,11 @@ int unix_peer_check(int fd, int pid, int uid, const char *path, struct fvm_err *
 	return 0;
 }
 
+static int listen_now(int fd, int backlog, const char *what, const char *path)
+{
+	return listen(fd, backlog) < 0 ? log_errno(-errno, "%s: listen on %s", what, path) : 0;
+}
+
 int unix_listen(const char *path, int backlog, int sock_flags, const char *what)
 {
 	struct sockaddr_un addr = { .sun_family = AF_UNIX }, stage = { .sun_family = AF_UNIX };
@@ -214,6 +219,8 @@ int unix_listen(const char *path, int backlog, int sock_flags, const char *what)
 			goto fail;
 		}
 		bound_final = true;
+		if ((err = listen_now(fd, backlog, what, path)))
+			goto fail;
 		if (fchmodat(dfd, base, 0600, 0) < 0) {
 			err = log_errno(-errno, "%s: chmod 0600 of %s", what, path);
 			goto fail;
@@ -241,6 +248,10 @@ int unix_listen(const char *path, int backlog, int sock_flags, const char *what)
 			goto fail;
 		}
 		bound_stage = true;
+		/* Listening before it appears at path: a socket there that refuses connections
+		 * reads as stale to everyone else (unix_sock_live, check_existing). */
+		if ((err = listen_now(fd, backlog, what, path)))
+			goto fail;
 		if (chmod(stage.sun_path, 0600) < 0) {
 			err = log_errno(-errno, "%s: chmod 0600 of %s", what, stage.sun_path);
 			goto fail;
@@ -259,10 +270,6 @@ int unix_listen(const char *path, int backlog, int sock_flags, const char *what)
 		if (rmdir(stage_dir) < 0)
 			log_warn("%s: removing %s: %s", what, stage_dir, strerror(errno));
 		stage_dir[0] = '\0';
-	}
-	if (listen(fd, backlog) < 0) {
-		err = log_errno(-errno, "%s: listen on %s", what, path);
-		goto fail;
 	}
 	close(dfd);
 	return fd;

@@ -964,18 +964,25 @@ def test_the_broker_is_confined(run_dir):
     for st in threads.values():
         assert st["Seccomp"] == "2", st
         assert st["Seccomp_filters"] == ("1" if st["Name"] == "forkvm-netd" else "2"), st
+    assert proc_status(broker)["Name"] == "forkvm-netd"
     root = f"/proc/{broker}/root"
     assert sorted(os.listdir(root)) == ["dev", "proc", "run"]
     assert os.listdir(f"{root}/dev") == ["net"] and os.listdir(f"{root}/dev/net") == ["tun"]
     assert os.listdir(f"{root}/run") == ["forkvm-net"]
+    assert os.listdir(f"{root}/proc") == ["sys"] and os.listdir(f"{root}/proc/sys") == ["net"]
+    assert "ip_forward" in os.listdir(f"{root}/proc/sys/net/ipv4")
     mounts = {line.split()[4]: line.split()[5].split(",")[0]
               for line in open(f"/proc/{broker}/mountinfo")}
-    assert mounts == {"/": "ro", "/proc": "ro", "/proc/sys/net": "rw", "/run/forkvm-net": "rw",
-                      "/dev/net/tun": "rw"}, mounts
+    assert mounts == {"/": "ro", "/proc/sys/net": "rw", "/proc/sys/net/core": "ro",
+                      "/run/forkvm-net": "rw", "/dev/net/tun": "rw"}, mounts
     with pytest.raises(OSError) as e:
-        open(f"{root}/proc/sys/kernel/core_pattern", "w").write("|/bin/false")
+        open(f"{root}/core_pattern", "w").write("|/bin/false")
     assert e.value.errno == errno.EROFS
     assert f"slot-{net['slot']}.lock" in os.listdir(f"{root}/run/forkvm-net")  # the host's
+    # Its sysctls went to the VM's namespace through the bound /proc/sys/net/ipv4.
+    vm_ns = broker_ns(broker, net)[1]
+    assert in_ns(vm_ns, "cat", "/proc/sys/net/ipv4/tcp_fin_timeout").stdout.strip() == "5"
+    assert open("/proc/sys/net/ipv4/tcp_fin_timeout").read().strip() != "5"
 
     fam = family_socket(pid)
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -990,6 +997,26 @@ def test_the_broker_is_confined(run_dir):
     assert call(sock, {"cmd": "status"})["state"] == "running"
     assert call(sock, {"cmd": "stop"})["ok"]
     wait_for(f"VMM {pid} to exit", lambda: gone(pid))
+
+
+def test_a_broker_serves_a_family_of_many_networks(run_dir):
+    """Every relay thread of the broker makes its first allocations under the broker's filter;
+    past 8 threads glibc sizes its malloc arenas with sched_getaffinity. A family of 12
+    networks with published ports: every port answers (relayed by the broker, nothing in
+    the guest: connection refused is an answer, a dead broker is not)."""
+    pid, sock, net = started(run_dir, "jm", *JAIL, "--net", "isolated", "--publish", "0:8080")
+    kids = branch(run_dir, sock, "cow", 11)
+    nets = [net] + [call(k["socket"], {"cmd": "status"})["net"] for k in kids]
+    assert len({n["slot"] for n in nets}) == 12 and not gone(net["broker_pid"])
+    threads = os.listdir(f"/proc/{net['broker_pid']}/task")
+    assert len(threads) >= 13, threads  # the broker and a relay per network
+    for n in nets:
+        with socket.create_connection(("127.0.0.1", n["published"][0]["host_port"]), 5):
+            pass
+    for k in kids:
+        stop(k["socket"], k["pid"])
+    stop(sock, pid)
+    wait_for("the broker to exit", lambda: gone(net["broker_pid"]), timeout=20)
 
 
 def test_children_of_a_family_whose_broker_died_fail_clearly(run_dir):
