@@ -7,12 +7,11 @@ unjailed, jailed, ...) so machine noise hits both alike. Probe guest, 64 MiB.
 import argparse
 import os
 import shutil
-import signal
 import tempfile
 import time
 
 from benchlib import chart, report
-from forkvm_vm import call, forkvm_cmd
+from forkvm_vm import call, forkvm_cmd, kill_all
 
 UID_BASE = "310000000"  # --jail-uid-base of this bench: uid = UID_BASE + pid
 MODES = {"jail": ("--jail", "--jail-uid-base", UID_BASE), "no jail": ("--no-jail",)}
@@ -22,14 +21,6 @@ ENV = {"jail": {"FORKVM_JAIL": "1", "FORKVM_JAIL_UID_BASE": UID_BASE},
 
 def env_of(run_dir, mode):
     return dict(os.environ, FORKVM_RUN_DIR=run_dir, **ENV[mode])
-
-
-def kill(pids):
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def start(run_dir, name, mode):
@@ -57,7 +48,7 @@ def bench_start(run_dir, runs):
             pid, sock = start(run_dir, f"s{i}{mode[0]}", mode)
             ping(sock)
             out[mode].append((time.monotonic() - t0) * 1e3)
-            kill([pid])
+            kill_all([pid])
     return out
 
 
@@ -70,7 +61,7 @@ def bench_restore(run_dir, runs):
         if r.returncode != 0:
             raise RuntimeError(f"snapshot: {r.stderr.strip()[-800:]}")
     finally:
-        kill([pid])
+        kill_all([pid])
     out = {m: [] for m in MODES}
     for i in range(runs):
         for mode in MODES:
@@ -82,7 +73,7 @@ def bench_restore(run_dir, runs):
             _, cpid, csock = r.stdout.split()
             ping(csock)
             out[mode].append((time.monotonic() - t0) * 1e3)
-            kill([int(cpid)])
+            kill_all([int(cpid)])
     return out
 
 
@@ -106,7 +97,7 @@ def bench_fanout(run_dir, counts, runs):
                     ping(reply["children"][-1]["socket"])
                     out[(mode, n)].append(ms)
                 finally:
-                    kill(kids + [pid])
+                    kill_all(kids + [pid])
                     time.sleep(0.5)  # the template exits once its source is gone
     return out
 
