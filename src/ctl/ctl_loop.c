@@ -8,6 +8,8 @@
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "util/errmsg.h"
@@ -16,6 +18,7 @@
 #include "ctl/ctl_server.h"
 #include "ctl/ctl_socket.h"
 #include "jail/seccomp.h"
+#include "net/net.h"
 #include "util/clock.h"
 
 static void client_close(struct ctl_server *srv, struct ctl_client *c)
@@ -442,6 +445,49 @@ static uint64_t idle_timeout_ns(void)
 	return ms * 1000000ULL;
 }
 
+
+/* The network broker this VMM started ended. It outlives a VMM that runs normally, so this is
+ * a kill or its seccomp filter: say which, once, here, where the family's errors point. */
+static void on_broker_end(void *arg, uint32_t events)
+{
+	struct ctl_server *srv = arg;
+	pid_t pid = net_broker_child();
+	char why[96] = "how, unknown";
+	int status;
+
+	(void)events;
+	if (pid > 0 && waitpid(pid, &status, WNOHANG) == pid)
+		jail_describe_wait(status, why, sizeof(why));
+	log_warn("network broker forkvm-netd (pid %d) ended: %s; this VM's published ports "
+		 "stopped (the broker relayed them) and no VM of its family can get a network now",
+		 (int)pid, why);
+	ev_del(&srv->loop, srv->broker_id);
+	close(srv->broker_fd);
+	srv->broker_fd = srv->broker_id = -1;
+}
+
+/* Watch the broker this process started, if any (a pidfd turns readable when it ends). */
+static void watch_broker(struct ctl_server *srv)
+{
+	pid_t pid = net_broker_child();
+
+	if (pid <= 0)
+		return;
+	srv->broker_fd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (srv->broker_fd < 0) {
+		log_warn("network broker (pid %d): no pidfd (%s): its end will not be reported",
+			 (int)pid, strerror(errno));
+		return;
+	}
+	srv->broker_id = ev_add(&srv->loop, srv->broker_fd, EPOLLIN, EV_LATER, on_broker_end,
+				srv);
+	if (srv->broker_id < 0) {
+		log_warn("network broker (pid %d): watching it: %s", (int)pid,
+			 strerror(-srv->broker_id));
+		close(srv->broker_fd);
+		srv->broker_fd = srv->broker_id = -1;
+	}
+}
 static int server_open(struct ctl_server *srv, struct vm *vm, const char *path)
 {
 	sigset_t sigs;
@@ -474,11 +520,15 @@ static int server_open(struct ctl_server *srv, struct vm *vm, const char *path)
 	    (err = ev_add(&srv->loop, vm->end_eventfd, EPOLLIN, EV_LATER, on_end, srv)) < 0 ||
 	    (err = ev_add(&srv->loop, srv->sig_fd, EPOLLIN, EV_LATER, on_signal, srv)) < 0)
 		return log_errno(err, "control socket %s: watching its fds", path);
+	watch_broker(srv);
 	return 0;
 }
 
 static void server_close(struct ctl_server *srv, const char *path)
 {
+	if (srv->broker_fd >= 0)
+		close(srv->broker_fd);
+	srv->broker_fd = -1;
 	deliver_completions(srv);
 	for (int i = 0; i < MAX_CLIENTS; i++) {
 		struct ctl_client *c = &srv->clients[i];
@@ -517,6 +567,7 @@ int ctl_serve(struct vm *vm, const char *path, int ready_fd)
 	if (!srv)
 		return log_errno(-ENOMEM, "allocating the control server");
 	srv->listen_fd = srv->done_fd = srv->sig_fd = srv->loop.epfd = -1;
+	srv->broker_fd = srv->broker_id = -1;
 	err = server_open(srv, vm, path);
 	/* The control thread's filter goes last, once every other thread runs (docs/SECURITY.md). */
 	if (!err && (err = jail_seccomp_apply(JAIL_ROLE_CONTROL)) < 0) {

@@ -65,6 +65,7 @@ struct ctl_server {
 	struct vm *vm;
 	struct evloop loop;
 	int listen_fd, done_fd, sig_fd;
+	int broker_fd, broker_id; /* a pidfd of the network broker this VMM started; -1 none */
 	bool running;
 	uint64_t next_id;
 	uint64_t idle_ns; /* 0 = no idle timeout */

@@ -224,6 +224,9 @@ int net_broker_start(const struct net_opts *plan, const struct net_broker_hooks 
 int net_broker_open(const struct net_opts *o, const char *name, struct net *n,
 		    struct fvm_err *err);
 int net_broker_fd(void);
+/* The broker this process started (net_broker_start), whose parent it is: -1 in any other
+ * process (a fork of it, an exec'd child). Its end is this process's to reap and report. */
+pid_t net_broker_child(void);
 int net_broker_adopt(int fd, struct fvm_err *err);
 /* A fresh status object from the broker (its relay counters), or the cached one. */
 json_t *net_broker_status(const struct net *n);

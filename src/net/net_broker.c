@@ -68,6 +68,14 @@ struct broker_req {
 
 /* This process's socket to its family's broker; -1 when it has none. */
 static int family_fd = -1;
+/* The broker this process forked, and this process's pid then (a fork of it is not the
+ * broker's parent and cannot reap it). */
+static pid_t broker_pid = -1, broker_parent = -1;
+
+pid_t net_broker_child(void)
+{
+	return broker_parent == getpid() ? broker_pid : -1;
+}
 
 int net_broker_fd(void)
 {
@@ -544,6 +552,8 @@ int net_broker_start(const struct net_opts *plan, const struct net_broker_hooks 
 	}
 	close(sv[1]);
 	family_fd = sv[0];
+	broker_pid = pid;
+	broker_parent = getpid();
 	log_info("network broker forkvm-netd started (pid %d): it makes this VM's network and "
 		 "its children's (docs/NET.md)", (int)pid);
 	return 0;
