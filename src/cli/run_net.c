@@ -106,6 +106,9 @@ int run_net_create(struct run_opts *o)
 	} else {
 		ret = net_create(&o->net, n, &err);
 	}
+	/* Filters loaded from now on keep the family's threads from shutting its socket down. */
+	if (!ret && net_broker_fd() >= 0)
+		jail_seccomp_guard_fd(net_broker_fd());
 	if (ret) {
 		log_err("network of %s: %s", o->name, err_text(&err));
 		return ret;

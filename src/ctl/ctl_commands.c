@@ -397,7 +397,7 @@ const struct ctl_command ctl_commands[] = {
 	    { "post", CTL_U64, false, PROBE_NET_QN }, { "max", CTL_U64, false, 0 } } },
 	{ "net_stats", "probe guest's NIC status and frame counters", cmd_net_stats, { VCPU_FIELD } },
 	{ "seccomp_probe", "test hook (FORKVM_TEST_SECCOMP_PROBE=1): a forbidden syscall", ctl_cmd_seccomp_probe,
-	  { { "role", CTL_STR, false, 0 } } },
+	  { { "role", CTL_STR, false, 0 }, { "call", CTL_STR, false, 0 } } },
 	{ "peek", "read up to 64 KiB of guest RAM (base64)", cmd_peek,
 	  { { "gpa", CTL_U64, true, 0 }, { "len", CTL_U64, true, 0 } } },
 	{ NULL, NULL, NULL, { { 0 } } },

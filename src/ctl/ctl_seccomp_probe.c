@@ -1,5 +1,6 @@
 /* Test-only control command: prove the control thread's seccomp filter kills (docs/SECURITY.md). */
 #include <errno.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "ctl/ctl.h"
@@ -10,6 +11,8 @@ json_t *ctl_cmd_seccomp_probe(struct ctl_server *srv, struct ctl_request *req);
 json_t *ctl_cmd_seccomp_probe(struct ctl_server *srv, struct ctl_request *req)
 {
 	const char *role = ctl_req_str(req, "role", NULL);
+	const char *call = ctl_req_str(req, "call", "signal");
+	bool family = !strcmp(call, "shutdown_family");
 	int ret;
 
 	(void)srv;
@@ -18,13 +21,18 @@ json_t *ctl_cmd_seccomp_probe(struct ctl_server *srv, struct ctl_request *req)
 				       "FORKVM_TEST_SECCOMP_PROBE=1");
 	if (role && strcmp(role, "vcpu") && strcmp(role, "device"))
 		return ctl_reply_error("seccomp_probe: role %s: expected vcpu or device", role);
-	if (role) { /* dies in a thread of that role, signalling another process */
+	if (!family && strcmp(call, "signal"))
+		return ctl_reply_error("seccomp_probe: call %s: expected signal or "
+				       "shutdown_family", call);
+	if (role) { /* dies in a thread of that role: a signal out, or the family socket */
 		ret = jail_seccomp_probe_role(strcmp(role, "vcpu") ? JAIL_ROLE_DEVICE :
-							 JAIL_ROLE_VCPU);
+					      JAIL_ROLE_VCPU, family);
+		if (ret == -EBADF)
+			return ctl_reply_error("seccomp_probe: this VMM has no family socket");
 		if (ret == -EPERM)
-			return ctl_reply_error("seccomp_probe: a %s thread could not signal its own "
-					       "process", role);
-		return ctl_reply_error("seccomp_probe: a %s thread signalled another process "
+			return ctl_reply_error("seccomp_probe: a %s thread could not make its "
+					       "allowed call", role);
+		return ctl_reply_error("seccomp_probe: a %s thread made the forbidden call "
 				       "(returned %d): no filter killed this VMM", role, ret);
 	}
 	ret = jail_seccomp_probe(); /* under the filter, the process dies here */

@@ -62,6 +62,21 @@ static const char *const sys_signal_any[] = { "tgkill", "tkill", END };
 #define OWN_PID 0x7ffffff1u
 #define OWN_MAX_INSNS 512 /* a filter with such rules: copied on the stack (4 KiB) */
 
+/*
+ * The family socket of a jailed VMM with a network (net_broker.c) is one socket shared by
+ * every VM of the family: a shutdown() of it by one VM would end the broker's service to
+ * all. shutdown is allowed on any fd but this one, whose number jail_seccomp_guard_fd sets
+ * and jail_seccomp_apply patches in over this placeholder (never a real fd: above any
+ * RLIMIT_NOFILE). Without a family socket nothing is patched.
+ */
+#define FAMILY_FD 0x7ffffff2u
+static int guarded_fd = -1;
+
+void jail_seccomp_guard_fd(int fd)
+{
+	guarded_fd = fd;
+}
+
 /* A vCPU thread: KVM_RUN and the exit handlers (serial, virtio-mmio setup, eventfds). */
 static const char *const sys_vcpu[] = {
 	"ioctl", "eventfd2", "fcntl", "dup", "epoll_ctl", "ppoll", "poll", "pread64",
@@ -72,7 +87,7 @@ static const char *const sys_vcpu[] = {
  * eventfds; disk I/O on files the control thread opened (preadv/pwritev, fdatasync). */
 static const char *const sys_device[] = {
 	"ioctl", "epoll_wait", "epoll_pwait", "epoll_ctl", "poll", "ppoll", "accept", "accept4",
-	"socket", "connect", "sendmsg", "recvmsg", "sendto", "recvfrom", "shutdown",
+	"socket", "connect", "sendmsg", "recvmsg", "sendto", "recvfrom", /* shutdown: guarded */
 	"getsockopt", "setsockopt", "getsockname", "getpeername", "fcntl", "eventfd2", "pread64",
 	"pwrite64", "preadv", "pwritev", "fdatasync", "fstat", "newfstatat", "unlink", "openat",
 	"lseek", "sched_getaffinity", /* glibc's malloc arenas, past 8 threads */
@@ -94,7 +109,7 @@ static const char *const sys_control[] = {
 	"memfd_create", "userfaultfd", "eventfd2", "epoll_create1", "epoll_ctl", "epoll_wait",
 	"epoll_pwait", "epoll_pwait2", "poll", "ppoll", "select", "pselect6", "signalfd4",
 	"socket", "socketpair", "bind", "listen", "accept", "accept4", "connect", "sendto",
-	"recvfrom", "sendmsg", "recvmsg", "shutdown", "getsockopt", "setsockopt", "getsockname",
+	"recvfrom", "sendmsg", "recvmsg", /* shutdown: guarded */ "getsockopt", "setsockopt", "getsockname",
 	"getpeername", "clone", "clone3", "fork", "vfork", "execve", "execveat", "wait4",
 	"waitid", "kill", "rt_sigtimedwait", "rt_sigqueueinfo", "set_tid_address", "get_robust_list", "getppid",
 	"getuid", "geteuid", "getgid", "getegid", "getresuid", "getresgid", "setsid",
@@ -211,6 +226,8 @@ struct compiled_filter {
 	 * copy its page: private memory per child, docs/PERFORMANCE.md). */
 	unsigned short own_at[4];
 	int nown;
+	unsigned short fam_at[4]; /* the same for FAMILY_FD */
+	int nfam;
 };
 static struct compiled_filter compiled[JAIL_ROLE_COUNT];
 static pthread_mutex_t compile_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -238,16 +255,33 @@ int jail_seccomp_probe(void)
 
 struct probe_arg {
 	enum jail_role role;
+	bool family;
 	pid_t self, parent; /* read here: not every role may call getppid */
 	int ret;
 };
 
+/* Allowed first (a signal to itself, a shutdown of a socket of its own), then forbidden. */
 static void *probe_thread(void *p)
 {
 	struct probe_arg *a = p;
 
-	if (jail_seccomp_apply(a->role) < 0 ||
-	    syscall(SYS_tgkill, a->self, gettid(), 0) < 0) {
+	if (jail_seccomp_apply(a->role) < 0) {
+		a->ret = -EPERM;
+		return NULL;
+	}
+	if (a->family) {
+		int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (s < 0 || (shutdown(s, SHUT_RDWR) < 0 && errno != ENOTCONN)) {
+			a->ret = -EPERM;
+			return NULL;
+		}
+		close(s);
+		log_warn("seccomp probe: a %s thread shuts the family socket down (test hook)",
+			 roles[a->role].name);
+		a->ret = shutdown(guarded_fd, SHUT_RDWR);
+		return NULL;
+	}
+	if (syscall(SYS_tgkill, a->self, gettid(), 0) < 0) {
 		a->ret = -EPERM;
 		return NULL;
 	}
@@ -257,9 +291,12 @@ static void *probe_thread(void *p)
 	return NULL;
 }
 
-int jail_seccomp_probe_role(enum jail_role role)
+int jail_seccomp_probe_role(enum jail_role role, bool family)
 {
-	struct probe_arg a = { role, getpid(), getppid(), 0 };
+	struct probe_arg a = { role, family, getpid(), getppid(), 0 };
+
+	if (family && guarded_fd < 0)
+		return -EBADF;
 	pthread_t t;
 	int err = pthread_create(&t, NULL, probe_thread, &a);
 
@@ -331,6 +368,12 @@ static const struct arg_rule own_signals[] = {
 	{ .nargs = 0 } /* the end (nr 0 is read) */
 };
 
+/* shutdown of any fd but the family socket (FAMILY_FD). */
+static const struct arg_rule guarded_shutdown[] = {
+	{ SCMP_SYS(shutdown), 1, SCMP_A0(SCMP_CMP_NE, FAMILY_FD) },
+	{ .nargs = 0 }
+};
+
 /* The broker's narrowed calls (sys_netd). */
 static const struct arg_rule netd_rules[] = {
 	/* Sockets for requests and relays; netlink for routes, links and nftables only. */
@@ -386,6 +429,8 @@ static int build(scmp_filter_ctx ctx, const struct role_def *r, const char **wha
 		      add_list(ctx, sys_signal_any, what) : add_rules(ctx, own_signals, what);
 	if (!err && r->sys == sys_netd)
 		err = build_netd(ctx, what);
+	if (!err && (r->sys == sys_control || r->sys == sys_device))
+		err = add_rules(ctx, guarded_shutdown, what);
 	if (!err)
 		err = add_list(ctx, r->sys, what);
 	for (const unsigned long *ioc = r->ioc; !err && *ioc; ioc++) {
@@ -450,23 +495,31 @@ static int compile_role(enum jail_role role, struct compiled_filter *out)
 		goto out;
 	}
 	out->len = (unsigned short)(size / (off_t)sizeof(*insns));
-	out->nown = 0;
-	for (unsigned i = 0; i < out->len; i++)
-		if (insns[i].code == (BPF_JMP | BPF_JEQ | BPF_K) && insns[i].k == OWN_PID) {
-			if (out->nown == (int)(sizeof(out->own_at) / sizeof(out->own_at[0]))) {
-				err = log_errno(-EPROTO, "seccomp filter %s: more own-process "
-						"comparisons than expected", r->name);
-				goto out;
-			}
-			out->own_at[out->nown++] = (unsigned short)i;
+	out->nown = out->nfam = 0;
+	for (unsigned i = 0; i < out->len; i++) {
+		bool own = insns[i].k == OWN_PID, fam = insns[i].k == FAMILY_FD;
+		int *n = own ? &out->nown : &out->nfam;
+		if (insns[i].code != (BPF_JMP | BPF_JEQ | BPF_K) || (!own && !fam))
+			continue;
+		if (*n == (int)(sizeof(out->own_at) / sizeof(out->own_at[0]))) {
+			err = log_errno(-EPROTO, "seccomp filter %s: more placeholder comparisons "
+					"than expected", r->name);
+			goto out;
 		}
+		(own ? out->own_at : out->fam_at)[(*n)++] = (unsigned short)i;
+	}
+	if (out->nfam == 0 && (r->sys == sys_control || r->sys == sys_device)) {
+		err = log_errno(-EPROTO, "seccomp filter %s: its family-socket guard is missing "
+				"from the BPF libseccomp made", r->name);
+		goto out;
+	}
 	/* Fail closed: a role meant to signal only its own process must have the rule. */
 	if (out->nown == 0 && r->sys != sys_control && r->sys != sys_pageserver) {
 		err = log_errno(-EPROTO, "seccomp filter %s: its own-process rule is missing from "
 				"the BPF libseccomp made", r->name);
 		goto out;
 	}
-	if (out->nown && out->len > OWN_MAX_INSNS) {
+	if ((out->nown || out->nfam) && out->len > OWN_MAX_INSNS) {
 		err = log_errno(-E2BIG, "seccomp filter %s: %u instructions, more than the %d its "
 				"copy on a thread's stack may have", r->name, out->len, OWN_MAX_INSNS);
 		goto out;
@@ -515,12 +568,15 @@ int jail_seccomp_apply(enum jail_role role)
 	 * thread only (no TSYNC), with this process's pid in its own-process rules, patched
 	 * into a copy on this stack (the kernel copies the program). */
 	const struct compiled_filter *c = &compiled[role];
-	struct sock_filter local[c->nown ? c->len : 1]; /* <= OWN_MAX_INSNS: a few KiB */
+	bool patch = c->nown || (c->nfam && guarded_fd >= 0);
+	struct sock_filter local[patch ? c->len : 1]; /* <= OWN_MAX_INSNS: a few KiB */
 	prog = (struct sock_fprog){ .len = c->len, .filter = c->insns };
-	if (c->nown) {
+	if (patch) {
 		memcpy(local, c->insns, c->len * sizeof(*local));
 		for (int i = 0; i < c->nown; i++)
 			local[c->own_at[i]].k = (uint32_t)getpid();
+		for (int i = 0; guarded_fd >= 0 && i < c->nfam; i++)
+			local[c->fam_at[i]].k = (uint32_t)guarded_fd;
 		prog.filter = local;
 	}
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ||

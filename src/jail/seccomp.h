@@ -41,6 +41,9 @@ enum jail_seccomp_mode jail_seccomp_mode(void);
  * nothing. Returns 0 or a negative errno, logged with the role.
  */
 int jail_seccomp_apply(enum jail_role role);
+/* The fd no filter loaded after this lets the control and device threads shutdown(): the
+ * family socket to a network broker, shared by every VM of the family. -1: none. */
+void jail_seccomp_guard_fd(int fd);
 const char *jail_role_name(enum jail_role role);
 
 /* "killed by SIGSYS (seccomp violation)" / "killed by signal N (name)" / "exit status N". */
@@ -51,8 +54,9 @@ bool jail_seccomp_probe_enabled(void);
 /* Makes a syscall outside every allow-list (mount with no arguments). Returns its result. */
 int jail_seccomp_probe(void);
 /* A new thread loads role's filter, signals its own process (signal 0: allowed), then its
- * parent process (outside the list: under the filter, the process dies here). -EPERM if the
- * first failed, else the second's result. */
-int jail_seccomp_probe_role(enum jail_role role);
+ * parent process (outside the list: under the filter, the process dies here); with family,
+ * shuts down a socket of its own (allowed), then the family socket (-EBADF: there is
+ * none). -EPERM if the allowed call failed, else the forbidden one's result. */
+int jail_seccomp_probe_role(enum jail_role role, bool family);
 
 #endif

@@ -1000,6 +1000,35 @@ def test_the_broker_is_confined(run_dir):
     wait_for(f"VMM {pid} to exit", lambda: gone(pid))
 
 
+def test_no_vm_of_a_family_can_shut_its_socket_down(run_dir):
+    """The family socket is one socket shared by every VM of the family: a shutdown() by one
+    would end the broker's service to all. The control and device threads may shut down any
+    socket but that one: a device thread trying (the test hook) dies with SIGSYS, and the
+    family's other VMs still get networks from the broker."""
+    env = {"FORKVM_TEST_SECCOMP_PROBE": "1"}
+    r, pid, sock = start(run_dir, "js", *JAIL, "--net", "isolated", "--publish", "0:8080",
+                         env=env)
+    assert pid, r.stderr
+    (kid,) = branch(run_dir, sock, "cow", 1)
+    with pytest.raises((ConnectionError, OSError)):
+        call(sock, {"cmd": "seccomp_probe", "role": "device", "call": "shutdown_family"},
+             timeout=10)
+    wait_for("the VMM to die", lambda: gone(pid))
+    assert "a device thread shuts the family socket down" in open(sock + ".log").read()
+    # The family socket still serves: the child branches, and its child gets a network.
+    (grandchild,) = branch(run_dir, kid["socket"], "cow", 1, "--name", "jsg")
+    net = call(grandchild["socket"], {"cmd": "status"})["net"]
+    assert net["broker_pid"] and net["published"][0]["host_port"]
+    for k in (grandchild, kid):
+        stop(k["socket"], k["pid"])
+    # A VMM without a family socket says so.
+    r, pid, sock = start(run_dir, "jn", "--net", "isolated", env=env)
+    assert pid, r.stderr
+    reply = call(sock, {"cmd": "seccomp_probe", "role": "device", "call": "shutdown_family"})
+    assert not reply["ok"] and "no family socket" in reply["error"], reply
+    stop(sock, pid)
+
+
 def test_a_broker_serves_a_family_of_many_networks(run_dir):
     """Every relay thread of the broker makes its first allocations under the broker's filter;
     past 8 threads glibc sizes its malloc arenas with sched_getaffinity. A family of 12
