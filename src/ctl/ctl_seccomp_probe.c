@@ -1,6 +1,5 @@
 /* Test-only control command: prove the control thread's seccomp filter kills (docs/SECURITY.md). */
 #include <errno.h>
-#include <stdbool.h>
 #include <string.h>
 
 #include "ctl/ctl.h"
@@ -12,7 +11,7 @@ json_t *ctl_cmd_seccomp_probe(struct ctl_server *srv, struct ctl_request *req)
 {
 	const char *role = ctl_req_str(req, "role", NULL);
 	const char *call = ctl_req_str(req, "call", "signal");
-	bool family = !strcmp(call, "shutdown_family");
+	int family = !strcmp(call, "shutdown_family") ? 1 : !strcmp(call, "setsockopt_family") ? 2 : 0;
 	int ret;
 
 	(void)srv;
@@ -22,8 +21,8 @@ json_t *ctl_cmd_seccomp_probe(struct ctl_server *srv, struct ctl_request *req)
 	if (role && strcmp(role, "vcpu") && strcmp(role, "device"))
 		return ctl_reply_error("seccomp_probe: role %s: expected vcpu or device", role);
 	if (!family && strcmp(call, "signal"))
-		return ctl_reply_error("seccomp_probe: call %s: expected signal or "
-				       "shutdown_family", call);
+		return ctl_reply_error("seccomp_probe: call %s: expected signal, "
+				       "shutdown_family or setsockopt_family", call);
 	if (role) { /* dies in a thread of that role: a signal out, or the family socket */
 		ret = jail_seccomp_probe_role(strcmp(role, "vcpu") ? JAIL_ROLE_DEVICE :
 					      JAIL_ROLE_VCPU, family);

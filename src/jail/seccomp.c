@@ -88,7 +88,8 @@ static const char *const sys_vcpu[] = {
 static const char *const sys_device[] = {
 	"ioctl", "epoll_wait", "epoll_pwait", "epoll_ctl", "poll", "ppoll", "accept", "accept4",
 	"socket", "connect", "sendmsg", "recvmsg", "sendto", "recvfrom", /* shutdown: guarded */
-	"getsockopt", "setsockopt", "getsockname", "getpeername", "fcntl", "eventfd2", "pread64",
+	"getsockopt", /* setsockopt: guarded */ "getsockname", "getpeername", "fcntl", "eventfd2",
+	"pread64",
 	"pwrite64", "preadv", "pwritev", "fdatasync", "fstat", "newfstatat", "unlink", "openat",
 	"lseek", "sched_getaffinity", /* glibc's malloc arenas, past 8 threads */
 	END
@@ -109,7 +110,8 @@ static const char *const sys_control[] = {
 	"memfd_create", "userfaultfd", "eventfd2", "epoll_create1", "epoll_ctl", "epoll_wait",
 	"epoll_pwait", "epoll_pwait2", "poll", "ppoll", "select", "pselect6", "signalfd4",
 	"socket", "socketpair", "bind", "listen", "accept", "accept4", "connect", "sendto",
-	"recvfrom", "sendmsg", "recvmsg", /* shutdown: guarded */ "getsockopt", "setsockopt", "getsockname",
+	"recvfrom", "sendmsg", "recvmsg", /* shutdown, setsockopt: guarded */ "getsockopt",
+	"getsockname",
 	"getpeername", "clone", "clone3", "fork", "vfork", "execve", "execveat", "wait4",
 	"waitid", "kill", "rt_sigtimedwait", "rt_sigqueueinfo", "set_tid_address", "get_robust_list", "getppid",
 	"getuid", "geteuid", "getgid", "getegid", "getresuid", "getresgid", "setsid",
@@ -255,7 +257,7 @@ int jail_seccomp_probe(void)
 
 struct probe_arg {
 	enum jail_role role;
-	bool family;
+	int family; /* 0: signals; 1: shutdown, 2: setsockopt of the family socket */
 	pid_t self, parent; /* read here: not every role may call getppid */
 	int ret;
 };
@@ -270,15 +272,17 @@ static void *probe_thread(void *p)
 		return NULL;
 	}
 	if (a->family) {
-		int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		if (s < 0 || (shutdown(s, SHUT_RDWR) < 0 && errno != ENOTCONN)) {
+		int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 4096;
+		if (s < 0 || (shutdown(s, SHUT_RDWR) < 0 && errno != ENOTCONN) ||
+		    setsockopt(s, SOL_SOCKET, SO_SNDBUF, &one, sizeof(one)) < 0) {
 			a->ret = -EPERM;
 			return NULL;
 		}
 		close(s);
-		log_warn("seccomp probe: a %s thread shuts the family socket down (test hook)",
-			 roles[a->role].name);
-		a->ret = shutdown(guarded_fd, SHUT_RDWR);
+		log_warn("seccomp probe: a %s thread %s the family socket (test hook)",
+			 roles[a->role].name, a->family == 1 ? "shuts down" : "sets options of");
+		a->ret = a->family == 1 ? shutdown(guarded_fd, SHUT_RDWR) :
+			 setsockopt(guarded_fd, SOL_SOCKET, SO_SNDBUF, &one, sizeof(one));
 		return NULL;
 	}
 	if (syscall(SYS_tgkill, a->self, gettid(), 0) < 0) {
@@ -291,7 +295,7 @@ static void *probe_thread(void *p)
 	return NULL;
 }
 
-int jail_seccomp_probe_role(enum jail_role role, bool family)
+int jail_seccomp_probe_role(enum jail_role role, int family)
 {
 	struct probe_arg a = { role, family, getpid(), getppid(), 0 };
 
@@ -368,9 +372,11 @@ static const struct arg_rule own_signals[] = {
 	{ .nargs = 0 } /* the end (nr 0 is read) */
 };
 
-/* shutdown of any fd but the family socket (FAMILY_FD). */
-static const struct arg_rule guarded_shutdown[] = {
+/* shutdown and setsockopt of any fd but the family socket (FAMILY_FD): one member shutting
+ * it down, or shrinking its buffers, would deny the others their networks. */
+static const struct arg_rule guarded_family[] = {
 	{ SCMP_SYS(shutdown), 1, SCMP_A0(SCMP_CMP_NE, FAMILY_FD) },
+	{ SCMP_SYS(setsockopt), 1, SCMP_A0(SCMP_CMP_NE, FAMILY_FD) },
 	{ .nargs = 0 }
 };
 
@@ -430,7 +436,7 @@ static int build(scmp_filter_ctx ctx, const struct role_def *r, const char **wha
 	if (!err && r->sys == sys_netd)
 		err = build_netd(ctx, what);
 	if (!err && (r->sys == sys_control || r->sys == sys_device))
-		err = add_rules(ctx, guarded_shutdown, what);
+		err = add_rules(ctx, guarded_family, what);
 	if (!err)
 		err = add_list(ctx, r->sys, what);
 	for (const unsigned long *ioc = r->ioc; !err && *ioc; ioc++) {

@@ -54,9 +54,10 @@ bool jail_seccomp_probe_enabled(void);
 /* Makes a syscall outside every allow-list (mount with no arguments). Returns its result. */
 int jail_seccomp_probe(void);
 /* A new thread loads role's filter, signals its own process (signal 0: allowed), then its
- * parent process (outside the list: under the filter, the process dies here); with family,
- * shuts down a socket of its own (allowed), then the family socket (-EBADF: there is
- * none). -EPERM if the allowed call failed, else the forbidden one's result. */
-int jail_seccomp_probe_role(enum jail_role role, bool family);
+ * parent process (outside the list: under the filter, the process dies here); with family
+ * 1 (2), shuts down (sets SO_SNDBUF of) a socket of its own (allowed), then the family
+ * socket's (-EBADF: there is none). -EPERM if an allowed call failed, else the forbidden
+ * one's result. */
+int jail_seccomp_probe_role(enum jail_role role, int family);
 
 #endif

@@ -1002,20 +1002,22 @@ def test_the_broker_is_confined(run_dir):
 
 def test_no_vm_of_a_family_can_shut_its_socket_down(run_dir):
     """The family socket is one socket shared by every VM of the family: a shutdown() by one
-    would end the broker's service to all. The control and device threads may shut down any
-    socket but that one: a device thread trying (the test hook) dies with SIGSYS, and the
-    family's other VMs still get networks from the broker."""
+    would end the broker's service to all, a setsockopt() could shrink its buffers. The
+    control and device threads may do either to any socket but that one: a device thread
+    trying (the test hook; the source, then a cow child) dies with SIGSYS, and the family's
+    last VM still gets networks from the broker."""
     env = {"FORKVM_TEST_SECCOMP_PROBE": "1"}
     r, pid, sock = start(run_dir, "js", *JAIL, "--net", "isolated", "--publish", "0:8080",
                          env=env)
     assert pid, r.stderr
-    (kid,) = branch(run_dir, sock, "cow", 1)
-    with pytest.raises((ConnectionError, OSError)):
-        call(sock, {"cmd": "seccomp_probe", "role": "device", "call": "shutdown_family"},
-             timeout=10)
-    wait_for("the VMM to die", lambda: gone(pid))
-    assert "a device thread shuts the family socket down" in open(sock + ".log").read()
-    # The family socket still serves: the child branches, and its child gets a network.
+    probe, kid = branch(run_dir, sock, "cow", 2)
+    for vm, what, line in ((sock, "shutdown_family", "shuts down"),
+                           (probe["socket"], "setsockopt_family", "sets options of")):
+        with pytest.raises((ConnectionError, OSError)):
+            call(vm, {"cmd": "seccomp_probe", "role": "device", "call": what}, timeout=10)
+        wait_for("the VMM to die", lambda: gone(pid if vm == sock else probe["pid"]))
+        assert f"a device thread {line} the family socket" in open(vm + ".log").read()
+    # The family socket still serves: the last child branches, its child gets a network.
     (grandchild,) = branch(run_dir, kid["socket"], "cow", 1, "--name", "jsg")
     net = call(grandchild["socket"], {"cmd": "status"})["net"]
     assert net["broker_pid"] and net["published"][0]["host_port"]
