@@ -65,7 +65,8 @@ static const char *const sys_signal_any[] = { "tgkill", "tkill", END };
 /*
  * The family socket of a jailed VMM with a network (net_broker.c) is one socket shared by
  * every VM of the family: a shutdown() of it by one VM would end the broker's service to
- * all. shutdown is allowed on any fd but this one, whose number jail_seccomp_guard_fd sets
+ * all, a setsockopt() could shrink its buffers. Both are allowed on any fd but this one
+ * (control and device roles), whose number jail_seccomp_guard_fd sets
  * and jail_seccomp_apply patches in over this placeholder (never a real fd: above any
  * RLIMIT_NOFILE). Without a family socket nothing is patched.
  */
@@ -139,7 +140,7 @@ static const char *const sys_pageserver[] = {
 /*
  * The network broker (net/net_broker.c), every thread: its requests and lifelines, netlink
  * (rtnetlink, nftables), the relays' TCP, its slot locks and the few files networking opens
- * (/dev/net/tun, /proc/thread-self/ns/net, /proc/sys/net). Arguments are narrowed in
+ * (/dev/net/tun, /proc/sys/net; namespaces by SIOCGSKNS). Arguments are narrowed in
  * build(): socket families, clone flags, unshare, kill, prctl, tgkill. Nothing that mounts,
  * execs, traces or signals another process: with CAP_SYS_ADMIN those would be root's.
  */
@@ -426,16 +427,28 @@ static int build_netd(scmp_filter_ctx ctx, const char **bad)
 	return err;
 }
 
+/* Roles that may signal any process (the others: their own only, OWN_PID). */
+static bool signals_any(const struct role_def *r)
+{
+	return r->sys == sys_control || r->sys == sys_pageserver;
+}
+
+/* Roles whose shutdown and setsockopt spare the family socket (FAMILY_FD). */
+static bool guards_family(const struct role_def *r)
+{
+	return r->sys == sys_control || r->sys == sys_device;
+}
+
 static int build(scmp_filter_ctx ctx, const struct role_def *r, const char **what)
 {
 	int err = add_list(ctx, sys_base, what);
 
 	if (!err)
-		err = r->sys == sys_control || r->sys == sys_pageserver ?
+		err = signals_any(r) ?
 		      add_list(ctx, sys_signal_any, what) : add_rules(ctx, own_signals, what);
 	if (!err && r->sys == sys_netd)
 		err = build_netd(ctx, what);
-	if (!err && (r->sys == sys_control || r->sys == sys_device))
+	if (!err && guards_family(r))
 		err = add_rules(ctx, guarded_family, what);
 	if (!err)
 		err = add_list(ctx, r->sys, what);
@@ -514,13 +527,13 @@ static int compile_role(enum jail_role role, struct compiled_filter *out)
 		}
 		(own ? out->own_at : out->fam_at)[(*n)++] = (unsigned short)i;
 	}
-	if (out->nfam == 0 && (r->sys == sys_control || r->sys == sys_device)) {
+	if (out->nfam == 0 && guards_family(r)) {
 		err = log_errno(-EPROTO, "seccomp filter %s: its family-socket guard is missing "
 				"from the BPF libseccomp made", r->name);
 		goto out;
 	}
 	/* Fail closed: a role meant to signal only its own process must have the rule. */
-	if (out->nown == 0 && r->sys != sys_control && r->sys != sys_pageserver) {
+	if (out->nown == 0 && !signals_any(r)) {
 		err = log_errno(-EPROTO, "seccomp filter %s: its own-process rule is missing from "
 				"the BPF libseccomp made", r->name);
 		goto out;
