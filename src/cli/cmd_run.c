@@ -281,9 +281,12 @@ static int run(int argc, char **argv)
 	if (!o.detach && o.log_path && run_redirect_stdio(o.log_path) < 0)
 		return CLI_EXIT_FAIL;
 	log_set_prefix(o.name);
-	/* Own cgroup before guest RAM exists; filters per thread as each starts (docs/SECURITY.md). */
+	/* Own cgroup before guest RAM exists, a family's for a jail of its own; filters per
+	 * thread as each starts (docs/SECURITY.md). */
+	uint64_t ram = o.restore ? JAIL_CGROUP_RAM_LATER : o.vm.mem_size;
 	if (jail_seccomp_init(o.cg.no_seccomp) < 0 ||
-	    jail_cgroup_enter(o.name, o.restore ? JAIL_CGROUP_RAM_LATER : o.vm.mem_size, &o.cg) < 0)
+	    (jail_will_confine(&o.jail) ? jail_cgroup_enter_family(o.name, ram, &o.cg)
+					: jail_cgroup_enter(o.name, ram, &o.cg)) < 0)
 		return CLI_EXIT_FAIL;
 	/* Termination signals go to the control loop's signalfd, never to a vCPU thread. */
 	sigemptyset(&sigs);
@@ -304,6 +307,7 @@ static int run(int argc, char **argv)
 	/* The jail, before the VM exists and so before any guest code runs (docs/SECURITY.md). */
 	if (run_jail_prepare(&o) < 0 || (!o.jail_late && jail_enter(&o.jail, o.name) < 0)) {
 		run_net_destroy(&o);
+		jail_cgroup_leave();
 		return CLI_EXIT_FAIL;
 	}
 	if (o.restore ? run_restore(&vm, &o) < 0 : run_boot(&vm, &o) < 0) {

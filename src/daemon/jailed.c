@@ -138,14 +138,13 @@ int jail_snapshot_adopt(struct daemon *d, const char *jail, uid_t uid, const cha
 
 
 /*
- * The family budget. A jailed VMM cannot reach the cgroup tree (no /sys in its jail, no
- * capabilities), so the children of a jailed source, cow and restored alike, run in the
- * source's cgroup: the family's. One VM's limits there would be shared by all of them (ten
- * children of a busy source would meet the source's memory.max), so the daemon keeps the
- * family's memory.max, cpu.max quota and pids.max at one VM's times the VMs that live in it,
- * before a branch (for the children to come) and whenever one ends. One VM's limits are
- * recorded when the source starts, in RUN_DIR/ID.jail.family (root's: out of the VMM's
- * reach). Within a family the VMs share the budget: one may use more than its part.
+ * The family budget. Each VM of a jailed family has a cgroup of its own with its own limits
+ * (the source's made by root, the others by the family's VMMs in the family's cgroup,
+ * delegated to the jail's uid: docs/SECURITY.md). A VMM taken over could make cgroups there
+ * without limits, so the family's cgroup carries the bound: the daemon keeps its
+ * memory.max, cpu.max quota and pids.max at one VM's times the VMs that live in it, before
+ * a branch (for the children to come) and whenever one ends. One VM's limits are recorded
+ * when the source starts, in RUN_DIR/ID.jail.family (root's: out of the VMM's reach).
  */
 static int family_unit_path(const char *jail, char *out, size_t cap)
 {
@@ -286,6 +285,10 @@ void family_sync(struct daemon *d, const char *jail)
 	}
 	if (!unit || !members || !found)
 		goto out; /* nobody left, or no cgroup of ours: nothing to keep */
+	/* ROOT/forkvm/FAMILY/VM: the budget is FAMILY's */
+	char *fam = strstr(l.path, "/forkvm/");
+	if (fam && (fam = strchr(fam + strlen("/forkvm/"), '/')))
+		*fam = '\0';
 	members += family_pending(d, jail);
 	l.memory_max = times(limit_of(unit, "memory_max"), members);
 	l.cpu_quota = times(limit_of(unit, "cpu_quota"), members);

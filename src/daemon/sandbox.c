@@ -759,6 +759,12 @@ json_t *sb_create(struct daemon *d, json_t *body, struct api_err *e)
 	/* Jailed unless the daemon runs --no-jail; a network included: the VMM's broker makes it
 	 * (docs/NET.md, "Networks of jailed VMMs"). */
 	argv[n++] = d->o.no_jail ? "--no-jail" : "--jail";
+	/* The family's cgroup bound from the first instruction on: one VM's limits, raised
+	 * before each branch (jailed.c, family_sync) */
+	if (!d->o.no_jail) {
+		argv[n++] = "--family-budget";
+		argv[n++] = "1";
+	}
 	argv[n] = NULL;
 	if (spawn_vmm(d, (char *const *)argv, &r.pid, e)) {
 		if (lazy && (!strcmp(e->code, "vm_start_failed") || !strcmp(e->code, "timeout")))
@@ -1078,7 +1084,7 @@ json_t *sb_branch(struct daemon *d, const char *id, json_t *body, struct api_err
 		branch_image(d, &src, strategy, prefix, &img);
 		json_object_set_new(req, "dir", json_string(img.dir));
 	}
-	/* A jailed source's children share its cgroup: their budget is there before they are */
+	/* A jailed family's budget (its cgroup's limits) is raised before its children start */
 	char jail[JAIL_DIR_MAX];
 	uid_t juid;
 	bool jailed = !sb_jail_dir(d, &src, jail, sizeof(jail), &juid);

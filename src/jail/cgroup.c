@@ -20,6 +20,7 @@
 #include "util/fileio.h"
 #include "util/log.h"
 #include "jail/cgroup.h"
+#include "jail/jail.h"
 
 #ifndef CGROUP2_SUPER_MAGIC
 #define CGROUP2_SUPER_MAGIC 0x63677270
@@ -33,6 +34,18 @@ static bool cg_mem_explicit;
  * process or the one it was forked from: a cow template's children skip all of it (each
  * would otherwise scan every sibling's cgroup, docs/PERFORMANCE.md). */
 static char cg_base_ready_root[256];	/* the cg_root it was done for; "" none */
+/*
+ * A jailed family (docs/SECURITY.md, "cgroup v2 per VM"): root makes ROOT/forkvm/NAME-PID,
+ * the family's cgroup, with the source's leaf NAME-PID and the shared leaf "leaving" in it,
+ * and delegates it to the jail's uid, bound in the jail at ROOT's own path. Inside, ROOT is
+ * the family's cgroup and VM cgroups are made right in it (not in ROOT/forkvm); leaving goes
+ * to ROOT/leaving, since a cgroup that hands controllers to its children holds no process.
+ */
+static bool cg_family;			/* inside a jailed family: ROOT is its cgroup */
+static char cg_family_dir[512];		/* root's side, before the jail: the family's cgroup */
+static char cg_family_host[512];	/* inside: the family cgroup's host path, for messages */
+#define FAMILY_ENV "FORKVM_CGROUP_FAMILY"	/* inherited by VMMs exec'd in the jail */
+#define LEAVING "leaving"
 
 const char *jail_cgroup_path(void)
 {
@@ -97,13 +110,19 @@ int cgroup_opt(struct cgroup_opts *o, int opt, const char *arg, struct fvm_err *
 		if (parse_u64(arg, &o->pids_max, false) || !o->pids_max)
 			goto bad;
 		return 0;
+	case CGROUP_OPT_FAMILY_BUDGET:
+		if (parse_u64(arg, &o->family_budget, false) || !o->family_budget ||
+		    o->family_budget > 4096)
+			goto bad;
+		return 0;
 	default:
 		errf(err, "unknown option");
 		return -EINVAL;
 	}
 bad:
 	errf(err, "bad value '%s' for a cgroup option (--mem-limit SIZE >= 1M, "
-		 "--cpu-max QUOTA[/PERIOD] in us >= 1000, --cpu-weight 1-10000, --pids-max N >= 1)",
+		 "--cpu-max QUOTA[/PERIOD] in us >= 1000, --cpu-weight 1-10000, --pids-max N >= 1, "
+		 "--family-budget 1-4096)",
 		 arg);
 	return -EINVAL;
 }
@@ -312,8 +331,10 @@ static int current_cgroup(char *buf, size_t len)
 	return ret;
 }
 
-/* Remove empty NAME-PID cgroups whose VMM is gone (killed, or its exit path failed). */
-static void reap_stale(const char *base)
+/* Remove empty NAME-PID cgroups whose VMM is gone (killed, or its exit path failed); a
+ * jailed family's cgroup (ROOT/forkvm/NAME-PID holding its VMs' cgroups) once all of its are
+ * gone: its own stale ones first, then its leaving leaf. */
+static void reap_stale(const char *base, int depth)
 {
 	DIR *d = opendir(base);
 	struct dirent *e;
@@ -329,11 +350,19 @@ static void reap_stale(const char *base)
 		if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
 			continue; /* its VMM still runs (or may) */
 		snprintf(path, sizeof(path), "%s/%s", base, e->d_name);
-		if (rmdir(path) == 0)
+		int err = rmdir(path) < 0 ? errno : 0;
+		if (err == EBUSY && depth == 0) { /* a family's cgroup, or processes in it */
+			char leaving[760];
+			reap_stale(path, depth + 1);
+			snprintf(leaving, sizeof(leaving), "%s/" LEAVING, path);
+			(void)rmdir(leaving); /* absent, or someone is on the way out: next time */
+			err = rmdir(path) < 0 ? errno : 0;
+		}
+		if (!err)
 			log_info("removed the stale cgroup %s", path);
-		else if (errno != ENOENT && errno != EBUSY) /* EBUSY: processes in it (a cow
-			 * child whose template, named in its cgroup's name, is gone) */
-			log_warn("stale cgroup %s: rmdir: %s", path, strerror(errno));
+		else if (err != ENOENT && err != EBUSY) /* EBUSY: processes in it (a cow child
+			 * whose template, named in its cgroup's name, is gone) */
+			log_warn("stale cgroup %s: rmdir: %s", path, strerror(err));
 	}
 	closedir(d);
 }
@@ -344,7 +373,8 @@ static const char *const cg_ctl_name[CG_NCTL] = { "memory", "cpu", "pids" };
 
 static bool cg_avail[CG_NCTL];	/* listed in our cgroup's cgroup.controllers */
 static int cg_enable_err[CG_NCTL]; /* 0, -ENOENT: ROOT does not offer it, else enabling failed */
-static char cg_enable_at[CG_NCTL][300]; /* the cgroup.subtree_control that refused it */
+/* the cgroup.subtree_control that refused it */
+static char cg_enable_at[CG_NCTL][sizeof(cg_family_dir)];
 static char cg_offered[256];	/* ROOT's cgroup.controllers, for the message */
 static char cg_missing[512];	/* "memory.max=..., pids.max=..." that could not be applied */
 static bool cg_ctl_missing[CG_NCTL];
@@ -437,6 +467,17 @@ static void append(char *buf, size_t size, const char *sep, const char *fmt, ...
 	va_end(ap);
 }
 
+/* path as the host names it: inside a jailed family, ROOT is the family's cgroup. */
+static const char *shown(const char *path, char *buf, size_t len)
+{
+	size_t n = strlen(cg_root);
+
+	if (!cg_family || !cg_family_host[0] || strncmp(path, cg_root, n) != 0)
+		return path;
+	snprintf(buf, len, "%s%s", cg_family_host, path + n);
+	return buf;
+}
+
 /* Write FILE=VALUE if the controller is here, else add it to the "not applied" list. */
 static int set_limit(enum cg_ctl ctl, const char *file, const char *value)
 {
@@ -447,15 +488,18 @@ static int set_limit(enum cg_ctl ctl, const char *file, const char *value)
 		cg_ctl_missing[ctl] = true;
 		return 0;
 	}
-	if (err)
-		return log_errno(err, "cgroup %s: writing %s=%s", cg_dir, file, value);
+	if (err) {
+		char buf[1100];
+		return log_errno(err, "cgroup %s: writing %s=%s", shown(cg_dir, buf, sizeof(buf)),
+				 file, value);
+	}
 	return 0;
 }
 
 /* The one line that says which limits this VM runs without, and why; then forget them. */
 static void report_missing(void)
 {
-	char absent[64] = "", why[2048] = "";
+	char absent[64] = "", why[2048] = "", buf[1100];
 
 	if (!cg_missing[0])
 		return;
@@ -476,9 +520,49 @@ static void report_missing(void)
 		       "\"%s\"%s", absent, cg_root, cg_offered,
 		       strstr(cg_root, "/unified") ? "; a cgroup v1/v2 hybrid host binds them to v1"
 						  : "");
-	log_warn("cgroup %s: limits not applied: %s (%s)", cg_dir, cg_missing, why);
+	log_warn("cgroup %s: limits not applied: %s (%s)", shown(cg_dir, buf, sizeof(buf)),
+		 cg_missing, why);
 	cg_missing[0] = '\0';
 	memset(cg_ctl_missing, 0, sizeof(cg_ctl_missing));
+}
+
+/* A jailed family's cgroup (root's, before the jail): --family-budget times this VM's limit
+ * unit in FILE, with suffix after it (cpu.max's period). */
+static int family_limit(enum cg_ctl ctl, const char *file, uint64_t unit, const char *suffix)
+{
+	uint64_t n = cg_opts.family_budget;
+	char v[64];
+	int err;
+
+	if (!cg_family_dir[0] || !cg_have_opts || !n || !unit || !cg_avail[ctl])
+		return 0;
+	if (unit > (UINT64_MAX - 1) / n)
+		snprintf(v, sizeof(v), "max%s", suffix);
+	else
+		snprintf(v, sizeof(v), "%" PRIu64 "%s", unit * n, suffix);
+	if ((err = cg_write(cg_family_dir, file, v)))
+		return log_errno(err, "the family cgroup %s: writing %s=%s", cg_family_dir, file, v);
+	return 0;
+}
+
+/* The family's limits from this VM's (memory.max later for a restore: set_guest_ram). */
+static int family_limits(uint64_t guest_ram)
+{
+	unsigned long long q, p;
+	char period[32];
+	int err = 0;
+
+	if (cg_opts.mem_limit)
+		err = family_limit(CG_MEMORY, "memory.max", cg_opts.mem_limit, "");
+	else if (guest_ram && guest_ram != JAIL_CGROUP_RAM_LATER)
+		err = family_limit(CG_MEMORY, "memory.max", guest_ram + JAIL_MEM_OVERHEAD, "");
+	if (!err && sscanf(cg_opts.cpu_max, "%llu %llu", &q, &p) == 2) {
+		snprintf(period, sizeof(period), " %llu", p);
+		err = family_limit(CG_CPU, "cpu.max", q, period);
+	}
+	if (!err)
+		err = family_limit(CG_PIDS, "pids.max", cg_opts.pids_max, "");
+	return err;
 }
 
 int jail_cgroup_set_guest_ram(uint64_t guest_ram)
@@ -492,6 +576,8 @@ int jail_cgroup_set_guest_ram(uint64_t guest_ram)
 		return 0;
 	snprintf(v, sizeof(v), "%" PRIu64, (uint64_t)(guest_ram + JAIL_MEM_OVERHEAD));
 	err = set_limit(CG_MEMORY, "memory.max", v);
+	if (!err)
+		err = family_limit(CG_MEMORY, "memory.max", guest_ram + JAIL_MEM_OVERHEAD, "");
 	if (!err)
 		report_missing();
 	return err;
@@ -533,6 +619,8 @@ static int apply_limits(uint64_t guest_ram, const struct cgroup_opts *o)
 		err = set_limit(CG_PIDS, "pids.max", v);
 	}
 	if (!err)
+		err = family_limits(guest_ram);
+	if (!err)
 		report_missing();
 	return err;
 }
@@ -547,6 +635,24 @@ static int limits_or_leave(uint64_t guest_ram, const struct cgroup_opts *o)
 	return err;
 }
 
+/* A VMM exec'd inside a jailed family (a full/diff/live child): the family's cgroup is its
+ * ROOT too. Only where the jail took CAP_SYS_ADMIN away, as jail_prepare decides. */
+static void family_from_env(void)
+{
+	const char *host = getenv(FAMILY_ENV);
+
+	if (!cg_family && host && jail_inside_parent()) {
+		cg_family = true;
+		snprintf(cg_family_host, sizeof(cg_family_host), "%s", host);
+	}
+}
+
+/* Where VM cgroups are made: ROOT/forkvm, or ROOT itself inside a jailed family. */
+static void base_path(char *buf, size_t len)
+{
+	snprintf(buf, len, cg_family ? "%s" : "%s/forkvm", cg_root);
+}
+
 /*
  * Find ROOT (0) and, once per process lineage, make ROOT/forkvm, reap its stale cgroups and
  * enable the controllers. orig gets where this process leaves to. -ENOENT: no writable
@@ -559,6 +665,7 @@ static int cgroup_base(char *base, size_t len, char *orig, size_t orig_len)
 	bool in_forkvm_cgroup = cg_dir[0] != '\0';
 	int err;
 
+	family_from_env();
 	if (find_root() < 0) { /* cheap; a jailed VMM's forks may not see the root it had */
 		log_info("no writable cgroup v2 hierarchy (/sys/fs/cgroup, /sys/fs/cgroup/unified or "
 			 "FORKVM_CGROUP_ROOT): running without a per-VM cgroup");
@@ -566,24 +673,81 @@ static int cgroup_base(char *base, size_t len, char *orig, size_t orig_len)
 	}
 	bool base_ready = cg_base_ready_root[0] && !strcmp(cg_base_ready_root, cg_root);
 
-	if (in_forkvm_cgroup && base_ready)
+	if (cg_family)
+		snprintf(orig, orig_len, "%s/" LEAVING, cg_root);
+	else if (in_forkvm_cgroup && base_ready)
 		snprintf(orig, orig_len, "%s", cg_root);
 	else if ((err = current_cgroup(orig, orig_len)))
 		return log_errno(err, "reading /proc/self/cgroup");
-	snprintf(base, len, "%s/forkvm", cg_root);
+	base_path(base, len);
 	if (!base_ready) {
 		if (mkdir(base, 0755) < 0 && errno != EEXIST)
 			return log_errno(-errno, "creating the cgroup %s", base);
-		reap_stale(base);
+		reap_stale(base, 0);
 		enable_controllers(base);
 		snprintf(cg_base_ready_root, sizeof(cg_base_ready_root), "%s", cg_root);
 	}
 	return 0;
 }
 
-int jail_cgroup_enter(const char *name, uint64_t guest_ram, const struct cgroup_opts *o)
+/* Make dir and move this process into it; -errno (logged), dir removed again. */
+static int move_into(const char *dir)
 {
-	char base[300], pid[24];
+	char pid[24];
+	int err;
+
+	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+		return log_errno(-errno, "creating the cgroup %s", dir);
+	snprintf(pid, sizeof(pid), "%d", (int)getpid());
+	if ((err = cg_write(dir, "cgroup.procs", pid))) {
+		(void)log_errno(err, "moving the VMM into the cgroup %s", dir);
+		rmdir(dir);
+	}
+	return err;
+}
+
+/* The family's cgroup, its controllers handed on, with its leaving leaf; -errno (logged). */
+static int family_make(const char *fam)
+{
+	char leaving[600];
+	int err;
+
+	if (mkdir(fam, 0755) < 0 && errno != EEXIST)
+		return log_errno(-errno, "creating the family cgroup %s", fam);
+	/* What ROOT/forkvm offers, on to the family's VMs (before any process is in it). */
+	for (int i = 0; i < CG_NCTL; i++) {
+		if (cg_enable_err[i])
+			continue;
+		err = enable_controller(fam, cg_ctl_name[i]);
+		cg_enable_err[i] = err;
+		snprintf(cg_enable_at[i], sizeof(cg_enable_at[i]), "%s", fam);
+	}
+	snprintf(leaving, sizeof(leaving), "%s/" LEAVING, fam);
+	if (mkdir(leaving, 0755) < 0 && errno != EEXIST) {
+		err = log_errno(-errno, "creating the cgroup %s", leaving);
+		rmdir(fam);
+		return err;
+	}
+	return 0;
+}
+
+/* Remove what family_make made (nothing in it any more). */
+static void family_unmake(void)
+{
+	char leaving[600];
+
+	if (!cg_family_dir[0])
+		return;
+	snprintf(leaving, sizeof(leaving), "%s/" LEAVING, cg_family_dir);
+	if ((rmdir(leaving) < 0 && errno != ENOENT) || rmdir(cg_family_dir) < 0)
+		log_warn("removing the family cgroup %s: %s (the next VMM start removes it)",
+			 cg_family_dir, strerror(errno));
+	cg_family_dir[0] = '\0';
+}
+
+static int enter(const char *name, uint64_t guest_ram, const struct cgroup_opts *o, bool family)
+{
+	char base[sizeof(cg_family_dir)], fam[sizeof(cg_family_dir)];
 	int err;
 
 	if (o) {
@@ -598,30 +762,93 @@ int jail_cgroup_enter(const char *name, uint64_t guest_ram, const struct cgroup_
 	cg_dir[0] = '\0';
 	if (err)
 		return err == -ENOENT ? 0 : err;
-	snprintf(cg_dir, sizeof(cg_dir), "%s/%s-%d", base, name, (int)getpid());
-	if (mkdir(cg_dir, 0755) < 0 && errno != EEXIST) {
-		err = log_errno(-errno, "creating the cgroup %s", cg_dir);
-		goto fail;
+	if (family) {
+		if (snprintf(fam, sizeof(fam), "%s/%s-%d", base, name, (int)getpid()) >=
+		    (int)sizeof(fam))
+			return log_errno(-ENAMETOOLONG, "the family cgroup of %s in %s", name, base);
+		if ((err = family_make(fam)))
+			return err;
+		snprintf(cg_family_dir, sizeof(cg_family_dir), "%s", fam);
+		snprintf(base, sizeof(base), "%s", fam);
 	}
-	snprintf(pid, sizeof(pid), "%d", (int)getpid());
-	err = cg_write(cg_dir, "cgroup.procs", pid);
+	if (snprintf(cg_dir, sizeof(cg_dir), "%s/%s-%d", base, name, (int)getpid()) >=
+	    (int)sizeof(cg_dir))
+		err = log_errno(-ENAMETOOLONG, "the cgroup of %s in %s", name, base);
+	else
+		err = move_into(cg_dir);
 	if (err) {
-		(void)log_errno(err, "moving the VMM into the cgroup %s", cg_dir);
-		rmdir(cg_dir);
-		goto fail;
+		cg_dir[0] = '\0';
+		family_unmake();
+		return err;
 	}
 	err = limits_or_leave(guest_ram, o);
 	if (!err)
 		log_debug("in the cgroup %s", cg_dir);
 	return err;
-fail:
-	cg_dir[0] = '\0';
-	return err;
+}
+
+int jail_cgroup_enter(const char *name, uint64_t guest_ram, const struct cgroup_opts *o)
+{
+	return enter(name, guest_ram, o, false);
+}
+
+int jail_cgroup_enter_family(const char *name, uint64_t guest_ram, const struct cgroup_opts *o)
+{
+	return enter(name, guest_ram, o, true);
+}
+
+int jail_cgroup_delegate(unsigned uid, char *src, size_t len)
+{
+	static const char *const files[] = { "", "/cgroup.procs", "/cgroup.threads",
+					     "/cgroup.subtree_control", "/" LEAVING "/cgroup.procs" };
+	char path[700];
+
+	src[0] = '\0';
+	if (!cg_family_dir[0] || !cg_dir[0])
+		return 0;
+	/* The directory and the files that move processes and hand controllers on: the
+	 * family's limits (memory.max ...) and its source's leaf stay root's. */
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		snprintf(path, sizeof(path), "%s%s", cg_family_dir, files[i]);
+		if (chown(path, uid, uid) < 0 && (errno != ENOENT || !i))
+			return log_errno(-errno, "giving the family cgroup's %s to uid %u", path, uid);
+	}
+	if (snprintf(src, len, "%s", cg_family_dir) >= (int)len)
+		return log_errno(-ENAMETOOLONG, "the family cgroup %s", cg_family_dir);
+	return 0;
+}
+
+const char *jail_cgroup_root(void)
+{
+	return cg_root;
+}
+
+int jail_cgroup_jailed(void)
+{
+	const char *leaf = strrchr(cg_dir, '/');
+	char dir[sizeof(cg_dir)];
+
+	if (!cg_family_dir[0] || !leaf)
+		return 0;
+	snprintf(dir, sizeof(dir), "%s%s", cg_root, leaf);
+	snprintf(cg_dir, sizeof(cg_dir), "%s", dir);
+	snprintf(cg_orig, sizeof(cg_orig), "%s/" LEAVING, cg_root);
+	/* ROOT/forkvm of the host is out of sight: nothing to reap or enable in here. */
+	snprintf(cg_base_ready_root, sizeof(cg_base_ready_root), "%s", cg_root);
+	snprintf(cg_family_host, sizeof(cg_family_host), "%s", cg_family_dir);
+	cg_family_dir[0] = '\0';
+	cg_family = true;
+	if (setenv(FAMILY_ENV, cg_family_host, 1) < 0)
+		return log_errno(-errno, "jail: setenv " FAMILY_ENV);
+	return 0;
 }
 
 void jail_cgroup_slot_path(const char *name, char *buf, size_t len)
 {
-	snprintf(buf, len, "%s/forkvm/%s-%d", cg_root, name, (int)getpid());
+	char base[300];
+
+	base_path(base, sizeof(base));
+	snprintf(buf, len, "%s/%s-%d", base, name, (int)getpid());
 }
 
 void jail_cgroup_prepare(const char *name, const struct cgroup_opts *o, struct cgroup_slot *slot)
@@ -714,7 +941,8 @@ int jail_cgroup_adopt(struct cgroup_slot *slot, const char *name, uint64_t guest
 	}
 	close(slot->fd);
 	slot->fd = -1;
-	snprintf(cg_orig, sizeof(cg_orig), "%s", cg_root); /* leave to the root, as a forkvm one */
+	/* leave to the root, as a forkvm one; in a jailed family to its leaving leaf */
+	snprintf(cg_orig, sizeof(cg_orig), cg_family ? "%s/" LEAVING : "%s", cg_root);
 	/* NAME-<the maker's pid> (cgroup v2 cannot rename): the stale reaper skips a cgroup
 	 * with processes in it, and the template removes a killed child's. */
 	snprintf(cg_dir, sizeof(cg_dir), "%s", slot->dir);
@@ -726,7 +954,7 @@ int jail_cgroup_adopt(struct cgroup_slot *slot, const char *name, uint64_t guest
 
 void jail_cgroup_leave(void)
 {
-	char pid[24];
+	char pid[24], buf[1100], buf2[1100];
 	int err;
 
 	if (!cg_dir[0])
@@ -734,10 +962,12 @@ void jail_cgroup_leave(void)
 	snprintf(pid, sizeof(pid), "%d", (int)getpid());
 	err = cg_write(cg_orig, "cgroup.procs", pid);
 	if (err)
-		log_warn("leaving the cgroup %s for %s: %s (the next VMM start removes it)", cg_dir,
-			 cg_orig, strerror(-err));
+		log_warn("leaving the cgroup %s for %s: %s (the next VMM start removes it)",
+			 shown(cg_dir, buf, sizeof(buf)), shown(cg_orig, buf2, sizeof(buf2)),
+			 strerror(-err));
 	else if (rmdir(cg_dir) < 0)
-		log_warn("removing the cgroup %s: %s (the next VMM start removes it)", cg_dir,
-			 strerror(errno));
+		log_warn("removing the cgroup %s: %s (the next VMM start removes it)",
+			 shown(cg_dir, buf, sizeof(buf)), strerror(errno));
 	cg_dir[0] = '\0';
+	family_unmake(); /* before the jail only: inside, the family's cgroup is root's to remove */
 }

@@ -22,24 +22,30 @@ struct cgroup_opts {
 	char cpu_max[48];	/* --cpu-max: "QUOTA PERIOD" for cpu.max; "" = unlimited */
 	uint64_t cpu_weight;	/* 0: no cpu controller */	/* --cpu-weight 1-10000; 0 = default */
 	uint64_t pids_max;	/* --pids-max; 0 = unlimited */
+	uint64_t family_budget;	/* --family-budget N: a jailed family's cgroup gets N times the
+				 * memory.max, cpu.max quota and pids.max above; 0 = unlimited */
 };
 
 /* `forkvm run` options, ids from CGROUP_OPT_BASE. */
 #define CGROUP_OPT_BASE 3100
 enum { CGROUP_OPT_NO_SECCOMP = CGROUP_OPT_BASE, CGROUP_OPT_NO_CGROUP, CGROUP_OPT_MEM_LIMIT,
-       CGROUP_OPT_CPU_MAX, CGROUP_OPT_CPU_WEIGHT, CGROUP_OPT_PIDS_MAX };
+       CGROUP_OPT_CPU_MAX, CGROUP_OPT_CPU_WEIGHT, CGROUP_OPT_PIDS_MAX,
+       CGROUP_OPT_FAMILY_BUDGET };
 #define CGROUP_OPTIONS                                                           \
 	{ "no-seccomp", no_argument, NULL, CGROUP_OPT_NO_SECCOMP },              \
 	{ "no-cgroup", no_argument, NULL, CGROUP_OPT_NO_CGROUP },                \
 	{ "mem-limit", required_argument, NULL, CGROUP_OPT_MEM_LIMIT },          \
 	{ "cpu-max", required_argument, NULL, CGROUP_OPT_CPU_MAX },              \
 	{ "cpu-weight", required_argument, NULL, CGROUP_OPT_CPU_WEIGHT },        \
-	{ "pids-max", required_argument, NULL, CGROUP_OPT_PIDS_MAX }
+	{ "pids-max", required_argument, NULL, CGROUP_OPT_PIDS_MAX },            \
+	{ "family-budget", required_argument, NULL, CGROUP_OPT_FAMILY_BUDGET }
 #define CGROUP_USAGE                                                                          \
 	"  --mem-limit SIZE     cgroup memory.max (default guest RAM + 256M)\n"                \
 	"  --cpu-max Q[/P]      cgroup cpu.max: Q us of CPU per P us (default P 100000)\n"   \
 	"  --cpu-weight N       cgroup cpu.weight, 1-10000\n"                                   \
 	"  --pids-max N         cgroup pids.max\n"                                              \
+	"  --family-budget N    with --jail: the family's cgroup (this VM and those it branches)\n" \
+	"                       gets N times the limits above (default: unlimited)\n"        \
 	"  --no-cgroup          stay in the caller's cgroup\n"                                  \
 	"  --no-seccomp         no syscall filters (development only; FORKVM_SECCOMP=0|log)\n"
 /* 0, or -EINVAL with ERR filled. */
@@ -81,6 +87,24 @@ int cgroup_write_limits(const struct cgroup_limits *l);
  * once); a negative errno if a step failed. o is remembered (jail_cgroup_opts).
  */
 int jail_cgroup_enter(const char *name, uint64_t guest_ram, const struct cgroup_opts *o);
+/*
+ * The same for a VMM about to enter a jail of its own: its cgroup is the leaf
+ * ROOT/forkvm/NAME-PID/NAME-PID of a family cgroup ROOT/forkvm/NAME-PID, which hands the
+ * controllers on to the cgroups its jail's VMMs (cow template and children, full/diff/live
+ * children) make in it once jail_cgroup_delegate gave it to the jail's uid. The family's
+ * own limits (the daemon's budget) and the source's leaf stay root's.
+ */
+int jail_cgroup_enter_family(const char *name, uint64_t guest_ram, const struct cgroup_opts *o);
+/*
+ * Root, before the jail: give the family cgroup to uid (the directory, cgroup.procs,
+ * cgroup.threads, cgroup.subtree_control: cgroup v2 delegation) and put its path in src, for
+ * the jail to bind at jail_cgroup_root()'s path. src "" when this VMM has no family cgroup.
+ */
+int jail_cgroup_delegate(unsigned uid, char *src, size_t len);
+/* The cgroup2 mount found (ROOT); "" before any. */
+const char *jail_cgroup_root(void);
+/* Inside the jail, once the family's cgroup is bound at ROOT: our paths from there on. */
+int jail_cgroup_jailed(void);
 /* The options this process entered its cgroup with (inherited across fork: a cow template
  * passes its source's on to its children); NULL when it entered with none. */
 const struct cgroup_opts *jail_cgroup_opts(void);

@@ -18,6 +18,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "jail/cgroup.h"
 #include "util/errmsg.h"
 #include "util/log.h"
 #include "util/newroot.h"
@@ -111,6 +112,16 @@ bool jail_enabled(const struct jail_opts *j)
 	return mode == 1;
 }
 
+bool jail_inside_parent(void)
+{
+	return getenv("FORKVM_JAILED") && prctl(PR_CAPBSET_READ, CAP_SYS_ADMIN, 0, 0, 0) == 0;
+}
+
+bool jail_will_confine(const struct jail_opts *j)
+{
+	return jail_enabled(j) && !jail_inside_parent();
+}
+
 /* Bind src at root+src; the mount point is created as a directory or an empty file. */
 /*
  * A device the jail's uid cannot open through its host node (/dev/kvm: root:kvm 0660): a node
@@ -125,7 +136,8 @@ static int own_node(const char *dst, const struct stat *st, uid_t uid)
 	return 0;
 }
 
-static int bind_one(const char *root, const char *src, bool rw, uid_t uid)
+/* Bind src at root+at. */
+static int bind_at(const char *root, const char *src, const char *at, bool rw, uid_t uid)
 {
 	char dst[PATH_MAX];
 	struct stat st, dst_st;
@@ -134,8 +146,8 @@ static int bind_one(const char *root, const char *src, bool rw, uid_t uid)
 
 	if (stat(src, &st) < 0)
 		return log_errno(-errno, "jail: stat %s", src);
-	if (snprintf(dst, sizeof(dst), "%s%s", root, src) >= (int)sizeof(dst))
-		return log_errno(-ENAMETOOLONG, "jail: path %s", src);
+	if (snprintf(dst, sizeof(dst), "%s%s", root, at) >= (int)sizeof(dst))
+		return log_errno(-ENAMETOOLONG, "jail: path %s", at);
 	if ((ret = mkdir_parents(dst, 0755)))
 		return log_errno(ret, "jail: creating the parents of %s", dst);
 	if (S_ISCHR(st.st_mode) && (st.st_mode & 0006) != 0006 && lstat(dst, &dst_st) < 0)
@@ -166,6 +178,11 @@ static int bind_one(const char *root, const char *src, bool rw, uid_t uid)
 	if (mount(NULL, dst, NULL, MS_REMOUNT | MS_BIND | flags, NULL) < 0)
 		return log_errno(-errno, "jail: remounting %s %s", src, rw ? "read-write" : "read-only");
 	return 0;
+}
+
+static int bind_one(const char *root, const char *src, bool rw, uid_t uid)
+{
+	return bind_at(root, src, src, rw, uid);
 }
 
 static int cmp_bind(const void *a, const void *b)
@@ -220,8 +237,9 @@ static int mount_special(const char *root)
 	return 0;
 }
 
-/* The mount namespace: a private tmpfs root with only the binds, then pivot_root into it. */
-static int build_root(struct jail_opts *j, const char *root, uid_t uid)
+/* The mount namespace: a private tmpfs root with only the binds (and the family's cgroup,
+ * cgroup "" none, at the cgroup2 mount's path), then pivot_root into it. */
+static int build_root(struct jail_opts *j, const char *root, uid_t uid, const char *cgroup)
 {
 	int ret;
 
@@ -242,6 +260,8 @@ static int build_root(struct jail_opts *j, const char *root, uid_t uid)
 	for (int i = 0; i < j->nbinds; i++)
 		if ((ret = bind_one(root, j->binds[i].path, j->binds[i].rw, uid)))
 			return ret;
+	if (cgroup[0] && (ret = bind_at(root, cgroup, jail_cgroup_root(), true, uid)))
+		return ret;
 	/* Where the host's root is its initramfs, the old root stays underneath, covered: with
 	 * every capability dropped below (no CAP_SYS_CHROOT, no CAP_SYS_ADMIN) nothing inside
 	 * can reach it. */
@@ -312,8 +332,7 @@ int jail_prepare(struct jail_opts *j, const char *name, const char *run_dir)
 	int ret;
 
 	j->state = JAIL_OFF;
-	/* Spawned by a jailed VMM (full/diff/live branch children): already confined. */
-	if (getenv("FORKVM_JAILED") && prctl(PR_CAPBSET_READ, CAP_SYS_ADMIN, 0, 0, 0) == 0) {
+	if (jail_inside_parent()) {
 		j->state = JAIL_INHERITED;
 		log_info("jail: %s runs inside its parent's jail (uid %d)", name, (int)getuid());
 		return 0;
@@ -432,7 +451,7 @@ static int undumpable(const char *name)
 int jail_enter(struct jail_opts *j, const char *name)
 {
 	const char *env;
-	char exe[PATH_MAX], root[PATH_MAX];
+	char exe[PATH_MAX], root[PATH_MAX], cgroup[PATH_MAX];
 	int ret;
 
 	if (j->state == JAIL_INHERITED)
@@ -460,7 +479,9 @@ int jail_enter(struct jail_opts *j, const char *name)
 		return log_errno(-ENOSPC, "jail: too many paths for %s", name);
 	env = getenv("FORKVM_JAIL_ROOT");
 	snprintf(root, sizeof(root), "%s", env && *env ? env : JAIL_MOUNTPOINT_DEFAULT);
-	if ((ret = build_root(j, root, j->uid)))
+	/* The family's cgroup, for the cgroups of the VMMs this one branches (docs/SECURITY.md) */
+	if ((ret = jail_cgroup_delegate(j->uid, cgroup, sizeof(cgroup))) ||
+	    (ret = build_root(j, root, j->uid, cgroup)) || (ret = jail_cgroup_jailed()))
 		return ret;
 	/* After the uid change the process is not dumpable and its /proc/self files are root's:
 	 * the huge-page repair (mem/thp_repair.h) reads pagemap through this descriptor. */

@@ -61,6 +61,12 @@ int jail_opt(struct jail_opts *j, int opt, const char *arg, struct fvm_err *err)
 int jail_add(struct jail_opts *j, const char *path, bool rw);
 /* Whether the jail is on: the option, else FORKVM_JAIL, else off. */
 bool jail_enabled(const struct jail_opts *j);
+/* Spawned by a jailed VMM (a full/diff/live branch child): already confined (FORKVM_JAILED
+ * and no CAP_SYS_ADMIN in the bounding set). */
+bool jail_inside_parent(void);
+/* Enabled, and this process is not already inside its parent's jail: jail_enter will confine
+ * it into a jail of its own. */
+bool jail_will_confine(const struct jail_opts *j);
 /*
  * Decide (state: off, inside a parent's jail, new), and for a new jail pick the uid and create
  * its directory run_dir/NAME.jail (0700, owned by the jail's uid), bound writable inside.

@@ -20,6 +20,25 @@ FILL = 4 << 20
 status = proc_status
 
 
+def cgroup2_root():
+    """The writable cgroup2 mount the VMM uses (as src/jail/cgroup.c finds it), or None."""
+    mounts = {}
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            fields = line.split()
+            mounts[fields[1]] = fields[2]
+    for path in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"):
+        if mounts.get(path) == "cgroup2" and os.access(path, os.W_OK):
+            return path
+    return None
+
+
+def cgroup_of(pid):
+    with open(f"/proc/{pid}/cgroup") as f:
+        line = next(line for line in f if line.startswith("0::"))
+    return cgroup2_root() + line[3:].strip()
+
+
 def ns(pid, kind):
     return os.readlink(f"/proc/{pid}/ns/{kind}")
 
@@ -108,6 +127,8 @@ def test_run_is_confined(rundir):
     root = f"/proc/{pid}/root"
     want = {"dev", "proc", "usr", rundir[0].split("/")[1], FORKVM.split("/")[1]}
     want |= {n for n in ("lib", "lib64") if os.path.lexists("/" + n)}
+    if cgroup2_root():  # its family's cgroup, bound at the cgroup2 mount's path
+        want.add("sys")
     assert set(os.listdir(root)) == want
     assert sorted(os.listdir(root + "/dev")) == ["kvm", "null", "urandom"]
     # a node of its own, 0600: the host's is root's
@@ -234,6 +255,77 @@ def test_branch_children_are_jailed(rundir):
                 os.kill(p, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def test_each_vm_of_a_jailed_family_has_its_own_cgroup(rundir):
+    """A jailed source's cgroup is a leaf of a family cgroup delegated to its jail's uid: its
+    cow template and children and its full children each get a cgroup of their own there,
+    made from inside the jail; the family's own files and the source's leaf stay root's;
+    each VM's cgroup goes with it, and the next start reaps the family's."""
+    root = cgroup2_root()
+    assert root, "no writable cgroup2 mount at /sys/fs/cgroup or /sys/fs/cgroup/unified"
+    d, pids = rundir
+    pid, sock = start(rundir, "fam")
+    uid = BASE + pid
+    leaf = cgroup_of(pid)
+    fam = os.path.dirname(leaf)
+    assert (fam, leaf) == (f"{root}/forkvm/fam-{pid}", f"{fam}/fam-{pid}")
+    # Delegated: the directory and the files that move processes and hand controllers on.
+    # Not the family's limits, nor the source's own leaf (it cannot raise its own limits).
+    for name in ("", "cgroup.procs", "cgroup.subtree_control", "cgroup.threads"):
+        assert os.stat(os.path.join(fam, name)).st_uid == uid, name
+    for path in (f"{fam}/cgroup.max.descendants", leaf, f"{leaf}/cgroup.procs"):
+        assert os.stat(path).st_uid == 0, path
+    r = subprocess.run(["sh", "-c", f"echo 1 > {fam}/cgroup.max.descendants"], user=uid,
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "Permission denied" in r.stderr, r
+    kids = []
+    for strategy in ("cow", "full"):
+        args = ["branch", "fam", "--strategy", strategy, "--count", "2", "--name", "f" + strategy]
+        if strategy == "full":
+            args += ["--dir", os.path.join(d, "fam.jail", "full")]
+        r = forkvm_cmd(*args, env=env_of(d))
+        assert r.returncode == 0, r.stderr
+        kids += json.loads(r.stdout)["children"]
+        if strategy == "cow":
+            template = call(json.loads(r.stdout)["template"], {"cmd": "status"})["pid"]
+    pids += [k["pid"] for k in kids] + [template]
+    paths = {}
+    for k in kids + [{"name": "fcow-template", "pid": template}]:
+        path = cgroup_of(k["pid"])
+        # In the family, named NAME-<the pid of the process that made it>; the jail's uid's
+        assert os.path.dirname(path) == fam, path
+        assert os.path.basename(path).startswith(k["name"] + "-"), path
+        assert os.stat(path).st_uid == uid, path
+        assert open(f"{path}/cgroup.procs").read().split() == [str(k["pid"])], path
+        paths[k["pid"]] = path
+    assert len(set(paths.values())) == 5
+    assert "limits not applied" not in log_of(rundir, "fam") or \
+        f"cgroup {leaf}:" in log_of(rundir, "fam")  # named as the host sees it
+    for k in kids:
+        assert forkvm_cmd("stop", k["socket"]).returncode == 0
+    deadline = time.monotonic() + 30
+    while any(os.path.exists(paths[k["pid"]]) for k in kids):
+        assert time.monotonic() < deadline, os.listdir(fam)
+        time.sleep(0.1)
+    assert forkvm_cmd("stop", sock).returncode == 0
+    # The template ends with its source; the family's cgroup is root's to remove: the next
+    # VMM start does.
+    while os.path.exists(paths[template]) or os.path.exists(leaf) or \
+            os.path.exists(f"/proc/{pid}"):
+        assert time.monotonic() < deadline, os.listdir(fam)
+        time.sleep(0.1)
+    assert sorted(e for e in os.listdir(fam) if os.path.isdir(os.path.join(fam, e))) == \
+        ["leaving"]
+    # --family-budget sizes the family's cgroup: only for a VMM entering a jail of its own
+    for extra in ((), ("--no-jail",), ("--jail", "--no-cgroup")):
+        r = forkvm_cmd("run", "--name", "nb", "--mem", "16M", "--family-budget", "2", *extra,
+                       env=env_of(d))
+        assert r.returncode == 2 and "--family-budget is for a VMM entering a jail" in \
+            r.stderr, (extra, r.returncode, r.stderr)
+    start(rundir, "next", "--family-budget", "3")
+    assert not os.path.exists(fam)
+    assert f"removed the stale cgroup {fam}" in log_of(rundir, "next")
 
 
 def test_jail_bind_is_a_snapshot_target(rundir):

@@ -1,6 +1,7 @@
 """cgroup v2 per VM with a Linux guest (docs/SECURITY.md, "cgroup v2 per VM"): the VMM's own
 cgroup carries memory.max, cpu.max, cpu.weight and pids.max as asked, pids.max is enforced on
-the VMM's threads, cow children enter cgroups of their own with the source's limits, and every
+the VMM's threads, cow children enter cgroups of their own with the source's limits (in a
+jailed family too, inside the family's cgroup, which carries the daemon's budget), and every
 cgroup is removed when its VMM ends. Needs a cgroup2 hierarchy at /sys/fs/cgroup offering the
 memory, cpu and pids controllers: the nested rig's L1 mounts one there, and the VMM enables the
 controllers for its children (ROOT and ROOT/forkvm cgroup.subtree_control)."""
@@ -141,18 +142,23 @@ def test_default_memory_max_and_a_vmm_without_threads(cgroot, tmp_path):
 
 def test_daemon_limits_and_the_budget_of_a_jailed_family(cgroot):
     """The daemon's "limits" (docs/DAEMON.md) as the kernel applies them, read back in the
-    answers. Its VMMs are jailed, and a jailed source's branch children (full: restored
-    inside the jail; cow: forked there) cannot reach the cgroup tree: they share the source's
-    cgroup, whose budget the daemon keeps at one VM's limits times the VMs in it, before a
+    answers. Its VMMs are jailed: each VM of a jailed family (the source, its full children
+    restored inside the jail, its cow children forked there) has a cgroup of its own with
+    its limits, in the family's cgroup, which the jail's VMMs make their cgroups in
+    (delegated to the jail's uid). The family's cgroup carries the bound a VMM taken over
+    cannot lift: the daemon keeps it at one VM's limits times the VMs in it, before a
     branch's children start and after each one ends. Probe guests."""
     d = Daemon().start()
 
-    def files(pid):
-        return {f: read(cgroup_dir(pid), f) for f in WANT}
+    def files(path):
+        return {f: read(path, f) for f in WANT}
 
     def budget(n):
         return {"memory.max": str(n * (600 << 20)), "cpu.max": f"{n * 200000} 100000",
-                "cpu.weight": "200", "pids.max": str(n * 64)}
+                "pids.max": str(n * 64)}
+
+    def family(path):
+        return {f: read(path, f) for f in budget(1)}
 
     try:
         sb = d.req("POST", "/v1/sandboxes", body={
@@ -160,19 +166,27 @@ def test_daemon_limits_and_the_budget_of_a_jailed_family(cgroot):
                                       "pids_max": 64}})
         assert sb["jailed"] and sb["limits"] == {"memory_mib": 600, "cpus": 2.0,
                                                   "cpu_weight": 200, "pids_max": 64}, sb
-        assert files(sb["pid"]) == WANT == budget(1)
+        leaf = cgroup_dir(sb["pid"])
+        fam = os.path.dirname(leaf)
+        assert os.path.dirname(fam) == f"{ROOT}/forkvm", fam
+        assert files(leaf) == WANT and family(fam) == budget(1)
         (full,) = d.req("POST", f"/v1/sandboxes/{sb['id']}/branch",
                         body={"count": 1, "strategy": "full"})["children"]
-        assert cgroup_dir(full["pid"]) == cgroup_dir(sb["pid"])
-        assert files(sb["pid"]) == budget(2)
+        assert family(fam) == budget(2)
         cows = d.req("POST", f"/v1/sandboxes/{sb['id']}/branch",
                      body={"count": 2, "strategy": "cow"})["children"]
-        assert all(cgroup_dir(k["pid"]) == cgroup_dir(sb["pid"]) for k in cows)
-        assert files(sb["pid"]) == budget(4)
-        assert d.req("GET", f"/v1/sandboxes/{cows[0]['id']}")["limits"]["memory_mib"] == 2400
+        assert family(fam) == budget(4)
+        paths = [cgroup_dir(k["pid"]) for k in [full] + cows]
+        assert len(set(paths + [leaf])) == 4, paths
+        for k, path in zip([full] + cows, paths):
+            assert os.path.dirname(path) == fam, path
+            assert only_process(path, k["pid"]), path
+            assert files(path) == WANT, path  # each its own, as the source's
+            assert d.req("GET", f"/v1/sandboxes/{k['id']}")["limits"]["memory_mib"] == 600
         d.req("DELETE", f"/v1/sandboxes/{full['id']}")
-        assert files(sb["pid"]) == budget(3)
+        assert family(fam) == budget(3)
+        assert wait_for(lambda: not os.path.exists(paths[0]), 30), paths[0]
         os.kill(cows[0]["pid"], 9)  # one that dies on its own: the reaper gives its part back
-        assert wait_for(lambda: files(sb["pid"]) == budget(2), 30), files(sb["pid"])
+        assert wait_for(lambda: family(fam) == budget(2), 30), family(fam)
     finally:
         d.cleanup()
