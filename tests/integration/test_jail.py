@@ -212,6 +212,17 @@ def test_snapshot_and_restores(rundir):
     assert ps.returncode == 0 and not os.path.exists(ps_sock)  # cleaned up from inside
 
 
+def branch_jailed(d, source, strategy, prefix):
+    """`forkvm branch SOURCE` into 2 children named PREFIX-N (a full branch's image in the
+    source's jail directory): the reply's JSON."""
+    args = ["branch", source, "--strategy", strategy, "--count", "2", "--name", prefix]
+    if strategy == "full":
+        args += ["--dir", os.path.join(d, source + ".jail", "full")]
+    r = forkvm_cmd(*args, env=env_of(d))
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
 def test_branch_children_are_jailed(rundir):
     d, _ = rundir
     pid, sock = start(rundir, "b")
@@ -221,12 +232,7 @@ def test_branch_children_are_jailed(rundir):
         ok(sock, {"cmd": "fill", "gpa": WORK, "len": FILL, "seed": 3})
         want = checksum(sock)
         for strategy in ("cow", "full"):
-            args = ["branch", "b", "--strategy", strategy, "--count", "2", "--name", "b" + strategy]
-            if strategy == "full":
-                args += ["--dir", os.path.join(d, "b.jail", "full")]
-            r = forkvm_cmd(*args, env=env_of(d))
-            assert r.returncode == 0, r.stderr
-            for child in json.loads(r.stdout)["children"]:
+            for child in branch_jailed(d, "b", strategy, "b" + strategy)["children"]:
                 kids.append(child)
                 # Inside the source's jail: same uid and mount namespace, its own directory.
                 assert assert_confined(child["pid"], uid) == uid
@@ -281,14 +287,10 @@ def test_each_vm_of_a_jailed_family_has_its_own_cgroup(rundir):
     assert r.returncode != 0 and "Permission denied" in r.stderr, r
     kids = []
     for strategy in ("cow", "full"):
-        args = ["branch", "fam", "--strategy", strategy, "--count", "2", "--name", "f" + strategy]
-        if strategy == "full":
-            args += ["--dir", os.path.join(d, "fam.jail", "full")]
-        r = forkvm_cmd(*args, env=env_of(d))
-        assert r.returncode == 0, r.stderr
-        kids += json.loads(r.stdout)["children"]
+        reply = branch_jailed(d, "fam", strategy, "f" + strategy)
+        kids += reply["children"]
         if strategy == "cow":
-            template = call(json.loads(r.stdout)["template"], {"cmd": "status"})["pid"]
+            template = call(reply["template"], {"cmd": "status"})["pid"]
     pids += [k["pid"] for k in kids] + [template]
     paths = {}
     for k in kids + [{"name": "fcow-template", "pid": template}]:
