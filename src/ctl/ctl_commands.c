@@ -16,6 +16,7 @@
 #include "disk/disk.h"
 #include "devices/vmgenid.h"
 #include "fork/branch.h"
+#include "jail/scope.h"
 #include "net/net.h"
 #include "util/clock.h"
 #include "util/page.h"
@@ -111,6 +112,8 @@ static json_t *cmd_status(struct ctl_server *srv, struct ctl_request *req)
 	json_object_set_new(reply, "pause_count", json_integer((json_int_t)vm->pause_count));
 	json_object_set_new(reply, "last_pause_us", json_real((double)vm->last_pause_ns / 1e3));
 	json_object_set_new(reply, "thp_repair", thp_status(vm));
+	/* its signals reach only itself and the VMs it makes (jail/scope.h) */
+	json_object_set_new(reply, "signals_scoped", json_boolean(jail_signals_scoped()));
 	json_object_set_new(reply, "vcpus", vcpus);
 	if (vm->nblk)
 		json_object_set_new(reply, "disks", disks_json(vm));
@@ -397,7 +400,8 @@ const struct ctl_command ctl_commands[] = {
 	    { "post", CTL_U64, false, PROBE_NET_QN }, { "max", CTL_U64, false, 0 } } },
 	{ "net_stats", "probe guest's NIC status and frame counters", cmd_net_stats, { VCPU_FIELD } },
 	{ "seccomp_probe", "test hook (FORKVM_TEST_SECCOMP_PROBE=1): a forbidden syscall", ctl_cmd_seccomp_probe,
-	  { { "role", CTL_STR, false, 0 }, { "call", CTL_STR, false, 0 } } },
+	  { { "role", CTL_STR, false, 0 }, { "call", CTL_STR, false, 0 },
+	    { "pid", CTL_U64, false, INT32_MAX } } },
 	{ "peek", "read up to 64 KiB of guest RAM (base64)", cmd_peek,
 	  { { "gpa", CTL_U64, true, 0 }, { "len", CTL_U64, true, 0 } } },
 	{ NULL, NULL, NULL, { { 0 } } },

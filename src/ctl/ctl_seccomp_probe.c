@@ -1,5 +1,7 @@
 /* Test-only control command: prove the control thread's seccomp filter kills (docs/SECURITY.md). */
 #include <errno.h>
+#include <signal.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "ctl/ctl.h"
@@ -18,11 +20,20 @@ json_t *ctl_cmd_seccomp_probe(struct ctl_server *srv, struct ctl_request *req)
 	if (!jail_seccomp_probe_enabled())
 		return ctl_reply_error("seccomp_probe is a test hook: start the VMM with "
 				       "FORKVM_TEST_SECCOMP_PROBE=1");
+	if (!strcmp(call, "kill")) { /* the control thread sends SIGCONT to pid: allowed? */
+		uint64_t pid = ctl_req_u64(req, "pid", 0);
+		if (!pid || pid > INT32_MAX)
+			return ctl_reply_error("seccomp_probe: call kill needs a pid");
+		json_t *reply = ctl_reply_ok();
+		ret = kill((pid_t)pid, SIGCONT) < 0 ? -errno : 0;
+		json_object_set_new(reply, "errno", json_integer(-ret));
+		return reply;
+	}
 	if (role && strcmp(role, "vcpu") && strcmp(role, "device"))
 		return ctl_reply_error("seccomp_probe: role %s: expected vcpu or device", role);
 	if (!family && strcmp(call, "signal"))
 		return ctl_reply_error("seccomp_probe: call %s: expected signal, "
-				       "shutdown_family or setsockopt_family", call);
+				       "shutdown_family, setsockopt_family or kill", call);
 	if (role) { /* dies in a thread of that role: a signal out, or the family socket */
 		ret = jail_seccomp_probe_role(strcmp(role, "vcpu") ? JAIL_ROLE_DEVICE :
 					      JAIL_ROLE_VCPU, family);

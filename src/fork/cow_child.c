@@ -12,6 +12,7 @@
 #include "fork/cow.h"
 #include "fork/fd_hygiene.h"
 #include "jail/cgroup.h"
+#include "jail/scope.h"
 #include "net/net.h"
 
 static int redirect(int fd, const char *path, int flags)
@@ -93,8 +94,9 @@ void cow_child_main(struct cow_template *t, const char *name, const char *socket
 	if (snap_disks_config(&t->machine, t->disk_dir, &cfg, &disks) < 0 ||
 	    child_net(t, name, &cfg) < 0)
 		_exit(1);
+	/* Its own cgroup, and signals scoped below its source's (jail/scope.h), before the VM */
 	if (jail_cgroup_adopt(cg, name, cfg.mem_size, t->have_cg ? &t->cg : NULL) < 0 ||
-	    vm_create(&vm, &cfg) < 0)
+	    jail_scope_signals_again(name) < 0 || vm_create(&vm, &cfg) < 0)
 		_exit(1);
 	snap_disk_paths_free(disks);
 	if (vm_restore_machine(&vm, &t->machine, name) < 0 || vm_start(&vm) < 0) {

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "jail/cgroup.h"
+#include "jail/scope.h"
 #include "util/errmsg.h"
 #include "util/log.h"
 #include "util/newroot.h"
@@ -454,8 +455,8 @@ int jail_enter(struct jail_opts *j, const char *name)
 	char exe[PATH_MAX], root[PATH_MAX], cgroup[PATH_MAX];
 	int ret;
 
-	if (j->state == JAIL_INHERITED)
-		return undumpable(name);
+	if (j->state == JAIL_INHERITED) /* a domain below its source's: jail/scope.h */
+		return (ret = undumpable(name)) ? ret : jail_scope_signals(name);
 	if (j->state != JAIL_NEW)
 		return 0;
 	if (!jail_single_threaded())
@@ -490,7 +491,7 @@ int jail_enter(struct jail_opts *j, const char *name)
 	if ((ret = drop_privileges(j->uid, (gid_t)j->uid)))
 		return ret;
 	/* the uid change cleared it unless fs.suid_dumpable says otherwise: said outright */
-	if ((ret = undumpable(name)))
+	if ((ret = undumpable(name)) || (ret = jail_scope_signals(name)))
 		return ret;
 	if (setenv("FORKVM_JAILED", "1", 1) < 0 || setenv("FORKVM_RUN_DIR", j->dir, 1) < 0)
 		return log_errno(-errno, "jail: setenv");

@@ -121,7 +121,9 @@ static const char *const sys_control[] = {
 	"pidfd_send_signal", "close_range", "umask", "chmod", "fchmod", "fchmodat", "fchown",
 	"utimensat", "getcwd", "chdir", "fchdir", "statfs", "fstatfs", "timerfd_create",
 	"timerfd_settime", "timerfd_gettime", "sendfile", "copy_file_range", "splice",
-	"membarrier", "process_vm_readv", "getrusage", "times", "seccomp", END
+	"membarrier", "process_vm_readv", "getrusage", "times", "seccomp",
+	/* each jailed VM scopes its signals as it starts (jail/scope.h): restrictions only */
+	"landlock_create_ruleset", "landlock_restrict_self", END
 };
 
 /* The page server: its socket, received uffds, snapshot files, access logs. */

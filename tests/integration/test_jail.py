@@ -1,4 +1,5 @@
 """The per-VMM jail (docs/SECURITY.md): namespaces, minimal root, uid, no capabilities, every path."""
+import errno
 import json
 import os
 import shutil
@@ -78,10 +79,11 @@ def env_of(run_dir, **extra):
     return dict(os.environ, FORKVM_RUN_DIR=run_dir, **extra)
 
 
-def start(rundir, name, *extra, jail=("--jail", "--jail-uid-base", str(BASE))):
+def start(rundir, name, *extra, jail=("--jail", "--jail-uid-base", str(BASE)), env_extra=None):
     d, pids = rundir
     mem = () if "--restore" in extra else ("--mem", "64M")
-    r = forkvm_cmd("run", "--name", name, *mem, "--detach", *jail, *extra, env=env_of(d))
+    r = forkvm_cmd("run", "--name", name, *mem, "--detach", *jail, *extra,
+                   env=env_of(d, **(env_extra or {})))
     assert r.returncode == 0, r.stderr
     pid, sock = r.stdout.split()
     pids.append(int(pid))
@@ -328,6 +330,48 @@ def test_each_vm_of_a_jailed_family_has_its_own_cgroup(rundir):
     start(rundir, "next", "--family-budget", "3")
     assert not os.path.exists(fam)
     assert f"removed the stale cgroup {fam}" in log_of(rundir, "next")
+
+
+def landlock_abi():
+    """The kernel's Landlock ABI version; 0 without Landlock."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    v = libc.syscall(444, None, ctypes.c_size_t(0), ctypes.c_uint32(1))  # create_ruleset
+    return max(v, 0)
+
+
+def test_a_jailed_vm_signals_only_the_vms_it_made(rundir):
+    """The VMs of a jail share its uid; each enters a Landlock domain scoping its signals
+    (jail/scope.h), nested in its source's, so its control thread (which may kill, for the
+    children it makes) reaches itself and the VMs branched from it, never its source or a
+    sibling. Kernels without Landlock's signal scope (ABI < 6): said in the log."""
+    d, pids = rundir
+    pid, sock = start(rundir, "sig", env_extra={"FORKVM_TEST_SECCOMP_PROBE": "1"})
+    cows = branch_jailed(d, "sig", "cow", "sc")["children"]
+    full = branch_jailed(d, "sig", "full", "sf")["children"]
+    pids += [k["pid"] for k in cows + full]
+    everyone = [{"pid": pid, "socket": sock}] + cows + full
+
+    def kill_errno(frm, to):
+        return ok(frm["socket"], {"cmd": "seccomp_probe", "call": "kill", "pid": to["pid"]})[
+            "errno"]
+
+    if landlock_abi() < 6:
+        assert not ok(sock, {"cmd": "status"})["signals_scoped"]
+        assert "signals not scoped to its own VMs" in log_of(rundir, "sig")
+        return
+    for vm in everyone:
+        assert ok(vm["socket"], {"cmd": "status"})["signals_scoped"] is True, vm
+        assert kill_errno(vm, vm) == 0  # itself
+    for kid in cows + full:
+        assert kill_errno(everyone[0], kid) == 0  # the source reaches what it made ...
+        assert kill_errno(kid, everyone[0]) == errno.EPERM  # ... they do not reach it
+        for other in cows + full:
+            if other is not kid:
+                assert kill_errno(kid, other) == errno.EPERM, (kid, other)  # nor each other
+    for vm in everyone:
+        assert forkvm_cmd("stop", vm["socket"]).returncode == 0
 
 
 def test_jail_bind_is_a_snapshot_target(rundir):
