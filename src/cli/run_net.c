@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "cli/run_opts.h"
+#include "jail/cgroup.h"
 #include "jail/seccomp.h"
 #include "util/errmsg.h"
 #include "util/log.h"
@@ -72,6 +73,21 @@ static int relay_filter(void)
 }
 
 /* The network broker's: its own filter on every thread (the relays add theirs). */
+/*
+ * The broker (root, with capabilities) in a cgroup of its own, root's, out of the family's:
+ * the jail's uid may move any process of the family's cgroup into a cgroup it makes there,
+ * and kill, freeze or starve it through that one (docs/SECURITY.md). Single-threaded here.
+ */
+static pid_t broker_fork(void)
+{
+	const struct cgroup_opts *vm = jail_cgroup_opts();
+	struct cgroup_opts none = { .no_cgroup = vm && vm->no_cgroup };
+	struct cgroup_slot cg;
+
+	jail_cgroup_prepare("netd", &none, &cg); /* ROOT/forkvm/netd-<the VMM's pid> */
+	return jail_cgroup_fork(&cg);
+}
+
 static int broker_filter(void)
 {
 	return jail_seccomp_apply(JAIL_ROLE_NETD);
@@ -99,6 +115,7 @@ int run_net_create(struct run_opts *o)
 		struct net_broker_hooks hooks = {
 			.confine = broker_filter,
 			.probe = jail_seccomp_probe_enabled() ? jail_seccomp_probe : NULL,
+			.fork = broker_fork,
 		};
 		ret = net_broker_start(&o->net, &hooks, &err);
 		if (!ret)

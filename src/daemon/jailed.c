@@ -164,29 +164,23 @@ static uint64_t limit_of(json_t *o, const char *key)
 							       : UINT64_MAX;
 }
 
-/* pid's cgroup when it is one of forkvm's (ROOT/forkvm/...): the only ones the daemon sets. */
-static int forkvm_cgroup(int pid, struct cgroup_limits *l)
-{
-	int ret = cgroup_read_limits(pid, l);
-
-	if (ret)
-		return ret;
-	return l->found && strstr(l->path, "/forkvm/") ? 0 : -ENOENT;
-}
-
 void family_record(struct daemon *d, const struct sandbox_rec *r)
 {
-	char jail[JAIL_DIR_MAX], path[JAIL_DIR_MAX + 8];
+	char jail[JAIL_DIR_MAX], path[JAIL_DIR_MAX + 8], family[512];
 	struct cgroup_limits l;
 	struct fvm_err err = FVM_ERR_INIT;
 	uid_t uid;
 
-	if (sb_jail_dir(d, r, jail, sizeof(jail), &uid) || forkvm_cgroup(r->pid, &l) ||
+	/* The family's cgroup where the source was started (ROOT/forkvm/ID-PID), its limits
+	 * from the source's root-made cgroup: nothing the VMM chose after it started. */
+	if (sb_jail_dir(d, r, jail, sizeof(jail), &uid) ||
+	    cgroup_family_limits(r->pid, r->id, &l, family, sizeof(family)) ||
 	    family_unit_path(jail, path, sizeof(path)))
 		return;
-	json_t *unit = json_pack("{s:o, s:o, s:I, s:o}", "memory_max", limit_json(l.memory_max),
-				 "cpu_quota", limit_json(l.cpu_quota), "cpu_period",
-				 (json_int_t)l.cpu_period, "pids_max", limit_json(l.pids_max));
+	json_t *unit = json_pack("{s:s, s:o, s:o, s:I, s:o}", "cgroup", family, "memory_max",
+				 limit_json(l.memory_max), "cpu_quota", limit_json(l.cpu_quota),
+				 "cpu_period", (json_int_t)l.cpu_period, "pids_max",
+				 limit_json(l.pids_max));
 	char *text = unit ? json_dumps(unit, JSON_COMPACT) : NULL;
 	if (!text || file_write_atomic(path, text, strlen(text), 0600, &err))
 		log_warn("daemon: recording the cgroup limits of %s in %s: %s", r->id, path,
@@ -280,15 +274,13 @@ void family_sync(struct daemon *d, const char *jail)
 		    sb_jail_dir(d, &recs[i], dir, sizeof(dir), &uid) || strcmp(dir, jail) != 0)
 			continue;
 		members++;
-		if (!found)
-			found = !forkvm_cgroup(recs[i].pid, &l);
 	}
+	const char *family = json_string_value(json_object_get(unit, "cgroup"));
+	memset(&l, 0, sizeof(l));
+	if (family && snprintf(l.path, sizeof(l.path), "%s", family) < (int)sizeof(l.path))
+		found = access(l.path, F_OK) == 0;
 	if (!unit || !members || !found)
 		goto out; /* nobody left, or no cgroup of ours: nothing to keep */
-	/* ROOT/forkvm/FAMILY/VM: the budget is FAMILY's */
-	char *fam = strstr(l.path, "/forkvm/");
-	if (fam && (fam = strchr(fam + strlen("/forkvm/"), '/')))
-		*fam = '\0';
 	members += family_pending(d, jail);
 	l.memory_max = times(limit_of(unit, "memory_max"), members);
 	l.cpu_quota = times(limit_of(unit, "cpu_quota"), members);

@@ -128,6 +128,7 @@ bad:
 }
 
 static bool is_cgroup2(const char *path);
+static int find_root(void);
 
 int cgroup_opts_argv(const struct cgroup_opts *o, struct cgroup_argv *buf, const char **argv)
 {
@@ -196,9 +197,23 @@ static int read_limit(const char *dir, const char *file, uint64_t *v, uint64_t *
 	return 0;
 }
 
+/* The limits files of dir into out (path = dir); a controller it lacks leaves its default. */
+static void read_limits_at(const char *dir, struct cgroup_limits *out)
+{
+	snprintf(out->path, sizeof(out->path), "%s", dir);
+	out->memory_max = out->pids_max = out->cpu_quota = UINT64_MAX;
+	out->cpu_period = 100000;
+	out->cpu_weight = 0; /* unknown: no cpu controller there */
+	read_limit(out->path, "memory.max", &out->memory_max, NULL);
+	read_limit(out->path, "cpu.max", &out->cpu_quota, &out->cpu_period);
+	read_limit(out->path, "cpu.weight", &out->cpu_weight, NULL);
+	read_limit(out->path, "pids.max", &out->pids_max, NULL);
+	out->found = true;
+}
+
 int cgroup_read_limits(int pid, struct cgroup_limits *out)
 {
-	char path[64], line[600], mount[256];
+	char path[64], line[600], mount[256], dir[sizeof(out->path)];
 	FILE *f;
 	int ret = -ENOENT;
 
@@ -216,23 +231,35 @@ int cgroup_read_limits(int pid, struct cgroup_limits *out)
 		if (strncmp(line, "0::", 3) != 0)
 			continue;
 		line[strcspn(line, "\n")] = '\0';
-		if (snprintf(out->path, sizeof(out->path), "%s%s", mount, line + 3) <
-		    (int)sizeof(out->path))
+		if (snprintf(dir, sizeof(dir), "%s%s", mount, line + 3) < (int)sizeof(dir))
 			ret = 0;
 		break;
 	}
 	fclose(f);
 	if (ret)
 		return ret;
-	out->memory_max = out->pids_max = out->cpu_quota = UINT64_MAX;
-	out->cpu_period = 100000;
-	out->cpu_weight = 0; /* unknown: no cpu controller there */
-	/* a controller the cgroup lacks leaves its default (unlimited) */
-	read_limit(out->path, "memory.max", &out->memory_max, NULL);
-	read_limit(out->path, "cpu.max", &out->cpu_quota, &out->cpu_period);
-	read_limit(out->path, "cpu.weight", &out->cpu_weight, NULL);
-	read_limit(out->path, "pids.max", &out->pids_max, NULL);
-	out->found = true;
+	read_limits_at(dir, out);
+	return 0;
+}
+
+int cgroup_family_limits(int pid, const char *name, struct cgroup_limits *out, char *family,
+			 size_t len)
+{
+	char leaf[sizeof(out->path)];
+	struct stat st;
+
+	memset(out, 0, sizeof(*out));
+	if (find_root() < 0)
+		return -ENOENT;
+	if (snprintf(family, len, "%s/forkvm/%s-%d", cg_root, name, pid) >= (int)len ||
+	    snprintf(leaf, sizeof(leaf), "%s/%s-%d", family, name, pid) >= (int)sizeof(leaf))
+		return -ENAMETOOLONG;
+	/* root's leaf: the jail's uid cannot have made it, nor changed its limits */
+	if (stat(leaf, &st) < 0)
+		return -errno;
+	if (st.st_uid != 0)
+		return -EPERM;
+	read_limits_at(leaf, out);
 	return 0;
 }
 
@@ -331,9 +358,52 @@ static int current_cgroup(char *buf, size_t len)
 	return ret;
 }
 
+/* The cgroup directories in dir (not "." or ".."); -errno. leaving: whether LEAVING is one. */
+static int count_subdirs(const char *dir, bool *leaving)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	int n = 0;
+
+	*leaving = false;
+	if (!d)
+		return -errno;
+	while ((e = readdir(d)))
+		if (e->d_type == DT_DIR && e->d_name[0] != '.') {
+			n++;
+			*leaving |= strcmp(e->d_name, LEAVING) == 0;
+		}
+	closedir(d);
+	return n;
+}
+
+/*
+ * A jailed family's cgroup whose source is gone: its members' stale cgroups, then, once
+ * nothing but its leaving leaf is left (a member still running keeps it), that leaf and the
+ * family's. 0 when removed, else the errno of the last step.
+ */
+static void reap_stale(const char *base, int depth);
+static int reap_family(const char *fam)
+{
+	char leaving[760];
+	bool has_leaving;
+	int n;
+
+	reap_stale(fam, 1);
+	n = count_subdirs(fam, &has_leaving);
+	if (n < 0)
+		return -n;
+	if (n > (has_leaving ? 1 : 0))
+		return EBUSY; /* a member runs on: it leaves through leaving later */
+	snprintf(leaving, sizeof(leaving), "%s/" LEAVING, fam);
+	if (has_leaving && rmdir(leaving) < 0)
+		return errno; /* someone is on the way out: next time */
+	return rmdir(fam) < 0 ? errno : 0;
+}
+
 /* Remove empty NAME-PID cgroups whose VMM is gone (killed, or its exit path failed); a
  * jailed family's cgroup (ROOT/forkvm/NAME-PID holding its VMs' cgroups) once all of its are
- * gone: its own stale ones first, then its leaving leaf. */
+ * gone. depth 1: inside a family, whose cgroups hold none (cgroup.max.depth 1). */
 static void reap_stale(const char *base, int depth)
 {
 	DIR *d = opendir(base);
@@ -351,13 +421,8 @@ static void reap_stale(const char *base, int depth)
 			continue; /* its VMM still runs (or may) */
 		snprintf(path, sizeof(path), "%s/%s", base, e->d_name);
 		int err = rmdir(path) < 0 ? errno : 0;
-		if (err == EBUSY && depth == 0) { /* a family's cgroup, or processes in it */
-			char leaving[760];
-			reap_stale(path, depth + 1);
-			snprintf(leaving, sizeof(leaving), "%s/" LEAVING, path);
-			(void)rmdir(leaving); /* absent, or someone is on the way out: next time */
-			err = rmdir(path) < 0 ? errno : 0;
-		}
+		if (err == EBUSY && depth == 0) /* a family's cgroup, or processes in it */
+			err = reap_family(path);
 		if (!err)
 			log_info("removed the stale cgroup %s", path);
 		else if (err != ENOENT && err != EBUSY) /* EBUSY: processes in it (a cow child
@@ -526,15 +591,15 @@ static void report_missing(void)
 	memset(cg_ctl_missing, 0, sizeof(cg_ctl_missing));
 }
 
-/* A jailed family's cgroup (root's, before the jail): --family-budget times this VM's limit
- * unit in FILE, with suffix after it (cpu.max's period). */
+/* A jailed family's cgroup (root's, before the jail): --family-budget (default 1) times this
+ * VM's limit unit in FILE, with suffix after it (cpu.max's period). */
 static int family_limit(enum cg_ctl ctl, const char *file, uint64_t unit, const char *suffix)
 {
-	uint64_t n = cg_opts.family_budget;
+	uint64_t n = cg_opts.family_budget ? cg_opts.family_budget : 1;
 	char v[64];
 	int err;
 
-	if (!cg_family_dir[0] || !cg_have_opts || !n || !unit || !cg_avail[ctl])
+	if (!cg_family_dir[0] || !cg_have_opts || !unit || !cg_avail[ctl])
 		return 0;
 	if (unit > (UINT64_MAX - 1) / n)
 		snprintf(v, sizeof(v), "max%s", suffix);
@@ -562,6 +627,14 @@ static int family_limits(uint64_t guest_ram)
 	}
 	if (!err)
 		err = family_limit(CG_PIDS, "pids.max", cg_opts.pids_max, "");
+	/* a share, not a bound: the family competes with other VMs at its source's weight */
+	if (!err && cg_opts.cpu_weight && cg_family_dir[0] && cg_avail[CG_CPU]) {
+		char weight[24];
+		snprintf(weight, sizeof(weight), "%" PRIu64, cg_opts.cpu_weight);
+		if ((err = cg_write(cg_family_dir, "cpu.weight", weight)))
+			err = log_errno(err, "the family cgroup %s: writing cpu.weight=%s",
+					cg_family_dir, weight);
+	}
 	return err;
 }
 
@@ -635,16 +708,19 @@ static int limits_or_leave(uint64_t guest_ram, const struct cgroup_opts *o)
 	return err;
 }
 
-/* A VMM exec'd inside a jailed family (a full/diff/live child): the family's cgroup is its
- * ROOT too. Only where the jail took CAP_SYS_ADMIN away, as jail_prepare decides. */
+/* A VMM exec'd inside a jailed family (a full/diff/live child): the family's cgroup, bound at
+ * ROOT's path, is its ROOT too. Only where the jail took CAP_SYS_ADMIN away, the uid is not
+ * root, and ROOT is that uid's: a stray FORKVM_CGROUP_FAMILY elsewhere changes nothing. */
 static void family_from_env(void)
 {
 	const char *host = getenv(FAMILY_ENV);
+	struct stat st;
 
-	if (!cg_family && host && jail_inside_parent()) {
-		cg_family = true;
-		snprintf(cg_family_host, sizeof(cg_family_host), "%s", host);
-	}
+	if (cg_family || !host || !jail_inside_parent() || getuid() == 0 ||
+	    stat(cg_root, &st) < 0 || st.st_uid != getuid())
+		return;
+	cg_family = true;
+	snprintf(cg_family_host, sizeof(cg_family_host), "%s", host);
 }
 
 /* Where VM cgroups are made: ROOT/forkvm, or ROOT itself inside a jailed family. */
@@ -665,12 +741,12 @@ static int cgroup_base(char *base, size_t len, char *orig, size_t orig_len)
 	bool in_forkvm_cgroup = cg_dir[0] != '\0';
 	int err;
 
-	family_from_env();
 	if (find_root() < 0) { /* cheap; a jailed VMM's forks may not see the root it had */
 		log_info("no writable cgroup v2 hierarchy (/sys/fs/cgroup, /sys/fs/cgroup/unified or "
 			 "FORKVM_CGROUP_ROOT): running without a per-VM cgroup");
 		return -ENOENT;
 	}
+	family_from_env();
 	bool base_ready = cg_base_ready_root[0] && !strcmp(cg_base_ready_root, cg_root);
 
 	if (cg_family)
@@ -683,8 +759,10 @@ static int cgroup_base(char *base, size_t len, char *orig, size_t orig_len)
 	if (!base_ready) {
 		if (mkdir(base, 0755) < 0 && errno != EEXIST)
 			return log_errno(-errno, "creating the cgroup %s", base);
-		reap_stale(base, 0);
-		enable_controllers(base);
+		/* In a family, root enabled the controllers (its cgroup.subtree_control is root's) */
+		reap_stale(base, cg_family ? 1 : 0);
+		if (!cg_family)
+			enable_controllers(base);
 		snprintf(cg_base_ready_root, sizeof(cg_base_ready_root), "%s", cg_root);
 	}
 	return 0;
@@ -706,14 +784,35 @@ static int move_into(const char *dir)
 	return err;
 }
 
-/* The family's cgroup, its controllers handed on, with its leaving leaf; -errno (logged). */
+/* Cgroups a jailed family may make (its VMs', its templates', its leaving leaf) and how deep:
+ * its VMMs make theirs right in it. Bounds the root reaper's work on a dead family too. */
+#define FAMILY_MAX_CGROUPS "4096"
+#define FAMILY_MAX_DEPTH "1"
+
+/* The family's cgroup, made afresh, its controllers handed on, with its leaving leaf;
+ * -errno (logged). */
 static int family_make(const char *fam)
 {
 	char leaving[600];
 	int err;
 
-	if (mkdir(fam, 0755) < 0 && errno != EEXIST)
-		return log_errno(-errno, "creating the family cgroup %s", fam);
+	/* A family of an earlier VMM with our pid (cgroup names hold pids, and uids follow
+	 * them): whatever its jail made in it goes first, never reused. */
+	if (mkdir(fam, 0755) < 0) {
+		err = errno == EEXIST ? reap_family(fam) : errno;
+		if (!err && mkdir(fam, 0755) < 0)
+			err = errno;
+		if (err)
+			return log_errno(-err, "creating the family cgroup %s%s", fam,
+					 err == EBUSY ? " (an earlier VMM's of this pid is still in use)"
+						      : "");
+	}
+	if ((err = cg_write(fam, "cgroup.max.descendants", FAMILY_MAX_CGROUPS)) ||
+	    (err = cg_write(fam, "cgroup.max.depth", FAMILY_MAX_DEPTH))) {
+		rmdir(fam);
+		return log_errno(err, "the family cgroup %s: its cgroup.max.descendants and "
+				 "cgroup.max.depth", fam);
+	}
 	/* What ROOT/forkvm offers, on to the family's VMs (before any process is in it). */
 	for (int i = 0; i < CG_NCTL; i++) {
 		if (cg_enable_err[i])
@@ -723,7 +822,7 @@ static int family_make(const char *fam)
 		snprintf(cg_enable_at[i], sizeof(cg_enable_at[i]), "%s", fam);
 	}
 	snprintf(leaving, sizeof(leaving), "%s/" LEAVING, fam);
-	if (mkdir(leaving, 0755) < 0 && errno != EEXIST) {
+	if (mkdir(leaving, 0755) < 0) {
 		err = log_errno(-errno, "creating the cgroup %s", leaving);
 		rmdir(fam);
 		return err;
@@ -799,18 +898,19 @@ int jail_cgroup_enter_family(const char *name, uint64_t guest_ram, const struct 
 
 int jail_cgroup_delegate(unsigned uid, char *src, size_t len)
 {
-	static const char *const files[] = { "", "/cgroup.procs", "/cgroup.threads",
-					     "/cgroup.subtree_control", "/" LEAVING "/cgroup.procs" };
+	/* The directory (to make cgroups in) and the cgroup.procs of the family and of its
+	 * leaving leaf (moves within the family need the common ancestor's). Not
+	 * cgroup.subtree_control: turning a controller off and on would reset every limit in
+	 * the family, the source's root-made leaf's too. */
+	static const char *const files[] = { "", "/cgroup.procs", "/" LEAVING "/cgroup.procs" };
 	char path[700];
 
 	src[0] = '\0';
 	if (!cg_family_dir[0] || !cg_dir[0])
 		return 0;
-	/* The directory and the files that move processes and hand controllers on: the
-	 * family's limits (memory.max ...) and its source's leaf stay root's. */
 	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
 		snprintf(path, sizeof(path), "%s%s", cg_family_dir, files[i]);
-		if (chown(path, uid, uid) < 0 && (errno != ENOENT || !i))
+		if (chown(path, uid, uid) < 0)
 			return log_errno(-errno, "giving the family cgroup's %s to uid %u", path, uid);
 	}
 	if (snprintf(src, len, "%s", cg_family_dir) >= (int)len)

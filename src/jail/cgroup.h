@@ -23,7 +23,7 @@ struct cgroup_opts {
 	uint64_t cpu_weight;	/* 0: no cpu controller */	/* --cpu-weight 1-10000; 0 = default */
 	uint64_t pids_max;	/* --pids-max; 0 = unlimited */
 	uint64_t family_budget;	/* --family-budget N: a jailed family's cgroup gets N times the
-				 * memory.max, cpu.max quota and pids.max above; 0 = unlimited */
+				 * memory.max, cpu.max quota and pids.max above; 0 = 1 */
 };
 
 /* `forkvm run` options, ids from CGROUP_OPT_BASE. */
@@ -45,7 +45,7 @@ enum { CGROUP_OPT_NO_SECCOMP = CGROUP_OPT_BASE, CGROUP_OPT_NO_CGROUP, CGROUP_OPT
 	"  --cpu-weight N       cgroup cpu.weight, 1-10000\n"                                   \
 	"  --pids-max N         cgroup pids.max\n"                                              \
 	"  --family-budget N    with --jail: the family's cgroup (this VM and those it branches)\n" \
-	"                       gets N times the limits above (default: unlimited)\n"        \
+	"                       gets N times the limits above (default 1)\n"                  \
 	"  --no-cgroup          stay in the caller's cgroup\n"                                  \
 	"  --no-seccomp         no syscall filters (development only; FORKVM_SECCOMP=0|log)\n"
 /* 0, or -EINVAL with ERR filled. */
@@ -71,6 +71,14 @@ struct cgroup_limits {
 /* Read pid's cgroup (its "0::" line of /proc/PID/cgroup under the cgroup2 mount): 0, or
  * -errno (-ENOENT: no such process, or not in a cgroup v2 we can read). */
 int cgroup_read_limits(int pid, struct cgroup_limits *out);
+/*
+ * A jailed family whose source is pid, named name (ROOT/forkvm/NAME-PID, SECURITY.md): its
+ * path in family, and in out the limits of the source's own cgroup, made by root (so not
+ * the cgroup pid is in now, which the jail's uid may have chosen). 0, or -errno (-ENOENT:
+ * no such cgroup; -EPERM: that cgroup is not root's).
+ */
+int cgroup_family_limits(int pid, const char *name, struct cgroup_limits *out, char *family,
+			 size_t len);
 /* Write memory.max, cpu.max and pids.max of the cgroup at l->path from l (UINT64_MAX: max);
  * a file the cgroup lacks (its controller is not enabled) is skipped. 0 or the first -errno. */
 int cgroup_write_limits(const struct cgroup_limits *l);

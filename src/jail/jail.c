@@ -269,12 +269,14 @@ static int build_root(struct jail_opts *j, const char *root, uid_t uid, const ch
 	const char *step;
 	if ((ret = newroot_enter(root, &step)) < 0)
 		return log_errno(ret, "jail: %s (%s)", step, root);
+	/* From here on the cgroup paths are the jail's, failures below included */
+	int cg = jail_cgroup_jailed();
 	if (ret == 1)
 		log_info("jail: the host's root is its initramfs, where pivot_root is refused: the "
 			 "jail's root was moved over it and chroot'ed into");
 	if (mount(NULL, "/", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID, NULL) < 0)
 		return log_errno(-errno, "jail: remounting the root read-only");
-	return 0;
+	return cg;
 }
 
 static int drop_privileges(uid_t uid, gid_t gid)
@@ -482,7 +484,7 @@ int jail_enter(struct jail_opts *j, const char *name)
 	snprintf(root, sizeof(root), "%s", env && *env ? env : JAIL_MOUNTPOINT_DEFAULT);
 	/* The family's cgroup, for the cgroups of the VMMs this one branches (docs/SECURITY.md) */
 	if ((ret = jail_cgroup_delegate(j->uid, cgroup, sizeof(cgroup))) ||
-	    (ret = build_root(j, root, j->uid, cgroup)) || (ret = jail_cgroup_jailed()))
+	    (ret = build_root(j, root, j->uid, cgroup)))
 		return ret;
 	/* After the uid change the process is not dumpable and its /proc/self files are root's:
 	 * the huge-page repair (mem/thp_repair.h) reads pagemap through this descriptor. */

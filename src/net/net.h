@@ -213,10 +213,13 @@ void net_release_current(void);
 /* What the layer above adds to the broker, called in it: confine once its private root is
  * in place, before it serves (the VMM loads the broker's seccomp filter there; nonzero: the
  * broker exits); probe, a test hook (NULL outside tests), called for a request naming
- * NET_BROKER_PROBE. The net layer knows nothing of seccomp. */
+ * NET_BROKER_PROBE. And called in the VMM: fork, to fork the broker (NULL: fork(); the VMM
+ * starts it in a cgroup of its own, out of its family's). The net layer knows nothing of
+ * seccomp or cgroups. */
 struct net_broker_hooks {
 	int (*confine)(void);
 	int (*probe)(void);
+	pid_t (*fork)(void);
 };
 #define NET_BROKER_PROBE "seccomp-probe"
 int net_broker_start(const struct net_opts *plan, const struct net_broker_hooks *hooks,

@@ -539,7 +539,7 @@ int net_broker_start(const struct net_opts *plan, const struct net_broker_hooks 
 		return 0;
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
 		return errmsg(err, -errno, "the network broker's socket: %s", strerror(errno));
-	pid = fork();
+	pid = hooks && hooks->fork ? hooks->fork() : fork();
 	if (pid < 0) {
 		int e = errno;
 		close(sv[0]);

@@ -820,11 +820,15 @@ def test_every_vmm_is_jailed_and_snapshots_are_adopted(daemon):
     uid = jailed_uid(src["pid"])
     jail = os.path.join(run, src["id"] + ".jail")
     assert os.stat(jail).st_uid == uid and os.path.realpath(src["socket"]).startswith(jail)
-    # one VM's cgroup limits, the unit of the family's budget: root's, out of the jail
+    # one VM's cgroup limits, the unit of the family's budget, and the family's cgroup (the
+    # parent of the source's own): root's, out of the jail
     st = os.stat(jail + ".family")
     assert (st.st_uid, st.st_mode & 0o777) == (0, 0o600)
-    assert set(json.load(open(jail + ".family"))) == {"memory_max", "cpu_quota", "cpu_period",
-                                                      "pids_max"}
+    unit = json.load(open(jail + ".family"))
+    assert set(unit) == {"cgroup", "memory_max", "cpu_quota", "cpu_period", "pids_max"}
+    with open(f"/proc/{src['pid']}/cgroup") as f:
+        own = next(line for line in f if line.startswith("0::"))[3:].strip()
+    assert unit["cgroup"].endswith(os.path.dirname(own)) and os.path.isdir(unit["cgroup"])
     call(src["socket"], {"cmd": "fill", "gpa": 4 << 20, "len": 1 << 20, "seed": 3})
     want = call(src["socket"], {"cmd": "checksum", "gpa": 4 << 20, "len": 1 << 20})["checksum"]
     (kid,) = daemon.req("POST", f"/v1/sandboxes/{src['id']}/branch",

@@ -265,28 +265,63 @@ def test_branch_children_are_jailed(rundir):
                 pass
 
 
+def family_of(root, pid):
+    """A jailed source's cgroup (a leaf) and its family's, as src/jail/cgroup.c makes them."""
+    leaf = cgroup_of(pid)
+    fam = os.path.dirname(leaf)
+    assert os.path.dirname(fam) == f"{root}/forkvm", leaf
+    return fam, leaf
+
+
+def as_uid(uid, script):
+    """sh -c script as uid: (returncode, stderr)."""
+    r = subprocess.run(["sh", "-c", script], user=uid, capture_output=True, text=True)
+    return r.returncode, r.stderr
+
+
+def wait_gone(paths, what, timeout=30):
+    deadline = time.monotonic() + timeout
+    while any(os.path.exists(p) for p in paths):
+        assert time.monotonic() < deadline, what()
+        time.sleep(0.1)
+
+
 def test_each_vm_of_a_jailed_family_has_its_own_cgroup(rundir):
     """A jailed source's cgroup is a leaf of a family cgroup delegated to its jail's uid: its
     cow template and children and its full children each get a cgroup of their own there,
-    made from inside the jail; the family's own files and the source's leaf stay root's;
-    each VM's cgroup goes with it, and the next start reaps the family's."""
+    made from inside the jail. Only the directory and cgroup.procs are delegated: the
+    family's limits, its controllers and cgroup bounds, and the source's leaf stay root's,
+    and nothing outside the family can be written. Each VM's cgroup goes with it; the next
+    start reaps the family's."""
     root = cgroup2_root()
     assert root, "no writable cgroup2 mount at /sys/fs/cgroup or /sys/fs/cgroup/unified"
     d, pids = rundir
     pid, sock = start(rundir, "fam")
     uid = BASE + pid
-    leaf = cgroup_of(pid)
-    fam = os.path.dirname(leaf)
+    fam, leaf = family_of(root, pid)
     assert (fam, leaf) == (f"{root}/forkvm/fam-{pid}", f"{fam}/fam-{pid}")
-    # Delegated: the directory and the files that move processes and hand controllers on.
-    # Not the family's limits, nor the source's own leaf (it cannot raise its own limits).
-    for name in ("", "cgroup.procs", "cgroup.subtree_control", "cgroup.threads"):
+    for name in ("", "cgroup.procs", "leaving/cgroup.procs"):
         assert os.stat(os.path.join(fam, name)).st_uid == uid, name
-    for path in (f"{fam}/cgroup.max.descendants", leaf, f"{leaf}/cgroup.procs"):
-        assert os.stat(path).st_uid == 0, path
-    r = subprocess.run(["sh", "-c", f"echo 1 > {fam}/cgroup.max.descendants"], user=uid,
-                       capture_output=True, text=True)
-    assert r.returncode != 0 and "Permission denied" in r.stderr, r
+    for path in ("cgroup.max.descendants", "cgroup.max.depth", "cgroup.subtree_control",
+                 "cgroup.threads", "leaving", os.path.basename(leaf),
+                 os.path.basename(leaf) + "/cgroup.procs"):
+        assert os.stat(os.path.join(fam, path)).st_uid == 0, path
+    assert open(f"{fam}/cgroup.max.depth").read().strip() == "1"
+    assert open(f"{fam}/cgroup.max.descendants").read().strip() == "4096"
+    outside = f"{root}/forkvm/outside-{os.getpid()}"
+    os.mkdir(outside)
+    try:
+        for script in (f"echo 1 > {fam}/cgroup.max.descendants",  # its bounds
+                       f"echo -pids > {fam}/cgroup.subtree_control",  # resets every limit
+                       f"echo {pid} > {outside}/cgroup.procs",  # a cgroup not the family's
+                       f"mkdir {fam}/x && mkdir {fam}/x/y"):  # deeper than the reaper goes
+            rc, err = as_uid(uid, script)
+            assert rc != 0 and ("Permission denied" in err or "Resource temporarily" in err), \
+                (script, err)
+    finally:
+        os.rmdir(outside)
+        if os.path.isdir(f"{fam}/x"):
+            os.rmdir(f"{fam}/x")
     kids = []
     for strategy in ("cow", "full"):
         reply = branch_jailed(d, "fam", strategy, "f" + strategy)
@@ -304,21 +339,16 @@ def test_each_vm_of_a_jailed_family_has_its_own_cgroup(rundir):
         assert open(f"{path}/cgroup.procs").read().split() == [str(k["pid"])], path
         paths[k["pid"]] = path
     assert len(set(paths.values())) == 5
-    assert "limits not applied" not in log_of(rundir, "fam") or \
-        f"cgroup {leaf}:" in log_of(rundir, "fam")  # named as the host sees it
     for k in kids:
         assert forkvm_cmd("stop", k["socket"]).returncode == 0
-    deadline = time.monotonic() + 30
-    while any(os.path.exists(paths[k["pid"]]) for k in kids):
-        assert time.monotonic() < deadline, os.listdir(fam)
-        time.sleep(0.1)
+        # a child names its cgroup as the host sees it (inside, ROOT is the family's)
+        assert f"/forkvm/fam-{pid}/" in log_of(rundir, "fam.jail/" + k["name"]) or \
+            "limits not applied" not in log_of(rundir, "fam.jail/" + k["name"])
+    wait_gone([paths[k["pid"]] for k in kids], lambda: os.listdir(fam))
     assert forkvm_cmd("stop", sock).returncode == 0
     # The template ends with its source; the family's cgroup is root's to remove: the next
     # VMM start does.
-    while os.path.exists(paths[template]) or os.path.exists(leaf) or \
-            os.path.exists(f"/proc/{pid}"):
-        assert time.monotonic() < deadline, os.listdir(fam)
-        time.sleep(0.1)
+    wait_gone([paths[template], leaf, f"/proc/{pid}"], lambda: os.listdir(fam))
     assert sorted(e for e in os.listdir(fam) if os.path.isdir(os.path.join(fam, e))) == \
         ["leaving"]
     # --family-budget sizes the family's cgroup: only for a VMM entering a jail of its own
@@ -330,6 +360,57 @@ def test_each_vm_of_a_jailed_family_has_its_own_cgroup(rundir):
     start(rundir, "next", "--family-budget", "3")
     assert not os.path.exists(fam)
     assert f"removed the stale cgroup {fam}" in log_of(rundir, "next")
+
+
+def test_a_family_cgroup_outlives_its_source_while_a_child_runs(rundir):
+    """The source killed outright while its cow child runs: a VMM start then leaves the
+    family's cgroup and its leaving leaf alone (the child leaves through it at exit) and
+    removes them once the child is gone too."""
+    root = cgroup2_root()
+    assert root, "no writable cgroup2 mount at /sys/fs/cgroup or /sys/fs/cgroup/unified"
+    d, pids = rundir
+    pid, sock = start(rundir, "src")
+    fam, _ = family_of(root, pid)
+    reply = branch_jailed(d, "src", "cow", "kid")
+    kid = reply["children"][0]
+    pids += [c["pid"] for c in reply["children"]]
+    for c in reply["children"][1:]:
+        assert forkvm_cmd("stop", c["socket"]).returncode == 0
+    kid_cg = cgroup_of(kid["pid"])
+    os.kill(pid, signal.SIGKILL)
+    wait_gone([f"/proc/{pid}"], lambda: "source still there")
+    start(rundir, "mid")  # its start reaps what it can
+    assert os.path.isdir(f"{fam}/leaving") and os.path.isdir(kid_cg)
+    assert ok(kid["socket"], {"cmd": "ping"})
+    assert forkvm_cmd("stop", kid["socket"]).returncode == 0
+    wait_gone([kid_cg, f"/proc/{kid['pid']}"], lambda: os.listdir(fam))
+    assert "leaving the cgroup" not in log_of(rundir, "src.jail/kid-0")
+    template = reply["template"]
+    wait_gone([template], lambda: "template still there", timeout=60)
+    start(rundir, "last")
+    assert not os.path.exists(fam), os.listdir(fam)
+
+
+def test_a_stray_family_variable_changes_nothing(rundir):
+    """FORKVM_CGROUP_FAMILY (and FORKVM_JAILED) in the environment of a root VMM without
+    CAP_SYS_ADMIN in its bounding set, as in a container: it is not in a jailed family and
+    makes its cgroup in ROOT/forkvm as always, never in ROOT itself."""
+    import ctypes
+    root = cgroup2_root()
+    assert root, "no writable cgroup2 mount at /sys/fs/cgroup or /sys/fs/cgroup/unified"
+    d, pids = rundir
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def no_sys_admin():
+        assert libc.prctl(24, 21, 0, 0, 0) == 0  # PR_CAPBSET_DROP CAP_SYS_ADMIN
+        assert libc.prctl(38, 1, 0, 0, 0) == 0  # PR_SET_NO_NEW_PRIVS
+    r = subprocess.run([FORKVM, "run", "--name", "stray", "--mem", "16M", "--detach"],
+                       env=env_of(d, FORKVM_JAILED="1", FORKVM_CGROUP_FAMILY=root),
+                       preexec_fn=no_sys_admin, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    vmm = int(r.stdout.split()[0])
+    pids.append(vmm)
+    assert cgroup_of(vmm) == f"{root}/forkvm/stray-{vmm}"
 
 
 def landlock_abi():

@@ -965,6 +965,10 @@ def test_the_broker_is_confined(run_dir):
         assert st["Seccomp"] == "2", st
         assert st["Seccomp_filters"] == ("1" if st["Name"] == "forkvm-netd" else "2"), st
     assert proc_status(broker)["Name"] == "forkvm-netd"
+    # In a cgroup of its own, root's, out of its family's (whose uid could move it anywhere
+    # in there, then kill or freeze it).
+    cg = next(line for line in open(f"/proc/{broker}/cgroup") if line.startswith("0::"))
+    assert cg.strip().endswith(f"/forkvm/netd-{pid}"), cg
     root = f"/proc/{broker}/root"
     assert sorted(os.listdir(root)) == ["dev", "proc", "run"]
     assert os.listdir(f"{root}/dev") == ["net"] and os.listdir(f"{root}/dev/net") == ["tun"]

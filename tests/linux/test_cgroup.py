@@ -140,6 +140,25 @@ def test_default_memory_max_and_a_vmm_without_threads(cgroot, tmp_path):
     assert set(os.listdir(f"{ROOT}/forkvm")) <= before
 
 
+def test_the_family_cgroup_of_a_hand_run_jail(cgroot):
+    """`forkvm run --jail`: the VM's own cgroup has its limits, and the family's cgroup
+    (where the VMs it branches make theirs) --family-budget times them, 1 by default, with
+    the VM's cpu.weight. Probe guests."""
+    for budget, extra in ((1, ()), (3, ("--family-budget", "3"))):
+        vm = VM(mem="64M", extra=(*LIMITS, "--jail", *extra))
+        try:
+            leaf = cgroup_dir(vm.proc.pid)
+            fam = os.path.dirname(leaf)
+            assert os.path.dirname(fam) == f"{ROOT}/forkvm", leaf
+            assert {f: read(leaf, f) for f in WANT} == WANT
+            assert {f: read(fam, f) for f in WANT} == {
+                "memory.max": str(budget * (600 << 20)),
+                "cpu.max": f"{budget * 200000} 100000", "cpu.weight": "200",
+                "pids.max": str(budget * 64)}, budget
+        finally:
+            assert vm.stop() == 0
+
+
 def test_daemon_limits_and_the_budget_of_a_jailed_family(cgroot):
     """The daemon's "limits" (docs/DAEMON.md) as the kernel applies them, read back in the
     answers. Its VMMs are jailed: each VM of a jailed family (the source, its full children
@@ -155,7 +174,7 @@ def test_daemon_limits_and_the_budget_of_a_jailed_family(cgroot):
 
     def budget(n):
         return {"memory.max": str(n * (600 << 20)), "cpu.max": f"{n * 200000} 100000",
-                "pids.max": str(n * 64)}
+                "cpu.weight": "200", "pids.max": str(n * 64)}
 
     def family(path):
         return {f: read(path, f) for f in budget(1)}
