@@ -43,7 +43,8 @@ class VM:
         self.console = console or os.path.join(self.dir, "console.log")
         self.stderr_path = os.path.join(self.dir, "vmm.stderr")
         r, w = os.pipe()
-        args = [FORKVM, "run", "--mem", str(mem), "--vcpus", str(vcpus), "--backing", backing,
+        size = () if mem is None else ("--mem", str(mem), "--vcpus", str(vcpus))  # None: --restore
+        args = [FORKVM, "run", *size, "--backing", backing,
                 "--socket", self.sock, "--console", self.console, "--ready-fd", str(w), *extra]
         with open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(args, pass_fds=(w,), stderr=err, stdin=subprocess.DEVNULL)

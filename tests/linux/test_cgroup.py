@@ -157,6 +157,22 @@ def test_the_family_cgroup_of_a_hand_run_jail(cgroot):
                 "pids.max": str(budget * 64)}, budget
         finally:
             assert vm.stop() == 0
+    # A restore learns its RAM from the snapshot, after its cgroup is made and before its
+    # jail: the family's memory.max follows then, as its own does.
+    src = VM(mem="64M", extra=("--jail",))
+    try:
+        jail = next(d for d in os.listdir(src.dir) if d.endswith(".jail"))
+        snap = os.path.join(src.dir, jail, "snap")
+        assert src.ok({"cmd": "snapshot", "dir": snap})
+    finally:
+        assert src.stop() == 0
+    vm = VM(extra=("--restore", snap, "--jail", "--family-budget", "2"), mem=None)
+    try:
+        leaf = cgroup_dir(vm.proc.pid)
+        assert read(leaf, "memory.max") == str((64 + 256) << 20)
+        assert read(os.path.dirname(leaf), "memory.max") == str(2 * ((64 + 256) << 20))
+    finally:
+        assert vm.stop() == 0
 
 
 def test_daemon_limits_and_the_budget_of_a_jailed_family(cgroot):
