@@ -26,14 +26,32 @@
 #define CGROUP2_SUPER_MAGIC 0x63677270
 #endif
 
-static char cg_root[256];	/* the cgroup2 mount */
-static char cg_dir[512];	/* ROOT/forkvm/NAME-PID, "" when not in one */
-static char cg_orig[1024];	/* the cgroup we came from */
-static bool cg_mem_explicit;
+/* The controllers a VM's limits need, in the order of enum cg_ctl. */
+enum cg_ctl { CG_MEMORY, CG_CPU, CG_PIDS, CG_NCTL };
+
+/*
+ * What a VMM writes here after a fork (a cow child: jail_cgroup_adopt and its limits), on a
+ * page of its own: every page of static data a forked child writes becomes a private copy,
+ * 4 KiB per idle child (docs/PERFORMANCE.md, private memory per idle child). Spread among
+ * the other variables of this file it took three pages.
+ */
+static struct {
+	char dir[512];		/* ROOT/forkvm/NAME-PID, "" when not in one */
+	char orig[1024];	/* the cgroup we came from */
+	char missing[512];	/* "memory.max=..., pids.max=..." that could not be applied */
+	struct cgroup_opts opts; /* what this VMM entered with: cow templates copy it */
+	bool have_opts;
+	bool mem_explicit;
+	bool avail[CG_NCTL];	/* listed in our cgroup's cgroup.controllers */
+	bool ctl_missing[CG_NCTL];
+	char root[256];		/* the cgroup2 mount (a template finds it again per child) */
+} cgs __attribute__((aligned(4096)));
+_Static_assert(sizeof(cgs) <= 4096, "the state a forked child writes fits one page");
+
 /* ROOT found, ROOT/forkvm made, its stale cgroups reaped and controllers enabled, by this
  * process or the one it was forked from: a cow template's children skip all of it (each
  * would otherwise scan every sibling's cgroup, docs/PERFORMANCE.md). */
-static char cg_base_ready_root[256];	/* the cg_root it was done for; "" none */
+static char cg_base_ready_root[256];	/* the cgs.root it was done for; "" none */
 /*
  * A jailed family (docs/SECURITY.md, "cgroup v2 per VM"): root makes ROOT/forkvm/NAME-PID,
  * the family's cgroup, with the source's leaf NAME-PID and the shared leaf "leaving" in it,
@@ -49,7 +67,7 @@ static char cg_family_host[512];	/* inside: the family cgroup's host path, for m
 
 const char *jail_cgroup_path(void)
 {
-	return cg_dir;
+	return cgs.dir;
 }
 
 static int parse_u64(const char *s, uint64_t *v, bool size)
@@ -251,7 +269,7 @@ int cgroup_family_limits(int pid, const char *name, struct cgroup_limits *out, c
 	memset(out, 0, sizeof(*out));
 	if (find_root() < 0)
 		return -ENOENT;
-	if (snprintf(family, len, "%s/forkvm/%s-%d", cg_root, name, pid) >= (int)len ||
+	if (snprintf(family, len, "%s/forkvm/%s-%d", cgs.root, name, pid) >= (int)len ||
 	    snprintf(leaf, sizeof(leaf), "%s/%s-%d", family, name, pid) >= (int)sizeof(leaf))
 		return -ENAMETOOLONG;
 	/* root's leaf: the jail's uid cannot have made it, nor changed its limits */
@@ -324,7 +342,10 @@ static int find_root(void)
 
 	for (size_t i = env ? 0 : 1; i < sizeof(cands) / sizeof(cands[0]); i++) {
 		if (is_cgroup2(cands[i]) && access(cands[i], W_OK) == 0) {
-			snprintf(cg_root, sizeof(cg_root), "%s", cands[i]);
+			/* unchanged: not written again (a template's write, per child, would
+			 * leave each child a private copy of this page) */
+			if (strcmp(cgs.root, cands[i]))
+				snprintf(cgs.root, sizeof(cgs.root), "%s", cands[i]);
 			return 0;
 		}
 		if (env)
@@ -348,9 +369,9 @@ static int current_cgroup(char *buf, size_t len)
 		line[strcspn(line, "\n")] = '\0';
 		/* Inherited from a forkvm parent (a branch, a template): leave to the root later. */
 		if (!strncmp(line + 3, "/forkvm/", 8) || !strcmp(line + 3, "/"))
-			snprintf(buf, len, "%s", cg_root);
+			snprintf(buf, len, "%s", cgs.root);
 		else
-			snprintf(buf, len, "%s%s", cg_root, line + 3);
+			snprintf(buf, len, "%s%s", cgs.root, line + 3);
 		ret = 0;
 		break;
 	}
@@ -432,23 +453,16 @@ static void reap_stale(const char *base, int depth)
 	closedir(d);
 }
 
-/* The controllers a VM's limits need, in the order of enum cg_ctl. */
-enum cg_ctl { CG_MEMORY, CG_CPU, CG_PIDS, CG_NCTL };
 static const char *const cg_ctl_name[CG_NCTL] = { "memory", "cpu", "pids" };
 
-static bool cg_avail[CG_NCTL];	/* listed in our cgroup's cgroup.controllers */
 static int cg_enable_err[CG_NCTL]; /* 0, -ENOENT: ROOT does not offer it, else enabling failed */
 /* the cgroup.subtree_control that refused it */
 static char cg_enable_at[CG_NCTL][sizeof(cg_family_dir)];
 static char cg_offered[256];	/* ROOT's cgroup.controllers, for the message */
-static char cg_missing[512];	/* "memory.max=..., pids.max=..." that could not be applied */
-static bool cg_ctl_missing[CG_NCTL];
-static struct cgroup_opts cg_opts;	/* what this VMM entered with: cow templates copy it */
-static bool cg_have_opts;
 
 const struct cgroup_opts *jail_cgroup_opts(void)
 {
-	return cg_have_opts ? &cg_opts : NULL;
+	return cgs.have_opts ? &cgs.opts : NULL;
 }
 
 /* DIR/cgroup.controllers into buf (space-separated names, no newline); -errno. */
@@ -501,10 +515,10 @@ static int enable_controller(const char *dir, const char *controller)
 static void enable_controllers(const char *base)
 {
 	/* Only quoted in the "not applied" line: unreadable leaves it empty. */
-	(void)read_controllers(cg_root, cg_offered, sizeof(cg_offered));
+	(void)read_controllers(cgs.root, cg_offered, sizeof(cg_offered));
 	for (int i = 0; i < CG_NCTL; i++) {
-		const char *at = cg_root;
-		int err = enable_controller(cg_root, cg_ctl_name[i]);
+		const char *at = cgs.root;
+		int err = enable_controller(cgs.root, cg_ctl_name[i]);
 
 		if (!err) {
 			at = base;
@@ -532,44 +546,39 @@ static void append(char *buf, size_t size, const char *sep, const char *fmt, ...
 	va_end(ap);
 }
 
-/* path as the host names it: inside a jailed family, ROOT is the family's cgroup. */
-static const char *shown(const char *path, char *buf, size_t len)
+/* path as the host names it, as "%s%s" of SHOWN(path): inside a jailed family, ROOT is the
+ * family's cgroup. No buffer: a cow child's stack stays within the pages it already has. */
+static const char *shown_prefix(const char *path)
 {
-	size_t n = strlen(cg_root);
-
-	if (!cg_family || !cg_family_host[0] || strncmp(path, cg_root, n) != 0)
-		return path;
-	snprintf(buf, len, "%s%s", cg_family_host, path + n);
-	return buf;
+	return cg_family && cg_family_host[0] && !strncmp(path, cgs.root, strlen(cgs.root))
+		       ? cg_family_host : "";
 }
+#define SHOWN(path) shown_prefix(path), (path) + (shown_prefix(path)[0] ? strlen(cgs.root) : 0)
 
 /* Write FILE=VALUE if the controller is here, else add it to the "not applied" list. */
 static int set_limit(enum cg_ctl ctl, const char *file, const char *value)
 {
-	int err = cg_avail[ctl] ? cg_write(cg_dir, file, value) : -ENOENT;
+	int err = cgs.avail[ctl] ? cg_write(cgs.dir, file, value) : -ENOENT;
 
 	if (err == -ENOENT) { /* the controller is missing, or the kernel lacks this file */
-		append(cg_missing, sizeof(cg_missing), ", ", "%s=%s", file, value);
-		cg_ctl_missing[ctl] = true;
+		append(cgs.missing, sizeof(cgs.missing), ", ", "%s=%s", file, value);
+		cgs.ctl_missing[ctl] = true;
 		return 0;
 	}
-	if (err) {
-		char buf[1100];
-		return log_errno(err, "cgroup %s: writing %s=%s", shown(cg_dir, buf, sizeof(buf)),
-				 file, value);
-	}
+	if (err)
+		return log_errno(err, "cgroup %s%s: writing %s=%s", SHOWN(cgs.dir), file, value);
 	return 0;
 }
 
 /* The one line that says which limits this VM runs without, and why; then forget them. */
 static void report_missing(void)
 {
-	char absent[64] = "", why[2048] = "", buf[1100];
+	char absent[64] = "", why[2048] = "";
 
-	if (!cg_missing[0])
+	if (!cgs.missing[0])
 		return;
 	for (int i = 0; i < CG_NCTL; i++) {
-		if (!cg_ctl_missing[i])
+		if (!cgs.ctl_missing[i])
 			continue;
 		if (cg_enable_err[i] == -ENOENT)
 			append(absent, sizeof(absent), ", ", "%s", cg_ctl_name[i]);
@@ -582,24 +591,23 @@ static void report_missing(void)
 	}
 	if (absent[0])
 		append(why, sizeof(why), "; ", "%s: not offered by %s, whose cgroup.controllers is "
-		       "\"%s\"%s", absent, cg_root, cg_offered,
-		       strstr(cg_root, "/unified") ? "; a cgroup v1/v2 hybrid host binds them to v1"
+		       "\"%s\"%s", absent, cgs.root, cg_offered,
+		       strstr(cgs.root, "/unified") ? "; a cgroup v1/v2 hybrid host binds them to v1"
 						  : "");
-	log_warn("cgroup %s: limits not applied: %s (%s)", shown(cg_dir, buf, sizeof(buf)),
-		 cg_missing, why);
-	cg_missing[0] = '\0';
-	memset(cg_ctl_missing, 0, sizeof(cg_ctl_missing));
+	log_warn("cgroup %s%s: limits not applied: %s (%s)", SHOWN(cgs.dir), cgs.missing, why);
+	cgs.missing[0] = '\0';
+	memset(cgs.ctl_missing, 0, sizeof(cgs.ctl_missing));
 }
 
 /* A jailed family's cgroup (root's, before the jail): --family-budget (default 1) times this
  * VM's limit unit in FILE, with suffix after it (cpu.max's period). */
 static int family_limit(enum cg_ctl ctl, const char *file, uint64_t unit, const char *suffix)
 {
-	uint64_t n = cg_opts.family_budget ? cg_opts.family_budget : 1;
+	uint64_t n = cgs.opts.family_budget ? cgs.opts.family_budget : 1;
 	char v[64];
 	int err;
 
-	if (!cg_family_dir[0] || !cg_have_opts || !unit || !cg_avail[ctl])
+	if (!cg_family_dir[0] || !cgs.have_opts || !unit || !cgs.avail[ctl])
 		return 0;
 	if (unit > (UINT64_MAX - 1) / n)
 		snprintf(v, sizeof(v), "max%s", suffix);
@@ -617,20 +625,20 @@ static int family_limits(uint64_t guest_ram)
 	char period[32];
 	int err = 0;
 
-	if (cg_opts.mem_limit)
-		err = family_limit(CG_MEMORY, "memory.max", cg_opts.mem_limit, "");
+	if (cgs.opts.mem_limit)
+		err = family_limit(CG_MEMORY, "memory.max", cgs.opts.mem_limit, "");
 	else if (guest_ram && guest_ram != JAIL_CGROUP_RAM_LATER)
 		err = family_limit(CG_MEMORY, "memory.max", guest_ram + JAIL_MEM_OVERHEAD, "");
-	if (!err && sscanf(cg_opts.cpu_max, "%llu %llu", &q, &p) == 2) {
+	if (!err && sscanf(cgs.opts.cpu_max, "%llu %llu", &q, &p) == 2) {
 		snprintf(period, sizeof(period), " %llu", p);
 		err = family_limit(CG_CPU, "cpu.max", q, period);
 	}
 	if (!err)
-		err = family_limit(CG_PIDS, "pids.max", cg_opts.pids_max, "");
+		err = family_limit(CG_PIDS, "pids.max", cgs.opts.pids_max, "");
 	/* a share, not a bound: the family competes with other VMs at its source's weight */
-	if (!err && cg_opts.cpu_weight && cg_family_dir[0] && cg_avail[CG_CPU]) {
+	if (!err && cgs.opts.cpu_weight && cg_family_dir[0] && cgs.avail[CG_CPU]) {
 		char weight[24];
-		snprintf(weight, sizeof(weight), "%" PRIu64, cg_opts.cpu_weight);
+		snprintf(weight, sizeof(weight), "%" PRIu64, cgs.opts.cpu_weight);
 		if ((err = cg_write(cg_family_dir, "cpu.weight", weight)))
 			err = log_errno(err, "the family cgroup %s: writing cpu.weight=%s",
 					cg_family_dir, weight);
@@ -644,8 +652,8 @@ int jail_cgroup_set_guest_ram(uint64_t guest_ram)
 	int err;
 
 	/* Without the controller, jail_cgroup_enter's line already named memory.max. */
-	if (!cg_dir[0] || cg_mem_explicit || !guest_ram || guest_ram == JAIL_CGROUP_RAM_LATER ||
-	    !cg_avail[CG_MEMORY])
+	if (!cgs.dir[0] || cgs.mem_explicit || !guest_ram || guest_ram == JAIL_CGROUP_RAM_LATER ||
+	    !cgs.avail[CG_MEMORY])
 		return 0;
 	snprintf(v, sizeof(v), "%" PRIu64, (uint64_t)(guest_ram + JAIL_MEM_OVERHEAD));
 	err = set_limit(CG_MEMORY, "memory.max", v);
@@ -662,20 +670,20 @@ static int apply_limits(uint64_t guest_ram, const struct cgroup_opts *o)
 	char avail[512], v[32];
 	int err;
 
-	cg_missing[0] = '\0';
-	memset(cg_ctl_missing, 0, sizeof(cg_ctl_missing));
-	err = read_controllers(cg_dir, avail, sizeof(avail));
+	cgs.missing[0] = '\0';
+	memset(cgs.ctl_missing, 0, sizeof(cgs.ctl_missing));
+	err = read_controllers(cgs.dir, avail, sizeof(avail));
 	if (err)
-		return log_errno(err, "cgroup %s: reading cgroup.controllers", cg_dir);
+		return log_errno(err, "cgroup %s: reading cgroup.controllers", cgs.dir);
 	for (int i = 0; i < CG_NCTL; i++)
-		cg_avail[i] = has_word(avail, cg_ctl_name[i]);
-	cg_mem_explicit = o && o->mem_limit;
-	if (cg_mem_explicit) {
+		cgs.avail[i] = has_word(avail, cg_ctl_name[i]);
+	cgs.mem_explicit = o && o->mem_limit;
+	if (cgs.mem_explicit) {
 		snprintf(v, sizeof(v), "%" PRIu64, o->mem_limit);
 		err = set_limit(CG_MEMORY, "memory.max", v);
 	} else if (guest_ram == JAIL_CGROUP_RAM_LATER) {
 		/* A restore learns its RAM later: say now if the limit cannot be set then. */
-		if (!cg_avail[CG_MEMORY])
+		if (!cgs.avail[CG_MEMORY])
 			err = set_limit(CG_MEMORY, "memory.max", "guest RAM + 256M");
 	} else if (guest_ram) {
 		snprintf(v, sizeof(v), "%" PRIu64, (uint64_t)(guest_ram + JAIL_MEM_OVERHEAD));
@@ -698,7 +706,7 @@ static int apply_limits(uint64_t guest_ram, const struct cgroup_opts *o)
 	return err;
 }
 
-/* The limits of the cgroup just entered (cg_dir); on failure leave and remove it again. */
+/* The limits of the cgroup just entered (cgs.dir); on failure leave and remove it again. */
 static int limits_or_leave(uint64_t guest_ram, const struct cgroup_opts *o)
 {
 	int err = apply_limits(guest_ram, o);
@@ -717,7 +725,7 @@ static void family_from_env(void)
 	struct stat st;
 
 	if (cg_family || !host || !jail_inside_parent() || getuid() == 0 ||
-	    stat(cg_root, &st) < 0 || st.st_uid != getuid())
+	    stat(cgs.root, &st) < 0 || st.st_uid != getuid())
 		return;
 	cg_family = true;
 	snprintf(cg_family_host, sizeof(cg_family_host), "%s", host);
@@ -726,7 +734,7 @@ static void family_from_env(void)
 /* Where VM cgroups are made: ROOT/forkvm, or ROOT itself inside a jailed family. */
 static void base_path(char *buf, size_t len)
 {
-	snprintf(buf, len, cg_family ? "%s" : "%s/forkvm", cg_root);
+	snprintf(buf, len, cg_family ? "%s" : "%s/forkvm", cgs.root);
 }
 
 /*
@@ -738,7 +746,7 @@ static int cgroup_base(char *base, size_t len, char *orig, size_t orig_len)
 {
 	/* Forked from a VMM in its cgroup (a cow template or child): leave to the root later,
 	 * as current_cgroup() would say for a /forkvm/ cgroup. */
-	bool in_forkvm_cgroup = cg_dir[0] != '\0';
+	bool in_forkvm_cgroup = cgs.dir[0] != '\0';
 	int err;
 
 	if (find_root() < 0) { /* cheap; a jailed VMM's forks may not see the root it had */
@@ -747,12 +755,12 @@ static int cgroup_base(char *base, size_t len, char *orig, size_t orig_len)
 		return -ENOENT;
 	}
 	family_from_env();
-	bool base_ready = cg_base_ready_root[0] && !strcmp(cg_base_ready_root, cg_root);
+	bool base_ready = cg_base_ready_root[0] && !strcmp(cg_base_ready_root, cgs.root);
 
 	if (cg_family)
-		snprintf(orig, orig_len, "%s/" LEAVING, cg_root);
+		snprintf(orig, orig_len, "%s/" LEAVING, cgs.root);
 	else if (in_forkvm_cgroup && base_ready)
-		snprintf(orig, orig_len, "%s", cg_root);
+		snprintf(orig, orig_len, "%s", cgs.root);
 	else if ((err = current_cgroup(orig, orig_len)))
 		return log_errno(err, "reading /proc/self/cgroup");
 	base_path(base, len);
@@ -763,7 +771,7 @@ static int cgroup_base(char *base, size_t len, char *orig, size_t orig_len)
 		reap_stale(base, cg_family ? 1 : 0);
 		if (!cg_family)
 			enable_controllers(base);
-		snprintf(cg_base_ready_root, sizeof(cg_base_ready_root), "%s", cg_root);
+		snprintf(cg_base_ready_root, sizeof(cg_base_ready_root), "%s", cgs.root);
 	}
 	return 0;
 }
@@ -850,15 +858,15 @@ static int enter(const char *name, uint64_t guest_ram, const struct cgroup_opts 
 	int err;
 
 	if (o) {
-		cg_opts = *o;
-		cg_have_opts = true;
+		cgs.opts = *o;
+		cgs.have_opts = true;
 	}
 	if (o && o->no_cgroup) {
-		cg_dir[0] = '\0';
+		cgs.dir[0] = '\0';
 		return 0;
 	}
-	err = cgroup_base(base, sizeof(base), cg_orig, sizeof(cg_orig));
-	cg_dir[0] = '\0';
+	err = cgroup_base(base, sizeof(base), cgs.orig, sizeof(cgs.orig));
+	cgs.dir[0] = '\0';
 	if (err)
 		return err == -ENOENT ? 0 : err;
 	if (family) {
@@ -870,19 +878,19 @@ static int enter(const char *name, uint64_t guest_ram, const struct cgroup_opts 
 		snprintf(cg_family_dir, sizeof(cg_family_dir), "%s", fam);
 		snprintf(base, sizeof(base), "%s", fam);
 	}
-	if (snprintf(cg_dir, sizeof(cg_dir), "%s/%s-%d", base, name, (int)getpid()) >=
-	    (int)sizeof(cg_dir))
+	if (snprintf(cgs.dir, sizeof(cgs.dir), "%s/%s-%d", base, name, (int)getpid()) >=
+	    (int)sizeof(cgs.dir))
 		err = log_errno(-ENAMETOOLONG, "the cgroup of %s in %s", name, base);
 	else
-		err = move_into(cg_dir);
+		err = move_into(cgs.dir);
 	if (err) {
-		cg_dir[0] = '\0';
+		cgs.dir[0] = '\0';
 		family_unmake();
 		return err;
 	}
 	err = limits_or_leave(guest_ram, o);
 	if (!err)
-		log_debug("in the cgroup %s", cg_dir);
+		log_debug("in the cgroup %s", cgs.dir);
 	return err;
 }
 
@@ -906,7 +914,7 @@ int jail_cgroup_delegate(unsigned uid, char *src, size_t len)
 	char path[700];
 
 	src[0] = '\0';
-	if (!cg_family_dir[0] || !cg_dir[0])
+	if (!cg_family_dir[0] || !cgs.dir[0])
 		return 0;
 	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
 		snprintf(path, sizeof(path), "%s%s", cg_family_dir, files[i]);
@@ -920,21 +928,21 @@ int jail_cgroup_delegate(unsigned uid, char *src, size_t len)
 
 const char *jail_cgroup_root(void)
 {
-	return cg_root;
+	return cgs.root;
 }
 
 int jail_cgroup_jailed(void)
 {
-	const char *leaf = strrchr(cg_dir, '/');
-	char dir[sizeof(cg_dir)];
+	const char *leaf = strrchr(cgs.dir, '/');
+	char dir[sizeof(cgs.dir)];
 
 	if (!cg_family_dir[0] || !leaf)
 		return 0;
-	snprintf(dir, sizeof(dir), "%s%s", cg_root, leaf);
-	snprintf(cg_dir, sizeof(cg_dir), "%s", dir);
-	snprintf(cg_orig, sizeof(cg_orig), "%s/" LEAVING, cg_root);
+	snprintf(dir, sizeof(dir), "%s%s", cgs.root, leaf);
+	snprintf(cgs.dir, sizeof(cgs.dir), "%s", dir);
+	snprintf(cgs.orig, sizeof(cgs.orig), "%s/" LEAVING, cgs.root);
 	/* ROOT/forkvm of the host is out of sight: nothing to reap or enable in here. */
-	snprintf(cg_base_ready_root, sizeof(cg_base_ready_root), "%s", cg_root);
+	snprintf(cg_base_ready_root, sizeof(cg_base_ready_root), "%s", cgs.root);
 	snprintf(cg_family_host, sizeof(cg_family_host), "%s", cg_family_dir);
 	cg_family_dir[0] = '\0';
 	cg_family = true;
@@ -953,7 +961,7 @@ void jail_cgroup_slot_path(const char *name, char *buf, size_t len)
 
 void jail_cgroup_prepare(const char *name, const struct cgroup_opts *o, struct cgroup_slot *slot)
 {
-	char base[300], orig[sizeof(cg_orig)]; /* unused: the child leaves to ROOT (adopt) */
+	char base[300], orig[sizeof(cgs.orig)]; /* unused: the child leaves to ROOT (adopt) */
 
 	slot->fd = -1;
 	slot->dir[0] = '\0';
@@ -1036,38 +1044,37 @@ int jail_cgroup_adopt(struct cgroup_slot *slot, const char *name, uint64_t guest
 	if (slot->fd < 0)
 		return jail_cgroup_enter(name, guest_ram, o);
 	if (o) {
-		cg_opts = *o;
-		cg_have_opts = true;
+		cgs.opts = *o;
+		cgs.have_opts = true;
 	}
 	close(slot->fd);
 	slot->fd = -1;
 	/* leave to the root, as a forkvm one; in a jailed family to its leaving leaf */
-	snprintf(cg_orig, sizeof(cg_orig), cg_family ? "%s/" LEAVING : "%s", cg_root);
+	snprintf(cgs.orig, sizeof(cgs.orig), cg_family ? "%s/" LEAVING : "%s", cgs.root);
 	/* NAME-<the maker's pid> (cgroup v2 cannot rename): the stale reaper skips a cgroup
 	 * with processes in it, and the template removes a killed child's. */
-	snprintf(cg_dir, sizeof(cg_dir), "%s", slot->dir);
+	snprintf(cgs.dir, sizeof(cgs.dir), "%s", slot->dir);
 	err = limits_or_leave(guest_ram, o);
 	if (!err)
-		log_debug("in the cgroup %s (cloned into it)", cg_dir);
+		log_debug("in the cgroup %s (cloned into it)", cgs.dir);
 	return err;
 }
 
 void jail_cgroup_leave(void)
 {
-	char pid[24], buf[1100], buf2[1100];
+	char pid[24];
 	int err;
 
-	if (!cg_dir[0])
+	if (!cgs.dir[0])
 		return;
 	snprintf(pid, sizeof(pid), "%d", (int)getpid());
-	err = cg_write(cg_orig, "cgroup.procs", pid);
+	err = cg_write(cgs.orig, "cgroup.procs", pid);
 	if (err)
-		log_warn("leaving the cgroup %s for %s: %s (the next VMM start removes it)",
-			 shown(cg_dir, buf, sizeof(buf)), shown(cg_orig, buf2, sizeof(buf2)),
-			 strerror(-err));
-	else if (rmdir(cg_dir) < 0)
-		log_warn("removing the cgroup %s: %s (the next VMM start removes it)",
-			 shown(cg_dir, buf, sizeof(buf)), strerror(errno));
-	cg_dir[0] = '\0';
+		log_warn("leaving the cgroup %s%s for %s%s: %s (the next VMM start removes it)",
+			 SHOWN(cgs.dir), SHOWN(cgs.orig), strerror(-err));
+	else if (rmdir(cgs.dir) < 0)
+		log_warn("removing the cgroup %s%s: %s (the next VMM start removes it)",
+			 SHOWN(cgs.dir), strerror(errno));
+	cgs.dir[0] = '\0';
 	family_unmake(); /* before the jail only: inside, the family's cgroup is root's to remove */
 }
