@@ -120,9 +120,10 @@ def test_nat_allow_list_and_the_guest_address(env, outside):
 def test_isolated_publish_cow_children_and_cleanup(env, outside):
     """Jailed, as the daemon runs every VMM: the network of the source and of each cow child
     comes from the broker the source forked before its jail (docs/NET.md, "Networks of jailed
-    VMMs"), which also relays their published ports. A jailed source's cow children stay in its
-    cgroup (docs/SECURITY.md, "Limitations"), so its memory.max is sized here for the source,
-    its three children and the broker, as the daemon sizes a jailed family's."""
+    VMMs"), which also relays their published ports. Each VM of the jailed family has a cgroup
+    of its own inside the family's, whose memory.max (--family-budget 1 times --mem-limit,
+    docs/SECURITY.md, "A jailed family") bounds the source and its three children together:
+    2G is sized for all four."""
     src = env.boot("iso", extra=["--name", "iso", "--jail", "--jail-uid-base", "320000000",
                                  "--mem-limit", "2G",
                                  "--net", "isolated", "--publish", f"0:{GUEST_PORT}"])
