@@ -12,9 +12,15 @@ elapsed() { echo "$(( ($(date +%s%N) - $1) / 1000 )) us"; }
 
 echo "== forkvm demo: probe guest on KVM ($(nproc) cores)"
 t=$(ms)
-"$FORKVM" run --detach --socket "$sock" --mem 512M --vcpus 2 >/dev/null
+pid=$("$FORKVM" run --detach --socket "$sock" --mem 512M --vcpus 2 | cut -d' ' -f1)
 "$FORKVM" probe ping "$sock" >/dev/null
 echo "boot -> first ping:        $(elapsed "$t")"
+uid=$(awk '/^Uid:/ {print $2}' "/proc/$pid/status")
+if [ -L "$sock" ]; then
+	echo "VMM pid $pid: jailed (uid $uid, no capabilities, writes only $(readlink "$sock" | cut -d/ -f1))"
+else
+	echo "VMM pid $pid: NOT jailed (uid $uid; FORKVM_JAIL=0 or --no-jail, or not root)"
+fi
 t=$(ms)
 "$FORKVM" probe ping "$sock" >/dev/null
 echo "one ping (CLI round trip): $(elapsed "$t")"

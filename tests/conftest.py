@@ -4,6 +4,7 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+import forkvm_vm  # noqa: E402,F401  (the harness's environment: FORKVM_JAIL, forkvm_vm.py)
 
 
 def pytest_configure(config):

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cli/cli_daemon.h"
+#include "cli/cli_jail.h"
 #include "cli/cli_vm.h"
 #include "cli/commands.h"
 #include "util/errmsg.h"
@@ -100,8 +101,8 @@ static int run(int argc, char **argv)
 	bool paused = false, hashes = false, no_agent_sync = false, via_daemon;
 	/* an option the daemon has no counterpart for, and why */
 	const char *direct_only = NULL, *direct_why = NULL;
-	json_t *req;
-	int opt, ret;
+	json_t *req, *reply;
+	int opt;
 
 	optind = 1;
 	opterr = 0;
@@ -189,10 +190,30 @@ static int run(int argc, char **argv)
 		json_object_set_new(req, "dir", json_string(absdir));
 	if (no_agent_sync)
 		json_object_set_new(req, "no_agent_sync", json_true());
+	/* A jailed family's budget for the children to come (then as they are). */
+	struct cli_jail jail;
+	int jailed = cli_vm_jail(argv[optind], &jail, &err) > 0;
+	if (jailed)
+		cli_jail_budget(&jail, (int)count + !strcmp(strategy, "cow"));
 	/* Readiness, then (Linux) as long again for the fix-up, then slack. */
-	ret = cli_vm_call_print(argv[optind], req, 2 * (int)timeout + 60000, JSON_COMPACT);
+	reply = cli_vm_call(argv[optind], req, 2 * (int)timeout + 60000);
 	json_decref(req);
-	return ret;
+	if (jailed)
+		cli_jail_budget(&jail, 0);
+	if (!reply && dir) {
+		if (jailed && !cli_jail_holds(&jail, absdir))
+			fprintf(stderr, "forkvm branch: VM %s is jailed: --dir must lie in its jail "
+				"directory %s or a --jail-bind directory (SECURITY.md)\n", argv[optind],
+				jail.dir);
+	}
+	if (!reply)
+		return CLI_EXIT_FAIL;
+	/* A jailed source's children live in its jail: named here too. */
+	cli_link_children(reply, run_dir);
+	json_dumpf(reply, stdout, JSON_COMPACT);
+	fputc('\n', stdout);
+	json_decref(reply);
+	return CLI_EXIT_OK;
 }
 
 const struct cli_command cli_cmd_branch = { "branch", "fork a running VM into N children", usage,

@@ -25,8 +25,9 @@ static const char usage[] =
 	"  Lists the sandboxes of the running daemon (forkvm --help: which one) and the VMs\n"
 	"  with a control socket in the run directory ($FORKVM_RUN_DIR, /run/forkvm for root,\n"
 	"  else /tmp/forkvm-UID), whichever exist: NAME (a daemon sandbox's id), VIA (daemon or\n"
-	"  local), STATE (running, paused, dead; unreachable: a socket nothing answers on),\n"
-	"  GUEST, PARENT (the sandbox it was branched from) and AGE.\n"
+	"  local), STATE (running, paused, template: a cow template, dead; unreachable: a\n"
+	"  socket nothing answers on), GUEST, PARENT (the sandbox it was branched from) and\n"
+	"  AGE. A jailed VM's NAME.sock is a symlink into its jail: listed while it answers.\n"
 	"  --json   one JSON array instead: each daemon sandbox's record with name, via and\n"
 	"           age_s added; each local VM as name, via, socket, state, pid, age_s\n";
 
@@ -83,10 +84,17 @@ static json_t *local_row(const char *dir, const char *file)
 	row = json_pack("{s:s%,s:s,s:s}", "name", file, n, "via", "local", "socket", path);
 	if (req && row && ctl_call(path, req, &st, LS_STATUS_TIMEOUT_MS, &err) == 0 &&
 	    json_is_true(json_object_get(st, "ok"))) {
-		bad |= json_object_set(row, "state", json_object_get(st, "state"));
-		bad |= json_object_set(row, "pid", json_object_get(st, "pid"));
-		bad |= json_object_set_new(row, "age_s", json_real((double)json_integer_value(
-				json_object_get(st, "uptime_ms")) / 1e3));
+		json_t *state = json_object_get(st, "state"), *up = json_object_get(st, "uptime_ms");
+
+		/* A cow template answers status too, with its own fields (BRANCH.md). */
+		if (!state && json_object_get(st, "live"))
+			bad |= json_object_set_new(row, "state", json_string("template"));
+		else
+			bad |= json_object_set_new(row, "state", state ? json_incref(state)
+							   : json_string("unknown"));
+		bad |= json_object_set_new(row, "pid", json_incref(json_object_get(st, "pid")) ?: json_null());
+		bad |= json_object_set_new(row, "age_s", json_is_integer(up) ?
+					   json_real((double)json_integer_value(up) / 1e3) : json_null());
 	} else if (row) {
 		bad |= json_object_set_new(row, "state", json_string("unreachable"));
 	}
@@ -129,7 +137,8 @@ static int local_rows(json_t *rows, json_t *taken, struct fvm_err *err)
 
 		if (len <= 5 || strcmp(e->d_name + len - 5, ".sock") != 0 ||
 		    snprintf(path, sizeof(path), "%s/%s", dir, e->d_name) >= (int)sizeof(path) ||
-		    lstat(path, &sb) < 0 || !S_ISSOCK(sb.st_mode) || json_object_get(taken, path))
+		    /* stat: a jailed VM's NAME.sock is a symlink into its NAME.jail */
+		    stat(path, &sb) < 0 || !S_ISSOCK(sb.st_mode) || json_object_get(taken, path))
 			continue;
 		if (n == cap) {
 			char **grown = realloc(names, (cap = cap ? 2 * cap : 16) * sizeof(*names));

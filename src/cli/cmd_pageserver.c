@@ -21,7 +21,8 @@ static const char usage[] =
 	"  --socket PATH      listen here (default RUN_DIR/pageserver.sock)\n"
 	"  --fault-around N   pages copied per demand fault where the file has data (default 16)\n"
 	"  --status           print the running server's status (JSON) and exit\n"
-	"  --jail / --no-jail confine the server (docs/SECURITY.md; also FORKVM_JAIL=1|0)\n"
+	"  --jail / --no-jail confine the server (docs/SECURITY.md; on by default as root;\n"
+	"                     also FORKVM_JAIL=1|0)\n"
 	"  -v, --verbose      debug logging\n"
 	"Serves every `forkvm run --restore DIR --backing uffd` that connects; runs in the\n"
 	"foreground until SIGTERM/SIGINT. See docs/UFFD.md.\n";

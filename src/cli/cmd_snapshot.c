@@ -12,6 +12,7 @@
 #include <xxhash.h>
 
 #include "cli/cli_daemon.h"
+#include "cli/cli_jail.h"
 #include "cli/cli_vm.h"
 #include "cli/commands.h"
 #include "snapshot/snap_layer.h"
@@ -20,7 +21,8 @@
 
 static const char usage[] =
 	"forkvm snapshot create VM DIR [--force]\n"
-	"    pause VM, write DIR atomically (vmstate, sparse memory, meta.json), resume\n"
+	"    pause VM, write DIR atomically (vmstate, sparse memory, meta.json), resume;\n"
+	"    a jailed VM writes it in its jail, then it is moved to DIR, root's (SECURITY.md)\n"
 	"forkvm snapshot create ID\n"
 	"    a daemon sandbox (sb-...): the daemon writes and records the snapshot in its state\n"
 	"    directory; prints its id and dir\n"
@@ -96,6 +98,15 @@ static int snapshot_create(int argc, char **argv)
 		return cli_usage_error(&cli_cmd_snapshot, "create needs VM and DIR");
 	if (absolute_dir(argv[3], dir, sizeof(dir)) < 0)
 		return cli_usage_error(&cli_cmd_snapshot, "DIR '%s' is too long", argv[3]);
+	/* A jailed VMM writes only its jail: the snapshot is made there and adopted. */
+	struct cli_jail jail;
+	int jailed = cli_vm_jail(argv[2], &jail, &err);
+	if (jailed < 0) {
+		fprintf(stderr, "forkvm: %s\n", err_text(&err));
+		return CLI_EXIT_FAIL;
+	}
+	if (jailed && !cli_jail_holds(&jail, dir))
+		return cli_jail_snapshot(argv[2], &jail, dir, force);
 	req = json_pack("{s:s,s:s,s:b,s:s}", "cmd", "snapshot", "dir", dir, "force", force,
 			"source", argv[2]);
 	ret = cli_vm_call_print(argv[2], req, 3600 * 1000, JSON_COMPACT);

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cli/cli_jail.h"
 #include "cli/cli_vm.h"
 #include "cli/commands.h"
 
@@ -21,8 +22,7 @@ static int run(int argc, char **argv)
 {
 	unsigned long long count = 1;
 	bool paused = false, no_agent_sync = false;
-	json_t *req;
-	int ret;
+	json_t *req, *reply;
 
 	if (argc < 3)
 		return cli_usage_error(&cli_cmd_template, "need a subcommand and TEMPLATE");
@@ -45,9 +45,23 @@ static int run(int argc, char **argv)
 		json_object_set_new(req, "paused", json_boolean(paused));
 		json_object_set_new(req, "no_agent_sync", json_boolean(no_agent_sync));
 	}
-	ret = cli_vm_call_print(argv[2], req, 300000, JSON_COMPACT);
+	struct cli_jail jail;
+	struct fvm_err err = FVM_ERR_INIT;
+	int jailed = strcmp(argv[1], "spawn") == 0 && cli_vm_jail(argv[2], &jail, &err) > 0;
+	if (jailed) /* a jailed family's budget for the children to come */
+		cli_jail_budget(&jail, (int)count);
+	reply = cli_vm_call(argv[2], req, 300000);
 	json_decref(req);
-	return ret;
+	if (jailed)
+		cli_jail_budget(&jail, 0);
+	if (!reply)
+		return CLI_EXIT_FAIL;
+	if (strcmp(argv[1], "spawn") == 0) /* a jailed template's children: named here too */
+		cli_link_children(reply, cli_run_dir());
+	json_dumpf(reply, stdout, JSON_COMPACT);
+	fputc('\n', stdout);
+	json_decref(reply);
+	return CLI_EXIT_OK;
 }
 
 const struct cli_command cli_cmd_template = { "template", "spawn more cow children, or stop a template",

@@ -183,7 +183,7 @@ int run_opts_parse(const struct cli_command *self, int argc, char **argv, struct
 		return cli_usage_error(self, "--backing uffd needs --restore DIR");
 	if (o->cg.family_budget && (!jail_will_confine(&o->jail) || o->cg.no_cgroup))
 		return cli_usage_error(self, "--family-budget is for a VMM entering a jail of its own "
-				       "(--jail, and not --no-cgroup)");
+				       "(the default as root, --jail; not --no-jail or --no-cgroup)");
 	uffd_restore_breakers(&o->uffd, &o->vm.mem.backing);
 	if (!o->name[0])
 		snprintf(o->name, sizeof(o->name), "vm-%d", (int)getpid());

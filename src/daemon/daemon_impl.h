@@ -127,8 +127,6 @@ bool vmm_alive(const struct sandbox_rec *r);
 /* ---- jailed.c: the daemon's side of jailed VMMs (docs/DAEMON.md, "Confinement") ---- */
 /* RUN_DIR/ID.jail: a VMM's jail directory */
 #define JAIL_DIR_MAX (DAEMON_STATE_DIR_MAX + 16 + STORE_ID_MAX + 8)
-/* RUN_DIR/ID.jail.family: one VM's cgroup limits, the unit of its family's budget */
-#define FAMILY_SUFFIX ".family"
 /*
  * Where r's VMM is jailed: RUN_DIR/ID.jail for a sandbox the daemon started, the directory
  * its socket lies in for a branch child (RUN_DIR/SOURCE.jail/CHILD.sock). 0 with dir and

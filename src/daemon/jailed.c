@@ -103,7 +103,7 @@ void jail_dir_release(struct daemon *d, const char *jail)
 	if (ret)
 		log_warn("daemon: removing the jail directory %s: %s", jail, strerror(-ret));
 	char unit[JAIL_DIR_MAX + 8];
-	snprintf(unit, sizeof(unit), "%s%s", jail, FAMILY_SUFFIX);
+	snprintf(unit, sizeof(unit), "%s%s", jail, JAIL_FAMILY_RECORD_SUFFIX);
 	if (unlink(unit) < 0 && errno != ENOENT)
 		log_warn("daemon: removing %s: %s", unit, strerror(errno));
 }
@@ -148,20 +148,8 @@ int jail_snapshot_adopt(struct daemon *d, const char *jail, uid_t uid, const cha
  */
 static int family_unit_path(const char *jail, char *out, size_t cap)
 {
-	return snprintf(out, cap, "%s%s", jail, FAMILY_SUFFIX) < (int)cap ? 0 : -ENAMETOOLONG;
-}
-
-static json_t *limit_json(uint64_t v)
-{
-	return v == UINT64_MAX ? json_null() : json_integer((json_int_t)v);
-}
-
-static uint64_t limit_of(json_t *o, const char *key)
-{
-	json_t *v = json_object_get(o, key);
-
-	return json_is_integer(v) && json_integer_value(v) > 0 ? (uint64_t)json_integer_value(v)
-							       : UINT64_MAX;
+	return snprintf(out, cap, "%s%s", jail, JAIL_FAMILY_RECORD_SUFFIX) < (int)cap
+		? 0 : -ENAMETOOLONG;
 }
 
 void family_record(struct daemon *d, const struct sandbox_rec *r)
@@ -177,24 +165,9 @@ void family_record(struct daemon *d, const struct sandbox_rec *r)
 	    cgroup_family_limits(r->pid, r->id, &l, family, sizeof(family)) ||
 	    family_unit_path(jail, path, sizeof(path)))
 		return;
-	json_t *unit = json_pack("{s:s, s:o, s:o, s:I, s:o}", "cgroup", family, "memory_max",
-				 limit_json(l.memory_max), "cpu_quota", limit_json(l.cpu_quota),
-				 "cpu_period", (json_int_t)l.cpu_period, "pids_max",
-				 limit_json(l.pids_max));
-	char *text = unit ? json_dumps(unit, JSON_COMPACT) : NULL;
-	if (!text || file_write_atomic(path, text, strlen(text), 0600, &err))
-		log_warn("daemon: recording the cgroup limits of %s in %s: %s", r->id, path,
-			 text ? err_text(&err) : "out of memory");
-	free(text);
-	json_decref(unit);
-}
-
-/* unit * n, saturating; "max" stays max. */
-static uint64_t times(uint64_t unit, int n)
-{
-	if (unit == UINT64_MAX)
-		return UINT64_MAX;
-	return n > 0 && unit > (UINT64_MAX - 1) / (uint64_t)n ? UINT64_MAX - 1 : unit * (uint64_t)n;
+	snprintf(l.path, sizeof(l.path), "%s", family);
+	if (jail_family_record_write(path, &l, &err))
+		log_warn("daemon: recording the cgroup limits of %s: %s", r->id, err_text(&err));
 }
 
 /* The children still to come of branches in jail's family. */
@@ -248,23 +221,16 @@ void family_sync(struct daemon *d, const char *jail)
 {
 	struct sandbox_rec *recs = NULL;
 	struct fvm_err err = FVM_ERR_INIT;
-	struct cgroup_limits l;
 	char path[JAIL_DIR_MAX + 8], dir[JAIL_DIR_MAX];
 	size_t n = 0;
-	int members = 0;
-	bool found = false;
-	uint8_t *text = NULL;
-	size_t len = 0;
+	int members = 0, ret;
 	uid_t uid;
 
-	if (family_unit_path(jail, path, sizeof(path)) ||
-	    file_read(path, 4096, 0, &text, &len, NULL))
+	if (family_unit_path(jail, path, sizeof(path)) || access(path, F_OK) < 0)
 		return; /* not a jailed family with limits recorded */
 	/* Counting and writing as one: a concurrent sync (the reaper's, a branch's) must not
 	 * write an older count over a newer one. */
 	pthread_mutex_lock(&d->family_sync_lock);
-	json_t *unit = json_loads((char *)text, 0, NULL);
-	free(text);
 	if (store_list_sandboxes(d->store, NULL, NULL, &recs, &n, &err)) {
 		log_warn("daemon: the family budget of %s: %s", jail, err_text(&err));
 		goto out;
@@ -275,26 +241,15 @@ void family_sync(struct daemon *d, const char *jail)
 			continue;
 		members++;
 	}
-	const char *family = json_string_value(json_object_get(unit, "cgroup"));
-	memset(&l, 0, sizeof(l));
-	if (family && snprintf(l.path, sizeof(l.path), "%s", family) < (int)sizeof(l.path))
-		found = access(l.path, F_OK) == 0;
-	if (!unit || !members || !found)
-		goto out; /* nobody left, or no cgroup of ours: nothing to keep */
+	if (!members)
+		goto out; /* nobody left: nothing to keep */
 	members += family_pending(d, jail);
-	l.memory_max = times(limit_of(unit, "memory_max"), members);
-	l.cpu_quota = times(limit_of(unit, "cpu_quota"), members);
-	l.pids_max = times(limit_of(unit, "pids_max"), members);
-	if (json_is_integer(json_object_get(unit, "cpu_period")))
-		l.cpu_period = (uint64_t)json_integer_value(json_object_get(unit, "cpu_period"));
-	int ret = cgroup_write_limits(&l);
-	if (ret)
-		log_warn("daemon: setting the budget of %d VM(s) on %s: %s", members, l.path,
-			 strerror(-ret));
-	else
-		log_debug("daemon: %s: the budget of %d VM(s)", l.path, members);
+	ret = jail_family_budget_apply(path, members, &err);
+	if (ret && ret != -ENOENT)
+		log_warn("daemon: %s", err_text(&err));
+	else if (!ret)
+		log_debug("daemon: %s: the budget of %d VM(s)", jail, members);
 out:
 	pthread_mutex_unlock(&d->family_sync_lock);
-	json_decref(unit);
 	free(recs);
 }

@@ -9,9 +9,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "util/fileio.h"
 #include "util/log.h"
-
-#define COPY_CHUNK (1u << 20)
 
 /* Link the open file itself (its name may be gone or replaced): then check it is the same. */
 static int try_link(const struct disk_layer *l, int dirfd, const char *name)
@@ -29,77 +28,25 @@ static int try_link(const struct disk_layer *l, int dirfd, const char *name)
 	return -ESTALE;
 }
 
-static bool all_zero(const uint8_t *p, size_t len)
-{
-	for (size_t i = 0; i < len; i++)
-		if (p[i])
-			return false;
-	return true;
-}
-
-/* Copy [off, end) of in to out, leaving all-zero chunks as holes. */
-static int copy_range(int in, int out, uint8_t *buf, uint64_t off, uint64_t end)
-{
-	while (off < end) {
-		size_t n = end - off < COPY_CHUNK ? (size_t)(end - off) : COPY_CHUNK;
-		int ret = fd_pread_full(in, buf, n, off);
-
-		if (!ret && !all_zero(buf, n))
-			ret = fd_pwrite_full(out, buf, n, off);
-		if (ret)
-			return ret;
-		off += n;
-	}
-	return 0;
-}
-
-/* Data extents only (SEEK_DATA/SEEK_HOLE); a filesystem without them is copied whole. */
-static int copy_sparse(int in, int out, uint8_t *buf, uint64_t size)
-{
-	off_t off = 0, end;
-	int ret;
-
-	for (;;) {
-		off = lseek(in, off, SEEK_DATA);
-		if (off < 0 && errno == ENXIO)
-			return 0;
-		if (off < 0 && errno == EINVAL)
-			return copy_range(in, out, buf, 0, size);
-		if (off < 0)
-			return -errno;
-		end = lseek(in, off, SEEK_HOLE);
-		if (end < 0)
-			return -errno;
-		ret = copy_range(in, out, buf, (uint64_t)off, (uint64_t)end);
-		if (ret)
-			return ret;
-		off = end;
-	}
-}
-
 static int copy_layer(const struct disk_layer *l, int dirfd, const char *dirname,
 		      const char *name)
 {
-	uint8_t *buf = malloc(COPY_CHUNK);
 	struct stat st;
 	int out = -1, ret = 0;
 
-	if (!buf)
-		return log_errno(-ENOMEM, "copying overlay %s", l->path);
 	if (fstat(l->fd, &st) < 0)
 		ret = -errno;
 	else if ((out = openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
 			       0600)) < 0)
 		ret = -errno;
 	if (!ret)
-		ret = copy_sparse(l->fd, out, buf, (uint64_t)st.st_size);
-	if (!ret && (ftruncate(out, st.st_size) < 0 || fsync(out) < 0))
+		ret = file_copy_sparse(l->fd, out, (uint64_t)st.st_size);
+	if (!ret && fsync(out) < 0)
 		ret = -errno;
 	if (out >= 0)
 		close(out);
 	if (ret && out >= 0)
 		unlinkat(dirfd, name, 0);
-	free(buf);
 	if (ret)
 		return log_errno(ret, "copying overlay %s to %s/%s", l->path, dirname, name);
 	return 0;

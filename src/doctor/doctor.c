@@ -24,6 +24,7 @@ const struct doctor_check doctor_checks[] = {
 	{ "cgroup", doctor_check_cgroup },
 	{ "tun", doctor_check_tun },
 	{ "seccomp", doctor_check_seccomp },
+	{ "jail", doctor_check_jail },
 	{ "disk-run-dir", doctor_check_disk_run },
 	{ "disk-snapshots", doctor_check_disk_snapshots },
 	{ "disk-cache", doctor_check_disk_cache },

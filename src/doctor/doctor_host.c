@@ -2,6 +2,7 @@
  * src/jail/cgroup.c tries), /dev/net/tun, seccomp in the kernel and libseccomp, and whether
  * forkvmd answers. */
 #include <errno.h>
+#include <sched.h>
 #include <fcntl.h>
 #include <seccomp.h>
 #include <stdbool.h>
@@ -13,10 +14,12 @@
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "daemon/daemon.h"
 #include "doctor/doctor_impl.h"
+#include "jail/scope.h"
 #include "util/unix_sock.h"
 
 #ifndef CGROUP2_SUPER_MAGIC
@@ -214,6 +217,65 @@ DOCTOR_CHECK(doctor_check_seccomp)
 		doctor_found(res, "FORKVM_SECCOMP=%s in this environment: VMMs started from it do "
 			     "not kill on a filter violation", env);
 		doctor_fix(res, "unset FORKVM_SECCOMP");
+	}
+	return 0;
+}
+
+/* Whether a child may make the namespaces a jail unshares (a container may forbid it). */
+static int jail_namespaces(void)
+{
+	int status;
+	pid_t pid = fork();
+
+	if (pid < 0)
+		return -errno;
+	if (pid == 0)
+		_exit(unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS) < 0 ? errno
+										    : 0);
+	if (waitpid(pid, &status, 0) < 0)
+		return -errno;
+	return WIFEXITED(status) ? -WEXITSTATUS(status) : -ECHILD;
+}
+
+/* Whether the VMMs this user starts are jailed (docs/SECURITY.md), and how much of it. */
+DOCTOR_CHECK(doctor_check_jail)
+{
+	const char *env = getenv("FORKVM_JAIL");
+	int abi = jail_landlock_abi(), ret;
+
+	(void)ctx;
+	if (env && (!strcmp(env, "0") || !strcmp(env, "off") || !strcmp(env, "no"))) {
+		doctor_raise(res, DOCTOR_WARN);
+		doctor_found(res, "FORKVM_JAIL=%s in this environment: VMMs started from it are not "
+			     "jailed (JAIL DISABLED in their logs)", env);
+		doctor_fix(res, "unset FORKVM_JAIL (development only)");
+	}
+	if (geteuid() != 0) {
+		doctor_raise(res, DOCTOR_WARN);
+		doctor_found(res, "not root (uid %u): VMMs you start run as you, not jailed (the "
+			     "jail needs root)", (unsigned)geteuid());
+		doctor_fix(res, "run forkvm as root, or use the daemon (forkvm daemon)");
+	} else if ((ret = jail_namespaces()) < 0) {
+		doctor_raise(res, DOCTOR_FAIL);
+		doctor_found(res, "unshare(mount, network, IPC, UTS namespaces): %s: no VMM can be "
+			     "jailed here", strerror(-ret));
+		doctor_fix(res, "a host (or container) that allows namespaces to root; --no-jail "
+			   "is for development only");
+	} else {
+		doctor_found(res, "root; the jail's namespaces can be made");
+	}
+	if (abi >= JAIL_LANDLOCK_ABI_SCOPE) {
+		doctor_found(res, "Landlock ABI %d: a jailed VM signals only itself and the VMs it "
+			     "branched", abi);
+	} else {
+		doctor_raise(res, DOCTOR_WARN);
+		if (abi < 0)
+			doctor_found(res, "no Landlock (%s): the VMs of a jailed family can signal "
+				     "each other", strerror(-abi));
+		else
+			doctor_found(res, "Landlock ABI %d (signal scoping needs 6): the VMs of a "
+				     "jailed family can signal each other", abi);
+		doctor_fix(res, "a Linux 6.12 or newer host kernel with Landlock enabled (lsm=)");
 	}
 	return 0;
 }

@@ -20,6 +20,7 @@ DOCTOR_CHECK(doctor_check_memfd);
 DOCTOR_CHECK(doctor_check_cgroup);
 DOCTOR_CHECK(doctor_check_tun);
 DOCTOR_CHECK(doctor_check_seccomp);
+DOCTOR_CHECK(doctor_check_jail);
 DOCTOR_CHECK(doctor_check_daemon);
 /* doctor_disk.c */
 DOCTOR_CHECK(doctor_check_disk_run);

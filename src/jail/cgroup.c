@@ -16,6 +16,8 @@
 #include <sys/statfs.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "util/errmsg.h"
 #include "util/fileio.h"
 #include "util/log.h"
@@ -1077,4 +1079,135 @@ void jail_cgroup_leave(void)
 			 SHOWN(cgs.dir), strerror(errno));
 	cgs.dir[0] = '\0';
 	family_unmake(); /* before the jail only: inside, the family's cgroup is root's to remove */
+}
+
+/*
+ * The family budget's record (cgroup.h): the family's cgroup and one VM's limits. Written
+ * root's (file_write_atomic: 0600, in a directory the jail cannot write), read the same way.
+ */
+static json_t *limit_json(uint64_t v)
+{
+	return v == UINT64_MAX ? json_null() : json_integer((json_int_t)v);
+}
+
+static uint64_t limit_of(json_t *o, const char *key)
+{
+	json_t *v = json_object_get(o, key);
+
+	return json_is_integer(v) && json_integer_value(v) > 0 ? (uint64_t)json_integer_value(v)
+							       : UINT64_MAX;
+}
+
+int jail_family_record_write(const char *record, const struct cgroup_limits *unit,
+			     struct fvm_err *err)
+{
+	json_t *o = json_pack("{s:s, s:o, s:o, s:I, s:o}", "cgroup", unit->path, "memory_max",
+			      limit_json(unit->memory_max), "cpu_quota", limit_json(unit->cpu_quota),
+			      "cpu_period", (json_int_t)unit->cpu_period, "pids_max",
+			      limit_json(unit->pids_max));
+	char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	int ret = text ? file_write_atomic(record, text, strlen(text), 0600, err)
+		       : errmsg(err, -ENOMEM, "the family record %s: out of memory", record);
+
+	free(text);
+	json_decref(o);
+	return ret;
+}
+
+int jail_cgroup_family_record(const char *record)
+{
+	struct fvm_err err = FVM_ERR_INIT;
+	struct cgroup_limits unit;
+
+	if (unlink(record) < 0 && errno != ENOENT)
+		return log_errno(-errno, "removing the stale family record %s", record);
+	/* A budget fixed with --family-budget is nobody's to change; no family: nothing. */
+	if (!cg_family_dir[0] || !cgs.dir[0] || cgs.opts.family_budget)
+		return 0;
+	read_limits_at(cgs.dir, &unit);
+	snprintf(unit.path, sizeof(unit.path), "%s", cg_family_dir);
+	if (jail_family_record_write(record, &unit, &err))
+		return log_errno(err.errnum, "%s", err_text(&err));
+	return 0;
+}
+
+/* The record at path, root's: its JSON (NULL: -errno in *ret, err set). */
+static json_t *record_read(const char *record, int *ret, struct fvm_err *err)
+{
+	uint8_t *text = NULL;
+	size_t len = 0;
+	struct stat st;
+	json_t *o;
+
+	if ((*ret = file_read(record, 4096, FILE_NOFOLLOW, &text, &len, err)))
+		return NULL;
+	if (stat(record, &st) < 0 || st.st_uid != 0) {
+		free(text);
+		*ret = errmsg(err, -EPERM, "the family record %s is not root's", record);
+		return NULL;
+	}
+	o = json_loads((char *)text, 0, NULL);
+	free(text);
+	if (!json_is_string(json_object_get(o, "cgroup"))) {
+		json_decref(o);
+		*ret = errmsg(err, -EINVAL, "the family record %s: no cgroup in it", record);
+		return NULL;
+	}
+	return o;
+}
+
+/* unit * n, saturating below max; max stays max. */
+static uint64_t times(uint64_t unit, int n)
+{
+	if (unit == UINT64_MAX)
+		return UINT64_MAX;
+	return n > 0 && unit > (UINT64_MAX - 1) / (uint64_t)n ? UINT64_MAX - 1 : unit * (uint64_t)n;
+}
+
+int jail_family_budget_apply(const char *record, int members, struct fvm_err *err)
+{
+	struct cgroup_limits l;
+	int ret;
+	json_t *o = record_read(record, &ret, err);
+
+	if (!o)
+		return ret;
+	memset(&l, 0, sizeof(l));
+	snprintf(l.path, sizeof(l.path), "%s", json_string_value(json_object_get(o, "cgroup")));
+	l.memory_max = times(limit_of(o, "memory_max"), members);
+	l.cpu_quota = times(limit_of(o, "cpu_quota"), members);
+	l.pids_max = times(limit_of(o, "pids_max"), members);
+	l.cpu_period = json_is_integer(json_object_get(o, "cpu_period")) ?
+		(uint64_t)json_integer_value(json_object_get(o, "cpu_period")) : 100000;
+	json_decref(o);
+	if (access(l.path, F_OK) < 0)
+		return errmsg(err, -ENOENT, "the family cgroup %s is gone", l.path);
+	if ((ret = cgroup_write_limits(&l)))
+		return errmsg(err, ret, "the budget of %d VM(s) on %s: %s", members, l.path,
+			      strerror(-ret));
+	return 0;
+}
+
+int jail_family_members(const char *record, struct fvm_err *err)
+{
+	struct dirent *de;
+	int ret, n = 0;
+	json_t *o = record_read(record, &ret, err);
+	DIR *d;
+
+	if (!o)
+		return ret;
+	d = opendir(json_string_value(json_object_get(o, "cgroup")));
+	if (!d) {
+		ret = errmsg(err, -errno, "the family cgroup %s: %s",
+			     json_string_value(json_object_get(o, "cgroup")), strerror(errno));
+		json_decref(o);
+		return ret;
+	}
+	while ((de = readdir(d)))
+		if (de->d_type == DT_DIR && de->d_name[0] != '.' && strcmp(de->d_name, "leaving"))
+			n++;
+	closedir(d);
+	json_decref(o);
+	return n;
 }

@@ -44,8 +44,9 @@ enum { CGROUP_OPT_NO_SECCOMP = CGROUP_OPT_BASE, CGROUP_OPT_NO_CGROUP, CGROUP_OPT
 	"  --cpu-max Q[/P]      cgroup cpu.max: Q us of CPU per P us (default P 100000)\n"   \
 	"  --cpu-weight N       cgroup cpu.weight, 1-10000\n"                                   \
 	"  --pids-max N         cgroup pids.max\n"                                              \
-	"  --family-budget N    with --jail: the family's cgroup (this VM and those it branches)\n" \
-	"                       gets N times the limits above (default 1)\n"                  \
+	"  --family-budget N    jailed: the family's cgroup (this VM and those it branches)\n"  \
+	"                       gets N times the limits above, fixed (default: 1, then as\n"  \
+	"                       many times as VMs in the family, set by forkvm branch)\n"      \
 	"  --no-cgroup          stay in the caller's cgroup\n"                                  \
 	"  --no-seccomp         no syscall filters (development only; FORKVM_SECCOMP=0|log)\n"
 /* 0, or -EINVAL with ERR filled. */
@@ -82,6 +83,27 @@ int cgroup_family_limits(int pid, const char *name, struct cgroup_limits *out, c
 /* Write memory.max, cpu.max and pids.max of the cgroup at l->path from l (UINT64_MAX: max);
  * a file the cgroup lacks (its controller is not enabled) is skipped. 0 or the first -errno. */
 int cgroup_write_limits(const struct cgroup_limits *l);
+
+/*
+ * The budget of a jailed family (docs/SECURITY.md, "A jailed family"). The family's cgroup
+ * bounds every VM in it, so its keeper sets its limits to one VM's times the VMs that live
+ * in it: the daemon for its sandboxes, the CLI (at each branch) for a hand-run family whose
+ * budget --family-budget did not fix. One VM's limits, read from the source's root-made
+ * cgroup, and the family's cgroup are recorded in a root-owned file outside the jail,
+ * RUN_DIR/NAME.jail.family.
+ */
+#define JAIL_FAMILY_RECORD_SUFFIX ".family"
+/* Write the record: unit's limits, unit->path the family's cgroup. 0 or -errno with err. */
+int jail_family_record_write(const char *record, const struct cgroup_limits *unit,
+			     struct fvm_err *err);
+/* Root, before the jail: this VMM's record when its family's budget is its keeper's (no
+ * --family-budget), else none (a stale one is removed). 0 or -errno (logged). */
+int jail_cgroup_family_record(const char *record);
+/* The family's limits := members x the record's unit. 0, or -errno with err (-ENOENT: no
+ * record, or its cgroup is gone; -EPERM: the record is not root's). */
+int jail_family_budget_apply(const char *record, int members, struct fvm_err *err);
+/* The VMs in the record's family now: its cgroups but `leaving`. n, or -errno with err. */
+int jail_family_members(const char *record, struct fvm_err *err);
 
 /* jail_cgroup_enter's guest_ram for a restore: memory.max waits for jail_cgroup_set_guest_ram. */
 #define JAIL_CGROUP_RAM_LATER UINT64_MAX

@@ -106,11 +106,17 @@ static int env_mode(void)
 	return strcmp(e, "0") == 0 || strcmp(e, "off") == 0 || strcmp(e, "no") == 0 ? 0 : 1;
 }
 
+/* The option, else FORKVM_JAIL, else on for root (the jail needs root), off for anyone else. */
+static int effective_mode(int option)
+{
+	int mode = option >= 0 ? option : env_mode();
+
+	return mode >= 0 ? mode : geteuid() == 0;
+}
+
 bool jail_enabled(const struct jail_opts *j)
 {
-	int mode = j->mode >= 0 ? j->mode : env_mode();
-
-	return mode == 1;
+	return effective_mode(j->mode) == 1;
 }
 
 bool jail_inside_parent(void)
@@ -335,6 +341,9 @@ int jail_prepare(struct jail_opts *j, const char *name, const char *run_dir)
 	int ret;
 
 	j->state = JAIL_OFF;
+	/* The VMMs this one execs (full/diff/live children) follow its option, not the default. */
+	if (j->mode >= 0 && setenv("FORKVM_JAIL", j->mode ? "1" : "0", 1) < 0)
+		return log_errno(-errno, "jail: setting FORKVM_JAIL for %s's children", name);
 	if (jail_inside_parent()) {
 		j->state = JAIL_INHERITED;
 		log_info("jail: %s runs inside its parent's jail (uid %d)", name, (int)getuid());
@@ -344,6 +353,10 @@ int jail_prepare(struct jail_opts *j, const char *name, const char *run_dir)
 		if (j->mode == 0 || env_mode() == 0)
 			log_warn("JAIL DISABLED (--no-jail / FORKVM_JAIL=0): development only; VMM %s "
 				 "runs unconfined as uid %d with all its privileges", name, (int)getuid());
+		else
+			log_warn("JAIL OFF: VMM %s runs as uid %d, not root, and the jail needs root; "
+				 "it is confined by its seccomp filters and that uid only", name,
+				 (int)getuid());
 		return 0;
 	}
 	if (geteuid() != 0)
@@ -366,18 +379,10 @@ int jail_prepare(struct jail_opts *j, const char *name, const char *run_dir)
 	return 0;
 }
 
-int jail_redirect(struct jail_opts *j, const char *public_path, char *inner, size_t len)
+int jail_link_public(const char *public_path, const char *target)
 {
-	const char *base = strrchr(public_path, '/');
-	const char *dirbase = strrchr(j->dir, '/');
-	char target[PATH_MAX];
 	struct stat st;
 
-	base = base ? base + 1 : public_path;
-	if (snprintf(inner, len, "%s/%s", j->dir, base) >= (int)len || strlen(inner) >= 108)
-		return log_errno(-ENAMETOOLONG, "jail: path %s/%s", j->dir, base);
-	/* Relative: public_path and DIR share their directory. */
-	snprintf(target, sizeof(target), "%s/%s", dirbase ? dirbase + 1 : j->dir, base);
 	if (lstat(public_path, &st) == 0) {
 		if (S_ISSOCK(st.st_mode)) {
 			int fd = unix_connect(public_path, 0);
@@ -386,6 +391,9 @@ int jail_redirect(struct jail_opts *j, const char *public_path, char *inner, siz
 			if (fd >= 0 || fd == -EAGAIN)
 				return log_errno(-EADDRINUSE, "jail: %s: a running VM answers there",
 						 public_path);
+		} else if (S_ISLNK(st.st_mode) && unix_sock_live(public_path)) {
+			return log_errno(-EADDRINUSE, "jail: %s: a running VM answers there",
+					 public_path);
 		} else if (!S_ISLNK(st.st_mode) && !S_ISREG(st.st_mode)) {
 			return log_errno(-EEXIST, "jail: %s exists and is not a socket, link or file",
 					 public_path);
@@ -393,12 +401,28 @@ int jail_redirect(struct jail_opts *j, const char *public_path, char *inner, siz
 		if (unlink(public_path) < 0)
 			return log_errno(-errno, "jail: removing the stale %s", public_path);
 	}
-	/* What a previous VMM of this name left inside belongs to its uid: start afresh. */
-	if (unlink(inner) < 0 && errno != ENOENT)
-		return log_errno(-errno, "jail: removing the stale %s", inner);
 	if (symlink(target, public_path) < 0)
 		return log_errno(-errno, "jail: symlink %s -> %s", public_path, target);
 	return 0;
+}
+
+int jail_redirect(struct jail_opts *j, const char *public_path, char *inner, size_t len)
+{
+	const char *base = strrchr(public_path, '/');
+	const char *dirbase = strrchr(j->dir, '/');
+	char target[PATH_MAX];
+	int ret;
+
+	base = base ? base + 1 : public_path;
+	if (snprintf(inner, len, "%s/%s", j->dir, base) >= (int)len || strlen(inner) >= 108)
+		return log_errno(-ENAMETOOLONG, "jail: path %s/%s", j->dir, base);
+	/* Relative: public_path and DIR share their directory. */
+	snprintf(target, sizeof(target), "%s/%s", dirbase ? dirbase + 1 : j->dir, base);
+	/* What a previous VMM of this name left inside belongs to its uid: start afresh. */
+	if ((ret = jail_link_public(public_path, target)) == 0 && unlink(inner) < 0 &&
+	    errno != ENOENT)
+		ret = log_errno(-errno, "jail: removing the stale %s", inner);
+	return ret;
 }
 
 int jail_add_owned_file(struct jail_opts *j, const char *path)
@@ -482,8 +506,12 @@ int jail_enter(struct jail_opts *j, const char *name)
 		return log_errno(-ENOSPC, "jail: too many paths for %s", name);
 	env = getenv("FORKVM_JAIL_ROOT");
 	snprintf(root, sizeof(root), "%s", env && *env ? env : JAIL_MOUNTPOINT_DEFAULT);
-	/* The family's cgroup, for the cgroups of the VMMs this one branches (docs/SECURITY.md) */
-	if ((ret = jail_cgroup_delegate(j->uid, cgroup, sizeof(cgroup))) ||
+	/* The family's cgroup, for the cgroups of the VMMs this one branches, and the record of
+	 * its budget's unit for its keeper (docs/SECURITY.md) */
+	char record[sizeof(j->dir) + sizeof(JAIL_FAMILY_RECORD_SUFFIX)];
+	snprintf(record, sizeof(record), "%s%s", j->dir, JAIL_FAMILY_RECORD_SUFFIX);
+	if ((ret = jail_cgroup_family_record(record)) ||
+	    (ret = jail_cgroup_delegate(j->uid, cgroup, sizeof(cgroup))) ||
 	    (ret = build_root(j, root, j->uid, cgroup)))
 		return ret;
 	/* After the uid change the process is not dumpable and its /proc/self files are root's:
@@ -514,7 +542,7 @@ static bool pageserver_jail_on;
 
 void jail_pageserver_set(int mode)
 {
-	pageserver_jail_on = mode >= 0 ? mode == 1 : env_mode() == 1;
+	pageserver_jail_on = effective_mode(mode) == 1;
 	if (mode == 0 || (mode < 0 && env_mode() == 0))
 		log_warn("JAIL DISABLED (--no-jail / FORKVM_JAIL=0): development only; the page "
 			 "server runs unconfined as uid %d", (int)getuid());

@@ -26,7 +26,7 @@ struct jail_bind {
 enum jail_state { JAIL_OFF, JAIL_INHERITED, JAIL_NEW };
 
 struct jail_opts {
-	int mode;		/* -1 not set (FORKVM_JAIL decides), 0 --no-jail, 1 --jail */
+	int mode;		/* -1 not set (FORKVM_JAIL, else root: on), 0 --no-jail, 1 --jail */
 	unsigned uid_base;	/* 0: FORKVM_JAIL_UID_BASE or the default */
 	unsigned uid;		/* 0: uid_base + pid */
 	int nbinds;
@@ -47,8 +47,8 @@ enum { JAIL_OPT_JAIL = JAIL_OPT_BASE, JAIL_OPT_NO_JAIL, JAIL_OPT_BIND, JAIL_OPT_
 	{ "jail-uid", required_argument, NULL, JAIL_OPT_UID },          \
 	{ "jail-uid-base", required_argument, NULL, JAIL_OPT_UID_BASE }
 #define JAIL_USAGE                                                                            \
-	"  --jail               confine the VMM (docs/SECURITY.md); also FORKVM_JAIL=1\n"         \
-	"  --no-jail            development only: no confinement (also FORKVM_JAIL=0)\n"       \
+	"  --jail               confine the VMM (docs/SECURITY.md; the default as root)\n"      \
+	"  --no-jail            development only: no confinement, logged loudly (FORKVM_JAIL=0)\n"\
 	"  --jail-bind DIR      make DIR writable inside the jail (snapshot targets); also\n"    \
 	"                       FORKVM_JAIL_BIND=DIR[:DIR...]\n"                                 \
 	"  --jail-uid N         the jail's uid and gid (default UID_BASE + pid)\n"               \
@@ -59,7 +59,8 @@ void jail_opts_init(struct jail_opts *j);
 int jail_opt(struct jail_opts *j, int opt, const char *arg, struct fvm_err *err);
 /* Add a path the VMM needs (a file or a directory), read-only or writable; NULL/"" ignored. */
 int jail_add(struct jail_opts *j, const char *path, bool rw);
-/* Whether the jail is on: the option, else FORKVM_JAIL, else off. */
+/* Whether the jail is on: the option, else FORKVM_JAIL, else on when running as root (off
+ * otherwise: the jail needs root; jail_prepare says so in the log). */
 bool jail_enabled(const struct jail_opts *j);
 /* Spawned by a jailed VMM (a full/diff/live branch child): already confined (FORKVM_JAILED
  * and no CAP_SYS_ADMIN in the bounding set). */
@@ -79,6 +80,12 @@ int jail_prepare(struct jail_opts *j, const char *name, const char *run_dir);
  * symlink or dead socket there is replaced; a live socket is -EADDRINUSE). 0 or -errno.
  */
 int jail_redirect(struct jail_opts *j, const char *public_path, char *inner, size_t len);
+/*
+ * public_path becomes a symlink to target, replacing a stale one (a symlink to nothing that
+ * answers, a dead socket, a file); one a running VM answers at is -EADDRINUSE, anything else
+ * there -EEXIST. Logged. 0 or -errno.
+ */
+int jail_link_public(const char *public_path, const char *target);
 /*
  * A file the VMM opens for writing after entering the jail, outside DIR: created if missing,
  * given to the jail's uid and bound writable. 0 or -errno.

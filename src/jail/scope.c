@@ -18,7 +18,6 @@
 #endif
 #define LL_CREATE_RULESET_VERSION (1U << 0)
 #define LL_SCOPE_SIGNAL (1ULL << 1)
-#define LL_ABI_SCOPE 6 /* the first ABI with scopes (Linux 6.12) */
 
 /* struct landlock_ruleset_attr as of ABI 6; older uapi headers lack its scoped field. */
 struct ll_ruleset_attr {
@@ -35,18 +34,24 @@ bool jail_signals_scoped(void)
 	return scoped;
 }
 
+int jail_landlock_abi(void)
+{
+	long abi = syscall(SYS_landlock_create_ruleset, NULL, 0, LL_CREATE_RULESET_VERSION);
+
+	return abi < 0 ? -errno : (int)abi;
+}
+
 int jail_scope_signals(const char *name)
 {
 	struct ll_ruleset_attr attr = { .scoped = LL_SCOPE_SIGNAL };
-	long abi = syscall(SYS_landlock_create_ruleset, NULL, 0, LL_CREATE_RULESET_VERSION);
-	int fd, ret = 0;
+	int abi = jail_landlock_abi(), fd, ret = 0;
 
-	if (abi < LL_ABI_SCOPE) {
+	if (abi < JAIL_LANDLOCK_ABI_SCOPE) {
 		char why[64];
 		if (abi < 0)
-			snprintf(why, sizeof(why), "no Landlock: %s", strerror(errno));
+			snprintf(why, sizeof(why), "no Landlock: %s", strerror(-abi));
 		else
-			snprintf(why, sizeof(why), "Landlock ABI %ld", abi);
+			snprintf(why, sizeof(why), "Landlock ABI %d", abi);
 		if (!told)
 			log_info("jail: %s: signals not scoped to its own VMs (%s; the signal scope "
 				 "needs ABI 6, Linux 6.12): the VMs of its family share its uid", name,
@@ -71,7 +76,7 @@ int jail_scope_signals(const char *name)
 	close(fd);
 	if (!ret) {
 		scoped = true;
-		log_debug("jail: %s: signals scoped to itself and the VMs it makes (Landlock ABI %ld)",
+		log_debug("jail: %s: signals scoped to itself and the VMs it makes (Landlock ABI %d)",
 			  name, abi);
 	}
 	return ret < 0 ? ret : 0;

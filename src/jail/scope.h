@@ -26,4 +26,8 @@ int jail_scope_signals_again(const char *name);
 /* Whether this process entered such a domain (status, tests). */
 bool jail_signals_scoped(void);
 
+#define JAIL_LANDLOCK_ABI_SCOPE 6 /* the first Landlock ABI with scopes (Linux 6.12) */
+/* The kernel's Landlock ABI version, or -errno (-EOPNOTSUPP: built in but disabled). */
+int jail_landlock_abi(void);
+
 #endif

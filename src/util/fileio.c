@@ -10,9 +10,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "util/errmsg.h"
+#include "util/fdio.h"
 
 int file_open_regular(const char *path, int flags, struct stat *st, struct fvm_err *err)
 {
@@ -249,4 +251,160 @@ out:
 int remove_tree_at(int dirfd, const char *name)
 {
 	return remove_tree_depth(dirfd, name, 0);
+}
+
+#define COPY_CHUNK (1u << 20)
+
+static bool all_zero(const uint8_t *p, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (p[i])
+			return false;
+	return true;
+}
+
+/* [off, end) of in to out, all-zero chunks left as holes. */
+static int copy_range(int in, int out, uint8_t *buf, uint64_t off, uint64_t end)
+{
+	while (off < end) {
+		size_t n = end - off < COPY_CHUNK ? (size_t)(end - off) : COPY_CHUNK;
+		int ret = fd_pread_full(in, buf, n, off);
+
+		if (!ret && !all_zero(buf, n))
+			ret = fd_pwrite_full(out, buf, n, off);
+		if (ret)
+			return ret;
+		off += n;
+	}
+	return 0;
+}
+
+int file_copy_sparse(int in, int out, uint64_t size)
+{
+	uint8_t *buf = malloc(COPY_CHUNK);
+	off_t off = 0, end;
+	int ret = 0;
+
+	if (!buf)
+		return -ENOMEM;
+	while ((uint64_t)off < size) {
+		off = lseek(in, off, SEEK_DATA);
+		if (off < 0 && errno == ENXIO)
+			break;
+		if (off < 0 && errno == EINVAL) { /* no SEEK_DATA here: all of it */
+			ret = copy_range(in, out, buf, 0, size);
+			break;
+		}
+		if (off < 0 || (end = lseek(in, off, SEEK_HOLE)) < 0) {
+			ret = -errno;
+			break;
+		}
+		if ((uint64_t)end > size)
+			end = (off_t)size;
+		if ((ret = copy_range(in, out, buf, (uint64_t)off, (uint64_t)end)))
+			break;
+		off = end;
+	}
+	free(buf);
+	if (!ret && ftruncate(out, (off_t)size) < 0)
+		ret = -errno;
+	return ret;
+}
+
+#define COPY_MAX_DEPTH 16
+
+static int copy_file_at(int from, const char *name, int to, struct fvm_err *err)
+{
+	struct stat st;
+	int in, out = -1, ret = 0;
+
+	in = openat(from, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (in < 0)
+		return errmsg(err, -errno, "opening %s: %s", name, strerror(errno));
+	if (fstat(in, &st) < 0)
+		ret = errmsg(err, -errno, "stat of %s: %s", name, strerror(errno));
+	else if (!S_ISREG(st.st_mode))
+		ret = errmsg(err, -EINVAL, "%s is not a regular file", name);
+	else if ((out = openat(to, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+			       0600)) < 0)
+		ret = errmsg(err, -errno, "creating %s: %s", name, strerror(errno));
+	else if ((ret = file_copy_sparse(in, out, (uint64_t)st.st_size)))
+		errmsg(err, ret, "copying %s: %s", name, strerror(-ret));
+	else if (fsync(out) < 0)
+		ret = errmsg(err, -errno, "fsync of %s: %s", name, strerror(errno));
+	if (out >= 0)
+		close(out);
+	close(in);
+	return ret;
+}
+
+static int tree_copy_depth(int from, int to, int depth, struct fvm_err *err)
+{
+	struct dirent *de;
+	int dup_fd = dup(from), ret = 0;
+	DIR *d = dup_fd >= 0 ? fdopendir(dup_fd) : NULL;
+
+	if (!d) {
+		ret = errmsg(err, -errno, "reading a directory: %s", strerror(errno));
+		if (dup_fd >= 0)
+			close(dup_fd);
+		return ret;
+	}
+	rewinddir(d);
+	while (!ret) {
+		int sub_from, sub_to;
+
+		errno = 0;
+		if (!(de = readdir(d))) {
+			if (errno)
+				ret = errmsg(err, -errno, "reading a directory: %s", strerror(errno));
+			break;
+		}
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		if (de->d_type == DT_UNKNOWN) { /* file systems without d_type */
+			struct stat st;
+			if (fstatat(from, de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+			    S_ISDIR(st.st_mode))
+				de->d_type = DT_DIR;
+		}
+		if (de->d_type != DT_DIR && de->d_type != DT_REG && de->d_type != DT_UNKNOWN) {
+			ret = errmsg(err, -EINVAL, "%s is %s, not a regular file or directory",
+				     de->d_name, de->d_type == DT_LNK ? "a symbolic link" : "special");
+			break;
+		}
+		if (de->d_type != DT_DIR) {
+			ret = copy_file_at(from, de->d_name, to, err);
+			continue;
+		}
+		if (depth >= COPY_MAX_DEPTH) {
+			ret = errmsg(err, -ELOOP, "%s: deeper than %d levels", de->d_name,
+				     COPY_MAX_DEPTH);
+			break;
+		}
+		sub_from = openat(from, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (sub_from < 0) {
+			ret = errmsg(err, -errno, "opening %s: %s", de->d_name, strerror(errno));
+			break;
+		}
+		if (mkdirat(to, de->d_name, 0700) < 0 ||
+		    (sub_to = openat(to, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+				     O_CLOEXEC)) < 0) {
+			ret = errmsg(err, -errno, "creating %s: %s", de->d_name, strerror(errno));
+			close(sub_from);
+			break;
+		}
+		ret = tree_copy_depth(sub_from, sub_to, depth + 1, err);
+		close(sub_from);
+		close(sub_to);
+	}
+	closedir(d);
+	if (!ret && fsync(to) < 0)
+		ret = errmsg(err, -errno, "fsync of a directory: %s", strerror(errno));
+	return ret;
+}
+
+int tree_copy_at(int from_dirfd, int to_dirfd, struct fvm_err *err)
+{
+	return tree_copy_depth(from_dirfd, to_dirfd, 0, err);
 }

@@ -43,6 +43,22 @@ int file_write_atomic(const char *path, const void *buf, size_t len, mode_t mode
  * not an error. Returns 0 or -errno (-ELOOP deeper than 16 levels). */
 int remove_tree_at(int dirfd, const char *name);
 
+/*
+ * Copy in's first size bytes to out at the same offsets, sparse: only in's data extents
+ * (SEEK_DATA/SEEK_HOLE; all of it on a file system without them), and within them chunks of
+ * zeros are left as holes. out is then truncated to size. Does not fsync. 0 or -errno.
+ */
+int file_copy_sparse(int in, int out, uint64_t size);
+
+/*
+ * Copy the tree under from_dirfd into the existing, empty directory to_dirfd: directories
+ * (mode 0700) and regular files (0600, sparse copies, each fsync'd, each directory fsync'd
+ * after its entries). Anything else (a symlink, a device, a FIFO, a socket) is refused, as is
+ * a tree deeper than 16. On failure what was copied stays for the caller to remove. 0, or
+ * -errno with err naming the entry and the step.
+ */
+int tree_copy_at(int from_dirfd, int to_dirfd, struct fvm_err *err);
+
 /* mkdir -p: path and every missing parent, with mode (existing ones are left as they are). */
 int mkdir_p(const char *path, mode_t mode);
 /* mkdir -p of the parents of path, not path itself. */

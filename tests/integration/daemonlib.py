@@ -9,7 +9,7 @@ import subprocess
 import sys
 import tempfile
 
-from forkvm_vm import FORKVM, ROOT, call
+from forkvm_vm import FORKVM, JAIL_FROM_HARNESS, ROOT, call
 
 sys.path.insert(0, os.path.join(ROOT, "sdk", "python"))
 import forkvm as sdk  # noqa: E402
@@ -22,6 +22,15 @@ def pid_alive(pid):
     except ProcessLookupError:
         return False
     return open(f"/proc/{pid}/stat").read().split(") ")[1].split()[0] != "Z"
+
+
+def daemon_environ():
+    """The environment a daemon starts with: the harness's FORKVM_JAIL=0 (forkvm_vm.py) is
+    not the daemon's, whose VMMs are jailed unless a test says otherwise."""
+    env = dict(os.environ)
+    if JAIL_FROM_HARNESS:
+        env.pop("FORKVM_JAIL", None)
+    return env
 
 
 class Daemon:
@@ -41,7 +50,7 @@ class Daemon:
         self.proc = subprocess.Popen(
             [FORKVM, "daemon", "--state-dir", self.state, "--ready-fd", str(w), *self.extra],
             pass_fds=(w,), stdout=logf, stderr=subprocess.STDOUT,
-            env=dict(os.environ, **self.env) if self.env else None)
+            env=dict(daemon_environ(), **(self.env or {})))
         os.close(w)
         logf.close()
         ready = os.read(r, 1) if expect_ok else b""

@@ -14,6 +14,14 @@ FORKVM = os.path.join(BUILD, "forkvm")
 WORK = 4 << 20  # first guest-physical byte the probe commands may touch
 MAILBOX = 0x30000  # probe mailbox of vCPU 0; vCPU i at + i * 4096
 
+# `forkvm run` as root jails its VMM unless told not to (docs/SECURITY.md). The tests and
+# benchmarks of each mechanism run their VMMs unjailed unless the environment says
+# otherwise; the jail's own tests ask for it (--jail, or FORKVM_JAIL=1 in a test's env), and
+# so do the tests of the default (test_jail.py, which drops this variable). A daemon is
+# started without it (daemonlib.py): its VMMs are jailed, as in production.
+JAIL_FROM_HARNESS = "FORKVM_JAIL" not in os.environ
+os.environ.setdefault("FORKVM_JAIL", "0")
+
 
 def call(sock_path, request, timeout=60):
     """Send one JSON request line, return the parsed reply."""

@@ -10,7 +10,7 @@ import pytest
 from forkvm_vm import FORKVM
 
 CHECKS = ["kvm", "kvm-caps", "kvm-caps-optional", "userfaultfd", "uffd-wp-unpopulated",
-          "hugepages", "thp", "memfd", "cgroup", "tun", "seccomp", "disk-run-dir",
+          "hugepages", "thp", "memfd", "cgroup", "tun", "seccomp", "jail", "disk-run-dir",
           "disk-snapshots", "disk-cache", "image", "rootfs", "image-tools", "daemon"]
 STATUSES = {"ok", "warn", "fail"}
 PVM = os.path.exists("/sys/module/kvm_pvm")
@@ -19,7 +19,8 @@ KVM_USABLE = os.access("/dev/kvm", os.R_OK | os.W_OK)
 
 def doctor(*args, env=None):
     full = dict(os.environ)
-    for k in ("FORKVM_UFFD_FEATURES_MASK", "FORKVM_SECCOMP", "FORKVM_CGROUP_ROOT"):
+    for k in ("FORKVM_UFFD_FEATURES_MASK", "FORKVM_SECCOMP", "FORKVM_CGROUP_ROOT",
+              "FORKVM_JAIL"):
         full.pop(k, None)
     full.update(env or {})
     return subprocess.run([FORKVM, "doctor", *args], capture_output=True, text=True,
@@ -215,3 +216,27 @@ def test_wrong_arguments_exit_2(args):
 def test_help():
     r = doctor("--help")
     assert r.returncode == 0 and "--json" in r.stdout and "Exit status" in r.stdout
+
+
+def landlock_abi():
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    return libc.syscall(444, None, ctypes.c_size_t(0), ctypes.c_uint32(1))  # _VERSION
+
+
+def test_jail_check_says_whether_vmms_are_jailed():
+    """Root here: the jail's namespaces can be made; the signal scope follows the kernel's
+    Landlock ABI; FORKVM_JAIL=0 in the environment is a warning naming it."""
+    _, checks = report()
+    c = checks["jail"]
+    assert "root; the jail's namespaces can be made" in c["found"], c
+    abi = landlock_abi()
+    if abi >= 6:
+        assert c["status"] == "ok" and f"Landlock ABI {abi}: a jailed VM signals only" in \
+            c["found"], c
+    else:
+        assert c["status"] == "warn" and "can signal each other" in c["found"], c
+    _, checks = report(env={"FORKVM_JAIL": "0"})
+    c = checks["jail"]
+    assert c["status"] == "warn" and "FORKVM_JAIL=0 in this environment" in c["found"], c
+    assert c["fix"].startswith("unset FORKVM_JAIL"), c

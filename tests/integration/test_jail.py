@@ -4,13 +4,14 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import tempfile
 import time
 
 import pytest
 
-from forkvm_vm import FORKVM, WORK, call, forkvm_cmd, proc_status
+from forkvm_vm import FORKVM, WORK, call, forkvm_cmd, proc_status, read_line
 from vsock_client import recv_exact, vsock_connect
 
 pytestmark = pytest.mark.kvm
@@ -504,3 +505,215 @@ def test_restores_of_a_snapshot_with_vsock_are_jailed(rundir):
     assert recv_exact(old, 5) == b"still"
     old.close()
     assert forkvm_cmd("stop", sock).returncode == 0
+
+
+def default_env(run_dir):
+    """The environment of a user who asked for nothing: no FORKVM_JAIL (the harness sets 0)."""
+    env = env_of(run_dir, FORKVM_JAIL_UID_BASE=str(BASE))
+    env.pop("FORKVM_JAIL", None)
+    return env
+
+
+def cli(env, *args):
+    return forkvm_cmd(*args, env=env)
+
+
+def listed(env):
+    r = cli(env, "ls", "--json")
+    assert r.returncode == 0, r.stderr
+    return {row["name"]: row["state"] for row in json.loads(r.stdout)}
+
+
+def test_hand_run_vmm_is_jailed_by_default_and_the_cli_works_around_its_jail(rundir):
+    """`forkvm run` as root, with neither --jail nor --no-jail nor FORKVM_JAIL, confines its
+    VMM. The CLI does for it what the jail keeps it from: a snapshot to a directory outside
+    the jail is written inside and adopted (root's, 0700/0600, nothing left in the jail or
+    the run directory), --force rules hold, a restore from it is jailed too and has the same
+    memory, and cow children and the template are named in the run directory (forkvm ls,
+    probe by name) though their sockets are in the source's jail."""
+    d, pids = rundir
+    env = default_env(d)
+    r = cli(env, "run", "--name", "dflt", "--mem", "64M", "--detach")
+    assert r.returncode == 0, r.stderr
+    pid = int(r.stdout.split()[0])
+    pids.append(pid)
+    assert_confined(pid, BASE + pid)
+    assert "JAIL" not in log_of(rundir, "dflt")  # neither DISABLED nor OFF: it is on
+    assert listed(env) == {"dflt": "running"}
+    sock = os.path.join(d, "dflt.sock")
+    ok(sock, {"cmd": "fill", "gpa": WORK, "len": FILL, "seed": 11})
+    want = checksum(sock)
+
+    outside = tempfile.mkdtemp(prefix="forkvm-jail-adopt-", dir="/dev/shm")
+    try:
+        snap = os.path.join(outside, "snap")
+        r = cli(env, "snapshot", "create", "dflt", snap)
+        assert r.returncode == 0, r.stderr
+        reply = json.loads(r.stdout)
+        assert reply["dir"] == snap and reply["adopt_ms"] >= 0, reply
+        for dirpath, dirs, files in os.walk(snap):
+            st = os.lstat(dirpath)
+            assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (0, 0, 0o700), dirpath
+            for f in files:
+                st = os.lstat(os.path.join(dirpath, f))
+                assert (st.st_uid, st.st_mode & 0o777) == (0, 0o600), f
+        assert sorted(os.listdir(snap)) == ["memory", "meta.json", "vmstate"]
+        assert not [n for n in os.listdir(os.path.join(d, "dflt.jail")) if "adopt" in n]
+        assert not [n for n in os.listdir(d) if "adopt" in n]
+        assert cli(env, "snapshot", "verify", snap).returncode == 0
+        # An existing DIR without --force: refused before the VM is paused.
+        pauses = ok(sock, {"cmd": "status"})["pause_count"]
+        r = cli(env, "snapshot", "create", "dflt", snap)
+        assert r.returncode == 1 and "already exists" in r.stderr, r.stderr
+        assert ok(sock, {"cmd": "status"})["pause_count"] == pauses
+        assert cli(env, "snapshot", "create", "dflt", snap, "--force").returncode == 0
+        # --force never replaces what is not a snapshot.
+        other = os.path.join(outside, "other")
+        os.mkdir(other)
+        open(os.path.join(other, "keep"), "w").close()
+        r = cli(env, "snapshot", "create", "dflt", other, "--force")
+        assert r.returncode == 1 and os.listdir(other) == ["keep"], r.stderr
+
+        r = cli(env, "run", "--name", "back", "--restore", snap, "--detach")
+        assert r.returncode == 0, r.stderr
+        rpid = int(r.stdout.split()[0])
+        pids.append(rpid)
+        assert_confined(rpid, BASE + rpid)
+        assert checksum(os.path.join(d, "back.sock")) == want
+    finally:
+        shutil.rmtree(outside, ignore_errors=True)
+
+    # On the run directory's file system the adopted tree is renamed into place, not copied.
+    same = os.path.join(d, "snap-same-fs")
+    r = cli(env, "snapshot", "create", "dflt", same)
+    assert r.returncode == 0 and json.loads(r.stdout)["dir"] == same, r.stderr
+    assert sorted(os.listdir(same)) == ["memory", "meta.json", "vmstate"]
+    assert os.stat(os.path.join(same, "memory")).st_uid == 0
+    assert cli(env, "snapshot", "verify", same).returncode == 0
+
+    r = cli(env, "branch", "dflt", "--count", "2", "--name", "kid")
+    assert r.returncode == 0, r.stderr
+    kids = json.loads(r.stdout)["children"]
+    pids.extend(k["pid"] for k in kids)
+    for k in kids:
+        assert os.path.dirname(k["socket"]) == os.path.join(d, "dflt.jail")
+        assert os.readlink(os.path.join(d, k["name"] + ".sock")) == k["socket"]
+        r = cli(env, "probe", "checksum", k["name"], "--gpa", str(WORK), "--len", str(FILL))
+        assert r.returncode == 0 and json.loads(r.stdout)["checksum"] == want, r.stderr
+    assert listed(env) == {"dflt": "running", "back": "running", "kid-0": "running",
+                           "kid-1": "running", "kid.template": "template"}
+    assert cli(env, "stop", "kid-0").returncode == 0
+    wait_gone([os.path.join(d, "dflt.jail", "kid-0.sock")], lambda: "kid-0 did not stop")
+    assert "kid-0" not in listed(env)  # its link is left dangling, and not listed
+    # A full branch's image must be where the jailed VMM can write: said so.
+    r = cli(env, "branch", "dflt", "--strategy", "full", "--dir", "/tmp/forkvm-x", "--name", "f")
+    assert r.returncode == 1 and "is jailed: --dir must lie in its jail directory" in r.stderr
+    assert cli(env, "template", "stop", "kid.template").returncode == 0
+    for name in ("dflt", "back", "kid-1"):
+        assert cli(env, "stop", name).returncode == 0
+
+
+def fake_jailed_vmm(jail_dir, uid, plant):
+    """A process serving JAIL_DIR/fake.sock as uid (as a jailed VMM taken over would): it
+    answers every snapshot request by calling plant(dir) and saying ok. Returns its pid."""
+    import socket as socketlib
+    os.mkdir(jail_dir, 0o700)
+    os.chown(jail_dir, uid, uid)
+    sock = os.path.join(jail_dir, "fake.sock")
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(ready_r)
+            os.setgroups([])
+            os.setresgid(uid, uid, uid)
+            os.setresuid(uid, uid, uid)
+            srv = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM)
+            srv.bind(sock)
+            srv.listen(8)
+            os.write(ready_w, b"r")
+            while True:
+                c, _ = srv.accept()
+                try:
+                    req = json.loads(read_line(c))
+                except ConnectionError:  # the CLI's look at who serves the socket
+                    c.close()
+                    continue
+                plant(req["dir"])
+                c.sendall(json.dumps({"ok": True, "dir": req["dir"]}).encode() + b"\n")
+                c.close()
+        finally:
+            os._exit(0)
+    os.close(ready_w)
+    assert os.read(ready_r, 1) == b"r"
+    os.close(ready_r)
+    return pid, sock
+
+
+@pytest.mark.parametrize("entry", ["symlink", "hardlink", "fifo"])
+def test_a_snapshot_a_hostile_jailed_vmm_writes_is_refused(rundir, entry):
+    """What the CLI adopts from a jail was written by a VMM that may be hostile: a symlink
+    (to a root file), a hard link to a file another uid owns, or a FIFO in the snapshot is
+    refused with the entry named, and neither the target nor anything in the run directory
+    is left behind."""
+    d, pids = rundir
+    uid = BASE + 4242
+    victim = os.path.join(d, "root-secret")
+    with open(victim, "w") as f:
+        f.write("root's\n")
+    os.chmod(victim, 0o600)
+    jail_dir = os.path.join(d, "fake.jail")
+    stash = os.path.join(jail_dir, "stash")
+
+    def plant(snap_dir):
+        os.mkdir(snap_dir, 0o700)
+        with open(os.path.join(snap_dir, "vmstate"), "w") as f:
+            f.write("x")
+        mem = os.path.join(snap_dir, "memory")
+        if entry == "symlink":
+            os.symlink(victim, mem)
+        elif entry == "hardlink":
+            os.rename(stash, mem)  # a link root made: the uid may move it, not read it
+        else:
+            os.mkfifo(mem)
+
+    os.chmod(d, 0o711)  # the fake is no real jail: it reaches its directory through d
+    pid, sock = fake_jailed_vmm(jail_dir, uid, plant)
+    pids.append(pid)
+    if entry == "hardlink":
+        os.link(victim, stash)
+    target = os.path.join(d, "out")
+    r = cli(default_env(d), "snapshot", "create", sock, target)
+    want = {"symlink": "a symbolic link", "hardlink": "owned by uid 0", "fifo": "a FIFO"}[entry]
+    assert r.returncode == 1 and "taking its snapshot out of its jail" in r.stderr, r.stderr
+    assert want in r.stderr and "memory" in r.stderr, r.stderr
+    assert not os.path.exists(target)
+    assert not [n for n in os.listdir(d) if "adopt" in n or n.startswith("out")]
+    assert not [n for n in os.listdir(jail_dir) if "adopt" in n]
+    assert open(victim).read() == "root's\n"
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+
+
+def test_a_vmm_run_by_another_user_is_not_jailed_and_says_so(rundir):
+    """Not root: the jail cannot be made, so the default is off with a warning in the log
+    (not the JAIL DISABLED of --no-jail), and --jail is a clear error."""
+    d, pids = rundir
+    nobody = 65534
+    os.chown(d, nobody, nobody)
+    kvm = os.path.join(d, "kvm")
+    os.mknod(kvm, 0o600 | stat.S_IFCHR, os.makedev(10, 232))
+    os.chown(kvm, nobody, nobody)
+    binary = os.path.join(d, "forkvm")  # the build tree may not be reachable by nobody
+    shutil.copy(FORKVM, binary)
+    os.chmod(binary, 0o755)
+    base = f"{binary} run --mem 64M --kvm {kvm} --detach --name"
+    rc, err = as_uid(nobody, f"env -u FORKVM_JAIL FORKVM_RUN_DIR={d} {base} plain")
+    assert rc == 0, err
+    pid = ok(os.path.join(d, "plain.sock"), {"cmd": "status"})["pid"]
+    pids.append(pid)
+    assert status(pid)["Uid"].split()[0] == str(nobody)
+    log = log_of(rundir, "plain")
+    assert "JAIL OFF: VMM plain runs as uid 65534, not root" in log and "DISABLED" not in log
+    rc, err = as_uid(nobody, f"env -u FORKVM_JAIL FORKVM_RUN_DIR={d} {base} asked --jail")
+    assert rc == 1 and "confining asked needs root" in err, err

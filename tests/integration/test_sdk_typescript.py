@@ -7,6 +7,7 @@ import subprocess
 
 import pytest
 
+from daemonlib import daemon_environ
 from forkvm_vm import BUILD, ROOT
 
 SDK = os.path.join(ROOT, "sdk", "typescript")
@@ -20,8 +21,9 @@ def run(args, **kw):
 
 
 def test_sdk_suite_against_a_real_daemon():
+    # The suite starts its own forkvmd: jailed, as daemonlib starts one.
     r = run(["node", "--test", "test/"],
-            env=dict(os.environ, FORKVM_BUILD=os.path.relpath(BUILD, ROOT)))
+            env=dict(daemon_environ(), FORKVM_BUILD=os.path.relpath(BUILD, ROOT)))
     assert r.returncode == 0, f"{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     assert "# pass 1" in r.stdout and "# skipped 1" in r.stdout, r.stdout[-2000:]
     assert "# fail 0" in r.stdout, r.stdout[-2000:]

@@ -255,9 +255,11 @@ class Env:
         agent answers."""
         return self.boot(name, restore=snap, extra=extra)
 
-    def boot(self, name="src", mem="256M", vcpus=None, backing="anon", extra=(), restore=None):
+    def boot(self, name="src", mem="256M", vcpus=None, backing="anon", extra=(), restore=None,
+             environ=None):
         """Boot the cached image; return the Guest once its agent answers. vCPUs: 2, or
-        $FORKVM_LINUX_VCPUS (the rig's one-CPU L1 runs 1-vCPU guests)."""
+        $FORKVM_LINUX_VCPUS (the rig's one-CPU L1 runs 1-vCPU guests). environ: the VMM's
+        environment (default: this process's)."""
         vcpus = vcpus or int(os.environ.get("FORKVM_LINUX_VCPUS", "2"))
         sock = os.path.join(self.run_dir, f"{name}.sock")
         console = self.path(f"{name}.console")
@@ -271,7 +273,8 @@ class Env:
                     backing, "--socket", sock, "--console", console, "--ready-fd", str(w),
                     *extra]
         with open(errlog, "wb") as err:
-            proc = subprocess.Popen(args, pass_fds=(w,), stderr=err, stdin=subprocess.DEVNULL)
+            proc = subprocess.Popen(args, pass_fds=(w,), stderr=err, stdin=subprocess.DEVNULL,
+                                    env=environ)
         os.close(w)
         with os.fdopen(r, "rb") as rf:
             if rf.read(1) != b"R":

@@ -5,6 +5,7 @@ jailed family too, inside the family's cgroup, which carries the daemon's budget
 cgroup is removed when its VMM ends. Needs a cgroup2 hierarchy at /sys/fs/cgroup offering the
 memory, cpu and pids controllers: the nested rig's L1 mounts one there, and the VMM enables the
 controllers for its children (ROOT and ROOT/forkvm cgroup.subtree_control)."""
+import json
 import os
 import subprocess
 
@@ -171,6 +172,63 @@ def test_the_family_cgroup_of_a_hand_run_jail(cgroot):
         leaf = cgroup_dir(vm.proc.pid)
         assert read(leaf, "memory.max") == str((64 + 256) << 20)
         assert read(os.path.dirname(leaf), "memory.max") == str(2 * ((64 + 256) << 20))
+    finally:
+        assert vm.stop() == 0
+
+
+def test_the_cli_keeps_the_budget_of_a_hand_run_family(cgroot):
+    """A jailed `forkvm run` (the default as root) without --family-budget leaves its
+    family's budget to its keeper: a root-owned record of one VM's limits next to its jail,
+    and `forkvm branch` / `forkvm template spawn` set the family's cgroup to that times the
+    VMs in it (the source, the cow template, the children), as the daemon does. With
+    --family-budget the budget is fixed: no record, and a branch leaves it as it is."""
+    env = dict(os.environ)
+    env.pop("FORKVM_JAIL", None)  # the default: jailed as root
+
+    def budget(n):
+        return {"memory.max": str(n * (600 << 20)), "cpu.max": f"{n * 200000} 100000",
+                "pids.max": str(n * 64)}
+
+    def family(path):
+        return {f: read(path, f) for f in budget(1)}
+
+    def cli(vm, *args):
+        r = subprocess.run([FORKVM, *args], capture_output=True, text=True, timeout=120,
+                           env=dict(env, FORKVM_RUN_DIR=vm.dir))
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    vm = VM(mem="64M", extra=(*LIMITS, "--jail"))
+    try:
+        fam = os.path.dirname(cgroup_dir(vm.proc.pid))
+        jail = next(d for d in os.listdir(vm.dir) if d.endswith(".jail"))
+        record = os.path.join(vm.dir, jail + ".family")
+        st = os.stat(record)
+        assert (st.st_uid, st.st_mode & 0o777) == (0, 0o600)
+        assert family(fam) == budget(1)
+        out = cli(vm, "branch", vm.sock, "--count", "2", "--name", "k")
+        assert family(fam) == budget(4)  # source, template, two children
+        kids = json.loads(out)["children"]
+        cli(vm, "stop", "k-0")
+        assert wait_for(lambda: not pid_alive(kids[0]["pid"]), 30), "k-0 did not exit"
+        assert wait_for(lambda: not [d for d in os.listdir(fam) if d.startswith("k-0-")],
+                        30), os.listdir(fam)
+        cli(vm, "template", "spawn", "k.template", "--count", "1")
+        assert family(fam) == budget(4)  # k-0 gone, one more
+        cli(vm, "template", "stop", "k.template")
+        cli(vm, "stop", "k-1")
+        cli(vm, "stop", "k-2")
+    finally:
+        assert vm.stop() == 0
+    vm = VM(mem="64M", extra=(*LIMITS, "--jail", "--family-budget", "3"))
+    try:
+        fam = os.path.dirname(cgroup_dir(vm.proc.pid))
+        assert not [d for d in os.listdir(vm.dir) if d.endswith(".family")]
+        cli(vm, "branch", vm.sock, "--count", "3", "--name", "f")
+        assert family(fam) == budget(3)
+        for k in range(3):
+            cli(vm, "stop", f"f-{k}")
+        cli(vm, "template", "stop", "f.template")
     finally:
         assert vm.stop() == 0
 

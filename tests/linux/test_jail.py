@@ -1,6 +1,7 @@
 """Jailed Linux VMMs (docs/SECURITY.md): a Linux guest booted in the jail, snapshotted into
 its jail directory, and restored in jails of their own with the vsock device the agent needs;
 the agent answers through the public socket paths, and every VMM runs unprivileged."""
+import json
 import os
 
 from forkvm_vm import proc_status
@@ -21,19 +22,28 @@ def confined(pid):
 
 
 def test_linux_boot_snapshot_and_restores_in_jails(env):
-    jail = ("--name", "src", "--jail", "--jail-uid-base", str(BASE))
-    src = env.boot("src", extra=jail)
+    """The default: no --jail and no FORKVM_JAIL (the harness's 0 dropped) jails every VMM
+    root starts. The CLI takes the snapshot out of the source's jail to a directory outside
+    it (root's), restores of it run in jails of their own, and a cow child is reached by name
+    through the links `forkvm branch` makes in the run directory."""
+    default = dict(env.environ, FORKVM_JAIL_UID_BASE=str(BASE))
+    default.pop("FORKVM_JAIL", None)
+    src = env.boot("src", extra=("--name", "src"), environ=default)
     confined(src.pid)
     marker = os.urandom(8).hex()
     src.sh(f"echo {marker} > /tmp/marker")
-    # The snapshot goes into the jail's own directory: the only place it may write.
-    snap = os.path.join(env.run_dir, "src.jail", "snap")
-    r = forkvm("snapshot", "create", src.sock, snap, env=env.environ, check=False)
+    # Written in the jail's directory, then adopted by the CLI to where it was asked for.
+    snap = env.path("snap")
+    r = forkvm("snapshot", "create", src.sock, snap, env=default, check=False)
     assert r.returncode == 0, f"{r.stderr}\n{src.tail()}\n{open(env.path('src.stderr')).read()}"
-    jailed = dict(env.environ, FORKVM_JAIL="1", FORKVM_JAIL_UID_BASE=str(BASE))
+    assert json.loads(r.stdout)["dir"] == snap
+    for name in os.listdir(snap):
+        st = os.lstat(os.path.join(snap, name))
+        assert (st.st_uid, st.st_mode & 0o777) == (0, 0o600), name
+    assert not [n for n in os.listdir(os.path.join(env.run_dir, "src.jail")) if "adopt" in n]
     for backend in ("file", "memfd"):
         r = forkvm("restore", snap, "--backend", backend, "--count", "2", "--name",
-                   "j" + backend, env=jailed)
+                   "j" + backend, env=default)
         kids = []
         for line in r.stdout.splitlines():
             name, pid, sock = line.split()
@@ -53,3 +63,14 @@ def test_linux_boot_snapshot_and_restores_in_jails(env):
             assert other.sh("cat /tmp/private 2>/dev/null || echo none").strip() == "none"
         for g in guests:
             g.kill()
+    # A cow child of the jailed source, by name: its sockets are in the source's jail.
+    r = forkvm("branch", "src", "--count", "1", "--name", "kid", env=default)
+    child = json.loads(r.stdout)["children"][0]
+    public = os.path.join(env.run_dir, "kid-0.sock")
+    assert os.readlink(public) == child["socket"] and os.path.islink(public + ".vsock")
+    kid = Guest(env, "kid-0", public, child["pid"])
+    env.guests.append(kid)
+    assert proc_status(kid.pid)["Uid"] == proc_status(src.pid)["Uid"]  # the source's jail
+    assert kid.sh("cat /tmp/marker").strip() == marker
+    r = forkvm("exec", "kid-0", "--", "cat", "/tmp/marker", env=default)
+    assert r.stdout.strip() == marker
