@@ -1,18 +1,20 @@
-/* The CLI and a jailed VM: children named in the run directory, snapshots adopted (cli_jail.h). */
+/* The CLI and a jailed VM: jail found, children linked, budget kept, snapshots adopted. */
 #include "cli/cli_jail.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
 #include "cli/cli_vm.h"
 #include "jail/cgroup.h"
-#include "jail/jail.h"
 #include "jail/jail_adopt.h"
 #include "snapshot/snap_format.h"
 #include "util/clock.h"
@@ -21,191 +23,439 @@
 #include "util/unix_sock.h"
 
 #define JAIL_DIR_SUFFIX ".jail"
+/* open_tree(2) and move_mount(2) (Linux 5.2), by number: older headers lack the wrappers. */
+#ifndef OPEN_TREE_CLONE
+#define OPEN_TREE_CLONE 1
+#endif
+#ifndef OPEN_TREE_CLOEXEC
+#define OPEN_TREE_CLOEXEC O_CLOEXEC
+#endif
+#ifndef MOVE_MOUNT_F_EMPTY_PATH
+#define MOVE_MOUNT_F_EMPTY_PATH 0x00000004
+#endif
+#ifndef MOVE_MOUNT_T_EMPTY_PATH
+#define MOVE_MOUNT_T_EMPTY_PATH 0x00000040
+#endif
+
+/* A name the CLI makes or follows: [A-Za-z0-9._-]+, not starting with '.', ending in suffix. */
+static bool name_ok(const char *name, const char *suffix)
+{
+	size_t n = strlen(name), s = strlen(suffix);
+
+	if (n <= s || n > NAME_MAX || name[0] == '.' || strcmp(name + n - s, suffix) != 0)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!((name[i] >= 'a' && name[i] <= 'z') || (name[i] >= 'A' && name[i] <= 'Z') ||
+		      (name[i] >= '0' && name[i] <= '9') || strchr("._-", name[i])))
+			return false;
+	return true;
+}
+
+/* path = DIR/BASE, lexically (DIR "" for "/BASE"); -EINVAL without a '/'. */
+static int split(const char *path, char *dir, size_t len, const char **base)
+{
+	const char *slash = strrchr(path, '/');
+
+	if (!slash || (size_t)(slash - path) >= len)
+		return -EINVAL;
+	snprintf(dir, len, "%.*s", (int)(slash - path), path);
+	*base = slash + 1;
+	return 0;
+}
+
+/*
+ * The jail's directories through descriptors, checked again: RUN_DIR root's and writable by
+ * nobody else, NAME.jail in it a directory (not a link) of the jail's uid. 0 or -errno.
+ */
+static int jail_open(const struct cli_jail *j, int *pfd, int *jfd, struct fvm_err *err)
+{
+	struct stat st;
+
+	*jfd = -1;
+	*pfd = open(j->parent[0] ? j->parent : "/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (*pfd < 0 || fstat(*pfd, &st) < 0)
+		return errmsg(err, -errno, "opening %s: %s", j->parent, strerror(errno));
+	if (st.st_uid != 0 || (st.st_mode & 022))
+		return errmsg(err, -EPERM, "%s is not root's alone", j->parent);
+	*jfd = openat(*pfd, j->base, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (*jfd < 0 || fstat(*jfd, &st) < 0)
+		return errmsg(err, -errno, "opening %s: %s", j->dir, strerror(errno));
+	if (st.st_uid != j->uid)
+		return errmsg(err, -EPERM, "%s is not the jail uid %u's", j->dir, (unsigned)j->uid);
+	return 0;
+}
+
+static void close_pair(int *pfd, int *jfd)
+{
+	if (*pfd >= 0)
+		close(*pfd);
+	if (*jfd >= 0)
+		close(*jfd);
+	*pfd = *jfd = -1;
+}
 
 int cli_vm_jail(const char *vm, struct cli_jail *j, struct fvm_err *err)
 {
-	char path[512], real[PATH_MAX], *slash;
+	char path[PATH_MAX], sock[PATH_MAX], dir[PATH_MAX], target[PATH_MAX];
 	struct ucred cred;
 	socklen_t len = sizeof(cred);
+	const char *sbase, *jbase;
 	struct stat st;
-	size_t n;
-	int fd, ret;
+	int fd, pfd = -1, jfd = -1, ret;
+	ssize_t n;
 
 	if (cli_vm_socket(vm, path, sizeof(path)) < 0)
 		return errmsg(err, -EINVAL, "bad VM name or socket path '%s'", vm);
-	if (!realpath(path, real))
-		return errmsg(err, -errno, "VM %s: %s: %s", vm, path, strerror(errno));
-	fd = unix_connect(real, 0);
+	fd = unix_connect(path, 0);
 	if (fd < 0)
-		return errmsg(err, fd, "VM %s: connecting to %s: %s", vm, real, strerror(-fd));
+		return errmsg(err, fd, "VM %s: connecting to %s: %s", vm, path, strerror(-fd));
 	ret = getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 ? -errno : 0;
 	close(fd);
 	if (ret)
-		return errmsg(err, ret, "VM %s: who serves %s: %s", vm, real, strerror(-ret));
-	if (cred.uid == 0 || cred.uid == geteuid())
+		return errmsg(err, ret, "VM %s: who serves %s: %s", vm, path, strerror(-ret));
+	if (cred.uid == 0 || cred.uid == geteuid() || lstat(path, &st) < 0)
 		return 0;
-	slash = strrchr(real, '/');
-	if (!slash || slash == real)
+	/* The socket's name, lexically: through root's link (RUN_DIR/X.sock -> NAME.jail/X.sock,
+	 * or an absolute one `forkvm branch` made), else the path itself. */
+	snprintf(sock, sizeof(sock), "%s", path);
+	if (S_ISLNK(st.st_mode)) {
+		if (st.st_uid != 0 || (n = readlink(path, target, sizeof(target) - 1)) <= 0)
+			return 0;
+		target[n] = '\0';
+		if (target[0] == '/')
+			snprintf(sock, sizeof(sock), "%s", target);
+		else if (split(path, dir, sizeof(dir), &sbase) < 0 ||
+			 snprintf(sock, sizeof(sock), "%s/%s", dir, target) >= (int)sizeof(sock))
+			return 0;
+	}
+	if (sock[0] != '/' || strstr(sock, "/.") || split(sock, dir, sizeof(dir), &sbase) < 0 ||
+	    split(dir, j->parent, sizeof(j->parent), &jbase) < 0 || !name_ok(jbase, JAIL_DIR_SUFFIX))
 		return 0;
-	*slash = '\0';
-	n = strlen(real);
-	/* The directory root made for the jail and gave to its uid (jail_prepare). */
-	if (n <= strlen(JAIL_DIR_SUFFIX) || strcmp(real + n - strlen(JAIL_DIR_SUFFIX),
-						   JAIL_DIR_SUFFIX) != 0 ||
-	    lstat(real, &st) < 0 || !S_ISDIR(st.st_mode) || st.st_uid != cred.uid)
-		return 0;
-	snprintf(j->dir, sizeof(j->dir), "%s", real);
+	snprintf(j->dir, sizeof(j->dir), "%s", dir);
+	snprintf(j->base, sizeof(j->base), "%s", jbase);
 	j->uid = cred.uid;
-	return 1;
+	j->pid = cred.pid;
+	/* The directories, then the socket itself: the uid's socket right in its jail. */
+	ret = jail_open(j, &pfd, &jfd, NULL) == 0 &&
+	      fstatat(jfd, sbase, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISSOCK(st.st_mode) &&
+	      st.st_uid == cred.uid;
+	close_pair(&pfd, &jfd);
+	return ret;
 }
 
-bool cli_jail_holds(const struct cli_jail *j, const char *path)
+bool cli_jail_writes_itself(const struct cli_jail *j, const char *dir)
 {
-	size_t n = strlen(j->dir);
+	char parent[PATH_MAX], real[PATH_MAX], jail[PATH_MAX];
+	const char *base;
+	struct stat st;
+	size_t n;
 
-	return strncmp(path, j->dir, n) == 0 && path[n] == '/';
+	if (split(dir, parent, sizeof(parent), &base) < 0 ||
+	    !realpath(parent[0] ? parent : "/", real) || stat(real, &st) < 0)
+		return false; /* no such parent: the snapshot writer says so */
+	if (realpath(j->dir, jail) && (n = strlen(jail), strncmp(real, jail, n) == 0) &&
+	    (real[n] == '/' || real[n] == '\0'))
+		return true;
+	if (st.st_uid == j->uid)
+		return true;
+	if (st.st_mode & S_ISVTX) /* others' entries cannot be renamed or removed there */
+		return false;
+	return (st.st_mode & S_IWOTH) || ((st.st_mode & S_IWGRP) && st.st_gid == j->uid);
 }
 
-/* RUN_DIR/BASENAME(path)SUFFIX -> pathSUFFIX, when the latter exists. */
-static void link_one(const char *path, const char *suffix, const char *run_dir)
+/* RUN_DIR/NAME -> target, replacing only a link nothing answers at. */
+static void link_one(int rfd, const char *run_dir, const char *name, const char *target)
 {
-	const char *base = strrchr(path, '/');
-	char target[PATH_MAX], pub[PATH_MAX];
+	char pub[PATH_MAX];
 	struct stat st;
 
-	if (!base || snprintf(target, sizeof(target), "%s%s", path, suffix) >= (int)sizeof(target) ||
-	    snprintf(pub, sizeof(pub), "%s/%s%s", run_dir, base + 1, suffix) >= (int)sizeof(pub) ||
-	    lstat(target, &st) < 0)
+	snprintf(pub, sizeof(pub), "%s/%s", run_dir, name);
+	if (fstatat(rfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+		if (!S_ISLNK(st.st_mode)) {
+			log_warn("branch: %s exists and is not a link: left alone (%s is reached by "
+				 "its path)", pub, target);
+			return;
+		}
+		if (unix_sock_live(pub)) {
+			log_warn("branch: a running VM answers at %s: left alone (%s is reached by "
+				 "its path)", pub, target);
+			return;
+		}
+		if (unlinkat(rfd, name, 0) < 0 && errno != ENOENT) {
+			log_warn("branch: removing the stale link %s: %s", pub, strerror(errno));
+			return;
+		}
+	}
+	if (symlinkat(target, rfd, name) < 0)
+		log_warn("branch: linking %s to %s: %s", pub, target, strerror(errno));
+}
+
+/* One socket the reply names: linked if it is the jail uid's socket right in its jail. */
+static void link_socket(const struct cli_jail *j, int rfd, int jfd, const char *run_dir,
+			const char *sock)
+{
+	static const char *const suffixes[] = { "", ".vsock" };
+	size_t n = strlen(j->dir);
+	const char *base;
+
+	if (!sock || strncmp(sock, j->dir, n) != 0 || sock[n] != '/')
 		return;
-	if (jail_link_public(pub, target) < 0)
-		log_warn("branch: %s stays addressed by its path %s only", base + 1, path);
+	base = sock + n + 1;
+	if (!name_ok(base, ".sock")) {
+		log_warn("branch: %s: not a socket name the CLI links", sock);
+		return;
+	}
+	for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
+		char name[NAME_MAX + 8], target[PATH_MAX + 8];
+		struct stat st;
+
+		snprintf(name, sizeof(name), "%s%s", base, suffixes[i]);
+		snprintf(target, sizeof(target), "%s%s", sock, suffixes[i]);
+		if (fstatat(jfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISSOCK(st.st_mode) &&
+		    st.st_uid == j->uid)
+			link_one(rfd, run_dir, name, target);
+		else if (!i)
+			log_warn("branch: %s is not a socket of the jail's uid: not linked", sock);
+	}
 }
 
-static void link_socket(const char *sock, const char *run_dir)
+void cli_link_children(const struct cli_jail *j, json_t *reply, const char *run_dir)
 {
-	static const char *const suffixes[] = { "", ".console", ".log", ".vsock" };
-	size_t n = strlen(run_dir);
-
-	if (!sock || sock[0] != '/' || (strncmp(sock, run_dir, n) == 0 && sock[n] == '/' &&
-					!strchr(sock + n + 1, '/')))
-		return; /* already in the run directory */
-	for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++)
-		link_one(sock, suffixes[i], run_dir);
-}
-
-void cli_link_children(json_t *reply, const char *run_dir)
-{
+	struct fvm_err err = FVM_ERR_INIT;
+	int rfd = -1, pfd = -1, jfd = -1;
 	json_t *kid;
 	size_t i;
 
-	if (!reply || !run_dir)
-		return;
+	if (!reply || !run_dir || run_dir[0] != '/' || strcmp(run_dir, j->dir) == 0)
+		return; /* the children are in the run directory already */
+	rfd = open(run_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (rfd < 0 || jail_open(j, &pfd, &jfd, &err) < 0) {
+		log_warn("branch: the children stay reached by their paths: %s",
+			 rfd < 0 ? strerror(errno) : err_text(&err));
+		goto out;
+	}
 	json_array_foreach(json_object_get(reply, "children"), i, kid)
-		link_socket(json_string_value(json_object_get(kid, "socket")), run_dir);
-	link_socket(json_string_value(json_object_get(reply, "template")), run_dir);
+		link_socket(j, rfd, jfd, run_dir, json_string_value(json_object_get(kid, "socket")));
+	link_socket(j, rfd, jfd, run_dir, json_string_value(json_object_get(reply, "template")));
+out:
+	close_pair(&pfd, &jfd);
+	if (rfd >= 0)
+		close(rfd);
 }
 
 void cli_jail_budget(const struct cli_jail *j, int extra)
 {
-	char record[PATH_MAX + sizeof(JAIL_FAMILY_RECORD_SUFFIX)];
+	char record[PATH_MAX + NAME_MAX + 16];
 	struct fvm_err err = FVM_ERR_INIT;
-	int members, ret;
+	int vms;
 
-	snprintf(record, sizeof(record), "%s%s", j->dir, JAIL_FAMILY_RECORD_SUFFIX);
+	snprintf(record, sizeof(record), "%s/%s%s", j->parent, j->base, JAIL_FAMILY_RECORD_SUFFIX);
 	if (access(record, F_OK) < 0)
 		return; /* a budget --family-budget fixed, or no family cgroup */
-	members = jail_family_members(record, &err);
-	if (members < 0 || (ret = jail_family_budget_apply(record, members + extra, &err)) < 0) {
+	vms = jail_family_budget_keep(record, extra, &err);
+	if (vms < 0)
 		log_warn("the family budget of %s: %s", j->dir, err_text(&err));
-		return;
-	}
-	log_debug("the family budget of %s: %d VM(s)", j->dir, members + extra);
+	else
+		log_debug("the family budget of %s: %d VM(s)", j->dir, vms);
 }
 
-/* The adopted tree (STAGE in the jail's parent) into the writer's empty temp dir. */
+/*
+ * Mount the writer's temp dir (DIR.tmp-PID, on DIR's file system) on JAIL/INNER in the VMM's
+ * mount namespace, from a child that enters it (setns through a pidfd: the VMM, not a
+ * process that reused its pid). INNER is made here, root's, and checked by inode there.
+ */
+static int stage_mount(const struct cli_jail *j, struct snap_writer *w, int jfd,
+		       const char *inner, const char *mnt, struct fvm_err *err)
+{
+	struct stat st;
+	int tree = -1, pidfd = -1, status, ret = 0;
+	pid_t child;
+
+	char ns[64];
+	struct stat mine, its;
+
+	/* A jailed VMM has a mount namespace of its own; one in ours gets no mount from us. */
+	snprintf(ns, sizeof(ns), "/proc/%d/ns/mnt", (int)j->pid);
+	if (stat("/proc/self/ns/mnt", &mine) < 0 || stat(ns, &its) < 0)
+		return errmsg(err, -errno, "the mount namespace of the VMM %d: %s", (int)j->pid,
+			      strerror(errno));
+	if (mine.st_ino == its.st_ino && mine.st_dev == its.st_dev)
+		return errmsg(err, -EINVAL, "the VMM %d shares this mount namespace", (int)j->pid);
+	if (fchown(w->tmp_fd, j->uid, j->uid) < 0)
+		return errmsg(err, -errno, "giving %s to uid %u: %s", w->tmp, (unsigned)j->uid,
+			      strerror(errno));
+	if (mkdirat(jfd, inner, 0700) < 0 || fstatat(jfd, inner, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return errmsg(err, -errno, "making %s: %s", mnt, strerror(errno));
+	tree = (int)syscall(SYS_open_tree, w->tmp_fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC |
+			    AT_EMPTY_PATH);
+	if (tree < 0)
+		return errmsg(err, -errno, "open_tree of %s: %s", w->tmp, strerror(errno));
+	pidfd = (int)syscall(SYS_pidfd_open, j->pid, 0);
+	if (pidfd < 0) {
+		ret = errmsg(err, -errno, "pidfd of the VMM %d: %s", (int)j->pid, strerror(errno));
+		goto out;
+	}
+	child = fork();
+	if (child < 0) {
+		ret = errmsg(err, -errno, "fork: %s", strerror(errno));
+		goto out;
+	}
+	if (child == 0) {
+		struct stat t;
+		int fd;
+
+		if (setns(pidfd, CLONE_NEWNS) < 0)
+			_exit(errno);
+		fd = open(mnt, O_PATH | O_NOFOLLOW | O_DIRECTORY | O_CLOEXEC);
+		if (fd < 0)
+			_exit(errno);
+		if (fstat(fd, &t) < 0 || t.st_ino != st.st_ino || t.st_uid != 0)
+			_exit(EPERM);
+		if (syscall(SYS_move_mount, tree, "", fd, "",
+			    MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+			_exit(errno);
+		_exit(0);
+	}
+	if (waitpid(child, &status, 0) < 0)
+		ret = errmsg(err, -errno, "waitpid: %s", strerror(errno));
+	else if (!WIFEXITED(status) || WEXITSTATUS(status))
+		ret = errmsg(err, WIFEXITED(status) ? -WEXITSTATUS(status) : -ECHILD,
+			     "mounting %s on %s in the VMM's mount namespace: %s", w->tmp, mnt,
+			     WIFEXITED(status) ? strerror(WEXITSTATUS(status)) : "killed");
+out:
+	if (pidfd >= 0)
+		close(pidfd);
+	close(tree);
+	if (ret) {
+		unlinkat(jfd, inner, AT_REMOVEDIR);
+		if (fchown(w->tmp_fd, 0, 0) < 0)
+			errappend(err, " (and taking %s back: %s)", w->tmp, strerror(errno));
+	}
+	return ret;
+}
+
+/*
+ * The tree adopted into STAGE (in the jail's parent) into the writer's empty temp dir:
+ * renamed over it on the same file system, else (or where a bind mount says EXDEV) copied.
+ */
 static int place(int pfd, const char *stage, struct snap_writer *w, struct fvm_err *err)
 {
-	struct stat a, b;
+	struct fvm_err inner = FVM_ERR_INIT;
 	int sfd, ret;
 
-	if (fstat(pfd, &a) == 0 && fstat(w->tmp_fd, &b) == 0 && a.st_dev == b.st_dev) {
-		/* Same file system: a directory renamed over the empty temp dir. */
-		if (renameat(pfd, stage, AT_FDCWD, w->tmp) < 0)
-			return errmsg(err, -errno, "renaming it to %s: %s", w->tmp, strerror(errno));
+	if (renameat(pfd, stage, AT_FDCWD, w->tmp) == 0) {
 		close(w->tmp_fd);
 		w->tmp_fd = open(w->tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 		return w->tmp_fd < 0 ? errmsg(err, -errno, "opening %s: %s", w->tmp,
 					      strerror(errno)) : 0;
 	}
+	if (errno != EXDEV)
+		return errmsg(err, -errno, "renaming it to %s: %s", w->tmp, strerror(errno));
 	sfd = openat(pfd, stage, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (sfd < 0)
 		return errmsg(err, -errno, "opening %s: %s", stage, strerror(errno));
-	ret = tree_copy_at(sfd, w->tmp_fd, err);
+	ret = tree_copy_at(sfd, w->tmp_fd, &inner);
 	close(sfd);
 	if (ret)
-		errmsg(err, ret, "copying it to %s: %s", w->tmp, err_text(err));
+		errmsg(err, ret, "copying it to %s: %s", w->tmp, err_text(&inner));
 	return ret;
+}
+
+/* The snapshot mounted back in: S/snap adopted as S/adopted, the writer pointed at it. */
+static int adopt_mounted(const struct cli_jail *j, struct snap_writer *w, char *stage,
+			 size_t len, struct fvm_err *err)
+{
+	char adopted[PATH_MAX];
+
+	/* Root's again before anything in it is read. */
+	if (fchown(w->tmp_fd, 0, 0) < 0 || fchmod(w->tmp_fd, 0700) < 0)
+		return errmsg(err, -errno, "taking %s back: %s", w->tmp, strerror(errno));
+	if (jail_adopt_dir(w->tmp_fd, "snap", w->tmp_fd, "adopted", j->uid, err) < 0)
+		return -EPERM;
+	if (snprintf(adopted, sizeof(adopted), "%s/adopted", w->tmp) >= (int)sizeof(adopted) ||
+	    snprintf(stage, len, "%s", w->tmp) >= (int)len)
+		return errmsg(err, -ENAMETOOLONG, "%s/adopted: too long", w->tmp);
+	close(w->tmp_fd);
+	snprintf(w->tmp, sizeof(w->tmp), "%s", adopted);
+	w->tmp_fd = open(w->tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	return w->tmp_fd < 0 ? errmsg(err, -errno, "opening %s: %s", w->tmp, strerror(errno)) : 0;
 }
 
 int cli_jail_snapshot(const char *vm, const struct cli_jail *j, const char *dir, bool force)
 {
-	char inner_name[64], inner[PATH_MAX + 64], stage[NAME_MAX + 1], parent[PATH_MAX];
-	const char *jail_base = strrchr(j->dir, '/') + 1;
+	char inner[64], mnt[PATH_MAX + 64], req_dir[PATH_MAX + 80], stage[PATH_MAX] = "";
+	char jstage[NAME_MAX + 1];
 	struct fvm_err err = FVM_ERR_INIT;
 	struct snap_writer w;
 	json_t *req = NULL, *reply = NULL;
-	int jfd = -1, pfd = -1, ret = CLI_EXIT_FAIL;
+	int pfd = -1, jfd = -1, ret = CLI_EXIT_FAIL;
+	bool mounted = false;
+	const char *step = "staging it";
 	uint64_t t0;
 
-	snprintf(inner_name, sizeof(inner_name), "snapshot.adopt-%d", (int)getpid());
-	snprintf(inner, sizeof(inner), "%s/%s", j->dir, inner_name);
-	snprintf(parent, sizeof(parent), "%.*s", (int)(jail_base - 1 - j->dir), j->dir);
-	snprintf(stage, sizeof(stage), ".%.200s.adopt-%d", jail_base, (int)getpid());
+	snprintf(inner, sizeof(inner), "snapshot.adopt-%d", (int)getpid());
+	snprintf(mnt, sizeof(mnt), "%s/%s", j->dir, inner);
+	snprintf(jstage, sizeof(jstage), ".%.200s.adopt-%d", j->base, (int)getpid());
 	/* DIR first: an existing one without --force fails before the VM is paused. */
 	if (snap_writer_begin(&w, dir, force, &err) < 0) {
 		fprintf(stderr, "forkvm snapshot: VM %s: %s\n", vm, err_text(&err));
 		return CLI_EXIT_FAIL;
 	}
-	jfd = open(j->dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	pfd = open(parent[0] ? parent : "/", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (jfd < 0 || pfd < 0) {
-		fprintf(stderr, "forkvm snapshot: VM %s: opening its jail %s: %s\n", vm, j->dir,
-			strerror(errno));
-		goto out;
-	}
+	if (jail_open(j, &pfd, &jfd, &err) < 0)
+		goto fail;
 	/* What a killed CLI of the same pid left. */
-	remove_tree_at(jfd, inner_name);
-	remove_tree_at(pfd, stage);
-	req = json_pack("{s:s,s:s,s:b,s:s}", "cmd", "snapshot", "dir", inner, "force", 0, "source",
-			vm);
+	remove_tree_at(jfd, inner);
+	remove_tree_at(pfd, jstage);
+	/* Staged on DIR's file system, mounted into the VMM; else in its jail directory. */
+	if (stage_mount(j, &w, jfd, inner, mnt, &err) == 0) {
+		mounted = true;
+		snprintf(req_dir, sizeof(req_dir), "%s/snap", mnt);
+	} else {
+		log_warn("snapshot of %s: staged in its jail directory (%s)", vm, err_text(&err));
+		errclear(&err);
+		snprintf(req_dir, sizeof(req_dir), "%s", mnt);
+	}
+	req = json_pack("{s:s,s:s,s:b,s:s}", "cmd", "snapshot", "dir", req_dir, "force", 0,
+			"source", vm);
 	if (!req || !(reply = cli_vm_call(vm, req, 3600 * 1000)))
 		goto out; /* cli_vm_call printed why */
 	t0 = monotonic_ns();
-	if (jail_adopt_dir(jfd, inner_name, pfd, stage, j->uid, &err) < 0) {
-		fprintf(stderr, "forkvm snapshot: VM %s: taking its snapshot out of its jail %s: "
-			"%s\n", vm, j->dir, err_text(&err));
-		goto out;
+	step = "taking it out of its jail";
+	if (mounted) {
+		/* The mount point removed on this side detaches the mount on the VMM's. */
+		if (unlinkat(jfd, inner, AT_REMOVEDIR) < 0)
+			log_warn("snapshot of %s: removing %s: %s", vm, mnt, strerror(errno));
+		if (adopt_mounted(j, &w, stage, sizeof(stage), &err) < 0)
+			goto fail;
+	} else {
+		if (jail_adopt_dir(jfd, inner, pfd, jstage, j->uid, &err) < 0)
+			goto fail;
+		step = "putting it in place";
+		if (place(pfd, jstage, &w, &err) < 0)
+			goto fail;
 	}
-	if (place(pfd, stage, &w, &err) < 0 || snap_writer_commit(&w) < 0) {
-		fprintf(stderr, "forkvm snapshot: VM %s: putting its snapshot at %s: %s\n", vm, dir,
-			err_text(&err));
-		goto out;
-	}
+	step = "putting it in place";
+	if (snap_writer_commit(&w) < 0)
+		goto fail;
 	json_object_set_new(reply, "dir", json_string(dir));
 	json_object_set_new(reply, "adopt_ms", json_real((double)(monotonic_ns() - t0) / 1e6));
+	json_object_set_new(reply, "staged", json_string(mounted ? "mount" : "jail"));
 	json_dumpf(reply, stdout, JSON_COMPACT);
 	fputc('\n', stdout);
 	ret = CLI_EXIT_OK;
+	goto out;
+fail:
+	fprintf(stderr, "forkvm snapshot: VM %s (jailed in %s): %s to %s: %s\n", vm, j->dir, step,
+		dir, err_text(&err));
 out:
 	snap_writer_abort(&w);
+	if (stage[0]) /* the mounted stage: what the VMM left beside its snapshot */
+		remove_tree_at(AT_FDCWD, stage);
 	if (jfd >= 0)
-		remove_tree_at(jfd, inner_name);
+		remove_tree_at(jfd, inner);
 	if (pfd >= 0)
-		remove_tree_at(pfd, stage);
-	if (jfd >= 0)
-		close(jfd);
-	if (pfd >= 0)
-		close(pfd);
+		remove_tree_at(pfd, jstage);
+	close_pair(&pfd, &jfd);
 	json_decref(reply);
 	json_decref(req);
 	return ret;

@@ -201,7 +201,7 @@ static int run(int argc, char **argv)
 	if (jailed)
 		cli_jail_budget(&jail, 0);
 	if (!reply && dir) {
-		if (jailed && !cli_jail_holds(&jail, absdir))
+		if (jailed && !cli_jail_writes_itself(&jail, absdir))
 			fprintf(stderr, "forkvm branch: VM %s is jailed: --dir must lie in its jail "
 				"directory %s or a --jail-bind directory (SECURITY.md)\n", argv[optind],
 				jail.dir);
@@ -209,7 +209,8 @@ static int run(int argc, char **argv)
 	if (!reply)
 		return CLI_EXIT_FAIL;
 	/* A jailed source's children live in its jail: named here too. */
-	cli_link_children(reply, run_dir);
+	if (jailed)
+		cli_link_children(&jail, reply, run_dir);
 	json_dumpf(reply, stdout, JSON_COMPACT);
 	fputc('\n', stdout);
 	json_decref(reply);

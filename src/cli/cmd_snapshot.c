@@ -105,7 +105,7 @@ static int snapshot_create(int argc, char **argv)
 		fprintf(stderr, "forkvm: %s\n", err_text(&err));
 		return CLI_EXIT_FAIL;
 	}
-	if (jailed && !cli_jail_holds(&jail, dir))
+	if (jailed && !cli_jail_writes_itself(&jail, dir))
 		return cli_jail_snapshot(argv[2], &jail, dir, force);
 	req = json_pack("{s:s,s:s,s:b,s:s}", "cmd", "snapshot", "dir", dir, "force", force,
 			"source", argv[2]);

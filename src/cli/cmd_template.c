@@ -56,8 +56,10 @@ static int run(int argc, char **argv)
 		cli_jail_budget(&jail, 0);
 	if (!reply)
 		return CLI_EXIT_FAIL;
-	if (strcmp(argv[1], "spawn") == 0) /* a jailed template's children: named here too */
-		cli_link_children(reply, cli_run_dir());
+	if (jailed) { /* a jailed template's children: named here too */
+		const char *run_dir = cli_ensure_run_dir() == 0 ? cli_run_dir() : NULL;
+		cli_link_children(&jail, reply, run_dir);
+	}
 	json_dumpf(reply, stdout, JSON_COMPACT);
 	fputc('\n', stdout);
 	json_decref(reply);

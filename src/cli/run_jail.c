@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "util/log.h"
@@ -40,8 +41,18 @@ int run_jail_prepare(struct run_opts *o)
 		slash[1] = '\0';
 	else
 		*slash = '\0';
-	if ((ret = jail_prepare(j, o->name, run_dir)) || j->state != JAIL_NEW)
+	if ((ret = jail_prepare(j, o->name, run_dir)))
 		return ret;
+	if (j->state != JAIL_NEW) {
+		/* Unjailed, the default console is written as root: a link there is a jailed
+		 * predecessor's into its jail, where that VMM could point it anywhere. */
+		struct stat st;
+		if (o->vm.console_path == o->default_console &&
+		    lstat(o->default_console, &st) == 0 && S_ISLNK(st.st_mode) &&
+		    unlink(o->default_console) < 0)
+			return log_errno(-errno, "removing the stale link %s", o->default_console);
+		return 0;
+	}
 	/* Created inside, used outside: the control socket, vsock socket, default console. */
 	if ((ret = jail_redirect(j, o->socket, inner, sizeof(inner))))
 		return ret;

@@ -166,7 +166,7 @@ void family_record(struct daemon *d, const struct sandbox_rec *r)
 	    family_unit_path(jail, path, sizeof(path)))
 		return;
 	snprintf(l.path, sizeof(l.path), "%s", family);
-	if (jail_family_record_write(path, &l, &err))
+	if (jail_family_record_write(path, &l, 0, &err))
 		log_warn("daemon: recording the cgroup limits of %s: %s", r->id, err_text(&err));
 }
 

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -10,6 +11,7 @@
 #include <string.h>
 #include <linux/sched.h>
 #include <sched.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -1098,13 +1100,17 @@ static uint64_t limit_of(json_t *o, const char *key)
 							       : UINT64_MAX;
 }
 
-int jail_family_record_write(const char *record, const struct cgroup_limits *unit,
+int jail_family_record_write(const char *record, const struct cgroup_limits *unit, int vms,
 			     struct fvm_err *err)
 {
 	json_t *o = json_pack("{s:s, s:o, s:o, s:I, s:o}", "cgroup", unit->path, "memory_max",
 			      limit_json(unit->memory_max), "cpu_quota", limit_json(unit->cpu_quota),
 			      "cpu_period", (json_int_t)unit->cpu_period, "pids_max",
 			      limit_json(unit->pids_max));
+	if (o && vms > 0 && json_object_set_new(o, "vms", json_integer(vms)) < 0) {
+		json_decref(o);
+		o = NULL;
+	}
 	char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
 	int ret = text ? file_write_atomic(record, text, strlen(text), 0600, err)
 		       : errmsg(err, -ENOMEM, "the family record %s: out of memory", record);
@@ -1126,31 +1132,45 @@ int jail_cgroup_family_record(const char *record)
 		return 0;
 	read_limits_at(cgs.dir, &unit);
 	snprintf(unit.path, sizeof(unit.path), "%s", cg_family_dir);
-	if (jail_family_record_write(record, &unit, &err))
+	if (jail_family_record_write(record, &unit, 1, &err))
 		return log_errno(err.errnum, "%s", err_text(&err));
 	return 0;
 }
 
-/* The record at path, root's: its JSON (NULL: -errno in *ret, err set). */
+#define CG_PATH_MAX sizeof(((struct cgroup_limits *)0)->path)
+
+/* The record at path, root's (checked on the descriptor read): its JSON, its cgroup under
+ * ROOT/forkvm/ (NULL: -errno in *ret, err set). */
 static json_t *record_read(const char *record, int *ret, struct fvm_err *err)
 {
-	uint8_t *text = NULL;
-	size_t len = 0;
+	char text[4097];
 	struct stat st;
-	json_t *o;
+	json_t *o = NULL;
+	const char *cg;
+	ssize_t n;
+	int fd = file_open_regular(record, O_NOFOLLOW, &st, err);
 
-	if ((*ret = file_read(record, 4096, FILE_NOFOLLOW, &text, &len, err)))
-		return NULL;
-	if (stat(record, &st) < 0 || st.st_uid != 0) {
-		free(text);
-		*ret = errmsg(err, -EPERM, "the family record %s is not root's", record);
+	if (fd < 0) {
+		*ret = fd;
 		return NULL;
 	}
-	o = json_loads((char *)text, 0, NULL);
-	free(text);
-	if (!json_is_string(json_object_get(o, "cgroup"))) {
+	if (st.st_uid != 0)
+		*ret = errmsg(err, -EPERM, "the family record %s is not root's", record);
+	else if ((n = read(fd, text, sizeof(text) - 1)) < 0)
+		*ret = errmsg(err, -errno, "reading %s: %s", record, strerror(errno));
+	else if (text[n] = '\0', !(o = json_loads(text, 0, NULL)))
+		*ret = errmsg(err, -EINVAL, "the family record %s: not JSON", record);
+	close(fd);
+	if (!o)
+		return NULL;
+	cg = json_string_value(json_object_get(o, "cgroup"));
+	/* root wrote it, but it names where limits go: only a family cgroup of ours */
+	size_t root = cg && find_root() == 0 ? strlen(cgs.root) : 0;
+	if (!root || strncmp(cg, cgs.root, root) != 0 || strncmp(cg + root, "/forkvm/", 8) != 0 ||
+	    cg[root + 8] == '.' || strchr(cg + root + 8, '/') || strlen(cg) >= CG_PATH_MAX) {
+		*ret = errmsg(err, -EINVAL, "the family record %s: %s is no family cgroup", record,
+			      cg ? cg : "no cgroup");
 		json_decref(o);
-		*ret = errmsg(err, -EINVAL, "the family record %s: no cgroup in it", record);
 		return NULL;
 	}
 	return o;
@@ -1164,14 +1184,14 @@ static uint64_t times(uint64_t unit, int n)
 	return n > 0 && unit > (UINT64_MAX - 1) / (uint64_t)n ? UINT64_MAX - 1 : unit * (uint64_t)n;
 }
 
-int jail_family_budget_apply(const char *record, int members, struct fvm_err *err)
+/* The family's limits of record o := members x its unit. */
+static int budget_write(json_t *o, int members, struct fvm_err *err)
 {
 	struct cgroup_limits l;
 	int ret;
-	json_t *o = record_read(record, &ret, err);
 
-	if (!o)
-		return ret;
+	if (members < 1)
+		members = 1;
 	memset(&l, 0, sizeof(l));
 	snprintf(l.path, sizeof(l.path), "%s", json_string_value(json_object_get(o, "cgroup")));
 	l.memory_max = times(limit_of(o, "memory_max"), members);
@@ -1179,7 +1199,6 @@ int jail_family_budget_apply(const char *record, int members, struct fvm_err *er
 	l.pids_max = times(limit_of(o, "pids_max"), members);
 	l.cpu_period = json_is_integer(json_object_get(o, "cpu_period")) ?
 		(uint64_t)json_integer_value(json_object_get(o, "cpu_period")) : 100000;
-	json_decref(o);
 	if (access(l.path, F_OK) < 0)
 		return errmsg(err, -ENOENT, "the family cgroup %s is gone", l.path);
 	if ((ret = cgroup_write_limits(&l)))
@@ -1188,26 +1207,93 @@ int jail_family_budget_apply(const char *record, int members, struct fvm_err *er
 	return 0;
 }
 
-int jail_family_members(const char *record, struct fvm_err *err)
+int jail_family_budget_apply(const char *record, int members, struct fvm_err *err)
 {
-	struct dirent *de;
-	int ret, n = 0;
+	int ret;
 	json_t *o = record_read(record, &ret, err);
-	DIR *d;
 
 	if (!o)
 		return ret;
-	d = opendir(json_string_value(json_object_get(o, "cgroup")));
-	if (!d) {
-		ret = errmsg(err, -errno, "the family cgroup %s: %s",
-			     json_string_value(json_object_get(o, "cgroup")), strerror(errno));
-		json_decref(o);
-		return ret;
-	}
-	while ((de = readdir(d)))
-		if (de->d_type == DT_DIR && de->d_name[0] != '.' && strcmp(de->d_name, "leaving"))
-			n++;
-	closedir(d);
+	ret = budget_write(o, members, err);
 	json_decref(o);
+	return ret;
+}
+
+/* The family's cgroups with a process in them (cgroup.events "populated 1"), but leaving. */
+static int populated_members(const char *family, struct fvm_err *err)
+{
+	struct dirent *de;
+	int n = 0;
+	DIR *d = opendir(family);
+
+	if (!d)
+		return errmsg(err, -errno, "the family cgroup %s: %s", family, strerror(errno));
+	while ((de = readdir(d))) {
+		char events[600], text[256];
+		int fd;
+		ssize_t len;
+
+		if (de->d_type != DT_DIR || de->d_name[0] == '.' || !strcmp(de->d_name, "leaving") ||
+		    snprintf(events, sizeof(events), "%s/%s/cgroup.events", family, de->d_name) >=
+			    (int)sizeof(events))
+			continue;
+		fd = open(events, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+		len = fd < 0 ? -1 : read(fd, text, sizeof(text) - 1);
+		if (fd >= 0)
+			close(fd);
+		if (len > 0 && (text[len] = '\0', strstr(text, "populated 1")))
+			n++;
+	}
+	closedir(d);
 	return n;
+}
+
+int jail_family_budget_keep(const char *record, int extra, struct fvm_err *err)
+{
+	char dir[PATH_MAX];
+	const char *slash = strrchr(record, '/');
+	int lock, ret, live, vms;
+	json_t *o = NULL;
+	struct cgroup_limits unit;
+
+	snprintf(dir, sizeof(dir), "%.*s", slash && slash != record ? (int)(slash - record) : 1,
+		 slash ? record : ".");
+	/* One keeper at a time: two branches of a family must not write older counts. */
+	lock = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (lock < 0 || flock(lock, LOCK_EX) < 0) {
+		ret = errmsg(err, -errno, "locking %s: %s", dir, strerror(errno));
+		goto out;
+	}
+	if (!(o = record_read(record, &ret, err)))
+		goto out;
+	live = populated_members(json_string_value(json_object_get(o, "cgroup")), err);
+	if (live < 0) {
+		ret = live;
+		goto out;
+	}
+	/* The VMs root let in (vms) bound the count: cgroups the family's VMMs make and fill
+	 * themselves do not raise it. */
+	vms = json_is_integer(json_object_get(o, "vms")) ? (int)json_integer_value(
+		json_object_get(o, "vms")) : 1;
+	if (live < vms)
+		vms = live;
+	if (vms < 1)
+		vms = 1;
+	vms += extra;
+	memset(&unit, 0, sizeof(unit));
+	snprintf(unit.path, sizeof(unit.path), "%s", json_string_value(json_object_get(o, "cgroup")));
+	unit.memory_max = limit_of(o, "memory_max");
+	unit.cpu_quota = limit_of(o, "cpu_quota");
+	unit.pids_max = limit_of(o, "pids_max");
+	unit.cpu_period = json_is_integer(json_object_get(o, "cpu_period")) ?
+		(uint64_t)json_integer_value(json_object_get(o, "cpu_period")) : 100000;
+	if (!(ret = jail_family_record_write(record, &unit, vms, err)))
+		ret = budget_write(o, vms, err);
+	if (!ret)
+		ret = vms;
+out:
+	json_decref(o);
+	if (lock >= 0)
+		close(lock); /* and the lock with it */
+	return ret;
 }

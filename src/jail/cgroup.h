@@ -93,17 +93,25 @@ int cgroup_write_limits(const struct cgroup_limits *l);
  * RUN_DIR/NAME.jail.family.
  */
 #define JAIL_FAMILY_RECORD_SUFFIX ".family"
-/* Write the record: unit's limits, unit->path the family's cgroup. 0 or -errno with err. */
-int jail_family_record_write(const char *record, const struct cgroup_limits *unit,
+/* Write the record: unit's limits, unit->path the family's cgroup, and vms (> 0: the VMs
+ * its keeper let in; 0: none, the daemon counts its own). 0 or -errno with err. */
+int jail_family_record_write(const char *record, const struct cgroup_limits *unit, int vms,
 			     struct fvm_err *err);
-/* Root, before the jail: this VMM's record when its family's budget is its keeper's (no
- * --family-budget), else none (a stale one is removed). 0 or -errno (logged). */
+/* Root, before the jail: this VMM's record (vms 1) when its family's budget is its keeper's
+ * (no --family-budget), else none (a stale one is removed). 0 or -errno (logged). */
 int jail_cgroup_family_record(const char *record);
-/* The family's limits := members x the record's unit. 0, or -errno with err (-ENOENT: no
- * record, or its cgroup is gone; -EPERM: the record is not root's). */
+/* The family's limits := members (at least 1) x the record's unit. 0, or -errno with err
+ * (-ENOENT: no record, or its cgroup is gone; -EPERM: the record is not root's; -EINVAL: it
+ * names no family cgroup under ROOT/forkvm). */
 int jail_family_budget_apply(const char *record, int members, struct fvm_err *err);
-/* The VMs in the record's family now: its cgroups but `leaving`. n, or -errno with err. */
-int jail_family_members(const char *record, struct fvm_err *err);
+/*
+ * The CLI's keeping of a hand-run family's budget, under a lock on the record's directory:
+ * the VMs counted are the family's populated cgroups (but leaving), at most the record's
+ * vms (so cgroups the family's VMMs make and fill themselves do not raise it), at least 1,
+ * plus extra (the children a branch is about to make); vms := that, and the family's
+ * limits := that x the unit. The count, or -errno with err.
+ */
+int jail_family_budget_keep(const char *record, int extra, struct fvm_err *err);
 
 /* jail_cgroup_enter's guest_ram for a restore: memory.max waits for jail_cgroup_set_guest_ram. */
 #define JAIL_CGROUP_RAM_LATER UINT64_MAX

@@ -4,7 +4,10 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -27,6 +30,59 @@ static const char *kind_of(mode_t mode)
 }
 
 /*
+ * A file with another name elsewhere (a sealed disk layer the VMM linked into its snapshot,
+ * or a link a hostile VMM kept): made root's, that other name would be a root file with the
+ * VMM's bytes wherever the VMM put it. So it is not taken but copied: a root-owned sparse
+ * copy replaces the entry in the (root's by now) directory; the VMM keeps its file.
+ */
+static int copy_in_place(int dirfd, const char *name, const char *where, struct fvm_err *err)
+{
+	char tmp[NAME_MAX + 1], path[1024];
+	struct stat st;
+	int src, out = -1, ret = 0;
+
+	snprintf(path, sizeof(path), "%s/%s", where, name);
+	if (snprintf(tmp, sizeof(tmp), ".%.200s.adopt-copy", name) >= (int)sizeof(tmp))
+		return errmsg(err, -ENAMETOOLONG, "adopting %s: name too long", path);
+	src = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (src < 0 || fstat(src, &st) < 0)
+		ret = -errno;
+	else if (!S_ISREG(st.st_mode))
+		ret = -EPERM;
+	else if ((out = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+			       0600)) < 0)
+		ret = -errno;
+	else if (!(ret = file_copy_sparse(src, out, (uint64_t)st.st_size)) && fsync(out) < 0)
+		ret = -errno;
+	if (out >= 0)
+		close(out);
+	if (src >= 0)
+		close(src);
+	if (!ret && renameat(dirfd, tmp, dirfd, name) < 0)
+		ret = -errno;
+	if (ret) {
+		unlinkat(dirfd, tmp, 0);
+		return errmsg(err, ret, "adopting %s: copying a hard-linked file: %s", path,
+			      strerror(-ret));
+	}
+	return 0;
+}
+
+#define ADOPT_MAX_LINKED 64 /* hard-linked files copied per directory */
+
+static int remember_linked(char (**list)[NAME_MAX + 1], int *n, const char *name,
+			   const char *path, struct fvm_err *err)
+{
+	if (*n == ADOPT_MAX_LINKED)
+		return errmsg(err, -E2BIG, "adopting %s: more than %d hard-linked files in one "
+			      "directory", path, ADOPT_MAX_LINKED);
+	if (!*list && !(*list = calloc(ADOPT_MAX_LINKED, sizeof(**list))))
+		return errmsg(err, -ENOMEM, "adopting %s: out of memory", path);
+	snprintf((*list)[(*n)++], NAME_MAX + 1, "%s", name);
+	return 0;
+}
+
+/*
  * fd is a directory the jailed uid wrote: take it (0:0, 0700) first, then check and take
  * each entry. where: its path for messages.
  */
@@ -35,7 +91,9 @@ static int adopt_tree(int fd, const char *where, uid_t owner, int depth, struct 
 	struct stat st;
 	struct dirent *de;
 	DIR *d = NULL;
-	int dup_fd = -1, ret = 0;
+	int dup_fd = -1, ret = 0, nlinked = 0;
+	/* copied once the directory is read: entries renamed while it is read may show twice */
+	char (*linked)[NAME_MAX + 1] = NULL;
 
 	if (fstat(fd, &st) < 0)
 		return errmsg(err, -errno, "adopting %s: fstat: %s", where, strerror(errno));
@@ -97,15 +155,27 @@ static int adopt_tree(int fd, const char *where, uid_t owner, int depth, struct 
 		} else if (st.st_uid != owner) {
 			ret = errmsg(err, -EPERM, "adopting %s: owned by uid %u, not the jail's %u",
 				     path, (unsigned)st.st_uid, (unsigned)owner);
+		} else if (st.st_nlink != 1) {
+			ret = remember_linked(&linked, &nlinked, de->d_name, path, err);
 		} else if (fchown(efd, 0, 0) < 0 || fchmod(efd, 0600) < 0) {
 			ret = errmsg(err, -errno, "adopting %s: making it root's: %s", path,
 				     strerror(errno));
+		} else if (fstat(efd, &st) < 0 || st.st_nlink != 1) {
+			/* linked again while it was taken: given back, and copied instead */
+			if (fchown(efd, owner, owner) < 0)
+				ret = errmsg(err, -errno, "adopting %s: giving a linked file back: %s",
+					     path, strerror(errno));
+			else
+				ret = remember_linked(&linked, &nlinked, de->d_name, path, err);
 		}
 		close(efd);
 		if (ret)
 			break;
 	}
 	closedir(d);
+	for (int i = 0; !ret && i < nlinked; i++)
+		ret = copy_in_place(fd, linked[i], where, err);
+	free(linked);
 	return ret;
 }
 

@@ -20,7 +20,10 @@
  * Everything in it must be a regular file or a directory owned by OWNER (the jail's uid): a
  * symlink, a device, a FIFO, a socket, or anything another uid owns (a hard link to a root
  * file) is refused, the moved tree is removed, and the error names the entry. So is NAME
- * itself when it is not such a directory. Depth at most 8. 0 or -errno.
+ * itself when it is not such a directory. A file of OWNER's with another name (a hard link:
+ * a sealed disk layer linked into a snapshot, or a link the VMM kept to have a root file of
+ * its making) is not taken but replaced by a root-owned sparse copy, at most 64 per
+ * directory. Depth at most 8. 0 or -errno.
  */
 int jail_adopt_dir(int from_dirfd, const char *name, int to_dirfd, const char *to_name,
 		   uid_t owner, struct fvm_err *err);

@@ -551,6 +551,7 @@ def test_hand_run_vmm_is_jailed_by_default_and_the_cli_works_around_its_jail(run
         assert r.returncode == 0, r.stderr
         reply = json.loads(r.stdout)
         assert reply["dir"] == snap and reply["adopt_ms"] >= 0, reply
+        assert reply["staged"] == "mount", reply  # on DIR's file system, mounted in its jail
         for dirpath, dirs, files in os.walk(snap):
             st = os.lstat(dirpath)
             assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (0, 0, 0o700), dirpath
@@ -587,6 +588,7 @@ def test_hand_run_vmm_is_jailed_by_default_and_the_cli_works_around_its_jail(run
     same = os.path.join(d, "snap-same-fs")
     r = cli(env, "snapshot", "create", "dflt", same)
     assert r.returncode == 0 and json.loads(r.stdout)["dir"] == same, r.stderr
+    assert json.loads(r.stdout)["staged"] == "mount"
     assert sorted(os.listdir(same)) == ["memory", "meta.json", "vmstate"]
     assert os.stat(os.path.join(same, "memory")).st_uid == 0
     assert cli(env, "snapshot", "verify", same).returncode == 0
@@ -613,13 +615,15 @@ def test_hand_run_vmm_is_jailed_by_default_and_the_cli_works_around_its_jail(run
         assert cli(env, "stop", name).returncode == 0
 
 
-def fake_jailed_vmm(jail_dir, uid, plant):
-    """A process serving JAIL_DIR/fake.sock as uid (as a jailed VMM taken over would): it
-    answers every snapshot request by calling plant(dir) and saying ok. Returns its pid."""
+def fake_jailed_vmm(jail_dir, uid, answer, sock_name="fake.sock"):
+    """A process serving JAIL_DIR/SOCK_NAME as uid, as a jailed VMM taken over would (in this
+    mount namespace: no real jail): every request gets answer(request) (a dict), and its
+    "dir" is logged in JAIL_DIR/requests. Returns (pid, socket path)."""
     import socket as socketlib
-    os.mkdir(jail_dir, 0o700)
-    os.chown(jail_dir, uid, uid)
-    sock = os.path.join(jail_dir, "fake.sock")
+    if not os.path.isdir(jail_dir):
+        os.mkdir(jail_dir, 0o700)
+        os.chown(jail_dir, uid, uid)
+    sock = os.path.join(jail_dir, sock_name)
     ready_r, ready_w = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -639,8 +643,9 @@ def fake_jailed_vmm(jail_dir, uid, plant):
                 except ConnectionError:  # the CLI's look at who serves the socket
                     c.close()
                     continue
-                plant(req["dir"])
-                c.sendall(json.dumps({"ok": True, "dir": req["dir"]}).encode() + b"\n")
+                with open(os.path.join(jail_dir, "requests"), "a") as log:
+                    log.write(f"{req['cmd']} {req.get('dir')}\n")
+                c.sendall(json.dumps(answer(req)).encode() + b"\n")
                 c.close()
         finally:
             os._exit(0)
@@ -648,6 +653,14 @@ def fake_jailed_vmm(jail_dir, uid, plant):
     assert os.read(ready_r, 1) == b"r"
     os.close(ready_r)
     return pid, sock
+
+
+def planted(plant):
+    """An answer that plants a snapshot where the request says, then says ok."""
+    def answer(req):
+        plant(req["dir"])
+        return {"ok": True, "dir": req["dir"]}
+    return answer
 
 
 @pytest.mark.parametrize("entry", ["symlink", "hardlink", "fifo"])
@@ -678,14 +691,16 @@ def test_a_snapshot_a_hostile_jailed_vmm_writes_is_refused(rundir, entry):
             os.mkfifo(mem)
 
     os.chmod(d, 0o711)  # the fake is no real jail: it reaches its directory through d
-    pid, sock = fake_jailed_vmm(jail_dir, uid, plant)
+    pid, sock = fake_jailed_vmm(jail_dir, uid, planted(plant))
     pids.append(pid)
     if entry == "hardlink":
         os.link(victim, stash)
     target = os.path.join(d, "out")
     r = cli(default_env(d), "snapshot", "create", sock, target)
     want = {"symlink": "a symbolic link", "hardlink": "owned by uid 0", "fifo": "a FIFO"}[entry]
-    assert r.returncode == 1 and "taking its snapshot out of its jail" in r.stderr, r.stderr
+    # staged in its jail directory: the fake shares this mount namespace, so gets no mount
+    assert "staged in its jail directory" in r.stderr, r.stderr
+    assert r.returncode == 1 and "taking it out of its jail to " + target in r.stderr, r.stderr
     assert want in r.stderr and "memory" in r.stderr, r.stderr
     assert not os.path.exists(target)
     assert not [n for n in os.listdir(d) if "adopt" in n or n.startswith("out")]
@@ -717,3 +732,80 @@ def test_a_vmm_run_by_another_user_is_not_jailed_and_says_so(rundir):
     assert "JAIL OFF: VMM plain runs as uid 65534, not root" in log and "DISABLED" not in log
     rc, err = as_uid(nobody, f"env -u FORKVM_JAIL FORKVM_RUN_DIR={d} {base} asked --jail")
     assert rc == 1 and "confining asked needs root" in err, err
+
+
+def test_a_file_the_vmm_keeps_a_link_to_is_copied_not_taken(rundir):
+    """A file of the VMM's own with a second name it kept (or a disk layer it linked into
+    the snapshot): adopted as a root copy, so the name the VMM kept never becomes a root
+    file with the VMM's bytes."""
+    d, pids = rundir
+    uid = BASE + 4243
+    jail_dir = os.path.join(d, "keep.jail")
+    kept = os.path.join(jail_dir, "kept")
+
+    def plant(snap_dir):
+        os.mkdir(snap_dir, 0o700)
+        for name in ("vmstate", "memory"):
+            with open(os.path.join(snap_dir, name), "w") as f:
+                f.write(name)
+        os.link(os.path.join(snap_dir, "memory"), kept)
+
+    os.chmod(d, 0o711)
+    pid, sock = fake_jailed_vmm(jail_dir, uid, planted(plant))
+    pids.append(pid)
+    target = os.path.join(d, "out")
+    r = cli(default_env(d), "snapshot", "create", sock, target)
+    assert r.returncode == 0, r.stderr
+    got = os.stat(os.path.join(target, "memory"))
+    assert got.st_uid == 0 and got.st_nlink == 1 and open(os.path.join(target, "memory")).read() == "memory"
+    st = os.stat(kept)
+    assert st.st_uid == uid and st.st_ino != got.st_ino
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+
+
+def test_the_cli_trusts_no_path_a_jailed_vmm_gives(rundir):
+    """A VMM taken over names what it likes: branch children outside its jail, in another
+    jail, not sockets, or with odd names get no link in the run directory, and no file there
+    is replaced; a socket of its own that leads into a nested *.jail is no jail the CLI
+    adopts from (the request goes to the VMM as it is)."""
+    d, pids = rundir
+    uid = BASE + 4244
+    os.chmod(d, 0o711)
+    jail_dir = os.path.join(d, "evil.jail")
+    other = os.path.join(d, "other.jail")
+    os.mkdir(other, 0o700)
+    log = os.path.join(d, "victim.sock.log")
+    with open(log, "w") as f:
+        f.write("root's log\n")
+    kids = [os.path.join(other, "victim.sock"), "/etc/passwd", os.path.join(jail_dir, "plain.sock"),
+            os.path.join(jail_dir, "..", "victim.sock"), os.path.join(jail_dir, ".hidden.sock"),
+            os.path.join(jail_dir, "victim.sock.log")]
+
+    def answer(req):
+        if req["cmd"] == "branch":
+            return {"ok": True, "children": [{"name": f"k{i}", "pid": 1, "socket": s}
+                                             for i, s in enumerate(kids)],
+                    "template": os.path.join(jail_dir, "requests")}
+        return {"ok": True}
+
+    pid, sock = fake_jailed_vmm(jail_dir, uid, answer)
+    pids.append(pid)
+    open(os.path.join(jail_dir, "plain.sock"), "w").close()  # a file, not a socket
+    before = sorted(os.listdir(d))
+    r = cli(default_env(d), "branch", sock, "--count", "1", "--name", "k")
+    assert r.returncode == 0, r.stderr
+    assert sorted(os.listdir(d)) == before, r.stderr
+    assert open(log).read() == "root's log\n"
+    # A second socket, in a directory named like a jail inside the jail: not a jail.
+    nested = os.path.join(jail_dir, "inner.jail")
+    os.mkdir(nested, 0o700)
+    os.chown(nested, uid, uid)
+    pid2, sock2 = fake_jailed_vmm(nested, uid, answer, "n.sock")
+    pids.append(pid2)
+    r = cli(default_env(d), "snapshot", "create", sock2, os.path.join(d, "snap-n"))
+    assert "snapshot " + os.path.join(d, "snap-n") in open(os.path.join(nested, "requests")).read()
+    assert not os.path.exists(os.path.join(d, "snap-n"))
+    for p in (pid, pid2):
+        os.kill(p, signal.SIGKILL)
+        os.waitpid(p, 0)

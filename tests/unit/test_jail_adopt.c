@@ -188,6 +188,32 @@ static void test_the_directory_itself_must_be_one_of_the_jails(void **state)
 	assert_int_equal(faccessat(f->to, "sn-other", F_OK, AT_SYMLINK_NOFOLLOW), -1);
 }
 
+/* A file of the jail's with a second name (a disk layer linked into the snapshot, or a link
+ * the VMM kept): a root copy replaces it in the snapshot; the other name stays the VMM's. */
+static void test_a_hard_linked_file_is_copied_not_taken(void **state)
+{
+	struct fixture *f = *state;
+	struct fvm_err err = FVM_ERR_INIT;
+	struct stat kept, got;
+	char buf[8] = "";
+	int dir = make_snapshot(f, "sn-3"), fd;
+
+	assert_int_equal(linkat(dir, "memory", f->from, "kept", 0), 0);
+	close(dir);
+	assert_int_equal(jail_adopt_dir(f->from, "sn-3", f->to, "sn-3", JAIL_UID, &err), 0);
+	assert_root_owned(f->to, "sn-3/memory", 0600);
+	assert_int_equal(fstatat(f->from, "kept", &kept, 0), 0);
+	assert_int_equal(fstatat(f->to, "sn-3/memory", &got, 0), 0);
+	assert_int_equal(kept.st_uid, JAIL_UID); /* not made root's */
+	assert_int_equal(kept.st_nlink, 1);
+	assert_true(kept.st_ino != got.st_ino);
+	fd = openat(f->to, "sn-3/memory", O_RDONLY);
+	assert_int_equal(read(fd, buf, 4), 4);
+	close(fd);
+	assert_memory_equal(buf, "data", 4);
+	assert_int_equal(faccessat(f->to, "sn-3/.memory.adopt-copy", F_OK, 0), -1);
+}
+
 static void test_an_existing_target_is_never_replaced(void **state)
 {
 	struct fixture *f = *state;
@@ -209,6 +235,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_a_file_of_another_uid_is_refused, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_a_fifo_is_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_a_hard_linked_file_is_copied_not_taken, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_the_directory_itself_must_be_one_of_the_jails,
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_an_existing_target_is_never_replaced, setup,
