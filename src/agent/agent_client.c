@@ -152,8 +152,14 @@ int agent_vsock_connect(int fd, const char *path, int port, uint64_t deadline_ns
 int agent_connect(const char *path, int port, uint64_t deadline_ns, int cancel_fd,
 		  struct fvm_err *err)
 {
-	int fd = agent_vsock_open(path, err), ret;
+	int fd, ret;
 
+	/* A full backlog (EAGAIN: many connections at once to a busy VMM) passes: retried
+	 * until the deadline. */
+	while ((fd = agent_vsock_open(path, err)) == -EAGAIN && monotonic_ns() < deadline_ns) {
+		errclear(err);
+		usleep(2000);
+	}
 	if (fd < 0)
 		return fd;
 	ret = agent_vsock_connect(fd, path, port, deadline_ns, cancel_fd, err);

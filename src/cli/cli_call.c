@@ -9,6 +9,11 @@
 
 json_t *cli_vm_call(const char *vm, json_t *request, int timeout_ms)
 {
+	return cli_vm_call_peer(vm, -1, -1, request, timeout_ms);
+}
+
+json_t *cli_vm_call_peer(const char *vm, int pid, int uid, json_t *request, int timeout_ms)
+{
 	char path[512];
 	struct fvm_err err = FVM_ERR_INIT;
 	json_t *reply = NULL;
@@ -17,7 +22,7 @@ json_t *cli_vm_call(const char *vm, json_t *request, int timeout_ms)
 		fprintf(stderr, "forkvm: bad VM name or socket path '%s'\n", vm);
 		return NULL;
 	}
-	if (ctl_call(path, request, &reply, timeout_ms, &err) < 0) {
+	if (ctl_call_peer(path, pid, uid, request, &reply, timeout_ms, &err) < 0) {
 		fprintf(stderr, "forkvm: %s\n", err_text(&err));
 		return NULL;
 	}

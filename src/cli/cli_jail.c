@@ -243,7 +243,7 @@ out:
 		close(rfd);
 }
 
-void cli_jail_budget(const struct cli_jail *j, int extra)
+int cli_jail_budget(const struct cli_jail *j, int extra, int limit)
 {
 	char record[PATH_MAX + NAME_MAX + 16];
 	struct fvm_err err = FVM_ERR_INIT;
@@ -251,28 +251,56 @@ void cli_jail_budget(const struct cli_jail *j, int extra)
 
 	snprintf(record, sizeof(record), "%s/%s%s", j->parent, j->base, JAIL_FAMILY_RECORD_SUFFIX);
 	if (access(record, F_OK) < 0)
-		return; /* a budget --family-budget fixed, or no family cgroup */
-	vms = jail_family_budget_keep(record, extra, &err);
+		return 0; /* a budget --family-budget fixed, or no family cgroup */
+	vms = jail_family_budget_keep(record, extra, limit, &err);
 	if (vms < 0)
 		log_warn("the family budget of %s: %s", j->dir, err_text(&err));
-	else
+	else if (vms)
 		log_debug("the family budget of %s: %d VM(s)", j->dir, vms);
+	return vms;
+}
+
+int cli_jail_made(json_t *reply)
+{
+	return reply ? (int)json_array_size(json_object_get(reply, "children")) +
+			       (json_is_string(json_object_get(reply, "template")) ? 1 : 0)
+		     : 0;
+}
+
+/* A mount of the writer's temp dir inside the VMM's jail (cli_jail_snapshot). */
+struct stage {
+	bool mounted;
+	int hold;		/* JAIL/snapshot.adopt-PID: root's 0711, holds the mount point */
+	char hold_name[64];
+	char mnt[PATH_MAX + 80]; /* JAIL/snapshot.adopt-PID/m, as the VMM sees it */
+};
+
+/* The stage's tree with no exec, setuid or device files (as the jail's own binds). */
+static int tree_confined(int tree)
+{
+	struct { uint64_t set, clr, prop, userns; } attr = {
+		.set = 0x2 | 0x4 | 0x8, /* MOUNT_ATTR_NOSUID | NODEV | NOEXEC */
+	};
+
+	return syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH, &attr, sizeof(attr)) < 0 ?
+		-errno : 0;
 }
 
 /*
- * Mount the writer's temp dir (DIR.tmp-PID, on DIR's file system) on JAIL/INNER in the VMM's
- * mount namespace, from a child that enters it (setns through a pidfd: the VMM, not a
- * process that reused its pid). INNER is made here, root's, and checked by inode there.
+ * Mount the writer's temp dir (DIR.tmp-PID, on DIR's file system) on JAIL/snapshot.adopt-PID/m
+ * in the VMM's mount namespace: nosuid, nodev, noexec, from a child that enters the namespace
+ * through a pidfd of the VMM. The mount point m is made by root inside a directory of root's
+ * the VMM cannot write, and checked there by device and inode; everything is ready before
+ * the temp dir is given to the jail's uid, and a failure takes it back.
  */
-static int stage_mount(const struct cli_jail *j, struct snap_writer *w, int jfd,
-		       const char *inner, const char *mnt, struct fvm_err *err)
+static int stage_mount(const struct cli_jail *j, struct snap_writer *w, int jfd, int pidfd,
+		       struct stage *sg, struct fvm_err *err)
 {
-	struct stat st;
-	int tree = -1, pidfd = -1, status, ret = 0;
-	pid_t child;
-
 	char ns[64];
-	struct stat mine, its;
+	struct stat mine, its, st;
+	int tree = -1, status, ret = 0;
+	bool given = false;
+	pid_t child;
 
 	/* A jailed VMM has a mount namespace of its own; one in ours gets no mount from us. */
 	snprintf(ns, sizeof(ns), "/proc/%d/ns/mnt", (int)j->pid);
@@ -281,20 +309,25 @@ static int stage_mount(const struct cli_jail *j, struct snap_writer *w, int jfd,
 			      strerror(errno));
 	if (mine.st_ino == its.st_ino && mine.st_dev == its.st_dev)
 		return errmsg(err, -EINVAL, "the VMM %d shares this mount namespace", (int)j->pid);
-	if (fchown(w->tmp_fd, j->uid, j->uid) < 0)
-		return errmsg(err, -errno, "giving %s to uid %u: %s", w->tmp, (unsigned)j->uid,
-			      strerror(errno));
-	if (mkdirat(jfd, inner, 0700) < 0 || fstatat(jfd, inner, &st, AT_SYMLINK_NOFOLLOW) < 0)
-		return errmsg(err, -errno, "making %s: %s", mnt, strerror(errno));
+	if (mkdirat(jfd, sg->hold_name, 0711) < 0 ||
+	    (sg->hold = openat(jfd, sg->hold_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+			       O_CLOEXEC)) < 0 ||
+	    mkdirat(sg->hold, "m", 0700) < 0 || fstatat(sg->hold, "m", &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return errmsg(err, -errno, "making %s: %s", sg->mnt, strerror(errno));
 	tree = (int)syscall(SYS_open_tree, w->tmp_fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC |
 			    AT_EMPTY_PATH);
 	if (tree < 0)
 		return errmsg(err, -errno, "open_tree of %s: %s", w->tmp, strerror(errno));
-	pidfd = (int)syscall(SYS_pidfd_open, j->pid, 0);
-	if (pidfd < 0) {
-		ret = errmsg(err, -errno, "pidfd of the VMM %d: %s", (int)j->pid, strerror(errno));
+	if ((ret = tree_confined(tree))) {
+		ret = errmsg(err, ret, "mount_setattr of %s: %s", w->tmp, strerror(-ret));
 		goto out;
 	}
+	if (fchown(w->tmp_fd, j->uid, j->uid) < 0) {
+		ret = errmsg(err, -errno, "giving %s to uid %u: %s", w->tmp, (unsigned)j->uid,
+			     strerror(errno));
+		goto out;
+	}
+	given = true;
 	child = fork();
 	if (child < 0) {
 		ret = errmsg(err, -errno, "fork: %s", strerror(errno));
@@ -306,10 +339,11 @@ static int stage_mount(const struct cli_jail *j, struct snap_writer *w, int jfd,
 
 		if (setns(pidfd, CLONE_NEWNS) < 0)
 			_exit(errno);
-		fd = open(mnt, O_PATH | O_NOFOLLOW | O_DIRECTORY | O_CLOEXEC);
+		fd = open(sg->mnt, O_PATH | O_NOFOLLOW | O_DIRECTORY | O_CLOEXEC);
 		if (fd < 0)
 			_exit(errno);
-		if (fstat(fd, &t) < 0 || t.st_ino != st.st_ino || t.st_uid != 0)
+		if (fstat(fd, &t) < 0 || t.st_ino != st.st_ino || t.st_dev != st.st_dev ||
+		    t.st_uid != 0)
 			_exit(EPERM);
 		if (syscall(SYS_move_mount, tree, "", fd, "",
 			    MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
@@ -320,17 +354,34 @@ static int stage_mount(const struct cli_jail *j, struct snap_writer *w, int jfd,
 		ret = errmsg(err, -errno, "waitpid: %s", strerror(errno));
 	else if (!WIFEXITED(status) || WEXITSTATUS(status))
 		ret = errmsg(err, WIFEXITED(status) ? -WEXITSTATUS(status) : -ECHILD,
-			     "mounting %s on %s in the VMM's mount namespace: %s", w->tmp, mnt,
+			     "mounting %s on %s in the VMM's mount namespace: %s", w->tmp, sg->mnt,
 			     WIFEXITED(status) ? strerror(WEXITSTATUS(status)) : "killed");
+	else
+		sg->mounted = true;
 out:
-	if (pidfd >= 0)
-		close(pidfd);
 	close(tree);
-	if (ret) {
-		unlinkat(jfd, inner, AT_REMOVEDIR);
-		if (fchown(w->tmp_fd, 0, 0) < 0)
-			errappend(err, " (and taking %s back: %s)", w->tmp, strerror(errno));
-	}
+	if (ret && given && fchown(w->tmp_fd, 0, 0) < 0)
+		errappend(err, " (and taking %s back: %s)", w->tmp, strerror(errno));
+	return ret;
+}
+
+/*
+ * The mount gone and the temp dir root's again, before anything in it is read or removed:
+ * the mount point removed from this side detaches the mount in the VMM's namespace. 0, or
+ * -errno with err when the mount could not be removed (then nothing in it may be used).
+ */
+static int stage_unmount(struct stage *sg, struct snap_writer *w, struct fvm_err *err)
+{
+	int ret = 0;
+
+	if (sg->mounted && unlinkat(sg->hold, "m", AT_REMOVEDIR) < 0)
+		ret = errmsg(err, -errno, "removing the mount point %s: %s", sg->mnt,
+			     strerror(errno));
+	else
+		sg->mounted = false;
+	if (w->tmp_fd >= 0 && (fchown(w->tmp_fd, 0, 0) < 0 || fchmod(w->tmp_fd, 0700) < 0) &&
+	    !ret)
+		ret = errmsg(err, -errno, "taking %s back: %s", w->tmp, strerror(errno));
 	return ret;
 }
 
@@ -361,17 +412,16 @@ static int place(int pfd, const char *stage, struct snap_writer *w, struct fvm_e
 	return ret;
 }
 
-/* The snapshot mounted back in: S/snap adopted as S/adopted, the writer pointed at it. */
+/* The snapshot the VMM wrote in the (root's again) stage: S/snap adopted as S/adopted, and
+ * the writer pointed at that; stage keeps S for the final removal. */
 static int adopt_mounted(const struct cli_jail *j, struct snap_writer *w, char *stage,
 			 size_t len, struct fvm_err *err)
 {
 	char adopted[PATH_MAX];
+	int ret;
 
-	/* Root's again before anything in it is read. */
-	if (fchown(w->tmp_fd, 0, 0) < 0 || fchmod(w->tmp_fd, 0700) < 0)
-		return errmsg(err, -errno, "taking %s back: %s", w->tmp, strerror(errno));
-	if (jail_adopt_dir(w->tmp_fd, "snap", w->tmp_fd, "adopted", j->uid, err) < 0)
-		return -EPERM;
+	if ((ret = jail_adopt_dir(w->tmp_fd, "snap", w->tmp_fd, "adopted", j->uid, err)) < 0)
+		return ret;
 	if (snprintf(adopted, sizeof(adopted), "%s/adopted", w->tmp) >= (int)sizeof(adopted) ||
 	    snprintf(stage, len, "%s", w->tmp) >= (int)len)
 		return errmsg(err, -ENAMETOOLONG, "%s/adopted: too long", w->tmp);
@@ -383,18 +433,18 @@ static int adopt_mounted(const struct cli_jail *j, struct snap_writer *w, char *
 
 int cli_jail_snapshot(const char *vm, const struct cli_jail *j, const char *dir, bool force)
 {
-	char inner[64], mnt[PATH_MAX + 64], req_dir[PATH_MAX + 80], stage[PATH_MAX] = "";
-	char jstage[NAME_MAX + 1];
+	char inner[64], req_dir[PATH_MAX + 96], stage[PATH_MAX] = "", jstage[NAME_MAX + 1];
 	struct fvm_err err = FVM_ERR_INIT;
+	struct stage sg = { .hold = -1 };
 	struct snap_writer w;
 	json_t *req = NULL, *reply = NULL;
-	int pfd = -1, jfd = -1, ret = CLI_EXIT_FAIL;
-	bool mounted = false;
+	int pfd = -1, jfd = -1, pidfd = -1, ret = CLI_EXIT_FAIL;
 	const char *step = "staging it";
 	uint64_t t0;
 
 	snprintf(inner, sizeof(inner), "snapshot.adopt-%d", (int)getpid());
-	snprintf(mnt, sizeof(mnt), "%s/%s", j->dir, inner);
+	snprintf(sg.hold_name, sizeof(sg.hold_name), "%s", inner);
+	snprintf(sg.mnt, sizeof(sg.mnt), "%s/%s/m", j->dir, inner);
 	snprintf(jstage, sizeof(jstage), ".%.200s.adopt-%d", j->base, (int)getpid());
 	/* DIR first: an existing one without --force fails before the VM is paused. */
 	if (snap_writer_begin(&w, dir, force, &err) < 0) {
@@ -407,25 +457,29 @@ int cli_jail_snapshot(const char *vm, const struct cli_jail *j, const char *dir,
 	remove_tree_at(jfd, inner);
 	remove_tree_at(pfd, jstage);
 	/* Staged on DIR's file system, mounted into the VMM; else in its jail directory. */
-	if (stage_mount(j, &w, jfd, inner, mnt, &err) == 0) {
-		mounted = true;
-		snprintf(req_dir, sizeof(req_dir), "%s/snap", mnt);
+	pidfd = (int)syscall(SYS_pidfd_open, j->pid, 0);
+	if (pidfd >= 0 && stage_mount(j, &w, jfd, pidfd, &sg, &err) == 0) {
+		snprintf(req_dir, sizeof(req_dir), "%s/snap", sg.mnt);
 	} else {
-		log_warn("snapshot of %s: staged in its jail directory (%s)", vm, err_text(&err));
+		log_warn("snapshot of %s: staged in its jail directory (%s)", vm,
+			 pidfd < 0 ? strerror(errno) : err_text(&err));
 		errclear(&err);
-		snprintf(req_dir, sizeof(req_dir), "%s", mnt);
+		if (sg.hold >= 0)
+			close(sg.hold);
+		sg.hold = -1;
+		remove_tree_at(jfd, inner);
+		snprintf(req_dir, sizeof(req_dir), "%s/%s", j->dir, inner);
 	}
 	req = json_pack("{s:s,s:s,s:b,s:s}", "cmd", "snapshot", "dir", req_dir, "force", 0,
 			"source", vm);
-	if (!req || !(reply = cli_vm_call(vm, req, 3600 * 1000)))
-		goto out; /* cli_vm_call printed why */
+	/* to the VMM checked as jailed, on the connection the request goes over */
+	if (!req || !(reply = cli_vm_call_peer(vm, (int)j->pid, (int)j->uid, req, 3600 * 1000)))
+		goto out; /* cli_vm_call_peer printed why */
 	t0 = monotonic_ns();
 	step = "taking it out of its jail";
-	if (mounted) {
-		/* The mount point removed on this side detaches the mount on the VMM's. */
-		if (unlinkat(jfd, inner, AT_REMOVEDIR) < 0)
-			log_warn("snapshot of %s: removing %s: %s", vm, mnt, strerror(errno));
-		if (adopt_mounted(j, &w, stage, sizeof(stage), &err) < 0)
+	if (sg.hold >= 0) {
+		if (stage_unmount(&sg, &w, &err) < 0 || adopt_mounted(j, &w, stage, sizeof(stage),
+								       &err) < 0)
 			goto fail;
 	} else {
 		if (jail_adopt_dir(jfd, inner, pfd, jstage, j->uid, &err) < 0)
@@ -439,7 +493,7 @@ int cli_jail_snapshot(const char *vm, const struct cli_jail *j, const char *dir,
 		goto fail;
 	json_object_set_new(reply, "dir", json_string(dir));
 	json_object_set_new(reply, "adopt_ms", json_real((double)(monotonic_ns() - t0) / 1e6));
-	json_object_set_new(reply, "staged", json_string(mounted ? "mount" : "jail"));
+	json_object_set_new(reply, "staged", json_string(sg.hold >= 0 ? "mount" : "jail"));
 	json_dumpf(reply, stdout, JSON_COMPACT);
 	fputc('\n', stdout);
 	ret = CLI_EXIT_OK;
@@ -448,13 +502,24 @@ fail:
 	fprintf(stderr, "forkvm snapshot: VM %s (jailed in %s): %s to %s: %s\n", vm, j->dir, step,
 		dir, err_text(&err));
 out:
-	snap_writer_abort(&w);
-	if (stage[0]) /* the mounted stage: what the VMM left beside its snapshot */
-		remove_tree_at(AT_FDCWD, stage);
-	if (jfd >= 0)
+	/* The mount first, and the stage root's, before anything is removed. */
+	if (sg.hold >= 0) {
+		struct fvm_err ignored = FVM_ERR_INIT;
+		if (stage_unmount(&sg, &w, &ignored) < 0)
+			log_warn("snapshot of %s: %s", vm, err_text(&ignored));
+		close(sg.hold);
+	}
+	if (!sg.mounted) {
+		snap_writer_abort(&w);
+		if (stage[0]) /* the mounted stage: what the VMM left beside its snapshot */
+			remove_tree_at(AT_FDCWD, stage);
+	}
+	if (jfd >= 0 && !sg.mounted)
 		remove_tree_at(jfd, inner);
 	if (pfd >= 0)
 		remove_tree_at(pfd, jstage);
+	if (pidfd >= 0)
+		close(pidfd);
 	close_pair(&pfd, &jfd);
 	json_decref(reply);
 	json_decref(req);

@@ -51,12 +51,17 @@ bool cli_jail_writes_itself(const struct cli_jail *j, const char *dir);
 void cli_link_children(const struct cli_jail *j, json_t *reply, const char *run_dir);
 
 /*
- * Before a branch (extra: the VMs it will add, its cow template included) and after it (0):
- * a hand-run family whose budget is its keeper's (no --family-budget, so RUN_DIR/NAME.jail
- * .family exists) gets its cgroup's limits set to one VM's times its VMs plus extra
- * (jail_family_budget_keep). A warning when it cannot; never fails the branch.
+ * A hand-run family's budget (no --family-budget, so RUN_DIR/NAME.jail.family exists; SECURITY.md,
+ * "A jailed family"), kept as the daemon keeps its sandboxes': before a branch with extra = the
+ * VMs it will add (its cow template included) and limit 0; after it with extra 0 and limit =
+ * the count before less extra plus what the reply shows was made (cli_jail_made), so a failed
+ * branch leaves no room behind. The family's cgroup gets one VM's limits times the count
+ * (jail_family_budget_keep). Returns the count (0: no record to keep), a warning when it
+ * cannot; never fails the branch.
  */
-void cli_jail_budget(const struct cli_jail *j, int extra);
+int cli_jail_budget(const struct cli_jail *j, int extra, int limit);
+/* The VMs a branch or spawn reply shows made: its children and its template. */
+int cli_jail_made(json_t *reply);
 
 /*
  * `forkvm snapshot create VM DIR` for a jailed VM that does not write DIR itself: the CLI

@@ -15,5 +15,8 @@ int cli_vm_socket(const char *vm, char *path, size_t len);
 int cli_vm_call_print(const char *vm, json_t *request, int timeout_ms, int json_flags);
 /* Same, keeping the reply for the caller (NULL after an error that was printed). */
 json_t *cli_vm_call(const char *vm, json_t *request, int timeout_ms);
+/* Same, to the server process pid running as uid only (-1: any), checked on the connection
+ * the request goes over: a jailed VM's socket is in a directory the VM can change. */
+json_t *cli_vm_call_peer(const char *vm, int pid, int uid, json_t *request, int timeout_ms);
 
 #endif

@@ -193,13 +193,14 @@ static int run(int argc, char **argv)
 	/* A jailed family's budget for the children to come (then as they are). */
 	struct cli_jail jail;
 	int jailed = cli_vm_jail(argv[optind], &jail, &err) > 0;
-	if (jailed)
-		cli_jail_budget(&jail, (int)count + !strcmp(strategy, "cow"));
+	int extra = (int)count + !strcmp(strategy, "cow");
+	int budget = jailed ? cli_jail_budget(&jail, extra, 0) : 0;
 	/* Readiness, then (Linux) as long again for the fix-up, then slack. */
-	reply = cli_vm_call(argv[optind], req, 2 * (int)timeout + 60000);
+	reply = cli_vm_call_peer(argv[optind], jailed ? (int)jail.pid : -1,
+				 jailed ? (int)jail.uid : -1, req, 2 * (int)timeout + 60000);
 	json_decref(req);
-	if (jailed)
-		cli_jail_budget(&jail, 0);
+	if (budget > 0)
+		cli_jail_budget(&jail, 0, budget - extra + cli_jail_made(reply));
 	if (!reply && dir) {
 		if (jailed && !cli_jail_writes_itself(&jail, absdir))
 			fprintf(stderr, "forkvm branch: VM %s is jailed: --dir must lie in its jail "

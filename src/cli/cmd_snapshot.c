@@ -76,7 +76,6 @@ static int snapshot_create(int argc, char **argv)
 	struct fvm_err err = FVM_ERR_INIT;
 	bool force = false, via_daemon = false;
 	json_t *req;
-	int ret;
 
 	if (argc >= 3 && argv[2][0] != '-' &&
 	    cli_daemon_sandbox(argv[2], &via_daemon, &err) < 0) {
@@ -109,9 +108,16 @@ static int snapshot_create(int argc, char **argv)
 		return cli_jail_snapshot(argv[2], &jail, dir, force);
 	req = json_pack("{s:s,s:s,s:b,s:s}", "cmd", "snapshot", "dir", dir, "force", force,
 			"source", argv[2]);
-	ret = cli_vm_call_print(argv[2], req, 3600 * 1000, JSON_COMPACT);
+	/* a jailed VMM writing DIR itself: the one checked, on the request's connection */
+	json_t *reply = cli_vm_call_peer(argv[2], jailed ? (int)jail.pid : -1,
+					 jailed ? (int)jail.uid : -1, req, 3600 * 1000);
 	json_decref(req);
-	return ret;
+	if (!reply)
+		return CLI_EXIT_FAIL;
+	json_dumpf(reply, stdout, JSON_COMPACT);
+	fputc('\n', stdout);
+	json_decref(reply);
+	return CLI_EXIT_OK;
 }
 
 static void print_sections(const struct snapshot *snap)

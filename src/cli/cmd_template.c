@@ -48,12 +48,13 @@ static int run(int argc, char **argv)
 	struct cli_jail jail;
 	struct fvm_err err = FVM_ERR_INIT;
 	int jailed = strcmp(argv[1], "spawn") == 0 && cli_vm_jail(argv[2], &jail, &err) > 0;
-	if (jailed) /* a jailed family's budget for the children to come */
-		cli_jail_budget(&jail, (int)count);
-	reply = cli_vm_call(argv[2], req, 300000);
+	/* a jailed family's budget for the children to come */
+	int budget = jailed ? cli_jail_budget(&jail, (int)count, 0) : 0;
+	reply = cli_vm_call_peer(argv[2], jailed ? (int)jail.pid : -1, jailed ? (int)jail.uid : -1,
+				 req, 300000);
 	json_decref(req);
-	if (jailed)
-		cli_jail_budget(&jail, 0);
+	if (budget > 0)
+		cli_jail_budget(&jail, 0, budget - (int)count + cli_jail_made(reply));
 	if (!reply)
 		return CLI_EXIT_FAIL;
 	if (jailed) { /* a jailed template's children: named here too */

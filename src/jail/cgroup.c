@@ -1167,7 +1167,8 @@ static json_t *record_read(const char *record, int *ret, struct fvm_err *err)
 	/* root wrote it, but it names where limits go: only a family cgroup of ours */
 	size_t root = cg && find_root() == 0 ? strlen(cgs.root) : 0;
 	if (!root || strncmp(cg, cgs.root, root) != 0 || strncmp(cg + root, "/forkvm/", 8) != 0 ||
-	    cg[root + 8] == '.' || strchr(cg + root + 8, '/') || strlen(cg) >= CG_PATH_MAX) {
+	    cg[root + 8] == '.' || cg[root + 8] == '\0' || strchr(cg + root + 8, '/') ||
+	    strlen(cg) >= CG_PATH_MAX) {
 		*ret = errmsg(err, -EINVAL, "the family record %s: %s is no family cgroup", record,
 			      cg ? cg : "no cgroup");
 		json_decref(o);
@@ -1229,7 +1230,7 @@ static int populated_members(const char *family, struct fvm_err *err)
 	if (!d)
 		return errmsg(err, -errno, "the family cgroup %s: %s", family, strerror(errno));
 	while ((de = readdir(d))) {
-		char events[600], text[256];
+		char events[PATH_MAX], text[256];
 		int fd;
 		ssize_t len;
 
@@ -1248,7 +1249,7 @@ static int populated_members(const char *family, struct fvm_err *err)
 	return n;
 }
 
-int jail_family_budget_keep(const char *record, int extra, struct fvm_err *err)
+int jail_family_budget_keep(const char *record, int extra, int limit, struct fvm_err *err)
 {
 	char dir[PATH_MAX];
 	const char *slash = strrchr(record, '/');
@@ -1272,11 +1273,16 @@ int jail_family_budget_keep(const char *record, int extra, struct fvm_err *err)
 		goto out;
 	}
 	/* The VMs root let in (vms) bound the count: cgroups the family's VMMs make and fill
-	 * themselves do not raise it. */
-	vms = json_is_integer(json_object_get(o, "vms")) ? (int)json_integer_value(
-		json_object_get(o, "vms")) : 1;
+	 * themselves do not raise it. A record without it is the daemon's: not ours to keep. */
+	if (!json_is_integer(json_object_get(o, "vms"))) {
+		ret = 0;
+		goto out;
+	}
+	vms = (int)json_integer_value(json_object_get(o, "vms"));
 	if (live < vms)
 		vms = live;
+	if (limit > 0 && vms > limit)
+		vms = limit;
 	if (vms < 1)
 		vms = 1;
 	vms += extra;

@@ -107,11 +107,12 @@ int jail_family_budget_apply(const char *record, int members, struct fvm_err *er
 /*
  * The CLI's keeping of a hand-run family's budget, under a lock on the record's directory:
  * the VMs counted are the family's populated cgroups (but leaving), at most the record's
- * vms (so cgroups the family's VMMs make and fill themselves do not raise it), at least 1,
- * plus extra (the children a branch is about to make); vms := that, and the family's
- * limits := that x the unit. The count, or -errno with err.
+ * vms (so cgroups the family's VMMs make and fill themselves do not raise it) and at most
+ * limit (> 0: what the caller knows to be there), at least 1, plus extra (the children a
+ * branch is about to make); vms := that, and the family's limits := that x the unit. The
+ * count, 0 for a record without vms (the daemon's: not the CLI's to keep), or -errno with err.
  */
-int jail_family_budget_keep(const char *record, int extra, struct fvm_err *err);
+int jail_family_budget_keep(const char *record, int extra, int limit, struct fvm_err *err);
 
 /* jail_cgroup_enter's guest_ram for a restore: memory.max waits for jail_cgroup_set_guest_ram. */
 #define JAIL_CGROUP_RAM_LATER UINT64_MAX

@@ -68,14 +68,16 @@ static int copy_in_place(int dirfd, const char *name, const char *where, struct 
 	return 0;
 }
 
-#define ADOPT_MAX_LINKED 64 /* hard-linked files copied per directory */
+/* Files copied instead of taken, in one adoption: each costs root-written space. */
+#define ADOPT_MAX_LINKED 16
 
-static int remember_linked(char (**list)[NAME_MAX + 1], int *n, const char *name,
+static int remember_linked(char (**list)[NAME_MAX + 1], int *n, int *left, const char *name,
 			   const char *path, struct fvm_err *err)
 {
-	if (*n == ADOPT_MAX_LINKED)
-		return errmsg(err, -E2BIG, "adopting %s: more than %d hard-linked files in one "
-			      "directory", path, ADOPT_MAX_LINKED);
+	if (!*left)
+		return errmsg(err, -E2BIG, "adopting %s: more than %d files that are hard-linked "
+			      "or open for writing elsewhere", path, ADOPT_MAX_LINKED);
+	(*left)--;
 	if (!*list && !(*list = calloc(ADOPT_MAX_LINKED, sizeof(**list))))
 		return errmsg(err, -ENOMEM, "adopting %s: out of memory", path);
 	snprintf((*list)[(*n)++], NAME_MAX + 1, "%s", name);
@@ -86,7 +88,8 @@ static int remember_linked(char (**list)[NAME_MAX + 1], int *n, const char *name
  * fd is a directory the jailed uid wrote: take it (0:0, 0700) first, then check and take
  * each entry. where: its path for messages.
  */
-static int adopt_tree(int fd, const char *where, uid_t owner, int depth, struct fvm_err *err)
+static int adopt_tree(int fd, const char *where, uid_t owner, int depth, int *left,
+		      struct fvm_err *err)
 {
 	struct stat st;
 	struct dirent *de;
@@ -149,14 +152,14 @@ static int adopt_tree(int fd, const char *where, uid_t owner, int depth, struct 
 			break;
 		}
 		if (S_ISDIR(est.st_mode)) {
-			ret = adopt_tree(efd, path, owner, depth + 1, err);
+			ret = adopt_tree(efd, path, owner, depth + 1, left, err);
 		} else if (fstat(efd, &st) < 0 || st.st_ino != est.st_ino || !S_ISREG(st.st_mode)) {
 			ret = errmsg(err, -EPERM, "adopting %s: changed while it was checked", path);
 		} else if (st.st_uid != owner) {
 			ret = errmsg(err, -EPERM, "adopting %s: owned by uid %u, not the jail's %u",
 				     path, (unsigned)st.st_uid, (unsigned)owner);
 		} else if (st.st_nlink != 1) {
-			ret = remember_linked(&linked, &nlinked, de->d_name, path, err);
+			ret = remember_linked(&linked, &nlinked, left, de->d_name, path, err);
 		} else if (fchown(efd, 0, 0) < 0 || fchmod(efd, 0600) < 0) {
 			ret = errmsg(err, -errno, "adopting %s: making it root's: %s", path,
 				     strerror(errno));
@@ -166,7 +169,14 @@ static int adopt_tree(int fd, const char *where, uid_t owner, int depth, struct 
 				ret = errmsg(err, -errno, "adopting %s: giving a linked file back: %s",
 					     path, strerror(errno));
 			else
-				ret = remember_linked(&linked, &nlinked, de->d_name, path, err);
+				ret = remember_linked(&linked, &nlinked, left, de->d_name, path, err);
+		} else if (fcntl(efd, F_SETLEASE, F_RDLCK) < 0) {
+			/* EAGAIN: open for writing (or mapped shared) elsewhere, by a descriptor
+			 * the VMM kept: it could change the file after this; copied instead */
+			if (errno == EAGAIN)
+				ret = remember_linked(&linked, &nlinked, left, de->d_name, path, err);
+		} else {
+			fcntl(efd, F_SETLEASE, F_UNLCK);
 		}
 		close(efd);
 		if (ret)
@@ -200,7 +210,8 @@ int jail_adopt_dir(int from_dirfd, const char *name, int to_dirfd, const char *t
 		remove_tree_at(to_dirfd, to_name);
 		return ret;
 	}
-	ret = adopt_tree(fd, to_name, owner, 0, err);
+	int left = ADOPT_MAX_LINKED;
+	ret = adopt_tree(fd, to_name, owner, 0, &left, err);
 	close(fd);
 	if (ret) {
 		int rm = remove_tree_at(to_dirfd, to_name);

@@ -331,7 +331,7 @@ int snap_writer_begin(struct snap_writer *w, const char *dir, bool force, struct
 		w->tmp[0] = '\0';
 		return ret;
 	}
-	w->tmp_fd = open(w->tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	w->tmp_fd = open(w->tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (w->tmp_fd < 0) {
 		ret = snap_writer_fail(w, -errno, "open %s: %s", w->tmp, strerror(errno));
 		snap_writer_abort(w);

@@ -214,6 +214,28 @@ static void test_a_hard_linked_file_is_copied_not_taken(void **state)
 	assert_int_equal(faccessat(f->to, "sn-3/.memory.adopt-copy", F_OK, 0), -1);
 }
 
+/* A file the VMM still has open for writing (it could rewrite it after the adoption): a
+ * root copy replaces it; the descriptor writes to the old inode only. */
+static void test_a_file_open_for_writing_is_copied(void **state)
+{
+	struct fixture *f = *state;
+	struct fvm_err err = FVM_ERR_INIT;
+	struct stat kept, got;
+	int dir = make_snapshot(f, "sn-4");
+	int w = openat(dir, "memory", O_WRONLY | O_CLOEXEC);
+
+	assert_true(w >= 0);
+	close(dir);
+	assert_int_equal(jail_adopt_dir(f->from, "sn-4", f->to, "sn-4", JAIL_UID, &err), 0);
+	assert_root_owned(f->to, "sn-4/memory", 0600);
+	assert_int_equal(fstat(w, &kept), 0);
+	assert_int_equal(fstatat(f->to, "sn-4/memory", &got, 0), 0);
+	assert_true(kept.st_ino != got.st_ino);
+	assert_int_equal(write(w, "evil", 4), 4); /* lands in the old inode, not the snapshot */
+	close(w);
+	assert_int_equal(fstatat(f->to, "sn-4/vmstate", &got, 0), 0); /* the others taken */
+}
+
 static void test_an_existing_target_is_never_replaced(void **state)
 {
 	struct fixture *f = *state;
@@ -236,6 +258,8 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_a_fifo_is_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_a_hard_linked_file_is_copied_not_taken, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_a_file_open_for_writing_is_copied, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_the_directory_itself_must_be_one_of_the_jails,
 						setup, teardown),
