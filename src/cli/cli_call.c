@@ -35,14 +35,17 @@ json_t *cli_vm_call_peer(const char *vm, int pid, int uid, json_t *request, int 
 	return reply;
 }
 
-int cli_vm_call_print(const char *vm, json_t *request, int timeout_ms, int json_flags)
+int cli_print_reply(json_t *reply, int json_flags)
 {
-	json_t *reply = cli_vm_call(vm, request, timeout_ms);
-
 	if (!reply)
 		return CLI_EXIT_FAIL;
 	json_dumpf(reply, stdout, json_flags);
 	fputc('\n', stdout);
 	json_decref(reply);
 	return CLI_EXIT_OK;
+}
+
+int cli_vm_call_print(const char *vm, json_t *request, int timeout_ms, int json_flags)
+{
+	return cli_print_reply(cli_vm_call(vm, request, timeout_ms), json_flags);
 }

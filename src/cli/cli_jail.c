@@ -494,9 +494,8 @@ int cli_jail_snapshot(const char *vm, const struct cli_jail *j, const char *dir,
 	json_object_set_new(reply, "dir", json_string(dir));
 	json_object_set_new(reply, "adopt_ms", json_real((double)(monotonic_ns() - t0) / 1e6));
 	json_object_set_new(reply, "staged", json_string(sg.hold >= 0 ? "mount" : "jail"));
-	json_dumpf(reply, stdout, JSON_COMPACT);
-	fputc('\n', stdout);
-	ret = CLI_EXIT_OK;
+	ret = cli_print_reply(reply, JSON_COMPACT);
+	reply = NULL; /* printed and dropped */
 	goto out;
 fail:
 	fprintf(stderr, "forkvm snapshot: VM %s (jailed in %s): %s to %s: %s\n", vm, j->dir, step,

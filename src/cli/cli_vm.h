@@ -11,6 +11,8 @@ int cli_ensure_run_dir(void);
 /* A VM is named by its socket path (contains '/') or by name (RUN_DIR/NAME.sock). */
 int cli_vm_socket(const char *vm, char *path, size_t len);
 
+/* Print reply (pretty or compact) and drop it; CLI_EXIT_FAIL for NULL (an error printed). */
+int cli_print_reply(json_t *reply, int json_flags);
 /* Send request to VM, print the reply (pretty or compact); returns the CLI exit code. */
 int cli_vm_call_print(const char *vm, json_t *request, int timeout_ms, int json_flags);
 /* Same, keeping the reply for the caller (NULL after an error that was printed). */

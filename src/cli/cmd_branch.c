@@ -212,10 +212,7 @@ static int run(int argc, char **argv)
 	/* A jailed source's children live in its jail: named here too. */
 	if (jailed)
 		cli_link_children(&jail, reply, run_dir);
-	json_dumpf(reply, stdout, JSON_COMPACT);
-	fputc('\n', stdout);
-	json_decref(reply);
-	return CLI_EXIT_OK;
+	return cli_print_reply(reply, JSON_COMPACT);
 }
 
 const struct cli_command cli_cmd_branch = { "branch", "fork a running VM into N children", usage,

@@ -112,12 +112,7 @@ static int snapshot_create(int argc, char **argv)
 	json_t *reply = cli_vm_call_peer(argv[2], jailed ? (int)jail.pid : -1,
 					 jailed ? (int)jail.uid : -1, req, 3600 * 1000);
 	json_decref(req);
-	if (!reply)
-		return CLI_EXIT_FAIL;
-	json_dumpf(reply, stdout, JSON_COMPACT);
-	fputc('\n', stdout);
-	json_decref(reply);
-	return CLI_EXIT_OK;
+	return cli_print_reply(reply, JSON_COMPACT);
 }
 
 static void print_sections(const struct snapshot *snap)

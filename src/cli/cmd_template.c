@@ -61,10 +61,7 @@ static int run(int argc, char **argv)
 		const char *run_dir = cli_ensure_run_dir() == 0 ? cli_run_dir() : NULL;
 		cli_link_children(&jail, reply, run_dir);
 	}
-	json_dumpf(reply, stdout, JSON_COMPACT);
-	fputc('\n', stdout);
-	json_decref(reply);
-	return CLI_EXIT_OK;
+	return cli_print_reply(reply, JSON_COMPACT);
 }
 
 const struct cli_command cli_cmd_template = { "template", "spawn more cow children, or stop a template",
