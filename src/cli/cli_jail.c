@@ -37,30 +37,13 @@
 #define MOVE_MOUNT_T_EMPTY_PATH 0x00000040
 #endif
 
-/* A name the CLI makes or follows: [A-Za-z0-9._-]+, not starting with '.', ending in suffix. */
+/* A name the CLI makes or follows: name_check's rules (no '/', no leading '.'), and suffix. */
 static bool name_ok(const char *name, const char *suffix)
 {
 	size_t n = strlen(name), s = strlen(suffix);
 
-	if (n <= s || n > NAME_MAX || name[0] == '.' || strcmp(name + n - s, suffix) != 0)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (!((name[i] >= 'a' && name[i] <= 'z') || (name[i] >= 'A' && name[i] <= 'Z') ||
-		      (name[i] >= '0' && name[i] <= '9') || strchr("._-", name[i])))
-			return false;
-	return true;
-}
-
-/* path = DIR/BASE, lexically (DIR "" for "/BASE"); -EINVAL without a '/'. */
-static int split(const char *path, char *dir, size_t len, const char **base)
-{
-	const char *slash = strrchr(path, '/');
-
-	if (!slash || (size_t)(slash - path) >= len)
-		return -EINVAL;
-	snprintf(dir, len, "%.*s", (int)(slash - path), path);
-	*base = slash + 1;
-	return 0;
+	return n > s && name_check("name", name, NAME_MAX, NULL) == 0 &&
+	       strcmp(name + n - s, suffix) == 0;
 }
 
 /*
@@ -72,7 +55,7 @@ static int jail_open(const struct cli_jail *j, int *pfd, int *jfd, struct fvm_er
 	struct stat st;
 
 	*jfd = -1;
-	*pfd = open(j->parent[0] ? j->parent : "/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	*pfd = open(j->parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (*pfd < 0 || fstat(*pfd, &st) < 0)
 		return errmsg(err, -errno, "opening %s: %s", j->parent, strerror(errno));
 	if (st.st_uid != 0 || (st.st_mode & 022))
@@ -124,12 +107,12 @@ int cli_vm_jail(const char *vm, struct cli_jail *j, struct fvm_err *err)
 		target[n] = '\0';
 		if (target[0] == '/')
 			snprintf(sock, sizeof(sock), "%s", target);
-		else if (split(path, dir, sizeof(dir), &sbase) < 0 ||
+		else if (path_split(path, dir, sizeof(dir), &sbase) < 0 ||
 			 snprintf(sock, sizeof(sock), "%s/%s", dir, target) >= (int)sizeof(sock))
 			return 0;
 	}
-	if (sock[0] != '/' || strstr(sock, "/.") || split(sock, dir, sizeof(dir), &sbase) < 0 ||
-	    split(dir, j->parent, sizeof(j->parent), &jbase) < 0 || !name_ok(jbase, JAIL_DIR_SUFFIX))
+	if (sock[0] != '/' || strstr(sock, "/.") || path_split(sock, dir, sizeof(dir), &sbase) < 0 ||
+	    path_split(dir, j->parent, sizeof(j->parent), &jbase) < 0 || !name_ok(jbase, JAIL_DIR_SUFFIX))
 		return 0;
 	snprintf(j->dir, sizeof(j->dir), "%s", dir);
 	snprintf(j->base, sizeof(j->base), "%s", jbase);
@@ -150,8 +133,8 @@ bool cli_jail_writes_itself(const struct cli_jail *j, const char *dir)
 	struct stat st;
 	size_t n;
 
-	if (split(dir, parent, sizeof(parent), &base) < 0 ||
-	    !realpath(parent[0] ? parent : "/", real) || stat(real, &st) < 0)
+	if (path_split(dir, parent, sizeof(parent), &base) < 0 ||
+	    !realpath(parent, real) || stat(real, &st) < 0)
 		return false; /* no such parent: the snapshot writer says so */
 	if (realpath(j->dir, jail) && (n = strlen(jail), strncmp(real, jail, n) == 0) &&
 	    (real[n] == '/' || real[n] == '\0'))

@@ -1185,21 +1185,30 @@ static uint64_t times(uint64_t unit, int n)
 	return n > 0 && unit > (UINT64_MAX - 1) / (uint64_t)n ? UINT64_MAX - 1 : unit * (uint64_t)n;
 }
 
-/* The family's limits of record o := members x its unit. */
-static int budget_write(json_t *o, int members, struct fvm_err *err)
+/* One VM's limits and the family's cgroup (path), from record o. */
+static void unit_of(json_t *o, struct cgroup_limits *u)
 {
-	struct cgroup_limits l;
+	json_t *period = json_object_get(o, "cpu_period");
+
+	memset(u, 0, sizeof(*u));
+	snprintf(u->path, sizeof(u->path), "%s", json_string_value(json_object_get(o, "cgroup")));
+	u->memory_max = limit_of(o, "memory_max");
+	u->cpu_quota = limit_of(o, "cpu_quota");
+	u->pids_max = limit_of(o, "pids_max");
+	u->cpu_period = json_is_integer(period) ? (uint64_t)json_integer_value(period) : 100000;
+}
+
+/* The family's limits := members (at least 1) x unit. */
+static int budget_write(const struct cgroup_limits *unit, int members, struct fvm_err *err)
+{
+	struct cgroup_limits l = *unit;
 	int ret;
 
 	if (members < 1)
 		members = 1;
-	memset(&l, 0, sizeof(l));
-	snprintf(l.path, sizeof(l.path), "%s", json_string_value(json_object_get(o, "cgroup")));
-	l.memory_max = times(limit_of(o, "memory_max"), members);
-	l.cpu_quota = times(limit_of(o, "cpu_quota"), members);
-	l.pids_max = times(limit_of(o, "pids_max"), members);
-	l.cpu_period = json_is_integer(json_object_get(o, "cpu_period")) ?
-		(uint64_t)json_integer_value(json_object_get(o, "cpu_period")) : 100000;
+	l.memory_max = times(unit->memory_max, members);
+	l.cpu_quota = times(unit->cpu_quota, members);
+	l.pids_max = times(unit->pids_max, members);
 	if (access(l.path, F_OK) < 0)
 		return errmsg(err, -ENOENT, "the family cgroup %s is gone", l.path);
 	if ((ret = cgroup_write_limits(&l)))
@@ -1210,14 +1219,15 @@ static int budget_write(json_t *o, int members, struct fvm_err *err)
 
 int jail_family_budget_apply(const char *record, int members, struct fvm_err *err)
 {
+	struct cgroup_limits unit;
 	int ret;
 	json_t *o = record_read(record, &ret, err);
 
 	if (!o)
 		return ret;
-	ret = budget_write(o, members, err);
+	unit_of(o, &unit);
 	json_decref(o);
-	return ret;
+	return budget_write(&unit, members, err);
 }
 
 /* The family's cgroups with a process in them (cgroup.events "populated 1"), but leaving. */
@@ -1252,13 +1262,13 @@ static int populated_members(const char *family, struct fvm_err *err)
 int jail_family_budget_keep(const char *record, int extra, int limit, struct fvm_err *err)
 {
 	char dir[PATH_MAX];
-	const char *slash = strrchr(record, '/');
-	int lock, ret, live, vms;
+	const char *base;
+	int lock = -1, ret, live, vms;
 	json_t *o = NULL;
 	struct cgroup_limits unit;
 
-	snprintf(dir, sizeof(dir), "%.*s", slash && slash != record ? (int)(slash - record) : 1,
-		 slash ? record : ".");
+	if ((ret = path_split(record, dir, sizeof(dir), &base)))
+		return errmsg(err, ret, "the family record %s: a bad path", record);
 	/* One keeper at a time: two branches of a family must not write older counts. */
 	lock = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (lock < 0 || flock(lock, LOCK_EX) < 0) {
@@ -1267,7 +1277,8 @@ int jail_family_budget_keep(const char *record, int extra, int limit, struct fvm
 	}
 	if (!(o = record_read(record, &ret, err)))
 		goto out;
-	live = populated_members(json_string_value(json_object_get(o, "cgroup")), err);
+	unit_of(o, &unit);
+	live = populated_members(unit.path, err);
 	if (live < 0) {
 		ret = live;
 		goto out;
@@ -1286,15 +1297,8 @@ int jail_family_budget_keep(const char *record, int extra, int limit, struct fvm
 	if (vms < 1)
 		vms = 1;
 	vms += extra;
-	memset(&unit, 0, sizeof(unit));
-	snprintf(unit.path, sizeof(unit.path), "%s", json_string_value(json_object_get(o, "cgroup")));
-	unit.memory_max = limit_of(o, "memory_max");
-	unit.cpu_quota = limit_of(o, "cpu_quota");
-	unit.pids_max = limit_of(o, "pids_max");
-	unit.cpu_period = json_is_integer(json_object_get(o, "cpu_period")) ?
-		(uint64_t)json_integer_value(json_object_get(o, "cpu_period")) : 100000;
 	if (!(ret = jail_family_record_write(record, &unit, vms, err)))
-		ret = budget_write(o, vms, err);
+		ret = budget_write(&unit, vms, err);
 	if (!ret)
 		ret = vms;
 out:

@@ -379,7 +379,10 @@ int jail_prepare(struct jail_opts *j, const char *name, const char *run_dir)
 	return 0;
 }
 
-int jail_link_public(const char *public_path, const char *target)
+/* public_path becomes a symlink to target, replacing a stale one (a symlink to nothing that
+ * answers, a dead socket, a file); one a running VM answers at is -EADDRINUSE, anything else
+ * there -EEXIST. Logged. 0 or -errno. */
+static int link_public(const char *public_path, const char *target)
 {
 	struct stat st;
 
@@ -419,7 +422,7 @@ int jail_redirect(struct jail_opts *j, const char *public_path, char *inner, siz
 	/* Relative: public_path and DIR share their directory. */
 	snprintf(target, sizeof(target), "%s/%s", dirbase ? dirbase + 1 : j->dir, base);
 	/* What a previous VMM of this name left inside belongs to its uid: start afresh. */
-	if ((ret = jail_link_public(public_path, target)) == 0 && unlink(inner) < 0 &&
+	if ((ret = link_public(public_path, target)) == 0 && unlink(inner) < 0 &&
 	    errno != ENOENT)
 		ret = log_errno(-errno, "jail: removing the stale %s", inner);
 	return ret;

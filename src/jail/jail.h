@@ -81,12 +81,6 @@ int jail_prepare(struct jail_opts *j, const char *name, const char *run_dir);
  */
 int jail_redirect(struct jail_opts *j, const char *public_path, char *inner, size_t len);
 /*
- * public_path becomes a symlink to target, replacing a stale one (a symlink to nothing that
- * answers, a dead socket, a file); one a running VM answers at is -EADDRINUSE, anything else
- * there -EEXIST. Logged. 0 or -errno.
- */
-int jail_link_public(const char *public_path, const char *target);
-/*
  * A file the VMM opens for writing after entering the jail, outside DIR: created if missing,
  * given to the jail's uid and bound writable. 0 or -errno.
  */

@@ -17,23 +17,6 @@
 #include "util/log.h"
 
 
-/* "/a/b/snap" -> parent "/a/b", base "snap"; "snap" -> ".", "snap". */
-static int split_path(const char *path, char *parent, size_t len, const char **base)
-{
-	const char *slash = strrchr(path, '/');
-
-	*base = slash ? slash + 1 : path;
-	if (!slash)
-		snprintf(parent, len, ".");
-	else if (slash == path)
-		snprintf(parent, len, "/");
-	else
-		snprintf(parent, len, "%.*s", (int)(slash - path), path);
-	if (!**base || strcmp(*base, ".") == 0 || strcmp(*base, "..") == 0)
-		return -EINVAL;
-	return 0;
-}
-
 /* Read a small /proc file into buf (NUL-terminated); returns bytes read or -errno. */
 static ssize_t read_proc(const char *path, char *buf, size_t len)
 {
@@ -308,7 +291,7 @@ int snap_writer_begin(struct snap_writer *w, const char *dir, bool force, struct
 		return snap_writer_fail(w, -ENAMETOOLONG, "snapshot path too long: %s", dir);
 	memcpy(w->dir, dir, n);
 	w->dir[n] = '\0';
-	if (split_path(w->dir, parent, sizeof(parent), &base))
+	if (path_split(w->dir, parent, sizeof(parent), &base))
 		return snap_writer_fail(w, -EINVAL, "bad snapshot path: %s", dir);
 	clean_stale(parent, base);
 	if (access(w->dir, F_OK) == 0) {
@@ -412,7 +395,7 @@ int snap_writer_commit(struct snap_writer *w)
 	if (!w->tmp[0] || w->tmp_fd < 0)
 		return snap_writer_fail(w, -EINVAL, "snapshot %s: commit without a snapshot in "
 					"progress", w->dir);
-	split_path(w->dir, parent, sizeof(parent), &base);
+	path_split(w->dir, parent, sizeof(parent), &base);
 	if (fsync(w->tmp_fd) < 0) {
 		ret = snap_writer_fail(w, -errno, "fsync %s: %s", w->tmp, strerror(errno));
 		goto out;

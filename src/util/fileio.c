@@ -168,6 +168,18 @@ out:
 }
 
 /* mkdir each prefix of buf ending at a '/' (and buf itself if whole). */
+int path_split(const char *path, char *dir, size_t len, const char **base)
+{
+	const char *slash = strrchr(path, '/');
+	size_t n = !slash ? 1 : slash == path ? 1 : (size_t)(slash - path);
+
+	if (n >= len)
+		return -ENAMETOOLONG;
+	snprintf(dir, len, "%.*s", (int)n, !slash ? "." : slash == path ? "/" : path);
+	*base = slash ? slash + 1 : path;
+	return !**base || !strcmp(*base, ".") || !strcmp(*base, "..") ? -EINVAL : 0;
+}
+
 static int mkdir_prefixes(char *buf, mode_t mode, bool whole)
 {
 	for (char *p = buf + 1; *p; p++) {

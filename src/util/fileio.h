@@ -59,6 +59,13 @@ int file_copy_sparse(int in, int out, uint64_t size);
  */
 int tree_copy_at(int from_dirfd, int to_dirfd, struct fvm_err *err);
 
+/*
+ * path's directory and last component, lexically: "/a/b/c" -> "/a/b", "c"; "/c" -> "/", "c";
+ * "c" -> ".", "c". -ENAMETOOLONG when the directory does not fit dir, -EINVAL for an empty,
+ * "." or ".." last component.
+ */
+int path_split(const char *path, char *dir, size_t len, const char **base);
+
 /* mkdir -p: path and every missing parent, with mode (existing ones are left as they are). */
 int mkdir_p(const char *path, mode_t mode);
 /* mkdir -p of the parents of path, not path itself. */

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "util/errmsg.h"
+#include "util/fileio.h"
 #include "util/log.h"
 
 #define DEFAULT_ROOTS "/tmp:/var/tmp:/dev/shm"
@@ -30,27 +31,6 @@ static uid_t euid(void)
 		__atomic_store_n(&our_euid, u, __ATOMIC_RELAXED);
 	}
 	return u;
-}
-
-/* Split path into its directory (or ".") and last component. */
-static int split_path(const char *path, char *dir, size_t dirlen, const char **base)
-{
-	const char *slash = strrchr(path, '/');
-
-	if (!slash) {
-		snprintf(dir, dirlen, ".");
-		*base = path;
-	} else if (slash == path) {
-		snprintf(dir, dirlen, "/");
-		*base = slash + 1;
-	} else {
-		if ((size_t)(slash - path) >= dirlen)
-			return -ENAMETOOLONG;
-		memcpy(dir, path, (size_t)(slash - path));
-		dir[slash - path] = '\0';
-		*base = slash + 1;
-	}
-	return **base ? 0 : -EINVAL;
 }
 
 /* Open the socket's directory, creating it 0700; refuse one another user could write to. */
@@ -192,7 +172,7 @@ int unix_listen(const char *path, int backlog, int sock_flags, const char *what)
 		return log_errno(-ENAMETOOLONG, "%s path %s (max %zu bytes)", what, path,
 				 sizeof(addr.sun_path) - 1);
 	strcpy(addr.sun_path, path);
-	err = split_path(path, dir, sizeof(dir), &base);
+	err = path_split(path, dir, sizeof(dir), &base);
 	if (err)
 		return log_errno(err, "%s path %s: no file name", what, path);
 	dfd = open_private_dir(dir, what, &private_dir);
