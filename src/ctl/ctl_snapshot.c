@@ -55,6 +55,8 @@ static json_t *snapshot_reply(struct ctl_server *srv, const struct snap_save_opt
 	json_object_set_new(reply, "vmstate_bytes", json_integer((json_int_t)st.vmstate_bytes));
 	json_object_set_new(reply, "memory_bytes_written",
 			    json_integer((json_int_t)st.memory_bytes_written));
+	json_object_set_new(reply, "memory_bytes_by_helper",
+			    json_integer((json_int_t)st.memory_bytes_by_helper));
 	return reply;
 }
 

@@ -108,6 +108,7 @@ struct snap_writer {
 struct snap_mem_stats {
 	uint64_t bytes_total;	/* guest RAM size = memory file size */
 	uint64_t bytes_written; /* non-zero pages actually written */
+	uint64_t bytes_by_helper; /* of those, copied by the second writer thread */
 	uint64_t ns;		/* time spent */
 };
 

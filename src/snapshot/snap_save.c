@@ -53,6 +53,7 @@ static int snap_write(struct vm *vm, const struct snap_save_opts *o, struct snap
 		err = snap_writer_put_memory(&w, vm->mem.host, vm->mem.size, &ms);
 	if (!err) {
 		st->memory_bytes_written = ms.bytes_written;
+		st->memory_bytes_by_helper = ms.bytes_by_helper;
 		meta = meta_json(vm, o, st);
 		err = meta ? snap_writer_put(&w, SNAP_FILE_META, meta, strlen(meta))
 			   : errmsg(e, -ENOMEM, "snapshot %s: out of memory for meta.json", o->dir);

@@ -34,6 +34,7 @@ struct snap_save_stats {
 	uint64_t write_ns;	/* vmstate + memory + meta, fsync'd and renamed */
 	uint64_t vmstate_bytes;
 	uint64_t memory_bytes_written;
+	uint64_t memory_bytes_by_helper; /* of those, copied by the second writer thread */
 };
 
 /* Pause (unless paused), capture, write atomically, resume (if it was running); a failure

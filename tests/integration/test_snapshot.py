@@ -365,21 +365,65 @@ def test_sigkill_during_snapshot_leaves_previous_snapshot_restorable(tmp):
     assert not [d for d in os.listdir(tmp) if ".tmp-" in d]
 
 
-def test_full_disk_is_a_clear_error_and_leaves_nothing(tmp):
-    mnt = os.path.join(tmp, "small")
-    os.makedirs(mnt)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", mnt], check=True)
-    vm = VM(mem="64M")
+@pytest.fixture
+def small_tmpfs(tmp):
+    """A tmpfs of its own, mounted for the test: its size is the test's to choose."""
+    mounted = []
+
+    def mount(size):
+        mnt = os.path.join(tmp, f"tmpfs-{len(mounted)}")
+        os.makedirs(mnt)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", mnt], check=True)
+        mounted.append(mnt)
+        return mnt
+
+    yield mount
+    for mnt in mounted:
+        subprocess.run(["umount", mnt], check=False)
+
+
+# 64 MiB: one writer thread. 160 MiB on tmpfs: two, the second copying into a mapping of the
+# file, where a full file system is a SIGBUS the writer must turn into the same error.
+@pytest.mark.parametrize("mem_mib,fill_mib", [(64, 32), (160, 128)], ids=["one-writer", "two-writers"])
+def test_full_disk_is_a_clear_error_and_leaves_nothing(small_tmpfs, mem_mib, fill_mib):
+    mnt = small_tmpfs(f"{fill_mib // 4}m")
+    vm = VM(mem=f"{mem_mib}M")
     try:
-        vm.ok({"cmd": "fill", "gpa": WORK, "len": 32 << 20, "seed": 4})
+        vm.ok({"cmd": "fill", "gpa": WORK, "len": fill_mib << 20, "seed": 4})
         reply = vm.call({"cmd": "snapshot", "dir": os.path.join(mnt, "s")}, timeout=120)
         assert not reply["ok"] and "No space left" in reply["error"], reply
+        assert "/memory at offset " in reply["error"], reply
         assert os.listdir(mnt) == []
         vm.ok({"cmd": "ping"})
         assert vm.ok({"cmd": "status"})["state"] == "running"
+        assert vm.proc.poll() is None
     finally:
         vm.stop()
-        subprocess.run(["umount", mnt])
+
+
+def test_two_writers_on_tmpfs_round_trip_every_page(tmp, small_tmpfs):
+    """Guest RAM above 64 MiB written to tmpfs by two threads (pwrite, and copies into a
+    mapping): the snapshot restores every page and counter, and its zero pages stay holes."""
+    mem = 160 << 20
+    mnt = small_tmpfs("512m")
+    src = VM(mem="160M")
+    try:
+        src.ok({"cmd": "fill", "gpa": WORK, "len": 120 << 20, "seed": 12})
+        src.ok({"cmd": "pause"})
+        before = region_hashes(src, mem)
+        counter = src.mailbox()["counter"]
+        reply = snapshot(src, os.path.join(mnt, "s"))
+        assert 0 < reply["memory_bytes_by_helper"] < reply["memory_bytes_written"], reply
+        src.ok({"cmd": "resume"})
+    finally:
+        src.stop()
+    assert os.stat(os.path.join(mnt, "s", "memory")).st_blocks * 512 < (128 << 20)
+    child = restore_one(os.path.join(mnt, "s"), tmp, paused=True)
+    try:
+        assert region_hashes(child, mem) == before
+        assert child.mailbox()["counter"] == counter
+    finally:
+        child.stop()
 
 
 def test_no_free_hugepages_is_a_clear_error(good_snapshot, tmp, hugepages):
