@@ -12,6 +12,7 @@ struct kvm {
 	struct kvm_cpuid2 *supported_cpuid; /* from KVM_GET_SUPPORTED_CPUID */
 	uint32_t *msr_list;	/* restorable MSRs, found once (kvm_msr_list) */
 	uint32_t nmsrs;
+	uint32_t xsave_size;	/* kvm_xsave_size, asked once (0: not yet) */
 };
 
 /* One row per capability forkvm needs; exported for the unit test and `forkvm doctor`. */

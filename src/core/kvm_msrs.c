@@ -9,14 +9,20 @@
 #include "core/vcpu_state.h"
 #include "x86/boot_cpu.h"
 
+/* Asked once per /dev/kvm (a capture asks twice, inside the pause window). */
 uint32_t kvm_xsave_size(struct kvm *kvm)
 {
+	uint32_t size = sizeof(struct kvm_xsave);
+
+	if (kvm->xsave_size)
+		return kvm->xsave_size;
 #ifdef KVM_CAP_XSAVE2
-	int size = ioctl(kvm->fd, KVM_CHECK_EXTENSION, KVM_CAP_XSAVE2);
-	if (size > (int)sizeof(struct kvm_xsave))
-		return (uint32_t)size;
+	int n = ioctl(kvm->fd, KVM_CHECK_EXTENSION, KVM_CAP_XSAVE2);
+	if (n > (int)sizeof(struct kvm_xsave))
+		size = (uint32_t)n;
 #endif
-	return sizeof(struct kvm_xsave);
+	kvm->xsave_size = size;
+	return size;
 }
 
 static int msr_rank(uint32_t index)

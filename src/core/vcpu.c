@@ -66,8 +66,22 @@ int vcpu_set_cpuid(struct vcpu *vcpu)
 		return log_errno(-ENOMEM, "build CPUID for vcpu %d", vcpu->id);
 	if (ioctl(vcpu->fd, KVM_SET_CPUID2, cpuid) < 0)
 		err = log_errno(-errno, "KVM_SET_CPUID2 on vcpu %d", vcpu->id);
+	else
+		vcpu->cpuid_nent = cpuid->nent;
 	free(cpuid);
 	return err;
+}
+
+int vcpu_tsc_khz(struct vcpu *vcpu)
+{
+	int khz = vcpu->tsc_khz ? vcpu->tsc_khz : ioctl(vcpu->fd, KVM_GET_TSC_KHZ, 0);
+
+	if (khz < 0)
+		return -errno;
+	if (khz == 0)
+		return -EINVAL;
+	vcpu->tsc_khz = khz;
+	return khz;
 }
 
 void vcpu_kick_locked(struct vcpu *vcpu)

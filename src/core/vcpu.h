@@ -21,6 +21,8 @@ struct vcpu {
 	int run_size;
 	pthread_t thread;
 	bool thread_started;
+	uint32_t cpuid_nent;	/* entries of the CPUID last set: KVM_GET_CPUID2's first size */
+	int tsc_khz;		/* vcpu_tsc_khz, asked once (0: not yet; forkvm never sets it) */
 
 	/* Under vm->lock. */
 	bool io_pending;   /* last exit was IO/MMIO: KVM completes it on the next KVM_RUN */
@@ -35,6 +37,8 @@ int vcpu_create(struct vm *vm, int id, struct vcpu *vcpu);
 void vcpu_destroy(struct vcpu *vcpu);
 /* CPUID for this vCPU from the host's supported set and the VM's policy. */
 int vcpu_set_cpuid(struct vcpu *vcpu);
+/* The vCPU's TSC rate in kHz (KVM_GET_TSC_KHZ, asked once), or -errno. */
+int vcpu_tsc_khz(struct vcpu *vcpu);
 int vcpu_start_thread(struct vcpu *vcpu);
 /* Post work to an idle vCPU (called with or without vm->lock held: see _locked). */
 void vcpu_wake(struct vcpu *vcpu);

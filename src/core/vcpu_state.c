@@ -20,7 +20,8 @@
 
 static struct kvm_cpuid2 *vcpu_get_cpuid(struct vcpu *vcpu)
 {
-	for (uint32_t n = 64; n <= 4096; n *= 2) {
+	/* First the size last set: one ioctl, not an E2BIG and a second (in the pause window). */
+	for (uint32_t n = vcpu->cpuid_nent ? vcpu->cpuid_nent : 64; n <= 4096; n *= 2) {
 		struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + n * sizeof(c->entries[0]));
 		if (!c)
 			return NULL;
@@ -77,7 +78,7 @@ int vcpu_save_state(struct vcpu *vcpu, struct vcpu_state *st)
 				vcpu->id, n, nmsrs, n >= 0 && (uint32_t)n < nmsrs ? msr_list[n] : 0);
 		goto err;
 	}
-	n = ioctl(vcpu->fd, KVM_GET_TSC_KHZ, 0);
+	n = vcpu_tsc_khz(vcpu);
 	st->tsc_khz = n > 0 ? (uint64_t)n : 0;
 	/* Last: the events must describe the state everything above was read in. */
 	VCPU_IOCTL(vcpu, KVM_GET_VCPU_EVENTS, &st->events, "KVM_GET_VCPU_EVENTS");
@@ -93,6 +94,7 @@ int vcpu_restore_state(struct vcpu *vcpu, const struct vcpu_state *st)
 	int err, n;
 
 	VCPU_IOCTL(vcpu, KVM_SET_CPUID2, st->cpuid, "KVM_SET_CPUID2");
+	vcpu->cpuid_nent = st->cpuid->nent;
 	VCPU_IOCTL(vcpu, KVM_SET_MP_STATE, &st->mp, "KVM_SET_MP_STATE");
 	VCPU_IOCTL(vcpu, KVM_SET_REGS, &st->regs, "KVM_SET_REGS");
 	VCPU_IOCTL(vcpu, KVM_SET_SREGS, &st->sregs, "KVM_SET_SREGS");

@@ -56,12 +56,12 @@ static int clock_at_vcpu_tsc(struct vm *vm, int i, uint64_t *clock, uint64_t *ts
 			     uint64_t *spread_ns)
 {
 	struct kvm_clock_data data = { 0 };
-	int khz = ioctl(vm->vcpus[i].fd, KVM_GET_TSC_KHZ, 0);
+	int khz = vcpu_tsc_khz(&vm->vcpus[i]);
 	uint64_t a, b;
 	int ret;
 
-	if (khz <= 0)
-		return log_errno(khz < 0 ? -errno : -EINVAL, "KVM_GET_TSC_KHZ of vcpu %d", i);
+	if (khz < 0)
+		return log_errno(khz, "KVM_GET_TSC_KHZ of vcpu %d", i);
 	for (int t = 0; t < BRACKET_TRIES; t++) {
 		if ((ret = vcpu_get_tsc(&vm->vcpus[i], &a)))
 			return ret;
@@ -157,9 +157,9 @@ int vm_clock_tie_tsc(struct vm *vm, uint64_t clock, const uint64_t *tsc)
 
 	if (vm->nvcpus < 1)
 		return 0;
-	khz = ioctl(vm->vcpus[0].fd, KVM_GET_TSC_KHZ, 0);
-	if (khz <= 0)
-		return log_errno(khz < 0 ? -errno : -EINVAL, "KVM_GET_TSC_KHZ");
+	khz = vcpu_tsc_khz(&vm->vcpus[0]);
+	if (khz < 0)
+		return log_errno(khz, "KVM_GET_TSC_KHZ");
 	ret = tie_by_offset(vm, clock, tsc, (uint64_t)khz);
 	if (ret)
 		return ret;

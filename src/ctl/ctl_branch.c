@@ -43,6 +43,12 @@ static json_t *branch_reply(const struct branch_result *r, enum branch_strategy 
 		json_object_set_new(reply, "wp_faults", json_integer((json_int_t)r->wp_faults));
 	}
 	json_object_set_new(reply, "total_ms", json_real((double)r->total_ns / 1e6));
+	if (strategy == BRANCH_COW) {
+		json_object_set_new(reply, "template_ms", json_real((double)r->template_ns / 1e6));
+		json_object_set_new(reply, "first_fork_ms", json_real((double)r->first_fork_ns / 1e6));
+		json_object_set_new(reply, "last_fork_ms", json_real((double)r->last_fork_ns / 1e6));
+		json_object_set_new(reply, "ready_ms", json_real((double)r->ready_ns / 1e6));
+	}
 	json_object_set_new(reply, "bytes_written", json_integer((json_int_t)r->bytes_written));
 	if (r->snapshot[0])
 		json_object_set_new(reply, "snapshot", json_string(r->snapshot));

@@ -170,6 +170,7 @@ int branch(struct vm *vm, const struct branch_opts *o, struct branch_result *res
 	int ret;
 
 	memset(res, 0, sizeof(*res));
+	res->start_ns = t0;
 	if (o->count < 1 || o->count > BRANCH_MAX_CHILDREN) {
 		return errmsg(err, -EINVAL, "count must be 1-%d", BRANCH_MAX_CHILDREN);
 	}

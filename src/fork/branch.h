@@ -57,6 +57,10 @@ struct branch_result {
 	bool wp_unpopulated;	/* live: the kernel write-protected unpopulated pages itself */
 	uint64_t wp_faults;	/* live: source writes that waited for their page to be copied */
 	uint64_t total_ns;	/* request → every child ready */
+	/* cow, from the request: the template running, its first child forked, its last child
+	 * forked, every child ready (agent fix-up included): where a fan-out's time goes */
+	uint64_t template_ns, first_fork_ns, last_fork_ns, ready_ns;
+	uint64_t start_ns;	/* CLOCK_MONOTONIC at the request: what the four above count from */
 	uint64_t bytes_written; /* full/diff: memory bytes written */
 	char snapshot[4096];	/* full/diff/live: the snapshot or layer the children use */
 	char template_socket[512]; /* cow: the template's control socket */

@@ -35,6 +35,7 @@ struct cow_template {
 		char cgroup[512];	/* made for it by the template; "" none */
 	} *kids;		/* every child made, so a killed one's socket can be removed */
 	int nkids, capkids;
+	uint64_t first_fork_ns, last_fork_ns, ready_ns; /* the last cow_spawn's (CLOCK_MONOTONIC) */
 	bool source_alive;
 	int timeout_ms;
 	struct cgroup_opts cg;	/* the source's cgroup options: each child enters with them */

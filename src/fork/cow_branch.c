@@ -86,6 +86,13 @@ static int read_report(int fd, int timeout_ms, struct branch_result *res, struct
 				c->pid = pid;
 				res->count++;
 			}
+		} else if (strncmp(line, "stamps ", 7) == 0) {
+			unsigned long long s[4];
+			uint64_t *to[4] = { &res->template_ns, &res->first_fork_ns, &res->last_fork_ns,
+					    &res->ready_ns };
+			if (sscanf(line + 7, "%llu %llu %llu %llu", &s[0], &s[1], &s[2], &s[3]) == 4)
+				for (int i = 0; i < 4; i++)
+					*to[i] = s[i] > res->start_ns ? s[i] - res->start_ns : 0;
 		} else if (strncmp(line, "ok ", 3) == 0) {
 			snprintf(res->template_socket, sizeof(res->template_socket), "%s", line + 3);
 			return 0;

@@ -88,6 +88,7 @@ void cow_child_main(struct cow_template *t, const char *name, const char *socket
 		cfg.vsock_cid = (uint32_t)t->machine.vsock.cid;
 	}
 	cfg.cpuid_policy = t->cpuid_policy;
+	cfg.cpuid_from_state = true;
 	/* Disks: the chain sealed at the branch instant (linked by the template), a new top. */
 	struct snap_disk_paths *disks = NULL;
 	cfg.disk_top_prefix = socket;

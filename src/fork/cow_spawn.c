@@ -228,6 +228,7 @@ int cow_spawn(struct cow_template *t, int count, bool paused, bool no_agent_sync
 	 * heap pages' one version instead of each holding its own. */
 	struct spawned_child batch[SPAWN_BATCH] = { { 0 } };
 	int nbatch = 0;
+	uint64_t first_fork_ns = 0;
 	for (; spawned < count; spawned++) {
 		struct branch_child *c = &out[spawned];
 		int pipefd[2];
@@ -259,14 +260,19 @@ int cow_spawn(struct cow_template *t, int count, bool paused, bool no_agent_sync
 		}
 		batch[nbatch++] = (struct spawned_child){ .pid = pid, .fd = pipefd[0],
 							  .in_cgroup = cg.dir[0] != '\0' };
+		if (!first_fork_ns)
+			first_fork_ns = monotonic_ns();
 	}
 	record_batch(t, out, fds, spawned - nbatch, batch, nbatch);
+	t->last_fork_ns = monotonic_ns();
+	t->first_fork_ns = first_fork_ns;
 	t->next_index += spawned;
 	t->live += spawned;
 	if (!ret)
 		ret = wait_ready(t, out, fds, keep, pfds, spawned, &failed, err);
 	if (!ret && agent)
 		ret = sync_agents(t, out, keep, spawned, &failed, err);
+	t->ready_ns = monotonic_ns();
 	if (ret) {
 		kill_children(t, out, fds, keep, spawned);
 		if (failed >= 0)

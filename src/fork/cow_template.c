@@ -299,6 +299,7 @@ void cow_template_main(struct vm *vm, struct snap_buf *state, const struct branc
 	char path[700];
 	struct fvm_err err = FVM_ERR_INIT;
 	sigset_t sigs;
+	uint64_t up_ns = monotonic_ns();
 
 	setsid();
 	prctl(PR_SET_NAME, "forkvm-template");
@@ -359,6 +360,9 @@ void cow_template_main(struct vm *vm, struct snap_buf *state, const struct branc
 	}
 	for (int i = 0; i < o->count; i++)
 		report(report_fd, "child %s %d %s\n", kids[i].name, (int)kids[i].pid, kids[i].socket);
+	report(report_fd, "stamps %llu %llu %llu %llu\n", (unsigned long long)up_ns,
+	       (unsigned long long)t.first_fork_ns, (unsigned long long)t.last_fork_ns,
+	       (unsigned long long)t.ready_ns);
 	report(report_fd, "ok %s\n", t.socket);
 	close(report_fd);
 	free(kids);

@@ -222,6 +222,7 @@ int vm_restore(struct vm *vm, const struct vm_config *base, const struct snapsho
 	/* The hook may enter the jail, which needs this process single-threaded: the device
 	 * threads start after it, before any device state is restored (docs/SECURITY.md). */
 	cfg.defer_device_threads = hooks && hooks->mem_ready;
+	cfg.cpuid_from_state = true;
 	ret = vm_create(vm, &cfg);
 	snap_disk_paths_free(disks);
 	if (ret)

@@ -98,8 +98,10 @@ static int kvm_minimal(char *mem, size_t len)
 	if (kvm < 0)
 		return -1;
 	vm = ioctl(kvm, KVM_CREATE_VM, 0);
-	if (vm < 0 || ioctl(vm, KVM_CREATE_IRQCHIP, 0) < 0 ||
-	    ioctl(vm, KVM_SET_USER_MEMORY_REGION, &slot) < 0)
+	/* The memslot first: set after KVM_CREATE_IRQCHIP it waits for the grace period the
+	 * irqchip started (vm_create in src/builder/vm_build.c does the same). */
+	if (vm < 0 || ioctl(vm, KVM_SET_USER_MEMORY_REGION, &slot) < 0 ||
+	    ioctl(vm, KVM_CREATE_IRQCHIP, 0) < 0)
 		return -1;
 	vcpu = ioctl(vm, KVM_CREATE_VCPU, 0);
 	size = ioctl(kvm, KVM_GET_VCPU_MMAP_SIZE, 0);
