@@ -84,12 +84,13 @@ static size_t page_len(uint64_t off, uint64_t size)
 /*
  * Guest RAM is written by two threads, chunk by chunk: this one with pwrite, a helper by
  * copying into a shared mapping of the file. pwrite holds the file's inode lock while it
- * allocates, clears and fills each page, so two pwrite threads only take turns; a page fault
- * on the mapping does not take it, so the helper allocates beside it. Measured, 1 GiB into
- * /dev/shm on a 2-core host: pwrite alone 377 ms, two pwrite threads 365 ms, pwrite and the
- * helper 263 ms (docs/PERFORMANCE.md, "Snapshots"); on tmpfs only (helper_start). A chunk the helper cannot copy (SIGBUS:
- * the file system is full) is written again with pwrite, which says why. Tried before and
- * no faster than one pwrite per run: io_uring batching, sync_file_range kicks.
+ * allocates and fills each page, so two pwrite threads only take turns; a page fault on the
+ * mapping does not take it, so the helper allocates beside it (each of its pages costs about
+ * twice a pwrite's: a fault, and a page cleared first). Measured, 1 GiB into /dev/shm on a
+ * 2-core host: pwrite alone 377 ms, two pwrite threads 365 ms, pwrite and the helper 263 ms
+ * (docs/PERFORMANCE.md, "Snapshots"). tmpfs only (helper_start). A chunk the helper cannot
+ * copy (SIGBUS: the file system is full) is written again with pwrite, which says why.
+ * Tried before, and no faster than one pwrite per run: io_uring batching, sync_file_range.
  */
 #define SNAP_CHUNK (8ULL << 20)
 #define SNAP_HELPER_MIN (64ULL << 20) /* below this a second thread costs more than it gives */
@@ -152,13 +153,12 @@ static void *helper_main(void *arg)
 
 /* The helper, when RAM is large enough, the file is on tmpfs and maps; without it this thread
  * writes everything (a failed mmap or thread start costs speed, not the snapshot). Only tmpfs:
- * on ext4 a write fault reserves blocks and the fsync writes those pages back more slowly,
- * measured 1 GiB to /var/tmp 491 ms with pwrite alone and 730 ms with the helper. */
+ * on ext4 the helper made the snapshot slower (1 GiB to /var/tmp, fsync included: 491 ms by
+ * pwrite alone, 730 ms with the helper, whose write faults reserve blocks page by page). */
 static bool helper_start(struct mem_write *mw, pthread_t *thread)
 {
-	void *map;
-
 	struct statfs fs;
+	void *map;
 
 	if (mw->size < SNAP_HELPER_MIN || fstatfs(mw->fd, &fs) < 0 || fs.f_type != TMPFS_MAGIC)
 		return false;

@@ -96,6 +96,13 @@ def test_children_hold_the_branch_instant_image_and_stay_isolated(env, strategy,
         reply, kids = branch(src, env, strategy, count=3)
         image = reply["image_hashes"][0]
         assert reply["paused_us"] > 0
+        if strategy == "cow":  # where the fan-out went, in the order it happens
+            stamps = [reply[k] for k in ("template_ms", "first_fork_ms", "last_fork_ms",
+                                         "ready_ms", "total_ms")]
+            assert 0 < stamps[0] and stamps == sorted(stamps), reply
+            assert reply["capture_us"] > 0 and reply["fork_us"] > 0, reply
+        else:
+            assert "template_ms" not in reply, reply
         if strategy == "live":
             check_live_mode(reply, param == "live-populate")
             # The dirty workload wrote protected pages during the copy, and waited for it.
