@@ -17,6 +17,7 @@
 #include "core/vm.h"
 #include "ctl/ctl_server.h"
 #include "ctl/ctl_socket.h"
+#include "jail/seccomp.h"
 #include "devices/virtio_net.h"
 
 struct vm *ctl_vm(struct ctl_server *srv)
@@ -60,6 +61,16 @@ void ctl_worker_done(struct ctl_server *srv, uint64_t client, json_t *reply)
 	complete(srv, c, client, reply);
 }
 
+/* The worker holds the control thread's filters: it says so before it runs (a cow branch
+ * forks the template from it, and the children must not load them again). */
+static void *worker_main(void *arg)
+{
+	struct ctl_server *srv = arg;
+
+	jail_seccomp_inherit(srv->worker_roles);
+	return srv->worker_fn(srv->worker_arg);
+}
+
 int ctl_worker_start(struct ctl_server *srv, const char *what, void *(*fn)(void *), void *arg)
 {
 	int err;
@@ -70,7 +81,10 @@ int ctl_worker_start(struct ctl_server *srv, const char *what, void *(*fn)(void 
 	if (!srv->worker_reply)
 		return log_errno(-ENOMEM, "allocating the %s worker's reply", what);
 	srv->worker_reply->worker = true;
-	err = thread_start(&srv->worker, fn, arg);
+	srv->worker_fn = fn;
+	srv->worker_arg = arg;
+	srv->worker_roles = jail_seccomp_roles();
+	err = thread_start(&srv->worker, worker_main, srv);
 	if (err) {
 		free(srv->worker_reply);
 		srv->worker_reply = NULL;

@@ -75,6 +75,9 @@ struct ctl_server {
 	/* One long operation (snapshot) at a time runs on a worker thread, off the loop. */
 	pthread_t worker;
 	bool worker_started;
+	void *(*worker_fn)(void *);	/* what the worker runs, and with */
+	void *worker_arg;
+	unsigned worker_roles;		/* the seccomp roles it inherits (jail_seccomp_inherit) */
 	struct completion *worker_reply; /* allocated up front: its reply cannot be lost */
 	const char *busy; /* its command name while it runs (loop thread only) */
 	struct ev_timer thp_timer; /* huge-page repair passes after cow branches */

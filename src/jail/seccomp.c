@@ -569,6 +569,16 @@ int jail_seccomp_precompile(void)
 	return err;
 }
 
+unsigned jail_seccomp_roles(void)
+{
+	return loaded_roles;
+}
+
+void jail_seccomp_inherit(unsigned held)
+{
+	loaded_roles |= held;
+}
+
 int jail_seccomp_apply(enum jail_role role)
 {
 	const struct role_def *r = &roles[role];

@@ -41,6 +41,16 @@ enum jail_seccomp_mode jail_seccomp_mode(void);
  * nothing. Returns 0 or a negative errno, logged with the role.
  */
 int jail_seccomp_apply(enum jail_role role);
+/*
+ * The roles whose filters the calling thread holds. A new thread holds its creator's filters
+ * (the kernel copies them) but not this record, which is per thread: a thread that starts
+ * another that may fork or load filters passes it on (jail_seccomp_inherit, first thing in
+ * the new thread). Else a cow child, forked from the branch worker, loads the control filter
+ * a second time over the one it holds: ~0.1 ms per child, one more filter for every syscall,
+ * and one more per generation of a cow chain, until the kernel's bound on a thread's filters.
+ */
+unsigned jail_seccomp_roles(void);
+void jail_seccomp_inherit(unsigned held);
 /* The fd no filter loaded after this lets the control and device threads shutdown(): the
  * family socket to a network broker, shared by every VM of the family. -1: none. */
 void jail_seccomp_guard_fd(int fd);

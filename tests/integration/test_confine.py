@@ -178,6 +178,45 @@ def test_a_cow_child_filter_names_its_own_pid(probe_env):
         shutil.rmtree(run, ignore_errors=True)
 
 
+def filters_of_main_thread(pid):
+    """Seccomp_filters of pid's main thread: how many filters each of its syscalls runs."""
+    status = open(f"/proc/{pid}/task/{pid}/status").read()
+    return int(status.split("Seccomp_filters:")[1].split()[0])
+
+
+def test_cow_generations_do_not_stack_control_filters():
+    """A cow child's control thread holds its source's control filter already (forked from the
+    branch worker, which holds its creator's): it loads it no second time, and a child of a
+    child no third. Before, each generation added one: every syscall ran one filter more, and
+    a deep enough chain would reach the kernel's bound on a thread's filters."""
+    run = tempfile.mkdtemp(prefix="forkvm-confine-")
+    src = VM()
+    pids = []
+    try:
+        base = filters_of_main_thread(src.proc.pid)
+        assert base >= 1
+        parent = src
+        for gen in range(3):
+            reply = call(parent.sock, {"cmd": "branch", "strategy": "cow", "count": 1,
+                                       "prefix": f"gen{gen}", "run_dir": run}, timeout=120)
+            assert reply["ok"], reply
+            kid = Child(reply["children"][0]["socket"], reply["children"][0]["pid"])
+            pids.append(kid.pid)
+            kid.ok({"cmd": "ping"})
+            assert filters_of_main_thread(kid.pid) == base, f"generation {gen + 1}"
+            assert all_filtered(kid.pid)[1]
+            parent = kid
+    finally:
+        kill_all(pids)
+        src.stop()
+        for gen in range(3):
+            try:
+                call(os.path.join(run, f"gen{gen}.template.sock"), {"cmd": "stop"}, timeout=10)
+            except OSError:
+                pass
+        shutil.rmtree(run, ignore_errors=True)
+
+
 def test_probe_is_unreachable_without_the_env_var(monkeypatch):
     monkeypatch.delenv("FORKVM_TEST_SECCOMP_PROBE", raising=False)
     vm = VM()
