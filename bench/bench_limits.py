@@ -135,7 +135,7 @@ def ping_all(children, timeout=60):
 
 
 def fanout_row(n, runs, work, mem_mib=256):
-    """forkvm: branch request -> N cow children all answering ping (pinged 16 at a time).
+    """forkvm: branch request -> N cow children all answering ping (all pinged at once).
     References, each run interleaved with ours: N fork()ed children of a process with the same
     RAM, each making the minimum a VM needs from KVM (VM, irqchip, memslot over the inherited
     RAM, one vCPU) and answering over a pipe -- the kernel's floor for a VM per child -- and

@@ -48,26 +48,11 @@ static pid_t fork_template(struct vm *vm, struct snap_buf *state, const struct b
 	return mid;
 }
 
-static int read_report(int fd, int timeout_ms, struct branch_result *res, struct fvm_err *err)
+/* The template's report: "child NAME PID SOCKET" lines, "stamps ...", then "ok SOCKET" or an
+ * error (its last word, which may span lines: a child's quoted log). */
+static int parse_report(char *buf, struct branch_result *res, struct fvm_err *err)
 {
-	char buf[1 << 16];
-	size_t len = 0;
-	uint64_t deadline = deadline_after_ms(timeout_ms);
-
-	for (;;) {
-		struct pollfd p = { .fd = fd, .events = POLLIN };
-		int left = deadline_ms_left(deadline);
-		ssize_t n;
-		if (left <= 0 || poll(&p, 1, left) <= 0) {
-			return errmsg(err, -ETIMEDOUT,
-				      "the cow template did not report within %d ms", timeout_ms);
-		}
-		n = read(fd, buf + len, sizeof(buf) - 1 - len);
-		if (n <= 0)
-			break;
-		len += (size_t)n;
-	}
-	buf[len] = '\0';
+	size_t len = strlen(buf), total = len;
 	/* An error is the template's last word and may span lines (a child's quoted log). */
 	char *error = strncmp(buf, "error ", 6) == 0 ? buf : strstr(buf, "\nerror ");
 	if (error) {
@@ -101,7 +86,70 @@ static int read_report(int fd, int timeout_ms, struct branch_result *res, struct
 		}
 	}
 	return errmsg(err, -ECHILD, "the cow template exited without a report (%zu bytes: %.200s)",
-		      len, buf);
+		      total, buf);
+}
+
+/* A child's line (name, pid, socket path) at most; the rest of a report is a few KiB. */
+#define REPORT_CHILD_LINE 600
+#define REPORT_MAX (8u << 20)
+
+/* Read the template's report to its end (it closes the pipe) into *out, grown as needed. */
+static int read_all(int fd, int timeout_ms, int count, char **out, struct fvm_err *err)
+{
+	size_t cap = (64u << 10) + (size_t)count * REPORT_CHILD_LINE, len = 0;
+	uint64_t deadline = deadline_after_ms(timeout_ms);
+	char *buf = malloc(cap), *grown;
+	int ret = 0;
+
+	while (buf) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		int left = deadline_ms_left(deadline);
+		ssize_t n;
+
+		if (len == cap - 1) {
+			if (cap >= REPORT_MAX) {
+				ret = errmsg(err, -EMSGSIZE, "the cow template's report passed %u "
+					     "bytes", REPORT_MAX);
+				goto out;
+			}
+			grown = realloc(buf, cap * 2);
+			if (!grown)
+				break;
+			buf = grown;
+			cap *= 2;
+		}
+		if (left <= 0 || poll(&p, 1, left) <= 0) {
+			ret = errmsg(err, -ETIMEDOUT, "the cow template did not report within %d ms",
+				     timeout_ms);
+			goto out;
+		}
+		n = read(fd, buf + len, cap - 1 - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			buf[len] = '\0';
+			*out = buf;
+			return 0;
+		}
+		len += (size_t)n;
+	}
+	ret = errmsg(err, -ENOMEM, "out of memory for the cow template's report");
+out:
+	free(buf);
+	return ret;
+}
+
+static int read_report(int fd, int timeout_ms, int count, struct branch_result *res,
+		       struct fvm_err *err)
+{
+	char *buf = NULL;
+	int ret = read_all(fd, timeout_ms, count, &buf, err);
+
+	if (ret)
+		return ret;
+	ret = parse_report(buf, res, err);
+	free(buf);
+	return ret;
 }
 
 int branch_cow(struct vm *vm, const struct branch_opts *o, struct branch_result *res,
@@ -168,7 +216,7 @@ int branch_cow(struct vm *vm, const struct branch_opts *o, struct branch_result 
 	/* The template's own deadlines: children ready, then (Linux) their agent fix-up. */
 	ret = read_report(pipefd[0], vm->probe_guest || o->no_agent_sync ? o->timeout_ms
 									  : 2 * o->timeout_ms + 5000,
-			  res, err);
+			  o->count, res, err);
 out:
 	snap_buf_free(&state);
 	close(gate[0]);

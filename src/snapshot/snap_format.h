@@ -127,6 +127,9 @@ int snap_writer_put(struct snap_writer *w, const char *name, const void *data, s
 /* Write guest RAM as a sparse file: all-zero 4 KiB pages stay holes. fsyncs. */
 int snap_writer_put_memory(struct snap_writer *w, const uint8_t *mem, uint64_t size,
 			   struct snap_mem_stats *stats);
+/* Test hook: the second writer thread fails every copy (as on a full file system), so the
+ * chunks it gives back are written again by the first (tests/unit/test_snap_dir.c). */
+void snap_memory_test_helper_fails(bool fail);
 /* fsync the temp dir, rename it to DIR (replacing when force), fsync the parent. */
 int snap_writer_commit(struct snap_writer *w);
 /* Remove the temp dir and everything in it (safe to call after commit: no-op). */

@@ -96,12 +96,21 @@ static size_t page_len(uint64_t off, uint64_t size)
 #define SNAP_HELPER_MIN (64ULL << 20) /* below this a second thread costs more than it gives */
 #define NO_CHUNK UINT64_MAX
 
+/* Test hook (snap_format.h): every copy of the helper fails, as on a full file system. */
+static bool helper_fails;
+
+void snap_memory_test_helper_fails(bool fail)
+{
+	helper_fails = fail;
+}
+
 struct mem_write {
 	int fd;
 	const uint8_t *mem;
 	uint8_t *map;			/* the file mapped shared for the helper; NULL: no helper */
 	uint64_t size, nchunks;
-	_Atomic uint64_t next;		/* the next chunk either thread takes */
+	_Atomic uint64_t next;		/* the next chunk either thread takes, up to shared */
+	uint64_t shared;		/* with a helper, the last chunk is its own: nchunks - 1 */
 	atomic_bool stop;		/* pwrite failed: the helper takes no more chunks */
 	uint64_t helper_written;	/* the helper's own: read after the join */
 	uint64_t redo;			/* the chunk the helper gave back, or NO_CHUNK */
@@ -125,8 +134,12 @@ static int write_chunk(struct mem_write *mw, uint64_t chunk, bool mapped, uint64
 			off += page_len(off, end);
 		if (off == start)
 			continue;
-		ret = mapped ? guarded_copy(mw->map + start, mw->mem + start, off - start)
-			     : fd_pwrite_full(mw->fd, mw->mem + start, off - start, start);
+		if (!mapped)
+			ret = fd_pwrite_full(mw->fd, mw->mem + start, off - start, start);
+		else if (helper_fails)
+			ret = -EIO;
+		else
+			ret = guarded_copy(mw->map + start, mw->mem + start, off - start);
 		if (ret) {
 			*failed_at = start;
 			return ret;
@@ -137,17 +150,19 @@ static int write_chunk(struct mem_write *mw, uint64_t chunk, bool mapped, uint64
 	return 0;
 }
 
+/* The last chunk first, its own (so it always has a share, whenever it starts), then the
+ * shared ones. One it cannot copy it leaves for the writer to redo, and stops. */
 static void *helper_main(void *arg)
 {
 	struct mem_write *mw = arg;
-	uint64_t chunk, failed_at;
+	uint64_t chunk = mw->nchunks - 1, failed_at;
 
-	while (!atomic_load(&mw->stop) && (chunk = atomic_fetch_add(&mw->next, 1)) < mw->nchunks) {
+	do {
 		if (write_chunk(mw, chunk, true, &mw->helper_written, &failed_at)) {
 			mw->redo = chunk;
 			break;
 		}
-	}
+	} while (!atomic_load(&mw->stop) && (chunk = atomic_fetch_add(&mw->next, 1)) < mw->shared);
 	return NULL;
 }
 
@@ -170,10 +185,12 @@ static bool helper_start(struct mem_write *mw, pthread_t *thread)
 	}
 	if (guarded_copy_begin() == 0) {
 		mw->map = map;
+		mw->shared = mw->nchunks - 1;
 		if (thread_start(thread, helper_main, mw) == 0)
 			return true;
 		guarded_copy_end();
 		mw->map = NULL;
+		mw->shared = mw->nchunks;
 	}
 	log_debug("snapshot: one writer thread (no helper thread)");
 	munmap(map, mw->size);
@@ -183,14 +200,14 @@ static bool helper_start(struct mem_write *mw, pthread_t *thread)
 static int write_runs(int fd, const uint8_t *mem, uint64_t size, struct snap_mem_stats *st,
 		      uint64_t *failed_at)
 {
+	uint64_t chunk, nchunks = (size + SNAP_CHUNK - 1) / SNAP_CHUNK;
 	struct mem_write mw = { .fd = fd, .mem = mem, .size = size, .redo = NO_CHUNK,
-				.nchunks = (size + SNAP_CHUNK - 1) / SNAP_CHUNK };
-	uint64_t chunk;
+				.nchunks = nchunks, .shared = nchunks };
 	pthread_t helper;
 	bool helped = helper_start(&mw, &helper);
 	int ret = 0;
 
-	while ((chunk = atomic_fetch_add(&mw.next, 1)) < mw.nchunks) {
+	while ((chunk = atomic_fetch_add(&mw.next, 1)) < mw.shared) {
 		ret = write_chunk(&mw, chunk, false, &st->bytes_written, failed_at);
 		if (ret) {
 			atomic_store(&mw.stop, true);

@@ -15,20 +15,38 @@ static struct sigaction guard_prev;
 /* The copy this thread is inside, if any. */
 static __thread sigjmp_buf *guard_env;
 
+/* A SIGBUS outside a guarded copy: what the earlier action would have done. A handler is
+ * called as the kernel would have; the default (or ignoring a fault, which would repeat it)
+ * ends the process of it, as without the guard. */
+static void not_ours(int sig, siginfo_t *si, void *uc)
+{
+	struct sigaction dfl = { .sa_handler = SIG_DFL };
+
+	if ((guard_prev.sa_flags & SA_SIGINFO) && guard_prev.sa_sigaction) {
+		guard_prev.sa_sigaction(sig, si, uc);
+		return;
+	}
+	if (guard_prev.sa_handler == SIG_IGN && si->si_code <= 0)
+		return; /* sent, and ignored before the guard: still ignored */
+	if (guard_prev.sa_handler != SIG_DFL && guard_prev.sa_handler != SIG_IGN) {
+		guard_prev.sa_handler(sig);
+		return;
+	}
+	sigemptyset(&dfl.sa_mask);
+	sigaction(sig, &dfl, NULL);
+	raise(sig); /* delivered on return (a fault also repeats): the process ends */
+}
+
 static void guard_handler(int sig, siginfo_t *si, void *uc)
 {
 	sigjmp_buf *env = guard_env;
 
-	(void)uc;
-	if (env) {
-		guard_env = NULL;
-		siglongjmp(*env, 1);
+	if (!env) {
+		not_ours(sig, si, uc);
+		return;
 	}
-	/* Not ours: the earlier action takes it. A fault repeats on return and is delivered
-	 * to that action; a SIGBUS sent by someone is sent again. */
-	sigaction(sig, &guard_prev, NULL);
-	if (si->si_code <= 0)
-		raise(sig);
+	guard_env = NULL;
+	siglongjmp(*env, 1);
 }
 
 int guarded_copy_begin(void)
@@ -57,9 +75,16 @@ void guarded_copy_end(void)
 int guarded_copy(void *dst, const void *src, size_t len)
 {
 	sigjmp_buf env;
+	sigset_t bus;
 
-	if (sigsetjmp(env, 1))
+	/* No signal mask saved (a system call per copy): the jump leaves SIGBUS blocked, as the
+	 * handler ran, and the failure path unblocks it (a fault with it blocked would kill). */
+	if (sigsetjmp(env, 0)) {
+		sigemptyset(&bus);
+		sigaddset(&bus, SIGBUS);
+		pthread_sigmask(SIG_UNBLOCK, &bus, NULL);
 		return -EIO;
+	}
 	guard_env = &env;
 	atomic_signal_fence(memory_order_seq_cst); /* the handler sees env before the copy */
 	memcpy(dst, src, len);
